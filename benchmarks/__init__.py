@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks. Each ``bench_*.py`` module prints JSON lines."""

@@ -1,0 +1,1 @@
+"""Kademlia DHT over the QUIC transport: routing table, iterative lookups, signed records."""
