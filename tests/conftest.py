@@ -1,0 +1,25 @@
+"""Shared test configuration.
+
+Hypothesis: no per-example deadline (the machines are 2-core and shared, so wall-clock
+deadlines flake); ``HYPOTHESIS_PROFILE=thorough`` raises the example count for
+deeper local runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "default",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "thorough",
+    deadline=None,
+    max_examples=2000,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
