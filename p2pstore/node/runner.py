@@ -230,7 +230,6 @@ class NodeRunner:
         rc = EXIT_OK
         try:
             status = service.status()
-            self._write_status(p, service, "running", status)
             seed = own_seed(config, p.key, status["listen_port"])
             log.info("running; listening on UDP %s port %d", status["listen_host"], seed.port)
             if config.node.introducer:
@@ -244,6 +243,7 @@ class NodeRunner:
                     flush=True,
                 )
                 log.info("introducer line: %s", seed.to_line())
+            self._write_status(p, service, "running", status)  # `start` waits for this
             await self._wait_loop(p, service, known)
         except Exception:
             log.exception("node failed")
