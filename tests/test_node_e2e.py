@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -131,3 +132,16 @@ def test_node_joins_list_and_config_errors(tmp_path: Path) -> None:
         assert "systemctl --user enable --now p2pstore-node.service" in unit
     finally:
         cli("stop", intro)
+
+
+def test_start_reports_a_port_conflict_from_the_child(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        node = tmp_path / "node"
+        cli("create-node", node, "--listen", f"127.0.0.1:{port}")
+        proc = cli("start", node, check=False)
+    assert proc.returncode == 78
+    assert "exited during start (exit code 78)" in proc.stderr
+    assert f"[node] listen: cannot listen on 127.0.0.1:{port}" in proc.stderr
+    assert not (node / "run" / "node.pid").exists()

@@ -104,10 +104,12 @@ def start(
     root: Path,
     *,
     timeout: float = 20.0,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
     python: str = sys.executable,
 ) -> StartResult:
+    out = out or sys.stdout
+    err = err or sys.stderr
     prepared = prepare(root)  # raises NodeError: shown before anything is spawned
     nd = prepared.node_dir
     nd.ensure_runtime_dirs()
@@ -170,8 +172,9 @@ def _wait_until(cond: Callable[[], bool], timeout: float) -> bool:
 
 
 def stop(
-    root: Path, *, timeout: float = 30.0, force: bool = False, out: TextIO = sys.stdout
+    root: Path, *, timeout: float = 30.0, force: bool = False, out: TextIO | None = None
 ) -> int:
+    out = out or sys.stdout
     nd = NodeDir(root.absolute())
     nd.require_node()
     found = remove_stale(nd.pid_path)
@@ -248,7 +251,8 @@ def format_status(nd: NodeDir, state: str, pid: int | None, doc: dict[str, Any] 
     return "\n".join(lines)
 
 
-def status(root: Path, *, as_json: bool = False, out: TextIO = sys.stdout) -> int:
+def status(root: Path, *, as_json: bool = False, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     nd = NodeDir(root.absolute())
     nd.require_node()
     found: PidState = probe(nd.pid_path)
