@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from p2pstore.node.address import HostPort
 from p2pstore.node.config import (
@@ -12,6 +14,7 @@ from p2pstore.node.config import (
     LoggingSection,
     NodeSection,
     StorageSection,
+    config_from_dict,
     load_config,
     toml_string,
 )
@@ -129,3 +132,47 @@ def test_toml_string_escapes() -> None:
 
     for s in ['a"b', "back\\slash", "tab\tnl\n", "\x7f", "ünïcode"]:
         assert tomllib.loads(f"x = {toml_string(s)}")["x"] == s
+
+
+KEYS = {
+    "node": [
+        "nickname",
+        "listen",
+        "public_address",
+        "web_port",
+        "introducer",
+        "bootstrap_file",
+        "shutdown_timeout",
+        "status_interval",
+        "bogus",
+    ],
+    "storage": ["enabled", "quota", "reserved_space", "lease_duration"],
+    "dht": ["k", "alpha", "remember_peers"],
+    "logging": ["level", "max_bytes", "backup_count"],
+    "vdrive": ["public_key"],
+    "other": ["x"],
+}
+values = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.booleans(),
+    st.floats(allow_nan=True),
+    st.text(max_size=30),
+    st.sampled_from(["127.0.0.1:80", "10GB", "31d", "INFO", "[::1]:0", "unlimited", "1.5GiB"]),
+    st.lists(st.integers(), max_size=2),
+)
+configs = st.dictionaries(
+    st.sampled_from(sorted(KEYS)),
+    st.one_of(
+        st.integers(),
+        st.dictionaries(st.sampled_from(sorted({k for ks in KEYS.values() for k in ks})), values),
+    ),
+    max_size=5,
+)
+
+
+@given(configs)
+def test_config_validation_is_total(data: dict[str, object]) -> None:
+    try:
+        config_from_dict(data, Path("p2pstore.toml"))
+    except ConfigError as e:
+        assert e.file == "p2pstore.toml" and e.problem

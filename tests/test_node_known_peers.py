@@ -135,3 +135,22 @@ async def test_contact_any_all_down() -> None:
     seeds = [Seed(nid(i), "10.0.0.1", 1) for i in range(3)]
     report = await contact_any(seeds, probe)
     assert not report.joined and len(report.failed) == 3 and not report.untried
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_loader_never_crashes(tmp_path_factory: pytest.TempPathFactory, doc: object) -> None:
+    path = tmp_path_factory.mktemp("kp") / "known_peers.json"
+    wrapped = {"format": FORMAT, "peers": doc}
+    for content in (json.dumps(doc), json.dumps(wrapped)):
+        path.write_text(content)
+        store = KnownPeers.load(path, max_peers=5)
+        assert len(store) <= 5

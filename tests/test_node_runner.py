@@ -197,3 +197,43 @@ def test_redaction_filter() -> None:
     )
     assert RedactSecrets(["sekrit-123"]).filter(record)
     assert record.getMessage() == "token [REDACTED] here"
+
+
+class BrokenStart(FakeService):
+    async def start(self) -> None:
+        self.calls.append("start")
+        raise RuntimeError("disk on fire")
+
+
+def test_failed_start_still_closes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    nd = make_node(tmp_path)
+    FakeService.instances.clear()
+    assert NodeRunner(nd.root, service_factory=BrokenStart, log_to_stderr=False).run() == 1
+    (svc,) = FakeService.instances
+    assert svc.calls == ["start", "close"]
+    assert "the node failed to start: disk on fire" in capsys.readouterr().err
+    assert not nd.pid_path.exists() and not nd.status_path.exists()
+
+
+class FlakyStatus(FakeService):
+    def __init__(self, context: NodeContext) -> None:
+        super().__init__(context, stop_at_start=False)
+        self.n = 0
+
+    def status(self) -> ServiceStatus:
+        self.n += 1
+        if self.n == 2:
+            raise ValueError("status bug")
+        if self.n == 3:
+            self.context.request_stop("enough")
+        return super().status()
+
+
+def test_status_error_does_not_stop_the_node(tmp_path: Path) -> None:
+    nd = make_node(tmp_path)
+    text = nd.config_path.read_text().replace('status_interval = "5s"', 'status_interval = "1s"')
+    nd.config_path.write_text(text)
+    FakeService.instances.clear()
+    assert NodeRunner(nd.root, service_factory=FlakyStatus, log_to_stderr=False).run() == 0
+    assert "status refresh failed" in nd.log_path.read_text()
+    assert "stopped (enough)" in nd.log_path.read_text()

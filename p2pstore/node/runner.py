@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -67,6 +69,16 @@ class Prepared:
 
     def __repr__(self) -> str:
         return f"Prepared({self.node_dir.root}, node_id={self.key.node_id.b32})"
+
+
+_BIND_ERRNOS = frozenset(
+    {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES, errno.EAFNOSUPPORT, errno.EINVAL}
+)
+
+
+def _is_bind_error(e: BaseException) -> bool:
+    """An error binding the listen address (reported as a ``[node] listen`` problem)."""
+    return isinstance(e, socket.gaierror) or (isinstance(e, OSError) and e.errno in _BIND_ERRNOS)
 
 
 def prepare(root: Path) -> Prepared:
@@ -214,19 +226,24 @@ class NodeRunner:
         self._write_status(p, service, "starting", None)
         try:
             await service.start()
-        except OSError as e:
-            message = (
-                f"{config.path}: [node] listen: cannot listen on {config.node.listen}: "
-                f"{e.strerror or e}"
-            )
-            log.error("%s", message)
-            print(f"p2pstore: {message}", file=sys.stderr)
+        except Exception as e:
             self.stop_reason = "start failed"
-            return EXIT_CONFIG
-        except Exception:
-            log.exception("service failed to start")
-            self.stop_reason = "start failed"
-            return EXIT_FAILURE
+            if _is_bind_error(e):
+                message = (
+                    f"{config.path}: [node] listen: cannot listen on {config.node.listen}: "
+                    f"{getattr(e, 'strerror', None) or e}"
+                )
+                log.error("%s", message)
+                print(f"p2pstore: {message}", file=sys.stderr)
+                rc = EXIT_CONFIG
+            else:
+                log.exception("service failed to start")
+                print(
+                    f"p2pstore: the node failed to start: {e} (see {nd.log_path})", file=sys.stderr
+                )
+                rc = EXIT_FAILURE
+            await self._close_service(p, service)  # close() must undo a partial start
+            return rc
         rc = EXIT_OK
         try:
             status = service.status()
@@ -261,20 +278,16 @@ class NodeRunner:
                 await asyncio.wait_for(self._stop.wait(), interval)
             if self._stop.is_set():
                 break
-            self._write_status(p, service, "running", service.status())
-            if known.dirty:
-                known.save()
+            try:
+                self._write_status(p, service, "running", service.status())
+                if known.dirty:
+                    known.save()
+            except Exception:  # a status bug must not take the node down
+                log.exception("status refresh failed")
 
     async def _shutdown(self, p: Prepared, service: NodeService, known: KnownPeers, rc: int) -> int:
-        timeout = p.config.node.shutdown_timeout
         self._write_status(p, service, "stopping", None)
-        try:
-            await asyncio.wait_for(service.close(), timeout)
-        except TimeoutError:
-            log.error("service did not close within %d s; exiting anyway", timeout)
-            rc = EXIT_FAILURE
-        except Exception:
-            log.exception("service failed while closing")
+        if not await self._close_service(p, service):
             rc = EXIT_FAILURE
         try:
             if known.dirty:
@@ -282,6 +295,19 @@ class NodeRunner:
         except OSError as e:
             log.error("could not save %s: %s", known.path, e.strerror)
         return rc
+
+    async def _close_service(self, p: Prepared, service: NodeService) -> bool:
+        """``service.close()`` bounded by ``shutdown_timeout``; False if it failed."""
+        timeout = p.config.node.shutdown_timeout
+        try:
+            await asyncio.wait_for(service.close(), timeout)
+        except TimeoutError:
+            log.error("service did not close within %d s; exiting anyway", timeout)
+            return False
+        except Exception:
+            log.exception("service failed while closing")
+            return False
+        return True
 
     def _write_status(
         self, p: Prepared, service: NodeService, state: str, status: ServiceStatus | None

@@ -8,9 +8,11 @@ runner as a :data:`ServiceFactory`.
 
 Invariants the runner relies on:
 - ``start()`` returns once the node is serving (its UDP port bound) or raises; an
-  ``OSError`` from binding is reported as a problem with ``[node] listen``.
-- ``close()`` is called exactly once after a successful ``start()`` (also when the
-  node is stopping because of an error). It must finish within
+  ``OSError`` from binding (address in use or not local, ``socket.gaierror``) is
+  reported as a problem with ``[node] listen``.
+- ``close()`` is called exactly once after ``start()``, whether ``start()``
+  succeeded or raised (so it must undo a partial start), and also when the node
+  is stopping because of an error. It must finish within
   ``[node] shutdown_timeout``: refuse new work, fail open uploads with an error to
   their clients, leave shares on disk consistent (partial shares stay in temp files,
   never renamed into place), then cancel and await every background task.
