@@ -6,7 +6,9 @@ terminal, not only in a log), clears a stale pid file, then spawns
 detached from the terminal, no SIGHUP when it closes) with stdin from
 ``/dev/null`` and stdout/stderr appended to ``logs/daemon.out`` (tracebacks that
 escape logging land there; the node's own log is the rotated ``logs/node.log``).
-It then waits until the node reports ``running`` in ``run/status.json``.
+It then waits until the node reports ``running`` in ``run/status.json``. The daemon
+stays a child of the caller until the caller exits (the CLI exits at once; a
+long-lived caller should reap it or use ``run`` in a subprocess instead).
 
 Invariants:
 - Whether a node runs is decided by the pid-file lock only (see ``pidfile``), never
