@@ -262,6 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (IdentityError, NodeError) as e:
         print(f"p2pstore: {e}", file=sys.stderr)
         return 2 if isinstance(e, IdentityError) else 1
+    except OSError as e:
+        print(f"p2pstore: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return rc

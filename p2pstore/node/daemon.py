@@ -21,6 +21,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -190,7 +191,12 @@ def stop(
     if found.pid is None:
         raise DaemonError(f"{nd.pid_path}: locked but holds no valid pid; cannot signal")
     pid = found.pid
-    os.kill(pid, signal.SIGTERM)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # it exited between the probe and the signal: wait for the lock below
+    except PermissionError:
+        raise DaemonError(f"{nd.root}: not allowed to signal pid {pid} (another user?)") from None
     print(f"{nd.root}: sent SIGTERM to pid {pid}; waiting up to {timeout:g} s", file=out)
     if _wait_until(lambda: not probe(nd.pid_path).running, timeout):
         print(f"{nd.root}: stopped", file=out)
@@ -202,7 +208,8 @@ def stop(
             file=out,
         )
         return 1
-    os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
     if _wait_until(lambda: not probe(nd.pid_path).running, 5.0):
         remove_stale(nd.pid_path)
         nd.status_path.unlink(missing_ok=True)

@@ -128,7 +128,8 @@ class NodeRunner:
         self._started_at = 0.0
 
     def request_stop(self, reason: str) -> None:
-        """Ask the running node to shut down (safe from signal handlers and services)."""
+        """Ask the running node to shut down. Call it from the event loop's thread (signal
+        handlers installed by the runner and service code running in the loop do)."""
         if self.stop_reason is None:
             self.stop_reason = reason
         if self._stop is not None:
@@ -142,21 +143,29 @@ class NodeRunner:
             print(f"p2pstore: {e}", file=sys.stderr)
             return EXIT_CONFIG
         nd = prepared.node_dir
-        nd.ensure_runtime_dirs()
         lock = PidLock(nd.pid_path)
         try:
+            nd.ensure_runtime_dirs()
             lock.acquire()
         except AlreadyRunning as e:
             print(f"p2pstore: {e}", file=sys.stderr)
+            return EXIT_FAILURE
+        except OSError as e:
+            print(f"p2pstore: {nd.root}: cannot prepare the node directory: {e}", file=sys.stderr)
             return EXIT_FAILURE
         secrets = [
             b32encode(prepared.key.seed),
             b32encode(prepared.convergence_secret),
             prepared.api_token,
         ]
-        teardown = setup_logging(
-            nd.log_path, prepared.config.logging, secrets=secrets, to_stderr=self.log_to_stderr
-        )
+        try:
+            teardown = setup_logging(
+                nd.log_path, prepared.config.logging, secrets=secrets, to_stderr=self.log_to_stderr
+            )
+        except OSError as e:
+            lock.release()
+            print(f"p2pstore: cannot open the log {nd.log_path}: {e.strerror}", file=sys.stderr)
+            return EXIT_FAILURE
         try:
             log.info(
                 "p2pstore %s starting: node %s, directory %s, pid %d",
