@@ -3,6 +3,7 @@ after kill -9, stop with SIGTERM, bootstrap show/add, config errors, systemd uni
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -145,3 +146,31 @@ def test_start_reports_a_port_conflict_from_the_child(tmp_path: Path) -> None:
     assert "exited during start (exit code 78)" in proc.stderr
     assert f"[node] listen: cannot listen on 127.0.0.1:{port}" in proc.stderr
     assert not (node / "run" / "node.pid").exists()
+
+
+def test_stop_timeout_then_force(tmp_path: Path) -> None:
+    from p2pstore.node import daemon
+    from p2pstore.node.nodedir import CreateOptions, create_node_dir
+
+    nd, _ = create_node_dir(tmp_path / "n", CreateOptions(web_port=0))
+    code = (
+        "import signal, sys, time; from pathlib import Path;"
+        "from p2pstore.node.pidfile import PidLock;"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+        "PidLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(nd.pid_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "locked\n"
+        out = io.StringIO()
+        assert daemon.stop(nd.root, timeout=0.3, out=out) == 1
+        assert "still running" in out.getvalue() and proc.poll() is None
+        assert daemon.stop(nd.root, timeout=0.3, force=True, out=out) == 0
+        assert "killed pid" in out.getvalue()
+        assert proc.wait(5) == -signal.SIGKILL
+        assert not nd.pid_path.exists()
+    finally:
+        proc.kill()
+        proc.wait()
