@@ -174,3 +174,30 @@ def test_stop_timeout_then_force(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_foreground_run_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    node = tmp_path / "fg"
+    cli("create-node", node, "--listen", "127.0.0.1:0")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "p2pstore.cli", "run", str(node)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        status_path = node / "run" / "status.json"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if status_path.exists() and '"running"' in status_path.read_text():
+                break
+            time.sleep(0.02)
+        else:
+            raise AssertionError("the node never reported running")
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert "SIGINT received: shutting down" in err  # foreground: the log also goes to stderr
+    assert not (node / "run" / "node.pid").exists() and not status_path.exists()
