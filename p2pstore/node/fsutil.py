@@ -27,25 +27,32 @@ def fsync_dir(path: Path) -> None:
         os.close(dir_fd)
 
 
-def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` atomically (temp + fsync + rename + dir fsync)."""
+def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically (temp + fsync + rename + dir fsync).
+
+    ``durable=False`` skips both fsyncs: still atomic for readers, but a power cut may
+    leave the old content (fine for files rewritten every few seconds, like
+    ``status.json``; it spares a home machine's disk a sync every refresh).
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
-def write_text_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"), mode=mode)
+def write_text_atomic(path: Path, text: str, *, mode: int = 0o644, durable: bool = True) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"), mode=mode, durable=durable)
 
 
 def read_bounded(path: Path, limit: int) -> bytes:

@@ -342,6 +342,8 @@ class NodeRunner:
             )
             doc["advertised"] = str(own_seed(p.config, p.key, status["listen_port"]).address)
         try:
-            write_text_atomic(p.node_dir.status_path, json.dumps(doc, indent=1) + "\n")
+            write_text_atomic(
+                p.node_dir.status_path, json.dumps(doc, indent=1) + "\n", durable=False
+            )
         except OSError as e:
             log.warning("could not write %s: %s", p.node_dir.status_path, e.strerror)
