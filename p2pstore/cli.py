@@ -1,8 +1,7 @@
 """The ``p2pstore`` command line. Subcommands grow with the grid; each is a thin client
 of a library module (node operations live in ``p2pstore.node``).
 
-Exit codes: 0 success, 1 failure, 2 usage error, 3 ``status``: not running,
-78 a config error (``EX_CONFIG``).
+Exit codes: see :data:`EPILOG`.
 """
 
 from __future__ import annotations
@@ -154,7 +153,7 @@ def _cmd_bootstrap_add(args: argparse.Namespace) -> int:
 
 
 def _cmd_bootstrap_check(args: argparse.Namespace) -> int:
-    lst = bootstrap_ops.read_bootstrap_arg(args.source)
+    lst = bootstrap_ops.read_bootstrap_arg(args.source, what="bootstrap check")
     print(f"ok: {len(lst.seeds)} seeds" + (", vdrive key set" if lst.vdrive else ""))
     return 0
 
@@ -174,8 +173,18 @@ def _cmd_systemd_unit(args: argparse.Namespace) -> int:
     return 0
 
 
+EPILOG = (
+    "exit codes: 0 success, 1 failure, 2 usage error, 3 (status) not running, "
+    "78 config error. Docs: docs/node.md, docs/bootstrap.md."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="p2pstore", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="p2pstore",
+        description="p2pstore: a secure, decentralized, fault-tolerant peer-to-peer file store.",
+        epilog=EPILOG,
+    )
     parser.add_argument("--version", action="version", version=f"p2pstore {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

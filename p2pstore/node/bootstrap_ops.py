@@ -31,7 +31,7 @@ from .nodedir import NodeDir
 from .pidfile import probe
 
 
-def read_bootstrap_arg(value: str) -> BootstrapList:
+def read_bootstrap_arg(value: str, *, what: str = "--bootstrap") -> BootstrapList:
     """``--bootstrap`` takes a file path or the literal list text (pasted lines)."""
     path = Path(value)
     looks_like_text = "\n" in value or value.lstrip().lower().startswith(("p2ps-", "#"))
@@ -45,14 +45,14 @@ def read_bootstrap_arg(value: str) -> BootstrapList:
         raise BootstrapErrors(
             [
                 BootstrapError(
-                    "--bootstrap",
+                    what,
                     0,
                     f"{value!r} is neither an existing file nor bootstrap text "
                     f"(lines like '{SEED_KEYWORD} <node-id> <host>:<port>')",
                 )
             ]
         )
-    return parse_bootstrap(value, source="--bootstrap text")
+    return parse_bootstrap(value, source=f"{what} text")
 
 
 def own_line(root: Path) -> str:

@@ -49,8 +49,8 @@ def render_unit(root: Path, command: list[str] | None = None) -> str:
     exec_start = " ".join(systemd_quote(a) for a in argv)
     return f"""\
 [Unit]
-Description=p2pstore node in {root}
-Documentation=file://{systemd_quote(str(root / "p2pstore.toml"))}
+Description=p2pstore node {root.name}
+# Node directory: {root} (config: p2pstore.toml, log: logs/node.log)
 
 [Service]
 Type=simple
