@@ -154,3 +154,22 @@ def test_loader_never_crashes(tmp_path_factory: pytest.TempPathFactory, doc: obj
         path.write_text(content)
         store = KnownPeers.load(path, max_peers=5)
         assert len(store) <= 5
+
+
+async def test_rejoin_through_remembered_peer_when_every_seed_is_down(tmp_path: Path) -> None:
+    path = tmp_path / "known_peers.json"
+    earlier = KnownPeers(path)
+    earlier.saw(nid(7), "10.0.0.7", 7007, when=50.0)
+    earlier.save()  # the node met peer 7 in an earlier run
+
+    boot = BootstrapList((Seed(nid(1), "10.0.0.1", 1), Seed(nid(2), "10.0.0.2", 2)))
+    up = {nid(7)}
+
+    async def probe(seed: Seed) -> None:
+        if seed.node_id not in up:
+            raise ConnectionRefusedError("seed is gone")
+
+    candidates = join_candidates(boot, KnownPeers.load(path), nid(99))
+    report = await contact_any(candidates, probe)
+    assert [s.node_id for s in report.reached] == [nid(7)]
+    assert {s.node_id for s, _ in report.failed} == {nid(1), nid(2)}
