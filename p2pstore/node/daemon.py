@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from .errors import DaemonError
+from .config import load_config
+from .errors import DaemonError, NodeError
 from .fsutil import read_bounded
 from .nodedir import NodeDir
 from .pidfile import PidState, pid_alive, probe, remove_stale
@@ -287,9 +288,6 @@ def status(root: Path, *, as_json: bool = False, out: TextIO | None = None) -> i
 
 def _offline_status(nd: NodeDir) -> dict[str, Any] | None:
     """What can be said about a stopped node from its files (no secrets)."""
-    from .config import load_config  # local: status must work even if config is broken
-    from .errors import NodeError
-
     try:
         config = load_config(nd.config_path)
         node_id = nd.load_key().node_id.b32
