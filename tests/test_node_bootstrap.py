@@ -191,6 +191,11 @@ def test_merge_never_replaces_vdrive_silently() -> None:
     assert replaced.merged.vdrive == other.vdrive and replaced.vdrive_replaced
 
 
+def test_invisible_characters_from_chat_apps() -> None:
+    line = f"\ufeffp2ps-seed\u200b {ID_A.b32} 10.0.0.1:5\u2060"
+    assert parse_bootstrap(line).seeds == (Seed(ID_A, "10.0.0.1", 5),)
+
+
 def test_parse_line_blank_and_comment() -> None:
     assert parse_line("   ") is None
     assert parse_line("# just a comment") is None

@@ -136,9 +136,13 @@ class BootstrapList:
         return len(self.seeds)
 
 
+_INVISIBLE = dict.fromkeys(map(ord, "\ufeff\u200b\u200c\u200d\u2060"))
+
+
 def _clean(raw: str) -> str:
-    """Undo what chat programs do to pasted lines: quote markers, backticks, odd spaces."""
-    line = raw.strip()
+    """Undo what chat programs do to pasted lines: byte-order marks and zero-width
+    spaces, quote markers, backticks, odd spaces."""
+    line = raw.translate(_INVISIBLE).strip()
     while line.startswith(">"):
         line = line[1:].lstrip()
     if len(line) >= 2 and line.startswith("`") and line.endswith("`"):
