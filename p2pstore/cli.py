@@ -1,8 +1,13 @@
-"""The ``p2pstore`` command line. Subcommands grow with the grid; each is a thin client."""
+"""The ``p2pstore`` command line. Subcommands grow with the grid; each is a thin client
+of a library module (node operations live in ``p2pstore.node``).
+
+Exit codes: see :data:`EPILOG`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +15,14 @@ from pathlib import Path
 from quic_transport.identity import IdentityError, NodeKey
 
 from . import __version__
+from .node import bootstrap_ops, daemon, systemd
+from .node.address import parse_host_port
+from .node.bootstrap import BootstrapList, merge
+from .node.errors import AddressError, BootstrapErrors, ConfigError, NodeError
+from .node.nodedir import CreateOptions, NodeDir, create_node_dir
+from .node.pidfile import probe
+from .node.runner import EXIT_CONFIG, NodeRunner
+from .node.size import parse_size
 
 
 def _cmd_identity(args: argparse.Namespace) -> int:
@@ -24,14 +37,226 @@ def _cmd_identity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _listen_arg(text: str) -> object:
+    try:
+        return parse_host_port(text)
+    except AddressError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _size_arg(text: str) -> int | None:
+    if text.strip().lower() == "unlimited":
+        return None
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _port_arg(text: str) -> int:
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number 0..65535")
+    return int(text)
+
+
+def _create(args: argparse.Namespace, introducer: bool) -> int:
+    bootstrap = BootstrapList()
+    for value in args.bootstrap or []:
+        bootstrap = merge(bootstrap, bootstrap_ops.read_bootstrap_arg(value)).merged
+    options = CreateOptions(
+        introducer=introducer,
+        nickname=args.nickname,
+        listen=args.listen,
+        web_port=args.web_port,
+        storage_quota=args.storage_quota,
+        storage_enabled=False if args.no_storage else None,
+        bootstrap=bootstrap,
+    )
+    nd, key = create_node_dir(Path(args.dir), options)
+    role = "introducer" if introducer else "node"
+    print(f"created {role} in {nd.root}")
+    print(f"  node ID:   {key.node_id.b32}")
+    print(f"  config:    {nd.config_path}")
+    print(f"  bootstrap: {len(bootstrap.seeds)} seeds in {nd.default_bootstrap_path}")
+    if not introducer and not bootstrap.seeds:
+        print("  (no seeds yet: add some with `p2pstore bootstrap add DIR LINE...`)")
+    print(f"start it with: p2pstore start {nd.root}   (or `run` in the foreground)")
+    return 0
+
+
+def _cmd_create_node(args: argparse.Namespace) -> int:
+    return _create(args, introducer=False)
+
+
+def _cmd_create_introducer(args: argparse.Namespace) -> int:
+    return _create(args, introducer=True)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    if args.daemonized:
+        os.chdir(Path(args.dir).absolute())
+    return NodeRunner(Path(args.dir), log_to_stderr=not args.daemonized).run()
+
+
+def _cmd_start(args: argparse.Namespace) -> int:
+    return daemon.start(Path(args.dir), timeout=args.timeout).rc
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    return daemon.stop(Path(args.dir), timeout=args.timeout, force=args.force)
+
+
+def _cmd_restart(args: argparse.Namespace) -> int:
+    rc = daemon.stop(Path(args.dir), timeout=args.timeout, force=args.force)
+    if rc != 0:
+        return rc
+    return daemon.start(Path(args.dir)).rc
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    return daemon.status(Path(args.dir), as_json=args.json)
+
+
+def _cmd_bootstrap_show(args: argparse.Namespace) -> int:
+    print(bootstrap_ops.own_line(Path(args.dir)), end="")
+    return 0
+
+
+def _cmd_bootstrap_add(args: argparse.Namespace) -> int:
+    if args.lines == ["-"]:
+        text, source = sys.stdin.read(), "stdin"
+    else:
+        text, source = "\n".join(args.lines), "given lines"
+    result = bootstrap_ops.add_lines(
+        Path(args.dir), text, source=source, replace_vdrive=args.replace_vdrive
+    )
+    for seed in result.added:
+        print(f"added   {seed.to_line()}")
+    for old, new in result.updated:
+        print(f"updated {new.to_line()}  (was {old.address})")
+    if result.vdrive_added:
+        print(f"added   {result.vdrive_added.to_line()}")
+    if result.vdrive_replaced:
+        print(f"replaced vdrive key: {result.vdrive_replaced.to_line()}")
+    if result.vdrive_conflict:
+        print(
+            "NOT applied: a different vdrive key than the one in the list "
+            f"({result.vdrive_conflict.b32}); use --replace-vdrive if you trust it",
+            file=sys.stderr,
+        )
+    if not result.changed:
+        print("nothing new: the list already holds these entries")
+    elif probe(NodeDir(Path(args.dir).absolute()).pid_path).running:
+        print("the node is running: restart it to use the new list")
+    print(f"{len(result.merged.seeds)} seeds in the list")
+    return 1 if result.vdrive_conflict else 0
+
+
+def _cmd_bootstrap_check(args: argparse.Namespace) -> int:
+    lst = bootstrap_ops.read_bootstrap_arg(args.source, what="bootstrap check")
+    print(f"ok: {len(lst.seeds)} seeds" + (", vdrive key set" if lst.vdrive else ""))
+    return 0
+
+
+def _cmd_systemd_unit(args: argparse.Namespace) -> int:
+    root = Path(args.dir).absolute()
+    NodeDir(root).require_node()
+    name = systemd.unit_name(root)
+    if args.install:
+        path = systemd.install_unit(root)
+        print(f"wrote {path}; now run:")
+        print(f"  systemctl --user daemon-reload && systemctl --user enable --now {name}")
+        print('  loginctl enable-linger "$USER"   # to start at boot without logging in')
+        return 0
+    print(systemd.render_unit(root))
+    print(systemd.install_instructions(name, systemd.user_unit_dir() / name), end="")
+    return 0
+
+
+EPILOG = (
+    "exit codes: 0 success, 1 failure, 2 usage error, 3 (status) not running, "
+    "78 config error. Docs: docs/node.md, docs/bootstrap.md."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="p2pstore", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="p2pstore",
+        description="p2pstore: a secure, decentralized, fault-tolerant peer-to-peer file store.",
+        epilog=EPILOG,
+    )
     parser.add_argument("--version", action="version", version=f"p2pstore {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     p = sub.add_parser("identity", help="print the node ID of a key file (created if missing)")
     p.add_argument("--key", help="key file path; without it a fresh unsaved identity is made")
     p.set_defaults(func=_cmd_identity)
+
+    for name, func, what in (
+        ("create-node", _cmd_create_node, "a node directory"),
+        ("create-introducer", _cmd_create_introducer, "an introducer (seed) node directory"),
+    ):
+        p = sub.add_parser(name, help=f"create {what}; refuses to overwrite")
+        p.add_argument("dir", metavar="DIR")
+        p.add_argument(
+            "--bootstrap",
+            action="append",
+            metavar="FILE|TEXT",
+            help="bootstrap list: a file, or the pasted lines themselves (repeatable)",
+        )
+        p.add_argument("--listen", type=_listen_arg, metavar="HOST:PORT", help="UDP listen address")
+        p.add_argument("--web-port", type=_port_arg, metavar="N", help="local HTTP API port")
+        p.add_argument(
+            "--storage-quota",
+            type=_size_arg,
+            metavar="SIZE",
+            help='most space shares may use, e.g. 10GB, 500MiB, "unlimited"',
+        )
+        p.add_argument("--no-storage", action="store_true", help="do not hold shares")
+        p.add_argument("--nickname", metavar="NAME", help="a name shown to others")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("run", help="run a node in the foreground (Ctrl-C stops it)")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--daemonized", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_run)
+    p = sub.add_parser("start", help="start a node in the background")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--timeout", type=float, default=20.0, help="seconds to wait (default 20)")
+    p.set_defaults(func=_cmd_start)
+    for name, func, what in (
+        ("stop", _cmd_stop, "stop a background node (SIGTERM)"),
+        ("restart", _cmd_restart, "stop then start a background node"),
+    ):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("dir", metavar="DIR")
+        p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for exit")
+        p.add_argument("--force", action="store_true", help="SIGKILL if it has not exited")
+        p.set_defaults(func=func)
+    p = sub.add_parser("status", help="is the node running; its ID, address, peers, storage")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("bootstrap", help="bootstrap lists: show this node's line, add seeds")
+    bsub = p.add_subparsers(dest="bootstrap_command", metavar="ACTION")
+    bsub.required = True
+    q = bsub.add_parser("show", help="print the lines others need to join through this node")
+    q.add_argument("dir", metavar="DIR")
+    q.set_defaults(func=_cmd_bootstrap_show)
+    q = bsub.add_parser("add", help="merge bootstrap lines into a node's list")
+    q.add_argument("dir", metavar="DIR")
+    q.add_argument("lines", nargs="+", metavar="LINE", help="bootstrap lines, or - for stdin")
+    q.add_argument("--replace-vdrive", action="store_true", help="accept a new vdrive key")
+    q.set_defaults(func=_cmd_bootstrap_add)
+    q = bsub.add_parser("check", help="validate a bootstrap list file or text")
+    q.add_argument("source", metavar="FILE|TEXT")
+    q.set_defaults(func=_cmd_bootstrap_check)
+
+    p = sub.add_parser("systemd-unit", help="print (or --install) a systemd user unit")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--install", action="store_true", help="write it to ~/.config/systemd/user/")
+    p.set_defaults(func=_cmd_systemd_unit)
     return parser
 
 
@@ -40,9 +265,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         rc: int = args.func(args)
-    except IdentityError as e:
+    except (ConfigError, BootstrapErrors) as e:
         print(f"p2pstore: {e}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
+    except (IdentityError, NodeError) as e:
+        print(f"p2pstore: {e}", file=sys.stderr)
+        return 2 if isinstance(e, IdentityError) else 1
+    except OSError as e:
+        print(f"p2pstore: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
     return rc
 
 

@@ -1,0 +1,75 @@
+"""Node operations: node directories, config, bootstrap lists, known peers, the runner
+that hosts the node's services, daemon control and the systemd unit.
+
+Public API (see ``docs/node.md`` and ``docs/bootstrap.md``)::
+
+    NodeConfig, load_config                       config (p2pstore.toml)
+    Seed, VdriveKey, BootstrapList, parse_bootstrap, merge, merge_text
+    KnownPeers, KnownPeer                         state/known_peers.json
+    join_candidates, contact_any                  which peers to join through
+    NodeDir, create_node_dir, CreateOptions       the node directory
+    NodeRunner, NodeService, NodeContext, ServiceStatus, ServiceFactory
+"""
+
+from __future__ import annotations
+
+from .bootstrap import (
+    BootstrapList,
+    MergeResult,
+    Seed,
+    VdriveKey,
+    load_bootstrap_file,
+    merge,
+    merge_text,
+    parse_bootstrap,
+)
+from .config import NodeConfig, load_config
+from .errors import (
+    BootstrapError,
+    BootstrapErrors,
+    ConfigError,
+    DaemonError,
+    NodeDirError,
+    NodeError,
+    NodeLocalError,
+    NodeRemoteError,
+)
+from .join import JoinReport, contact_any, join_candidates
+from .known_peers import KnownPeer, KnownPeers
+from .nodedir import CreateOptions, NodeDir, create_node_dir
+from .runner import NodeRunner
+from .service import NodeContext, NodeService, ServiceFactory, ServiceStatus
+
+__all__ = [
+    "BootstrapError",
+    "BootstrapErrors",
+    "BootstrapList",
+    "ConfigError",
+    "CreateOptions",
+    "DaemonError",
+    "JoinReport",
+    "KnownPeer",
+    "KnownPeers",
+    "MergeResult",
+    "NodeConfig",
+    "NodeContext",
+    "NodeDir",
+    "NodeDirError",
+    "NodeError",
+    "NodeLocalError",
+    "NodeRemoteError",
+    "NodeRunner",
+    "NodeService",
+    "Seed",
+    "ServiceFactory",
+    "ServiceStatus",
+    "VdriveKey",
+    "contact_any",
+    "create_node_dir",
+    "join_candidates",
+    "load_bootstrap_file",
+    "load_config",
+    "merge",
+    "merge_text",
+    "parse_bootstrap",
+]

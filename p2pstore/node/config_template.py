@@ -1,0 +1,85 @@
+"""Writing ``p2pstore.toml``: the commented template filled with a node's values.
+
+Invariant: ``load_config`` of :func:`render_config`'s output returns exactly the
+sections it was given (tested). Comments are for people editing the file by hand,
+so every key has one saying what it does and what values it takes.
+"""
+
+from __future__ import annotations
+
+from .config import DhtSection, LoggingSection, NodeSection, StorageSection, toml_string
+from .size import format_duration_exact, format_size_exact
+
+
+def render_config(
+    node: NodeSection,
+    storage: StorageSection,
+    dht: DhtSection | None = None,
+    logging: LoggingSection | None = None,
+) -> str:
+    dht = dht or DhtSection()
+    logging = logging or LoggingSection()
+    public = (
+        f"public_address = {toml_string(str(node.public_address))}"
+        if node.public_address
+        else '# public_address = "my-home.example.org:3456"'
+    )
+    quota = "unlimited" if storage.quota is None else format_size_exact(storage.quota)
+    role = "an introducer (a seed others join through)" if node.introducer else "a node"
+    return f"""\
+# p2pstore configuration for {role}.
+# Read at every start; a bad value stops the node with a message naming the key.
+# Sizes: a number and a unit, B kB MB GB TB (powers of 1000) or KiB MiB GiB TiB
+# (powers of 1024), e.g. "10GB", "500MiB". Durations: "90s", "15m", "12h", "31d".
+# Full reference: docs/node.md.
+
+[node]
+# A name shown to other people on status pages. Not unique and not secret.
+nickname = {toml_string(node.nickname)}
+# Where this node listens for QUIC (UDP), host:port. 0.0.0.0 means every IPv4
+# interface; use [::] for IPv6. Keep the port fixed so peers can find you again.
+listen = {toml_string(str(node.listen))}
+# The address other nodes should dial, if it differs from the listen address
+# (a router forwarding a port to this machine, a DNS name). When unset and
+# listen is a wildcard, the address of the interface with the default route is used.
+{public}
+# Port of the local HTTP API and web UI on 127.0.0.1 (0: any free port).
+web_port = {node.web_port}
+# true: this node is an introducer. It prints its bootstrap line at start and
+# writes it to bootstrap-self.txt for you to share.
+introducer = {"true" if node.introducer else "false"}
+# The bootstrap list (seeds to join through), relative to this directory.
+bootstrap_file = {toml_string(node.bootstrap_file)}
+# How long a clean shutdown may take before the node gives up and exits.
+shutdown_timeout = {toml_string(format_duration_exact(node.shutdown_timeout))}
+# How often run/status.json (read by `p2pstore status`) is refreshed.
+status_interval = {toml_string(format_duration_exact(node.status_interval))}
+
+[storage]
+# true: hold shares for other people (encrypted; you cannot read them).
+enabled = {"true" if storage.enabled else "false"}
+# Most space shares may use, or "unlimited".
+quota = {toml_string(quota)}
+# Refuse new shares when less than this is free on the disk.
+reserved_space = {toml_string(format_size_exact(storage.reserved_space))}
+# How long a lease keeps a share alive unless renewed.
+lease_duration = {toml_string(format_duration_exact(storage.lease_duration))}
+
+[dht]
+# Kademlia bucket size and replication factor (k) and lookup parallelism (alpha).
+k = {dht.k}
+alpha = {dht.alpha}
+# How many peers to remember in state/known_peers.json, to rejoin without seeds.
+remember_peers = {dht.remember_peers}
+
+[logging]
+# DEBUG, INFO, WARNING or ERROR. Secrets are never logged at any level.
+level = {toml_string(logging.level)}
+# logs/node.log is rotated when it reaches max_bytes; backup_count old files kept.
+max_bytes = {toml_string(format_size_exact(logging.max_bytes))}
+backup_count = {logging.backup_count}
+
+# [vdrive]
+# Not built yet: the grid's shared namespace. Its public key will come from the
+# p2ps-vdrive line of the bootstrap list; keep this section commented out.
+"""

@@ -1,0 +1,349 @@
+"""``p2pstore run DIR``: run one node in the foreground until SIGTERM/SIGINT/SIGHUP.
+
+:class:`NodeRunner` owns the process around the node's services: it loads and
+validates config, keys and the bootstrap list (:meth:`NodeRunner.prepare`), takes the
+pid-file lock, sets up logging, starts the injected service, keeps
+``run/status.json`` fresh, and on a signal shuts the service down cleanly.
+
+Invariants:
+- Nothing is started before everything is validated: a config error exits with
+  :data:`EXIT_CONFIG` (78, ``EX_CONFIG``; the systemd unit does not restart on it)
+  and a message naming the file, the key and the problem.
+- At most one runner per node directory (the pid-file lock); the lock, the pid
+  file and ``status.json`` are released/removed on every exit path that Python
+  controls; after SIGKILL the kernel releases the lock and the files are stale.
+- Signals only set an ``asyncio.Event``; shutdown runs in the main task:
+  ``service.close()`` bounded by ``[node] shutdown_timeout``, then the known-peers
+  store is saved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from quic_transport.identity import IdentityError, NodeKey, b32encode
+
+from .. import __version__
+from .advertise import own_bootstrap_text, own_seed
+from .bootstrap import BootstrapList, load_bootstrap_file
+from .config import NodeConfig, load_config
+from .errors import BootstrapErrors, ConfigError, NodeDirError, NodeError
+from .fsutil import write_text_atomic
+from .known_peers import KnownPeers
+from .listen_service import ListenOnlyService
+from .logsetup import setup_logging
+from .nodedir import NodeDir
+from .pidfile import AlreadyRunning, PidLock
+from .service import NodeContext, NodeService, ServiceFactory, ServiceStatus
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 78  # sysexits.h EX_CONFIG
+STATUS_FORMAT = "p2pstore-status-v1"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """The validated inputs of a run (secrets excluded from repr)."""
+
+    node_dir: NodeDir
+    config: NodeConfig
+    key: NodeKey
+    bootstrap: BootstrapList
+    convergence_secret: bytes
+    api_token: str
+
+    def __repr__(self) -> str:
+        return f"Prepared({self.node_dir.root}, node_id={self.key.node_id.b32})"
+
+
+_BIND_ERRNOS = frozenset(
+    {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES, errno.EAFNOSUPPORT, errno.EINVAL}
+)
+
+
+def _is_bind_error(e: BaseException) -> bool:
+    """An error binding the listen address (reported as a ``[node] listen`` problem)."""
+    return isinstance(e, socket.gaierror) or (isinstance(e, OSError) and e.errno in _BIND_ERRNOS)
+
+
+def prepare(root: Path) -> Prepared:
+    """Load and validate everything a run needs; raises :class:`NodeError`."""
+    nd = NodeDir(root.absolute())
+    nd.require_node()
+    config = load_config(nd.config_path)
+    try:
+        key = nd.load_key()
+    except IdentityError as e:
+        raise NodeDirError(nd.key_path, str(e)) from None
+    try:
+        bootstrap = load_bootstrap_file(config.bootstrap_path)
+    except BootstrapErrors as e:
+        raise ConfigError(config.path, "[node] bootstrap_file", str(e)) from None
+    return Prepared(
+        node_dir=nd,
+        config=config,
+        key=key,
+        bootstrap=bootstrap,
+        convergence_secret=nd.load_convergence_secret(),
+        api_token=nd.load_api_token(),
+    )
+
+
+class NodeRunner:
+    """Runs one node; ``service_factory`` defaults to the listen-only stand-in."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        service_factory: ServiceFactory = ListenOnlyService,
+        log_to_stderr: bool = True,
+        out: TextIO | None = None,
+        install_signal_handlers: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.root = root
+        self.service_factory = service_factory
+        self.log_to_stderr = log_to_stderr
+        self.out = out if out is not None else sys.stdout
+        self.install_signal_handlers = install_signal_handlers
+        self.clock = clock
+        self.stop_reason: str | None = None
+        self._stop: asyncio.Event | None = None
+        self._started_at = 0.0
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the running node to shut down. Call it from the event loop's thread (signal
+        handlers installed by the runner and service code running in the loop do)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if self._stop is not None:
+            self._stop.set()
+
+    def run(self) -> int:
+        """Run to completion; returns the process exit code. Errors go to stderr."""
+        try:
+            prepared = prepare(self.root)
+        except NodeError as e:
+            print(f"p2pstore: {e}", file=sys.stderr)
+            return EXIT_CONFIG
+        nd = prepared.node_dir
+        lock = PidLock(nd.pid_path)
+        try:
+            nd.ensure_runtime_dirs()
+            lock.acquire()
+        except AlreadyRunning as e:
+            print(f"p2pstore: {e}", file=sys.stderr)
+            return EXIT_FAILURE
+        except OSError as e:
+            print(f"p2pstore: {nd.root}: cannot prepare the node directory: {e}", file=sys.stderr)
+            return EXIT_FAILURE
+        secrets = [
+            b32encode(prepared.key.seed),
+            b32encode(prepared.convergence_secret),
+            prepared.api_token,
+        ]
+        try:
+            teardown = setup_logging(
+                nd.log_path, prepared.config.logging, secrets=secrets, to_stderr=self.log_to_stderr
+            )
+        except OSError as e:
+            lock.release()
+            print(f"p2pstore: cannot open the log {nd.log_path}: {e.strerror}", file=sys.stderr)
+            return EXIT_FAILURE
+        try:
+            log.info(
+                "p2pstore %s starting: node %s, directory %s, pid %d",
+                __version__,
+                prepared.key.node_id.b32,
+                nd.root,
+                os.getpid(),
+            )
+            return asyncio.run(self._serve(prepared))
+        except Exception:
+            log.exception("node crashed")
+            return EXIT_FAILURE
+        finally:
+            try:
+                nd.status_path.unlink(missing_ok=True)
+            finally:
+                lock.release()
+                log.info("stopped (%s)", self.stop_reason or "exit")
+                teardown()
+
+    async def _serve(self, p: Prepared) -> int:
+        self._stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        if self.install_signal_handlers:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+                installed.append(sig)
+        try:
+            return await self._serve_inner(p)
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self.stop_reason is not None:
+            log.warning("%s: shutdown already in progress", sig.name)
+            return
+        log.info("%s received: shutting down", sig.name)
+        self.request_stop(sig.name)
+
+    async def _serve_inner(self, p: Prepared) -> int:
+        nd, config = p.node_dir, p.config
+        known = KnownPeers.load(
+            nd.known_peers_path, max_peers=config.dht.remember_peers, clock=self.clock
+        )
+        log.info(
+            "bootstrap list %s: %d seeds%s; %d known peers",
+            config.bootstrap_path,
+            len(p.bootstrap.seeds),
+            ", vdrive key set" if p.bootstrap.vdrive else "",
+            len(known),
+        )
+        context = NodeContext(
+            node_dir=nd,
+            config=config,
+            key=p.key,
+            bootstrap=p.bootstrap,
+            known_peers=known,
+            request_stop=self.request_stop,
+            convergence_secret=p.convergence_secret,
+            api_token=p.api_token,
+            clock=self.clock,
+        )
+        service = self.service_factory(context)
+        self._started_at = self.clock()
+        self._write_status(p, service, "starting", None)
+        try:
+            await service.start()
+        except Exception as e:
+            self.stop_reason = "start failed"
+            if _is_bind_error(e):
+                message = (
+                    f"{config.path}: [node] listen: cannot listen on {config.node.listen}: "
+                    f"{getattr(e, 'strerror', None) or e}"
+                )
+                log.error("%s", message)
+                print(f"p2pstore: {message}", file=sys.stderr)
+                rc = EXIT_CONFIG
+            else:
+                log.exception("service failed to start")
+                print(
+                    f"p2pstore: the node failed to start: {e} (see {nd.log_path})", file=sys.stderr
+                )
+                rc = EXIT_FAILURE
+            await self._close_service(p, service)  # close() must undo a partial start
+            return rc
+        rc = EXIT_OK
+        try:
+            status = service.status()
+            seed = own_seed(config, p.key, status["listen_port"])
+            log.info("running; listening on UDP %s port %d", status["listen_host"], seed.port)
+            if config.node.introducer:
+                text = own_bootstrap_text(seed, p.bootstrap)
+                write_text_atomic(nd.bootstrap_self_path, text)
+                print(
+                    "introducer bootstrap line (share it; also in "
+                    f"{nd.bootstrap_self_path}):\n{text}",
+                    end="",
+                    file=self.out,
+                    flush=True,
+                )
+                log.info("introducer line: %s", seed.to_line())
+            self._write_status(p, service, "running", status)  # `start` waits for this
+            await self._wait_loop(p, service, known)
+        except Exception:
+            log.exception("node failed")
+            self.stop_reason = self.stop_reason or "error"
+            rc = EXIT_FAILURE
+        finally:
+            rc = await self._shutdown(p, service, known, rc)
+        return rc
+
+    async def _wait_loop(self, p: Prepared, service: NodeService, known: KnownPeers) -> None:
+        assert self._stop is not None
+        interval = p.config.node.status_interval
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval)
+            if self._stop.is_set():
+                break
+            try:
+                self._write_status(p, service, "running", service.status())
+                if known.dirty:
+                    known.save()
+            except Exception:  # a status bug must not take the node down
+                log.exception("status refresh failed")
+
+    async def _shutdown(self, p: Prepared, service: NodeService, known: KnownPeers, rc: int) -> int:
+        self._write_status(p, service, "stopping", None)
+        if not await self._close_service(p, service):
+            rc = EXIT_FAILURE
+        try:
+            if known.dirty:
+                known.save()
+        except OSError as e:
+            log.error("could not save %s: %s", known.path, e.strerror)
+        return rc
+
+    async def _close_service(self, p: Prepared, service: NodeService) -> bool:
+        """``service.close()`` bounded by ``shutdown_timeout``; False if it failed."""
+        timeout = p.config.node.shutdown_timeout
+        try:
+            await asyncio.wait_for(service.close(), timeout)
+        except TimeoutError:
+            log.error("service did not close within %d s; exiting anyway", timeout)
+            return False
+        except Exception:
+            log.exception("service failed while closing")
+            return False
+        return True
+
+    def _write_status(
+        self, p: Prepared, service: NodeService, state: str, status: ServiceStatus | None
+    ) -> None:
+        doc: dict[str, Any] = {
+            "format": STATUS_FORMAT,
+            "version": __version__,
+            "state": state,
+            "pid": os.getpid(),
+            "node_id": p.key.node_id.b32,
+            "nickname": p.config.node.nickname,
+            "introducer": p.config.node.introducer,
+            "started_at": self._started_at,
+            "updated_at": self.clock(),
+        }
+        if status is not None:
+            doc.update(
+                listen_host=status["listen_host"],
+                listen_port=status["listen_port"],
+                peers_known=status["peers_known"],
+                storage_used=status["storage_used"],
+                details=status.get("details", {}),
+            )
+            doc["advertised"] = str(own_seed(p.config, p.key, status["listen_port"]).address)
+        try:
+            write_text_atomic(
+                p.node_dir.status_path, json.dumps(doc, indent=1) + "\n", durable=False
+            )
+        except OSError as e:
+            log.warning("could not write %s: %s", p.node_dir.status_path, e.strerror)
