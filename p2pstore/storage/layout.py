@@ -20,12 +20,11 @@ symlinks, non-canonical names) is ignored, never followed.
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 from pathlib import Path
 
-from quic_transport.identity import ID_BYTES, b32encode
+from quic_transport.identity import ID_BYTES, IdentityError, b32decode, b32encode
 
 from .config import MAX_SHNUM
 from .errors import BadRequest
@@ -65,8 +64,10 @@ def parse_si_name(name: str) -> bytes | None:
     """The storage index a directory name stands for, or None if it is not canonical."""
     if not _SI_RE.match(name):
         return None
-    raw = base64.b32decode(name.upper() + "====")
-    return raw if len(raw) == ID_BYTES and b32encode(raw) == name else None
+    try:
+        return b32decode(name, expected_len=ID_BYTES, what="storage index")
+    except IdentityError:
+        return None
 
 
 def parse_shnum_name(name: str) -> int | None:

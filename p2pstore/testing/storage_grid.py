@@ -226,6 +226,10 @@ class StorageGrid:
                 out[gs.index] = held
         return out
 
+    def delete_all(self, si: bytes) -> int:
+        """Delete every share of ``si`` on every server; returns how many were deleted."""
+        return sum(gs.delete_all(si) for gs in self.servers)
+
     def close(self) -> None:
         for gs in self.servers:
             gs.server.close()
