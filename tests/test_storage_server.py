@@ -19,12 +19,14 @@ from hypothesis import strategies as st
 
 from p2pstore.storage import (
     DiskFull,
+    NoSuchLease,
     NoSuchShare,
     NoSuchUpload,
     StorageConfig,
     StorageIOError,
     StorageServer,
     TooFragmented,
+    TooManyLeases,
     TooManyUploads,
     Unavailable,
 )
@@ -165,6 +167,7 @@ def test_symlinks_are_never_followed(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "0").write_bytes(b"secret")
+    (outside / "leases").write_bytes(b"not ours")
     server = StorageServer.open(tmp_path / "s")
     try:
         layout: Layout = server.layout
@@ -182,7 +185,18 @@ def test_symlinks_are_never_followed(tmp_path: Path) -> None:
         with pytest.raises(NoSuchShare):
             server.read(SI, 1, 0, 6)
         assert server.expire(evil_si, server.clock() + 100 * DAY) == 0
+        with pytest.raises(NoSuchLease):
+            server.cancel_lease(evil_si, ALICE)
+        with pytest.raises(NoSuchShare):
+            server.add_lease(evil_si, ALICE)
+        # An upload cannot be closed into a directory that escapes the root.
+        server.allocate(evil_si, 1, ALICE, 3)
+        server.write(evil_si, 1, ALICE, 0, b"abc")
+        with pytest.raises(StorageIOError, match="not inside"):
+            server.close_share(evil_si, 1, ALICE)
+        assert sorted(os.listdir(outside)) == ["0", "leases"]
         assert (outside / "0").read_bytes() == b"secret"
+        assert (outside / "leases").read_bytes() == b"not ours"
     finally:
         server.close()
 
@@ -338,5 +352,66 @@ def test_any_write_order_reproduces_the_data(
             data[mid : mid + 7],
             data[size - 1 :],
         ]
+    finally:
+        server.close()
+
+
+def test_lease_count_limit(tmp_path: Path) -> None:
+    clock = FakeClock()
+    cfg = StorageConfig(max_leases_per_index=2, lease_duration=DAY)
+    server = StorageServer.open(tmp_path / "s", cfg, clock=clock)
+    try:
+        put(server, SI, 0, b"x")
+        server.add_lease(SI, BOB)
+        with pytest.raises(TooManyLeases):
+            server.add_lease(SI, NodeId(b"C" * 20))
+        server.add_lease(SI, BOB)  # renewing an existing lease is always allowed
+        put(server, SI, 1, b"y", owner=NodeId(b"D" * 20))  # kept alive by existing leases
+        clock.advance(2 * DAY)  # all expired: a new owner may take a slot
+        server.add_lease(SI, NodeId(b"C" * 20))
+        assert [le.owner for le in server.leases(SI)] == [b"C" * 20]
+    finally:
+        server.close()
+
+
+async def test_concurrent_uploads_and_aborts_keep_accounts(tmp_path: Path) -> None:
+    import asyncio
+
+    from p2pstore.storage import LocalStorageClient, StorageError
+
+    server = StorageServer.open(tmp_path / "s", StorageConfig(max_write=4096))
+    try:
+        owners = [NodeId(bytes([i]) * 20) for i in range(8)]
+
+        async def one(i: int) -> None:
+            api = LocalStorageClient(server, owners[i])
+            si = hashlib.blake2b(bytes([i % 4]), digest_size=20).digest()
+            try:
+                await api.allocate(si, i, 40_000 if i % 2 else None)
+            except StorageError:
+                return
+            writes = [api.write(si, i, off, bytes([i]) * 4000) for off in range(0, 40_000, 4000)]
+            if i % 3 == 0:
+                writes.append(api.abort(si, i))
+            results = await asyncio.gather(*writes, return_exceptions=True)
+            if i % 3 == 0:
+                assert results[-1] is None  # the abort itself succeeded
+                # writes raced with the abort: each either landed first or was refused
+                assert all(r is None or isinstance(r, NoSuchUpload) for r in results)
+                with pytest.raises(NoSuchUpload):
+                    await api.close_share(si, i)
+                return
+            assert not any(isinstance(r, BaseException) for r in results), results
+            await api.close_share(si, i)
+
+        await asyncio.gather(*(one(i) for i in range(8)))
+        st = server.stat()
+        assert (st.reserved, st.uploads) == (0, 0)
+        kept = [i for i in range(8) if i % 3 != 0]
+        assert st.used == 40_000 * len(kept) and st.shares == len(kept)
+        assert os.listdir(server.layout.incoming) == []
+        for i in kept:
+            si = hashlib.blake2b(bytes([i % 4]), digest_size=20).digest()
+            assert server.read(si, i, 0, 4096) == bytes([i]) * 4096
     finally:
         server.close()

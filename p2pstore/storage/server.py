@@ -317,7 +317,10 @@ class StorageServer:
                     expires = self._add_lease_locked(up.si, up.owner, create=True)
                     final = self.layout.share_path(up.si, up.shnum)
                     os.rename(up.path, final)
-                    fsync_dir(final.parent)
+                    try:
+                        fsync_dir(final.parent)
+                    except OSError as e:  # the share is in place; only durability is late
+                        log.warning("fsync of %s failed: %s", si_b32(up.si), e.strerror)
             except OSError as e:
                 self._discard(up)
                 raise self._io_error("close", e) from None
@@ -585,7 +588,14 @@ class StorageServer:
                 self._write_leases(si, live)
             return 0
 
+    def _si_dir_ok(self, si: bytes) -> bool:
+        """False if the storage index's directory escapes the root through a symlink."""
+        d = self.layout.si_dir(si)
+        return not d.is_symlink() and self.layout.is_inside(d)
+
     def _load_leases(self, si: bytes) -> list[lz.Lease]:
+        if not self._si_dir_ok(si):
+            return []
         try:
             data = self.layout.lease_path(si).read_bytes()
         except FileNotFoundError:
@@ -599,6 +609,8 @@ class StorageServer:
             return []
 
     def _write_leases(self, si: bytes, records: list[lz.Lease]) -> None:
+        if not self._si_dir_ok(si):
+            raise StorageIOError(f"directory of {si_b32(si)} is not inside the storage root")
         try:
             write_file_atomically(self.layout.lease_path(si), lz.encode_leases(records))
         except OSError as e:
@@ -623,6 +635,8 @@ class StorageServer:
 
     def _delete_index_locked(self, si: bytes) -> int:
         d = self.layout.si_dir(si)
+        if not self._si_dir_ok(si):
+            return 0  # never delete through a symlink
         removed = 0
         for shnum, size in self.list_shares(si).items():
             try:
