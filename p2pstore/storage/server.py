@@ -65,11 +65,11 @@ from .layout import (
     check_shnum,
     check_storage_index,
     fsync_dir,
-    parse_shnum_name,
     si_b32,
     write_file_atomically,
 )
 from .ranges import RangeLimitError, RangeSet
+from .reads import read_ranges, share_sizes
 from .results import Allocation, ClosedShare, StorageStats
 from .scan import clean_incoming, list_prefixes, scan_usage, storage_indexes_in
 
@@ -446,52 +446,23 @@ class StorageServer:
         if total > self.config.max_read:
             raise TooLarge(f"read of {total} bytes exceeds limit {self.config.max_read}")
         path = self.layout.share_path(si, shnum)
+        if not self.layout.is_inside(path.parent):
+            raise NoSuchShare(f"no share {shnum} of {si_b32(si)} here")
         try:
-            if not self.layout.is_inside(path.parent):
-                raise FileNotFoundError(path.name)
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:  # missing, or a symlink (ELOOP): never followed
-            raise NoSuchShare(f"no share {shnum} of {si_b32(si)} here") from None
-        try:
-            out = []
-            for off, length in ranges:
-                chunks = []
-                pos, want = off, length
-                while want > 0:
-                    chunk = os.pread(fd, want, pos)
-                    if not chunk:
-                        break
-                    chunks.append(chunk)
-                    pos += len(chunk)
-                    want -= len(chunk)
-                out.append(b"".join(chunks))
-            return out
+            return read_ranges(path, ranges)
+        except (FileNotFoundError, NotADirectoryError) as e:
+            raise NoSuchShare(f"no share {shnum} of {si_b32(si)} here") from e
         except OSError as e:
+            if e.errno == errno.ELOOP:  # a symlink: never followed
+                raise NoSuchShare(f"no share {shnum} of {si_b32(si)} here") from None
             raise self._io_error("read", e) from None
-        finally:
-            os.close(fd)
 
     def list_shares(self, storage_index: bytes) -> dict[int, int]:
         """``{shnum: size}`` of the complete shares of one storage index."""
         self._check_open()
         si = check_storage_index(storage_index)
         d = self.layout.si_dir(si)
-        out: dict[int, int] = {}
-        try:
-            if not self.layout.is_inside(d):
-                return out
-            with os.scandir(d) as it:
-                for entry in it:
-                    n = parse_shnum_name(entry.name)
-                    if n is None or not entry.is_file(follow_symlinks=False):
-                        continue
-                    try:
-                        out[n] = entry.stat(follow_symlinks=False).st_size
-                    except FileNotFoundError:
-                        continue  # removed by an expiry while we listed
-        except (FileNotFoundError, NotADirectoryError):
-            pass
-        return dict(sorted(out.items()))
+        return share_sizes(d) if self.layout.is_inside(d) else {}
 
     def share_path(self, storage_index: bytes, shnum: int) -> Path:
         """Where a complete share lives (for admin tools and test helpers)."""
