@@ -3,6 +3,7 @@ replies. (Behavioural equivalence with the direct server is the contract suite.)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 from collections.abc import Iterator
@@ -20,7 +21,9 @@ from p2pstore.storage import (
     NoSuchShare,
     RpcStorageClient,
     StorageServer,
+    StorageService,
     UnknownStorageError,
+    bind_endpoint,
     register_storage_rpc,
 )
 from p2pstore.storage.rpc import SCHEMAS, parse_body
@@ -173,3 +176,77 @@ async def test_client_error_translation() -> None:
     assert info.value.wire_code == "no-such-method" and info.value.remote
     with pytest.raises(TimeoutError):
         await canned(error=TimeoutError()).stat()  # transport failures pass through
+
+
+replies = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.binary(max_size=8)
+    | st.text(max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["data", "shares", "expires", "size", "limit", "removed", "used", 1]),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=10,
+)
+
+
+@given(reply=replies, method=st.sampled_from(["read", "readv", "list_shares", "allocate", "stat"]))
+async def test_client_reply_fuzz(reply: Any, method: str) -> None:
+    args: dict[str, tuple[Any, ...]] = {
+        "read": (SI, 0, 0, 4),
+        "readv": (SI, 0, [(0, 2)]),
+        "list_shares": (SI,),
+        "allocate": (SI, 0, None),
+        "stat": (),
+    }
+    with contextlib.suppress(BadResponse):
+        await getattr(canned(reply), method)(*args[method])
+
+
+class FakeEndpoint:
+    def __init__(self, registry: FakeRegistry, me: NodeId) -> None:
+        self.registry, self.me = registry, me
+        self.seen: list[tuple[object, str, float]] = []
+
+    async def call(
+        self,
+        peer: Any,
+        method: str,
+        body: Any,
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> Any:
+        self.seen.append((peer, method, timeout))
+        return await self.registry.call(self.me, method, body)
+
+
+async def test_service_and_bind_endpoint(tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    service = await StorageService.start(
+        tmp_path / "s", registry, error_factory=FakeRpcError, crawl_interval=0.01
+    )
+    try:
+        endpoint = FakeEndpoint(registry, ALICE)
+        client = RpcStorageClient(bind_endpoint(endpoint, "peer-addr", timeout=3.0))
+        await client.allocate(SI, 0, 3)
+        await client.write(SI, 0, 0, b"abc")
+        assert (await client.close_share(SI, 0)).size == 3
+        assert await client.list_shares(SI) == {0: 3}
+        assert endpoint.seen[0] == ("peer-addr", "storage.allocate", 3.0)
+        await client.allocate(SI, 1)
+        assert service.peer_disconnected(ALICE) == 1
+        for _ in range(100):
+            if service.crawler.cycles:
+                break
+            await asyncio.sleep(0.01)
+        assert service.crawler.cycles >= 1  # the crawler is running
+    finally:
+        await service.close()
+    assert service.server.closed

@@ -6,7 +6,7 @@ Public surface (see docs/storage.md):
 - :class:`StorageConfig`
 - :class:`StorageAPI` (async protocol) with :class:`LocalStorageClient` and
   :class:`RpcStorageClient`; :func:`write_stream` for streamed writes
-- :class:`LeaseCrawler`
+- :class:`LeaseCrawler`; :class:`StorageService` (server + crawler + RPC, one close)
 - :func:`register_storage_rpc` / :class:`StorageRpcAdapter`
 - :class:`StorageError` and its subclasses (stable ``code`` strings)
 """
@@ -38,8 +38,9 @@ from .errors import (
 )
 from .results import Allocation, ClosedShare, StorageStats
 from .rpc import StorageRpcAdapter, StorageRpcError, register_storage_rpc
-from .rpc_client import RpcStorageClient
+from .rpc_client import RpcStorageClient, bind_endpoint
 from .server import StorageServer
+from .service import StorageService
 
 __all__ = [
     "Allocation",
@@ -65,6 +66,7 @@ __all__ = [
     "StorageRpcAdapter",
     "StorageRpcError",
     "StorageServer",
+    "StorageService",
     "StorageStats",
     "TickReport",
     "TooFragmented",
@@ -73,6 +75,7 @@ __all__ = [
     "TooManyUploads",
     "Unavailable",
     "UnknownStorageError",
+    "bind_endpoint",
     "error_from_code",
     "register_storage_rpc",
     "write_stream",

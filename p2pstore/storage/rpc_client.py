@@ -15,13 +15,36 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from .config import MAX_SHNUM
 from .errors import BadResponse, error_from_code
 from .results import Allocation, ClosedShare, StorageStats
 
 Call = Callable[[str, Any], Awaitable[Any]]
+
+
+class EndpointLike(Protocol):
+    """The part of ``quic_transport.Endpoint`` this client needs."""
+
+    # The transport contract takes a timeout argument.
+    async def call(
+        self,
+        peer: Any,
+        method: str,
+        body: Any,
+        *,
+        timeout: float = ...,  # noqa: ASYNC109
+    ) -> Any: ...
+
+
+def bind_endpoint(endpoint: EndpointLike, peer: Any, *, timeout: float = 10.0) -> Call:
+    """A ``call(method, body)`` that sends to one peer address through an Endpoint."""
+
+    async def call(method: str, body: Any) -> Any:
+        return await endpoint.call(peer, method, body, timeout=timeout)
+
+    return call
 
 
 class RpcStorageClient:
