@@ -15,7 +15,11 @@ secrets; the server's lease model has none (owners are authenticated node IDs).
 
 from __future__ import annotations
 
+import errno
+import logging
 from typing import ClassVar
+
+log = logging.getLogger(__name__)
 
 
 class StorageError(Exception):
@@ -190,3 +194,12 @@ def error_from_code(code: str, message: str, *, peer: str | None = None) -> Stor
     if cls is None:
         return UnknownStorageError(code, message, remote=True, peer=peer)
     return cls(message, remote=True, peer=peer)
+
+
+def from_os_error(what: str, e: OSError) -> StorageError:
+    """Map a local I/O failure to ``disk-full`` (ENOSPC/EDQUOT) or ``io-error``; the
+    details are logged here and never sent to the peer."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(f"{what}: file system full; upload removed")
+    log.error("storage %s failed: %s", what, e)
+    return StorageIOError(f"{what} failed: {e.strerror or 'I/O error'}")

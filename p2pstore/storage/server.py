@@ -18,8 +18,8 @@ Invariants:
   uploads in progress (the declared size, or the high-water mark of a streamed
   upload). A new allocation or a growing write must fit under ``max_bytes`` and
   leave ``reserved_space`` free on the file system; refusals never affect reads.
-- Locks: ``upload.lock`` may be taken before ``_lock`` or ``_lease_lock``, never
-  after; ``_lease_lock`` may be taken before ``_lock``. ``_lock`` guards only the
+- Locks: ``upload.lock`` may be taken before ``_lock`` or ``_leases.lock``, never
+  after; ``_leases.lock`` may be taken before ``_lock``. ``_lock`` guards only the
   in-memory tables and counters and is never held across file I/O except the
   creation of an empty incoming file.
 """
@@ -43,7 +43,6 @@ from .config import StorageConfig
 from .errors import (
     AlreadyUploading,
     BadRequest,
-    DiskFull,
     IncompleteShare,
     NoSuchLease,
     NoSuchShare,
@@ -55,9 +54,9 @@ from .errors import (
     StorageIOError,
     TooFragmented,
     TooLarge,
-    TooManyLeases,
     TooManyUploads,
     Unavailable,
+    from_os_error,
 )
 from .layout import (
     LEASES_NAME,
@@ -66,8 +65,8 @@ from .layout import (
     check_storage_index,
     fsync_dir,
     si_b32,
-    write_file_atomically,
 )
+from .lease_store import LeaseStore
 from .ranges import RangeLimitError, RangeSet
 from .reads import read_ranges, share_sizes
 from .results import Allocation, ClosedShare, StorageStats
@@ -145,7 +144,7 @@ class StorageServer:
         self._free_space = free_space
         self._lock_fd: int | None = lock_fd
         self._lock = threading.Lock()
-        self._lease_lock = threading.Lock()
+        self._leases = LeaseStore(layout, config, clock)
         self._uploads: dict[tuple[bytes, int], _Upload] = {}
         self._used = used
         self._share_count = share_count
@@ -313,8 +312,8 @@ class StorageServer:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                with self._lease_lock:
-                    expires = self._add_lease_locked(up.si, up.owner, create=True)
+                with self._leases.lock:
+                    expires = self._leases.add(up.si, up.owner, create=True)
                     final = self.layout.share_path(up.si, up.shnum)
                     os.rename(up.path, final)
                     try:
@@ -420,10 +419,7 @@ class StorageServer:
             raise QuotaExceeded(f"storage full: need {max(need, 1)} bytes; {why}")
 
     def _io_error(self, what: str, e: OSError) -> StorageError:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return DiskFull(f"{what}: file system full; upload removed")
-        log.error("storage %s failed: %s", what, e)
-        return StorageIOError(f"{what} failed: {e.strerror or 'I/O error'}")
+        return from_os_error(what, e)
 
     # ----- reads -------------------------------------------------------------
 
@@ -494,43 +490,43 @@ class StorageServer:
         """Add or extend ``owner``'s lease on a storage index; returns the expiry time."""
         self._check_open()
         si = check_storage_index(storage_index)
-        with self._lease_lock:
+        with self._leases.lock:
             if not self.list_shares(si):
                 raise NoSuchShare(f"no shares of {si_b32(si)} here")
-            return self._add_lease_locked(si, owner.raw, create=False)
+            return self._leases.add(si, owner.raw, create=False)
 
     def renew_lease(self, storage_index: bytes, owner: NodeId) -> float:
         """Extend an existing lease of ``owner``; :class:`NoSuchLease` if it has none."""
         self._check_open()
         si = check_storage_index(storage_index)
-        with self._lease_lock:
+        with self._leases.lock:
             if not self.list_shares(si):
                 raise NoSuchShare(f"no shares of {si_b32(si)} here")
-            if not any(le.owner == owner.raw for le in self._load_leases(si)):
+            if not any(le.owner == owner.raw for le in self._leases.load(si)):
                 raise NoSuchLease(f"you hold no lease on {si_b32(si)}")
-            return self._add_lease_locked(si, owner.raw, create=False)
+            return self._leases.add(si, owner.raw, create=False)
 
     def cancel_lease(self, storage_index: bytes, owner: NodeId) -> int:
         """Drop ``owner``'s lease; if no live lease remains the shares are deleted now.
         Returns how many shares were deleted."""
         self._check_open()
         si = check_storage_index(storage_index)
-        with self._lease_lock:
-            current = self._load_leases(si)
+        with self._leases.lock:
+            current = self._leases.load(si)
             if not any(le.owner == owner.raw for le in current):
                 raise NoSuchLease(f"you hold no lease on {si_b32(si)}")
             now = self._clock()
             rest = [le for le in current if le.owner != owner.raw and le.live(now)]
             if not rest:
                 return self._delete_index_locked(si)
-            self._write_leases(si, rest)
+            self._leases.write(si, rest)
             return 0
 
     def leases(self, storage_index: bytes) -> list[lz.Lease]:
         """The lease records of a storage index (expired ones included until crawled)."""
         si = check_storage_index(storage_index)
-        with self._lease_lock:
-            return self._load_leases(si)
+        with self._leases.lock:
+            return self._leases.load(si)
 
     def expire(self, storage_index: bytes, now: float | None = None) -> int:
         """Delete a storage index's shares if none of its leases is live at ``now``.
@@ -539,74 +535,26 @@ class StorageServer:
         instead of deleting data on a technicality. Returns shares deleted."""
         si = check_storage_index(storage_index)
         now = self._clock() if now is None else now
-        with self._lease_lock:
+        with self._leases.lock:
             if not self.list_shares(si):
                 return self._delete_index_locked(si)  # tidy an empty directory
-            path = self.layout.lease_path(si)
             try:
-                current = lz.decode_leases(
-                    path.read_bytes(), limit=self.config.max_leases_per_index
-                )
+                current = self._leases.load_strict(si)
             except (OSError, lz.LeaseFileError) as e:
                 log.warning("lease file of %s unusable (%s); granting a grace lease", si_b32(si), e)
                 grace = lz.Lease(lz.SERVER_OWNER, now + self.config.lease_duration)
-                self._write_leases(si, [grace])
+                self._leases.write(si, [grace])
                 return 0
             live = [le for le in current if le.live(now)]
             if not live:
                 return self._delete_index_locked(si)
             if len(live) != len(current):
-                self._write_leases(si, live)
+                self._leases.write(si, live)
             return 0
-
-    def _si_dir_ok(self, si: bytes) -> bool:
-        """False if the storage index's directory escapes the root through a symlink."""
-        d = self.layout.si_dir(si)
-        return not d.is_symlink() and self.layout.is_inside(d)
-
-    def _load_leases(self, si: bytes) -> list[lz.Lease]:
-        if not self._si_dir_ok(si):
-            return []
-        try:
-            data = self.layout.lease_path(si).read_bytes()
-        except FileNotFoundError:
-            return []
-        except OSError as e:
-            raise self._io_error("read leases", e) from None
-        try:
-            return lz.decode_leases(data, limit=self.config.max_leases_per_index)
-        except lz.LeaseFileError as e:
-            log.warning("corrupt lease file of %s (%s); treating as empty", si_b32(si), e)
-            return []
-
-    def _write_leases(self, si: bytes, records: list[lz.Lease]) -> None:
-        if not self._si_dir_ok(si):
-            raise StorageIOError(f"directory of {si_b32(si)} is not inside the storage root")
-        try:
-            write_file_atomically(self.layout.lease_path(si), lz.encode_leases(records))
-        except OSError as e:
-            raise self._io_error("write leases", e) from None
-
-    def _add_lease_locked(self, si: bytes, owner: bytes, *, create: bool) -> float:
-        now = self._clock()
-        expires = now + self.config.lease_duration
-        if create:
-            self.layout.si_dir(si).mkdir(mode=0o700, parents=True, exist_ok=True)
-        current = [le for le in self._load_leases(si) if le.live(now) or le.owner == owner]
-        if (
-            not any(le.owner == owner for le in current)
-            and len(current) >= self.config.max_leases_per_index
-        ):
-            if create:  # a fresh share is kept alive by the existing leases
-                return max(le.expires for le in current)
-            raise TooManyLeases(f"{si_b32(si)} already has {len(current)} leases")
-        updated = lz.upsert(current, owner, expires)
-        self._write_leases(si, updated)
-        return next(le.expires for le in updated if le.owner == owner)
 
     def _delete_index_locked(self, si: bytes) -> int:
         d = self.layout.si_dir(si)
-        if not self._si_dir_ok(si):
+        if not self._leases.dir_ok(si):
             return 0  # never delete through a symlink
         removed = 0
         for shnum, size in self.list_shares(si).items():
