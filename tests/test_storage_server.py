@@ -415,3 +415,48 @@ async def test_concurrent_uploads_and_aborts_keep_accounts(tmp_path: Path) -> No
             assert server.read(si, i, 0, 4096) == bytes([i]) * 4096
     finally:
         server.close()
+
+
+def test_config_from_mapping() -> None:
+    from p2pstore.storage.config import parse_duration, parse_size
+
+    cfg = StorageConfig.from_mapping(
+        {"max_bytes": "10GB", "reserved_space": "1GiB", "lease_duration": "31d", "max_write": 4096}
+    )
+    assert cfg.max_bytes == 10 * 1000**3
+    assert cfg.reserved_space == 1024**3
+    assert cfg.lease_duration == 31 * DAY
+    assert cfg.max_write == 4096
+    assert StorageConfig.from_mapping({"max_bytes": None}).max_bytes is None
+    assert [parse_size(s) for s in ("0", "5", "2k", "2KiB", "3 MB", "1t")] == [
+        0,
+        5,
+        2000,
+        2048,
+        3_000_000,
+        10**12,
+    ]
+    assert [parse_duration(s) for s in ("90", "90s", "2m", "1.5h", 7)] == [90, 90, 120, 5400, 7]
+    for bad in ("", "10X", "iB", "-5", "1.5GB", True, 2.5):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+    for bad in ("", "5w", "x", None):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+    with pytest.raises(ValueError, match="unknown"):
+        StorageConfig.from_mapping({"max_byte": 5})
+    with pytest.raises(ValueError):
+        StorageConfig.from_mapping({"max_write": "0"})
+
+
+def test_symlinked_root_is_allowed(tmp_path: Path) -> None:
+    real = tmp_path / "disk2"
+    real.mkdir()
+    os.symlink(real, tmp_path / "storage")
+    server = StorageServer.open(tmp_path / "storage")
+    try:
+        put(server, SI, 0, b"via link")
+        assert server.read(SI, 0, 0, 20) == b"via link"
+        assert (real / "shares").is_dir()
+    finally:
+        server.close()

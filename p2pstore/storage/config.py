@@ -7,7 +7,10 @@ seconds of the injected wall clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -72,3 +75,53 @@ class StorageConfig:
             raise ValueError("lease_duration must be > 0")
         if not self.upload_idle_timeout > 0:
             raise ValueError("upload_idle_timeout must be > 0")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> StorageConfig:
+        """Build from a config-file table: sizes may be ints or strings like ``"10GB"``
+        (decimal) / ``"10GiB"`` (binary); durations are seconds or ``"31d"``/``"12h"``.
+        Unknown keys are an error (a typo must not silently disable a quota)."""
+        known = {f.name for f in fields(cls)}
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ValueError(f"unknown storage setting {key!r}")
+            if key in ("lease_duration", "upload_idle_timeout"):
+                out[key] = parse_duration(value)
+            elif key == "max_bytes" and value is None:
+                out[key] = None
+            else:
+                out[key] = parse_size(value)
+        return cls(**out)
+
+
+_SIZE_RE = re.compile(r"^\s*([0-9]+)\s*([kmgtp]?)(i?)b?\s*$", re.IGNORECASE)
+_DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*$")
+_UNITS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
+_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": DAY}
+
+
+def parse_size(value: object) -> int:
+    """``1234``, ``"500k"``, ``"10GB"`` (powers of 1000), ``"10GiB"`` (powers of 1024)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"size must be an integer or a string like '10GB', got {value!r}")
+    m = _SIZE_RE.match(value)
+    if m is None or (m.group(3) and not m.group(2)):
+        raise ValueError(f"cannot parse size {value!r} (try '500MB' or '10GiB')")
+    base = 1024 if m.group(3) else 1000
+    multiplier: int = base ** _UNITS[m.group(2).lower()]
+    return int(m.group(1)) * multiplier
+
+
+def parse_duration(value: object) -> float:
+    """Seconds as a number, or a string ``"90s"``, ``"10m"``, ``"12h"``, ``"31d"``."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"duration must be a number or a string like '31d', got {value!r}")
+    m = _DURATION_RE.match(value)
+    if m is None:
+        raise ValueError(f"cannot parse duration {value!r} (try '31d' or '12h')")
+    return float(m.group(1)) * _SECONDS[m.group(2)]

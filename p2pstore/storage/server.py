@@ -160,7 +160,10 @@ class StorageServer:
         free_space: FreeSpace = disk_free,
     ) -> StorageServer:
         """Take the directory's lock, delete crashed uploads, count stored bytes."""
-        layout = Layout(Path(root))
+        # The root itself may be a symlink the operator chose (another disk); it is
+        # resolved once here and everything below it is held to "no symlinks".
+        Path(root).mkdir(mode=0o700, parents=True, exist_ok=True)
+        layout = Layout(Path(root).resolve())
         layout.create()
         fd = os.open(layout.lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
