@@ -335,6 +335,9 @@ async def test_bad_arguments_refused(env: Env) -> None:
         await a.readv(SI, 1, [(0, 1000), (0, 1001)])
     with pytest.raises(BadRequest):
         await a.read(SI, 1, -5, 1)
+    with pytest.raises(BadRequest):
+        await a.read(SI, 1, 2**64, 1)
+    assert await a.read(SI, 1, 2**62, 1) == b""
 
 
 async def test_idle_upload_swept(env: Env) -> None:

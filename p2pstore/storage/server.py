@@ -119,9 +119,13 @@ class _Upload:
         self.done = False
 
 
+# Offsets and lengths beyond this are refused (file offsets are signed 64-bit).
+MAX_OFFSET = 2**62
+
+
 def _check_offset(value: object, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise BadRequest(f"{what} must be a non-negative integer")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_OFFSET:
+        raise BadRequest(f"{what} must be an integer 0..2**62")
     return value
 
 
