@@ -37,8 +37,12 @@ def scan_usage(layout: Layout) -> tuple[int, int]:
                 continue
             with os.scandir(layout.shares / p.name) as sis:
                 for d in sis:
-                    if parse_si_name(d.name) is None or not d.is_dir(follow_symlinks=False):
-                        continue
+                    if (
+                        parse_si_name(d.name) is None
+                        or d.name[:2] != p.name
+                        or not d.is_dir(follow_symlinks=False)
+                    ):
+                        continue  # not a place the server would ever serve from
                     with os.scandir(layout.shares / p.name / d.name) as files:
                         for f in files:
                             if parse_shnum_name(f.name) is None:

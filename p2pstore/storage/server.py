@@ -20,8 +20,9 @@ Invariants:
   leave ``reserved_space`` free on the file system; refusals never affect reads.
 - Locks: ``upload.lock`` may be taken before ``_lock`` or ``_leases.lock``, never
   after; ``_leases.lock`` may be taken before ``_lock``. ``_lock`` guards only the
-  in-memory tables and counters and is never held across file I/O except the
-  creation of an empty incoming file.
+  in-memory tables and counters and is held across file I/O only to create or
+  remove an incoming file (so a discarded upload's temp file is gone before the
+  same (storage index, share number) can be allocated again).
 """
 
 from __future__ import annotations
