@@ -270,6 +270,9 @@ class StorageServer:
         with up.lock:
             if up.done:
                 raise NoSuchUpload("the upload was aborted")
+            if not data:  # nothing to store: only counts as activity
+                up.last_active = self._clock()
+                return
             if up.size is None and end > up.reserved:
                 with self._lock:
                     try:
