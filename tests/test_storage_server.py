@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cbor2
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pstore.storage import (
@@ -316,6 +316,9 @@ def test_upload_count_limits(tmp_path: Path) -> None:
         server.close()
 
 
+# Each example fsyncs a share and a lease file: fewer examples keep the default run fast
+# (the "thorough" hypothesis profile is for deep local runs).
+@settings(max_examples=50 if settings.default.max_examples <= 100 else 1000)
 @given(
     size=st.integers(min_value=1, max_value=3000),
     cuts=st.lists(st.integers(min_value=0, max_value=3000), max_size=12),
