@@ -28,6 +28,7 @@ from p2pstore.storage import (
     StorageError,
     StorageServer,
     TooLarge,
+    read_stream,
     register_storage_rpc,
     write_stream,
 )
@@ -153,9 +154,15 @@ async def test_write_stream_helper(env: Env) -> None:
     end = await write_stream(a, SI, 2, 0, chunks(), max_write=1000)
     assert end == 4900
     await a.close_share(SI, 2)
-    assert await a.read(SI, 2, 0, 2000) + await a.read(SI, 2, 2000, 2000) + await a.read(
-        SI, 2, 4000, 2000
-    ) == b"".join(bytes([i]) * 700 for i in range(7))
+    want = b"".join(bytes([i]) * 700 for i in range(7))
+    pieces = [p async for p in read_stream(a, SI, 2, 0, None, max_read=2000)]
+    assert [len(p) for p in pieces] == [2000, 2000, 900]
+    assert b"".join(pieces) == want
+    pieces = [p async for p in read_stream(a, SI, 2, 100, 4000, max_read=2000)]
+    assert [len(p) for p in pieces] == [2000, 2000] and b"".join(pieces) == want[100:4100]
+    pieces = [p async for p in read_stream(a, SI, 2, 0, None, max_read=1225)]
+    assert [len(p) for p in pieces] == [1225] * 4 and b"".join(pieces) == want
+    assert [p async for p in read_stream(a, SI, 2, 9000, 10, max_read=2000)] == []
 
 
 async def test_close_with_holes_refused_then_completed(env: Env) -> None:

@@ -9,13 +9,14 @@ worker thread so ``fsync`` never blocks the event loop) and
 
 :func:`write_stream` is the streamed write path: it appends an async iterable of
 chunks of any size at an offset in ``max_write``-sized calls, which is also how a
-bulk-stream handler feeds the server.
+bulk-stream handler feeds the server. :func:`read_stream` is its mirror: a long
+range fetched as ``max_read``-sized pieces.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Protocol, TypeVar
 
 from quic_transport.identity import NodeId
@@ -131,3 +132,28 @@ async def write_stream(
             pos += len(piece)
             view = view[len(piece) :]
     return pos
+
+
+async def read_stream(
+    api: StorageAPI,
+    storage_index: bytes,
+    shnum: int,
+    offset: int,
+    length: int | None,
+    *,
+    max_read: int,
+) -> AsyncIterator[bytes]:
+    """Yield ``[offset, offset+length)`` of a share (to its end if ``length`` is None)
+    in pieces of at most ``max_read`` bytes; stops early at the end of the share."""
+    if max_read < 1:
+        raise ValueError("max_read must be >= 1")
+    pos = offset
+    end = None if length is None else offset + length
+    while end is None or pos < end:
+        want = max_read if end is None else min(max_read, end - pos)
+        piece = await api.read(storage_index, shnum, pos, want)
+        if piece:
+            yield piece
+        if len(piece) < want:
+            return  # the share ends here
+        pos += len(piece)
