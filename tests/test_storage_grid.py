@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pstore.storage import NoSuchShare, StorageConfig, Unavailable
+from p2pstore.storage import NoSuchShare, NoSuchUpload, StorageConfig, Unavailable
 from p2pstore.testing.storage_grid import StorageGrid, grid_node_id
 from quic_transport.identity import NodeId
 
@@ -69,3 +69,28 @@ def test_grid_delete_all_and_clock(tmp_path: Path) -> None:
         t = grid.clock()
         grid.clock.advance(5)
         assert s.clock() == t + 5
+
+
+@pytest.mark.parametrize("via_rpc", [False, True])
+async def test_grid_restart_and_custom_break(tmp_path: Path, via_rpc: bool) -> None:
+    class ConnectErrorStandIn(Exception):
+        pass
+
+    with StorageGrid(tmp_path, 1) as grid:
+        c = grid[0].client(ALICE, via_rpc=via_rpc)
+        await c.allocate(SI, 0, 2)
+        await c.write(SI, 0, 0, b"ok")
+        await c.close_share(SI, 0)
+        await c.allocate(SI, 1, 2)  # in progress when the node "reboots"
+        await c.write(SI, 1, 0, b"x")
+        grid[0].restart()
+        assert await c.list_shares(SI) == {0: 2}  # the same client follows the restart
+        assert await c.read(SI, 0, 0, 2) == b"ok"
+        assert [le.owner for le in grid[0].server.leases(SI)] == [ALICE.raw]
+        with pytest.raises(NoSuchUpload):
+            await c.write(SI, 1, 1, b"y")
+        grid[0].broken(ConnectErrorStandIn)
+        with pytest.raises(ConnectErrorStandIn):
+            await c.stat()
+        grid[0].heal()
+        assert (await c.stat()).shares == 1

@@ -204,6 +204,10 @@ class StorageServer:
         return self._clock
 
     @property
+    def free_space(self) -> FreeSpace:
+        return self._free_space
+
+    @property
     def closed(self) -> bool:
         return self._lock_fd is None
 

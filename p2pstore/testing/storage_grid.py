@@ -22,6 +22,7 @@ import enum
 import hashlib
 import os
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -64,24 +65,43 @@ class GridServer:
     def __init__(self, index: int, server: StorageServer) -> None:
         self.index = index
         self.node_id = grid_node_id(index)
-        self.server = server
         self.mode = Mode.OK
         self.calls: Counter[str] = Counter()
         self._healed = asyncio.Event()
         self._healed.set()
+        self._error: Callable[[], Exception] | None = None
+        self._attach(server)
+
+    def _attach(self, server: StorageServer) -> None:
+        self.server = server
         self.registry = FakeRegistry()
         register_storage_rpc(self.registry, server, error_factory=FakeRpcError)
 
     def client(self, owner: NodeId, *, via_rpc: bool = False) -> FaultyStorage:
-        inner: StorageAPI
-        if via_rpc:
-            inner = RpcStorageClient(self.registry.caller(owner), peer=self.node_id.b32)
-        else:
-            inner = LocalStorageClient(self.server, owner)
-        return FaultyStorage(self, inner)
+        """A :class:`StorageAPI` for ``owner``; it follows the server across restarts."""
+        return FaultyStorage(self, owner, via_rpc)
 
-    def broken(self) -> None:
+    def api(self, owner: NodeId, via_rpc: bool) -> StorageAPI:
+        if via_rpc:
+            return RpcStorageClient(self.registry.caller(owner), peer=self.node_id.b32)
+        return LocalStorageClient(self.server, owner)
+
+    def restart(self) -> None:
+        """Close and reopen the server on the same directory (uploads in progress are
+        lost, complete shares and leases survive), like a node reboot."""
+        old = self.server
+        old.close()
+        self._attach(
+            StorageServer.open(
+                old.layout.root, old.config, clock=old.clock, free_space=old.free_space
+            )
+        )
+
+    def broken(self, error: Callable[[], Exception] | None = None) -> None:
+        """Every call fails: with ``error()`` if given (e.g. the transport's
+        ConnectError), else :class:`Unavailable`."""
         self.mode = Mode.BROKEN
+        self._error = error
         self._healed.set()
 
     def hang(self) -> None:
@@ -97,6 +117,8 @@ class GridServer:
         if self.mode is Mode.HUNG:
             await self._healed.wait()
         if self.mode is Mode.BROKEN:
+            if self._error is not None:
+                raise self._error()
             raise Unavailable("server is broken (test grid)", remote=True, peer=self.node_id.b32)
 
     def corrupt_share(self, si: bytes, shnum: int, offset: int | None = None) -> int:
@@ -126,10 +148,15 @@ class GridServer:
 class FaultyStorage:
     """A :class:`StorageAPI` that obeys its grid server's break/hang switches."""
 
-    def __init__(self, gs: GridServer, inner: StorageAPI) -> None:
+    def __init__(self, gs: GridServer, owner: NodeId, via_rpc: bool) -> None:
         self.grid_server = gs
         self.node_id = gs.node_id
-        self._inner = inner
+        self.owner = owner
+        self.via_rpc = via_rpc
+
+    @property
+    def _inner(self) -> StorageAPI:
+        return self.grid_server.api(self.owner, self.via_rpc)
 
     async def allocate(
         self, storage_index: bytes, shnum: int, size: int | None = None
