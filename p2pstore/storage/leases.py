@@ -79,7 +79,11 @@ def decode_leases(data: bytes, *, limit: int) -> list[Lease]:
         expires = item["expires"]
         if not isinstance(expires, float | int) or isinstance(expires, bool):
             raise LeaseFileError("lease expiry must be a number")
-        lease = Lease(item["owner"], float(expires))
+        try:
+            value = float(expires)
+        except OverflowError:
+            raise LeaseFileError("lease expiry out of range") from None
+        lease = Lease(item["owner"], value)
         if lease.owner in seen:
             raise LeaseFileError("duplicate lease owner")
         seen.add(lease.owner)

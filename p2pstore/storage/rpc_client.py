@@ -79,9 +79,15 @@ class RpcStorageClient:
 
     def _float(self, method: str, result: dict[str, Any], key: str) -> float:
         v = result.get(key)
-        if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
+        if not isinstance(v, int | float) or isinstance(v, bool):
+            raise self._bad(method, f"{key} is not a number")
+        try:
+            f = float(v)
+        except OverflowError:
+            f = math.inf
+        if not math.isfinite(f):
             raise self._bad(method, f"{key} is not a finite number")
-        return float(v)
+        return f
 
     async def allocate(
         self, storage_index: bytes, shnum: int, size: int | None = None
