@@ -98,6 +98,8 @@ class RpcStorageClient:
         r = await self._rpc("storage.allocate", body)
         limit = self._int("storage.allocate", r, "limit")
         got_size = self._int("storage.allocate", r, "size", optional=True)
+        if got_size != size or (size is not None and limit != size):
+            raise self._bad("storage.allocate", "size or limit does not match the request")
         return Allocation(storage_index, shnum, got_size, limit)
 
     async def write(self, storage_index: bytes, shnum: int, offset: int, data: bytes) -> None:
