@@ -1,0 +1,83 @@
+"""Storage server: shares on disk keyed by storage index and share number, quota,
+leases with a bounded background crawler, and a thin RPC adapter.
+
+Public surface (see docs/storage.md):
+- :class:`StorageServer` (business logic, sync, thread-safe) built by ``StorageServer.open``
+- :class:`StorageConfig`
+- :class:`StorageAPI` (async protocol) with :class:`LocalStorageClient` and
+  :class:`RpcStorageClient`; :func:`write_stream` / :func:`read_stream` for long ranges
+- :class:`LeaseCrawler`; :class:`StorageService` (server + crawler + RPC, one close)
+- :func:`register_storage_rpc` / :class:`StorageRpcAdapter`
+- :class:`StorageError` and its subclasses (stable ``code`` strings)
+"""
+
+from .api import LocalStorageClient, StorageAPI, read_stream, write_stream
+from .config import StorageConfig
+from .crawler import LeaseCrawler, TickReport
+from .errors import (
+    AlreadyUploading,
+    BadRequest,
+    BadResponse,
+    DiskFull,
+    IncompleteShare,
+    NoSuchLease,
+    NoSuchShare,
+    NoSuchUpload,
+    OutOfRange,
+    QuotaExceeded,
+    ShareExists,
+    StorageError,
+    StorageIOError,
+    TooFragmented,
+    TooLarge,
+    TooManyLeases,
+    TooManyUploads,
+    Unavailable,
+    UnknownStorageError,
+    error_from_code,
+)
+from .results import Allocation, ClosedShare, StorageStats
+from .rpc import StorageRpcAdapter, StorageRpcError, register_storage_rpc
+from .rpc_client import RpcStorageClient, bind_endpoint
+from .server import StorageServer
+from .service import StorageService
+
+__all__ = [
+    "Allocation",
+    "AlreadyUploading",
+    "BadRequest",
+    "BadResponse",
+    "ClosedShare",
+    "DiskFull",
+    "IncompleteShare",
+    "LeaseCrawler",
+    "LocalStorageClient",
+    "NoSuchLease",
+    "NoSuchShare",
+    "NoSuchUpload",
+    "OutOfRange",
+    "QuotaExceeded",
+    "RpcStorageClient",
+    "ShareExists",
+    "StorageAPI",
+    "StorageConfig",
+    "StorageError",
+    "StorageIOError",
+    "StorageRpcAdapter",
+    "StorageRpcError",
+    "StorageServer",
+    "StorageService",
+    "StorageStats",
+    "TickReport",
+    "TooFragmented",
+    "TooLarge",
+    "TooManyLeases",
+    "TooManyUploads",
+    "Unavailable",
+    "UnknownStorageError",
+    "bind_endpoint",
+    "error_from_code",
+    "read_stream",
+    "register_storage_rpc",
+    "write_stream",
+]

@@ -1,0 +1,1 @@
+"""In-process test helpers shared by the test suites (no sockets, no subprocesses)."""
