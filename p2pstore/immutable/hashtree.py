@@ -99,3 +99,19 @@ def root_from_chain(leaf_value: bytes, n: int, leaf: int, chain: bytes) -> bytes
         h = node_hash(uncle, h) if i % 2 == 0 else node_hash(h, uncle)
         i = (i - 1) // 2
     return h
+
+
+def verify_tree(serialized: bytes, n: int, root: bytes) -> list[bytes] | None:
+    """Check a whole serialized tree over ``n`` leaves: every internal node is the
+    hash of its children, every padding slot holds PAD_HASH and node 0 equals
+    ``root``. Returns the leaf hashes, or None if any byte is wrong."""
+    slots = next_power_of_two(n)
+    if len(serialized) != (2 * slots - 1) * HASH_BYTES:
+        return None
+    nodes = [serialized[i : i + HASH_BYTES] for i in range(0, len(serialized), HASH_BYTES)]
+    if nodes[0] != root or any(x != PAD_HASH for x in nodes[slots - 1 + n :]):
+        return None
+    for i in range(slots - 1):
+        if nodes[i] != node_hash(nodes[2 * i + 1], nodes[2 * i + 2]):
+            return None
+    return nodes[slots - 1 : slots - 1 + n]

@@ -17,7 +17,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from p2pstore.immutable import hashtree
 from p2pstore.immutable.caps import LiteralCap, ReadCap, VerifyCap
+from p2pstore.immutable.crypto import TAG_BLOCK, tagged_hash
 from p2pstore.immutable.decoder import (
     Decoder,
     FileVerifier,
@@ -193,8 +195,9 @@ def read_bytes(
 def check_shares(
     cap: ReadCap | VerifyCap, source: ShareSource, share_numbers: Iterable[int]
 ) -> dict[int, str | None]:
-    """Verify every block of every candidate share (no decryption). Returns, per
-    share number, None if the share is intact or the reason it is not."""
+    """Verify every byte of every candidate share against the cap (no decryption):
+    header, extension copy, share chain, both whole hash trees and every block.
+    Returns, per share number, None if the share is intact or why it is not."""
     nums = sorted(set(share_numbers))
     report: dict[int, str | None] = {}
     try:
@@ -207,19 +210,22 @@ def check_shares(
             report[i] = "cannot verify: fewer than k shares have a valid extension block"
         return report
     ext = s.verifier.extension
+    ns = ext.geometry.num_segments
     for i in list(s.good):
         layout = s.verifier.layout(i)
         try:
-            for j in range(ext.geometry.num_segments):
-                s.verifier.verify_block(
-                    i,
-                    j,
-                    s.read(i, layout.block_range(j)),
-                    s.read_all(i, layout.block_uncle_ranges(j)),
-                )
-                s.verifier.verify_crypttext_proof(
-                    i, j, s.read_all(i, layout.crypttext_proof_ranges(j))
-                )
+            ct_leaves = hashtree.verify_tree(
+                s.read(i, layout.crypttext_tree_range()), ns, ext.crypttext_root
+            )
+            if ct_leaves is None:
+                raise BadShareError(i, "ciphertext hash tree is corrupt")
+            root = s.read(i, layout.block_root_range())
+            leaves = hashtree.verify_tree(s.read(i, layout.block_tree_range()), ns, root)
+            if leaves is None:
+                raise BadShareError(i, "block hash tree is corrupt")
+            for j in range(ns):
+                if tagged_hash(TAG_BLOCK, s.read(i, layout.block_range(j))) != leaves[j]:
+                    raise BadShareError(i, "block fails its hash check", segment=j)
             if len(s.source.read(i, layout.share_length, 1)) != 0:
                 raise BadShareError(i, "share is longer than its layout")
         except BadShareError as e:
