@@ -249,6 +249,27 @@ def pipeline(total: int, p: EncodingParams, bare: dict[str, float]) -> None:
         del sink
 
 
+def segment_sweep(total: int) -> None:
+    """Encode/decode MB/s against segment size (how the default was chosen)."""
+    for req in (128 << 10, 256 << 10, 512 << 10, MIB, 2 * MIB, 4 * MIB):
+        p = EncodingParams.create(3, 10, req)
+        sink = ShareSink((0, 5, 9))
+        t = time.perf_counter()
+        cap = run_encode(total, p, 0, sink)
+        enc = mbps(total, time.perf_counter() - t)
+        t = time.perf_counter()
+        assert run_decode(cap, sink, 0) == total
+        dec = mbps(total, time.perf_counter() - t)
+        emit(
+            stage="segment_sweep",
+            segment_size=p.segment_size,
+            input_mib=total // MIB,
+            worker_threads=0,
+            encode_mb_s=enc,
+            decode_mb_s_shares_0_5_9=dec,
+        )
+
+
 # -- peak memory (subprocesses) -----------------------------------------------------------
 def peak_rss_mib() -> float:
     """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss over
@@ -303,6 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mib", type=int, default=256)
     ap.add_argument("--mem-sizes", default="64,1024")
+    ap.add_argument("--sweep-mib", type=int, default=64, help="0 skips the segment sweep")
     ap.add_argument("--child", nargs=3, metavar=("OP", "MIB", "DIR"))
     args = ap.parse_args(argv)
     if args.child:
@@ -316,6 +338,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, rate in bare.items():
         emit(stage=f"bare_{name}", mb_s=rate)
     pipeline(total, p, bare)
+    if args.sweep_mib:
+        segment_sweep(args.sweep_mib * MIB)
     memory([int(x) for x in args.mem_sizes.split(",") if x])
 
 
