@@ -179,3 +179,20 @@ def test_repair_regenerates_identical_shares() -> None:
     assert [bytes(b) for b in rebuilt] == shares
     report = check_shares(vc, MemoryShares(dict(enumerate(shares))), range(p.n))
     assert report == dict.fromkeys(range(p.n))
+
+
+@pytest.mark.slow
+def test_large_file_default_params_all_subsets() -> None:
+    """20 MiB at the defaults (20 segments): every 3-of-10 subset for the first and
+    last segments' ranges, and a full read from check shares only."""
+    data = os.urandom(20 << 20)
+    cap, shares = encode_bytes(data, convergence_secret=SECRET)
+    assert isinstance(cap, ReadCap)
+    assert read_bytes(cap, {i: shares[i] for i in (7, 8, 9)}) == data
+    s = EncodingParams().segment_size
+    for subset in itertools.combinations(range(10), 3):
+        got = read_bytes(cap, {i: shares[i] for i in subset}, offset=s - 10, length=20)
+        assert got == data[s - 10 : s + 10]
+    assert check_shares(cap.verify_cap(), MemoryShares(dict(enumerate(shares))), range(10)) == (
+        dict.fromkeys(range(10))
+    )

@@ -28,7 +28,12 @@ from p2pstore.immutable.decoder import (
     VerifiedCrypttextLeaf,
 )
 from p2pstore.immutable.encoder import EncodedSegment, SegmentCoder, ShareTrailer
-from p2pstore.immutable.errors import BadShareError, NotEnoughSharesError, RemoteError
+from p2pstore.immutable.errors import (
+    BadShareError,
+    NotEnoughSharesError,
+    ParameterError,
+    RemoteError,
+)
 from p2pstore.immutable.layout import HEADER_SIZE, Range
 
 
@@ -168,6 +173,8 @@ def read_plaintext(
     executor: Executor | None = None,
 ) -> Iterator[bytes]:
     """Yield the plaintext of ``[offset, offset+length)`` in order, verified."""
+    if offset < 0 or (length is not None and length < 0):
+        raise ParameterError(f"bad range: offset {offset}, length {length}")
     if isinstance(cap, LiteralCap):
         end = len(cap.data) if length is None else offset + length
         if cap.data[offset:end]:
