@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import zfec
@@ -65,61 +66,84 @@ def emit(**kw: object) -> None:
     print(json.dumps({"bench": "format", **kw}), flush=True)
 
 
-def mbps(nbytes: int, seconds: float) -> float:
-    return round(nbytes / MIB / seconds, 1)
+@dataclass(frozen=True)
+class Span:
+    """Elapsed wall-clock and process CPU seconds (CPU of all threads)."""
+
+    wall: float
+    cpu: float
+
+
+def _now() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _since(t: tuple[float, float]) -> Span:
+    return Span(time.perf_counter() - t[0], time.process_time() - t[1])
+
+
+def mbps(nbytes: int, span: Span) -> float:
+    """Wall-clock MiB/s."""
+    return round(nbytes / MIB / span.wall, 1)
+
+
+def cpu_mbps(nbytes: int, span: Span) -> float:
+    """MiB per CPU-second: steadier than wall time when other work shares the cores."""
+    return round(nbytes / MIB / max(span.cpu, 1e-9), 1)
 
 
 # -- bare stages ----------------------------------------------------------------------
-def bare_stages(total: int, p: EncodingParams) -> dict[str, float]:
+def bare_stages(total: int, p: EncodingParams) -> dict[str, tuple[float, float]]:
+    """Per stage: (wall MiB/s, MiB per CPU-second)."""
     s, k, n = p.segment_size, p.k, p.n
     segs = [bytes(c) for c in chunks(8 * s, s)]
     nseg = total // s
     key = random_key()
-    out: dict[str, float] = {}
+    out: dict[str, Span] = {}
 
-    t = time.perf_counter()
+    t = _now()
     ctx = keystream_cipher(key, 0)
     for j in range(nseg):
         ctx.update(segs[j % 8])
-    out["aes_ctr"] = time.perf_counter() - t
+    out["aes_ctr"] = _since(t)
 
     enc = zfec.Encoder(k, n)
     bs = p.block_size
     prims = [tuple(seg[i * bs : (i + 1) * bs] for i in range(k)) for seg in segs]
     checks = tuple(range(k, n))
-    t = time.perf_counter()
+    t = _now()
     for j in range(nseg):
         enc.encode(prims[j % 8], checks)
-    out["zfec_encode"] = time.perf_counter() - t
+    out["zfec_encode"] = _since(t)
 
     blocks = list(prims[0]) + enc.encode(prims[0], checks)
-    t = time.perf_counter()
+    t = _now()
     for j in range(nseg):
         tagged_hash(TAG_SEGMENT, segs[j % 8])
         for b in blocks:
             tagged_hash(TAG_BLOCK, b)
-    out["sha256_encode"] = time.perf_counter() - t
+    out["sha256_encode"] = _since(t)
 
-    t = time.perf_counter()
+    t = _now()
     for j in range(nseg):
         hashlib.sha256(segs[j % 8]).digest()
-    out["sha256_plaintext"] = time.perf_counter() - t
+    out["sha256_plaintext"] = _since(t)
 
     dec = zfec.Decoder(k, n)
     worst = tuple(range(n - k, n))
     wblocks = tuple(blocks[i] for i in worst)
-    t = time.perf_counter()
+    t = _now()
     for _ in range(nseg):
         dec.decode(wblocks, worst)
-    out["zfec_decode_nonprimary"] = time.perf_counter() - t
+    out["zfec_decode_nonprimary"] = _since(t)
 
-    t = time.perf_counter()
+    t = _now()
     for j in range(nseg):
         tagged_hash(TAG_SEGMENT, segs[j % 8])
         for b in wblocks:
             tagged_hash(TAG_BLOCK, b)
-    out["sha256_decode"] = time.perf_counter() - t
-    return {name: mbps(nseg * s, sec) for name, sec in out.items()}
+    out["sha256_decode"] = _since(t)
+    return {name: (mbps(nseg * s, sp), cpu_mbps(nseg * s, sp)) for name, sp in out.items()}
 
 
 def combined(*rates: float) -> float:
@@ -196,56 +220,59 @@ def run_decode(cap: ReadCap, sink: ShareSink, threads: int) -> int:
     return n
 
 
-def pipeline(total: int, p: EncodingParams, bare: dict[str, float]) -> None:
-    enc_bare = combined(bare["aes_ctr"], bare["zfec_encode"], bare["sha256_encode"])
-    emit(stage="bare_encode_combined", mb_s=enc_bare, note="aes + zfec + sha256, back to back")
-    slowest = min(bare["aes_ctr"], bare["zfec_encode"], bare["sha256_encode"])
-    for threads in (0, 1):
-        t = time.perf_counter()
-        run_encode(total, p, threads, ShareSink(()))
-        rate = mbps(total, time.perf_counter() - t)
-        emit(
-            stage="encode",
-            mode="random-key",
-            worker_threads=threads,
-            input_mib=total // MIB,
-            mb_s=rate,
-            vs_bare_combined=round(rate / enc_bare, 2),
-            vs_slowest_bare=round(rate / slowest, 2),
+def _report(stage: str, total: int, span: Span, bare: tuple[float, float], **kw: object) -> None:
+    wall, cpu = mbps(total, span), cpu_mbps(total, span)
+    emit(
+        stage=stage,
+        **kw,
+        input_mib=total // MIB,
+        mb_s=wall,
+        cpu_mb_s=cpu,
+        vs_bare_combined=round(wall / bare[0], 2),
+        cpu_vs_bare_combined_cpu=round(cpu / bare[1], 2),
+    )
+
+
+def pipeline(total: int, p: EncodingParams, bare: dict[str, tuple[float, float]]) -> None:
+    def both(*names: str) -> tuple[float, float]:
+        return (
+            combined(*(bare[n][0] for n in names)),
+            combined(*(bare[n][1] for n in names)),
         )
-    t = time.perf_counter()
+
+    enc_bare = both("aes_ctr", "zfec_encode", "sha256_encode")
+    emit(
+        stage="bare_encode_combined",
+        mb_s=enc_bare[0],
+        cpu_mb_s=enc_bare[1],
+        note="aes + zfec + sha256 back to back (harmonic sum)",
+    )
+    for threads in (0, 1):
+        t = _now()
+        run_encode(total, p, threads, ShareSink(()))
+        _report("encode", total, _since(t), enc_bare, mode="random-key", worker_threads=threads)
+    t = _now()
     pool = ThreadPoolExecutor(1)
     enc = Encoder.convergent(bytes(32), chunks(total), p, executor=pool)
     for _ in encode_chunks(enc, chunks(total)):
         pass
     pool.shutdown()
-    rate = mbps(total, time.perf_counter() - t)
-    conv_bare = combined(enc_bare, bare["sha256_plaintext"])
-    emit(
-        stage="encode",
-        mode="convergent (two passes)",
-        worker_threads=1,
-        input_mib=total // MIB,
-        mb_s=rate,
-        vs_bare_combined=round(rate / conv_bare, 2),
-    )
-    dec_bare = combined(bare["aes_ctr"], bare["zfec_decode_nonprimary"], bare["sha256_decode"])
-    emit(stage="bare_decode_combined", mb_s=dec_bare, note="aes + zfec(7,8,9) + sha256")
-    for keep in ((0, 1, 2), (7, 8, 9)):
+    conv_bare = both("aes_ctr", "zfec_encode", "sha256_encode", "sha256_plaintext")
+    _report("encode", total, _since(t), conv_bare, mode="convergent (2 passes)", worker_threads=1)
+    for keep, names in (
+        ((0, 1, 2), ("aes_ctr", "sha256_decode")),
+        ((7, 8, 9), ("aes_ctr", "zfec_decode_nonprimary", "sha256_decode")),
+    ):
+        dec_bare = both(*names)
+        emit(
+            stage="bare_decode_combined", shares=list(keep), mb_s=dec_bare[0], cpu_mb_s=dec_bare[1]
+        )
         sink = ShareSink(keep)
         cap = run_encode(total, p, 1, sink)
         for threads in (0, 2):
-            t = time.perf_counter()
+            t = _now()
             assert run_decode(cap, sink, threads) == total
-            rate = mbps(total, time.perf_counter() - t)
-            emit(
-                stage="decode",
-                shares=list(keep),
-                worker_threads=threads,
-                input_mib=total // MIB,
-                mb_s=rate,
-                vs_bare_combined=round(rate / dec_bare, 2),
-            )
+            _report("decode", total, _since(t), dec_bare, shares=list(keep), worker_threads=threads)
         del sink
 
 
@@ -254,19 +281,21 @@ def segment_sweep(total: int) -> None:
     for req in (128 << 10, 256 << 10, 512 << 10, MIB, 2 * MIB, 4 * MIB):
         p = EncodingParams.create(3, 10, req)
         sink = ShareSink((0, 5, 9))
-        t = time.perf_counter()
+        t = _now()
         cap = run_encode(total, p, 0, sink)
-        enc = mbps(total, time.perf_counter() - t)
-        t = time.perf_counter()
+        enc = _since(t)
+        t = _now()
         assert run_decode(cap, sink, 0) == total
-        dec = mbps(total, time.perf_counter() - t)
+        dec = _since(t)
         emit(
             stage="segment_sweep",
             segment_size=p.segment_size,
             input_mib=total // MIB,
             worker_threads=0,
-            encode_mb_s=enc,
-            decode_mb_s_shares_0_5_9=dec,
+            encode_mb_s=mbps(total, enc),
+            encode_cpu_mb_s=cpu_mbps(total, enc),
+            decode_mb_s_shares_0_5_9=mbps(total, dec),
+            decode_cpu_mb_s=cpu_mbps(total, dec),
         )
 
 
@@ -288,7 +317,7 @@ def child(op: str, mib: int, directory: Path) -> None:
     p = EncodingParams()
     keep = (0, 8, 9) if op != "none" else ()
     sink = ShareSink(keep, directory)
-    t = time.perf_counter()
+    t = _now()
     if op == "none":
         emit(
             stage="peak_rss", op="baseline (imports, 9 MiB input pool)", peak_rss_mib=peak_rss_mib()
@@ -301,13 +330,13 @@ def child(op: str, mib: int, directory: Path) -> None:
         cap2 = parse_cap((directory / "cap").read_text())
         assert isinstance(cap2, ReadCap)
         assert run_decode(cap2, sink, 2) == mib * MIB
-    dt = time.perf_counter() - t
+    span = _since(t)
     emit(
         stage="peak_rss",
         op=op,
         input_mib=mib,
         peak_rss_mib=peak_rss_mib(),
-        mb_s=mbps(mib * MIB, dt),
+        mb_s=mbps(mib * MIB, span),
     )
 
 
@@ -335,8 +364,8 @@ def main(argv: list[str] | None = None) -> None:
     emit(stage="params", k=p.k, n=p.n, segment_size=p.segment_size, malloc_tuned=tuned)
     total = args.size_mib * MIB
     bare = bare_stages(total, p)
-    for name, rate in bare.items():
-        emit(stage=f"bare_{name}", mb_s=rate)
+    for name, (wall, cpu) in bare.items():
+        emit(stage=f"bare_{name}", mb_s=wall, cpu_mb_s=cpu)
     pipeline(total, p, bare)
     if args.sweep_mib:
         segment_sweep(args.sweep_mib * MIB)
