@@ -25,6 +25,7 @@ from p2pstore.immutable import (
     encode_bytes,
     read_bytes,
     read_ciphertext,
+    read_plaintext,
     regenerate_shares,
 )
 from p2pstore.immutable.crypto import keystream_cipher
@@ -196,3 +197,22 @@ def test_large_file_default_params_all_subsets() -> None:
     assert check_shares(cap.verify_cap(), MemoryShares(dict(enumerate(shares))), range(10)) == (
         dict.fromkeys(range(10))
     )
+
+
+def test_range_read_touches_only_covering_segments() -> None:
+    p = EncodingParams.create(2, 3, 100)
+    data = os.urandom(1000)  # 10 segments
+    cap, shares = encode_bytes(data, p)
+    assert isinstance(cap, ReadCap)
+    reads: list[tuple[int, int, int]] = []
+
+    class Counting(MemoryShares):
+        def read(self, share_number: int, offset: int, length: int) -> bytes:
+            reads.append((share_number, offset, length))
+            return super().read(share_number, offset, length)
+
+    src = Counting(dict(enumerate(shares)))
+    got = b"".join(read_plaintext(cap, src, range(3), offset=250, length=100))
+    assert got == data[250:350]
+    block_reads = {(off - 72) // 50 for _, off, n in reads if n == 50 and 72 <= off < 572}
+    assert block_reads == {2, 3}
