@@ -216,3 +216,53 @@ def test_range_read_touches_only_covering_segments() -> None:
     assert got == data[250:350]
     block_reads = {(off - 72) // 50 for _, off, n in reads if n == 50 and 72 <= off < 572}
     assert block_reads == {2, 3}
+
+
+@pytest.mark.parametrize(("k", "n"), [(3, 10), (2, 3), (1, 4), (4, 4)])
+def test_worker_thread_gives_identical_output(k: int, n: int) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    p = EncodingParams.create(k, n, 999)
+    data = os.urandom(5000)
+    key = bytes(range(32))
+    serial = encode_bytes(data, p, key=key)
+    with ThreadPoolExecutor(2) as pool:
+        threaded = encode_bytes(data, p, key=key, executor=pool)
+        assert threaded == serial
+        cap = serial[0]
+        assert isinstance(cap, ReadCap)
+        shares = dict(enumerate(serial[1]))
+        src = MemoryShares(shares)
+        got = b"".join(read_plaintext(cap, src, range(n), executor=pool))
+        assert got == data
+
+
+def test_decoder_orders_segments_and_bounds_pending() -> None:
+    from p2pstore.immutable import Decoder, FileVerifier, open_shares
+    from p2pstore.immutable.reader import _fetch_segment
+
+    p = EncodingParams.create(2, 3, 10)
+    data = os.urandom(100)  # 10 segments
+    cap, shares = encode_bytes(data, p)
+    assert isinstance(cap, ReadCap)
+    s = open_shares(cap, MemoryShares(dict(enumerate(shares))), range(3))
+    dec = Decoder(cap, s.verifier, offset=15, length=50, max_pending=3)
+    assert list(dec.segments) == [1, 2, 3, 4, 5, 6]
+    fetched = {j: _fetch_segment(s, j, None) for j in dec.segments}
+    assert dec.add_segment(*fetched[3]) == []
+    assert dec.add_segment(*fetched[2]) == []
+    with pytest.raises(UsageError, match="too far ahead"):
+        dec.add_segment(*fetched[4])
+    with pytest.raises(UsageError, match="not wanted"):
+        dec.add_segment(*fetched[3])
+    out = dec.add_segment(*fetched[1])
+    assert b"".join(out) == data[15:40]
+    for j in (4, 5, 6):
+        out += dec.add_segment(*fetched[j])
+    assert dec.done and b"".join(out) == data[15:65]
+    other, _ = encode_bytes(os.urandom(100), p)
+    assert isinstance(other, ReadCap)
+    with pytest.raises(UsageError, match="another cap"):
+        Decoder(other, s.verifier)
+    with pytest.raises(UsageError, match="accept_share_root"):
+        FileVerifier(cap).verify_block(0, 0, b"", b"")
