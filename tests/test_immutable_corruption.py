@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import p2pstore.immutable.encoder as encoder_mod
+import p2pstore.immutable.reader as reader_mod
 from p2pstore.immutable import (
     HEADER_SIZE,
     BadShareError,
@@ -102,7 +103,12 @@ def test_random_flips_detected_and_tolerated(
     pos = rnd.randrange(len(shares[i]))
     bad = list(shares)
     bad[i] = _flip(shares[i], pos, 1 << rnd.randrange(8))
-    report = check_shares(cap.verify_cap(), MemoryShares(dict(enumerate(bad))), range(p.n))
+    saved = reader_mod._CHECK_CHUNK
+    reader_mod._CHECK_CHUNK = rnd.choice([1, 2, 3, 4096])  # exercise chunked tree checks
+    try:
+        report = check_shares(cap.verify_cap(), MemoryShares(dict(enumerate(bad))), range(p.n))
+    finally:
+        reader_mod._CHECK_CHUNK = saved
     assert [x for x, r in report.items() if r is not None] == [i]
     assert read_bytes(cap, dict(enumerate(bad))) == data
     # only k shares including the bad one: reading fails with a clear error, never bad data

@@ -4,6 +4,7 @@ hash trees, extension block, share layout and header parsing."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -100,9 +101,16 @@ def test_hash_tree_chains(leaves: list[bytes], data: st.DataObject) -> None:
         if leaves[other] != leaves[j]:
             assert hashtree.root_from_chain(leaves[j], n, other, chain) != root
     flat = bytearray(b"".join(nodes))
+    chunk = data.draw(st.integers(1, 5))
+
+    def reader(buf: bytes) -> Callable[[int, int], bytes]:
+        return lambda first, count: buf[first * 32 : (first + count) * 32]
+
+    assert hashtree.check_tree_chunked(reader(bytes(flat)), n, root, chunk)
     pos = data.draw(st.integers(0, len(flat) - 1))
     flat[pos] ^= 0x80
     assert hashtree.verify_tree(bytes(flat), n, root) is None
+    assert not hashtree.check_tree_chunked(reader(bytes(flat)), n, root, chunk)
     with pytest.raises(ParameterError, match="uncle chain is"):
         hashtree.root_from_chain(leaves[j], n, j, chain + b"x")
 

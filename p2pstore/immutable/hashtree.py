@@ -12,7 +12,7 @@ Invariants (docs/file-format.md, "Hash trees"):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from p2pstore.immutable.crypto import HASH_BYTES, TAG_NODE, TAG_PAD, tagged_hash
 from p2pstore.immutable.errors import ParameterError
@@ -115,3 +115,31 @@ def verify_tree(serialized: bytes, n: int, root: bytes) -> list[bytes] | None:
         if nodes[i] != node_hash(nodes[2 * i + 1], nodes[2 * i + 2]):
             return None
     return nodes[slots - 1 : slots - 1 + n]
+
+
+def check_tree_chunked(
+    read_nodes: Callable[[int, int], bytes], n: int, root: bytes, chunk: int = 4096
+) -> bool:
+    """:func:`verify_tree` for a tree too large to hold: ``read_nodes(first, count)``
+    returns ``count`` serialized nodes from node index ``first``. Memory stays
+    O(chunk) nodes. The caller checks the leaves against their data separately."""
+    slots = next_power_of_two(n)
+    if read_nodes(0, 1) != root:
+        return False
+    for a in range(0, slots - 1, chunk):
+        b = min(a + chunk, slots - 1)
+        parents = read_nodes(a, b - a)
+        children = read_nodes(2 * a + 1, 2 * (b - a))
+        if len(parents) != (b - a) * HASH_BYTES or len(children) != 2 * len(parents):
+            return False
+        for x in range(b - a):
+            left = children[2 * x * HASH_BYTES : (2 * x + 1) * HASH_BYTES]
+            right = children[(2 * x + 1) * HASH_BYTES : (2 * x + 2) * HASH_BYTES]
+            if parents[x * HASH_BYTES : (x + 1) * HASH_BYTES] != node_hash(left, right):
+                return False
+    first_pad = slots - 1 + n
+    for a in range(first_pad, 2 * slots - 1, chunk):
+        count = min(chunk, 2 * slots - 1 - a)
+        if read_nodes(a, count) != PAD_HASH * count:
+            return False
+    return True

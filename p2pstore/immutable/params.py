@@ -22,6 +22,9 @@ DEFAULT_SEGMENT_SIZE = 1 << 20
 MAX_SEGMENT_SIZE = 64 << 20
 #: Largest file the format accepts (2^50 bytes, 1 PiB); bounds every offset we compute.
 MAX_FILE_SIZE = 1 << 50
+#: Most segments a file may have (bounds hash-tree sizes; 2^40 covers MAX_FILE_SIZE
+#: at any segment size of 1 KiB or more).
+MAX_SEGMENTS = 1 << 40
 MAX_SHARES = 256
 DEFAULT_K = 3
 DEFAULT_N = 10
@@ -90,6 +93,11 @@ class SegmentGeometry:
             raise ParameterError(
                 f"size {self.size!r} out of range for a coded file "
                 f"({LITERAL_MAX + 1}..{MAX_FILE_SIZE})"
+            )
+        if self.num_segments > MAX_SEGMENTS:
+            raise ParameterError(
+                f"{self.num_segments} segments exceeds the maximum {MAX_SEGMENTS}; "
+                "use a larger segment size"
             )
 
     @property

@@ -12,14 +12,14 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from p2pstore.immutable import hashtree
 from p2pstore.immutable.caps import LiteralCap, ReadCap, VerifyCap
-from p2pstore.immutable.crypto import TAG_BLOCK, tagged_hash
+from p2pstore.immutable.crypto import HASH_BYTES, TAG_BLOCK, tagged_hash
 from p2pstore.immutable.decoder import (
     Decoder,
     FileVerifier,
@@ -35,6 +35,9 @@ from p2pstore.immutable.errors import (
     RemoteError,
 )
 from p2pstore.immutable.layout import HEADER_SIZE, Range
+
+#: Tree nodes per read when checking whole shares (128 KiB), bounding memory.
+_CHECK_CHUNK = 4096
 
 
 class ShareSource(Protocol):
@@ -199,11 +202,40 @@ def read_bytes(
     return b"".join(read_plaintext(cap, src, shares.keys(), offset=offset, length=length))
 
 
+def _check_whole_share(s: _Session, i: int) -> None:
+    ext = s.verifier.extension
+    ns = ext.geometry.num_segments
+    slots = hashtree.next_power_of_two(ns)
+    layout = s.verifier.layout(i)
+
+    def reader(base: int) -> Callable[[int, int], bytes]:
+        return lambda first, count: s.read(i, (base + first * HASH_BYTES, count * HASH_BYTES))
+
+    ct_nodes = reader(layout.crypttext_tree_offset)
+    bt_nodes = reader(layout.block_tree_offset)
+    if not hashtree.check_tree_chunked(ct_nodes, ns, ext.crypttext_root, _CHECK_CHUNK):
+        raise BadShareError(i, "ciphertext hash tree is corrupt")
+    root = s.read(i, layout.block_root_range())
+    if not hashtree.check_tree_chunked(bt_nodes, ns, root, _CHECK_CHUNK):
+        raise BadShareError(i, "block hash tree is corrupt")
+    for first in range(0, ns, _CHECK_CHUNK):
+        count = min(_CHECK_CHUNK, ns - first)
+        leaves = bt_nodes(slots - 1 + first, count)
+        for j in range(first, first + count):
+            x = (j - first) * HASH_BYTES
+            block = s.read(i, layout.block_range(j))
+            if tagged_hash(TAG_BLOCK, block) != leaves[x : x + HASH_BYTES]:
+                raise BadShareError(i, "block fails its hash check", segment=j)
+    if len(s.source.read(i, layout.share_length, 1)) != 0:
+        raise BadShareError(i, "share is longer than its layout")
+
+
 def check_shares(
     cap: ReadCap | VerifyCap, source: ShareSource, share_numbers: Iterable[int]
 ) -> dict[int, str | None]:
     """Verify every byte of every candidate share against the cap (no decryption):
-    header, extension copy, share chain, both whole hash trees and every block.
+    header, extension copy, share chain, both whole hash trees (read in chunks, so
+    memory stays bounded whatever the file size) and every block.
     Returns, per share number, None if the share is intact or why it is not."""
     nums = sorted(set(share_numbers))
     report: dict[int, str | None] = {}
@@ -216,25 +248,9 @@ def check_shares(
         for i in nums:
             report[i] = "cannot verify: fewer than k shares have a valid extension block"
         return report
-    ext = s.verifier.extension
-    ns = ext.geometry.num_segments
     for i in list(s.good):
-        layout = s.verifier.layout(i)
         try:
-            ct_leaves = hashtree.verify_tree(
-                s.read(i, layout.crypttext_tree_range()), ns, ext.crypttext_root
-            )
-            if ct_leaves is None:
-                raise BadShareError(i, "ciphertext hash tree is corrupt")
-            root = s.read(i, layout.block_root_range())
-            leaves = hashtree.verify_tree(s.read(i, layout.block_tree_range()), ns, root)
-            if leaves is None:
-                raise BadShareError(i, "block hash tree is corrupt")
-            for j in range(ns):
-                if tagged_hash(TAG_BLOCK, s.read(i, layout.block_range(j))) != leaves[j]:
-                    raise BadShareError(i, "block fails its hash check", segment=j)
-            if len(s.source.read(i, layout.share_length, 1)) != 0:
-                raise BadShareError(i, "share is longer than its layout")
+            _check_whole_share(s, i)
         except BadShareError as e:
             s.drop(e)
     for i in nums:
