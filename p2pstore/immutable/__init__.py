@@ -42,7 +42,7 @@ from p2pstore.immutable.errors import (
     UsageError,
 )
 from p2pstore.immutable.extension import EXT_SIZE, ExtensionBlock
-from p2pstore.immutable.layout import HEADER_SIZE, ShareHeader, ShareLayout, coalesce
+from p2pstore.immutable.layout import HEADER_SIZE, ShareHeader, ShareLayout, coalesce, pick
 from p2pstore.immutable.params import (
     DEFAULT_SEGMENT_SIZE,
     LITERAL_MAX,
@@ -104,6 +104,7 @@ __all__ = [
     "new_convergence_secret",
     "open_shares",
     "parse_cap",
+    "pick",
     "random_key",
     "read_bytes",
     "read_ciphertext",

@@ -156,6 +156,21 @@ def coalesce(ranges: list[Range]) -> list[Range]:
     return [(o, n) for o, n in out]
 
 
+def pick(fetched: list[tuple[int, bytes]], wanted: list[Range]) -> bytes:
+    """Concatenate the ``wanted`` ranges (in the order given) out of ``fetched``
+    pieces ``(offset, data)``, e.g. the answers to :func:`coalesce`'d reads. Raises
+    ParameterError if a wanted range is not inside one fetched piece (short read)."""
+    out = []
+    for off, length in wanted:
+        for base, data in fetched:
+            if base <= off and off + length <= base + len(data):
+                out.append(data[off - base : off - base + length])
+                break
+        else:
+            raise ParameterError(f"range ({off}, {length}) was not fetched in full")
+    return b"".join(out)
+
+
 @dataclass(frozen=True, slots=True)
 class ShareHeader:
     """A parsed, untrusted share header: only sanity-checked, used to find the
