@@ -219,25 +219,37 @@ class Encoder:
         return self._total
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[EncodedSegment]:
+        """Take the next plaintext chunk; returns the segments it completed. The
+        chunk is not retained beyond this call (a partial segment is copied)."""
         if self._finished:
             raise UsageError("feed() after finish()")
-        self._total += len(data)
-        if self._total > MAX_FILE_SIZE:
+        if self._total + len(data) > MAX_FILE_SIZE:
             raise ParameterError(f"file exceeds the maximum size {MAX_FILE_SIZE}")
-        self._buf += data
+        self._total += len(data)
         out: list[EncodedSegment] = []
         if self._total <= LITERAL_MAX:
+            self._buf += data
             return out
         s = self.params.segment_size
-        n_full = len(self._buf) // s
-        if n_full:
-            view = memoryview(self._buf)
-            try:
-                for i in range(n_full):
-                    out.append(self._coder.code(self._cipher.update(view[i * s : (i + 1) * s])))
-            finally:
-                view.release()
-            del self._buf[: n_full * s]
+        view = memoryview(data).cast("B")
+        try:
+            if self._buf:  # complete the buffered segment(s) first
+                take = min((-len(self._buf)) % s, len(view))
+                self._buf += view[:take]
+                view = view[take:]
+                full = len(self._buf) - len(self._buf) % s  # >s only after literal hold-back
+                if full:
+                    buf = bytes(self._buf[:full])
+                    del self._buf[:full]
+                    for i in range(0, full, s):
+                        out.append(self._coder.code(self._cipher.update(buf[i : i + s])))
+            # whole segments straight from the caller's buffer, without a copy
+            while len(view) >= s:
+                out.append(self._coder.code(self._cipher.update(view[:s])))
+                view = view[s:]
+            self._buf += view
+        finally:
+            view.release()
         return out
 
     def finish(self) -> EncodeResult:
