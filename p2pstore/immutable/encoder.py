@@ -239,10 +239,10 @@ class Encoder:
                 view = view[take:]
                 full = len(self._buf) - len(self._buf) % s  # >s only after literal hold-back
                 if full:
-                    buf = bytes(self._buf[:full])
+                    with memoryview(self._buf) as buf:
+                        for i in range(0, full, s):
+                            out.append(self._coder.code(self._cipher.update(buf[i : i + s])))
                     del self._buf[:full]
-                    for i in range(0, full, s):
-                        out.append(self._coder.code(self._cipher.update(buf[i : i + s])))
             # whole segments straight from the caller's buffer, without a copy
             while len(view) >= s:
                 out.append(self._coder.code(self._cipher.update(view[:s])))
