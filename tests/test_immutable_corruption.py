@@ -189,3 +189,23 @@ def test_inconsistent_encoding_is_detected(monkeypatch: pytest.MonkeyPatch) -> N
     assert read_bytes(cap, {0: shares[0], 1: shares[1]}) == data
     with pytest.raises(InconsistentEncodingError, match="segment 0"):
         read_bytes(cap, {0: shares[0], 3: shares[3]})
+
+
+def test_share_vanishing_mid_read_is_dropped() -> None:
+    from p2pstore.immutable import RemoteError
+
+    p = EncodingParams.create(2, 4, 40)
+    data, cap, shares = _encode(400, p)
+    calls = {"n": 0}
+
+    class Flaky(MemoryShares):
+        def read(self, share_number: int, offset: int, length: int) -> bytes:
+            calls["n"] += 1
+            if share_number == 0 and offset > 200:
+                raise RemoteError("peer went away")
+            return super().read(share_number, offset, length)
+
+    from p2pstore.immutable import read_plaintext
+
+    got = b"".join(read_plaintext(cap, Flaky(dict(enumerate(shares))), range(4)))
+    assert got == data and calls["n"] > 0

@@ -73,7 +73,12 @@ class _Session:
         self.bad[e.share_number] = e.reason
 
     def read(self, share: int, r: Range) -> bytes:
-        data = self.source.read(share, r[0], r[1])
+        try:
+            data = self.source.read(share, r[0], r[1])
+        except BadShareError:
+            raise
+        except RemoteError as e:  # unavailable mid-read: drop this share, keep going
+            raise BadShareError(share, f"read failed: {e}") from None
         if len(data) != r[1]:
             raise BadShareError(share, f"short read at offset {r[0]}")
         return data
