@@ -94,7 +94,7 @@ class ReadCap:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class VerifyCap:
     """Check/verify/repair capability: locates and verifies shares, cannot decrypt."""
 
@@ -113,6 +113,10 @@ class VerifyCap:
 
     def verify_cap(self) -> VerifyCap:
         return self
+
+    def __repr__(self) -> str:
+        si = b32encode(self.storage_index)
+        return f"VerifyCap(k={self.k}, n={self.n}, size={self.size}, si={si})"
 
     def to_string(self) -> str:
         return (
