@@ -1,0 +1,34 @@
+"""Allocator tuning for bulk encode/decode (glibc only; a no-op elsewhere).
+
+Every segment allocates fresh megabyte-sized buffers (ciphertext, blocks). With
+glibc's default thresholds those are mmap'd and page-faulted in again each time,
+which measured at about 30-40% of encode throughput (docs/file-format.md,
+"Performance"). :func:`tune_allocator` keeps such buffers on the heap and stops the
+heap being trimmed after every segment. Call it once at process start (node, bench).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 64 << 20
+TRIM_THRESHOLD = 256 << 20
+
+
+def tune_allocator() -> bool:
+    """Raise glibc's mmap and trim thresholds; returns False if not applicable."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    ok = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+    return bool(ok and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)

@@ -1,0 +1,286 @@
+"""A synchronous reference driver over the sans-I/O pieces: read, verify, repair.
+
+It reads share bytes through the small :class:`ShareSource` protocol (an in-memory
+dict in tests; the grid's downloader follows the same sequence asynchronously).
+
+Invariants:
+- A share that fails any check is dropped for the rest of the operation and the
+  work continues with the remaining shares; :class:`NotEnoughSharesError` is raised
+  (listing the bad shares) only when fewer than k good ones remain.
+- Memory is bounded by a few segments: shares are read by range, never whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from p2pstore.immutable import hashtree
+from p2pstore.immutable.caps import LiteralCap, ReadCap, VerifyCap
+from p2pstore.immutable.crypto import HASH_BYTES, TAG_BLOCK, tagged_hash
+from p2pstore.immutable.decoder import (
+    Decoder,
+    FileVerifier,
+    SegmentDecoder,
+    VerifiedBlock,
+    VerifiedCrypttextLeaf,
+)
+from p2pstore.immutable.encoder import EncodedSegment, SegmentCoder, ShareTrailer
+from p2pstore.immutable.errors import (
+    BadShareError,
+    NotEnoughSharesError,
+    ParameterError,
+    RemoteError,
+)
+from p2pstore.immutable.layout import HEADER_SIZE, Range
+
+#: Tree nodes per read when checking whole shares (128 KiB), bounding memory.
+_CHECK_CHUNK = 4096
+
+
+class ShareSource(Protocol):
+    """Reads ``length`` bytes at ``offset`` of a share; may return fewer at the end
+    or raise :class:`RemoteError` if the share is unavailable."""
+
+    def read(self, share_number: int, offset: int, length: int) -> bytes: ...
+
+
+@dataclass
+class MemoryShares:
+    """A :class:`ShareSource` over complete shares held in memory."""
+
+    shares: Mapping[int, bytes]
+
+    def read(self, share_number: int, offset: int, length: int) -> bytes:
+        data = self.shares.get(share_number)
+        if data is None:
+            raise RemoteError(f"share {share_number} is not available")
+        return data[offset : offset + length]
+
+
+@dataclass
+class _Session:
+    verifier: FileVerifier
+    source: ShareSource
+    good: list[int]
+    bad: dict[int, str] = field(default_factory=dict)
+
+    def drop(self, e: BadShareError) -> None:
+        if e.share_number in self.good:
+            self.good.remove(e.share_number)
+        self.bad[e.share_number] = e.reason
+
+    def read(self, share: int, r: Range) -> bytes:
+        try:
+            data = self.source.read(share, r[0], r[1])
+        except BadShareError:
+            raise
+        except RemoteError as e:  # unavailable mid-read: drop this share, keep going
+            raise BadShareError(share, f"read failed: {e}") from None
+        if len(data) != r[1]:
+            raise BadShareError(share, f"short read at offset {r[0]}")
+        return data
+
+    def read_all(self, share: int, ranges: Iterable[Range]) -> bytes:
+        return b"".join(self.read(share, r) for r in ranges)
+
+
+def open_shares(
+    cap: ReadCap | VerifyCap, source: ShareSource, share_numbers: Iterable[int]
+) -> _Session:
+    """Verify the extension block and share roots of every candidate share."""
+    verifier = FileVerifier(cap)
+    s = _Session(verifier, source, [])
+    for i in sorted(set(share_numbers)):
+        if not 0 <= i < cap.n:
+            continue
+        try:
+            header = s.read(i, (0, HEADER_SIZE))
+            ext_range = verifier.locate_extension(i, header)
+            verifier.accept_extension(i, s.read(i, ext_range))
+            layout = verifier.check_header(i, header)
+            root, chain = (s.read(i, r) for r in layout.share_root_ranges())
+            verifier.accept_share_root(i, root, chain)
+            s.good.append(i)
+        except BadShareError as e:
+            s.drop(e)
+        except RemoteError as e:
+            s.bad[i] = str(e)
+    if len(s.good) < cap.k:
+        raise NotEnoughSharesError(need=cap.k, have=len(s.good), bad=tuple(sorted(s.bad)))
+    return s
+
+
+def _fetch_segment(
+    s: _Session, j: int, executor: Executor | None
+) -> tuple[list[VerifiedBlock], VerifiedCrypttextLeaf]:
+    """k verified blocks of segment j (from distinct shares) and its ciphertext leaf."""
+    k = s.verifier.cap.k
+    leaf: VerifiedCrypttextLeaf | None = None
+    while leaf is None:
+        if not s.good:
+            raise NotEnoughSharesError(need=k, have=0, segment=j, bad=tuple(sorted(s.bad)))
+        i = s.good[0]
+        try:
+            proof = s.read_all(i, s.verifier.layout(i).crypttext_proof_ranges(j))
+            leaf = s.verifier.verify_crypttext_proof(i, j, proof)
+        except BadShareError as e:
+            s.drop(e)
+
+    def check(i: int) -> VerifiedBlock | BadShareError:
+        try:
+            layout = s.verifier.layout(i)
+            block = s.read(i, layout.block_range(j))
+            uncles = s.read_all(i, layout.block_uncle_ranges(j))
+            return s.verifier.verify_block(i, j, block, uncles)
+        except BadShareError as e:
+            return e
+
+    blocks: list[VerifiedBlock] = []
+    tried: set[int] = set()
+    while len(blocks) < k:
+        want = [i for i in s.good if i not in tried][: k - len(blocks)]
+        if len(want) < k - len(blocks):
+            raise NotEnoughSharesError(
+                need=k, have=len(blocks) + len(want), segment=j, bad=tuple(sorted(s.bad))
+            )
+        tried.update(want)
+        results = list(executor.map(check, want)) if executor else [check(i) for i in want]
+        for r in results:
+            if isinstance(r, BadShareError):
+                s.drop(r)
+            else:
+                blocks.append(r)
+    return blocks, leaf
+
+
+def read_ciphertext(
+    cap: ReadCap | VerifyCap,
+    source: ShareSource,
+    share_numbers: Iterable[int],
+    *,
+    executor: Executor | None = None,
+) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(segment, verified ciphertext)`` for every segment (verify-cap path)."""
+    s = open_shares(cap, source, share_numbers)
+    dec = SegmentDecoder(s.verifier)
+    for j in range(s.verifier.extension.geometry.num_segments):
+        blocks, leaf = _fetch_segment(s, j, executor)
+        yield j, dec.decode(blocks, leaf)
+
+
+def read_plaintext(
+    cap: ReadCap | LiteralCap,
+    source: ShareSource,
+    share_numbers: Iterable[int],
+    *,
+    offset: int = 0,
+    length: int | None = None,
+    executor: Executor | None = None,
+) -> Iterator[bytes]:
+    """Yield the plaintext of ``[offset, offset+length)`` in order, verified."""
+    if offset < 0 or (length is not None and length < 0):
+        raise ParameterError(f"bad range: offset {offset}, length {length}")
+    if isinstance(cap, LiteralCap):
+        end = len(cap.data) if length is None else offset + length
+        if cap.data[offset:end]:
+            yield cap.data[offset:end]
+        return
+    s = open_shares(cap, source, share_numbers)
+    dec = Decoder(cap, s.verifier, offset=offset, length=length)
+    for j in dec.segments:
+        blocks, leaf = _fetch_segment(s, j, executor)
+        yield from dec.add_segment(blocks, leaf)
+
+
+def read_bytes(
+    cap: ReadCap | LiteralCap,
+    shares: Mapping[int, bytes],
+    *,
+    offset: int = 0,
+    length: int | None = None,
+) -> bytes:
+    """Convenience: the whole (or a range of the) plaintext from in-memory shares."""
+    src = MemoryShares(shares)
+    return b"".join(read_plaintext(cap, src, shares.keys(), offset=offset, length=length))
+
+
+def _check_whole_share(s: _Session, i: int) -> None:
+    ext = s.verifier.extension
+    ns = ext.geometry.num_segments
+    slots = hashtree.next_power_of_two(ns)
+    layout = s.verifier.layout(i)
+
+    def reader(base: int) -> Callable[[int, int], bytes]:
+        return lambda first, count: s.read(i, (base + first * HASH_BYTES, count * HASH_BYTES))
+
+    ct_nodes = reader(layout.crypttext_tree_offset)
+    bt_nodes = reader(layout.block_tree_offset)
+    if not hashtree.check_tree_chunked(ct_nodes, ns, ext.crypttext_root, _CHECK_CHUNK):
+        raise BadShareError(i, "ciphertext hash tree is corrupt")
+    root = s.read(i, layout.block_root_range())
+    if not hashtree.check_tree_chunked(bt_nodes, ns, root, _CHECK_CHUNK):
+        raise BadShareError(i, "block hash tree is corrupt")
+    for first in range(0, ns, _CHECK_CHUNK):
+        count = min(_CHECK_CHUNK, ns - first)
+        leaves = bt_nodes(slots - 1 + first, count)
+        for j in range(first, first + count):
+            x = (j - first) * HASH_BYTES
+            block = s.read(i, layout.block_range(j))
+            if tagged_hash(TAG_BLOCK, block) != leaves[x : x + HASH_BYTES]:
+                raise BadShareError(i, "block fails its hash check", segment=j)
+    if len(s.source.read(i, layout.share_length, 1)) != 0:
+        raise BadShareError(i, "share is longer than its layout")
+
+
+def check_shares(
+    cap: ReadCap | VerifyCap, source: ShareSource, share_numbers: Iterable[int]
+) -> dict[int, str | None]:
+    """Verify every byte of every candidate share against the cap (no decryption):
+    header, extension copy, share chain, both whole hash trees (read in chunks, so
+    memory stays bounded whatever the file size) and every block.
+    Returns, per share number, None if the share is intact or why it is not."""
+    nums = sorted(set(share_numbers))
+    report: dict[int, str | None] = {}
+    try:
+        s = open_shares(cap, source, nums)
+    except NotEnoughSharesError:
+        s = None
+    if s is None or not s.good:
+        # no verified extension block: every share is bad or missing
+        for i in nums:
+            report[i] = "cannot verify: fewer than k shares have a valid extension block"
+        return report
+    for i in list(s.good):
+        try:
+            _check_whole_share(s, i)
+        except BadShareError as e:
+            s.drop(e)
+    for i in nums:
+        report[i] = None if i in s.good else s.bad.get(i, "missing")
+    return report
+
+
+def regenerate_shares(
+    cap: ReadCap | VerifyCap, source: ShareSource, share_numbers: Iterable[int]
+) -> Iterator[EncodedSegment | tuple[ShareTrailer, ...]]:
+    """Re-encode verified ciphertext from any k good shares (no read key needed).
+
+    Yields every segment's blocks for all N shares (the caller keeps those it is
+    replacing), then the tuple of N trailers. Raises before yielding the trailers if
+    the re-encoding does not reproduce the extension block, so a repaired share is
+    never completed unless it is byte-identical to the original.
+    """
+    s = open_shares(cap, source, share_numbers)
+    ext = s.verifier.extension
+    dec = SegmentDecoder(s.verifier)
+    coder = SegmentCoder(ext.params)
+    for j in range(ext.geometry.num_segments):
+        blocks, leaf = _fetch_segment(s, j, None)
+        yield coder.code(dec.decode(blocks, leaf))
+    new_ext, trailers = coder.finish(ext.storage_index)
+    if new_ext != ext:
+        raise RemoteError("re-encoding does not reproduce the extension block")
+    yield trailers
