@@ -1,0 +1,278 @@
+"""PeerConnection: one aioquic QuicConnection, its streams, its authentication state.
+
+Owns the per-connection state machine (see docs/transport.md, "Authentication")::
+
+    HANDSHAKE --HandshakeCompleted--> AUTH --proof verified / AuthOk--> READY
+        any state --ConnectionTerminated--> CLOSED
+
+Invariants:
+- Stream 0 carries only the authentication exchange; before READY any other
+  stream is a protocol violation that closes the connection.
+- ``peer_id`` is set only from a verified proof (listener) or a pinned
+  certificate (dialer); it never changes afterwards.
+- Incoming streams handled at once are bounded by ``max_concurrent_streams``;
+  extra streams get an ``Err("busy")`` reply.
+- Every task it starts is in ``tasks`` and is cancelled when the connection ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from aioquic.quic import events
+from aioquic.quic.connection import QuicConnection
+
+from . import auth
+from .errors import (
+    ConnectError,
+    FrameError,
+    PeerAuthError,
+    StreamClosedError,
+    TransportError,
+)
+from .framing import FrameDecoder, MessageFrame
+from .identity import NodeId
+from .messages import Auth, AuthOk, Err, decode_message, encode_message
+from .streams import ERR_AUTH, ERR_PROTOCOL, Stream
+
+if TYPE_CHECKING:
+    from .endpoint import Endpoint
+
+log = logging.getLogger(__name__)
+
+HANDSHAKE, AUTH, READY, CLOSED = "handshake", "auth", "ready", "closed"
+_AUTH_MESSAGE_LIMIT = 1024
+
+
+class PeerConnection:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        quic: QuicConnection,
+        addr: tuple[str, int],
+        *,
+        expected: NodeId | None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.quic = quic
+        self.addr = addr
+        self.is_client = expected is not None
+        self.expected = expected
+        self.peer_id: NodeId | None = None
+        self.state = HANDSHAKE
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Listener-side futures are never awaited; mark their errors retrieved.
+        self.ready.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+        self.streams: dict[int, Stream] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.cids: set[bytes] = set()
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at: float | None = None
+        self.close_reason = ""
+        self._incoming = 0
+        self._highest_peer_bidi = -1
+        self._auth_decoder = FrameDecoder(max_message=_AUTH_MESSAGE_LIMIT, max_data=1)
+        self._binding = b""
+
+    def __repr__(self) -> str:
+        who = self.peer_id or self.expected
+        return f"PeerConnection({who!r}, {self.addr}, {self.state})"
+
+    # -- StreamOwner -------------------------------------------------------------------
+    def send_stream_data(self, stream_id: int, data: bytes, end: bool = False) -> None:
+        if self.state == CLOSED:
+            raise StreamClosedError(f"connection closed: {self.close_reason}")
+        try:
+            self.quic.send_stream_data(stream_id, data, end)
+        except (RuntimeError, AssertionError, ValueError) as e:
+            raise StreamClosedError(f"cannot send on stream {stream_id}: {e}") from None
+        self.endpoint.schedule_flush(self)
+
+    def reset_stream(self, stream_id: int, code: int) -> None:
+        if self.state != CLOSED:
+            with contextlib.suppress(RuntimeError, AssertionError, ValueError):
+                self.quic.reset_stream(stream_id, code)
+            self.endpoint.schedule_flush(self)
+
+    def stop_stream(self, stream_id: int, code: int) -> None:
+        if self.state != CLOSED:
+            with contextlib.suppress(RuntimeError, AssertionError, ValueError):
+                self.quic.stop_stream(stream_id, code)
+            self.endpoint.schedule_flush(self)
+
+    def stream_released(self, stream_id: int) -> None:
+        st = self.streams.pop(stream_id, None)
+        if st is not None and self._is_peer_stream(stream_id):
+            self._incoming -= 1
+
+    # -- streams -----------------------------------------------------------------------
+    def new_stream(self, stream_id: int) -> Stream:
+        cfg = self.endpoint.config
+        st = Stream(
+            self,
+            stream_id,
+            max_message=cfg.max_message_bytes,
+            max_data_frame=cfg.max_data_frame_bytes,
+            window=cfg.bulk_window,
+        )
+        self.streams[stream_id] = st
+        return st
+
+    def open_stream(self) -> Stream:
+        if self.state != READY:
+            raise StreamClosedError(f"connection not usable ({self.state}): {self.close_reason}")
+        return self.new_stream(self.quic.get_next_available_stream_id())
+
+    def _is_peer_stream(self, stream_id: int) -> bool:
+        return (stream_id & 1) == (1 if self.is_client else 0)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    # -- events ------------------------------------------------------------------------
+    def process_events(self) -> None:
+        while (ev := self.quic.next_event()) is not None:
+            if isinstance(ev, events.StreamDataReceived):
+                self._on_stream_data(ev.stream_id, ev.data, ev.end_stream)
+            elif isinstance(ev, events.StreamReset):
+                st = self.streams.get(ev.stream_id)
+                if st is not None:
+                    st.on_reset(ev.error_code)
+            elif isinstance(ev, events.StopSendingReceived):
+                st = self.streams.get(ev.stream_id)
+                if st is not None:
+                    st.on_stop_sending(ev.error_code)
+            elif isinstance(ev, events.HandshakeCompleted):
+                self._on_handshake()
+            elif isinstance(ev, events.ConnectionIdIssued):
+                self.endpoint.add_cid(self, ev.connection_id)
+            elif isinstance(ev, events.ConnectionIdRetired):
+                self.endpoint.remove_cid(self, ev.connection_id)
+            elif isinstance(ev, events.ConnectionTerminated):
+                self._on_terminated(ev.error_code, ev.reason_phrase)
+                return
+
+    def _on_handshake(self) -> None:
+        try:
+            self._binding = auth.channel_binding(self.quic)
+            if self.is_client:
+                assert self.expected is not None
+                auth.check_server_key(self.quic, self.expected)
+                proof = auth.make_proof(self.endpoint.key, self._binding, self.expected)
+                sid = self.quic.get_next_available_stream_id()
+                frame = encode_message(
+                    Auth(self.endpoint.key.public_key, proof), limit=_AUTH_MESSAGE_LIMIT
+                )
+                self.quic.send_stream_data(sid, frame, True)
+        except PeerAuthError as e:
+            self.fail_auth(e)
+            return
+        self.state = AUTH
+
+    def fail_auth(self, error: PeerAuthError) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(error)
+        self.close(ERR_AUTH, str(error)[:200])
+
+    def _on_auth_data(self, stream_id: int, data: bytes, end: bool) -> None:
+        if stream_id != 0 or self.state != AUTH:
+            self.close(ERR_PROTOCOL, "stream opened before authentication")
+            return
+        try:
+            frames = self._auth_decoder.feed(data)
+            if not frames:
+                if end:
+                    raise FrameError("auth stream ended without a message")
+                return
+            if len(frames) != 1 or not isinstance(frames[0], MessageFrame):
+                raise FrameError("auth stream must carry exactly one message")
+            msg = decode_message(frames[0].payload)
+        except FrameError as e:
+            self.fail_auth(PeerAuthError(f"malformed authentication message: {e}"))
+            return
+        if self.is_client:
+            if isinstance(msg, AuthOk):
+                self.peer_id = self.expected
+                self._become_ready()
+            elif isinstance(msg, Err):
+                self.fail_auth(PeerAuthError(f"peer refused our proof: {msg.code}: {msg.message}"))
+            else:
+                self.fail_auth(PeerAuthError("unexpected reply to authentication"))
+            return
+        if not isinstance(msg, Auth) or msg.version != 1:
+            self.fail_auth(PeerAuthError("first message must be Auth version 1"))
+            return
+        try:
+            self.peer_id = auth.verify_proof(
+                msg.public_key, msg.signature, self._binding, self.endpoint.node_id
+            )
+        except PeerAuthError as e:
+            reply = encode_message(Err("auth-failed", str(e)), limit=_AUTH_MESSAGE_LIMIT)
+            self.quic.send_stream_data(0, reply, True)
+            self.fail_auth(e)
+            return
+        self.quic.send_stream_data(0, encode_message(AuthOk(), limit=_AUTH_MESSAGE_LIMIT), True)
+        self._become_ready()
+
+    def _become_ready(self) -> None:
+        self.state = READY
+        self.endpoint.connection_ready(self)
+        if not self.ready.done():
+            self.ready.set_result(None)
+
+    def _on_stream_data(self, stream_id: int, data: bytes, end: bool) -> None:
+        if self.state != READY:
+            if self.state == AUTH:
+                self._on_auth_data(stream_id, data, end)
+            return
+        st = self.streams.get(stream_id)
+        if st is not None:
+            st.on_data(data, end)
+            return
+        if stream_id == 0 or not self._is_peer_stream(stream_id):
+            return  # late bytes for a stream we already released
+        if stream_id & 2:  # unidirectional: not part of the protocol
+            self.stop_stream(stream_id, ERR_PROTOCOL)
+            return
+        if stream_id <= self._highest_peer_bidi:
+            return  # released earlier
+        self._highest_peer_bidi = stream_id
+        st = self.new_stream(stream_id)
+        self._incoming += 1
+        st.on_data(data, end)
+        if self._incoming > self.endpoint.config.max_concurrent_streams:
+            with contextlib.suppress(TransportError):
+                st.send_message(Err("busy", "too many concurrent streams"), end=True)
+            st.release()
+            return
+        handler: Callable[[PeerConnection, Stream], Coroutine[Any, Any, None]]
+        handler = self.endpoint.serve_stream
+        self.spawn(handler(self, st))
+
+    def close(self, code: int, reason: str) -> None:
+        if self.state == CLOSED:
+            return
+        if not self.close_reason:
+            self.close_reason = reason
+        self.quic.close(error_code=code, reason_phrase=reason)
+        self.endpoint.schedule_flush(self)
+
+    def _on_terminated(self, code: int, reason: str) -> None:
+        if self.state == CLOSED:
+            return
+        self.state = CLOSED
+        self.close_reason = self.close_reason or reason or f"code {code}"
+        err = StreamClosedError(f"connection closed: {self.close_reason}", error_code=code)
+        for st in list(self.streams.values()):
+            st.fail(err)
+        if not self.ready.done():
+            self.ready.set_exception(ConnectError(f"connection closed: {self.close_reason}"))
+        for task in list(self.tasks):
+            task.cancel()
+        self.endpoint.connection_closed(self)

@@ -1,0 +1,563 @@
+"""Endpoint: one UDP socket per node that both listens and dials, driving aioquic.
+
+Owns the socket, the demultiplexing of datagrams to connections by destination
+connection ID, per-connection timers, datagram-size discovery, the peer table
+(one connection per peer pair) and the handler registry.
+
+I/O discipline (docs/transport.md, "Transport performance"): the socket is
+drained in batches of up to ``recv_batch`` datagrams per readiness event, and
+each touched connection transmits once per batch; application sends schedule
+one flush per event-loop iteration. Socket buffers are 4 MiB.
+
+Invariants:
+- Every connection in ``_conns`` has all its live connection IDs in ``_by_cid``
+  and a timer armed at ``quic.get_timer()``; both are removed when it closes.
+- At most ``max_connections`` connections exist; Initials beyond it are dropped.
+- ``_peers`` maps a node ID only to an authenticated (READY) connection.
+- Every task the endpoint starts is tracked and awaited in :meth:`aclose`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import errno
+import functools
+import ipaddress
+import logging
+import os
+import socket
+import ssl
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from aioquic.buffer import Buffer  # type: ignore[attr-defined]
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import QuicPacketType, pull_quic_header
+
+from . import pmtu, rpc
+from .auth import make_certificate
+from .config import TransportConfig
+from .connection import READY, PeerConnection
+from .errors import ConnectError, EndpointClosed, LocalError
+from .identity import NodeId, NodeKey
+from .rpc import BulkReader, CallContext, Chunks, FetchHandler, Handler, StreamHandler
+from .streams import ERR_SHUTDOWN, Stream
+
+log = logging.getLogger(__name__)
+
+ALPN = "p2pstore/1"
+CID_LENGTH = 8
+PING_METHOD = "transport.ping"
+_PMTU_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAddress:
+    """How to dial a peer: its node ID and the UDP address of its endpoint."""
+
+    node_id: NodeId
+    host: str
+    port: int
+
+
+class Endpoint:
+    """A node's QUIC endpoint. Create with :func:`open_endpoint`; close with :meth:`aclose`."""
+
+    def __init__(self, key: NodeKey, sock: socket.socket, config: TransportConfig) -> None:
+        self.key = key
+        self.node_id: NodeId = key.node_id
+        self.config = config
+        self.handlers: dict[str, Handler] = {}
+        self.stream_handlers: dict[str, StreamHandler] = {}
+        self.fetch_handlers: dict[str, FetchHandler] = {}
+        self._sock = sock
+        self._loop = asyncio.get_running_loop()
+        self._family = sock.family
+        self._local = sock.getsockname()[:2]
+        self._conns: set[PeerConnection] = set()
+        self._by_cid: dict[bytes, PeerConnection] = {}
+        self._peers: dict[NodeId, PeerConnection] = {}
+        self._dialing: dict[NodeId, asyncio.Task[PeerConnection]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._dirty: set[PeerConnection] = set()
+        self._flush_scheduled = False
+        self._closed = False
+        self._all_closed = asyncio.Event()
+        self._probe_secret = os.urandom(32)
+        self._pmtu_cache: OrderedDict[tuple[str, int], int] = OrderedDict()
+        self._pmtu_confirmed: OrderedDict[tuple[str, int], int] = OrderedDict()
+        self._searches: dict[tuple[str, int], tuple[pmtu.PmtuSearch, asyncio.Event]] = {}
+        self.stats = {"datagrams_in": 0, "datagrams_out": 0, "send_dropped": 0, "batches": 0}
+        cert, private = make_certificate(key)
+        self._server_conf = QuicConfiguration(
+            is_client=False,
+            alpn_protocols=[ALPN],
+            certificate=cert,
+            private_key=private,
+            connection_id_length=CID_LENGTH,
+            idle_timeout=config.idle_timeout,
+            max_data=config.quic_max_data,
+            max_stream_data=config.quic_max_stream_data,
+            max_datagram_size=config.min_datagram_size,
+        )
+        self._loop.add_reader(sock.fileno(), self._on_readable)
+        self.register(PING_METHOD, _ping_handler)
+
+    # -- public API --------------------------------------------------------------------
+    @property
+    def local_address(self) -> tuple[str, int]:
+        return (str(self._local[0]), int(self._local[1]))
+
+    @property
+    def connected_peers(self) -> list[NodeId]:
+        return [n for n, c in self._peers.items() if c.state == READY]
+
+    def register(self, method: str, handler: Handler) -> None:
+        """Serve unary calls of ``method``: ``await handler(ctx, body) -> result``."""
+        self.handlers[_check_method(method)] = handler
+
+    def register_stream(self, method: str, handler: StreamHandler) -> None:
+        """Serve uploads: ``await handler(ctx, header, reader: BulkReader) -> result``."""
+        self.stream_handlers[_check_method(method)] = handler
+
+    def register_fetch(self, method: str, handler: FetchHandler) -> None:
+        """Serve downloads: ``handler(ctx, header)`` returns an async iterable of bytes."""
+        self.fetch_handlers[_check_method(method)] = handler
+
+    async def call(
+        self,
+        peer: PeerAddress,
+        method: str,
+        body: Any,
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> Any:
+        conn = await self._connection(peer)
+        return await rpc.call(conn, method, body, timeout)
+
+    async def call_stream(
+        self,
+        peer: PeerAddress,
+        method: str,
+        header: Any,
+        chunks: Chunks,
+        *,
+        timeout: float = 30.0,  # noqa: ASYNC109
+    ) -> Any:
+        """Upload ``chunks`` to the peer's stream handler; returns its result.
+
+        ``timeout`` bounds each wait for progress (credit, reply), not the transfer.
+        """
+        conn = await self._connection(peer)
+        return await rpc.call_stream(conn, method, header, chunks, timeout)
+
+    async def fetch(
+        self,
+        peer: PeerAddress,
+        method: str,
+        header: Any,
+        *,
+        timeout: float = 30.0,  # noqa: ASYNC109
+    ) -> BulkReader:
+        """Ask the peer's fetch handler for a payload; read it from the returned reader.
+
+        Use ``async with await ep.fetch(...) as reader: async for chunk in reader``.
+        ``timeout`` bounds each wait for the next piece.
+        """
+        conn = await self._connection(peer)
+        return rpc.open_fetch(conn, method, header, timeout)
+
+    async def ping(self, peer: PeerAddress, *, timeout: float = 5.0) -> float:  # noqa: ASYNC109
+        """Round-trip time in seconds of an empty call (dials if needed, not counted)."""
+        conn = await self._connection(peer)
+        t0 = time.perf_counter()
+        await rpc.call(conn, PING_METHOD, None, timeout)
+        return time.perf_counter() - t0
+
+    async def disconnect(self, node_id: NodeId) -> None:
+        """Gracefully close the connection to ``node_id`` if there is one."""
+        conn = self._peers.get(node_id)
+        if conn is not None:
+            conn.close(0, "closed by application")
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in list(self._dialing.values()):
+            task.cancel()
+        for conn in list(self._conns):
+            conn.close(ERR_SHUTDOWN, "endpoint closing")
+        self._flush()
+        if self._conns:
+            try:
+                async with asyncio.timeout(self.config.close_timeout):
+                    await self._all_closed.wait()
+            except TimeoutError:
+                pass
+        for conn in list(self._conns):
+            conn._on_terminated(ERR_SHUTDOWN, "endpoint closed")
+        tasks = set(self._tasks)
+        for conn_tasks in [c.tasks for c in list(self._conns)]:
+            tasks |= conn_tasks
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+
+    # -- connections -------------------------------------------------------------------
+    async def _connection(self, peer: PeerAddress) -> PeerConnection:
+        if self._closed:
+            raise EndpointClosed("endpoint is closed")
+        conn = self._peers.get(peer.node_id)
+        if conn is not None and conn.state == READY:
+            return conn
+        if peer.node_id == self.node_id:
+            raise LocalError("refusing to dial this endpoint's own node ID")
+        task = self._dialing.get(peer.node_id)
+        if task is None:
+            task = self._loop.create_task(self._dial(peer))
+            self._dialing[peer.node_id] = task
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(functools.partial(self._dial_done, peer.node_id))
+        return await asyncio.shield(task)
+
+    def _dial_done(self, node_id: NodeId, task: asyncio.Task[PeerConnection]) -> None:
+        if self._dialing.get(node_id) is task:
+            del self._dialing[node_id]
+        if not task.cancelled():
+            task.exception()  # retrieved by waiters; silence "never retrieved"
+
+    async def _resolve(self, host: str, port: int) -> tuple[str, int]:
+        try:
+            ip = ipaddress.ip_address(host)
+            if ip.version == 4 and self._family == socket.AF_INET:
+                return (str(ip), port)
+        except ValueError:
+            pass
+        try:
+            infos = await self._loop.getaddrinfo(
+                host, port, family=self._family, type=socket.SOCK_DGRAM
+            )
+        except OSError as e:
+            raise ConnectError(f"cannot resolve {host}: {e}") from None
+        if not infos:
+            raise ConnectError(f"cannot resolve {host}")
+        sa = infos[0][4]
+        return (str(sa[0]), int(sa[1]))
+
+    async def _dial(self, peer: PeerAddress) -> PeerConnection:
+        addr = await self._resolve(peer.host, peer.port)
+        size = await self._discover_size(addr)
+        conf = QuicConfiguration(
+            is_client=True,
+            alpn_protocols=[ALPN],
+            verify_mode=ssl.CERT_NONE,  # pinned by node ID instead: auth.check_server_key
+            server_name=None,
+            connection_id_length=CID_LENGTH,
+            idle_timeout=self.config.idle_timeout,
+            max_data=self.config.quic_max_data,
+            max_stream_data=self.config.quic_max_stream_data,
+            max_datagram_size=size,
+        )
+        quic = QuicConnection(configuration=conf)
+        conn = PeerConnection(self, quic, addr, expected=peer.node_id)
+        self._conns.add(conn)
+        self._all_closed.clear()
+        self.add_cid(conn, quic.host_cid)
+        quic.connect(addr, now=self._loop.time())
+        self.schedule_flush(conn)
+        try:
+            async with asyncio.timeout(self.config.connect_timeout):
+                await asyncio.shield(conn.ready)
+        except TimeoutError:
+            conn.close(ERR_SHUTDOWN, "connect timeout")
+            raise ConnectError(
+                f"no authenticated connection to {peer.host}:{peer.port} "
+                f"within {self.config.connect_timeout} s"
+            ) from None
+        except asyncio.CancelledError:
+            conn.close(ERR_SHUTDOWN, "dial cancelled")
+            raise
+        return conn
+
+    def connection_ready(self, conn: PeerConnection) -> None:
+        assert conn.peer_id is not None
+        self._peers[conn.peer_id] = conn
+
+    def connection_closed(self, conn: PeerConnection) -> None:
+        self._conns.discard(conn)
+        self._dirty.discard(conn)
+        for cid in list(conn.cids):
+            self.remove_cid(conn, cid)
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+        if conn.peer_id is not None and self._peers.get(conn.peer_id) is conn:
+            del self._peers[conn.peer_id]
+        if not self._conns:
+            self._all_closed.set()
+
+    def add_cid(self, conn: PeerConnection, cid: bytes) -> None:
+        self._by_cid[cid] = conn
+        conn.cids.add(cid)
+
+    def remove_cid(self, conn: PeerConnection, cid: bytes) -> None:
+        if self._by_cid.get(cid) is conn:
+            del self._by_cid[cid]
+        conn.cids.discard(cid)
+
+    async def serve_stream(self, conn: PeerConnection, stream: Stream) -> None:
+        await rpc.serve(self, conn, stream)
+
+    # -- datagram size discovery -----------------------------------------------------------
+    async def _discover_size(self, addr: tuple[str, int]) -> int:
+        cfg = self.config
+        if not cfg.pmtu_probe or cfg.max_datagram_size <= cfg.min_datagram_size:
+            return cfg.min_datagram_size
+        cached = self._pmtu_cache.get(addr)
+        if cached is not None:
+            return cached
+        existing = self._searches.get(addr)
+        if existing is not None:
+            search, event = existing
+            await event.wait()
+            return search.result
+        search = pmtu.PmtuSearch(
+            low=cfg.min_datagram_size, high=cfg.max_datagram_size, rounds=cfg.pmtu_probe_rounds
+        )
+        event = asyncio.Event()
+        self._searches[addr] = (search, event)
+        try:
+            probes = search.start()
+            while probes:
+                for p in probes:
+                    self._send_raw(p, addr)
+                try:
+                    async with asyncio.timeout(cfg.pmtu_probe_timeout):
+                        while not search.done:
+                            event.clear()
+                            await event.wait()
+                except TimeoutError:
+                    pass
+                probes = search.on_round_timeout()
+            confirm = search.confirm()
+            if confirm is not None:
+                self._send_raw(confirm, addr)
+        finally:
+            del self._searches[addr]
+            event.set()
+        _remember(self._pmtu_cache, addr, search.result)
+        return search.result
+
+    def _on_probe_packet(self, data: bytes, addr: tuple[str, int]) -> None:
+        pkt = pmtu.parse(data)
+        if pkt is None:
+            return
+        if pkt.kind == pmtu.TYPE_PROBE:
+            reply = pmtu.reply_to(pkt, self._probe_secret, addr)
+            if reply is not None:
+                self._send_raw(reply, addr)
+        elif pkt.kind == pmtu.TYPE_ACK:
+            entry = self._searches.get(addr)
+            if entry is not None:
+                entry[0].on_packet(pkt)
+                entry[1].set()
+        else:
+            size = pmtu.confirmed_size(pkt, self._probe_secret, addr)
+            if size is not None:
+                _remember(self._pmtu_confirmed, addr, min(size, self.config.max_datagram_size))
+
+    # -- socket I/O ----------------------------------------------------------------------
+    def _send_raw(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self._sock.sendto(data, addr)
+            self.stats["datagrams_out"] += 1
+        except BlockingIOError:
+            self.stats["send_dropped"] += 1
+        except OSError as e:
+            if e.errno != errno.EMSGSIZE:
+                log.debug("sendto %s failed: %s", addr, e)
+            self.stats["send_dropped"] += 1
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        now = self._loop.time()
+        n = 0
+        for _ in range(self.config.recv_batch):
+            try:
+                data, addr = sock.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:  # e.g. ICMP errors surfacing on the socket
+                log.debug("recvfrom failed: %s", e)
+                continue
+            n += 1
+            self._on_datagram(data, addr, now)
+        self.stats["datagrams_in"] += n
+        self.stats["batches"] += 1
+        self._flush()
+
+    def _on_datagram(self, data: bytes, addr: Any, now: float) -> None:
+        if not data:
+            return
+        first = data[0]
+        if first & 0x80 == 0:  # short header: DCID has our fixed length
+            if first & 0x40 == 0:
+                if pmtu.is_probe_packet(data):
+                    self._on_probe_packet(data, (addr[0], addr[1]))
+                return
+            conn = self._by_cid.get(data[1 : 1 + CID_LENGTH])
+            if conn is None:
+                return
+        else:
+            try:
+                header = pull_quic_header(Buffer(data=data), host_cid_length=CID_LENGTH)
+            except ValueError:
+                return
+            conn = self._by_cid.get(header.destination_cid)
+            if conn is None:
+                conn = self._accept(
+                    data, header.packet_type, header.version, header.destination_cid, addr
+                )
+                if conn is None:
+                    return
+        conn.quic.receive_datagram(data, addr, now)
+        self._dirty.add(conn)
+
+    def _accept(
+        self, data: bytes, ptype: QuicPacketType, version: int | None, dcid: bytes, addr: Any
+    ) -> PeerConnection | None:
+        if (
+            self._closed
+            or ptype != QuicPacketType.INITIAL
+            or len(data) < 1200
+            or version not in self._server_conf.supported_versions
+            or len(self._conns) >= self.config.max_connections
+        ):
+            return None
+        size = self._pmtu_confirmed.get((addr[0], addr[1]), self.config.min_datagram_size)
+        conf = dataclasses.replace(self._server_conf, max_datagram_size=size)
+        quic = QuicConnection(configuration=conf, original_destination_connection_id=dcid)
+        conn = PeerConnection(self, quic, (addr[0], addr[1]), expected=None)
+        self._conns.add(conn)
+        self._all_closed.clear()
+        self.add_cid(conn, dcid)
+        self.add_cid(conn, quic.host_cid)
+        return conn
+
+    def schedule_flush(self, conn: PeerConnection) -> None:
+        self._dirty.add(conn)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        rounds = 0
+        while self._dirty and rounds < 4:
+            rounds += 1
+            dirty, self._dirty = self._dirty, set()
+            for conn in dirty:
+                self._service(conn)
+
+    def _service(self, conn: PeerConnection) -> None:
+        now = self._loop.time()
+        conn.process_events()
+        if conn not in self._conns:
+            return
+        sendto = self._sock.sendto
+        sent = 0
+        for data, addr in conn.quic.datagrams_to_send(now=now):
+            try:
+                sendto(data, addr)
+                sent += 1
+            except BlockingIOError:
+                self.stats["send_dropped"] += 1
+            except OSError as e:
+                log.debug("sendto %s failed: %s", addr, e)
+                self.stats["send_dropped"] += 1
+        self.stats["datagrams_out"] += sent
+        conn.process_events()  # datagrams_to_send may end a closing connection
+        if conn not in self._conns:
+            return
+        at = conn.quic.get_timer()
+        if at != conn.timer_at:
+            if conn.timer is not None:
+                conn.timer.cancel()
+            conn.timer_at = at
+            conn.timer = None if at is None else self._loop.call_at(at, self._on_timer, conn)
+
+    def _on_timer(self, conn: PeerConnection) -> None:
+        conn.timer = None
+        conn.timer_at = None
+        if conn not in self._conns:
+            return
+        conn.quic.handle_timer(now=self._loop.time())
+        self._dirty.add(conn)
+        self._flush()
+
+
+def _remember(cache: OrderedDict[tuple[str, int], int], addr: tuple[str, int], size: int) -> None:
+    cache[addr] = size
+    cache.move_to_end(addr)
+    while len(cache) > _PMTU_CACHE_SIZE:
+        cache.popitem(last=False)
+
+
+def _check_method(method: str) -> str:
+    from .messages import check_name
+
+    check_name(method, "method")
+    return method
+
+
+async def _ping_handler(ctx: CallContext, body: Any) -> None:
+    return None
+
+
+def _set_socket_options(sock: socket.socket, config: TransportConfig) -> None:
+    for force, plain in (
+        (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
+        (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF),
+    ):
+        try:
+            if force is None:
+                raise OSError
+            sock.setsockopt(socket.SOL_SOCKET, force, config.socket_buffer_bytes)
+        except OSError:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, plain, config.socket_buffer_bytes)
+    # Don't fragment: datagram-size probes must fail rather than be fragmented.
+    if sock.family == socket.AF_INET and hasattr(socket, "IP_MTU_DISCOVER"):
+        pmtudisc_do = getattr(socket, "IP_PMTUDISC_DO", 2)  # Linux value; missing from typeshed
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MTU_DISCOVER, pmtudisc_do)
+
+
+async def open_endpoint(
+    key: NodeKey,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    config: TransportConfig | None = None,
+) -> Endpoint:
+    """Bind one UDP socket (port 0 picks a free port) and start serving on it."""
+    config = config or TransportConfig()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        _set_socket_options(sock, config)
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise LocalError(f"cannot bind UDP {host}:{port}: {e.strerror}") from None
+    return Endpoint(key, sock, config)
