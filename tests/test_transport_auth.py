@@ -7,9 +7,9 @@ import ssl
 import pytest
 from aioquic.buffer import Buffer  # type: ignore[attr-defined]
 from aioquic.quic import events
-from aioquic.quic.packet import pull_quic_header
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import pull_quic_header
 
 from quic_transport import auth
 from quic_transport.errors import PeerAuthError
@@ -76,7 +76,7 @@ def test_proof_verifies_only_on_its_own_connection() -> None:
     server_key = NodeKey.generate()
     client_key = NodeKey.generate()
     c1, s1 = handshake(server_key)
-    c2, s2 = handshake(server_key)
+    c2, _s2 = handshake(server_key)
     b1, b2 = auth.channel_binding(c1), auth.channel_binding(c2)
     assert b1 != b2 and b1 == auth.channel_binding(s1)
     proof = auth.make_proof(client_key, b1, server_key.node_id)
