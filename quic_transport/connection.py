@@ -272,7 +272,11 @@ class PeerConnection:
         for st in list(self.streams.values()):
             st.fail(err)
         if not self.ready.done():
-            self.ready.set_exception(ConnectError(f"connection closed: {self.close_reason}"))
+            if code == ERR_AUTH:
+                refused = f"peer refused our proof: {self.close_reason}"
+                self.ready.set_exception(PeerAuthError(refused))
+            else:
+                self.ready.set_exception(ConnectError(f"connection closed: {self.close_reason}"))
         for task in list(self.tasks):
             task.cancel()
         self.endpoint.connection_closed(self)

@@ -1,0 +1,275 @@
+"""Real QUIC on 127.0.0.1 (port 0): two or more endpoints inside one process."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from quic_transport import (
+    BulkReader,
+    CallContext,
+    ConnectError,
+    PeerAddress,
+    PeerAuthError,
+    RpcError,
+    RpcTimeout,
+    StreamClosedError,
+    TransportConfig,
+)
+from quic_transport.framing import KIND_MSG, encode_header
+from quic_transport.identity import NodeKey
+from quic_transport.messages import Request, encode_message
+from quic_transport.testing import address_of, endpoints
+
+FAST = TransportConfig(
+    connect_timeout=1.0, request_read_timeout=0.5, pmtu_probe_timeout=0.1, close_timeout=0.3
+)
+
+
+async def echo(ctx: CallContext, body: Any) -> Any:
+    return {"peer": ctx.peer_id.raw, "port": ctx.port, "body": body}
+
+
+async def test_call_reports_verified_caller_and_reuses_one_connection() -> None:
+    async with endpoints(2, FAST) as (a, b):
+        b.register("t.echo", echo)
+        a.register("t.echo", echo)
+        results = await asyncio.gather(*(a.call(address_of(b), "t.echo", i) for i in range(20)))
+        assert [r["body"] for r in results] == list(range(20))
+        assert {r["peer"] for r in results} == {a.node_id.raw}
+        assert results[0]["port"] == a.local_address[1]  # the caller's listen port
+        # the reverse direction reuses the same connection
+        back = await b.call(address_of(a), "t.echo", "x")
+        assert back["peer"] == b.node_id.raw
+        assert len(a._conns) == 1 and len(b._conns) == 1
+        assert await a.ping(address_of(b)) < 1.0
+
+
+async def test_typed_errors_cross_the_wire() -> None:
+    async def refuse(ctx: CallContext, body: Any) -> Any:
+        raise RpcError("storage.full", "no space left for share 3")
+
+    async def crash(ctx: CallContext, body: Any) -> Any:
+        raise KeyError("secret internal detail")
+
+    async def slow(ctx: CallContext, body: Any) -> Any:
+        await asyncio.sleep(10)
+
+    async with endpoints(2, FAST) as (a, b):
+        b.register("t.refuse", refuse)
+        b.register("t.crash", crash)
+        b.register("t.slow", slow)
+        peer = address_of(b)
+        with pytest.raises(RpcError) as e:
+            await a.call(peer, "t.refuse", None)
+        assert (e.value.code, e.value.message) == ("storage.full", "no space left for share 3")
+        with pytest.raises(RpcError) as e:
+            await a.call(peer, "t.crash", None)
+        assert e.value.code == "internal" and "secret" not in e.value.message
+        with pytest.raises(RpcError) as e:
+            await a.call(peer, "t.none", None)
+        assert e.value.code == "no-such-method"
+        with pytest.raises(RpcTimeout):
+            await a.call(peer, "t.slow", None, timeout=0.2)
+        assert (await a.call(peer, "transport.ping", None)) is None  # still healthy
+
+
+async def test_wrong_key_is_refused_then_right_key_works() -> None:
+    async with endpoints(2, FAST) as (a, b):
+        b.register("t.echo", echo)
+        host, port = b.local_address
+        impostor = PeerAddress(NodeKey.generate().node_id, host, port)
+        with pytest.raises(PeerAuthError, match="not the expected") as e:
+            await a.call(impostor, "t.echo", 1)
+        assert e.value.actual == b.node_id.b32
+        assert (await a.call(address_of(b), "t.echo", 1))["body"] == 1
+
+
+async def test_bad_client_proof_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from quic_transport import connection
+
+    async with endpoints(2, FAST) as (a, b):
+        monkeypatch.setattr(connection.auth, "make_proof", lambda *args: bytes(64))
+        with pytest.raises(PeerAuthError, match="refused our proof"):
+            await a.call(address_of(b), "transport.ping", None)
+        assert b.connected_peers == []
+
+
+async def test_unreachable_peer_is_a_connect_error() -> None:
+    dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dead.bind(("127.0.0.1", 0))  # bound but never read: nobody answers
+    try:
+        async with endpoints(1, FAST) as (a,):
+            peer = PeerAddress(NodeKey.generate().node_id, *dead.getsockname())
+            with pytest.raises(ConnectError):
+                await a.call(peer, "t.echo", 1)
+    finally:
+        dead.close()
+
+
+async def test_bulk_upload_with_slow_reader_stays_within_window() -> None:
+    cfg = TransportConfig(bulk_window=1 << 20, pmtu_probe_timeout=0.1)
+    size = 12 << 20
+    seen_buffered: list[int] = []
+
+    async def sink(ctx: CallContext, header: Any, reader: BulkReader) -> Any:
+        h = hashlib.sha256()
+        n = 0
+        async for chunk in reader:
+            h.update(chunk)
+            n += len(chunk)
+            seen_buffered.append(reader._stream.buffered)
+            if n < 4 << 20:
+                await asyncio.sleep(0.002)  # a slow consumer at first
+        return {"n": n, "sha": h.digest(), "name": header["name"]}
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(size // (1 << 20)):
+            yield bytes([i]) * (1 << 20)
+
+    expected = hashlib.sha256(b"".join(bytes([i]) * (1 << 20) for i in range(12))).digest()
+    async with endpoints(2, cfg) as (a, b):
+        b.register_stream("t.sink", sink)
+        result = await a.call_stream(address_of(b), "t.sink", {"name": "s"}, chunks())
+        assert result == {"n": size, "sha": expected, "name": "s"}
+        assert max(seen_buffered) <= 1 << 20
+
+
+async def test_bulk_download_and_error_midway() -> None:
+    async def source(ctx: CallContext, header: Any) -> AsyncIterator[bytes]:
+        for i in range(header["n"]):
+            if i == header.get("fail_at"):
+                raise RpcError("share.corrupt", "block 3 failed its hash")
+            yield bytes([i % 256]) * 300_000
+
+    async with endpoints(2, FAST) as (a, b):
+        b.register_fetch("t.src", source)
+        async with await a.fetch(address_of(b), "t.src", {"n": 20}) as reader:
+            data = await reader.read_all(10 << 20)
+        assert data == b"".join(bytes([i]) * 300_000 for i in range(20))
+        reader = await a.fetch(address_of(b), "t.src", {"n": 8, "fail_at": 3})
+        with pytest.raises(RpcError) as e:
+            async for _ in reader:
+                pass
+        assert e.value.code == "share.corrupt"
+        with pytest.raises(RpcError, match="no-such-method"):
+            await (await a.fetch(address_of(b), "t.nothing", None)).read()
+        # early close by the reader: the server's sender stops, nothing leaks
+        reader = await a.fetch(address_of(b), "t.src", {"n": 500})
+        assert await reader.read()
+        await reader.aclose()
+        await asyncio.sleep(0.1)
+        assert await a.ping(address_of(b)) < 1.0
+        assert not any(c.streams for c in b._conns)
+
+
+async def test_upload_refused_early_gets_the_error() -> None:
+    async def picky(ctx: CallContext, header: Any, reader: BulkReader) -> Any:
+        raise RpcError("quota", "too big")
+
+    async with endpoints(2, FAST) as (a, b):
+        b.register_stream("t.picky", picky)
+        with pytest.raises(RpcError, match="quota"):
+            await a.call_stream(address_of(b), "t.picky", None, [b"x" * (4 << 20)] * 4)
+
+
+async def test_garbage_and_half_open_streams_do_not_hurt_good_clients() -> None:
+    cfg = TransportConfig(
+        request_read_timeout=0.3, max_concurrent_streams=8, pmtu_probe_timeout=0.1
+    )
+    async with endpoints(3, cfg) as (server, evil, good):
+        server.register("t.echo", echo)
+        stop = asyncio.Event()
+        good_calls = 0
+
+        async def well_behaved() -> None:
+            nonlocal good_calls
+            while not stop.is_set():
+                r = await good.call(address_of(server), "t.echo", good_calls, timeout=2)
+                assert r["body"] == good_calls
+                good_calls += 1
+                await asyncio.sleep(0.005)
+
+        runner = asyncio.ensure_future(well_behaved())
+        conn = await evil._connection(address_of(server))
+
+        async def misbehave(payload: bytes) -> BaseException | None:
+            st = conn.open_stream()
+            conn.send_stream_data(st.stream_id, payload)
+            try:
+                await st.next_item(3.0)
+            except (StreamClosedError, RpcTimeout) as e:
+                return e
+            finally:
+                st.release()
+            return None
+
+        garbage = await misbehave(b"\x09not a frame at all")
+        oversized = await misbehave(encode_header(KIND_MSG, 1 << 31))
+        bad_cbor = await misbehave(encode_header(KIND_MSG, 3) + b"\xff\xff\xff")
+        half_open = await misbehave(encode_message(Request("t.echo", 1), limit=4096)[:7])
+        for e in (garbage, oversized, bad_cbor, half_open):
+            assert isinstance(e, StreamClosedError), e
+        # raw UDP garbage at the listening socket
+        raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for n in (0, 1, 5, 1200, 1500, 9000):
+            raw.sendto(bytes([0xC3]) + b"\xee" * n, server.local_address)
+            raw.sendto(b"\x40" + b"\x00" * n, server.local_address)
+        raw.close()
+        # too many streams at once: extras are answered "busy", the rest served
+        many = await asyncio.gather(
+            *(evil.call(address_of(server), "t.echo", i) for i in range(40)),
+            return_exceptions=True,
+        )
+        busy = [r for r in many if isinstance(r, RpcError) and r.code == "busy"]
+        ok = [r for r in many if isinstance(r, dict)]
+        assert len(busy) + len(ok) == 40 and ok
+        await asyncio.sleep(0.2)
+        stop.set()
+        await runner
+        assert good_calls >= 10
+        assert all(not c.streams for c in server._conns)
+
+
+async def test_datagram_size_is_discovered() -> None:
+    async with endpoints(2, FAST) as (a, b):
+        await a.ping(address_of(b))
+        (ca,) = a._conns
+        (cb,) = b._conns
+        assert ca.quic._max_datagram_size == 16384
+        assert cb.quic._max_datagram_size == 16384  # the listener used the confirmed size
+    capped = TransportConfig(max_datagram_size=1452, pmtu_probe_timeout=0.1)
+    async with endpoints(2, capped) as (a, b):
+        await a.ping(address_of(b))
+        assert next(iter(a._conns)).quic._max_datagram_size == 1452
+    async with endpoints(2, TransportConfig(pmtu_probe=False)) as (a, b):
+        await a.ping(address_of(b))
+        assert next(iter(a._conns)).quic._max_datagram_size == 1200
+
+
+async def test_idle_timeout_and_graceful_close() -> None:
+    cfg = TransportConfig(idle_timeout=0.5, pmtu_probe_timeout=0.1, close_timeout=0.3)
+    async with endpoints(3, cfg) as (a, b, c):
+        await a.ping(address_of(b))
+        await c.ping(address_of(b))
+        assert len(b.connected_peers) == 2
+        await c.aclose()  # graceful: b hears CONNECTION_CLOSE at once
+        await asyncio.sleep(0.15)
+        assert b.connected_peers == [a.node_id]
+        await asyncio.sleep(1.0)  # idle timeout ends the other one
+        assert b.connected_peers == [] and a.connected_peers == []
+        assert await a.ping(address_of(b)) < 1.0  # and a new one is dialled on demand
+
+
+async def test_connection_limit() -> None:
+    cfg = TransportConfig(max_connections=1, connect_timeout=0.5, pmtu_probe_timeout=0.1)
+    async with endpoints(3, cfg) as (a, b, c):
+        await a.ping(address_of(b))
+        with pytest.raises(ConnectError):
+            await c.ping(address_of(b))
+        assert await a.ping(address_of(b)) < 1.0
