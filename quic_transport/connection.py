@@ -72,6 +72,7 @@ class PeerConnection:
         self.cids: set[bytes] = set()
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at: float | None = None
+        self.auth_deadline: asyncio.TimerHandle | None = None
         self.close_reason = ""
         self._incoming = 0
         self._highest_peer_bidi = -1
@@ -222,6 +223,9 @@ class PeerConnection:
 
     def _become_ready(self) -> None:
         self.state = READY
+        if self.auth_deadline is not None:
+            self.auth_deadline.cancel()
+            self.auth_deadline = None
         self.endpoint.connection_ready(self)
         if not self.ready.done():
             self.ready.set_result(None)
@@ -255,6 +259,12 @@ class PeerConnection:
         handler = self.endpoint.serve_stream
         self.spawn(handler(self, st))
 
+    def auth_timed_out(self) -> None:
+        """Listener side: the caller did not authenticate within the connect timeout."""
+        self.auth_deadline = None
+        if self.state in (HANDSHAKE, AUTH):
+            self.close(ERR_AUTH, "no authentication within the connect timeout")
+
     def close(self, code: int, reason: str) -> None:
         if self.state == CLOSED:
             return
@@ -268,6 +278,9 @@ class PeerConnection:
             return
         self.state = CLOSED
         self.close_reason = self.close_reason or reason or f"code {code}"
+        if self.auth_deadline is not None:
+            self.auth_deadline.cancel()
+            self.auth_deadline = None
         err = StreamClosedError(f"connection closed: {self.close_reason}", error_code=code)
         for st in list(self.streams.values()):
             st.fail(err)

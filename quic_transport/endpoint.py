@@ -448,6 +448,7 @@ class Endpoint:
         conf = dataclasses.replace(self._server_conf, max_datagram_size=size)
         quic = QuicConnection(configuration=conf, original_destination_connection_id=dcid)
         conn = PeerConnection(self, quic, (addr[0], addr[1]), expected=None)
+        conn.auth_deadline = self._loop.call_later(self.config.connect_timeout, conn.auth_timed_out)
         self._conns.add(conn)
         self._all_closed.clear()
         self.add_cid(conn, dcid)

@@ -30,6 +30,7 @@ from .framing import KIND_DATA, DataPiece, FrameDecoder, encode_header
 from .messages import Credit, Message, decode_message, encode_message
 
 INITIAL_CREDIT = 256 * 1024
+MAX_QUEUED_MESSAGES = 4  # no exchange legitimately has more unread messages in flight
 SEND_DATA_FRAME = 256 * 1024  # DATA payload size this side sends (receivers accept up to 1 MiB)
 
 # QUIC application error codes used in RESET_STREAM / STOP_SENDING / CONNECTION_CLOSE.
@@ -61,6 +62,7 @@ class Stream:
         "_items",
         "_limit",
         "_on_credit",
+        "_queued_msgs",
         "_received",
         "_recv_done",
         "_send_credit",
@@ -89,6 +91,7 @@ class Stream:
         self._items: deque[Message | bytes] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._error: TransportError | None = None
+        self._queued_msgs = 0
         self._recv_done = False  # FIN received
         self._send_done = False  # FIN or reset sent
         # receiving bulk data
@@ -118,6 +121,10 @@ class Stream:
                         self._send_credit += msg.amount
                         self._wake()
                         continue
+                    self._queued_msgs += 1
+                    if self._queued_msgs > MAX_QUEUED_MESSAGES:
+                        self.abort(ERR_PROTOCOL, FrameError("too many unread messages on a stream"))
+                        return
                     self._items.append(msg)
             if end:
                 self._decoder.finish()
@@ -138,6 +145,7 @@ class Stream:
         if self._error is None:
             self._error = error
             self._items.clear()
+            self._queued_msgs = 0
         self._wake()
 
     def abort(self, code: int, error: TransportError) -> None:
@@ -178,6 +186,8 @@ class Stream:
                 item = self._items.popleft()
                 if isinstance(item, bytes):
                     self._consume(len(item))
+                else:
+                    self._queued_msgs -= 1
                 return item
             if self._recv_done:
                 return None

@@ -273,3 +273,25 @@ async def test_connection_limit() -> None:
         with pytest.raises(ConnectError):
             await c.ping(address_of(b))
         assert await a.ping(address_of(b)) < 1.0
+
+
+async def test_silent_client_is_dropped_after_the_auth_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from quic_transport import connection
+
+    original = connection.PeerConnection._on_handshake
+
+    def no_proof(self: connection.PeerConnection) -> None:
+        if self.is_client:
+            self.state = connection.AUTH  # complete TLS, then say nothing
+        else:
+            original(self)
+
+    cfg = TransportConfig(connect_timeout=0.4, pmtu_probe=False)
+    async with endpoints(2, cfg) as (a, b):
+        monkeypatch.setattr(connection.PeerConnection, "_on_handshake", no_proof)
+        with pytest.raises((PeerAuthError, ConnectError)):
+            await a.call(address_of(b), "transport.ping", None)
+        await asyncio.sleep(0.2)
+        assert not b._conns

@@ -134,3 +134,13 @@ def test_send_after_finish_refused() -> None:
     s.send_message(Ok(1), end=True)
     with pytest.raises(StreamClosedError):
         s.send_message(Ok(2))
+
+
+def test_message_flood_on_one_stream_is_refused() -> None:
+    p = Pipe()
+    s = Stream(p, 4, max_message=4096, max_data_frame=1 << 20, window=WINDOW)
+    one = encode_message(Ok(b"x" * 1000), limit=4096)
+    s.on_data(one * 4, False)
+    assert s.failed is None
+    s.on_data(one, False)
+    assert isinstance(s.failed, FrameError) and p.resets
