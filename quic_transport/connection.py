@@ -75,7 +75,10 @@ class PeerConnection:
         self.auth_deadline: asyncio.TimerHandle | None = None
         self.close_reason = ""
         self._incoming = 0
-        self._highest_peer_bidi = -1
+        # Peer-initiated bidi streams already seen, as "all indexes below the floor"
+        # plus a set above it (QUIC's MAX_STREAMS keeps the set small).
+        self._seen_floor = 0
+        self._seen_above: set[int] = set()
         self._auth_decoder = FrameDecoder(max_message=_AUTH_MESSAGE_LIMIT, max_data=1)
         self._binding = b""
 
@@ -156,7 +159,7 @@ class PeerConnection:
             elif isinstance(ev, events.ConnectionIdRetired):
                 self.endpoint.remove_cid(self, ev.connection_id)
             elif isinstance(ev, events.ConnectionTerminated):
-                self._on_terminated(ev.error_code, ev.reason_phrase)
+                self.terminated(ev.error_code, ev.reason_phrase)
                 return
 
     def _on_handshake(self) -> None:
@@ -244,9 +247,8 @@ class PeerConnection:
         if stream_id & 2:  # unidirectional: not part of the protocol
             self.stop_stream(stream_id, ERR_PROTOCOL)
             return
-        if stream_id <= self._highest_peer_bidi:
+        if not self._first_sight(stream_id):
             return  # released earlier
-        self._highest_peer_bidi = stream_id
         st = self.new_stream(stream_id)
         self._incoming += 1
         st.on_data(data, end)
@@ -265,6 +267,17 @@ class PeerConnection:
         if self.state in (HANDSHAKE, AUTH):
             self.close(ERR_AUTH, "no authentication within the connect timeout")
 
+    def _first_sight(self, stream_id: int) -> bool:
+        """True the first time a peer stream ID shows up (streams may arrive out of order)."""
+        idx = stream_id >> 2
+        if idx < self._seen_floor or idx in self._seen_above:
+            return False
+        self._seen_above.add(idx)
+        while self._seen_floor in self._seen_above:
+            self._seen_above.discard(self._seen_floor)
+            self._seen_floor += 1
+        return True
+
     def close(self, code: int, reason: str) -> None:
         if self.state == CLOSED:
             return
@@ -273,7 +286,7 @@ class PeerConnection:
         self.quic.close(error_code=code, reason_phrase=reason)
         self.endpoint.schedule_flush(self)
 
-    def _on_terminated(self, code: int, reason: str) -> None:
+    def terminated(self, code: int, reason: str) -> None:
         if self.state == CLOSED:
             return
         self.state = CLOSED

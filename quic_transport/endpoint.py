@@ -201,7 +201,7 @@ class Endpoint:
             except TimeoutError:
                 pass
         for conn in list(self._conns):
-            conn._on_terminated(ERR_SHUTDOWN, "endpoint closed")
+            conn.terminated(ERR_SHUTDOWN, "endpoint closed")
         tasks = set(self._tasks)
         for conn_tasks in [c.tasks for c in list(self._conns)]:
             tasks |= conn_tasks
@@ -236,7 +236,8 @@ class Endpoint:
         if not task.cancelled():
             task.exception()  # retrieved by waiters; silence "never retrieved"
 
-    async def _resolve(self, host: str, port: int) -> tuple[str, int]:
+    async def _resolve(self, host: str, port: int) -> tuple[Any, ...]:
+        """A socket address in the form recvfrom reports (4-tuple for IPv6)."""
         try:
             ip = ipaddress.ip_address(host)
             if ip.version == 4 and self._family == socket.AF_INET:
@@ -251,11 +252,11 @@ class Endpoint:
             raise ConnectError(f"cannot resolve {host}: {e}") from None
         if not infos:
             raise ConnectError(f"cannot resolve {host}")
-        sa = infos[0][4]
-        return (str(sa[0]), int(sa[1]))
+        return tuple(infos[0][4])
 
     async def _dial(self, peer: PeerAddress) -> PeerConnection:
-        addr = await self._resolve(peer.host, peer.port)
+        sockaddr = await self._resolve(peer.host, peer.port)
+        addr = (str(sockaddr[0]), int(sockaddr[1]))
         size = await self._discover_size(addr)
         conf = QuicConfiguration(
             is_client=True,
@@ -273,7 +274,7 @@ class Endpoint:
         self._conns.add(conn)
         self._all_closed.clear()
         self.add_cid(conn, quic.host_cid)
-        quic.connect(addr, now=self._loop.time())
+        quic.connect(sockaddr, now=self._loop.time())
         self.schedule_flush(conn)
         try:
             async with asyncio.timeout(self.config.connect_timeout):

@@ -295,3 +295,30 @@ async def test_silent_client_is_dropped_after_the_auth_deadline(
             await a.call(address_of(b), "transport.ping", None)
         await asyncio.sleep(0.2)
         assert not b._conns
+
+
+async def test_streams_arriving_out_of_order_are_all_accepted() -> None:
+    from quic_transport.connection import PeerConnection
+
+    conn = PeerConnection(None, None, ("127.0.0.1", 1), expected=None)  # type: ignore[arg-type]
+    assert conn._first_sight(8) and conn._first_sight(4) and conn._first_sight(0)
+    assert not conn._first_sight(4) and not conn._first_sight(8)
+    assert conn._seen_floor == 3 and not conn._seen_above
+
+
+async def test_ipv6_loopback() -> None:
+    from quic_transport import open_endpoint
+    from quic_transport.identity import NodeKey
+
+    try:
+        a = await open_endpoint(NodeKey.generate(), "::1", 0, FAST)
+    except Exception:
+        pytest.skip("no IPv6 loopback")
+    b = await open_endpoint(NodeKey.generate(), "::1", 0, FAST)
+    try:
+        b.register("t.echo", echo)
+        r = await a.call(PeerAddress(b.node_id, "::1", b.local_address[1]), "t.echo", 6)
+        assert r["body"] == 6 and r["port"] == a.local_address[1]
+    finally:
+        await a.aclose()
+        await b.aclose()
