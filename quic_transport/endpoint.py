@@ -39,7 +39,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
-from . import pmtu, rpc
+from . import pacing, pmtu, rpc
 from .auth import make_certificate
 from .config import TransportConfig
 from .connection import READY, PeerConnection
@@ -270,6 +270,7 @@ class Endpoint:
             max_datagram_size=size,
         )
         quic = QuicConnection(configuration=conf)
+        pacing.install(quic, size)
         conn = PeerConnection(self, quic, addr, expected=peer.node_id)
         self._conns.add(conn)
         self._all_closed.clear()
@@ -448,6 +449,7 @@ class Endpoint:
         size = self._pmtu_confirmed.get((addr[0], addr[1]), self.config.min_datagram_size)
         conf = dataclasses.replace(self._server_conf, max_datagram_size=size)
         quic = QuicConnection(configuration=conf, original_destination_connection_id=dcid)
+        pacing.install(quic, size)
         conn = PeerConnection(self, quic, (addr[0], addr[1]), expected=None)
         conn.auth_deadline = self._loop.call_later(self.config.connect_timeout, conn.auth_timed_out)
         self._conns.add(conn)
