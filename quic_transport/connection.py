@@ -74,6 +74,7 @@ class PeerConnection:
         self.timer_at: float | None = None
         self.auth_deadline: asyncio.TimerHandle | None = None
         self.close_reason = ""
+        self.closing = False  # close() called; not reused for new calls
         self._incoming = 0
         # Peer-initiated bidi streams already seen, as "all indexes below the floor"
         # plus a set above it (QUIC's MAX_STREAMS keeps the set small).
@@ -281,6 +282,7 @@ class PeerConnection:
     def close(self, code: int, reason: str) -> None:
         if self.state == CLOSED:
             return
+        self.closing = True
         if not self.close_reason:
             self.close_reason = reason
         self.quic.close(error_code=code, reason_phrase=reason)

@@ -115,7 +115,7 @@ class Endpoint:
 
     @property
     def connected_peers(self) -> list[NodeId]:
-        return [n for n, c in self._peers.items() if c.state == READY]
+        return [n for n, c in self._peers.items() if c.state == READY and not c.closing]
 
     def register(self, method: str, handler: Handler) -> None:
         """Serve unary calls of ``method``: ``await handler(ctx, body) -> result``."""
@@ -217,7 +217,7 @@ class Endpoint:
         if self._closed:
             raise EndpointClosed("endpoint is closed")
         conn = self._peers.get(peer.node_id)
-        if conn is not None and conn.state == READY:
+        if conn is not None and conn.state == READY and not conn.closing:
             return conn
         if peer.node_id == self.node_id:
             raise LocalError("refusing to dial this endpoint's own node ID")
@@ -228,7 +228,12 @@ class Endpoint:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             task.add_done_callback(functools.partial(self._dial_done, peer.node_id))
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled() and self._closed:
+                raise EndpointClosed("endpoint closed while dialing") from None
+            raise
 
     def _dial_done(self, node_id: NodeId, task: asyncio.Task[PeerConnection]) -> None:
         if self._dialing.get(node_id) is task:

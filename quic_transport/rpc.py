@@ -205,8 +205,9 @@ async def serve(ep: Endpoint, conn: PeerConnection, stream: Stream) -> None:
                 return
             stream.open_window()
             reader = BulkReader(stream, cfg.request_read_timeout, release_at_end=False)
-            async with asyncio.timeout(cfg.handler_timeout):
-                result = await up(ctx, msg.header, reader)
+            # No overall deadline: a large transfer may take long; every wait for
+            # data or credit is bounded by request_read_timeout instead.
+            result = await up(ctx, msg.header, reader)
             _reply_ok(stream, result, cfg.max_message_bytes)
         elif isinstance(msg, Open):
             method = msg.method
@@ -215,10 +216,9 @@ async def serve(ep: Endpoint, conn: PeerConnection, stream: Stream) -> None:
                 _reply_error(stream, "no-such-method", f"no fetch handler for {method!r}")
                 return
             total = 0
-            async with asyncio.timeout(cfg.handler_timeout):
-                async for chunk in down(ctx, msg.header):
-                    await stream.send_data(chunk, cfg.request_read_timeout)
-                    total += len(chunk)
+            async for chunk in down(ctx, msg.header):
+                await stream.send_data(chunk, cfg.request_read_timeout)
+                total += len(chunk)
             stream.send_message(End(total), end=True)
         else:
             stream.abort(ERR_PROTOCOL, FrameError(f"{type(msg).__name__} cannot open a stream"))

@@ -14,6 +14,7 @@ from quic_transport import (
     BulkReader,
     CallContext,
     ConnectError,
+    MessageTooLarge,
     PeerAddress,
     PeerAuthError,
     RpcError,
@@ -60,10 +61,14 @@ async def test_typed_errors_cross_the_wire() -> None:
     async def slow(ctx: CallContext, body: Any) -> Any:
         await asyncio.sleep(10)
 
+    async def huge(ctx: CallContext, body: Any) -> Any:
+        return b"x" * (2 << 20)
+
     async with endpoints(2, FAST) as (a, b):
         b.register("t.refuse", refuse)
         b.register("t.crash", crash)
         b.register("t.slow", slow)
+        b.register("t.huge", huge)
         peer = address_of(b)
         with pytest.raises(RpcError) as e:
             await a.call(peer, "t.refuse", None)
@@ -76,6 +81,11 @@ async def test_typed_errors_cross_the_wire() -> None:
         assert e.value.code == "no-such-method"
         with pytest.raises(RpcTimeout):
             await a.call(peer, "t.slow", None, timeout=0.2)
+        with pytest.raises(RpcError) as e:
+            await a.call(peer, "t.huge", None)
+        assert e.value.code == "result-too-large"
+        with pytest.raises(MessageTooLarge):
+            await a.call(peer, "t.refuse", b"x" * (2 << 20))
         assert (await a.call(peer, "transport.ping", None)) is None  # still healthy
 
 
@@ -322,3 +332,22 @@ async def test_ipv6_loopback() -> None:
     finally:
         await a.aclose()
         await b.aclose()
+
+
+async def test_close_while_dialing_and_calls_after_close() -> None:
+    from quic_transport import EndpointClosed
+
+    dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dead.bind(("127.0.0.1", 0))
+    try:
+        async with endpoints(1, FAST) as (a,):
+            peer = PeerAddress(NodeKey.generate().node_id, *dead.getsockname())
+            pending = asyncio.ensure_future(a.call(peer, "t.echo", 1))
+            await asyncio.sleep(0.05)
+            await a.aclose()
+            with pytest.raises(EndpointClosed):
+                await pending
+            with pytest.raises(EndpointClosed):
+                await a.call(peer, "t.echo", 1)
+    finally:
+        dead.close()
