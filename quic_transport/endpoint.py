@@ -46,7 +46,7 @@ from .connection import READY, PeerConnection
 from .errors import ConnectError, EndpointClosed, LocalError
 from .identity import NodeId, NodeKey
 from .rpc import BulkReader, CallContext, Chunks, FetchHandler, Handler, StreamHandler
-from .streams import ERR_SHUTDOWN, Stream
+from .streams import ERR_PROTOCOL, ERR_SHUTDOWN, Stream
 
 log = logging.getLogger(__name__)
 
@@ -397,7 +397,7 @@ class Endpoint:
 
     def _on_readable(self) -> None:
         sock = self._sock
-        now = self._loop.time()
+        clock = self._loop.time
         n = 0
         for _ in range(self.config.recv_batch):
             try:
@@ -408,7 +408,7 @@ class Endpoint:
                 log.debug("recvfrom failed: %s", e)
                 continue
             n += 1
-            self._on_datagram(data, addr, now)
+            self._on_datagram(data, addr, clock())
         self.stats["datagrams_in"] += n
         self.stats["batches"] += 1
         self._flush()
@@ -437,7 +437,11 @@ class Endpoint:
                 )
                 if conn is None:
                     return
-        conn.quic.receive_datagram(data, addr, now)
+        try:
+            conn.quic.receive_datagram(data, addr, now)
+        except Exception:  # aioquic should not raise; if it does, only this peer suffers
+            log.exception("aioquic failed on a datagram from %s", addr)
+            conn.close(ERR_PROTOCOL, "internal error")
         self._dirty.add(conn)
 
     def _accept(
@@ -476,7 +480,14 @@ class Endpoint:
             rounds += 1
             dirty, self._dirty = self._dirty, set()
             for conn in dirty:
-                self._service(conn)
+                try:
+                    self._service(conn)
+                except Exception:  # a bug must cost one connection, not the endpoint
+                    log.exception("servicing %r failed", conn)
+                    conn.terminated(ERR_PROTOCOL, "internal error")
+        if self._dirty and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
 
     def _service(self, conn: PeerConnection) -> None:
         now = self._loop.time()
