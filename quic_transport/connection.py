@@ -75,6 +75,7 @@ class PeerConnection:
         self.auth_deadline: asyncio.TimerHandle | None = None
         self.close_reason = ""
         self.closing = False  # close() called; not reused for new calls
+        self.last_used = asyncio.get_running_loop().time()
         self._incoming = 0
         # Peer-initiated bidi streams already seen, as "all indexes below the floor"
         # plus a set above it (QUIC's MAX_STREAMS keeps the set small).
@@ -130,6 +131,7 @@ class PeerConnection:
     def open_stream(self) -> Stream:
         if self.state != READY:
             raise StreamClosedError(f"connection not usable ({self.state}): {self.close_reason}")
+        self.last_used = self.endpoint.now()
         return self.new_stream(self.quic.get_next_available_stream_id())
 
     def _is_peer_stream(self, stream_id: int) -> bool:
@@ -251,6 +253,7 @@ class PeerConnection:
         if not self._first_sight(stream_id):
             return  # released earlier
         st = self.new_stream(stream_id)
+        self.last_used = self.endpoint.now()
         self._incoming += 1
         st.on_data(data, end)
         if self._incoming > self.endpoint.config.max_concurrent_streams:

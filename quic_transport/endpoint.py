@@ -12,7 +12,9 @@ one flush per event-loop iteration. Socket buffers are 4 MiB.
 Invariants:
 - Every connection in ``_conns`` has all its live connection IDs in ``_by_cid``
   and a timer armed at ``quic.get_timer()``; both are removed when it closes.
-- At most ``max_connections`` connections exist; Initials beyond it are dropped.
+- At most ``max_connections`` connections are open (not closing). When full, the
+  least recently used idle connection is closed to make room; if none is idle,
+  new Initials are dropped and dials fail with LocalError.
 - ``_peers`` maps a node ID only to an authenticated (READY) connection.
 - Every task the endpoint starts is tracked and awaited in :meth:`aclose`.
 """
@@ -274,6 +276,8 @@ class Endpoint:
             max_stream_data=self.config.quic_max_stream_data,
             max_datagram_size=size,
         )
+        if not self._make_room():
+            raise LocalError(f"connection limit ({self.config.max_connections}) reached, none idle")
         quic = QuicConnection(configuration=conf)
         pacing.install(quic, size)
         conn = PeerConnection(self, quic, addr, expected=peer.node_id)
@@ -295,6 +299,22 @@ class Endpoint:
             conn.close(ERR_SHUTDOWN, "dial cancelled")
             raise
         return conn
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    def _make_room(self) -> bool:
+        """Below max_connections, or made so by closing the least recently used idle one."""
+        # Connections already closing only wait out their drain period (a few RTTs).
+        live = [c for c in self._conns if not c.closing]
+        if len(live) < self.config.max_connections:
+            return True
+        idle = [c for c in live if c.state == READY and not c.streams]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda c: c.last_used)
+        victim.close(0, "connection limit: closing the least recently used")
+        return True
 
     def connection_ready(self, conn: PeerConnection) -> None:
         assert conn.peer_id is not None
@@ -452,7 +472,7 @@ class Endpoint:
             or ptype != QuicPacketType.INITIAL
             or len(data) < 1200
             or version not in self._server_conf.supported_versions
-            or len(self._conns) >= self.config.max_connections
+            or not self._make_room()
         ):
             return None
         size = self._pmtu_confirmed.get((addr[0], addr[1]), self.config.min_datagram_size)

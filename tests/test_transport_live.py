@@ -278,11 +278,25 @@ async def test_idle_timeout_and_graceful_close() -> None:
 
 async def test_connection_limit() -> None:
     cfg = TransportConfig(max_connections=1, connect_timeout=0.5, pmtu_probe_timeout=0.1)
+
+    async def hold(ctx: CallContext, body: Any) -> Any:
+        await asyncio.sleep(1.0)
+
     async with endpoints(3, cfg) as (a, b, c):
-        await a.ping(address_of(b))
-        with pytest.raises(ConnectError):
+        b.register("t.hold", hold)
+        busy = asyncio.ensure_future(a.call(address_of(b), "t.hold", None))
+        await asyncio.sleep(0.2)
+        with pytest.raises(ConnectError):  # b is full and its one connection is busy
             await c.ping(address_of(b))
-        assert await a.ping(address_of(b)) < 1.0
+        await busy
+        # a's connection is idle now: b closes it to make room for c
+        assert await c.ping(address_of(b)) < 1.0
+        await asyncio.sleep(0.1)
+        assert b.connected_peers == [c.node_id]
+        # c is at its limit too (one connection, to b): dialling out evicts it when idle
+        assert await c.ping(address_of(a)) < 1.0
+        await asyncio.sleep(0.1)
+        assert c.connected_peers == [a.node_id]
 
 
 async def test_silent_client_is_dropped_after_the_auth_deadline(
@@ -351,3 +365,35 @@ async def test_close_while_dialing_and_calls_after_close() -> None:
                 await a.call(peer, "t.echo", 1)
     finally:
         dead.close()
+
+
+@pytest.mark.parametrize("attack", ["garbage-proof", "stream-before-auth", "oversized-auth"])
+async def test_misbehaving_caller_during_authentication(
+    monkeypatch: pytest.MonkeyPatch, attack: str
+) -> None:
+    from quic_transport import connection
+
+    original = connection.PeerConnection._on_handshake
+
+    def evil(self: connection.PeerConnection) -> None:
+        if not self.is_client:
+            original(self)
+            return
+        self.state = connection.AUTH
+        if attack == "garbage-proof":
+            self.quic.send_stream_data(0, b"\x01\x00\x00\x00\x03\xff\xfe\xfd", True)
+        elif attack == "stream-before-auth":
+            self.quic.send_stream_data(4, encode_message(Request("t.echo", 1), limit=4096), True)
+        else:
+            self.quic.send_stream_data(0, encode_header(KIND_MSG, 1 << 20), False)
+
+    async with endpoints(2, FAST) as (a, b):
+        b.register("t.echo", echo)
+        monkeypatch.setattr(connection.PeerConnection, "_on_handshake", evil)
+        with pytest.raises((PeerAuthError, ConnectError)) as e:
+            await a.call(address_of(b), "t.echo", 1)
+        assert "refused" in str(e.value) or "closed" in str(e.value)
+        await asyncio.sleep(0.1)
+        assert b.connected_peers == []
+        monkeypatch.setattr(connection.PeerConnection, "_on_handshake", original)
+        assert (await a.call(address_of(b), "t.echo", 2))["body"] == 2
