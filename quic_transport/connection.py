@@ -76,6 +76,7 @@ class PeerConnection:
         self.close_reason = ""
         self.closing = False  # close() called; not reused for new calls
         self.last_used = asyncio.get_running_loop().time()
+        self.last_received = self.last_used  # loop time of the last datagram from the peer
         self._incoming = 0
         # Peer-initiated bidi streams already seen, as "all indexes below the floor"
         # plus a set above it (QUIC's MAX_STREAMS keeps the set small).

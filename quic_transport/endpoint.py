@@ -45,7 +45,7 @@ from . import pacing, pmtu, rpc
 from .auth import make_certificate
 from .config import TransportConfig
 from .connection import READY, PeerConnection
-from .errors import ConnectError, EndpointClosed, LocalError
+from .errors import ConnectError, EndpointClosed, LocalError, RpcTimeout
 from .identity import NodeId, NodeKey
 from .rpc import BulkReader, CallContext, Chunks, FetchHandler, Handler, StreamHandler
 from .streams import ERR_PROTOCOL, ERR_SHUTDOWN, Stream
@@ -140,7 +140,12 @@ class Endpoint:
         timeout: float = 10.0,  # noqa: ASYNC109
     ) -> Any:
         conn = await self._connection(peer)
-        return await rpc.call(conn, method, body, timeout)
+        started = self._loop.time()
+        try:
+            return await rpc.call(conn, method, body, timeout)
+        except RpcTimeout:
+            self._drop_if_silent(conn, started)
+            raise
 
     async def call_stream(
         self,
@@ -156,7 +161,12 @@ class Endpoint:
         ``timeout`` bounds each wait for progress (credit, reply), not the transfer.
         """
         conn = await self._connection(peer)
-        return await rpc.call_stream(conn, method, header, chunks, timeout)
+        started = self._loop.time()
+        try:
+            return await rpc.call_stream(conn, method, header, chunks, timeout)
+        except RpcTimeout:
+            self._drop_if_silent(conn, started)
+            raise
 
     async def fetch(
         self,
@@ -177,9 +187,21 @@ class Endpoint:
     async def ping(self, peer: PeerAddress, *, timeout: float = 5.0) -> float:  # noqa: ASYNC109
         """Round-trip time in seconds of an empty call (dials if needed, not counted)."""
         conn = await self._connection(peer)
+        started = self._loop.time()
         t0 = time.perf_counter()
-        await rpc.call(conn, PING_METHOD, None, timeout)
+        try:
+            await rpc.call(conn, PING_METHOD, None, timeout)
+        except RpcTimeout:
+            self._drop_if_silent(conn, started)
+            raise
         return time.perf_counter() - t0
+
+    def _drop_if_silent(self, conn: PeerConnection, since: float) -> None:
+        """A call timed out and not one datagram came from the peer meanwhile: the
+        connection is dead (e.g. the peer restarted and lost its state), so close it
+        now and let the next call redial instead of waiting for the idle timeout."""
+        if conn.last_received < since and not conn.closing:
+            conn.close(ERR_SHUTDOWN, "peer silent during a call")
 
     async def disconnect(self, node_id: NodeId) -> None:
         """Gracefully close the connection to ``node_id`` if there is one."""
@@ -457,6 +479,7 @@ class Endpoint:
                 )
                 if conn is None:
                     return
+        conn.last_received = now
         try:
             conn.quic.receive_datagram(data, addr, now)
         except Exception:  # aioquic should not raise; if it does, only this peer suffers

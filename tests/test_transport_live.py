@@ -397,3 +397,28 @@ async def test_misbehaving_caller_during_authentication(
         assert b.connected_peers == []
         monkeypatch.setattr(connection.PeerConnection, "_on_handshake", original)
         assert (await a.call(address_of(b), "t.echo", 2))["body"] == 2
+
+
+async def test_restarted_peer_is_redialled_after_one_timeout() -> None:
+    from quic_transport import open_endpoint
+
+    key = NodeKey.generate()
+    async with endpoints(1, FAST) as (a,):
+        b = await open_endpoint(key, "127.0.0.1", 0, FAST)
+        host, port = b.local_address
+        peer = PeerAddress(key.node_id, host, port)
+        b.register("t.echo", echo)
+        assert (await a.call(peer, "t.echo", 1))["body"] == 1
+        # the peer dies without a word and comes back on the same port, new state
+        b._loop.remove_reader(b._sock.fileno())
+        b._sock.close()
+        b2 = await open_endpoint(key, host, port, FAST)
+        try:
+            b2.register("t.echo", echo)
+            with pytest.raises(RpcTimeout):
+                await a.call(peer, "t.echo", 2, timeout=0.3)
+            assert (await a.call(peer, "t.echo", 3))["body"] == 3
+        finally:
+            await b2.aclose()
+            for conn in list(b._conns):
+                conn.terminated(0, "test")
