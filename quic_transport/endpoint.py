@@ -28,11 +28,9 @@ import errno
 import functools
 import ipaddress
 import logging
-import os
 import socket
 import ssl
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +46,7 @@ from .connection import READY, PeerConnection
 from .errors import ConnectError, EndpointClosed, LocalError, RpcTimeout
 from .identity import NodeId, NodeKey
 from .rpc import BulkReader, CallContext, Chunks, FetchHandler, Handler, StreamHandler
+from .sizing import DatagramSizer
 from .streams import ERR_PROTOCOL, ERR_SHUTDOWN, Stream
 
 log = logging.getLogger(__name__)
@@ -55,7 +54,6 @@ log = logging.getLogger(__name__)
 ALPN = "p2pstore/1"
 CID_LENGTH = 8
 PING_METHOD = "transport.ping"
-_PMTU_CACHE_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +88,7 @@ class Endpoint:
         self._flush_scheduled = False
         self._closed = False
         self._all_closed = asyncio.Event()
-        self._probe_secret = os.urandom(32)
-        self._pmtu_cache: OrderedDict[tuple[str, int], int] = OrderedDict()
-        self._pmtu_confirmed: OrderedDict[tuple[str, int], int] = OrderedDict()
-        self._searches: dict[tuple[str, int], tuple[pmtu.PmtuSearch, asyncio.Event]] = {}
+        self._sizer = DatagramSizer(config, self._send_raw)
         self.stats = {"datagrams_in": 0, "datagrams_out": 0, "send_dropped": 0, "batches": 0}
         cert, private = make_certificate(key)
         self._server_conf = QuicConfiguration(
@@ -286,7 +281,7 @@ class Endpoint:
     async def _dial(self, peer: PeerAddress) -> PeerConnection:
         sockaddr = await self._resolve(peer.host, peer.port)
         addr = (str(sockaddr[0]), int(sockaddr[1]))
-        size = await self._discover_size(addr)
+        size = await self._sizer.discover(addr)
         conf = QuicConfiguration(
             is_client=True,
             alpn_protocols=[ALPN],
@@ -367,64 +362,6 @@ class Endpoint:
     async def serve_stream(self, conn: PeerConnection, stream: Stream) -> None:
         await rpc.serve(self, conn, stream)
 
-    # -- datagram size discovery -----------------------------------------------------------
-    async def _discover_size(self, addr: tuple[str, int]) -> int:
-        cfg = self.config
-        if not cfg.pmtu_probe or cfg.max_datagram_size <= cfg.min_datagram_size:
-            return cfg.min_datagram_size
-        cached = self._pmtu_cache.get(addr)
-        if cached is not None:
-            return cached
-        existing = self._searches.get(addr)
-        if existing is not None:
-            search, event = existing
-            await event.wait()
-            return search.result
-        search = pmtu.PmtuSearch(
-            low=cfg.min_datagram_size, high=cfg.max_datagram_size, rounds=cfg.pmtu_probe_rounds
-        )
-        event = asyncio.Event()
-        self._searches[addr] = (search, event)
-        try:
-            probes = search.start()
-            while probes:
-                for p in probes:
-                    self._send_raw(p, addr)
-                try:
-                    async with asyncio.timeout(cfg.pmtu_probe_timeout):
-                        while not search.done:
-                            event.clear()
-                            await event.wait()
-                except TimeoutError:
-                    pass
-                probes = search.on_round_timeout()
-            confirm = search.confirm()
-            if confirm is not None:
-                self._send_raw(confirm, addr)
-        finally:
-            del self._searches[addr]
-            event.set()
-        _remember(self._pmtu_cache, addr, search.result)
-        return search.result
-
-    def _on_probe_packet(self, data: bytes, addr: tuple[str, int]) -> None:
-        pkt = pmtu.parse(data)
-        if pkt is None:
-            return
-        if pkt.kind == pmtu.TYPE_PROBE:
-            reply = pmtu.reply_to(pkt, self._probe_secret, addr)
-            if reply is not None:
-                self._send_raw(reply, addr)
-        elif pkt.kind == pmtu.TYPE_ACK:
-            entry = self._searches.get(addr)
-            if entry is not None:
-                entry[0].on_packet(pkt)
-                entry[1].set()
-        else:
-            size = pmtu.confirmed_size(pkt, self._probe_secret, addr)
-            if size is not None:
-                _remember(self._pmtu_confirmed, addr, min(size, self.config.max_datagram_size))
-
     # -- socket I/O ----------------------------------------------------------------------
     def _send_raw(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
@@ -462,7 +399,7 @@ class Endpoint:
         if first & 0x80 == 0:  # short header: DCID has our fixed length
             if first & 0x40 == 0:
                 if pmtu.is_probe_packet(data):
-                    self._on_probe_packet(data, (addr[0], addr[1]))
+                    self._sizer.on_packet(data, (addr[0], addr[1]))
                 return
             conn = self._by_cid.get(data[1 : 1 + CID_LENGTH])
             if conn is None:
@@ -498,7 +435,7 @@ class Endpoint:
             or not self._make_room()
         ):
             return None
-        size = self._pmtu_confirmed.get((addr[0], addr[1]), self.config.min_datagram_size)
+        size = self._sizer.size_for_listener((addr[0], addr[1]))
         conf = dataclasses.replace(self._server_conf, max_datagram_size=size)
         quic = QuicConnection(configuration=conf, original_destination_connection_id=dcid)
         pacing.install(quic, size)
@@ -567,13 +504,6 @@ class Endpoint:
         conn.quic.handle_timer(now=self._loop.time())
         self._dirty.add(conn)
         self._flush()
-
-
-def _remember(cache: OrderedDict[tuple[str, int], int], addr: tuple[str, int], size: int) -> None:
-    cache[addr] = size
-    cache.move_to_end(addr)
-    while len(cache) > _PMTU_CACHE_SIZE:
-        cache.popitem(last=False)
 
 
 def _check_method(method: str) -> str:
