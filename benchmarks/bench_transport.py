@@ -9,7 +9,8 @@ first byte offered until the receiver's reply that it has everything):
   size discovered by probing (16 KiB on loopback) and capped at 1,452 bytes.
 
 Receivers run in a child process (one core), senders in this one (the other).
-``python -m benchmarks transport`` runs it; ``--quick`` uses 20 MiB transfers.
+``python -m benchmarks transport`` runs it; ``BENCH_QUICK=1`` (or ``--quick`` when run as
+``python -m benchmarks.bench_transport``) uses 20 MiB transfers.
 """
 
 from __future__ import annotations
