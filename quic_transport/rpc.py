@@ -137,7 +137,9 @@ class BulkReader:
             yield chunk
 
     def release(self) -> None:
-        if not self._released:
+        """Caller side: end the exchange (FIN, stop reading). Listener side: no-op,
+        the dispatcher releases the stream after the handler's reply."""
+        if not self._released and self._release_at_end:
             self._released = True
             self._stream.finish()
             self._stream.release()
@@ -226,7 +228,9 @@ async def serve(ep: Endpoint, conn: PeerConnection, stream: Stream) -> None:
         _reply_error(stream, e.code, e.message)
     except TimeoutError:
         _reply_error(stream, "timeout", f"handler for {method!r} took too long")
-    except (FrameError, StreamClosedError, RpcTimeout) as e:
+    except RpcTimeout as e:  # bulk data or credit did not come in time
+        _reply_error(stream, "timeout", str(e))
+    except (FrameError, StreamClosedError) as e:
         log.debug("stream %d from %s failed: %s", stream.stream_id, ctx.peer_id.short(), e)
     except Exception:
         log.exception("handler for %r failed", method)

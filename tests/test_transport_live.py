@@ -422,3 +422,20 @@ async def test_restarted_peer_is_redialled_after_one_timeout() -> None:
             await b2.aclose()
             for conn in list(b._conns):
                 conn.terminated(0, "test")
+
+
+async def test_stalled_upload_gets_a_timeout_reply() -> None:
+    async def sink(ctx: CallContext, header: Any, reader: BulkReader) -> Any:
+        return len(await reader.read_all(1 << 20))
+
+    async def stalling() -> AsyncIterator[bytes]:
+        yield b"a" * 100_000
+        await asyncio.sleep(0.8)  # longer than the listener's request_read_timeout
+        yield b"b" * 100_000
+
+    async with endpoints(2, FAST) as (a, b):
+        b.register_stream("t.sink", sink)
+        with pytest.raises(RpcError) as e:
+            await a.call_stream(address_of(b), "t.sink", None, stalling())
+        assert e.value.code == "timeout"
+        assert await a.call_stream(address_of(b), "t.sink", None, [b"c" * 10]) == 10
