@@ -134,12 +134,13 @@ class Endpoint:
         *,
         timeout: float = 10.0,  # noqa: ASYNC109
     ) -> Any:
-        conn = await self._connection(peer)
         started = self._loop.time()
+        conn = await self._connection(peer, timeout)
+        sent = self._loop.time()
         try:
-            return await rpc.call(conn, method, body, timeout)
+            return await rpc.call(conn, method, body, max(timeout - (sent - started), 0.001))
         except RpcTimeout:
-            self._drop_if_silent(conn, started)
+            self._drop_if_silent(conn, sent)
             raise
 
     async def call_stream(
@@ -155,7 +156,7 @@ class Endpoint:
 
         ``timeout`` bounds each wait for progress (credit, reply), not the transfer.
         """
-        conn = await self._connection(peer)
+        conn = await self._connection(peer, timeout)
         started = self._loop.time()
         try:
             return await rpc.call_stream(conn, method, header, chunks, timeout)
@@ -176,12 +177,13 @@ class Endpoint:
         Use ``async with await ep.fetch(...) as reader: async for chunk in reader``.
         ``timeout`` bounds each wait for the next piece.
         """
-        conn = await self._connection(peer)
+        conn = await self._connection(peer, timeout)
         return rpc.open_fetch(conn, method, header, timeout)
 
     async def ping(self, peer: PeerAddress, *, timeout: float = 5.0) -> float:  # noqa: ASYNC109
-        """Round-trip time in seconds of an empty call (dials if needed, not counted)."""
-        conn = await self._connection(peer)
+        """Round-trip time in seconds of an empty call (dials first if needed; the dial is
+        not counted in the result but is bounded by ``timeout`` too)."""
+        conn = await self._connection(peer, timeout)
         started = self._loop.time()
         t0 = time.perf_counter()
         try:
@@ -232,7 +234,9 @@ class Endpoint:
         self._sock.close()
 
     # -- connections -------------------------------------------------------------------
-    async def _connection(self, peer: PeerAddress) -> PeerConnection:
+    async def _connection(self, peer: PeerAddress, wait: float) -> PeerConnection:
+        """The READY connection to ``peer``, dialing (shared by concurrent callers) if
+        needed; ConnectError if none within ``wait`` seconds (or ``connect_timeout``)."""
         if self._closed:
             raise EndpointClosed("endpoint is closed")
         conn = self._peers.get(peer.node_id)
@@ -248,7 +252,12 @@ class Endpoint:
             task.add_done_callback(self._tasks.discard)
             task.add_done_callback(functools.partial(self._dial_done, peer.node_id))
         try:
-            return await asyncio.shield(task)
+            async with asyncio.timeout(wait):
+                return await asyncio.shield(task)
+        except TimeoutError:
+            raise ConnectError(
+                f"no authenticated connection to {peer.host}:{peer.port} within {wait} s"
+            ) from None
         except asyncio.CancelledError:
             if task.cancelled() and self._closed:
                 raise EndpointClosed("endpoint closed while dialing") from None

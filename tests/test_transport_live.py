@@ -118,6 +118,10 @@ async def test_unreachable_peer_is_a_connect_error() -> None:
             peer = PeerAddress(NodeKey.generate().node_id, *dead.getsockname())
             with pytest.raises(ConnectError):
                 await a.call(peer, "t.echo", 1)
+            t0 = asyncio.get_running_loop().time()
+            with pytest.raises(ConnectError, match=r"within 0\.2 s"):
+                await a.call(peer, "t.echo", 1, timeout=0.2)  # the whole call is bounded
+            assert asyncio.get_running_loop().time() - t0 < 0.5
     finally:
         dead.close()
 
@@ -206,7 +210,7 @@ async def test_garbage_and_half_open_streams_do_not_hurt_good_clients() -> None:
                 await asyncio.sleep(0.005)
 
         runner = asyncio.ensure_future(well_behaved())
-        conn = await evil._connection(address_of(server))
+        conn = await evil._connection(address_of(server), 5.0)
 
         async def misbehave(payload: bytes) -> BaseException | None:
             st = conn.open_stream()
