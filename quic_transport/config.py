@@ -29,6 +29,7 @@ class TransportConfig:
     max_concurrent_streams: int = 64  # incoming streams handled at once per connection
     # --- flow control ------------------------------------------------------------
     bulk_window: int = 8 << 20  # app-level credit a bulk receiver grants (bytes buffered)
+    connection_buffer_bytes: int = 64 << 20  # all streams of one connection together
     quic_max_data: int = 32 << 20  # QUIC connection window (initial)
     quic_max_stream_data: int = 16 << 20  # QUIC stream window (initial)
     socket_buffer_bytes: int = 4 << 20  # SO_RCVBUF / SO_SNDBUF
@@ -47,6 +48,7 @@ class TransportConfig:
             "max_connections",
             "max_concurrent_streams",
             "bulk_window",
+            "connection_buffer_bytes",
             "quic_max_data",
             "quic_max_stream_data",
             "socket_buffer_bytes",

@@ -78,6 +78,10 @@ class PeerConnection:
         self.last_used = asyncio.get_running_loop().time()
         self.last_received = self.last_used  # loop time of the last datagram from the peer
         self._incoming = 0
+        # Receive budget: bulk bytes queued or granted-but-unconsumed, all streams.
+        self.buffered = 0
+        self._starving: set[Stream] = set()
+        self._receivers: set[Stream] = set()
         # Peer-initiated bidi streams already seen, as "all indexes below the floor"
         # plus a set above it (QUIC's MAX_STREAMS keeps the set small).
         self._seen_floor = 0
@@ -113,8 +117,35 @@ class PeerConnection:
 
     def stream_released(self, stream_id: int) -> None:
         st = self.streams.pop(stream_id, None)
+        if st is not None:
+            self._starving.discard(st)
+            self._receivers.discard(st)
         if st is not None and self._is_peer_stream(stream_id):
             self._incoming -= 1
+
+    def credit_left(self) -> int:
+        return self.endpoint.config.connection_buffer_bytes - self.buffered
+
+    def credit_delta(self, stream: Stream, delta: int) -> None:
+        self.buffered += delta
+        if delta < 0 and self._starving:
+            # Budget freed: let streams that were granted less than their window top up.
+            waiting, self._starving = self._starving, set()
+            waiting.discard(stream)
+            for st in waiting:
+                if self.streams.get(st.stream_id) is st:
+                    st.top_up()
+
+    def starving(self, stream: Stream) -> None:
+        self._starving.add(stream)
+
+    def add_receiver(self, stream: Stream) -> None:
+        self._receivers.add(stream)
+
+    def fair_share(self) -> int:
+        """Window each bulk receiver may keep granted: the budget split evenly."""
+        budget = self.endpoint.config.connection_buffer_bytes
+        return max(budget // max(len(self._receivers), 1), 64 * 1024)
 
     # -- streams -----------------------------------------------------------------------
     def new_stream(self, stream_id: int) -> Stream:

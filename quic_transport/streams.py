@@ -51,6 +51,11 @@ class StreamOwner(Protocol):
     def reset_stream(self, stream_id: int, code: int) -> None: ...
     def stop_stream(self, stream_id: int, code: int) -> None: ...
     def stream_released(self, stream_id: int) -> None: ...
+    def credit_left(self) -> int: ...
+    def credit_delta(self, stream: Stream, delta: int) -> None: ...
+    def starving(self, stream: Stream) -> None: ...
+    def add_receiver(self, stream: Stream) -> None: ...
+    def fair_share(self) -> int: ...
 
 
 class Stream:
@@ -61,13 +66,17 @@ class Stream:
         "_granted",
         "_items",
         "_limit",
+        "_msg_bytes",
+        "_msg_sizes",
         "_on_credit",
+        "_outstanding",
         "_queued_msgs",
         "_received",
         "_recv_done",
         "_send_credit",
         "_send_done",
         "_sent",
+        "_share",
         "_waiter",
         "_window",
         "owner",
@@ -92,6 +101,9 @@ class Stream:
         self._waiter: asyncio.Future[None] | None = None
         self._error: TransportError | None = None
         self._queued_msgs = 0
+        self._msg_sizes: deque[int] = deque()
+        self._msg_bytes = 0
+        self._outstanding = 0  # grant not yet consumed, as charged to the connection
         self._recv_done = False  # FIN received
         self._send_done = False  # FIN or reset sent
         # receiving bulk data
@@ -102,6 +114,7 @@ class Stream:
         self._send_credit = INITIAL_CREDIT
         self._sent = 0
         self._on_credit: Callable[[], None] | None = None
+        self._sync_outstanding()
 
     # -- called from the connection's event processing (synchronous) ------------
     def on_data(self, data: bytes, end: bool) -> None:
@@ -122,9 +135,11 @@ class Stream:
                         self._wake()
                         continue
                     self._queued_msgs += 1
-                    if self._queued_msgs > MAX_QUEUED_MESSAGES:
+                    self._msg_bytes += len(ev.payload)
+                    if self._queued_msgs > MAX_QUEUED_MESSAGES or self._msg_bytes > self._limit:
                         self.abort(ERR_PROTOCOL, FrameError("too many unread messages on a stream"))
                         return
+                    self._msg_sizes.append(len(ev.payload))
                     self._items.append(msg)
             if end:
                 self._decoder.finish()
@@ -132,6 +147,7 @@ class Stream:
         except FrameError as e:
             self.abort(ERR_FRAME, e)
             return
+        self._sync_outstanding()
         self._wake()
 
     def on_reset(self, code: int) -> None:
@@ -144,9 +160,16 @@ class Stream:
     def fail(self, error: TransportError) -> None:
         if self._error is None:
             self._error = error
-            self._items.clear()
-            self._queued_msgs = 0
+            self._clear()
         self._wake()
+
+    def _clear(self) -> None:
+        self._items.clear()
+        self._consumed = self._received  # dropped
+        self._queued_msgs = 0
+        self._msg_sizes.clear()
+        self._msg_bytes = 0
+        self._sync_outstanding()
 
     def abort(self, code: int, error: TransportError) -> None:
         """Fail locally and tell the peer (reset our side, stop theirs)."""
@@ -188,6 +211,7 @@ class Stream:
                     self._consume(len(item))
                 else:
                     self._queued_msgs -= 1
+                    self._msg_bytes -= self._msg_sizes.popleft()
                 return item
             if self._recv_done:
                 return None
@@ -203,19 +227,48 @@ class Stream:
 
     def _consume(self, n: int) -> None:
         self._consumed += n
+        self._sync_outstanding()  # return the bytes to the budget first (others may wait)
+        self.top_up()
+
+    def _sync_outstanding(self) -> None:
+        """Report this stream's unconsumed grant to the connection's budget."""
+        if self._error is not None:
+            now = 0
+        elif self._recv_done:  # nothing more will come: only what is queued counts
+            now = self._received - self._consumed
+        else:  # what is queued plus what the peer may still send
+            now = self._granted - self._consumed
+        if now != self._outstanding:
+            delta, self._outstanding = now - self._outstanding, now
+            self.owner.credit_delta(self, delta)
+
+    def top_up(self) -> None:
+        """Keep up to one window granted: ``window``, or the stream's fair share of the
+        connection budget if smaller, and never more than the budget has left."""
+        target = min(self._window, self.owner.fair_share())
         outstanding = self._granted - self._consumed
-        if outstanding <= self._window // 2:
-            self.grant(self._window - outstanding)
+        if outstanding <= target // 2 and not self._send_done and self._error is None:
+            self.grant(target - outstanding)
+        else:
+            self._sync_outstanding()
 
     def grant(self, amount: int) -> None:
-        """Allow the peer ``amount`` more bulk bytes."""
-        if amount > 0 and not self._send_done:
-            self._granted += amount
-            self.send_message(Credit(amount))
+        """Allow the peer up to ``amount`` more bulk bytes (less if the budget is short)."""
+        if self._send_done or self._error is not None:
+            return
+        allowed = min(amount, self.owner.credit_left())
+        if allowed < amount:
+            self.owner.starving(self)
+        if allowed > 0:
+            self._granted += allowed
+            self.send_message(Credit(allowed))
+        self._sync_outstanding()
 
     def open_window(self) -> None:
-        """Raise the peer's credit from the implicit initial grant to the full window."""
-        self.grant(self._window - INITIAL_CREDIT)
+        """This stream receives bulk data: raise the peer's credit from the implicit
+        initial grant to a window (and keep it there as data is consumed)."""
+        self.owner.add_receiver(self)
+        self.top_up()
 
     # -- sending ---------------------------------------------------------------------
     def send_message(self, msg: Message, *, end: bool = False) -> None:
@@ -271,5 +324,5 @@ class Stream:
         if not self._recv_done and self._error is None:
             self.owner.stop_stream(self.stream_id, ERR_CANCELLED)
         self._recv_done = True
-        self._items.clear()
+        self._clear()
         self.owner.stream_released(self.stream_id)

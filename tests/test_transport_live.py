@@ -443,3 +443,37 @@ async def test_stalled_upload_gets_a_timeout_reply() -> None:
             await a.call_stream(address_of(b), "t.sink", None, stalling())
         assert e.value.code == "timeout"
         assert await a.call_stream(address_of(b), "t.sink", None, [b"c" * 10]) == 10
+
+
+async def test_connection_budget_slows_many_uploads_without_failing_them() -> None:
+    from quic_transport.streams import INITIAL_CREDIT
+
+    budget = 2 << 20
+    cfg = TransportConfig(
+        bulk_window=1 << 20, connection_buffer_bytes=budget, pmtu_probe_timeout=0.1
+    )
+    peak = 0
+
+    async with endpoints(2, cfg) as (a, b):
+
+        async def slow_sink(ctx: CallContext, header: Any, reader: BulkReader) -> Any:
+            nonlocal peak
+            n = 0
+            async for chunk in reader:
+                n += len(chunk)
+                conn = next(iter(b._conns))
+                peak = max(peak, conn.buffered)
+                await asyncio.sleep(0.001)
+            return n
+
+        b.register_stream("t.slow", slow_sink)
+        size = 3 << 20
+        results = await asyncio.gather(
+            *(
+                a.call_stream(address_of(b), "t.slow", i, [bytes(size)], timeout=10)
+                for i in range(6)
+            )
+        )
+        assert results == [size] * 6
+        assert 0 < peak <= budget + 6 * INITIAL_CREDIT
+        assert next(iter(b._conns)).buffered == 0  # everything accounted back

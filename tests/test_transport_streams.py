@@ -40,6 +40,24 @@ class Pipe:
     def stream_released(self, stream_id: int) -> None:
         self.released = True
 
+    budget = 1 << 40
+    buffered = 0
+
+    def credit_left(self) -> int:
+        return self.budget - self.buffered
+
+    def credit_delta(self, stream: Stream, delta: int) -> None:
+        self.buffered += delta
+
+    def starving(self, stream: Stream) -> None:
+        pass
+
+    def add_receiver(self, stream: Stream) -> None:
+        pass
+
+    def fair_share(self) -> int:
+        return self.budget
+
 
 def pair() -> tuple[Stream, Stream, Pipe, Pipe]:
     pa, pb = Pipe(), Pipe()
