@@ -30,8 +30,9 @@ class TransportConfig:
     # --- flow control ------------------------------------------------------------
     bulk_window: int = 8 << 20  # app-level credit a bulk receiver grants (bytes buffered)
     connection_buffer_bytes: int = 64 << 20  # all streams of one connection together
-    quic_max_data: int = 32 << 20  # QUIC connection window (initial)
-    quic_max_stream_data: int = 16 << 20  # QUIC stream window (initial)
+    # QUIC windows (quicconn.py): advanced by delivery, never doubled on receipt.
+    quic_max_data: int = 32 << 20  # connection: bytes beyond those received
+    quic_max_stream_data: int = 10 << 20  # stream: bytes beyond those delivered
     socket_buffer_bytes: int = 4 << 20  # SO_RCVBUF / SO_SNDBUF
     recv_batch: int = 256  # datagrams drained per readiness event before transmitting
     # --- datagram size (path MTU discovery) -------------------------------------

@@ -36,15 +36,15 @@ from typing import Any
 
 from aioquic.buffer import Buffer  # type: ignore[attr-defined]
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
-from . import pacing, pmtu, rpc
+from . import pmtu, rpc
 from .auth import make_certificate
 from .config import TransportConfig
 from .connection import READY, PeerConnection
 from .errors import ConnectError, EndpointClosed, LocalError, RpcTimeout
 from .identity import NodeId, NodeKey
+from .quicconn import TransportQuicConnection
 from .rpc import BulkReader, CallContext, Chunks, FetchHandler, Handler, StreamHandler
 from .sizing import DatagramSizer
 from .streams import ERR_PROTOCOL, ERR_SHUTDOWN, Stream
@@ -304,8 +304,7 @@ class Endpoint:
         )
         if not self._make_room():
             raise LocalError(f"connection limit ({self.config.max_connections}) reached, none idle")
-        quic = QuicConnection(configuration=conf)
-        pacing.install(quic, size)
+        quic = self._new_quic(configuration=conf)
         conn = PeerConnection(self, quic, addr, expected=peer.node_id)
         self._conns.add(conn)
         self._all_closed.clear()
@@ -341,6 +340,13 @@ class Endpoint:
         victim = min(idle, key=lambda c: c.last_used)
         victim.close(0, "connection limit: closing the least recently used")
         return True
+
+    def _new_quic(self, **kwargs: Any) -> TransportQuicConnection:
+        return TransportQuicConnection(
+            stream_window=self.config.quic_max_stream_data,
+            connection_window=self.config.quic_max_data,
+            **kwargs,
+        )
 
     def connection_ready(self, conn: PeerConnection) -> None:
         assert conn.peer_id is not None
@@ -446,8 +452,7 @@ class Endpoint:
             return None
         size = self._sizer.size_for_listener((addr[0], addr[1]))
         conf = dataclasses.replace(self._server_conf, max_datagram_size=size)
-        quic = QuicConnection(configuration=conf, original_destination_connection_id=dcid)
-        pacing.install(quic, size)
+        quic = self._new_quic(configuration=conf, original_destination_connection_id=dcid)
         conn = PeerConnection(self, quic, (addr[0], addr[1]), expected=None)
         conn.auth_deadline = self._loop.call_later(self.config.connect_timeout, conn.auth_timed_out)
         self._conns.add(conn)
