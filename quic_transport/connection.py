@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 HANDSHAKE, AUTH, READY, CLOSED = "handshake", "auth", "ready", "closed"
 _AUTH_MESSAGE_LIMIT = 1024
+_EARLY_LIMIT = 1 << 20  # listener stream bytes a dialer holds while awaiting auth-ok
 
 
 class PeerConnection:
@@ -88,6 +89,8 @@ class PeerConnection:
         self._seen_above: set[int] = set()
         self._auth_decoder = FrameDecoder(max_message=_AUTH_MESSAGE_LIMIT, max_data=1)
         self._binding = b""
+        self._early: list[tuple[int, bytes, bool]] = []
+        self._early_bytes = 0
 
     def __repr__(self) -> str:
         who = self.peer_id or self.expected
@@ -220,6 +223,12 @@ class PeerConnection:
         self.close(ERR_AUTH, str(error)[:200])
 
     def _on_auth_data(self, stream_id: int, data: bytes, end: bool) -> None:
+        if stream_id != 0 and self.is_client and self._early_bytes + len(data) <= _EARLY_LIMIT:
+            # The listener is READY once it sent auth-ok and may call us at once; its
+            # stream can overtake auth-ok (loss, reordering). Hold it until we are READY.
+            self._early.append((stream_id, data, end))
+            self._early_bytes += len(data)
+            return
         if stream_id != 0 or self.state != AUTH:
             self.close(ERR_PROTOCOL, "stream opened before authentication")
             return
@@ -267,6 +276,10 @@ class PeerConnection:
         self.endpoint.connection_ready(self)
         if not self.ready.done():
             self.ready.set_result(None)
+        early, self._early = self._early, []
+        self._early_bytes = 0
+        for stream_id, data, end in early:
+            self._on_stream_data(stream_id, data, end)
 
     def _on_stream_data(self, stream_id: int, data: bytes, end: bool) -> None:
         if self.state != READY:

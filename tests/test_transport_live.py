@@ -477,3 +477,30 @@ async def test_connection_budget_slows_many_uploads_without_failing_them() -> No
         assert results == [size] * 6
         assert 0 < peak <= budget + 6 * INITIAL_CREDIT
         assert next(iter(b._conns)).buffered == 0  # everything accounted back
+
+
+async def test_listener_call_overtaking_auth_ok_is_held_not_fatal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from quic_transport import connection
+
+    original = connection.PeerConnection._on_handshake
+    seen: list[Any] = []
+
+    def overtaken(self: connection.PeerConnection) -> None:
+        original(self)
+        if self.is_client:  # as if the listener's first call arrived before auth-ok
+            early = encode_message(Request("t.record", "early"), limit=4096)
+            self._on_stream_data(1, early, True)
+
+    async def record(ctx: CallContext, body: Any) -> Any:
+        seen.append((ctx.peer_id, body))
+        return None
+
+    async with endpoints(2, FAST) as (a, b):
+        a.register("t.record", record)
+        b.register("t.echo", echo)
+        monkeypatch.setattr(connection.PeerConnection, "_on_handshake", overtaken)
+        assert (await a.call(address_of(b), "t.echo", 1))["body"] == 1
+        await asyncio.sleep(0.05)
+        assert seen == [(b.node_id, "early")]  # dispatched once READY, as the verified b
