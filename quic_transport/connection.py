@@ -24,7 +24,6 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from aioquic.quic import events
-from aioquic.quic.connection import QuicConnection
 
 from . import auth
 from .errors import (
@@ -37,6 +36,7 @@ from .errors import (
 from .framing import FrameDecoder, MessageFrame
 from .identity import NodeId
 from .messages import Auth, AuthOk, Err, decode_message, encode_message
+from .quicconn import TransportQuicConnection
 from .streams import ERR_AUTH, ERR_PROTOCOL, Stream
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class PeerConnection:
     def __init__(
         self,
         endpoint: Endpoint,
-        quic: QuicConnection,
+        quic: TransportQuicConnection,
         addr: tuple[str, int],
         *,
         expected: NodeId | None,

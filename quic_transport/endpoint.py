@@ -431,13 +431,24 @@ class Endpoint:
                 )
                 if conn is None:
                     return
+                self._feed(conn, data, addr, now)
+                if not conn.quic.opened_by_valid_packet():
+                    # Not a decryptable Initial (noise, or spoofed): keep no state for it,
+                    # or junk would hold connection slots until the auth deadline.
+                    conn.terminated(ERR_PROTOCOL, "invalid Initial")
+                    return
+                self._dirty.add(conn)
+                return
+        self._feed(conn, data, addr, now)
+        self._dirty.add(conn)
+
+    def _feed(self, conn: PeerConnection, data: bytes, addr: Any, now: float) -> None:
         conn.last_received = now
         try:
             conn.quic.receive_datagram(data, addr, now)
         except Exception:  # aioquic should not raise; if it does, only this peer suffers
             log.exception("aioquic failed on a datagram from %s", addr)
             conn.close(ERR_PROTOCOL, "internal error")
-        self._dirty.add(conn)
 
     def _accept(
         self, data: bytes, ptype: QuicPacketType, version: int | None, dcid: bytes, addr: Any

@@ -45,6 +45,14 @@ class TransportQuicConnection(QuicConnection):
         self._p2ps_connection_window = connection_window
         pacing.install(self, self._max_datagram_size)
 
+    def opened_by_valid_packet(self) -> bool:
+        """Listener side: whether any packet of this connection has been decrypted
+        (False after a first datagram that was noise or forged)."""
+        spaces = getattr(self, "_spaces", None)
+        if not spaces:
+            return True  # unknown internals: assume valid, the auth deadline still applies
+        return any(getattr(sp, "largest_received_packet", 0) >= 0 for sp in spaces.values())
+
     def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
         receiver = stream.receiver
         if stream.max_stream_data_local:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -234,7 +235,14 @@ async def test_garbage_and_half_open_streams_do_not_hurt_good_clients() -> None:
         for n in (0, 1, 5, 1200, 1500, 9000):
             raw.sendto(bytes([0xC3]) + b"\xee" * n, server.local_address)
             raw.sendto(b"\x40" + b"\x00" * n, server.local_address)
+        # well-formed Initial headers (QUIC v1, 8-byte CIDs) around random payloads
+        for _ in range(50):
+            junk = b"\xc3\x00\x00\x00\x01\x08" + os.urandom(8) + b"\x08" + os.urandom(8)
+            junk += b"\x00\x44\xb0" + os.urandom(1200)
+            raw.sendto(junk, server.local_address)
         raw.close()
+        await asyncio.sleep(0.05)
+        assert len(server._conns) == 2  # the good and the evil client; no junk state
         # too many streams at once: extras are answered "busy", the rest served
         many = await asyncio.gather(
             *(evil.call(address_of(server), "t.echo", i) for i in range(40)),
