@@ -6,7 +6,7 @@ import from here; nothing here imports from them. The public surface is listed i
 """
 
 from .config import TransportConfig
-from .endpoint import Endpoint, PeerAddress, open_endpoint
+from .endpoint import Endpoint, open_endpoint
 from .errors import (
     ConnectError,
     EndpointClosed,
@@ -21,7 +21,7 @@ from .errors import (
     TransportError,
 )
 from .identity import NodeId, NodeKey
-from .rpc import BulkReader, CallContext, FetchHandler, Handler, StreamHandler
+from .rpc import BulkReader, CallContext, FetchHandler, Handler, PeerAddress, StreamHandler
 
 __all__ = [
     "BulkReader",

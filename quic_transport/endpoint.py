@@ -31,7 +31,6 @@ import logging
 import socket
 import ssl
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from aioquic.buffer import Buffer  # type: ignore[attr-defined]
@@ -45,7 +44,15 @@ from .connection import READY, PeerConnection
 from .errors import ConnectError, EndpointClosed, LocalError, RpcTimeout
 from .identity import NodeId, NodeKey
 from .quicconn import TransportQuicConnection
-from .rpc import BulkReader, CallContext, Chunks, FetchHandler, Handler, StreamHandler
+from .rpc import (
+    BulkReader,
+    CallContext,
+    Chunks,
+    FetchHandler,
+    Handler,
+    PeerAddress,
+    StreamHandler,
+)
 from .sizing import DatagramSizer
 from .streams import ERR_PROTOCOL, ERR_SHUTDOWN, Stream
 
@@ -54,15 +61,6 @@ log = logging.getLogger(__name__)
 ALPN = "p2pstore/1"
 CID_LENGTH = 8
 PING_METHOD = "transport.ping"
-
-
-@dataclass(frozen=True, slots=True)
-class PeerAddress:
-    """How to dial a peer: its node ID and the UDP address of its endpoint."""
-
-    node_id: NodeId
-    host: str
-    port: int
 
 
 class Endpoint:

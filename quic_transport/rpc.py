@@ -48,12 +48,26 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
+class PeerAddress:
+    """How to dial a peer: its node ID and the UDP address of its endpoint."""
+
+    node_id: NodeId
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
 class CallContext:
     """What a handler learns about its caller."""
 
     peer_id: NodeId  # verified: the caller proved this key
-    host: str  # UDP source address of the caller's endpoint
-    port: int
+    host: str  # UDP source address of the caller's endpoint (its listen address,
+    port: int  # since one socket listens and dials; absent NAT)
+
+    @property
+    def address(self) -> PeerAddress:
+        """The caller as a dialable peer (for routing tables)."""
+        return PeerAddress(self.peer_id, self.host, self.port)
 
 
 Handler = Callable[[CallContext, Any], Awaitable[Any]]

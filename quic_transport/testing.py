@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from .config import TransportConfig
-from .endpoint import Endpoint, PeerAddress, open_endpoint
+from .endpoint import Endpoint, open_endpoint
 from .identity import NodeKey
+from .rpc import PeerAddress
 
 
 def address_of(ep: Endpoint) -> PeerAddress:

@@ -34,6 +34,7 @@ FAST = TransportConfig(
 
 
 async def echo(ctx: CallContext, body: Any) -> Any:
+    assert ctx.address == PeerAddress(ctx.peer_id, ctx.host, ctx.port)
     return {"peer": ctx.peer_id.raw, "port": ctx.port, "body": body}
 
 
