@@ -28,6 +28,7 @@ import errno
 import functools
 import ipaddress
 import logging
+import os
 import socket
 import ssl
 import time
@@ -35,7 +36,13 @@ from typing import Any
 
 from aioquic.buffer import Buffer  # type: ignore[attr-defined]
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.packet import QuicPacketType, pull_quic_header
+from aioquic.quic.packet import (
+    QuicHeader,
+    QuicPacketType,
+    encode_quic_retry,
+    pull_quic_header,
+)
+from aioquic.quic.retry import QuicRetryTokenHandler
 
 from . import pmtu, rpc
 from .auth import make_certificate
@@ -87,6 +94,7 @@ class Endpoint:
         self._closed = False
         self._all_closed = asyncio.Event()
         self._sizer = DatagramSizer(config, self._send_raw)
+        self._retry = QuicRetryTokenHandler()
         self.stats = {"datagrams_in": 0, "datagrams_out": 0, "send_dropped": 0, "batches": 0}
         cert, private = make_certificate(key)
         self._server_conf = QuicConfiguration(
@@ -424,9 +432,7 @@ class Endpoint:
                 return
             conn = self._by_cid.get(header.destination_cid)
             if conn is None:
-                conn = self._accept(
-                    data, header.packet_type, header.version, header.destination_cid, addr
-                )
+                conn = self._accept(data, header, addr)
                 if conn is None:
                     return
                 self._feed(conn, data, addr, now)
@@ -448,27 +454,66 @@ class Endpoint:
             log.exception("aioquic failed on a datagram from %s", addr)
             conn.close(ERR_PROTOCOL, "internal error")
 
-    def _accept(
-        self, data: bytes, ptype: QuicPacketType, version: int | None, dcid: bytes, addr: Any
-    ) -> PeerConnection | None:
+    def _accept(self, data: bytes, header: QuicHeader, addr: Any) -> PeerConnection | None:
         if (
             self._closed
-            or ptype != QuicPacketType.INITIAL
+            or header.packet_type != QuicPacketType.INITIAL
             or len(data) < 1200
-            or version not in self._server_conf.supported_versions
-            or not self._make_room()
+            or header.version not in self._server_conf.supported_versions
         ):
+            return None
+        dcid = header.destination_cid
+        retry_source: bytes | None = None
+        if header.token:
+            # The caller answers our Retry: the token proves it receives at ``addr``.
+            try:
+                original = self._retry.validate_token(
+                    address=addr, destination_cid=dcid, token=header.token, now=self._loop.time()
+                )
+            except ValueError:
+                return None
+            dcid, retry_source = original, header.destination_cid
+        elif self._under_pressure():
+            # Half the slots taken: validate the address before keeping any state
+            # (RFC 9000 section 8.1.2), so spoofed Initials cannot hold slots.
+            source = os.urandom(CID_LENGTH)
+            token = self._retry.create_token(
+                address=addr,
+                original_destination_connection_id=dcid,
+                retry_source_connection_id=source,
+                now=self._loop.time(),
+            )
+            assert header.version is not None
+            retry = encode_quic_retry(
+                version=header.version,
+                source_cid=source,
+                destination_cid=header.source_cid,
+                original_destination_cid=dcid,
+                retry_token=token,
+            )
+            self._send_raw(retry, (addr[0], addr[1]))
+            self.stats["retries"] = self.stats.get("retries", 0) + 1
+            return None
+        if not self._make_room():
             return None
         size = self._sizer.size_for_listener((addr[0], addr[1]))
         conf = dataclasses.replace(self._server_conf, max_datagram_size=size)
-        quic = self._new_quic(configuration=conf, original_destination_connection_id=dcid)
+        quic = self._new_quic(
+            configuration=conf,
+            original_destination_connection_id=dcid,
+            retry_source_connection_id=retry_source,
+        )
         conn = PeerConnection(self, quic, (addr[0], addr[1]), expected=None)
         conn.auth_deadline = self._loop.call_later(self.config.connect_timeout, conn.auth_timed_out)
         self._conns.add(conn)
         self._all_closed.clear()
-        self.add_cid(conn, dcid)
+        self.add_cid(conn, header.destination_cid)
         self.add_cid(conn, quic.host_cid)
         return conn
+
+    def _under_pressure(self) -> bool:
+        live = sum(1 for c in self._conns if not c.closing)
+        return live >= self.config.max_connections // 2
 
     def schedule_flush(self, conn: PeerConnection) -> None:
         self._dirty.add(conn)

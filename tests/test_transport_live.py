@@ -513,3 +513,42 @@ async def test_listener_call_overtaking_auth_ok_is_held_not_fatal(
         assert (await a.call(address_of(b), "t.echo", 1))["body"] == 1
         await asyncio.sleep(0.05)
         assert seen == [(b.node_id, "early")]  # dispatched once READY, as the verified b
+
+
+async def test_address_validation_under_pressure() -> None:
+    cfg = TransportConfig(max_connections=4, pmtu_probe_timeout=0.1)
+    async with endpoints(4, cfg) as (server, a, b, c):
+        await a.ping(address_of(server))
+        assert server.stats.get("retries", 0) == 0  # no Retry while there is room
+        await b.ping(address_of(server))
+        await c.ping(address_of(server))  # half the slots taken: this one via Retry
+        assert server.stats["retries"] >= 1
+        assert sorted(n.raw for n in server.connected_peers) == sorted(
+            e.node_id.raw for e in (a, b, c)
+        )
+
+
+async def test_valid_initials_from_nowhere_hold_no_state_under_pressure() -> None:
+    import ssl
+
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+
+    cfg = TransportConfig(max_connections=2, pmtu_probe_timeout=0.1)
+    async with endpoints(2, cfg) as (server, a):
+        await a.ping(address_of(server))
+        raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # never reads: "spoofed"
+        try:
+            for _ in range(20):
+                q = QuicConnection(
+                    configuration=QuicConfiguration(
+                        is_client=True, alpn_protocols=["p2pstore/1"], verify_mode=ssl.CERT_NONE
+                    )
+                )
+                q.connect(server.local_address, now=0.0)
+                for data, _ in q.datagrams_to_send(0.0):
+                    raw.sendto(data, server.local_address)
+            await asyncio.sleep(0.1)
+            assert len(server._conns) == 1 and server.stats["retries"] >= 20
+        finally:
+            raw.close()
