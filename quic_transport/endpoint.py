@@ -28,7 +28,6 @@ import errno
 import functools
 import ipaddress
 import logging
-import os
 import socket
 import ssl
 import time
@@ -36,15 +35,10 @@ from typing import Any
 
 from aioquic.buffer import Buffer  # type: ignore[attr-defined]
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.packet import (
-    QuicHeader,
-    QuicPacketType,
-    encode_quic_retry,
-    pull_quic_header,
-)
-from aioquic.quic.retry import QuicRetryTokenHandler
+from aioquic.quic.packet import QuicHeader, pull_quic_header
 
 from . import pmtu, rpc
+from .admission import Admission
 from .auth import make_certificate
 from .config import TransportConfig
 from .connection import READY, PeerConnection
@@ -94,8 +88,7 @@ class Endpoint:
         self._closed = False
         self._all_closed = asyncio.Event()
         self._sizer = DatagramSizer(config, self._send_raw)
-        self._retry = QuicRetryTokenHandler()
-        self.stats = {"datagrams_in": 0, "datagrams_out": 0, "send_dropped": 0, "batches": 0}
+        self._stats = {"datagrams_in": 0, "datagrams_out": 0, "send_dropped": 0, "batches": 0}
         cert, private = make_certificate(key)
         self._server_conf = QuicConfiguration(
             is_client=False,
@@ -109,12 +102,23 @@ class Endpoint:
             max_datagram_size=config.min_datagram_size,
         )
         self._loop.add_reader(sock.fileno(), self._on_readable)
+        self._admission = Admission(
+            versions=self._server_conf.supported_versions,
+            cid_length=CID_LENGTH,
+            send=self._send_raw,
+            clock=self._loop.time,
+        )
         self.register(PING_METHOD, _ping_handler)
 
     # -- public API --------------------------------------------------------------------
     @property
     def local_address(self) -> tuple[str, int]:
         return (str(self._local[0]), int(self._local[1]))
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: datagrams in/out, sends dropped, receive batches, Retries sent."""
+        return {**self._stats, "retries": self._admission.retries}
 
     @property
     def connected_peers(self) -> list[NodeId]:
@@ -387,13 +391,13 @@ class Endpoint:
     def _send_raw(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
             self._sock.sendto(data, addr)
-            self.stats["datagrams_out"] += 1
+            self._stats["datagrams_out"] += 1
         except BlockingIOError:
-            self.stats["send_dropped"] += 1
+            self._stats["send_dropped"] += 1
         except OSError as e:
             if e.errno != errno.EMSGSIZE:
                 log.debug("sendto %s failed: %s", addr, e)
-            self.stats["send_dropped"] += 1
+            self._stats["send_dropped"] += 1
 
     def _on_readable(self) -> None:
         sock = self._sock
@@ -409,8 +413,8 @@ class Endpoint:
                 continue
             n += 1
             self._on_datagram(data, addr, clock())
-        self.stats["datagrams_in"] += n
-        self.stats["batches"] += 1
+        self._stats["datagrams_in"] += n
+        self._stats["batches"] += 1
         self._flush()
 
     def _on_datagram(self, data: bytes, addr: Any, now: float) -> None:
@@ -455,53 +459,17 @@ class Endpoint:
             conn.close(ERR_PROTOCOL, "internal error")
 
     def _accept(self, data: bytes, header: QuicHeader, addr: Any) -> PeerConnection | None:
-        if (
-            self._closed
-            or header.packet_type != QuicPacketType.INITIAL
-            or len(data) < 1200
-            or header.version not in self._server_conf.supported_versions
-        ):
+        if self._closed:
             return None
-        dcid = header.destination_cid
-        retry_source: bytes | None = None
-        if header.token:
-            # The caller answers our Retry: the token proves it receives at ``addr``.
-            try:
-                original = self._retry.validate_token(
-                    address=addr, destination_cid=dcid, token=header.token, now=self._loop.time()
-                )
-            except ValueError:
-                return None
-            dcid, retry_source = original, header.destination_cid
-        elif self._under_pressure():
-            # Half the slots taken: validate the address before keeping any state
-            # (RFC 9000 section 8.1.2), so spoofed Initials cannot hold slots.
-            source = os.urandom(CID_LENGTH)
-            token = self._retry.create_token(
-                address=addr,
-                original_destination_connection_id=dcid,
-                retry_source_connection_id=source,
-                now=self._loop.time(),
-            )
-            assert header.version is not None
-            retry = encode_quic_retry(
-                version=header.version,
-                source_cid=source,
-                destination_cid=header.source_cid,
-                original_destination_cid=dcid,
-                retry_token=token,
-            )
-            self._send_raw(retry, (addr[0], addr[1]))
-            self.stats["retries"] = self.stats.get("retries", 0) + 1
-            return None
-        if not self._make_room():
+        admitted = self._admission.admit(data, header, addr, under_pressure=self._under_pressure())
+        if admitted is None or not self._make_room():
             return None
         size = self._sizer.size_for_listener((addr[0], addr[1]))
         conf = dataclasses.replace(self._server_conf, max_datagram_size=size)
         quic = self._new_quic(
             configuration=conf,
-            original_destination_connection_id=dcid,
-            retry_source_connection_id=retry_source,
+            original_destination_connection_id=admitted.original_dcid,
+            retry_source_connection_id=admitted.retry_source,
         )
         conn = PeerConnection(self, quic, (addr[0], addr[1]), expected=None)
         conn.auth_deadline = self._loop.call_later(self.config.connect_timeout, conn.auth_timed_out)
@@ -549,11 +517,11 @@ class Endpoint:
                 sendto(data, addr)
                 sent += 1
             except BlockingIOError:
-                self.stats["send_dropped"] += 1
+                self._stats["send_dropped"] += 1
             except OSError as e:
                 log.debug("sendto %s failed: %s", addr, e)
-                self.stats["send_dropped"] += 1
-        self.stats["datagrams_out"] += sent
+                self._stats["send_dropped"] += 1
+        self._stats["datagrams_out"] += sent
         conn.process_events()  # datagrams_to_send may end a closing connection
         if conn not in self._conns:
             return
