@@ -11,6 +11,7 @@ class DhtConfig:
     alpha: int = 3  # requests in flight per lookup
     beta: int | None = None  # closest answered before a lookup stops; None = k (strict)
     request_timeout: float = 5.0  # seconds per request; a dead peer costs at most this
+    slow_after: float = 1.0  # an unanswered request stops holding an alpha slot after this
     max_queries: int = 400  # per lookup
     stale_failures: int = 2  # consecutive failures before eviction when a replacement waits
     max_failures: int = 5  # consecutive failures before eviction otherwise

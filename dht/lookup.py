@@ -12,6 +12,11 @@ Parameters:
   (``beta == k`` is the strict paper termination; libp2p uses ``beta = 3`` with
   ``alpha = 10``). docs/dht.md records the measurement behind the defaults.
 - ``max_queries``: a hard cap on requests, so no peer can keep a lookup alive forever.
+- ``slow_after``: a request unanswered for this long is *presumed failed*: it stops
+  counting against ``alpha`` and leaves the window of closest candidates (it may still
+  answer until ``timeout`` and then rejoins), so a dead or slow peer delays a lookup
+  by ``slow_after`` rather than the full timeout. At most ``3 * alpha`` requests are
+  ever in flight.
 
 Invariants:
 - Only candidates among the ``k`` closest non-failed ones are ever queried, so a peer
@@ -71,6 +76,7 @@ class Lookup:
         beta: int | None = None,
         timeout: float = 5.0,
         max_queries: int = 400,
+        slow_after: float | None = None,
         self_id: NodeId | None = None,
     ) -> None:
         if k < 1 or alpha < 1:
@@ -81,6 +87,7 @@ class Lookup:
         self.beta = k if beta is None else max(1, min(beta, k))
         self.timeout = timeout
         self.max_queries = max_queries
+        self.slow_after = timeout if slow_after is None else min(slow_after, timeout)
         self._t = int(target)
         self._self_id = self_id
         self._cands: dict[NodeId, _Cand] = {}
@@ -105,44 +112,83 @@ class Lookup:
         self._cands[nid] = _Cand(contact, d, hop)
         bisect.insort(self._order, (d, nid))
 
-    def _window(self) -> list[_Cand]:
-        """The k closest candidates that have not failed, nearest first."""
+    def _window(self, now: float) -> list[_Cand]:
+        """The k closest candidates not failed nor presumed failed, nearest first."""
         out: list[_Cand] = []
+        slow_before = now - self.slow_after
         for _, nid in self._order:
             c = self._cands[nid]
-            if c.state is not _State.FAILED:
-                out.append(c)
-                if len(out) == self.k:
-                    break
+            if c.state is _State.FAILED:
+                continue
+            if c.state is _State.INFLIGHT and c.sent_at <= slow_before:
+                continue
+            out.append(c)
+            if len(out) == self.k:
+                break
         return out
 
-    @property
-    def done(self) -> bool:
-        window = self._window()
+    def is_done(self, now: float) -> bool:
+        window = self._window(now)
         head = window[: self.beta]
         if head and all(c.state is _State.OK for c in head):
             return True
-        if self._inflight:
+        if self._active(now):
             return False
-        if self.queries >= self.max_queries:
-            return True
-        return not any(c.state is _State.NEW for c in window)
+        if self.queries >= self.max_queries or self._inflight >= 3 * self.alpha:
+            return not self._inflight
+        return not any(c.state is _State.NEW for c in window) and not self._inflight
 
     def next_queries(self, now: float) -> list[Contact]:
         """Contacts to send a request to now (marked in flight)."""
-        if self.done:
+        if self.is_done(now):
             return []
         out: list[Contact] = []
-        for c in self._window():
-            if self._inflight >= self.alpha or self.queries >= self.max_queries:
+        active = self._active(now)
+        for c in self._window(now):
+            if (
+                active >= self.alpha
+                or self._inflight >= 3 * self.alpha
+                or self.queries >= self.max_queries
+            ):
                 break
             if c.state is _State.NEW:
                 c.state = _State.INFLIGHT
                 c.sent_at = now
                 self._inflight += 1
+                active += 1
                 self.queries += 1
                 out.append(c.contact)
         return out
+
+    def _active(self, now: float) -> int:
+        """Requests in flight that are not yet slow."""
+        if not self._inflight:
+            return 0
+        return sum(
+            1
+            for c in self._cands.values()
+            if c.state is _State.INFLIGHT and now - c.sent_at < self.slow_after
+        )
+
+    def next_wakeup(self, now: float) -> float | None:
+        """When the driver should call ``next_queries``/``expire`` again even if no
+        answer arrives: the next moment a request becomes slow or times out."""
+        times = []
+        for c in self._cands.values():
+            if c.state is _State.INFLIGHT:
+                for t in (c.sent_at + self.slow_after, c.sent_at + self.timeout):
+                    if t > now:
+                        times.append(t)
+        return min(times) if times else None
+
+    def slow_ids(self, now: float) -> list[NodeId]:
+        """Requests still in flight that are presumed failed (for the driver's
+        bookkeeping when it abandons them)."""
+        return [
+            nid
+            for nid, c in self._cands.items()
+            if c.state is _State.INFLIGHT and now - c.sent_at >= self.slow_after
+        ]
 
     def on_response(self, node_id: NodeId, contacts: Iterable[Contact], now: float) -> None:
         """``node_id`` answered with ``contacts`` (already schema-checked by the driver)."""
@@ -174,10 +220,6 @@ class Lookup:
         for nid in late:
             self.on_failure(nid, now)
         return late
-
-    def next_deadline(self) -> float | None:
-        sent = [c.sent_at for c in self._cands.values() if c.state is _State.INFLIGHT]
-        return min(sent) + self.timeout if sent else None
 
     def result(self) -> list[Contact]:
         """Up to k nodes that answered, closest to the target first."""

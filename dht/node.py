@@ -224,6 +224,7 @@ class DhtNode:
             beta=cfg.beta,
             timeout=cfg.request_timeout,
             max_queries=cfg.max_queries,
+            slow_after=cfg.slow_after,
             self_id=self.node_id,
         )
         now_wall = self.clock.time()
@@ -236,7 +237,13 @@ class DhtNode:
                     pending[asyncio.create_task(self._query(c, method, target))] = c
                 if not pending:
                     break
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                now = self.clock.monotonic()
+                wake = lk.next_wakeup(now)
+                done, _ = await asyncio.wait(
+                    pending,
+                    timeout=None if wake is None else max(0.0, wake - now),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
                 now = self.clock.monotonic()
                 for t in done:
                     c = pending.pop(t)
@@ -250,11 +257,15 @@ class DhtNode:
                         held[c.node_id] = rec.seq
                         if best is None or record_order(rec) > record_order(best):
                             best = rec
-                if lk.done:
+                if lk.is_done(now):
                     break
         finally:
-            for t in pending:
+            # Abandoned requests that were already presumed failed count as failures.
+            slow = set(lk.slow_ids(self.clock.monotonic()))
+            for t, c in pending.items():
                 t.cancel()
+                if c.node_id in slow:
+                    self.table.failed(c.node_id, self.clock.monotonic())
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
         self.table.lookup_done(target, self.clock.monotonic())
