@@ -16,6 +16,7 @@ class DhtConfig:
     stale_failures: int = 2  # consecutive failures before eviction when a replacement waits
     max_failures: int = 5  # consecutive failures before eviction otherwise
     ping_attempts: int = 2  # tries when pinging the oldest contact of a full bucket
+    join_refresh_max: int = 8  # at most this many empty-bucket lookups when joining
     refresh_interval: float = 3600.0  # a bucket with no lookup for this long is refreshed
     maintenance_interval: float = 60.0  # mean period of the maintenance tick (jittered)
     max_refresh_per_tick: int = 2  # bucket refreshes per tick, so refresh is spread out

@@ -12,6 +12,7 @@ port (uint)]``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from dht.errors import MessageError
 from quic_transport.identity import ID_BYTES, NodeId
 
 MAX_HOST_LEN = 255
+_HOST_RE = re.compile(r"[!-~]{1,255}")  # printable ASCII, no whitespace
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,13 +34,7 @@ class Contact:
     def __post_init__(self) -> None:
         if not isinstance(self.node_id, NodeId):
             raise MessageError("contact node_id must be a NodeId")
-        if (
-            not isinstance(self.host, str)
-            or not 0 < len(self.host) <= MAX_HOST_LEN
-            or not self.host.isascii()
-            or not self.host.isprintable()
-            or any(c.isspace() for c in self.host)
-        ):
+        if not isinstance(self.host, str) or not _HOST_RE.fullmatch(self.host):
             raise MessageError("contact host must be 1-255 printable ASCII characters")
         if isinstance(self.port, bool) or not isinstance(self.port, int):
             raise MessageError("contact port must be an integer")

@@ -63,6 +63,10 @@ class LookupStats:
     candidates: int
 
 
+def _dist(c: _Cand) -> int:
+    return c.dist
+
+
 class Lookup:
     """One iterative lookup for ``target``. See the module docstring."""
 
@@ -90,8 +94,9 @@ class Lookup:
         self.slow_after = timeout if slow_after is None else min(slow_after, timeout)
         self._t = int(target)
         self._self_id = self_id
-        self._cands: dict[NodeId, _Cand] = {}
-        self._order: list[tuple[int, NodeId]] = []  # sorted by distance
+        # keyed by raw ID bytes (their hash is cached; NodeId's is recomputed)
+        self._cands: dict[bytes, _Cand] = {}
+        self._order: list[_Cand] = []  # sorted by distance to the target
         self._inflight = 0
         self.queries = 0
         self.answered = 0
@@ -103,21 +108,20 @@ class Lookup:
         nid = contact.node_id
         if nid == self._self_id:
             return
-        cand = self._cands.get(nid)
+        cand = self._cands.get(nid.raw)
         if cand is not None:
             if cand.state is _State.NEW and hop < cand.hop:
                 cand.hop = hop
             return
-        d = int(nid) ^ self._t
-        self._cands[nid] = _Cand(contact, d, hop)
-        bisect.insort(self._order, (d, nid))
+        cand = _Cand(contact, int(nid) ^ self._t, hop)
+        self._cands[nid.raw] = cand
+        bisect.insort(self._order, cand, key=_dist)
 
     def _window(self, now: float) -> list[_Cand]:
         """The k closest candidates not failed nor presumed failed, nearest first."""
         out: list[_Cand] = []
         slow_before = now - self.slow_after
-        for _, nid in self._order:
-            c = self._cands[nid]
+        for c in self._order:
             if c.state is _State.FAILED:
                 continue
             if c.state is _State.INFLIGHT and c.sent_at <= slow_before:
@@ -185,14 +189,14 @@ class Lookup:
         """Requests still in flight that are presumed failed (for the driver's
         bookkeeping when it abandons them)."""
         return [
-            nid
-            for nid, c in self._cands.items()
+            c.contact.node_id
+            for c in self._order
             if c.state is _State.INFLIGHT and now - c.sent_at >= self.slow_after
         ]
 
     def on_response(self, node_id: NodeId, contacts: Iterable[Contact], now: float) -> None:
         """``node_id`` answered with ``contacts`` (already schema-checked by the driver)."""
-        cand = self._cands.get(node_id)
+        cand = self._cands.get(node_id.raw)
         if cand is None or cand.state is not _State.INFLIGHT:
             return  # late or unsolicited: ignore
         cand.state = _State.OK
@@ -203,7 +207,7 @@ class Lookup:
                 self._add(c, cand.hop + 1)
 
     def on_failure(self, node_id: NodeId, now: float) -> None:
-        cand = self._cands.get(node_id)
+        cand = self._cands.get(node_id.raw)
         if cand is None or cand.state is not _State.INFLIGHT:
             return
         cand.state = _State.FAILED
@@ -213,8 +217,8 @@ class Lookup:
     def expire(self, now: float) -> list[NodeId]:
         """Fail every request in flight for ``timeout`` or longer; returns their IDs."""
         late = [
-            nid
-            for nid, c in self._cands.items()
+            c.contact.node_id
+            for c in self._order
             if c.state is _State.INFLIGHT and now - c.sent_at >= self.timeout
         ]
         for nid in late:
@@ -224,8 +228,7 @@ class Lookup:
     def result(self) -> list[Contact]:
         """Up to k nodes that answered, closest to the target first."""
         out: list[Contact] = []
-        for _, nid in self._order:
-            c = self._cands[nid]
+        for c in self._order:
             if c.state is _State.OK:
                 out.append(c.contact)
                 if len(out) == self.k:
@@ -233,9 +236,9 @@ class Lookup:
         return out
 
     def answered_ids(self) -> set[NodeId]:
-        return {nid for nid, c in self._cands.items() if c.state is _State.OK}
+        return {c.contact.node_id for c in self._order if c.state is _State.OK}
 
     def stats(self) -> LookupStats:
         res = self.result()
-        hops = max((self._cands[c.node_id].hop for c in res), default=0)
+        hops = max((self._cands[c.node_id.raw].hop for c in res), default=0)
         return LookupStats(self.queries, self.answered, self.failures, hops, len(self._cands))

@@ -61,6 +61,10 @@ from quic_transport.identity import NodeId
 
 log = logging.getLogger(__name__)
 
+# Join-time lookups into empty buckets only need to meet some nodes there (and be
+# met by them), not to find that region's exact k closest: stop once 3 have answered.
+JOIN_REFRESH_BETA = 3
+
 
 @dataclass(frozen=True, slots=True)
 class LookupOutcome:
@@ -156,6 +160,22 @@ class DhtNode:
         if not candidates and not len(self.table):
             raise DhtLocalError("no seeds and no contacts to bootstrap from")
         await self._lookup(self.node_id, FIND_NODE, extra=candidates)
+        # Populate the regions the self-lookup left empty, so no part of the ID space
+        # is unreachable through us (without this, a node whose join only met peers
+        # in its own half of the space never learns anyone in the other half).
+        empty = self.table.empty_buckets()[: self.config.join_refresh_max]
+        if empty:
+            await asyncio.gather(
+                *(
+                    self._lookup(
+                        self.table.random_id_in(i, self.rng),
+                        FIND_NODE,
+                        extra=self.seeds,
+                        beta=JOIN_REFRESH_BETA,
+                    )
+                    for i in empty
+                )
+            )
         return len(self.table)
 
     # ---- public operations ---------------------------------------------------------
@@ -210,7 +230,12 @@ class DhtNode:
 
     # ---- lookups -------------------------------------------------------------------
     async def _lookup(
-        self, target: NodeId, method: str, extra: Sequence[Contact] = ()
+        self,
+        target: NodeId,
+        method: str,
+        extra: Sequence[Contact] = (),
+        *,
+        beta: int | None = None,
     ) -> LookupOutcome:
         cfg = self.config
         initial = self.table.closest(target, cfg.k)
@@ -221,7 +246,7 @@ class DhtNode:
             [*initial, *extra],
             k=cfg.k,
             alpha=cfg.alpha,
-            beta=cfg.beta,
+            beta=cfg.beta if beta is None else beta,
             timeout=cfg.request_timeout,
             max_queries=cfg.max_queries,
             slow_after=cfg.slow_after,

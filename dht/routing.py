@@ -53,10 +53,10 @@ class _Entry:
 
 @dataclass(slots=True)
 class _Bucket:
-    entries: OrderedDict[NodeId, _Entry] = field(default_factory=OrderedDict)
-    replacements: OrderedDict[NodeId, Contact] = field(default_factory=OrderedDict)
+    entries: OrderedDict[bytes, _Entry] = field(default_factory=OrderedDict)
+    replacements: OrderedDict[bytes, Contact] = field(default_factory=OrderedDict)
     last_lookup: float = 0.0
-    pending_ping: NodeId | None = None
+    pending_ping: bytes | None = None
 
 
 class RoutingTable:
@@ -82,6 +82,7 @@ class RoutingTable:
         self._self_int = int(self_id)
         self._buckets = [_Bucket(last_lookup=now) for _ in range(ID_BITS)]
         self._count = 0
+        self._flat: list[_Entry] | None = None  # all entries; rebuilt after changes
 
     # ---- geometry -------------------------------------------------------------------
     def bucket_index(self, node_id: NodeId) -> int:
@@ -101,79 +102,85 @@ class RoutingTable:
         nid = contact.node_id
         if nid == self.self_id:
             return None
+        key = nid.raw  # bytes keys: their hash is cached
         b = self._buckets[self.bucket_index(nid)]
-        entry = b.entries.get(nid)
+        entry = b.entries.get(key)
         if entry is not None:
             entry.contact = contact  # ID verified by the transport; address may move
             entry.last_seen = now
             entry.failures = 0
-            b.entries.move_to_end(nid)
+            b.entries.move_to_end(key)
             return None
         if len(b.entries) < self.k:
-            b.replacements.pop(nid, None)
-            b.entries[nid] = _Entry(contact, int(nid), now)
+            b.replacements.pop(key, None)
+            b.entries[key] = _Entry(contact, int(nid), now)
             self._count += 1
+            self._flat = None
             return None
-        b.replacements.pop(nid, None)
-        b.replacements[nid] = contact
+        b.replacements.pop(key, None)
+        b.replacements[key] = contact
         while len(b.replacements) > self.replacement_size:
             b.replacements.popitem(last=False)
         if b.pending_ping is None:
             oldest = next(iter(b.entries.values()))
-            b.pending_ping = oldest.contact.node_id
+            b.pending_ping = oldest.contact.node_id.raw
             return oldest.contact
         return None
 
     def ping_result(self, node_id: NodeId, ok: bool, now: float) -> None:
         """Outcome of pinging a contact returned by :meth:`observe`."""
+        key = node_id.raw
         b = self._buckets[self.bucket_index(node_id)]
-        if b.pending_ping == node_id:
+        if b.pending_ping == key:
             b.pending_ping = None
-        entry = b.entries.get(node_id)
+        entry = b.entries.get(key)
         if entry is None:
             return
         if ok:
             entry.last_seen = now
             entry.failures = 0
-            b.entries.move_to_end(node_id)
+            b.entries.move_to_end(key)
         else:
-            self._evict(b, node_id)
+            self._evict(b, key, now)
 
     def failed(self, node_id: NodeId, now: float) -> bool:
         """An RPC to ``node_id`` failed. Returns True if the contact was evicted."""
         if node_id == self.self_id:
             return False
+        key = node_id.raw
         b = self._buckets[self.bucket_index(node_id)]
-        b.replacements.pop(node_id, None)
-        entry = b.entries.get(node_id)
+        b.replacements.pop(key, None)
+        entry = b.entries.get(key)
         if entry is None:
             return False
         entry.failures += 1
         if (entry.failures >= self.stale_failures and b.replacements) or (
             entry.failures >= self.max_failures
         ):
-            self._evict(b, node_id)
+            self._evict(b, key, now)
             return True
         return False
 
-    def remove(self, node_id: NodeId) -> None:
+    def remove(self, node_id: NodeId, now: float = 0.0) -> None:
         """Forget a contact entirely (e.g. it proved malicious)."""
         if node_id == self.self_id:
             return
+        key = node_id.raw
         b = self._buckets[self.bucket_index(node_id)]
-        b.replacements.pop(node_id, None)
-        if node_id in b.entries:
-            self._evict(b, node_id)
+        b.replacements.pop(key, None)
+        if key in b.entries:
+            self._evict(b, key, now)
 
-    def _evict(self, b: _Bucket, node_id: NodeId) -> None:
-        del b.entries[node_id]
+    def _evict(self, b: _Bucket, key: bytes, now: float) -> None:
+        del b.entries[key]
         self._count -= 1
-        if b.pending_ping == node_id:
+        self._flat = None
+        if b.pending_ping == key:
             b.pending_ping = None
         if b.replacements:
-            _, repl = b.replacements.popitem(last=True)
+            rkey, repl = b.replacements.popitem(last=True)
             # A replacement was heard from recently (it is only cached on contact).
-            b.entries[repl.node_id] = _Entry(repl, int(repl.node_id), 0.0)
+            b.entries[rkey] = _Entry(repl, int(repl.node_id), now)
             self._count += 1
 
     # ---- queries --------------------------------------------------------------------
@@ -183,14 +190,12 @@ class RoutingTable:
         """The ``count`` (default k) known contacts closest to ``target``, nearest first."""
         n = self.k if count is None else count
         t = int(target)
-        ex = set(exclude)
-        entries = (
-            e
-            for b in self._buckets
-            if b.entries
-            for e in b.entries.values()
-            if e.contact.node_id not in ex
-        )
+        ex = {int(x) for x in exclude}
+        if self._flat is None:
+            self._flat = [e for b in self._buckets if b.entries for e in b.entries.values()]
+        entries = self._flat
+        if ex:
+            entries = [e for e in entries if e.ival not in ex]
         return [e.contact for e in heapq.nsmallest(n, entries, key=lambda e: e.ival ^ t)]
 
     def contacts(self) -> list[Contact]:
@@ -199,7 +204,7 @@ class RoutingTable:
     def get(self, node_id: NodeId) -> Contact | None:
         if node_id == self.self_id:
             return None
-        e = self._buckets[self.bucket_index(node_id)].entries.get(node_id)
+        e = self._buckets[self.bucket_index(node_id)].entries.get(node_id.raw)
         return e.contact if e is not None else None
 
     def __contains__(self, node_id: object) -> bool:
@@ -238,12 +243,31 @@ class RoutingTable:
         nonempty = [i for i, b in enumerate(self._buckets) if b.entries]
         if not nonempty:
             return []
-        out = []
-        for i in range(nonempty[0], ID_BITS):
-            if now - self._buckets[i].last_lookup >= interval:
-                d = (1 << i) | rng.getrandbits(i) if i else 1
-                out.append(NodeId((self._self_int ^ d).to_bytes(20, "big")))
-        return out
+        return [
+            self.random_id_in(i, rng)
+            for i in range(nonempty[0], ID_BITS)
+            if now - self._buckets[i].last_lookup >= interval
+        ]
+
+    def empty_buckets(self) -> list[int]:
+        """Empty buckets at or beyond the bucket of our k-th nearest contact.
+
+        After the self-lookup of a join we know our neighbourhood; a bucket at least as
+        far as the k-th neighbour would hold about k/2 or more nodes in a uniform
+        network, so if it is empty we simply have not met anyone there yet (paper
+        section 2.3: a joining node refreshes the buckets beyond its closest neighbour;
+        we refresh only the empty ones, which is what makes the difference).
+        """
+        near = self.closest(self.self_id, self.k)
+        if len(near) < self.k:
+            return []
+        start = self.bucket_index(near[-1].node_id)
+        return [i for i in range(start, ID_BITS) if not self._buckets[i].entries]
+
+    def random_id_in(self, index: int, rng: random.Random) -> NodeId:
+        """A uniformly random ID whose distance from us falls in bucket ``index``."""
+        d = (1 << index) | rng.getrandbits(index) if index else 1
+        return NodeId((self._self_int ^ d).to_bytes(20, "big"))
 
     # ---- persistence (JSON, never pickle) -----------------------------------------
     def to_state(self) -> dict[str, Any]:
