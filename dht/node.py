@@ -299,6 +299,10 @@ class DhtNode:
             stale = [c for c in contacts if held.get(c.node_id, -1) < best.seq]
             if stale:
                 await self._store_on(best, stale, include_self=False)
+            mine = self.store.get(target, self.clock.time())
+            if mine is not None and mine.seq < best.seq:
+                with contextlib.suppress(RecordError):
+                    self.store.put(best, self.clock.time())
         return LookupOutcome(contacts, lk.stats(), best)
 
     async def _query(

@@ -100,8 +100,10 @@ class SimGrid:
         for nid in self.rng.sample(ids, round(fraction * len(ids))):
             self.net.kill(nid)
 
-    def set_behaviour_fraction(self, fraction: float, behaviour: Behaviour) -> list[NodeId]:
-        live = self.net.live_ids()
+    def set_behaviour_fraction(
+        self, fraction: float, behaviour: Behaviour, *, spare: Sequence[NodeId] = ()
+    ) -> list[NodeId]:
+        live = [n for n in self.net.live_ids() if n not in spare]
         chosen = self.rng.sample(live, round(fraction * len(live)))
         for nid in chosen:
             self.net.set_behaviour(nid, behaviour)
@@ -117,7 +119,7 @@ class SimGrid:
     async def measure(self, lookups: int, *, gone: float = 0.0) -> LookupReport:
         """Run ``lookups`` lookups for random keys from random honest live nodes."""
         honest = self.honest_live()
-        eligible = set(self.net.live_ids())
+        eligible = set(honest)  # the nodes a correct lookup can return
         k = self.config.k
         succ = 0
         found: list[float] = []
