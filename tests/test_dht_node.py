@@ -270,3 +270,33 @@ def test_contacts_round_trip_to_peer_address_fields() -> None:
     assert (c.node_id, c.host, c.port) == (OWNER.node_id, "127.0.0.1", 4433)
     assert Contact.from_json(c.to_json()) == c
     assert SIM_EPOCH > 0
+
+
+def test_virtual_loop_jumps_time_and_detects_deadlock() -> None:
+    from dht.vloop import VirtualDeadlock
+
+    async def sleeper() -> float:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(86_400)
+        return loop.time()
+
+    assert run_virtual(sleeper()) == 86_400
+
+    async def stuck() -> None:
+        await asyncio.Event().wait()
+
+    with pytest.raises(VirtualDeadlock):
+        run_virtual(stuck())
+
+
+def test_lossy_network_still_finds_records() -> None:
+    async def body(g: SimGrid) -> None:
+        nodes = list(g.nodes.values())
+        rec = await nodes[0].publish(OWNER, b"lossy", b"v")
+        g.net.drop_rate = 0.1  # one request or reply in ten is lost
+        for reader in nodes[1:6]:
+            assert await reader.get(rec.key) == rec
+        rep = await g.measure(10)
+        assert rep.success == 1.0
+
+    sim(body, 40, seed=11)
