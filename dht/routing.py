@@ -55,7 +55,6 @@ class _Entry:
 class _Bucket:
     entries: OrderedDict[bytes, _Entry] = field(default_factory=OrderedDict)
     replacements: OrderedDict[bytes, Contact] = field(default_factory=OrderedDict)
-    last_lookup: float = 0.0
     pending_ping: bytes | None = None
 
 
@@ -80,7 +79,9 @@ class RoutingTable:
         self.stale_failures = stale_failures
         self.max_failures = max_failures
         self._self_int = int(self_id)
-        self._buckets = [_Bucket(last_lookup=now) for _ in range(ID_BITS)]
+        # Buckets are created on first use (most of the 160 stay empty for ever).
+        self._buckets: dict[int, _Bucket] = {}
+        self._last_lookup = [now] * ID_BITS
         self._count = 0
         self._flat: list[_Entry] | None = None  # all entries; rebuilt after changes
 
@@ -90,6 +91,12 @@ class RoutingTable:
         if d == 0:
             raise ValueError("our own ID has no bucket")
         return d.bit_length() - 1
+
+    def _bucket(self, index: int) -> _Bucket:
+        b = self._buckets.get(index)
+        if b is None:
+            b = self._buckets[index] = _Bucket()
+        return b
 
     # ---- updates --------------------------------------------------------------------
     def observe(self, contact: Contact, now: float) -> Contact | None:
@@ -103,7 +110,7 @@ class RoutingTable:
         if nid == self.self_id:
             return None
         key = nid.raw  # bytes keys: their hash is cached
-        b = self._buckets[self.bucket_index(nid)]
+        b = self._bucket(self.bucket_index(nid))
         entry = b.entries.get(key)
         if entry is not None:
             entry.contact = contact  # ID verified by the transport; address may move
@@ -130,7 +137,7 @@ class RoutingTable:
     def ping_result(self, node_id: NodeId, ok: bool, now: float) -> None:
         """Outcome of pinging a contact returned by :meth:`observe`."""
         key = node_id.raw
-        b = self._buckets[self.bucket_index(node_id)]
+        b = self._bucket(self.bucket_index(node_id))
         if b.pending_ping == key:
             b.pending_ping = None
         entry = b.entries.get(key)
@@ -148,7 +155,7 @@ class RoutingTable:
         if node_id == self.self_id:
             return False
         key = node_id.raw
-        b = self._buckets[self.bucket_index(node_id)]
+        b = self._bucket(self.bucket_index(node_id))
         b.replacements.pop(key, None)
         entry = b.entries.get(key)
         if entry is None:
@@ -166,7 +173,7 @@ class RoutingTable:
         if node_id == self.self_id:
             return
         key = node_id.raw
-        b = self._buckets[self.bucket_index(node_id)]
+        b = self._bucket(self.bucket_index(node_id))
         b.replacements.pop(key, None)
         if key in b.entries:
             self._evict(b, key, now)
@@ -192,19 +199,20 @@ class RoutingTable:
         t = int(target)
         ex = {int(x) for x in exclude}
         if self._flat is None:
-            self._flat = [e for b in self._buckets if b.entries for e in b.entries.values()]
+            self._flat = [e for b in self._buckets.values() for e in b.entries.values()]
         entries = self._flat
         if ex:
             entries = [e for e in entries if e.ival not in ex]
         return [e.contact for e in heapq.nsmallest(n, entries, key=lambda e: e.ival ^ t)]
 
     def contacts(self) -> list[Contact]:
-        return [e.contact for b in self._buckets for e in b.entries.values()]
+        return [e.contact for b in self._buckets.values() for e in b.entries.values()]
 
     def get(self, node_id: NodeId) -> Contact | None:
         if node_id == self.self_id:
             return None
-        e = self._buckets[self.bucket_index(node_id)].entries.get(node_id.raw)
+        b = self._buckets.get(self.bucket_index(node_id))
+        e = b.entries.get(node_id.raw) if b is not None else None
         return e.contact if e is not None else None
 
     def __contains__(self, node_id: object) -> bool:
@@ -214,25 +222,24 @@ class RoutingTable:
         return self._count
 
     def bucket_sizes(self) -> dict[int, int]:
-        return {i: len(b.entries) for i, b in enumerate(self._buckets) if b.entries}
+        return {i: len(b.entries) for i, b in sorted(self._buckets.items()) if b.entries}
 
     def replacements_in(self, index: int) -> list[Contact]:
-        return list(self._buckets[index].replacements.values())
+        return list(self._bucket(index).replacements.values())
 
     def entries_in(self, index: int) -> list[Contact]:
         """Bucket ``index`` least-recently-seen first."""
-        return [e.contact for e in self._buckets[index].entries.values()]
+        return [e.contact for e in self._bucket(index).entries.values()]
 
     # ---- refresh --------------------------------------------------------------------
     def lookup_done(self, target: NodeId, now: float) -> None:
         """A lookup for ``target`` completed: its bucket counts as refreshed."""
         if target != self.self_id:
-            self._buckets[self.bucket_index(target)].last_lookup = now
+            self._last_lookup[self.bucket_index(target)] = now
 
     def mark_refreshed(self, now: float) -> None:
         """Count every bucket as just refreshed (a node that just joined)."""
-        for b in self._buckets:
-            b.last_lookup = now
+        self._last_lookup = [now] * ID_BITS
 
     def refresh_targets(self, now: float, interval: float, rng: random.Random) -> list[NodeId]:
         """Random IDs in each bucket with no lookup for ``interval`` seconds.
@@ -240,13 +247,13 @@ class RoutingTable:
         Buckets closer than our nearest contact are skipped: the self-lookup that
         refresh also performs covers them (paper section 2.3, join procedure).
         """
-        nonempty = [i for i, b in enumerate(self._buckets) if b.entries]
+        nonempty = sorted(i for i, b in self._buckets.items() if b.entries)
         if not nonempty:
             return []
         return [
             self.random_id_in(i, rng)
             for i in range(nonempty[0], ID_BITS)
-            if now - self._buckets[i].last_lookup >= interval
+            if now - self._last_lookup[i] >= interval
         ]
 
     def empty_buckets(self) -> list[int]:
@@ -262,7 +269,9 @@ class RoutingTable:
         if len(near) < self.k:
             return []
         start = self.bucket_index(near[-1].node_id)
-        return [i for i in range(start, ID_BITS) if not self._buckets[i].entries]
+        return [
+            i for i in range(start, ID_BITS) if not (b := self._buckets.get(i)) or not b.entries
+        ]
 
     def random_id_in(self, index: int, rng: random.Random) -> NodeId:
         """A uniformly random ID whose distance from us falls in bucket ``index``."""
@@ -273,7 +282,7 @@ class RoutingTable:
     def to_state(self) -> dict[str, Any]:
         """JSON/CBOR-safe state for rejoining: our ID and known contacts, freshest first."""
         entries = sorted(
-            (e for b in self._buckets for e in b.entries.values()),
+            (e for b in self._buckets.values() for e in b.entries.values()),
             key=lambda e: -e.last_seen,
         )
         return {
