@@ -317,9 +317,17 @@ class DhtNode:
             if method == FIND_NODE:
                 return NodesResponse.from_body(reply, max_nodes=self.config.k).nodes, None
             resp = GetResponse.from_body(reply, max_nodes=self.config.k)
-            if resp.record is not None:
-                validate(resp.record, now=self.clock.time(), key=target)
-            return resp.nodes, resp.record
+            record = resp.record
+            if record is not None:
+                try:
+                    validate(record, now=self.clock.time(), key=target)
+                except RecordError as e:
+                    if e.reason != "expired":
+                        raise
+                    # Clocks differ a little between honest nodes: ignore the record,
+                    # keep the peer and its contacts.
+                    record = None
+            return resp.nodes, record
         except (MessageError, RecordError) as e:
             log.info("dropping %s: bad %s response: %s", contact, method, e)
             self.table.remove(contact.node_id)
