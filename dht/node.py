@@ -477,26 +477,45 @@ class DhtNode:
 
     async def _maintain(self) -> None:
         """Jittered periodic tick: expire, re-bootstrap if alone, refresh, republish."""
-        backoff = self.config.maintenance_interval
-        next_rebootstrap = 0.0
+        state = {"backoff": self.config.maintenance_interval, "next_rebootstrap": 0.0}
         while True:
             iv = self.config.maintenance_interval
             await self.clock.sleep(iv * self.rng.uniform(0.5, 1.5))
-            now = self.clock.monotonic()
-            self.store.expire(self.clock.time())
-            if not len(self.table):
-                if now >= next_rebootstrap and (self.seeds or self._saved):
-                    log.info("routing table empty: re-bootstrapping from seeds")
-                    with contextlib.suppress(DhtLocalError):
-                        await self.bootstrap()
-                    if not len(self.table):
-                        backoff = min(backoff * 2, self.config.rebootstrap_backoff_max)
-                        next_rebootstrap = now + backoff
-                    else:
-                        backoff = iv
-                continue
-            await self._refresh_some(now)
-            await self._republish_due(now)
+            try:
+                await self._tick(state)
+            except Exception:  # a bug in one tick must not end maintenance for good
+                log.exception("DHT maintenance tick failed")
+
+    async def _tick(self, state: dict[str, float]) -> None:
+        now = self.clock.monotonic()
+        self.store.expire(self.clock.time())
+        if not len(self.table):
+            if now >= state["next_rebootstrap"] and (self.seeds or self._saved):
+                log.info("routing table empty: re-bootstrapping from seeds")
+                with contextlib.suppress(DhtLocalError):
+                    await self.bootstrap()
+                if not len(self.table):
+                    state["backoff"] = min(
+                        state["backoff"] * 2, self.config.rebootstrap_backoff_max
+                    )
+                    state["next_rebootstrap"] = now + state["backoff"]
+                else:
+                    state["backoff"] = self.config.maintenance_interval
+            return
+        await self._refresh_some(now)
+        await self._republish_due(now)
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-safe snapshot for status pages and logs."""
+        return {
+            "node_id": self.node_id.b32,
+            "contacts": len(self.table),
+            "buckets": {str(i): n for i, n in self.table.bucket_sizes().items()},
+            "records": len(self.store),
+            "record_bytes": self.store.bytes_used,
+            "published": len(self._published),
+            "rpcs_sent": self.rpcs_sent,
+        }
 
     async def _refresh_some(self, now: float) -> None:
         targets = self.table.refresh_targets(now, self.config.refresh_interval, self.rng)

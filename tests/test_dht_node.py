@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from dht.clock import LoopClock
 from dht.config import DhtConfig
 from dht.contact import Contact
 from dht.errors import DhtLocalError, PeerRejected, RecordError
@@ -300,3 +303,40 @@ def test_lossy_network_still_finds_records() -> None:
         assert rep.success == 1.0
 
     sim(body, 40, seed=11)
+
+
+_bodies = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.binary(max_size=30) | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["target", "key", "record", "nodes", "x"]), inner, max_size=3
+        )
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=60)
+@given(_bodies, st.sampled_from(["ping", "find_node", "get", "put"]))
+def test_handlers_answer_any_body_with_a_reply_or_a_typed_rejection(
+    body: object, which: str
+) -> None:
+    from dht.errors import RequestRejected
+    from dht.memnet import MemCallContext, MemoryNetwork
+
+    async def main() -> None:
+        net = MemoryNetwork()
+        t = net.add(OWNER.node_id)
+        node = DhtNode(OWNER.node_id, t, clock=LoopClock(epoch=SIM_EPOCH))
+        caller = MemCallContext(NodeKey.from_seed(bytes(32)).node_id, "10.9.9.9", 4000)
+        handler = getattr(node, f"_on_{which}")
+        try:
+            reply = await handler(caller, body)
+        except RequestRejected as e:
+            assert e.code in {"bad-request"} or e.code.startswith(("bad-", "malformed"))
+        else:
+            assert isinstance(reply, dict)
+        assert node.status()["contacts"] in (0, 1)
+
+    run_virtual(main())

@@ -159,3 +159,41 @@ def test_kademlia_package_defects_that_ruled_out_reuse() -> None:
     edge = Node(low.range[1].to_bytes(20, "big"))
     assert low.has_in_range(edge)
     assert kt.get_bucket_for(edge) == 1  # off by one: belongs in bucket 0
+
+
+_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["observe", "failed", "ping_ok", "ping_fail", "remove"]),
+        st.integers(0, 39),
+    ),
+    max_size=300,
+)
+
+
+@given(_ops)
+def test_invariants_hold_under_any_sequence_of_events(ops: list[tuple[str, int]]) -> None:
+    # 40 IDs crowded into three buckets so that buckets fill and evict
+    ids = [nid_at(150 + i % 3, i) for i in range(40)]
+    t = RoutingTable(SELF, k=4, replacement_size=3)
+    to_ping: set[NodeId] = set()
+    for now, (op, i) in enumerate(ops):
+        nid = ids[i]
+        if op == "observe":
+            p = t.observe(c(nid), now)
+            if p is not None:
+                to_ping.add(p.node_id)
+        elif op == "failed":
+            t.failed(nid, now)
+        elif op in ("ping_ok", "ping_fail") and nid in to_ping:
+            to_ping.discard(nid)
+            t.ping_result(nid, op == "ping_ok", now)
+        elif op == "remove":
+            t.remove(nid)
+        entries = t.contacts()
+        assert len(entries) == len(t) == len({x.node_id for x in entries})
+        for idx, size in t.bucket_sizes().items():
+            assert size <= 4
+            in_bucket = {x.node_id for x in t.entries_in(idx)}
+            repl = [x.node_id for x in t.replacements_in(idx)]
+            assert len(repl) <= 3 and not in_bucket & set(repl)
+            assert all(t.bucket_index(x) == idx for x in in_bucket | set(repl))
