@@ -161,3 +161,23 @@ async def test_twenty_nodes_find_every_record_through_the_adapter() -> None:
 
     stats = await check_network(open_transport, n=20)
     assert stats["gets"] == 20 * 19
+
+
+def test_the_same_contract_check_passes_on_the_memory_network() -> None:
+    from dht.memnet import MemoryNetwork
+    from dht.vloop import run_virtual
+
+    net = MemoryNetwork()
+
+    async def open_transport(
+        key: NodeKey,
+    ) -> tuple[DhtTransport, Contact, Callable[[], Awaitable[None]]]:
+        t = net.add(key.node_id)
+
+        async def close() -> None:
+            net.kill(key.node_id)
+
+        return t, t.contact, close
+
+    stats = run_virtual(check_network(open_transport, n=20))
+    assert stats["gets"] == 20 * 19
