@@ -348,6 +348,12 @@ class DhtNode:
             log.debug("%s to %s failed: %s", method, contact, e)
             self.table.failed(contact.node_id, self.clock.monotonic())
             return None
+        except Exception as e:
+            # The transport contract allows only PeerCallError; anything else is a
+            # transport bug, but it concerns one peer and must not abort the lookup.
+            log.warning("%s to %s raised %s: %s", method, contact, type(e).__name__, e)
+            self.table.failed(contact.node_id, self.clock.monotonic())
+            return None
         self._observe(contact)
         return reply
 
@@ -408,6 +414,9 @@ class DhtNode:
                 ok = True
                 break
             except (PeerCallError, TimeoutError, MessageError):
+                continue
+            except Exception as e:  # transport bug: count as no answer (see _rpc)
+                log.warning("ping to %s raised %s: %s", contact, type(e).__name__, e)
                 continue
         self.table.ping_result(contact.node_id, ok, self.clock.monotonic())
 

@@ -340,3 +340,32 @@ def test_handlers_answer_any_body_with_a_reply_or_a_typed_rejection(
         assert node.status()["contacts"] in (0, 1)
 
     run_virtual(main())
+
+
+def test_a_transport_bug_for_one_peer_does_not_abort_lookups() -> None:
+    async def body(g: SimGrid) -> None:
+        x = next(iter(g.nodes.values()))
+        real = x.transport
+        broken = {c.node_id for c in x.table.contacts()[::3]}
+
+        class Flaky:
+            async def call(self, peer: Contact, method: str, body: object, **kw: float) -> object:
+                if peer.node_id in broken:
+                    raise RuntimeError("transport bug")
+                return await real.call(peer, method, body, **kw)
+
+            def register(self, method: str, handler: object) -> None:
+                raise AssertionError("not used")
+
+        x.transport = Flaky()  # type: ignore[assignment]
+        rep_targets = [
+            c.node_id
+            for c in list(g.nodes.values())[5].table.contacts()
+            if c.node_id != x.node_id and c.node_id not in broken
+        ][:5]
+        assert broken and rep_targets
+        for t in rep_targets:
+            found = await x.lookup(t)
+            assert found and found[0].node_id == t  # an existing node finds itself first
+
+    sim(body, 40, seed=8)
