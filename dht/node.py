@@ -64,6 +64,8 @@ log = logging.getLogger(__name__)
 # Join-time lookups into empty buckets only need to meet some nodes there (and be
 # met by them), not to find that region's exact k closest: stop once 3 have answered.
 JOIN_REFRESH_BETA = 3
+# Records handed to one newly met node at most (bounds work per new contact).
+HANDOVER_MAX = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,9 +390,37 @@ class DhtNode:
 
     # ---- routing-table upkeep --------------------------------------------------------
     def _observe(self, contact: Contact) -> None:
+        known = contact.node_id in self.table
         to_ping = self.table.observe(contact, self.clock.monotonic())
-        if to_ping is not None and not self._closed:
+        if self._closed:
+            return
+        if to_ping is not None:
             self._spawn(self._ping_oldest(to_ping))
+        if not known and len(self.store) and contact.node_id in self.table:
+            self._spawn(self._hand_over(contact))
+
+    async def _hand_over(self, newcomer: Contact) -> None:
+        """Give a new contact the records it should hold (paper section 2.5).
+
+        Only when this node is the closest holder it knows of (apart from the
+        newcomer) and the newcomer is closer than this node, so one node, not k,
+        sends each record. At most ``HANDOVER_MAX`` records per newcomer.
+        """
+        sent = 0
+        for key in self.store.key_list():
+            if sent >= HANDOVER_MAX:
+                break
+            rec = self.store.get(key, self.clock.time())
+            if rec is None:
+                continue
+            mine = self.node_id.distance(key)
+            if newcomer.node_id.distance(key) >= mine:
+                continue
+            others = self.table.closest(key, 1, exclude=(newcomer.node_id,))
+            if others and others[0].node_id.distance(key) < mine:
+                continue
+            sent += 1
+            await self._put_one(newcomer, PutRequest(rec).to_body())
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         async def runner() -> None:

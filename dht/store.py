@@ -74,7 +74,7 @@ class RecordStore:
             self._drop(k)
         return len(dead)
 
-    def keys(self) -> list[NodeId]:
+    def key_list(self) -> list[NodeId]:
         return list(self._records)
 
     def __len__(self) -> int:

@@ -369,3 +369,23 @@ def test_a_transport_bug_for_one_peer_does_not_abort_lookups() -> None:
             assert found and found[0].node_id == t  # an existing node finds itself first
 
     sim(body, 40, seed=8)
+
+
+def test_records_are_handed_to_a_node_that_joins_closest_to_their_key() -> None:
+    async def body(g: SimGrid) -> None:
+        from quic_transport.identity import NodeId
+
+        nodes = list(g.nodes.values())
+        rec = await nodes[0].publish(OWNER, b"handover", b"v")
+        close_id = NodeId((int(rec.key) ^ 1).to_bytes(20, "big"))  # nearest possible
+        t = g.net.add(close_id)
+        newcomer = DhtNode(
+            close_id, t, clock=g.clock, seeds=[g.net.nodes[nodes[1].node_id].contact]
+        )
+        newcomer.register_handlers()
+        await newcomer.bootstrap()
+        await asyncio.sleep(5)
+        assert newcomer.store.get(rec.key, g.clock.time()) == rec
+        await newcomer.close()
+
+    sim(body, 40, seed=4)

@@ -171,7 +171,7 @@ def test_store_limits_refuse_new_keys_but_keep_old() -> None:
     s3 = RecordStore(max_records=1)
     s3.put(rec(name=b"a", ttl=5), NOW)
     s3.put(rec(name=b"b"), NOW + 6)
-    assert s3.keys() == [rec(name=b"b").key]
+    assert s3.key_list() == [rec(name=b"b").key]
 
 
 def test_record_repr_has_no_value_bytes() -> None:
