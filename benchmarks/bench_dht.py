@@ -6,6 +6,10 @@ measured against the true closest live nodes with 0%, 10% and 30% of nodes silen
 gone, for two lookup parameter sets: alpha=3 with strict termination (the k closest
 must answer) and libp2p's alpha=10 stopping once the 3 closest have answered (plus
 alpha=10 strict and alpha=3 with beta=3 on networks of up to 2,000 nodes).
+After the join, 100 records are published from random nodes; at each churn level
+every record is fetched from a random live node (``op: get``: fraction found with
+the right value; requests of the value lookup, and all requests on the network
+meanwhile per get, which adds write-backs, record handovers and pings).
 One JSON object per line; ``virtual_s`` is simulated seconds, ``wall_s`` real seconds.
 """
 
@@ -17,8 +21,12 @@ import os
 import time
 
 from dht.config import DhtConfig
+from dht.records import record_key
 from dht.sim import SimGrid
 from dht.vloop import run_virtual
+from quic_transport.identity import NodeKey
+
+RECORDS = 100  # records published after the join and fetched at each churn level
 
 VARIANTS = {
     "alpha3-strict": DhtConfig(alpha=3, beta=None),
@@ -51,6 +59,10 @@ async def _scenario(n: int, lookups: int, seed: int) -> None:
         ),
         flush=True,
     )
+    owners = [NodeKey.generate() for _ in range(RECORDS)]
+    ids = list(grid.nodes)
+    for owner in owners:
+        await grid.nodes[grid.rng.choice(ids)].publish(owner, b"bench", owner.node_id.raw)
     killed = 0.0
     for gone in (0.0, 0.1, 0.3):
         if gone > killed:
@@ -71,7 +83,36 @@ async def _scenario(n: int, lookups: int, seed: int) -> None:
                     row[key] = round(row[key], 4)
             row["wall_s"] = round(time.perf_counter() - t1, 1)
             print(json.dumps(row), flush=True)
+        for node in grid.nodes.values():
+            node.config = VARIANTS["alpha3-strict"]
+        await _measure_gets(grid, owners, gone)
     await grid.close()
+
+
+async def _measure_gets(grid: SimGrid, owners: list[NodeKey], gone: float) -> None:
+    """Fetch every published record from a random live node; count correct answers."""
+    live = grid.honest_live()
+    before = grid.net.messages
+    found = 0
+    queries = 0
+    for owner in owners:
+        reader = grid.nodes[grid.rng.choice(live)]
+        out = await reader.get_detailed(record_key(owner.public_key, b"bench"))
+        rec = out.record
+        found += rec is not None and rec.value == owner.node_id.raw
+        queries += out.stats.queries
+    row = {
+        "bench": "dht",
+        "op": "get",
+        "nodes": len(grid.nodes),
+        "gone": gone,
+        "records": len(owners),
+        "found": round(found / len(owners), 4),
+        "lookup_msgs_mean": round(queries / len(owners), 1),
+        # every request on the network meanwhile, per get: write-backs, handovers, pings
+        "all_msgs_mean": round((grid.net.messages - before) / len(owners), 1),
+    }
+    print(json.dumps(row), flush=True)
 
 
 def main() -> None:

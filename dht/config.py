@@ -15,6 +15,7 @@ class DhtConfig:
     max_queries: int = 400  # per lookup
     stale_failures: int = 2  # consecutive failures before eviction when a replacement waits
     max_failures: int = 5  # consecutive failures before eviction otherwise
+    ping_after: float = 900.0  # a full bucket's oldest contact seen this recently is not pinged
     ping_attempts: int = 2  # tries when pinging the oldest contact of a full bucket
     join_refresh_max: int = 8  # at most this many empty-bucket lookups when joining
     refresh_interval: float = 3600.0  # a bucket with no lookup for this long is refreshed

@@ -60,6 +60,7 @@ class MemoryNetwork:
         self.nodes: dict[NodeId, MemoryTransport] = {}
         self._by_addr: dict[tuple[str, int], MemoryTransport] = {}
         self.messages = 0
+        self.by_method: dict[str, int] = {}
 
     def add(self, node_id: NodeId) -> MemoryTransport:
         i = len(self._by_addr) + 1
@@ -110,6 +111,7 @@ class MemoryTransport:
     ) -> Any:
         net = self.net
         net.messages += 1
+        net.by_method[method] = net.by_method.get(method, 0) + 1
         target = net._by_addr.get((peer.host, peer.port))
         if target is None:
             await asyncio.sleep(min(timeout, net.unreachable_delay))

@@ -109,6 +109,7 @@ class DhtNode:
             k=cfg.k,
             stale_failures=cfg.stale_failures,
             max_failures=cfg.max_failures,
+            ping_after=cfg.ping_after,
         )
         self.store = RecordStore(max_records=cfg.store_max_records, max_bytes=cfg.store_max_bytes)
         self._published: dict[NodeId, _Published] = {}
@@ -202,8 +203,11 @@ class DhtNode:
         cannot win), then writes the winner back to the closest answering nodes that
         returned an older record or none.
         """
-        outcome = await self._lookup(key, GET)
-        return outcome.record
+        return (await self._lookup(key, GET)).record
+
+    async def get_detailed(self, key: NodeId) -> LookupOutcome:
+        """Like :meth:`get`, with the lookup's closest nodes and statistics."""
+        return await self._lookup(key, GET)
 
     async def publish(
         self, signer: Signer, name: bytes, value: bytes, *, ttl: int | None = None

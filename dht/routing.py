@@ -16,8 +16,10 @@ Invariants:
 - A contact is in at most one of (bucket entries, replacement cache).
 - Hearing from a known contact moves it to the tail (paper section 2.2).
 - A full bucket never drops its oldest contact unheard: ``observe`` returns the oldest
-  contact to ping; only ``ping_result(..., ok=False)`` (or repeated RPC failures,
-  ``failed``) evicts it, and the most recent replacement then takes its place.
+  contact to ping (unless we heard from it less than ``ping_after`` seconds ago: then
+  it is known good and the newcomer just waits in the replacement cache); only
+  ``ping_result(..., ok=False)`` (or repeated RPC failures, ``failed``) evicts it, and
+  the most recent replacement then takes its place.
 - A contact is evicted for RPC failures only after ``stale_failures`` consecutive
   failures when a replacement is waiting, or ``max_failures`` when none is (a single
   timeout never evicts: paper section 4.1).
@@ -69,6 +71,7 @@ class RoutingTable:
         replacement_size: int | None = None,
         stale_failures: int = 2,
         max_failures: int = 5,
+        ping_after: float = 0.0,
         now: float = 0.0,
     ) -> None:
         if k < 1:
@@ -78,6 +81,7 @@ class RoutingTable:
         self.replacement_size = k if replacement_size is None else replacement_size
         self.stale_failures = stale_failures
         self.max_failures = max_failures
+        self.ping_after = ping_after
         self._self_int = int(self_id)
         # Buckets are created on first use (most of the 160 stay empty for ever).
         self._buckets: dict[int, _Bucket] = {}
@@ -128,8 +132,8 @@ class RoutingTable:
         b.replacements[key] = contact
         while len(b.replacements) > self.replacement_size:
             b.replacements.popitem(last=False)
-        if b.pending_ping is None:
-            oldest = next(iter(b.entries.values()))
+        oldest = next(iter(b.entries.values()))
+        if b.pending_ping is None and now - oldest.last_seen >= self.ping_after:
             b.pending_ping = oldest.contact.node_id.raw
             return oldest.contact
         return None

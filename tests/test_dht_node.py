@@ -265,7 +265,7 @@ def test_full_bucket_pings_oldest_and_replaces_it_only_if_dead() -> None:
         await asyncio.sleep(3 * x.config.request_timeout)
         assert dead.node_id not in x.table and c.node_id in x.table
 
-    sim(body, 60, seed=3)
+    sim(body, 60, seed=3, ping_after=0.0)
 
 
 def test_contacts_round_trip_to_peer_address_fields() -> None:

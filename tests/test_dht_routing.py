@@ -197,3 +197,12 @@ def test_invariants_hold_under_any_sequence_of_events(ops: list[tuple[str, int]]
             repl = [x.node_id for x in t.replacements_in(idx)]
             assert len(repl) <= 3 and not in_bucket & set(repl)
             assert all(t.bucket_index(x) == idx for x in in_bucket | set(repl))
+
+
+def test_recently_seen_oldest_is_not_pinged() -> None:
+    t = RoutingTable(SELF, k=1, ping_after=900)
+    a, b, d = (nid_at(40, i) for i in range(3))
+    t.observe(c(a), 0)
+    assert t.observe(c(b), 100) is None  # a was seen 100 s ago: known good
+    assert t.replacements_in(40) == [c(b)]
+    assert t.observe(c(d), 1000) == c(a)  # 1000 s: questionable, ping it
