@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .client import ClientError, NodeClient, resolve_node_dir
+from .client import ApiCallError, ClientError, NodeClient, resolve_node_dir
 from .immutable import CapError, VerifyCap, parse_cap
 from .progress import Progress, human_bytes
 from .web.errors import BadRequest
@@ -103,6 +103,11 @@ def cmd_put(args: argparse.Namespace) -> int:
                     replace=not args.no_replace,
                     progress=bar.update,
                 )
+        except ApiCallError as e:
+            if "uploaded_cap" in e.details:  # uploaded, but the link failed: keep the cap
+                print(e.details["uploaded_cap"])
+                print(f"p2pstore: uploaded, but not linked at {path}", file=sys.stderr)
+            raise
         finally:
             bar.finish()
     if args.json:

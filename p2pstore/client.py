@@ -58,11 +58,14 @@ class NodeUnreachable(ClientError):
 class ApiCallError(ClientError):
     """The API answered with an error: ``status``, ``code``, ``message``."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, details: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__(f"{message} ({code}, HTTP {status})")
         self.status = status
         self.code = code
         self.message = message
+        self.details: dict[str, Any] = dict(details or {})
 
 
 class TransferError(ClientError):
@@ -246,11 +249,14 @@ class NodeClient:
             raw = reply.resp.read(MAX_JSON_REPLY)
             err = json.loads(raw)["error"]
             code, message = str(err["code"]), str(err["message"])
+            details = err.get("details")
+            details = details if isinstance(details, dict) else {}
         except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError):
             code, message = "http-error", f"HTTP {status} {reply.resp.reason}"
+            details = {}
         finally:
             reply.close()
-        raise ApiCallError(status, code, message)
+        raise ApiCallError(status, code, message, details)
 
     def _json_call(
         self,

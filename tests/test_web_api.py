@@ -263,6 +263,11 @@ async def test_vdrive_routes(client: TestClient[Any, Any]) -> None:
     r = await client.put("/api/v1/vdrive/file?path=/docs/report.bin", data=_gen(data), headers=AUTH)
     put = await r.json()
     assert r.status == 201 and put["path"] == "shared:/docs/report.bin" and put["sequence"] == 3
+    r = await client.put(
+        "/api/v1/vdrive/file?path=/docs/late.bin&expected_sequence=1", data=data, headers=AUTH
+    )
+    err = await error_of(r, 409)  # uploaded, but the conditional link failed: cap given back
+    assert err["code"] == "sequence-mismatch" and err["details"]["uploaded_cap"] == put["cap"]
     r = await client.put("/api/v1/vdrive/file?path=/nodir/x", data=b"x", headers=AUTH)
     assert (await error_of(r, 404))["code"] == "not-found"
     r = await client.get("/api/v1/vdrive/ls?path=shared:/docs", headers=AUTH)

@@ -399,7 +399,13 @@ async def vd_put(request: web.Request) -> web.Response:
     result = await backend.upload(
         _body_chunks(request), size_hint=request.content_length, mode=mode
     )
-    seq = await backend.vdrive_link(path, result.cap, replace=replace, expected_sequence=expected)
+    try:
+        seq = await backend.vdrive_link(
+            path, result.cap, replace=replace, expected_sequence=expected
+        )
+    except BackendError as e:  # the upload stands: give its cap back so it is not lost
+        e.details["uploaded_cap"] = result.cap.to_string()
+        raise
     doc = _upload_json(result)
     doc.update(path=str(path), sequence=seq)
     return _json(doc, status=201)

@@ -160,8 +160,11 @@ def create_app(
     *,
     limits: ApiLimits | None = None,
     allowed_hosts: Collection[str] = LOOPBACK_HOSTS,
+    ui: Callable[[web.Application], None] | None = None,
 ) -> web.Application:
-    """The application: API routes under ``/api/v1/``; ``/`` reserved for the web UI."""
+    """The application: API routes under ``/api/v1/``; ``/`` and everything outside
+    ``/api/`` belong to the web UI, which ``ui(app)`` registers (without it, ``/``
+    answers a one-line placeholder)."""
     from . import api  # handlers import this module's keys
 
     if not token:
@@ -174,7 +177,10 @@ def create_app(
     app[ALLOWED_HOSTS] = frozenset(h.lower() for h in allowed_hosts)
     app.on_response_prepare.append(_security_headers)
     api.add_routes(app)
-    app.router.add_get("/", _root)
+    if ui is not None:
+        ui(app)
+    else:
+        app.router.add_get("/", _root)
     return app
 
 
