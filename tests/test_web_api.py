@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from p2pstore.immutable import EncodingParams, LiteralCap, ReadCap, parse_cap
-from p2pstore.web.app import ApiLimits, create_app
+from p2pstore.web.app import ApiLimits, create_app, runner_kwargs
 from p2pstore.web.errors import Unrecoverable
 from p2pstore.web.memory_backend import MemoryBackend
 from p2pstore.web.memory_vdrive import MemoryVdrive
@@ -33,9 +33,11 @@ async def backend() -> MemoryBackend:
 
 
 async def _client(backend: Any, limits: ApiLimits | None = None) -> TestClient[Any, Any]:
-    client: TestClient[Any, Any] = TestClient(
-        TestServer(create_app(backend, TOKEN, limits=limits), host="127.0.0.1")
+    limits = limits or ApiLimits()
+    server = TestServer(
+        create_app(backend, TOKEN, limits=limits), host="127.0.0.1", **runner_kwargs(limits)
     )
+    client: TestClient[Any, Any] = TestClient(server)
     await client.start_server()
     return client
 
@@ -247,6 +249,8 @@ async def test_route_errors_and_limits(client: TestClient[Any, Any]) -> None:
     assert "mode" in (await error_of(r, 400))["message"]
     r = await client.get("/")
     assert r.status == 200 and "api/v1" in await r.text()
+    r = await client.get("/api/v1/", headers={"X-Big": "a" * 9000})
+    assert r.status in (400, 431)  # aiohttp refuses over-long header lines itself
 
 
 async def test_vdrive_routes(client: TestClient[Any, Any]) -> None:

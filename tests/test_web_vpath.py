@@ -67,3 +67,12 @@ _name = st.text(
 def test_round_trip(drive: str, parts: list[str]) -> None:
     p = VPath(drive, tuple(parts))  # type: ignore[arg-type]
     assert parse_vpath(str(p)) == p
+
+
+@given(st.text(max_size=300))
+def test_fuzz_parse_only_raises_badpath(text: str) -> None:
+    try:
+        p = parse_vpath(text)
+    except BadPath:
+        return
+    assert parse_vpath(str(p)) == p
