@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from p2pstore.client import (
     ApiCallError,
     NodeClient,
     NodeUnreachable,
+    TransferError,
     default_node_dir,
     resolve_node_dir,
 )
@@ -31,6 +32,7 @@ from p2pstore.node.nodedir import NodeDir
 from p2pstore.node.pidfile import PidLock
 from p2pstore.node.runner import STATUS_FORMAT
 from p2pstore.progress import Progress, format_progress, human_bytes
+from p2pstore.web.errors import Unrecoverable
 from p2pstore.web.memory_backend import MemoryBackend
 from p2pstore.web.memory_vdrive import MemoryVdrive
 from p2pstore.web.server import ApiServer
@@ -168,6 +170,30 @@ def test_client_token_and_unreachable(node: tuple[Path, MemoryBackend]) -> None:
     assert e.value.status == 401
     with pytest.raises(NodeUnreachable, match="connection refused"):
         NodeClient("http://127.0.0.1:1/", "x").status()
+
+
+class _FailingBackend(MemoryBackend):
+    async def download(self, cap: Any, offset: int, length: int) -> AsyncIterator[bytes]:
+        inner = await super().download(cap, offset, length)
+
+        async def gen() -> AsyncIterator[bytes]:
+            yield await anext(inner)
+            raise Unrecoverable("shares vanished")
+
+        return gen()
+
+
+def test_client_detects_a_short_download() -> None:
+    server = ThreadedServer(_FailingBackend(params=EncodingParams.create(3, 10, 64 * 1024)), "t")
+    try:
+        client = NodeClient(server.server.url, "t")
+        cap = client.put(io.BytesIO(os.urandom(400_000)), size=400_000)["cap"]
+        sink = io.BytesIO()
+        with pytest.raises(TransferError, match=r"broke off after \d+ of 400000 bytes"):
+            client.get(cap, sink)
+        assert 0 < len(sink.getvalue()) < 400_000
+    finally:
+        server.close()
 
 
 def test_node_dir_resolution(tmp_path: Path) -> None:
