@@ -106,7 +106,7 @@ def test_put_get_ls_mv_rm_ln(
     rc, out, err = run(capsys, "put", src, "/docs/2026/data.bin", "--node", root)
     assert rc == 0 and out.strip() == cap and "linked shared:/docs/2026/data.bin" in err
     rc, out, err = run(capsys, "put", src, "/docs/2026/data.bin", "--no-replace", "--node", root)
-    assert rc == 1 and out.strip() == cap and "not linked" in err and "(exists, HTTP 409)" in err
+    assert rc == 1 and out == "" and "(exists, HTTP 409)" in err  # refused before uploading
     rc, out, _ = run(capsys, "ls", "/docs", "--node", root)
     assert out == "2026/\n"
     rc, out, _ = run(capsys, "ls", "-l", "--caps", "/docs/2026", "--node", root)

@@ -35,7 +35,7 @@ from quic_transport.identity import b32encode
 
 from .app import API_PREFIX, BACKEND, LIMITS, token_required
 from .backend import UPLOAD_MODES, CheckReport, DirEntry, UploadMode, UploadResult
-from .errors import BackendError, BadRequest, Conflict, RangeNotSatisfiable, TooLarge
+from .errors import BackendError, BadRequest, Conflict, NotFound, RangeNotSatisfiable, TooLarge
 from .ranges import Partial, Unsatisfiable, Whole, select_range
 from .vpath import VPath, parse_vpath
 
@@ -396,6 +396,14 @@ async def vd_put(request: web.Request) -> web.Response:
     parent = await backend.vdrive_stat(path.parent)  # fail before uploading anything
     if parent.kind != "dir":
         raise Conflict(f"{path.parent} is a file, not a directory", code="not-a-directory")
+    try:
+        existing: DirEntry | None = await backend.vdrive_stat(path)
+    except NotFound:
+        existing = None
+    if existing is not None and existing.kind == "dir":
+        raise Conflict(f"{path} is a directory", code="is-a-directory")
+    if existing is not None and not replace:
+        raise Conflict(f"{path} already exists (replace it explicitly)", code="exists")
     result = await backend.upload(
         _body_chunks(request), size_hint=request.content_length, mode=mode
     )
