@@ -283,7 +283,16 @@ def _fmt_time(t: float | None) -> str:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     path = _check_path(args.path)
-    doc = _client(args).ls(path)
+    client = _client(args)
+    try:
+        doc = client.ls(path)
+    except ApiCallError as err:
+        if err.code != "not-a-directory":
+            raise
+        entry = client.stat(path)["entry"]  # `ls FILE` shows that one entry, as ls(1) does
+        if entry["kind"] != "file":
+            raise
+        doc = {"path": path, "entries": [entry]}
     if args.json:
         _print_json(doc)
         return 0

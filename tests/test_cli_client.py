@@ -111,6 +111,8 @@ def test_put_get_ls_mv_rm_ln(
     assert out == "2026/\n"
     rc, out, _ = run(capsys, "ls", "-l", "--caps", "/docs/2026", "--node", root)
     assert "300000" in out and cap in out and "data.bin" in out
+    rc, out, _ = run(capsys, "ls", "-l", "/docs/2026/data.bin", "--node", root)
+    assert rc == 0 and out.startswith("file       300000") and out.endswith(" data.bin\n")
     dst2 = tmp_path / "back2.bin"
     assert run(capsys, "get", "/docs/2026/data.bin", dst2, "--node", root)[0] == 0
     assert dst2.read_bytes() == data
