@@ -403,3 +403,29 @@ async def test_mid_stream_failure_gives_a_short_body() -> None:
             await r.read()
     finally:
         await c.close()
+
+
+async def test_status_lists_transfers_in_progress(client: TestClient[Any, Any]) -> None:
+    gate = asyncio.Event()
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield os.urandom(100_000)
+        await gate.wait()
+        yield os.urandom(100_000)
+
+    task = asyncio.create_task(client.post("/api/v1/file?mode=random", data=slow(), headers=AUTH))
+    try:
+        for _ in range(200):
+            r = await client.get("/api/v1/status", headers=AUTH)
+            transfers = (await r.json())["transfers"]
+            if transfers and transfers[0]["done"] >= 100_000:
+                break
+            await asyncio.sleep(0.01)
+        [t] = transfers
+        assert t["kind"] == "upload" and t["size"] is None and t["done"] == 100_000
+    finally:
+        gate.set()
+        r = await task
+    assert r.status == 201
+    r = await client.get("/api/v1/status", headers=AUTH)
+    assert (await r.json())["transfers"] == []

@@ -33,10 +33,11 @@ from aiohttp import web
 from p2pstore.immutable import CapError, LiteralCap, ReadCap, VerifyCap, parse_cap
 from quic_transport.identity import b32encode
 
-from .app import API_PREFIX, BACKEND, LIMITS, token_required
+from .app import API_PREFIX, BACKEND, LIMITS, TRANSFERS, token_required
 from .backend import UPLOAD_MODES, CheckReport, DirEntry, UploadMode, UploadResult
 from .errors import BackendError, BadRequest, Conflict, NotFound, RangeNotSatisfiable, TooLarge
 from .ranges import Partial, Unsatisfiable, Whole, select_range
+from .transfers import Transfer
 from .vpath import VPath, parse_vpath
 
 log = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ def _entry_json(e: DirEntry) -> dict[str, Any]:
 
 
 # -- streaming -------------------------------------------------------------------
-async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
+async def _body_chunks(request: web.Request, transfer: Transfer) -> AsyncIterator[bytes]:
     limits = request.app[LIMITS]
     expected = request.content_length
     received = 0
@@ -199,6 +200,7 @@ async def _body_chunks(request: web.Request) -> AsyncIterator[bytes]:
         if not chunk:
             break
         received += len(chunk)
+        transfer.done = received
         if limits.max_upload_bytes is not None and received > limits.max_upload_bytes:
             raise TooLarge(f"uploads are limited to {limits.max_upload_bytes} bytes")
         yield bytes(chunk)
@@ -256,6 +258,18 @@ async def serve_cap(
         await resp.prepare(request)
         await resp.write_eof()
         return resp
+    with request.app[TRANSFERS].track("download", length) as transfer:
+        return await _stream(request, resp, cap, offset, length, transfer)
+
+
+async def _stream(
+    request: web.Request,
+    resp: web.StreamResponse,
+    cap: ReadCap | LiteralCap,
+    offset: int,
+    length: int,
+    transfer: Transfer,
+) -> web.StreamResponse:
     chunks = await request.app[BACKEND].download(cap, offset, length)
     try:
         first = await anext(chunks, None)  # errors here still get a proper status
@@ -266,6 +280,7 @@ async def serve_cap(
             piece = chunk[: length - sent]
             await resp.write(piece)
             sent += len(piece)
+            transfer.done = sent
             chunk = await anext(chunks, None) if sent < length else None
         if sent != length:
             raise BackendError(f"the backend ended after {sent} of {length} bytes")
@@ -298,7 +313,10 @@ async def upload(request: web.Request) -> web.Response:
     size = request.content_length
     if size is not None and limits.max_upload_bytes is not None and size > limits.max_upload_bytes:
         raise TooLarge(f"uploads are limited to {limits.max_upload_bytes} bytes")
-    result = await request.app[BACKEND].upload(_body_chunks(request), size_hint=size, mode=mode)
+    with request.app[TRANSFERS].track("upload", size) as transfer:
+        result = await request.app[BACKEND].upload(
+            _body_chunks(request, transfer), size_hint=size, mode=mode
+        )
     return _json(_upload_json(result), status=201)
 
 
@@ -333,6 +351,7 @@ async def check(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     doc = dict(await request.app[BACKEND].status())
     doc["api_version"] = API_VERSION
+    doc["transfers"] = request.app[TRANSFERS].snapshot()
     return _json(doc)
 
 
@@ -404,9 +423,10 @@ async def vd_put(request: web.Request) -> web.Response:
         raise Conflict(f"{path} is a directory", code="is-a-directory")
     if existing is not None and not replace:
         raise Conflict(f"{path} already exists (replace it explicitly)", code="exists")
-    result = await backend.upload(
-        _body_chunks(request), size_hint=request.content_length, mode=mode
-    )
+    with request.app[TRANSFERS].track("upload", request.content_length) as transfer:
+        result = await backend.upload(
+            _body_chunks(request, transfer), size_hint=request.content_length, mode=mode
+        )
     try:
         seq = await backend.vdrive_link(
             path, result.cap, replace=replace, expected_sequence=expected

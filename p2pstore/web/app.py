@@ -40,6 +40,7 @@ from .errors import (
     RangeNotSatisfiable,
     Unauthorized,
 )
+from .transfers import Transfers
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ BACKEND: Final = web.AppKey("p2pstore_backend", ApiBackend)
 TOKEN: Final = web.AppKey("p2pstore_token", str)
 LIMITS: Final = web.AppKey("p2pstore_limits", ApiLimits)
 ALLOWED_HOSTS: Final = web.AppKey("p2pstore_allowed_hosts", frozenset)
+TRANSFERS: Final = web.AppKey("p2pstore_transfers", Transfers)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _NEEDS_TOKEN: Final = "_p2pstore_needs_token"
@@ -174,6 +176,7 @@ def create_app(
     app[BACKEND] = backend
     app[TOKEN] = token
     app[LIMITS] = limits
+    app[TRANSFERS] = Transfers()
     app[ALLOWED_HOSTS] = frozenset(h.lower() for h in allowed_hosts)
     app.on_response_prepare.append(_security_headers)
     api.add_routes(app)
