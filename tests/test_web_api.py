@@ -238,6 +238,8 @@ async def test_auth_and_host(client: TestClient[Any, Any]) -> None:
 async def test_route_errors_and_limits(client: TestClient[Any, Any]) -> None:
     r = await client.get("/api/v1/nothing-here")
     assert (await error_of(r, 404))["code"] == "not-found"
+    r = await client.get("/api/v1/files/p2ps:lit:nbswy3dp:xxxxxxxx")
+    assert "p2ps:" not in (await error_of(r, 404))["message"]
     r = await client.delete("/api/v1/status", headers=AUTH)
     assert (await error_of(r, 405))["code"] == "method-not-allowed"
     big = b'{"path": "' + b"a" * 70_000 + b'"}'

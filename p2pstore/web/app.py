@@ -101,6 +101,13 @@ def _host_name(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
+def _safe_path(path: str) -> str:
+    """A request path fit for an error message: caps masked, length bounded."""
+    parts = ["<cap>" if "p2ps:" in p else p for p in path.split("/")]
+    text = "/".join(parts)
+    return text if len(text) <= 100 else text[:100] + "..."
+
+
 def error_response(e: BackendError) -> web.Response:
     resp = web.json_response(e.to_json(), status=e.http_status)
     if isinstance(e, RangeNotSatisfiable):
@@ -131,10 +138,12 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not is_api or e.status < 400:
             raise
         if e.status == 404:
-            return error_response(NotFound(f"no such API route: {request.method} {request.path}"))
+            return error_response(
+                NotFound(f"no such API route: {request.method} {_safe_path(request.path)}")
+            )
         if e.status == 405:
             return error_response(
-                MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+                MethodNotAllowed(f"{request.method} is not allowed on {_safe_path(request.path)}")
             )
         if e.status == 413:
             return error_response(
