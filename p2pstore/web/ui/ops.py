@@ -144,8 +144,9 @@ async def _small(part: BodyPartReader) -> str:
 
 def upload_name(raw: str | None) -> str:
     """The entry name for an uploaded file: the last component of what the browser
-    sent (some send a whole path), checked as a vdrive name."""
-    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
+    sent (some send a whole path), checked as a vdrive name. Browsers escape only
+    ``"`` (as ``%22``) and line breaks in multipart file names (HTML spec)."""
+    name = (raw or "").replace("%22", '"').replace("\\", "/").rsplit("/", 1)[-1].strip()
     check_name(name)
     return name
 
