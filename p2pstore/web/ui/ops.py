@@ -51,10 +51,10 @@ def _flag(value: object) -> bool:
 def _done(
     request: web.Request, auth: Auth, message: str, where: VPath, doc: Any, status: int
 ) -> web.Response:
+    if auth.session is not None:  # shown on the next page (also after a scripted upload)
+        auth.session.add_flash(message)
     if wants_json(request):
         return json_reply(doc, status=status)
-    if auth.session is not None:
-        auth.session.add_flash(message)
     return see_other(dir_url(where))
 
 

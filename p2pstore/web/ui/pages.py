@@ -360,7 +360,7 @@ def directory_page(listing: Mapping[str, Any], path: VPath, *, csrf: str) -> str
         out += table(
             ["Name", "Type", "Size", "Modified", "Actions"],
             [_entry_row(path, e, csrf) for e in entries],
-            caption=f"{len(entries)} entries in {path}",
+            caption=f"{len(entries)} {'entry' if len(entries) == 1 else 'entries'} in {path}",
         )
     else:
         out += "<p>This directory is empty.</p>"

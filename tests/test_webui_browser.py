@@ -1,0 +1,125 @@
+"""The web UI in a real headless Chromium (DevTools protocol, tests/cdp_browser.py):
+log in through a one-time link, make a directory, upload through the form (with
+the progress script, and again with scripts disabled), see the files listed,
+download one through its link and compare bytes, seek with a Range request, and
+save screenshots of the front page and a directory page to test-artifacts/.
+
+Skipped, saying why, where Chromium is not installed (``make browser`` installs
+it from the system's package manager when it can)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from p2pstore.web.app import ApiLimits, create_app, runner_kwargs
+from p2pstore.web.ui import UI_STATE, add_ui_routes
+from p2pstore.web.vpath import parse_vpath
+
+from .cdp_browser import Browser, find_chromium
+from .webui_helpers import TOKEN, make_backend
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM = find_chromium()
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="headless Chromium is not installed (`make browser` installs the Debian package "
+    "`chromium` when run as root or with passwordless sudo); browser tests skipped",
+)
+
+
+def _complete(path: Path, size: int) -> bytes | None:
+    return path.read_bytes() if path.exists() and path.stat().st_size == size else None
+
+
+async def _wait_file(path: Path, size: int) -> bytes:
+    async with asyncio.timeout(20):
+        while True:
+            data = _complete(path, size)
+            if data is not None:
+                return data
+            await asyncio.sleep(0.05)
+
+
+async def test_browser_upload_list_download_and_screenshots(tmp_path: Path) -> None:
+    assert CHROMIUM is not None
+    backend = make_backend()
+    limits = ApiLimits()
+    app = create_app(backend, TOKEN, limits=limits, ui=add_ui_routes)
+    server = TestServer(app, host="127.0.0.1", **runner_kwargs(limits))
+    await server.start_server()
+    base = f"http://127.0.0.1:{server.port}"
+    big = os.urandom(3 * 1024 * 1024 + 17)
+    (tmp_path / "big file.bin").write_bytes(big)
+    (tmp_path / "plain.txt").write_bytes(b"uploaded without javascript\n" * 20)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    try:
+        async with Browser.launch(CHROMIUM) as browser:
+            page = await browser.new_page()
+            # Log in: the one-time link sets the session cookie and lands on "/".
+            await page.goto(app[UI_STATE].login_ticket_url(base))
+            assert await page.wait_for("location.pathname === '/' && document.title")
+            h1 = await page.eval("document.querySelector('h1').textContent")
+            assert h1 == "Node status"
+            assert "alice-laptop" in await page.eval("document.body.innerText")
+            await page.screenshot(ARTIFACTS / "webui-front.png")
+
+            # Make a directory through its form.
+            await page.goto(base + "/drive/shared/")
+            await page.eval("document.getElementById('mk-name').value = 'media'")
+            await page.click("form[action='/op/mkdir'] button")
+            await page.wait_for("document.body.innerText.includes('Made directory media')")
+
+            # Upload through the form, with the progress script.
+            await page.goto(base + "/drive/shared/media/")
+            await page.set_files("#up-file", [tmp_path / "big file.bin"])
+            await page.click("#upload button[type=submit]")
+            await page.wait_for("document.body.innerText.includes('Uploaded big file.bin')")
+            # The script sent it (XMLHttpRequest, then location.reload()), not the form.
+            nav = "performance.getEntriesByType('navigation')[0].type"
+            assert await page.eval(nav) == "reload"
+            row = await page.eval(
+                "[...document.querySelectorAll('tbody tr')].map(r => r.innerText).join('|')"
+            )
+            assert "big file.bin" in row and "3.0 MiB" in row and "application/octet-stream" in row
+            await page.screenshot(ARTIFACTS / "webui-directory.png")
+
+            # Download through the link and compare bytes.
+            await browser.allow_downloads(downloads)
+            await page.click("a.file")
+            got = await _wait_file(downloads / "big file.bin", len(big))
+            assert got == big
+
+            # Seek as a media player would: a Range request from the page.
+            part = await page.eval(
+                "fetch(document.querySelector('a.file').href,"
+                " {headers: {Range: 'bytes=1000-1009'}})"
+                ".then(async r => [r.status, r.headers.get('content-range'),"
+                " Array.from(new Uint8Array(await r.arrayBuffer()))])"
+            )
+            assert part[0] == 206 and part[1] == f"bytes 1000-1009/{len(big)}"
+            assert bytes(part[2]) == big[1000:1010]
+
+            # The same form with scripts disabled: a plain multipart POST + redirect.
+            plain = await browser.new_page(javascript=False)
+            await plain.goto(base + "/drive/shared/media/")
+            await plain.set_files("#up-file", [tmp_path / "plain.txt"])
+            await plain.click("#upload button[type=submit]")
+            await plain.wait_for("document.body.innerText.includes('Uploaded plain.txt')")
+            names = await plain.eval(
+                "[...document.querySelectorAll('a.file')].map(a => a.textContent)"
+            )
+            assert names == ["big file.bin", "plain.txt"]
+            assert await plain.eval(nav) == "navigate"  # the plain POST + 303 redirect
+        listing = await backend.vdrive_list(parse_vpath("/media"))
+        assert {e.name for e in listing.entries} == {"big file.bin", "plain.txt"}
+    finally:
+        await server.close()
+    assert (ARTIFACTS / "webui-front.png").stat().st_size > 1000
+    assert (ARTIFACTS / "webui-directory.png").stat().st_size > 1000
