@@ -20,6 +20,7 @@ from p2pstore.web.ui import make_ui
 from .webui_helpers import (
     AUTH,
     NODE_ID,
+    NOW,
     PEER_ID,
     TOKEN,
     csrf_of,
@@ -41,7 +42,8 @@ async def _client(
     backend: MemoryBackend, clock: Clock | None = None, limits: ApiLimits | None = None
 ) -> TestClient[Any, Any]:
     limits = limits or ApiLimits()
-    app = create_app(backend, TOKEN, limits=limits, ui=make_ui(clock=clock or Clock()))
+    ui = make_ui(clock=clock or Clock(), wall=lambda: NOW + 5)  # uptime: started_at = NOW - 3725
+    app = create_app(backend, TOKEN, limits=limits, ui=ui)
     server = TestServer(app, host="127.0.0.1", **runner_kwargs(limits))
     client: TestClient[Any, Any] = TestClient(server)
     await client.start_server()
