@@ -435,3 +435,90 @@ async def test_api_server_serves_the_ui_by_default(backend: MemoryBackend) -> No
             assert r.status == 201
     finally:
         await server.close()
+
+
+def _streamed_form(csrf: str, name: str, body: AsyncIterator[bytes]) -> Any:
+    import aiohttp
+
+    writer = aiohttp.MultipartWriter("form-data")
+    for field, value in (("csrf", csrf), ("dir", "shared:/")):
+        part = writer.append(value)
+        part.set_content_disposition("form-data", name=field)
+    part = writer.append(body, {"Content-Type": "application/octet-stream"})
+    part.set_content_disposition("form-data", name="file", filename=name)
+    return writer
+
+
+async def test_upload_streams_and_shows_progress(
+    client: TestClient[Any, Any], backend: MemoryBackend
+) -> None:
+    """The file part reaches the backend while the browser is still sending: the
+    front page's JSON lists the upload, by name, with bytes done."""
+    import asyncio
+
+    csrf = await login(client)
+    gate = asyncio.Event()
+
+    async def slow() -> AsyncIterator[bytes]:
+        for _ in range(8):  # the multipart reader holds back its latest chunk
+            yield os.urandom(25_000)
+            await asyncio.sleep(0.01)
+        await gate.wait()
+        yield os.urandom(100_000)
+
+    task = asyncio.create_task(
+        client.post("/op/upload", data=_streamed_form(csrf, "slow.bin", slow()))
+    )
+    try:
+        for _ in range(300):
+            doc = await (await client.get("/?format=json")).json()
+            active = doc["status"]["transfers"]
+            if active and active[0]["done"] > 0:  # some bytes in; the rest held back
+                break
+            await asyncio.sleep(0.01)
+        [t] = active
+        assert t["kind"] == "upload" and t["name"] == "slow.bin" and t["status"] == "running"
+        assert 0 < t["done"] <= 200_000
+    finally:
+        gate.set()
+        r = await task
+    assert r.status == 200
+    doc = await (await client.get("/?format=json")).json()
+    assert doc["status"]["transfers"] == []
+    [done] = [t for t in doc["status"]["recent_transfers"] if t["kind"] == "upload"]
+    assert done["name"] == "slow.bin" and done["size"] == 300_000 and done["status"] == "done"
+
+
+async def test_stalled_upload_fails_and_stores_nothing(backend: MemoryBackend) -> None:
+    import asyncio
+
+    c = await _client(backend, limits=ApiLimits(idle_timeout=0.3))
+    try:
+        csrf = await login(c)
+        [cookie] = list(c.session.cookie_jar)
+        b = "----p2psboundary"
+        body = (
+            f'--{b}\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n{csrf}\r\n'
+            f'--{b}\r\nContent-Disposition: form-data; name="dir"\r\n\r\nshared:/\r\n'
+            f'--{b}\r\nContent-Disposition: form-data; name="file"; filename="stall.bin"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode() + os.urandom(300_000)
+        head = (
+            f"POST /op/upload HTTP/1.1\r\nHost: 127.0.0.1:{c.port}\r\n"
+            f"Cookie: {cookie.key}={cookie.value}\r\n"
+            f"Content-Type: multipart/form-data; boundary={b}\r\n"
+            f"Content-Length: {len(body) + 1_000_000}\r\n\r\n"
+        ).encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1", c.port)
+        writer.write(head + body)  # then nothing more: the upload stalls
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.read(200), 10)
+        writer.close()
+        assert reply.startswith(b"HTTP/1.1 408"), reply
+        assert backend.bytes_used == 0
+        listing = await (await c.get("/drive/shared/?format=json")).json()
+        assert listing["entries"] == []
+        doc = await (await c.get("/?format=json")).json()
+        assert doc["status"]["recent_transfers"][0]["status"] == "failed"
+    finally:
+        await c.close()
