@@ -2,7 +2,8 @@
 log in through a one-time link, make a directory, upload through the form (with
 the progress script, and again with scripts disabled), see the files listed,
 download one through its link and compare bytes, seek with a Range request, and
-save screenshots of the front page and a directory page to test-artifacts/.
+save screenshots of the front page, a directory page and a details page to
+test-artifacts/.
 
 Skipped, saying why, where Chromium is not installed (``make browser`` installs
 it from the system's package manager when it can)."""
@@ -105,6 +106,11 @@ async def test_browser_upload_list_download_and_screenshots(tmp_path: Path) -> N
             )
             assert part[0] == 206 and part[1] == f"bytes 1000-1009/{len(big)}"
             assert bytes(part[2]) == big[1000:1010]
+
+            # The details page, caps shown on request.
+            await page.goto(base + "/entry/shared/media/big%20file.bin?caps=1")
+            assert "p2ps:chk:" in await page.eval("document.body.innerText")
+            await page.screenshot(ARTIFACTS / "webui-entry.png")
 
             # The same form with scripts disabled: a plain multipart POST + redirect.
             plain = await browser.new_page(javascript=False)
