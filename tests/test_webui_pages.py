@@ -149,6 +149,7 @@ async def test_front_page_shows_every_status_field(client: TestClient[Any, Any])
         "unreachable",
         "timed out",
         "12.5 ms",
+        "holds shares</span> (5.0 GiB free)",
         PEER_ID,
         "203.0.113.9:4433",
         "1 connected, 5 known",

@@ -12,6 +12,8 @@ from p2pstore.web.ui.pages import front_page, guess_type, inline_type
 from p2pstore.web.ui.session import SessionStore, same_origin
 from p2pstore.web.vpath import parse_vpath
 
+from .webui_helpers import NOW, grid_service_status
+
 
 class Clock:
     def __init__(self) -> None:
@@ -161,3 +163,19 @@ def test_front_page_never_fails_on_odd_status(status: dict[str, object]) -> None
     as 'not reported'), and text is escaped."""
     out = front_page(status, [], now=2000.0, ui_started=1000.0)
     assert "<script" not in out
+
+
+def test_front_page_reads_the_grid_services_status_shape() -> None:
+    out = front_page(grid_service_status(), [], now=NOW, ui_started=NOW - 5)
+    for text in (
+        "bob",
+        "127.0.0.1:5555",
+        "Last join: 2 reached, 1 failed",
+        "3 contacts in 2 buckets",
+        "DHT records held",
+        "4.0 KiB",
+        "1.0 GiB",
+        "17",
+        "2 connected, 3 known",
+    ):
+        assert text in out, text

@@ -67,10 +67,36 @@ def full_peers() -> list[PeerInfo]:
             "198.51.100.1:4433",
             connected=True,
             last_seen=NOW - 2,
-            details={"rtt_ms": 12.5, "nickname": "intro-1"},
+            details={
+                "rtt_ms": 12.5,
+                "nickname": "intro-1",
+                "storage": True,
+                "storage_available": 5 << 30,
+            },
         ),
         PeerInfo("z" * 32, "203.0.113.9:4433", connected=False, last_seen=NOW - 600),
     ]
+
+
+def grid_service_status() -> dict[str, Any]:
+    """The shape p2pstore/node/grid_service.py reports (keys under ``details``)."""
+    return {
+        "node_id": NODE_ID,
+        "nickname": "bob",
+        "backend": "grid",
+        "listen_host": "127.0.0.1",
+        "listen_port": 5555,
+        "peers_known": 3,
+        "peers_connected": 2,
+        "storage_used": 4096,
+        "details": {
+            "service": "grid",
+            "storage_enabled": True,
+            "storage": {"shares": 17, "uploads": 0, "available": 1 << 20, "max_bytes": 1 << 30},
+            "dht": {"contacts": 3, "buckets": {"150": 2, "158": 1, "3": 0}, "records": 9},
+            "join": {"reached": 2, "failed": 1, "joined_at": NOW - 60},
+        },
+    }
 
 
 def make_backend(*, full: bool = True) -> MemoryBackend:

@@ -84,7 +84,9 @@ def fmt_bytes(n: object) -> str:
 
 
 def fmt_time(t: object) -> str:
-    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t) or t <= 0:
+    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+        return DASH
+    if t < 1e9:  # not a unix time (e.g. a monotonic clock reading)
         return DASH
     try:
         text = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))

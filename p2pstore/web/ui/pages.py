@@ -117,6 +117,13 @@ def _seeds_section(status: Mapping[str, Any]) -> str:
     seeds = status.get("seeds")
     head = '<section aria-labelledby="h-seeds"><h2 id="h-seeds">Bootstrap seeds</h2>'
     if not isinstance(seeds, list):
+        join = _get(status, "details", "join")
+        if isinstance(join, Mapping):  # the grid service's join summary
+            return (
+                head + f"<p>Last join: {_int(join.get('reached'))} reached, "
+                f"{_int(join.get('failed'))} failed (seeds and remembered peers), "
+                f"at {fmt_time(join.get('joined_at'))}.</p></section>"
+            )
         return (
             head
             + "<p>"
@@ -156,6 +163,17 @@ def _seeds_section(status: Mapping[str, Any]) -> str:
     return head + summary + table(headers, rows) + "</section>"
 
 
+def _peer_storage(details: Mapping[str, Any]) -> str:
+    stores = details.get("storage")
+    if not isinstance(stores, bool):
+        return DASH
+    out = yes_no(stores, "holds shares", "no storage")
+    free = details.get("storage_available")
+    if stores and isinstance(free, int) and not isinstance(free, bool):
+        out += f" ({fmt_bytes(free)} free)"
+    return out
+
+
 def _peers_section(status: Mapping[str, Any], peers: Sequence[Mapping[str, Any]]) -> str:
     head = '<section aria-labelledby="h-peers"><h2 id="h-peers">Peers</h2>'
     connected = [p for p in peers if p.get("connected")]
@@ -178,46 +196,63 @@ def _peers_section(status: Mapping[str, Any], peers: Sequence[Mapping[str, Any]]
                 _text(p.get("address")),
                 yes_no(p.get("connected"), "connected", "not connected"),
                 fmt_ms(details.get("rtt_ms")),
+                _peer_storage(details),
                 fmt_time(p.get("last_seen")),
             ]
         )
     more = ""
     if len(ordered) > MAX_PEER_ROWS:
         more = f"<p>… and {len(ordered) - MAX_PEER_ROWS} more (see <code>/?format=json</code>).</p>"
-    headers = ["Node ID", "Nickname", "Address", "State", "Round trip", "Last seen"]
+    headers = ["Node ID", "Nickname", "Address", "State", "Round trip", "Storage", "Last seen"]
     return head + summary + table(headers, rows) + more + "</section>"
 
 
+def _pick(status: Mapping[str, Any], *paths: tuple[str, ...]) -> Any:
+    """The first of several places a backend may report a value (see docs/web-ui.md)."""
+    return _first(*(_get(status, *path) for path in paths))
+
+
 def _dht_storage_section(status: Mapping[str, Any]) -> str:
-    rt = _first(_get(status, "dht", "routing_table_size"), status.get("routing_table_size"))
-    buckets = _get(status, "dht", "buckets")
-    used = _first(_get(status, "storage", "used"), status.get("storage_used"))
-    quota = _first(_get(status, "storage", "quota"), status.get("storage_quota"))
-    shares = _get(status, "storage", "shares")
-    enabled = _get(status, "storage", "enabled")
+    rt = _pick(
+        status,
+        ("dht", "routing_table_size"),
+        ("routing_table_size",),
+        ("details", "dht", "contacts"),
+    )
+    buckets = _pick(status, ("dht", "buckets"), ("details", "dht", "buckets"))
+    if isinstance(buckets, Mapping):  # bucket index -> contacts: count the non-empty
+        buckets = sum(1 for n in buckets.values() if n)
+    records = _pick(status, ("dht", "records"), ("details", "dht", "records"))
+    used = _pick(status, ("storage", "used"), ("storage_used",))
+    quota = _pick(
+        status, ("storage", "quota"), ("storage_quota",), ("details", "storage", "max_bytes")
+    )
+    shares = _pick(status, ("storage", "shares"), ("details", "storage", "shares"))
+    enabled = _pick(status, ("storage", "enabled"), ("details", "storage_enabled"))
+    has_storage = isinstance(status.get("storage"), Mapping) or isinstance(
+        _get(status, "details", "storage"), Mapping
+    )
     if isinstance(used, int) and isinstance(quota, int) and quota > 0:
         pct = min(100.0, 100.0 * used / quota)
         quota_html = (
             f'{fmt_bytes(quota)} <meter min="0" max="{quota}" value="{min(used, quota)}" '
             f'aria-label="storage used">{pct:.0f} %</meter> {pct:.1f} % used'
         )
-    elif "storage" in status and quota is None and isinstance(status.get("storage"), Mapping):
+    elif has_storage and quota is None:
         quota_html = "unlimited"
     else:
         quota_html = missing()
+    if isinstance(buckets, int) and not isinstance(buckets, bool):
+        rt_html = _int(rt) + f" contacts in {esc(buckets)} buckets"
+    else:
+        rt_html = _int(rt) + (" contacts" if isinstance(rt, int) else "")
     rows = [
-        (
-            "DHT routing table",
-            _int(rt)
-            + (
-                f" contacts in {esc(buckets)} buckets"
-                if isinstance(buckets, int)
-                else (" contacts" if isinstance(rt, int) else "")
-            ),
-        ),
+        ("DHT routing table", rt_html),
         ("Storage used", fmt_bytes(used) if used is not None else missing()),
         ("Storage quota", quota_html),
     ]
+    if records is not None:
+        rows.append(("DHT records held", _int(records)))
     if shares is not None:
         rows.append(("Shares held", _int(shares)))
     if enabled is not None:
