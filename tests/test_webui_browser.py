@@ -63,6 +63,9 @@ async def test_browser_upload_list_download_and_screenshots(tmp_path: Path) -> N
     try:
         async with Browser.launch(CHROMIUM) as browser:
             page = await browser.new_page()
+            await page.goto(base + "/")  # not logged in: the login page
+            assert await page.wait_for("location.pathname === '/login'")
+            await page.screenshot(ARTIFACTS / "webui-login.png")
             # Log in: the one-time link sets the session cookie and lands on "/".
             await page.goto(app[UI_STATE].login_ticket_url(base))
             assert await page.wait_for("location.pathname === '/' && document.title")
@@ -111,6 +114,13 @@ async def test_browser_upload_list_download_and_screenshots(tmp_path: Path) -> N
             await page.goto(base + "/entry/shared/media/big%20file.bin?caps=1")
             assert "p2ps:chk:" in await page.eval("document.body.innerText")
             await page.screenshot(ARTIFACTS / "webui-entry.png")
+
+            # Delete from the listing: a confirmation page first.
+            await page.goto(base + "/drive/shared/")
+            await page.click("button[aria-label='delete media']")
+            await page.wait_for("document.body.innerText.includes('Yes, delete it')")
+            await page.screenshot(ARTIFACTS / "webui-confirm-delete.png")
+            await page.goto(base + "/drive/shared/media/")  # not deleted: go back
 
             # The same form with scripts disabled: a plain multipart POST + redirect.
             plain = await browser.new_page(javascript=False)

@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from ..app import TOKEN, check_token, error_response
+from ..app import BACKEND, TOKEN, check_token, error_response
 from ..errors import BackendError, Forbidden, Unauthorized
 from .html import PAGE_CSP, login_url, page
 from .pages import error_page
@@ -41,6 +41,7 @@ class UiState:
     wall: Callable[[], float] = time.time
     started: float = field(default_factory=time.time)
     nickname: str | None = None
+    nickname_known: bool = False
 
     def login_ticket_url(self, base_url: str) -> str:
         """A one-time login link on ``base_url`` (``http://127.0.0.1:PORT/``)."""
@@ -172,6 +173,11 @@ def ui_route(handler: UiHandler) -> Callable[[web.Request], Awaitable[web.Stream
                         code="login-required",
                     )
                 return see_other(login_url(request.path_qs))
+            state = request.app[UI_STATE]
+            if not state.nickname_known:  # for the page header, asked once
+                state.nickname_known = True
+                nick = (await request.app[BACKEND].status()).get("nickname")
+                state.nickname = nick if isinstance(nick, str) else None
             return await handler(request, auth)
         except BackendError as e:
             if wants_json(request) or request.method == "HEAD":

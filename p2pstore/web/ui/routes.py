@@ -53,7 +53,9 @@ async def _status_doc(request: web.Request) -> dict[str, Any]:
     doc["transfers"] = request.app[TRANSFERS].snapshot()
     doc["recent_transfers"] = request.app[TRANSFERS].recent()
     nickname = doc.get("nickname")
-    request.app[UI_STATE].nickname = nickname if isinstance(nickname, str) else None
+    state = request.app[UI_STATE]
+    state.nickname = nickname if isinstance(nickname, str) else None
+    state.nickname_known = True
     return doc
 
 
