@@ -41,6 +41,7 @@ from .auth import (
     ui_route,
     wants_json,
 )
+from .front import front_page
 from .html import PAGE_CSP, dir_url, file_url, safe_next
 from .session import same_origin
 from .static import STATIC
@@ -75,7 +76,7 @@ async def front(request: web.Request, auth: Auth) -> web.StreamResponse:
     if wants_json(request):
         return json_reply({"status": status, "peers": peers})
     state = request.app[UI_STATE]
-    body = pages.front_page(status, peers, now=state.wall(), ui_started=state.started)
+    body = front_page(status, peers, now=state.wall(), ui_started=state.started)
     return html(request, "Node status", body, auth=auth, current="status")
 
 
