@@ -558,3 +558,23 @@ async def test_fuzzed_form_fields_and_urls_never_crash(client: TestClient[Any, A
         for prefix in ("/drive/shared/", "/entry/private/"):
             r = await client.get(prefix + quoted)
             assert r.status < 500, (prefix, quoted, r.status)
+
+
+async def test_add_a_file_by_cap(client: TestClient[Any, Any]) -> None:
+    csrf = await login(client)
+    data = os.urandom(90_000)
+    r = await client.post("/api/v1/file", data=data, headers=AUTH)
+    cap = (await r.json())["cap"]
+    page = await (await client.get("/drive/shared/")).text()
+    assert 'action="/op/link"' in page
+    r = await client.post("/op/link", data={"csrf": csrf, "dir": "/", "cap": cap, "name": "got"})
+    assert r.status == 200 and "Added got (87.9 KiB)" in await r.text()
+    assert await (await client.get("/drive/shared/got")).read() == data
+    r = await client.post("/op/link", data={"csrf": csrf, "dir": "/", "cap": cap, "name": "got"})
+    assert r.status == 409
+    r = await client.post(
+        "/op/link", data={"csrf": csrf, "dir": "/", "cap": "p2ps:chk:nope", "name": "x"}
+    )
+    assert r.status == 400 and "bad cap" in await r.text() and "p2ps:chk:nope" not in await r.text()
+    r = await client.post("/op/link", data={"dir": "/", "cap": cap, "name": "y"})
+    assert r.status == 403  # no CSRF token

@@ -1,4 +1,5 @@
-"""The web UI's forms that change a drive: upload, mkdir, rename, delete.
+"""The web UI's forms that change a drive: upload, mkdir, link (add by cap),
+rename, delete.
 
 Each is a ``POST /op/<name>`` taking an HTML form (``multipart/form-data`` for
 upload, urlencoded for the rest), authenticated by session cookie + CSRF token
@@ -28,7 +29,7 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import BodyPartReader, web
 
-from ..api import _mode, _upload_json
+from ..api import _mode, _read_cap, _upload_json
 from ..app import BACKEND, LIMITS, TRANSFERS
 from ..backend import DirEntry
 from ..errors import BackendError, BadRequest, Conflict, Forbidden, NotFound, TooLarge
@@ -82,6 +83,20 @@ async def op_mkdir(request: web.Request, auth: Auth) -> web.StreamResponse:
     seq = await request.app[BACKEND].vdrive_mkdir(path, parents=False, expected_sequence=None)
     doc = {"path": str(path), "sequence": seq}
     return _done(request, auth, f"Made directory {path.name}.", parent, doc, 201)
+
+
+@ui_route
+async def op_link(request: web.Request, auth: Auth) -> web.StreamResponse:
+    """Link a read or literal cap (pasted into the form, never in a URL) by name."""
+    fields = await _form(request, auth)
+    parent = _path_field(fields, "dir")
+    path = parent.child(fields.get("name", "").strip())
+    cap = _read_cap(fields.get("cap", "").strip())
+    seq = await request.app[BACKEND].vdrive_link(
+        path, cap, replace=_flag(fields.get("replace")), expected_sequence=None
+    )
+    doc = {"path": str(path), "sequence": seq}
+    return _done(request, auth, f"Added {path.name} ({fmt_bytes(cap.size)}).", parent, doc, 201)
 
 
 def _rename_target(src: VPath, dst: str) -> VPath:
@@ -272,5 +287,6 @@ def add_op_routes(app: web.Application) -> None:
     r = app.router
     r.add_post("/op/upload", op_upload)
     r.add_post("/op/mkdir", op_mkdir)
+    r.add_post("/op/link", op_link)
     r.add_post("/op/rename", op_rename)
     r.add_post("/op/delete", op_delete)

@@ -144,6 +144,14 @@ def directory_page(listing: Mapping[str, Any], path: VPath, *, csrf: str) -> str
         '<p><label for="mk-name">Name</label> <input id="mk-name" name="name" required '
         'maxlength="255" autocomplete="off"> <button type="submit">Make directory</button></p>'
         "</form></section>"
+        '<section aria-labelledby="h-ln"><h2 id="h-ln">Add a file by its cap</h2>'
+        f'<form method="post" action="/op/link">{csrf_field(csrf)}'
+        f'<input type="hidden" name="dir" value="{here}">'
+        '<p><label for="ln-cap">Read cap</label> <input id="ln-cap" name="cap" required '
+        'size="60" maxlength="1000" autocomplete="off" spellcheck="false"></p>'
+        '<p><label for="ln-name">Name</label> <input id="ln-name" name="name" required '
+        'maxlength="255" autocomplete="off"> <button type="submit">Add</button></p>'
+        "</form></section>"
     )
     return out
 
