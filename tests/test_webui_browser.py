@@ -11,10 +11,12 @@ it from the system's package manager when it can)."""
 from __future__ import annotations
 
 import asyncio
+import html
 import os
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from p2pstore.web.app import ApiLimits, create_app, runner_kwargs
@@ -47,6 +49,18 @@ async def _wait_file(path: Path, size: int) -> bytes:
             await asyncio.sleep(0.05)
 
 
+def _other_site() -> web.Application:
+    """A page on another site with a link to ``?to=``, like a chat or mail page."""
+
+    async def page(request: web.Request) -> web.Response:
+        to = html.escape(request.query["to"])
+        return web.Response(text=f'<a id="go" href="{to}">log in</a>', content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    return app
+
+
 async def test_browser_upload_list_download_and_screenshots(tmp_path: Path) -> None:
     assert CHROMIUM is not None
     backend = make_backend()
@@ -55,6 +69,8 @@ async def test_browser_upload_list_download_and_screenshots(tmp_path: Path) -> N
     server = TestServer(app, host="127.0.0.1", **runner_kwargs(limits))
     await server.start_server()
     base = f"http://127.0.0.1:{server.port}"
+    other = TestServer(_other_site(), host="127.0.0.1")  # "localhost": another site
+    await other.start_server()
     big = os.urandom(3 * 1024 * 1024 + 17)
     (tmp_path / "big file.bin").write_bytes(big)
     (tmp_path / "plain.txt").write_bytes(b"uploaded without javascript\n" * 20)
@@ -66,8 +82,11 @@ async def test_browser_upload_list_download_and_screenshots(tmp_path: Path) -> N
             await page.goto(base + "/")  # not logged in: the login page
             assert await page.wait_for("location.pathname === '/login'")
             await page.screenshot(ARTIFACTS / "webui-login.png")
-            # Log in: the one-time link sets the session cookie and lands on "/".
-            await page.goto(app[UI_STATE].login_ticket_url(base))
+            # Log in: the one-time link, clicked on a page of another site (as from a
+            # chat or mail page), sets the session cookie and moves on to "/" logged in.
+            link = app[UI_STATE].login_ticket_url(base)
+            await page.goto(f"http://localhost:{other.port}/?to={link}")
+            await page.click("#go")
             assert await page.wait_for("location.pathname === '/' && document.title")
             h1 = await page.eval("document.querySelector('h1').textContent")
             assert h1 == "Node status"
@@ -136,6 +155,7 @@ async def test_browser_upload_list_download_and_screenshots(tmp_path: Path) -> N
         listing = await backend.vdrive_list(parse_vpath("/media"))
         assert {e.name for e in listing.entries} == {"big file.bin", "plain.txt"}
     finally:
+        await other.close()
         await server.close()
     assert (ARTIFACTS / "webui-front.png").stat().st_size > 1000
     assert (ARTIFACTS / "webui-directory.png").stat().st_size > 1000

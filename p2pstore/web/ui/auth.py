@@ -124,6 +124,7 @@ def html(
     auth: Auth | None,
     status: int = 200,
     current: str = "",
+    refresh: str | None = None,
 ) -> web.Response:
     state = request.app[UI_STATE]
     flash = auth.session.take_flash() if auth is not None and auth.session is not None else []
@@ -134,6 +135,7 @@ def html(
         nickname=state.nickname,
         flash=flash,
         current=current,
+        refresh=refresh,
     )
     return web.Response(
         text=text, status=status, content_type="text/html", charset="utf-8", headers=_page_headers()

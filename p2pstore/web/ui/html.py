@@ -157,6 +157,7 @@ def page(
     nickname: str | None = None,
     flash: Iterable[str] = (),
     current: str = "",
+    refresh: str | None = None,
 ) -> str:
     """A whole document. ``csrf`` set: the visitor is logged in (nav + logout)."""
     site = f"p2pstore · {nickname}" if nickname else "p2pstore"
@@ -180,7 +181,8 @@ def page(
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="referrer" content="no-referrer">'
         f"<title>{esc(title)} — {esc(site)}</title>"
-        '<link rel="stylesheet" href="/static/ui.css">'
+        + (f'<meta http-equiv="refresh" content="0; url={esc(refresh)}">' if refresh else "")
+        + '<link rel="stylesheet" href="/static/ui.css">'
         '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">'
         '<script src="/static/ui.js" defer></script>'
         '</head><body><a class="skip" href="#main">Skip to content</a>'

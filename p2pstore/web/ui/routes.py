@@ -104,7 +104,13 @@ async def login_ticket(request: web.Request) -> web.StreamResponse:
         )
         return html(request, "Log in", body, auth=None, status=403)
     sid, _ = made
-    return _logged_in(request, sid, "/")
+    # A page (not a redirect) that moves on by itself: if the link was clicked on
+    # another site, a redirect would still count as cross-site and the SameSite=Strict
+    # cookie would not be sent with it; a navigation started by our own page is.
+    body = '<p>You are logged in. <a href="/">Continue to the node\'s status page</a>.</p>'
+    resp = html(request, "Logged in", body, auth=None, refresh="/")
+    set_session_cookie(resp, request, sid)
+    return resp
 
 
 async def login_post(request: web.Request) -> web.StreamResponse:
