@@ -141,6 +141,14 @@ async def test_browser_upload_list_download_and_screenshots(tmp_path: Path) -> N
             await page.screenshot(ARTIFACTS / "webui-confirm-delete.png")
             await page.goto(base + "/drive/shared/media/")  # not deleted: go back
 
+            # A link to a drive page on another site opens it, still logged in.
+            await page.goto(f"http://localhost:{other.port}/?to={base}/drive/shared/media/")
+            await page.click("#go")
+            assert await page.wait_for(
+                "location.pathname === '/drive/shared/media/' && "
+                "document.querySelector('h1').textContent === 'shared:/media'"
+            )
+
             # The same form with scripts disabled: a plain multipart POST + redirect.
             plain = await browser.new_page(javascript=False)
             await plain.goto(base + "/drive/shared/media/")

@@ -73,6 +73,13 @@ async def test_pages_need_login(client: TestClient[Any, Any]) -> None:
         assert r.status == 303 and r.headers["Location"].startswith("/login?next=")
     r = await client.get("/?format=json")
     assert r.status == 401 and (await r.json())["error"]["code"] == "login-required"
+    # followed from another site: reload from here once (the cookie was withheld)
+    r = await client.get("/drive/shared/?x=1", headers={"Sec-Fetch-Site": "cross-site"})
+    assert r.status == 200 and 'content="0; url=/drive/shared/?x=1"' in await r.text()
+    r = await client.get(
+        "/drive/shared/?x=1", headers={"Sec-Fetch-Site": "same-origin"}, allow_redirects=False
+    )
+    assert r.status == 303  # then, with still no cookie, the login page
     r = await client.post("/op/mkdir", data={"dir": "/", "name": "x"})
     assert r.status == 401
     r = await client.get("/login")

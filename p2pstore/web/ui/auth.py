@@ -26,7 +26,7 @@ from aiohttp import web
 
 from ..app import BACKEND, TOKEN, check_token, error_response
 from ..errors import BackendError, Forbidden, Unauthorized
-from .html import PAGE_CSP, login_url, page
+from .html import PAGE_CSP, esc, login_url, page
 from .pages import error_page
 from .session import Session, SessionStore, same_origin
 
@@ -174,6 +174,11 @@ def ui_route(handler: UiHandler) -> Callable[[web.Request], Awaitable[web.Stream
                         "'Authorization: Bearer <token>'",
                         code="login-required",
                     )
+                if request.headers.get("Sec-Fetch-Site") == "cross-site":
+                    # Followed from another site: the browser withheld our SameSite=Strict
+                    # cookie. Load the page again from here (same-origin), cookie and all.
+                    body = f'<p><a href="{esc(request.path_qs)}">Continue</a></p>'
+                    return html(request, "Opening", body, auth=None, refresh=request.path_qs)
                 return see_other(login_url(request.path_qs))
             state = request.app[UI_STATE]
             if not state.nickname_known:  # for the page header, asked once
