@@ -156,6 +156,12 @@ def _cmd_bootstrap_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_shell(args: argparse.Namespace) -> int:
+    from shell.app import run  # prompt_toolkit loads only for the shell
+
+    return run(args.node, args.debug)
+
+
 def _cmd_systemd_unit(args: argparse.Namespace) -> int:
     root = Path(args.dir).absolute()
     NodeDir(root).require_node()
@@ -247,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     q = bsub.add_parser("check", help="validate a bootstrap list file or text")
     q.add_argument("source", metavar="FILE|TEXT")
     q.set_defaults(func=_cmd_bootstrap_check)
+
+    p = sub.add_parser("shell", help="an interactive shell on a running node (docs/shell.md)")
+    p.add_argument("--node", metavar="DIR", help="node directory (default: $P2PSTORE_NODE)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of failed commands")
+    p.set_defaults(func=_cmd_shell)
 
     p = sub.add_parser("systemd-unit", help="print (or --install) a systemd user unit")
     p.add_argument("dir", metavar="DIR")
