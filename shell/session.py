@@ -12,6 +12,7 @@ injected), bounded in entries, and is cleared by every write.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -119,7 +120,8 @@ Entries = list[Mapping[str, Any]]
 
 
 class ListingCache:
-    """Directory listings for completion: ``ttl`` seconds, at most ``max_dirs``."""
+    """Directory listings for completion: ``ttl`` seconds, at most ``max_dirs``.
+    Thread-safe: completion runs in prompt_toolkit's completion thread."""
 
     def __init__(
         self, ttl: float = 5.0, max_dirs: int = 64, clock: Callable[[], float] = time.monotonic
@@ -128,22 +130,26 @@ class ListingCache:
         self.max_dirs = max_dirs
         self.clock = clock
         self._items: OrderedDict[VPath, tuple[float, Entries]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, path: VPath) -> Entries | None:
-        hit = self._items.get(path)
-        if hit is None:
-            return None
-        at, entries = hit
-        if self.clock() - at > self.ttl:
-            del self._items[path]
-            return None
-        return entries
+        with self._lock:
+            hit = self._items.get(path)
+            if hit is None:
+                return None
+            at, entries = hit
+            if self.clock() - at > self.ttl:
+                del self._items[path]
+                return None
+            return entries
 
     def put(self, path: VPath, entries: Entries) -> None:
-        self._items[path] = (self.clock(), entries)
-        self._items.move_to_end(path)
-        while len(self._items) > self.max_dirs:
-            self._items.popitem(last=False)
+        with self._lock:
+            self._items[path] = (self.clock(), entries)
+            self._items.move_to_end(path)
+            while len(self._items) > self.max_dirs:
+                self._items.popitem(last=False)
 
     def clear(self) -> None:
-        self._items.clear()
+        with self._lock:
+            self._items.clear()

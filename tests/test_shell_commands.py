@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pstore.client import NodeClient
+from p2pstore.client import ApiCallError, NodeClient
 from p2pstore.immutable import EncodingParams
 from p2pstore.web.memory_backend import MemoryBackend
 from p2pstore.web.memory_vdrive import MemoryVdrive
@@ -183,6 +183,27 @@ def test_status_peers_bootstrap_help_and_local(srv: Server, tmp_path: Path) -> N
     assert rec.take() == [str(tmp_path / "sub")]
     sh.run_line("lcd nowhere")
     assert rec.take()[0].startswith("error: lcd: nowhere: not a directory")
+
+
+def test_bootstrap_route_needs_the_token(srv: Server) -> None:
+    with pytest.raises(ApiCallError) as e:
+        NodeClient(srv.url, None).bootstrap()
+    assert e.value.status == 401
+    assert NodeClient(srv.url, TOKEN).bootstrap()["introducer"] is True
+
+
+def test_unexpected_errors_are_one_line_unless_debug(tmp_path: Path) -> None:
+    def broken() -> NodeClient:
+        raise ValueError("a bug")
+
+    for debug in (False, True):
+        rec = Rec()
+        sh = Shell(Connection(broken, "n"), rec, ShellState(tmp_path), debug=debug)
+        assert sh.run_line("ls")
+        out = rec.take()
+        assert out[-1] == "internal error: ValueError: a bug (run with --debug for details)"
+        assert (out[0] == "Traceback (most recent call last):") is debug
+        assert len(out) == 1 or debug
 
 
 def test_bootstrap_route_without_a_provider_is_unavailable(tmp_path: Path) -> None:

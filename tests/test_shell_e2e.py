@@ -147,6 +147,24 @@ def test_shell_in_a_pty_against_a_real_node(
         child.expect(PROMPT)
         assert (work / "copy.bin").read_bytes() == data
 
+        # A suggestion from history appears as you type; Ctrl-C at the prompt clears the line.
+        child.send("mk")
+        child.expect("dir docs")
+        child.sendcontrol("c")
+        child.expect("\r\n")  # the aborted line is left behind; a fresh prompt follows
+        child.expect(PROMPT)
+        assert "docs/" in _run(child, "ls /")  # the shell is still there, line cleared
+
+        # A listing longer than the screen (40 rows) pages.
+        names = " ".join(f"d{i:02d}" for i in range(45))
+        _run(child, f"mkdir {names}")
+        _cmd(child, "ls -l")
+        child.expect("-- more --")
+        child.send(" ")
+        child.expect("d44/")
+        child.expect("46 entries")  # d00..d44 and docs
+        child.expect(PROMPT)
+
         _cmd(child, "frobnicate now")
         child.expect(re.escape("error: unknown command 'frobnicate'"))
         child.expect(PROMPT)
@@ -193,3 +211,30 @@ def test_shell_in_a_pty_against_a_real_node(
         child.close(force=True)
     assert child.exitstatus == 0
     assert "put 'report one.bin' docs/" in history.read_text()
+
+
+@pytest.mark.e2e
+def test_shell_reads_commands_from_a_pipe_introducer_bootstrap(tmp_path: Path) -> None:
+    """Batch mode (stdin not a terminal) on an introducer: `bootstrap` shows its own
+    seed line, served by the runner's GET /api/v1/bootstrap."""
+    root = tmp_path / "intro"
+    assert cli.main(["create-introducer", str(root), "--listen", "127.0.0.1:0"]) == 0
+    proc = _start_node(root)
+    try:
+        node_id = json.loads((root / "run" / "status.json").read_text())["node_id"]
+        done = subprocess.run(
+            [sys.executable, "-m", "p2pstore.cli", "shell", "--node", str(root)],
+            input=b"bootstrap\nstatus\nbogus\nexit\nls\n",
+            capture_output=True,
+            timeout=30,
+            cwd=ROOT,
+            check=False,
+        )
+    finally:
+        _stop_node(proc)
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr
+    assert f"p2ps-seed {node_id} 127.0.0.1:" in out
+    assert f"node ID:       {node_id}" in out
+    assert "error: unknown command 'bogus'" in out
+    assert "docs" not in out and out.count("error") == 1  # nothing ran after exit
