@@ -254,15 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("source", metavar="FILE|TEXT")
     q.set_defaults(func=_cmd_bootstrap_check)
 
-    p = sub.add_parser("shell", help="an interactive shell on a running node (docs/shell.md)")
-    p.add_argument("--node", metavar="DIR", help="node directory (default: $P2PSTORE_NODE)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks of failed commands")
-    p.set_defaults(func=_cmd_shell)
-
     p = sub.add_parser("systemd-unit", help="print (or --install) a systemd user unit")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--install", action="store_true", help="write it to ~/.config/systemd/user/")
     p.set_defaults(func=_cmd_systemd_unit)
+
+    p = sub.add_parser("shell", help="an interactive shell on a running node (docs/shell.md)")
+    p.add_argument("--node", metavar="DIR", help="node directory (default: $P2PSTORE_NODE)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of failed commands")
+    p.set_defaults(func=_cmd_shell)
     return parser
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from p2pstore.client import ApiCallError, NodeClient
 from p2pstore.immutable import EncodingParams
+from p2pstore.web.app import BOOTSTRAP
 from p2pstore.web.memory_backend import MemoryBackend
 from p2pstore.web.memory_vdrive import MemoryVdrive
 from p2pstore.web.server import ApiServer
@@ -34,9 +35,9 @@ class Server:
             params=EncodingParams.create(3, 10, 64 * 1024), vdrive=MemoryVdrive()
         )
         info = {"introducer": True, "bootstrap": "p2ps-seed A h:1\n", "self": "p2ps-seed B h:2\n"}
-        self.server = ApiServer(
-            self.backend, TOKEN, bootstrap=(lambda: info) if bootstrap else None
-        )
+        self.server = ApiServer(self.backend, TOKEN)
+        if bootstrap:
+            self.server.app[BOOTSTRAP] = lambda: info
         asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
         self.url = self.server.url
 

@@ -308,14 +308,11 @@ class NodeRunner:
         if not callable(provider):
             log.info("the node service provides no API backend: no HTTP API")
             return EXIT_OK
+        from p2pstore.web.app import BOOTSTRAP
         from p2pstore.web.server import ApiServer
 
-        server = ApiServer(
-            provider(),
-            p.api_token,
-            port=p.config.node.web_port,
-            bootstrap=lambda: self._bootstrap_info(p, service),
-        )
+        server = ApiServer(provider(), p.api_token, port=p.config.node.web_port)
+        server.app[BOOTSTRAP] = lambda: self._bootstrap_info(p, service)  # GET /api/v1/bootstrap
         try:
             await server.start()
         except OSError as e:

@@ -13,7 +13,7 @@ import logging
 
 from aiohttp import web
 
-from .app import ApiLimits, BootstrapInfo, create_app, runner_kwargs
+from .app import ApiLimits, create_app, runner_kwargs
 from .backend import ApiBackend
 
 log = logging.getLogger(__name__)
@@ -28,10 +28,9 @@ class ApiServer:
         host: str = "127.0.0.1",
         port: int = 0,
         limits: ApiLimits | None = None,
-        bootstrap: BootstrapInfo | None = None,
     ) -> None:
         self.limits = limits or ApiLimits()
-        self.app = create_app(backend, token, limits=self.limits, bootstrap=bootstrap)
+        self.app = create_app(backend, token, limits=self.limits)
         self.host = host
         self._port = port
         self._runner: web.AppRunner | None = None
