@@ -102,6 +102,25 @@ def info_lines(
 
 def _fact(key: str, value: Any) -> list[str]:
     label = f"{safe(key).replace('_', ' ') + ':':<14} "
+    if value in ([], {}, None, ""):
+        return [label + "-"]
+    if (
+        isinstance(value, Mapping)
+        and value
+        and all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in value.values())
+    ):
+        # {share number: [node IDs]}: shown per node ("where the shares are")
+        holders: dict[str, list[str]] = {}
+        for share, nodes in value.items():
+            for node in nodes:
+                holders.setdefault(node, []).append(str(share))
+        out = [label.rstrip()]
+        for node, shares in sorted(holders.items()):
+            out.append(
+                f"  {safe(node)}  {'share' if len(shares) == 1 else 'shares'} "
+                f"{', '.join(safe(x) for x in shares)}"
+            )
+        return out
     if isinstance(value, list) and value and isinstance(value[0], Mapping):
         out = [label.rstrip()]
         for item in value:

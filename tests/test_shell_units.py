@@ -232,6 +232,10 @@ def test_reports() -> None:
     lines = render.info_lines(chk, path="shared:/x", cap="c")
     assert "encoding:      3-of-10" in lines and "shares held:   0, 1" in lines
     assert "  node=n1, shares=2" in lines
+    grid = {**chk, "storage": {"shares": {"0": ["nodeA"], "1": ["nodeB"], "2": ["nodeA"]}}}
+    assert render.info_lines(grid)[-3:] == ["shares:", "  nodeA  shares 0, 2", "  nodeB  share 1"]
+    empty = {**chk, "storage": {"unreachable": []}}
+    assert render.info_lines(empty)[-1] == "unreachable:   -"
     assert render.peer_lines([]) == ["no peers"]
     peers = [{"node_id": "abc", "address": "1.2.3.4:5", "connected": True, "last_seen": None}]
     assert render.peer_lines(peers)[-1] == "1 peers (1 connected)"
