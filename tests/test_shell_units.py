@@ -285,3 +285,78 @@ def test_listing_cache_expires_and_is_bounded() -> None:
     assert cache.get(VPath("shared", ("2",))) == []
     cache.clear()
     assert cache.get(VPath("shared", ("2",))) is None
+
+
+# -- properties ----------------------------------------------------------------------
+NAMES = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/"),
+    min_size=1,
+    max_size=12,
+).filter(lambda n: n not in (".", "..") and not n.startswith("-"))  # "-x" reads as an option
+
+
+@given(st.text(max_size=60))
+def test_parse_line_never_fails_unexpectedly(line: str) -> None:
+    try:
+        parse_line(line)
+    except UsageError as e:
+        assert "\n" not in str(e)
+
+
+@given(st.text(max_size=60))
+def test_resolve_remote_gives_valid_paths_or_a_usage_error(word: str) -> None:
+    from p2pstore.web.vpath import parse_vpath
+
+    try:
+        path = resolve_remote(word, DOCS)
+    except UsageError:
+        return
+    assert parse_vpath(str(path)) == path  # the node accepts exactly this path
+
+
+@given(st.lists(NAMES, min_size=1, max_size=6, unique=True), st.booleans(), st.data())
+def test_completed_words_read_back_as_the_names(
+    names: list[str], quoted: bool, data: st.DataObject
+) -> None:
+    kinds = data.draw(st.lists(st.booleans(), min_size=len(names), max_size=len(names)))
+    entries = [
+        {"name": n, "kind": "dir" if d else "file"} for n, d in zip(names, kinds, strict=True)
+    ]
+    target = data.draw(st.sampled_from(names))
+    is_dir = kinds[names.index(target)]
+    prefix = target[: data.draw(st.integers(0, len(target)))]
+    typed = ("'" + prefix.replace("'", "'\\''")) if quoted else quote_word(prefix)
+    if not quoted and not prefix:
+        typed = ""
+    line = "ls " + typed
+    found = complete(line, cwd=ROOT, local_cwd=Path("/"), list_remote=lambda p: entries)
+    wanted = target + ("/" if is_dir else "")
+    if target.startswith(".") and not prefix.startswith("."):
+        return  # hidden names are offered only for a '.' prefix
+    values = []
+    for c in found:
+        new_line = line[: len(line) + c.start] + c.text
+        values.append(tokenize(new_line)[-1].value)
+    assert wanted in values
+
+
+def test_history_path_follows_env_and_xdg(tmp_path: Path) -> None:
+    from shell.app import history_path
+
+    assert history_path({"P2PSTORE_SHELL_HISTORY": str(tmp_path / "h")}) == tmp_path / "h"
+    assert history_path({"XDG_DATA_HOME": str(tmp_path)}) == tmp_path / "p2pstore/shell_history"
+    assert history_path({}, home=tmp_path) == tmp_path / ".local/share/p2pstore/shell_history"
+
+
+def test_terminal_output_to_a_pipe_has_no_pager_or_progress() -> None:
+    import io
+
+    from shell.app import TerminalOutput
+
+    buf = io.StringIO()
+    out = TerminalOutput(buf, io.StringIO())
+    out.lines([str(i) for i in range(500)], page=True)
+    out.progress("put 50%")
+    out.progress_done()
+    out.line("done")
+    assert buf.getvalue() == "".join(f"{i}\n" for i in range(500)) + "done\n"
