@@ -366,7 +366,7 @@ async def test_download_never_yields_unverified_bytes(grid: StorageGrid) -> None
 
 
 async def test_wrong_cap_is_reported(grid: StorageGrid) -> None:
-    data, cap = await upload(grid, 5000)
+    _, cap = await upload(grid, 5000)
     _, down = tools(grid)
     with pytest.raises(DownloadError) as info:
         await down.read_all(replace(cap, ext_hash=bytes(32)))
@@ -407,12 +407,13 @@ async def test_check_verify_repair(grid: StorageGrid) -> None:
     assert set(v2.good_shares) == set(range(10))
     _, down = tools(grid)
     assert await down.read_all(cap) == data
-    placed_on = {grid[[gs.node_id.b32 for gs in grid.servers].index(p)] for p in r.repaired.values()}
+    by_b32 = {gs.node_id.b32: gs for gs in grid.servers}
+    placed_on = {by_b32[p] for p in r.repaired.values()}
     assert placed_on.isdisjoint({ranked[i] for i in (1, 2, 3, 4, 6, 8, 9)})
 
 
 async def test_repair_with_too_few_shares_fails_clearly(grid: StorageGrid) -> None:
-    data, cap = await upload(grid, 10_000)
+    _, cap = await upload(grid, 10_000)
     si = cap.storage_index
     for i, gs in enumerate(ranked_servers(grid, si)[:8]):
         gs.delete_share(si, i)
