@@ -1,0 +1,592 @@
+"""Endpoint: one UDP socket per node that both listens and dials, driving aioquic.
+
+Owns the socket, the demultiplexing of datagrams to connections by destination
+connection ID, per-connection timers, datagram-size discovery, the peer table
+(one connection per peer pair) and the handler registry.
+
+I/O discipline (docs/transport.md, "Transport performance"): the socket is
+drained in batches of up to ``recv_batch`` datagrams per readiness event, and
+each touched connection transmits once per batch; application sends schedule
+one flush per event-loop iteration. Socket buffers are 4 MiB.
+
+Invariants:
+- Every connection in ``_conns`` has all its live connection IDs in ``_by_cid``
+  and a timer armed at ``quic.get_timer()``; both are removed when it closes.
+- At most ``max_connections`` connections are open (not closing). When full, the
+  least recently used idle connection is closed to make room; if none is idle,
+  new Initials are dropped and dials fail with LocalError.
+- ``_peers`` maps a node ID only to an authenticated (READY) connection.
+- Every task the endpoint starts is tracked and awaited in :meth:`aclose`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import errno
+import functools
+import ipaddress
+import logging
+import socket
+import ssl
+import time
+from typing import Any
+
+from aioquic.buffer import Buffer  # type: ignore[attr-defined]
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.packet import QuicHeader, pull_quic_header
+
+from . import pmtu, rpc
+from .admission import Admission
+from .auth import make_certificate
+from .config import TransportConfig
+from .connection import READY, PeerConnection
+from .errors import ConnectError, EndpointClosed, LocalError, RpcTimeout
+from .identity import NodeId, NodeKey
+from .quicconn import TransportQuicConnection
+from .rpc import (
+    BulkReader,
+    CallContext,
+    Chunks,
+    FetchHandler,
+    Handler,
+    PeerAddress,
+    StreamHandler,
+)
+from .sizing import DatagramSizer
+from .streams import ERR_PROTOCOL, ERR_SHUTDOWN, Stream
+
+log = logging.getLogger(__name__)
+
+ALPN = "p2pstore/1"
+CID_LENGTH = 8
+PING_METHOD = "transport.ping"
+
+
+class Endpoint:
+    """A node's QUIC endpoint. Create with :func:`open_endpoint`; close with :meth:`aclose`."""
+
+    def __init__(self, key: NodeKey, sock: socket.socket, config: TransportConfig) -> None:
+        self.key = key
+        self.node_id: NodeId = key.node_id
+        self.config = config
+        self.handlers: dict[str, Handler] = {}
+        self.stream_handlers: dict[str, StreamHandler] = {}
+        self.fetch_handlers: dict[str, FetchHandler] = {}
+        self._sock = sock
+        self._loop = asyncio.get_running_loop()
+        self._family = sock.family
+        self._local = sock.getsockname()[:2]
+        self._conns: set[PeerConnection] = set()
+        self._by_cid: dict[bytes, PeerConnection] = {}
+        self._peers: dict[NodeId, PeerConnection] = {}
+        self._dialing: dict[NodeId, asyncio.Task[PeerConnection]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._dirty: set[PeerConnection] = set()
+        self._flush_scheduled = False
+        self._closed = False
+        self._all_closed = asyncio.Event()
+        self._sizer = DatagramSizer(config, self._send_raw)
+        self._stats = {"datagrams_in": 0, "datagrams_out": 0, "send_dropped": 0, "batches": 0}
+        cert, private = make_certificate(key)
+        self._server_conf = QuicConfiguration(
+            is_client=False,
+            alpn_protocols=[ALPN],
+            certificate=cert,
+            private_key=private,
+            connection_id_length=CID_LENGTH,
+            idle_timeout=config.idle_timeout,
+            max_data=config.quic_max_data,
+            max_stream_data=config.quic_max_stream_data,
+            max_datagram_size=config.min_datagram_size,
+        )
+        self._loop.add_reader(sock.fileno(), self._on_readable)
+        self._admission = Admission(
+            versions=self._server_conf.supported_versions,
+            cid_length=CID_LENGTH,
+            send=self._send_raw,
+            clock=self._loop.time,
+        )
+        self.register(PING_METHOD, _ping_handler)
+
+    # -- public API --------------------------------------------------------------------
+    @property
+    def local_address(self) -> tuple[str, int]:
+        return (str(self._local[0]), int(self._local[1]))
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: datagrams in/out, sends dropped, receive batches, Retries sent."""
+        return {**self._stats, "retries": self._admission.retries}
+
+    @property
+    def connected_peers(self) -> list[NodeId]:
+        return [n for n, c in self._peers.items() if c.state == READY and not c.closing]
+
+    def register(self, method: str, handler: Handler) -> None:
+        """Serve unary calls of ``method``: ``await handler(ctx, body) -> result``."""
+        self.handlers[_check_method(method)] = handler
+
+    def register_stream(self, method: str, handler: StreamHandler) -> None:
+        """Serve uploads: ``await handler(ctx, header, reader: BulkReader) -> result``."""
+        self.stream_handlers[_check_method(method)] = handler
+
+    def register_fetch(self, method: str, handler: FetchHandler) -> None:
+        """Serve downloads: ``handler(ctx, header)`` returns an async iterable of bytes."""
+        self.fetch_handlers[_check_method(method)] = handler
+
+    async def call(
+        self,
+        peer: PeerAddress,
+        method: str,
+        body: Any,
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> Any:
+        started = self._loop.time()
+        conn = await self._connection(peer, timeout)
+        sent = self._loop.time()
+        try:
+            return await rpc.call(conn, method, body, max(timeout - (sent - started), 0.001))
+        except RpcTimeout:
+            self._drop_if_silent(conn, sent)
+            raise
+
+    async def call_stream(
+        self,
+        peer: PeerAddress,
+        method: str,
+        header: Any,
+        chunks: Chunks,
+        *,
+        timeout: float = 30.0,  # noqa: ASYNC109
+    ) -> Any:
+        """Upload ``chunks`` to the peer's stream handler; returns its result.
+
+        ``timeout`` bounds each wait for progress (credit, reply), not the transfer.
+        """
+        conn = await self._connection(peer, timeout)
+        started = self._loop.time()
+        try:
+            return await rpc.call_stream(conn, method, header, chunks, timeout)
+        except RpcTimeout:
+            self._drop_if_silent(conn, started)
+            raise
+
+    async def fetch(
+        self,
+        peer: PeerAddress,
+        method: str,
+        header: Any,
+        *,
+        timeout: float = 30.0,  # noqa: ASYNC109
+    ) -> BulkReader:
+        """Ask the peer's fetch handler for a payload; read it from the returned reader.
+
+        Use ``async with await ep.fetch(...) as reader: async for chunk in reader``.
+        ``timeout`` bounds each wait for the next piece.
+        """
+        conn = await self._connection(peer, timeout)
+        return rpc.open_fetch(conn, method, header, timeout)
+
+    async def ping(self, peer: PeerAddress, *, timeout: float = 5.0) -> float:  # noqa: ASYNC109
+        """Round-trip time in seconds of an empty call (dials first if needed; the dial is
+        not counted in the result but is bounded by ``timeout`` too)."""
+        conn = await self._connection(peer, timeout)
+        started = self._loop.time()
+        t0 = time.perf_counter()
+        try:
+            await rpc.call(conn, PING_METHOD, None, timeout)
+        except RpcTimeout:
+            self._drop_if_silent(conn, started)
+            raise
+        return time.perf_counter() - t0
+
+    def _drop_if_silent(self, conn: PeerConnection, since: float) -> None:
+        """A call timed out and not one datagram came from the peer meanwhile: the
+        connection is dead (e.g. the peer restarted and lost its state), so close it
+        now and let the next call redial instead of waiting for the idle timeout."""
+        if conn.last_received < since and not conn.closing:
+            conn.close(ERR_SHUTDOWN, "peer silent during a call")
+
+    async def disconnect(self, node_id: NodeId) -> None:
+        """Gracefully close the connection to ``node_id`` if there is one."""
+        conn = self._peers.get(node_id)
+        if conn is not None:
+            conn.close(0, "closed by application")
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in list(self._dialing.values()):
+            task.cancel()
+        for conn in list(self._conns):
+            conn.close(ERR_SHUTDOWN, "endpoint closing")
+        self._flush()
+        if self._conns:
+            try:
+                async with asyncio.timeout(self.config.close_timeout):
+                    await self._all_closed.wait()
+            except TimeoutError:
+                pass
+        for conn in list(self._conns):
+            conn.terminated(ERR_SHUTDOWN, "endpoint closed")
+        tasks = set(self._tasks)
+        for conn_tasks in [c.tasks for c in list(self._conns)]:
+            tasks |= conn_tasks
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+
+    # -- connections -------------------------------------------------------------------
+    async def _connection(self, peer: PeerAddress, wait: float) -> PeerConnection:
+        """The READY connection to ``peer``, dialing (shared by concurrent callers) if
+        needed; ConnectError if none within ``wait`` seconds (or ``connect_timeout``)."""
+        if self._closed:
+            raise EndpointClosed("endpoint is closed")
+        conn = self._peers.get(peer.node_id)
+        if conn is not None and conn.state == READY and not conn.closing:
+            return conn
+        if peer.node_id == self.node_id:
+            raise LocalError("refusing to dial this endpoint's own node ID")
+        task = self._dialing.get(peer.node_id)
+        if task is None:
+            task = self._loop.create_task(self._dial(peer))
+            self._dialing[peer.node_id] = task
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(functools.partial(self._dial_done, peer.node_id))
+        try:
+            async with asyncio.timeout(wait):
+                return await asyncio.shield(task)
+        except TimeoutError:
+            raise ConnectError(
+                f"no authenticated connection to {peer.host}:{peer.port} within {wait} s"
+            ) from None
+        except asyncio.CancelledError:
+            if task.cancelled() and self._closed:
+                raise EndpointClosed("endpoint closed while dialing") from None
+            raise
+
+    def _dial_done(self, node_id: NodeId, task: asyncio.Task[PeerConnection]) -> None:
+        if self._dialing.get(node_id) is task:
+            del self._dialing[node_id]
+        if not task.cancelled():
+            task.exception()  # retrieved by waiters; silence "never retrieved"
+
+    async def _resolve(self, host: str, port: int) -> tuple[Any, ...]:
+        """A socket address in the form recvfrom reports (4-tuple for IPv6)."""
+        try:
+            ip = ipaddress.ip_address(host)
+            if ip.version == 4 and self._family == socket.AF_INET:
+                return (str(ip), port)
+        except ValueError:
+            pass
+        try:
+            infos = await self._loop.getaddrinfo(
+                host, port, family=self._family, type=socket.SOCK_DGRAM
+            )
+        except OSError as e:
+            raise ConnectError(f"cannot resolve {host}: {e}") from None
+        if not infos:
+            raise ConnectError(f"cannot resolve {host}")
+        return tuple(infos[0][4])
+
+    async def _dial(self, peer: PeerAddress) -> PeerConnection:
+        sockaddr = await self._resolve(peer.host, peer.port)
+        addr = (str(sockaddr[0]), int(sockaddr[1]))
+        size = await self._sizer.discover(addr)
+        conf = QuicConfiguration(
+            is_client=True,
+            alpn_protocols=[ALPN],
+            verify_mode=ssl.CERT_NONE,  # pinned by node ID instead: auth.check_server_key
+            server_name=None,
+            connection_id_length=CID_LENGTH,
+            idle_timeout=self.config.idle_timeout,
+            max_data=self.config.quic_max_data,
+            max_stream_data=self.config.quic_max_stream_data,
+            max_datagram_size=size,
+        )
+        if not self._make_room():
+            raise LocalError(f"connection limit ({self.config.max_connections}) reached, none idle")
+        quic = self._new_quic(configuration=conf)
+        conn = PeerConnection(self, quic, addr, expected=peer.node_id)
+        self._conns.add(conn)
+        self._all_closed.clear()
+        self.add_cid(conn, quic.host_cid)
+        quic.connect(sockaddr, now=self._loop.time())
+        self.schedule_flush(conn)
+        try:
+            async with asyncio.timeout(self.config.connect_timeout):
+                await asyncio.shield(conn.ready)
+        except TimeoutError:
+            conn.close(ERR_SHUTDOWN, "connect timeout")
+            raise ConnectError(
+                f"no authenticated connection to {peer.host}:{peer.port} "
+                f"within {self.config.connect_timeout} s"
+            ) from None
+        except asyncio.CancelledError:
+            conn.close(ERR_SHUTDOWN, "dial cancelled")
+            raise
+        return conn
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    def _make_room(self) -> bool:
+        """Below max_connections, or made so by closing the least recently used idle one."""
+        # Connections already closing only wait out their drain period (a few RTTs).
+        live = [c for c in self._conns if not c.closing]
+        if len(live) < self.config.max_connections:
+            return True
+        idle = [c for c in live if c.state == READY and not c.streams]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda c: c.last_used)
+        victim.close(0, "connection limit: closing the least recently used")
+        return True
+
+    def _new_quic(self, **kwargs: Any) -> TransportQuicConnection:
+        return TransportQuicConnection(
+            stream_window=self.config.quic_max_stream_data,
+            connection_window=self.config.quic_max_data,
+            **kwargs,
+        )
+
+    def connection_ready(self, conn: PeerConnection) -> None:
+        assert conn.peer_id is not None
+        self._peers[conn.peer_id] = conn
+
+    def connection_closed(self, conn: PeerConnection) -> None:
+        self._conns.discard(conn)
+        self._dirty.discard(conn)
+        for cid in list(conn.cids):
+            self.remove_cid(conn, cid)
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+        if conn.peer_id is not None and self._peers.get(conn.peer_id) is conn:
+            del self._peers[conn.peer_id]
+        if not self._conns:
+            self._all_closed.set()
+
+    def add_cid(self, conn: PeerConnection, cid: bytes) -> None:
+        self._by_cid[cid] = conn
+        conn.cids.add(cid)
+
+    def remove_cid(self, conn: PeerConnection, cid: bytes) -> None:
+        if self._by_cid.get(cid) is conn:
+            del self._by_cid[cid]
+        conn.cids.discard(cid)
+
+    async def serve_stream(self, conn: PeerConnection, stream: Stream) -> None:
+        await rpc.serve(self, conn, stream)
+
+    # -- socket I/O ----------------------------------------------------------------------
+    def _send_raw(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self._sock.sendto(data, addr)
+            self._stats["datagrams_out"] += 1
+        except BlockingIOError:
+            self._stats["send_dropped"] += 1
+        except OSError as e:
+            if e.errno != errno.EMSGSIZE:
+                log.debug("sendto %s failed: %s", addr, e)
+            self._stats["send_dropped"] += 1
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        clock = self._loop.time
+        n = 0
+        for _ in range(self.config.recv_batch):
+            try:
+                data, addr = sock.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:  # e.g. ICMP errors surfacing on the socket
+                log.debug("recvfrom failed: %s", e)
+                continue
+            n += 1
+            self._on_datagram(data, addr, clock())
+        self._stats["datagrams_in"] += n
+        self._stats["batches"] += 1
+        self._flush()
+
+    def _on_datagram(self, data: bytes, addr: Any, now: float) -> None:
+        if not data:
+            return
+        first = data[0]
+        if first & 0x80 == 0:  # short header: DCID has our fixed length
+            if first & 0x40 == 0:
+                if pmtu.is_probe_packet(data):
+                    self._sizer.on_packet(data, (addr[0], addr[1]))
+                return
+            conn = self._by_cid.get(data[1 : 1 + CID_LENGTH])
+            if conn is None:
+                return
+        else:
+            try:
+                header = pull_quic_header(Buffer(data=data), host_cid_length=CID_LENGTH)
+            except ValueError:
+                return
+            conn = self._by_cid.get(header.destination_cid)
+            if conn is None:
+                conn = self._accept(data, header, addr)
+                if conn is None:
+                    return
+                self._feed(conn, data, addr, now)
+                if not conn.quic.opened_by_valid_packet():
+                    # Not a decryptable Initial (noise, or spoofed): keep no state for it,
+                    # or junk would hold connection slots until the auth deadline.
+                    conn.terminated(ERR_PROTOCOL, "invalid Initial")
+                    return
+                self._dirty.add(conn)
+                return
+        self._feed(conn, data, addr, now)
+        self._dirty.add(conn)
+
+    def _feed(self, conn: PeerConnection, data: bytes, addr: Any, now: float) -> None:
+        conn.last_received = now
+        try:
+            conn.quic.receive_datagram(data, addr, now)
+        except Exception:  # aioquic should not raise; if it does, only this peer suffers
+            log.exception("aioquic failed on a datagram from %s", addr)
+            conn.close(ERR_PROTOCOL, "internal error")
+
+    def _accept(self, data: bytes, header: QuicHeader, addr: Any) -> PeerConnection | None:
+        if self._closed:
+            return None
+        admitted = self._admission.admit(data, header, addr, under_pressure=self._under_pressure())
+        if admitted is None or not self._make_room():
+            return None
+        size = self._sizer.size_for_listener((addr[0], addr[1]))
+        conf = dataclasses.replace(self._server_conf, max_datagram_size=size)
+        quic = self._new_quic(
+            configuration=conf,
+            original_destination_connection_id=admitted.original_dcid,
+            retry_source_connection_id=admitted.retry_source,
+        )
+        conn = PeerConnection(self, quic, (addr[0], addr[1]), expected=None)
+        conn.auth_deadline = self._loop.call_later(self.config.connect_timeout, conn.auth_timed_out)
+        self._conns.add(conn)
+        self._all_closed.clear()
+        self.add_cid(conn, header.destination_cid)
+        self.add_cid(conn, quic.host_cid)
+        return conn
+
+    def _under_pressure(self) -> bool:
+        live = sum(1 for c in self._conns if not c.closing)
+        return live >= self.config.max_connections // 2
+
+    def schedule_flush(self, conn: PeerConnection) -> None:
+        self._dirty.add(conn)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        rounds = 0
+        while self._dirty and rounds < 4:
+            rounds += 1
+            dirty, self._dirty = self._dirty, set()
+            for conn in dirty:
+                try:
+                    self._service(conn)
+                except Exception:  # a bug must cost one connection, not the endpoint
+                    log.exception("servicing %r failed", conn)
+                    conn.terminated(ERR_PROTOCOL, "internal error")
+        if self._dirty and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _service(self, conn: PeerConnection) -> None:
+        now = self._loop.time()
+        conn.process_events()
+        if conn not in self._conns:
+            return
+        sendto = self._sock.sendto
+        sent = 0
+        for data, addr in conn.quic.datagrams_to_send(now=now):
+            try:
+                sendto(data, addr)
+                sent += 1
+            except BlockingIOError:
+                self._stats["send_dropped"] += 1
+            except OSError as e:
+                log.debug("sendto %s failed: %s", addr, e)
+                self._stats["send_dropped"] += 1
+        self._stats["datagrams_out"] += sent
+        conn.process_events()  # datagrams_to_send may end a closing connection
+        if conn not in self._conns:
+            return
+        at = conn.quic.get_timer()
+        if at != conn.timer_at:
+            if conn.timer is not None:
+                conn.timer.cancel()
+            conn.timer_at = at
+            conn.timer = None if at is None else self._loop.call_at(at, self._on_timer, conn)
+
+    def _on_timer(self, conn: PeerConnection) -> None:
+        conn.timer = None
+        conn.timer_at = None
+        if conn not in self._conns:
+            return
+        conn.quic.handle_timer(now=self._loop.time())
+        self._dirty.add(conn)
+        self._flush()
+
+
+def _check_method(method: str) -> str:
+    from .messages import check_name
+
+    check_name(method, "method")
+    return method
+
+
+async def _ping_handler(ctx: CallContext, body: Any) -> None:
+    return None
+
+
+def _set_socket_options(sock: socket.socket, config: TransportConfig) -> None:
+    for force, plain in (
+        (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
+        (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF),
+    ):
+        try:
+            if force is None:
+                raise OSError
+            sock.setsockopt(socket.SOL_SOCKET, force, config.socket_buffer_bytes)
+        except OSError:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, plain, config.socket_buffer_bytes)
+    # Don't fragment: datagram-size probes must fail rather than be fragmented.
+    if sock.family == socket.AF_INET and hasattr(socket, "IP_MTU_DISCOVER"):
+        pmtudisc_do = getattr(socket, "IP_PMTUDISC_DO", 2)  # Linux value; missing from typeshed
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MTU_DISCOVER, pmtudisc_do)
+
+
+async def open_endpoint(
+    key: NodeKey,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    config: TransportConfig | None = None,
+) -> Endpoint:
+    """Bind one UDP socket (port 0 picks a free port) and start serving on it."""
+    config = config or TransportConfig()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        _set_socket_options(sock, config)
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise LocalError(f"cannot bind UDP {host}:{port}: {e.strerror}") from None
+    return Endpoint(key, sock, config)

@@ -1,0 +1,103 @@
+"""DatagramSizer: runs datagram-size searches (pmtu.py) over the endpoint's socket.
+
+Owns the per-address caches: sizes this node discovered as a dialer, and sizes
+dialers confirmed to this node as a listener (used for the connection they
+open next). Both caches are bounded (least recently stored dropped first).
+
+Invariants: at most one search per address runs at a time (later callers wait
+for it); a confirmed size is only stored when its HMAC token checks out; sizes
+never exceed ``config.max_datagram_size``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+
+from . import pmtu
+from .config import TransportConfig
+
+Addr = tuple[str, int]
+CACHE_SIZE = 4096
+
+
+def _remember(cache: OrderedDict[Addr, int], addr: Addr, size: int) -> None:
+    cache[addr] = size
+    cache.move_to_end(addr)
+    while len(cache) > CACHE_SIZE:
+        cache.popitem(last=False)
+
+
+class DatagramSizer:
+    def __init__(self, config: TransportConfig, send: Callable[[bytes, Addr], None]) -> None:
+        self._config = config
+        self._send = send
+        self._secret = os.urandom(32)
+        self._discovered: OrderedDict[Addr, int] = OrderedDict()
+        self._confirmed: OrderedDict[Addr, int] = OrderedDict()
+        self._searches: dict[Addr, tuple[pmtu.PmtuSearch, asyncio.Event]] = {}
+
+    def size_for_listener(self, addr: Addr) -> int:
+        """Datagram size for a connection ``addr`` opens to us."""
+        return self._confirmed.get(addr, self._config.min_datagram_size)
+
+    async def discover(self, addr: Addr) -> int:
+        """Datagram size to dial ``addr`` with (probing it unless cached)."""
+        cfg = self._config
+        if not cfg.pmtu_probe or cfg.max_datagram_size <= cfg.min_datagram_size:
+            return cfg.min_datagram_size
+        cached = self._discovered.get(addr)
+        if cached is not None:
+            return cached
+        existing = self._searches.get(addr)
+        if existing is not None:
+            search, event = existing
+            await event.wait()
+            return search.result
+        search = pmtu.PmtuSearch(
+            low=cfg.min_datagram_size, high=cfg.max_datagram_size, rounds=cfg.pmtu_probe_rounds
+        )
+        event = asyncio.Event()
+        self._searches[addr] = (search, event)
+        try:
+            probes = search.start()
+            while probes:
+                for p in probes:
+                    self._send(p, addr)
+                try:
+                    async with asyncio.timeout(cfg.pmtu_probe_timeout):
+                        while not search.done:
+                            event.clear()
+                            await event.wait()
+                except TimeoutError:
+                    pass
+                probes = search.on_round_timeout()
+            confirm = search.confirm()
+            if confirm is not None:
+                self._send(confirm, addr)
+        finally:
+            del self._searches[addr]
+            event.set()
+        _remember(self._discovered, addr, search.result)
+        return search.result
+
+    def on_packet(self, data: bytes, addr: Addr) -> None:
+        """A probe-protocol datagram arrived from ``addr``."""
+        pkt = pmtu.parse(data)
+        if pkt is None:
+            return
+        if pkt.kind == pmtu.TYPE_PROBE:
+            reply = pmtu.reply_to(pkt, self._secret, addr)
+            if reply is not None:
+                self._send(reply, addr)
+        elif pkt.kind == pmtu.TYPE_ACK:
+            entry = self._searches.get(addr)
+            if entry is not None:
+                entry[0].on_packet(pkt)
+                entry[1].set()
+        else:
+            size = pmtu.confirmed_size(pkt, self._secret, addr)
+            if size is not None:
+                _remember(self._confirmed, addr, min(size, self._config.max_datagram_size))
