@@ -30,7 +30,7 @@ from p2pstore.grid import (
     static_peers,
 )
 from p2pstore.immutable import EncodingParams, LiteralCap, ReadCap
-from p2pstore.storage import StorageAPI, StorageConfig, Unavailable
+from p2pstore.storage import QuotaExceeded, StorageAPI, StorageConfig, Unavailable
 from p2pstore.testing.storage_grid import FaultyStorage, GridServer, StorageGrid
 from quic_transport.identity import NodeId
 
@@ -191,26 +191,60 @@ async def test_full_server_places_share_elsewhere(tmp_path: Path) -> None:
         assert await down.read_all(res.cap) == data
 
 
+class RefusesAllocate:
+    """A StorageAPI whose server is full: lists and reads fine, refuses new shares."""
+
+    def __init__(self, inner: FaultyStorage) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        if name == "allocate":
+
+            async def allocate(*a: object) -> None:
+                raise QuotaExceeded("storage full (test)", remote=True)
+
+            return allocate
+        return getattr(self.inner, name)
+
+
 async def test_too_few_peers_reports_exactly(grid: StorageGrid) -> None:
+    # fewer live peers than happy: refused before any share is offered
     up, _ = tools(grid, servers=grid.servers[:5])
     with pytest.raises(UploadError) as info:
         await up.upload_random(aiter_bytes(data_of(10_000)))
     e = info.value
-    assert e.happiness == 5 and e.happy == 7 and len(e.placed) == 10 and e.peers_found == 5
-    assert "5 distinct peers, need 7" in str(e)
+    assert e.happiness == 0 and e.happy == 7 and e.placed == {} and e.peers_found == 5
+    assert set(e.reasons) == set(range(10))
+    assert sum(gs.calls["allocate"] for gs in grid.servers) == 0
 
+    # shares placed, but on too few distinct peers: the error says where and why
+    full = set(grid.servers[:4])
+    find = static_peers(grid.servers[:8])
+
+    def some_full(gs: GridServer) -> StorageAPI:
+        c = gs.client(OWNER)
+        return RefusesAllocate(c) if gs in full else c  # type: ignore[return-value]
+
+    up2 = Uploader(find, some_full, UploadConfig(send=FAST), params=PARAMS)
+    with pytest.raises(UploadError) as info:
+        await up2.upload_random(aiter_bytes(data_of(10_000)))
+    e = info.value
+    assert e.happiness == 4 and len(e.placed) == 10 and e.reasons == {}
+    assert set(e.placed.values()) == {gs.node_id.b32 for gs in grid.servers[4:8]}
+    assert "10 shares placed on 4 distinct peers, need 7" in str(e)
+
+    # unreachable peers are named with the reason
     for gs in grid.servers[:5]:
         gs.broken()
     for gs in grid.servers[5:8]:
         gs.broken(lambda: TimeoutError())
-    up2, _ = tools(grid, servers=grid.servers[:9], happy=3)
+    up3, _ = tools(grid, servers=grid.servers[:9], happy=3)
     with pytest.raises(UploadError) as info:
-        await up2.upload_random(aiter_bytes(data_of(10_000)))
+        await up3.upload_random(aiter_bytes(data_of(10_000)))
     e = info.value
-    assert e.happiness == 1 and len(e.placed) == 10  # all on the one live server
-    assert len(e.peer_failures) == 8
-    assert any("timed out" in r for r in e.peer_failures.values())
-    assert any("unavailable" in r for r in e.peer_failures.values())
+    assert e.happiness == 0 and len(e.peer_failures) == 8
+    assert sum(1 for r in e.peer_failures.values() if "timed out" in r) == 3
+    assert sum(1 for r in e.peer_failures.values() if "unavailable" in r) == 5
 
 
 async def test_bad_happy_is_a_local_error(grid: StorageGrid) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -427,7 +428,9 @@ class Downloader(Generic[P]):
                     break
             if len(choice) < need:
                 if s.pending:  # peers still answering the listing may bring more
-                    await asyncio.wait(set(s.pending), timeout=cfg.op_timeout)
+                    await asyncio.wait(
+                        set(s.pending), timeout=cfg.op_timeout, return_when=FIRST_COMPLETED
+                    )
                     if any(id(x) not in tried and x.share not in blocks for x in s.sources):
                         continue
                 raise s.error(segment=j)

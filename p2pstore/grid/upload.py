@@ -166,7 +166,9 @@ class Uploader(Generic[P]):
                         raise GridLocalError(f"source yielded more than its {size} bytes")
                     for seg in segs:
                         if job is None:
-                            job = await self._open(enc.storage_index, params, size, on_progress)
+                            job = await self._open(
+                                enc.storage_index, params, size, happy, on_progress
+                            )
                         await job.sender.send(seg)
             result = await loop.run_in_executor(ex, enc.finish)
             if isinstance(result.cap, LiteralCap):
@@ -174,7 +176,7 @@ class Uploader(Generic[P]):
                     progress(fed, fed)
                 return UploadResult(result.cap, fed, {}, 0, 0, 0, 0)
             if job is None:
-                job = await self._open(enc.storage_index, params, fed, on_progress)
+                job = await self._open(enc.storage_index, params, fed, happy, on_progress)
             for seg in result.segments:
                 await job.sender.send(seg)
             await job.sender.finish(result.trailers)
@@ -203,6 +205,7 @@ class Uploader(Generic[P]):
         si: bytes,
         params: EncodingParams,
         size: int | None,
+        happy: int,
         on_progress: Callable[[int], None],
     ) -> _Job[P]:
         count = self.config.lookup_count or 2 * params.n
@@ -212,6 +215,15 @@ class Uploader(Generic[P]):
             peers.setdefault(p.node_id.raw, p)
         existing, dead = await list_existing(si, peers, self.storage_for, self.config.list_timeout)
         ranked = [p for p in rank_peers(si, peers) if p not in dead]
+        if len(ranked) < happy:  # happiness can never exceed the live peers: fail now
+            raise UploadError(
+                placed={},
+                happiness=0,
+                happy=happy,
+                reasons={s: "not attempted: too few live storage peers" for s in range(params.n)},
+                peers_found=len(found),
+                peer_failures={_b32(p): why for p, why in dead.items()},
+            )
         placer = SharePlacer(params.n, ranked, existing)
         placer.excluded.update(dead)
         alloc = None
