@@ -5,8 +5,11 @@ measurement runs in a fresh client process so its peak RSS (``ru_maxrss``) is it
 own. Lines: ``upload`` (random key, one pass) and ``download`` of ``BENCH_GRID_MB``
 MiB (default 100), ``upload-convergent`` of the same size (two passes over a
 re-generated source), and with ``BENCH_GRID_1GIB=1`` a 1 GiB upload for the
-peak-RSS-does-not-grow check. ``mb_s`` is MiB of file data per wall-clock second;
-``cpu_s`` is the client's CPU seconds; ``loadavg`` shows how shared the machine was.
+peak-RSS-does-not-grow check. ``upload-unary`` is the random-key upload with one
+``storage.write`` RPC per block instead of a bulk stream per share. ``mb_s`` is MiB
+of file data per wall-clock second; ``cpu_s`` is the client's CPU seconds,
+``nodes_cpu_s`` the storage nodes' during that operation; ``loadavg`` shows how
+shared the machine was.
 
 ``python -m benchmarks grid`` runs it; ``python -m benchmarks.bench_grid client
 '<json>'`` is the client half (used internally).
@@ -31,6 +34,7 @@ from typing import Any
 from p2pstore.grid import (
     DownloadConfig,
     Downloader,
+    SendConfig,
     UploadConfig,
     Uploader,
     static_peers,
@@ -84,9 +88,10 @@ async def _client(args: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     out: dict[str, Any] = {}
     try:
-        if args["op"] in ("upload", "upload-convergent"):
-            up = Uploader(find, storage_for, UploadConfig())
-            if args["op"] == "upload":
+        if args["op"] in ("upload", "upload-convergent", "upload-unary"):
+            cfg = UploadConfig(send=SendConfig(use_bulk=args["op"] != "upload-unary"))
+            up = Uploader(find, storage_for, cfg)
+            if args["op"] in ("upload", "upload-unary"):
                 res = await up.upload_random(source(size, seed), size=size)
             else:
                 res = await up.upload_convergent(lambda: source(size, seed), SECRET)
@@ -179,6 +184,11 @@ def main() -> None:
             )
             conv.pop("cap")
             print(json.dumps({**base, "op": "upload-convergent", **conv}), flush=True)
+            unary = run_client(
+                {"op": "upload-unary", "peers": peers, "size": size, "seed": 4}, nodes
+            )
+            unary.pop("cap")
+            print(json.dumps({**base, "op": "upload-unary", **unary}), flush=True)
             if os.environ.get("BENCH_GRID_1GIB"):
                 big = run_client(
                     {"op": "upload", "peers": peers, "size": 1024 * MiB, "seed": 3}, nodes
