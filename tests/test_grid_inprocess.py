@@ -5,6 +5,7 @@ break/hang/corrupt/delete helpers; small segments so files have many segments.""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import Iterator
@@ -467,3 +468,65 @@ async def test_upload_from_file_source(grid: StorageGrid, tmp_path: Path) -> Non
     up, down = tools(grid)
     res = await up.upload_convergent(file_source(str(path), 5000), SECRET)
     assert await down.read_all(res.cap) == data
+
+
+class Delayed:
+    """A StorageAPI whose ``method`` calls wait ``delay`` seconds first (forever if
+    ``delay`` is None): a slow or hung peer that still answers the listing."""
+
+    def __init__(self, inner: FaultyStorage, method: str, delay: float | None) -> None:
+        self.inner, self.method, self.delay = inner, method, delay
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self.inner, name)
+        if name != self.method:
+            return attr
+
+        async def slow(*a: object) -> object:
+            if self.delay is None:
+                await asyncio.Event().wait()
+            await asyncio.sleep(self.delay or 0)
+            return await attr(*a)
+
+        return slow
+
+
+async def test_peer_hanging_on_allocate_share_moves_on(grid: StorageGrid) -> None:
+    data = data_of(20_000, 12)
+    find = static_peers(grid.servers)
+    probe = await Uploader(find, storage_for, params=PARAMS).upload_convergent(
+        bytes_source(data), SECRET
+    )
+    assert isinstance(probe.cap, ReadCap)
+    si = probe.cap.storage_index
+    grid.delete_all(si)
+    ranked = ranked_servers(grid, si)
+
+    def hangs(gs: GridServer) -> StorageAPI:
+        c = gs.client(OWNER)
+        return Delayed(c, "allocate", None) if gs is ranked[3] else c  # type: ignore[return-value]
+
+    up = Uploader(find, hangs, UploadConfig(send=SendConfig(op_timeout=0.3)), params=PARAMS)
+    res = await up.upload_convergent(bytes_source(data), SECRET)
+    assert res.placements[3] == ranked[10] and ranked[3] not in res.placements.values()
+    assert res.happiness == 10
+
+
+async def test_download_prefers_fast_peers(grid: StorageGrid) -> None:
+    data, cap = await upload(grid, 60_000)
+    ranked = ranked_servers(grid, cap.storage_index)
+    slow = set(ranked[:5])
+
+    def some_slow(gs: GridServer) -> StorageAPI:
+        c = gs.client(OWNER)
+        return Delayed(c, "readv", 0.02) if gs in slow else c  # type: ignore[return-value]
+
+    down = Downloader(static_peers(grid.servers), some_slow, DownloadConfig(window=2))
+    before = {gs: gs.calls["readv"] for gs in grid.servers}
+    assert await down.read_all(cap) == data
+    used = {gs: gs.calls["readv"] - before[gs] for gs in grid.servers}
+    segments = -(-len(data) // PARAMS.segment_size)
+    fast_reads = sum(used[gs] for gs in ranked[5:10])
+    slow_reads = sum(used[gs] for gs in slow)
+    assert fast_reads >= 3 * segments  # every segment came from fast peers
+    assert slow_reads <= 2 * 5 + 3  # the opening reads, and at most one first guess
