@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -157,18 +157,20 @@ async def test_refusing_and_broken_peers_fall_back(grid: StorageGrid) -> None:
     assert await down.read_all(res.cap) == data
 
 
-async def test_hung_peer_times_out_and_share_moves(grid: StorageGrid) -> None:
+async def test_hung_peers_are_skipped_after_the_listing_times_out(grid: StorageGrid) -> None:
     up, down = tools(grid)
     data = data_of(10_000, 4)
-    probe = await up.upload_random(aiter_bytes(data))
+    probe = await up.upload_convergent(bytes_source(data), SECRET)
     assert isinstance(probe.cap, ReadCap)
-    # a fresh random-key upload has a new SI; hang the whole grid's closest server
-    # for whatever SI it gets by hanging three servers
-    for gs in grid.servers[:2]:
-        gs.hang()
-    res = await up.upload_random(aiter_bytes(data))
-    assert not set(res.placements.values()) & set(grid.servers[:2])
-    for gs in grid.servers[:2]:
+    si = probe.cap.storage_index
+    grid.delete_all(si)
+    ranked = ranked_servers(grid, si)
+    for gs in ranked[:2]:
+        gs.hang()  # the two closest peers never answer
+    res = await up.upload_convergent(bytes_source(data), SECRET)
+    assert set(res.placements.values()) == set(ranked[2:12])
+    assert res.placements[0] == ranked[2]  # share i to the i-th closest live peer
+    for gs in ranked[:2]:
         gs.heal()
     assert await down.read_all(res.cap) == data
 
@@ -530,3 +532,51 @@ async def test_download_prefers_fast_peers(grid: StorageGrid) -> None:
     slow_reads = sum(used[gs] for gs in slow)
     assert fast_reads >= 3 * segments  # every segment came from fast peers
     assert slow_reads <= 2 * 5 + 3  # the opening reads, and at most one first guess
+
+
+async def test_slow_peer_holds_the_encoder_back_memory_stays_bounded(grid: StorageGrid) -> None:
+    """Backpressure: with one peer's writes stalled, the source is not read more
+    than about ``window`` segments ahead (so memory does not grow with the file)."""
+    gate = asyncio.Event()
+    stalled = grid.servers[0]
+
+    class Gated:
+        def __init__(self, inner: FaultyStorage) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> object:
+            attr = getattr(self.inner, name)
+            if name != "write":
+                return attr
+
+            async def write(*a: object) -> object:
+                await gate.wait()
+                return await attr(*a)
+
+            return write
+
+    def gated(gs: GridServer) -> StorageAPI:
+        c = gs.client(OWNER)
+        return Gated(c) if gs is stalled else c  # type: ignore[return-value]
+
+    seg = PARAMS.segment_size
+    yielded = 0
+
+    async def source() -> AsyncIterator[bytes]:
+        nonlocal yielded
+        for i in range(100):
+            yielded += 1
+            yield data_of(seg, i)
+
+    window = 3
+    cfg = UploadConfig(send=SendConfig(op_timeout=5.0, window=window), list_timeout=1.0)
+    # exactly 10 peers, so the stalled one certainly holds a share
+    up = Uploader(static_peers(grid.servers[:10]), gated, cfg, params=PARAMS)
+    task = asyncio.create_task(up.upload_random(source()))
+    for _ in range(200):
+        await asyncio.sleep(0.005)
+    assert not task.done()
+    assert yielded <= window + 3  # one being written, `window` queued, one encoding
+    gate.set()
+    res = await task
+    assert yielded == 100 and res.happiness == 10 and res.size == 100 * seg
