@@ -182,3 +182,33 @@ def test_lost_share_promotes_another_copy() -> None:
     assert ranked[0] in placer.excluded
     placer.lost(0, "corrupt too")
     assert 0 in placer.unplaced()
+
+
+async def test_lookup_peers_adapts_dht_contacts() -> None:
+    from dataclasses import dataclass
+
+    from p2pstore.grid import lookup_peers
+    from quic_transport import PeerAddress
+    from quic_transport.identity import NodeId
+
+    @dataclass(frozen=True)
+    class Contact:
+        node_id: NodeId
+        host: str
+        port: int
+
+    asked: list[NodeId] = []
+    contacts = [Contact(NodeId(pid(i)), "127.0.0.1", 4000 + i) for i in range(25)]
+
+    async def lookup(target: NodeId) -> list[Contact]:
+        asked.append(target)
+        return contacts[:20]
+
+    me = PeerAddress(NodeId(pid(99)), "127.0.0.1", 9999)
+    find = lookup_peers(lookup, include=[me])
+    got = await find(SI, 20)
+    assert asked == [NodeId(SI)]
+    assert len(got) == 20 and all(isinstance(p, PeerAddress) for p in got)
+    assert [p.node_id.raw for p in got] == rank_peers(
+        SI, [c.node_id.raw for c in contacts[:20]] + [me.node_id.raw]
+    )[:20]

@@ -20,7 +20,15 @@ from .errors import (
     UploadError,
 )
 from .health import CheckResult, Health, HealthConfig, RepairResult, VerifyResult
-from .peers import BulkShareWriter, FindPeers, Peer, Progress, StorageFor, static_peers
+from .peers import (
+    BulkShareWriter,
+    FindPeers,
+    Peer,
+    Progress,
+    StorageFor,
+    lookup_peers,
+    static_peers,
+)
 from .placement import SharePlacer, happiness, rank_peers
 from .sender import SendConfig
 from .upload import (
@@ -60,6 +68,7 @@ __all__ = [
     "bytes_source",
     "file_source",
     "happiness",
+    "lookup_peers",
     "rank_peers",
     "static_peers",
 ]

@@ -6,8 +6,8 @@ Invariants:
   never looks inside it beyond that; ``storage_for(peer)`` turns it into a
   :class:`p2pstore.storage.StorageAPI`.
 - ``find_peers(storage_index, count)`` returns up to ``count`` storage peers, any
-  order (the grid ranks them by XOR distance itself); in a node it is a DHT lookup,
-  in tests a static list (:func:`static_peers`).
+  order (the grid ranks them by XOR distance itself); in a node it is a DHT lookup
+  (:func:`lookup_peers`), in tests a static list (:func:`static_peers`).
 - Failures are classified here once: :func:`describe` turns any exception from a
   storage call into a short reason, :func:`share_specific` says whether it concerns
   only that one share (so the peer may still take others).
@@ -21,6 +21,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 from p2pstore.immutable import ImmutableError
 from p2pstore.storage import AlreadyUploading, StorageAPI, StorageError
+from quic_transport import PeerAddress
 from quic_transport.identity import NodeId
 
 
@@ -55,6 +56,38 @@ def static_peers(peers: Sequence[P]) -> FindPeers[P]:
         target = int.from_bytes(storage_index, "big")
         ranked = sorted(peers, key=lambda p: int(p.node_id) ^ target)
         return ranked[:count]
+
+    return find
+
+
+class ContactLike(Protocol):
+    """What a DHT lookup returns per node (``dht.Contact``)."""
+
+    @property
+    def node_id(self) -> NodeId: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+
+
+def lookup_peers(
+    lookup: Callable[[NodeId], Awaitable[Sequence[ContactLike]]],
+    *,
+    include: Sequence[PeerAddress] = (),
+) -> FindPeers[PeerAddress]:
+    """A ``find_peers`` over a DHT lookup (``DhtNode.lookup``: the k closest
+    contacts to a 160-bit key). The storage index is the key. ``include`` adds
+    peers the lookup never returns, such as this node itself when it serves
+    storage; the grid ranks everything by distance anyway."""
+
+    async def find(storage_index: bytes, count: int) -> Sequence[PeerAddress]:
+        contacts = await lookup(NodeId(storage_index))
+        out: dict[NodeId, PeerAddress] = {p.node_id: p for p in include}
+        for c in contacts:
+            out.setdefault(c.node_id, PeerAddress(c.node_id, c.host, c.port))
+        target = int.from_bytes(storage_index, "big")
+        return sorted(out.values(), key=lambda p: int(p.node_id) ^ target)[:count]
 
     return find
 
