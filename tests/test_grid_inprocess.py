@@ -580,3 +580,16 @@ async def test_slow_peer_holds_the_encoder_back_memory_stays_bounded(grid: Stora
     gate.set()
     res = await task
     assert yielded == 100 and res.happiness == 10 and res.size == 100 * seg
+
+
+async def test_source_that_lies_about_its_size_is_a_local_error(grid: StorageGrid) -> None:
+    up, _ = tools(grid)
+    with pytest.raises(GridLocalError, match="not the 20000 declared"):
+        await up.upload_random(aiter_bytes(data_of(10_000)), size=20_000)
+    with pytest.raises(GridLocalError, match="more than its 5000 bytes"):
+        await up.upload_random(aiter_bytes(data_of(10_000)), size=5_000)
+    calls = iter([data_of(10_000), data_of(12_000)])  # a file that changes between passes
+    with pytest.raises(GridLocalError, match="more than its 10000 bytes"):
+        await up.upload_convergent(lambda: aiter_bytes(next(calls)), SECRET)
+    for gs in grid.servers:  # nothing left half-uploaded anywhere
+        assert gs.server.stat().uploads == 0

@@ -41,6 +41,7 @@ from .errors import GridLocalError, RepairError
 from .peers import FindPeers, P, StorageFor, describe
 from .placement import PeerKey, SharePlacer, happiness, rank_peers
 from .sender import SendConfig, ShareSender
+from .tasks import bounded
 from .upload import list_existing
 
 
@@ -134,7 +135,7 @@ class _LoopShareSource:
         pos, end = offset, offset + length
         while pos < end:
             want = min(self.max_read, end - pos)
-            data = await asyncio.wait_for(api.read(self.si, share, pos, want), self.timeout)
+            data = await bounded(api.read(self.si, share, pos, want), self.timeout)
             parts.append(data)
             if len(data) < want:
                 break
