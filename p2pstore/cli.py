@@ -7,6 +7,7 @@ Exit codes: see :data:`EPILOG`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -14,7 +15,8 @@ from pathlib import Path
 
 from quic_transport.identity import IdentityError, NodeKey
 
-from . import __version__
+from . import __version__, cli_client
+from .client import ClientError
 from .node import bootstrap_ops, daemon, systemd
 from .node.address import parse_host_port
 from .node.bootstrap import BootstrapList, merge
@@ -113,10 +115,6 @@ def _cmd_restart(args: argparse.Namespace) -> int:
     return daemon.start(Path(args.dir)).rc
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
-    return daemon.status(Path(args.dir), as_json=args.json)
-
-
 def _cmd_bootstrap_show(args: argparse.Namespace) -> int:
     print(bootstrap_ops.own_line(Path(args.dir)), end="")
     return 0
@@ -174,8 +172,8 @@ def _cmd_systemd_unit(args: argparse.Namespace) -> int:
 
 
 EPILOG = (
-    "exit codes: 0 success, 1 failure, 2 usage error, 3 (status) not running, "
-    "78 config error. Docs: docs/node.md, docs/bootstrap.md."
+    "exit codes: 0 success, 1 failure, 2 usage error, 3 node not running / not reachable, "
+    "78 config error. Docs: docs/node.md, docs/bootstrap.md, docs/http-api.md."
 )
 
 
@@ -233,10 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for exit")
         p.add_argument("--force", action="store_true", help="SIGKILL if it has not exited")
         p.set_defaults(func=func)
-    p = sub.add_parser("status", help="is the node running; its ID, address, peers, storage")
-    p.add_argument("dir", metavar="DIR")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=_cmd_status)
+    cli_client.add_commands(sub)  # put/get/info/check/status/peers and the vdrive ones
 
     p = sub.add_parser("bootstrap", help="bootstrap lists: show this node's line, add seeds")
     bsub = p.add_subparsers(dest="bootstrap_command", metavar="ACTION")
@@ -268,6 +263,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, BootstrapErrors) as e:
         print(f"p2pstore: {e}", file=sys.stderr)
         return EXIT_CONFIG
+    except cli_client.UsageProblem as e:
+        print(f"p2pstore: {e}", file=sys.stderr)
+        return 2
+    except ClientError as e:
+        print(f"p2pstore: {e}", file=sys.stderr)
+        return e.exit_code
+    except BrokenPipeError:  # e.g. `p2pstore get CAP | head`
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (IdentityError, NodeError) as e:
         print(f"p2pstore: {e}", file=sys.stderr)
         return 2 if isinstance(e, IdentityError) else 1

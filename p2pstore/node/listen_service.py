@@ -6,6 +6,11 @@ start, as the real QUIC endpoint will), reports status (bound address, peers in 
 known-peers store, bytes under ``storage/``), and drops every datagram it receives
 (counting them). It does not join the grid, answer peers or store anything.
 
+For the local HTTP API it provides a
+:class:`~p2pstore.web.memory_backend.MemoryBackend`: files put through this node
+are really encrypted and erasure-coded, but the shares live in this process's
+memory only (lost at stop), and there is no virtual drive (``vdrive-unavailable``).
+
 REPLACED when the real services exist: node assembly passes its own
 :data:`~p2pstore.node.service.ServiceFactory` to the runner. Nothing else in the
 runner, daemon or CLI depends on this class.
@@ -17,11 +22,16 @@ import asyncio
 import logging
 import os
 from pathlib import Path
+from typing import Any
+
+from p2pstore.web.backend import PeerInfo
+from p2pstore.web.memory_backend import MemoryBackend
 
 from .service import NodeContext, ServiceStatus
 
 log = logging.getLogger(__name__)
 STORAGE_RESCAN_SECONDS = 60.0
+MEMORY_BACKEND_MAX_BYTES = 256 << 20
 
 
 def disk_usage(root: Path) -> int:
@@ -62,6 +72,34 @@ class ListenOnlyService:
         self._bound: tuple[str, int] | None = None
         self._storage_used = 0
         self._storage_scanned_at: float | None = None
+        self._backend: MemoryBackend | None = None
+
+    def api_backend(self) -> MemoryBackend:
+        """The stand-in API backend (see the module docstring); one per service."""
+        if self._backend is None:
+            self._backend = MemoryBackend(
+                convergence_secret=self.context.convergence_secret,
+                max_bytes=MEMORY_BACKEND_MAX_BYTES,
+                node_info=self._node_info,
+                peer_source=self._peers,
+            )
+        return self._backend
+
+    def _node_info(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "node_id": self.context.key.node_id.b32,
+            "nickname": self.context.config.node.nickname,
+            "backend": "memory (stand-in: shares held in this process only, lost at stop)",
+        }
+        if self._bound is not None:
+            doc.update(self.status())
+        return doc
+
+    def _peers(self) -> list[PeerInfo]:
+        return [
+            PeerInfo(p.node_id.b32, f"{p.host}:{p.port}", connected=False, last_seen=p.last_seen)
+            for p in self.context.known_peers.peers()
+        ]
 
     async def start(self) -> None:
         listen = self.context.config.node.listen

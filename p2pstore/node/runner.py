@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from quic_transport.identity import IdentityError, NodeKey, b32encode
 
@@ -48,6 +48,9 @@ from .logsetup import setup_logging
 from .nodedir import NodeDir
 from .pidfile import AlreadyRunning, PidLock
 from .service import NodeContext, NodeService, ServiceFactory, ServiceStatus
+
+if TYPE_CHECKING:
+    from p2pstore.web.server import ApiServer
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -126,6 +129,7 @@ class NodeRunner:
         self.stop_reason: str | None = None
         self._stop: asyncio.Event | None = None
         self._started_at = 0.0
+        self._api: ApiServer | None = None
 
     def request_stop(self, reason: str) -> None:
         """Ask the running node to shut down. Call it from the event loop's thread (signal
@@ -253,7 +257,11 @@ class NodeRunner:
                 rc = EXIT_FAILURE
             await self._close_service(p, service)  # close() must undo a partial start
             return rc
-        rc = EXIT_OK
+        rc = await self._start_api(p, service)
+        if rc != EXIT_OK:
+            self.stop_reason = "start failed"
+            await self._close_service(p, service)
+            return rc
         try:
             status = service.status()
             seed = own_seed(config, p.key, status["listen_port"])
@@ -294,8 +302,40 @@ class NodeRunner:
             except Exception:  # a status bug must not take the node down
                 log.exception("status refresh failed")
 
+    async def _start_api(self, p: Prepared, service: NodeService) -> int:
+        """Serve the HTTP API if the service provides a backend; an exit code."""
+        provider = getattr(service, "api_backend", None)
+        if not callable(provider):
+            log.info("the node service provides no API backend: no HTTP API")
+            return EXIT_OK
+        from p2pstore.web.server import ApiServer
+
+        server = ApiServer(provider(), p.api_token, port=p.config.node.web_port)
+        try:
+            await server.start()
+        except OSError as e:
+            await server.close()
+            message = (
+                f"{p.config.path}: [node] web_port: cannot listen on 127.0.0.1 port "
+                f"{p.config.node.web_port}: {e.strerror or e}"
+            )
+            log.error("%s", message)
+            print(f"p2pstore: {message}", file=sys.stderr)
+            return EXIT_CONFIG
+        self._api = server
+        return EXIT_OK
+
+    async def _close_api(self) -> None:
+        server, self._api = self._api, None
+        if server is not None:
+            try:
+                await server.close()
+            except Exception:
+                log.exception("closing the HTTP API failed")
+
     async def _shutdown(self, p: Prepared, service: NodeService, known: KnownPeers, rc: int) -> int:
         self._write_status(p, service, "stopping", None)
+        await self._close_api()  # no new requests reach a closing service
         if not await self._close_service(p, service):
             rc = EXIT_FAILURE
         try:
@@ -341,6 +381,8 @@ class NodeRunner:
                 details=status.get("details", {}),
             )
             doc["advertised"] = str(own_seed(p.config, p.key, status["listen_port"]).address)
+        if self._api is not None and state == "running":
+            doc.update(api_url=self._api.url, web_port=self._api.port)
         try:
             write_text_atomic(
                 p.node_dir.status_path, json.dumps(doc, indent=1) + "\n", durable=False

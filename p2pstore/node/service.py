@@ -19,6 +19,10 @@ Invariants the runner relies on:
 - ``status()`` is cheap and synchronous (called every ``status_interval``).
 - A service that hits a fatal error in a background task calls
   ``context.request_stop(reason)`` instead of raising into nowhere.
+- Optionally (:class:`ApiBackendProvider`), a service has ``api_backend()``: after
+  ``start()`` the runner serves the local HTTP API (``p2pstore.web``) on 127.0.0.1
+  port ``[node] web_port`` with that backend, and closes the HTTP server *before*
+  ``close()``. A service without it gets no HTTP API.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NotRequired, Protocol, TypedDict
+from typing import TYPE_CHECKING, NotRequired, Protocol, TypedDict
 
 from quic_transport.identity import NodeKey
 
@@ -34,6 +38,9 @@ from .bootstrap import BootstrapList
 from .config import NodeConfig
 from .known_peers import KnownPeers
 from .nodedir import NodeDir
+
+if TYPE_CHECKING:
+    from p2pstore.web.backend import ApiBackend
 
 
 class ServiceStatus(TypedDict):
@@ -67,6 +74,12 @@ class NodeService(Protocol):
     async def close(self) -> None: ...
 
     def status(self) -> ServiceStatus: ...
+
+
+class ApiBackendProvider(Protocol):
+    """A service that the local HTTP API can serve (called once, after ``start()``)."""
+
+    def api_backend(self) -> ApiBackend: ...
 
 
 ServiceFactory = Callable[[NodeContext], NodeService]

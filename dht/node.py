@@ -1,0 +1,585 @@
+"""The asyncio DHT node: request handlers, lookups, records, and background maintenance.
+
+Owns one :class:`RoutingTable`, one :class:`RecordStore` and the records this node
+publishes. All protocol decisions live in the sans-I/O modules (``routing``,
+``lookup``, ``records``, ``store``, ``messages``); this module moves messages between
+them and the transport and schedules work.
+
+Invariants:
+- Callers enter the routing table only from the transport's verified ``ctx.peer_id``
+  or after answering our request; contacts merely *named* in responses are lookup
+  candidates, never table entries.
+- Every incoming body and every response is schema-checked (``dht.messages``) and
+  every record validated (``dht.records.validate``) before use; a peer that answers
+  garbage or forged records counts as failed for that lookup and is dropped from the
+  table, and the lookup continues with the others.
+- Every background task (maintenance loop, pings of full buckets' oldest contacts)
+  belongs to the node and ends in :meth:`close`. Refresh and republish are spread
+  over time with jitter, never one burst.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dht.clock import Clock
+from dht.config import DhtConfig
+from dht.contact import Contact
+from dht.errors import (
+    DhtLocalError,
+    MessageError,
+    PeerCallError,
+    RecordError,
+    RequestRejected,
+)
+from dht.lookup import Lookup, LookupStats
+from dht.messages import (
+    FIND_NODE,
+    GET,
+    PING,
+    PUT,
+    FindNodeRequest,
+    GetRequest,
+    GetResponse,
+    NodesResponse,
+    PingRequest,
+    PingResponse,
+    PutRequest,
+    PutResponse,
+)
+from dht.records import Record, Signer, record_key, record_order, sign_record, validate
+from dht.routing import RoutingTable
+from dht.store import RecordStore
+from dht.transport import CallerInfo, DhtTransport
+from quic_transport.identity import NodeId
+
+log = logging.getLogger(__name__)
+
+# Join-time lookups into empty buckets only need to meet some nodes there (and be
+# met by them), not to find that region's exact k closest: stop once 3 have answered.
+JOIN_REFRESH_BETA = 3
+# Records handed to one newly met node at most (bounds work per new contact).
+HANDOVER_MAX = 200
+
+
+@dataclass(frozen=True, slots=True)
+class LookupOutcome:
+    contacts: list[Contact]  # up to k live nodes, closest first
+    stats: LookupStats
+    record: Record | None = None  # best valid record seen (value lookups only)
+
+
+@dataclass(slots=True)
+class _Published:
+    signer: Signer
+    record: Record
+    due: float  # monotonic time of the next republish
+
+
+class DhtNode:
+    """One Kademlia node. ``start()`` bootstraps and starts maintenance; ``close()`` ends it."""
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        transport: DhtTransport,
+        *,
+        clock: Clock,
+        seeds: Sequence[Contact] = (),
+        config: DhtConfig | None = None,
+        rng: random.Random | None = None,
+        saved_contacts: Sequence[Contact] = (),
+    ) -> None:
+        self.node_id = node_id
+        self.config = config or DhtConfig()
+        self.transport = transport
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.seeds = [s for s in seeds if s.node_id != node_id]
+        self._saved = [c for c in saved_contacts if c.node_id != node_id]
+        cfg = self.config
+        self.table = RoutingTable(
+            node_id,
+            k=cfg.k,
+            stale_failures=cfg.stale_failures,
+            max_failures=cfg.max_failures,
+            ping_after=cfg.ping_after,
+        )
+        self.store = RecordStore(max_records=cfg.store_max_records, max_bytes=cfg.store_max_bytes)
+        self._published: dict[NodeId, _Published] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._maintenance: asyncio.Task[None] | None = None
+        self._registered = False
+        self._closed = False
+        self.rpcs_sent = 0
+
+    # ---- lifecycle -----------------------------------------------------------------
+    def register_handlers(self) -> None:
+        """Register the four DHT methods on the transport (idempotent)."""
+        if self._registered:
+            return
+        self.transport.register(PING, self._on_ping)
+        self.transport.register(FIND_NODE, self._on_find_node)
+        self.transport.register(GET, self._on_get)
+        self.transport.register(PUT, self._on_put)
+        self._registered = True
+
+    async def start(self, *, bootstrap: bool = True) -> None:
+        """Register handlers, join the network (if ``bootstrap``), start maintenance."""
+        if self._closed:
+            raise DhtLocalError("node is closed")
+        self.register_handlers()
+        if bootstrap:
+            await self.bootstrap()
+        self.table.mark_refreshed(self.clock.monotonic())
+        if self._maintenance is None:
+            self._maintenance = asyncio.create_task(self._maintain())
+
+    async def close(self) -> None:
+        """Stop background work and wait for it to end. Handlers stay registered but the
+        node no longer initiates anything."""
+        self._closed = True
+        tasks = list(self._tasks)
+        if self._maintenance is not None:
+            tasks.append(self._maintenance)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._maintenance = None
+
+    async def bootstrap(self) -> int:
+        """Join via the seeds (and saved contacts): self-lookup; returns the table size.
+
+        Seeds are only lookup candidates: each enters the table once it answers.
+        """
+        candidates = self._saved + self.seeds
+        if not candidates and not len(self.table):
+            raise DhtLocalError("no seeds and no contacts to bootstrap from")
+        await self._lookup(self.node_id, FIND_NODE, extra=candidates)
+        # Populate the regions the self-lookup left empty, so no part of the ID space
+        # is unreachable through us (without this, a node whose join only met peers
+        # in its own half of the space never learns anyone in the other half).
+        empty = self.table.empty_buckets()[: self.config.join_refresh_max]
+        if empty:
+            await asyncio.gather(
+                *(
+                    self._lookup(
+                        self.table.random_id_in(i, self.rng),
+                        FIND_NODE,
+                        extra=self.seeds,
+                        beta=JOIN_REFRESH_BETA,
+                    )
+                    for i in empty
+                )
+            )
+        return len(self.table)
+
+    # ---- public operations ---------------------------------------------------------
+    async def lookup(self, target: NodeId) -> list[Contact]:
+        """The k closest live nodes to ``target`` (iterative FIND_NODE)."""
+        return (await self._lookup(target, FIND_NODE)).contacts
+
+    async def lookup_detailed(self, target: NodeId) -> LookupOutcome:
+        return await self._lookup(target, FIND_NODE)
+
+    async def put(self, record: Record) -> int:
+        """Store a valid record on the k closest nodes; returns how many hold it now
+        (counting this node when it is among the k closest)."""
+        validate(record, now=self.clock.time(), key=record.key)
+        outcome = await self._lookup(record.key, FIND_NODE)
+        return await self._store_on(record, outcome.contacts)
+
+    async def get(self, key: NodeId) -> Record | None:
+        """The best valid record for ``key`` (highest seq), or None.
+
+        Runs a full value lookup (no early exit on the first value, so a stale copy
+        cannot win), then writes the winner back to the closest answering nodes that
+        returned an older record or none.
+        """
+        return (await self._lookup(key, GET)).record
+
+    async def get_detailed(self, key: NodeId) -> LookupOutcome:
+        """Like :meth:`get`, with the lookup's closest nodes and statistics."""
+        return await self._lookup(key, GET)
+
+    async def publish(
+        self, signer: Signer, name: bytes, value: bytes, *, ttl: int | None = None
+    ) -> Record:
+        """Sign ``value`` under (``signer``, ``name``) with the next sequence number,
+        store it on the k closest nodes and keep republishing it until :meth:`unpublish`.
+        """
+        key = record_key(bytes(signer.public_key), name)
+        current = await self.get(key)
+        seq = 0 if current is None else current.seq + 1
+        mine = self._published.get(key)
+        if mine is not None:
+            seq = max(seq, mine.record.seq + 1)
+        record = self._sign(signer, name, seq, value, ttl)
+        await self.put(record)
+        self._published[key] = _Published(signer, record, self._next_republish())
+        return record
+
+    def unpublish(self, key: NodeId) -> None:
+        """Stop republishing ``key`` (copies expire on their own)."""
+        self._published.pop(key, None)
+
+    def _sign(self, signer: Signer, name: bytes, seq: int, value: bytes, ttl: int | None) -> Record:
+        life = self.config.record_ttl if ttl is None else ttl
+        return sign_record(signer, name, seq, value, expires=int(self.clock.time()) + life)
+
+    # ---- lookups -------------------------------------------------------------------
+    async def _lookup(
+        self,
+        target: NodeId,
+        method: str,
+        extra: Sequence[Contact] = (),
+        *,
+        beta: int | None = None,
+    ) -> LookupOutcome:
+        cfg = self.config
+        initial = self.table.closest(target, cfg.k)
+        if not initial:
+            initial = list(self.seeds) + list(self._saved)
+        lk = Lookup(
+            target,
+            [*initial, *extra],
+            k=cfg.k,
+            alpha=cfg.alpha,
+            beta=cfg.beta if beta is None else beta,
+            timeout=cfg.request_timeout,
+            max_queries=cfg.max_queries,
+            slow_after=cfg.slow_after,
+            self_id=self.node_id,
+        )
+        now_wall = self.clock.time()
+        best: Record | None = self.store.get(target, now_wall) if method == GET else None
+        held: dict[NodeId, int] = {}  # value lookups: seq each answering node returned
+        pending: dict[asyncio.Task[Any], Contact] = {}
+        try:
+            while True:
+                for c in lk.next_queries(self.clock.monotonic()):
+                    pending[asyncio.create_task(self._query(c, method, target))] = c
+                if not pending:
+                    break
+                now = self.clock.monotonic()
+                wake = lk.next_wakeup(now)
+                done, _ = await asyncio.wait(
+                    pending,
+                    timeout=None if wake is None else max(0.0, wake - now),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                now = self.clock.monotonic()
+                for t in done:
+                    c = pending.pop(t)
+                    res = t.result()
+                    if res is None:
+                        lk.on_failure(c.node_id, now)
+                        continue
+                    nodes, rec = res
+                    lk.on_response(c.node_id, nodes, now)
+                    if rec is not None:
+                        held[c.node_id] = rec.seq
+                        if best is None or record_order(rec) > record_order(best):
+                            best = rec
+                if lk.is_done(now):
+                    break
+        finally:
+            # Abandoned requests that were already presumed failed count as failures.
+            slow = set(lk.slow_ids(self.clock.monotonic()))
+            for t, c in pending.items():
+                t.cancel()
+                if c.node_id in slow:
+                    self.table.failed(c.node_id, self.clock.monotonic())
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        self.table.lookup_done(target, self.clock.monotonic())
+        contacts = lk.result()
+        if method == GET and best is not None:
+            stale = [c for c in contacts if held.get(c.node_id, -1) < best.seq]
+            if stale:
+                await self._store_on(best, stale, include_self=False)
+            mine = self.store.get(target, self.clock.time())
+            if mine is not None and mine.seq < best.seq:
+                with contextlib.suppress(RecordError):
+                    self.store.put(best, self.clock.time())
+        return LookupOutcome(contacts, lk.stats(), best)
+
+    async def _query(
+        self, contact: Contact, method: str, target: NodeId
+    ) -> tuple[tuple[Contact, ...], Record | None] | None:
+        """One lookup request. None means the peer failed or misbehaved."""
+        body = (FindNodeRequest(target) if method == FIND_NODE else GetRequest(target)).to_body()
+        reply = await self._rpc(contact, method, body)
+        if reply is None:
+            return None
+        try:
+            if method == FIND_NODE:
+                return NodesResponse.from_body(reply, max_nodes=self.config.k).nodes, None
+            resp = GetResponse.from_body(reply, max_nodes=self.config.k)
+            record = resp.record
+            if record is not None:
+                try:
+                    validate(record, now=self.clock.time(), key=target)
+                except RecordError as e:
+                    if e.reason != "expired":
+                        raise
+                    # Clocks differ a little between honest nodes: ignore the record,
+                    # keep the peer and its contacts.
+                    record = None
+            return resp.nodes, record
+        except (MessageError, RecordError) as e:
+            log.info("dropping %s: bad %s response: %s", contact, method, e)
+            self.table.remove(contact.node_id)
+            return None
+
+    async def _rpc(self, contact: Contact, method: str, body: Any) -> Any | None:
+        """Call a peer; on success the peer enters/refreshes the table, on failure it is
+        marked failed. Returns the raw reply, or None on failure."""
+        self.rpcs_sent += 1
+        timeout = self.config.request_timeout
+        try:
+            # The transport enforces ``timeout``; the outer bound guards against one that
+            # does not, so a misbehaving transport still cannot stall a lookup.
+            reply = await asyncio.wait_for(
+                self.transport.call(contact, method, body, timeout=timeout), timeout * 1.5
+            )
+        except (PeerCallError, TimeoutError) as e:
+            log.debug("%s to %s failed: %s", method, contact, e)
+            self.table.failed(contact.node_id, self.clock.monotonic())
+            return None
+        except Exception as e:
+            # The transport contract allows only PeerCallError; anything else is a
+            # transport bug, but it concerns one peer and must not abort the lookup.
+            log.warning("%s to %s raised %s: %s", method, contact, type(e).__name__, e)
+            self.table.failed(contact.node_id, self.clock.monotonic())
+            return None
+        self._observe(contact)
+        return reply
+
+    async def _store_on(
+        self, record: Record, contacts: Sequence[Contact], *, include_self: bool = True
+    ) -> int:
+        body = PutRequest(record).to_body()
+        results = await asyncio.gather(*(self._put_one(c, body) for c in contacts))
+        stored = sum(results)
+        if include_self and self._among_closest(record.key, contacts):
+            try:
+                self.store.put(record, self.clock.time())
+                stored += 1
+            except RecordError as e:
+                log.debug("local store refused %r: %s", record, e)
+        return stored
+
+    async def _put_one(self, contact: Contact, body: dict[str, Any]) -> bool:
+        reply = await self._rpc(contact, PUT, body)
+        if reply is None:
+            return False
+        try:
+            PutResponse.from_body(reply)
+        except MessageError:
+            return False
+        return True
+
+    def _among_closest(self, key: NodeId, contacts: Sequence[Contact]) -> bool:
+        if len(contacts) < self.config.k:
+            return True
+        return self.node_id.distance(key) < max(c.node_id.distance(key) for c in contacts)
+
+    # ---- routing-table upkeep --------------------------------------------------------
+    def _observe(self, contact: Contact) -> None:
+        known = contact.node_id in self.table
+        to_ping = self.table.observe(contact, self.clock.monotonic())
+        if self._closed:
+            return
+        if to_ping is not None:
+            self._spawn(self._ping_oldest(to_ping))
+        if not known and len(self.store) and contact.node_id in self.table:
+            self._spawn(self._hand_over(contact))
+
+    async def _hand_over(self, newcomer: Contact) -> None:
+        """Give a new contact the records it should hold (paper section 2.5).
+
+        Only when this node is the closest holder it knows of (apart from the
+        newcomer) and the newcomer is closer than this node, so one node, not k,
+        sends each record. At most ``HANDOVER_MAX`` records per newcomer.
+        """
+        sent = 0
+        for key in self.store.key_list():
+            if sent >= HANDOVER_MAX:
+                break
+            rec = self.store.get(key, self.clock.time())
+            if rec is None:
+                continue
+            mine = self.node_id.distance(key)
+            if newcomer.node_id.distance(key) >= mine:
+                continue
+            others = self.table.closest(key, 1, exclude=(newcomer.node_id,))
+            if others and others[0].node_id.distance(key) < mine:
+                continue
+            sent += 1
+            await self._put_one(newcomer, PutRequest(rec).to_body())
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        async def runner() -> None:
+            await coro
+
+        task = asyncio.create_task(runner())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _ping_oldest(self, contact: Contact) -> None:
+        ok = False
+        for _ in range(self.config.ping_attempts):
+            try:
+                reply = await asyncio.wait_for(
+                    self.transport.call(
+                        contact, PING, PingRequest().to_body(), timeout=self.config.request_timeout
+                    ),
+                    self.config.request_timeout * 1.5,
+                )
+                PingResponse.from_body(reply)
+                ok = True
+                break
+            except (PeerCallError, TimeoutError, MessageError):
+                continue
+            except Exception as e:  # transport bug: count as no answer (see _rpc)
+                log.warning("ping to %s raised %s: %s", contact, type(e).__name__, e)
+                continue
+        self.table.ping_result(contact.node_id, ok, self.clock.monotonic())
+
+    async def ping(self, contact: Contact) -> bool:
+        """Ping ``contact``; on success it enters the routing table."""
+        reply = await self._rpc(contact, PING, PingRequest().to_body())
+        if reply is None:
+            return False
+        try:
+            PingResponse.from_body(reply)
+        except MessageError:
+            self.table.remove(contact.node_id)
+            return False
+        return True
+
+    # ---- request handlers ------------------------------------------------------------
+    def _caller(self, ctx: CallerInfo) -> None:
+        try:
+            contact = Contact(ctx.peer_id, ctx.host, ctx.port)
+        except MessageError:
+            return  # an address we could not dial back; still answer the request
+        self._observe(contact)
+
+    async def _on_ping(self, ctx: CallerInfo, body: Any) -> Any:
+        try:
+            PingRequest.from_body(body)
+        except MessageError as e:
+            raise RequestRejected("bad-request", str(e)) from None
+        self._caller(ctx)
+        return PingResponse().to_body()
+
+    async def _on_find_node(self, ctx: CallerInfo, body: Any) -> Any:
+        try:
+            req = FindNodeRequest.from_body(body)
+        except MessageError as e:
+            raise RequestRejected("bad-request", str(e)) from None
+        self._caller(ctx)
+        nodes = self.table.closest(req.target, self.config.k, exclude=(ctx.peer_id,))
+        return NodesResponse(tuple(nodes)).to_body()
+
+    async def _on_get(self, ctx: CallerInfo, body: Any) -> Any:
+        try:
+            req = GetRequest.from_body(body)
+        except MessageError as e:
+            raise RequestRejected("bad-request", str(e)) from None
+        self._caller(ctx)
+        nodes = self.table.closest(req.key, self.config.k, exclude=(ctx.peer_id,))
+        record = self.store.get(req.key, self.clock.time())
+        return GetResponse(tuple(nodes), record).to_body()
+
+    async def _on_put(self, ctx: CallerInfo, body: Any) -> Any:
+        try:
+            req = PutRequest.from_body(body)
+        except MessageError as e:
+            raise RequestRejected("bad-request", str(e)) from None
+        self._caller(ctx)
+        try:
+            stored = self.store.put(req.record, self.clock.time())
+        except RecordError as e:
+            raise RequestRejected(e.reason, e.message) from None
+        return PutResponse(stored).to_body()
+
+    # ---- maintenance -----------------------------------------------------------------
+    def _next_republish(self) -> float:
+        iv = self.config.republish_interval
+        return self.clock.monotonic() + iv * self.rng.uniform(0.75, 1.0)
+
+    async def _maintain(self) -> None:
+        """Jittered periodic tick: expire, re-bootstrap if alone, refresh, republish."""
+        state = {"backoff": self.config.maintenance_interval, "next_rebootstrap": 0.0}
+        while True:
+            iv = self.config.maintenance_interval
+            await self.clock.sleep(iv * self.rng.uniform(0.5, 1.5))
+            try:
+                await self._tick(state)
+            except Exception:  # a bug in one tick must not end maintenance for good
+                log.exception("DHT maintenance tick failed")
+
+    async def _tick(self, state: dict[str, float]) -> None:
+        now = self.clock.monotonic()
+        self.store.expire(self.clock.time())
+        if not len(self.table):
+            if now >= state["next_rebootstrap"] and (self.seeds or self._saved):
+                log.info("routing table empty: re-bootstrapping from seeds")
+                with contextlib.suppress(DhtLocalError):
+                    await self.bootstrap()
+                if not len(self.table):
+                    state["backoff"] = min(
+                        state["backoff"] * 2, self.config.rebootstrap_backoff_max
+                    )
+                    state["next_rebootstrap"] = now + state["backoff"]
+                else:
+                    state["backoff"] = self.config.maintenance_interval
+            return
+        await self._refresh_some(now)
+        await self._republish_due(now)
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-safe snapshot for status pages and logs."""
+        return {
+            "node_id": self.node_id.b32,
+            "contacts": len(self.table),
+            "buckets": {str(i): n for i, n in self.table.bucket_sizes().items()},
+            "records": len(self.store),
+            "record_bytes": self.store.bytes_used,
+            "published": len(self._published),
+            "rpcs_sent": self.rpcs_sent,
+        }
+
+    async def _refresh_some(self, now: float) -> None:
+        targets = self.table.refresh_targets(now, self.config.refresh_interval, self.rng)
+        self.rng.shuffle(targets)
+        for t in targets[: self.config.max_refresh_per_tick]:
+            await self._lookup(t, FIND_NODE)
+        if targets and self.rng.random() < 0.5:
+            await self._lookup(self.node_id, FIND_NODE)  # keep our neighbourhood fresh
+
+    async def _republish_due(self, now: float) -> None:
+        for key, pub in list(self._published.items()):
+            if pub.due > now:
+                continue
+            rec = pub.record
+            remaining = rec.expires - self.clock.time()
+            if remaining < self.config.record_ttl / 2:
+                # Re-sign with a fresh lifetime; a higher seq so stores accept it.
+                rec = self._sign(pub.signer, rec.name, rec.seq + 1, rec.value, None)
+            pub.record = rec
+            pub.due = self._next_republish()
+            try:
+                await self.put(rec)
+            except RecordError as e:
+                log.warning("republish of %s failed: %s", key.short(), e)

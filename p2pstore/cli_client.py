@@ -1,0 +1,425 @@
+"""CLI commands that talk to a running node through its HTTP API (``client.py``):
+``put``, ``get``, ``info``, ``check``, ``peers``, the API part of ``status``, and the
+virtual-drive commands ``ls``, ``mkdir``, ``rm``, ``mv``, ``ln`` (``put FILE PATH``,
+``get PATH [FILE]`` too).
+
+Exit codes (docs/http-api.md, "CLI"): 0 ok; 1 the operation failed (API error,
+broken transfer, unhealthy ``check``); 2 usage error (including a malformed cap or
+path, caught before contacting the node); 3 the node cannot be reached (no node
+directory, not running, API not answering).
+
+Invariants: ``get`` into a file writes ``FILE.part-*`` next to it and renames it
+into place only when every byte arrived, so a failed download leaves nothing
+behind; data goes to stdout only for ``get ... -`` (or without FILE); messages and
+progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from .client import ApiCallError, ClientError, NodeClient, resolve_node_dir
+from .immutable import CapError, VerifyCap, parse_cap
+from .progress import Progress, human_bytes
+from .web.errors import BadRequest
+from .web.vpath import parse_vpath
+
+EXIT_USAGE = 2
+CAP_PREFIX = "p2ps:"
+
+
+class UsageProblem(Exception):
+    """Bad arguments found before contacting the node (exit 2)."""
+
+
+def _client(args: argparse.Namespace) -> NodeClient:
+    return NodeClient.for_node(resolve_node_dir(args.node))
+
+
+def _check_cap(text: str, *, readable: bool = False) -> str:
+    try:
+        cap = parse_cap(text)
+    except CapError as e:
+        raise UsageProblem(str(e)) from None
+    if readable and isinstance(cap, VerifyCap):
+        raise UsageProblem("a verify cap cannot read a file; use the read cap (p2ps:chk:...)")
+    return text
+
+
+def _check_path(text: str) -> str:
+    try:
+        return str(parse_vpath(text))
+    except BadRequest as e:
+        raise UsageProblem(f"bad vdrive path {text!r}: {e.message}") from None
+
+
+def _progress(total: int | None) -> Progress:
+    return Progress(total, sys.stderr)
+
+
+@contextlib.contextmanager
+def _source(name: str) -> Iterator[tuple[IO[bytes], int | None]]:
+    if name == "-":
+        yield sys.stdin.buffer, None
+        return
+    try:
+        f = open(name, "rb")  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise ClientError(f"cannot read {name}: {e.strerror}") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size if Path(name).is_file() else None
+        yield f, size
+
+
+def _print_json(doc: Any) -> None:
+    print(json.dumps(doc, indent=1, sort_keys=True))
+
+
+# -- put / get -------------------------------------------------------------------
+def cmd_put(args: argparse.Namespace) -> int:
+    path = _check_path(args.path) if args.path else None
+    client = _client(args)
+    with _source(args.file) as (src, size):
+        bar = _progress(size)
+        try:
+            if path is None:
+                doc = client.put(src, size=size, mode=args.mode, progress=bar.update)
+            else:
+                doc = client.put_path(
+                    src,
+                    path,
+                    size=size,
+                    mode=args.mode,
+                    replace=not args.no_replace,
+                    progress=bar.update,
+                )
+        except ApiCallError as e:
+            if "uploaded_cap" in e.details:  # uploaded, but the link failed: keep the cap
+                print(e.details["uploaded_cap"])
+                print(f"p2pstore: uploaded, but not linked at {path}", file=sys.stderr)
+            raise
+        finally:
+            bar.finish()
+    if args.json:
+        _print_json(doc)
+    else:
+        print(doc["cap"])
+        if path is not None:
+            print(f"linked {doc['path']} ({human_bytes(doc['size'])})", file=sys.stderr)
+    return 0
+
+
+def _download(args: argparse.Namespace, fetch: Any, total: int | None) -> int:
+    bar = _progress(total)
+    if args.dest in (None, "-"):
+        out = sys.stdout.buffer
+        try:
+            fetch(out, bar.update)
+        finally:
+            bar.finish()
+        out.flush()
+        return 0
+    dest = Path(args.dest)
+    if dest.is_dir():
+        raise UsageProblem(f"{dest} is a directory; give a file name")
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.part-", dir=dest.parent or Path("."))
+    ok = False
+    try:
+        with os.fdopen(fd, "wb") as f:
+            try:
+                fetch(f, bar.update)
+            finally:
+                bar.finish()
+        os.replace(tmp, dest)
+        ok = True
+    finally:
+        if not ok:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    source: str = args.source
+    if source.startswith(CAP_PREFIX):
+        cap = _check_cap(source, readable=True)
+        client = _client(args)
+        size = parse_cap(cap).size
+        return _download(args, lambda f, p: client.get(cap, f, progress=p), size)
+    path = _check_path(source)
+    client = _client(args)
+    entry = client.stat(path)["entry"]
+    if entry["kind"] != "file":
+        raise UsageProblem(f"{path} is a directory")
+    return _download(args, lambda f, p: client.get_path(path, f, progress=p), entry["size"])
+
+
+# -- info / check / status / peers ----------------------------------------------
+def cmd_info(args: argparse.Namespace) -> int:
+    cap = _check_cap(args.cap)
+    doc = _client(args).info(cap)
+    if args.json:
+        _print_json(doc)
+        return 0
+    print(f"kind:          {doc['kind']}")
+    print(f"size:          {doc['size']} bytes ({human_bytes(doc['size'])})")
+    if doc["kind"] != "lit":
+        print(f"encoding:      {doc['k']}-of-{doc['n']}")
+        print(f"storage index: {doc['storage_index']}")
+        print(f"verify cap:    {doc['verify_cap']}")
+    else:
+        print("stored:        inside the cap (literal)")
+    for key, value in sorted((doc.get("storage") or {}).items()):
+        print(f"{key + ':':14} {value}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cap = _check_cap(args.cap)
+    doc = _client(args).check(cap, verify=args.verify, repair=args.repair)
+    if args.json:
+        _print_json(doc)
+    else:
+        state = (
+            "healthy"
+            if doc["healthy"]
+            else ("not healthy, recoverable" if doc["recoverable"] else "NOT RECOVERABLE")
+        )
+        how = "verified every byte" if doc["verified"] else "checked share presence"
+        print(
+            f"{state}: {doc['shares_good']} of {doc['shares_total']} shares good "
+            f"(need {doc['shares_needed']}; {how})"
+        )
+        for line in doc["problems"]:
+            print(f"  {line}")
+        if doc["repair_attempted"]:
+            print("repaired" if doc["repaired"] else "repair failed")
+    return 0 if doc["healthy"] else 1
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    peers = _client(args).peers()
+    if args.json:
+        _print_json(peers)
+        return 0
+    if not peers:
+        print("no peers")
+        return 0
+    for p in peers:
+        seen = p.get("last_seen")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seen)) if seen else "-"
+        state = "connected" if p["connected"] else "known"
+        print(f"{p['node_id']}  {p['address']:<28} {state:<9}  last seen {when}")
+    print(f"{len(peers)} peers ({sum(1 for p in peers if p['connected'])} connected)")
+    return 0
+
+
+def api_status(node_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The API's status for ``p2pstore status``: (doc, None) or (None, error)."""
+    try:
+        return NodeClient.for_node(node_dir).status(), None
+    except ClientError as e:
+        return None, str(e)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``status [DIR] [--node DIR] [--json]``: the node's files (daemon.status) plus,
+    while it runs, what its API reports. Exit 0 running, 1 stale pid file or API
+    failure, 3 not running."""
+    from .node import daemon
+
+    if args.dir and args.node and Path(args.dir).absolute() != Path(args.node).absolute():
+        raise UsageProblem("give the node directory once (DIR or --node DIR)")
+    root = resolve_node_dir(args.dir or args.node)
+    buf = io.StringIO()
+    rc = daemon.status(root, as_json=args.json, out=buf)
+    doc, err = api_status(root) if rc == 0 else (None, None)
+    if err is not None:
+        rc = 1
+    if args.json:
+        report = json.loads(buf.getvalue())
+        if rc == 0 or err is not None:
+            report["api"] = doc if err is None else {"error": err}
+        _print_json(report)
+    else:
+        print(buf.getvalue(), end="")
+        if doc is not None:
+            store = doc.get("memory_store")
+            print(f"  {'HTTP API:':<14}{doc.get('api_url', '') or _api_url(root)}")
+            print(f"  {'backend:':<14}{doc.get('backend')}")
+            if isinstance(store, dict):
+                print(
+                    f"  {'memory store:':<14}{store.get('files')} files, "
+                    f"{human_bytes(store.get('bytes_used', 0))} of shares"
+                )
+            print(f"  {'vdrive:':<14}{'available' if doc.get('vdrive') else 'not available'}")
+        if err is not None:
+            print(f"p2pstore: the node runs but its API failed: {err}", file=sys.stderr)
+    return rc
+
+
+def _api_url(root: Path) -> str:
+    from .node.daemon import read_status_file
+    from .node.nodedir import NodeDir
+
+    doc = read_status_file(NodeDir(root)) or {}
+    return str(doc.get("api_url", "?"))
+
+
+# -- virtual drive ---------------------------------------------------------------
+def _fmt_time(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "-"
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    path = _check_path(args.path)
+    client = _client(args)
+    try:
+        doc = client.ls(path)
+    except ApiCallError as err:
+        if err.code != "not-a-directory":
+            raise
+        entry = client.stat(path)["entry"]  # `ls FILE` shows that one entry, as ls(1) does
+        if entry["kind"] != "file":
+            raise
+        doc = {"path": path, "entries": [entry]}
+    if args.json:
+        _print_json(doc)
+        return 0
+    for e in doc["entries"]:
+        name = e["name"] + ("/" if e["kind"] == "dir" else "")
+        if args.long or args.caps:
+            size = "-" if e["size"] is None else str(e["size"])
+            line = f"{e['kind']:<4} {size:>12}  {_fmt_time(e['mtime'])}  {name}"
+            if args.caps:
+                line += f"  {e['cap'] or '-'}"
+            print(line)
+        else:
+            print(name)
+    return 0
+
+
+def cmd_mkdir(args: argparse.Namespace) -> int:
+    doc = _client(args).mkdir(_check_path(args.path), parents=args.parents)
+    print(f"created {doc['path']}", file=sys.stderr)
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    doc = _client(args).unlink(_check_path(args.path), recursive=args.recursive)
+    print(f"removed {doc['path']}", file=sys.stderr)
+    return 0
+
+
+def cmd_mv(args: argparse.Namespace) -> int:
+    doc = _client(args).rename(_check_path(args.src), _check_path(args.dst), replace=args.replace)
+    print(f"moved {doc['src']} -> {doc['dst']}", file=sys.stderr)
+    return 0
+
+
+def cmd_ln(args: argparse.Namespace) -> int:
+    cap = _check_cap(args.cap, readable=True)
+    doc = _client(args).link(_check_path(args.path), cap, replace=args.replace)
+    print(f"linked {doc['path']}", file=sys.stderr)
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------
+def _node_opt(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--node",
+        metavar="DIR",
+        help="node directory (default: $P2PSTORE_NODE, else ~/.local/share/p2pstore/node)",
+    )
+
+
+def add_commands(sub: Any) -> None:
+    """Register the client commands on the main parser's subparsers."""
+    p = sub.add_parser("put", help="upload a file (or stdin: -); prints its cap")
+    p.add_argument("file", metavar="FILE|-")
+    p.add_argument("path", nargs="?", metavar="PATH", help="also link it at this vdrive path")
+    p.add_argument(
+        "--mode",
+        choices=("convergent", "random"),
+        default="convergent",
+        help="key: convergent (same file, same cap; default) or random",
+    )
+    p.add_argument("--no-replace", action="store_true", help="with PATH: fail if it exists")
+    p.add_argument("--json", action="store_true", help="print the full JSON reply")
+    _node_opt(p)
+    p.set_defaults(func=cmd_put)
+
+    p = sub.add_parser("get", help="download a file by cap or vdrive path to FILE or stdout")
+    p.add_argument("source", metavar="CAP|PATH")
+    p.add_argument("dest", nargs="?", metavar="FILE|-", help="default: stdout")
+    _node_opt(p)
+    p.set_defaults(func=cmd_get)
+
+    p = sub.add_parser("info", help="what a cap names: size, encoding, storage")
+    p.add_argument("cap", metavar="CAP")
+    p.add_argument("--json", action="store_true")
+    _node_opt(p)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("check", help="check a file's health (exit 1 if not healthy)")
+    p.add_argument("cap", metavar="CAP")
+    p.add_argument("--verify", action="store_true", help="read and verify every share byte")
+    p.add_argument("--repair", action="store_true", help="regenerate missing/bad shares")
+    p.add_argument("--json", action="store_true")
+    _node_opt(p)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("status", help="is the node running; its ID, address, peers, API")
+    p.add_argument("dir", nargs="?", metavar="DIR", help="node directory (or --node DIR)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _node_opt(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("peers", help="the peers the running node knows")
+    p.add_argument("--json", action="store_true")
+    _node_opt(p)
+    p.set_defaults(func=cmd_peers)
+
+    p = sub.add_parser("ls", help="list a vdrive directory (shared:/... or private:/...)")
+    p.add_argument("path", nargs="?", default="/", metavar="PATH")
+    p.add_argument("-l", "--long", action="store_true", help="kind, size, time")
+    p.add_argument("--caps", action="store_true", help="also show caps (secrets!)")
+    p.add_argument("--json", action="store_true")
+    _node_opt(p)
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("mkdir", help="make a vdrive directory")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("-p", "--parents", action="store_true", help="make parents; ok if it exists")
+    _node_opt(p)
+    p.set_defaults(func=cmd_mkdir)
+
+    p = sub.add_parser("rm", help="remove a vdrive entry (the file stays in the grid)")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("-r", "--recursive", action="store_true", help="remove a non-empty directory")
+    _node_opt(p)
+    p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser("mv", help="rename/move within one vdrive")
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dst", metavar="DST")
+    p.add_argument("--replace", action="store_true", help="replace an existing file at DST")
+    _node_opt(p)
+    p.set_defaults(func=cmd_mv)
+
+    p = sub.add_parser("ln", help="link a cap at a vdrive path")
+    p.add_argument("cap", metavar="CAP")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--replace", action="store_true", help="replace an existing file at PATH")
+    _node_opt(p)
+    p.set_defaults(func=cmd_ln)

@@ -1,0 +1,449 @@
+"""A small synchronous client of a node's local HTTP API (docs/http-api.md).
+
+Used by the CLI (and by the shell, through ``asyncio.to_thread``). It finds the
+node's API from its directory: ``--node DIR``, else ``$P2PSTORE_NODE``, else the
+platform default (:func:`default_node_dir`); the running node publishes its API
+URL in ``DIR/run/status.json`` (``api_url``) and the token is
+``DIR/private/api.token``.
+
+Invariants:
+- uploads and downloads stream in bounded chunks (:data:`CHUNK`), never whole;
+- a download that ends before its Content-Length is an error
+  (:class:`TransferError`), never a silently short file;
+- every failure is a :class:`ClientError` with a clear message and the CLI exit
+  code it maps to: 3 the node cannot be reached, 1 the call failed;
+- the token is sent only to the loopback URL read from the node directory, and is
+  never shown in errors or reprs.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import sys
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Final
+
+from .node.daemon import read_status_file
+from .node.errors import NodeError
+from .node.nodedir import NodeDir
+from .node.pidfile import probe
+
+CHUNK: Final = 256 * 1024
+MAX_JSON_REPLY: Final = 16 << 20
+DEFAULT_TIMEOUT: Final = 300.0
+ENV_NODE: Final = "P2PSTORE_NODE"
+API: Final = "/api/v1"
+
+EXIT_FAILED: Final = 1
+EXIT_UNREACHABLE: Final = 3
+
+
+class ClientError(Exception):
+    """Base of every client failure; ``exit_code`` is what the CLI returns."""
+
+    exit_code: int = EXIT_FAILED
+
+
+class NodeUnreachable(ClientError):
+    """No node directory, node not running, or its API does not answer (exit 3)."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+class ApiCallError(ClientError):
+    """The API answered with an error: ``status``, ``code``, ``message``."""
+
+    def __init__(
+        self, status: int, code: str, message: str, details: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(f"{message} ({code}, HTTP {status})")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details: dict[str, Any] = dict(details or {})
+
+
+class TransferError(ClientError):
+    """A transfer broke off part-way, or the node answered something unexpected."""
+
+
+def default_node_dir(
+    env: Mapping[str, str] | None = None, platform: str | None = None, home: Path | None = None
+) -> Path:
+    """The platform's default node directory: XDG data dir on Linux and BSDs
+    (``$XDG_DATA_HOME/p2pstore/node``, default ``~/.local/share/p2pstore/node``),
+    ``~/Library/Application Support/p2pstore/node`` on macOS,
+    ``%LOCALAPPDATA%\\p2pstore\\node`` on Windows."""
+    env = os.environ if env is None else env
+    platform = sys.platform if platform is None else platform
+    home = Path.home() if home is None else home
+    if platform == "darwin":
+        return home / "Library" / "Application Support" / "p2pstore" / "node"
+    if platform.startswith("win"):
+        local = env.get("LOCALAPPDATA")
+        return (Path(local) if local else home / "AppData" / "Local") / "p2pstore" / "node"
+    xdg = env.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else home / ".local" / "share"
+    return base / "p2pstore" / "node"
+
+
+def resolve_node_dir(arg: str | None, env: Mapping[str, str] | None = None) -> Path:
+    """``--node DIR``, else ``$P2PSTORE_NODE``, else :func:`default_node_dir`."""
+    env = os.environ if env is None else env
+    if arg:
+        return Path(arg).expanduser().absolute()
+    if env.get(ENV_NODE):
+        return Path(env[ENV_NODE]).expanduser().absolute()
+    return default_node_dir(env)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiEndpoint:
+    url: str
+    token: str = field(repr=False)
+
+
+def locate_api(node_dir: Path) -> ApiEndpoint:
+    """The running node's API URL and token; :class:`NodeUnreachable` if none."""
+    nd = NodeDir(node_dir)
+    if not nd.config_path.is_file():
+        raise NodeUnreachable(
+            f"no node directory at {node_dir} (create one with `p2pstore create-node DIR`, "
+            f"then use --node DIR or set {ENV_NODE})"
+        )
+    if not probe(nd.pid_path).running:
+        raise NodeUnreachable(
+            f"no node is running in {node_dir}; start it with `p2pstore start {node_dir}`"
+        )
+    doc = read_status_file(nd) or {}
+    url = doc.get("api_url")
+    if not isinstance(url, str) or not url.startswith("http://127.0.0.1:"):
+        state = doc.get("state", "unknown")
+        raise NodeUnreachable(
+            f"the node in {node_dir} is not serving its HTTP API (state: {state}); "
+            "if it is starting, try again in a moment"
+        )
+    try:
+        token = nd.load_api_token()
+    except NodeError as e:
+        raise ClientError(f"cannot read the API token: {e}") from None
+    return ApiEndpoint(url, token)
+
+
+def _quote_cap(cap: str) -> str:
+    return urllib.parse.quote(cap, safe=":")
+
+
+class _Reply:
+    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> None:
+        self.conn = conn
+        self.resp = resp
+
+    def close(self) -> None:
+        self.resp.close()
+        self.conn.close()
+
+
+ProgressFn = Callable[[int], None]
+
+
+class NodeClient:
+    """One node's API. Each call uses a fresh connection (simple; calls are few)."""
+
+    def __init__(self, url: str, token: str | None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme != "http" or not parsed.hostname or parsed.port is None:
+            raise ClientError(f"bad API URL {url!r}")
+        self.url = url
+        self.host = parsed.hostname
+        self.port = parsed.port
+        self._token = token
+        self.timeout = timeout
+
+    @classmethod
+    def for_node(cls, node_dir: Path, *, timeout: float = DEFAULT_TIMEOUT) -> NodeClient:
+        ep = locate_api(node_dir)
+        return cls(ep.url, ep.token, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"NodeClient({self.url})"
+
+    # -- plumbing ------------------------------------------------------------------
+    def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        h = {"Host": f"{self.host}:{self.port}", "User-Agent": "p2pstore-cli"}
+        if self._token:
+            h["Authorization"] = f"Bearer {self._token}"
+        h.update(extra or {})
+        return h
+
+    def _connect(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+
+    def _unreachable(self, e: OSError) -> NodeUnreachable:
+        why = "connection refused" if isinstance(e, ConnectionRefusedError) else str(e)
+        return NodeUnreachable(f"cannot reach the node's API at {self.url}: {why}")
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        stream: Iterator[bytes] | None = None,
+        length: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> _Reply:
+        conn = self._connect()
+        h = self._headers(headers)
+        try:
+            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+            if body is not None:
+                h["Content-Length"] = str(len(body))
+            elif stream is not None:
+                if length is None:
+                    h["Transfer-Encoding"] = "chunked"
+                else:
+                    h["Content-Length"] = str(length)
+            for k, v in h.items():
+                conn.putheader(k, v)
+            conn.endheaders()
+        except OSError as e:
+            conn.close()
+            raise self._unreachable(e) from None
+        try:
+            if body:
+                conn.send(body)
+            elif stream is not None:
+                for chunk in stream:
+                    if not chunk:
+                        continue
+                    if length is None:
+                        conn.send(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+                    else:
+                        conn.send(chunk)
+                if length is None:
+                    conn.send(b"0\r\n\r\n")
+        except OSError as e:
+            # The node may have answered early (e.g. a bad token) and closed: read it.
+            try:
+                return _Reply(conn, conn.getresponse())
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                raise TransferError(f"the upload to {self.url} broke off: {e}") from None
+        try:
+            return _Reply(conn, conn.getresponse())
+        except (OSError, http.client.HTTPException) as e:
+            conn.close()
+            raise TransferError(f"no answer from the node's API at {self.url}: {e}") from None
+
+    def _raise_for(self, reply: _Reply, ok: tuple[int, ...]) -> None:
+        if reply.resp.status in ok:
+            return
+        status = reply.resp.status
+        try:
+            raw = reply.resp.read(MAX_JSON_REPLY)
+            err = json.loads(raw)["error"]
+            code, message = str(err["code"]), str(err["message"])
+            details = err.get("details")
+            details = details if isinstance(details, dict) else {}
+        except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError):
+            code, message = "http-error", f"HTTP {status} {reply.resp.reason}"
+            details = {}
+        finally:
+            reply.close()
+        raise ApiCallError(status, code, message, details)
+
+    def _json_call(
+        self,
+        method: str,
+        path: str,
+        payload: Mapping[str, Any] | None = None,
+        ok: tuple[int, ...] = (200, 201),
+    ) -> Any:
+        body = None
+        headers = {}
+        if payload is not None:
+            body = json.dumps(payload).encode()
+            headers["Content-Type"] = "application/json"
+        reply = self._send(method, path, body=body, headers=headers)
+        self._raise_for(reply, ok)
+        try:
+            return json.loads(reply.resp.read(MAX_JSON_REPLY))
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            raise TransferError(f"bad reply from the node's API: {e}") from None
+        finally:
+            reply.close()
+
+    @staticmethod
+    def _chunks(source: IO[bytes], progress: ProgressFn | None) -> Iterator[bytes]:
+        done = 0
+        while chunk := source.read(CHUNK):
+            done += len(chunk)
+            yield chunk
+            if progress:
+                progress(done)
+
+    def _download(
+        self, path: str, sink: IO[bytes], progress: ProgressFn | None, headers: Mapping[str, str]
+    ) -> int:
+        reply = self._send("GET", path, headers=headers)
+        self._raise_for(reply, (200, 206))
+        try:
+            expected = reply.resp.length
+            done = 0
+            while True:
+                try:
+                    chunk = reply.resp.read(CHUNK)
+                except http.client.IncompleteRead as e:
+                    done += len(e.partial)
+                    chunk = b""
+                except OSError as e:
+                    raise TransferError(f"the download broke off after {done} bytes: {e}") from None
+                if not chunk:
+                    break
+                sink.write(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done)
+            if expected is not None and done != expected:
+                raise TransferError(
+                    f"the download broke off after {done} of {expected} bytes "
+                    "(the node could not read the rest; see its log)"
+                )
+            return done
+        finally:
+            reply.close()
+
+    # -- files by cap --------------------------------------------------------------
+    def put(
+        self,
+        source: IO[bytes],
+        *,
+        size: int | None = None,
+        mode: str = "convergent",
+        progress: ProgressFn | None = None,
+    ) -> dict[str, Any]:
+        q = urllib.parse.urlencode({"mode": mode})
+        reply = self._send(
+            "POST",
+            f"{API}/file?{q}",
+            stream=self._chunks(source, progress),
+            length=size,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        return self._finish_json(reply)
+
+    def _finish_json(self, reply: _Reply) -> dict[str, Any]:
+        self._raise_for(reply, (200, 201))
+        try:
+            doc: dict[str, Any] = json.loads(reply.resp.read(MAX_JSON_REPLY))
+            return doc
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            raise TransferError(f"bad reply from the node's API: {e}") from None
+        finally:
+            reply.close()
+
+    def get(
+        self,
+        cap: str,
+        sink: IO[bytes],
+        *,
+        progress: ProgressFn | None = None,
+        range_header: str | None = None,
+    ) -> int:
+        headers = {"Range": range_header} if range_header else {}
+        return self._download(f"{API}/file/{_quote_cap(cap)}", sink, progress, headers)
+
+    def info(self, cap: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json_call("GET", f"{API}/info/{_quote_cap(cap)}")
+        return result
+
+    def check(self, cap: str, *, verify: bool = False, repair: bool = False) -> dict[str, Any]:
+        q = urllib.parse.urlencode({"verify": str(verify).lower(), "repair": str(repair).lower()})
+        method = "POST" if repair else "GET"
+        result: dict[str, Any] = self._json_call(method, f"{API}/check/{_quote_cap(cap)}?{q}")
+        return result
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._json_call("GET", f"{API}/status")
+        return result
+
+    def peers(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._json_call("GET", f"{API}/peers")["peers"]
+        return result
+
+    # -- virtual drive -------------------------------------------------------------
+    def ls(self, path: str) -> dict[str, Any]:
+        q = urllib.parse.urlencode({"path": path})
+        result: dict[str, Any] = self._json_call("GET", f"{API}/vdrive/ls?{q}")
+        return result
+
+    def stat(self, path: str) -> dict[str, Any]:
+        q = urllib.parse.urlencode({"path": path})
+        result: dict[str, Any] = self._json_call("GET", f"{API}/vdrive/stat?{q}")
+        return result
+
+    def mkdir(
+        self, path: str, *, parents: bool = False, expected_sequence: int | None = None
+    ) -> dict[str, Any]:
+        body = {"path": path, "parents": parents, "expected_sequence": expected_sequence}
+        result: dict[str, Any] = self._json_call("POST", f"{API}/vdrive/mkdir", body)
+        return result
+
+    def link(
+        self, path: str, cap: str, *, replace: bool = False, expected_sequence: int | None = None
+    ) -> dict[str, Any]:
+        body = {
+            "path": path,
+            "cap": cap,
+            "replace": replace,
+            "expected_sequence": expected_sequence,
+        }
+        result: dict[str, Any] = self._json_call("POST", f"{API}/vdrive/link", body)
+        return result
+
+    def unlink(
+        self, path: str, *, recursive: bool = False, expected_sequence: int | None = None
+    ) -> dict[str, Any]:
+        body = {"path": path, "recursive": recursive, "expected_sequence": expected_sequence}
+        result: dict[str, Any] = self._json_call("POST", f"{API}/vdrive/unlink", body)
+        return result
+
+    def rename(
+        self, src: str, dst: str, *, replace: bool = False, expected_sequence: int | None = None
+    ) -> dict[str, Any]:
+        body = {"src": src, "dst": dst, "replace": replace, "expected_sequence": expected_sequence}
+        result: dict[str, Any] = self._json_call("POST", f"{API}/vdrive/rename", body)
+        return result
+
+    def put_path(
+        self,
+        source: IO[bytes],
+        path: str,
+        *,
+        size: int | None = None,
+        mode: str = "convergent",
+        replace: bool = True,
+        expected_sequence: int | None = None,
+        progress: ProgressFn | None = None,
+    ) -> dict[str, Any]:
+        params: dict[str, str] = {"path": path, "mode": mode, "replace": str(replace).lower()}
+        if expected_sequence is not None:
+            params["expected_sequence"] = str(expected_sequence)
+        reply = self._send(
+            "PUT",
+            f"{API}/vdrive/file?{urllib.parse.urlencode(params)}",
+            stream=self._chunks(source, progress),
+            length=size,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        return self._finish_json(reply)
+
+    def get_path(self, path: str, sink: IO[bytes], *, progress: ProgressFn | None = None) -> int:
+        q = urllib.parse.urlencode({"path": path})
+        return self._download(f"{API}/vdrive/file?{q}", sink, progress, {})

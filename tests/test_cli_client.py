@@ -1,0 +1,288 @@
+"""The client CLI commands: in-process against an API server (with a vdrive) that a
+test-made node directory points to, and end to end with real `p2pstore` processes
+(create-node + start; put/get/info byte for byte; a clear error once stopped)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from p2pstore import cli
+from p2pstore.client import (
+    ApiCallError,
+    NodeClient,
+    NodeUnreachable,
+    TransferError,
+    default_node_dir,
+    resolve_node_dir,
+)
+from p2pstore.immutable import EncodingParams
+from p2pstore.node.fsutil import write_text_atomic
+from p2pstore.node.nodedir import NodeDir
+from p2pstore.node.pidfile import PidLock
+from p2pstore.node.runner import STATUS_FORMAT
+from p2pstore.progress import Progress, format_progress, human_bytes
+from p2pstore.web.errors import Unrecoverable
+from p2pstore.web.memory_backend import MemoryBackend
+from p2pstore.web.memory_vdrive import MemoryVdrive
+from p2pstore.web.server import ApiServer
+
+
+class ThreadedServer:
+    """An ApiServer on its own event loop in a thread (the CLI client is synchronous)."""
+
+    def __init__(self, backend: MemoryBackend, token: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = ApiServer(backend, token)
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[tuple[Path, MemoryBackend]]:
+    """A node directory that looks running (pid lock held, status.json with api_url)
+    and is served by an in-process API with the memory backend and a vdrive."""
+    root = tmp_path / "node"
+    assert cli.main(["create-node", str(root), "--listen", "127.0.0.1:0"]) == 0
+    nd = NodeDir(root)
+    backend = MemoryBackend(params=EncodingParams.create(3, 10, 64 * 1024), vdrive=MemoryVdrive())
+    server = ThreadedServer(backend, nd.load_api_token())
+    lock = PidLock(nd.pid_path)
+    lock.acquire()
+    doc = {"format": STATUS_FORMAT, "state": "running", "pid": os.getpid()}
+    doc["api_url"] = server.server.url
+    write_text_atomic(nd.status_path, json.dumps(doc))
+    try:
+        yield root, backend
+    finally:
+        lock.release()
+        server.close()
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    rc = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_put_get_ls_mv_rm_ln(
+    node: tuple[Path, MemoryBackend], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, _ = node
+    src = tmp_path / "data.bin"
+    data = os.urandom(300_000)
+    src.write_bytes(data)
+    rc, out, _ = run(capsys, "put", src, "--node", root)
+    assert rc == 0
+    cap = out.strip()
+    assert cap.startswith("p2ps:chk:3:10:300000:")
+    dst = tmp_path / "back.bin"
+    assert run(capsys, "get", cap, dst, "--node", root)[0] == 0
+    assert dst.read_bytes() == data
+    assert not [p for p in tmp_path.iterdir() if ".part-" in p.name]
+    rc, out, _ = run(capsys, "info", cap, "--node", root, "--json")
+    assert rc == 0 and json.loads(out)["size"] == 300_000
+    rc, out, _ = run(capsys, "check", cap, "--verify", "--node", root)
+    assert rc == 0 and out.startswith("healthy: 10 of 10")
+
+    assert run(capsys, "mkdir", "/docs/2026", "-p", "--node", root)[0] == 0
+    rc, out, err = run(capsys, "put", src, "/docs/2026/data.bin", "--node", root)
+    assert rc == 0 and out.strip() == cap and "linked shared:/docs/2026/data.bin" in err
+    rc, out, err = run(capsys, "put", src, "/docs/2026/data.bin", "--no-replace", "--node", root)
+    assert rc == 1 and out == "" and "(exists, HTTP 409)" in err  # refused before uploading
+    rc, out, _ = run(capsys, "ls", "/docs", "--node", root)
+    assert out == "2026/\n"
+    rc, out, _ = run(capsys, "ls", "-l", "--caps", "/docs/2026", "--node", root)
+    assert "300000" in out and cap in out and "data.bin" in out
+    rc, out, _ = run(capsys, "ls", "-l", "/docs/2026/data.bin", "--node", root)
+    assert rc == 0 and out.startswith("file       300000") and out.endswith(" data.bin\n")
+    dst2 = tmp_path / "back2.bin"
+    assert run(capsys, "get", "/docs/2026/data.bin", dst2, "--node", root)[0] == 0
+    assert dst2.read_bytes() == data
+    assert run(capsys, "ln", cap, "private:/mine.bin", "--node", root)[0] == 0
+    rc, _, err = run(capsys, "ln", cap, "private:/mine.bin", "--node", root)
+    assert rc == 1 and "already exists" in err
+    assert run(capsys, "mv", "/docs/2026/data.bin", "/docs/d.bin", "--node", root)[0] == 0
+    rc, _, err = run(capsys, "rm", "/docs", "--node", root)
+    assert rc == 1 and "not empty" in err and "directory-not-empty" in err
+    assert run(capsys, "rm", "-r", "/docs", "--node", root)[0] == 0
+    rc, out, _ = run(capsys, "ls", "--json", "--node", root)
+    assert json.loads(out)["entries"] == []
+    rc, out, _ = run(capsys, "ls", "private:/", "--node", root)
+    assert out == "mine.bin\n"
+
+
+def test_errors_and_exit_codes(
+    node: tuple[Path, MemoryBackend], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, backend = node
+    rc, _, err = run(capsys, "get", "p2ps:chk:3:10:99:x:y", "--node", root)
+    assert rc == 2 and "bad cap" in err
+    rc, _, err = run(capsys, "ls", "/a/../b", "--node", root)
+    assert rc == 2 and "not allowed" in err
+    rc, _, err = run(capsys, "put", tmp_path / "missing", "--node", root)
+    assert rc == 1 and "cannot read" in err
+    src = tmp_path / "f"
+    src.write_bytes(os.urandom(100_000))
+    rc, out, _ = run(capsys, "put", src, "--node", root, "--mode", "random")
+    cap = out.strip()
+    from p2pstore.immutable import ReadCap, parse_cap
+
+    parsed = parse_cap(cap)
+    assert isinstance(parsed, ReadCap)
+    for i in range(8):
+        backend.delete_share(parsed, i)
+    rc, out, _ = run(capsys, "check", cap, "--node", root)
+    assert rc == 1 and "NOT RECOVERABLE" in out
+    dst = tmp_path / "out"
+    rc, _, err = run(capsys, "get", cap, dst, "--node", root)
+    assert rc == 1 and "unrecoverable" in err and not dst.exists()
+    assert not [p for p in tmp_path.iterdir() if ".part-" in p.name]
+    rc, _, err = run(capsys, "ls", "--node", tmp_path / "nothing")
+    assert rc == 3 and "no node directory" in err
+
+
+def test_client_token_and_unreachable(node: tuple[Path, MemoryBackend]) -> None:
+    root, _ = node
+    good = NodeClient.for_node(root)
+    assert good.status()["backend"] == "memory"
+    bad = NodeClient(good.url, "wrong")
+    with pytest.raises(ApiCallError) as e:
+        bad.put(io.BytesIO(os.urandom(2_000_000)), size=2_000_000)
+    assert e.value.status == 403 and e.value.code == "token-invalid"
+    with pytest.raises(ApiCallError) as e:
+        NodeClient(good.url, None).peers()
+    assert e.value.status == 401
+    with pytest.raises(NodeUnreachable, match="connection refused"):
+        NodeClient("http://127.0.0.1:1/", "x").status()
+
+
+class _FailingBackend(MemoryBackend):
+    async def download(self, cap: Any, offset: int, length: int) -> AsyncIterator[bytes]:
+        inner = await super().download(cap, offset, length)
+
+        async def gen() -> AsyncIterator[bytes]:
+            yield await anext(inner)
+            raise Unrecoverable("shares vanished")
+
+        return gen()
+
+
+def test_client_detects_a_short_download() -> None:
+    server = ThreadedServer(_FailingBackend(params=EncodingParams.create(3, 10, 64 * 1024)), "t")
+    try:
+        client = NodeClient(server.server.url, "t")
+        cap = client.put(io.BytesIO(os.urandom(400_000)), size=400_000)["cap"]
+        sink = io.BytesIO()
+        with pytest.raises(TransferError, match=r"broke off after \d+ of 400000 bytes"):
+            client.get(cap, sink)
+        assert 0 < len(sink.getvalue()) < 400_000
+    finally:
+        server.close()
+
+
+def test_node_dir_resolution(tmp_path: Path) -> None:
+    home = Path("/home/u")
+    assert default_node_dir({}, "linux", home) == home / ".local/share/p2pstore/node"
+    assert default_node_dir({"XDG_DATA_HOME": "/x"}, "linux", home) == Path("/x/p2pstore/node")
+    assert default_node_dir({"XDG_DATA_HOME": "rel"}, "linux", home) == (
+        home / ".local/share/p2pstore/node"
+    )
+    assert default_node_dir({}, "darwin", home) == (
+        home / "Library/Application Support/p2pstore/node"
+    )
+    assert default_node_dir({"LOCALAPPDATA": "C:/L"}, "win32", home) == Path("C:/L/p2pstore/node")
+    assert resolve_node_dir(str(tmp_path), {}) == tmp_path
+    assert resolve_node_dir(None, {"P2PSTORE_NODE": str(tmp_path)}) == tmp_path
+
+
+def test_progress() -> None:
+    assert human_bytes(0) == "0 B" and human_bytes(1536) == "1.5 KiB"
+    assert format_progress(3 << 20, 12 << 20, 1.5) == "3.0 MiB / 12.0 MiB   25%  2.0 MiB/s  ETA 5s"
+    assert format_progress(5 << 20, None, 2.0) == "5.0 MiB  2.5 MiB/s"
+    assert format_progress(10, 10, 70) == "10 B / 10 B  100%  0 B/s  in 1m10s"
+    now = [0.0]
+    out = io.StringIO()
+    bar = Progress(100, out, enabled=True, clock=lambda: now[0])
+    bar.update(10)
+    assert out.getvalue() == ""  # nothing within the first second
+    now[0] = 1.5
+    bar.update(50)
+    assert out.getvalue().startswith("\r50 B / 100 B   50%")
+    bar.finish()
+    assert out.getvalue().endswith("\n")
+    quiet = io.StringIO()
+    off = Progress(100, quiet, enabled=False, clock=lambda: now[0])
+    off.update(100)
+    off.finish()
+    assert quiet.getvalue() == ""
+
+
+# -- end to end with real processes ------------------------------------------------
+def _p2pstore() -> list[str]:
+    script = Path(sys.executable).parent / "p2pstore"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "p2pstore.cli"]
+
+
+def sh(*args: str | Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [*_p2pstore(), *map(str, args)], input=stdin, capture_output=True, timeout=60, check=False
+    )
+
+
+@pytest.mark.e2e
+def test_real_node_round_trip(tmp_path: Path) -> None:
+    root = tmp_path / "n"
+    assert sh("create-node", root, "--listen", "127.0.0.1:0").returncode == 0
+    started = sh("start", root)
+    assert started.returncode == 0, started.stderr
+    try:
+        data = os.urandom(2_500_000)
+        src = tmp_path / "in.bin"
+        src.write_bytes(data)
+        put = sh("put", src, "--node", root)
+        assert put.returncode == 0, put.stderr
+        cap = put.stdout.decode().strip()
+        assert sh("get", cap, tmp_path / "out.bin", "--node", root).returncode == 0
+        assert (tmp_path / "out.bin").read_bytes() == data
+        env_get = subprocess.run(
+            [*_p2pstore(), "get", cap, "-"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "P2PSTORE_NODE": str(root)},
+        )
+        assert env_get.returncode == 0 and env_get.stdout == data
+        piped = sh("put", "-", "--node", root, stdin=data[:100_000])
+        assert sh("get", piped.stdout.decode().strip(), "--node", root).stdout == data[:100_000]
+        info = sh("info", cap, "--json", "--node", root)
+        assert json.loads(info.stdout)["size"] == 2_500_000
+        status = sh("status", root, "--json")
+        doc: dict[str, Any] = json.loads(status.stdout)
+        assert status.returncode == 0 and doc["api"]["backend"].startswith("memory")
+        assert doc["api_url"].startswith("http://127.0.0.1:")
+        ls = sh("ls", "--node", root)
+        assert ls.returncode == 1 and b"vdrive-unavailable" in ls.stderr
+        assert sh("peers", "--node", root).stdout == b"no peers\n"
+    finally:
+        assert sh("stop", root).returncode == 0
+    gone = sh("get", cap, "--node", root)
+    assert gone.returncode == 3
+    assert b"no node is running in" in gone.stderr and b"p2pstore start" in gone.stderr
