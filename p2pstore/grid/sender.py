@@ -101,6 +101,8 @@ class ShareSender(Generic[P]):
                 continue
             await w.queue.put((seg.share_offset, seg.blocks[w.share]))
             _drain_if_dead(w)
+        if self._on_progress is not None and not self.live_shares:
+            self._on_progress(seg.index + 1)  # nothing to send (all present): encoded
 
     async def finish(self, trailers: Sequence[ShareTrailer]) -> None:
         """Hand over the trailers and wait for every writer to end."""
