@@ -207,7 +207,7 @@ class Downloader(Generic[P]):
                 yield data
             return
         total = max(0, min(cap.size, offset + (cap.size if length is None else length)) - offset)
-        session = await self.open(cap)
+        session = await self._open_session(cap)
         with ThreadPoolExecutor(self.config.threads, thread_name_prefix="p2ps-decode") as ex:
             try:
                 dec = Decoder(
@@ -261,7 +261,7 @@ class Downloader(Generic[P]):
             await cancel_and_wait(tasks.values())
 
     # -- locating and opening shares ----------------------------------------------------
-    async def open(self, cap: ReadCap | VerifyCap) -> _Session[P]:
+    async def _open_session(self, cap: ReadCap | VerifyCap) -> _Session[P]:
         """Find and verify shares until k distinct good ones are open (or give up)."""
         cfg = self.config
         loop = asyncio.get_running_loop()
