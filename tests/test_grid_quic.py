@@ -23,6 +23,7 @@ from p2pstore.grid import (
     DownloadConfig,
     Downloader,
     DownloadError,
+    GridClient,
     Health,
     HealthConfig,
     SendConfig,
@@ -116,6 +117,14 @@ async def test_put_get_sizes_byte_for_byte(qgrid: QuicGrid) -> None:
         data = os.urandom(size)
         res = await up.upload_convergent(bytes_source(data), SECRET)
         assert await down.read_all(res.cap) == data
+    # the node's one-object wiring: QUIC storage clients and DHT lookups
+    gc = GridClient.over_quic(
+        qgrid.client, qgrid.client_dht.lookup, convergence_secret=SECRET, call_timeout=5.0
+    )
+    small = os.urandom(5000)
+    put = await gc.put(bytes_source(small))
+    assert b"".join([c async for c in gc.get(put.cap)]) == small
+    assert (await gc.check(put.cap)).healthy(7)
     big = os.urandom(10 * MiB)
     res = await up.upload_random(aiter_bytes(big))
     assert res.happiness >= 9 and len(res.placements) == 10
