@@ -53,12 +53,19 @@ class GridClient(Generic[P]):
         lookup: Callable[[NodeId], Awaitable[Sequence[ContactLike]]],
         *,
         include: Sequence[PeerAddress] = (),
+        local: tuple[PeerAddress, StorageAPI] | None = None,
         call_timeout: float = 30.0,
         **kwargs: Any,
     ) -> GridClient[PeerAddress]:
         """Storage over ``endpoint`` (``QuicStorageClient`` per peer, cached), peers
-        from ``lookup`` (``DhtNode.lookup``) plus ``include`` (e.g. this node)."""
-        clients: dict[PeerAddress, QuicStorageClient] = {}
+        from ``lookup`` (``DhtNode.lookup``) plus ``include``. ``local`` is this node's
+        own address and storage (e.g. a ``LocalStorageClient``) when it serves
+        storage: it becomes a candidate like any peer, reached without the network
+        (a transport cannot dial its own node ID)."""
+        clients: dict[PeerAddress, StorageAPI] = {}
+        if local is not None:
+            clients[local[0]] = local[1]
+            include = [*include, local[0]]
 
         def storage_for(peer: PeerAddress) -> StorageAPI:
             c = clients.get(peer)
