@@ -437,7 +437,7 @@ async def test_check_verify_repair(grid: StorageGrid) -> None:
     assert len(v.good_shares) == 7 and v.recoverable
 
     r = await health.repair(vc, verify=True)
-    assert set(r.repaired) == {0, 5, 7} and r.failed == {}
+    assert set(r.repaired) == {0, 5, 7} and r.failed == {} and r.healthy
     assert r.happiness == 10  # 0 and 5 went to peers with no share; 7's peer holds the bad copy
     # repaired shares are byte-identical to the originals: verify finds them all good
     v2 = await health.verify(vc)
