@@ -38,7 +38,7 @@ from quic_transport.identity import NodeId
 OWNER = NodeId(b"U" * 20)
 SECRET = bytes(range(32))
 PARAMS = EncodingParams.create(3, 10, 4096)
-FAST = SendConfig(op_timeout=0.5)
+FAST = SendConfig(op_timeout=2.0)  # generous: close() fsyncs on a shared disk
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def tools(
     find = static_peers(servers if servers is not None else grid.servers)
     cfg = UploadConfig(happy=happy, send=FAST, list_timeout=0.5)
     up = Uploader(find, storage_for, cfg, params=PARAMS)
-    down = Downloader(find, storage_for, DownloadConfig(op_timeout=0.5, locate_timeout=3))
+    down = Downloader(find, storage_for, DownloadConfig(op_timeout=2.0, locate_timeout=5))
     return up, down
 
 
@@ -508,7 +508,7 @@ async def test_peer_hanging_on_allocate_share_moves_on(grid: StorageGrid) -> Non
         c = gs.client(OWNER)
         return Delayed(c, "allocate", None) if gs is ranked[3] else c  # type: ignore[return-value]
 
-    up = Uploader(find, hangs, UploadConfig(send=SendConfig(op_timeout=0.3)), params=PARAMS)
+    up = Uploader(find, hangs, UploadConfig(send=SendConfig(op_timeout=1.0)), params=PARAMS)
     res = await up.upload_convergent(bytes_source(data), SECRET)
     assert res.placements[3] == ranked[10] and ranked[3] not in res.placements.values()
     assert res.happiness == 10
@@ -569,7 +569,7 @@ async def test_slow_peer_holds_the_encoder_back_memory_stays_bounded(grid: Stora
             yield data_of(seg, i)
 
     window = 3
-    cfg = UploadConfig(send=SendConfig(op_timeout=5.0, window=window), list_timeout=1.0)
+    cfg = UploadConfig(send=SendConfig(op_timeout=60.0, window=window), list_timeout=5.0)
     # exactly 10 peers, so the stalled one certainly holds a share
     up = Uploader(static_peers(grid.servers[:10]), gated, cfg, params=PARAMS)
     task = asyncio.create_task(up.upload_random(source()))
