@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import html
+import io
 import os
+import struct
+import wave
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from p2pstore.web.app import ApiLimits, create_app, runner_kwargs
+from p2pstore.web.app import TRANSFERS, ApiLimits, create_app, runner_kwargs
 from p2pstore.web.ui import UI_STATE, add_ui_routes
 from p2pstore.web.vpath import parse_vpath
 
@@ -47,6 +52,24 @@ async def _wait_file(path: Path, size: int) -> bytes:
             if data is not None:
                 return data
             await asyncio.sleep(0.05)
+
+
+def _wav() -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"".join(struct.pack("<h", (i * 300) % 6000 - 3000) for i in range(16000)))
+    return out.getvalue()
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def _recent(app: web.Application) -> list[dict[str, Any]]:
+    return app[TRANSFERS].recent() + app[TRANSFERS].snapshot()
 
 
 def _other_site() -> web.Application:
@@ -141,6 +164,19 @@ async def test_browser_upload_list_download_and_screenshots(tmp_path: Path) -> N
             await page.screenshot(ARTIFACTS / "webui-confirm-delete.png")
             await page.goto(base + "/drive/shared/media/")  # not deleted: go back
 
+            # Viewing audio in the browser: its media viewer fetches the file itself,
+            # with Range (so it can seek), which the view CSP must allow.
+            tone = await backend.upload(_chunks(_wav()), size_hint=None, mode="convergent")
+            await backend.vdrive_link(
+                parse_vpath("/media/tone.wav"), tone.cap, replace=False, expected_sequence=None
+            )
+            await page.goto(base + "/drive/shared/media/tone.wav")
+            assert await page.wait_for(
+                "document.querySelector('video') && document.querySelector('video').readyState >= 1"
+            )
+            tones = [t for t in _recent(app) if t["name"] == "tone.wav"]
+            assert len(tones) >= 2  # the navigation, then the player's own (ranged) fetch
+
             # A link to a drive page on another site opens it, still logged in.
             await page.goto(f"http://localhost:{other.port}/?to={base}/drive/shared/media/")
             await page.click("#go")
@@ -158,10 +194,10 @@ async def test_browser_upload_list_download_and_screenshots(tmp_path: Path) -> N
             names = await plain.eval(
                 "[...document.querySelectorAll('a.file')].map(a => a.textContent)"
             )
-            assert names == ["big file.bin", "plain.txt"]
+            assert names == ["big file.bin", "plain.txt", "tone.wav"]
             assert await plain.eval(nav) == "navigate"  # the plain POST + 303 redirect
         listing = await backend.vdrive_list(parse_vpath("/media"))
-        assert {e.name for e in listing.entries} == {"big file.bin", "plain.txt"}
+        assert {e.name for e in listing.entries} == {"big file.bin", "plain.txt", "tone.wav"}
     finally:
         await other.close()
         await server.close()

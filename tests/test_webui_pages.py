@@ -209,6 +209,7 @@ async def test_upload_list_download_with_types_and_range(
     r = await client.get("/drive/shared/clip.mp4?download=1")
     assert r.status == 200 and await r.read() == data
     assert r.headers["Content-Type"] == "video/mp4"
+    assert r.headers["Content-Security-Policy"] == "sandbox; default-src 'none'"
     assert r.headers["Content-Disposition"].startswith("attachment;")
     assert "filename*=UTF-8''clip.mp4" in r.headers["Content-Disposition"]
     assert r.headers["Accept-Ranges"] == "bytes"
@@ -216,6 +217,9 @@ async def test_upload_list_download_with_types_and_range(
     assert r.status == 206 and await r.read() == data[1000:2000]
     assert r.headers["Content-Range"] == f"bytes 1000-1999/{len(data)}"
     assert r.headers["Content-Disposition"].startswith("inline;")
+    csp = r.headers["Content-Security-Policy"]  # media viewer: our origin, no script
+    assert csp.startswith("default-src 'none'") and "media-src 'self'" in csp
+    assert "script" not in csp
     r = await client.head("/drive/shared/clip.mp4")
     assert r.status == 200 and r.headers["Content-Length"] == str(len(data))
     r = await client.get("/drive/shared/notes.txt")

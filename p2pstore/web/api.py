@@ -51,6 +51,7 @@ from .vpath import VPath, parse_vpath
 log = logging.getLogger(__name__)
 API_VERSION: Final = 1
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
+DOWNLOAD_CSP: Final = "sandbox; default-src 'none'"
 _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
 
 
@@ -239,10 +240,12 @@ async def serve_cap(
     filename: str | None = None,
     content_type: str = "application/octet-stream",
     inline: bool = False,
+    csp: str = DOWNLOAD_CSP,
 ) -> web.StreamResponse:
     """Stream ``cap``'s plaintext, honouring Range (whole / 206 / 416). The web UI
-    passes the entry's guessed ``content_type`` and ``inline`` for viewing; the
-    sandbox CSP keeps any stored active content out of the node's origin."""
+    passes the entry's guessed ``content_type``, ``inline`` for viewing, and the
+    CSP for that type; the default sandbox CSP keeps any stored active content
+    out of the node's origin."""
     size = cap.size
     etag = _etag(cap)
     choice = select_range(
@@ -252,7 +255,7 @@ async def serve_cap(
         "Content-Type": content_type,
         "Accept-Ranges": "bytes",
         "ETag": etag,
-        "Content-Security-Policy": "sandbox; default-src 'none'",
+        "Content-Security-Policy": csp,
     }
     if filename:
         headers["Content-Disposition"] = _disposition(filename, inline=inline)

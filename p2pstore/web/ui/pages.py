@@ -31,12 +31,29 @@ _TEXT_INSTEAD: Final = frozenset(
     {"text/html", "application/xhtml+xml", "image/svg+xml", "text/xml", "application/xml"}
 )
 _INLINE_PREFIXES: Final = ("image/", "audio/", "video/", "text/")
-_INLINE_TYPES: Final = frozenset({"application/pdf", "application/json"})
+_INLINE_TYPES: Final = frozenset({"application/json"})  # PDF viewers refuse sandboxed documents
 
 
 def guess_type(name: str) -> str:
     kind, _ = mimetypes.guess_type(name, strict=False)
     return kind or "application/octet-stream"
+
+
+# Images, audio and video viewed in the browser: its own media viewer loads the
+# file again (with Range, to play and seek) as a same-origin request that must
+# carry the session cookie, so the document keeps our origin (no ``sandbox``,
+# which would make it opaque); ``default-src 'none'`` still forbids any script.
+MEDIA_VIEW_CSP: Final = (
+    "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'; "
+    "frame-ancestors 'none'"
+)
+
+
+def view_csp(content_type: str) -> str:
+    """The CSP for viewing a file of ``content_type`` inline."""
+    if content_type.startswith(("image/", "audio/", "video/")) and "svg" not in content_type:
+        return MEDIA_VIEW_CSP
+    return "sandbox; default-src 'none'"
 
 
 def inline_type(name: str) -> str | None:

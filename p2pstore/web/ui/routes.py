@@ -21,7 +21,14 @@ from aiohttp import web
 
 from p2pstore.immutable import LiteralCap
 
-from ..api import API_VERSION, _check_json, _entry_json, _read_cap, serve_cap
+from ..api import (
+    API_VERSION,
+    DOWNLOAD_CSP,
+    _check_json,
+    _entry_json,
+    _read_cap,
+    serve_cap,
+)
 from ..app import API_PREFIX, BACKEND, TRANSFERS
 from ..backend import CheckReport, DirEntry
 from ..errors import Conflict, NotFound
@@ -193,6 +200,7 @@ async def drive(request: web.Request, auth: Auth) -> web.StreamResponse:
         filename=entry.name,
         content_type=view or pages.guess_type(entry.name),
         inline=view is not None,
+        csp=pages.view_csp(view) if view else DOWNLOAD_CSP,
     )
 
 
