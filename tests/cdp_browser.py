@@ -43,6 +43,10 @@ _WS = re.compile(rb"DevTools listening on (ws://\S+)")
 
 
 def find_chromium() -> str | None:
+    """``$P2PSTORE_CHROMIUM`` (a path, or ``none`` to skip), else a system Chromium."""
+    forced = os.environ.get("P2PSTORE_CHROMIUM")
+    if forced:
+        return None if forced == "none" else forced
     for name in ("chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name)
         if found:
