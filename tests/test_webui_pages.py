@@ -590,3 +590,15 @@ async def test_add_a_file_by_cap(client: TestClient[Any, Any]) -> None:
     assert r.status == 400 and "bad cap" in await r.text() and "p2ps:chk:nope" not in await r.text()
     r = await client.post("/op/link", data={"dir": "/", "cap": cap, "name": "y"})
     assert r.status == 403  # no CSRF token
+
+
+async def test_malformed_multipart_is_a_clear_400(client: TestClient[Any, Any]) -> None:
+    csrf = await login(client)
+    head = {"Content-Type": "multipart/form-data; boundary=xx"}
+    field = b'--xx\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n' + csrf.encode()
+    for body in (b"garbage", field + b"\r\n--xx\r\nbroken", b"--xx--\r\n", field):
+        r = await client.post("/op/upload", data=body, headers=head)
+        assert r.status == 400, (body, r.status)
+        for route in ("/op/mkdir", "/op/delete", "/logout", "/login"):
+            r = await client.post(route, data=body, headers=head)
+            assert r.status in (400, 403), (route, body, r.status)  # refused, never a 500

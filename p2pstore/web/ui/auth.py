@@ -22,10 +22,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import aiohttp
 from aiohttp import web
 
 from ..app import BACKEND, TOKEN, check_token, error_response
-from ..errors import BackendError, Forbidden, Unauthorized
+from ..errors import BackendError, BadRequest, Forbidden, Unauthorized
 from .html import PAGE_CSP, esc, login_url, page
 from .pages import error_page
 from .session import Session, SessionStore, same_origin
@@ -94,6 +95,16 @@ def wants_json(request: web.Request) -> bool:
         return fmt == "json"
     accept = request.headers.get("Accept", "")
     return "application/json" in accept and "text/html" not in accept
+
+
+async def read_form(request: web.Request) -> dict[str, str]:
+    """A posted form's text fields (bounded by the app's ``client_max_size``); a
+    malformed body is a 400, not a 500."""
+    try:
+        form = await request.post()
+    except (ValueError, aiohttp.http_exceptions.HttpProcessingError):
+        raise BadRequest("the form data is malformed") from None
+    return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
 def check_form(request: web.Request, auth: Auth, csrf: str | None) -> None:

@@ -36,13 +36,24 @@ from ..errors import BackendError, BadRequest, Conflict, Forbidden, NotFound, To
 from ..transfers import Transfer
 from ..vpath import VPath, check_name, parse_vpath
 from . import pages
-from .auth import Auth, check_form, html, json_reply, see_other, ui_route, wants_json
+from .auth import (
+    Auth,
+    check_form,
+    html,
+    json_reply,
+    read_form,
+    see_other,
+    ui_route,
+    wants_json,
+)
 from .html import dir_url, fmt_bytes
 
 CHUNK: Final = 256 * 1024
 MAX_FIELD_BYTES: Final = 8192
 MAX_FIELDS: Final = 32
 _ON: Final = frozenset({"1", "on", "yes", "true"})
+# What aiohttp's multipart reader raises on a malformed body.
+_MALFORMED: Final = (ValueError, aiohttp.http_exceptions.HttpProcessingError)
 
 
 def _flag(value: object) -> bool:
@@ -61,8 +72,7 @@ def _done(
 
 async def _form(request: web.Request, auth: Auth) -> dict[str, str]:
     """An urlencoded form's string fields, after the CSRF/origin check."""
-    form = await request.post()
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    fields = await read_form(request)
     check_form(request, auth, fields.get("csrf"))
     return fields
 
@@ -147,7 +157,13 @@ async def op_delete(request: web.Request, auth: Auth) -> web.StreamResponse:
 # -- upload ------------------------------------------------------------------------
 async def _small(part: BodyPartReader) -> str:
     data = bytearray()
-    while chunk := await part.read_chunk(MAX_FIELD_BYTES):
+    while True:
+        try:
+            chunk = await part.read_chunk(MAX_FIELD_BYTES)
+        except _MALFORMED:
+            raise BadRequest("the upload is not valid multipart/form-data") from None
+        if not chunk:
+            break
         data += chunk
         if len(data) > MAX_FIELD_BYTES:
             raise BadRequest(f"form field {part.name!r} is too long")
@@ -181,7 +197,7 @@ async def _part_chunks(
                 code="upload-timeout",
                 http_status=408,
             ) from None
-        except (aiohttp.ClientError, ConnectionError, ValueError):
+        except (aiohttp.ClientError, ConnectionError, *_MALFORMED):
             raise BadRequest("the upload was interrupted", code="upload-aborted") from None
         if not chunk:
             return
@@ -247,7 +263,10 @@ async def op_upload(request: web.Request, auth: Auth) -> web.StreamResponse:
     uploaded: list[dict[str, Any]] = []
     count = 0
     while True:
-        part = await reader.next()
+        try:
+            part = await reader.next()
+        except _MALFORMED:
+            raise BadRequest("the upload is not valid multipart/form-data") from None
         if part is None:
             break
         count += 1

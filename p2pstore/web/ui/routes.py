@@ -42,6 +42,7 @@ from .auth import (
     cookie_name,
     html,
     json_reply,
+    read_form,
     see_other,
     set_session_cookie,
     token_matches,
@@ -122,14 +123,14 @@ async def login_ticket(request: web.Request) -> web.StreamResponse:
 
 async def login_post(request: web.Request) -> web.StreamResponse:
     """``POST /login``: the API token pasted into the form."""
-    form = await request.post()
-    nxt = safe_next(str(form.get("next") or "/"))
+    form = await read_form(request)
+    nxt = safe_next(form.get("next") or "/")
     origin_ok = same_origin(
         host=request.host or "",
         origin=request.headers.get("Origin"),
         fetch_site=request.headers.get("Sec-Fetch-Site"),
     )
-    if not origin_ok or not token_matches(request, str(form.get("token") or "")):
+    if not origin_ok or not token_matches(request, form.get("token") or ""):
         return html(request, "Log in", pages.login_page(nxt, failed=True), auth=None, status=403)
     sid, _ = request.app[UI_STATE].sessions.new_session()
     return _logged_in(request, sid, nxt)
@@ -137,8 +138,8 @@ async def login_post(request: web.Request) -> web.StreamResponse:
 
 @ui_route
 async def logout(request: web.Request, auth: Auth) -> web.StreamResponse:
-    form = await request.post()
-    check_form(request, auth, str(form["csrf"]) if "csrf" in form else None)
+    form = await read_form(request)
+    check_form(request, auth, form.get("csrf"))
     request.app[UI_STATE].sessions.end(auth.sid)
     resp = see_other("/login")
     resp.del_cookie(cookie_name(request), path="/")
