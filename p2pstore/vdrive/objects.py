@@ -124,11 +124,33 @@ class GridObjectStore:
         return data
 
 
+class DecodedCache:
+    """An LRU of decoded objects (directories) by cap string, at most ``max_items``."""
+
+    def __init__(self, max_items: int = 512) -> None:
+        self.max_items = max_items
+        self._items: OrderedDict[str, object] = OrderedDict()
+
+    def get(self, key: str) -> object | None:
+        hit = self._items.get(key)
+        if hit is not None:
+            self._items.move_to_end(key)
+        return hit
+
+    def put(self, key: str, value: object) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.max_items:
+            self._items.popitem(last=False)
+
+
 class CachingStore:
-    """An LRU of object bytes by cap, at most ``max_bytes`` (default 64 MiB)."""
+    """An LRU of object bytes by cap, at most ``max_bytes`` (default 64 MiB), and of
+    decoded directories (``directories``, used by ``ops.load_dir``)."""
 
     def __init__(self, inner: ObjectStore, *, max_bytes: int = 64 * 1024 * 1024) -> None:
         self.inner = inner
+        self.directories = DecodedCache()
         self.max_bytes = max_bytes
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._size = 0

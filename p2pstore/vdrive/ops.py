@@ -23,7 +23,7 @@ The error semantics are those of docs/http-api.md ("vdrive"), shared with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from p2pstore.immutable import CapError, LiteralCap, ReadCap, parse_cap
 
@@ -159,7 +159,18 @@ def op_from_wire(obj: Any) -> Op:
 
 # ---- reading --------------------------------------------------------------------------
 async def load_dir(store: ObjectStore, cap: DirCap) -> Directory:
-    return decode_directory(await store.get(cap.inner))
+    """The directory under ``cap``, decoded and validated (reusing a decoded copy when
+    the store keeps them: ``CachingStore.directories``; safe since caps are immutable)."""
+    cache = getattr(store, "directories", None)
+    key = cap.to_string()
+    if cache is not None:
+        hit = cache.get(key)
+        if hit is not None:
+            return cast(Directory, hit)
+    d = decode_directory(await store.get(cap.inner))
+    if cache is not None:
+        cache.put(key, d)
+    return d
 
 
 async def resolve(store: ObjectStore, root: DirCap | None, path: Path) -> Entry | None:
