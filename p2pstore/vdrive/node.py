@@ -26,9 +26,10 @@ from p2pstore.node.bootstrap import VdriveKey
 from p2pstore.node.fsutil import create_secret_file, read_secret_file
 from quic_transport.identity import IdentityError, NodeId, NodeKey, b32decode, b32encode
 
+from .backend import VdriveBackendMixin
 from .drive import Drive, DriveReader, LocalWriter, Vdrive
 from .errors import VdriveLocalError
-from .objects import CachingStore, ObjectStore
+from .objects import CachingStore, GridObjectStore, ObjectStore
 from .record import PRIVATE_NAME, SECRET_BYTES, SHARED_NAME, SeenStore, new_read_secret
 from .rpc import METHOD, RemoteWriter, register_vdrive_rpc
 from .writer import DriveWriter, RecordPublisher, WritePolicy
@@ -228,3 +229,48 @@ def build_from_context(
         call=call,
         clock=ctx.clock,
     )
+
+
+class NodeVdriveBackend(VdriveBackendMixin):
+    """The component node assembly plugs into ``GridBackend.vdrive`` (the vdrive half
+    of the API backend), with the :class:`NodeVdrive` it serves."""
+
+    def __init__(self, node: NodeVdrive) -> None:
+        self.node = node
+        self.vdrive = node.vdrive
+
+    async def close(self) -> None:
+        """Nothing runs in the background: changes are serialized per call and the
+        DHT node republishes the records it published."""
+
+
+def grid_vdrive_factory(service: Any) -> NodeVdriveBackend:
+    """``GridService``'s ``vdrive_factory`` hook (p2pstore/node/grid_service.py):
+
+    uses ``service.context`` (NodeContext), ``service.endpoint`` (QUIC Endpoint),
+    ``service.dht`` (DhtNode) and ``service.backend`` (its Uploader/Downloader store
+    the directory objects, convergent under the node's convergence secret); registers
+    ``vdrive.apply`` on the endpoint when this node serves the shared drive.
+    """
+    from dht.contact import Contact
+    from quic_transport import PeerAddress
+
+    ctx, endpoint, dht, files = service.context, service.endpoint, service.dht, service.backend
+    store = GridObjectStore(files.uploader, files.downloader, ctx.convergence_secret)
+
+    async def call(contact: Any, method: str, body: Any) -> Any:
+        peer = PeerAddress(contact.node_id, contact.host, contact.port)
+        return await endpoint.call(peer, method, body, timeout=30.0)
+
+    caller = None
+    trust = ctx.bootstrap.vdrive
+    if trust is not None:
+        caller = VdriveNodeCaller(
+            NodeId.from_public_key(trust.public_key),
+            call=call,
+            lookup=dht.lookup,
+            seeds=[Contact(s.node_id, s.host, s.port) for s in ctx.bootstrap.seeds],
+        )
+    node = build_from_context(ctx, dht=dht, store=store, call=caller)
+    node.register(endpoint)
+    return NodeVdriveBackend(node)
