@@ -246,3 +246,25 @@ def test_rpc_adapter() -> None:
         assert e.value.code == "refused"
 
     run(go())
+
+
+def test_failed_publish_is_retried_and_reported(tmp_path: Path) -> None:
+    async def go() -> None:
+        key, dht = NodeKey.generate(), MemoryRecordDht()
+        w = make_writer(key, dht, state_path=tmp_path / "head.json")
+        await w.apply(Mkdir(("a",)), expected_sequence=None, writer=key.node_id)
+        dht.down = True
+        r = await w.apply(Mkdir(("b",)), expected_sequence=None, writer=key.node_id)
+        assert (r.sequence, r.published) == (2, False)  # saved, not yet published
+        assert not await w.publish_pending()
+        dht.down = False
+        assert await w.publish_pending()
+        reader = reader_for(w, dht)
+        assert (await reader.pointer()).sequence == 2
+        # a writer restarted from its head file republishes a head the DHT lacks
+        dht2 = MemoryRecordDht()
+        w2 = make_writer(key, dht2, secret=w.read_secret, store=w.store, state_path=w.state_path)
+        assert (await w2.load()).sequence == 2
+        assert await w2.publish_pending() and dht2.publishes == 1
+
+    run(go())

@@ -104,6 +104,7 @@ class DriveWriter:
         self.head: RootPointer = EMPTY_POINTER
         self._lock = asyncio.Lock()
         self._loaded = False
+        self._unpublished = False  # the head is newer than what the DHT was given
 
     @property
     def public_key(self) -> bytes:
@@ -137,8 +138,12 @@ class DriveWriter:
                 )
                 if ptr.sequence > head.sequence:
                     head = ptr
+                elif ptr.sequence < head.sequence:
+                    self._unpublished = True  # stopped between saving and publishing
             except VdriveRemoteError as e:
                 log.warning("%s drive: our own record does not open: %s", self.label, e)
+        elif head.sequence > 0:
+            self._unpublished = True
         self.head = head
         self._loaded = True
         return head
@@ -184,6 +189,8 @@ class DriveWriter:
         async with self._lock:
             if not self._loaded:
                 await self._load_locked()
+            if self._unpublished:
+                await self._publish(self.head)
             head = self.head
             if expected_sequence is not None and expected_sequence != head.sequence:
                 raise conflict(head.sequence, expected_sequence, self.label)
@@ -192,19 +199,29 @@ class DriveWriter:
             if new_root is None:
                 return ChangeResult(head.sequence, False, ed.loaded, ed.written)
             ptr = RootPointer(head.sequence + 1, new_root, now)
-            value = seal_pointer(
-                ptr, read_secret=self.read_secret, public_key=self.public_key, name=self.name
-            )
             self._write_state(ptr)
             self.head = ptr
-            published = True
-            try:
-                await self.dht.publish(self.signer, self.name, value)
-            except Exception as e:
-                # The head stands (it may already be on some DHT nodes); the next
-                # change or the DHT's republish carries it. Say so in the answer.
-                log.warning(
-                    "%s drive: publishing sequence %d failed: %s", self.label, ptr.sequence, e
-                )
-                published = False
+            published = await self._publish(ptr)
             return ChangeResult(ptr.sequence, True, ed.loaded, ed.written, published)
+
+    async def publish_pending(self) -> bool:
+        """Publish the head if an earlier publish failed; True when nothing is pending."""
+        async with self._lock:
+            if self._unpublished:
+                return await self._publish(self.head)
+            return True
+
+    async def _publish(self, ptr: RootPointer) -> bool:
+        value = seal_pointer(
+            ptr, read_secret=self.read_secret, public_key=self.public_key, name=self.name
+        )
+        try:
+            await self.dht.publish(self.signer, self.name, value)
+        except Exception as e:
+            # The head stands (it may already be on some DHT nodes); the next change
+            # (or publish_pending) publishes it again. The answer says so.
+            log.warning("%s drive: publishing sequence %d failed: %s", self.label, ptr.sequence, e)
+            self._unpublished = True
+            return False
+        self._unpublished = False
+        return True
