@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from p2pstore.immutable import LiteralCap, ReadCap
+from p2pstore.immutable import CapError, LiteralCap, ReadCap
 from p2pstore.web.backend import DirEntry, DirListing
 from p2pstore.web.errors import (
     BackendError,
@@ -26,7 +26,7 @@ from p2pstore.web.errors import (
 )
 from p2pstore.web.vpath import VPath
 
-from .dirnode import DirCap, Entry, normalize_name
+from .dirnode import DirCap, Entry, normalize_name, parse_dircap
 from .drive import Drive, Vdrive
 from .errors import VdriveError
 from .ops import Link, Mkdir, Op, Path, Rename, Unlink
@@ -129,6 +129,18 @@ class VdriveBackendMixin:
         expected_sequence: int | None,
     ) -> int:
         return await self._change(path, lambda p: Link(p, cap, replace), expected_sequence)
+
+    async def vdrive_link_dircap(
+        self, path: VPath, dircap: str, *, expected_sequence: int | None
+    ) -> int:
+        """Link a read-only directory cap at ``path`` (never replaces a name). The
+        subtree reads as it was when the cap was taken; changing anything under it
+        stores new objects in this drive and leaves the original untouched."""
+        try:
+            cap = parse_dircap(dircap)
+        except CapError as e:
+            raise BadRequest(str(e), code="bad-cap") from None
+        return await self._change(path, lambda p: Link(p, cap, False), expected_sequence)
 
     async def vdrive_unlink(
         self, path: VPath, *, recursive: bool, expected_sequence: int | None
