@@ -66,3 +66,47 @@ def test_inconsistent_setups_refused(tmp_path: Path) -> None:
     (tmp_path / "private" / SHARED_SECRET_FILE).chmod(0o644)
     with pytest.raises(Exception, match="chmod"):
         build(None)
+
+
+async def test_restarted_node_publishes_its_heads_again(tmp_path: Path) -> None:
+    import asyncio
+
+    from p2pstore.vdrive.node import NodeVdriveBackend
+    from p2pstore.vdrive.ops import Mkdir
+    from p2pstore.web.vpath import parse_vpath
+
+    key, store = NodeKey.generate(), MemoryObjectStore()
+
+    def build(dht: MemoryRecordDht) -> NodeVdriveBackend:
+        nv = build_node_vdrive(
+            key=key,
+            private_dir=tmp_path / "private",
+            state_dir=tmp_path / "state",
+            trust=None,
+            serve=True,
+            dht=dht,
+            store=store,
+            call=None,
+        )
+        return NodeVdriveBackend(nv, retry=0.01)
+
+    first = build(MemoryRecordDht())
+    await first.vdrive_mkdir(parse_vpath("/a"), parents=False, expected_sequence=None)
+    await first.vdrive_mkdir(parse_vpath("private:/b"), parents=False, expected_sequence=None)
+    assert first.node.shared_writer is not None
+    await first.node.shared_writer.apply(Mkdir(("c",)), expected_sequence=1, writer=key.node_id)
+    # restart against a DHT that lost everything and is unreachable at first
+    dht = MemoryRecordDht()
+    dht.down = True
+    second = build(dht)
+    second.start()
+    await asyncio.sleep(0.05)
+    assert dht.publishes == 0
+    dht.down = False
+    for _ in range(100):
+        if len(dht.records) == 2:
+            break
+        await asyncio.sleep(0.01)
+    await second.close()
+    assert len(dht.records) == 2
+    assert (await second.vdrive_list(parse_vpath("/"))).sequence == 2

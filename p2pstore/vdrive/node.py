@@ -16,6 +16,9 @@ sequence seen per drive: rollback protection). Secret files are 0600.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -40,6 +43,8 @@ PRIVATE_SECRET_FILE = "vdrive-private.secret"
 SHARED_HEAD_FILE = "vdrive-shared.head.json"
 PRIVATE_HEAD_FILE = "vdrive-private.head.json"
 SEEN_FILE = "vdrive_seen.json"
+
+log = logging.getLogger(__name__)
 
 
 def load_or_create_secret(path: Path) -> bytes:
@@ -233,15 +238,44 @@ def build_from_context(
 
 class NodeVdriveBackend(VdriveBackendMixin):
     """The component node assembly plugs into ``GridBackend.vdrive`` (the vdrive half
-    of the API backend), with the :class:`NodeVdrive` it serves."""
+    of the API backend), with the :class:`NodeVdrive` it serves.
 
-    def __init__(self, node: NodeVdrive) -> None:
+    :meth:`start` runs one background task (ended by :meth:`close`): load the heads
+    of the drives this node writes and publish them again (so the DHT node keeps
+    republishing them), retrying every ``retry`` seconds while that fails (e.g.
+    before the node has joined)."""
+
+    def __init__(self, node: NodeVdrive, *, retry: float = 30.0) -> None:
         self.node = node
         self.vdrive = node.vdrive
+        self.retry = retry
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._publish_heads())
+
+    async def _publish_heads(self) -> None:
+        writers = [w for w in (self.node.shared_writer, self.node.private_writer) if w]
+        while True:
+            done = True
+            for w in writers:
+                try:
+                    await w.load()
+                    done = await w.publish_pending() and done
+                except Exception as e:  # keep trying; reads and writes work meanwhile
+                    log.warning("vdrive: publishing the %s drive's head failed: %s", w.label, e)
+                    done = False
+            if done:
+                return
+            await asyncio.sleep(self.retry)
 
     async def close(self) -> None:
-        """Nothing runs in the background: changes are serialized per call and the
-        DHT node republishes the records it published."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
 
 
 def grid_vdrive_factory(service: Any) -> NodeVdriveBackend:
@@ -273,4 +307,7 @@ def grid_vdrive_factory(service: Any) -> NodeVdriveBackend:
         )
     node = build_from_context(ctx, dht=dht, store=store, call=caller)
     node.register(endpoint)
-    return NodeVdriveBackend(node)
+    comp = NodeVdriveBackend(node)
+    with contextlib.suppress(RuntimeError):  # no running loop: the first change publishes
+        comp.start()
+    return comp

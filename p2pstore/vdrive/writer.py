@@ -138,12 +138,12 @@ class DriveWriter:
                 )
                 if ptr.sequence > head.sequence:
                     head = ptr
-                elif ptr.sequence < head.sequence:
-                    self._unpublished = True  # stopped between saving and publishing
             except VdriveRemoteError as e:
                 log.warning("%s drive: our own record does not open: %s", self.label, e)
-        elif head.sequence > 0:
-            self._unpublished = True
+        # Publish the head again after every start: the record may be missing or older
+        # (stopped between saving and publishing), and the DHT node only keeps
+        # republishing (extending the life of) records it published in this process.
+        self._unpublished = head.sequence > 0
         self.head = head
         self._loaded = True
         return head
