@@ -164,3 +164,34 @@ def test_same_behaviour_as_reference(seq: list[tuple[str, Any, bool]]) -> None:
         ).sequence
 
     run(go())
+
+
+def test_oversized_dircap_is_never_fetched_and_cache_is_bounded() -> None:
+    from p2pstore.vdrive.errors import VdriveRemoteError
+    from p2pstore.vdrive.objects import CachingStore, DecodedCache
+
+    async def go() -> None:
+        store = MemoryObjectStore()
+        huge = DirCap(ReadCap(3, 10, 2**40, bytes(32), bytes(32)))
+        try:
+            await load_dir(store, huge)
+        except VdriveRemoteError as e:
+            assert e.code == "bad-directory"
+        else:
+            raise AssertionError("fetched an impossible directory")
+        assert store.stats.gets == 0
+        cache = DecodedCache(max_items=3, max_weight=10)
+        for i in range(5):
+            cache.put(str(i), [0, 0])  # weight 3 each
+        assert cache.get("0") is None and cache.get("4") is not None
+        assert cache._weight <= 10
+        cache.put("big", list(range(20)))  # heavier than half the budget: not kept
+        assert cache.get("big") is None
+        # the caching store returns decoded directories without refetching
+        cs = CachingStore(store)
+        root, _ = await apply_op(cs, None, Mkdir(("a", "b", "c"), parents=True), 1.0)
+        gets = store.stats.gets
+        assert "c" in await list_dir(cs, root, ("a", "b"))
+        assert store.stats.gets == gets
+
+    run(go())

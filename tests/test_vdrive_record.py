@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dht.records import Record, sign_record
 from p2pstore.immutable import LiteralCap, ReadCap
@@ -268,3 +270,52 @@ def test_failed_publish_is_retried_and_reported(tmp_path: Path) -> None:
         assert await w2.publish_pending() and dht2.publishes == 1
 
     run(go())
+
+
+_json_like = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 2**64)
+    | st.text(max_size=8)
+    | st.binary(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_ops = st.fixed_dictionaries(
+    {
+        "op": st.sampled_from(["mkdir", "link", "unlink", "rename", "x"]),
+        "path": st.lists(st.text(max_size=5), max_size=3) | _json_like,
+        "parents": st.booleans() | _json_like,
+    }
+)
+
+
+@settings(max_examples=150)
+@given(
+    st.one_of(
+        _json_like,
+        st.fixed_dictionaries(
+            {"drive": st.just("shared"), "op": _ops | _json_like, "expected_sequence": _json_like}
+        ),
+    )
+)
+def test_fuzz_vdrive_apply_always_answers(body: Any) -> None:
+    async def go() -> None:
+        key = NodeKey.generate()
+        w = make_writer(key, MemoryRecordDht(), policy=WritePolicy(key.node_id, open=True))
+        reply = await handle_apply(w, key.node_id, body)
+        assert reply["status"] in ("ok", "error")
+        if reply["status"] == "ok":
+            assert parse_reply(reply).sequence == reply["sequence"]
+
+    run(go())
+
+
+@settings(max_examples=150)
+@given(st.binary(max_size=200))
+def test_fuzz_open_pointer(value: bytes) -> None:
+    key = NodeKey.generate()
+    with pytest.raises(VdriveRemoteError):
+        open_pointer(value, read_secret=bytes(32), public_key=key.public_key, name=SHARED_NAME)

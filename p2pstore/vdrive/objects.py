@@ -125,23 +125,35 @@ class GridObjectStore:
 
 
 class DecodedCache:
-    """An LRU of decoded objects (directories) by cap string, at most ``max_items``."""
+    """An LRU of decoded objects (directories) by cap string: at most ``max_items``
+    objects and ``max_weight`` in total, an object weighing ``len(obj) + 1`` (its
+    entries), so a few huge directories cannot hold unbounded memory."""
 
-    def __init__(self, max_items: int = 512) -> None:
+    def __init__(self, max_items: int = 512, max_weight: int = 200_000) -> None:
         self.max_items = max_items
-        self._items: OrderedDict[str, object] = OrderedDict()
+        self.max_weight = max_weight
+        self._items: OrderedDict[str, tuple[object, int]] = OrderedDict()
+        self._weight = 0
 
     def get(self, key: str) -> object | None:
         hit = self._items.get(key)
-        if hit is not None:
-            self._items.move_to_end(key)
-        return hit
+        if hit is None:
+            return None
+        self._items.move_to_end(key)
+        return hit[0]
 
     def put(self, key: str, value: object) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self.max_items:
-            self._items.popitem(last=False)
+        weight = (len(value) if hasattr(value, "__len__") else 0) + 1
+        if weight > self.max_weight // 2:
+            return
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._weight -= old[1]
+        self._items[key] = (value, weight)
+        self._weight += weight
+        while len(self._items) > self.max_items or self._weight > self.max_weight:
+            _, (_, w) = self._items.popitem(last=False)
+            self._weight -= w
 
 
 class CachingStore:

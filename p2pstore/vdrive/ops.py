@@ -29,6 +29,7 @@ from p2pstore.immutable import CapError, LiteralCap, ReadCap, parse_cap
 
 from .dirnode import (
     EMPTY_DIRECTORY,
+    MAX_DIR_BYTES,
     DirCap,
     Directory,
     Entry,
@@ -37,7 +38,7 @@ from .dirnode import (
     normalize_name,
     parse_dircap,
 )
-from .errors import VdriveLocalError
+from .errors import VdriveLocalError, VdriveRemoteError
 from .objects import ObjectStore
 
 Path = tuple[str, ...]
@@ -167,6 +168,8 @@ async def load_dir(store: ObjectStore, cap: DirCap) -> Directory:
         hit = cache.get(key)
         if hit is not None:
             return cast(Directory, hit)
+    if cap.inner.size > MAX_DIR_BYTES:  # never fetch what could not be a directory
+        raise VdriveRemoteError("bad-directory", "a directory cap names an object too large")
     d = decode_directory(await store.get(cap.inner))
     if cache is not None:
         cache.put(key, d)
