@@ -156,6 +156,12 @@ def _cmd_bootstrap_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_shell(args: argparse.Namespace) -> int:
+    from shell.app import run  # prompt_toolkit loads only for the shell
+
+    return run(args.node, args.debug)
+
+
 def _cmd_systemd_unit(args: argparse.Namespace) -> int:
     root = Path(args.dir).absolute()
     NodeDir(root).require_node()
@@ -252,6 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--install", action="store_true", help="write it to ~/.config/systemd/user/")
     p.set_defaults(func=_cmd_systemd_unit)
+
+    p = sub.add_parser("shell", help="an interactive shell on a running node (docs/shell.md)")
+    p.add_argument("--node", metavar="DIR", help="node directory (default: $P2PSTORE_NODE)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of failed commands")
+    p.set_defaults(func=_cmd_shell)
     return parser
 
 

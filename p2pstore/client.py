@@ -235,6 +235,11 @@ class NodeClient:
             except (OSError, http.client.HTTPException):
                 conn.close()
                 raise TransferError(f"the upload to {self.url} broke off: {e}") from None
+        except BaseException:
+            # The source failed or the caller cancelled (e.g. the shell's Ctrl-C): close
+            # now, so the node sees the body cut short and stores nothing.
+            conn.close()
+            raise
         try:
             return _Reply(conn, conn.getresponse())
         except (OSError, http.client.HTTPException) as e:
@@ -371,6 +376,11 @@ class NodeClient:
 
     def status(self) -> dict[str, Any]:
         result: dict[str, Any] = self._json_call("GET", f"{API}/status")
+        return result
+
+    def bootstrap(self) -> dict[str, Any]:
+        """The node's bootstrap list text and, for an introducer, its own line."""
+        result: dict[str, Any] = self._json_call("GET", f"{API}/bootstrap")
         return result
 
     def peers(self) -> list[dict[str, Any]]:

@@ -2,7 +2,10 @@
 
 Each storage node is a real Endpoint with a StorageService (and the bulk
 ``storage.write_stream`` handler) over a temp dir; the client is an 11th endpoint.
-Peers come from a static list (the DHT lookup plugs into ``find_peers``)."""
+Every endpoint also runs a real DhtNode (bootstrapped from node 0), and the
+client finds storage peers with a DHT lookup of the storage index
+(``lookup_peers``); the fault tests after killing nodes use the static list of all
+ten, so the downloader itself has to cope with the dead ones."""
 
 from __future__ import annotations
 
@@ -14,10 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from dht import Contact, DhtNode, LoopClock
+from dht.quic_adapter import dht_transport
 from p2pstore.grid import (
     DownloadConfig,
     Downloader,
     DownloadError,
+    GridClient,
     Health,
     HealthConfig,
     SendConfig,
@@ -25,11 +31,12 @@ from p2pstore.grid import (
     Uploader,
     aiter_bytes,
     bytes_source,
+    lookup_peers,
     rank_peers,
     static_peers,
 )
 from p2pstore.immutable import ReadCap
-from p2pstore.storage import StorageAPI, StorageConfig, StorageService
+from p2pstore.storage import LocalStorageClient, StorageAPI, StorageConfig, StorageService
 from p2pstore.storage.bulk import QuicStorageClient, register_storage_streams
 from quic_transport import Endpoint, PeerAddress, RpcError, TransportConfig
 from quic_transport.testing import address_of, endpoints
@@ -45,6 +52,8 @@ class QuicGrid:
     services: list[StorageService]
     peers: list[PeerAddress]
     clients: dict[PeerAddress, StorageAPI]
+    client_dht: DhtNode
+    dhts: list[DhtNode]
 
     def storage_for(self, peer: PeerAddress) -> StorageAPI:
         if peer not in self.clients:
@@ -54,7 +63,7 @@ class QuicGrid:
         return self.clients[peer]
 
     def tools(self) -> tuple[Uploader[PeerAddress], Downloader[PeerAddress]]:
-        find = static_peers(self.peers)
+        find = lookup_peers(self.client_dht.lookup)
         send = SendConfig(op_timeout=5.0)
         up = Uploader(find, self.storage_for, UploadConfig(send=send, list_timeout=3.0))
         down = Downloader(
@@ -72,6 +81,9 @@ async def qgrid(tmp_path: Path) -> AsyncIterator[QuicGrid]:
     async with endpoints(11, TransportConfig()) as eps:
         client, nodes = eps[0], eps[1:]
         services = []
+        dhts: list[DhtNode] = []
+        clock = LoopClock()
+        seed = address_of(nodes[0])
         try:
             for i, ep in enumerate(nodes):
                 svc = await StorageService.start(
@@ -79,8 +91,16 @@ async def qgrid(tmp_path: Path) -> AsyncIterator[QuicGrid]:
                 )
                 register_storage_streams(ep, svc.server, error_factory=RpcError)
                 services.append(svc)
-            yield QuicGrid(client, nodes, services, [address_of(ep) for ep in nodes], {})
+            for i, ep in enumerate([*nodes, client]):
+                seeds = [] if i == 0 else [Contact(seed.node_id, seed.host, seed.port)]
+                dht = DhtNode(ep.node_id, dht_transport(ep), clock=clock, seeds=seeds)
+                dhts.append(dht)
+                await dht.start(bootstrap=i != 0)
+            peers = [address_of(ep) for ep in nodes]
+            yield QuicGrid(client, nodes, services, peers, {}, dhts[-1], dhts)
         finally:
+            for dht in dhts:
+                await dht.close()
             for svc in services:
                 await svc.close()
 
@@ -91,11 +111,30 @@ def ranked(g: QuicGrid, si: bytes) -> list[PeerAddress]:
 
 
 async def test_put_get_sizes_byte_for_byte(qgrid: QuicGrid) -> None:
+    found = await qgrid.client_dht.lookup(qgrid.peers[0].node_id)
+    assert {c.node_id for c in found} == {p.node_id for p in qgrid.peers}  # via the DHT
     up, down = qgrid.tools()
     for size in (0, 1, 3000):
         data = os.urandom(size)
         res = await up.upload_convergent(bytes_source(data), SECRET)
         assert await down.read_all(res.cap) == data
+    # the node's one-object wiring: QUIC storage clients and DHT lookups
+    gc = GridClient.over_quic(
+        qgrid.client, qgrid.client_dht.lookup, convergence_secret=SECRET, call_timeout=5.0
+    )
+    small = os.urandom(5000)
+    put = await gc.put(bytes_source(small))
+    assert b"".join([c async for c in gc.get(put.cap)]) == small
+    assert (await gc.check(put.cap)).healthy(7)
+    # node 0 acting as the client, with its own storage reached locally
+    me = qgrid.peers[0]
+    own = LocalStorageClient(qgrid.services[0].server, me.node_id)
+    gc0 = GridClient.over_quic(
+        qgrid.nodes[0], qgrid.dhts[0].lookup, local=(me, own), convergence_secret=SECRET
+    )
+    put0 = await gc0.put(bytes_source(small + b"!"))
+    assert me in put0.placements.values() and len(set(put0.placements.values())) == 10
+    assert b"".join([c async for c in gc0.get(put0.cap)]) == small + b"!"
     big = os.urandom(10 * MiB)
     res = await up.upload_random(aiter_bytes(big))
     assert res.happiness >= 9 and len(res.placements) == 10

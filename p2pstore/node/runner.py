@@ -38,7 +38,7 @@ from quic_transport.identity import IdentityError, NodeKey, b32encode
 
 from .. import __version__
 from .advertise import own_bootstrap_text, own_seed
-from .bootstrap import BootstrapList, load_bootstrap_file
+from .bootstrap import BootstrapList, load_bootstrap_file, read_bootstrap_text
 from .config import NodeConfig, load_config
 from .errors import BootstrapErrors, ConfigError, NodeDirError, NodeError
 from .fsutil import write_text_atomic
@@ -308,9 +308,11 @@ class NodeRunner:
         if not callable(provider):
             log.info("the node service provides no API backend: no HTTP API")
             return EXIT_OK
+        from p2pstore.web.app import BOOTSTRAP
         from p2pstore.web.server import ApiServer
 
         server = ApiServer(provider(), p.api_token, port=p.config.node.web_port)
+        server.app[BOOTSTRAP] = lambda: self._bootstrap_info(p, service)  # GET /api/v1/bootstrap
         try:
             await server.start()
         except OSError as e:
@@ -324,6 +326,25 @@ class NodeRunner:
             return EXIT_CONFIG
         self._api = server
         return EXIT_OK
+
+    @staticmethod
+    def _bootstrap_info(p: Prepared, service: NodeService) -> dict[str, Any]:
+        """What ``GET /api/v1/bootstrap`` answers: the list file as it is now, and
+        this node's own line (+ its list's vdrive line) if it is an introducer."""
+        try:
+            text: str | None = read_bootstrap_text(p.config.bootstrap_path)
+        except BootstrapErrors:
+            text = None
+        own = None
+        if p.config.node.introducer:
+            seed = own_seed(p.config, p.key, service.status()["listen_port"])
+            own = own_bootstrap_text(seed, p.bootstrap)
+        return {
+            "introducer": p.config.node.introducer,
+            "bootstrap": text,
+            "self": own,
+            "seeds": len(p.bootstrap.seeds),
+        }
 
     async def _close_api(self) -> None:
         server, self._api = self._api, None

@@ -33,9 +33,17 @@ from aiohttp import web
 from p2pstore.immutable import CapError, LiteralCap, ReadCap, VerifyCap, parse_cap
 from quic_transport.identity import b32encode
 
-from .app import API_PREFIX, BACKEND, LIMITS, TRANSFERS, token_required
+from .app import API_PREFIX, BACKEND, BOOTSTRAP, LIMITS, TRANSFERS, token_required
 from .backend import UPLOAD_MODES, CheckReport, DirEntry, UploadMode, UploadResult
-from .errors import BackendError, BadRequest, Conflict, NotFound, RangeNotSatisfiable, TooLarge
+from .errors import (
+    BackendError,
+    BadRequest,
+    Conflict,
+    NotFound,
+    RangeNotSatisfiable,
+    TooLarge,
+    Unavailable,
+)
 from .ranges import Partial, Unsatisfiable, Whole, select_range
 from .transfers import Transfer
 from .vpath import VPath, parse_vpath
@@ -374,6 +382,14 @@ async def peers(request: web.Request) -> web.Response:
     )
 
 
+@token_required
+async def bootstrap(request: web.Request) -> web.Response:
+    provider = request.app.get(BOOTSTRAP)
+    if provider is None:
+        raise Unavailable("this API does not publish a bootstrap list (not served by a node)")
+    return _json(dict(provider()))
+
+
 # -- handlers: virtual drive -----------------------------------------------------
 @token_required
 async def vd_ls(request: web.Request) -> web.Response:
@@ -521,6 +537,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post(p + "/check/{cap}", check)
     r.add_get(p + "/status", status, allow_head=False)
     r.add_get(p + "/peers", peers, allow_head=False)
+    r.add_get(p + "/bootstrap", bootstrap, allow_head=False)
     r.add_get(p + "/vdrive/ls", vd_ls, allow_head=False)
     r.add_get(p + "/vdrive/stat", vd_stat, allow_head=False)
     r.add_get(p + "/vdrive/file", vd_get)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -68,6 +68,9 @@ TOKEN: Final = web.AppKey("p2pstore_token", str)
 LIMITS: Final = web.AppKey("p2pstore_limits", ApiLimits)
 ALLOWED_HOSTS: Final = web.AppKey("p2pstore_allowed_hosts", frozenset)
 TRANSFERS: Final = web.AppKey("p2pstore_transfers", Transfers)
+# Optional: what GET /api/v1/bootstrap answers (the runner provides it from the node dir).
+BootstrapInfo = Callable[[], Mapping[str, Any]]
+BOOTSTRAP: Final = web.AppKey[BootstrapInfo]("p2pstore_bootstrap")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _NEEDS_TOKEN: Final = "_p2pstore_needs_token"
@@ -172,6 +175,7 @@ def create_app(
     limits: ApiLimits | None = None,
     allowed_hosts: Collection[str] = LOOPBACK_HOSTS,
     ui: Callable[[web.Application], None] | None = None,
+    bootstrap: BootstrapInfo | None = None,
 ) -> web.Application:
     """The application: API routes under ``/api/v1/``; ``/`` and everything outside
     ``/api/`` belong to the web UI, which ``ui(app)`` registers (without it, ``/``
@@ -187,6 +191,8 @@ def create_app(
     app[LIMITS] = limits
     app[TRANSFERS] = Transfers()
     app[ALLOWED_HOSTS] = frozenset(h.lower() for h in allowed_hosts)
+    if bootstrap is not None:
+        app[BOOTSTRAP] = bootstrap
     app.on_response_prepare.append(_security_headers)
     api.add_routes(app)
     if ui is not None:

@@ -1,0 +1,273 @@
+"""Text the shell shows, sans-I/O: listings, reports, help, the prompt, the
+progress line, pages, error lines. Every function takes data (the API's JSON
+shapes, docs/http-api.md) and returns strings; nothing here writes anywhere.
+
+Invariants: no line ever contains a traceback; a line never contains a cap unless
+the command's purpose is to show it (``info``, ``bootstrap`` show what the user
+asked for); control characters in names from the node are shown escaped, so a
+hostile file name cannot move the cursor or change the terminal.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from p2pstore.client import ApiCallError, ClientError, NodeUnreachable
+from p2pstore.progress import format_progress, human_bytes
+from p2pstore.web.vpath import VPath
+
+from .errors import ShellError, UsageError
+from .parse import ALIASES, COMMAND_LIST, CommandSpec
+
+
+def safe(text: str) -> str:
+    """``text`` with control characters (C0, DEL, C1) escaped as ``\\xNN``."""
+    return "".join(
+        c if c.isprintable() or c == " " else f"\\x{ord(c):02x}" if ord(c) < 256 else "?"
+        for c in text
+    )
+
+
+def prompt_text(node: str, path: VPath) -> str:
+    """E.g. ``p2ps alice shared:/docs> ``."""
+    return f"p2ps {safe(node)} {safe(str(path))}> "
+
+
+def when(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "-"
+
+
+def _name(entry: Mapping[str, Any]) -> str:
+    return safe(str(entry.get("name", "?"))) + ("/" if entry.get("kind") == "dir" else "")
+
+
+def sort_entries(entries: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Directories first, then files, each by name."""
+    return sorted(entries, key=lambda e: (e.get("kind") != "dir", str(e.get("name", ""))))
+
+
+def ls_short(entries: Sequence[Mapping[str, Any]], width: int = 80) -> list[str]:
+    """Names in columns (down, then across), like ls(1)."""
+    names = [_name(e) for e in sort_entries(entries)]
+    if not names:
+        return []
+    col = max(len(n) for n in names) + 2
+    ncols = max(1, min(len(names), (max(width, 1) + 2) // col))
+    nrows = -(-len(names) // ncols)
+    lines = []
+    for r in range(nrows):
+        row = [names[c * nrows + r] for c in range(ncols) if c * nrows + r < len(names)]
+        lines.append("".join(n.ljust(col) for n in row[:-1]) + row[-1])
+    return lines
+
+
+def ls_long(entries: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``kind  size  time  name`` per entry, then a total line."""
+    lines = []
+    total = 0
+    for e in sort_entries(entries):
+        size = e.get("size")
+        total += size if isinstance(size, int) else 0
+        shown = "-" if size is None else human_bytes(size)
+        lines.append(f"{e.get('kind', '?'):<4} {shown:>10}  {when(e.get('mtime'))}  {_name(e)}")
+    lines.append(f"{len(entries)} entries, {human_bytes(total)} in files")
+    return lines
+
+
+def info_lines(
+    doc: Mapping[str, Any], *, path: str | None = None, cap: str | None = None
+) -> list[str]:
+    """The ``info`` report: what the cap names and where its shares are."""
+    lines = []
+    if path is not None:
+        lines.append(f"path:          {safe(path)}")
+    size = doc.get("size", 0)
+    lines.append(f"kind:          {doc.get('kind')}")
+    lines.append(f"size:          {size} bytes ({human_bytes(size)})")
+    if cap is not None:
+        lines.append(f"cap:           {cap}")
+    if doc.get("kind") == "lit":
+        lines.append("stored:        inside the cap (a literal file: no shares)")
+        return lines
+    lines.append(f"verify cap:    {doc.get('verify_cap')}")
+    lines.append(f"encoding:      {doc.get('k')}-of-{doc.get('n')}")
+    lines.append(f"storage index: {doc.get('storage_index')}")
+    storage = doc.get("storage") or {}
+    for key, value in sorted(storage.items()):
+        lines.extend(_fact(key, value))
+    return lines
+
+
+def _fact(key: str, value: Any) -> list[str]:
+    label = f"{safe(key).replace('_', ' ') + ':':<14} "
+    if value in ([], {}, None, ""):
+        return [label + "-"]
+    if (
+        isinstance(value, Mapping)
+        and value
+        and all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in value.values())
+    ):
+        # {share number: [node IDs]}: shown per node ("where the shares are")
+        holders: dict[str, list[str]] = {}
+        for share, nodes in value.items():
+            for node in nodes:
+                holders.setdefault(node, []).append(str(share))
+        out = [label.rstrip()]
+        for node, shares in sorted(holders.items()):
+            out.append(
+                f"  {safe(node)}  {'share' if len(shares) == 1 else 'shares'} "
+                f"{', '.join(safe(x) for x in shares)}"
+            )
+        return out
+    if isinstance(value, list) and value and isinstance(value[0], Mapping):
+        out = [label.rstrip()]
+        for item in value:
+            out.append("  " + ", ".join(f"{safe(str(k))}={safe(str(v))}" for k, v in item.items()))
+        return out
+    if isinstance(value, Mapping):
+        inner = ", ".join(f"{safe(str(k))}={safe(str(v))}" for k, v in value.items())
+        return [label + inner]
+    if isinstance(value, list):
+        return [label + ", ".join(safe(str(v)) for v in value)]
+    return [label + safe(str(value))]
+
+
+def check_lines(doc: Mapping[str, Any]) -> list[str]:
+    if doc.get("healthy"):
+        state = "healthy"
+    elif doc.get("recoverable"):
+        state = "NOT HEALTHY (recoverable)"
+    else:
+        state = "NOT RECOVERABLE"
+    how = "verified every byte" if doc.get("verified") else "checked share presence"
+    lines = [
+        f"{state}: {doc.get('shares_good')} of {doc.get('shares_total')} shares good "
+        f"(need {doc.get('shares_needed')}; {how})"
+    ]
+    lines.extend(f"  {safe(str(p))}" for p in doc.get("problems") or [])
+    if doc.get("repaired"):
+        lines.append("repaired")
+    elif doc.get("repair_attempted"):
+        lines.append("nothing to repair" if doc.get("healthy") else "repair failed")
+    return lines
+
+
+def peer_lines(peers: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not peers:
+        return ["no peers"]
+    lines = []
+    for p in peers:
+        state = "connected" if p.get("connected") else "known"
+        seen = p.get("last_seen")
+        lines.append(
+            f"{safe(str(p.get('node_id')))}  {safe(str(p.get('address'))):<24} {state:<9} "
+            f"last seen {when(seen if isinstance(seen, int | float) else None)}"
+        )
+    connected = sum(1 for p in peers if p.get("connected"))
+    lines.append(f"{len(peers)} peers ({connected} connected)")
+    return lines
+
+
+_STATUS_KEYS = (
+    ("nickname", "nickname"),
+    ("node_id", "node ID"),
+    ("backend", "backend"),
+    ("listen_host", "listen host"),
+    ("listen_port", "listen port"),
+    ("peers_known", "peers known"),
+    ("peers_connected", "connected"),
+    ("storage_used", "storage used"),
+)
+
+
+def status_lines(doc: Mapping[str, Any], api_url: str) -> list[str]:
+    lines = [f"{'API:':<15}{api_url}"]
+    for key, label in _STATUS_KEYS:
+        if key in doc:
+            value = doc[key]
+            shown = (
+                human_bytes(value) if key == "storage_used" and isinstance(value, int) else value
+            )
+            lines.append(f"{label + ':':<15}{safe(str(shown))}")
+    lines.append(f"{'vdrive:':<15}{'available' if doc.get('vdrive') else 'not available'}")
+    for t in doc.get("transfers") or []:
+        size = t.get("size")
+        of = f" of {human_bytes(size)}" if isinstance(size, int) else ""
+        lines.append(f"{'transfer:':<15}{t.get('kind')} {human_bytes(t.get('done', 0))}{of}")
+    return lines
+
+
+def bootstrap_lines(doc: Mapping[str, Any]) -> list[str]:
+    lines = []
+    own = doc.get("self")
+    if own:
+        lines.append("# this node (an introducer): give these lines to people who join")
+        lines.extend(str(own).splitlines())
+    text = doc.get("bootstrap")
+    seeds = [
+        ln for ln in str(text or "").splitlines() if ln.strip() and not ln.lstrip().startswith("#")
+    ]
+    if seeds:
+        lines.append("# this node's bootstrap list (others can join with it too)")
+        lines.extend(seeds)
+    if not lines:
+        lines.append("this node has no bootstrap list (and is not an introducer)")
+    return [safe(line) for line in lines]
+
+
+def help_lines(spec: CommandSpec | None = None) -> list[str]:
+    if spec is not None:
+        lines = [f"usage: {spec.usage}", f"  {spec.summary}"]
+        if spec.aliases:
+            lines.append(f"  also: {', '.join(spec.aliases)}")
+        for o in spec.options:
+            lines.append(f"  {', '.join(o.names):<18}{o.help}")
+        if spec.details:
+            lines.append(f"  {spec.details}")
+        return lines
+    width = max(len(c.name) for c in COMMAND_LIST) + 2
+    lines = [f"  {c.name:<{width}}{c.summary}" for c in COMMAND_LIST]
+    aliases = ", ".join(f"{a} = {c}" for a, c in sorted(ALIASES.items()))
+    return [
+        "commands (help CMD for details):",
+        *lines,
+        f"aliases: {aliases}",
+        "paths: relative, /abs (current drive), shared:/..., private:/...; caps p2ps:...",
+        "keys: Tab completes, Up/Down history, Right accepts a suggestion, "
+        "Ctrl-C cancels, Ctrl-D exits",
+    ]
+
+
+def progress_line(label: str, done: int, total: int | None, elapsed: float, width: int) -> str:
+    """``label [#####.....] 1.0 MiB / 2.0 MiB  50%  1.0 MiB/s  ETA 1s``, cut to ``width``."""
+    facts = format_progress(done, total, elapsed)
+    if total:
+        cells = 20
+        filled = min(cells, done * cells // total)
+        bar = "[" + "#" * filled + "." * (cells - filled) + "] "
+    else:
+        bar = ""
+    line = f"{label} {bar}{facts}"
+    return line[: max(width - 1, 10)]
+
+
+def paginate(lines: Sequence[str], height: int) -> list[list[str]]:
+    """Pages of at most ``height - 1`` lines (one row is left for the prompt)."""
+    per = max(1, height - 1)
+    return [list(lines[i : i + per]) for i in range(0, len(lines), per)]
+
+
+def error_line(e: BaseException) -> str:
+    """The one line shown for a failed command."""
+    if isinstance(e, NodeUnreachable):
+        return f"node unreachable: {e} (the next command tries again)"
+    if isinstance(e, ApiCallError):
+        return f"error: {safe(e.message)} ({e.code})"
+    if isinstance(e, UsageError | ShellError | ClientError):
+        return f"error: {safe(str(e))}"
+    if isinstance(e, OSError):
+        where = f": {e.filename}" if e.filename else ""
+        return f"error: {e.strerror or e}{where}"
+    return f"internal error: {type(e).__name__}: {safe(str(e))} (run with --debug for details)"
