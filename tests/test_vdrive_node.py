@@ -103,6 +103,10 @@ async def test_restarted_node_publishes_its_heads_again(tmp_path: Path) -> None:
     await asyncio.sleep(0.05)
     assert dht.publishes == 0
     dht.down = False
+    dht.black_hole = True  # reachable, but publishing stores nothing (not joined yet)
+    await asyncio.sleep(0.05)
+    assert dht.publishes >= 2 and not dht.records
+    dht.black_hole = False
     for _ in range(100):
         if len(dht.records) == 2:
             break

@@ -262,7 +262,8 @@ class NodeVdriveBackend(VdriveBackendMixin):
             for w in writers:
                 try:
                     await w.load()
-                    done = await w.publish_pending() and done
+                    published = await w.publish_pending()
+                    done = published and await w.confirm_published() and done
                 except Exception as e:  # keep trying; reads and writes work meanwhile
                     log.warning("vdrive: publishing the %s drive's head failed: %s", w.label, e)
                     done = False

@@ -25,6 +25,7 @@ class MemoryRecordDht:
         self.clock = clock
         self.records: dict[NodeId, Record] = {}
         self.down = False
+        self.black_hole = False  # publish "succeeds" but stores nothing (a lone node)
         self.gets = 0
         self.publishes = 0
 
@@ -51,7 +52,8 @@ class MemoryRecordDht:
         held = self.records.get(key)
         seq = 0 if held is None else held.seq + 1
         rec = sign_record(signer, name, seq, value, expires=int(self.clock()) + (ttl or 86400))
-        await self.put(rec)
+        if not self.black_hole:
+            await self.put(rec)
         return rec
 
 

@@ -211,6 +211,32 @@ class DriveWriter:
                 return await self._publish(self.head)
             return True
 
+    async def confirm_published(self) -> bool:
+        """True if the DHT returns our head; else mark it for publishing again.
+
+        ``DhtNode.publish`` succeeds even when it stored the record on no node (e.g.
+        before the node joined), so a start-up publish is checked by reading back."""
+        async with self._lock:
+            if self.head.sequence == 0:
+                return True
+            try:
+                rec = await self.dht.get(record_key(self.public_key, self.name))
+                ok = rec is not None and (
+                    open_pointer(
+                        rec.value,
+                        read_secret=self.read_secret,
+                        public_key=self.public_key,
+                        name=self.name,
+                    ).sequence
+                    >= self.head.sequence
+                )
+            except Exception as e:
+                log.info("%s drive: reading our record back failed: %s", self.label, e)
+                ok = False
+            if not ok:
+                self._unpublished = True
+            return ok
+
     async def _publish(self, ptr: RootPointer) -> bool:
         value = seal_pointer(
             ptr, read_secret=self.read_secret, public_key=self.public_key, name=self.name
