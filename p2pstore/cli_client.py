@@ -329,7 +329,8 @@ def cmd_mv(args: argparse.Namespace) -> int:
 
 
 def cmd_ln(args: argparse.Namespace) -> int:
-    cap = _check_cap(args.cap, readable=True)
+    # a read-only directory cap (p2ps:dir:...) is checked by the node's vdrive
+    cap = args.cap if args.cap.startswith("p2ps:dir:") else _check_cap(args.cap, readable=True)
     doc = _client(args).link(_check_path(args.path), cap, replace=args.replace)
     print(f"linked {doc['path']}", file=sys.stderr)
     return 0
@@ -418,7 +419,7 @@ def add_commands(sub: Any) -> None:
     _node_opt(p)
     p.set_defaults(func=cmd_mv)
 
-    p = sub.add_parser("ln", help="link a cap at a vdrive path")
+    p = sub.add_parser("ln", help="link a cap (file, or read-only directory p2ps:dir:) at a path")
     p.add_argument("cap", metavar="CAP")
     p.add_argument("path", metavar="PATH")
     p.add_argument("--replace", action="store_true", help="replace an existing file at PATH")

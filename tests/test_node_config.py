@@ -89,7 +89,9 @@ def test_defaults_and_unlimited_quota(tmp_path: Path) -> None:
         ("[dht]\nk = 4\nalpha = 5", "[dht] alpha", "5 is out of range 1..4"),
         ('[logging]\nlevel = "LOUD"', "[logging] level", "not one of"),
         ('[logging]\nmax_bytes = "1kB"', "[logging] max_bytes", "at least 10kB"),
-        ('[vdrive]\npublic_key = "x"', "[vdrive] public_key", "not built yet"),
+        ('[vdrive]\npublic_key = "x"', "[vdrive] public_key", "unknown key"),
+        ('[vdrive]\nwriters = ["abc"]', "[vdrive] writers", "'abc'"),
+        ("[vdrive]\nopen = 1", "[vdrive] open", "expected true or false"),
         ("[webb]\nport = 1", "[webb]", "unknown section"),
         ("node = 3", "node", "expected a [section] table"),
     ],
@@ -149,7 +151,7 @@ KEYS = {
     "storage": ["enabled", "quota", "reserved_space", "lease_duration"],
     "dht": ["k", "alpha", "remember_peers"],
     "logging": ["level", "max_bytes", "backup_count"],
-    "vdrive": ["public_key"],
+    "vdrive": ["public_key", "serve", "writers", "open"],
     "other": ["x"],
 }
 values = st.one_of(

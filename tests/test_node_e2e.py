@@ -55,9 +55,11 @@ def test_introducer_daemon_lifecycle(tmp_path: Path) -> None:
     pid, port = status["pid"], status["listen_port"]
     assert port > 0 and status["peers_known"] == 0 and status["storage_used"] == 0
     line = f"p2ps-seed {status['node_id']} 127.0.0.1:{port}  # seed-1"
-    assert (intro / "bootstrap-self.txt").read_text() == line + "\n"
+    # an introducer serves the vdrive: its p2ps-vdrive line follows (docs/vdrive.md)
+    self_lines = (intro / "bootstrap-self.txt").read_text().splitlines()
+    assert self_lines[0] == line and self_lines[1].startswith("p2ps-vdrive ")
     assert line in started.stdout
-    assert cli("bootstrap", "show", intro).stdout == line + "\n"
+    assert cli("bootstrap", "show", intro).stdout.splitlines() == self_lines
     human = cli("status", intro).stdout
     assert "running" in human and status["node_id"] in human and f"port {port}" in human
     again = cli("start", intro)

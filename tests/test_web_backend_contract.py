@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from p2pstore.immutable import EncodingParams, LiteralCap, ReadCap
+from p2pstore.vdrive.backend import VdriveBackend
+from p2pstore.vdrive.testing import local_vdrive
 from p2pstore.web.backend import ApiBackend
 from p2pstore.web.errors import BackendError, BadRequest, Conflict, NotFound, VdriveUnavailable
 from p2pstore.web.memory_backend import MemoryBackend
@@ -28,6 +30,7 @@ FILE_BACKENDS: dict[str, Callable[[], Any]] = {
 VDRIVE_BACKENDS: dict[str, Callable[[], Any]] = {
     "memory-vdrive": MemoryVdrive,
     "memory-backend+vdrive": lambda: MemoryBackend(params=PARAMS, vdrive=MemoryVdrive()),
+    "p2pstore-vdrive": lambda: VdriveBackend(local_vdrive()),
 }
 
 

@@ -41,7 +41,7 @@ VDRIVE_KEY_BYTES = 32
 HEADER = (
     "# p2pstore bootstrap list (docs/bootstrap.md). One entry per line:\n"
     "#   p2ps-seed <node-id> <host>:<port>   a node to join the grid through\n"
-    "#   p2ps-vdrive <public-key>            the grid's vdrive node key\n"
+    "#   p2ps-vdrive <public-key> [<read-secret>]  the grid's vdrive node key\n"
 )
 
 
@@ -87,22 +87,37 @@ class Seed:
 
 @dataclass(frozen=True, slots=True)
 class VdriveKey:
-    """The public key of the grid's vdrive node (used once the vdrive exists)."""
+    """The public key of the grid's vdrive node and, optionally, the shared drive's
+    read secret (docs/vdrive.md: whoever holds the list can read the namespace)."""
 
     public_key: bytes
     label: str = ""
+    read_secret: bytes | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.public_key, bytes) or len(self.public_key) != VDRIVE_KEY_BYTES:
             raise ValueError(f"vdrive public key must be {VDRIVE_KEY_BYTES} bytes")
+        if self.read_secret is not None and (
+            not isinstance(self.read_secret, bytes) or len(self.read_secret) != VDRIVE_KEY_BYTES
+        ):
+            raise ValueError(f"vdrive read secret must be {VDRIVE_KEY_BYTES} bytes")
         _check_label(self.label)
 
     @property
     def b32(self) -> str:
         return b32encode(self.public_key)
 
+    def same(self, other: VdriveKey) -> bool:
+        return (self.public_key, self.read_secret) == (other.public_key, other.read_secret)
+
+    def __repr__(self) -> str:  # the read secret stays out of logs
+        return f"VdriveKey({self.b32[:8]}..., read_secret={self.read_secret is not None})"
+
     def to_line(self) -> str:
-        return _with_label(f"{VDRIVE_KEYWORD} {self.b32}", self.label)
+        words = f"{VDRIVE_KEYWORD} {self.b32}"
+        if self.read_secret is not None:
+            words += " " + b32encode(self.read_secret)
+        return _with_label(words, self.label)
 
 
 Entry = Seed | VdriveKey
@@ -179,13 +194,20 @@ def parse_line(raw: str, *, source: str = "bootstrap text", line_no: int = 0) ->
             raise bad(f"address: {e}") from None
         return Seed(node_id, hp.host, hp.port, label)
     if keyword == VDRIVE_KEYWORD:
-        if len(words) != 2:
-            raise bad(f"expected '{VDRIVE_KEYWORD} <public-key>', got {len(words)} words")
+        if len(words) not in (2, 3):
+            raise bad(
+                f"expected '{VDRIVE_KEYWORD} <public-key> [<read-secret>]', got {len(words)} words"
+            )
         try:
             key = b32decode(words[1].lower(), expected_len=VDRIVE_KEY_BYTES, what="vdrive key")
+            secret = None
+            if len(words) == 3:
+                secret = b32decode(
+                    words[2].lower(), expected_len=VDRIVE_KEY_BYTES, what="vdrive read secret"
+                )
         except IdentityError as e:
             raise bad(str(e)) from None
-        return VdriveKey(key, label)
+        return VdriveKey(key, label, secret)
     shown = words[0] if len(words[0]) <= 40 else words[0][:40] + "..."
     if keyword.startswith("p2ps-"):
         raise bad(f"unknown entry type {shown!r} (known: {SEED_KEYWORD}, {VDRIVE_KEYWORD})")
@@ -240,7 +262,7 @@ def _parse_located(text: str, source: str) -> list[_Located]:
         else:
             if vdrive_at is not None:
                 assert isinstance(vdrive_at.entry, VdriveKey)
-                if vdrive_at.entry.public_key != entry.public_key:
+                if not vdrive_at.entry.same(entry):
                     errors.append(
                         BootstrapError(
                             source,
@@ -347,7 +369,18 @@ def merge_text(
             appended.append(incoming.vdrive.to_line())
         else:
             assert isinstance(vdrive_loc.entry, VdriveKey)
-            if vdrive_loc.entry.public_key != incoming.vdrive.public_key:
+            old_vd, new_vd = vdrive_loc.entry, incoming.vdrive
+            if (
+                old_vd.public_key == new_vd.public_key
+                and old_vd.read_secret is None
+                and new_vd.read_secret is not None
+            ):
+                # the same key, now with the read secret: an addition, not a conflict
+                vdrive_replaced = new_vd
+                lines[vdrive_loc.line_no - 1] = new_vd.to_line()
+            elif old_vd.public_key != new_vd.public_key or (
+                new_vd.read_secret is not None and not old_vd.same(new_vd)
+            ):
                 if replace_vdrive:
                     vdrive_replaced = incoming.vdrive
                     lines[vdrive_loc.line_no - 1] = incoming.vdrive.to_line()

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from quic_transport.identity import IdentityError, NodeId
+
 from .address import HostPort, parse_host_port
 from .errors import AddressError, ConfigError
 from .size import parse_duration, parse_size
@@ -66,6 +68,15 @@ class LoggingSection:
 
 
 @dataclass(frozen=True, slots=True)
+class VdriveSection:
+    """docs/vdrive.md: ``serve`` (None = serve iff introducer), who may write."""
+
+    serve: bool | None = None
+    writers: tuple[str, ...] = ()  # node IDs (base32) allowed to change the shared drive
+    open: bool = False  # anyone may change it (small friendly grids)
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """A validated node config. ``node_dir`` is the directory holding the file."""
 
@@ -74,6 +85,7 @@ class NodeConfig:
     storage: StorageSection = field(default_factory=StorageSection)
     dht: DhtSection = field(default_factory=DhtSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
+    vdrive: VdriveSection = field(default_factory=VdriveSection)
 
     @property
     def node_dir(self) -> Path:
@@ -126,6 +138,20 @@ class _Section:
         if unknown:
             known = ", ".join(sorted(self.used))
             raise self.error(unknown[0], f"unknown key (known keys in [{self.name}]: {known})")
+
+
+def _node_ids(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > 10_000:
+        raise ValueError("expected a list of node IDs (base32 strings)")
+    out = []
+    for v in value:
+        if not isinstance(v, str):
+            raise ValueError(f"expected a node ID string, got {v!r}")
+        try:
+            out.append(NodeId.from_b32(v.strip().lower()).b32)
+        except IdentityError as e:
+            raise ValueError(f"{v!r}: {e}") from None
+    return tuple(out)
 
 
 def _host_port(value: Any) -> HostPort:
@@ -242,13 +268,16 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
     if logging_.max_bytes < 10_000:
         raise ConfigError(path, "[logging] max_bytes", "must be at least 10kB")
 
-    vdrive = data.get("vdrive", {})
-    if vdrive:
-        key = sorted(vdrive)[0]
-        raise ConfigError(
-            path, f"[vdrive] {key}", "the vdrive is not built yet; leave [vdrive] commented out"
-        )
-    return NodeConfig(path=path, node=node, storage=storage, dht=dht, logging=logging_)
+    s = section("vdrive")
+    vdrive = VdriveSection(
+        serve=s.get("serve", bool, node.introducer),
+        writers=s.convert("writers", (), _node_ids),
+        open=s.get("open", bool, False),
+    )
+    s.finish()
+    return NodeConfig(
+        path=path, node=node, storage=storage, dht=dht, logging=logging_, vdrive=vdrive
+    )
 
 
 def load_config(path: Path) -> NodeConfig:

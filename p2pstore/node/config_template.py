@@ -80,6 +80,9 @@ max_bytes = {toml_string(format_size_exact(logging.max_bytes))}
 backup_count = {logging.backup_count}
 
 # [vdrive]
-# Not built yet: the grid's shared namespace. Its public key will come from the
-# p2ps-vdrive line of the bootstrap list; keep this section commented out.
+# The grid's shared namespace (docs/vdrive.md). The node that serves it holds the
+# shared drive's key (its own node key) and publishes the p2ps-vdrive line.
+# serve = false          # default: true on an introducer, false elsewhere
+# writers = []           # node IDs (base32) allowed to change the shared drive
+# open = false           # true: any node may change it (small friendly grids)
 """

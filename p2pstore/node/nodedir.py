@@ -29,13 +29,13 @@ import secrets
 import shutil
 import socket
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from quic_transport.identity import IdentityError, NodeKey, b32decode, b32encode
 
 from .address import HostPort
-from .bootstrap import HEADER, BootstrapList
+from .bootstrap import HEADER, BootstrapList, VdriveKey
 from .config import CONFIG_FILE, NodeSection, StorageSection
 from .config_template import render_config
 from .errors import NodeDirError, SecretFileError
@@ -230,7 +230,17 @@ def create_node_dir(root: Path, options: CreateOptions) -> tuple[NodeDir, NodeKe
             nd.api_token_path, b32encode(secrets.token_bytes(API_TOKEN_BYTES)) + "\n"
         )
         nd.config_path.write_text(config_text, encoding="utf-8")
-        bootstrap_text = options.bootstrap.to_text(header=True) if options.bootstrap else HEADER
+        bootstrap = options.bootstrap
+        if options.introducer and bootstrap.vdrive is None:
+            # An introducer serves the shared drive by default (docs/vdrive.md): its
+            # own list names its key and the drive's read secret, so `bootstrap show`
+            # prints everything a newcomer needs.
+            from p2pstore.vdrive.node import SHARED_SECRET_FILE, load_or_create_secret
+
+            secret = load_or_create_secret(nd.private_dir / SHARED_SECRET_FILE)
+            bootstrap = replace(bootstrap, vdrive=VdriveKey(key.public_key, "vdrive", secret))
+        has_entries = bool(bootstrap.seeds) or bootstrap.vdrive is not None
+        bootstrap_text = bootstrap.to_text(header=True) if has_entries else HEADER
         nd.default_bootstrap_path.write_text(bootstrap_text, encoding="utf-8")
         nd.ensure_runtime_dirs()
         os.chmod(tmp, 0o755 & ~_umask())

@@ -481,13 +481,36 @@ async def vd_mkdir(request: web.Request) -> web.Response:
 async def vd_link(request: web.Request) -> web.Response:
     body = await _json_body(request)
     path = parse_vpath(_field(body, "path", str))
-    cap = _read_cap(_field(body, "cap", str))
+    text = _field(body, "cap", str)
+    if text.startswith("p2ps:dir:"):
+        return await _link_dircap(request, body, path, text)
+    cap = _read_cap(text)
     seq = await request.app[BACKEND].vdrive_link(
         path,
         cap,
         replace=_field(body, "replace", bool, False),
         expected_sequence=_seq(body.get("expected_sequence")),
     )
+    return _json({"path": str(path), "sequence": seq}, status=201)
+
+
+async def _link_dircap(
+    request: web.Request, body: Mapping[str, Any], path: VPath, text: str
+) -> web.Response:
+    """Link a read-only directory cap (docs/vdrive.md) if the backend's vdrive can:
+    an optional ``vdrive_link_dircap(path, text, expected_sequence=)`` on the backend
+    or on its ``vdrive`` component."""
+    backend = request.app[BACKEND]
+    fn = None
+    for obj in (backend, getattr(backend, "vdrive", None)):
+        fn = getattr(obj, "vdrive_link_dircap", None)
+        if fn is not None:
+            break
+    if fn is None:
+        raise BadRequest("this node's vdrive cannot link directory caps", code="bad-cap")
+    if _field(body, "replace", bool, False):
+        raise BadRequest("a directory cap never replaces an existing name", code="bad-request")
+    seq = await fn(path, text, expected_sequence=_seq(body.get("expected_sequence")))
     return _json({"path": str(path), "sequence": seq}, status=201)
 
 

@@ -1,0 +1,166 @@
+"""The vdrive half of the HTTP API's backend (``p2pstore.web.backend.ApiBackend``)
+on top of a :class:`~.drive.Vdrive`: path translation, entry shaping and the mapping
+of vdrive error codes onto the API's errors (docs/http-api.md).
+
+Use it as a mixin (``class GridBackend(VdriveBackendMixin, ...)`` with a ``vdrive``
+attribute) or alone (:class:`VdriveBackend`). With ``vdrive`` None every call is
+``503 vdrive-unavailable``, like ``NoVdrive``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from p2pstore.immutable import CapError, LiteralCap, ReadCap
+from p2pstore.web.backend import DirEntry, DirListing
+from p2pstore.web.errors import (
+    BackendError,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    GridError,
+    NotFound,
+    TooLarge,
+    VdriveUnavailable,
+)
+from p2pstore.web.vpath import VPath
+
+from .dirnode import DirCap, Entry, normalize_name, parse_dircap
+from .drive import Drive, Vdrive
+from .errors import VdriveError
+from .ops import Link, Mkdir, Op, Path, Rename, Unlink
+
+T = TypeVar("T")
+
+_CONFLICTS = {
+    "exists",
+    "is-a-directory",
+    "not-a-directory",
+    "directory-not-empty",
+    "sequence-mismatch",
+}
+_BAD = {"bad-path", "bad-request", "cross-drive"}
+
+
+def to_backend_error(e: VdriveError) -> BackendError:
+    if e.code == "not-found":
+        return NotFound(e.message, details=e.details)
+    if e.code in _CONFLICTS:
+        return Conflict(e.message, code=e.code, details=e.details)
+    if e.code in _BAD:
+        return BadRequest(e.message, code=e.code)
+    if e.code == "refused":
+        return Forbidden(e.message, code="vdrive-refused")
+    if e.code == "too-large":
+        return TooLarge(e.message)
+    if e.code == "vdrive-unavailable":
+        return VdriveUnavailable(e.message)
+    if e.code in ("rollback", "bad-record", "bad-directory"):
+        return GridError(e.message, code="integrity-error", details=e.details)
+    return GridError(e.message, code="grid-error")
+
+
+async def _guard(aw: Awaitable[T]) -> T:
+    try:
+        return await aw
+    except VdriveError as e:
+        raise to_backend_error(e) from None
+
+
+def _parts(path: VPath) -> Path:
+    try:
+        return tuple(normalize_name(p) for p in path.parts)
+    except VdriveError as e:
+        raise to_backend_error(e) from None
+
+
+def dir_entry(name: str, e: Entry) -> DirEntry:
+    cap = e.cap.to_string()
+    inner = e.cap.inner if isinstance(e.cap, DirCap) else e.cap
+    verify = inner.verify_cap().to_string() if isinstance(inner, ReadCap) else None
+    return DirEntry(name, e.kind, e.size, cap, verify, e.mtime)
+
+
+class VdriveBackendMixin:
+    vdrive: Vdrive | None
+
+    def _drive(self, label: str) -> Drive:
+        if self.vdrive is None:
+            raise VdriveUnavailable()
+        try:
+            return self.vdrive.drive(label)
+        except VdriveError as e:
+            raise to_backend_error(e) from None
+
+    async def vdrive_list(self, path: VPath) -> DirListing:
+        drive = self._drive(path.drive)
+        d, seq = await _guard(drive.list(_parts(path)))
+        return DirListing(path, tuple(dir_entry(n, d[n]) for n in d), seq)
+
+    async def vdrive_stat(self, path: VPath) -> DirEntry:
+        drive = self._drive(path.drive)
+        entry, _seq = await _guard(drive.stat(_parts(path)))
+        if entry is None:
+            root = await _guard(drive.root_cap())
+            cap = root.to_string() if root is not None else None
+            inner = root.inner if root is not None else None
+            verify = inner.verify_cap().to_string() if isinstance(inner, ReadCap) else None
+            return DirEntry("", "dir", None, cap, verify, None)
+        return dir_entry(path.name, entry)
+
+    async def _change(self, path: VPath, make: Callable[[Path], Op], expected: int | None) -> int:
+        drive = self._drive(path.drive)
+        op = make(_parts(path))
+        res = await _guard(drive.change(op, expected_sequence=expected))
+        return res.sequence
+
+    async def vdrive_mkdir(
+        self, path: VPath, *, parents: bool, expected_sequence: int | None
+    ) -> int:
+        return await self._change(path, lambda p: Mkdir(p, parents), expected_sequence)
+
+    async def vdrive_link(
+        self,
+        path: VPath,
+        cap: ReadCap | LiteralCap,
+        *,
+        replace: bool,
+        expected_sequence: int | None,
+    ) -> int:
+        return await self._change(path, lambda p: Link(p, cap, replace), expected_sequence)
+
+    async def vdrive_link_dircap(
+        self, path: VPath, dircap: str, *, expected_sequence: int | None
+    ) -> int:
+        """Link a read-only directory cap at ``path`` (never replaces a name). The
+        subtree reads as it was when the cap was taken; changing anything under it
+        stores new objects in this drive and leaves the original untouched."""
+        try:
+            cap = parse_dircap(dircap)
+        except CapError as e:
+            raise BadRequest(str(e), code="bad-cap") from None
+        return await self._change(path, lambda p: Link(p, cap, False), expected_sequence)
+
+    async def vdrive_unlink(
+        self, path: VPath, *, recursive: bool, expected_sequence: int | None
+    ) -> int:
+        return await self._change(path, lambda p: Unlink(p, recursive), expected_sequence)
+
+    async def vdrive_rename(
+        self, src: VPath, dst: VPath, *, replace: bool, expected_sequence: int | None
+    ) -> int:
+        if src.drive != dst.drive:
+            raise BadRequest(
+                "cannot move between drives; link the cap there, then remove it here",
+                code="cross-drive",
+            )
+        d = _parts(dst)
+        return await self._change(src, lambda p: Rename(p, d, replace), expected_sequence)
+
+
+class VdriveBackend(VdriveBackendMixin):
+    """Just the vdrive methods (combine with a file backend for a full ApiBackend)."""
+
+    def __init__(self, vdrive: Vdrive | None) -> None:
+        self.vdrive = vdrive

@@ -1,0 +1,194 @@
+"""Reading a drive (root record -> verified pointer -> directories) and the
+:class:`Vdrive` component a node holds (shared + private drive).
+
+:class:`DriveReader` fetches the drive's record from the DHT, checks it against the
+*pinned* public key (from the bootstrap list, or the node's own key for its private
+drive) and the record signature, opens the sealed pointer with the read secret,
+and refuses a pointer older than the highest this node has seen
+(:class:`~.record.SeenStore`, persisted). A fetched pointer is reused for
+``max_age`` seconds; directory objects are cached by cap (``CachingStore``).
+
+Invariants:
+- nothing from the DHT is used before ``dht.records.validate`` passed for the
+  expected key (so for the pinned key and name) and the pointer opened;
+- the pointer a reader returns never has a lower sequence than one it returned
+  before (in this process or, through the seen file, before a restart).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from dht.errors import RecordError
+from dht.records import Record, record_key, validate
+from quic_transport.identity import NodeId
+
+from .dirnode import DirCap, Directory, Entry
+from .errors import VdriveLocalError, VdriveRemoteError
+from .objects import ObjectStore
+from .ops import Op, Path, list_dir, load_dir, resolve
+from .record import EMPTY_POINTER, RootPointer, SeenStore, open_pointer
+from .writer import ChangeResult, DriveWriter
+
+
+class RecordSource(Protocol):
+    async def get(self, key: NodeId) -> Record | None: ...
+
+
+class DriveReader:
+    def __init__(
+        self,
+        *,
+        source: RecordSource,
+        public_key: bytes,
+        name: bytes,
+        read_secret: bytes,
+        store: ObjectStore,
+        seen: SeenStore,
+        clock: Callable[[], float] = time.time,
+        max_age: float = 1.0,
+        label: str = "shared",
+    ) -> None:
+        self.source = source
+        self.public_key = public_key
+        self.name = name
+        self.read_secret = read_secret
+        self.store = store
+        self.seen = seen
+        self.clock = clock
+        self.max_age = max_age
+        self.label = label
+        self.key = record_key(public_key, name)
+        self.drive_id = self.key.b32
+        self._current: RootPointer | None = None
+        self._fetched_at = float("-inf")
+
+    def invalidate(self) -> None:
+        self._fetched_at = float("-inf")
+
+    async def pointer(self, *, fresh: bool = False) -> RootPointer:
+        now = self.clock()
+        if not fresh and self._current is not None and now - self._fetched_at < self.max_age:
+            return self._current
+        rec = await self.source.get(self.key)
+        if rec is None:
+            if self._current is not None:
+                return self._current
+            if self.seen.highest(self.drive_id) > 0:
+                raise VdriveRemoteError(
+                    "grid-error",
+                    f"the {self.label} drive's record cannot be found in the DHT right now",
+                )
+            return EMPTY_POINTER
+        ptr = self.accept(rec, now)
+        self._fetched_at = now
+        return ptr
+
+    def accept(self, rec: Record, now: float) -> RootPointer:
+        """Validate ``rec`` for this drive and return its pointer (or the newer one held)."""
+        try:
+            validate(rec, now=now, key=self.key)
+        except RecordError as e:
+            raise VdriveRemoteError(
+                "bad-record", f"{self.label} drive record refused: {e}"
+            ) from None
+        if rec.public_key != self.public_key or rec.name != self.name:
+            raise VdriveRemoteError(
+                "bad-record", f"{self.label} drive record is not signed by the pinned key"
+            )
+        ptr = open_pointer(
+            rec.value, read_secret=self.read_secret, public_key=self.public_key, name=self.name
+        )
+        cur = self._current
+        if cur is not None and ptr.sequence < cur.sequence:
+            # An older copy answered (e.g. a lagging or malicious DHT node): keep ours.
+            self.seen.check(self.drive_id, cur)
+            return cur
+        self.seen.check(self.drive_id, ptr)
+        self._current = ptr
+        return ptr
+
+
+class Writer(Protocol):
+    async def apply(self, op: Op, *, expected_sequence: int | None) -> ChangeResult: ...
+
+
+class LocalWriter:
+    """A :class:`DriveWriter` on this node, called as this node."""
+
+    def __init__(self, writer: DriveWriter, node_id: NodeId) -> None:
+        self.writer = writer
+        self.node_id = node_id
+
+    async def apply(self, op: Op, *, expected_sequence: int | None) -> ChangeResult:
+        return await self.writer.apply(op, expected_sequence=expected_sequence, writer=self.node_id)
+
+
+@dataclass
+class Drive:
+    """One drive as this node sees it. ``local`` is set when this node is its writer;
+    reads then come from the authoritative head instead of the DHT."""
+
+    label: str
+    store: ObjectStore
+    reader: DriveReader | None
+    writer: Writer | None
+    local: DriveWriter | None = None
+
+    async def head(self) -> RootPointer:
+        if self.local is not None:
+            return await self.local.current()
+        if self.reader is None:
+            raise VdriveLocalError(
+                "vdrive-unavailable", f"this node cannot read the {self.label} drive"
+            )
+        return await self.reader.pointer()
+
+    async def list(self, path: Path) -> tuple[Directory, int]:
+        ptr = await self.head()
+        return await list_dir(self.store, ptr.root, path), ptr.sequence
+
+    async def stat(self, path: Path) -> tuple[Entry | None, int]:
+        """The entry at ``path``; None for the root."""
+        ptr = await self.head()
+        return await resolve(self.store, ptr.root, path), ptr.sequence
+
+    async def root_cap(self) -> DirCap | None:
+        return (await self.head()).root
+
+    async def change(self, op: Op, *, expected_sequence: int | None) -> ChangeResult:
+        if self.writer is None:
+            raise VdriveLocalError(
+                "vdrive-unavailable", f"this node has no way to change the {self.label} drive"
+            )
+        try:
+            return await self.writer.apply(op, expected_sequence=expected_sequence)
+        finally:
+            if self.reader is not None:
+                self.reader.invalidate()
+
+
+class Vdrive:
+    """What a node holds: its view of the shared drive and its own private drive."""
+
+    def __init__(self, *, shared: Drive | None, private: Drive | None, store: ObjectStore) -> None:
+        self.shared = shared
+        self.private = private
+        self.store = store
+
+    def drive(self, label: str) -> Drive:
+        d = self.shared if label == "shared" else self.private
+        if d is None:
+            raise VdriveLocalError(
+                "vdrive-unavailable",
+                f"no {label} drive on this node"
+                + (" (the bootstrap list has no p2ps-vdrive line)" if label == "shared" else ""),
+            )
+        return d
+
+    async def list_cap(self, cap: DirCap) -> Directory:
+        """List a directory handed over as a read-only directory cap."""
+        return await load_dir(self.store, cap)

@@ -1,0 +1,253 @@
+"""The single writer of a drive: applies changes copy-on-write and publishes the root.
+
+:class:`DriveWriter` is the vdrive node's logic (for the shared drive) and every
+node's own logic for its private drive. It knows no wire: the RPC adapter
+(``rpc.py``) hands it requests with the caller's verified node ID.
+
+Invariants:
+- changes are serialized by one ``asyncio.Lock``: each request sees the result of
+  the previous one, and gets a definite answer: the new sequence (ok), the current
+  sequence (``sequence-mismatch`` when ``expected_sequence`` differs), or an error
+  naming why (``refused``, ``not-found``, ``exists``, ...);
+- the head (sequence, root cap) is written to ``state_path`` (private, 0600: it is
+  a secret) *before* the record is published, so the sequence never goes back and
+  never names two roots, even across a crash between the two steps;
+- a failed change writes no head and publishes nothing (directory objects it
+  already stored are unreachable garbage, which leases let expire).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from dht.records import Record, Signer, record_key
+from quic_transport.identity import NodeId
+
+from .dirnode import parse_dircap
+from .errors import VdriveLocalError, VdriveRemoteError, conflict
+from .objects import ObjectStore
+from .ops import Op, apply_op
+from .record import EMPTY_POINTER, RootPointer, open_pointer, seal_pointer
+
+log = logging.getLogger(__name__)
+
+
+class RecordPublisher(Protocol):
+    """What a writer needs from the DHT (``dht.DhtNode`` fits)."""
+
+    async def publish(
+        self, signer: Signer, name: bytes, value: bytes, *, ttl: int | None = None
+    ) -> Record: ...
+
+    async def get(self, key: NodeId) -> Record | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WritePolicy:
+    """Who may change the drive: the owner always; others if ``open`` or listed."""
+
+    owner: NodeId
+    allowed: frozenset[NodeId] = frozenset()
+    open: bool = False
+
+    def permits(self, writer: NodeId) -> bool:
+        return self.open or writer == self.owner or writer in self.allowed
+
+    @classmethod
+    def only_owner(cls, owner: NodeId) -> WritePolicy:
+        return cls(owner)
+
+    @classmethod
+    def from_list(cls, owner: NodeId, allowed: Collection[NodeId], *, open: bool) -> WritePolicy:
+        return cls(owner, frozenset(allowed), open)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeResult:
+    sequence: int
+    changed: bool  # False for a no-op (sequence unchanged, nothing published)
+    loaded: int = 0  # directories read
+    written: int = 0  # directory objects stored
+    published: bool = True
+
+
+class DriveWriter:
+    def __init__(
+        self,
+        *,
+        signer: Signer,
+        name: bytes,
+        read_secret: bytes,
+        store: ObjectStore,
+        dht: RecordPublisher,
+        policy: WritePolicy,
+        state_path: Path | None,
+        label: str = "shared",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.signer = signer
+        self.name = name
+        self.read_secret = read_secret
+        self.store = store
+        self.dht = dht
+        self.policy = policy
+        self.state_path = state_path
+        self.label = label
+        self.clock = clock
+        self.head: RootPointer = EMPTY_POINTER
+        self._lock = asyncio.Lock()
+        self._loaded = False
+        self._unpublished = False  # the head is newer than what the DHT was given
+
+    @property
+    def public_key(self) -> bytes:
+        return bytes(self.signer.public_key)
+
+    async def load(self) -> RootPointer:
+        """Recover the head: the newer of the local state file and our DHT record."""
+        async with self._lock:
+            return await self._load_locked()
+
+    async def current(self) -> RootPointer:
+        """The head, loading it on first use."""
+        if not self._loaded:
+            await self.load()
+        return self.head
+
+    async def _load_locked(self) -> RootPointer:
+        head = self._read_state()
+        try:
+            rec = await self.dht.get(record_key(self.public_key, self.name))
+        except Exception as e:  # the DHT may be unreachable at start
+            log.warning("%s drive: cannot fetch our record at start: %s", self.label, e)
+            rec = None
+        if rec is not None and rec.public_key == self.public_key:
+            try:
+                ptr = open_pointer(
+                    rec.value,
+                    read_secret=self.read_secret,
+                    public_key=self.public_key,
+                    name=self.name,
+                )
+                if ptr.sequence > head.sequence:
+                    head = ptr
+            except VdriveRemoteError as e:
+                log.warning("%s drive: our own record does not open: %s", self.label, e)
+        # Publish the head again after every start: the record may be missing or older
+        # (stopped between saving and publishing), and the DHT node only keeps
+        # republishing (extending the life of) records it published in this process.
+        self._unpublished = head.sequence > 0
+        self.head = head
+        self._loaded = True
+        return head
+
+    def _read_state(self) -> RootPointer:
+        if self.state_path is None:
+            return self.head
+        try:
+            obj: Any = json.loads(self.state_path.read_bytes()[: 1 << 16])
+            if obj.get("format") != "p2pstore-vdrive-head-v1":
+                raise ValueError("unknown format")
+            return RootPointer(obj["sequence"], parse_dircap(obj["root"]), float(obj["time"]))
+        except FileNotFoundError:
+            return EMPTY_POINTER
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            # Refuse to start from scratch silently: that would reuse sequence numbers.
+            raise VdriveLocalError(
+                "bad-state", f"{self.state_path}: unreadable vdrive head ({e}); fix or remove it"
+            ) from None
+
+    def _write_state(self, p: RootPointer) -> None:
+        if self.state_path is None or p.root is None:
+            return
+        from p2pstore.node.fsutil import write_text_atomic
+
+        data = {
+            "format": "p2pstore-vdrive-head-v1",
+            "sequence": p.sequence,
+            "root": p.root.to_string(),
+            "time": p.time,
+        }
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.state_path, json.dumps(data) + "\n", mode=0o600)
+
+    async def apply(self, op: Op, *, expected_sequence: int | None, writer: NodeId) -> ChangeResult:
+        """Apply one change for ``writer``; raises VdriveLocalError with a definite code."""
+        if not self.policy.permits(writer):
+            raise VdriveLocalError(
+                "refused",
+                f"node {writer.b32} may not change the {self.label} drive "
+                "(not in the vdrive node's [vdrive] writers)",
+            )
+        async with self._lock:
+            if not self._loaded:
+                await self._load_locked()
+            if self._unpublished:
+                await self._publish(self.head)
+            head = self.head
+            if expected_sequence is not None and expected_sequence != head.sequence:
+                raise conflict(head.sequence, expected_sequence, self.label)
+            now = self.clock()
+            new_root, ed = await apply_op(self.store, head.root, op, now)
+            if new_root is None:
+                return ChangeResult(head.sequence, False, ed.loaded, ed.written)
+            ptr = RootPointer(head.sequence + 1, new_root, now)
+            self._write_state(ptr)
+            self.head = ptr
+            published = await self._publish(ptr)
+            return ChangeResult(ptr.sequence, True, ed.loaded, ed.written, published)
+
+    async def publish_pending(self) -> bool:
+        """Publish the head if an earlier publish failed; True when nothing is pending."""
+        async with self._lock:
+            if self._unpublished:
+                return await self._publish(self.head)
+            return True
+
+    async def confirm_published(self) -> bool:
+        """True if the DHT returns our head; else mark it for publishing again.
+
+        ``DhtNode.publish`` succeeds even when it stored the record on no node (e.g.
+        before the node joined), so a start-up publish is checked by reading back."""
+        async with self._lock:
+            if self.head.sequence == 0:
+                return True
+            try:
+                rec = await self.dht.get(record_key(self.public_key, self.name))
+                ok = rec is not None and (
+                    open_pointer(
+                        rec.value,
+                        read_secret=self.read_secret,
+                        public_key=self.public_key,
+                        name=self.name,
+                    ).sequence
+                    >= self.head.sequence
+                )
+            except Exception as e:
+                log.info("%s drive: reading our record back failed: %s", self.label, e)
+                ok = False
+            if not ok:
+                self._unpublished = True
+            return ok
+
+    async def _publish(self, ptr: RootPointer) -> bool:
+        value = seal_pointer(
+            ptr, read_secret=self.read_secret, public_key=self.public_key, name=self.name
+        )
+        try:
+            await self.dht.publish(self.signer, self.name, value)
+        except Exception as e:
+            # The head stands (it may already be on some DHT nodes); the next change
+            # (or publish_pending) publishes it again. The answer says so.
+            log.warning("%s drive: publishing sequence %d failed: %s", self.label, ptr.sequence, e)
+            self._unpublished = True
+            return False
+        self._unpublished = False
+        return True
