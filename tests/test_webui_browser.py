@@ -86,7 +86,7 @@ def _other_site() -> web.Application:
 
 async def test_browser_upload_list_download_and_screenshots(tmp_path: Path) -> None:
     assert CHROMIUM is not None
-    backend = make_backend()
+    backend = make_backend(vdrive="p2pstore-vdrive")  # the real vdrive package
     limits = ApiLimits()
     app = create_app(backend, TOKEN, limits=limits, ui=add_ui_routes)
     server = TestServer(app, host="127.0.0.1", **runner_kwargs(limits))

@@ -50,9 +50,10 @@ async def _client(
     return client
 
 
-@pytest.fixture
-async def backend() -> MemoryBackend:
-    return make_backend()
+@pytest.fixture(params=["memory", "p2pstore-vdrive"])
+async def backend(request: pytest.FixtureRequest) -> MemoryBackend:
+    """Every page and form against the memory vdrive and the real vdrive package."""
+    return make_backend(vdrive=request.param)
 
 
 @pytest.fixture

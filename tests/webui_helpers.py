@@ -11,6 +11,8 @@ import aiohttp
 from aiohttp.test_utils import TestClient
 
 from p2pstore.immutable import EncodingParams
+from p2pstore.vdrive.backend import VdriveBackend
+from p2pstore.vdrive.testing import local_vdrive
 from p2pstore.web.backend import PeerInfo
 from p2pstore.web.memory_backend import MemoryBackend
 from p2pstore.web.memory_vdrive import MemoryVdrive
@@ -99,10 +101,13 @@ def grid_service_status() -> dict[str, Any]:
     }
 
 
-def make_backend(*, full: bool = True) -> MemoryBackend:
+def make_backend(*, full: bool = True, vdrive: str = "memory") -> MemoryBackend:
+    """Files in memory; the drives either in memory or the real vdrive package
+    (``p2pstore.vdrive``: signed records and directory objects, all local)."""
+    drives: Any = MemoryVdrive() if vdrive == "memory" else VdriveBackend(local_vdrive())
     return MemoryBackend(
         params=PARAMS,
-        vdrive=MemoryVdrive(),
+        vdrive=drives,
         node_info=full_status if full else None,
         peer_source=full_peers if full else None,
         max_bytes=256 << 20,
