@@ -15,7 +15,7 @@ from pathlib import Path
 
 from quic_transport.identity import IdentityError, NodeKey
 
-from . import __version__, cli_client
+from . import __version__, cli_client, cli_webui
 from .client import ClientError
 from .node import bootstrap_ops, daemon, systemd
 from .node.address import parse_host_port
@@ -238,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--force", action="store_true", help="SIGKILL if it has not exited")
         p.set_defaults(func=func)
     cli_client.add_commands(sub)  # put/get/info/check/status/peers and the vdrive ones
+    cli_webui.add_commands(sub)  # web-url: a one-time web UI login link
 
     p = sub.add_parser("bootstrap", help="bootstrap lists: show this node's line, add seeds")
     bsub = p.add_subparsers(dest="bootstrap_command", metavar="ACTION")

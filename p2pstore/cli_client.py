@@ -263,6 +263,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                     f"{human_bytes(store.get('bytes_used', 0))} of shares"
                 )
             print(f"  {'vdrive:':<14}{'available' if doc.get('vdrive') else 'not available'}")
+            print(f"  {'web UI:':<14}run `p2pstore web-url` for a one-time login link")
         if err is not None:
             print(f"p2pstore: the node runs but its API failed: {err}", file=sys.stderr)
     return rc

@@ -1,7 +1,8 @@
 """``python -m p2pstore.web``: a development API server on 127.0.0.1 with the
 in-memory backend and an in-memory vdrive, for working on the shell and the web UI
-without a grid. Prints the URL and the token, serves until Ctrl-C. Nothing is
-persistent; this is not how nodes serve the API (see docs/http-api.md).
+without a grid. Prints the URL, the token and a one-time web-UI login link,
+serves until Ctrl-C. Nothing is persistent; this is not how nodes serve the API
+(see docs/http-api.md).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from .memory_backend import MemoryBackend
 from .memory_vdrive import MemoryVdrive
 from .server import ApiServer
+from .ui import UI_STATE
 
 
 async def _serve(port: int, token: str, vdrive: bool) -> None:
@@ -23,6 +25,8 @@ async def _serve(port: int, token: str, vdrive: bool) -> None:
     await server.start()
     print(f"p2pstore dev API (memory backend) at {server.url}", flush=True)
     print(f"token: {token}", flush=True)
+    if UI_STATE in server.app:
+        print(f"web UI (one-time login link): {server.app[UI_STATE].login_ticket_url(server.url)}")
     try:
         await asyncio.Event().wait()
     finally:

@@ -51,6 +51,7 @@ from .vpath import VPath, parse_vpath
 log = logging.getLogger(__name__)
 API_VERSION: Final = 1
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
+DOWNLOAD_CSP: Final = "sandbox; default-src 'none'"
 _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
 
 
@@ -224,30 +225,40 @@ def _etag(cap: ReadCap | LiteralCap) -> str:
     return '"' + hashlib.blake2b(cap.to_string().encode(), digest_size=16).hexdigest() + '"'
 
 
-def _disposition(filename: str) -> str:
+def _disposition(filename: str, *, inline: bool = False) -> str:
     safe = "".join(c if c.isprintable() and c not in '"\\/' else "_" for c in filename)[:200]
     ascii_name = safe.encode("ascii", "replace").decode("ascii").replace("?", "_")
     quoted = urllib.parse.quote(safe, safe="")
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quoted}"
+    kind = "inline" if inline else "attachment"
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quoted}"
 
 
 async def serve_cap(
-    request: web.Request, cap: ReadCap | LiteralCap, *, filename: str | None = None
+    request: web.Request,
+    cap: ReadCap | LiteralCap,
+    *,
+    filename: str | None = None,
+    content_type: str = "application/octet-stream",
+    inline: bool = False,
+    csp: str = DOWNLOAD_CSP,
 ) -> web.StreamResponse:
-    """Stream ``cap``'s plaintext, honouring Range (whole / 206 / 416)."""
+    """Stream ``cap``'s plaintext, honouring Range (whole / 206 / 416). The web UI
+    passes the entry's guessed ``content_type``, ``inline`` for viewing, and the
+    CSP for that type; the default sandbox CSP keeps any stored active content
+    out of the node's origin."""
     size = cap.size
     etag = _etag(cap)
     choice = select_range(
         request.headers.get("Range"), size, if_range=request.headers.get("If-Range"), etag=etag
     )
     headers = {
-        "Content-Type": "application/octet-stream",
+        "Content-Type": content_type,
         "Accept-Ranges": "bytes",
         "ETag": etag,
-        "Content-Security-Policy": "sandbox; default-src 'none'",
+        "Content-Security-Policy": csp,
     }
     if filename:
-        headers["Content-Disposition"] = _disposition(filename)
+        headers["Content-Disposition"] = _disposition(filename, inline=inline)
     if isinstance(choice, Unsatisfiable):
         raise RangeNotSatisfiable(
             f"the range {request.headers.get('Range', '')[:60]!r} selects no byte of a "
@@ -266,7 +277,7 @@ async def serve_cap(
         await resp.prepare(request)
         await resp.write_eof()
         return resp
-    with request.app[TRANSFERS].track("download", length) as transfer:
+    with request.app[TRANSFERS].track("download", length, name=filename) as transfer:
         return await _stream(request, resp, cap, offset, length, transfer)
 
 
@@ -360,6 +371,7 @@ async def status(request: web.Request) -> web.Response:
     doc = dict(await request.app[BACKEND].status())
     doc["api_version"] = API_VERSION
     doc["transfers"] = request.app[TRANSFERS].snapshot()
+    doc["recent_transfers"] = request.app[TRANSFERS].recent()
     return _json(doc)
 
 

@@ -9,9 +9,10 @@ Invariants (docs/http-api.md, "Security"):
 - every request whose Host header does not name a loopback host (``127.0.0.1``,
   ``localhost``, ``[::1]``) is refused with 403 ``bad-host`` (DNS-rebinding
   defence: a web page cannot talk to the API through a hostname it controls);
-- every request with a method other than GET/HEAD, and every GET route marked
-  as needing it, must carry ``Authorization: Bearer <token>`` (compared in
-  constant time);
+- every request under ``/api/`` with a method other than GET/HEAD, and every GET
+  route marked as needing it, must carry ``Authorization: Bearer <token>``
+  (compared in constant time); the web UI's own forms outside ``/api/`` are
+  guarded by its session cookie and CSRF token instead (``p2pstore/web/ui/``);
 - every error under ``/api/`` is JSON ``{"error": {"code", "message"}}``; an
   unexpected exception is logged and answered ``500 internal-error`` without
   details;
@@ -130,7 +131,9 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
                 f"Host {request.host!r} is not a loopback name; use http://127.0.0.1:<port>/",
                 code="bad-host",
             )
-        if request.method not in SAFE_METHODS or getattr(
+        # Outside /api/ the web UI authenticates its own requests (session cookie +
+        # CSRF token, p2pstore/web/ui/); API mutations always need the bearer token.
+        if (is_api and request.method not in SAFE_METHODS) or getattr(
             getattr(request.match_info, "handler", None), _NEEDS_TOKEN, False
         ):
             check_token(request)

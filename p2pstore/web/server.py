@@ -1,5 +1,6 @@
-"""Serving the API: bind 127.0.0.1 (port from config, 0 = any), report the bound
-port, shut down within ``ApiLimits.shutdown_timeout``.
+"""Serving the API (and, by default, the web UI of ``p2pstore/web/ui/``): bind
+127.0.0.1 (port from config, 0 = any), report the bound port, shut down within
+``ApiLimits.shutdown_timeout``.
 
 :class:`ApiServer` is the one I/O owner of the HTTP side: ``start()`` binds or
 raises ``OSError`` (the runner reports it as a ``[node] web_port`` problem);
@@ -10,11 +11,13 @@ to call after a failed or no start.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from aiohttp import web
 
 from .app import ApiLimits, create_app, runner_kwargs
 from .backend import ApiBackend
+from .ui import add_ui_routes
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +31,10 @@ class ApiServer:
         host: str = "127.0.0.1",
         port: int = 0,
         limits: ApiLimits | None = None,
+        ui: Callable[[web.Application], None] | None = add_ui_routes,
     ) -> None:
         self.limits = limits or ApiLimits()
-        self.app = create_app(backend, token, limits=self.limits)
+        self.app = create_app(backend, token, limits=self.limits, ui=ui)
         self.host = host
         self._port = port
         self._runner: web.AppRunner | None = None

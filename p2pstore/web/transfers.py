@@ -1,17 +1,31 @@
-"""Uploads and downloads in progress through the API, for ``GET /api/v1/status``
-(``transfers``) and the web UI. Records hold sizes and byte counts only — never
-caps or paths — and are dropped when the request ends, however it ends."""
+"""Uploads and downloads through the API and the web UI, for ``GET /api/v1/status``
+(``transfers``: in progress; ``recent_transfers``: the last few finished) and the
+web UI's front page.
+
+Records hold sizes, byte counts and at most a file *name* (the vdrive entry name
+or the ``?filename=`` the client chose) — never caps or paths. Active records are
+dropped when the request ends, however it ends; finished ones are kept in a
+bounded ring (:data:`RECENT_MAX`) with their outcome:
+
+- ``done``: the block ended normally and every byte (of a known size) moved;
+- ``incomplete``: it ended normally with fewer bytes than the known size (a
+  download whose client went away);
+- ``failed``: it raised (the error's text is not kept: it may name a path).
+"""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 TransferKind = Literal["upload", "download"]
+RECENT_MAX: Final = 20
+MAX_NAME_CHARS: Final = 255
 
 
 @dataclass
@@ -21,6 +35,21 @@ class Transfer:
     size: int | None
     started: float
     done: int = 0
+    name: str | None = None
+    ended: float | None = None
+    outcome: str = "running"
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        end = self.ended if self.ended is not None else now
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "name": self.name,
+            "size": self.size,
+            "done": self.done,
+            "seconds": round(end - self.started, 3),
+            "status": self.outcome,
+        }
 
 
 class Transfers:
@@ -28,25 +57,35 @@ class Transfers:
         self.clock = clock
         self._ids = itertools.count(1)
         self._active: dict[int, Transfer] = {}
+        self._recent: collections.deque[Transfer] = collections.deque(maxlen=RECENT_MAX)
 
     @contextlib.contextmanager
-    def track(self, kind: TransferKind, size: int | None) -> Iterator[Transfer]:
-        t = Transfer(next(self._ids), kind, size, self.clock())
+    def track(
+        self, kind: TransferKind, size: int | None, *, name: str | None = None
+    ) -> Iterator[Transfer]:
+        if name is not None:
+            name = name[:MAX_NAME_CHARS]
+        t = Transfer(next(self._ids), kind, size, self.clock(), name=name)
         self._active[t.id] = t
         try:
             yield t
+        except BaseException:
+            t.outcome = "failed"
+            raise
+        else:
+            complete = t.size is None or t.done >= t.size
+            t.outcome = "done" if complete else "incomplete"
         finally:
             del self._active[t.id]
+            t.ended = self.clock()
+            self._recent.append(t)
 
     def snapshot(self) -> list[dict[str, Any]]:
+        """Transfers in progress, oldest first."""
         now = self.clock()
-        return [
-            {
-                "id": t.id,
-                "kind": t.kind,
-                "size": t.size,
-                "done": t.done,
-                "seconds": round(now - t.started, 3),
-            }
-            for t in self._active.values()
-        ]
+        return [t.to_json(now) for t in self._active.values()]
+
+    def recent(self) -> list[dict[str, Any]]:
+        """The last :data:`RECENT_MAX` finished transfers, newest first."""
+        now = self.clock()
+        return [t.to_json(now) for t in reversed(self._recent)]

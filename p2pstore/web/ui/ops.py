@@ -1,0 +1,311 @@
+"""The web UI's forms that change a drive: upload, mkdir, link (add by cap),
+rename, delete.
+
+Each is a ``POST /op/<name>`` taking an HTML form (``multipart/form-data`` for
+upload, urlencoded for the rest), authenticated by session cookie + CSRF token
++ same-origin check (or by the API bearer token, for scripts). On success a
+browser is redirected (303) to the directory page with a one-time message; a
+client asking for JSON gets the API's reply shape instead.
+
+Invariants:
+- upload bodies stream from the multipart reader into ``backend.upload`` chunk
+  by chunk (never read whole); the CSRF field must precede the file parts, so a
+  forged request is refused before a byte of file is stored; a pause longer than
+  ``ApiLimits.idle_timeout`` or more than ``max_upload_bytes`` fails the upload;
+- small form fields are bounded (:data:`MAX_FIELD_BYTES`, :data:`MAX_FIELDS`);
+- as in ``PUT /api/v1/vdrive/file``, the target directory is checked before
+  uploading, and a link failure after a complete upload reports the uploaded
+  cap (``details.uploaded_cap``) so nothing is lost;
+- deleting needs an explicit ``confirm=yes`` (a form without it gets the
+  confirmation page).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import aiohttp
+from aiohttp import BodyPartReader, web
+
+from ..api import _mode, _read_cap, _upload_json
+from ..app import BACKEND, LIMITS, TRANSFERS
+from ..backend import DirEntry
+from ..errors import BackendError, BadRequest, Conflict, Forbidden, NotFound, TooLarge
+from ..transfers import Transfer
+from ..vpath import VPath, check_name, parse_vpath
+from . import pages
+from .auth import (
+    Auth,
+    check_form,
+    html,
+    json_reply,
+    read_form,
+    see_other,
+    ui_route,
+    wants_json,
+)
+from .html import dir_url, fmt_bytes
+
+CHUNK: Final = 256 * 1024
+MAX_FIELD_BYTES: Final = 8192
+MAX_FIELDS: Final = 32
+_ON: Final = frozenset({"1", "on", "yes", "true"})
+# What aiohttp's multipart reader raises on a malformed body.
+_MALFORMED: Final = (ValueError, aiohttp.http_exceptions.HttpProcessingError)
+
+
+def _flag(value: object) -> bool:
+    return isinstance(value, str) and value.lower() in _ON
+
+
+def _done(
+    request: web.Request, auth: Auth, message: str, where: VPath, doc: Any, status: int
+) -> web.Response:
+    if auth.session is not None:  # shown on the next page (also after a scripted upload)
+        auth.session.add_flash(message)
+    if wants_json(request):
+        return json_reply(doc, status=status)
+    return see_other(dir_url(where))
+
+
+async def _form(request: web.Request, auth: Auth) -> dict[str, str]:
+    """An urlencoded form's string fields, after the CSRF/origin check."""
+    fields = await read_form(request)
+    check_form(request, auth, fields.get("csrf"))
+    return fields
+
+
+def _path_field(fields: dict[str, str], name: str) -> VPath:
+    value = fields.get(name)
+    if value is None:
+        raise BadRequest(f"the form needs {name!r}", code="bad-path")
+    return parse_vpath(value)
+
+
+# -- mkdir / rename / delete -----------------------------------------------------------
+@ui_route
+async def op_mkdir(request: web.Request, auth: Auth) -> web.StreamResponse:
+    fields = await _form(request, auth)
+    parent = _path_field(fields, "dir")
+    path = parent.child(fields.get("name", "").strip())
+    seq = await request.app[BACKEND].vdrive_mkdir(path, parents=False, expected_sequence=None)
+    doc = {"path": str(path), "sequence": seq}
+    return _done(request, auth, f"Made directory {path.name}.", parent, doc, 201)
+
+
+@ui_route
+async def op_link(request: web.Request, auth: Auth) -> web.StreamResponse:
+    """Link a read or literal cap (pasted into the form, never in a URL) by name."""
+    fields = await _form(request, auth)
+    parent = _path_field(fields, "dir")
+    path = parent.child(fields.get("name", "").strip())
+    cap = _read_cap(fields.get("cap", "").strip())
+    seq = await request.app[BACKEND].vdrive_link(
+        path, cap, replace=_flag(fields.get("replace")), expected_sequence=None
+    )
+    doc = {"path": str(path), "sequence": seq}
+    return _done(request, auth, f"Added {path.name} ({fmt_bytes(cap.size)}).", parent, doc, 201)
+
+
+def _rename_target(src: VPath, dst: str) -> VPath:
+    dst = dst.strip()
+    if not dst:
+        raise BadRequest("give the new name", code="bad-path")
+    if dst.startswith(("shared:", "private:")):
+        return parse_vpath(dst)
+    if dst.startswith("/"):
+        return parse_vpath(f"{src.drive}:{dst}")
+    if src.is_root:
+        raise BadRequest("a drive's root cannot be renamed", code="bad-path")
+    return parse_vpath(f"{src.drive}:/" + "/".join((*src.parent.parts, dst)))
+
+
+@ui_route
+async def op_rename(request: web.Request, auth: Auth) -> web.StreamResponse:
+    fields = await _form(request, auth)
+    src = _path_field(fields, "path")
+    dst = _rename_target(src, fields.get("dst", ""))
+    seq = await request.app[BACKEND].vdrive_rename(
+        src, dst, replace=_flag(fields.get("replace")), expected_sequence=None
+    )
+    doc = {"src": str(src), "dst": str(dst), "sequence": seq}
+    return _done(request, auth, f"Renamed {src.name} to {dst}.", dst.parent, doc, 200)
+
+
+@ui_route
+async def op_delete(request: web.Request, auth: Auth) -> web.StreamResponse:
+    fields = await _form(request, auth)
+    path = _path_field(fields, "path")
+    if path.is_root:
+        raise BadRequest("a drive's root cannot be removed", code="bad-path")
+    backend = request.app[BACKEND]
+    if fields.get("confirm") != "yes":
+        if wants_json(request):
+            raise BadRequest("deleting needs confirm=yes", code="confirm-required")
+        entry = await backend.vdrive_stat(path)
+        body = pages.confirm_delete_page(path, is_dir=entry.kind == "dir", csrf=auth.csrf)
+        return html(request, f"Delete {path.name}?", body, auth=auth, current=path.drive)
+    seq = await backend.vdrive_unlink(
+        path, recursive=_flag(fields.get("recursive")), expected_sequence=None
+    )
+    doc = {"path": str(path), "sequence": seq}
+    return _done(request, auth, f"Deleted {path.name}.", path.parent, doc, 200)
+
+
+# -- upload ------------------------------------------------------------------------
+async def _small(part: BodyPartReader) -> str:
+    data = bytearray()
+    while True:
+        try:
+            chunk = await part.read_chunk(MAX_FIELD_BYTES)
+        except _MALFORMED:
+            raise BadRequest("the upload is not valid multipart/form-data") from None
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > MAX_FIELD_BYTES:
+            raise BadRequest(f"form field {part.name!r} is too long")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"form field {part.name!r} is not UTF-8 text") from None
+
+
+def upload_name(raw: str | None) -> str:
+    """The entry name for an uploaded file: the last component of what the browser
+    sent (some send a whole path), checked as a vdrive name. Browsers escape only
+    ``"`` (as ``%22``) and line breaks in multipart file names (HTML spec)."""
+    name = (raw or "").replace("%22", '"').replace("\\", "/").rsplit("/", 1)[-1].strip()
+    check_name(name)
+    return name
+
+
+async def _part_chunks(
+    request: web.Request, part: BodyPartReader, transfer: Transfer
+) -> AsyncIterator[bytes]:
+    limits = request.app[LIMITS]
+    received = 0
+    while True:
+        try:
+            async with asyncio.timeout(limits.idle_timeout):
+                chunk = await part.read_chunk(CHUNK)
+        except TimeoutError:
+            raise BadRequest(
+                f"the upload stalled (no data for {limits.idle_timeout:g} s)",
+                code="upload-timeout",
+                http_status=408,
+            ) from None
+        except (aiohttp.ClientError, ConnectionError, *_MALFORMED):
+            raise BadRequest("the upload was interrupted", code="upload-aborted") from None
+        if not chunk:
+            return
+        received += len(chunk)
+        transfer.done = received
+        if limits.max_upload_bytes is not None and received > limits.max_upload_bytes:
+            raise TooLarge(f"uploads are limited to {limits.max_upload_bytes} bytes")
+        yield chunk
+
+
+async def _check_target(request: web.Request, target: VPath, replace: bool) -> None:
+    backend = request.app[BACKEND]
+    parent = await backend.vdrive_stat(target.parent)
+    if parent.kind != "dir":
+        raise Conflict(f"{target.parent} is a file, not a directory", code="not-a-directory")
+    try:
+        existing: DirEntry | None = await backend.vdrive_stat(target)
+    except NotFound:
+        existing = None
+    if existing is not None and existing.kind == "dir":
+        raise Conflict(f"{target} is a directory", code="is-a-directory")
+    if existing is not None and not replace:
+        raise Conflict(f"{target} already exists (tick 'replace' to overwrite it)", code="exists")
+
+
+async def _upload_part(
+    request: web.Request, part: BodyPartReader, fields: dict[str, str], name: str
+) -> dict[str, Any]:
+    folder = _path_field(fields, "dir")
+    target = folder.child(name)
+    replace = _flag(fields.get("replace"))
+    mode = _mode(fields.get("mode"))
+    await _check_target(request, target, replace)
+    backend = request.app[BACKEND]
+    with request.app[TRANSFERS].track("upload", None, name=name) as transfer:
+        result = await backend.upload(
+            _part_chunks(request, part, transfer), size_hint=None, mode=mode
+        )
+        transfer.size = result.size
+    try:
+        seq = await backend.vdrive_link(target, result.cap, replace=replace, expected_sequence=None)
+    except BackendError as e:
+        e.details["uploaded_cap"] = result.cap.to_string()
+        raise
+    doc = _upload_json(result)
+    doc.update(path=str(target), sequence=seq)
+    return doc
+
+
+@ui_route
+async def op_upload(request: web.Request, auth: Auth) -> web.StreamResponse:
+    """``multipart/form-data``: csrf, dir, mode, replace, then one or more files."""
+    csrf_ok = auth.session is None
+    if auth.session is not None:
+        header = request.headers.get("X-CSRF-Token")
+        check_form(request, auth, header if header is not None else auth.session.csrf)
+        csrf_ok = header is not None  # same-origin passed; the token still to come
+    try:
+        reader = await request.multipart()
+    except (AssertionError, ValueError, KeyError):
+        raise BadRequest("the upload form must be sent as multipart/form-data") from None
+    fields: dict[str, str] = {}
+    uploaded: list[dict[str, Any]] = []
+    count = 0
+    while True:
+        try:
+            part = await reader.next()
+        except _MALFORMED:
+            raise BadRequest("the upload is not valid multipart/form-data") from None
+        if part is None:
+            break
+        count += 1
+        if count > MAX_FIELDS or not isinstance(part, BodyPartReader):
+            raise BadRequest("too many or nested form parts")
+        if part.name == "file":
+            if not csrf_ok:
+                raise Forbidden(
+                    "the form's CSRF token must come before the file", code="csrf-token-invalid"
+                )
+            if not part.filename:  # an empty file input
+                await part.release()
+                continue
+            uploaded.append(await _upload_part(request, part, fields, upload_name(part.filename)))
+            continue
+        value = await _small(part)
+        if part.name == "csrf" and auth.session is not None:
+            if not auth.session.check_csrf(value):
+                raise Forbidden(
+                    "the form's CSRF token is missing or stale: reload the page and try again",
+                    code="csrf-token-invalid",
+                )
+            csrf_ok = True
+        if part.name:
+            fields[part.name] = value
+    if not uploaded:
+        raise BadRequest("choose at least one file to upload", code="no-file")
+    folder = _path_field(fields, "dir")
+    total = sum(int(d["size"]) for d in uploaded)
+    names = ", ".join(str(d["path"]).rsplit("/", 1)[-1] for d in uploaded[:5])
+    more = f" and {len(uploaded) - 5} more" if len(uploaded) > 5 else ""
+    message = f"Uploaded {names}{more} ({fmt_bytes(total)})."
+    return _done(request, auth, message, folder, {"uploaded": uploaded}, 201)
+
+
+def add_op_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/op/upload", op_upload)
+    r.add_post("/op/mkdir", op_mkdir)
+    r.add_post("/op/link", op_link)
+    r.add_post("/op/rename", op_rename)
+    r.add_post("/op/delete", op_delete)
