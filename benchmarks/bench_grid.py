@@ -1,0 +1,210 @@
+"""Grid upload and download over real QUIC (JSON lines).
+
+Ten storage node processes (``benchmarks.grid_node``) on 127.0.0.1, 3-of-10; each
+measurement runs in a fresh client process so its peak RSS (``ru_maxrss``) is its
+own. Lines: ``upload`` (random key, one pass) and ``download`` of ``BENCH_GRID_MB``
+MiB (default 100), ``upload-convergent`` of the same size (two passes over a
+re-generated source), and with ``BENCH_GRID_1GIB=1`` a 1 GiB upload for the
+peak-RSS-does-not-grow check. ``upload-unary`` is the random-key upload with one
+``storage.write`` RPC per block instead of a bulk stream per share. ``mb_s`` is MiB
+of file data per wall-clock second; ``cpu_s`` is the client's CPU seconds,
+``nodes_cpu_s`` the storage nodes' during that operation; ``loadavg`` shows how
+shared the machine was.
+
+``python -m benchmarks grid`` runs it; ``python -m benchmarks.bench_grid client
+'<json>'`` is the client half (used internally).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from p2pstore.grid import (
+    DownloadConfig,
+    Downloader,
+    SendConfig,
+    UploadConfig,
+    Uploader,
+    static_peers,
+)
+from p2pstore.immutable import ReadCap, parse_cap
+from p2pstore.immutable.allocator import tune_allocator
+from p2pstore.storage.bulk import QuicStorageClient
+from quic_transport import Endpoint, PeerAddress, open_endpoint
+from quic_transport.identity import NodeId, NodeKey
+
+MiB = 1 << 20
+SECRET = bytes(32)
+
+
+def chunk_of(seed: int, i: int) -> bytes:
+    return random.Random(seed * 1_000_003 + i).randbytes(MiB)
+
+
+async def source(size: int, seed: int) -> AsyncIterator[bytes]:
+    for i in range(0, size, MiB):
+        c = chunk_of(seed, i // MiB)
+        yield c[: min(MiB, size - i)]
+
+
+def expected_sha(size: int, seed: int) -> str:
+    h = hashlib.sha256()
+    for i in range(0, size, MiB):
+        h.update(chunk_of(seed, i // MiB)[: min(MiB, size - i)])
+    return h.hexdigest()
+
+
+def _usage() -> tuple[float, float]:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime, r.ru_maxrss / 1024
+
+
+async def _client(args: dict[str, Any]) -> dict[str, Any]:
+    tune_allocator()
+    peers = [PeerAddress(NodeId.from_b32(b), h, p) for h, p, b in args["peers"]]
+    ep: Endpoint = await open_endpoint(NodeKey.generate(), "127.0.0.1", 0)
+    clients: dict[PeerAddress, QuicStorageClient] = {}
+
+    def storage_for(p: PeerAddress) -> QuicStorageClient:
+        if p not in clients:
+            clients[p] = QuicStorageClient(ep, p, timeout=30.0, stream_timeout=30.0)
+        return clients[p]
+
+    find = static_peers(peers)
+    size, seed = args["size"], args["seed"]
+    cpu0, _ = _usage()
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {}
+    try:
+        if args["op"] in ("upload", "upload-convergent", "upload-unary"):
+            cfg = UploadConfig(send=SendConfig(use_bulk=args["op"] != "upload-unary"))
+            up = Uploader(find, storage_for, cfg)
+            if args["op"] in ("upload", "upload-unary"):
+                res = await up.upload_random(source(size, seed), size=size)
+            else:
+                res = await up.upload_convergent(lambda: source(size, seed), SECRET)
+            out = {"cap": res.cap.to_string(), "happiness": res.happiness}
+        else:
+            cap = parse_cap(args["cap"])
+            assert isinstance(cap, ReadCap)
+            down = Downloader(find, storage_for, DownloadConfig())
+            h = hashlib.sha256()
+            n = 0
+            async for chunk in down.read(cap):
+                h.update(chunk)
+                n += len(chunk)
+            out = {"ok": n == size and h.hexdigest() == args["sha"]}
+    finally:
+        await ep.aclose()
+    secs = time.perf_counter() - t0
+    cpu1, rss = _usage()
+    out.update(
+        seconds=round(secs, 2),
+        mb_s=round(size / MiB / secs, 1),
+        cpu_s=round(cpu1 - cpu0, 2),
+        peak_rss_mib=round(rss, 1),
+    )
+    return out
+
+
+def nodes_cpu(nodes: list[subprocess.Popen[str]]) -> float:
+    """CPU seconds used so far by the node processes (Linux /proc)."""
+    total = 0
+    for p in nodes:
+        try:
+            fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            return float("nan")
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def run_client(args: dict[str, Any], nodes: list[subprocess.Popen[str]]) -> dict[str, Any]:
+    before = nodes_cpu(nodes)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_grid", "client", json.dumps(args)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"client failed: {proc.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["nodes_cpu_s"] = round(nodes_cpu(nodes) - before, 2)
+    result["loadavg"] = round(os.getloadavg()[0], 2)
+    return result
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "client":
+        print(json.dumps(asyncio.run(_client(json.loads(sys.argv[2])))), flush=True)
+        return
+    size = int(os.environ.get("BENCH_GRID_MB", "100")) * MiB
+    with tempfile.TemporaryDirectory(prefix="bench-grid-") as tmp:
+        nodes: list[subprocess.Popen[str]] = []
+        peers = []
+        try:
+            for i in range(10):
+                p = subprocess.Popen(
+                    [sys.executable, "-m", "benchmarks.grid_node", str(Path(tmp) / f"n{i}")],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                nodes.append(p)
+                assert p.stdout is not None
+                line = p.stdout.readline().split()
+                if not line or line[0] != "READY":
+                    raise RuntimeError(f"node {i} did not start")
+                peers.append([line[1], int(line[2]), line[3]])
+            base = {"bench": "grid", "k": 3, "n": 10, "nodes": 10, "size_mib": size // MiB}
+            sha = expected_sha(size, 1)
+            up = run_client({"op": "upload", "peers": peers, "size": size, "seed": 1}, nodes)
+            cap = up.pop("cap")
+            print(json.dumps({**base, "op": "upload", **up}), flush=True)
+            down = run_client(
+                {"op": "download", "peers": peers, "size": size, "seed": 1, "cap": cap, "sha": sha},
+                nodes,
+            )
+            print(json.dumps({**base, "op": "download", **down}), flush=True)
+            conv = run_client(
+                {"op": "upload-convergent", "peers": peers, "size": size, "seed": 2}, nodes
+            )
+            conv.pop("cap")
+            print(json.dumps({**base, "op": "upload-convergent", **conv}), flush=True)
+            unary = run_client(
+                {"op": "upload-unary", "peers": peers, "size": size, "seed": 4}, nodes
+            )
+            unary.pop("cap")
+            print(json.dumps({**base, "op": "upload-unary", **unary}), flush=True)
+            if os.environ.get("BENCH_GRID_1GIB"):
+                big = run_client(
+                    {"op": "upload", "peers": peers, "size": 1024 * MiB, "seed": 3}, nodes
+                )
+                big.pop("cap")
+                print(json.dumps({**base, "size_mib": 1024, "op": "upload", **big}), flush=True)
+        finally:
+            for p in nodes:
+                if p.stdin:
+                    p.stdin.close()
+            for p in nodes:
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The grid: upload files to the peers nearest their storage index, download them
+back verified, and check, verify and repair them (docs/grid.md).
+
+Modules: ``errors`` (exceptions), ``peers`` (the injected lookup and storage
+factory), ``placement`` (sans-I/O share placement and happiness), ``sender``
+(streams shares to peers with fallback), ``upload``, ``download``, ``health``.
+
+Every entry point takes two injected dependencies, so the same code runs on the
+in-process test grid and on real QUIC: ``find_peers(storage_index, count)`` (a DHT
+lookup, or :func:`static_peers`) and ``storage_for(peer) -> StorageAPI``.
+"""
+
+from .download import DownloadConfig, Downloader
+from .errors import (
+    DownloadError,
+    GridError,
+    GridLocalError,
+    GridRemoteError,
+    RepairError,
+    UploadError,
+)
+from .health import CheckResult, Health, HealthConfig, RepairResult, VerifyResult
+from .peers import (
+    BulkShareWriter,
+    FindPeers,
+    Peer,
+    Progress,
+    StorageFor,
+    lookup_peers,
+    static_peers,
+)
+from .placement import SharePlacer, happiness, rank_peers
+from .sender import SendConfig
+from .upload import (
+    UploadConfig,
+    Uploader,
+    UploadResult,
+    aiter_bytes,
+    bytes_source,
+    file_source,
+)
+
+__all__ = [
+    "BulkShareWriter",
+    "CheckResult",
+    "DownloadConfig",
+    "DownloadError",
+    "Downloader",
+    "FindPeers",
+    "GridError",
+    "GridLocalError",
+    "GridRemoteError",
+    "Health",
+    "HealthConfig",
+    "Peer",
+    "Progress",
+    "RepairError",
+    "RepairResult",
+    "SendConfig",
+    "SharePlacer",
+    "StorageFor",
+    "UploadConfig",
+    "UploadError",
+    "UploadResult",
+    "Uploader",
+    "VerifyResult",
+    "aiter_bytes",
+    "bytes_source",
+    "file_source",
+    "happiness",
+    "lookup_peers",
+    "rank_peers",
+    "static_peers",
+]

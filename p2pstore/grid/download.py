@@ -1,0 +1,449 @@
+"""Download: a cap in, verified plaintext chunks out, fetched from the nearest peers.
+
+Steps (docs/grid.md, "Download"): look up peers near the storage index; ask each
+which shares it holds; open every share found (header -> extension block -> share
+root, all verified against the cap); then fetch each needed segment's block, uncles
+and ciphertext proof from k distinct shares, the fastest peers first, verify every
+block, decode and decrypt in a worker thread, and yield plaintext in order.
+
+Invariants:
+- Only bytes that passed verification reach the caller: blocks are checked against
+  the share root, the share root against the extension block, the extension block
+  against the cap, and every decoded segment against the ciphertext hash tree
+  (``p2pstore.immutable.Decoder``) before it is decrypted.
+- A bad block, a failed read, a timeout or a vanished peer drops that share copy
+  (a timeout or connection failure drops every share on that peer) and the segment
+  is completed from another share; the file is never restarted.
+- Memory is bounded by ``window`` segments in flight plus the decoder's pending
+  segments, whatever the file size. A byte range fetches only its segments.
+- Peers still answering the share listing when the download starts are kept as
+  background tasks owned by the session, consulted if shares run out, and
+  cancelled when the iterator ends (normally, by error, or by ``aclose``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from asyncio import FIRST_COMPLETED
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Generic
+
+from p2pstore.immutable import (
+    HEADER_SIZE,
+    BadShareError,
+    Decoder,
+    FileVerifier,
+    LiteralCap,
+    ReadCap,
+    ShareHeader,
+    ShareLayout,
+    VerifiedBlock,
+    VerifiedCrypttextLeaf,
+    VerifyCap,
+)
+from p2pstore.immutable.errors import ImmutableError, LocalError, ParameterError
+from p2pstore.storage import StorageAPI, StorageError
+from quic_transport.identity import NodeId
+
+from .errors import DownloadError, GridLocalError
+from .peers import FindPeers, P, Progress, StorageFor, describe
+from .placement import PeerKey
+
+#: The share chain is at most log2(256) hashes; a header claiming more is bad.
+_MAX_CHAIN = 8 * 32
+_EWMA = 0.3
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadConfig:
+    lookup_count: int | None = None  # peers to ask the lookup for; None means 2*N
+    op_timeout: float = 30.0  # every storage call
+    locate_timeout: float = 15.0  # bound on finding k good shares
+    locate_grace: float = 0.2  # after k good shares, wait this long for the rest
+    window: int = 4  # segments fetched ahead of the one being delivered
+    max_read: int = 1 << 20  # the servers' max_read
+    max_readv_ranges: int = 64  # the servers' max_readv_ranges
+    threads: int = 2  # verify/decode/decrypt workers
+
+
+@dataclass
+class _Source:
+    """One verified copy of one share on one peer."""
+
+    share: int
+    peer: PeerKey
+    api: StorageAPI
+    layout: ShareLayout
+
+
+@dataclass
+class _Session(Generic[P]):
+    verifier: FileVerifier
+    peers: dict[PeerKey, P]
+    k: int
+    sources: list[_Source] = field(default_factory=list)
+    latency: dict[PeerKey, float] = field(default_factory=dict)
+    bad: dict[str, str] = field(default_factory=dict)  # "peer/share" -> why
+    dead: set[PeerKey] = field(default_factory=set)
+    pending: set[asyncio.Task[None]] = field(default_factory=set)
+    asked: int = 0
+    cap_error: LocalError | None = None  # the cap itself is wrong (seen on a share)
+
+    def good_shares(self) -> set[int]:
+        return {s.share for s in self.sources}
+
+    def where(self) -> dict[str, tuple[int, ...]]:
+        out: dict[str, list[int]] = {}
+        for s in self.sources:
+            out.setdefault(NodeId(s.peer).b32, []).append(s.share)
+        return {p: tuple(sorted(v)) for p, v in out.items()}
+
+    def drop(self, src: _Source, e: BaseException) -> None:
+        why = describe(e)
+        self.bad[f"{NodeId(src.peer).b32[:8]}/{src.share}"] = why
+        peer_gone = not isinstance(e, ImmutableError | StorageError) or (
+            isinstance(e, StorageError) and e.code == "unavailable"
+        )
+        if peer_gone:
+            self.dead.add(src.peer)
+        self.sources = [
+            s for s in self.sources if s is not src and not (peer_gone and s.peer == src.peer)
+        ]
+
+    def observe(self, peer: PeerKey, seconds: float) -> None:
+        old = self.latency.get(peer)
+        self.latency[peer] = seconds if old is None else (1 - _EWMA) * old + _EWMA * seconds
+
+    def ranked(self) -> list[_Source]:
+        return sorted(self.sources, key=lambda s: (self.latency.get(s.peer, 1e9), s.share))
+
+    def error(self, segment: int | None = None) -> DownloadError:
+        return DownloadError(
+            found=len(self.good_shares()),
+            need=self.k,
+            where=self.where(),
+            bad=self.bad,
+            peers_asked=self.asked,
+            segment=segment,
+        )
+
+    async def cancel_pending(self) -> None:
+        for t in self.pending:
+            t.cancel()
+        for t in list(self.pending):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self.pending.clear()
+
+
+async def read_ranges(
+    api: StorageAPI,
+    si: bytes,
+    share: int,
+    ranges: Sequence[tuple[int, int]],
+    *,
+    max_read: int,
+    max_ranges: int,
+    timeout: float,  # noqa: ASYNC109 (one bound per readv call, not for the whole)
+) -> list[bytes]:
+    """Read ``ranges`` of a share exactly (readv calls of at most ``max_read`` bytes
+    and ``max_ranges`` ranges, concurrently); a short answer is a BadShareError."""
+    pieces: list[tuple[int, int, int]] = []  # (range index, offset, length)
+    for idx, (off, length) in enumerate(ranges):
+        for o in range(off, off + length, max_read):
+            pieces.append((idx, o, min(max_read, off + length - o)))
+    calls: list[list[tuple[int, int, int]]] = [[]]
+    total = 0
+    for p in pieces:
+        if calls[-1] and (total + p[2] > max_read or len(calls[-1]) >= max_ranges):
+            calls.append([])
+            total = 0
+        calls[-1].append(p)
+        total += p[2]
+
+    async def one(call: list[tuple[int, int, int]]) -> list[bytes]:
+        return await asyncio.wait_for(api.readv(si, share, [(o, n) for _, o, n in call]), timeout)
+
+    answers = await asyncio.gather(*(one(c) for c in calls if c))
+    parts: list[list[bytes]] = [[] for _ in ranges]
+    for call, datas in zip(calls, answers, strict=True):
+        for (idx, o, n), data in zip(call, datas, strict=True):
+            if len(data) != n:
+                raise BadShareError(share, f"short read at offset {o}")
+            parts[idx].append(data)
+    return [p[0] if len(p) == 1 else b"".join(p) for p in parts]
+
+
+class Downloader(Generic[P]):
+    def __init__(
+        self,
+        find_peers: FindPeers[P],
+        storage_for: StorageFor[P],
+        config: DownloadConfig | None = None,
+    ) -> None:
+        self.find_peers = find_peers
+        self.storage_for = storage_for
+        self.config = config or DownloadConfig()
+
+    async def read(
+        self,
+        cap: ReadCap | LiteralCap,
+        *,
+        offset: int = 0,
+        length: int | None = None,
+        progress: Progress | None = None,
+    ) -> AsyncIterator[bytes]:
+        """Yield the verified plaintext of ``[offset, offset+length)`` in order."""
+        if not isinstance(cap, ReadCap | LiteralCap):
+            raise GridLocalError("download needs a read cap or a literal cap")
+        if offset < 0 or (length is not None and length < 0):
+            raise GridLocalError(f"bad range: offset {offset}, length {length}")
+        if isinstance(cap, LiteralCap):
+            end = len(cap.data) if length is None else offset + length
+            data = cap.data[offset:end]
+            if progress is not None:
+                progress(len(data), len(data))
+            if data:
+                yield data
+            return
+        total = max(0, min(cap.size, offset + (cap.size if length is None else length)) - offset)
+        session = await self.open(cap)
+        with ThreadPoolExecutor(self.config.threads, thread_name_prefix="p2ps-decode") as ex:
+            try:
+                dec = Decoder(
+                    cap,
+                    session.verifier,
+                    offset=offset,
+                    length=length,
+                    max_pending=self.config.window + 1,
+                )
+                done = 0
+                async for pieces in self._segments(session, dec, ex):
+                    for piece in pieces:
+                        done += len(piece)
+                        if progress is not None:
+                            progress(done, total)
+                        yield piece
+            finally:
+                await session.cancel_pending()
+
+    async def read_all(
+        self, cap: ReadCap | LiteralCap, *, offset: int = 0, length: int | None = None
+    ) -> bytes:
+        """Convenience for small files and tests: the whole range as bytes."""
+        return b"".join([c async for c in self.read(cap, offset=offset, length=length)])
+
+    async def _segments(
+        self, s: _Session[P], dec: Decoder, ex: ThreadPoolExecutor
+    ) -> AsyncIterator[list[bytes]]:
+        loop = asyncio.get_running_loop()
+        wanted = list(dec.segments)
+        tasks: dict[int, asyncio.Task[tuple[list[VerifiedBlock], VerifiedCrypttextLeaf]]] = {}
+        try:
+            for pos, j in enumerate(wanted):
+                for ahead in wanted[pos : pos + self.config.window]:
+                    if ahead not in tasks:
+                        tasks[ahead] = asyncio.create_task(self._fetch_segment(s, ahead, ex))
+                blocks, leaf = await tasks.pop(j)
+                try:
+                    out = await loop.run_in_executor(ex, dec.add_segment, blocks, leaf)
+                except ImmutableError as e:  # blocks verified but decode mismatched
+                    raise DownloadError(
+                        found=len(s.good_shares()),
+                        need=s.k,
+                        where=s.where(),
+                        bad={**s.bad, "decode": str(e)},
+                        peers_asked=s.asked,
+                        segment=j,
+                    ) from e
+                yield out
+        finally:
+            for t in tasks.values():
+                t.cancel()
+            for t in tasks.values():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+
+    # -- locating and opening shares ----------------------------------------------------
+    async def open(self, cap: ReadCap | VerifyCap) -> _Session[P]:
+        """Find and verify shares until k distinct good ones are open (or give up)."""
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        verifier = FileVerifier(cap)
+        si = verifier.cap.storage_index
+        found = await self.find_peers(si, cfg.lookup_count or 2 * cap.n)
+        peers: dict[PeerKey, P] = {}
+        for p in found:
+            peers.setdefault(p.node_id.raw, p)
+        s: _Session[P] = _Session(verifier, peers, cap.k, asked=len(peers))
+        changed = asyncio.Event()
+
+        def spawn(coro: Coroutine[None, None, None]) -> None:
+            t = asyncio.create_task(coro)
+            s.pending.add(t)
+
+            def done(t: asyncio.Task[None]) -> None:
+                s.pending.discard(t)
+                changed.set()
+
+            t.add_done_callback(done)
+
+        async def open_one(share: int, key: PeerKey) -> None:
+            api = self.storage_for(peers[key])
+            t0 = loop.time()
+            try:
+                src = await self._open_share(verifier, si, share, key, api)
+            except LocalError as e:  # e.g. CapError: the cap disagrees with the file
+                s.cap_error = s.cap_error or e
+                return
+            except Exception as e:
+                s.bad[f"{NodeId(key).b32[:8]}/{share}"] = describe(e)
+                return
+            s.observe(key, loop.time() - t0)
+            if key not in s.dead:
+                s.sources.append(src)
+
+        async def list_one(key: PeerKey) -> None:
+            t0 = loop.time()
+            try:
+                held = await asyncio.wait_for(
+                    self.storage_for(peers[key]).list_shares(si), cfg.op_timeout
+                )
+            except Exception as e:
+                s.dead.add(key)
+                s.bad[f"{NodeId(key).b32[:8]}/list"] = describe(e)
+                return
+            s.observe(key, loop.time() - t0)
+            for share in held:
+                if 0 <= share < cap.n:
+                    spawn(open_one(share, key))
+
+        for key in peers:
+            spawn(list_one(key))
+        deadline = loop.time() + cfg.locate_timeout
+        enough_at: float | None = None
+        while s.pending and s.cap_error is None:
+            now = loop.time()
+            if len(s.good_shares()) >= cap.k:
+                enough_at = now if enough_at is None else enough_at
+                if now >= enough_at + cfg.locate_grace:
+                    break
+                wait_until = min(deadline, enough_at + cfg.locate_grace)
+            else:
+                wait_until = deadline
+            if now >= deadline:
+                break
+            changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), wait_until - now)
+        if s.cap_error is not None or len(s.good_shares()) < cap.k:
+            await s.cancel_pending()
+            if s.cap_error is not None:
+                raise s.cap_error
+            raise s.error()
+        return s
+
+    async def _open_share(
+        self, verifier: FileVerifier, si: bytes, share: int, key: PeerKey, api: StorageAPI
+    ) -> _Source:
+        cfg = self.config
+
+        async def rd(ranges: list[tuple[int, int]]) -> list[bytes]:
+            return await read_ranges(
+                api,
+                si,
+                share,
+                ranges,
+                max_read=cfg.max_read,
+                max_ranges=cfg.max_readv_ranges,
+                timeout=cfg.op_timeout,
+            )
+
+        (header,) = await rd([(0, HEADER_SIZE)])
+        ext_range = verifier.locate_extension(share, header)
+        try:
+            h = ShareHeader.parse(header)
+        except ParameterError as e:
+            raise BadShareError(share, str(e)) from None
+        chain_len = h.ext_offset - h.share_chain_offset
+        if not 0 <= chain_len <= _MAX_CHAIN:
+            raise BadShareError(share, "share chain length out of range")
+        ext, root, chain = await rd(
+            [ext_range, (h.block_tree_offset, 32), (h.share_chain_offset, chain_len)]
+        )
+        verifier.accept_extension(share, ext)
+        layout = verifier.check_header(share, header)  # offsets used above were right
+        verifier.accept_share_root(share, root, chain)
+        return _Source(share, key, api, layout)
+
+    # -- segments -------------------------------------------------------------------------
+    async def _fetch_segment(
+        self, s: _Session[P], j: int, ex: ThreadPoolExecutor
+    ) -> tuple[list[VerifiedBlock], VerifiedCrypttextLeaf]:
+        """k verified blocks of segment j from distinct shares, and its ciphertext leaf."""
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        si = s.verifier.cap.storage_index
+        blocks: dict[int, VerifiedBlock] = {}
+        leaf: VerifiedCrypttextLeaf | None = None
+        tried: set[int] = set()  # id() of sources tried for this segment
+
+        async def fetch(src: _Source) -> tuple[_Source, VerifiedBlock, VerifiedCrypttextLeaf]:
+            lay = src.layout
+            ct = lay.crypttext_proof_ranges(j)
+            ranges = [lay.block_range(j), *lay.block_uncle_ranges(j), *ct]
+            t0 = loop.time()
+            got = await read_ranges(
+                src.api,
+                si,
+                src.share,
+                ranges,
+                max_read=cfg.max_read,
+                max_ranges=cfg.max_readv_ranges,
+                timeout=cfg.op_timeout,
+            )
+            s.observe(src.peer, loop.time() - t0)
+            nu = len(ranges) - 1 - len(ct)
+            uncles = b"".join(got[1 : 1 + nu])
+            proof = b"".join(got[1 + nu :])
+            vb = await loop.run_in_executor(
+                ex, s.verifier.verify_block, src.share, j, got[0], uncles
+            )
+            vl = s.verifier.verify_crypttext_proof(src.share, j, proof)
+            return src, vb, vl
+
+        while len(blocks) < s.k:
+            need = s.k - len(blocks)
+            choice: list[_Source] = []
+            for src in s.ranked():
+                if id(src) in tried or src.share in blocks:
+                    continue
+                if any(c.share == src.share for c in choice):
+                    continue
+                choice.append(src)
+                if len(choice) == need:
+                    break
+            if len(choice) < need:
+                if s.pending:  # peers still answering the listing may bring more
+                    await asyncio.wait(
+                        set(s.pending), timeout=cfg.op_timeout, return_when=FIRST_COMPLETED
+                    )
+                    if any(id(x) not in tried and x.share not in blocks for x in s.sources):
+                        continue
+                raise s.error(segment=j)
+            tried.update(id(c) for c in choice)
+            results = await asyncio.gather(*(fetch(c) for c in choice), return_exceptions=True)
+            for src, r in zip(choice, results, strict=True):
+                if isinstance(r, BaseException):
+                    if isinstance(r, LocalError) or not isinstance(r, Exception):
+                        raise r
+                    s.drop(src, r)
+                    continue
+                _, vb, vl = r
+                blocks[src.share] = vb
+                leaf = leaf or vl
+        assert leaf is not None
+        return list(blocks.values()), leaf

@@ -1,0 +1,322 @@
+"""File health: check (where are the shares), verify (is every byte right) and repair
+(regenerate missing shares and place them), from a verify cap alone.
+
+These are library calls for the CLI, shell and web UI. Verification and regeneration
+reuse the format's synchronous reference driver (``p2pstore.immutable.reader``),
+run in a worker thread whose share reads are bridged back to the event loop
+(:class:`_LoopShareSource`), so the checking logic exists once.
+
+Invariants:
+- Nothing here needs the read key: a verify cap (or a read cap, reduced to one) is
+  enough, and no plaintext is ever produced.
+- ``verify`` checks every byte of every share copy found (header, extension copy,
+  share chain, both whole hash trees in bounded chunks, every block); memory stays
+  bounded whatever the file size.
+- ``repair`` only ever completes a regenerated share that is byte-identical to the
+  original (the reader checks the re-encoded extension block before yielding
+  trailers), and places it on the closest peers that hold no share first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Generic
+
+from p2pstore.immutable import (
+    EncodedSegment,
+    ReadCap,
+    RemoteError,
+    ShareTrailer,
+    VerifyCap,
+    check_shares,
+    regenerate_shares,
+)
+from p2pstore.immutable.errors import ImmutableError
+from p2pstore.storage import StorageAPI
+from quic_transport.identity import NodeId
+
+from .errors import GridLocalError, RepairError
+from .peers import FindPeers, P, StorageFor, describe
+from .placement import PeerKey, SharePlacer, happiness, rank_peers
+from .sender import SendConfig, ShareSender
+from .upload import list_existing
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    lookup_count: int | None = None  # None means 2*N
+    op_timeout: float = 30.0
+    max_read: int = 1 << 20
+    happy: int = 7
+    send: SendConfig = field(default_factory=SendConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """Which shares of a file exist where (as the peers report; not verified)."""
+
+    storage_index: bytes
+    k: int
+    n: int
+    shares: dict[int, tuple[str, ...]]  # share number -> base32 peers holding it
+    happiness: int
+    peers_asked: int
+    unreachable: dict[str, str]  # base32 peer -> why it did not answer
+
+    @property
+    def recoverable(self) -> bool:
+        return len(self.shares) >= self.k
+
+    @property
+    def missing(self) -> list[int]:
+        return [s for s in range(self.n) if s not in self.shares]
+
+    def healthy(self, happy: int) -> bool:
+        return not self.missing and self.happiness >= happy
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """Every share copy found and whether every byte of it checks out."""
+
+    check: CheckResult
+    copies: dict[tuple[int, str], str | None]  # (share, base32 peer) -> None or why bad
+
+    @property
+    def good_shares(self) -> dict[int, tuple[str, ...]]:
+        out: dict[int, list[str]] = {}
+        for (share, peer), why in sorted(self.copies.items()):
+            if why is None:
+                out.setdefault(share, []).append(peer)
+        return {s: tuple(p) for s, p in out.items()}
+
+    @property
+    def recoverable(self) -> bool:
+        return len(self.good_shares) >= self.check.k
+
+
+@dataclass(frozen=True, slots=True)
+class RepairResult:
+    before: CheckResult
+    repaired: dict[int, str]  # share number -> base32 peer it was placed on
+    failed: dict[int, str]  # share number -> why it could not be placed
+    happiness: int  # after repair
+
+
+def _verify_cap(cap: ReadCap | VerifyCap) -> VerifyCap:
+    if isinstance(cap, ReadCap):
+        return cap.verify_cap()
+    if isinstance(cap, VerifyCap):
+        return cap
+    raise GridLocalError("health operations need a read or verify cap of a coded file")
+
+
+class _LoopShareSource:
+    """A synchronous ``ShareSource`` for a worker thread, reading through StorageAPIs
+    on the event loop (reads split at ``max_read``, each bounded by ``timeout``)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        si: bytes,
+        apis: Mapping[int, StorageAPI],
+        *,
+        max_read: int,
+        timeout: float,
+    ) -> None:
+        self.loop, self.si, self.apis = loop, si, dict(apis)
+        self.max_read, self.timeout = max_read, timeout
+
+    async def _read(self, api: StorageAPI, share: int, offset: int, length: int) -> bytes:
+        parts = []
+        pos, end = offset, offset + length
+        while pos < end:
+            want = min(self.max_read, end - pos)
+            data = await asyncio.wait_for(api.read(self.si, share, pos, want), self.timeout)
+            parts.append(data)
+            if len(data) < want:
+                break
+            pos += want
+        return b"".join(parts)
+
+    def read(self, share_number: int, offset: int, length: int) -> bytes:
+        api = self.apis.get(share_number)
+        if api is None:
+            raise RemoteError(f"share {share_number} is not available")
+        fut = asyncio.run_coroutine_threadsafe(
+            self._read(api, share_number, offset, length), self.loop
+        )
+        try:
+            return fut.result()
+        except ImmutableError:
+            raise
+        except Exception as e:
+            raise RemoteError(describe(e)) from None
+
+
+class Health(Generic[P]):
+    def __init__(
+        self,
+        find_peers: FindPeers[P],
+        storage_for: StorageFor[P],
+        config: HealthConfig | None = None,
+    ) -> None:
+        self.find_peers = find_peers
+        self.storage_for = storage_for
+        self.config = config or HealthConfig()
+
+    async def _locate(
+        self, vc: VerifyCap
+    ) -> tuple[dict[PeerKey, P], dict[int, list[PeerKey]], dict[PeerKey, str]]:
+        found = await self.find_peers(vc.storage_index, self.config.lookup_count or 2 * vc.n)
+        peers: dict[PeerKey, P] = {}
+        for p in found:
+            peers.setdefault(p.node_id.raw, p)
+        existing, dead = await list_existing(
+            vc.storage_index, peers, self.storage_for, self.config.op_timeout
+        )
+        existing = {s: v for s, v in existing.items() if 0 <= s < vc.n}
+        return peers, existing, dead
+
+    @staticmethod
+    def _check_result(
+        vc: VerifyCap,
+        peers: Mapping[PeerKey, P],
+        existing: Mapping[int, list[PeerKey]],
+        dead: Mapping[PeerKey, str],
+    ) -> CheckResult:
+        holdings: dict[PeerKey, set[int]] = {}
+        for s, ps in existing.items():
+            for p in ps:
+                holdings.setdefault(p, set()).add(s)
+        return CheckResult(
+            vc.storage_index,
+            vc.k,
+            vc.n,
+            {s: tuple(NodeId(p).b32 for p in ps) for s, ps in sorted(existing.items())},
+            happiness(holdings),
+            len(peers),
+            {NodeId(p).b32: why for p, why in dead.items()},
+        )
+
+    async def check(self, cap: ReadCap | VerifyCap) -> CheckResult:
+        """Ask the peers near the storage index which shares they hold."""
+        vc = _verify_cap(cap)
+        peers, existing, dead = await self._locate(vc)
+        return self._check_result(vc, peers, existing, dead)
+
+    async def verify(self, cap: ReadCap | VerifyCap) -> VerifyResult:
+        """Fetch and hash-check every byte of every share copy found."""
+        vc = _verify_cap(cap)
+        peers, existing, dead = await self._locate(vc)
+        check = self._check_result(vc, peers, existing, dead)
+        copies: dict[tuple[int, str], str | None] = {}
+        # Round r checks the r-th copy of each share; shares with fewer copies are
+        # filled in with their first copy so at least k shares can open the file.
+        rounds = max((len(v) for v in existing.values()), default=0)
+        loop = asyncio.get_running_loop()
+        for r in range(rounds):
+            assignment = {s: ps[r] if r < len(ps) else ps[0] for s, ps in existing.items()}
+            apis = {s: self.storage_for(peers[p]) for s, p in assignment.items()}
+            src = _LoopShareSource(
+                loop,
+                vc.storage_index,
+                apis,
+                max_read=self.config.max_read,
+                timeout=self.config.op_timeout,
+            )
+            report = await asyncio.to_thread(check_shares, vc, src, sorted(assignment))
+            for s, why in report.items():
+                if r < len(existing[s]):  # fill-ins were recorded in round 0
+                    copies[(s, NodeId(assignment[s]).b32)] = why
+        return VerifyResult(check, copies)
+
+    async def repair(
+        self, cap: ReadCap | VerifyCap, *, verify: bool = False, happy: int | None = None
+    ) -> RepairResult:
+        """Regenerate every missing share (with ``verify``, also every share with no
+        intact copy) and place it on the closest peers that lack one."""
+        vc = _verify_cap(cap)
+        happy = self.config.happy if happy is None else happy
+        peers, existing, dead = await self._locate(vc)
+        before = self._check_result(vc, peers, existing, dead)
+        bad_copies: list[tuple[int, PeerKey]] = []
+        if verify:
+            result = await self.verify(vc)
+            by_b32 = {NodeId(p).b32: p for p in peers}
+            existing = {s: [by_b32[b] for b in bs] for s, bs in result.good_shares.items()}
+            bad_copies = [(s, by_b32[b]) for (s, b), why in result.copies.items() if why]
+        ranked = [p for p in rank_peers(vc.storage_index, peers) if p not in dead]
+        placer = SharePlacer(vc.n, ranked, existing)
+        placer.excluded.update(dead)
+        for share, peer in bad_copies:
+            # that peer refuses the share (share-exists) and holds a bad copy: skip it
+            placer.tried[share].add(peer)
+        if len(placer.placed) < vc.k:
+            raise RepairError(
+                f"only {len(placer.placed)} good shares found, need {vc.k} to regenerate"
+            )
+        missing = placer.unplaced()
+        if not missing:
+            return RepairResult(before, {}, {}, placer.happiness())
+        await replace_shares(vc, placer, peers, self.storage_for, self.config.send)
+        repaired = {s: NodeId(placer.placed[s]).b32 for s in missing if s in placer.placed}
+        failed = {s: placer.reasons.get(s, "not placed") for s in missing if s not in placer.placed}
+        return RepairResult(before, repaired, failed, placer.happiness())
+
+
+_END = object()
+
+
+async def replace_shares(
+    cap: VerifyCap,
+    placer: SharePlacer,
+    peers: Mapping[PeerKey, P],
+    storage_for: StorageFor[P],
+    config: SendConfig,
+) -> None:
+    """Regenerate the placer's unplaced shares from its placed ones and send each to
+    the peer the placer picks (with fallback). Updates ``placer`` in place; shares
+    that could not be placed stay unplaced with a reason."""
+    loop = asyncio.get_running_loop()
+    targets = [s for s in placer.unplaced() if placer.assign(s) is not None]
+    if not targets:
+        return
+    apis = {s: storage_for(peers[p]) for s, p in placer.placed.items()}
+    src = _LoopShareSource(
+        loop, cap.storage_index, apis, max_read=config.max_write, timeout=config.op_timeout
+    )
+    gen: Iterator[EncodedSegment | tuple[ShareTrailer, ...]] = regenerate_shares(
+        cap, src, sorted(apis)
+    )
+    sender: ShareSender[P] = ShareSender(
+        cap.storage_index, placer, peers, storage_for, alloc_size=None, config=config
+    )
+    sender.start(targets)
+    try:
+        while True:
+            try:
+                item = await asyncio.to_thread(next, gen, _END)
+            except ImmutableError as e:
+                await sender.aclose()
+                for s in targets:
+                    if s in placer.pending:
+                        placer.failed(
+                            s,
+                            placer.pending[s],
+                            f"cannot regenerate: {e}",
+                            exclude_peer=False,
+                            reassign=False,
+                        )
+                return
+            if item is _END:
+                return
+            if isinstance(item, EncodedSegment):
+                await sender.send(item)
+            else:
+                assert isinstance(item, tuple)
+                await sender.finish(item)
+    finally:
+        await sender.aclose()

@@ -1,0 +1,375 @@
+"""Upload: plaintext chunks in, shares on the peers nearest the storage index out.
+
+:class:`Uploader` drives the sans-I/O :class:`p2pstore.immutable.Encoder` in a worker
+thread and a :class:`ShareSender` on the event loop, so encoding segment j+1 overlaps
+sending segment j. Its dependencies are injected: ``find_peers`` (the DHT lookup in a
+node, a static list in tests) and ``storage_for`` (a StorageAPI per peer).
+
+Invariants:
+- Memory is bounded by a few segments whatever the file size: input chunks are cut
+  to at most one segment before encoding, the sender buffers at most ``window``
+  segments' blocks per share, and nothing else holds file data.
+- Literal files (at most 55 bytes) contact no peer.
+- Before sending, every candidate peer is asked which shares of this storage index
+  it holds; shares already stored (the same file uploaded again) are not re-sent.
+  After the upload their extension-block copy is compared with the one just
+  computed, and a lease is added; a mismatching copy does not count.
+- The upload succeeds only when happiness (docs/grid.md) reaches ``happy``;
+  otherwise :class:`UploadError` reports exactly what was placed where and why every
+  other share failed. Shares whose peer failed mid-stream are re-placed by
+  regeneration from the placed shares (``health.replace_shares``) while untried
+  peers remain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Generic
+
+from p2pstore.immutable import (
+    ConvergenceHasher,
+    Encoder,
+    EncodingParams,
+    ExtensionBlock,
+    LiteralCap,
+    ReadCap,
+    SegmentGeometry,
+    ShareLayout,
+)
+from p2pstore.immutable.params import LITERAL_MAX
+from quic_transport.identity import NodeId
+
+from .errors import GridLocalError, UploadError
+from .peers import FindPeers, P, Progress, StorageFor, describe
+from .placement import PeerKey, SharePlacer, rank_peers
+from .sender import SendConfig, ShareSender
+
+#: A source that can be read again from the start (convergent mode reads twice).
+Reopenable = Callable[[], AsyncIterable[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class UploadConfig:
+    happy: int = 7
+    send: SendConfig = field(default_factory=SendConfig)
+    #: peers to ask the lookup for; None means 2*N (spares for fallback)
+    lookup_count: int | None = None
+    #: bound on the "which shares do you hold?" round before sending
+    list_timeout: float = 10.0
+    #: re-place shares lost mid-stream by regenerating them from placed shares
+    replace_lost: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class UploadResult(Generic[P]):
+    cap: ReadCap | LiteralCap
+    size: int
+    placements: dict[int, P]  # share number -> the peer holding it
+    happiness: int
+    shares_sent: int  # written now
+    shares_present: int  # found already stored, not re-sent
+    peers_found: int
+
+
+def _check_happy(params: EncodingParams, happy: int) -> None:
+    if not isinstance(happy, int) or not 1 <= happy <= params.n:
+        raise GridLocalError(f"happy must be between 1 and N={params.n}, got {happy!r}")
+    if happy < params.k:
+        raise GridLocalError(f"happy ({happy}) must be at least k ({params.k})")
+
+
+class Uploader(Generic[P]):
+    def __init__(
+        self,
+        find_peers: FindPeers[P],
+        storage_for: StorageFor[P],
+        config: UploadConfig | None = None,
+        *,
+        params: EncodingParams | None = None,
+    ) -> None:
+        self.find_peers = find_peers
+        self.storage_for = storage_for
+        self.config = config or UploadConfig()
+        self.params = params or EncodingParams()
+
+    async def upload_convergent(
+        self,
+        source: Reopenable,
+        convergence_secret: bytes,
+        *,
+        params: EncodingParams | None = None,
+        happy: int | None = None,
+        progress: Progress | None = None,
+    ) -> UploadResult[P]:
+        """Two passes over ``source()``: key from the first, encode the second."""
+        params = params or self.params
+        happy = self.config.happy if happy is None else happy
+        _check_happy(params, happy)
+        with ThreadPoolExecutor(1, thread_name_prefix="p2ps-encode") as ex:
+            loop = asyncio.get_running_loop()
+            hasher = ConvergenceHasher(convergence_secret, params)
+            async for chunk in source():
+                await loop.run_in_executor(ex, hasher.update, chunk)
+            key, size = hasher.key(), hasher.size
+            enc = Encoder(key, params, expected_size=size)
+            return await self._run(enc, source(), size, params, happy, progress, ex)
+
+    async def upload_random(
+        self,
+        chunks: AsyncIterable[bytes],
+        *,
+        params: EncodingParams | None = None,
+        happy: int | None = None,
+        progress: Progress | None = None,
+        size: int | None = None,
+    ) -> UploadResult[P]:
+        """One pass with a random key (pipes, HTTP bodies). ``size``, if known,
+        lets servers reserve exact space and progress report a total."""
+        params = params or self.params
+        happy = self.config.happy if happy is None else happy
+        _check_happy(params, happy)
+        with ThreadPoolExecutor(1, thread_name_prefix="p2ps-encode") as ex:
+            enc = Encoder.with_random_key(params)
+            return await self._run(enc, chunks, size, params, happy, progress, ex)
+
+    async def _run(
+        self,
+        enc: Encoder,
+        chunks: AsyncIterable[bytes],
+        size: int | None,
+        params: EncodingParams,
+        happy: int,
+        progress: Progress | None,
+        ex: ThreadPoolExecutor,
+    ) -> UploadResult[P]:
+        loop = asyncio.get_running_loop()
+        seg_size = params.segment_size
+        job: _Job[P] | None = None
+        fed = 0
+
+        def on_progress(segments: int) -> None:
+            if progress is not None:
+                progress(min(fed, segments * seg_size), size)
+
+        try:
+            async for chunk in chunks:
+                view = memoryview(chunk)
+                for i in range(0, len(view), seg_size):
+                    piece = view[i : i + seg_size]
+                    segs = await loop.run_in_executor(ex, enc.feed, piece)
+                    fed += len(piece)
+                    if size is not None and fed > size:
+                        raise GridLocalError(f"source yielded more than its {size} bytes")
+                    for seg in segs:
+                        if job is None:
+                            job = await self._open(
+                                enc.storage_index, params, size, happy, on_progress
+                            )
+                        await job.sender.send(seg)
+            result = await loop.run_in_executor(ex, enc.finish)
+            if isinstance(result.cap, LiteralCap):
+                if progress is not None:
+                    progress(fed, fed)
+                return UploadResult(result.cap, fed, {}, 0, 0, 0, 0)
+            if job is None:
+                job = await self._open(enc.storage_index, params, fed, happy, on_progress)
+            for seg in result.segments:
+                await job.sender.send(seg)
+            await job.sender.finish(result.trailers)
+            assert result.extension is not None
+            await job.confirm_present(result.extension)
+            cap = result.cap
+            if self.config.replace_lost and job.placer.unplaced():
+                from .health import replace_shares  # health builds on this module's pieces
+
+                await replace_shares(
+                    cap.verify_cap(),
+                    job.placer,
+                    job.peers,
+                    self.storage_for,
+                    self.config.send,
+                )
+            if progress is not None:
+                progress(fed, fed)
+            return job.result(cap, fed, happy)
+        finally:
+            if job is not None:
+                await job.sender.aclose()
+
+    async def _open(
+        self,
+        si: bytes,
+        params: EncodingParams,
+        size: int | None,
+        happy: int,
+        on_progress: Callable[[int], None],
+    ) -> _Job[P]:
+        count = self.config.lookup_count or 2 * params.n
+        found = list(await self.find_peers(si, count))
+        peers: dict[PeerKey, P] = {}
+        for p in found:
+            peers.setdefault(p.node_id.raw, p)
+        existing, dead = await list_existing(si, peers, self.storage_for, self.config.list_timeout)
+        ranked = [p for p in rank_peers(si, peers) if p not in dead]
+        if len(ranked) < happy:  # happiness can never exceed the live peers: fail now
+            raise UploadError(
+                placed={},
+                happiness=0,
+                happy=happy,
+                reasons={s: "not attempted: too few live storage peers" for s in range(params.n)},
+                peers_found=len(found),
+                peer_failures={_b32(p): why for p, why in dead.items()},
+            )
+        placer = SharePlacer(params.n, ranked, existing)
+        placer.excluded.update(dead)
+        alloc = None
+        if size is not None and size > LITERAL_MAX:
+            alloc = ShareLayout.for_share(SegmentGeometry(params, size), 0).share_length
+        sender = ShareSender(
+            si,
+            placer,
+            peers,
+            self.storage_for,
+            alloc_size=alloc,
+            config=self.config.send,
+            on_progress=on_progress,
+        )
+        sender.start(sorted(placer.initial()))
+        return _Job(si, params, peers, placer, sender, len(found), self.storage_for, dead)
+
+
+async def list_existing(
+    si: bytes,
+    peers: dict[PeerKey, P],
+    storage_for: StorageFor[P],
+    timeout: float,  # noqa: ASYNC109 (a bound per peer, the calls run concurrently)
+) -> tuple[dict[int, list[PeerKey]], dict[PeerKey, str]]:
+    """Ask every peer which shares of ``si`` it holds, concurrently.
+
+    Returns ``({share: [peers holding it, nearest-answering order]}, {peer: why it
+    failed to answer})``."""
+
+    async def ask(key: PeerKey) -> dict[int, int]:
+        return await asyncio.wait_for(storage_for(peers[key]).list_shares(si), timeout)
+
+    keys = list(peers)
+    answers = await asyncio.gather(*(ask(k) for k in keys), return_exceptions=True)
+    existing: dict[int, list[PeerKey]] = {}
+    dead: dict[PeerKey, str] = {}
+    for key, ans in zip(keys, answers, strict=True):
+        if isinstance(ans, BaseException):
+            if not isinstance(ans, Exception):
+                raise ans
+            dead[key] = describe(ans)
+            continue
+        for share in ans:
+            existing.setdefault(share, []).append(key)
+    return existing, dead
+
+
+@dataclass
+class _Job(Generic[P]):
+    si: bytes
+    params: EncodingParams
+    peers: dict[PeerKey, P]
+    placer: SharePlacer
+    sender: ShareSender[P]
+    peers_found: int
+    storage_for: StorageFor[P]
+    unreachable: dict[PeerKey, str]
+
+    async def confirm_present(self, ext: ExtensionBlock) -> None:
+        """Check shares found already stored: their extension block copy must equal
+        ours, and we add our lease. A share that fails either is unplaced."""
+        layout = ShareLayout.from_extension(ext, 0)
+        want = ext.to_bytes()
+        claims: list[tuple[int, PeerKey]] = [
+            (s, p)
+            for s, p in self.placer.placed.items()
+            if s not in self.sender.sent  # present before, or found on allocate
+        ]
+        claims += [(s, p) for p, shares in self.placer.extra.items() for s in shares]
+
+        async def confirm(share: int, peer: PeerKey) -> str | None:
+            api = self.storage_for(self.peers[peer])
+            t = self.sender.config.op_timeout
+            try:
+                got = await asyncio.wait_for(api.read(self.si, share, *layout.ext_range()), t)
+                if got != want:
+                    return "stored share belongs to a different encoding"
+                await asyncio.wait_for(api.add_lease(self.si), t)
+            except Exception as e:
+                return describe(e)
+            return None
+
+        results = await asyncio.gather(*(confirm(s, p) for s, p in claims))
+        for (share, peer), why in zip(claims, results, strict=True):
+            if why is None:
+                continue
+            if self.placer.placed.get(share) == peer:
+                self.placer.lost(share, why)
+            else:
+                self.placer.extra.get(peer, set()).discard(share)
+
+    def result(self, cap: ReadCap, size: int, happy: int) -> UploadResult[P]:
+        placer = self.placer
+        h = placer.happiness()
+        if h < happy:
+            reasons = {s: placer.reasons.get(s, "not placed") for s in placer.unplaced()}
+            raise UploadError(
+                placed={s: _b32(p) for s, p in placer.placed.items()},
+                happiness=h,
+                happy=happy,
+                reasons=reasons,
+                peers_found=self.peers_found,
+                peer_failures={_b32(p): why for p, why in self.unreachable.items()},
+            )
+        present = sum(1 for s in placer.placed if s not in self.sender.sent)
+        return UploadResult(
+            cap,
+            size,
+            {s: self.peers[p] for s, p in sorted(placer.placed.items())},
+            h,
+            len(self.sender.sent & set(placer.placed)),
+            present,
+            self.peers_found,
+        )
+
+
+def _b32(peer: PeerKey) -> str:
+    return NodeId(peer).b32
+
+
+async def aiter_bytes(data: bytes, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
+    """An async iterable over an in-memory buffer (tests, small files)."""
+    view = memoryview(data)
+    for i in range(0, len(view), chunk_size):
+        yield bytes(view[i : i + chunk_size])
+        await asyncio.sleep(0)
+
+
+def bytes_source(data: bytes, chunk_size: int = 1 << 20) -> Reopenable:
+    """A re-openable source over an in-memory buffer."""
+    return lambda: aiter_bytes(data, chunk_size)
+
+
+def file_source(path: str, chunk_size: int = 1 << 20) -> Reopenable:
+    """A re-openable source reading a file in a worker thread, ``chunk_size`` at a time."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        f = await asyncio.to_thread(open, path, "rb")
+        try:
+            while True:
+                data = await asyncio.to_thread(f.read, chunk_size)
+                if not data:
+                    return
+                yield data
+        finally:
+            with contextlib.suppress(OSError):
+                f.close()
+
+    return chunks

@@ -1,0 +1,582 @@
+"""Upload, download and health on the in-process storage grid (no sockets).
+
+Real storage servers on disk in a temp dir, faults injected with the grid's
+break/hang/corrupt/delete helpers; small segments so files have many segments."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from p2pstore.grid import (
+    DownloadConfig,
+    Downloader,
+    DownloadError,
+    GridLocalError,
+    Health,
+    HealthConfig,
+    SendConfig,
+    UploadConfig,
+    Uploader,
+    UploadError,
+    aiter_bytes,
+    bytes_source,
+    rank_peers,
+    static_peers,
+)
+from p2pstore.immutable import EncodingParams, LiteralCap, ReadCap
+from p2pstore.storage import QuotaExceeded, StorageAPI, StorageConfig, Unavailable
+from p2pstore.testing.storage_grid import FaultyStorage, GridServer, StorageGrid
+from quic_transport.identity import NodeId
+
+OWNER = NodeId(b"U" * 20)
+SECRET = bytes(range(32))
+PARAMS = EncodingParams.create(3, 10, 4096)
+FAST = SendConfig(op_timeout=0.5)
+
+
+@pytest.fixture
+def grid(tmp_path: Path) -> Iterator[StorageGrid]:
+    with StorageGrid(tmp_path, 12) as g:
+        yield g
+
+
+def storage_for(gs: GridServer) -> StorageAPI:
+    return gs.client(OWNER)
+
+
+def tools(
+    grid: StorageGrid, *, servers: list[GridServer] | None = None, happy: int = 7
+) -> tuple[Uploader[GridServer], Downloader[GridServer]]:
+    find = static_peers(servers if servers is not None else grid.servers)
+    cfg = UploadConfig(happy=happy, send=FAST, list_timeout=0.5)
+    up = Uploader(find, storage_for, cfg, params=PARAMS)
+    down = Downloader(find, storage_for, DownloadConfig(op_timeout=0.5, locate_timeout=3))
+    return up, down
+
+
+def data_of(n: int, seed: int = 0) -> bytes:
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        out += hashlib.sha256(f"{seed}-{i}".encode()).digest()
+        i += 1
+    return bytes(out[:n])
+
+
+def ranked_servers(grid: StorageGrid, si: bytes) -> list[GridServer]:
+    by_id = {gs.node_id.raw: gs for gs in grid.servers}
+    return [by_id[p] for p in rank_peers(si, by_id)]
+
+
+@pytest.mark.parametrize("size", [0, 1, 55, 56, 4095, 4096 * 3 + 7, 100_000])
+@pytest.mark.parametrize("convergent", [True, False])
+async def test_roundtrip_sizes(grid: StorageGrid, size: int, convergent: bool) -> None:
+    up, down = tools(grid)
+    data = data_of(size, size)
+    if convergent:
+        res = await up.upload_convergent(bytes_source(data, 3000), SECRET)
+    else:
+        res = await up.upload_random(aiter_bytes(data, 3000))
+    assert res.size == size
+    if size <= 55:
+        assert isinstance(res.cap, LiteralCap) and res.placements == {}
+        assert all(sum(gs.calls.values()) == 0 for gs in grid.servers)
+    else:
+        assert isinstance(res.cap, ReadCap)
+        ranked = ranked_servers(grid, res.cap.storage_index)
+        assert res.placements == {i: ranked[i] for i in range(10)}  # share i -> i-th closest
+        assert res.happiness == 10 and res.shares_sent == 10
+    assert await down.read_all(res.cap) == data
+
+
+async def test_ranges_fetch_only_needed_segments(grid: StorageGrid) -> None:
+    up, down = tools(grid)
+    data = data_of(50_000)
+    res = await up.upload_random(aiter_bytes(data))
+    assert isinstance(res.cap, ReadCap)
+    seg = PARAMS.segment_size
+    for off, ln in [(0, 1), (seg - 1, 2), (seg * 3 + 5, seg * 2), (49_990, 100), (60_000, 5)]:
+        before = sum(gs.calls["readv"] for gs in grid.servers)
+        got = await down.read_all(res.cap, offset=off, length=ln)
+        assert got == data[off : off + ln]
+        opened = 3 * 2 * 10  # header and root reads of every share found (<= 2 each)
+        segs = len(range(off // seg, min(len(data), off + ln - 1) // seg + 1))
+        used = sum(gs.calls["readv"] for gs in grid.servers) - before
+        assert used <= opened + 3 * segs  # k reads per needed segment
+    with pytest.raises(GridLocalError):
+        await down.read_all(res.cap, offset=-1)
+
+
+async def test_reupload_sends_nothing(grid: StorageGrid) -> None:
+    up, down = tools(grid)
+    data = data_of(30_000, 7)
+    first = await up.upload_convergent(bytes_source(data), SECRET)
+    writes = sum(gs.calls["write"] for gs in grid.servers)
+    second = await up.upload_convergent(bytes_source(data), SECRET)
+    assert second.cap == first.cap
+    assert second.shares_sent == 0 and second.shares_present == 10
+    assert sum(gs.calls["write"] for gs in grid.servers) == writes
+    assert sum(gs.calls["add_lease"] for gs in grid.servers) == 10
+    assert await down.read_all(second.cap) == data
+
+
+async def test_partial_previous_upload_sends_only_missing(grid: StorageGrid) -> None:
+    up, _ = tools(grid)
+    data = data_of(20_000, 8)
+    first = await up.upload_convergent(bytes_source(data), SECRET)
+    assert isinstance(first.cap, ReadCap)
+    si = first.cap.storage_index
+    for s in (1, 4):
+        first.placements[s].delete_share(si, s)
+    again = await up.upload_convergent(bytes_source(data), SECRET)
+    assert again.shares_sent == 2 and again.shares_present == 8 and again.happiness == 10
+
+
+async def test_refusing_and_broken_peers_fall_back(grid: StorageGrid) -> None:
+    up, down = tools(grid)
+    data = data_of(30_000, 3)
+    key_probe = await up.upload_convergent(bytes_source(data), SECRET)
+    assert isinstance(key_probe.cap, ReadCap)
+    si = key_probe.cap.storage_index
+    grid.delete_all(si)
+    ranked = ranked_servers(grid, si)
+    ranked[1].broken()
+    ranked[4].broken(lambda: ConnectionError("gone"))
+    res = await up.upload_convergent(bytes_source(data), SECRET)
+    holders = set(res.placements.values())
+    assert ranked[1] not in holders and ranked[4] not in holders
+    assert res.happiness == 10
+    assert {ranked[10], ranked[11]} <= holders
+    assert await down.read_all(res.cap) == data
+
+
+async def test_hung_peers_are_skipped_after_the_listing_times_out(grid: StorageGrid) -> None:
+    up, down = tools(grid)
+    data = data_of(10_000, 4)
+    probe = await up.upload_convergent(bytes_source(data), SECRET)
+    assert isinstance(probe.cap, ReadCap)
+    si = probe.cap.storage_index
+    grid.delete_all(si)
+    ranked = ranked_servers(grid, si)
+    for gs in ranked[:2]:
+        gs.hang()  # the two closest peers never answer
+    res = await up.upload_convergent(bytes_source(data), SECRET)
+    assert set(res.placements.values()) == set(ranked[2:12])
+    assert res.placements[0] == ranked[2]  # share i to the i-th closest live peer
+    for gs in ranked[:2]:
+        gs.heal()
+    assert await down.read_all(res.cap) == data
+
+
+async def test_full_server_places_share_elsewhere(tmp_path: Path) -> None:
+    with StorageGrid(tmp_path, 11, StorageConfig(max_bytes=200_000)) as grid:
+        up, down = tools(grid)
+        data = data_of(30_000, 5)
+        probe = await up.upload_convergent(bytes_source(data), SECRET)
+        assert isinstance(probe.cap, ReadCap)
+        si = probe.cap.storage_index
+        grid.delete_all(si)
+        ranked = ranked_servers(grid, si)
+        # fill the closest server with another file's share
+        filler = ranked[0].client(OWNER)
+        other = hashlib.blake2b(b"x", digest_size=20).digest()
+        await filler.allocate(other, 0, 185_000)
+        res = await up.upload_convergent(bytes_source(data), SECRET)
+        assert ranked[0] not in res.placements.values()
+        assert res.placements[0] == ranked[10]
+        assert await down.read_all(res.cap) == data
+
+
+class RefusesAllocate:
+    """A StorageAPI whose server is full: lists and reads fine, refuses new shares."""
+
+    def __init__(self, inner: FaultyStorage) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        if name == "allocate":
+
+            async def allocate(*a: object) -> None:
+                raise QuotaExceeded("storage full (test)", remote=True)
+
+            return allocate
+        return getattr(self.inner, name)
+
+
+async def test_too_few_peers_reports_exactly(grid: StorageGrid) -> None:
+    # fewer live peers than happy: refused before any share is offered
+    up, _ = tools(grid, servers=grid.servers[:5])
+    with pytest.raises(UploadError) as info:
+        await up.upload_random(aiter_bytes(data_of(10_000)))
+    e = info.value
+    assert e.happiness == 0 and e.happy == 7 and e.placed == {} and e.peers_found == 5
+    assert set(e.reasons) == set(range(10))
+    assert sum(gs.calls["allocate"] for gs in grid.servers) == 0
+
+    # shares placed, but on too few distinct peers: the error says where and why
+    full = set(grid.servers[:4])
+    find = static_peers(grid.servers[:8])
+
+    def some_full(gs: GridServer) -> StorageAPI:
+        c = gs.client(OWNER)
+        return RefusesAllocate(c) if gs in full else c  # type: ignore[return-value]
+
+    up2 = Uploader(find, some_full, UploadConfig(send=FAST), params=PARAMS)
+    with pytest.raises(UploadError) as info:
+        await up2.upload_random(aiter_bytes(data_of(10_000)))
+    e = info.value
+    assert e.happiness == 4 and len(e.placed) == 10 and e.reasons == {}
+    assert set(e.placed.values()) == {gs.node_id.b32 for gs in grid.servers[4:8]}
+    assert "10 shares placed on 4 distinct peers, need 7" in str(e)
+
+    # unreachable peers are named with the reason
+    for gs in grid.servers[:5]:
+        gs.broken()
+    for gs in grid.servers[5:8]:
+        gs.broken(lambda: TimeoutError())
+    up3, _ = tools(grid, servers=grid.servers[:9], happy=3)
+    with pytest.raises(UploadError) as info:
+        await up3.upload_random(aiter_bytes(data_of(10_000)))
+    e = info.value
+    assert e.happiness == 0 and len(e.peer_failures) == 8
+    assert sum(1 for r in e.peer_failures.values() if "timed out" in r) == 3
+    assert sum(1 for r in e.peer_failures.values() if "unavailable" in r) == 5
+
+
+async def test_bad_happy_is_a_local_error(grid: StorageGrid) -> None:
+    up, _ = tools(grid)
+    for happy in (0, 2, 11):
+        with pytest.raises(GridLocalError):
+            await up.upload_random(aiter_bytes(b"x" * 100), happy=happy)
+
+
+class DiesAfter:
+    """A StorageAPI that fails every call after ``n`` writes (a peer vanishing
+    mid-upload)."""
+
+    def __init__(self, inner: FaultyStorage, n: int) -> None:
+        self.inner, self.n = inner, n
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self.inner, name)
+        if name == "write":
+
+            async def write(*a: object) -> None:
+                if self.n <= 0:
+                    raise Unavailable("vanished", remote=True)
+                self.n -= 1
+                await attr(*a)
+
+            return write
+        return attr
+
+
+async def test_peer_vanishing_mid_stream_share_is_regenerated_elsewhere(
+    grid: StorageGrid,
+) -> None:
+    data = data_of(60_000, 9)
+    find = static_peers(grid.servers)
+    up0 = Uploader(find, storage_for, UploadConfig(send=FAST), params=PARAMS)
+    probe = await up0.upload_convergent(bytes_source(data), SECRET)
+    assert isinstance(probe.cap, ReadCap)
+    si = probe.cap.storage_index
+    grid.delete_all(si)
+    ranked = ranked_servers(grid, si)
+    victims = {ranked[2], ranked[6]}
+    clients: dict[GridServer, StorageAPI] = {}
+
+    def flaky(gs: GridServer) -> StorageAPI:
+        if gs not in clients:
+            c = gs.client(OWNER)
+            clients[gs] = DiesAfter(c, 3) if gs in victims else c  # type: ignore[assignment]
+        return clients[gs]
+
+    up = Uploader(find, flaky, UploadConfig(send=FAST), params=PARAMS)
+    res = await up.upload_convergent(bytes_source(data), SECRET)
+    assert res.happiness == 10 and not victims & set(res.placements.values())
+    assert res.placements[2] == ranked[10] and res.placements[6] == ranked[11]
+    _, down = tools(grid)
+    assert await down.read_all(res.cap) == data
+    for v in victims:  # the dead uploads were aborted, nothing left behind
+        assert v.server.list_shares(si) == {}
+
+
+async def test_progress_is_monotonic_and_complete(grid: StorageGrid) -> None:
+    up, down = tools(grid)
+    data = data_of(40_000, 11)
+    seen: list[tuple[int, int | None]] = []
+    res = await up.upload_convergent(
+        bytes_source(data), SECRET, progress=lambda d, t: seen.append((d, t))
+    )
+    assert seen[-1] == (40_000, 40_000)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    got: list[tuple[int, int | None]] = []
+    out = b"".join([c async for c in down.read(res.cap, progress=lambda d, t: got.append((d, t)))])
+    assert out == data and got[-1] == (40_000, 40_000)
+
+
+# -- download faults -------------------------------------------------------------------
+
+
+async def upload(grid: StorageGrid, size: int = 50_000) -> tuple[bytes, ReadCap]:
+    up, _ = tools(grid)
+    data = data_of(size, size)
+    res = await up.upload_random(aiter_bytes(data))
+    assert isinstance(res.cap, ReadCap)
+    return data, res.cap
+
+
+async def test_download_with_seven_of_ten_servers_gone(grid: StorageGrid) -> None:
+    data, cap = await upload(grid)
+    ranked = ranked_servers(grid, cap.storage_index)
+    for gs in ranked[:7]:
+        gs.broken()
+    _, down = tools(grid)
+    assert await down.read_all(cap) == data
+    ranked[7].broken()
+    with pytest.raises(DownloadError) as info:
+        await down.read_all(cap)
+    e = info.value
+    assert e.found == 2 and e.need == 3 and e.segment is None
+    assert set(e.where) == {ranked[8].node_id.b32, ranked[9].node_id.b32}
+    assert "found 2 good shares, need 3" in str(e)
+
+
+async def test_download_survives_corrupt_and_deleted_shares(grid: StorageGrid) -> None:
+    data, cap = await upload(grid)
+    si = cap.storage_index
+    ranked = ranked_servers(grid, si)
+    bs = PARAMS.block_size
+    ranked[0].corrupt_share(si, 0, 72 + 7 * bs + 1)  # block of segment 7
+    ranked[1].corrupt_share(si, 1, 5)  # the header
+    ranked[2].corrupt_share(si, 2, 72 + 7 * bs + 9)  # the same segment
+    ranked[3].delete_share(si, 3)
+    ranked[4].corrupt_share(si, 4, ranked[4].server.share_path(si, 4).stat().st_size - 3)
+    _, down = tools(grid)
+    assert await down.read_all(cap) == data
+    for i in range(5, 8):
+        ranked[i].delete_share(si, i)
+    got = b""
+    with pytest.raises(DownloadError) as info:
+        async for chunk in down.read(cap):
+            got += chunk
+    e = info.value
+    assert got == data[: 7 * PARAMS.segment_size]  # everything before segment 7, verified
+    assert e.segment == 7 and e.found == 2 and e.need == 3
+    assert any("hash check" in why for why in e.bad.values())
+
+
+async def test_download_switches_share_when_peer_hangs_mid_file(grid: StorageGrid) -> None:
+    data, cap = await upload(grid)
+    ranked = ranked_servers(grid, cap.storage_index)
+    _, down = tools(grid)
+    it = down.read(cap)
+    first = await it.__anext__()
+    for gs in ranked[:3]:
+        gs.hang()  # the fastest peers stop answering mid-download
+    rest = b"".join([c async for c in it])
+    for gs in ranked[:3]:
+        gs.heal()
+    assert first + rest == data
+
+
+async def test_download_never_yields_unverified_bytes(grid: StorageGrid) -> None:
+    data, cap = await upload(grid, 20_000)
+    si = cap.storage_index
+    # corrupt the same block position in every share: no segment 2 can be verified
+    for i, gs in enumerate(ranked_servers(grid, si)[:10]):
+        gs.corrupt_share(si, i, 72 + 2 * (4096 // 3) + 10)
+    _, down = tools(grid)
+    got = b""
+    with pytest.raises(DownloadError) as info:
+        async for chunk in down.read(cap):
+            got += chunk
+    assert got == data[: len(got)] and len(got) <= 2 * PARAMS.segment_size
+    assert info.value.segment == 2
+
+
+async def test_wrong_cap_is_reported(grid: StorageGrid) -> None:
+    _, cap = await upload(grid, 5000)
+    _, down = tools(grid)
+    with pytest.raises(DownloadError) as info:
+        await down.read_all(replace(cap, ext_hash=bytes(32)))
+    assert info.value.found == 0
+    with pytest.raises(GridLocalError):
+        await down.read_all(cap.verify_cap())  # type: ignore[arg-type]
+
+
+# -- health ------------------------------------------------------------------------------
+
+
+async def test_check_verify_repair(grid: StorageGrid) -> None:
+    data, cap = await upload(grid, 30_000)
+    si = cap.storage_index
+    vc = cap.verify_cap()
+    health = Health(static_peers(grid.servers), storage_for, HealthConfig(send=FAST))
+    ranked = ranked_servers(grid, si)
+
+    c = await health.check(vc)
+    assert c.healthy(7) and c.missing == [] and c.happiness == 10 and c.recoverable
+
+    ranked[0].delete_share(si, 0)
+    ranked[5].delete_share(si, 5)
+    ranked[7].corrupt_share(si, 7)
+    c = await health.check(vc)
+    assert c.missing == [0, 5] and c.happiness == 8 and not c.healthy(7)
+
+    v = await health.verify(vc)
+    bad = {k: w for k, w in v.copies.items() if w is not None}
+    assert list(bad) == [(7, ranked[7].node_id.b32)]
+    assert len(v.good_shares) == 7 and v.recoverable
+
+    r = await health.repair(vc, verify=True)
+    assert set(r.repaired) == {0, 5, 7} and r.failed == {}
+    assert r.happiness == 10  # 0 and 5 went to peers with no share; 7's peer holds the bad copy
+    # repaired shares are byte-identical to the originals: verify finds them all good
+    v2 = await health.verify(vc)
+    assert set(v2.good_shares) == set(range(10))
+    _, down = tools(grid)
+    assert await down.read_all(cap) == data
+    by_b32 = {gs.node_id.b32: gs for gs in grid.servers}
+    placed_on = {by_b32[p] for p in r.repaired.values()}
+    assert placed_on.isdisjoint({ranked[i] for i in (1, 2, 3, 4, 6, 8, 9)})
+
+
+async def test_repair_with_too_few_shares_fails_clearly(grid: StorageGrid) -> None:
+    _, cap = await upload(grid, 10_000)
+    si = cap.storage_index
+    for i, gs in enumerate(ranked_servers(grid, si)[:8]):
+        gs.delete_share(si, i)
+    health = Health(static_peers(grid.servers), storage_for, HealthConfig(send=FAST))
+    from p2pstore.grid import RepairError
+
+    with pytest.raises(RepairError, match="only 2 good shares found, need 3"):
+        await health.repair(cap)
+
+
+async def test_upload_from_file_source(grid: StorageGrid, tmp_path: Path) -> None:
+    from p2pstore.grid import file_source
+
+    path = tmp_path / "f.bin"
+    data = os.urandom(33_333)
+    path.write_bytes(data)
+    up, down = tools(grid)
+    res = await up.upload_convergent(file_source(str(path), 5000), SECRET)
+    assert await down.read_all(res.cap) == data
+
+
+class Delayed:
+    """A StorageAPI whose ``method`` calls wait ``delay`` seconds first (forever if
+    ``delay`` is None): a slow or hung peer that still answers the listing."""
+
+    def __init__(self, inner: FaultyStorage, method: str, delay: float | None) -> None:
+        self.inner, self.method, self.delay = inner, method, delay
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self.inner, name)
+        if name != self.method:
+            return attr
+
+        async def slow(*a: object) -> object:
+            if self.delay is None:
+                await asyncio.Event().wait()
+            await asyncio.sleep(self.delay or 0)
+            return await attr(*a)
+
+        return slow
+
+
+async def test_peer_hanging_on_allocate_share_moves_on(grid: StorageGrid) -> None:
+    data = data_of(20_000, 12)
+    find = static_peers(grid.servers)
+    probe = await Uploader(find, storage_for, params=PARAMS).upload_convergent(
+        bytes_source(data), SECRET
+    )
+    assert isinstance(probe.cap, ReadCap)
+    si = probe.cap.storage_index
+    grid.delete_all(si)
+    ranked = ranked_servers(grid, si)
+
+    def hangs(gs: GridServer) -> StorageAPI:
+        c = gs.client(OWNER)
+        return Delayed(c, "allocate", None) if gs is ranked[3] else c  # type: ignore[return-value]
+
+    up = Uploader(find, hangs, UploadConfig(send=SendConfig(op_timeout=0.3)), params=PARAMS)
+    res = await up.upload_convergent(bytes_source(data), SECRET)
+    assert res.placements[3] == ranked[10] and ranked[3] not in res.placements.values()
+    assert res.happiness == 10
+
+
+async def test_download_prefers_fast_peers(grid: StorageGrid) -> None:
+    data, cap = await upload(grid, 60_000)
+    ranked = ranked_servers(grid, cap.storage_index)
+    slow = set(ranked[:5])
+
+    def some_slow(gs: GridServer) -> StorageAPI:
+        c = gs.client(OWNER)
+        return Delayed(c, "readv", 0.02) if gs in slow else c  # type: ignore[return-value]
+
+    down = Downloader(static_peers(grid.servers), some_slow, DownloadConfig(window=2))
+    before = {gs: gs.calls["readv"] for gs in grid.servers}
+    assert await down.read_all(cap) == data
+    used = {gs: gs.calls["readv"] - before[gs] for gs in grid.servers}
+    segments = -(-len(data) // PARAMS.segment_size)
+    fast_reads = sum(used[gs] for gs in ranked[5:10])
+    slow_reads = sum(used[gs] for gs in slow)
+    assert fast_reads >= 3 * segments  # every segment came from fast peers
+    assert slow_reads <= 2 * 5 + 3  # the opening reads, and at most one first guess
+
+
+async def test_slow_peer_holds_the_encoder_back_memory_stays_bounded(grid: StorageGrid) -> None:
+    """Backpressure: with one peer's writes stalled, the source is not read more
+    than about ``window`` segments ahead (so memory does not grow with the file)."""
+    gate = asyncio.Event()
+    stalled = grid.servers[0]
+
+    class Gated:
+        def __init__(self, inner: FaultyStorage) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> object:
+            attr = getattr(self.inner, name)
+            if name != "write":
+                return attr
+
+            async def write(*a: object) -> object:
+                await gate.wait()
+                return await attr(*a)
+
+            return write
+
+    def gated(gs: GridServer) -> StorageAPI:
+        c = gs.client(OWNER)
+        return Gated(c) if gs is stalled else c  # type: ignore[return-value]
+
+    seg = PARAMS.segment_size
+    yielded = 0
+
+    async def source() -> AsyncIterator[bytes]:
+        nonlocal yielded
+        for i in range(100):
+            yielded += 1
+            yield data_of(seg, i)
+
+    window = 3
+    cfg = UploadConfig(send=SendConfig(op_timeout=5.0, window=window), list_timeout=1.0)
+    # exactly 10 peers, so the stalled one certainly holds a share
+    up = Uploader(static_peers(grid.servers[:10]), gated, cfg, params=PARAMS)
+    task = asyncio.create_task(up.upload_random(source()))
+    for _ in range(200):
+        await asyncio.sleep(0.005)
+    assert not task.done()
+    assert yielded <= window + 3  # one being written, `window` queued, one encoding
+    gate.set()
+    res = await task
+    assert yielded == 100 and res.happiness == 10 and res.size == 100 * seg
