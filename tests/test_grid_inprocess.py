@@ -580,3 +580,41 @@ async def test_slow_peer_holds_the_encoder_back_memory_stays_bounded(grid: Stora
     gate.set()
     res = await task
     assert yielded == 100 and res.happiness == 10 and res.size == 100 * seg
+
+
+async def test_source_that_lies_about_its_size_is_a_local_error(grid: StorageGrid) -> None:
+    up, _ = tools(grid)
+    with pytest.raises(GridLocalError, match="not the 20000 declared"):
+        await up.upload_random(aiter_bytes(data_of(10_000)), size=20_000)
+    with pytest.raises(GridLocalError, match="more than its 5000 bytes"):
+        await up.upload_random(aiter_bytes(data_of(10_000)), size=5_000)
+    calls = iter([data_of(10_000), data_of(12_000)])  # a file that changes between passes
+    with pytest.raises(GridLocalError, match="more than its 10000 bytes"):
+        await up.upload_convergent(lambda: aiter_bytes(next(calls)), SECRET)
+    for gs in grid.servers:  # nothing left half-uploaded anywhere
+        assert gs.server.stat().uploads == 0
+
+
+async def test_renew_adds_leases_where_shares_are(grid: StorageGrid) -> None:
+    _, cap = await upload(grid, 5000)
+    si = cap.storage_index
+    health = Health(static_peers(grid.servers), storage_for, HealthConfig(send=FAST))
+    ranked = ranked_servers(grid, si)
+    ranked[0].delete_share(si, 0)
+    ranked[1].broken()
+    before = sum(gs.calls["add_lease"] for gs in grid.servers)
+    result = await health.renew(cap)
+    assert set(result) == {gs.node_id.b32 for gs in ranked[2:10]}
+    assert all(why is None for why in result.values())
+    assert sum(gs.calls["add_lease"] for gs in grid.servers) - before == 8
+
+
+async def test_reupload_progress_still_reported(grid: StorageGrid) -> None:
+    up, _ = tools(grid)
+    data = data_of(40_000, 21)
+    await up.upload_convergent(bytes_source(data), SECRET)
+    seen: list[int] = []
+    res = await up.upload_convergent(
+        bytes_source(data), SECRET, progress=lambda d, t: seen.append(d)
+    )
+    assert res.shares_sent == 0 and len(seen) > 5 and seen[-1] == 40_000

@@ -2,7 +2,10 @@
 
 Each storage node is a real Endpoint with a StorageService (and the bulk
 ``storage.write_stream`` handler) over a temp dir; the client is an 11th endpoint.
-Peers come from a static list (the DHT lookup plugs into ``find_peers``)."""
+Every endpoint also runs a real DhtNode (bootstrapped from node 0), and the
+client finds storage peers with a DHT lookup of the storage index
+(``lookup_peers``); the fault tests after killing nodes use the static list of all
+ten, so the downloader itself has to cope with the dead ones."""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from dht import Contact, DhtNode, LoopClock
+from dht.quic_adapter import dht_transport
 from p2pstore.grid import (
     DownloadConfig,
     Downloader,
@@ -25,6 +30,7 @@ from p2pstore.grid import (
     Uploader,
     aiter_bytes,
     bytes_source,
+    lookup_peers,
     rank_peers,
     static_peers,
 )
@@ -45,6 +51,7 @@ class QuicGrid:
     services: list[StorageService]
     peers: list[PeerAddress]
     clients: dict[PeerAddress, StorageAPI]
+    client_dht: DhtNode
 
     def storage_for(self, peer: PeerAddress) -> StorageAPI:
         if peer not in self.clients:
@@ -54,7 +61,7 @@ class QuicGrid:
         return self.clients[peer]
 
     def tools(self) -> tuple[Uploader[PeerAddress], Downloader[PeerAddress]]:
-        find = static_peers(self.peers)
+        find = lookup_peers(self.client_dht.lookup)
         send = SendConfig(op_timeout=5.0)
         up = Uploader(find, self.storage_for, UploadConfig(send=send, list_timeout=3.0))
         down = Downloader(
@@ -72,6 +79,9 @@ async def qgrid(tmp_path: Path) -> AsyncIterator[QuicGrid]:
     async with endpoints(11, TransportConfig()) as eps:
         client, nodes = eps[0], eps[1:]
         services = []
+        dhts: list[DhtNode] = []
+        clock = LoopClock()
+        seed = address_of(nodes[0])
         try:
             for i, ep in enumerate(nodes):
                 svc = await StorageService.start(
@@ -79,8 +89,16 @@ async def qgrid(tmp_path: Path) -> AsyncIterator[QuicGrid]:
                 )
                 register_storage_streams(ep, svc.server, error_factory=RpcError)
                 services.append(svc)
-            yield QuicGrid(client, nodes, services, [address_of(ep) for ep in nodes], {})
+            for i, ep in enumerate([*nodes, client]):
+                seeds = [] if i == 0 else [Contact(seed.node_id, seed.host, seed.port)]
+                dht = DhtNode(ep.node_id, dht_transport(ep), clock=clock, seeds=seeds)
+                dhts.append(dht)
+                await dht.start(bootstrap=i != 0)
+            peers = [address_of(ep) for ep in nodes]
+            yield QuicGrid(client, nodes, services, peers, {}, dhts[-1])
         finally:
+            for dht in dhts:
+                await dht.close()
             for svc in services:
                 await svc.close()
 
@@ -91,6 +109,8 @@ def ranked(g: QuicGrid, si: bytes) -> list[PeerAddress]:
 
 
 async def test_put_get_sizes_byte_for_byte(qgrid: QuicGrid) -> None:
+    found = await qgrid.client_dht.lookup(qgrid.peers[0].node_id)
+    assert {c.node_id for c in found} == {p.node_id for p in qgrid.peers}  # via the DHT
     up, down = qgrid.tools()
     for size in (0, 1, 3000):
         data = os.urandom(size)

@@ -51,6 +51,7 @@ from quic_transport.identity import NodeId
 from .errors import DownloadError, GridLocalError
 from .peers import FindPeers, P, Progress, StorageFor, describe
 from .placement import PeerKey
+from .tasks import bounded, cancel_and_wait
 
 #: The share chain is at most log2(256) hashes; a header claiming more is bad.
 _MAX_CHAIN = 8 * 32
@@ -131,11 +132,7 @@ class _Session(Generic[P]):
         )
 
     async def cancel_pending(self) -> None:
-        for t in self.pending:
-            t.cancel()
-        for t in list(self.pending):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(list(self.pending))
         self.pending.clear()
 
 
@@ -165,7 +162,7 @@ async def read_ranges(
         total += p[2]
 
     async def one(call: list[tuple[int, int, int]]) -> list[bytes]:
-        return await asyncio.wait_for(api.readv(si, share, [(o, n) for _, o, n in call]), timeout)
+        return await bounded(api.readv(si, share, [(o, n) for _, o, n in call]), timeout)
 
     answers = await asyncio.gather(*(one(c) for c in calls if c))
     parts: list[list[bytes]] = [[] for _ in ranges]
@@ -210,7 +207,7 @@ class Downloader(Generic[P]):
                 yield data
             return
         total = max(0, min(cap.size, offset + (cap.size if length is None else length)) - offset)
-        session = await self.open(cap)
+        session = await self._open_session(cap)
         with ThreadPoolExecutor(self.config.threads, thread_name_prefix="p2ps-decode") as ex:
             try:
                 dec = Decoder(
@@ -261,14 +258,10 @@ class Downloader(Generic[P]):
                     ) from e
                 yield out
         finally:
-            for t in tasks.values():
-                t.cancel()
-            for t in tasks.values():
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
+            await cancel_and_wait(tasks.values())
 
     # -- locating and opening shares ----------------------------------------------------
-    async def open(self, cap: ReadCap | VerifyCap) -> _Session[P]:
+    async def _open_session(self, cap: ReadCap | VerifyCap) -> _Session[P]:
         """Find and verify shares until k distinct good ones are open (or give up)."""
         cfg = self.config
         loop = asyncio.get_running_loop()
@@ -309,9 +302,7 @@ class Downloader(Generic[P]):
         async def list_one(key: PeerKey) -> None:
             t0 = loop.time()
             try:
-                held = await asyncio.wait_for(
-                    self.storage_for(peers[key]).list_shares(si), cfg.op_timeout
-                )
+                held = await bounded(self.storage_for(peers[key]).list_shares(si), cfg.op_timeout)
             except Exception as e:
                 s.dead.add(key)
                 s.bad[f"{NodeId(key).b32[:8]}/list"] = describe(e)
@@ -338,7 +329,7 @@ class Downloader(Generic[P]):
                 break
             changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), wait_until - now)
+                await bounded(changed.wait(), wait_until - now)
         if s.cap_error is not None or len(s.good_shares()) < cap.k:
             await s.cancel_pending()
             if s.cap_error is not None:

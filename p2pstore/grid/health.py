@@ -12,6 +12,7 @@ Invariants:
 - ``verify`` checks every byte of every share copy found (header, extension copy,
   share chain, both whole hash trees in bounded chunks, every block); memory stays
   bounded whatever the file size.
+- ``renew`` adds this node's lease wherever a share of the file is held.
 - ``repair`` only ever completes a regenerated share that is byte-identical to the
   original (the reader checks the re-encoded extension block before yielding
   trailers), and places it on the closest peers that hold no share first.
@@ -41,6 +42,7 @@ from .errors import GridLocalError, RepairError
 from .peers import FindPeers, P, StorageFor, describe
 from .placement import PeerKey, SharePlacer, happiness, rank_peers
 from .sender import SendConfig, ShareSender
+from .tasks import bounded
 from .upload import list_existing
 
 
@@ -134,7 +136,7 @@ class _LoopShareSource:
         pos, end = offset, offset + length
         while pos < end:
             want = min(self.max_read, end - pos)
-            data = await asyncio.wait_for(api.read(self.si, share, pos, want), self.timeout)
+            data = await bounded(api.read(self.si, share, pos, want), self.timeout)
             parts.append(data)
             if len(data) < want:
                 break
@@ -232,6 +234,24 @@ class Health(Generic[P]):
                 if r < len(existing[s]):  # fill-ins were recorded in round 0
                     copies[(s, NodeId(assignment[s]).b32)] = why
         return VerifyResult(check, copies)
+
+    async def renew(self, cap: ReadCap | VerifyCap) -> dict[str, str | None]:
+        """Add or extend this node's lease on the file at every peer holding a share.
+        Returns ``{peer b32: None if renewed, else why not}``."""
+        vc = _verify_cap(cap)
+        peers, existing, _ = await self._locate(vc)
+        holders = sorted({p for ps in existing.values() for p in ps})
+
+        async def one(p: PeerKey) -> str | None:
+            try:
+                api = self.storage_for(peers[p])
+                await bounded(api.add_lease(vc.storage_index), self.config.op_timeout)
+            except Exception as e:
+                return describe(e)
+            return None
+
+        results = await asyncio.gather(*(one(p) for p in holders))
+        return {NodeId(p).b32: r for p, r in zip(holders, results, strict=True)}
 
     async def repair(
         self, cap: ReadCap | VerifyCap, *, verify: bool = False, happy: int | None = None

@@ -30,6 +30,7 @@ from p2pstore.storage import ShareExists, StorageAPI
 
 from .peers import BulkShareWriter, P, StorageFor, describe, share_specific
 from .placement import PeerKey, SharePlacer
+from .tasks import bounded, cancel_and_wait
 
 MiB = 1 << 20
 
@@ -77,6 +78,7 @@ class ShareSender(Generic[P]):
         self._progress = 0
         self.sent: set[int] = set()  # shares written and closed now
         self.present: set[int] = set()  # shares found already stored on allocate
+        self._background: set[asyncio.Task[None]] = set()  # aborts after timeouts
 
     # -- producer side ---------------------------------------------------------------
     def start(self, shares: Sequence[int]) -> None:
@@ -99,6 +101,8 @@ class ShareSender(Generic[P]):
                 continue
             await w.queue.put((seg.share_offset, seg.blocks[w.share]))
             _drain_if_dead(w)
+        if self._on_progress is not None and not self.live_shares:
+            self._on_progress(seg.index + 1)  # nothing to send (all present): encoded
 
     async def finish(self, trailers: Sequence[ShareTrailer]) -> None:
         """Hand over the trailers and wait for every writer to end."""
@@ -112,12 +116,7 @@ class ShareSender(Generic[P]):
 
     async def aclose(self) -> None:
         """Cancel writers still running and abort their unfinished uploads."""
-        tasks = [w.task for w in self._writers.values() if w.task and not w.task.done()]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(w.task for w in self._writers.values() if w.task is not None)
         aborts = [
             self._abort(w.api, w.share)
             for w in self._writers.values()
@@ -125,6 +124,9 @@ class ShareSender(Generic[P]):
         ]
         if aborts:
             await asyncio.gather(*aborts)
+        if self._background:  # each abort is bounded by min(5 s, op_timeout)
+            await asyncio.wait(set(self._background), timeout=5.0)
+            await cancel_and_wait(set(self._background))
 
     # -- writers ---------------------------------------------------------------------
     def _retire(self, w: _Writer) -> None:
@@ -146,10 +148,9 @@ class ShareSender(Generic[P]):
         peer = self.placer.pending[share]
         while True:
             api = self.storage_for(self.peers[peer])
+            w.peer, w.api = peer, api  # if cancelled mid-allocate, aclose aborts here
             try:
-                await asyncio.wait_for(
-                    api.allocate(self.si, share, self.alloc_size), self.config.op_timeout
-                )
+                await bounded(api.allocate(self.si, share, self.alloc_size), self.config.op_timeout)
                 break
             except ShareExists:
                 self.placer.found_present(share, peer)
@@ -158,6 +159,8 @@ class ShareSender(Generic[P]):
                 self._retire(w)
                 return
             except Exception as e:
+                if isinstance(e, TimeoutError):  # it may still succeed there: undo it,
+                    self._abort_soon(api, share)  # without holding up the fallback
                 nxt = self.placer.failed(
                     share, peer, describe(e), exclude_peer=not share_specific(e)
                 )
@@ -165,7 +168,6 @@ class ShareSender(Generic[P]):
                     self._retire(w)
                     return
                 peer = nxt
-        w.peer, w.api = peer, api
         try:
             await self._stream(w, api)
         except Exception as e:
@@ -201,7 +203,7 @@ class ShareSender(Generic[P]):
             raise RuntimeError("share stream ended without a trailer")
         await self._write(api, w.share, trailer.trailer_offset, trailer.trailer)
         await self._write(api, w.share, 0, trailer.header)
-        await asyncio.wait_for(api.close_share(self.si, w.share), t)
+        await bounded(api.close_share(self.si, w.share), t)
 
     async def _blocks(self, w: _Writer, box: list[ShareTrailer]) -> AsyncIterator[bytes]:
         expect = HEADER_SIZE
@@ -223,15 +225,18 @@ class ShareSender(Generic[P]):
         view = memoryview(data)
         for i in range(0, len(data), step):
             piece = data if len(data) <= step else bytes(view[i : i + step])
-            await asyncio.wait_for(
-                api.write(self.si, share, offset + i, piece), self.config.op_timeout
-            )
+            await bounded(api.write(self.si, share, offset + i, piece), self.config.op_timeout)
+
+    def _abort_soon(self, api: StorageAPI, share: int) -> None:
+        t = asyncio.create_task(self._abort(api, share))
+        self._background.add(t)
+        t.add_done_callback(self._background.discard)
 
     async def _abort(self, api: StorageAPI | None, share: int) -> None:
         if api is None:
             return
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(api.abort(self.si, share), min(5.0, self.config.op_timeout))
+            await bounded(api.abort(self.si, share), min(5.0, self.config.op_timeout))
 
 
 def _drain_if_dead(w: _Writer) -> None:

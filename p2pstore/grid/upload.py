@@ -40,6 +40,7 @@ from p2pstore.immutable import (
     SegmentGeometry,
     ShareLayout,
 )
+from p2pstore.immutable.errors import LocalError as ImmutableLocalError
 from p2pstore.immutable.params import LITERAL_MAX
 from quic_transport.identity import NodeId
 
@@ -47,6 +48,7 @@ from .errors import GridLocalError, UploadError
 from .peers import FindPeers, P, Progress, StorageFor, describe
 from .placement import PeerKey, SharePlacer, rank_peers
 from .sender import SendConfig, ShareSender
+from .tasks import bounded
 
 #: A source that can be read again from the start (convergent mode reads twice).
 Reopenable = Callable[[], AsyncIterable[bytes]]
@@ -170,7 +172,12 @@ class Uploader(Generic[P]):
                                 enc.storage_index, params, size, happy, on_progress
                             )
                         await job.sender.send(seg)
-            result = await loop.run_in_executor(ex, enc.finish)
+            if size is not None and fed != size:
+                raise GridLocalError(f"source yielded {fed} bytes, not the {size} declared")
+            try:
+                result = await loop.run_in_executor(ex, enc.finish)
+            except ImmutableLocalError as e:  # e.g. the source changed between passes
+                raise GridLocalError(str(e)) from e
             if isinstance(result.cap, LiteralCap):
                 if progress is not None:
                     progress(fed, fed)
@@ -254,7 +261,7 @@ async def list_existing(
     failed to answer})``."""
 
     async def ask(key: PeerKey) -> dict[int, int]:
-        return await asyncio.wait_for(storage_for(peers[key]).list_shares(si), timeout)
+        return await bounded(storage_for(peers[key]).list_shares(si), timeout)
 
     keys = list(peers)
     answers = await asyncio.gather(*(ask(k) for k in keys), return_exceptions=True)
@@ -298,10 +305,10 @@ class _Job(Generic[P]):
             api = self.storage_for(self.peers[peer])
             t = self.sender.config.op_timeout
             try:
-                got = await asyncio.wait_for(api.read(self.si, share, *layout.ext_range()), t)
+                got = await bounded(api.read(self.si, share, *layout.ext_range()), t)
                 if got != want:
                     return "stored share belongs to a different encoding"
-                await asyncio.wait_for(api.add_lease(self.si), t)
+                await bounded(api.add_lease(self.si), t)
             except Exception as e:
                 return describe(e)
             return None
