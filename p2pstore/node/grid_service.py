@@ -107,6 +107,7 @@ class GridService:
         grow_interval: float = 10.0,
         feed_interval: float = 30.0,
         retry_max: float = 60.0,
+        probe_timeout: float = 5.0,
     ) -> None:
         self.context = context
         self.vdrive_factory = vdrive_factory
@@ -114,6 +115,7 @@ class GridService:
         self.grow_interval = grow_interval
         self.feed_interval = feed_interval
         self.retry_max = retry_max
+        self.probe_timeout = probe_timeout
         self.endpoint: Endpoint | None = None
         self.dht: DhtNode | None = None
         self.storage: StorageService | None = None
@@ -217,7 +219,11 @@ class GridService:
         ctx = self.context
         candidates = join_candidates(ctx.bootstrap, ctx.known_peers, ctx.key.node_id)
         report = await contact_any(
-            candidates, self._probe_seed, enough=self.join_enough, parallel=4, probe_timeout=5.0
+            candidates,
+            self._probe_seed,
+            enough=self.join_enough,
+            parallel=4,
+            probe_timeout=self.probe_timeout,
         )
         self.last_join = report
         for seed, why in report.failed:
@@ -241,11 +247,12 @@ class GridService:
         assert self.dht is not None
         delay = 2.0
         last_feed = time.monotonic()
+        joined = False  # a join through our own candidates succeeded at least once
         while True:
             try:
-                if not len(self.dht.table):
+                if not joined or not len(self.dht.table):
                     if self.context.bootstrap.seeds or len(self.context.known_peers):
-                        await self.join_once()
+                        joined = (await self.join_once()).joined
                     if not len(self.dht.table):
                         await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                         delay = min(delay * 2, self.retry_max)
