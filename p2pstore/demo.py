@@ -73,7 +73,7 @@ def round_trip(grid: localgrid.Grid) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m p2pstore.demo", description=__doc__)
     parser.add_argument("dir", nargs="?", help="grid directory")
-    parser.add_argument("--nodes", type=int, default=localgrid.DEFAULT_NODES)
+    parser.add_argument("--nodes", type=int, default=None, help="storage nodes (default 5)")
     args = parser.parse_args(argv)
     root = Path(args.dir or os.environ.get("P2PSTORE_GRID") or localgrid.default_grid_dir())
     try:

@@ -137,8 +137,9 @@ def _create(grid_root: Path, name: str, *, introducer: bool, seeds: BootstrapLis
     create_node_dir(grid_root / name, options)
 
 
-def create_or_extend(root: Path, nodes: int, out: TextIO) -> Grid:
-    """Create the grid at ``root`` (or add nodes up to ``nodes``); returns it."""
+def create_or_extend(root: Path, nodes: int | None, out: TextIO) -> Grid:
+    """Create the grid at ``root`` with ``nodes`` storage nodes (default 5), or add
+    nodes to an existing one up to ``nodes`` (None: keep its size); returns it."""
     root = root.absolute()
     grid = Grid.load(root)
     if grid is None:
@@ -150,6 +151,8 @@ def create_or_extend(root: Path, nodes: int, out: TextIO) -> Grid:
         grid.save()
         print(f"created introducer in {grid.path(INTRODUCER)}", file=out)
     have = len(grid.storage_names)
+    if nodes is None:
+        nodes = have if have else DEFAULT_NODES
     if nodes < have:
         print(f"the grid has {have} storage nodes already (--nodes {nodes} ignored)", file=out)
     seed = _introducer_seed(grid)
@@ -264,9 +267,11 @@ Stop the grid with: p2pstore grid down {grid.root}""",
     )
 
 
-def up(root: Path, nodes: int, *, timeout: float = 45.0, out: TextIO | None = None) -> int:
+def up(
+    root: Path, nodes: int | None = None, *, timeout: float = 45.0, out: TextIO | None = None
+) -> int:
     out = out or sys.stdout
-    if not 1 <= nodes <= MAX_NODES:
+    if nodes is not None and not 1 <= nodes <= MAX_NODES:
         raise GridProblem(f"--nodes must be 1..{MAX_NODES}")
     grid = create_or_extend(root, nodes, out)
     problems = start_all(grid, out)
@@ -324,7 +329,13 @@ def register(sub: Any) -> None:
     where = f"grid directory (default: {default_grid_dir()})"
     q = gsub.add_parser("up", help="create (if needed) and start a local grid, wait for it")
     q.add_argument("dir", metavar="DIR", nargs="?", help=where)
-    q.add_argument("--nodes", type=int, default=DEFAULT_NODES, help="storage nodes (default 5)")
+    q.add_argument(
+        "--nodes",
+        type=int,
+        default=None,
+        help=f"storage nodes (default {DEFAULT_NODES} for a new grid; an existing grid keeps "
+        "its nodes and grows to --nodes if more)",
+    )
     q.add_argument("--timeout", type=float, default=45.0, help="seconds to wait for joining")
     q.set_defaults(func=lambda a: up(_dir(a), a.nodes, timeout=a.timeout))
     for name, func, what in (
