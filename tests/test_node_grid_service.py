@@ -112,9 +112,13 @@ async def test_join_skip_dead_seed_and_rejoin_through_known_peers(tmp_path: Path
         await a.close()
         services.remove(a)
 
+        stale = b_root / "state/spool/upload-killed.spool"  # left by a killed node
+        stale.parent.mkdir(parents=True, exist_ok=True)
+        stale.write_bytes(b"x" * 1000)
         b2 = service(b_root)
         services.append(b2)
         await b2.start()
+        assert not stale.exists()
         await until(lambda: b2.last_join is not None)
         report = b2.last_join
         assert report is not None and [s.node_id for s in report.reached] == [c.context.key.node_id]

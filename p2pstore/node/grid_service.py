@@ -129,7 +129,7 @@ class GridService:
         self._self_address: PeerAddress | None = None
         self._storage_used = 0
         self._storage_scanned_at: float | None = None
-        self._rtt: dict[str, float] = {}
+        self.spool_dir = context.node_dir.state_dir / "spool"
 
     def __repr__(self) -> str:
         return f"GridService({self.context.key.node_id.b32})"
@@ -159,6 +159,7 @@ class GridService:
                 ctx.node_dir.storage_dir, self.endpoint, scfg, error_factory=RpcError
             )
             register_storage_streams(self.endpoint, self.storage.server, error_factory=RpcError)
+        _remove_stale_spools(self.spool_dir)
         candidates = join_candidates(ctx.bootstrap, ctx.known_peers, ctx.key.node_id)
         seeds = [Contact(s.node_id, s.host, s.port) for s in candidates]
         self.dht = DhtNode(
@@ -311,7 +312,7 @@ class GridService:
                 self.find_peers,
                 self.storage_for,
                 convergence_secret=self.context.convergence_secret,
-                spool_dir=self.context.node_dir.root / "state" / "spool",
+                spool_dir=self.spool_dir,
                 params=params,
                 happy=cfg.shares_happy,
                 node_info=self._node_info,
@@ -433,3 +434,16 @@ def _raise_bind_oserror(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.bind((host, port))
+
+
+def _remove_stale_spools(spool_dir: Path) -> None:
+    """Spool files left by a node that was killed mid-upload (their uploads failed)."""
+    try:
+        stale = [p for p in spool_dir.iterdir() if p.name.startswith("upload-")]
+    except FileNotFoundError:
+        return
+    for p in stale:
+        with contextlib.suppress(OSError):
+            p.unlink()
+    if stale:
+        log.info("removed %d spool files of interrupted uploads", len(stale))
