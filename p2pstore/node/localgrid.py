@@ -252,8 +252,14 @@ def print_usage(grid: Grid, out: TextIO) -> None:
             file=out,
         )
     first = grid.path(grid.storage_names[0]) if grid.storage_names else grid.root
+    try:
+        line = _introducer_seed(grid).to_line()
+    except (NodeError, OSError):
+        line = "(unknown)"
     print(
         f"""
+Bootstrap line (a node elsewhere on this machine joins with it):
+  {line}
 Try it:
   export P2PSTORE_NODE={first}
   p2pstore put FILE                  # prints the file's cap
