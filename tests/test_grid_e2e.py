@@ -5,6 +5,7 @@ file read again (shares survive restarts); then ``p2pstore grid up/status/down``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -156,6 +157,39 @@ def test_grid_up_status_down(tmp_path: Path) -> None:
         cap = piped.stdout.decode().strip()
         got = cli("get", cap, "--node", root / "node3").stdout
         assert got == "hello grid " * 1000
+        # SIGTERM during an upload: the upload fails cleanly, the node stops, no peer
+        # keeps a partial share, and the node comes back with `grid up`.
+        feeding = subprocess.Popen(
+            [sys.executable, "-m", "p2pstore.cli", "put", "-", "--mode", "random"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        assert feeding.stdin is not None
+        feeding.stdin.write(os.urandom(4_000_000))
+        feeding.stdin.flush()
+        deadline = time.monotonic() + 30
+        while not any(
+            p.is_file()
+            for n in ("node1", "node3")
+            for p in (root / n / "storage/incoming").rglob("*")
+        ):
+            assert time.monotonic() < deadline, "the upload never reached the peers"
+            time.sleep(0.1)
+        stopped = cli("stop", root / "node2")
+        assert "stopped" in stopped.stdout
+        with contextlib.suppress(BrokenPipeError):
+            feeding.stdin.close()
+        assert feeding.wait(60) != 0  # the client saw the upload fail
+        deadline = time.monotonic() + 30
+        while any(
+            p.is_file()
+            for n in ("node1", "node3")
+            for p in (root / n / "storage/incoming").rglob("*")
+        ):
+            assert time.monotonic() < deadline, "partial shares left behind"
+            time.sleep(0.2)
         again = cli("grid", "up", root)  # idempotent: nothing created, all running
         assert "created" not in again.stdout and "all 4 nodes joined" in again.stdout
         assert cli("grid", "status", root).returncode == 0
