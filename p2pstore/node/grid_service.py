@@ -230,6 +230,8 @@ class GridService:
         for seed, why in report.failed:
             log.info("join: skipped %s:%d (%s)", seed.host, seed.port, why)
         if report.joined:
+            for seed in report.reached:
+                ctx.known_peers.saw(seed.node_id, seed.host, seed.port)
             size = await self.dht.bootstrap()
             self.joined_at = time.time()
             log.info(
@@ -271,11 +273,15 @@ class GridService:
             await asyncio.sleep(self.grow_interval * random.uniform(0.8, 1.2))
 
     def _feed_known_peers(self) -> None:
-        if self.dht is None:
+        """Record the routing-table contacts we hold an authenticated connection to
+        now (so ``last_seen`` means "was live then", not merely "was in the table")."""
+        if self.dht is None or self.endpoint is None:
             return
         known = self.context.known_peers
+        live = set(self.endpoint.connected_peers)
         for c in self.dht.table.contacts():
-            known.saw(c.node_id, c.host, c.port)
+            if c.node_id in live:
+                known.saw(c.node_id, c.host, c.port)
 
     # -- grid wiring -----------------------------------------------------------------
     async def _probe_storage(self, peer: PeerAddress) -> Any:
@@ -351,7 +357,13 @@ class GridService:
             except Exception:
                 return None
 
-        rtts = await asyncio.gather(*(rtt(c) for c in contacts))
+        limit = asyncio.Semaphore(16)
+
+        async def bounded(c: Contact) -> float | None:
+            async with limit:
+                return await rtt(c)
+
+        rtts = await asyncio.gather(*(bounded(c) for c in contacts))
         out = []
         for c, r in zip(contacts, rtts, strict=True):
             role = self.storage_peers.role(c.node_id)
