@@ -23,6 +23,7 @@ from p2pstore.grid import (
     DownloadConfig,
     Downloader,
     DownloadError,
+    GridClient,
     Health,
     HealthConfig,
     SendConfig,
@@ -35,7 +36,7 @@ from p2pstore.grid import (
     static_peers,
 )
 from p2pstore.immutable import ReadCap
-from p2pstore.storage import StorageAPI, StorageConfig, StorageService
+from p2pstore.storage import LocalStorageClient, StorageAPI, StorageConfig, StorageService
 from p2pstore.storage.bulk import QuicStorageClient, register_storage_streams
 from quic_transport import Endpoint, PeerAddress, RpcError, TransportConfig
 from quic_transport.testing import address_of, endpoints
@@ -52,6 +53,7 @@ class QuicGrid:
     peers: list[PeerAddress]
     clients: dict[PeerAddress, StorageAPI]
     client_dht: DhtNode
+    dhts: list[DhtNode]
 
     def storage_for(self, peer: PeerAddress) -> StorageAPI:
         if peer not in self.clients:
@@ -95,7 +97,7 @@ async def qgrid(tmp_path: Path) -> AsyncIterator[QuicGrid]:
                 dhts.append(dht)
                 await dht.start(bootstrap=i != 0)
             peers = [address_of(ep) for ep in nodes]
-            yield QuicGrid(client, nodes, services, peers, {}, dhts[-1])
+            yield QuicGrid(client, nodes, services, peers, {}, dhts[-1], dhts)
         finally:
             for dht in dhts:
                 await dht.close()
@@ -116,6 +118,23 @@ async def test_put_get_sizes_byte_for_byte(qgrid: QuicGrid) -> None:
         data = os.urandom(size)
         res = await up.upload_convergent(bytes_source(data), SECRET)
         assert await down.read_all(res.cap) == data
+    # the node's one-object wiring: QUIC storage clients and DHT lookups
+    gc = GridClient.over_quic(
+        qgrid.client, qgrid.client_dht.lookup, convergence_secret=SECRET, call_timeout=5.0
+    )
+    small = os.urandom(5000)
+    put = await gc.put(bytes_source(small))
+    assert b"".join([c async for c in gc.get(put.cap)]) == small
+    assert (await gc.check(put.cap)).healthy(7)
+    # node 0 acting as the client, with its own storage reached locally
+    me = qgrid.peers[0]
+    own = LocalStorageClient(qgrid.services[0].server, me.node_id)
+    gc0 = GridClient.over_quic(
+        qgrid.nodes[0], qgrid.dhts[0].lookup, local=(me, own), convergence_secret=SECRET
+    )
+    put0 = await gc0.put(bytes_source(small + b"!"))
+    assert me in put0.placements.values() and len(set(put0.placements.values())) == 10
+    assert b"".join([c async for c in gc0.get(put0.cap)]) == small + b"!"
     big = os.urandom(10 * MiB)
     res = await up.upload_random(aiter_bytes(big))
     assert res.happiness >= 9 and len(res.placements) == 10

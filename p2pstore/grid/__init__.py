@@ -3,13 +3,16 @@ back verified, and check, verify and repair them (docs/grid.md).
 
 Modules: ``errors`` (exceptions), ``peers`` (the injected lookup and storage
 factory), ``placement`` (sans-I/O share placement and happiness), ``sender``
-(streams shares to peers with fallback), ``upload``, ``download``, ``health``.
+(streams shares to peers with fallback), ``upload``, ``download``, ``health``,
+``tasks`` (timeouts, cancellation), ``client`` (:class:`GridClient`, all of it in
+one object, and its QUIC/DHT wiring).
 
 Every entry point takes two injected dependencies, so the same code runs on the
 in-process test grid and on real QUIC: ``find_peers(storage_index, count)`` (a DHT
 lookup, or :func:`static_peers`) and ``storage_for(peer) -> StorageAPI``.
 """
 
+from .client import GridClient
 from .download import DownloadConfig, Downloader
 from .errors import (
     DownloadError,
@@ -47,6 +50,7 @@ __all__ = [
     "DownloadError",
     "Downloader",
     "FindPeers",
+    "GridClient",
     "GridError",
     "GridLocalError",
     "GridRemoteError",

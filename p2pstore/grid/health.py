@@ -105,6 +105,7 @@ class RepairResult:
     repaired: dict[int, str]  # share number -> base32 peer it was placed on
     failed: dict[int, str]  # share number -> why it could not be placed
     happiness: int  # after repair
+    healthy: bool  # every share placed and happiness >= happy
 
 
 def _verify_cap(cap: ReadCap | VerifyCap) -> VerifyCap:
@@ -280,11 +281,13 @@ class Health(Generic[P]):
             )
         missing = placer.unplaced()
         if not missing:
-            return RepairResult(before, {}, {}, placer.happiness())
+            h = placer.happiness()
+            return RepairResult(before, {}, {}, h, h >= happy)
         await replace_shares(vc, placer, peers, self.storage_for, self.config.send)
         repaired = {s: NodeId(placer.placed[s]).b32 for s in missing if s in placer.placed}
         failed = {s: placer.reasons.get(s, "not placed") for s in missing if s not in placer.placed}
-        return RepairResult(before, repaired, failed, placer.happiness())
+        h = placer.happiness()
+        return RepairResult(before, repaired, failed, h, not failed and h >= happy)
 
 
 _END = object()

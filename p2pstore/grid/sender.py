@@ -164,7 +164,8 @@ class ShareSender(Generic[P]):
                 nxt = self.placer.failed(
                     share, peer, describe(e), exclude_peer=not share_specific(e)
                 )
-                if nxt is None:
+                if nxt is None:  # no allocation stands anywhere (timeouts: aborted above)
+                    w.done = True
                     self._retire(w)
                     return
                 peer = nxt
