@@ -307,7 +307,7 @@ class GridService:
             if self.storage is None:
                 raise RuntimeError("this node does not store shares")
             return LocalStorageClient(self.storage.server, self.context.key.node_id)
-        return QuicStorageClient(self.endpoint, peer)
+        return QuicStorageClient(self.endpoint, peer, timeout=30.0, stream_timeout=30.0)
 
     def api_backend(self) -> GridBackend:
         """The HTTP API's backend (created once, after ``start()``)."""
