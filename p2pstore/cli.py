@@ -17,7 +17,7 @@ from quic_transport.identity import IdentityError, NodeKey
 
 from . import __version__, cli_client, cli_webui
 from .client import ClientError
-from .node import bootstrap_ops, daemon, systemd
+from .node import bootstrap_ops, daemon, localgrid, systemd
 from .node.address import parse_host_port
 from .node.bootstrap import BootstrapList, merge
 from .node.errors import AddressError, BootstrapErrors, ConfigError, NodeError
@@ -254,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = bsub.add_parser("check", help="validate a bootstrap list file or text")
     q.add_argument("source", metavar="FILE|TEXT")
     q.set_defaults(func=_cmd_bootstrap_check)
+
+    localgrid.register(sub)
 
     p = sub.add_parser("systemd-unit", help="print (or --install) a systemd user unit")
     p.add_argument("dir", metavar="DIR")

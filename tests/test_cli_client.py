@@ -251,6 +251,13 @@ def sh(*args: str | Path, stdin: bytes | None = None) -> subprocess.CompletedPro
 def test_real_node_round_trip(tmp_path: Path) -> None:
     root = tmp_path / "n"
     assert sh("create-node", root, "--listen", "127.0.0.1:0").returncode == 0
+    # A grid of one: this node stores every share itself (1-of-1, happy 1).
+    conf = root / "p2pstore.toml"
+    text = conf.read_text()
+    for key, value in (("shares_needed", 3), ("shares_total", 10), ("shares_happy", 7)):
+        text = text.replace(f"{key} = {value}\n", f"{key} = 1\n")
+    text = text.replace('reserved_space = "1GB"', 'reserved_space = "0B"')
+    conf.write_text(text)
     started = sh("start", root)
     assert started.returncode == 0, started.stderr
     try:
@@ -276,7 +283,7 @@ def test_real_node_round_trip(tmp_path: Path) -> None:
         assert json.loads(info.stdout)["size"] == 2_500_000
         status = sh("status", root, "--json")
         doc: dict[str, Any] = json.loads(status.stdout)
-        assert status.returncode == 0 and doc["api"]["backend"].startswith("memory")
+        assert status.returncode == 0 and doc["api"]["backend"] == "grid"
         assert doc["api_url"].startswith("http://127.0.0.1:")
         ls = sh("ls", "--node", root)
         assert ls.returncode == 1 and b"vdrive-unavailable" in ls.stderr

@@ -1,19 +1,26 @@
 """Contract tests for :class:`p2pstore.web.backend.ApiBackend` implementations.
 
-Every backend the API may be given runs these: today the in-memory backend (with
-and without its vdrive). Node assembly adds the grid backend's factory to
-``FILE_BACKENDS`` and the vdrive work adds its vdrive to ``VDRIVE_BACKENDS``.
+Every backend the API may be given runs these: the in-memory backend (with and
+without its vdrive) and the node's grid backend over an in-process storage grid;
+the vdrive work adds its vdrive to ``VDRIVE_BACKENDS``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+import weakref
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from p2pstore.grid import static_peers
 from p2pstore.immutable import EncodingParams, LiteralCap, ReadCap
+from p2pstore.node.grid_backend import GridBackend
+from p2pstore.testing.storage_grid import StorageGrid
 from p2pstore.vdrive.backend import VdriveBackend
 from p2pstore.vdrive.testing import local_vdrive
 from p2pstore.web.backend import ApiBackend
@@ -21,11 +28,36 @@ from p2pstore.web.errors import BackendError, BadRequest, Conflict, NotFound, Vd
 from p2pstore.web.memory_backend import MemoryBackend
 from p2pstore.web.memory_vdrive import MemoryVdrive
 from p2pstore.web.vpath import parse_vpath as P
+from quic_transport.identity import NodeId
 
 PARAMS = EncodingParams.create(3, 10, 64 * 1024)
 
+
+def _grid_backend() -> GridBackend:
+    """The node's grid backend over an in-process grid of 10 real storage servers."""
+    root = Path(tempfile.mkdtemp(prefix="p2pstore-contract-"))
+    grid = StorageGrid(root / "servers", 10)
+    owner = NodeId(bytes(range(20)))
+    backend = GridBackend(
+        static_peers(grid.servers),
+        lambda gs: gs.client(owner),
+        convergence_secret=os.urandom(32),
+        spool_dir=root / "spool",
+        params=PARAMS,
+        happy=7,
+    )
+    weakref.finalize(backend, _cleanup, grid, root)
+    return backend
+
+
+def _cleanup(grid: StorageGrid, root: Path) -> None:
+    grid.close()
+    shutil.rmtree(root, ignore_errors=True)
+
+
 FILE_BACKENDS: dict[str, Callable[[], Any]] = {
     "memory": lambda: MemoryBackend(params=PARAMS),
+    "grid": _grid_backend,
 }
 VDRIVE_BACKENDS: dict[str, Callable[[], Any]] = {
     "memory-vdrive": MemoryVdrive,

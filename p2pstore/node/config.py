@@ -54,6 +54,16 @@ class StorageSection:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientSection:
+    """Encoding of files this node uploads: k-of-N shares, success needs ``happy``
+    distinct storage peers (docs/grid.md, Placement rules)."""
+
+    shares_needed: int = 3
+    shares_total: int = 10
+    shares_happy: int = 7
+
+
+@dataclass(frozen=True, slots=True)
 class DhtSection:
     k: int = 20
     alpha: int = 3
@@ -84,6 +94,7 @@ class NodeConfig:
     node: NodeSection = field(default_factory=NodeSection)
     storage: StorageSection = field(default_factory=StorageSection)
     dht: DhtSection = field(default_factory=DhtSection)
+    client: ClientSection = field(default_factory=ClientSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     vdrive: VdriveSection = field(default_factory=VdriveSection)
 
@@ -202,7 +213,7 @@ def _duration_at_least(minimum: int) -> Callable[[Any], int]:
 
 def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
     """Validate parsed TOML; ``path`` is only used in messages and for ``node_dir``."""
-    known_sections = {"node", "storage", "dht", "logging", "vdrive"}
+    known_sections = {"node", "storage", "dht", "client", "logging", "vdrive"}
     for name, value in data.items():
         if name not in known_sections:
             raise ConfigError(
@@ -258,6 +269,17 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
     )
     s.finish()
 
+    s = section("client")
+    d_client = ClientSection()
+    needed = s.int_range("shares_needed", d_client.shares_needed, 1, 256)
+    total = s.int_range("shares_total", d_client.shares_total, needed, 256)
+    client = ClientSection(
+        shares_needed=needed,
+        shares_total=total,
+        shares_happy=s.int_range("shares_happy", min(d_client.shares_happy, total), needed, total),
+    )
+    s.finish()
+
     s = section("logging")
     logging_ = LoggingSection(
         level=s.convert("level", d_log.level, _level),
@@ -276,7 +298,13 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
     )
     s.finish()
     return NodeConfig(
-        path=path, node=node, storage=storage, dht=dht, logging=logging_, vdrive=vdrive
+        path=path,
+        node=node,
+        storage=storage,
+        dht=dht,
+        client=client,
+        logging=logging_,
+        vdrive=vdrive,
     )
 
 

@@ -7,7 +7,14 @@ so every key has one saying what it does and what values it takes.
 
 from __future__ import annotations
 
-from .config import DhtSection, LoggingSection, NodeSection, StorageSection, toml_string
+from .config import (
+    ClientSection,
+    DhtSection,
+    LoggingSection,
+    NodeSection,
+    StorageSection,
+    toml_string,
+)
 from .size import format_duration_exact, format_size_exact
 
 
@@ -16,8 +23,10 @@ def render_config(
     storage: StorageSection,
     dht: DhtSection | None = None,
     logging: LoggingSection | None = None,
+    client: ClientSection | None = None,
 ) -> str:
     dht = dht or DhtSection()
+    client = client or ClientSection()
     logging = logging or LoggingSection()
     public = (
         f"public_address = {toml_string(str(node.public_address))}"
@@ -71,6 +80,14 @@ k = {dht.k}
 alpha = {dht.alpha}
 # How many peers to remember in state/known_peers.json, to rejoin without seeds.
 remember_peers = {dht.remember_peers}
+
+[client]
+# Files you upload are cut into shares_total shares, any shares_needed of which
+# rebuild the file; an upload succeeds only when at least shares_happy distinct
+# storage peers hold shares (so shares_happy - shares_needed of them may vanish).
+shares_needed = {client.shares_needed}
+shares_total = {client.shares_total}
+shares_happy = {client.shares_happy}
 
 [logging]
 # DEBUG, INFO, WARNING or ERROR. Secrets are never logged at any level.

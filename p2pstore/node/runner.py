@@ -43,7 +43,6 @@ from .config import NodeConfig, load_config
 from .errors import BootstrapErrors, ConfigError, NodeDirError, NodeError
 from .fsutil import write_text_atomic
 from .known_peers import KnownPeers
-from .listen_service import ListenOnlyService
 from .logsetup import setup_logging
 from .nodedir import NodeDir
 from .pidfile import AlreadyRunning, PidLock
@@ -108,20 +107,28 @@ def prepare(root: Path) -> Prepared:
 
 
 class NodeRunner:
-    """Runs one node; ``service_factory`` defaults to the listen-only stand-in."""
+    """Runs one node; ``service_factory`` defaults to the assembled grid node
+    (:class:`~p2pstore.node.grid_service.GridService`)."""
 
     def __init__(
         self,
         root: Path,
         *,
-        service_factory: ServiceFactory = ListenOnlyService,
+        service_factory: ServiceFactory | None = None,
         log_to_stderr: bool = True,
         out: TextIO | None = None,
         install_signal_handlers: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.root = root
-        self.service_factory = service_factory
+        if service_factory is None:
+            # The network stack loads only to run.
+            from p2pstore.vdrive.node import grid_vdrive_factory
+
+            from .grid_service import grid_service_factory
+
+            service_factory = grid_service_factory(vdrive_factory=grid_vdrive_factory)
+        self.service_factory: ServiceFactory = service_factory
         self.log_to_stderr = log_to_stderr
         self.out = out if out is not None else sys.stdout
         self.install_signal_handlers = install_signal_handlers

@@ -1,10 +1,9 @@
 """The contract between :class:`~p2pstore.node.runner.NodeRunner` and the node's services.
 
 The runner owns the process: config, keys, logging, pid/status files, signals. The
-*service* owns the network: today :class:`~p2pstore.node.listen_service.ListenOnlyService`
-(binds the listen address, nothing more); once the transport, DHT and storage
-server land, the assembled node implements :class:`NodeService` and is passed to the
-runner as a :data:`ServiceFactory`.
+*service* owns the network: by default :class:`~p2pstore.node.grid_service.GridService`
+(QUIC endpoint, DHT, storage server, grid client); tests pass their own
+:data:`ServiceFactory`.
 
 Invariants the runner relies on:
 - ``start()`` returns once the node is serving (its UDP port bound) or raises; an

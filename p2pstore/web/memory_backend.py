@@ -4,8 +4,8 @@ Files are encrypted and erasure-coded with the real :mod:`p2pstore.immutable`
 encoder into N shares held in a dict; downloads, checks and repairs read them back
 through the real verifier (``read_plaintext``, ``check_shares``,
 ``regenerate_shares``), so the API and CLI are exercised end to end against true
-caps. Used by tests, by the shell and web-UI work, and by the stand-in node
-service (``ListenOnlyService``) until node assembly provides the grid backend.
+caps. Used by tests and by the development server (``python -m p2pstore.web``)
+for the shell and web-UI work.
 Production nodes use the grid backend: nothing here is persistent or networked.
 
 Invariants:

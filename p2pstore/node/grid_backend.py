@@ -1,0 +1,494 @@
+"""The local HTTP API's backend on the real grid (``p2pstore.web.backend.ApiBackend``).
+
+Uploads go through :class:`p2pstore.grid.Uploader`, downloads through
+:class:`p2pstore.grid.Downloader`, check/verify/repair through
+:class:`p2pstore.grid.Health`; peers and storage clients are injected
+(``find_peers``, ``storage_for``), so the same class runs over QUIC in a node
+(:mod:`p2pstore.node.grid_service`) and over the in-process test grid.
+
+Invariants:
+- Convergent uploads need the plaintext twice (key, then encoding): the body is
+  spooled to a temporary file in ``spool_dir`` (the node's ``state/`` folder), which
+  is refused before it would leave less than ``spool_reserve`` bytes free on that
+  disk, and deleted when the upload ends whatever happens. Random-key uploads stream
+  the body through the encoder in one pass and hold only a few segments.
+- An upload that fails, is cancelled, or whose body iterator raises leaves no
+  complete share behind (the grid's sender aborts its uploads on every peer).
+- Every grid failure becomes a :class:`~p2pstore.web.errors.BackendError` with a
+  secret-free message: no shares found -> ``404 file-not-found``; fewer than k ->
+  ``503 unrecoverable``; an upload that could not reach ``happy`` peers ->
+  ``503 unavailable`` (code ``not-enough-peers``).
+- :meth:`close` refuses new work (``503 unavailable``) and cancels operations
+  still running, then waits for them: open uploads fail cleanly.
+- vdrive calls go to an optional vdrive component (:class:`VdriveComponent`, the
+  ``vdrive_*`` half of ``ApiBackend``); without one they raise
+  ``VdriveUnavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from p2pstore.grid import (
+    DownloadConfig,
+    Downloader,
+    DownloadError,
+    GridLocalError,
+    Health,
+    HealthConfig,
+    RepairError,
+    UploadConfig,
+    Uploader,
+    UploadError,
+    file_source,
+)
+from p2pstore.grid.peers import FindPeers, StorageFor
+from p2pstore.immutable import (
+    CapError,
+    EncodingParams,
+    ImmutableError,
+    LiteralCap,
+    ReadCap,
+    VerifyCap,
+)
+from p2pstore.web.backend import (
+    CheckReport,
+    DirEntry,
+    DirListing,
+    PeerInfo,
+    ProgressFn,
+    UploadMode,
+    UploadResult,
+)
+from p2pstore.web.errors import (
+    BackendError,
+    BadRequest,
+    GridError,
+    InsufficientStorage,
+    NotFound,
+    Unavailable,
+    Unrecoverable,
+    VdriveUnavailable,
+)
+from p2pstore.web.vpath import VPath
+from quic_transport.identity import b32encode
+
+log = logging.getLogger(__name__)
+SPOOL_CHUNK = 1 << 20
+DEFAULT_SPOOL_RESERVE = 64 << 20
+
+
+class VdriveComponent(Protocol):
+    """The vdrive half of the API backend; the vdrive package provides one."""
+
+    async def vdrive_list(self, path: VPath) -> DirListing: ...
+    async def vdrive_stat(self, path: VPath) -> DirEntry: ...
+    async def vdrive_mkdir(
+        self, path: VPath, *, parents: bool, expected_sequence: int | None
+    ) -> int: ...
+    async def vdrive_link(
+        self,
+        path: VPath,
+        cap: ReadCap | LiteralCap,
+        *,
+        replace: bool,
+        expected_sequence: int | None,
+    ) -> int: ...
+    async def vdrive_unlink(
+        self, path: VPath, *, recursive: bool, expected_sequence: int | None
+    ) -> int: ...
+    async def vdrive_rename(
+        self, src: VPath, dst: VPath, *, replace: bool, expected_sequence: int | None
+    ) -> int: ...
+
+
+def _download_error(e: DownloadError) -> BackendError:
+    if e.found == 0 and not e.bad:
+        return NotFound("no shares of this file were found", code="file-not-found")
+    return Unrecoverable(f"the file cannot be recovered: {e}"[:2000])
+
+
+def _b32(peer: Any) -> str:
+    node_id = getattr(peer, "node_id", None)
+    return node_id.b32 if node_id is not None else str(peer)
+
+
+class GridBackend:
+    """See the module docstring. ``node_info`` and ``peer_source`` are the hosting
+    service's status fields and peer list."""
+
+    def __init__(
+        self,
+        find_peers: FindPeers[Any],
+        storage_for: StorageFor[Any],
+        *,
+        convergence_secret: bytes,
+        spool_dir: Path,
+        params: EncodingParams | None = None,
+        happy: int = 7,
+        node_info: Callable[[], Mapping[str, Any]] | None = None,
+        peer_source: Callable[[], Any] | None = None,
+        vdrive: VdriveComponent | None = None,
+        spool_reserve: int = DEFAULT_SPOOL_RESERVE,
+        upload_config: UploadConfig | None = None,
+        download_config: DownloadConfig | None = None,
+    ) -> None:
+        self.params = params or EncodingParams()
+        self.happy = happy
+        self._secret = convergence_secret
+        self.spool_dir = spool_dir
+        self.spool_reserve = spool_reserve
+        self.node_info = node_info
+        self.peer_source = peer_source
+        self.vdrive = vdrive
+        self.uploader: Uploader[Any] = Uploader(
+            find_peers,
+            storage_for,
+            upload_config or UploadConfig(happy=happy),
+            params=self.params,
+        )
+        self.downloader: Downloader[Any] = Downloader(find_peers, storage_for, download_config)
+        self.health: Health[Any] = Health(find_peers, storage_for, HealthConfig(happy=happy))
+        self._running: set[asyncio.Task[Any]] = set()
+        self._closed = False
+        self.uploads_done = 0
+        self.uploads_failed = 0
+
+    def __repr__(self) -> str:
+        return f"GridBackend(params={self.params.k}-of-{self.params.n}, happy={self.happy})"
+
+    # -- lifecycle -----------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _operation(self) -> AsyncIterator[None]:
+        if self._closed:
+            raise Unavailable("the node is stopping")
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        try:
+            yield
+        finally:
+            if task is not None:
+                self._running.discard(task)
+
+    async def close(self) -> None:
+        """Refuse new work, cancel what still runs (open uploads fail), wait for it."""
+        self._closed = True
+        tasks = [t for t in self._running if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- upload --------------------------------------------------------------------
+    async def upload(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        size_hint: int | None,
+        mode: UploadMode,
+        progress: ProgressFn | None = None,
+    ) -> UploadResult:
+        async with self._operation():
+            try:
+                if mode == "convergent":
+                    res = await self._upload_convergent(chunks, size_hint, progress)
+                elif mode == "random":
+                    res = await self.uploader.upload_random(
+                        chunks,
+                        size=size_hint,
+                        progress=(lambda done, _t: progress(done)) if progress else None,
+                    )
+                else:
+                    raise BadRequest(f"unknown upload mode {mode!r}", code="bad-mode")
+            except UploadError as e:
+                self.uploads_failed += 1
+                raise Unavailable(str(e)[:2000], code="not-enough-peers") from None
+            except GridLocalError as e:
+                self.uploads_failed += 1
+                raise BadRequest(str(e)[:500]) from None
+            except BaseException:
+                self.uploads_failed += 1
+                raise
+            self.uploads_done += 1
+            details: dict[str, Any] = {"backend": "grid"}
+            if isinstance(res.cap, ReadCap):
+                details.update(
+                    happiness=res.happiness,
+                    shares_sent=res.shares_sent,
+                    shares_present=res.shares_present,
+                    peers_found=res.peers_found,
+                    placements={str(s): _b32(p) for s, p in sorted(res.placements.items())},
+                )
+            return UploadResult(res.cap, res.size, mode, details)
+
+    async def _upload_convergent(
+        self, chunks: AsyncIterator[bytes], size_hint: int | None, progress: ProgressFn | None
+    ) -> Any:
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix="upload-", suffix=".spool", dir=self.spool_dir)
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                if size_hint is not None:
+                    self._check_spool_space(size_hint, 0)
+                written = 0
+                pending = bytearray()
+                async for chunk in chunks:
+                    pending += chunk
+                    written += len(chunk)
+                    if len(pending) >= SPOOL_CHUNK:
+                        self._check_spool_space(len(pending), written)
+                        await asyncio.to_thread(f.write, pending)
+                        pending = bytearray()
+                if pending:
+                    self._check_spool_space(len(pending), written)
+                    await asyncio.to_thread(f.write, pending)
+            # Progress over the encoding pass (the second); the spooling pass above
+            # consumed the body at network speed.
+            return await self.uploader.upload_convergent(
+                file_source(str(path)),
+                self._secret,
+                progress=(lambda done, _t: progress(done)) if progress else None,
+            )
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+
+    def _check_spool_space(self, more: int, so_far: int) -> None:
+        free = shutil.disk_usage(self.spool_dir).free
+        if free - more < self.spool_reserve:
+            raise InsufficientStorage(
+                f"not enough free disk to spool the upload at {so_far} bytes "
+                f"({free} bytes free, {self.spool_reserve} kept in reserve); "
+                "a random-key upload (mode=random) needs no spooling"
+            )
+
+    # -- download ------------------------------------------------------------------
+    async def download(
+        self, cap: ReadCap | LiteralCap, offset: int, length: int
+    ) -> AsyncIterator[bytes]:
+        if isinstance(cap, LiteralCap):
+            return _one(cap.data[offset : offset + length])
+        async with self._operation():
+            it = self.downloader.read(cap, offset=offset, length=length).__aiter__()
+            try:  # find k shares and verify the first segment before answering
+                first = await it.__anext__() if length else b""
+            except StopAsyncIteration:
+                first = b""
+            except DownloadError as e:
+                await _aclose(it)
+                raise _download_error(e) from None
+            except CapError as e:
+                await _aclose(it)
+                raise BadRequest(
+                    f"the cap does not match the stored file: {e}", code="cap-mismatch"
+                ) from None
+            except ImmutableError as e:
+                await _aclose(it)
+                raise GridError(f"cannot read the file: {e}", code="integrity-error") from None
+        return self._stream(first, it)
+
+    async def _stream(self, first: bytes, it: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async with self._operation():
+            try:
+                if first:
+                    yield first
+                async for chunk in it:
+                    yield chunk
+            except DownloadError as e:
+                raise _download_error(e) from None
+            finally:
+                await _aclose(it)
+
+    # -- info / check / repair -----------------------------------------------------
+    async def info(self, cap: ReadCap | VerifyCap) -> Mapping[str, Any]:
+        async with self._operation():
+            res = await self.health.check(cap)
+        if not res.shares:
+            raise NotFound("no shares of this file were found", code="file-not-found")
+        return {
+            "backend": "grid",
+            "storage_index": b32encode(cap.storage_index),
+            "k": cap.k,
+            "n": cap.n,
+            "size": cap.size,
+            "shares": {str(s): list(p) for s, p in sorted(res.shares.items())},
+            "shares_found": len(res.shares),
+            "happiness": res.happiness,
+            "peers_asked": res.peers_asked,
+            "unreachable": dict(res.unreachable),
+        }
+
+    async def check(self, cap: ReadCap | VerifyCap, *, verify: bool, repair: bool) -> CheckReport:
+        async with self._operation():
+            if verify:
+                v = await self.health.verify(cap)
+                good = v.good_shares
+                problems = [
+                    f"share {s} on {p}: {why}" for (s, p), why in sorted(v.copies.items()) if why
+                ]
+                unreachable = v.check.unreachable
+            else:
+                c = await self.health.check(cap)
+                good = c.shares
+                problems = []
+                unreachable = c.unreachable
+            problems += [f"share {s}: missing" for s in range(cap.n) if s not in good]
+            problems += [f"peer {p}: {why}" for p, why in sorted(unreachable.items())]
+            healthy = len(good) == cap.n
+            recoverable = len(good) >= cap.k
+            details: dict[str, Any] = {"shares": {str(s): list(p) for s, p in sorted(good.items())}}
+            if not repair or healthy:
+                return CheckReport(
+                    healthy,
+                    recoverable,
+                    cap.k,
+                    cap.n,
+                    len(good),
+                    verify,
+                    tuple(problems),
+                    repair,
+                    False,
+                    details,
+                )
+            if not recoverable:
+                problems.append(f"cannot repair: need {cap.k} good shares, have {len(good)}")
+                return CheckReport(
+                    False,
+                    False,
+                    cap.k,
+                    cap.n,
+                    len(good),
+                    verify,
+                    tuple(problems),
+                    True,
+                    False,
+                    details,
+                )
+            try:
+                r = await self.health.repair(cap, verify=verify)
+            except RepairError as e:
+                problems.append(f"repair failed: {e.reason}")
+                return CheckReport(
+                    False,
+                    True,
+                    cap.k,
+                    cap.n,
+                    len(good),
+                    verify,
+                    tuple(problems),
+                    True,
+                    False,
+                    details,
+                )
+            failed = {s: why for s, why in r.failed.items()}
+            details["repaired"] = {str(s): _b32(p) for s, p in sorted(r.repaired.items())}
+            details["repair_failed"] = {str(s): why for s, why in sorted(failed.items())}
+            details["happiness"] = r.happiness
+            now_good = len(good) + len(r.repaired)
+            problems += [f"share {s}: repair failed: {why}" for s, why in sorted(failed.items())]
+            return CheckReport(
+                healthy=now_good >= cap.n and not failed,
+                recoverable=True,
+                shares_needed=cap.k,
+                shares_total=cap.n,
+                shares_good=min(now_good, cap.n),
+                verified=verify,
+                problems=tuple(problems),
+                repair_attempted=True,
+                repaired=not failed,
+                details=details,
+            )
+
+    # -- node ------------------------------------------------------------------------
+    async def status(self) -> Mapping[str, Any]:
+        doc: dict[str, Any] = dict(self.node_info() if self.node_info else {})
+        doc.setdefault("backend", "grid")
+        doc["encoding"] = {
+            "shares_needed": self.params.k,
+            "shares_total": self.params.n,
+            "shares_happy": self.happy,
+            "segment_size": self.params.segment_size,
+        }
+        doc["uploads"] = {
+            "done": self.uploads_done,
+            "failed": self.uploads_failed,
+            "running": len(self._running),
+        }
+        doc["vdrive"] = self.vdrive is not None
+        return doc
+
+    async def peers(self) -> list[PeerInfo]:
+        if self.peer_source is None:
+            return []
+        got = self.peer_source()
+        if asyncio.iscoroutine(got):
+            got = await got
+        out: Sequence[PeerInfo] = got
+        return list(out)
+
+    # -- virtual drive -------------------------------------------------------------
+    def _vd(self) -> VdriveComponent:
+        if self.vdrive is None:
+            raise VdriveUnavailable()
+        return self.vdrive
+
+    async def vdrive_list(self, path: VPath) -> DirListing:
+        return await self._vd().vdrive_list(path)
+
+    async def vdrive_stat(self, path: VPath) -> DirEntry:
+        return await self._vd().vdrive_stat(path)
+
+    async def vdrive_mkdir(
+        self, path: VPath, *, parents: bool, expected_sequence: int | None
+    ) -> int:
+        return await self._vd().vdrive_mkdir(
+            path, parents=parents, expected_sequence=expected_sequence
+        )
+
+    async def vdrive_link(
+        self,
+        path: VPath,
+        cap: ReadCap | LiteralCap,
+        *,
+        replace: bool,
+        expected_sequence: int | None,
+    ) -> int:
+        return await self._vd().vdrive_link(
+            path, cap, replace=replace, expected_sequence=expected_sequence
+        )
+
+    async def vdrive_unlink(
+        self, path: VPath, *, recursive: bool, expected_sequence: int | None
+    ) -> int:
+        return await self._vd().vdrive_unlink(
+            path, recursive=recursive, expected_sequence=expected_sequence
+        )
+
+    async def vdrive_rename(
+        self, src: VPath, dst: VPath, *, replace: bool, expected_sequence: int | None
+    ) -> int:
+        return await self._vd().vdrive_rename(
+            src, dst, replace=replace, expected_sequence=expected_sequence
+        )
+
+
+async def _aclose(it: AsyncIterator[bytes]) -> None:
+    close = getattr(it, "aclose", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            await close()
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    if data:
+        yield data

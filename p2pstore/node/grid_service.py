@@ -1,0 +1,461 @@
+"""The assembled node: QUIC endpoint + Kademlia DHT + storage server + grid client.
+
+:class:`GridService` is the runner's default :class:`~p2pstore.node.service.NodeService`
+(``p2pstore run DIR``). ``start()`` opens the QUIC endpoint on ``[node] listen``
+with the node key, starts the storage service on ``DIR/storage`` when ``[storage]
+enabled`` (quota, reserved space and lease duration from the config; bulk
+``storage.write_stream`` registered too), registers the DHT and starts joining in a
+background task; ``api_backend()`` gives the HTTP API a
+:class:`~p2pstore.node.grid_backend.GridBackend` whose ``find_peers`` is a DHT lookup
+filtered to storage peers (:mod:`p2pstore.node.storage_peers`) and whose
+``storage_for`` is a QUIC storage client (this node's own server directly).
+
+Joining (docs/node.md, "Joining and rejoining"): candidates are the bootstrap seeds
+then the remembered peers (``join_candidates``); :func:`contact_any` pings them
+(DHT ``ping``, which proves the peer's key) with a bounded number in flight,
+skipping the ones that are down; once one answers, the DHT bootstraps (self-lookup
+plus empty-bucket refreshes). With nobody reachable the join task retries with a
+doubling delay (2 s .. 60 s), so a lone introducer simply waits for others, and a
+node whose seeds are all gone rejoins through the peers it remembers. While the
+routing table holds fewer than ``[dht] k`` contacts, a self-lookup every
+``grow_interval`` meets nodes that joined later.
+
+Invariants:
+- Every background task (join/maintenance loop) belongs to the service and ends in
+  :meth:`close`; ``close()`` undoes a partial ``start()``.
+- Shutdown order: the HTTP API is closed by the runner first; then the backend
+  refuses new work and cancels running uploads (they abort their share uploads),
+  then the join loop, the known-peers feed (one last time), the DHT, the storage
+  service (incomplete uploads stay in ``incoming/`` and are removed; complete
+  shares are untouched), and last the endpoint.
+- The known-peers store is fed from the routing table every ``feed_interval`` and
+  at close; the runner writes it to ``state/known_peers.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from dht import Contact, DhtConfig, DhtNode, LoopClock
+from dht.quic_adapter import dht_transport
+from p2pstore.immutable import EncodingParams
+from p2pstore.immutable.allocator import tune_allocator
+from p2pstore.storage import LocalStorageClient, StorageAPI, StorageConfig, StorageService
+from p2pstore.storage.bulk import QuicStorageClient, register_storage_streams
+from p2pstore.web.backend import PeerInfo
+from quic_transport import Endpoint, LocalError, PeerAddress, RpcError, open_endpoint
+from quic_transport.identity import NodeId
+
+from .advertise import advertised_address
+from .bootstrap import Seed
+from .grid_backend import GridBackend, VdriveComponent
+from .join import JoinReport, contact_any, join_candidates
+from .service import NodeContext, ServiceStatus
+from .storage_peers import StoragePeers
+
+log = logging.getLogger(__name__)
+STORAGE_RESCAN_SECONDS = 60.0
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes in regular files under ``root`` (not following symlinks)."""
+    total = 0
+    stack = [root]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(Path(entry.path))
+                        elif entry.is_file(follow_symlinks=False):
+                            total += entry.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        continue
+        except OSError:
+            continue
+    return total
+
+
+class VdriveFactory(Protocol):
+    """The hook for the vdrive package: called once by :meth:`GridService.api_backend`
+    with the running service (endpoint, DHT, key, grid backend for files) and
+    returns the component serving the ``vdrive_*`` API calls. If the component has
+    ``async close()``, the service calls it first at shutdown."""
+
+    def __call__(self, service: GridService) -> VdriveComponent: ...
+
+
+class GridService:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        context: NodeContext,
+        *,
+        vdrive_factory: VdriveFactory | None = None,
+        join_enough: int = 3,
+        grow_interval: float = 10.0,
+        feed_interval: float = 30.0,
+        retry_max: float = 60.0,
+        probe_timeout: float = 5.0,
+    ) -> None:
+        self.context = context
+        self.vdrive_factory = vdrive_factory
+        self.join_enough = join_enough
+        self.grow_interval = grow_interval
+        self.feed_interval = feed_interval
+        self.retry_max = retry_max
+        self.probe_timeout = probe_timeout
+        self.endpoint: Endpoint | None = None
+        self.dht: DhtNode | None = None
+        self.storage: StorageService | None = None
+        self.backend: GridBackend | None = None
+        self.vdrive: VdriveComponent | None = None
+        self.storage_peers = StoragePeers(self._probe_storage)
+        self.last_join: JoinReport | None = None
+        self.joined_at: float | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._bound: tuple[str, int] | None = None
+        self._self_address: PeerAddress | None = None
+        self._storage_used = 0
+        self._storage_scanned_at: float | None = None
+        self.spool_dir = context.node_dir.state_dir / "spool"
+
+    def __repr__(self) -> str:
+        return f"GridService({self.context.key.node_id.b32})"
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        tune_allocator()
+        ctx = self.context
+        cfg = ctx.config
+        listen = cfg.node.listen
+        try:
+            self.endpoint = await open_endpoint(ctx.key, listen.host, listen.port)
+        except LocalError:
+            _raise_bind_oserror(listen.host, listen.port)  # the runner reports OSError
+            raise
+        host, port = self.endpoint.local_address
+        self._bound = (listen.host, port)
+        adv = advertised_address(cfg, port)
+        self._self_address = PeerAddress(ctx.key.node_id, adv.host, adv.port)
+        if cfg.storage.enabled:
+            scfg = StorageConfig(
+                max_bytes=cfg.storage.quota,
+                reserved_space=cfg.storage.reserved_space,
+                lease_duration=float(cfg.storage.lease_duration),
+            )
+            self.storage = await StorageService.start(
+                ctx.node_dir.storage_dir, self.endpoint, scfg, error_factory=RpcError
+            )
+            register_storage_streams(self.endpoint, self.storage.server, error_factory=RpcError)
+        _remove_stale_spools(self.spool_dir)
+        candidates = join_candidates(ctx.bootstrap, ctx.known_peers, ctx.key.node_id)
+        seeds = [Contact(s.node_id, s.host, s.port) for s in candidates]
+        self.dht = DhtNode(
+            ctx.key.node_id,
+            dht_transport(self.endpoint),
+            clock=LoopClock(),
+            seeds=seeds,
+            config=DhtConfig(k=min(cfg.dht.k, 20), alpha=min(cfg.dht.alpha, cfg.dht.k, 20)),
+        )
+        await self.dht.start(bootstrap=False)
+        self._task = asyncio.create_task(self._run(), name="grid-service-join")
+        self._rescan_storage()
+        log.info(
+            "grid node %s listening on UDP %s:%d (advertised %s:%d); storage %s; %d join "
+            "candidates",
+            ctx.key.node_id.b32,
+            host,
+            port,
+            adv.host,
+            adv.port,
+            "on" if self.storage else "off",
+            len(candidates),
+        )
+
+    async def close(self) -> None:
+        if self.vdrive is not None:
+            vclose = getattr(self.vdrive, "close", None)
+            if vclose is not None:
+                with contextlib.suppress(Exception):
+                    await vclose()
+        if self.backend is not None:
+            await self.backend.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self.dht is not None:
+            self._feed_known_peers()
+            await self.dht.close()
+        if self.storage is not None:
+            await self.storage.close()
+            self.storage = None
+        if self.endpoint is not None:
+            await self.endpoint.aclose()
+        log.info("grid node closed")
+
+    # -- joining ---------------------------------------------------------------------
+    async def _probe_seed(self, seed: Seed) -> None:
+        assert self.dht is not None
+        if not await self.dht.ping(Contact(seed.node_id, seed.host, seed.port)):
+            raise ConnectionError("no answer to a DHT ping")
+
+    async def join_once(self) -> JoinReport:
+        """Try the candidates (seeds, then remembered peers); bootstrap the DHT from
+        whoever answered. Returns what happened (also kept in ``last_join``)."""
+        assert self.dht is not None
+        ctx = self.context
+        candidates = join_candidates(ctx.bootstrap, ctx.known_peers, ctx.key.node_id)
+        report = await contact_any(
+            candidates,
+            self._probe_seed,
+            enough=self.join_enough,
+            parallel=4,
+            probe_timeout=self.probe_timeout,
+        )
+        self.last_join = report
+        for seed, why in report.failed:
+            log.info("join: skipped %s:%d (%s)", seed.host, seed.port, why)
+        if report.joined:
+            for seed in report.reached:
+                ctx.known_peers.saw(seed.node_id, seed.host, seed.port)
+            size = await self.dht.bootstrap()
+            self.joined_at = time.time()
+            log.info(
+                "joined the grid through %d of %d candidates; %d contacts known",
+                len(report.reached),
+                len(candidates),
+                size,
+            )
+            self._feed_known_peers()
+        elif candidates:
+            log.warning("join: none of %d candidates answered", len(candidates))
+        return report
+
+    async def _run(self) -> None:
+        """Join, retry with back-off while alone, grow the table, feed known peers."""
+        assert self.dht is not None
+        delay = 2.0
+        last_feed = time.monotonic()
+        joined = False  # a join through our own candidates succeeded at least once
+        while True:
+            try:
+                if not joined or not len(self.dht.table):
+                    if self.context.bootstrap.seeds or len(self.context.known_peers):
+                        joined = (await self.join_once()).joined
+                    if not len(self.dht.table):
+                        await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                        delay = min(delay * 2, self.retry_max)
+                        continue
+                delay = 2.0
+                if len(self.dht.table) < self.dht.config.k:
+                    await self.dht.lookup(self.context.key.node_id)
+                if time.monotonic() - last_feed >= self.feed_interval:
+                    self._feed_known_peers()
+                    last_feed = time.monotonic()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let one bad round end joining for good
+                log.exception("join/maintenance round failed")
+            await asyncio.sleep(self.grow_interval * random.uniform(0.8, 1.2))
+
+    def _feed_known_peers(self) -> None:
+        """Record the routing-table contacts we hold an authenticated connection to
+        now (so ``last_seen`` means "was live then", not merely "was in the table")."""
+        if self.dht is None or self.endpoint is None:
+            return
+        known = self.context.known_peers
+        live = set(self.endpoint.connected_peers)
+        for c in self.dht.table.contacts():
+            if c.node_id in live:
+                known.saw(c.node_id, c.host, c.port)
+
+    # -- grid wiring -----------------------------------------------------------------
+    async def _probe_storage(self, peer: PeerAddress) -> Any:
+        assert self.endpoint is not None
+        return await self.endpoint.call(peer, "storage.stat", {}, timeout=3.0)
+
+    async def find_peers(self, storage_index: bytes, count: int) -> Sequence[PeerAddress]:
+        """Storage peers near ``storage_index``: DHT lookup, minus non-storage nodes,
+        plus this node when it stores (ranked by the grid)."""
+        assert self.dht is not None
+        own = self.context.key.node_id
+        contacts = await self.dht.lookup(NodeId(storage_index))
+        found = [PeerAddress(c.node_id, c.host, c.port) for c in contacts if c.node_id != own]
+        peers = await self.storage_peers.filter(found)
+        if self.storage is not None and self._self_address is not None:
+            peers.append(self._self_address)
+        target = int.from_bytes(storage_index, "big")
+        return sorted(peers, key=lambda p: int(p.node_id) ^ target)[:count]
+
+    def storage_for(self, peer: PeerAddress) -> StorageAPI:
+        assert self.endpoint is not None
+        if peer.node_id == self.context.key.node_id:
+            if self.storage is None:
+                raise RuntimeError("this node does not store shares")
+            return LocalStorageClient(self.storage.server, self.context.key.node_id)
+        return QuicStorageClient(self.endpoint, peer, timeout=30.0, stream_timeout=30.0)
+
+    def api_backend(self) -> GridBackend:
+        """The HTTP API's backend (created once, after ``start()``)."""
+        if self.backend is None:
+            cfg = self.context.config.client
+            params = EncodingParams.create(cfg.shares_needed, cfg.shares_total)
+            self.backend = GridBackend(
+                self.find_peers,
+                self.storage_for,
+                convergence_secret=self.context.convergence_secret,
+                spool_dir=self.spool_dir,
+                params=params,
+                happy=cfg.shares_happy,
+                node_info=self._node_info,
+                peer_source=self.peer_list,
+            )
+            if self.vdrive_factory is not None:
+                self.vdrive = self.vdrive_factory(self)
+                self.backend.vdrive = self.vdrive
+        return self.backend
+
+    # -- status ----------------------------------------------------------------------
+    def _node_info(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "node_id": self.context.key.node_id.b32,
+            "nickname": self.context.config.node.nickname,
+            "backend": "grid",
+        }
+        if self._bound is not None:
+            doc.update(self.status())
+            doc["peers_connected"] = (
+                len(self.endpoint.connected_peers) if self.endpoint is not None else 0
+            )
+        return doc
+
+    async def peer_list(self) -> list[PeerInfo]:
+        """Every routing-table contact, with RTT (a ping each, concurrently, 2 s max)."""
+        if self.dht is None or self.endpoint is None:
+            return []
+        contacts = self.dht.table.contacts()
+        connected = set(self.endpoint.connected_peers)
+        ep = self.endpoint
+
+        async def rtt(c: Contact) -> float | None:
+            try:
+                return await ep.ping(PeerAddress(c.node_id, c.host, c.port), timeout=2.0)
+            except Exception:
+                return None
+
+        limit = asyncio.Semaphore(16)
+
+        async def bounded(c: Contact) -> float | None:
+            async with limit:
+                return await rtt(c)
+
+        rtts = await asyncio.gather(*(bounded(c) for c in contacts))
+        out = []
+        for c, r in zip(contacts, rtts, strict=True):
+            role = self.storage_peers.role(c.node_id)
+            known = self.context.known_peers.get(c.node_id)
+            details: dict[str, Any] = {
+                "rtt_ms": None if r is None else round(r * 1000, 2),
+                "storage": None if role is None else role.stores,
+            }
+            if role is not None and role.available is not None:
+                details["storage_available"] = role.available
+            out.append(
+                PeerInfo(
+                    c.node_id.b32,
+                    f"{c.host}:{c.port}",
+                    connected=c.node_id in connected or r is not None,
+                    last_seen=known.last_seen if known else None,
+                    details=details,
+                )
+            )
+        return out
+
+    def _rescan_storage(self) -> None:
+        now = time.monotonic()
+        if (
+            self._storage_scanned_at is None
+            or now - self._storage_scanned_at >= STORAGE_RESCAN_SECONDS
+        ):
+            self._storage_scanned_at = now
+            if self.storage is None:
+                self._storage_used = disk_usage(self.context.node_dir.storage_dir)
+
+    def status(self) -> ServiceStatus:
+        if self._bound is None:
+            raise RuntimeError("status() before start()")
+        self._rescan_storage()
+        used = self._storage_used
+        details: dict[str, Any] = {"service": "grid", "storage_enabled": self.storage is not None}
+        if self.storage is not None:
+            st = self.storage.server.stat()
+            used = st.used
+            details["storage"] = {
+                "shares": st.shares,
+                "uploads": st.uploads,
+                "available": st.available,
+                "max_bytes": st.max_bytes,
+            }
+        if self.dht is not None:
+            details["dht"] = self.dht.status()
+        if self.last_join is not None:
+            details["join"] = {
+                "reached": len(self.last_join.reached),
+                "failed": len(self.last_join.failed),
+                "joined_at": self.joined_at,
+            }
+        if self.endpoint is not None:
+            details["connections"] = len(self.endpoint.connected_peers)
+        return ServiceStatus(
+            listen_host=self._bound[0],
+            listen_port=self._bound[1],
+            peers_known=len(self.dht.table) if self.dht is not None else 0,
+            storage_used=used,
+            details=details,
+        )
+
+
+def grid_service_factory(
+    vdrive_factory: VdriveFactory | None = None,
+) -> Callable[[NodeContext], GridService]:
+    """A :data:`~p2pstore.node.service.ServiceFactory` with an optional vdrive hook."""
+
+    def make(context: NodeContext) -> GridService:
+        return GridService(context, vdrive_factory=vdrive_factory)
+
+    return make
+
+
+def _raise_bind_oserror(host: str, port: int) -> None:
+    """The transport reports a bind failure as ``LocalError`` text; bind once more
+    to raise the ``OSError`` (with its errno) the runner turns into a config error."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.bind((host, port))
+
+
+def _remove_stale_spools(spool_dir: Path) -> None:
+    """Spool files left by a node that was killed mid-upload (their uploads failed)."""
+    try:
+        stale = [p for p in spool_dir.iterdir() if p.name.startswith("upload-")]
+    except FileNotFoundError:
+        return
+    for p in stale:
+        with contextlib.suppress(OSError):
+            p.unlink()
+    if stale:
+        log.info("removed %d spool files of interrupted uploads", len(stale))

@@ -1,0 +1,131 @@
+"""GridBackend over the in-process storage grid: what the contract suite does not
+pin down — repair through the API, corrupt shares found by verify, the convergent
+spool (removed afterwards, refused when the disk reserve would be crossed), too few
+peers, closing with work in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from p2pstore.grid import static_peers
+from p2pstore.immutable import EncodingParams, ReadCap
+from p2pstore.node.grid_backend import GridBackend
+from p2pstore.testing.storage_grid import GridServer, StorageGrid
+from p2pstore.web.errors import InsufficientStorage, NotFound, Unavailable, Unrecoverable
+from quic_transport.identity import NodeId
+
+PARAMS = EncodingParams.create(3, 10, 64 * 1024)
+OWNER = NodeId(bytes(range(20)))
+
+
+@pytest.fixture
+def grid(tmp_path: Path) -> Iterator[StorageGrid]:
+    with StorageGrid(tmp_path / "servers", 10) as g:
+        yield g
+
+
+def backend_on(
+    grid: StorageGrid, tmp_path: Path, servers: list[GridServer] | None = None, **kw: object
+) -> GridBackend:
+    return GridBackend(
+        static_peers(servers if servers is not None else grid.servers),
+        lambda gs: gs.client(OWNER),
+        convergence_secret=b"s" * 32,
+        spool_dir=tmp_path / "spool",
+        params=PARAMS,
+        happy=7,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def chunks(data: bytes, step: int = 65_536) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), step):
+        yield data[i : i + step]
+
+
+async def test_repair_and_verify_through_the_backend(grid: StorageGrid, tmp_path: Path) -> None:
+    b = backend_on(grid, tmp_path)
+    data = os.urandom(400_000)
+    up = await b.upload(chunks(data), size_hint=None, mode="convergent")
+    assert isinstance(up.cap, ReadCap)
+    assert not list((tmp_path / "spool").iterdir())  # the spool file is gone
+    si = up.cap.storage_index
+    holders = {s: i for i, held in grid.shares(si).items() for s in held}
+    grid[holders[0]].delete_share(si, 0)
+    grid[holders[1]].delete_share(si, 1)
+    grid[holders[2]].corrupt_share(si, 2)
+    checked = await b.check(up.cap, verify=False, repair=False)
+    assert checked.shares_good == 8 and not checked.healthy  # a listing misses the corruption
+    verified = await b.check(up.cap.verify_cap(), verify=True, repair=False)
+    assert verified.shares_good == 7 and verified.recoverable
+    assert any("share 2" in p for p in verified.problems)
+    assert all("p2ps:" not in p for p in verified.problems)  # never a cap
+    fixed = await b.check(up.cap, verify=True, repair=True)
+    assert fixed.repair_attempted and fixed.repaired and fixed.healthy, fixed.problems
+    again = await b.check(up.cap, verify=True, repair=False)
+    assert again.healthy and again.shares_good == 10
+    got = b"".join([c async for c in await b.download(up.cap, 0, len(data))])
+    assert got == data
+
+
+async def test_unrecoverable_and_missing(grid: StorageGrid, tmp_path: Path) -> None:
+    b = backend_on(grid, tmp_path)
+    data = os.urandom(200_000)
+    up = await b.upload(chunks(data), size_hint=len(data), mode="random")
+    assert isinstance(up.cap, ReadCap)
+    si = up.cap.storage_index
+    kept = 0
+    for i, held in sorted(grid.shares(si).items()):
+        for s in held:
+            if kept < 2:
+                kept += 1
+            else:
+                grid[i].delete_share(si, s)
+    with pytest.raises(Unrecoverable):
+        await b.download(up.cap, 0, 10)
+    report = await b.check(up.cap, verify=False, repair=True)
+    assert not report.recoverable and not report.repaired
+    grid.delete_all(si)
+    with pytest.raises(NotFound):
+        await b.download(up.cap, 0, 10)
+    with pytest.raises(NotFound):
+        await b.info(up.cap)
+
+
+async def test_too_few_peers_and_spool_reserve(grid: StorageGrid, tmp_path: Path) -> None:
+    few = backend_on(grid, tmp_path, servers=grid.servers[:5])
+    with pytest.raises(Unavailable) as e:
+        await few.upload(chunks(os.urandom(100_000)), size_hint=None, mode="random")
+    assert e.value.code == "not-enough-peers" and "need 7" in e.value.message
+    greedy = backend_on(grid, tmp_path, spool_reserve=1 << 62)
+    with pytest.raises(InsufficientStorage):
+        await greedy.upload(chunks(os.urandom(100_000)), size_hint=None, mode="convergent")
+    assert not list((tmp_path / "spool").iterdir())
+    st = await few.status()
+    assert st["uploads"]["failed"] == 1 and st["encoding"]["shares_happy"] == 7
+
+
+async def test_close_fails_running_upload(grid: StorageGrid, tmp_path: Path) -> None:
+    b = backend_on(grid, tmp_path)
+    started = asyncio.Event()
+
+    async def endless() -> AsyncIterator[bytes]:
+        yield os.urandom(300_000)
+        started.set()
+        await asyncio.sleep(3600)
+        yield b""
+
+    task = asyncio.create_task(b.upload(endless(), size_hint=None, mode="random"))
+    await started.wait()
+    await b.close()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with pytest.raises(Unavailable):
+        await b.upload(chunks(b"y" * 100), size_hint=None, mode="random")
+    for gs in grid.servers:
+        assert gs.server.stat().uploads == 0  # every allocation was aborted

@@ -1,0 +1,73 @@
+"""Local grid bookkeeping without processes: grid.json validation, happy choice,
+refusing a directory that is not a grid, node creation with fixed loopback ports."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from p2pstore.node.config import load_config
+from p2pstore.node.localgrid import (
+    INTRODUCER,
+    Grid,
+    GridProblem,
+    create_or_extend,
+    default_grid_dir,
+    happy_for,
+)
+
+
+def test_happy_for_leaves_one_node_spare() -> None:
+    assert [happy_for(n) for n in (1, 3, 4, 5, 8, 9, 20)] == [3, 3, 3, 4, 7, 7, 7]
+
+
+def test_default_dir_follows_xdg() -> None:
+    assert default_grid_dir({"XDG_DATA_HOME": "/x"}) == Path("/x/p2pstore/local-grid")
+    assert default_grid_dir({}).parts[-3:] == ("share", "p2pstore", "local-grid")
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        "not json",
+        json.dumps({"format": "other", "nodes": ["introducer"]}),
+        json.dumps({"format": "p2pstore-local-grid-v1", "nodes": []}),
+        json.dumps({"format": "p2pstore-local-grid-v1", "nodes": ["node1"]}),
+        json.dumps({"format": "p2pstore-local-grid-v1", "nodes": ["introducer", "../etc"]}),
+    ],
+)
+def test_bad_grid_file_is_refused(tmp_path: Path, doc: str) -> None:
+    (tmp_path / "grid.json").write_text(doc)
+    with pytest.raises(GridProblem):
+        Grid.load(tmp_path)
+
+
+def test_create_and_extend(tmp_path: Path) -> None:
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "file").write_text("x")
+    with pytest.raises(GridProblem, match="not empty"):
+        create_or_extend(tmp_path / "busy", 2, io.StringIO())
+    root = tmp_path / "g"
+    grid = create_or_extend(root, 2, io.StringIO())
+    assert grid.names == (INTRODUCER, "node1", "node2")
+    assert Grid.load(root) == grid
+    ports = set()
+    for name in grid.names:
+        config = load_config(root / name / "p2pstore.toml")
+        assert config.node.listen.host == "127.0.0.1" and config.node.listen.port > 0
+        ports.add(config.node.listen.port)
+        if name != INTRODUCER:
+            assert config.client.shares_happy == 3 and config.storage.enabled
+            assert (root / name / "bootstrap.txt").read_text().count("\np2ps-seed ") == 1
+        else:
+            assert not config.storage.enabled
+    assert len(ports) == 3
+    out = io.StringIO()
+    again = create_or_extend(root, None, out)
+    assert again == grid and "created" not in out.getvalue()
+    bigger = create_or_extend(root, 5, io.StringIO())
+    assert bigger.storage_names == ("node1", "node2", "node3", "node4", "node5")
+    assert load_config(root / "node1" / "p2pstore.toml").client.shares_happy == 4
