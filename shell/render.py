@@ -72,7 +72,8 @@ def ls_long(entries: Sequence[Mapping[str, Any]]) -> list[str]:
         total += size if isinstance(size, int) else 0
         shown = "-" if size is None else human_bytes(size)
         lines.append(f"{e.get('kind', '?'):<4} {shown:>10}  {when(e.get('mtime'))}  {_name(e)}")
-    lines.append(f"{len(entries)} entries, {human_bytes(total)} in files")
+    noun = "entry" if len(entries) == 1 else "entries"
+    lines.append(f"{len(entries)} {noun}, {human_bytes(total)} in files")
     return lines
 
 
@@ -173,6 +174,7 @@ def peer_lines(peers: Sequence[Mapping[str, Any]]) -> list[str]:
 _STATUS_KEYS = (
     ("nickname", "nickname"),
     ("node_id", "node ID"),
+    ("version", "version"),
     ("backend", "backend"),
     ("listen_host", "listen host"),
     ("listen_port", "listen port"),
@@ -191,6 +193,10 @@ def status_lines(doc: Mapping[str, Any], api_url: str) -> list[str]:
                 human_bytes(value) if key == "storage_used" and isinstance(value, int) else value
             )
             lines.append(f"{label + ':':<15}{safe(str(shown))}")
+    seeds = doc.get("seeds")
+    if isinstance(seeds, list) and seeds:
+        up = sum(1 for s in seeds if isinstance(s, Mapping) and s.get("reachable") is True)
+        lines.append(f"{'seeds:':<15}{up} of {len(seeds)} reachable")
     lines.append(f"{'vdrive:':<15}{'available' if doc.get('vdrive') else 'not available'}")
     for t in doc.get("transfers") or []:
         size = t.get("size")

@@ -1,7 +1,10 @@
 """The real shell (``p2pstore shell``) in a pseudo-terminal, driven with pexpect,
-against a real node process (``tests/shell_node.py``: the node runner with the
-stand-in service plus an in-memory vdrive): put, ls, Tab completion, cd, get, a bad
-command, Ctrl-C during a transfer, the node going away and coming back, exit."""
+against a real local grid (``p2pstore grid up --nodes 3``: introducer and storage
+node daemons, QUIC, DHT, shared vdrive): put, ls, Tab completion, cd, get, a bad
+command, Ctrl-C during a transfer, the node going away and coming back on a new
+port (the shared drive is still there: it lives in the grid), exit. Batch mode
+(commands from a pipe) runs against ``tests/shell_node.py`` (the node runner with
+the stand-in service), an introducer with nothing else needed."""
 
 from __future__ import annotations
 
@@ -13,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pexpect
@@ -21,8 +23,11 @@ import pytest
 
 from p2pstore import cli
 
+from .realgrid import Grid, local_grid
+from .realgrid import cli as rcli
+
 ROOT = Path(__file__).resolve().parent.parent
-PROMPT = r"p2ps alice ([^\s>]+)>"
+PROMPT = r"p2ps node1 ([^\s>]+)>"
 
 
 def _start_node(root: Path) -> subprocess.Popen[bytes]:
@@ -56,20 +61,6 @@ def _stop_node(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
-
-
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[tuple[Path, list[subprocess.Popen[bytes]]]]:
-    root = tmp_path / "node"
-    assert (
-        cli.main(["create-node", str(root), "--listen", "127.0.0.1:0", "--nickname", "alice"]) == 0
-    )
-    procs = [_start_node(root)]
-    try:
-        yield root, procs
-    finally:
-        for p in procs:
-            _stop_node(p)
 
 
 def _spawn(root: Path, cwd: Path, history: Path) -> pexpect.spawn:
@@ -108,10 +99,13 @@ def _run(child: pexpect.spawn, line: str) -> str:
 
 
 @pytest.mark.e2e
-def test_shell_in_a_pty_against_a_real_node(
-    node: tuple[Path, list[subprocess.Popen[bytes]]], tmp_path: Path
-) -> None:
-    root, procs = node
+def test_shell_in_a_pty_against_a_real_grid(tmp_path: Path) -> None:
+    with local_grid(tmp_path / "grid", nodes=3) as grid:
+        _shell_session(grid, tmp_path)
+
+
+def _shell_session(grid: Grid, tmp_path: Path) -> None:
+    root = grid.node(1)
     work = tmp_path / "work"
     work.mkdir()
     data = os.urandom(300_000)
@@ -137,7 +131,7 @@ def test_shell_in_a_pty_against_a_real_node(
         child.send("\t")
         child.expect("cs/")  # the line now reads "cd docs/"
         _cmd(child, "")
-        child.expect(r"p2ps alice shared:/docs>")
+        child.expect(r"p2ps node1 shared:/docs>")
 
         _cmd(child, "ls -l")
         child.expect(re.escape("report one.bin"))
@@ -193,17 +187,28 @@ def test_shell_in_a_pty_against_a_real_node(
         assert "report one.bin" in listing and "slow.bin" not in listing
         assert not list(work.glob(".*part*"))
 
-        # The node goes away: a clear message; it comes back: the next command works.
-        _stop_node(procs[0])
+        # The file is in the grid: another node's CLI reads it by path.
+        out = tmp_path / "from-node3.bin"
+        rcli("get", "--node", grid.node(3), "shared:/docs/report one.bin", out)
+        assert out.read_bytes() == data
+
+        # The node goes away: a clear message; it comes back on a new port: the next
+        # command works, and the shared drive is still there (it lives in the grid).
+        old_api = json.loads((root / "run" / "status.json").read_text())["api_url"]
+        rcli("stop", root)
         _cmd(child, "pwd")
         child.expect("shared:/docs")
         child.expect(PROMPT)
         _cmd(child, "ls")
         child.expect("node unreachable: ")
         child.expect(PROMPT)
-        procs.append(_start_node(root))
-        # the memory vdrive starts empty again: a clean (empty) listing
-        assert _run(child, "ls /").strip() == ""
+        # it comes back with a new API port (the shell finds it in run/status.json)
+        cfg = root / "p2pstore.toml"
+        cfg.write_text(re.sub(r"(?m)^web_port = .*$", "web_port = 0", cfg.read_text()))
+        rcli("start", root)
+        new_api = json.loads((root / "run" / "status.json").read_text())["api_url"]
+        assert new_api != old_api
+        assert "report one.bin" in _run(child, "ls /docs")
 
         _cmd(child, "exit")
         child.expect(pexpect.EOF)

@@ -196,6 +196,7 @@ def test_ls_rendering() -> None:
     long = render.ls_long(entries)
     assert long[0].startswith("dir ") and long[0].endswith(" a/")
     assert "2.0 KiB" in long[1] and long[-1] == "3 entries, 2.0 KiB in files"
+    assert render.ls_long(entries[:1])[-1] == "1 entry, 2.0 KiB in files"
     assert render.ls_short([], 80) == []
 
 
@@ -360,3 +361,16 @@ def test_terminal_output_to_a_pipe_has_no_pager_or_progress() -> None:
     out.progress_done()
     out.line("done")
     assert buf.getvalue() == "".join(f"{i}\n" for i in range(500)) + "done\n"
+
+
+def test_status_lines_version_and_seeds() -> None:
+    doc = {
+        "nickname": "n1",
+        "version": "0.1.0",
+        "seeds": [{"reachable": True}, {"reachable": False}, {"reachable": None}, "junk"],
+        "vdrive": True,
+    }
+    lines = render.status_lines(doc, "http://127.0.0.1:1/")
+    assert "version:       0.1.0" in lines
+    assert "seeds:         1 of 4 reachable" in lines
+    assert not any(ln.startswith("seeds:") for ln in render.status_lines({}, "u"))

@@ -47,6 +47,7 @@ from typing import Any, Protocol
 
 from dht import Contact, DhtConfig, DhtNode, LoopClock
 from dht.quic_adapter import dht_transport
+from p2pstore import __version__
 from p2pstore.immutable import EncodingParams
 from p2pstore.immutable.allocator import tune_allocator
 from p2pstore.storage import LocalStorageClient, StorageAPI, StorageConfig, StorageService
@@ -59,6 +60,7 @@ from .advertise import advertised_address
 from .bootstrap import Seed
 from .grid_backend import GridBackend, VdriveComponent
 from .join import JoinReport, contact_any, join_candidates
+from .seed_watch import Nicknames, SeedWatch
 from .service import NodeContext, ServiceStatus
 from .storage_peers import StoragePeers
 
@@ -108,6 +110,7 @@ class GridService:
         feed_interval: float = 30.0,
         retry_max: float = 60.0,
         probe_timeout: float = 5.0,
+        seed_interval: float = 30.0,
     ) -> None:
         self.context = context
         self.vdrive_factory = vdrive_factory
@@ -116,6 +119,11 @@ class GridService:
         self.feed_interval = feed_interval
         self.retry_max = retry_max
         self.probe_timeout = probe_timeout
+        self.seed_interval = seed_interval
+        self.started_at: float | None = None
+        self.seed_watch: SeedWatch | None = None
+        self.nicknames: Nicknames | None = None
+        self._seed_task: asyncio.Task[None] | None = None
         self.endpoint: Endpoint | None = None
         self.dht: DhtNode | None = None
         self.storage: StorageService | None = None
@@ -146,6 +154,25 @@ class GridService:
             _raise_bind_oserror(listen.host, listen.port)  # the runner reports OSError
             raise
         host, port = self.endpoint.local_address
+        self.started_at = ctx.clock()
+        self.nicknames = Nicknames(self.endpoint, cfg.node.nickname, __version__)
+        ep = self.endpoint
+
+        nicks = self.nicknames
+
+        async def ping(peer: PeerAddress, timeout: float) -> float:  # noqa: ASYNC109
+            took = await ep.ping(peer, timeout=timeout)
+            if not nicks.known(peer.node_id):
+                await nicks.fetch(peer, timeout=timeout)
+            return took
+
+        self.seed_watch = SeedWatch(
+            ctx.bootstrap.seeds,
+            ping,
+            interval=self.seed_interval,
+            timeout=min(self.probe_timeout, 3.0),
+            clock=ctx.clock,
+        )
         self._bound = (listen.host, port)
         adv = advertised_address(cfg, port)
         self._self_address = PeerAddress(ctx.key.node_id, adv.host, adv.port)
@@ -171,6 +198,12 @@ class GridService:
         )
         await self.dht.start(bootstrap=False)
         self._task = asyncio.create_task(self._run(), name="grid-service-join")
+        # the join attempts report on the seeds too; the watch measures their RTT and
+        # re-checks them every ``seed_interval``
+        self._seed_task = asyncio.create_task(
+            self.seed_watch.run(first_delay=min(2.0, self.seed_interval)),
+            name="grid-service-seeds",
+        )
         self._rescan_storage()
         log.info(
             "grid node %s listening on UDP %s:%d (advertised %s:%d); storage %s; %d join "
@@ -192,11 +225,12 @@ class GridService:
                     await vclose()
         if self.backend is not None:
             await self.backend.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        for task in (self._task, self._seed_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._seed_task = None
         if self.dht is not None:
             self._feed_known_peers()
             await self.dht.close()
@@ -227,6 +261,8 @@ class GridService:
             probe_timeout=self.probe_timeout,
         )
         self.last_join = report
+        if self.seed_watch is not None:
+            self.seed_watch.record_join(report)
         for seed, why in report.failed:
             log.info("join: skipped %s:%d (%s)", seed.host, seed.port, why)
         if report.joined:
@@ -335,12 +371,33 @@ class GridService:
             "node_id": self.context.key.node_id.b32,
             "nickname": self.context.config.node.nickname,
             "backend": "grid",
+            "version": __version__,
         }
         if self._bound is not None:
             doc.update(self.status())
             doc["peers_connected"] = (
                 len(self.endpoint.connected_peers) if self.endpoint is not None else 0
             )
+            doc["started_at"] = self.started_at
+            if self.seed_watch is not None:
+                doc["seeds"] = self.seed_watch.report(self.nicknames)
+            if self.dht is not None:
+                doc["dht"] = {
+                    "routing_table_size": len(self.dht.table),
+                    "buckets": len(self.dht.table.bucket_sizes()),
+                    "records": len(self.dht.store),
+                }
+            doc["storage"] = {
+                "used": doc.get("storage_used", 0),
+                "quota": self.context.config.storage.quota,
+                "enabled": self.storage is not None,
+            }
+            if self.storage is not None:
+                doc["storage"]["shares"] = self.storage.server.stat().shares
+            adv = self._self_address
+            if adv is not None:
+                doc["advertised"] = f"{adv.host}:{adv.port}"
+            doc["introducer"] = self.context.config.node.introducer
         return doc
 
     async def peer_list(self) -> list[PeerInfo]:
@@ -351,11 +408,19 @@ class GridService:
         connected = set(self.endpoint.connected_peers)
         ep = self.endpoint
 
+        nicks = self.nicknames
+
         async def rtt(c: Contact) -> float | None:
+            peer = PeerAddress(c.node_id, c.host, c.port)
             try:
-                return await ep.ping(PeerAddress(c.node_id, c.host, c.port), timeout=2.0)
+                took = await ep.ping(peer, timeout=2.0)
             except Exception:
                 return None
+            if nicks is not None and not nicks.known(c.node_id):
+                await nicks.fetch(peer, timeout=2.0)
+            if self.storage_peers.role(c.node_id) is None:
+                await self.storage_peers.filter([peer])  # learn whether it stores (cached)
+            return took
 
         limit = asyncio.Semaphore(16)
 
@@ -374,6 +439,9 @@ class GridService:
             }
             if role is not None and role.available is not None:
                 details["storage_available"] = role.available
+            nick = self.nicknames.get(c.node_id) if self.nicknames is not None else None
+            if nick is not None:
+                details["nickname"] = nick
             out.append(
                 PeerInfo(
                     c.node_id.b32,

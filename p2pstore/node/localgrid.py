@@ -288,7 +288,7 @@ Try it:
   p2pstore put FILE                  # prints the file's cap
   p2pstore get CAP OUT               # from any node: --node {grid.root}/node2
   p2pstore info CAP; p2pstore check CAP --verify; p2pstore peers; p2pstore status
-  p2pstore shell --node {first}      # the interactive shell, once installed
+  p2pstore shell --node {first}      # the interactive shell
 The HTTP API of each node is at its web URL above (bearer token in
 <node>/private/api.token; docs/http-api.md).
 Stop the grid with: p2pstore grid down {grid.root}""",
