@@ -3,8 +3,9 @@ machine, each with its own address on a bridge (10.77.0.0/24), form a grid from 
 bootstrap list and move a file between hosts. Every node runs as a daemon inside its
 namespace (``ip netns exec``); the CLI talks to each node's API inside that namespace.
 
-Needs root and iproute2 (``ip netns``); skipped with the reason otherwise. Marked
-slow (``make test-slow``). Namespaces, veths and the bridge are removed in a finally.
+Needs root and iproute2 (``ip netns``); skipped with the reason otherwise. Part of
+the default run (about 17 s), so CI checks it wherever it can create namespaces.
+Namespaces, veths and the bridge are removed in a finally.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 HOSTS = 3
 SUBNET = "10.77.0"
