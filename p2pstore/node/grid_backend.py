@@ -35,7 +35,7 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from p2pstore.grid import (
     DownloadConfig,
@@ -61,12 +61,12 @@ from p2pstore.immutable import (
 )
 from p2pstore.web.backend import (
     CheckReport,
-    DirEntry,
-    DirListing,
+    DelegateVdrive,
     PeerInfo,
     ProgressFn,
     UploadMode,
     UploadResult,
+    VdriveOps,
 )
 from p2pstore.web.errors import (
     BackendError,
@@ -76,9 +76,7 @@ from p2pstore.web.errors import (
     NotFound,
     Unavailable,
     Unrecoverable,
-    VdriveUnavailable,
 )
-from p2pstore.web.vpath import VPath
 from quic_transport.identity import b32encode
 
 log = logging.getLogger(__name__)
@@ -86,28 +84,8 @@ SPOOL_CHUNK = 1 << 20
 DEFAULT_SPOOL_RESERVE = 64 << 20
 
 
-class VdriveComponent(Protocol):
-    """The vdrive half of the API backend; the vdrive package provides one."""
-
-    async def vdrive_list(self, path: VPath) -> DirListing: ...
-    async def vdrive_stat(self, path: VPath) -> DirEntry: ...
-    async def vdrive_mkdir(
-        self, path: VPath, *, parents: bool, expected_sequence: int | None
-    ) -> int: ...
-    async def vdrive_link(
-        self,
-        path: VPath,
-        cap: ReadCap | LiteralCap,
-        *,
-        replace: bool,
-        expected_sequence: int | None,
-    ) -> int: ...
-    async def vdrive_unlink(
-        self, path: VPath, *, recursive: bool, expected_sequence: int | None
-    ) -> int: ...
-    async def vdrive_rename(
-        self, src: VPath, dst: VPath, *, replace: bool, expected_sequence: int | None
-    ) -> int: ...
+# The vdrive half of the API backend; the vdrive package provides one.
+VdriveComponent = VdriveOps
 
 
 def _download_error(e: DownloadError) -> BackendError:
@@ -121,7 +99,7 @@ def _b32(peer: Any) -> str:
     return node_id.b32 if node_id is not None else str(peer)
 
 
-class GridBackend:
+class GridBackend(DelegateVdrive):
     """See the module docstring. ``node_info`` and ``peer_source`` are the hosting
     service's status fields and peer list."""
 
@@ -435,51 +413,6 @@ class GridBackend:
             got = await got
         out: Sequence[PeerInfo] = got
         return list(out)
-
-    # -- virtual drive -------------------------------------------------------------
-    def _vd(self) -> VdriveComponent:
-        if self.vdrive is None:
-            raise VdriveUnavailable()
-        return self.vdrive
-
-    async def vdrive_list(self, path: VPath) -> DirListing:
-        return await self._vd().vdrive_list(path)
-
-    async def vdrive_stat(self, path: VPath) -> DirEntry:
-        return await self._vd().vdrive_stat(path)
-
-    async def vdrive_mkdir(
-        self, path: VPath, *, parents: bool, expected_sequence: int | None
-    ) -> int:
-        return await self._vd().vdrive_mkdir(
-            path, parents=parents, expected_sequence=expected_sequence
-        )
-
-    async def vdrive_link(
-        self,
-        path: VPath,
-        cap: ReadCap | LiteralCap,
-        *,
-        replace: bool,
-        expected_sequence: int | None,
-    ) -> int:
-        return await self._vd().vdrive_link(
-            path, cap, replace=replace, expected_sequence=expected_sequence
-        )
-
-    async def vdrive_unlink(
-        self, path: VPath, *, recursive: bool, expected_sequence: int | None
-    ) -> int:
-        return await self._vd().vdrive_unlink(
-            path, recursive=recursive, expected_sequence=expected_sequence
-        )
-
-    async def vdrive_rename(
-        self, src: VPath, dst: VPath, *, replace: bool, expected_sequence: int | None
-    ) -> int:
-        return await self._vd().vdrive_rename(
-            src, dst, replace=replace, expected_sequence=expected_sequence
-        )
 
 
 async def _aclose(it: AsyncIterator[bytes]) -> None:

@@ -4,7 +4,7 @@ of vdrive error codes onto the API's errors (docs/http-api.md).
 
 Use it as a mixin (``class GridBackend(VdriveBackendMixin, ...)`` with a ``vdrive``
 attribute) or alone (:class:`VdriveBackend`). With ``vdrive`` None every call is
-``503 vdrive-unavailable``, like ``NoVdrive``.
+``503 vdrive-unavailable``, like ``DelegateVdrive`` without a component.
 """
 
 from __future__ import annotations

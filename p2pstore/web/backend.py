@@ -171,20 +171,54 @@ class ApiBackend(Protocol):
         ...
 
 
-class NoVdrive:
-    """Mixin for backends without a virtual drive: every vdrive call raises
-    ``vdrive-unavailable`` (503)."""
+class VdriveOps(Protocol):
+    """The ``vdrive_*`` half of :class:`ApiBackend`: what a vdrive component provides
+    (``p2pstore.vdrive``'s backend, or the in-memory ``MemoryVdrive``)."""
+
+    async def vdrive_list(self, path: VPath) -> DirListing: ...
+    async def vdrive_stat(self, path: VPath) -> DirEntry: ...
+    async def vdrive_mkdir(
+        self, path: VPath, *, parents: bool, expected_sequence: int | None
+    ) -> int: ...
+    async def vdrive_link(
+        self,
+        path: VPath,
+        cap: ReadCap | LiteralCap,
+        *,
+        replace: bool,
+        expected_sequence: int | None,
+    ) -> int: ...
+    async def vdrive_unlink(
+        self, path: VPath, *, recursive: bool, expected_sequence: int | None
+    ) -> int: ...
+    async def vdrive_rename(
+        self, src: VPath, dst: VPath, *, replace: bool, expected_sequence: int | None
+    ) -> int: ...
+
+
+class DelegateVdrive:
+    """Mixin for file backends that hand every vdrive call to an optional component in
+    ``self.vdrive``; without one each call raises ``vdrive-unavailable`` (503)."""
+
+    vdrive: VdriveOps | None = None
+
+    def _vd(self) -> VdriveOps:
+        if self.vdrive is None:
+            raise VdriveUnavailable()
+        return self.vdrive
 
     async def vdrive_list(self, path: VPath) -> DirListing:
-        raise VdriveUnavailable()
+        return await self._vd().vdrive_list(path)
 
     async def vdrive_stat(self, path: VPath) -> DirEntry:
-        raise VdriveUnavailable()
+        return await self._vd().vdrive_stat(path)
 
     async def vdrive_mkdir(
         self, path: VPath, *, parents: bool, expected_sequence: int | None
     ) -> int:
-        raise VdriveUnavailable()
+        return await self._vd().vdrive_mkdir(
+            path, parents=parents, expected_sequence=expected_sequence
+        )
 
     async def vdrive_link(
         self,
@@ -194,14 +228,20 @@ class NoVdrive:
         replace: bool,
         expected_sequence: int | None,
     ) -> int:
-        raise VdriveUnavailable()
+        return await self._vd().vdrive_link(
+            path, cap, replace=replace, expected_sequence=expected_sequence
+        )
 
     async def vdrive_unlink(
         self, path: VPath, *, recursive: bool, expected_sequence: int | None
     ) -> int:
-        raise VdriveUnavailable()
+        return await self._vd().vdrive_unlink(
+            path, recursive=recursive, expected_sequence=expected_sequence
+        )
 
     async def vdrive_rename(
         self, src: VPath, dst: VPath, *, replace: bool, expected_sequence: int | None
     ) -> int:
-        raise VdriveUnavailable()
+        return await self._vd().vdrive_rename(
+            src, dst, replace=replace, expected_sequence=expected_sequence
+        )

@@ -53,8 +53,7 @@ from p2pstore.immutable.encoder import ShareTrailer
 
 from .backend import (
     CheckReport,
-    DirEntry,
-    DirListing,
+    DelegateVdrive,
     PeerInfo,
     ProgressFn,
     UploadMode,
@@ -67,10 +66,8 @@ from .errors import (
     InsufficientStorage,
     NotFound,
     Unrecoverable,
-    VdriveUnavailable,
 )
 from .memory_vdrive import MemoryVdrive
-from .vpath import VPath
 
 BATCH = 1 << 20  # plaintext handed to the encoder per worker-thread call
 SPOOL_IN_MEMORY = 8 << 20  # convergent uploads: spool to disk beyond this
@@ -131,7 +128,7 @@ def _next_or_end(it: Iterator[bytes]) -> bytes | object:
     return next(it, _END)
 
 
-class MemoryBackend:
+class MemoryBackend(DelegateVdrive):
     """See the module docstring. ``node_info``/``peer_source`` let a hosting service
     add its own status fields and peer list."""
 
@@ -355,51 +352,6 @@ class MemoryBackend:
 
     def delete_share(self, cap: ReadCap | VerifyCap, share: int) -> None:
         del self._stored(cap).shares[share]
-
-    # -- virtual drive -----------------------------------------------------------
-    def _vd(self) -> MemoryVdrive:
-        if self.vdrive is None:
-            raise VdriveUnavailable()
-        return self.vdrive
-
-    async def vdrive_list(self, path: VPath) -> DirListing:
-        return await self._vd().vdrive_list(path)
-
-    async def vdrive_stat(self, path: VPath) -> DirEntry:
-        return await self._vd().vdrive_stat(path)
-
-    async def vdrive_mkdir(
-        self, path: VPath, *, parents: bool, expected_sequence: int | None
-    ) -> int:
-        return await self._vd().vdrive_mkdir(
-            path, parents=parents, expected_sequence=expected_sequence
-        )
-
-    async def vdrive_link(
-        self,
-        path: VPath,
-        cap: ReadCap | LiteralCap,
-        *,
-        replace: bool,
-        expected_sequence: int | None,
-    ) -> int:
-        return await self._vd().vdrive_link(
-            path, cap, replace=replace, expected_sequence=expected_sequence
-        )
-
-    async def vdrive_unlink(
-        self, path: VPath, *, recursive: bool, expected_sequence: int | None
-    ) -> int:
-        return await self._vd().vdrive_unlink(
-            path, recursive=recursive, expected_sequence=expected_sequence
-        )
-
-    async def vdrive_rename(
-        self, src: VPath, dst: VPath, *, replace: bool, expected_sequence: int | None
-    ) -> int:
-        return await self._vd().vdrive_rename(
-            src, dst, replace=replace, expected_sequence=expected_sequence
-        )
 
 
 def _regenerate(
