@@ -34,7 +34,14 @@ from p2pstore.immutable import CapError, LiteralCap, ReadCap, VerifyCap, parse_c
 from quic_transport.identity import b32encode
 
 from .app import API_PREFIX, BACKEND, BOOTSTRAP, LIMITS, TRANSFERS, token_required
-from .backend import UPLOAD_MODES, CheckReport, DirEntry, UploadMode, UploadResult
+from .backend import (
+    UPLOAD_MODES,
+    ApiBackend,
+    CheckReport,
+    DirEntry,
+    UploadMode,
+    UploadResult,
+)
 from .errors import (
     BackendError,
     BadRequest,
@@ -440,17 +447,7 @@ async def vd_put(request: web.Request) -> web.Response:
     backend = request.app[BACKEND]
     if path.is_root:
         raise BadRequest("name the file: the path is a drive's root", code="bad-path")
-    parent = await backend.vdrive_stat(path.parent)  # fail before uploading anything
-    if parent.kind != "dir":
-        raise Conflict(f"{path.parent} is a file, not a directory", code="not-a-directory")
-    try:
-        existing: DirEntry | None = await backend.vdrive_stat(path)
-    except NotFound:
-        existing = None
-    if existing is not None and existing.kind == "dir":
-        raise Conflict(f"{path} is a directory", code="is-a-directory")
-    if existing is not None and not replace:
-        raise Conflict(f"{path} already exists (replace it explicitly)", code="exists")
+    await check_upload_target(backend, path, replace, "replace it explicitly")
     with request.app[TRANSFERS].track("upload", request.content_length) as transfer:
         result = await backend.upload(
             _body_chunks(request, transfer), size_hint=request.content_length, mode=mode
@@ -492,6 +489,24 @@ async def vd_link(request: web.Request) -> web.Response:
         expected_sequence=_seq(body.get("expected_sequence")),
     )
     return _json({"path": str(path), "sequence": seq}, status=201)
+
+
+async def check_upload_target(
+    backend: ApiBackend, path: VPath, replace: bool, replace_hint: str
+) -> None:
+    """Refuse an upload to ``path`` before any byte is stored: the parent must be a
+    directory, and an existing name must be a file the caller asked to replace."""
+    parent = await backend.vdrive_stat(path.parent)
+    if parent.kind != "dir":
+        raise Conflict(f"{path.parent} is a file, not a directory", code="not-a-directory")
+    try:
+        existing: DirEntry | None = await backend.vdrive_stat(path)
+    except NotFound:
+        existing = None
+    if existing is not None and existing.kind == "dir":
+        raise Conflict(f"{path} is a directory", code="is-a-directory")
+    if existing is not None and not replace:
+        raise Conflict(f"{path} already exists ({replace_hint})", code="exists")
 
 
 async def _link_dircap(

@@ -29,10 +29,9 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import BodyPartReader, web
 
-from ..api import _mode, _read_cap, _upload_json
+from ..api import _mode, _read_cap, _upload_json, check_upload_target
 from ..app import BACKEND, LIMITS, TRANSFERS
-from ..backend import DirEntry
-from ..errors import BackendError, BadRequest, Conflict, Forbidden, NotFound, TooLarge
+from ..errors import BackendError, BadRequest, Forbidden, TooLarge
 from ..transfers import Transfer
 from ..vpath import VPath, check_name, parse_vpath
 from . import pages
@@ -209,18 +208,9 @@ async def _part_chunks(
 
 
 async def _check_target(request: web.Request, target: VPath, replace: bool) -> None:
-    backend = request.app[BACKEND]
-    parent = await backend.vdrive_stat(target.parent)
-    if parent.kind != "dir":
-        raise Conflict(f"{target.parent} is a file, not a directory", code="not-a-directory")
-    try:
-        existing: DirEntry | None = await backend.vdrive_stat(target)
-    except NotFound:
-        existing = None
-    if existing is not None and existing.kind == "dir":
-        raise Conflict(f"{target} is a directory", code="is-a-directory")
-    if existing is not None and not replace:
-        raise Conflict(f"{target} already exists (tick 'replace' to overwrite it)", code="exists")
+    await check_upload_target(
+        request.app[BACKEND], target, replace, "tick 'replace' to overwrite it"
+    )
 
 
 async def _upload_part(
