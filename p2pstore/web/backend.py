@@ -109,7 +109,37 @@ class DirListing:
     sequence: int  # the drive's sequence number the listing was read at
 
 
-class ApiBackend(Protocol):
+class VdriveOps(Protocol):
+    """The ``vdrive_*`` half of :class:`ApiBackend`: what a vdrive component provides
+    (``p2pstore.vdrive``'s backend, or the in-memory ``MemoryVdrive``)."""
+
+    async def vdrive_list(self, path: VPath) -> DirListing: ...
+    async def vdrive_stat(self, path: VPath) -> DirEntry:
+        """The entry at ``path`` (the root: a dir entry named "")."""
+        ...
+
+    async def vdrive_mkdir(
+        self, path: VPath, *, parents: bool, expected_sequence: int | None
+    ) -> int: ...
+    async def vdrive_link(
+        self,
+        path: VPath,
+        cap: ReadCap | LiteralCap,
+        *,
+        replace: bool,
+        expected_sequence: int | None,
+    ) -> int: ...
+    async def vdrive_unlink(
+        self, path: VPath, *, recursive: bool, expected_sequence: int | None
+    ) -> int: ...
+    async def vdrive_rename(
+        self, src: VPath, dst: VPath, *, replace: bool, expected_sequence: int | None
+    ) -> int:
+        """Within one drive only (a cross-drive move is ``link`` then ``unlink``)."""
+        ...
+
+
+class ApiBackend(VdriveOps, Protocol):
     """What the HTTP API needs from the node. See the module docstring."""
 
     async def upload(
@@ -139,61 +169,6 @@ class ApiBackend(Protocol):
         ...
 
     async def peers(self) -> list[PeerInfo]: ...
-
-    # -- virtual drive (issue 7) --------------------------------------------
-    async def vdrive_list(self, path: VPath) -> DirListing: ...
-
-    async def vdrive_stat(self, path: VPath) -> DirEntry:
-        """The entry at ``path`` (the root: a dir entry named "")."""
-        ...
-
-    async def vdrive_mkdir(
-        self, path: VPath, *, parents: bool, expected_sequence: int | None
-    ) -> int: ...
-
-    async def vdrive_link(
-        self,
-        path: VPath,
-        cap: ReadCap | LiteralCap,
-        *,
-        replace: bool,
-        expected_sequence: int | None,
-    ) -> int: ...
-
-    async def vdrive_unlink(
-        self, path: VPath, *, recursive: bool, expected_sequence: int | None
-    ) -> int: ...
-
-    async def vdrive_rename(
-        self, src: VPath, dst: VPath, *, replace: bool, expected_sequence: int | None
-    ) -> int:
-        """Within one drive only (a cross-drive move is ``link`` then ``unlink``)."""
-        ...
-
-
-class VdriveOps(Protocol):
-    """The ``vdrive_*`` half of :class:`ApiBackend`: what a vdrive component provides
-    (``p2pstore.vdrive``'s backend, or the in-memory ``MemoryVdrive``)."""
-
-    async def vdrive_list(self, path: VPath) -> DirListing: ...
-    async def vdrive_stat(self, path: VPath) -> DirEntry: ...
-    async def vdrive_mkdir(
-        self, path: VPath, *, parents: bool, expected_sequence: int | None
-    ) -> int: ...
-    async def vdrive_link(
-        self,
-        path: VPath,
-        cap: ReadCap | LiteralCap,
-        *,
-        replace: bool,
-        expected_sequence: int | None,
-    ) -> int: ...
-    async def vdrive_unlink(
-        self, path: VPath, *, recursive: bool, expected_sequence: int | None
-    ) -> int: ...
-    async def vdrive_rename(
-        self, src: VPath, dst: VPath, *, replace: bool, expected_sequence: int | None
-    ) -> int: ...
 
 
 class DelegateVdrive:
