@@ -209,15 +209,15 @@ def test_enospc_during_write_is_a_clean_refusal(
         put(server, SI, 0, b"kept")
         server.allocate(SI, 1, ALICE, 20)
         server.write(SI, 1, ALICE, 0, b"x" * 10)
-        real = os.pwrite
+        real = os.pwritev
 
-        def full(fd: int, data: object, offset: int) -> int:
+        def full(fd: int, buffers: object, offset: int) -> int:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(server_mod.os, "pwrite", full)
+        monkeypatch.setattr(server_mod.os, "pwritev", full)
         with pytest.raises(DiskFull, match="upload removed"):
             server.write(SI, 1, ALICE, 10, b"y" * 10)
-        monkeypatch.setattr(server_mod.os, "pwrite", real)
+        monkeypatch.setattr(server_mod.os, "pwritev", real)
         assert os.listdir(server.layout.incoming) == []
         assert server.stat().reserved == 0
         with pytest.raises(NoSuchUpload):

@@ -5,9 +5,10 @@ One upload exchange carries consecutive bytes of one allocated share from
 ``offset`` on, so an uploader sends a whole share's blocks on one flow-controlled
 stream instead of one request per block. The handler checks the header like every
 ``storage.*`` body (exactly ``si``, ``shnum``, ``offset``), then writes what arrives
-through :meth:`StorageServer.write` (as the caller's verified node ID) in pieces of
-at most ``max_write`` bytes, batching the transport's small pieces so each worker
-thread hop writes at least ``batch`` bytes. Memory per stream: one batch plus the
+through :meth:`StorageServer.writev` (as the caller's verified node ID) in calls of
+at most ``max_write`` bytes, gathering the transport's small pieces (no joining
+copy: one ``os.pwritev``) so each worker thread hop writes ``batch`` bytes or
+``MAX_PIECES`` pieces. Memory per stream: one batch plus the
 transport's window. Result: ``{"written": uint}``. Errors are the storage codes
 (docs/storage.md), sent through ``error_factory`` like the unary adapter's.
 """
@@ -25,6 +26,7 @@ from .server import StorageServer
 
 WRITE_STREAM = "storage.write_stream"
 _HEADER = {"si": _si, "shnum": _shnum, "offset": _uint}
+MAX_PIECES = 512  # transport pieces per write call (one os.pwritev)
 
 
 class _Reader(Protocol):
@@ -65,22 +67,27 @@ def register_storage_streams(
         try:
             si, shnum, offset = parse_header(header)
             pos = offset
-            buf = bytearray()
+            pending: list[bytes | memoryview] = []
+            size = 0
 
             async def flush() -> None:
-                nonlocal pos
-                data = bytes(buf)
-                buf.clear()
-                for i in range(0, len(data), max_write):
-                    piece = data[i : i + max_write]
-                    await asyncio.to_thread(server.write, si, shnum, ctx.peer_id, pos, piece)
-                    pos += len(piece)
+                nonlocal pos, size
+                pieces = pending[:]
+                pending.clear()
+                size = 0
+                await asyncio.to_thread(server.writev, si, shnum, ctx.peer_id, pos, pieces)
+                pos += sum(len(p) for p in pieces)
 
             async for chunk in reader:
-                buf += chunk
-                if len(buf) >= batch:
-                    await flush()
-            if buf:
+                view = memoryview(chunk)
+                while view:  # no write call gets more than max_write bytes
+                    take = view[: max_write - size]
+                    pending.append(take)
+                    size += len(take)
+                    view = view[len(take) :]
+                    if size >= batch or len(pending) >= MAX_PIECES:
+                        await flush()
+            if pending:
                 await flush()
             return {"written": pos - offset}
         except StorageError as e:

@@ -20,6 +20,7 @@ symlinks, non-canonical names) is ignored, never followed.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path
@@ -122,6 +123,27 @@ class Layout:
         real_root = os.path.realpath(self.root)
         real = os.path.realpath(path)
         return real == real_root or real.startswith(real_root + os.sep)
+
+
+IOV_BATCH = 512  # buffers per os.pwritev call, below every platform's IOV_MAX
+
+
+def pwrite_all(fd: int, views: list[memoryview], pos: int) -> None:
+    """Write byte ``views`` back to back at ``pos``, retrying short writes."""
+    bufs = [v for v in views if v.nbytes]
+    while bufs:
+        batch = bufs[:IOV_BATCH]
+        n = os.pwritev(fd, batch, pos)
+        if n <= 0:  # no progress: never loop forever
+            raise OSError(errno.EIO, "pwritev wrote nothing")
+        pos += n
+        done = 0
+        while done < len(batch) and n >= batch[done].nbytes:
+            n -= batch[done].nbytes
+            done += 1
+        del bufs[:done]
+        if n:
+            bufs[0] = bufs[0][n:]
 
 
 def fsync_dir(path: Path) -> None:

@@ -34,7 +34,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from quic_transport.identity import NodeId
@@ -65,6 +65,7 @@ from .layout import (
     check_shnum,
     check_storage_index,
     fsync_dir,
+    pwrite_all,
     si_b32,
 )
 from .lease_store import LeaseStore
@@ -76,6 +77,7 @@ from .scan import clean_incoming, list_prefixes, scan_usage, storage_indexes_in
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+Buf = bytes | bytearray | memoryview
 FreeSpace = Callable[[Path], int]
 
 
@@ -259,14 +261,26 @@ class StorageServer:
     ) -> None:
         """Write ``data`` at ``offset`` of an upload in progress (any order, overlaps allowed;
         the last write of a byte wins)."""
+        self.writev(storage_index, shnum, owner, offset, (data,))
+
+    def writev(
+        self, storage_index: bytes, shnum: int, owner: NodeId, offset: int, pieces: Sequence[Buf]
+    ) -> None:
+        """:meth:`write` of the concatenation of ``pieces``, without joining them (one
+        ``os.pwritev`` per 512 pieces); the total is bounded by ``max_write``."""
         self._check_open()
         _check_offset(offset, "offset")
-        if not isinstance(data, bytes | bytearray | memoryview):
+        if not all(isinstance(p, bytes | bytearray | memoryview) for p in pieces):
             raise BadRequest("data must be bytes")
-        if len(data) > self.config.max_write:
-            raise TooLarge(f"write of {len(data)} bytes exceeds limit {self.config.max_write}")
+        try:
+            views = [memoryview(p).cast("B") for p in pieces]
+        except TypeError:  # e.g. a non-contiguous view
+            raise BadRequest("data must be contiguous bytes") from None
+        length = sum(v.nbytes for v in views)
+        if length > self.config.max_write:
+            raise TooLarge(f"write of {length} bytes exceeds limit {self.config.max_write}")
         up = self._get_upload(storage_index, shnum, owner)
-        end = offset + len(data)
+        end = offset + length
         limit = up.size if up.size is not None else self.config.max_share_size
         if end > limit:
             what = "declared size" if up.size is not None else "maximum share size"
@@ -274,7 +288,7 @@ class StorageServer:
         with up.lock:
             if up.done:
                 raise NoSuchUpload("the upload was aborted")
-            if not data:  # nothing to store: only counts as activity
+            if not length:  # nothing to store: only counts as activity
                 up.last_active = self._clock()
                 return
             if up.size is None and end > up.reserved:
@@ -296,11 +310,7 @@ class StorageServer:
             try:
                 fd = os.open(up.path, os.O_WRONLY | os.O_NOFOLLOW)
                 try:
-                    view = memoryview(data)
-                    pos = offset
-                    while view:
-                        n = os.pwrite(fd, view, pos)
-                        view, pos = view[n:], pos + n
+                    pwrite_all(fd, views, offset)
                 finally:
                     os.close(fd)
             except OSError as e:
