@@ -25,6 +25,8 @@ from p2pstore.node.grid_service import GridService
 from p2pstore.node.leases import LeaseBook, LeaseRenewer, RenewerConfig
 from p2pstore.storage import StorageAPI
 from p2pstore.testing.storage_grid import GridServer, StorageGrid
+from p2pstore.vdrive.node import grid_vdrive_factory
+from p2pstore.web.vpath import parse_vpath
 from quic_transport.identity import NodeId
 
 from .test_node_grid_service import chunks, context, make_dir, seed_of, until
@@ -351,6 +353,7 @@ async def test_grid_service_tracks_uploads_and_renews(tmp_path: Path) -> None:
             grow_interval=0.5,
             probe_timeout=1.5,
             renewer_config=RenewerConfig(renew_after=0.0),
+            vdrive_factory=grid_vdrive_factory,
         )
 
     intro = service(make_dir(tmp_path, "intro", [], introducer=True))
@@ -399,6 +402,13 @@ async def test_grid_service_tracks_uploads_and_renews(tmp_path: Path) -> None:
         reader = nodes[1].api_backend()
         got = b"".join([c async for c in await reader.download(up.cap, 0, len(data))])
         assert got == data and nodes[1].lease_book is not None and len(nodes[1].lease_book) == 0
+        # the vdrive's directory objects go through the same uploader: tracked too
+        await backend.vdrive_link(
+            parse_vpath("private:/f"), up.cap, replace=False, expected_sequence=None
+        )
+        assert len(book) >= 2
+        dir_caps = [c for c in book.due(float("inf")) if c != vc]
+        assert dir_caps and all(c.storage_index != si for c in dir_caps)
     finally:
         for s in [*nodes, intro]:
             await s.close()
