@@ -209,12 +209,20 @@ async def test_renewer_round_selection_bound_failures_and_status(tmp_path: Path)
     renew.calls.clear()
     renew.refuse.clear()
     renew.raise_for.clear()
-    await r.run_round()  # the failed ones are retried first (oldest), then the rest
-    assert renew.calls == [cap(i).verify_cap() for i in (0, 1, 6, 7, 8, 9)]
+    await r.run_round()  # the failed ones back off (still due); the rest go
+    assert renew.calls == [cap(i).verify_cap() for i in (6, 7, 8, 9)]
+    assert r.status()["due"] == 2
+    renew.calls.clear()
+    clock.now += 2 * 3600.0  # first back-off: 2 intervals
+    await r.run_round()  # retried, oldest first
+    assert renew.calls == [cap(i).verify_cap() for i in (0, 1)]
     assert r.status()["due"] == 0
     book.close()
     reloaded = LeaseBook.load(log_path(tmp_path))
-    assert all(reloaded.last_renewed(cap(i).verify_cap()) == clock.now for i in range(11))
+    assert {reloaded.last_renewed(cap(i).verify_cap()) for i in range(11)} == {
+        clock.now,
+        clock.now - 2 * 3600.0,
+    }
 
 
 async def test_renewer_logs_storage_index_not_caps(

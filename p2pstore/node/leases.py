@@ -27,7 +27,9 @@ Invariants:
 ``interval`` (jittered by +-10 %) it renews the caps last renewed more than
 ``renew_after`` ago, oldest first, at most ``max_per_round`` per round, with at
 most ``concurrency`` renewals in flight. A cap counts as renewed when at least one
-holder accepted the lease; otherwise it stays due and one warning line is logged.
+holder accepted the lease; otherwise it stays due, one warning line is logged, and
+it is skipped (in memory only) for ``min(interval * 2**failures, max_backoff)`` so
+that files nobody holds any more cannot take every slot of every round.
 """
 
 from __future__ import annotations
@@ -225,6 +227,8 @@ class RenewerConfig:
     concurrency: int = 4
     #: the interval is multiplied by a random factor in [1 - jitter, 1 + jitter]
     jitter: float = 0.1
+    #: longest pause before a cap that failed is tried again
+    max_backoff: float = 86400.0
 
     def __post_init__(self) -> None:
         if not (self.interval > 0 and self.renew_after >= 0):
@@ -263,6 +267,8 @@ class LeaseRenewer:
         self._rng = rng or random.Random()
         self._task: asyncio.Task[None] | None = None
         self.last_round: RoundReport | None = None
+        #: cap -> (consecutive failures, not before); in memory, reset at restart
+        self._backoff: dict[VerifyCap, tuple[int, float]] = {}
 
     def __repr__(self) -> str:
         return f"LeaseRenewer({len(self.book)} caps)"
@@ -298,7 +304,11 @@ class LeaseRenewer:
         """Renew up to ``max_per_round`` due caps, oldest first."""
         cfg = self.config
         now = self.clock()
-        due = self.book.due(now - cfg.renew_after, cfg.max_per_round)
+        due = [
+            vc
+            for vc in self.book.due(now - cfg.renew_after)
+            if self._backoff.get(vc, (0, 0.0))[1] <= now
+        ][: cfg.max_per_round]
         limit = asyncio.Semaphore(cfg.concurrency)
 
         async def one(vc: VerifyCap) -> bool:
@@ -311,10 +321,13 @@ class LeaseRenewer:
                         si_short(vc.storage_index),
                         type(e).__name__,
                     )
+                    self._failed(vc, now)
                     return False
             if any(why is None for why in results.values()):
                 self.book.record(vc, self.clock())
+                self._backoff.pop(vc, None)
                 return True
+            self._failed(vc, now)
             log.warning(
                 "lease renewal of %s: no holder accepted (%d asked)",
                 si_short(vc.storage_index),
@@ -330,6 +343,11 @@ class LeaseRenewer:
             log.info("lease renewal: %d renewed, %d failed", report.renewed, report.failed)
         self.book.maybe_compact()
         return report
+
+    def _failed(self, vc: VerifyCap, now: float) -> None:
+        fails = self._backoff.get(vc, (0, 0.0))[0] + 1
+        pause = min(self.config.interval * 2.0 ** min(fails, 30), self.config.max_backoff)
+        self._backoff[vc] = (fails, now + pause)
 
     def status(self) -> dict[str, Any]:
         last = self.last_round
