@@ -19,12 +19,17 @@ Invariants:
   other share failed. Shares whose peer failed mid-stream are re-placed by
   regeneration from the placed shares (``health.replace_shares``) while untried
   peers remain.
+- ``on_uploaded`` (optional) is called with every successful :class:`UploadResult`,
+  re-uploads of already-stored files included, after the upload completed; an
+  error it raises is logged and never fails the upload (the node uses it to track
+  the files whose leases it renews: :mod:`p2pstore.node.leases`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -49,6 +54,8 @@ from .peers import FindPeers, P, Progress, StorageFor, describe
 from .placement import PeerKey, SharePlacer, rank_peers
 from .sender import SendConfig, ShareSender
 from .tasks import bounded
+
+log = logging.getLogger(__name__)
 
 #: A source that can be read again from the start (convergent mode reads twice).
 Reopenable = Callable[[], AsyncIterable[bytes]]
@@ -92,11 +99,21 @@ class Uploader(Generic[P]):
         config: UploadConfig | None = None,
         *,
         params: EncodingParams | None = None,
+        on_uploaded: Callable[[UploadResult[P]], None] | None = None,
     ) -> None:
         self.find_peers = find_peers
         self.storage_for = storage_for
         self.config = config or UploadConfig()
         self.params = params or EncodingParams()
+        self.on_uploaded = on_uploaded
+
+    def _uploaded(self, result: UploadResult[P]) -> UploadResult[P]:
+        if self.on_uploaded is not None:
+            try:
+                self.on_uploaded(result)
+            except Exception:
+                log.exception("on_uploaded hook failed (the upload itself succeeded)")
+        return result
 
     async def upload_convergent(
         self,
@@ -181,7 +198,7 @@ class Uploader(Generic[P]):
             if isinstance(result.cap, LiteralCap):
                 if progress is not None:
                     progress(fed, fed)
-                return UploadResult(result.cap, fed, {}, 0, 0, 0, 0)
+                return self._uploaded(UploadResult(result.cap, fed, {}, 0, 0, 0, 0))
             if job is None:
                 job = await self._open(enc.storage_index, params, fed, happy, on_progress)
             for seg in result.segments:
@@ -202,7 +219,7 @@ class Uploader(Generic[P]):
                 )
             if progress is not None:
                 progress(fed, fed)
-            return job.result(cap, fed, happy)
+            return self._uploaded(job.result(cap, fed, happy))
         finally:
             if job is not None:
                 await job.sender.aclose()

@@ -61,6 +61,10 @@ class ClientSection:
     shares_needed: int = 3
     shares_total: int = 10
     shares_happy: int = 7
+    #: keep the files this node uploads alive by renewing their leases (docs/node.md)
+    renew_leases: bool = True
+    #: how often the lease renewer wakes up (jittered)
+    renew_interval: int = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,6 +281,8 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
         shares_needed=needed,
         shares_total=total,
         shares_happy=s.int_range("shares_happy", min(d_client.shares_happy, total), needed, total),
+        renew_leases=s.get("renew_leases", bool, d_client.renew_leases),
+        renew_interval=s.convert("renew_interval", d_client.renew_interval, _duration_at_least(60)),
     )
     s.finish()
 

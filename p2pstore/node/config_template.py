@@ -88,6 +88,11 @@ remember_peers = {dht.remember_peers}
 shares_needed = {client.shares_needed}
 shares_total = {client.shares_total}
 shares_happy = {client.shares_happy}
+# Shares carry leases that expire ([storage] lease_duration on the servers); this
+# node renews the leases of the files it uploaded (and of its vdrive directories)
+# every renew_interval, so they outlive the lease duration. See docs/node.md, Leases.
+renew_leases = {"true" if client.renew_leases else "false"}
+renew_interval = {toml_string(format_duration_exact(client.renew_interval))}
 
 [logging]
 # DEBUG, INFO, WARNING or ERROR. Secrets are never logged at any level.

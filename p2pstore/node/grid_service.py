@@ -28,6 +28,12 @@ Invariants:
   then the join loop, the known-peers feed (one last time), the DHT, the storage
   service (incomplete uploads stay in ``incoming/`` and are removed; complete
   shares are untouched), and last the endpoint.
+- Leases (docs/node.md, "Leases"): with ``[client] renew_leases`` (the default)
+  ``start()`` loads the :class:`~p2pstore.node.leases.LeaseBook`
+  (``private/leases.log``) and starts a :class:`~p2pstore.node.leases.LeaseRenewer`
+  next to the DHT; every successful upload through the backend's uploader (HTTP
+  API files and vdrive directory objects alike) is recorded through the
+  uploader's ``on_uploaded`` hook. The renewer closes before the DHT.
 - The known-peers store is fed from the routing table every ``feed_interval`` and
   at close; the runner writes it to ``state/known_peers.json``.
 """
@@ -48,6 +54,8 @@ from typing import Any, Protocol
 from dht import Contact, DhtConfig, DhtNode, LoopClock
 from dht.quic_adapter import dht_transport
 from p2pstore import __version__
+from p2pstore.grid import Health, HealthConfig
+from p2pstore.grid.upload import UploadResult
 from p2pstore.immutable import EncodingParams
 from p2pstore.immutable.allocator import tune_allocator
 from p2pstore.storage import LocalStorageClient, StorageAPI, StorageConfig, StorageService
@@ -60,6 +68,7 @@ from .advertise import advertised_address
 from .bootstrap import Seed
 from .grid_backend import GridBackend, VdriveComponent
 from .join import JoinReport, contact_any, join_candidates
+from .leases import LeaseBook, LeaseRenewer, RenewerConfig
 from .seed_watch import Nicknames, SeedWatch
 from .service import NodeContext, ServiceStatus
 from .storage_peers import StoragePeers
@@ -111,6 +120,7 @@ class GridService:
         retry_max: float = 60.0,
         probe_timeout: float = 5.0,
         seed_interval: float = 30.0,
+        renewer_config: RenewerConfig | None = None,
     ) -> None:
         self.context = context
         self.vdrive_factory = vdrive_factory
@@ -120,6 +130,9 @@ class GridService:
         self.retry_max = retry_max
         self.probe_timeout = probe_timeout
         self.seed_interval = seed_interval
+        self.renewer_config = renewer_config
+        self.lease_book: LeaseBook | None = None
+        self.lease_renewer: LeaseRenewer | None = None
         self.started_at: float | None = None
         self.seed_watch: SeedWatch | None = None
         self.nicknames: Nicknames | None = None
@@ -197,6 +210,8 @@ class GridService:
             config=DhtConfig(k=min(cfg.dht.k, 20), alpha=min(cfg.dht.alpha, cfg.dht.k, 20)),
         )
         await self.dht.start(bootstrap=False)
+        if cfg.client.renew_leases:
+            self._start_leases()
         self._task = asyncio.create_task(self._run(), name="grid-service-join")
         # the join attempts report on the seeds too; the watch measures their RTT and
         # re-checks them every ``seed_interval``
@@ -231,6 +246,11 @@ class GridService:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._task = self._seed_task = None
+        if self.lease_renewer is not None:
+            await self.lease_renewer.close()
+            self.lease_renewer = None
+        if self.lease_book is not None:
+            self.lease_book.close()
         if self.dht is not None:
             self._feed_known_peers()
             await self.dht.close()
@@ -240,6 +260,29 @@ class GridService:
         if self.endpoint is not None:
             await self.endpoint.aclose()
         log.info("grid node closed")
+
+    # -- leases ----------------------------------------------------------------------
+    def _start_leases(self) -> None:
+        ctx = self.context
+        cfg = ctx.config
+        self.lease_book = LeaseBook.load(ctx.node_dir.private_dir / "leases.log")
+        config = self.renewer_config or RenewerConfig(
+            interval=float(cfg.client.renew_interval),
+            renew_after=cfg.storage.lease_duration / 3,
+        )
+        health: Health[PeerAddress] = Health(
+            self.find_peers, self.storage_for, HealthConfig(happy=cfg.client.shares_happy)
+        )
+        self.lease_renewer = LeaseRenewer(self.lease_book, health.renew, config, clock=ctx.clock)
+        # a first round soon after start, so a node restarted more often than the
+        # interval still renews
+        self.lease_renewer.start(first_delay=min(300.0, config.interval) * random.uniform(0.8, 1.2))
+
+    def _on_uploaded(self, result: UploadResult[Any]) -> None:
+        """The uploader's hook: the file (new or already stored, whose lease the
+        uploader just added) is now renewed by this node."""
+        if self.lease_book is not None:
+            self.lease_book.track(result.cap, self.context.clock())
 
     # -- joining ---------------------------------------------------------------------
     async def _probe_seed(self, seed: Seed) -> None:
@@ -360,6 +403,7 @@ class GridService:
                 node_info=self._node_info,
                 peer_source=self.peer_list,
             )
+            self.backend.uploader.on_uploaded = self._on_uploaded
             if self.vdrive_factory is not None:
                 self.vdrive = self.vdrive_factory(self)
                 self.backend.vdrive = self.vdrive
@@ -488,6 +532,8 @@ class GridService:
             }
         if self.endpoint is not None:
             details["connections"] = len(self.endpoint.connected_peers)
+        if self.lease_renewer is not None:
+            details["leases"] = self.lease_renewer.status()
         return ServiceStatus(
             listen_host=self._bound[0],
             listen_port=self._bound[1],
