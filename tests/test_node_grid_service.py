@@ -5,6 +5,7 @@ grid, status numbers and clean shutdown with an upload in flight."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 from collections.abc import AsyncIterator, Callable
@@ -85,6 +86,27 @@ def service(root: Path) -> GridService:
     return GridService(context(root), grow_interval=0.5, probe_timeout=1.5)
 
 
+@contextlib.asynccontextmanager
+async def joined_grid(
+    tmp_path: Path, make: Callable[[Path], GridService], n: int = 3
+) -> AsyncIterator[tuple[GridService, list[GridService]]]:
+    """An introducer and ``n`` storage nodes, started and all joined. On exit every
+    service still in the yielded list is closed (a test may pop and close one itself)."""
+    intro = make(make_dir(tmp_path, "intro", [], introducer=True))
+    await intro.start()
+    nodes: list[GridService] = []
+    try:
+        for i in range(n):
+            nodes.append(make(make_dir(tmp_path, f"n{i}", [seed_of(intro)])))
+            await nodes[-1].start()
+        everyone = [intro, *nodes]
+        await until(lambda: all(s.status()["peers_known"] == n for s in everyone))
+        yield intro, nodes
+    finally:
+        for s in [*nodes, intro]:
+            await s.close()
+
+
 async def test_join_skip_dead_seed_and_rejoin_through_known_peers(tmp_path: Path) -> None:
     a = service(make_dir(tmp_path, "a", [], introducer=True))
     await a.start()
@@ -135,15 +157,7 @@ async def chunks(data: bytes, step: int = 100_000) -> AsyncIterator[bytes]:
 
 
 async def test_grid_backend_storage_peers_status_and_clean_close(tmp_path: Path) -> None:
-    intro = service(make_dir(tmp_path, "intro", [], introducer=True))
-    await intro.start()
-    nodes: list[GridService] = []
-    try:
-        for i in range(3):
-            nodes.append(service(make_dir(tmp_path, f"n{i}", [seed_of(intro)])))
-            await nodes[-1].start()
-        everyone = [intro, *nodes]
-        await until(lambda: all(s.status()["peers_known"] == 3 for s in everyone))
+    async with joined_grid(tmp_path, service) as (intro, nodes):
         backend = nodes[0].api_backend()
         data = os.urandom(700_000)
         up = await backend.upload(chunks(data), size_hint=len(data), mode="convergent")
@@ -197,9 +211,6 @@ async def test_grid_backend_storage_peers_status_and_clean_close(tmp_path: Path)
             [c async for c in await nodes[0].api_backend().download(up.cap, 0, len(data))]
         )
         assert again == data
-    finally:
-        for s in [*nodes, intro]:
-            await s.close()
 
 
 async def test_storage_peers_cache() -> None:

@@ -29,7 +29,7 @@ from p2pstore.vdrive.node import grid_vdrive_factory
 from p2pstore.web.vpath import parse_vpath
 from quic_transport.identity import NodeId
 
-from .test_node_grid_service import chunks, context, make_dir, seed_of, until
+from .test_node_grid_service import chunks, context, joined_grid, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -364,15 +364,7 @@ async def test_grid_service_tracks_uploads_and_renews(tmp_path: Path) -> None:
             vdrive_factory=grid_vdrive_factory,
         )
 
-    intro = service(make_dir(tmp_path, "intro", [], introducer=True))
-    await intro.start()
-    nodes: list[GridService] = []
-    try:
-        for i in range(3):
-            nodes.append(service(make_dir(tmp_path, f"n{i}", [seed_of(intro)])))
-            await nodes[-1].start()
-        everyone = [intro, *nodes]
-        await until(lambda: all(s.status()["peers_known"] == 3 for s in everyone))
+    async with joined_grid(tmp_path, service) as (_intro, nodes):
         backend = nodes[0].api_backend()
         data = os.urandom(50_000)
         up = await backend.upload(chunks(data), size_hint=len(data), mode="convergent")
@@ -417,9 +409,6 @@ async def test_grid_service_tracks_uploads_and_renews(tmp_path: Path) -> None:
         assert len(book) >= 2
         dir_caps = [c for c in book.due(float("inf")) if c != vc]
         assert dir_caps and all(c.storage_index != si for c in dir_caps)
-    finally:
-        for s in [*nodes, intro]:
-            await s.close()
     assert nodes[0].lease_renewer is None
     reloaded = LeaseBook.load(nodes[0].context.node_dir.private_dir / "leases.log")
     assert vc in reloaded
