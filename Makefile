@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Parallel test workers; 2 cores on the project's machines.
 WORKERS ?= 2
 
-.PHONY: all install test lint typecheck pytest test-slow run bench clean browser
+.PHONY: all install test lint typecheck pytest test-slow run bench clean browser nat-tools
 
 all: test
 
@@ -45,8 +45,23 @@ browser:
 	      $$SUDO apt-get install -y -qq chromium >/dev/null 2>&1; } || \
 	    echo "could not install chromium: browser tests skip"; fi; }
 
+## nftables for the NAT routers of the network-namespace NAT tests
+## (tests/nat_topology.py): installed the same way, if missing and we may; without
+## it those tests skip, saying why.
+nat-tools:
+	@command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || { \
+	  if ! command -v apt-get >/dev/null 2>&1; then SUDO=none; \
+	  elif [ "$$(id -u)" = 0 ]; then SUDO=; \
+	  elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
+	  if [ "$$SUDO" = none ]; then echo "nft missing (no apt-get/root): NAT tests skip"; \
+	  else export DEBIAN_FRONTEND=noninteractive; echo "installing nftables (NAT tests)"; \
+	    $$SUDO apt-get install -y -qq nftables >/dev/null 2>&1 || \
+	    { $$SUDO apt-get update -qq >/dev/null 2>&1 && \
+	      $$SUDO apt-get install -y -qq nftables >/dev/null 2>&1; } || \
+	    echo "could not install nftables: NAT tests skip"; fi; }
+
 ## The test command (README, .ci/run): lint, type checks, then the test suite.
-test: lint typecheck browser pytest
+test: lint typecheck browser nat-tools pytest
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow

@@ -13,39 +13,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from .netns import cli_in, delete_namespaces, netns_unavailable, run, stop_nodes
+from .netns import node_status as status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 HOSTS = 3
 SUBNET = "10.77.0"
-
-
-def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), capture_output=True, text=True, check=check, timeout=120)
-
-
-def netns_unavailable() -> str | None:
-    if sys.platform != "linux":
-        return "network namespaces are Linux-only"
-    if os.geteuid() != 0:
-        return "creating network namespaces needs root"
-    if shutil.which("ip") is None:
-        return "iproute2 (`ip`) is not installed"
-    probe = f"p2ps-probe-{os.getpid()}"
-    r = run("ip", "netns", "add", probe, check=False)
-    if r.returncode != 0:
-        return f"`ip netns add` is not permitted here: {r.stderr.strip()}"
-    run("ip", "netns", "del", probe, check=False)
-    return None
 
 
 class Hosts:
@@ -71,8 +51,7 @@ class Hosts:
             run("ip", "-n", ns, "link", "set", "lo", "up")
 
     def destroy(self) -> None:
-        for ns in self.names:
-            run("ip", "netns", "del", ns, check=False)  # also removes its veth pair
+        delete_namespaces(self.names)  # also removes their veth pairs
         run("ip", "link", "del", self.bridge, check=False)
 
 
@@ -87,29 +66,6 @@ def hosts() -> Iterator[Hosts]:
         yield h
     finally:
         h.destroy()
-
-
-def cli_in(ns: str, *args: str | Path, stdin: bytes | None = None) -> bytes:
-    proc = subprocess.run(
-        ["ip", "netns", "exec", ns, sys.executable, "-m", "p2pstore.cli", *map(str, args)],
-        input=stdin,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"[{ns}] p2pstore {args} -> {proc.returncode}\n{proc.stdout!r}\n{proc.stderr!r}"
-        )
-    return proc.stdout
-
-
-def status(node: Path) -> dict[str, Any]:
-    try:
-        doc: dict[str, Any] = json.loads((node / "run/status.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return doc
 
 
 def test_three_hosts_form_a_grid_and_move_a_file(hosts: Hosts, tmp_path: Path) -> None:
@@ -155,10 +111,4 @@ def test_three_hosts_form_a_grid_and_move_a_file(hosts: Hosts, tmp_path: Path) -
         run("ip", "-n", hosts.names[1], "link", "set", "eth0", "down")
         assert cli_in(hosts.names[2], "get", cap, "-", "--node", nodes[2]) == data
     finally:
-        for node in reversed(started):
-            subprocess.run(
-                [sys.executable, "-m", "p2pstore.cli", "stop", str(node), "--force"],
-                capture_output=True,
-                timeout=60,
-                check=False,
-            )
+        stop_nodes(reversed(started))
