@@ -36,6 +36,11 @@ Invariants:
   uploader's ``on_uploaded`` hook. The renewer closes before the DHT.
 - The known-peers store is fed from the routing table every ``feed_interval`` and
   at close; the runner writes it to ``state/known_peers.json``.
+- NAT (docs/nat.md): ``start()`` creates a :class:`~p2pstore.nat.manager.NatManager`
+  (``[network]``; wiring in :mod:`p2pstore.node.nat_wiring`) after the DHT; it
+  decides reachability, sets the DHT mode, keeps relays and announces the peer
+  record while private. ``find_peers`` adds announced storage peers; ``storage_for``
+  reaches NATed ones through its Connector. It closes before the DHT.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from p2pstore.grid import Health, HealthConfig
 from p2pstore.grid.upload import UploadResult
 from p2pstore.immutable import EncodingParams
 from p2pstore.immutable.allocator import tune_allocator
+from p2pstore.nat.manager import NatManager
 from p2pstore.storage import LocalStorageClient, StorageAPI, StorageConfig, StorageService
 from p2pstore.storage.bulk import QuicStorageClient, register_storage_streams
 from p2pstore.web.backend import PeerInfo
@@ -69,6 +75,13 @@ from .bootstrap import Seed
 from .grid_backend import GridBackend, VdriveComponent
 from .join import JoinReport, contact_any, join_candidates
 from .leases import LeaseBook, LeaseRenewer, RenewerConfig
+from .nat_wiring import (
+    announced_storage_peers,
+    connection_details,
+    extra_peer_ids,
+    make_nat_manager,
+    merge_peers,
+)
 from .seed_watch import Nicknames, SeedWatch
 from .service import NodeContext, ServiceStatus
 from .storage_peers import StoragePeers
@@ -142,6 +155,7 @@ class GridService:
         self.storage: StorageService | None = None
         self.backend: GridBackend | None = None
         self.vdrive: VdriveComponent | None = None
+        self.nat: NatManager | None = None
         self.storage_peers = StoragePeers(self._probe_storage)
         self.last_join: JoinReport | None = None
         self.joined_at: float | None = None
@@ -210,6 +224,8 @@ class GridService:
             config=DhtConfig(k=min(cfg.dht.k, 20), alpha=min(cfg.dht.alpha, cfg.dht.k, 20)),
         )
         await self.dht.start(bootstrap=False)
+        self.nat = make_nat_manager(self)
+        self.nat.start()
         if cfg.client.renew_leases:
             self._start_leases()
         self._task = asyncio.create_task(self._run(), name="grid-service-join")
@@ -251,6 +267,8 @@ class GridService:
             self.lease_renewer = None
         if self.lease_book is not None:
             self.lease_book.close()
+        if self.nat is not None:
+            await self.nat.close()
         if self.dht is not None:
             self._feed_known_peers()
             await self.dht.close()
@@ -372,9 +390,13 @@ class GridService:
         plus this node when it stores (ranked by the grid)."""
         assert self.dht is not None
         own = self.context.key.node_id
-        contacts = await self.dht.lookup(NodeId(storage_index))
-        found = [PeerAddress(c.node_id, c.host, c.port) for c in contacts if c.node_id != own]
+        outcome = await self.dht.lookup_detailed(NodeId(storage_index))
+        found = [
+            PeerAddress(c.node_id, c.host, c.port) for c in outcome.contacts if c.node_id != own
+        ]
         peers = await self.storage_peers.filter(found)
+        if self.nat is not None:  # NATed storage nodes (DHT clients) announce themselves
+            peers = merge_peers(peers, announced_storage_peers(self.nat, outcome, own))
         if self.storage is not None and self._self_address is not None:
             peers.append(self._self_address)
         target = int.from_bytes(storage_index, "big")
@@ -386,7 +408,8 @@ class GridService:
             if self.storage is None:
                 raise RuntimeError("this node does not store shares")
             return LocalStorageClient(self.storage.server, self.context.key.node_id)
-        return QuicStorageClient(self.endpoint, peer, timeout=30.0, stream_timeout=30.0)
+        via = self.nat.storage_endpoint(peer.node_id) if self.nat is not None else None
+        return QuicStorageClient(via or self.endpoint, peer, timeout=30.0, stream_timeout=30.0)
 
     def api_backend(self) -> GridBackend:
         """The HTTP API's backend (created once, after ``start()``)."""
@@ -442,6 +465,8 @@ class GridService:
             if adv is not None:
                 doc["advertised"] = f"{adv.host}:{adv.port}"
             doc["introducer"] = self.context.config.node.introducer
+            if self.nat is not None:
+                doc["nat"] = self.nat.status()
         return doc
 
     async def peer_list(self) -> list[PeerInfo]:
@@ -449,6 +474,11 @@ class GridService:
         if self.dht is None or self.endpoint is None:
             return []
         contacts = self.dht.table.contacts()
+        listed = {c.node_id for c in contacts}
+        for nid in extra_peer_ids(self.nat, listed):  # NATed peers reached via the connector
+            at = self.endpoint.peer_address(nid)
+            if at is not None:
+                contacts.append(Contact(nid, at[0], at[1]))
         connected = set(self.endpoint.connected_peers)
         ep = self.endpoint
 
@@ -483,6 +513,7 @@ class GridService:
             }
             if role is not None and role.available is not None:
                 details["storage_available"] = role.available
+            details.update(connection_details(self.nat, c.node_id))
             nick = self.nicknames.get(c.node_id) if self.nicknames is not None else None
             if nick is not None:
                 details["nickname"] = nick
@@ -534,6 +565,8 @@ class GridService:
             details["connections"] = len(self.endpoint.connected_peers)
         if self.lease_renewer is not None:
             details["leases"] = self.lease_renewer.status()
+        if self.nat is not None:
+            details["nat"] = self.nat.status()
         return ServiceStatus(
             listen_host=self._bound[0],
             listen_port=self._bound[1],
