@@ -272,12 +272,16 @@ class NatManager:
                         await self._release(anchor)
                         del self.anchors[nid]
                         self._dirty_record = True
+                        # our NAT may have re-mapped us: confirm the verdict soon
+                        self.tracker.request_check(now + self.settings.retry_interval)
         if len(self.anchors) >= self.settings.max_anchors:
             return
         pool = [
             p
             for p in self.candidates()
-            if p.node_id not in self.anchors and p.node_id != self.endpoint.node_id
+            if p.node_id not in self.anchors
+            and p.node_id != self.endpoint.node_id
+            and not self._known_private(p.node_id)
         ]
         random.shuffle(pool)
         for peer in pool[: self.settings.max_anchors - len(self.anchors)]:
@@ -297,6 +301,11 @@ class NatManager:
                     continue
             self.anchors[peer.node_id] = anchor
             self._dirty_record = True
+
+    def _known_private(self, node_id: NodeId) -> bool:
+        """A peer whose record says it is private cannot anchor us."""
+        rec = self.records.get(node_id)
+        return rec is not None and not rec.reachable
 
     async def _release(self, anchor: Anchor) -> None:
         if anchor.reservation is not None and self.relay_client is not None:
