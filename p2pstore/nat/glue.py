@@ -22,12 +22,16 @@ from .tracker import Addr
 log = logging.getLogger(__name__)
 
 
-def set_server(dht: Any, server: bool) -> bool:
-    """Put the DHT in server (True) or client mode; False if it has no modes."""
+async def set_server(dht: Any, server: bool) -> bool:
+    """Put the DHT in server (True) or client mode (``set_server`` may be a coroutine:
+    the DHT makes itself known, or unknown, with a self-lookup); False if the DHT has
+    no modes."""
     setter = getattr(dht, "set_server", None)
     if setter is None:
         return False
-    setter(server)
+    result = setter(server)
+    if hasattr(result, "__await__"):
+        await result
     return True
 
 

@@ -123,6 +123,7 @@ class NatManager:
         self._task: asyncio.Task[None] | None = None
         self._dirty_record = True
         self._last_keepalive = 0.0
+        self._announce_after = 0.0
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -131,7 +132,6 @@ class NatManager:
         self.punch.register()
         if self.settings.use_relays:
             self.relay_client = glue.make_relay_client(self.endpoint)
-        self._apply_dht_mode()
         self.tracker.request_check(self.clock() + self.settings.first_check_delay)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="nat-manager")
 
@@ -204,6 +204,12 @@ class NatManager:
 
     # -- the loop --------------------------------------------------------------------
     async def _run(self) -> None:
+        try:
+            await self._apply_dht_mode()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("setting the DHT mode failed")
         while True:
             try:
                 await self._tick()
@@ -224,7 +230,7 @@ class NatManager:
                 await self._release(anchor)
             self.anchors.clear()
             self._dirty_record = True
-        if self._dirty_record:
+        if self._dirty_record and now >= self._announce_after:
             await self._announce()
 
     async def _check(self) -> None:
@@ -232,7 +238,7 @@ class NatManager:
         for ev in events:
             if isinstance(ev, VerdictChanged):
                 log.info("reachability: %s -> %s", ev.old, ev.new)
-                self._apply_dht_mode()
+                await self._apply_dht_mode()
                 self._dirty_record = True
                 for cb in list(self.listeners):
                     with contextlib.suppress(Exception):
@@ -243,8 +249,8 @@ class NatManager:
                 if ev.old is not None:  # moved: confirm soon with other peers
                     self.tracker.request_check(self.clock() + self.settings.retry_interval)
 
-    def _apply_dht_mode(self) -> None:
-        glue.set_server(self.dht, self.dht_server)
+    async def _apply_dht_mode(self) -> None:
+        await glue.set_server(self.dht, self.dht_server)
 
     def _extra(self) -> list[Addr]:
         out = list(self.extra_addresses())
@@ -348,11 +354,15 @@ class NatManager:
         self._dirty_record = False
         self.record = self.build_record()
         if self.verdict != "private":
-            await glue.withdraw(self.dht)
+            if self.announced_at is not None:  # public again: routing tables suffice
+                await glue.withdraw(self.dht)
+                self.announced_at = None
             return
-        ok = await glue.announce(self.dht, self.record.encode())
-        if ok:
+        if await glue.announce(self.dht, self.record.encode()):
             self.announced_at = self.wall_clock()
+        else:  # e.g. no DHT server reachable yet: retry in a while
+            self._dirty_record = True
+            self._announce_after = self.clock() + 10.0
 
     # -- status ----------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
