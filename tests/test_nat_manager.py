@@ -94,3 +94,25 @@ async def test_public_node_stays_server_and_withdraws() -> None:
             assert m.anchors == {}
         finally:
             await m.close()
+
+
+def test_port_mapper_shapes() -> None:
+    from p2pstore.nat import glue
+
+    class Mapper:
+        def __init__(self, value: Any) -> None:
+            self.value = value
+
+        def mapped_address(self) -> Any:
+            return self.value
+
+    class HostPort:
+        host = "198.51.100.3"
+        port = 4242
+
+    assert glue.mapped_address(None) is None
+    assert glue.mapped_address(Mapper(None)) is None
+    assert glue.mapped_address(Mapper(("198.51.100.3", 4242))) == ("198.51.100.3", 4242)
+    assert glue.mapped_address(Mapper(HostPort())) == ("198.51.100.3", 4242)
+    assert glue.mapped_address(Mapper(("bad host!", 1))) is None
+    assert glue.mapped_address(Mapper(("1.2.3.4", 0))) is None

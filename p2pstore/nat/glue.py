@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from quic_transport import Endpoint
@@ -71,16 +72,20 @@ async def withdraw(dht: Any) -> None:
         log.debug("withdrawing the announcement failed: %s", e)
 
 
-def make_relay_client(endpoint: Endpoint) -> Any:
-    """The relay package's RelayClient on ``endpoint``, or None if it is absent."""
-    for name in ("p2pstore.nat.relay", "p2pstore.nat.relay_client"):
+def make_relay_client(endpoint: Endpoint, on_lost: Callable[[Any, str], None]) -> Any:
+    """The relay package's RelayClient on ``endpoint`` (``on_lost(reservation, reason)``
+    called when a reservation dies), or None if the package is absent."""
+    for name in ("p2pstore.nat.relay_client", "p2pstore.nat.relay"):
         try:
             module = importlib.import_module(name)
         except ImportError:
             continue
         cls = getattr(module, "RelayClient", None)
         if cls is not None:
-            return cls(endpoint)
+            try:
+                return cls(endpoint, on_lost=on_lost)
+            except TypeError:
+                return cls(endpoint)
     return None
 
 

@@ -124,6 +124,7 @@ class NatManager:
         self._dirty_record = True
         self._last_keepalive = 0.0
         self._announce_after = 0.0
+        self._lost_relays: set[NodeId] = set()
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -131,7 +132,7 @@ class NatManager:
         self.dialback.register()
         self.punch.register()
         if self.settings.use_relays:
-            self.relay_client = glue.make_relay_client(self.endpoint)
+            self.relay_client = glue.make_relay_client(self.endpoint, self._relay_lost)
         self.tracker.request_check(self.clock() + self.settings.first_check_delay)
         self._task = asyncio.get_running_loop().create_task(self._run(), name="nat-manager")
 
@@ -260,8 +261,21 @@ class NatManager:
         return list(dict.fromkeys(out))
 
     # -- anchors (relays / rendezvous) -----------------------------------------------
+    def _relay_lost(self, reservation: Any, reason: str) -> None:
+        """RelayClient callback (sync): handled on the next tick."""
+        relay_id = getattr(reservation, "relay_id", None)
+        if isinstance(relay_id, NodeId) and len(self._lost_relays) < 64:
+            log.info("relay reservation on %s lost: %s", relay_id.short(), reason)
+            self._lost_relays.add(relay_id)
+
     async def _maintain_anchors(self) -> None:
         now = self.clock()
+        for nid in list(self._lost_relays):
+            self._lost_relays.discard(nid)
+            anchor = self.anchors.pop(nid, None)
+            if anchor is not None:
+                anchor.reservation = None  # gone already: nothing to release
+                self._dirty_record = True
         keep = now - self._last_keepalive >= self.settings.keepalive
         if keep:
             self._last_keepalive = now
