@@ -125,6 +125,7 @@ class NatManager:
         self._last_keepalive = 0.0
         self._announce_after = 0.0
         self._lost_relays: set[NodeId] = set()
+        self._mapped: Addr | None = None
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -222,6 +223,11 @@ class NatManager:
 
     async def _tick(self) -> None:
         now = self.clock()
+        mapped = glue.mapped_address(self.port_mapping())
+        if mapped != self._mapped:  # a port mapping appeared, moved or went away
+            self._mapped = mapped
+            self.tracker.request_check(now)
+            self._dirty_record = True
         if self.tracker.due(now) and self.candidates():
             await self._check()
         if self.verdict == "private":
