@@ -234,3 +234,12 @@ async def test_connector_direct_and_failure() -> None:
         with pytest.raises(NatLocalError, match="no usable address"):
             await connector.connect(lost)
         await connector.close()
+
+
+async def test_dialback_reply_carries_the_servers_own_verdict() -> None:
+    async with endpoints(2, FAST) as (a, b):
+        DialbackServer(b, LIMITS, verdict=lambda: "public").register()
+        responder = ProbeResponder(a)
+        responder.register()
+        answer = await ask_dialback(a, responder, address_of(b))
+        assert answer.peer_reach == "public"

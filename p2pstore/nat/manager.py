@@ -103,7 +103,7 @@ class NatManager:
             local_addresses=frozenset({endpoint.local_address}),
         )
         self.responder = ProbeResponder(endpoint)
-        self.dialback = DialbackServer(endpoint, clock=clock)
+        self.dialback = DialbackServer(endpoint, clock=clock, verdict=lambda: self.verdict)
         self.punch = PunchService(endpoint, clock=clock, enabled=settings.hole_punching)
         self.connector = Connector(
             endpoint,
@@ -300,6 +300,11 @@ class NatManager:
                         self._dirty_record = True
                         # our NAT may have re-mapped us: confirm the verdict soon
                         self.tracker.request_check(now + self.settings.retry_interval)
+        said = self.tracker.peer_verdicts(now)
+        for nid in [n for n in self.anchors if said.get(n) == "private" or self._known_private(n)]:
+            log.info("anchor %s is itself behind NAT: dropping it", nid.short())
+            await self._release(self.anchors.pop(nid))
+            self._dirty_record = True
         if len(self.anchors) >= self.settings.max_anchors:
             return
         pool = [
@@ -308,8 +313,12 @@ class NatManager:
             if p.node_id not in self.anchors
             and p.node_id != self.endpoint.node_id
             and not self._known_private(p.node_id)
+            and said.get(p.node_id) != "private"
         ]
         random.shuffle(pool)
+        # peers that told us (in a dial-back reply) they are public first; a NATed
+        # peer cannot anchor us
+        pool.sort(key=lambda p: said.get(p.node_id) != "public")
         for peer in pool[: self.settings.max_anchors - len(self.anchors)]:
             anchor = Anchor(peer)
             try:

@@ -43,7 +43,7 @@ from quic_transport.identity import NodeId
 
 from .errors import NatRemoteError
 from .record import check_host, check_port
-from .tracker import Addr, DialbackAnswer, Event, ReachabilityTracker
+from .tracker import VERDICTS, Addr, DialbackAnswer, Event, ReachabilityTracker
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +89,12 @@ class DialbackServer:
         limits: DialbackLimits | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        verdict: Callable[[], str] = lambda: "unknown",
     ) -> None:
         self.endpoint = endpoint
         self.limits = limits or DialbackLimits()
         self.clock = clock
+        self.verdict = verdict
         self._last: dict[NodeId, float] = {}
         self._active = 0
         self.served = 0
@@ -136,7 +138,9 @@ class DialbackServer:
         finally:
             self._active -= 1
         self.served += 1
+        own = self.verdict()
         return {
+            "reach": own if own in VERDICTS else "unknown",
             "observed": [ctx.host, ctx.port],
             "tried": [[h, p] for h, p in targets],
             "reached": [[h, p] for (h, p), ok in zip(targets, results, strict=True) if ok],
@@ -220,7 +224,10 @@ async def ask_dialback(
     if reached and not arrived:
         log.info("dial-back: %s claims to have reached us but no probe came", peer.node_id.short())
         reached = ()
-    return DialbackAnswer(peer.node_id, observed, tried, reached)
+    peer_reach = reply.get("reach", "unknown")
+    if peer_reach not in VERDICTS:
+        peer_reach = "unknown"
+    return DialbackAnswer(peer.node_id, observed, tried, reached, peer_reach)
 
 
 class ReachabilityChecker:

@@ -45,10 +45,13 @@ class DialbackAnswer:
     observed: Addr
     tried: tuple[Addr, ...]
     reached: tuple[Addr, ...]
+    peer_reach: str = "unknown"  # the answering peer's own verdict (anchor choice)
 
     def __post_init__(self) -> None:
         if not set(self.reached) <= set(self.tried):
             raise ValueError("reached addresses must be among the tried ones")
+        if self.peer_reach not in VERDICTS:
+            raise ValueError("peer_reach must be public, private or unknown")
 
     @property
     def success(self) -> bool:
@@ -152,6 +155,10 @@ class ReachabilityTracker:
     def fresh(self, now: float) -> list[DialbackAnswer]:
         ttl = self.config.answer_ttl
         return [e.answer for e in self._answers.values() if now - e.at <= ttl]
+
+    def peer_verdicts(self, now: float) -> dict[NodeId, str]:
+        """What the peers that answered recently said about themselves."""
+        return {a.peer_id: a.peer_reach for a in self.fresh(now)}
 
     def reachable_addresses(self, now: float) -> list[Addr]:
         """Our addresses some fresh answer reached, most confirmations first."""
