@@ -241,7 +241,14 @@ class NatManager:
             await self._announce()
 
     async def _check(self) -> None:
+        before = self.tracker.observed
         events = await self.checker.check_once()
+        after = self.tracker.observed
+        now = self.clock()
+        # moved (not merely peers disagreeing under a symmetric NAT): confirm soon
+        if before is not None and after != before and self.tracker.nat_type(now) != "symmetric":
+            log.info("observed address moved: %s -> %s", before, after)
+            self.tracker.request_check(now + self.settings.retry_interval)
         for ev in events:
             if isinstance(ev, VerdictChanged):
                 log.info("reachability: %s -> %s", ev.old, ev.new)
@@ -251,10 +258,8 @@ class NatManager:
                     with contextlib.suppress(Exception):
                         cb(ev.new)
             elif isinstance(ev, ObservedChanged):
-                log.info("observed address: %s -> %s", ev.old, ev.new)
+                log.debug("observed address: %s -> %s", ev.old, ev.new)
                 self._dirty_record = True
-                if ev.old is not None:  # moved: confirm soon with other peers
-                    self.tracker.request_check(self.clock() + self.settings.retry_interval)
 
     async def _apply_dht_mode(self) -> None:
         await glue.set_server(self.dht, self.dht_server)
