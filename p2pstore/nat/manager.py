@@ -190,6 +190,16 @@ class NatManager:
             return PeerAddress(rec.node_id, rec.relays[0].host, rec.relays[0].relay_port)
         return PeerAddress(rec.node_id, "0.0.0.0", 1)
 
+    def peer_reachable(self, node_id: NodeId) -> bool | None:
+        """Whether a peer is publicly reachable, as far as we know: its own dial-back
+        reply or its record says so (placement prefers reachable peers); None if we
+        do not know."""
+        said = self.tracker.peer_verdicts(self.clock()).get(node_id)
+        if said in ("public", "private"):
+            return said == "public"
+        rec = self.records.get(node_id)
+        return None if rec is None else rec.reachable
+
     def storage_endpoint(self, node_id: NodeId) -> ConnectingEndpoint | None:
         """For a peer known only by a private record: calls through the Connector."""
         rec = self.records.get(node_id)

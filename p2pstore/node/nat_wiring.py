@@ -10,7 +10,7 @@ DHT (no announcements) gets exactly the old behaviour.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from p2pstore.nat.manager import NatManager, NatSettings
@@ -55,30 +55,33 @@ def make_nat_manager(service: GridService) -> NatManager:
     )
 
 
-def announced_storage_peers(nat: NatManager, outcome: Any, own: NodeId) -> list[PeerAddress]:
-    """Storage peers from a lookup's verified node announcements (if the DHT has them)."""
+def announced_storage_peers(
+    nat: NatManager, announcements: Sequence[Any], own: NodeId
+) -> list[PeerAddress]:
+    """Storage peers from a lookup's node announcements (dht.Announcement: the DHT
+    verified its signature; ``node_id`` derives from its key). The value is our peer
+    record, verified again and tied to that node ID."""
     out = []
-    for ann in getattr(outcome, "announcements", None) or ():
+    for ann in announcements:
         value = getattr(ann, "value", None)
-        if not isinstance(value, bytes):
-            continue
         expected = getattr(ann, "node_id", None)
-        pk = getattr(ann, "public_key", None)
-        if expected is None and isinstance(pk, bytes) and len(pk) == 32:
-            expected = NodeId.from_public_key(pk)
-        if not isinstance(expected, NodeId):
-            continue  # cannot tie the record to the announcing key
+        if not isinstance(value, bytes) or not value or not isinstance(expected, NodeId):
+            continue
         rec = nat.learn(value, expected)
         if rec is not None and rec.storage and rec.node_id != own:
             out.append(nat.address_of(rec))
     return out
 
 
-def merge_peers(
-    contacts: Sequence[PeerAddress], announced: Sequence[PeerAddress]
-) -> list[PeerAddress]:
-    seen = {p.node_id for p in contacts}
-    return list(contacts) + [p for p in announced if p.node_id not in seen]
+def nat_hooks(
+    nat: NatManager, own: NodeId
+) -> tuple[Callable[[Sequence[Any]], Sequence[PeerAddress]], Callable[[NodeId], bool | None]]:
+    """GridService's ``announced_peers`` and ``reachability`` hooks (dhtmode)."""
+
+    def announced(announcements: Sequence[Any]) -> Sequence[PeerAddress]:
+        return announced_storage_peers(nat, announcements, own)
+
+    return announced, nat.peer_reachable
 
 
 def connection_details(nat: NatManager | None, node_id: NodeId) -> dict[str, Any]:
@@ -103,7 +106,10 @@ def connection_details(nat: NatManager | None, node_id: NodeId) -> dict[str, Any
 
 
 def extra_peer_ids(nat: NatManager | None, listed: set[NodeId]) -> list[NodeId]:
-    """Peers reached through the connector (NATed ones, not in the routing table)."""
+    """Connected peers not in the routing table that we reached through the connector
+    or know by their peer record (NATed ones: DHT clients)."""
     if nat is None:
         return []
-    return [n for n in nat.connector.routes() if n not in listed]
+    ids = list(nat.connector.routes())
+    ids += [n for n in nat.records if nat.endpoint.peer_address(n) is not None]
+    return [n for n in dict.fromkeys(ids) if n not in listed]
