@@ -49,6 +49,9 @@ def test_front_page_shows_reachability_and_peer_connections() -> None:
     assert 'id="h-nat"' not in front_page({}, [], now=0.0, ui_started=0.0)
     odd = front_page({"nat": {"relays": "x", "reachability": 3}}, [], now=0.0, ui_started=0.0)
     assert 'id="h-nat"' in odd
+    early = front_page({"nat": {"reachability": "unknown"}}, [], now=0.0, ui_started=0.0)
+    section = early.split('id="h-nat"')[1].split('id="h-peers"')[0]
+    assert "not checked yet" in section and "not reported" not in section
 
 
 def test_cli_status_lines(capsys: pytest.CaptureFixture[str]) -> None:

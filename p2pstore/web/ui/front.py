@@ -177,15 +177,20 @@ def _nat_section(status: Mapping[str, Any]) -> str:
         )
         or "none"
     )
-    checks = f"{_int(nat.get('reached_by'))} of {_int(nat.get('answers'))} peers could dial us"
+
+    def val(key: str, none: str = "not checked yet") -> str:
+        v = nat.get(key)
+        return esc(v) if isinstance(v, (str, int)) and not isinstance(v, bool) else none
+
+    checks = f"{val('reached_by', '0')} of {val('answers', '0')} peers could dial us"
     rows = [
-        ("Reachability", f"{_text(nat.get('reachability'))} (mode {_text(nat.get('mode'))})"),
-        ("Observed address", _text(nat.get("observed"))),
-        ("NAT type", _text(nat.get("nat_type"))),
+        ("Reachability", f"{val('reachability', 'unknown')} (mode {val('mode', 'auto')})"),
+        ("Observed address", val("observed")),
+        ("NAT type", val("nat_type", "unknown")),
         ("Dial-back checks", checks),
-        ("DHT mode", _text(nat.get("dht_mode"))),
+        ("DHT mode", val("dht_mode", "server")),
         ("Relays", relay_text),
-        ("Port mapping", _text(nat.get("port_mapping")) if nat.get("port_mapping") else "none"),
+        ("Port mapping", val("port_mapping", "none")),
         (
             "Hole punching / relays",
             yes_no(nat.get("hole_punching"), "punching on", "punching off")
