@@ -36,6 +36,20 @@ Invariants:
   uploader's ``on_uploaded`` hook. The renewer closes before the DHT.
 - The known-peers store is fed from the routing table every ``feed_interval`` and
   at close; the runner writes it to ``state/known_peers.json``.
+- Peer quality for placement (docs/grid.md, "Placement preference"): every DHT
+  request's outcome and each known-peers feed go to ``uptime``
+  (:class:`~p2pstore.node.uptime.UptimeTracker`, this node's own observations);
+  :meth:`peer_quality` combines it with the ``reachability`` hook and the backend's
+  uploader and repairer rank candidates with it.
+- NAT hooks (set by the reachability wiring, None by default): ``announced_peers``
+  turns the node announcements a lookup collected into extra storage peers for
+  :meth:`find_peers`; ``reachability`` says whether a peer is publicly reachable.
+- NAT (docs/nat.md): ``start()`` creates a :class:`~p2pstore.nat.manager.NatManager`
+  (``[network]``; wiring in :mod:`p2pstore.node.nat_wiring`) after the DHT; it
+  decides reachability, sets the DHT mode, keeps relays and announces the peer
+  record while private. It sets the ``announced_peers`` and ``reachability``
+  hooks; ``find_peers`` so adds announced storage peers; ``storage_for``
+  reaches NATed ones through its Connector. It closes before the DHT.
 """
 
 from __future__ import annotations
@@ -51,13 +65,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from dht import Contact, DhtConfig, DhtNode, LoopClock
+from dht import Announcement, Contact, DhtConfig, DhtNode, LoopClock
 from dht.quic_adapter import dht_transport
 from p2pstore import __version__
 from p2pstore.grid import Health, HealthConfig
+from p2pstore.grid.quality import PeerQuality
 from p2pstore.grid.upload import UploadResult
 from p2pstore.immutable import EncodingParams
 from p2pstore.immutable.allocator import tune_allocator
+from p2pstore.nat.manager import NatManager
 from p2pstore.storage import LocalStorageClient, StorageAPI, StorageConfig, StorageService
 from p2pstore.storage.bulk import QuicStorageClient, register_storage_streams
 from p2pstore.web.backend import PeerInfo
@@ -69,9 +85,11 @@ from .bootstrap import Seed
 from .grid_backend import GridBackend, VdriveComponent
 from .join import JoinReport, contact_any, join_candidates
 from .leases import LeaseBook, LeaseRenewer, RenewerConfig
+from .nat_wiring import connection_details, extra_peer_ids, make_nat_manager, nat_hooks
 from .seed_watch import Nicknames, SeedWatch
 from .service import NodeContext, ServiceStatus
 from .storage_peers import StoragePeers
+from .uptime import ObservingTransport, UptimeTracker
 
 log = logging.getLogger(__name__)
 STORAGE_RESCAN_SECONDS = 60.0
@@ -95,6 +113,11 @@ def disk_usage(root: Path) -> int:
         except OSError:
             continue
     return total
+
+
+#: ``announced_peers(announcements)``: the storage peers a lookup's node announcements
+#: describe (the reachability wiring decodes the peer records in their values).
+AnnouncedPeers = Callable[[Sequence[Announcement]], Sequence[PeerAddress]]
 
 
 class VdriveFactory(Protocol):
@@ -142,7 +165,12 @@ class GridService:
         self.storage: StorageService | None = None
         self.backend: GridBackend | None = None
         self.vdrive: VdriveComponent | None = None
+        self.nat: NatManager | None = None
         self.storage_peers = StoragePeers(self._probe_storage)
+        self.uptime = UptimeTracker()
+        #: NAT wiring hooks (see the module docstring); None = not wired
+        self.announced_peers: AnnouncedPeers | None = None
+        self.reachability: Callable[[NodeId], bool | None] | None = None
         self.last_join: JoinReport | None = None
         self.joined_at: float | None = None
         self._task: asyncio.Task[None] | None = None
@@ -204,12 +232,16 @@ class GridService:
         seeds = [Contact(s.node_id, s.host, s.port) for s in candidates]
         self.dht = DhtNode(
             ctx.key.node_id,
-            dht_transport(self.endpoint),
+            ObservingTransport(dht_transport(self.endpoint), self.uptime),
             clock=LoopClock(),
             seeds=seeds,
             config=DhtConfig(k=min(cfg.dht.k, 20), alpha=min(cfg.dht.alpha, cfg.dht.k, 20)),
+            signer=ctx.key,
         )
         await self.dht.start(bootstrap=False)
+        self.nat = make_nat_manager(self)
+        self.nat.start()
+        self.announced_peers, self.reachability = nat_hooks(self.nat, ctx.key.node_id)
         if cfg.client.renew_leases:
             self._start_leases()
         self._task = asyncio.create_task(self._run(), name="grid-service-join")
@@ -251,6 +283,8 @@ class GridService:
             self.lease_renewer = None
         if self.lease_book is not None:
             self.lease_book.close()
+        if self.nat is not None:
+            await self.nat.close()
         if self.dht is not None:
             self._feed_known_peers()
             await self.dht.close()
@@ -361,6 +395,7 @@ class GridService:
         for c in self.dht.table.contacts():
             if c.node_id in live:
                 known.saw(c.node_id, c.host, c.port)
+                self.uptime.observe(c.node_id, True)
 
     # -- grid wiring -----------------------------------------------------------------
     async def _probe_storage(self, peer: PeerAddress) -> Any:
@@ -369,16 +404,39 @@ class GridService:
 
     async def find_peers(self, storage_index: bytes, count: int) -> Sequence[PeerAddress]:
         """Storage peers near ``storage_index``: DHT lookup, minus non-storage nodes,
-        plus this node when it stores (ranked by the grid)."""
+        plus the peers the ``announced_peers`` hook derives from the node announcements
+        the lookup saw (not probed: their signed records say they store), plus this
+        node when it stores; the ``count`` nearest, which uploaders, repairers and
+        downloaders all ask for, so they see the same window."""
         assert self.dht is not None
         own = self.context.key.node_id
-        contacts = await self.dht.lookup(NodeId(storage_index))
+        hook = self.announced_peers
+        announced: Sequence[PeerAddress] = ()
+        if hook is None:
+            contacts = await self.dht.lookup(NodeId(storage_index))
+        else:
+            outcome = await self.dht.lookup_detailed(NodeId(storage_index))
+            contacts = outcome.contacts
+            try:
+                announced = hook(outcome.announcements)
+            except Exception:  # a bad record must not break every upload
+                log.exception("announced_peers hook failed")
         found = [PeerAddress(c.node_id, c.host, c.port) for c in contacts if c.node_id != own]
         peers = await self.storage_peers.filter(found)
+        have = {p.node_id for p in peers}
+        peers += [p for p in announced if p.node_id != own and p.node_id not in have]
         if self.storage is not None and self._self_address is not None:
             peers.append(self._self_address)
         target = int.from_bytes(storage_index, "big")
         return sorted(peers, key=lambda p: int(p.node_id) ^ target)[:count]
+
+    def peer_quality(self, node_id: NodeId) -> PeerQuality:
+        """What this node knows of a peer: reachability (hook) and observed uptime."""
+        hook = self.reachability
+        return PeerQuality(
+            reachable=None if hook is None else hook(node_id),
+            uptime=self.uptime.uptime(node_id),
+        )
 
     def storage_for(self, peer: PeerAddress) -> StorageAPI:
         assert self.endpoint is not None
@@ -386,7 +444,8 @@ class GridService:
             if self.storage is None:
                 raise RuntimeError("this node does not store shares")
             return LocalStorageClient(self.storage.server, self.context.key.node_id)
-        return QuicStorageClient(self.endpoint, peer, timeout=30.0, stream_timeout=30.0)
+        via = self.nat.storage_endpoint(peer.node_id) if self.nat is not None else None
+        return QuicStorageClient(via or self.endpoint, peer, timeout=30.0, stream_timeout=30.0)
 
     def api_backend(self) -> GridBackend:
         """The HTTP API's backend (created once, after ``start()``)."""
@@ -402,6 +461,7 @@ class GridService:
                 happy=cfg.shares_happy,
                 node_info=self._node_info,
                 peer_source=self.peer_list,
+                quality=self.peer_quality,
             )
             self.backend.uploader.on_uploaded = self._on_uploaded
             if self.vdrive_factory is not None:
@@ -442,6 +502,8 @@ class GridService:
             if adv is not None:
                 doc["advertised"] = f"{adv.host}:{adv.port}"
             doc["introducer"] = self.context.config.node.introducer
+            if self.nat is not None:
+                doc["nat"] = self.nat.status()
         return doc
 
     async def peer_list(self) -> list[PeerInfo]:
@@ -449,6 +511,11 @@ class GridService:
         if self.dht is None or self.endpoint is None:
             return []
         contacts = self.dht.table.contacts()
+        listed = {c.node_id for c in contacts}
+        for nid in extra_peer_ids(self.nat, listed):  # NATed peers reached via the connector
+            at = self.endpoint.peer_address(nid)
+            if at is not None:
+                contacts.append(Contact(nid, at[0], at[1]))
         connected = set(self.endpoint.connected_peers)
         ep = self.endpoint
 
@@ -483,6 +550,7 @@ class GridService:
             }
             if role is not None and role.available is not None:
                 details["storage_available"] = role.available
+            details.update(connection_details(self.nat, c.node_id))
             nick = self.nicknames.get(c.node_id) if self.nicknames is not None else None
             if nick is not None:
                 details["nickname"] = nick
@@ -534,6 +602,8 @@ class GridService:
             details["connections"] = len(self.endpoint.connected_peers)
         if self.lease_renewer is not None:
             details["leases"] = self.lease_renewer.status()
+        if self.nat is not None:
+            details["nat"] = self.nat.status()
         return ServiceStatus(
             listen_host=self._bound[0],
             listen_port=self._bound[1],
