@@ -116,3 +116,19 @@ def test_port_mapper_shapes() -> None:
     assert glue.mapped_address(Mapper(HostPort())) == ("198.51.100.3", 4242)
     assert glue.mapped_address(Mapper(("bad host!", 1))) is None
     assert glue.mapped_address(Mapper(("1.2.3.4", 0))) is None
+
+
+def test_port_mapper_status() -> None:
+    from p2pstore.nat import glue
+
+    class Mapper:
+        def status(self) -> dict[str, Any]:
+            return {"state": "mapped"}
+
+    class Broken:
+        def status(self) -> dict[str, Any]:
+            raise RuntimeError("boom")
+
+    assert glue.mapper_status(None) is None
+    assert glue.mapper_status(Mapper()) == {"state": "mapped"}
+    assert glue.mapper_status(Broken()) == {"state": "error", "reason": "boom"}

@@ -443,6 +443,7 @@ class NatManager:
             "relay_support": self.relay_client is not None,
             "relays": relays,
             "port_mapping": None if mapped is None else f"{mapped[0]}:{mapped[1]}",
+            "port_mapper": glue.mapper_status(self.port_mapping()),
             "announced_at": self.announced_at,
             "record_seq": None if self.record is None else self.record.seq,
             "peers_via": {k: v for k, v in self.connector.stats.items()},
