@@ -28,7 +28,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,6 +120,9 @@ class NatManager:
         self.record: PeerRecord | None = None
         self.announced_at: float | None = None
         self.listeners: list[Callable[[str], None]] = []
+        #: awaited after every verdict change and once at start when the verdict is
+        #: already known (forced modes): e.g. GridService.set_relay_reachable
+        self.verdict_hooks: list[Callable[[str], Awaitable[None]]] = []
         self._task: asyncio.Task[None] | None = None
         self._dirty_record = True
         self._last_keepalive = 0.0
@@ -218,6 +221,8 @@ class NatManager:
     async def _run(self) -> None:
         try:
             await self._apply_dht_mode()
+            if self.verdict != "unknown":
+                await self._run_hooks(self.verdict)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -267,9 +272,19 @@ class NatManager:
                 for cb in list(self.listeners):
                     with contextlib.suppress(Exception):
                         cb(ev.new)
+                await self._run_hooks(ev.new)
             elif isinstance(ev, ObservedChanged):
                 log.debug("observed address: %s -> %s", ev.old, ev.new)
                 self._dirty_record = True
+
+    async def _run_hooks(self, verdict: str) -> None:
+        for hook in list(self.verdict_hooks):
+            try:
+                await hook(verdict)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reachability hook failed")
 
     async def _apply_dht_mode(self) -> None:
         await glue.set_server(self.dht, self.dht_server)
