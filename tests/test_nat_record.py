@@ -105,6 +105,7 @@ def _resign(body: dict[str, object], canonical: bool = True) -> bytes:
         ("storage", 1, "storage"),
         ("direct", [["h", 0]], "port"),
         ("direct", [["bad host!", 1]], "host"),
+        ("direct", [["3.r7.relay.invalid", 1]], "reserved"),
         ("direct", [["a", 1]] * 5, "at most"),
         ("direct", [["a", 1, 2]], "pairs"),
         ("relays", [[b"x", "a", 1, 0]], "20 bytes"),

@@ -215,7 +215,11 @@ class NatManager:
         route = self.connector.route(node_id)
         if route is not None:
             return route.how
-        return "direct" if self.endpoint.peer_address(node_id) is not None else None
+        at = self.endpoint.peer_address(node_id)
+        if at is None:
+            return None
+        # a peer that came in through our relay reservation: a virtual path key
+        return "relayed" if at[0].endswith(".relay.invalid") else "direct"
 
     # -- the loop --------------------------------------------------------------------
     async def _run(self) -> None:

@@ -62,6 +62,8 @@ def check_host(host: Any, field: str = "host") -> str:
         return host
     except ValueError:
         pass
+    if host.lower().rstrip(".").endswith(".invalid"):  # RFC 6761: e.g. relay path keys
+        raise NatRemoteError(f"{field}: {host[:64]!r} is a reserved .invalid name", field=field)
     labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
     if not all(_LABEL.match(label) for label in labels):
         raise NatRemoteError(f"{field}: {host[:64]!r} is not a host name or IP", field=field)
