@@ -323,6 +323,11 @@ class NatManager:
                 try:
                     await self.endpoint.ping(anchor.peer, timeout=5.0)
                     anchor.failures = 0
+                    if anchor.reservation is None and self.relay_client is not None:
+                        # e.g. it refused while it did not yet know it was reachable
+                        with contextlib.suppress(Exception):
+                            anchor.reservation = await self.relay_client.reserve(anchor.peer)
+                            self._dirty_record = True
                 except asyncio.CancelledError:
                     raise
                 except Exception:

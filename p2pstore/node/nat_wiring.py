@@ -43,7 +43,7 @@ def make_nat_manager(service: GridService) -> NatManager:
     def candidates() -> list[PeerAddress]:
         return [PeerAddress(c.node_id, c.host, c.port) for c in dht.table.contacts()]
 
-    return NatManager(
+    nat = NatManager(
         service.endpoint,
         ctx.key,
         dht,
@@ -53,6 +53,15 @@ def make_nat_manager(service: GridService) -> NatManager:
         extra_addresses=lambda: extra,
         port_mapping=lambda: getattr(service, "port_mapper", None),
     )
+
+    async def relay_follows(verdict: str) -> None:
+        # [relay] serve = "auto": relay for others exactly while we are reachable
+        setter = getattr(service, "set_relay_reachable", None)
+        if setter is not None and verdict in ("public", "private"):
+            await setter(verdict == "public")
+
+    nat.verdict_hooks.append(relay_follows)
+    return nat
 
 
 def announced_storage_peers(
