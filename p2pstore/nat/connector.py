@@ -11,9 +11,9 @@ Order of attempts (docs/nat.md, "Connecting to a peer"):
    observed address it returns;
 4. relays (``use_relays``): dial the record's relayed addresses.
 
-Every dial waits a little longer than the endpoint's ``connect_timeout`` so a failed
-attempt's dial has ended before the next one starts (the endpoint shares one dial per
-node ID). Concurrent ``connect`` calls for one node share one attempt. How each peer
+Every dial waits a little longer than the endpoint's own dial can take (datagram-size
+probing plus ``connect_timeout``) so a failed attempt's dial has ended before the
+next one starts (the endpoint shares one dial per node ID; seen in the netns test). Concurrent ``connect`` calls for one node share one attempt. How each peer
 was reached is remembered (bounded) for ``peers``: ``direct``, ``punched`` or
 ``relayed``. Attempt tasks belong to the connector and end in :meth:`close`.
 """
@@ -72,7 +72,10 @@ class Connector:
 
     @property
     def dial_wait(self) -> float:
-        return self.endpoint.config.connect_timeout + 0.5
+        """Longer than the endpoint's own dial can take (datagram-size probing, then
+        ``connect_timeout``), so a failed dial has ended before the next one starts."""
+        c = self.endpoint.config
+        return c.connect_timeout + c.pmtu_probe_timeout * (c.pmtu_probe_rounds + 1) + 1.0
 
     def route(self, node_id: NodeId) -> Route | None:
         """How the open connection to ``node_id`` was made, if we made it."""
