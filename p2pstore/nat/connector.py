@@ -13,7 +13,8 @@ Order of attempts (docs/nat.md, "Connecting to a peer"):
 
 Every dial waits a little longer than the endpoint's own dial can take (datagram-size
 probing plus ``connect_timeout``) so a failed attempt's dial has ended before the
-next one starts (the endpoint shares one dial per node ID; seen in the netns test). Concurrent ``connect`` calls for one node share one attempt. How each peer
+next one starts (the endpoint shares one dial per node ID; seen in the netns test).
+Concurrent ``connect`` calls for one node share one attempt. How each peer
 was reached is remembered (bounded) for ``peers``: ``direct``, ``punched`` or
 ``relayed``. Attempt tasks belong to the connector and end in :meth:`close`.
 """
