@@ -115,10 +115,13 @@ def connection_details(nat: NatManager | None, node_id: NodeId) -> dict[str, Any
 
 
 def extra_peer_ids(nat: NatManager | None, listed: set[NodeId]) -> list[NodeId]:
-    """Connected peers not in the routing table that we reached through the connector
-    or know by their peer record (NATed ones: DHT clients)."""
+    """Connected peers not in the routing table that we reached through the connector,
+    know by their peer record, or that reached us through a relay (NATed ones: DHT
+    clients)."""
     if nat is None:
         return []
     ids = list(nat.connector.routes())
     ids += [n for n in nat.records if nat.endpoint.peer_address(n) is not None]
+    # peers that came in through our relay reservations (NATed callers)
+    ids += [n for n in nat.endpoint.connected_peers if nat.connection_kind(n) == "relayed"]
     return [n for n in dict.fromkeys(ids) if n not in listed]
