@@ -45,6 +45,7 @@ from .tracker import Addr, ObservedChanged, ReachabilityTracker, TrackerConfig, 
 
 log = logging.getLogger(__name__)
 MAX_RECORDS = 1024
+ANCHOR_RETRY = 60.0  # seconds before a candidate that failed is tried again
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,7 @@ class NatManager:
         self._announce_after = 0.0
         self._lost_relays: set[NodeId] = set()
         self._mapped: Addr | None = None
+        self._anchor_backoff: dict[NodeId, float] = {}  # failed candidate -> retry after
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -353,6 +355,7 @@ class NatManager:
             and p.node_id != self.endpoint.node_id
             and not self._known_private(p.node_id)
             and said.get(p.node_id) != "private"
+            and self._anchor_backoff.get(p.node_id, 0.0) <= now
         ]
         random.shuffle(pool)
         # peers that told us (in a dial-back reply) they are public first; a NATed
@@ -368,6 +371,11 @@ class NatManager:
                 raise
             except Exception as e:
                 log.info("anchor %s refused or unreachable: %s", peer.node_id.short(), e)
+                if len(self._anchor_backoff) >= 1024:
+                    self._anchor_backoff = {
+                        k: t for k, t in self._anchor_backoff.items() if t > now
+                    }
+                self._anchor_backoff[peer.node_id] = now + ANCHOR_RETRY
                 # still a rendezvous for hole punching if it answers (no relayed port)
                 if not self.settings.hole_punching:
                     continue
