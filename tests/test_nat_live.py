@@ -278,3 +278,26 @@ async def test_connector_falls_back_to_a_real_relay_reservation() -> None:
         finally:
             await client.close()
             await relay.close()
+
+
+async def test_connector_skips_punching_when_a_symmetric_nat_is_involved() -> None:
+    async with endpoints(3, FAST) as (a, r, b), nat(b, "full") as relay:
+        services = [PunchService(ep) for ep in (r, b)]
+        for sv in services:
+            sv.register()
+        await b.ping(address_of(r))
+        host, port = r.local_address
+        record = PeerRecord.create(
+            b.key,
+            seq=1,
+            reach="private",
+            storage=True,
+            nat="symmetric",
+            relays=(RelayAddress(r.node_id, host, port, relay.outside[1]),),
+        )
+        connector = Connector(a)
+        await connector.connect(record)
+        route = connector.route(b.node_id)
+        assert route is not None and route.how == "relayed"
+        assert services[0].stats["connects"] == 0  # no rendezvous was asked
+        await connector.close()

@@ -111,6 +111,7 @@ class NatManager:
             hole_punching=settings.hole_punching,
             use_relays=settings.use_relays,
             clock=clock,
+            own_nat=lambda: self.tracker.nat_type(self.clock()),
         )
         self.checker = ReachabilityChecker(
             endpoint, self.responder, self.tracker, candidates, self._extra, clock=clock
@@ -424,6 +425,7 @@ class NatManager:
             storage=self.stores,
             direct=tuple(direct),
             relays=tuple(relays),
+            nat=self.tracker.nat_type(now),
         )
 
     async def _announce(self) -> None:
