@@ -42,6 +42,8 @@ def test_template_documents_the_section_commented_out(tmp_path: Path) -> None:
     for line in text.splitlines():
         if line == "# [network]":
             on = True
+        elif on and not line:
+            on = False  # the block ends at the first blank line
         if on and line.startswith("# ") and ("=" in line or line == "# [network]"):
             line = line[2:].split("  #")[0].rstrip()
         lines.append(line)

@@ -243,3 +243,61 @@ async def test_dialback_reply_carries_the_servers_own_verdict() -> None:
         responder.register()
         answer = await ask_dialback(a, responder, address_of(b))
         assert answer.peer_reach == "public"
+
+
+async def test_connector_falls_back_to_a_real_relay_reservation() -> None:
+    from p2pstore.nat.relay import RelayService
+    from p2pstore.nat.relay_client import RelayClient
+
+    async with endpoints(3, FAST) as (a, r, b), nat(b, "restricted") as n:
+        relay = RelayService(r)
+        relay.start()
+        PunchService(r).register()
+        PunchService(b).register()
+        client = RelayClient(b)
+        try:
+            via = PeerAddress(r.node_id, *n.portal(r.local_address))  # B -> R through its NAT
+            res = await client.reserve(via)
+            record = PeerRecord.create(
+                b.key,
+                seq=1,
+                reach="private",
+                storage=True,
+                relays=(RelayAddress(r.node_id, "127.0.0.1", r.local_address[1], res.port),),
+            )
+            connector = Connector(a)
+            peer = await connector.connect(record)  # punch is filtered, relay works
+            assert (peer.host, peer.port) == ("127.0.0.1", res.port)
+            route = connector.route(b.node_id)
+            assert route is not None and route.how == "relayed"
+            b.register("t.echo", _echo)
+            assert await a.call(peer, "t.echo", b"through the relay") == b"through the relay"
+            seen = b.peer_address(a.node_id)
+            assert seen is not None and seen[0].endswith(".relay.invalid")  # B's view
+            await connector.close()
+        finally:
+            await client.close()
+            await relay.close()
+
+
+async def test_connector_skips_punching_when_a_symmetric_nat_is_involved() -> None:
+    async with endpoints(3, FAST) as (a, r, b), nat(b, "full") as relay:
+        services = [PunchService(ep) for ep in (r, b)]
+        for sv in services:
+            sv.register()
+        await b.ping(address_of(r))
+        host, port = r.local_address
+        record = PeerRecord.create(
+            b.key,
+            seq=1,
+            reach="private",
+            storage=True,
+            nat="symmetric",
+            relays=(RelayAddress(r.node_id, host, port, relay.outside[1]),),
+        )
+        connector = Connector(a)
+        await connector.connect(record)
+        route = connector.route(b.node_id)
+        assert route is not None and route.how == "relayed"
+        assert services[0].stats["connects"] == 0  # no rendezvous was asked
+        await connector.close()

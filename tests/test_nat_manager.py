@@ -58,10 +58,17 @@ async def test_natted_node_goes_private_client_mode_and_announces() -> None:
             via = [PeerAddress(p.node_id, *nat.portal(p.local_address)) for p in (r1, r2)]
             dht = FakeDht()
             m = NatManager(b, b.key, dht, SETTINGS, stores=True, candidates=lambda: via)
+            seen: list[str] = []
+
+            async def hook(verdict: str) -> None:
+                seen.append(verdict)
+
+            m.verdict_hooks.append(hook)
             m.start()
             try:
                 await until(lambda: m.verdict == "private")
                 assert dht.modes[0] is True and dht.server is False  # server, then client
+                assert seen == ["private"]
                 await until(lambda: len(m.anchors) == 2 and dht.announced)
                 await until(lambda: len(decode_record(dht.announced[-1]).relays) == 2)
                 rec = decode_record(dht.announced[-1], expected=b.node_id)
@@ -116,3 +123,19 @@ def test_port_mapper_shapes() -> None:
     assert glue.mapped_address(Mapper(HostPort())) == ("198.51.100.3", 4242)
     assert glue.mapped_address(Mapper(("bad host!", 1))) is None
     assert glue.mapped_address(Mapper(("1.2.3.4", 0))) is None
+
+
+def test_port_mapper_status() -> None:
+    from p2pstore.nat import glue
+
+    class Mapper:
+        def status(self) -> dict[str, Any]:
+            return {"state": "mapped"}
+
+    class Broken:
+        def status(self) -> dict[str, Any]:
+            raise RuntimeError("boom")
+
+    assert glue.mapper_status(None) is None
+    assert glue.mapper_status(Mapper()) == {"state": "mapped"}
+    assert glue.mapper_status(Broken()) == {"state": "error", "reason": "boom"}

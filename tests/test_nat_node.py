@@ -64,12 +64,17 @@ async def test_private_node_keeps_anchors_and_is_reached_through_the_connector(
             st = p.status()["details"]["nat"]
             assert isinstance(st, dict) and st["reachability"] == "private"
             assert len(st["relays"]) == 2
-            # another node learns the record (as from a DHT announcement) and reaches
-            # the private node's storage through the connector (punch via an anchor)
+            assert st["dht_mode"] == "client"
+            pid = p.context.key.node_id
+            assert peer.dht is not None and peer.dht.table.get(pid) is None  # DHT client
+            # another node finds it through its DHT announcement and reaches its
+            # storage through the connector (hole punch via an anchor)
             assert peer.nat is not None and peer.endpoint is not None
-            await peer.endpoint.disconnect(p.context.key.node_id)
-            assert peer.nat.learn(record.encode(), p.context.key.node_id) == record
-            nominal = peer.nat.address_of(record)
+            await until(lambda: p.nat is not None and p.nat.announced_at is not None)
+            await peer.endpoint.disconnect(pid)
+            found = await peer.find_peers(bytes(20), 10)
+            nominal = next(f for f in found if f.node_id == pid)
+            assert peer.nat.records[pid].seq >= record.seq
             client = peer.storage_for(PeerAddress(nominal.node_id, "0.0.0.0", 1))
             stats = await client.stat()
             assert stats.max_bytes is None or stats.max_bytes >= 0

@@ -38,6 +38,7 @@ def make(**kw: object) -> PeerRecord:
 @given(
     seq=st.integers(0, 2**63 - 1),
     reach=st.sampled_from(["public", "private"]),
+    nat=st.sampled_from(["none", "cone", "symmetric", "unknown"]),
     storage=st.booleans(),
     direct=st.lists(st.tuples(hosts, ports), max_size=4),
     relays=st.lists(
@@ -48,6 +49,7 @@ def make(**kw: object) -> PeerRecord:
 def test_round_trip(
     seq: int,
     reach: str,
+    nat: str,
     storage: bool,
     direct: list[tuple[str, int]],
     relays: list[tuple[bytes, str, int, int]],
@@ -55,7 +57,13 @@ def test_round_trip(
     rels = tuple(RelayAddress(NodeId(r), h, p, q) for r, h, p, q in relays)
     try:
         rec = PeerRecord.create(
-            KEY, seq=seq, reach=reach, storage=storage, direct=tuple(direct), relays=rels
+            KEY,
+            seq=seq,
+            reach=reach,
+            storage=storage,
+            direct=tuple(direct),
+            relays=rels,
+            nat=nat,
         )
     except NatRemoteError:  # only when the record would exceed the size limit
         return
@@ -102,9 +110,12 @@ def _resign(body: dict[str, object], canonical: bool = True) -> bytes:
         ("seq", -1, "seq"),
         ("seq", True, "seq"),
         ("reach", "maybe", "reach"),
+        ("nat", "full-cone", "nat"),
+        ("nat", None, "nat"),
         ("storage", 1, "storage"),
         ("direct", [["h", 0]], "port"),
         ("direct", [["bad host!", 1]], "host"),
+        ("direct", [["3.r7.relay.invalid", 1]], "reserved"),
         ("direct", [["a", 1]] * 5, "at most"),
         ("direct", [["a", 1, 2]], "pairs"),
         ("relays", [[b"x", "a", 1, 0]], "20 bytes"),

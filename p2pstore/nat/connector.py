@@ -6,14 +6,16 @@ Order of attempts (docs/nat.md, "Connecting to a peer"):
    connections by node ID, so any later ``endpoint.call(PeerAddress(B_id, ...))``
    reuses it whatever host/port it names);
 2. the record's direct addresses (reachable nodes, port mappings);
-3. hole punching (``hole_punching``): for each rendezvous in the record, ask it
+3. hole punching (``hole_punching``, unless the record or our own tracker says a
+   symmetric NAT is involved): for each rendezvous in the record, ask it
    ``nat.connect`` (:func:`~p2pstore.nat.punch.request_connect`) and dial the
    observed address it returns;
 4. relays (``use_relays``): dial the record's relayed addresses.
 
-Every dial waits a little longer than the endpoint's ``connect_timeout`` so a failed
-attempt's dial has ended before the next one starts (the endpoint shares one dial per
-node ID). Concurrent ``connect`` calls for one node share one attempt. How each peer
+Every dial waits a little longer than the endpoint's own dial can take (datagram-size
+probing plus ``connect_timeout``) so a failed attempt's dial has ended before the
+next one starts (the endpoint shares one dial per node ID; seen in the netns test).
+Concurrent ``connect`` calls for one node share one attempt. How each peer
 was reached is remembered (bounded) for ``peers``: ``direct``, ``punched`` or
 ``relayed``. Attempt tasks belong to the connector and end in :meth:`close`.
 """
@@ -61,8 +63,10 @@ class Connector:
         hole_punching: bool = True,
         use_relays: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        own_nat: Callable[[], str] = lambda: "unknown",
     ) -> None:
         self.endpoint = endpoint
+        self.own_nat = own_nat
         self.hole_punching = hole_punching
         self.use_relays = use_relays
         self.clock = clock
@@ -72,7 +76,10 @@ class Connector:
 
     @property
     def dial_wait(self) -> float:
-        return self.endpoint.config.connect_timeout + 0.5
+        """Longer than the endpoint's own dial can take (datagram-size probing, then
+        ``connect_timeout``), so a failed dial has ended before the next one starts."""
+        c = self.endpoint.config
+        return c.connect_timeout + c.pmtu_probe_timeout * (c.pmtu_probe_rounds + 1) + 1.0
 
     def route(self, node_id: NodeId) -> Route | None:
         """How the open connection to ``node_id`` was made, if we made it."""
@@ -136,7 +143,12 @@ class Connector:
                 self._remember(nid, "direct", (host, port), None)
                 return peer
             errors.append(f"direct {host}:{port}")
-        if self.hole_punching:
+        # a symmetric NAT on either side maps per destination: the address the
+        # rendezvous observes is useless to us, so go straight to the relay
+        symmetric = "symmetric" in (record.nat, self.own_nat())
+        if symmetric:
+            errors.append("punching skipped (symmetric NAT)")
+        if self.hole_punching and not symmetric:
             for rv in record.relays:
                 if rv.relay_id == self.endpoint.node_id:
                     continue  # we are its relay: it is connected to us already (or gone)

@@ -105,3 +105,15 @@ def mapped_address(mapping: Any) -> Addr | None:
         return check_host(host), check_port(port)
     except Exception:
         return None
+
+
+def mapper_status(mapping: Any) -> dict[str, Any] | None:
+    """The port mapper's own status (state, reason, gateway...), if it reports one."""
+    fn = getattr(mapping, "status", None)
+    if not callable(fn):
+        return None
+    try:
+        doc = fn()
+    except Exception as e:
+        return {"state": "error", "reason": str(e)[:200]}
+    return doc if isinstance(doc, dict) else None

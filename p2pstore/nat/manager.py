@@ -28,7 +28,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,7 @@ from .tracker import Addr, ObservedChanged, ReachabilityTracker, TrackerConfig, 
 
 log = logging.getLogger(__name__)
 MAX_RECORDS = 1024
+ANCHOR_RETRY = 60.0  # seconds before a candidate that failed is tried again
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +111,7 @@ class NatManager:
             hole_punching=settings.hole_punching,
             use_relays=settings.use_relays,
             clock=clock,
+            own_nat=lambda: self.tracker.nat_type(self.clock()),
         )
         self.checker = ReachabilityChecker(
             endpoint, self.responder, self.tracker, candidates, self._extra, clock=clock
@@ -120,12 +122,16 @@ class NatManager:
         self.record: PeerRecord | None = None
         self.announced_at: float | None = None
         self.listeners: list[Callable[[str], None]] = []
+        #: awaited after every verdict change and once at start when the verdict is
+        #: already known (forced modes): e.g. GridService.set_relay_reachable
+        self.verdict_hooks: list[Callable[[str], Awaitable[None]]] = []
         self._task: asyncio.Task[None] | None = None
         self._dirty_record = True
         self._last_keepalive = 0.0
         self._announce_after = 0.0
         self._lost_relays: set[NodeId] = set()
         self._mapped: Addr | None = None
+        self._anchor_backoff: dict[NodeId, float] = {}  # failed candidate -> retry after
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -212,12 +218,18 @@ class NatManager:
         route = self.connector.route(node_id)
         if route is not None:
             return route.how
-        return "direct" if self.endpoint.peer_address(node_id) is not None else None
+        at = self.endpoint.peer_address(node_id)
+        if at is None:
+            return None
+        # a peer that came in through our relay reservation: a virtual path key
+        return "relayed" if at[0].endswith(".relay.invalid") else "direct"
 
     # -- the loop --------------------------------------------------------------------
     async def _run(self) -> None:
         try:
             await self._apply_dht_mode()
+            if self.verdict != "unknown":
+                await self._run_hooks(self.verdict)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -267,9 +279,19 @@ class NatManager:
                 for cb in list(self.listeners):
                     with contextlib.suppress(Exception):
                         cb(ev.new)
+                await self._run_hooks(ev.new)
             elif isinstance(ev, ObservedChanged):
                 log.debug("observed address: %s -> %s", ev.old, ev.new)
                 self._dirty_record = True
+
+    async def _run_hooks(self, verdict: str) -> None:
+        for hook in list(self.verdict_hooks):
+            try:
+                await hook(verdict)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reachability hook failed")
 
     async def _apply_dht_mode(self) -> None:
         await glue.set_server(self.dht, self.dht_server)
@@ -304,6 +326,11 @@ class NatManager:
                 try:
                     await self.endpoint.ping(anchor.peer, timeout=5.0)
                     anchor.failures = 0
+                    if anchor.reservation is None and self.relay_client is not None:
+                        # e.g. it refused while it did not yet know it was reachable
+                        with contextlib.suppress(Exception):
+                            anchor.reservation = await self.relay_client.reserve(anchor.peer)
+                            self._dirty_record = True
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -329,6 +356,7 @@ class NatManager:
             and p.node_id != self.endpoint.node_id
             and not self._known_private(p.node_id)
             and said.get(p.node_id) != "private"
+            and self._anchor_backoff.get(p.node_id, 0.0) <= now
         ]
         random.shuffle(pool)
         # peers that told us (in a dial-back reply) they are public first; a NATed
@@ -344,6 +372,11 @@ class NatManager:
                 raise
             except Exception as e:
                 log.info("anchor %s refused or unreachable: %s", peer.node_id.short(), e)
+                if len(self._anchor_backoff) >= 1024:
+                    self._anchor_backoff = {
+                        k: t for k, t in self._anchor_backoff.items() if t > now
+                    }
+                self._anchor_backoff[peer.node_id] = now + ANCHOR_RETRY
                 # still a rendezvous for hole punching if it answers (no relayed port)
                 if not self.settings.hole_punching:
                     continue
@@ -392,6 +425,7 @@ class NatManager:
             storage=self.stores,
             direct=tuple(direct),
             relays=tuple(relays),
+            nat=self.tracker.nat_type(now),
         )
 
     async def _announce(self) -> None:
@@ -443,6 +477,7 @@ class NatManager:
             "relay_support": self.relay_client is not None,
             "relays": relays,
             "port_mapping": None if mapped is None else f"{mapped[0]}:{mapped[1]}",
+            "port_mapper": glue.mapper_status(self.port_mapping()),
             "announced_at": self.announced_at,
             "record_seq": None if self.record is None else self.record.seq,
             "peers_via": {k: v for k, v in self.connector.stats.items()},

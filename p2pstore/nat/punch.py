@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import logging
 import os
 import time
@@ -70,6 +71,14 @@ def parse_addr(value: Any, field: str) -> Addr:
     if not isinstance(value, list) or len(value) != 2:
         raise NatRemoteError(f"{field}: expected [host, port]", field=field)
     return check_host(value[0], field), check_port(value[1], field)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _node_id(value: Any, field: str) -> NodeId:
@@ -130,8 +139,10 @@ class PunchService:
         if target in (ctx.peer_id, self.endpoint.node_id):
             raise RpcError("bad_request", "target must be a third node")
         observed = self.endpoint.peer_address(target)
-        if observed is None:
-            raise RpcError("not_connected", f"no open connection to {target.short()}")
+        if observed is None or not _is_ip(observed[0]):  # none, or only via a relay path
+            raise RpcError("not_connected", f"no direct connection to {target.short()}")
+        if not _is_ip(ctx.host):
+            raise RpcError("bad_request", "a caller reached through a relay cannot be punched to")
         self._admit_connect(ctx.peer_id)
         request = {"peer": ctx.peer_id.raw, "addr": [ctx.host, ctx.port]}
         try:
@@ -160,6 +171,8 @@ class PunchService:
             addr = parse_addr(body.get("addr"), "addr")
         except NatRemoteError as e:
             raise RpcError("bad_request", str(e)) from None
+        if not _is_ip(addr[0]):  # punch only to what a socket reported: no DNS lookups
+            raise RpcError("bad_request", "addr must be an IP address")
         key = (peer, addr)
         if key in self._active:
             return {"ok": True}  # already punching there

@@ -127,6 +127,11 @@ class DialbackServer:
             extra = _addr_list(body.get("addrs", []), "addrs")
         except NatRemoteError as e:
             raise RpcError("bad_request", str(e)) from None
+        try:
+            check_host(ctx.host)
+        except NatRemoteError:
+            msg = "a caller reached through a relay cannot be dialed back"
+            raise RpcError("bad_request", msg) from None
         self._admit(ctx.peer_id)
         observed = (ctx.host, ctx.port)
         # Only the observed IP: a dial-back must never be aimed at a third party.

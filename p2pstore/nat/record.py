@@ -6,6 +6,7 @@ Wire form (canonical CBOR)::
 
     record = {"body": bytes, "sig": bytes(64)}
     body   = CBOR {"v": 1, "pk": bytes(32), "seq": uint, "reach": "public"|"private",
+                   "nat": "none"|"cone"|"symmetric"|"unknown",
                    "storage": bool, "direct": [[host, port], ...],
                    "relays": [[relay_id(20), host, relay_port, relayed_port], ...]}
     sig    = Ed25519(node key, "p2ps:peer-record:v1" || body)
@@ -47,8 +48,9 @@ MAX_DIRECT: Final = 4
 MAX_RELAYS: Final = 4
 MAX_HOST_CHARS: Final = 253
 REACH_VALUES: Final = ("public", "private")
+NAT_VALUES: Final = ("none", "cone", "symmetric", "unknown")
 _SIG_PREFIX: Final = b"p2ps:peer-record:v1"
-_BODY_KEYS: Final = frozenset({"v", "pk", "seq", "reach", "storage", "direct", "relays"})
+_BODY_KEYS: Final = frozenset({"v", "pk", "seq", "reach", "nat", "storage", "direct", "relays"})
 _OUTER_KEYS: Final = frozenset({"body", "sig"})
 _LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
@@ -62,6 +64,8 @@ def check_host(host: Any, field: str = "host") -> str:
         return host
     except ValueError:
         pass
+    if host.lower().rstrip(".").endswith(".invalid"):  # RFC 6761: e.g. relay path keys
+        raise NatRemoteError(f"{field}: {host[:64]!r} is a reserved .invalid name", field=field)
     labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
     if not all(_LABEL.match(label) for label in labels):
         raise NatRemoteError(f"{field}: {host[:64]!r} is not a host name or IP", field=field)
@@ -109,6 +113,7 @@ class PeerRecord:
     public_key: bytes
     seq: int
     reach: str
+    nat: str
     storage: bool
     direct: tuple[tuple[str, int], ...]
     relays: tuple[RelayAddress, ...]
@@ -133,12 +138,14 @@ class PeerRecord:
         storage: bool,
         direct: tuple[tuple[str, int], ...] = (),
         relays: tuple[RelayAddress, ...] = (),
+        nat: str = "unknown",
     ) -> PeerRecord:
         doc = {
             "v": VERSION,
             "pk": key.public_key,
             "seq": seq,
             "reach": reach,
+            "nat": nat,
             "storage": storage,
             "direct": [[h, p] for h, p in direct],
             "relays": [[r.relay_id.raw, r.host, r.relay_port, r.relayed_port] for r in relays],
@@ -146,7 +153,7 @@ class PeerRecord:
         _check_body(doc)  # a node never signs what others would refuse
         body = cbor2.dumps(doc, canonical=True)
         sig = key.sign(_SIG_PREFIX + body)
-        rec = cls(key.public_key, seq, reach, storage, direct, relays, body, sig)
+        rec = cls(key.public_key, seq, reach, nat, storage, direct, relays, body, sig)
         if len(rec.encode()) > MAX_RECORD_BYTES:
             raise NatRemoteError("peer record too large", field="record")
         return rec
@@ -160,6 +167,7 @@ class PeerRecord:
             "node_id": self.node_id.b32,
             "seq": self.seq,
             "reachability": self.reach,
+            "nat_type": self.nat,
             "storage": self.storage,
             "direct": [f"{h}:{p}" for h, p in self.direct],
             "relays": [
@@ -199,6 +207,8 @@ def _check_body(doc: Any) -> tuple[tuple[str, int], ...]:
         raise NatRemoteError("seq: expected an integer 0..2^63-1", field="seq")
     if doc["reach"] not in REACH_VALUES:
         raise NatRemoteError("reach: expected 'public' or 'private'", field="reach")
+    if doc["nat"] not in NAT_VALUES:
+        raise NatRemoteError("nat: expected none, cone, symmetric or unknown", field="nat")
     if not isinstance(doc["storage"], bool):
         raise NatRemoteError("storage: expected true or false", field="storage")
     direct = doc["direct"]
@@ -246,7 +256,9 @@ def decode_record(data: bytes, *, expected: NodeId | None = None) -> PeerRecord:
     if not verify_signature(doc["pk"], _SIG_PREFIX + body, sig):
         raise NatRemoteError("peer record: bad signature", field="sig")
     relays = tuple(RelayAddress(NodeId(r[0]), r[1], r[2], r[3]) for r in doc["relays"])
-    rec = PeerRecord(doc["pk"], doc["seq"], doc["reach"], doc["storage"], direct, relays, body, sig)
+    rec = PeerRecord(
+        doc["pk"], doc["seq"], doc["reach"], doc["nat"], doc["storage"], direct, relays, body, sig
+    )
     if expected is not None and rec.node_id != expected:
         raise NatRemoteError("peer record belongs to another node", field="pk")
     return rec

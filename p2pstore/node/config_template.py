@@ -12,6 +12,7 @@ from .config import (
     DhtSection,
     LoggingSection,
     NodeSection,
+    RelaySection,
     StorageSection,
     toml_string,
 )
@@ -24,7 +25,11 @@ def render_config(
     dht: DhtSection | None = None,
     logging: LoggingSection | None = None,
     client: ClientSection | None = None,
+    relay: RelaySection | None = None,
 ) -> str:
+    relay = relay or RelaySection()
+    serve = "auto" if relay.serve is None else ("true" if relay.serve else "false")
+    serve_text = toml_string(serve) if relay.serve is None else serve
     dht = dht or DhtSection()
     client = client or ClientSection()
     logging = logging or LoggingSection()
@@ -118,4 +123,25 @@ backup_count = {logging.backup_count}
 # relays = 2             # how many reachable peers a private node keeps (1..4)
 # keepalive = "15s"      # ping them this often (5s..25s, under NAT UDP timeouts)
 # recheck_interval = "15m"
+
+[relay]
+# Relay datagrams for peers behind NAT that cannot be dialed (docs/relay.md). A
+# relayed peer's traffic stays end-to-end encrypted; you only pass it along.
+# "auto": serve when this node is publicly reachable; true / false: always / never.
+serve = {serve_text}
+# Reservations held at once, in total and per peer.
+max_reservations = {relay.max_reservations}
+max_reservations_per_peer = {relay.max_reservations_per_peer}
+# Distinct remote addresses that may talk through one reservation.
+max_circuits = {relay.max_circuits}
+# Bytes one reservation may carry in total (both directions), and per second
+# ("0" = unlimited). Over the cap a reservation ends; over the rate datagrams drop.
+max_bytes = {toml_string(format_size_exact(relay.max_bytes))}
+max_rate = {toml_string(format_size_exact(relay.max_rate))}
+# A reservation lasts lifetime unless renewed (clients renew at half of it), and
+# at most max_duration in total ("0s" = no limit).
+lifetime = {toml_string(format_duration_exact(relay.lifetime))}
+max_duration = {toml_string(format_duration_exact(relay.max_duration))}
+# A remote address silent this long is forgotten (it may come back as new).
+circuit_idle = {toml_string(format_duration_exact(relay.circuit_idle))}
 """

@@ -43,7 +43,7 @@ def make_nat_manager(service: GridService) -> NatManager:
     def candidates() -> list[PeerAddress]:
         return [PeerAddress(c.node_id, c.host, c.port) for c in dht.table.contacts()]
 
-    return NatManager(
+    nat = NatManager(
         service.endpoint,
         ctx.key,
         dht,
@@ -53,6 +53,15 @@ def make_nat_manager(service: GridService) -> NatManager:
         extra_addresses=lambda: extra,
         port_mapping=lambda: getattr(service, "port_mapper", None),
     )
+
+    async def relay_follows(verdict: str) -> None:
+        # [relay] serve = "auto": relay for others exactly while we are reachable
+        setter = getattr(service, "set_relay_reachable", None)
+        if setter is not None and verdict in ("public", "private"):
+            await setter(verdict == "public")
+
+    nat.verdict_hooks.append(relay_follows)
+    return nat
 
 
 def announced_storage_peers(
@@ -106,10 +115,13 @@ def connection_details(nat: NatManager | None, node_id: NodeId) -> dict[str, Any
 
 
 def extra_peer_ids(nat: NatManager | None, listed: set[NodeId]) -> list[NodeId]:
-    """Connected peers not in the routing table that we reached through the connector
-    or know by their peer record (NATed ones: DHT clients)."""
+    """Connected peers not in the routing table that we reached through the connector,
+    know by their peer record, or that reached us through a relay (NATed ones: DHT
+    clients)."""
     if nat is None:
         return []
     ids = list(nat.connector.routes())
     ids += [n for n in nat.records if nat.endpoint.peer_address(n) is not None]
+    # peers that came in through our relay reservations (NATed callers)
+    ids += [n for n in nat.endpoint.connected_peers if nat.connection_kind(n) == "relayed"]
     return [n for n in dict.fromkeys(ids) if n not in listed]
