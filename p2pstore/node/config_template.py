@@ -8,8 +8,10 @@ so every key has one saying what it does and what values it takes.
 from __future__ import annotations
 
 from .config import (
+    PROFILE_FACTORS,
     ClientSection,
     DhtSection,
+    LimitsSection,
     LoggingSection,
     NodeSection,
     StorageSection,
@@ -18,13 +20,20 @@ from .config import (
 from .size import format_duration_exact, format_size_exact
 
 
+def _rate(rate: int) -> str:
+    return "0" if rate == 0 else format_size_exact(rate)
+
+
 def render_config(
     node: NodeSection,
     storage: StorageSection,
     dht: DhtSection | None = None,
     logging: LoggingSection | None = None,
     client: ClientSection | None = None,
+    limits: LimitsSection | None = None,
 ) -> str:
+    limits = limits or LimitsSection()
+    slow = PROFILE_FACTORS["low-power"]
     dht = dht or DhtSection()
     client = client or ClientSection()
     logging = logging or LoggingSection()
@@ -100,6 +109,20 @@ level = {toml_string(logging.level)}
 # logs/node.log is rotated when it reaches max_bytes; backup_count old files kept.
 max_bytes = {toml_string(format_size_exact(logging.max_bytes))}
 backup_count = {logging.backup_count}
+
+[limits]
+# Resource limits for a home machine (docs/limits.md).
+# Most QUIC connections open at once; when full, the least recently used idle one
+# is closed to make room.
+max_connections = {limits.max_connections}
+# Bandwidth caps, bytes per second of all traffic (a size like "2MB" or "512KiB"
+# per second; 0 = unlimited, otherwise at least 10kB). Uploads beyond the cap
+# wait; downloads beyond it are read more slowly, so senders slow down.
+upload_rate = {toml_string(_rate(limits.upload_rate))}
+download_rate = {toml_string(_rate(limits.download_rate))}
+# "normal", or "low-power": background work (DHT refresh and republish, lease
+# renewal, the lease crawler, the status file) runs {slow} times less often.
+profile = {toml_string(limits.profile)}
 
 # [vdrive]
 # The grid's shared namespace (docs/vdrive.md). The node that serves it holds the

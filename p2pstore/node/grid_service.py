@@ -36,6 +36,11 @@ Invariants:
   uploader's ``on_uploaded`` hook. The renewer closes before the DHT.
 - The known-peers store is fed from the routing table every ``feed_interval`` and
   at close; the runner writes it to ``state/known_peers.json``.
+- ``[limits]`` (docs/limits.md, :mod:`p2pstore.node.limits`): the endpoint gets
+  ``max_connections`` and the bandwidth caps; the "low-power" profile multiplies
+  every background period here (grow, feed, seed checks, lease renewal, lease
+  crawler, disk rescans) and the DHT's maintenance, refresh and republish
+  intervals by its factor. ``status`` shows the active limits.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ from .bootstrap import Seed
 from .grid_backend import GridBackend, VdriveComponent
 from .join import JoinReport, contact_any, join_candidates
 from .leases import LeaseBook, LeaseRenewer, RenewerConfig
+from .limits import dht_config, limits_status, slower, transport_config
 from .seed_watch import Nicknames, SeedWatch
 from .service import NodeContext, ServiceStatus
 from .storage_peers import StoragePeers
@@ -125,11 +131,12 @@ class GridService:
         self.context = context
         self.vdrive_factory = vdrive_factory
         self.join_enough = join_enough
-        self.grow_interval = grow_interval
-        self.feed_interval = feed_interval
+        limits = context.config.limits
+        self.grow_interval = slower(grow_interval, limits)
+        self.feed_interval = slower(feed_interval, limits)
         self.retry_max = retry_max
         self.probe_timeout = probe_timeout
-        self.seed_interval = seed_interval
+        self.seed_interval = slower(seed_interval, limits)
         self.renewer_config = renewer_config
         self.lease_book: LeaseBook | None = None
         self.lease_renewer: LeaseRenewer | None = None
@@ -162,7 +169,9 @@ class GridService:
         cfg = ctx.config
         listen = cfg.node.listen
         try:
-            self.endpoint = await open_endpoint(ctx.key, listen.host, listen.port)
+            self.endpoint = await open_endpoint(
+                ctx.key, listen.host, listen.port, transport_config(cfg.limits)
+            )
         except LocalError:
             _raise_bind_oserror(listen.host, listen.port)  # the runner reports OSError
             raise
@@ -196,7 +205,11 @@ class GridService:
                 lease_duration=float(cfg.storage.lease_duration),
             )
             self.storage = await StorageService.start(
-                ctx.node_dir.storage_dir, self.endpoint, scfg, error_factory=RpcError
+                ctx.node_dir.storage_dir,
+                self.endpoint,
+                scfg,
+                error_factory=RpcError,
+                crawl_interval=slower(1.0, cfg.limits),
             )
             register_storage_streams(self.endpoint, self.storage.server, error_factory=RpcError)
         _remove_stale_spools(self.spool_dir)
@@ -207,7 +220,10 @@ class GridService:
             dht_transport(self.endpoint),
             clock=LoopClock(),
             seeds=seeds,
-            config=DhtConfig(k=min(cfg.dht.k, 20), alpha=min(cfg.dht.alpha, cfg.dht.k, 20)),
+            config=dht_config(
+                DhtConfig(k=min(cfg.dht.k, 20), alpha=min(cfg.dht.alpha, cfg.dht.k, 20)),
+                cfg.limits,
+            ),
         )
         await self.dht.start(bootstrap=False)
         if cfg.client.renew_leases:
@@ -267,7 +283,7 @@ class GridService:
         cfg = ctx.config
         self.lease_book = LeaseBook.load(ctx.node_dir.private_dir / "leases.log")
         config = self.renewer_config or RenewerConfig(
-            interval=float(cfg.client.renew_interval),
+            interval=slower(float(cfg.client.renew_interval), cfg.limits),
             renew_after=cfg.storage.lease_duration / 3,
         )
         health: Health[PeerAddress] = Health(
@@ -499,9 +515,8 @@ class GridService:
 
     def _rescan_storage(self) -> None:
         now = time.monotonic()
-        if (
-            self._storage_scanned_at is None
-            or now - self._storage_scanned_at >= STORAGE_RESCAN_SECONDS
+        if self._storage_scanned_at is None or now - self._storage_scanned_at >= slower(
+            STORAGE_RESCAN_SECONDS, self.context.config.limits
         ):
             self._storage_scanned_at = now
             if self.storage is None:
@@ -534,6 +549,7 @@ class GridService:
             details["connections"] = len(self.endpoint.connected_peers)
         if self.lease_renewer is not None:
             details["leases"] = self.lease_renewer.status()
+        details["limits"] = limits_status(self.context.config.limits, self.endpoint)
         return ServiceStatus(
             listen_host=self._bound[0],
             listen_port=self._bound[1],
