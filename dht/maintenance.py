@@ -10,8 +10,9 @@ split out to keep ``node.py`` small; it uses the node's internals freely):
   ``max_refresh_per_tick`` stale buckets, republishes due records and re-announces
   the node's announcement when due. Work is spread over ticks, never one burst, and
   an exception in one tick is logged without ending maintenance.
-- :func:`hand_over` gives a newly met contact the records it should hold (paper
-  section 2.5), at most ``HANDOVER_MAX`` per newcomer.
+- :func:`hand_over` gives a newly met contact the records and node announcements
+  it should hold (paper section 2.5; an announcement's key is its announcer's node
+  ID), at most ``HANDOVER_MAX`` in all per newcomer.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import TYPE_CHECKING
 
 from dht.contact import Contact
 from dht.errors import DhtLocalError, RecordError
-from dht.messages import FIND_NODE, PutRequest
+from dht.messages import FIND_NODE, AnnounceRequest, PutRequest
+from quic_transport.identity import NodeId
 
 if TYPE_CHECKING:
     from dht.node import DhtNode
@@ -115,11 +117,24 @@ async def hand_over(node: DhtNode, newcomer: Contact) -> None:
         rec = node.store.get(key, node.clock.time())
         if rec is None:
             continue
-        mine = node.node_id.distance(key)
-        if newcomer.node_id.distance(key) >= mine:
-            continue
-        others = node.table.closest(key, 1, exclude=(newcomer.node_id,))
-        if others and others[0].node_id.distance(key) < mine:
+        if not _should_hand_over(node, newcomer, key):
             continue
         sent += 1
         await node._put_one(newcomer, PutRequest(rec, client=not node.server).to_body())
+    # Node announcements, by the same rule with the announcer's ID as the key.
+    for nid in node.anns.node_ids():
+        if sent >= HANDOVER_MAX:
+            break
+        ann = node.anns.get(nid, node.clock.time())
+        if ann is None or not _should_hand_over(node, newcomer, nid):
+            continue
+        sent += 1
+        await node._announce_one(newcomer, AnnounceRequest(ann, client=not node.server).to_body())
+
+
+def _should_hand_over(node: DhtNode, newcomer: Contact, key: NodeId) -> bool:
+    mine = node.node_id.distance(key)
+    if newcomer.node_id.distance(key) >= mine:
+        return False
+    others = node.table.closest(key, 1, exclude=(newcomer.node_id,))
+    return not (others and others[0].node_id.distance(key) < mine)

@@ -551,7 +551,12 @@ class DhtNode:
             return
         if to_ping is not None:
             self._spawn(self._ping_oldest(to_ping))
-        if not known and self._server and len(self.store) and contact.node_id in self.table:
+        if (
+            not known
+            and self._server
+            and (len(self.store) or len(self.anns))
+            and contact.node_id in self.table
+        ):
             self._spawn(hand_over(self, contact))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
