@@ -41,6 +41,14 @@ Invariants:
   every background period here (grow, feed, seed checks, lease renewal, lease
   crawler, disk rescans) and the DHT's maintenance, refresh and republish
   intervals by its factor. ``status`` shows the active limits.
+- Peer quality for placement (docs/grid.md, "Placement preference"): every DHT
+  request's outcome and each known-peers feed go to ``uptime``
+  (:class:`~p2pstore.node.uptime.UptimeTracker`, this node's own observations);
+  :meth:`peer_quality` combines it with the ``reachability`` hook and the backend's
+  uploader and repairer rank candidates with it.
+- NAT hooks (set by the reachability wiring, None by default): ``announced_peers``
+  turns the node announcements a lookup collected into extra storage peers for
+  :meth:`find_peers`; ``reachability`` says whether a peer is publicly reachable.
 """
 
 from __future__ import annotations
@@ -56,10 +64,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from dht import Contact, DhtConfig, DhtNode, LoopClock
+from dht import Announcement, Contact, DhtConfig, DhtNode, LoopClock
 from dht.quic_adapter import dht_transport
 from p2pstore import __version__
 from p2pstore.grid import Health, HealthConfig
+from p2pstore.grid.quality import PeerQuality
 from p2pstore.grid.upload import UploadResult
 from p2pstore.immutable import EncodingParams
 from p2pstore.immutable.allocator import tune_allocator
@@ -78,6 +87,7 @@ from .limits import dht_config, limits_status, slower, transport_config
 from .seed_watch import Nicknames, SeedWatch
 from .service import NodeContext, ServiceStatus
 from .storage_peers import StoragePeers
+from .uptime import ObservingTransport, UptimeTracker
 
 log = logging.getLogger(__name__)
 STORAGE_RESCAN_SECONDS = 60.0
@@ -101,6 +111,11 @@ def disk_usage(root: Path) -> int:
         except OSError:
             continue
     return total
+
+
+#: ``announced_peers(announcements)``: the storage peers a lookup's node announcements
+#: describe (the reachability wiring decodes the peer records in their values).
+AnnouncedPeers = Callable[[Sequence[Announcement]], Sequence[PeerAddress]]
 
 
 class VdriveFactory(Protocol):
@@ -150,6 +165,10 @@ class GridService:
         self.backend: GridBackend | None = None
         self.vdrive: VdriveComponent | None = None
         self.storage_peers = StoragePeers(self._probe_storage)
+        self.uptime = UptimeTracker()
+        #: NAT wiring hooks (see the module docstring); None = not wired
+        self.announced_peers: AnnouncedPeers | None = None
+        self.reachability: Callable[[NodeId], bool | None] | None = None
         self.last_join: JoinReport | None = None
         self.joined_at: float | None = None
         self._task: asyncio.Task[None] | None = None
@@ -217,13 +236,14 @@ class GridService:
         seeds = [Contact(s.node_id, s.host, s.port) for s in candidates]
         self.dht = DhtNode(
             ctx.key.node_id,
-            dht_transport(self.endpoint),
+            ObservingTransport(dht_transport(self.endpoint), self.uptime),
             clock=LoopClock(),
             seeds=seeds,
             config=dht_config(
                 DhtConfig(k=min(cfg.dht.k, 20), alpha=min(cfg.dht.alpha, cfg.dht.k, 20)),
                 cfg.limits,
             ),
+            signer=ctx.key,
         )
         await self.dht.start(bootstrap=False)
         if cfg.client.renew_leases:
@@ -377,6 +397,7 @@ class GridService:
         for c in self.dht.table.contacts():
             if c.node_id in live:
                 known.saw(c.node_id, c.host, c.port)
+                self.uptime.observe(c.node_id, True)
 
     # -- grid wiring -----------------------------------------------------------------
     async def _probe_storage(self, peer: PeerAddress) -> Any:
@@ -385,16 +406,39 @@ class GridService:
 
     async def find_peers(self, storage_index: bytes, count: int) -> Sequence[PeerAddress]:
         """Storage peers near ``storage_index``: DHT lookup, minus non-storage nodes,
-        plus this node when it stores (ranked by the grid)."""
+        plus the peers the ``announced_peers`` hook derives from the node announcements
+        the lookup saw (not probed: their signed records say they store), plus this
+        node when it stores; the ``count`` nearest, which uploaders, repairers and
+        downloaders all ask for, so they see the same window."""
         assert self.dht is not None
         own = self.context.key.node_id
-        contacts = await self.dht.lookup(NodeId(storage_index))
+        hook = self.announced_peers
+        announced: Sequence[PeerAddress] = ()
+        if hook is None:
+            contacts = await self.dht.lookup(NodeId(storage_index))
+        else:
+            outcome = await self.dht.lookup_detailed(NodeId(storage_index))
+            contacts = outcome.contacts
+            try:
+                announced = hook(outcome.announcements)
+            except Exception:  # a bad record must not break every upload
+                log.exception("announced_peers hook failed")
         found = [PeerAddress(c.node_id, c.host, c.port) for c in contacts if c.node_id != own]
         peers = await self.storage_peers.filter(found)
+        have = {p.node_id for p in peers}
+        peers += [p for p in announced if p.node_id != own and p.node_id not in have]
         if self.storage is not None and self._self_address is not None:
             peers.append(self._self_address)
         target = int.from_bytes(storage_index, "big")
         return sorted(peers, key=lambda p: int(p.node_id) ^ target)[:count]
+
+    def peer_quality(self, node_id: NodeId) -> PeerQuality:
+        """What this node knows of a peer: reachability (hook) and observed uptime."""
+        hook = self.reachability
+        return PeerQuality(
+            reachable=None if hook is None else hook(node_id),
+            uptime=self.uptime.uptime(node_id),
+        )
 
     def storage_for(self, peer: PeerAddress) -> StorageAPI:
         assert self.endpoint is not None
@@ -418,6 +462,7 @@ class GridService:
                 happy=cfg.shares_happy,
                 node_info=self._node_info,
                 peer_source=self.peer_list,
+                quality=self.peer_quality,
             )
             self.backend.uploader.on_uploaded = self._on_uploaded
             if self.vdrive_factory is not None:
