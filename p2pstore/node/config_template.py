@@ -12,6 +12,7 @@ from .config import (
     DhtSection,
     LoggingSection,
     NodeSection,
+    PortmapSection,
     StorageSection,
     toml_string,
 )
@@ -24,8 +25,10 @@ def render_config(
     dht: DhtSection | None = None,
     logging: LoggingSection | None = None,
     client: ClientSection | None = None,
+    portmap: PortmapSection | None = None,
 ) -> str:
     dht = dht or DhtSection()
+    portmap = portmap or PortmapSection()
     client = client or ClientSection()
     logging = logging or LoggingSection()
     public = (
@@ -100,6 +103,14 @@ level = {toml_string(logging.level)}
 # logs/node.log is rotated when it reaches max_bytes; backup_count old files kept.
 max_bytes = {toml_string(format_size_exact(logging.max_bytes))}
 backup_count = {logging.backup_count}
+
+[portmap]
+# Ask the home router (PCP, NAT-PMP or UPnP IGD) to forward this node's UDP port,
+# so others can dial it. Harmless when the router does none of them; never tried
+# when listening on 127.0.0.1. See docs/portmap.md.
+enabled = {"true" if portmap.enabled else "false"}
+# How long each mapping is requested for (2m .. 1d); it is renewed at half that.
+lifetime = {toml_string(format_duration_exact(portmap.lifetime))}
 
 # [vdrive]
 # The grid's shared namespace (docs/vdrive.md). The node that serves it holds the
