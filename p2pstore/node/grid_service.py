@@ -49,6 +49,11 @@ Invariants:
 - NAT hooks (set by the reachability wiring, None by default): ``announced_peers``
   turns the node announcements a lookup collected into extra storage peers for
   :meth:`find_peers`; ``reachability`` says whether a peer is publicly reachable.
+- Port mapping (docs/portmap.md): ``start()`` creates ``port_mapper`` (a
+  :class:`~p2pstore.nat.portmap.PortMapper` for the bound UDP port, from
+  ``[portmap]``) and starts it without waiting; it is off on loopback. Its status is
+  ``details["portmap"]`` / ``"portmap"`` in the node info; ``close()`` deletes the
+  mapping just before the endpoint closes.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ from p2pstore.grid.quality import PeerQuality
 from p2pstore.grid.upload import UploadResult
 from p2pstore.immutable import EncodingParams
 from p2pstore.immutable.allocator import tune_allocator
+from p2pstore.nat.portmap import PortMapper
 from p2pstore.storage import LocalStorageClient, StorageAPI, StorageConfig, StorageService
 from p2pstore.storage.bulk import QuicStorageClient, register_storage_streams
 from p2pstore.web.backend import PeerInfo
@@ -177,6 +183,7 @@ class GridService:
         self._storage_used = 0
         self._storage_scanned_at: float | None = None
         self.spool_dir = context.node_dir.state_dir / "spool"
+        self.port_mapper: PortMapper | None = None  # docs/portmap.md
 
     def __repr__(self) -> str:
         return f"GridService({self.context.key.node_id.b32})"
@@ -215,6 +222,12 @@ class GridService:
             clock=ctx.clock,
         )
         self._bound = (listen.host, port)
+        # -- port mapping (portmap): in the background; off on loopback ---------------
+        self.port_mapper = PortMapper.for_node(
+            listen.host, port, enabled=cfg.portmap.enabled, lifetime=cfg.portmap.lifetime
+        )
+        await self.port_mapper.start()
+        # ------------------------------------------------------------------------------
         adv = advertised_address(cfg, port)
         self._self_address = PeerAddress(ctx.key.node_id, adv.host, adv.port)
         if cfg.storage.enabled:
@@ -293,6 +306,8 @@ class GridService:
         if self.storage is not None:
             await self.storage.close()
             self.storage = None
+        if self.port_mapper is not None:  # portmap: delete the router's mapping
+            await self.port_mapper.close()
         if self.endpoint is not None:
             await self.endpoint.aclose()
         log.info("grid node closed")
@@ -502,6 +517,8 @@ class GridService:
             adv = self._self_address
             if adv is not None:
                 doc["advertised"] = f"{adv.host}:{adv.port}"
+            if self.port_mapper is not None:  # portmap
+                doc["portmap"] = self.port_mapper.status()
             doc["introducer"] = self.context.config.node.introducer
         return doc
 
@@ -595,6 +612,8 @@ class GridService:
         if self.lease_renewer is not None:
             details["leases"] = self.lease_renewer.status()
         details["limits"] = limits_status(self.context.config.limits, self.endpoint)
+        if self.port_mapper is not None:  # portmap
+            details["portmap"] = self.port_mapper.status()
         return ServiceStatus(
             listen_host=self._bound[0],
             listen_port=self._bound[1],
