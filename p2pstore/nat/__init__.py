@@ -1,1 +1,1 @@
-"""NAT traversal: reachability, hole punching, relays, port mapping (docs/nat.md, docs/relay.md)."""
+"""NAT traversal: reachability, hole punching, relays and port mapping (issue #10)."""
