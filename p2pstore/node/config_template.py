@@ -8,14 +8,21 @@ so every key has one saying what it does and what values it takes.
 from __future__ import annotations
 
 from .config import (
+    PROFILE_FACTORS,
     ClientSection,
     DhtSection,
+    LimitsSection,
     LoggingSection,
     NodeSection,
+    PortmapSection,
     StorageSection,
     toml_string,
 )
 from .size import format_duration_exact, format_size_exact
+
+
+def _rate(rate: int) -> str:
+    return "0" if rate == 0 else format_size_exact(rate)
 
 
 def render_config(
@@ -24,8 +31,13 @@ def render_config(
     dht: DhtSection | None = None,
     logging: LoggingSection | None = None,
     client: ClientSection | None = None,
+    limits: LimitsSection | None = None,
+    portmap: PortmapSection | None = None,
 ) -> str:
+    limits = limits or LimitsSection()
+    slow = PROFILE_FACTORS["low-power"]
     dht = dht or DhtSection()
+    portmap = portmap or PortmapSection()
     client = client or ClientSection()
     logging = logging or LoggingSection()
     public = (
@@ -100,6 +112,28 @@ level = {toml_string(logging.level)}
 # logs/node.log is rotated when it reaches max_bytes; backup_count old files kept.
 max_bytes = {toml_string(format_size_exact(logging.max_bytes))}
 backup_count = {logging.backup_count}
+
+[limits]
+# Resource limits for a home machine (docs/limits.md).
+# Most QUIC connections open at once; when full, the least recently used idle one
+# is closed to make room.
+max_connections = {limits.max_connections}
+# Bandwidth caps, bytes per second of all traffic (a size like "2MB" or "512KiB"
+# per second; 0 = unlimited, otherwise at least 10kB). Uploads beyond the cap
+# wait; downloads beyond it are read more slowly, so senders slow down.
+upload_rate = {toml_string(_rate(limits.upload_rate))}
+download_rate = {toml_string(_rate(limits.download_rate))}
+# "normal", or "low-power": background work (DHT refresh and republish, lease
+# renewal, the lease crawler, the status file) runs {slow} times less often.
+profile = {toml_string(limits.profile)}
+
+[portmap]
+# Ask the home router (PCP, NAT-PMP or UPnP IGD) to forward this node's UDP port,
+# so others can dial it. Harmless when the router does none of them; never tried
+# when listening on 127.0.0.1. See docs/portmap.md.
+enabled = {"true" if portmap.enabled else "false"}
+# How long each mapping is requested for (2m .. 1d); it is renewed at half that.
+lifetime = {toml_string(format_duration_exact(portmap.lifetime))}
 
 # [vdrive]
 # The grid's shared namespace (docs/vdrive.md). The node that serves it holds the

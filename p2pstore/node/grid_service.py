@@ -36,6 +36,11 @@ Invariants:
   uploader's ``on_uploaded`` hook. The renewer closes before the DHT.
 - The known-peers store is fed from the routing table every ``feed_interval`` and
   at close; the runner writes it to ``state/known_peers.json``.
+- ``[limits]`` (docs/limits.md, :mod:`p2pstore.node.limits`): the endpoint gets
+  ``max_connections`` and the bandwidth caps; the "low-power" profile multiplies
+  every background period here (grow, feed, seed checks, lease renewal, lease
+  crawler, disk rescans) and the DHT's maintenance, refresh and republish
+  intervals by its factor. ``status`` shows the active limits.
 - Peer quality for placement (docs/grid.md, "Placement preference"): every DHT
   request's outcome and each known-peers feed go to ``uptime``
   (:class:`~p2pstore.node.uptime.UptimeTracker`, this node's own observations);
@@ -44,6 +49,11 @@ Invariants:
 - NAT hooks (set by the reachability wiring, None by default): ``announced_peers``
   turns the node announcements a lookup collected into extra storage peers for
   :meth:`find_peers`; ``reachability`` says whether a peer is publicly reachable.
+- Port mapping (docs/portmap.md): ``start()`` creates ``port_mapper`` (a
+  :class:`~p2pstore.nat.portmap.PortMapper` for the bound UDP port, from
+  ``[portmap]``) and starts it without waiting; it is off on loopback. Its status is
+  ``details["portmap"]`` / ``"portmap"`` in the node info; ``close()`` deletes the
+  mapping just before the endpoint closes.
 """
 
 from __future__ import annotations
@@ -67,6 +77,7 @@ from p2pstore.grid.quality import PeerQuality
 from p2pstore.grid.upload import UploadResult
 from p2pstore.immutable import EncodingParams
 from p2pstore.immutable.allocator import tune_allocator
+from p2pstore.nat.portmap import PortMapper
 from p2pstore.storage import LocalStorageClient, StorageAPI, StorageConfig, StorageService
 from p2pstore.storage.bulk import QuicStorageClient, register_storage_streams
 from p2pstore.web.backend import PeerInfo
@@ -78,6 +89,7 @@ from .bootstrap import Seed
 from .grid_backend import GridBackend, VdriveComponent
 from .join import JoinReport, contact_any, join_candidates
 from .leases import LeaseBook, LeaseRenewer, RenewerConfig
+from .limits import dht_config, limits_status, slower, transport_config
 from .seed_watch import Nicknames, SeedWatch
 from .service import NodeContext, ServiceStatus
 from .storage_peers import StoragePeers
@@ -140,11 +152,12 @@ class GridService:
         self.context = context
         self.vdrive_factory = vdrive_factory
         self.join_enough = join_enough
-        self.grow_interval = grow_interval
-        self.feed_interval = feed_interval
+        limits = context.config.limits
+        self.grow_interval = slower(grow_interval, limits)
+        self.feed_interval = slower(feed_interval, limits)
         self.retry_max = retry_max
         self.probe_timeout = probe_timeout
-        self.seed_interval = seed_interval
+        self.seed_interval = slower(seed_interval, limits)
         self.renewer_config = renewer_config
         self.lease_book: LeaseBook | None = None
         self.lease_renewer: LeaseRenewer | None = None
@@ -170,6 +183,7 @@ class GridService:
         self._storage_used = 0
         self._storage_scanned_at: float | None = None
         self.spool_dir = context.node_dir.state_dir / "spool"
+        self.port_mapper: PortMapper | None = None  # docs/portmap.md
 
     def __repr__(self) -> str:
         return f"GridService({self.context.key.node_id.b32})"
@@ -181,7 +195,9 @@ class GridService:
         cfg = ctx.config
         listen = cfg.node.listen
         try:
-            self.endpoint = await open_endpoint(ctx.key, listen.host, listen.port)
+            self.endpoint = await open_endpoint(
+                ctx.key, listen.host, listen.port, transport_config(cfg.limits)
+            )
         except LocalError:
             _raise_bind_oserror(listen.host, listen.port)  # the runner reports OSError
             raise
@@ -206,6 +222,12 @@ class GridService:
             clock=ctx.clock,
         )
         self._bound = (listen.host, port)
+        # -- port mapping (portmap): in the background; off on loopback ---------------
+        self.port_mapper = PortMapper.for_node(
+            listen.host, port, enabled=cfg.portmap.enabled, lifetime=cfg.portmap.lifetime
+        )
+        await self.port_mapper.start()
+        # ------------------------------------------------------------------------------
         adv = advertised_address(cfg, port)
         self._self_address = PeerAddress(ctx.key.node_id, adv.host, adv.port)
         if cfg.storage.enabled:
@@ -215,7 +237,11 @@ class GridService:
                 lease_duration=float(cfg.storage.lease_duration),
             )
             self.storage = await StorageService.start(
-                ctx.node_dir.storage_dir, self.endpoint, scfg, error_factory=RpcError
+                ctx.node_dir.storage_dir,
+                self.endpoint,
+                scfg,
+                error_factory=RpcError,
+                crawl_interval=slower(1.0, cfg.limits),
             )
             register_storage_streams(self.endpoint, self.storage.server, error_factory=RpcError)
         _remove_stale_spools(self.spool_dir)
@@ -226,7 +252,10 @@ class GridService:
             ObservingTransport(dht_transport(self.endpoint), self.uptime),
             clock=LoopClock(),
             seeds=seeds,
-            config=DhtConfig(k=min(cfg.dht.k, 20), alpha=min(cfg.dht.alpha, cfg.dht.k, 20)),
+            config=dht_config(
+                DhtConfig(k=min(cfg.dht.k, 20), alpha=min(cfg.dht.alpha, cfg.dht.k, 20)),
+                cfg.limits,
+            ),
             signer=ctx.key,
         )
         await self.dht.start(bootstrap=False)
@@ -277,6 +306,8 @@ class GridService:
         if self.storage is not None:
             await self.storage.close()
             self.storage = None
+        if self.port_mapper is not None:  # portmap: delete the router's mapping
+            await self.port_mapper.close()
         if self.endpoint is not None:
             await self.endpoint.aclose()
         log.info("grid node closed")
@@ -287,7 +318,7 @@ class GridService:
         cfg = ctx.config
         self.lease_book = LeaseBook.load(ctx.node_dir.private_dir / "leases.log")
         config = self.renewer_config or RenewerConfig(
-            interval=float(cfg.client.renew_interval),
+            interval=slower(float(cfg.client.renew_interval), cfg.limits),
             renew_after=cfg.storage.lease_duration / 3,
         )
         health: Health[PeerAddress] = Health(
@@ -486,6 +517,8 @@ class GridService:
             adv = self._self_address
             if adv is not None:
                 doc["advertised"] = f"{adv.host}:{adv.port}"
+            if self.port_mapper is not None:  # portmap
+                doc["portmap"] = self.port_mapper.status()
             doc["introducer"] = self.context.config.node.introducer
         return doc
 
@@ -544,9 +577,8 @@ class GridService:
 
     def _rescan_storage(self) -> None:
         now = time.monotonic()
-        if (
-            self._storage_scanned_at is None
-            or now - self._storage_scanned_at >= STORAGE_RESCAN_SECONDS
+        if self._storage_scanned_at is None or now - self._storage_scanned_at >= slower(
+            STORAGE_RESCAN_SECONDS, self.context.config.limits
         ):
             self._storage_scanned_at = now
             if self.storage is None:
@@ -579,6 +611,9 @@ class GridService:
             details["connections"] = len(self.endpoint.connected_peers)
         if self.lease_renewer is not None:
             details["leases"] = self.lease_renewer.status()
+        details["limits"] = limits_status(self.context.config.limits, self.endpoint)
+        if self.port_mapper is not None:  # portmap
+            details["portmap"] = self.port_mapper.status()
         return ServiceStatus(
             listen_host=self._bound[0],
             listen_port=self._bound[1],
