@@ -7,6 +7,7 @@ of known contacts.
 """
 
 from dht.adapter import EndpointTransport, ErrorMap
+from dht.announce import Announcement, sign_announcement, validate_announcement
 from dht.clock import Clock, LoopClock
 from dht.config import DhtConfig
 from dht.contact import Contact
@@ -27,6 +28,7 @@ from dht.routing import RoutingTable, load_contacts, save_contacts
 from dht.transport import CallerInfo, DhtTransport
 
 __all__ = [
+    "Announcement",
     "CallerInfo",
     "Clock",
     "Contact",
@@ -51,6 +53,8 @@ __all__ = [
     "load_contacts",
     "record_key",
     "save_contacts",
+    "sign_announcement",
     "sign_record",
     "validate",
+    "validate_announcement",
 ]

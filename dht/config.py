@@ -26,11 +26,19 @@ class DhtConfig:
     rebootstrap_backoff_max: float = 600.0  # re-bootstrap retry ceiling when table is empty
     store_max_records: int = 20_000
     store_max_bytes: int = 32 * 1024 * 1024
+    ann_max_count: int = 5000  # node announcements held for others (one per announcer)
+    ann_max_returned: int = 8  # announcements per find_node/get response (wire max 20)
+    announce_ttl: int = 3600  # lifetime given to our own announcement
+    announce_interval: float = 1200.0  # mean period between re-announcements
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.k > 20:
             raise ValueError("k must be in 1..20 (responses carry at most 20 contacts)")
         if self.alpha < 1:
             raise ValueError("alpha must be positive")
+        if not 0 <= self.ann_max_returned <= 20:
+            raise ValueError("ann_max_returned must be in 0..20")
+        if not 0 < self.announce_ttl <= 24 * 3600 or self.announce_interval <= 0:
+            raise ValueError("announce_ttl must be in 1..86400 s, announce_interval positive")
         if self.request_timeout <= 0 or self.maintenance_interval <= 0:
             raise ValueError("timeouts and intervals must be positive")

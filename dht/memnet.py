@@ -35,6 +35,7 @@ class Behaviour(enum.Enum):
     FAR = "far"  # lookups answered with real but far-away nodes
     FAKE_CLOSE = "fake-close"  # lookups answered with invented IDs near the target
     FORGE = "forge"  # get answered with a record whose signature is broken
+    FORGE_ANN = "forge-ann"  # lookups answered with a forged node announcement
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +177,15 @@ class MemoryTransport:
                 nid = (t ^ rng.getrandbits(120)).to_bytes(20, "big")
                 fakes.append([nid, f"192.0.2.{rng.randrange(1, 255)}", 4000])
             return {"nodes": fakes}
+        if b is Behaviour.FORGE_ANN:
+            # Every announcement it holds goes out with a swapped value and a higher
+            # seq (so it would win if believed); its signature no longer verifies.
+            out = dict(reply)
+            out["anns"] = [
+                {**a, "value": b"forged:" + a["value"][:100], "seq": a["seq"] + 1}
+                for a in out.get("anns", [])
+            ]
+            return out
         if b is Behaviour.FORGE and method == "dht.get":
             out = dict(reply)
             rec = out.get("record")

@@ -16,6 +16,13 @@ Invariants:
 - Every background task (maintenance loop, pings of full buckets' oldest contacts)
   belongs to the node and ends in :meth:`close`. Refresh and republish are spread
   over time with jitter, never one burst.
+- Server/client mode (runtime switch, :meth:`set_server`): a client-mode node flags
+  every request it sends (``"client": true``); a receiver never adds a flagged caller
+  to its routing table (and removes it if it was there), but answers it normally. A
+  client-mode node does not count itself among the holders of a record.
+- Node announcements (``dht.announce``) are validated like records, kept in a
+  bounded :class:`AnnouncementStore` separate from the routing table, and only ever
+  returned in the ``anns`` field of responses, never as contacts.
 """
 
 from __future__ import annotations
@@ -28,6 +35,13 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dht.announce import (
+    Announcement,
+    AnnouncementStore,
+    Announcer,
+    ann_order,
+    validate_announcement,
+)
 from dht.clock import Clock
 from dht.config import DhtConfig
 from dht.contact import Contact
@@ -36,14 +50,16 @@ from dht.errors import (
     MessageError,
     PeerCallError,
     RecordError,
-    RequestRejected,
 )
 from dht.lookup import Lookup, LookupStats
+from dht.maintenance import hand_over, run_maintenance
 from dht.messages import (
+    ANNOUNCE,
     FIND_NODE,
     GET,
     PING,
     PUT,
+    AnnounceRequest,
     FindNodeRequest,
     GetRequest,
     GetResponse,
@@ -55,8 +71,9 @@ from dht.messages import (
 )
 from dht.records import Record, Signer, record_key, record_order, sign_record, validate
 from dht.routing import RoutingTable
+from dht.serving import RequestHandlers
 from dht.store import RecordStore
-from dht.transport import CallerInfo, DhtTransport
+from dht.transport import DhtTransport
 from quic_transport.identity import NodeId
 
 log = logging.getLogger(__name__)
@@ -64,8 +81,6 @@ log = logging.getLogger(__name__)
 # Join-time lookups into empty buckets only need to meet some nodes there (and be
 # met by them), not to find that region's exact k closest: stop once 3 have answered.
 JOIN_REFRESH_BETA = 3
-# Records handed to one newly met node at most (bounds work per new contact).
-HANDOVER_MAX = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +88,16 @@ class LookupOutcome:
     contacts: list[Contact]  # up to k live nodes, closest first
     stats: LookupStats
     record: Record | None = None  # best valid record seen (value lookups only)
+    # Valid, unwithdrawn node announcements seen (newest per node), announcers closest
+    # to the target first, at most k (lookups that asked for them only).
+    announcements: tuple[Announcement, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    nodes: tuple[Contact, ...]
+    record: Record | None
+    anns: tuple[Announcement, ...]
 
 
 @dataclass(slots=True)
@@ -95,6 +120,8 @@ class DhtNode:
         config: DhtConfig | None = None,
         rng: random.Random | None = None,
         saved_contacts: Sequence[Contact] = (),
+        server: bool = True,
+        signer: Signer | None = None,
     ) -> None:
         self.node_id = node_id
         self.config = config or DhtConfig()
@@ -112,6 +139,23 @@ class DhtNode:
             ping_after=cfg.ping_after,
         )
         self.store = RecordStore(max_records=cfg.store_max_records, max_bytes=cfg.store_max_bytes)
+        self.anns = AnnouncementStore(node_id, max_count=cfg.ann_max_count)
+        self._server = server
+        self.handlers = RequestHandlers(
+            table=self.table,
+            store=self.store,
+            anns=self.anns,
+            config=cfg,
+            clock=clock,
+            observe=self._observe,
+        )
+        self._announcer: Announcer | None = None
+        if signer is not None:
+            self._announcer = Announcer(
+                signer, ttl=cfg.announce_ttl, interval=cfg.announce_interval
+            )
+            if self._announcer.node_id != node_id:
+                raise DhtLocalError("signer's public key does not match the node ID")
         self._published: dict[NodeId, _Published] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._maintenance: asyncio.Task[None] | None = None
@@ -121,13 +165,10 @@ class DhtNode:
 
     # ---- lifecycle -----------------------------------------------------------------
     def register_handlers(self) -> None:
-        """Register the four DHT methods on the transport (idempotent)."""
+        """Register the five DHT methods on the transport (idempotent)."""
         if self._registered:
             return
-        self.transport.register(PING, self._on_ping)
-        self.transport.register(FIND_NODE, self._on_find_node)
-        self.transport.register(GET, self._on_get)
-        self.transport.register(PUT, self._on_put)
+        self.handlers.register(self.transport)
         self._registered = True
 
     async def start(self, *, bootstrap: bool = True) -> None:
@@ -139,7 +180,7 @@ class DhtNode:
             await self.bootstrap()
         self.table.mark_refreshed(self.clock.monotonic())
         if self._maintenance is None:
-            self._maintenance = asyncio.create_task(self._maintain())
+            self._maintenance = asyncio.create_task(run_maintenance(self))
 
     async def close(self) -> None:
         """Stop background work and wait for it to end. Handlers stay registered but the
@@ -181,13 +222,31 @@ class DhtNode:
             )
         return len(self.table)
 
+    # ---- server / client mode -------------------------------------------------------
+    @property
+    def server(self) -> bool:
+        """True: a DHT server (others add us to their tables); False: client mode."""
+        return self._server
+
+    async def set_server(self, server: bool) -> None:
+        """Switch mode at runtime. Either way the node then runs a self-lookup (when it
+        knows anyone): as a server it makes itself known to its neighbourhood, which
+        adds it; as a client its flagged requests make them drop it at once."""
+        if server == self._server:
+            return
+        self._server = server
+        log.info("DHT mode: %s", "server" if server else "client")
+        if not self._closed and (len(self.table) or self.seeds or self._saved):
+            await self._lookup(self.node_id, FIND_NODE)
+
     # ---- public operations ---------------------------------------------------------
     async def lookup(self, target: NodeId) -> list[Contact]:
         """The k closest live nodes to ``target`` (iterative FIND_NODE)."""
         return (await self._lookup(target, FIND_NODE)).contacts
 
     async def lookup_detailed(self, target: NodeId) -> LookupOutcome:
-        return await self._lookup(target, FIND_NODE)
+        """The k closest live nodes plus the node announcements seen near ``target``."""
+        return await self._lookup(target, FIND_NODE, want_anns=True)
 
     async def put(self, record: Record) -> int:
         """Store a valid record on the k closest nodes; returns how many hold it now
@@ -206,8 +265,64 @@ class DhtNode:
         return (await self._lookup(key, GET)).record
 
     async def get_detailed(self, key: NodeId) -> LookupOutcome:
-        """Like :meth:`get`, with the lookup's closest nodes and statistics."""
-        return await self._lookup(key, GET)
+        """Like :meth:`get`, with the lookup's closest nodes, statistics and the node
+        announcements seen near ``key``."""
+        return await self._lookup(key, GET, want_anns=True)
+
+    # ---- node announcements ----------------------------------------------------------
+    async def announce(self, value: bytes, *, ttl: int | None = None) -> int:
+        """Sign ``value`` (1..1024 bytes, opaque) as this node's announcement, store it
+        on the k servers closest to our own ID and keep re-announcing it (with a fresh
+        lifetime as needed) until :meth:`withdraw`. Returns how many servers hold it
+        (counting this node when it is a server). Needs ``signer`` at construction."""
+        if self._announcer is None:
+            raise DhtLocalError("this node has no signer: it cannot announce")
+        try:
+            ann = self._announcer.make(value, ttl, self.clock.time())
+        except RecordError as e:
+            raise DhtLocalError(f"cannot announce: {e}") from None
+        self._announcer.due = self._next_reannounce()
+        return await self._send_announcement(ann)
+
+    async def withdraw(self) -> int:
+        """Stop announcing; replace our announcement on the servers with a withdrawal
+        (readers then see none). Returns how many servers took the withdrawal."""
+        if self._announcer is None:
+            return 0
+        w = self._announcer.withdrawal(self.clock.time())
+        return 0 if w is None else await self._send_announcement(w)
+
+    @property
+    def announcement(self) -> Announcement | None:
+        """Our current announcement (None if never announced or withdrawn)."""
+        return None if self._announcer is None else self._announcer.current
+
+    def _next_reannounce(self) -> float:
+        iv = self.config.announce_interval
+        return self.clock.monotonic() + iv * self.rng.uniform(0.75, 1.0)
+
+    async def _send_announcement(self, ann: Announcement) -> int:
+        outcome = await self._lookup(self.node_id, FIND_NODE)
+        body = AnnounceRequest(ann, client=not self._server).to_body()
+        results = await asyncio.gather(*(self._announce_one(c, body) for c in outcome.contacts))
+        stored = sum(results)
+        if self._server:
+            try:
+                self.anns.put(ann, self.clock.time())
+                stored += 1
+            except RecordError as e:
+                log.debug("local announcement store refused %r: %s", ann, e)
+        return stored
+
+    async def _announce_one(self, contact: Contact, body: dict[str, Any]) -> bool:
+        reply = await self._rpc(contact, ANNOUNCE, body)
+        if reply is None:
+            return False
+        try:
+            PutResponse.from_body(reply)
+        except MessageError:
+            return False
+        return True
 
     async def publish(
         self, signer: Signer, name: bytes, value: bytes, *, ttl: int | None = None
@@ -242,6 +357,7 @@ class DhtNode:
         extra: Sequence[Contact] = (),
         *,
         beta: int | None = None,
+        want_anns: bool = False,
     ) -> LookupOutcome:
         cfg = self.config
         initial = self.table.closest(target, cfg.k)
@@ -261,11 +377,16 @@ class DhtNode:
         now_wall = self.clock.time()
         best: Record | None = self.store.get(target, now_wall) if method == GET else None
         held: dict[NodeId, int] = {}  # value lookups: seq each answering node returned
+        anns: dict[NodeId, Announcement] = {}
+        if want_anns:
+            for a in self.anns.closest(target, cfg.k, now_wall):
+                anns[a.node_id] = a
         pending: dict[asyncio.Task[Any], Contact] = {}
         try:
             while True:
                 for c in lk.next_queries(self.clock.monotonic()):
-                    pending[asyncio.create_task(self._query(c, method, target))] = c
+                    q = self._query(c, method, target, want_anns)
+                    pending[asyncio.create_task(q)] = c
                 if not pending:
                     break
                 now = self.clock.monotonic()
@@ -282,8 +403,12 @@ class DhtNode:
                     if res is None:
                         lk.on_failure(c.node_id, now)
                         continue
-                    nodes, rec = res
-                    lk.on_response(c.node_id, nodes, now)
+                    lk.on_response(c.node_id, res.nodes, now)
+                    for a in res.anns:
+                        nid = a.node_id
+                        if nid not in anns or ann_order(a) > ann_order(anns[nid]):
+                            anns[nid] = a
+                    rec = res.record
                     if rec is not None:
                         held[c.node_id] = rec.seq
                         if best is None or record_order(rec) > record_order(best):
@@ -309,19 +434,29 @@ class DhtNode:
             if mine is not None and mine.seq < best.seq:
                 with contextlib.suppress(RecordError):
                     self.store.put(best, self.clock.time())
-        return LookupOutcome(contacts, lk.stats(), best)
+        tgt = int(target)
+        found = sorted(
+            (a for a in anns.values() if not a.withdrawn), key=lambda a: int(a.node_id) ^ tgt
+        )
+        return LookupOutcome(contacts, lk.stats(), best, tuple(found[: cfg.k]))
 
     async def _query(
-        self, contact: Contact, method: str, target: NodeId
-    ) -> tuple[tuple[Contact, ...], Record | None] | None:
+        self, contact: Contact, method: str, target: NodeId, want_anns: bool
+    ) -> _Answer | None:
         """One lookup request. None means the peer failed or misbehaved."""
-        body = (FindNodeRequest(target) if method == FIND_NODE else GetRequest(target)).to_body()
-        reply = await self._rpc(contact, method, body)
+        client = not self._server
+        req = (
+            FindNodeRequest(target, client, want_anns)
+            if method == FIND_NODE
+            else GetRequest(target, client, want_anns)
+        )
+        reply = await self._rpc(contact, method, req.to_body())
         if reply is None:
             return None
         try:
             if method == FIND_NODE:
-                return NodesResponse.from_body(reply, max_nodes=self.config.k).nodes, None
+                nresp = NodesResponse.from_body(reply, max_nodes=self.config.k)
+                return _Answer(nresp.nodes, None, self._valid_anns(nresp.anns))
             resp = GetResponse.from_body(reply, max_nodes=self.config.k)
             record = resp.record
             if record is not None:
@@ -333,11 +468,26 @@ class DhtNode:
                     # Clocks differ a little between honest nodes: ignore the record,
                     # keep the peer and its contacts.
                     record = None
-            return resp.nodes, record
+            return _Answer(resp.nodes, record, self._valid_anns(resp.anns))
         except (MessageError, RecordError) as e:
             log.info("dropping %s: bad %s response: %s", contact, method, e)
             self.table.remove(contact.node_id)
             return None
+
+    def _valid_anns(self, anns: tuple[Announcement, ...]) -> tuple[Announcement, ...]:
+        """Validate announcements from a response; a forged one raises ``RecordError``
+        (the peer then counts as failed), an expired one is skipped (clock skew)."""
+        out = []
+        now = self.clock.time()
+        for a in anns:
+            try:
+                validate_announcement(a, now=now)
+            except RecordError as e:
+                if e.reason != "expired":
+                    raise
+                continue
+            out.append(a)
+        return tuple(out)
 
     async def _rpc(self, contact: Contact, method: str, body: Any) -> Any | None:
         """Call a peer; on success the peer enters/refreshes the table, on failure it is
@@ -366,10 +516,11 @@ class DhtNode:
     async def _store_on(
         self, record: Record, contacts: Sequence[Contact], *, include_self: bool = True
     ) -> int:
-        body = PutRequest(record).to_body()
+        body = PutRequest(record, client=not self._server).to_body()
         results = await asyncio.gather(*(self._put_one(c, body) for c in contacts))
         stored = sum(results)
-        if include_self and self._among_closest(record.key, contacts):
+        # A client is in no one's table, so no lookup would ever ask it for the record.
+        if include_self and self._server and self._among_closest(record.key, contacts):
             try:
                 self.store.put(record, self.clock.time())
                 stored += 1
@@ -400,31 +551,13 @@ class DhtNode:
             return
         if to_ping is not None:
             self._spawn(self._ping_oldest(to_ping))
-        if not known and len(self.store) and contact.node_id in self.table:
-            self._spawn(self._hand_over(contact))
-
-    async def _hand_over(self, newcomer: Contact) -> None:
-        """Give a new contact the records it should hold (paper section 2.5).
-
-        Only when this node is the closest holder it knows of (apart from the
-        newcomer) and the newcomer is closer than this node, so one node, not k,
-        sends each record. At most ``HANDOVER_MAX`` records per newcomer.
-        """
-        sent = 0
-        for key in self.store.key_list():
-            if sent >= HANDOVER_MAX:
-                break
-            rec = self.store.get(key, self.clock.time())
-            if rec is None:
-                continue
-            mine = self.node_id.distance(key)
-            if newcomer.node_id.distance(key) >= mine:
-                continue
-            others = self.table.closest(key, 1, exclude=(newcomer.node_id,))
-            if others and others[0].node_id.distance(key) < mine:
-                continue
-            sent += 1
-            await self._put_one(newcomer, PutRequest(rec).to_body())
+        if (
+            not known
+            and self._server
+            and (len(self.store) or len(self.anns))
+            and contact.node_id in self.table
+        ):
+            self._spawn(hand_over(self, contact))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         async def runner() -> None:
@@ -440,7 +573,10 @@ class DhtNode:
             try:
                 reply = await asyncio.wait_for(
                     self.transport.call(
-                        contact, PING, PingRequest().to_body(), timeout=self.config.request_timeout
+                        contact,
+                        PING,
+                        PingRequest(client=not self._server).to_body(),
+                        timeout=self.config.request_timeout,
                     ),
                     self.config.request_timeout * 1.5,
                 )
@@ -456,7 +592,7 @@ class DhtNode:
 
     async def ping(self, contact: Contact) -> bool:
         """Ping ``contact``; on success it enters the routing table."""
-        reply = await self._rpc(contact, PING, PingRequest().to_body())
+        reply = await self._rpc(contact, PING, PingRequest(client=not self._server).to_body())
         if reply is None:
             return False
         try:
@@ -466,120 +602,22 @@ class DhtNode:
             return False
         return True
 
-    # ---- request handlers ------------------------------------------------------------
-    def _caller(self, ctx: CallerInfo) -> None:
-        try:
-            contact = Contact(ctx.peer_id, ctx.host, ctx.port)
-        except MessageError:
-            return  # an address we could not dial back; still answer the request
-        self._observe(contact)
-
-    async def _on_ping(self, ctx: CallerInfo, body: Any) -> Any:
-        try:
-            PingRequest.from_body(body)
-        except MessageError as e:
-            raise RequestRejected("bad-request", str(e)) from None
-        self._caller(ctx)
-        return PingResponse().to_body()
-
-    async def _on_find_node(self, ctx: CallerInfo, body: Any) -> Any:
-        try:
-            req = FindNodeRequest.from_body(body)
-        except MessageError as e:
-            raise RequestRejected("bad-request", str(e)) from None
-        self._caller(ctx)
-        nodes = self.table.closest(req.target, self.config.k, exclude=(ctx.peer_id,))
-        return NodesResponse(tuple(nodes)).to_body()
-
-    async def _on_get(self, ctx: CallerInfo, body: Any) -> Any:
-        try:
-            req = GetRequest.from_body(body)
-        except MessageError as e:
-            raise RequestRejected("bad-request", str(e)) from None
-        self._caller(ctx)
-        nodes = self.table.closest(req.key, self.config.k, exclude=(ctx.peer_id,))
-        record = self.store.get(req.key, self.clock.time())
-        return GetResponse(tuple(nodes), record).to_body()
-
-    async def _on_put(self, ctx: CallerInfo, body: Any) -> Any:
-        try:
-            req = PutRequest.from_body(body)
-        except MessageError as e:
-            raise RequestRejected("bad-request", str(e)) from None
-        self._caller(ctx)
-        try:
-            stored = self.store.put(req.record, self.clock.time())
-        except RecordError as e:
-            raise RequestRejected(e.reason, e.message) from None
-        return PutResponse(stored).to_body()
-
     # ---- maintenance -----------------------------------------------------------------
     def _next_republish(self) -> float:
         iv = self.config.republish_interval
         return self.clock.monotonic() + iv * self.rng.uniform(0.75, 1.0)
 
-    async def _maintain(self) -> None:
-        """Jittered periodic tick: expire, re-bootstrap if alone, refresh, republish."""
-        state = {"backoff": self.config.maintenance_interval, "next_rebootstrap": 0.0}
-        while True:
-            iv = self.config.maintenance_interval
-            await self.clock.sleep(iv * self.rng.uniform(0.5, 1.5))
-            try:
-                await self._tick(state)
-            except Exception:  # a bug in one tick must not end maintenance for good
-                log.exception("DHT maintenance tick failed")
-
-    async def _tick(self, state: dict[str, float]) -> None:
-        now = self.clock.monotonic()
-        self.store.expire(self.clock.time())
-        if not len(self.table):
-            if now >= state["next_rebootstrap"] and (self.seeds or self._saved):
-                log.info("routing table empty: re-bootstrapping from seeds")
-                with contextlib.suppress(DhtLocalError):
-                    await self.bootstrap()
-                if not len(self.table):
-                    state["backoff"] = min(
-                        state["backoff"] * 2, self.config.rebootstrap_backoff_max
-                    )
-                    state["next_rebootstrap"] = now + state["backoff"]
-                else:
-                    state["backoff"] = self.config.maintenance_interval
-            return
-        await self._refresh_some(now)
-        await self._republish_due(now)
-
     def status(self) -> dict[str, Any]:
         """A JSON-safe snapshot for status pages and logs."""
         return {
             "node_id": self.node_id.b32,
+            "mode": "server" if self._server else "client",
             "contacts": len(self.table),
             "buckets": {str(i): n for i, n in self.table.bucket_sizes().items()},
             "records": len(self.store),
             "record_bytes": self.store.bytes_used,
             "published": len(self._published),
+            "announcements": len(self.anns),
+            "announced": self.announcement is not None,
             "rpcs_sent": self.rpcs_sent,
         }
-
-    async def _refresh_some(self, now: float) -> None:
-        targets = self.table.refresh_targets(now, self.config.refresh_interval, self.rng)
-        self.rng.shuffle(targets)
-        for t in targets[: self.config.max_refresh_per_tick]:
-            await self._lookup(t, FIND_NODE)
-        if targets and self.rng.random() < 0.5:
-            await self._lookup(self.node_id, FIND_NODE)  # keep our neighbourhood fresh
-
-    async def _republish_due(self, now: float) -> None:
-        for key, pub in list(self._published.items()):
-            if pub.due > now:
-                continue
-            rec = pub.record
-            remaining = rec.expires - self.clock.time()
-            if remaining < self.config.record_ttl / 2:
-                # Re-sign with a fresh lifetime; a higher seq so stores accept it.
-                rec = self._sign(pub.signer, rec.name, rec.seq + 1, rec.value, None)
-            pub.record = rec
-            pub.due = self._next_republish()
-            try:
-                await self.put(rec)
-            except RecordError as e:
-                log.warning("republish of %s failed: %s", key.short(), e)

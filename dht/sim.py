@@ -23,7 +23,7 @@ from dht.clock import LoopClock
 from dht.config import DhtConfig
 from dht.memnet import Behaviour, MemoryNetwork
 from dht.node import DhtNode
-from quic_transport.identity import NodeId
+from quic_transport.identity import NodeId, NodeKey
 
 SIM_EPOCH = 1_800_000_000.0  # wall-clock origin of virtual time (Unix seconds)
 
@@ -65,8 +65,16 @@ class SimGrid:
         self.clock = LoopClock(epoch=SIM_EPOCH)
         self.nodes: dict[NodeId, DhtNode] = {}
 
-    def add_node(self, *, seeds_from: Sequence[NodeId] = ()) -> DhtNode:
-        nid = random_id(self.rng)
+    def add_node(
+        self,
+        *,
+        seeds_from: Sequence[NodeId] = (),
+        key: NodeKey | None = None,
+        server: bool = True,
+    ) -> DhtNode:
+        """A new node (random ID, or ``key``'s ID with ``key`` as its announcement signer)
+        with handlers registered; not yet joined."""
+        nid = random_id(self.rng) if key is None else key.node_id
         t = self.net.add(nid)
         seeds = [self.net.nodes[s].contact for s in seeds_from]
         node = DhtNode(
@@ -76,6 +84,8 @@ class SimGrid:
             seeds=seeds,
             config=self.config,
             rng=random.Random(self.rng.getrandbits(64)),
+            server=server,
+            signer=key,
         )
         node.register_handlers()
         self.nodes[nid] = node

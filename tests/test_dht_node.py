@@ -310,7 +310,11 @@ _bodies = st.recursive(
     lambda inner: (
         st.lists(inner, max_size=4)
         | st.dictionaries(
-            st.sampled_from(["target", "key", "record", "nodes", "x"]), inner, max_size=3
+            st.sampled_from(
+                ["target", "key", "record", "nodes", "x", "client", "want_anns", "ann", "anns"]
+            ),
+            inner,
+            max_size=3,
         )
     ),
     max_leaves=10,
@@ -318,7 +322,7 @@ _bodies = st.recursive(
 
 
 @settings(max_examples=60)
-@given(_bodies, st.sampled_from(["ping", "find_node", "get", "put"]))
+@given(_bodies, st.sampled_from(["ping", "find_node", "get", "put", "announce"]))
 def test_handlers_answer_any_body_with_a_reply_or_a_typed_rejection(
     body: object, which: str
 ) -> None:
@@ -330,7 +334,7 @@ def test_handlers_answer_any_body_with_a_reply_or_a_typed_rejection(
         t = net.add(OWNER.node_id)
         node = DhtNode(OWNER.node_id, t, clock=LoopClock(epoch=SIM_EPOCH))
         caller = MemCallContext(NodeKey.from_seed(bytes(32)).node_id, "10.9.9.9", 4000)
-        handler = getattr(node, f"_on_{which}")
+        handler = getattr(node.handlers, f"on_{which}")
         try:
             reply = await handler(caller, body)
         except RequestRejected as e:

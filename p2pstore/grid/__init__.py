@@ -33,6 +33,7 @@ from .peers import (
     static_peers,
 )
 from .placement import SharePlacer, happiness, rank_peers
+from .quality import PeerQuality, QualitySource, quality_tier
 from .sender import SendConfig
 from .upload import (
     UploadConfig,
@@ -57,7 +58,9 @@ __all__ = [
     "Health",
     "HealthConfig",
     "Peer",
+    "PeerQuality",
     "Progress",
+    "QualitySource",
     "RepairError",
     "RepairResult",
     "SendConfig",
@@ -73,6 +76,7 @@ __all__ = [
     "file_source",
     "happiness",
     "lookup_peers",
+    "quality_tier",
     "rank_peers",
     "static_peers",
 ]

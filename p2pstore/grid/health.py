@@ -41,6 +41,7 @@ from quic_transport.identity import NodeId
 from .errors import GridLocalError, RepairError
 from .peers import FindPeers, P, StorageFor, describe
 from .placement import PeerKey, SharePlacer, happiness, rank_peers
+from .quality import QualitySource
 from .sender import SendConfig, ShareSender
 from .tasks import bounded
 from .upload import list_existing
@@ -165,10 +166,13 @@ class Health(Generic[P]):
         find_peers: FindPeers[P],
         storage_for: StorageFor[P],
         config: HealthConfig | None = None,
+        *,
+        quality: QualitySource | None = None,
     ) -> None:
         self.find_peers = find_peers
         self.storage_for = storage_for
         self.config = config or HealthConfig()
+        self.quality = quality  # repair places like upload (placement.rank_peers)
 
     async def _locate(
         self, vc: VerifyCap
@@ -269,7 +273,9 @@ class Health(Generic[P]):
             by_b32 = {NodeId(p).b32: p for p in peers}
             existing = {s: [by_b32[b] for b in bs] for s, bs in result.good_shares.items()}
             bad_copies = [(s, by_b32[b]) for (s, b), why in result.copies.items() if why]
-        ranked = [p for p in rank_peers(vc.storage_index, peers) if p not in dead]
+        ranked = [
+            p for p in rank_peers(vc.storage_index, peers, quality=self.quality) if p not in dead
+        ]
         placer = SharePlacer(vc.n, ranked, existing)
         placer.excluded.update(dead)
         for share, peer in bad_copies:

@@ -6,7 +6,10 @@ next. Peers are identified by their raw 20-byte node IDs.
 
 Rules (docs/grid.md, "Placement"):
 - Candidate peers are ranked by XOR distance of their node ID to the storage index,
-  nearest first (duplicates dropped).
+  nearest first (duplicates dropped); with a quality source, by quality tier first
+  (``p2pstore.grid.quality``: reachable peers with good observed uptime before the
+  others), distance second. The candidates are exactly what ``find_peers`` returned,
+  the same window downloaders search, so the preference never hides a share.
 - Share i is offered to the i-th closest peer. In general a share goes to the
   live candidate with the fewest shares (held, placed or being placed), ties broken
   by closeness; with no failures and at least N peers this is exactly "share i to
@@ -25,14 +28,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from .quality import DEFAULT_MIN_UPTIME, QualitySource, rank_by_quality
+
 PeerKey = bytes  # a raw 20-byte node ID
 
 
-def rank_peers(storage_index: bytes, peers: Iterable[PeerKey]) -> list[PeerKey]:
-    """Distinct peers ordered by XOR distance to ``storage_index``, nearest first."""
-    target = int.from_bytes(storage_index, "big")
-    unique = dict.fromkeys(peers)
-    return sorted(unique, key=lambda p: int.from_bytes(p, "big") ^ target)
+def rank_peers(
+    storage_index: bytes,
+    peers: Iterable[PeerKey],
+    *,
+    quality: QualitySource | None = None,
+    min_uptime: float = DEFAULT_MIN_UPTIME,
+) -> list[PeerKey]:
+    """Distinct peers ordered by XOR distance to ``storage_index``, nearest first;
+    with ``quality``, by quality tier first (``p2pstore.grid.quality``)."""
+    return rank_by_quality(storage_index, peers, quality, min_uptime=min_uptime)
 
 
 def happiness(holdings: Mapping[PeerKey, Iterable[int]]) -> int:

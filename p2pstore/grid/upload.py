@@ -52,6 +52,7 @@ from quic_transport.identity import NodeId
 from .errors import GridLocalError, UploadError
 from .peers import FindPeers, P, Progress, StorageFor, describe
 from .placement import PeerKey, SharePlacer, rank_peers
+from .quality import QualitySource
 from .sender import SendConfig, ShareSender
 from .tasks import bounded
 
@@ -100,8 +101,12 @@ class Uploader(Generic[P]):
         *,
         params: EncodingParams | None = None,
         on_uploaded: Callable[[UploadResult[P]], None] | None = None,
+        quality: QualitySource | None = None,
     ) -> None:
         self.find_peers = find_peers
+        #: what this node knows of each peer (reachability, observed uptime): better
+        #: peers among the candidates get shares first (placement.rank_peers)
+        self.quality = quality
         self.storage_for = storage_for
         self.config = config or UploadConfig()
         self.params = params or EncodingParams()
@@ -238,7 +243,7 @@ class Uploader(Generic[P]):
         for p in found:
             peers.setdefault(p.node_id.raw, p)
         existing, dead = await list_existing(si, peers, self.storage_for, self.config.list_timeout)
-        ranked = [p for p in rank_peers(si, peers) if p not in dead]
+        ranked = [p for p in rank_peers(si, peers, quality=self.quality) if p not in dead]
         if len(ranked) < happy:  # happiness can never exceed the live peers: fail now
             raise UploadError(
                 placed={},

@@ -112,6 +112,18 @@ class LimitsSection:
 
 
 @dataclass(frozen=True, slots=True)
+class PortmapSection:
+    """docs/portmap.md: ask the home router (PCP, NAT-PMP, UPnP IGD) to forward the
+    node's UDP port; ``lifetime`` is the mapping lifetime requested (renewed at half)."""
+
+    enabled: bool = True
+    lifetime: int = 7200
+
+
+PORTMAP_LIFETIME_RANGE = (120, 86400)
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """A validated node config. ``node_dir`` is the directory holding the file."""
 
@@ -123,6 +135,7 @@ class NodeConfig:
     logging: LoggingSection = field(default_factory=LoggingSection)
     vdrive: VdriveSection = field(default_factory=VdriveSection)
     limits: LimitsSection = field(default_factory=LimitsSection)
+    portmap: PortmapSection = field(default_factory=PortmapSection)
 
     @property
     def node_dir(self) -> Path:
@@ -242,11 +255,13 @@ def _profile(value: Any) -> str:
     return value
 
 
-def _duration_at_least(minimum: int) -> Callable[[Any], int]:
+def _duration_at_least(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         seconds = parse_duration(value)
         if seconds < minimum:
             raise ValueError(f"{value!r} is shorter than the minimum of {minimum} s")
+        if maximum is not None and seconds > maximum:
+            raise ValueError(f"{value!r} is longer than the maximum of {maximum} s")
         return seconds
 
     return parse
@@ -254,7 +269,7 @@ def _duration_at_least(minimum: int) -> Callable[[Any], int]:
 
 def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
     """Validate parsed TOML; ``path`` is only used in messages and for ``node_dir``."""
-    known_sections = {"node", "storage", "dht", "client", "logging", "vdrive", "limits"}
+    known_sections = {"node", "storage", "dht", "client", "logging", "vdrive", "limits", "portmap"}
     for name, value in data.items():
         if name not in known_sections:
             raise ConfigError(
@@ -350,6 +365,16 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
         profile=s.convert("profile", d_limits.profile, _profile),
     )
     s.finish()
+
+    s = section("portmap")
+    d_portmap = PortmapSection()
+    portmap = PortmapSection(
+        enabled=s.get("enabled", bool, d_portmap.enabled),
+        lifetime=s.convert(
+            "lifetime", d_portmap.lifetime, _duration_at_least(*PORTMAP_LIFETIME_RANGE)
+        ),
+    )
+    s.finish()
     return NodeConfig(
         path=path,
         node=node,
@@ -359,6 +384,7 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
         logging=logging_,
         vdrive=vdrive,
         limits=limits,
+        portmap=portmap,
     )
 
 

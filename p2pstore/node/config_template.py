@@ -14,6 +14,7 @@ from .config import (
     LimitsSection,
     LoggingSection,
     NodeSection,
+    PortmapSection,
     StorageSection,
     toml_string,
 )
@@ -31,10 +32,12 @@ def render_config(
     logging: LoggingSection | None = None,
     client: ClientSection | None = None,
     limits: LimitsSection | None = None,
+    portmap: PortmapSection | None = None,
 ) -> str:
     limits = limits or LimitsSection()
     slow = PROFILE_FACTORS["low-power"]
     dht = dht or DhtSection()
+    portmap = portmap or PortmapSection()
     client = client or ClientSection()
     logging = logging or LoggingSection()
     public = (
@@ -123,6 +126,14 @@ download_rate = {toml_string(_rate(limits.download_rate))}
 # "normal", or "low-power": background work (DHT refresh and republish, lease
 # renewal, the lease crawler, the status file) runs {slow} times less often.
 profile = {toml_string(limits.profile)}
+
+[portmap]
+# Ask the home router (PCP, NAT-PMP or UPnP IGD) to forward this node's UDP port,
+# so others can dial it. Harmless when the router does none of them; never tried
+# when listening on 127.0.0.1. See docs/portmap.md.
+enabled = {"true" if portmap.enabled else "false"}
+# How long each mapping is requested for (2m .. 1d); it is renewed at half that.
+lifetime = {toml_string(format_duration_exact(portmap.lifetime))}
 
 # [vdrive]
 # The grid's shared namespace (docs/vdrive.md). The node that serves it holds the

@@ -51,6 +51,7 @@ from p2pstore.grid import (
     file_source,
 )
 from p2pstore.grid.peers import FindPeers, StorageFor
+from p2pstore.grid.quality import QualitySource
 from p2pstore.immutable import (
     CapError,
     EncodingParams,
@@ -116,6 +117,7 @@ class GridBackend(DelegateVdrive):
         peer_source: Callable[[], Any] | None = None,
         vdrive: VdriveComponent | None = None,
         spool_reserve: int = DEFAULT_SPOOL_RESERVE,
+        quality: QualitySource | None = None,
         upload_config: UploadConfig | None = None,
         download_config: DownloadConfig | None = None,
     ) -> None:
@@ -132,9 +134,12 @@ class GridBackend(DelegateVdrive):
             storage_for,
             upload_config or UploadConfig(happy=happy),
             params=self.params,
+            quality=quality,
         )
         self.downloader: Downloader[Any] = Downloader(find_peers, storage_for, download_config)
-        self.health: Health[Any] = Health(find_peers, storage_for, HealthConfig(happy=happy))
+        self.health: Health[Any] = Health(
+            find_peers, storage_for, HealthConfig(happy=happy), quality=quality
+        )
         self._running: set[asyncio.Task[Any]] = set()
         self._closed = False
         self.uploads_done = 0

@@ -41,6 +41,19 @@ Invariants:
   every background period here (grow, feed, seed checks, lease renewal, lease
   crawler, disk rescans) and the DHT's maintenance, refresh and republish
   intervals by its factor. ``status`` shows the active limits.
+- Peer quality for placement (docs/grid.md, "Placement preference"): every DHT
+  request's outcome and each known-peers feed go to ``uptime``
+  (:class:`~p2pstore.node.uptime.UptimeTracker`, this node's own observations);
+  :meth:`peer_quality` combines it with the ``reachability`` hook and the backend's
+  uploader and repairer rank candidates with it.
+- NAT hooks (set by the reachability wiring, None by default): ``announced_peers``
+  turns the node announcements a lookup collected into extra storage peers for
+  :meth:`find_peers`; ``reachability`` says whether a peer is publicly reachable.
+- Port mapping (docs/portmap.md): ``start()`` creates ``port_mapper`` (a
+  :class:`~p2pstore.nat.portmap.PortMapper` for the bound UDP port, from
+  ``[portmap]``) and starts it without waiting; it is off on loopback. Its status is
+  ``details["portmap"]`` / ``"portmap"`` in the node info; ``close()`` deletes the
+  mapping just before the endpoint closes.
 """
 
 from __future__ import annotations
@@ -56,13 +69,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from dht import Contact, DhtConfig, DhtNode, LoopClock
+from dht import Announcement, Contact, DhtConfig, DhtNode, LoopClock
 from dht.quic_adapter import dht_transport
 from p2pstore import __version__
 from p2pstore.grid import Health, HealthConfig
+from p2pstore.grid.quality import PeerQuality
 from p2pstore.grid.upload import UploadResult
 from p2pstore.immutable import EncodingParams
 from p2pstore.immutable.allocator import tune_allocator
+from p2pstore.nat.portmap import PortMapper
 from p2pstore.storage import LocalStorageClient, StorageAPI, StorageConfig, StorageService
 from p2pstore.storage.bulk import QuicStorageClient, register_storage_streams
 from p2pstore.web.backend import PeerInfo
@@ -78,6 +93,7 @@ from .limits import dht_config, limits_status, slower, transport_config
 from .seed_watch import Nicknames, SeedWatch
 from .service import NodeContext, ServiceStatus
 from .storage_peers import StoragePeers
+from .uptime import ObservingTransport, UptimeTracker
 
 log = logging.getLogger(__name__)
 STORAGE_RESCAN_SECONDS = 60.0
@@ -101,6 +117,11 @@ def disk_usage(root: Path) -> int:
         except OSError:
             continue
     return total
+
+
+#: ``announced_peers(announcements)``: the storage peers a lookup's node announcements
+#: describe (the reachability wiring decodes the peer records in their values).
+AnnouncedPeers = Callable[[Sequence[Announcement]], Sequence[PeerAddress]]
 
 
 class VdriveFactory(Protocol):
@@ -150,6 +171,10 @@ class GridService:
         self.backend: GridBackend | None = None
         self.vdrive: VdriveComponent | None = None
         self.storage_peers = StoragePeers(self._probe_storage)
+        self.uptime = UptimeTracker()
+        #: NAT wiring hooks (see the module docstring); None = not wired
+        self.announced_peers: AnnouncedPeers | None = None
+        self.reachability: Callable[[NodeId], bool | None] | None = None
         self.last_join: JoinReport | None = None
         self.joined_at: float | None = None
         self._task: asyncio.Task[None] | None = None
@@ -158,6 +183,7 @@ class GridService:
         self._storage_used = 0
         self._storage_scanned_at: float | None = None
         self.spool_dir = context.node_dir.state_dir / "spool"
+        self.port_mapper: PortMapper | None = None  # docs/portmap.md
 
     def __repr__(self) -> str:
         return f"GridService({self.context.key.node_id.b32})"
@@ -196,6 +222,12 @@ class GridService:
             clock=ctx.clock,
         )
         self._bound = (listen.host, port)
+        # -- port mapping (portmap): in the background; off on loopback ---------------
+        self.port_mapper = PortMapper.for_node(
+            listen.host, port, enabled=cfg.portmap.enabled, lifetime=cfg.portmap.lifetime
+        )
+        await self.port_mapper.start()
+        # ------------------------------------------------------------------------------
         adv = advertised_address(cfg, port)
         self._self_address = PeerAddress(ctx.key.node_id, adv.host, adv.port)
         if cfg.storage.enabled:
@@ -217,13 +249,14 @@ class GridService:
         seeds = [Contact(s.node_id, s.host, s.port) for s in candidates]
         self.dht = DhtNode(
             ctx.key.node_id,
-            dht_transport(self.endpoint),
+            ObservingTransport(dht_transport(self.endpoint), self.uptime),
             clock=LoopClock(),
             seeds=seeds,
             config=dht_config(
                 DhtConfig(k=min(cfg.dht.k, 20), alpha=min(cfg.dht.alpha, cfg.dht.k, 20)),
                 cfg.limits,
             ),
+            signer=ctx.key,
         )
         await self.dht.start(bootstrap=False)
         if cfg.client.renew_leases:
@@ -273,6 +306,8 @@ class GridService:
         if self.storage is not None:
             await self.storage.close()
             self.storage = None
+        if self.port_mapper is not None:  # portmap: delete the router's mapping
+            await self.port_mapper.close()
         if self.endpoint is not None:
             await self.endpoint.aclose()
         log.info("grid node closed")
@@ -377,6 +412,7 @@ class GridService:
         for c in self.dht.table.contacts():
             if c.node_id in live:
                 known.saw(c.node_id, c.host, c.port)
+                self.uptime.observe(c.node_id, True)
 
     # -- grid wiring -----------------------------------------------------------------
     async def _probe_storage(self, peer: PeerAddress) -> Any:
@@ -385,16 +421,39 @@ class GridService:
 
     async def find_peers(self, storage_index: bytes, count: int) -> Sequence[PeerAddress]:
         """Storage peers near ``storage_index``: DHT lookup, minus non-storage nodes,
-        plus this node when it stores (ranked by the grid)."""
+        plus the peers the ``announced_peers`` hook derives from the node announcements
+        the lookup saw (not probed: their signed records say they store), plus this
+        node when it stores; the ``count`` nearest, which uploaders, repairers and
+        downloaders all ask for, so they see the same window."""
         assert self.dht is not None
         own = self.context.key.node_id
-        contacts = await self.dht.lookup(NodeId(storage_index))
+        hook = self.announced_peers
+        announced: Sequence[PeerAddress] = ()
+        if hook is None:
+            contacts = await self.dht.lookup(NodeId(storage_index))
+        else:
+            outcome = await self.dht.lookup_detailed(NodeId(storage_index))
+            contacts = outcome.contacts
+            try:
+                announced = hook(outcome.announcements)
+            except Exception:  # a bad record must not break every upload
+                log.exception("announced_peers hook failed")
         found = [PeerAddress(c.node_id, c.host, c.port) for c in contacts if c.node_id != own]
         peers = await self.storage_peers.filter(found)
+        have = {p.node_id for p in peers}
+        peers += [p for p in announced if p.node_id != own and p.node_id not in have]
         if self.storage is not None and self._self_address is not None:
             peers.append(self._self_address)
         target = int.from_bytes(storage_index, "big")
         return sorted(peers, key=lambda p: int(p.node_id) ^ target)[:count]
+
+    def peer_quality(self, node_id: NodeId) -> PeerQuality:
+        """What this node knows of a peer: reachability (hook) and observed uptime."""
+        hook = self.reachability
+        return PeerQuality(
+            reachable=None if hook is None else hook(node_id),
+            uptime=self.uptime.uptime(node_id),
+        )
 
     def storage_for(self, peer: PeerAddress) -> StorageAPI:
         assert self.endpoint is not None
@@ -418,6 +477,7 @@ class GridService:
                 happy=cfg.shares_happy,
                 node_info=self._node_info,
                 peer_source=self.peer_list,
+                quality=self.peer_quality,
             )
             self.backend.uploader.on_uploaded = self._on_uploaded
             if self.vdrive_factory is not None:
@@ -457,6 +517,8 @@ class GridService:
             adv = self._self_address
             if adv is not None:
                 doc["advertised"] = f"{adv.host}:{adv.port}"
+            if self.port_mapper is not None:  # portmap
+                doc["portmap"] = self.port_mapper.status()
             doc["introducer"] = self.context.config.node.introducer
         return doc
 
@@ -550,6 +612,8 @@ class GridService:
         if self.lease_renewer is not None:
             details["leases"] = self.lease_renewer.status()
         details["limits"] = limits_status(self.context.config.limits, self.endpoint)
+        if self.port_mapper is not None:  # portmap
+            details["portmap"] = self.port_mapper.status()
         return ServiceStatus(
             listen_host=self._bound[0],
             listen_port=self._bound[1],

@@ -1,0 +1,1 @@
+"""NAT traversal: reachability, hole punching, relays and port mapping (issue #10)."""
