@@ -14,6 +14,7 @@ import pytest
 
 from p2pstore.nat.portmap import PortMapper, PortmapSettings
 from p2pstore.nat.portmap_pmp import PcpMapRequest, encode_pcp_reply
+from p2pstore.nat.portmap_upnp import ssdp_response_text
 from p2pstore.testing.fake_gateway import FakeIgd, FakePmpGateway, igd_description
 
 HOST = "127.0.0.1"
@@ -175,6 +176,18 @@ async def test_renews_before_the_lifetime_ends(pmp: FakePmpGateway) -> None:
     await pm.close()
 
 
+async def test_nat_pmp_renewal_asks_for_the_port_held(pmp: FakePmpGateway) -> None:
+    pmp.speaks, pmp.grant_lifetime = "nat-pmp", 1
+    pm = await mapped(
+        make_mapper(server_port=port_of(pmp), methods=("nat-pmp",), min_renew_interval=0.2)
+    )
+    await asyncio.sleep(0.8)
+    maps = [args for kind, args in pmp.requests if kind == "nat-pmp-map"]
+    assert len(maps) >= 2 and maps[0] == (4433, 4433, 7200) and maps[1] == (4433, 5433, 7200)
+    assert pm.status()["renewals"] >= 1 and pm.status()["method"] == "nat-pmp"
+    await pm.close()
+
+
 async def test_lost_mapping_is_reported_and_searched_again(pmp: FakePmpGateway) -> None:
     pmp.grant_lifetime = 1
     changes: list[object] = []
@@ -265,6 +278,13 @@ async def test_upnp_renewal_re_adds_the_same_port(igd: FakeIgd) -> None:
         (lambda g: setattr(g, "location", "https://127.0.0.1/d.xml"), "only http"),
         (lambda g: setattr(g, "ssdp_reply", b"HTTP/1.1 200 OK\r\n\r\n"), "no LOCATION"),
         (
+            lambda g: setattr(
+                g, "ssdp_reply", ssdp_response_text(g.desc_url, "urn:x:device:MediaServer:1")
+            ),
+            "answer for 'urn:x:device:MediaServer:1'",
+        ),
+        (lambda g: setattr(g, "ssdp_reply", b"HTTP/1.1 200 OK\r\n" + b"x" * 5000), "max 4096"),
+        (
             lambda g: setattr(g, "description", igd_description("http://10.0.0.1/ctl")),
             "not the gateway",
         ),
@@ -283,6 +303,8 @@ async def test_upnp_renewal_re_adds_the_same_port(igd: FakeIgd) -> None:
         "foreign-location",
         "https-location",
         "ssdp-garbage",
+        "ssdp-other-device",
+        "ssdp-oversized",
         "foreign-control",
         "dtd",
         "broken-xml",
