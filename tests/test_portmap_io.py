@@ -207,6 +207,30 @@ async def test_lost_mapping_is_reported_and_searched_again(pmp: FakePmpGateway) 
     await pm.close()
 
 
+async def test_local_errors_during_renewal_count_as_failed_renewals(
+    pmp: FakePmpGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    pmp.grant_lifetime = 1
+    changes: list[object] = []
+    pm = make_mapper(
+        server_port=port_of(pmp), methods=("pcp",), min_renew_interval=0.1, retry_interval=60
+    )
+    pm.on_change = changes.append
+    await mapped(pm)
+    assert pm._mapper is not None
+
+    async def broken(lifetime: int) -> Any:
+        raise OSError(101, "Network is unreachable")
+
+    pm._mapper.map = broken  # type: ignore[method-assign]
+    await asyncio.sleep(1.3)
+    # renewals failed until the lease ran out: lost, then found again by a new search
+    assert changes == [("203.0.113.7", 5433), None, ("203.0.113.7", 5433)]
+    assert pm.status()["attempts"] == 2 and pm.status()["state"] == "mapped"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    await pm.close()
+
+
 # -- UPnP IGD --------------------------------------------------------------------------
 
 
