@@ -36,6 +36,9 @@ Invariants:
   uploader's ``on_uploaded`` hook. The renewer closes before the DHT.
 - The known-peers store is fed from the routing table every ``feed_interval`` and
   at close; the runner writes it to ``state/known_peers.json``.
+- Relay (docs/relay.md): when :meth:`relay_should_serve` (``[relay] serve``; "auto"
+  follows :meth:`set_relay_reachable`) a :class:`~p2pstore.nat.relay.RelayService`
+  runs on the endpoint; it closes before the storage service and the endpoint.
 - ``[limits]`` (docs/limits.md, :mod:`p2pstore.node.limits`): the endpoint gets
   ``max_connections`` and the bandwidth caps; the "low-power" profile multiplies
   every background period here (grow, feed, seed checks, lease renewal, lease
@@ -78,6 +81,7 @@ from p2pstore.grid.upload import UploadResult
 from p2pstore.immutable import EncodingParams
 from p2pstore.immutable.allocator import tune_allocator
 from p2pstore.nat.portmap import PortMapper
+from p2pstore.nat.relay import RelayService
 from p2pstore.storage import LocalStorageClient, StorageAPI, StorageConfig, StorageService
 from p2pstore.storage.bulk import QuicStorageClient, register_storage_streams
 from p2pstore.web.backend import PeerInfo
@@ -183,6 +187,8 @@ class GridService:
         self._storage_used = 0
         self._storage_scanned_at: float | None = None
         self.spool_dir = context.node_dir.state_dir / "spool"
+        self.relay_service: RelayService | None = None  # [relay] serve (docs/relay.md)
+        self._relay_reachable: bool | None = None  # set by the reachability engine
         self.port_mapper: PortMapper | None = None  # docs/portmap.md
 
     def __repr__(self) -> str:
@@ -245,6 +251,7 @@ class GridService:
             )
             register_storage_streams(self.endpoint, self.storage.server, error_factory=RpcError)
         _remove_stale_spools(self.spool_dir)
+        self._update_relay()
         candidates = join_candidates(ctx.bootstrap, ctx.known_peers, ctx.key.node_id)
         seeds = [Contact(s.node_id, s.host, s.port) for s in candidates]
         self.dht = DhtNode(
@@ -303,6 +310,9 @@ class GridService:
         if self.dht is not None:
             self._feed_known_peers()
             await self.dht.close()
+        if self.relay_service is not None:
+            await self.relay_service.close()
+            self.relay_service = None
         if self.storage is not None:
             await self.storage.close()
             self.storage = None
@@ -311,6 +321,39 @@ class GridService:
         if self.endpoint is not None:
             await self.endpoint.aclose()
         log.info("grid node closed")
+
+    # -- relay service ---------------------------------------------------------------
+    def relay_should_serve(self) -> bool:
+        """``[relay] serve``: true/false as configured; "auto" follows
+        :meth:`set_relay_reachable`, and until that is known, serves when the node has
+        a ``public_address`` configured or is an introducer."""
+        cfg = self.context.config
+        if cfg.relay.serve is not None:
+            return cfg.relay.serve
+        if self._relay_reachable is not None:
+            return self._relay_reachable
+        return cfg.node.public_address is not None or cfg.node.introducer
+
+    async def set_relay_reachable(self, reachable: bool) -> None:
+        """The reachability engine reports whether this node is publicly reachable;
+        with ``serve = "auto"`` the relay service starts or stops accordingly."""
+        self._relay_reachable = reachable
+        if not self.relay_should_serve() and self.relay_service is not None:
+            service, self.relay_service = self.relay_service, None
+            await service.close()
+            log.info("relay service stopped (node not publicly reachable)")
+        self._update_relay()
+
+    def _update_relay(self) -> None:
+        if self.endpoint is None or self.relay_service is not None:
+            return
+        if not self.relay_should_serve():
+            return
+        cfg = self.context.config
+        public = cfg.node.public_address.host if cfg.node.public_address is not None else None
+        self.relay_service = RelayService(self.endpoint, cfg.relay.limits(), public_host=public)
+        self.relay_service.start()
+        log.info("relay service started (docs/relay.md)")
 
     # -- leases ----------------------------------------------------------------------
     def _start_leases(self) -> None:
@@ -611,6 +654,8 @@ class GridService:
             details["connections"] = len(self.endpoint.connected_peers)
         if self.lease_renewer is not None:
             details["leases"] = self.lease_renewer.status()
+        if self.relay_service is not None:
+            details["relay_service"] = self.relay_service.status()
         details["limits"] = limits_status(self.context.config.limits, self.endpoint)
         if self.port_mapper is not None:  # portmap
             details["portmap"] = self.port_mapper.status()
