@@ -156,6 +156,50 @@ class Endpoint:
     def connected_peers(self) -> list[NodeId]:
         return [n for n, c in self._peers.items() if c.state == READY and not c.closing]
 
+    async def dial(self, peer: PeerAddress, *, timeout: float) -> None:  # noqa: ASYNC109
+        """Open a connection to ``peer`` now, without joining a dial to the same node ID
+        already in flight (NAT hole punching, docs/nat.md: that dial may aim at a stale
+        address, or have sent its Initials before the hole existed). Returns once the
+        peer is authenticated (later calls to its node ID use this connection);
+        ConnectError if not within ``timeout``, and the attempt is abandoned."""
+        if self._closed:
+            raise EndpointClosed("endpoint is closed")
+        if peer.node_id == self.node_id:
+            raise LocalError("refusing to dial this endpoint's own node ID")
+        task = self._loop.create_task(self._dial(peer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(task)
+        except TimeoutError:
+            task.cancel()
+            raise ConnectError(
+                f"no authenticated connection to {peer.host}:{peer.port} within {timeout} s"
+            ) from None
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+
+    def peer_address(self, node_id: NodeId) -> tuple[str, int] | None:
+        """The UDP address of our authenticated connection to ``node_id`` (what we
+        observe for that peer, e.g. its NAT mapping toward us), or None."""
+        conn = self._peers.get(node_id)
+        if conn is None or conn.state != READY or conn.closing:
+            return None
+        return conn.addr
+
+    def send_raw(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Send one non-QUIC UDP datagram from this endpoint's socket (NAT hole punching,
+        docs/nat.md). ``data`` must have the QUIC fixed bit (0x40) clear and must not
+        look like a datagram-size probe, so every receiver's endpoint drops it."""
+        if not data or data[0] & 0x40 or pmtu.is_probe_packet(data) or len(data) > 1200:
+            raise LocalError("send_raw: 1..1200 non-QUIC bytes (first byte & 0x40 == 0)")
+        if self._closed:
+            raise EndpointClosed("endpoint is closed")
+        self._send_raw(data, addr)
+
     def register(self, method: str, handler: Handler) -> None:
         """Serve unary calls of ``method``: ``await handler(ctx, body) -> result``."""
         self.handlers[_check_method(method)] = handler

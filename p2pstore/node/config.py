@@ -97,6 +97,22 @@ class VdriveSection:
 
 
 @dataclass(frozen=True, slots=True)
+class NetworkSection:
+    """NAT traversal (docs/nat.md): ``reachability`` "auto" (decide from dial-backs),
+    "public" or "private"; ``hole_punching`` and ``use_relays`` for reaching and being
+    reached behind NAT; ``relays``: how many reachable peers a private node keeps as
+    relays/rendezvous; ``keepalive``: how often it pings them (under the 30 s UDP
+    conntrack timeout); ``recheck_interval``: how often reachability is re-checked."""
+
+    reachability: str = "auto"
+    hole_punching: bool = True
+    use_relays: bool = True
+    relays: int = 2
+    keepalive: int = 15
+    recheck_interval: int = 900
+
+
+@dataclass(frozen=True, slots=True)
 class RelaySection:
     """docs/relay.md: relay service for NATed peers. ``serve`` None = "auto": serve
     when this node is publicly reachable (GridService.set_relay_reachable)."""
@@ -163,6 +179,7 @@ class NodeConfig:
     client: ClientSection = field(default_factory=ClientSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     vdrive: VdriveSection = field(default_factory=VdriveSection)
+    network: NetworkSection = field(default_factory=NetworkSection)
     relay: RelaySection = field(default_factory=RelaySection)
     limits: LimitsSection = field(default_factory=LimitsSection)
     portmap: PortmapSection = field(default_factory=PortmapSection)
@@ -297,11 +314,27 @@ def _duration_at_least(minimum: int, maximum: int | None = None) -> Callable[[An
     return parse
 
 
+def _reachability(value: Any) -> str:
+    if value not in ("auto", "public", "private"):
+        raise ValueError(f'{value!r} is not one of "auto", "public", "private"')
+    return str(value)
+
+
+def _duration_between(lo: int, hi: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        seconds = parse_duration(value)
+        if not lo <= seconds <= hi:
+            raise ValueError(f"{value!r} is out of range {lo} s .. {hi} s")
+        return seconds
+
+    return parse
+
+
 def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
     """Validate parsed TOML; ``path`` is only used in messages and for ``node_dir``."""
     known_sections = {
         *("node", "storage", "dht", "client", "logging", "vdrive"),
-        *("limits", "portmap", "relay"),
+        *("limits", "portmap", "relay", "network"),
     }
     for name, value in data.items():
         if name not in known_sections:
@@ -388,6 +421,20 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
         open=s.get("open", bool, False),
     )
     s.finish()
+
+    s = section("network")
+    d_net = NetworkSection()
+    network = NetworkSection(
+        reachability=s.convert("reachability", d_net.reachability, _reachability),
+        hole_punching=s.get("hole_punching", bool, d_net.hole_punching),
+        use_relays=s.get("use_relays", bool, d_net.use_relays),
+        relays=s.int_range("relays", d_net.relays, 1, 4),
+        keepalive=s.convert("keepalive", d_net.keepalive, _duration_between(5, 25)),
+        recheck_interval=s.convert(
+            "recheck_interval", d_net.recheck_interval, _duration_at_least(60)
+        ),
+    )
+    s.finish()
     relay = _relay_section(section("relay"))
 
     s = section("limits")
@@ -417,6 +464,7 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
         client=client,
         logging=logging_,
         vdrive=vdrive,
+        network=network,
         relay=relay,
         limits=limits,
         portmap=portmap,

@@ -147,6 +147,17 @@ lifetime = {toml_string(format_duration_exact(portmap.lifetime))}
 # writers = []           # node IDs (base32) allowed to change the shared drive
 # open = false           # true: any node may change it (small friendly grids)
 
+# [network]
+# Home machines behind NAT (docs/nat.md). "auto" asks peers to dial this node back
+# and decides; "public"/"private" skip the guess (a private node runs the DHT as a
+# client and is reached through hole punching or its relays).
+# reachability = "auto"
+# hole_punching = true   # coordinate UDP hole punching through a rendezvous peer
+# use_relays = true      # when private, reserve relayed ports on reachable peers
+# relays = 2             # how many reachable peers a private node keeps (1..4)
+# keepalive = "15s"      # ping them this often (5s..25s, under NAT UDP timeouts)
+# recheck_interval = "15m"
+
 [relay]
 # Relay datagrams for peers behind NAT that cannot be dialed (docs/relay.md). A
 # relayed peer's traffic stays end-to-end encrypted; you only pass it along.

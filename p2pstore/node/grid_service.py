@@ -52,6 +52,12 @@ Invariants:
 - NAT hooks (set by the reachability wiring, None by default): ``announced_peers``
   turns the node announcements a lookup collected into extra storage peers for
   :meth:`find_peers`; ``reachability`` says whether a peer is publicly reachable.
+- NAT (docs/nat.md): ``start()`` creates a :class:`~p2pstore.nat.manager.NatManager`
+  (``[network]``; wiring in :mod:`p2pstore.node.nat_wiring`) after the DHT; it
+  decides reachability, sets the DHT mode, keeps relays and announces the peer
+  record while private. It sets the ``announced_peers`` and ``reachability``
+  hooks; ``find_peers`` so adds announced storage peers; ``storage_for``
+  reaches NATed ones through its Connector. It closes before the DHT.
 - Port mapping (docs/portmap.md): ``start()`` creates ``port_mapper`` (a
   :class:`~p2pstore.nat.portmap.PortMapper` for the bound UDP port, from
   ``[portmap]``) and starts it without waiting; it is off on loopback. Its status is
@@ -80,6 +86,7 @@ from p2pstore.grid.quality import PeerQuality
 from p2pstore.grid.upload import UploadResult
 from p2pstore.immutable import EncodingParams
 from p2pstore.immutable.allocator import tune_allocator
+from p2pstore.nat.manager import NatManager
 from p2pstore.nat.portmap import PortMapper
 from p2pstore.nat.relay import RelayService
 from p2pstore.storage import LocalStorageClient, StorageAPI, StorageConfig, StorageService
@@ -94,6 +101,7 @@ from .grid_backend import GridBackend, VdriveComponent
 from .join import JoinReport, contact_any, join_candidates
 from .leases import LeaseBook, LeaseRenewer, RenewerConfig
 from .limits import dht_config, limits_status, slower, transport_config
+from .nat_wiring import connection_details, extra_peer_ids, make_nat_manager, nat_hooks
 from .seed_watch import Nicknames, SeedWatch
 from .service import NodeContext, ServiceStatus
 from .storage_peers import StoragePeers
@@ -174,6 +182,7 @@ class GridService:
         self.storage: StorageService | None = None
         self.backend: GridBackend | None = None
         self.vdrive: VdriveComponent | None = None
+        self.nat: NatManager | None = None
         self.storage_peers = StoragePeers(self._probe_storage)
         self.uptime = UptimeTracker()
         #: NAT wiring hooks (see the module docstring); None = not wired
@@ -266,6 +275,9 @@ class GridService:
             signer=ctx.key,
         )
         await self.dht.start(bootstrap=False)
+        self.nat = make_nat_manager(self)
+        self.nat.start()
+        self.announced_peers, self.reachability = nat_hooks(self.nat, ctx.key.node_id)
         if cfg.client.renew_leases:
             self._start_leases()
         self._task = asyncio.create_task(self._run(), name="grid-service-join")
@@ -307,6 +319,8 @@ class GridService:
             self.lease_renewer = None
         if self.lease_book is not None:
             self.lease_book.close()
+        if self.nat is not None:
+            await self.nat.close()
         if self.dht is not None:
             self._feed_known_peers()
             await self.dht.close()
@@ -504,7 +518,8 @@ class GridService:
             if self.storage is None:
                 raise RuntimeError("this node does not store shares")
             return LocalStorageClient(self.storage.server, self.context.key.node_id)
-        return QuicStorageClient(self.endpoint, peer, timeout=30.0, stream_timeout=30.0)
+        via = self.nat.storage_endpoint(peer.node_id) if self.nat is not None else None
+        return QuicStorageClient(via or self.endpoint, peer, timeout=30.0, stream_timeout=30.0)
 
     def api_backend(self) -> GridBackend:
         """The HTTP API's backend (created once, after ``start()``)."""
@@ -563,6 +578,8 @@ class GridService:
             if self.port_mapper is not None:  # portmap
                 doc["portmap"] = self.port_mapper.status()
             doc["introducer"] = self.context.config.node.introducer
+            if self.nat is not None:
+                doc["nat"] = self.nat.status()
         return doc
 
     async def peer_list(self) -> list[PeerInfo]:
@@ -570,6 +587,11 @@ class GridService:
         if self.dht is None or self.endpoint is None:
             return []
         contacts = self.dht.table.contacts()
+        listed = {c.node_id for c in contacts}
+        for nid in extra_peer_ids(self.nat, listed):  # NATed peers reached via the connector
+            at = self.endpoint.peer_address(nid)
+            if at is not None:
+                contacts.append(Contact(nid, at[0], at[1]))
         connected = set(self.endpoint.connected_peers)
         ep = self.endpoint
 
@@ -604,6 +626,7 @@ class GridService:
             }
             if role is not None and role.available is not None:
                 details["storage_available"] = role.available
+            details.update(connection_details(self.nat, c.node_id))
             nick = self.nicknames.get(c.node_id) if self.nicknames is not None else None
             if nick is not None:
                 details["nickname"] = nick
@@ -654,6 +677,8 @@ class GridService:
             details["connections"] = len(self.endpoint.connected_peers)
         if self.lease_renewer is not None:
             details["leases"] = self.lease_renewer.status()
+        if self.nat is not None:
+            details["nat"] = self.nat.status()
         if self.relay_service is not None:
             details["relay_service"] = self.relay_service.status()
         details["limits"] = limits_status(self.context.config.limits, self.endpoint)
