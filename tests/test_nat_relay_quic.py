@@ -421,3 +421,25 @@ async def test_b_bounds_the_sources_a_relay_can_make_it_track() -> None:
         finally:
             await client.close()
         assert b.virtual_paths == []
+
+
+async def test_relay_over_ipv6_loopback() -> None:
+    try:
+        eps = [await open_endpoint(NodeKey.generate(), "::1", 0, CFG) for _ in range(3)]
+    except TransportError as e:
+        pytest.skip(f"no IPv6 loopback: {e}")
+    r, b, a = eps
+    svc = RelayService(r)
+    svc.start()
+    serve_b(b)
+    client = RelayClient(b)
+    try:
+        res = await client.reserve(PeerAddress(r.node_id, *r.local_address))
+        assert res.host == "::1"
+        reply = await a.call(relayed(b, res), "echo", 6)
+        assert reply["body"] == 6 and reply["addr"] == list(a.local_address)
+    finally:
+        await client.close()
+        await svc.close()
+        for ep in eps:
+            await ep.aclose()

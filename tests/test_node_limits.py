@@ -47,6 +47,12 @@ def test_low_power_slows_dht_work_but_records_never_lapse() -> None:
     assert slow.refresh_interval == 4 * base.refresh_interval
     assert slow.republish_interval == 4 * base.republish_interval
     assert slow.republish_interval <= slow.record_ttl / REPUBLISH_PER_TTL
+    # announcements: re-announced 4x less often, living 4x longer (ratio unchanged)
+    assert slow.announce_interval == 4 * base.announce_interval
+    assert slow.announce_ttl == 4 * base.announce_ttl
+    assert slow.announce_interval <= slow.announce_ttl / REPUBLISH_PER_TTL
+    long = dht_config(DhtConfig(announce_ttl=12 * 3600, announce_interval=4 * 3600.0), LOW)
+    assert long.announce_ttl == 24 * 3600 and long.announce_interval == 8 * 3600
     assert (slow.k, slow.alpha, slow.record_ttl) == (base.k, base.alpha, base.record_ttl)
     # a short record lifetime caps the slowed republish (never below the original)
     short = DhtConfig(record_ttl=6 * 3600, republish_interval=3600.0)

@@ -9,8 +9,9 @@ settings of the parts it limits (docs/limits.md):
 - :func:`slower`: a period of background work times the profile's factor
   (``PROFILE_FACTORS``: 1 for "normal", 4 for "low-power");
 - :func:`dht_config`: the DHT's periodic work (maintenance tick, bucket refresh,
-  record republish) slowed by that factor, republish kept well inside the
-  record lifetime so records never lapse;
+  record republish, node re-announcement) slowed by that factor, republish and
+  re-announcement kept well inside the lifetimes so nothing lapses (our own
+  announcements get a lifetime as many times longer, at most a day);
 - :func:`limits_status`: what ``status`` shows.
 
 Invariant: the "normal" profile with no caps changes nothing (every function is
@@ -28,8 +29,10 @@ from quic_transport import Endpoint, TransportConfig
 
 from .config import LimitsSection
 
-#: republish at least this many times per record lifetime, whatever the profile
+#: republish (re-announce) at least this many times per lifetime, whatever the profile
 REPUBLISH_PER_TTL = 3
+#: the DHT's ceiling on an announcement's lifetime (dht/config.py)
+MAX_ANNOUNCE_TTL = 24 * 3600
 
 
 def transport_config(limits: LimitsSection, base: TransportConfig | None = None) -> TransportConfig:
@@ -53,11 +56,15 @@ def dht_config(base: DhtConfig, limits: LimitsSection) -> DhtConfig:
     if factor == 1:
         return base
     republish = min(base.republish_interval * factor, base.record_ttl / REPUBLISH_PER_TTL)
+    announce_ttl = max(base.announce_ttl, min(base.announce_ttl * factor, MAX_ANNOUNCE_TTL))
+    announce = min(base.announce_interval * factor, announce_ttl / REPUBLISH_PER_TTL)
     return dataclasses.replace(
         base,
         maintenance_interval=base.maintenance_interval * factor,
         refresh_interval=base.refresh_interval * factor,
         republish_interval=max(base.republish_interval, republish),
+        announce_ttl=announce_ttl,
+        announce_interval=max(base.announce_interval, announce),
     )
 
 
