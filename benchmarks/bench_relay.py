@@ -6,6 +6,8 @@ their own child process; A (this process) uploads ``BENCH_RELAY_MIB`` MiB (defau
 one JSON line per transfer: wall MB/s and the load average (the machine is shared).
 
 Run: ``python -m benchmarks relay`` (or ``python -m benchmarks.bench_relay``).
+``BENCH_RELAY_QUEUE`` sets the relay's queue towards B (bytes, default 1 MiB);
+``BENCH_RELAY_DEBUG=1`` prints the relay's and the client's counters to stderr.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ async def _role_r() -> None:
     from p2pstore.nat.relay_limits import RelayLimits
 
     ep = await open_endpoint(NodeKey.generate())
-    svc = RelayService(ep, RelayLimits(max_rate=0, max_bytes=0))
+    qb = int(os.environ.get("BENCH_RELAY_QUEUE", str(1 << 20)))
+    svc = RelayService(ep, RelayLimits(max_rate=0, max_bytes=0, queue_bytes=qb))
     svc.start()
     print(json.dumps({"id": ep.node_id.b32, "addr": ep.local_address}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)

@@ -52,6 +52,7 @@ from dht.errors import (
     RecordError,
 )
 from dht.lookup import Lookup, LookupStats
+from dht.maintenance import hand_over, run_maintenance
 from dht.messages import (
     ANNOUNCE,
     FIND_NODE,
@@ -80,8 +81,6 @@ log = logging.getLogger(__name__)
 # Join-time lookups into empty buckets only need to meet some nodes there (and be
 # met by them), not to find that region's exact k closest: stop once 3 have answered.
 JOIN_REFRESH_BETA = 3
-# Records handed to one newly met node at most (bounds work per new contact).
-HANDOVER_MAX = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +180,7 @@ class DhtNode:
             await self.bootstrap()
         self.table.mark_refreshed(self.clock.monotonic())
         if self._maintenance is None:
-            self._maintenance = asyncio.create_task(self._maintain())
+            self._maintenance = asyncio.create_task(run_maintenance(self))
 
     async def close(self) -> None:
         """Stop background work and wait for it to end. Handlers stay registered but the
@@ -552,31 +551,13 @@ class DhtNode:
             return
         if to_ping is not None:
             self._spawn(self._ping_oldest(to_ping))
-        if not known and self._server and len(self.store) and contact.node_id in self.table:
-            self._spawn(self._hand_over(contact))
-
-    async def _hand_over(self, newcomer: Contact) -> None:
-        """Give a new contact the records it should hold (paper section 2.5).
-
-        Only when this node is the closest holder it knows of (apart from the
-        newcomer) and the newcomer is closer than this node, so one node, not k,
-        sends each record. At most ``HANDOVER_MAX`` records per newcomer.
-        """
-        sent = 0
-        for key in self.store.key_list():
-            if sent >= HANDOVER_MAX:
-                break
-            rec = self.store.get(key, self.clock.time())
-            if rec is None:
-                continue
-            mine = self.node_id.distance(key)
-            if newcomer.node_id.distance(key) >= mine:
-                continue
-            others = self.table.closest(key, 1, exclude=(newcomer.node_id,))
-            if others and others[0].node_id.distance(key) < mine:
-                continue
-            sent += 1
-            await self._put_one(newcomer, PutRequest(rec, client=not self._server).to_body())
+        if (
+            not known
+            and self._server
+            and (len(self.store) or len(self.anns))
+            and contact.node_id in self.table
+        ):
+            self._spawn(hand_over(self, contact))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         async def runner() -> None:
@@ -626,47 +607,6 @@ class DhtNode:
         iv = self.config.republish_interval
         return self.clock.monotonic() + iv * self.rng.uniform(0.75, 1.0)
 
-    async def _maintain(self) -> None:
-        """Jittered periodic tick: expire, re-bootstrap if alone, refresh, republish."""
-        state = {"backoff": self.config.maintenance_interval, "next_rebootstrap": 0.0}
-        while True:
-            iv = self.config.maintenance_interval
-            await self.clock.sleep(iv * self.rng.uniform(0.5, 1.5))
-            try:
-                await self._tick(state)
-            except Exception:  # a bug in one tick must not end maintenance for good
-                log.exception("DHT maintenance tick failed")
-
-    async def _tick(self, state: dict[str, float]) -> None:
-        now = self.clock.monotonic()
-        self.store.expire(self.clock.time())
-        self.anns.expire(self.clock.time())
-        if not len(self.table):
-            if now >= state["next_rebootstrap"] and (self.seeds or self._saved):
-                log.info("routing table empty: re-bootstrapping from seeds")
-                with contextlib.suppress(DhtLocalError):
-                    await self.bootstrap()
-                if not len(self.table):
-                    state["backoff"] = min(
-                        state["backoff"] * 2, self.config.rebootstrap_backoff_max
-                    )
-                    state["next_rebootstrap"] = now + state["backoff"]
-                else:
-                    state["backoff"] = self.config.maintenance_interval
-            return
-        await self._refresh_some(now)
-        await self._republish_due(now)
-        await self._reannounce_due(now)
-
-    async def _reannounce_due(self, now: float) -> None:
-        a = self._announcer
-        if a is None or a.current is None or a.due > now:
-            return
-        a.due = self._next_reannounce()
-        ann = a.refreshed(self.clock.time())
-        if ann is not None:
-            await self._send_announcement(ann)
-
     def status(self) -> dict[str, Any]:
         """A JSON-safe snapshot for status pages and logs."""
         return {
@@ -681,27 +621,3 @@ class DhtNode:
             "announced": self.announcement is not None,
             "rpcs_sent": self.rpcs_sent,
         }
-
-    async def _refresh_some(self, now: float) -> None:
-        targets = self.table.refresh_targets(now, self.config.refresh_interval, self.rng)
-        self.rng.shuffle(targets)
-        for t in targets[: self.config.max_refresh_per_tick]:
-            await self._lookup(t, FIND_NODE)
-        if targets and self.rng.random() < 0.5:
-            await self._lookup(self.node_id, FIND_NODE)  # keep our neighbourhood fresh
-
-    async def _republish_due(self, now: float) -> None:
-        for key, pub in list(self._published.items()):
-            if pub.due > now:
-                continue
-            rec = pub.record
-            remaining = rec.expires - self.clock.time()
-            if remaining < self.config.record_ttl / 2:
-                # Re-sign with a fresh lifetime; a higher seq so stores accept it.
-                rec = self._sign(pub.signer, rec.name, rec.seq + 1, rec.value, None)
-            pub.record = rec
-            pub.due = self._next_republish()
-            try:
-                await self.put(rec)
-            except RecordError as e:
-                log.warning("republish of %s failed: %s", key.short(), e)

@@ -76,7 +76,7 @@ class RequestHandlers:
         if client:
             # A client-mode caller is answered but never routed to (it may be behind
             # NAT); if it used to be a server, forget it now.
-            self.table.remove(ctx.peer_id)
+            self.table.remove(ctx.peer_id, self.clock.monotonic())
             return
         try:
             contact = Contact(ctx.peer_id, ctx.host, ctx.port)

@@ -3,6 +3,8 @@
 Invariants: all sizes are positive; ``min_datagram_size`` (1,200 bytes, the QUIC
 minimum of RFC 9000 section 14) <= ``max_datagram_size`` <= 16,384 (aioquic's
 usable ceiling lies between 16 and 32 KiB, see shared/PACKAGES.md).
+``upload_rate`` / ``download_rate`` are bytes of UDP datagrams per second for the
+whole endpoint, None meaning unlimited (docs/limits.md).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ class TransportConfig:
     pmtu_probe: bool = True
     pmtu_probe_timeout: float = 0.3  # per probing round
     pmtu_probe_rounds: int = 2
+    # --- bandwidth caps (ratelimit.py, docs/limits.md); None = unlimited ----------
+    upload_rate: int | None = None  # bytes of datagrams sent per second
+    download_rate: int | None = None  # bytes of datagrams read per second
 
     def __post_init__(self) -> None:
         for name in (
@@ -68,6 +73,10 @@ class TransportConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"TransportConfig.{name} must be positive")
+        for name in ("upload_rate", "download_rate"):
+            rate = getattr(self, name)
+            if rate is not None and (isinstance(rate, bool) or rate <= 0):
+                raise ValueError(f"TransportConfig.{name} must be positive or None")
         if not QUIC_MIN_DATAGRAM <= self.min_datagram_size <= self.max_datagram_size:
             raise ValueError("need 1200 <= min_datagram_size <= max_datagram_size")
         if self.max_datagram_size > AIOQUIC_MAX_DATAGRAM:

@@ -18,7 +18,14 @@ Invariants:
 - ``_peers`` maps a node ID only to an authenticated (READY) connection.
 - Every task the endpoint starts is tracked and awaited in :meth:`aclose`.
 - A datagram addressed to a virtual path key (paths.py) goes to that path's
-  ``send`` callable or is dropped; it never reaches the socket.
+  ``send`` callable or is dropped; it never reaches the socket (nor the upload
+  cap: the connection carrying the path, e.g. to a relay, is capped instead).
+- Bandwidth caps (ratelimit.py, docs/limits.md): with ``upload_rate`` set every
+  connection's pacer asks the shared :class:`SendGate` before each packet and
+  :meth:`_service` settles the charge with the bytes sent; with ``download_rate``
+  set the socket is read by :meth:`_on_readable_capped`, which stops reading (the
+  reader is removed and re-added by a timer) while the bucket is in debt. Without
+  caps neither path costs anything.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from .errors import ConnectError, EndpointClosed, LocalError, RpcTimeout
 from .identity import NodeId, NodeKey
 from .paths import PathSend
 from .quicconn import TransportQuicConnection
+from .ratelimit import SendGate, TokenBucket, burst_for, receive_buffer_for
 from .rpc import (
     BulkReader,
     CallContext,
@@ -94,6 +102,13 @@ class Endpoint:
         self._stats = {"datagrams_in": 0, "datagrams_out": 0, "send_dropped": 0, "batches": 0}
         self._paths: dict[tuple[str, int], PathSend] = {}  # virtual paths (paths.py)
         self._origins: dict[tuple[str, int], tuple[str, int]] = {}  # key -> remote address
+        clock = self._loop.time
+        up, down = config.upload_rate, config.download_rate
+        self._up = None if up is None else SendGate(TokenBucket(up, burst_for(up), clock))
+        self._down = None if down is None else TokenBucket(down, burst_for(down), clock)
+        self._read_paused: asyncio.TimerHandle | None = None
+        self._read_pauses = 0
+        self._reader = self._on_readable if self._down is None else self._on_readable_capped
         cert, private = make_certificate(key)
         self._server_conf = QuicConfiguration(
             is_client=False,
@@ -106,7 +121,7 @@ class Endpoint:
             max_stream_data=config.quic_max_stream_data,
             max_datagram_size=config.min_datagram_size,
         )
-        self._loop.add_reader(sock.fileno(), self._on_readable)
+        self._loop.add_reader(sock.fileno(), self._reader)
         self._admission = Admission(
             versions=self._server_conf.supported_versions,
             cid_length=CID_LENGTH,
@@ -126,8 +141,46 @@ class Endpoint:
         return {**self._stats, "retries": self._admission.retries}
 
     @property
+    def limits(self) -> dict[str, int | None]:
+        """Bandwidth caps (bytes/s, None = unlimited) and how often they held traffic
+        back: packets deferred by the upload gate, pauses of socket reading."""
+        return {
+            "upload_rate": self.config.upload_rate,
+            "download_rate": self.config.download_rate,
+            "max_connections": self.config.max_connections,
+            "upload_deferred": 0 if self._up is None else self._up.deferred,
+            "read_pauses": self._read_pauses,
+        }
+
+    @property
     def connected_peers(self) -> list[NodeId]:
         return [n for n, c in self._peers.items() if c.state == READY and not c.closing]
+
+    async def dial(self, peer: PeerAddress, *, timeout: float) -> None:  # noqa: ASYNC109
+        """Open a connection to ``peer`` now, without joining a dial to the same node ID
+        already in flight (NAT hole punching, docs/nat.md: that dial may aim at a stale
+        address, or have sent its Initials before the hole existed). Returns once the
+        peer is authenticated (later calls to its node ID use this connection);
+        ConnectError if not within ``timeout``, and the attempt is abandoned."""
+        if self._closed:
+            raise EndpointClosed("endpoint is closed")
+        if peer.node_id == self.node_id:
+            raise LocalError("refusing to dial this endpoint's own node ID")
+        task = self._loop.create_task(self._dial(peer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(task)
+        except TimeoutError:
+            task.cancel()
+            raise ConnectError(
+                f"no authenticated connection to {peer.host}:{peer.port} within {timeout} s"
+            ) from None
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
 
     def peer_address(self, node_id: NodeId) -> tuple[str, int] | None:
         """The UDP address of our authenticated connection to ``node_id`` (what we
@@ -312,6 +365,9 @@ class Endpoint:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        if self._read_paused is not None:
+            self._read_paused.cancel()
+            self._read_paused = None
         self._loop.remove_reader(self._sock.fileno())
         self._sock.close()
 
@@ -431,6 +487,7 @@ class Endpoint:
         return TransportQuicConnection(
             stream_window=self.config.quic_max_stream_data,
             connection_window=self.config.quic_max_data,
+            send_gate=self._up,
             **kwargs,
         )
 
@@ -468,6 +525,8 @@ class Endpoint:
         if paths.is_virtual(addr):
             self._send_path(data, addr)
             return
+        if self._up is not None:
+            self._up.charge(len(data))
         try:
             self._sock.sendto(data, addr)
             self._stats["datagrams_out"] += 1
@@ -504,6 +563,42 @@ class Endpoint:
         self._stats["datagrams_in"] += n
         self._stats["batches"] += 1
         self._flush()
+
+    def _on_readable_capped(self) -> None:
+        """:meth:`_on_readable` under a download cap: every datagram read is charged
+        to the bucket; once it is in debt the reader is removed until the debt is paid
+        off. Unread datagrams wait in the (short, see ratelimit.receive_buffer_for)
+        kernel queue; a sender that keeps outrunning the cap loses packets there and
+        its congestion control backs off. Nothing already read is ever discarded."""
+        bucket = self._down
+        assert bucket is not None
+        sock = self._sock
+        clock = self._loop.time
+        n = 0
+        for _ in range(self.config.recv_batch):
+            if not bucket.ready():
+                self._loop.remove_reader(sock.fileno())
+                self._read_paused = self._loop.call_later(bucket.delay(), self._resume_reading)
+                self._read_pauses += 1
+                break
+            try:
+                data, addr = sock.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                log.debug("recvfrom failed: %s", e)
+                continue
+            n += 1
+            bucket.consume(len(data))
+            self._on_datagram(data, addr, clock())
+        self._stats["datagrams_in"] += n
+        self._stats["batches"] += 1
+        self._flush()
+
+    def _resume_reading(self) -> None:
+        self._read_paused = None
+        if self._sock.fileno() >= 0:
+            self._loop.add_reader(self._sock.fileno(), self._reader)
 
     def _on_datagram(self, data: bytes, addr: Any, now: float) -> None:
         if not data:
@@ -600,10 +695,12 @@ class Endpoint:
             return
         sendto = self._sock.sendto
         sent = 0
+        nbytes = 0
         for data, addr in conn.quic.datagrams_to_send(now=now):
             if addr[0].__class__ is str and addr[0].endswith(paths.VIRTUAL_SUFFIX):
-                self._send_path(data, addr)
+                self._send_path(data, addr)  # not counted: settle() refunds its charge
                 continue
+            nbytes += len(data)
             try:
                 sendto(data, addr)
                 sent += 1
@@ -613,6 +710,8 @@ class Endpoint:
                 log.debug("sendto %s failed: %s", addr, e)
                 self._stats["send_dropped"] += 1
         self._stats["datagrams_out"] += sent
+        if self._up is not None:
+            self._up.settle(nbytes)
         conn.process_events()  # datagrams_to_send may end a closing connection
         if conn not in self._conns:
             return
@@ -645,17 +744,20 @@ async def _ping_handler(ctx: CallContext, body: Any) -> None:
 
 
 def _set_socket_options(sock: socket.socket, config: TransportConfig) -> None:
-    for force, plain in (
-        (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
-        (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF),
+    rcvbuf = config.socket_buffer_bytes
+    if config.download_rate is not None:
+        rcvbuf = receive_buffer_for(config.download_rate, rcvbuf)
+    for force, plain, size in (
+        (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF, rcvbuf),
+        (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF, config.socket_buffer_bytes),
     ):
         try:
             if force is None:
                 raise OSError
-            sock.setsockopt(socket.SOL_SOCKET, force, config.socket_buffer_bytes)
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
         except OSError:
             with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, plain, config.socket_buffer_bytes)
+                sock.setsockopt(socket.SOL_SOCKET, plain, size)
     # Don't fragment: datagram-size probes must fail rather than be fragmented.
     if sock.family == socket.AF_INET and hasattr(socket, "IP_MTU_DISCOVER"):
         pmtudisc_do = getattr(socket, "IP_PMTUDISC_DO", 2)  # Linux value; missing from typeshed

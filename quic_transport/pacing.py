@@ -21,6 +21,7 @@ stock pacer stays (slower, still correct).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.recovery import QuicPacketPacer
@@ -37,11 +38,17 @@ class CoarseTimerPacer(QuicPacketPacer):
             self.bucket_max = GRANULARITY
 
 
-def install(quic: QuicConnection, max_datagram_size: int) -> bool:
-    """Replace the connection's pacer; False (and the stock pacer) if that is not possible."""
+def install(
+    quic: QuicConnection,
+    max_datagram_size: int,
+    make: Callable[..., QuicPacketPacer] = CoarseTimerPacer,
+) -> bool:
+    """Replace the connection's pacer with ``make(max_datagram_size=...)`` (by default
+    :class:`CoarseTimerPacer`; the upload cap passes its gated variant, see
+    ratelimit.py); False (and the stock pacer) if that is not possible."""
     loss = getattr(quic, "_loss", None)
     if loss is None or not isinstance(getattr(loss, "_pacer", None), QuicPacketPacer):
         log.warning("aioquic internals changed: keeping the stock pacer")
         return False
-    loss._pacer = CoarseTimerPacer(max_datagram_size=max_datagram_size)
+    loss._pacer = make(max_datagram_size=max_datagram_size)
     return True

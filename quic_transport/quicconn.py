@@ -1,5 +1,6 @@
 """TransportQuicConnection: aioquic's QuicConnection with receive windows that do not
-run away, plus the coarse-timer pacer (pacing.py).
+run away, plus the coarse-timer pacer (pacing.py), gated by the endpoint's upload
+cap when one is set (ratelimit.py).
 
 Why: aioquic raises a stream's MAX_STREAM_DATA whenever the *highest offset
 received* passes half the limit, doubling it, and the connection's MAX_DATA the
@@ -22,12 +23,14 @@ If aioquic's internals change shape, the stock behaviour stays (logged once).
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
 from aioquic.quic.connection import QuicConnection
 
 from . import pacing
+from .ratelimit import GatedPacer, SendGate
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +42,23 @@ if not _HOOKS_PRESENT:  # pragma: no cover - depends on the installed aioquic
 
 
 class TransportQuicConnection(QuicConnection):
-    def __init__(self, *, stream_window: int, connection_window: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        stream_window: int,
+        connection_window: int,
+        send_gate: SendGate | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self._p2ps_stream_window = stream_window
         self._p2ps_connection_window = connection_window
-        pacing.install(self, self._max_datagram_size)
+        if send_gate is None:
+            pacing.install(self, self._max_datagram_size)
+        else:  # the endpoint's upload cap (ratelimit.py) gates every packet we build
+            pacing.install(
+                self, self._max_datagram_size, functools.partial(GatedPacer, gate=send_gate)
+            )
 
     def opened_by_valid_packet(self) -> bool:
         """Listener side: whether any packet of this connection has been decrypted

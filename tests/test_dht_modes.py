@@ -223,3 +223,24 @@ def test_announce_needs_the_nodes_own_key() -> None:
                 await mine.announce(bad)
 
     run_virtual(main())
+
+
+def test_announcement_is_handed_over_to_a_server_joining_next_to_the_announcer() -> None:
+    async def body(g: SimGrid) -> None:
+        (c,) = await add_clients(g, CLIENT_KEYS[:1])
+        await c.announce(b"hand me over")
+        nid = near(c.node_id)  # the new server is the closest of all to the announcer
+        first = next(iter(g.nodes))
+        newcomer = DhtNode(
+            nid, g.net.add(nid), clock=g.clock, seeds=[g.net.nodes[first].contact], config=g.config
+        )
+        newcomer.register_handlers()
+        g.nodes[nid] = newcomer
+        await newcomer.bootstrap()
+        await asyncio.sleep(5)  # handovers run as node-owned tasks
+        got = newcomer.anns.get(c.node_id, g.clock.time())
+        assert got is not None and got.value == b"hand me over"
+        # handed over once (by the single closest previous holder), not by all k
+        assert g.net.by_method.get("dht.announce", 0) <= 20 + 2
+
+    sim(body, 30)

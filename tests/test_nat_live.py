@@ -4,6 +4,7 @@ Connector's fallback, with a user-space NAT (tests/nat_helpers.py) where needed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +25,14 @@ from p2pstore.nat.reachability import (
 )
 from p2pstore.nat.record import PeerRecord, RelayAddress
 from p2pstore.nat.tracker import ReachabilityTracker, TrackerConfig
-from quic_transport import CallContext, Endpoint, PeerAddress, RpcError, TransportConfig
+from quic_transport import (
+    CallContext,
+    ConnectError,
+    Endpoint,
+    PeerAddress,
+    RpcError,
+    TransportConfig,
+)
 from quic_transport.identity import NodeKey
 from quic_transport.testing import address_of, endpoints
 
@@ -301,3 +309,20 @@ async def test_connector_skips_punching_when_a_symmetric_nat_is_involved() -> No
         assert route is not None and route.how == "relayed"
         assert services[0].stats["connects"] == 0  # no rendezvous was asked
         await connector.close()
+
+
+async def test_fresh_dial_does_not_join_a_stale_dial_in_flight() -> None:
+    async with endpoints(2, FAST) as (a, b):
+        stale = PeerAddress(b.node_id, "127.0.0.1", free_udp_port())  # nobody answers
+        pending = asyncio.ensure_future(a.ping(stale, timeout=5.0))
+        await asyncio.sleep(0.3)  # the stale dial is in flight
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await a.dial(address_of(b), timeout=3.0)
+        assert loop.time() - t0 < 1.9  # did not wait for the stale dial's 2 s timeout
+        b.register("t.echo", _echo)
+        assert await a.call(PeerAddress(b.node_id, "127.0.0.1", 1), "t.echo", 1) == 1
+        with contextlib.suppress(Exception):
+            await pending
+        with pytest.raises(ConnectError):
+            await a.dial(stale, timeout=0.5)  # abandoned at the timeout

@@ -354,3 +354,92 @@ async def test_unattached_reservation_is_dropped() -> None:
             assert svc.status()["counters"]["ended:not-attached"] == 1
         finally:
             await svc.close()
+
+
+async def test_a_relay_sending_junk_costs_b_only_that_reservation() -> None:
+    """A hostile relay: valid reserve reply, then malformed records. B's client
+    loses the reservation (no crash, paths detached) and its endpoint keeps working."""
+    async with endpoints(3, CFG) as (evil, b, a):
+
+        async def reserve(ctx: CallContext, body: Any) -> Any:
+            return {"id": 7, "port": 9, "ttl": 600.0, "limits": {}}
+
+        async def recv(ctx: CallContext, header: Any) -> AsyncIterator[bytes]:
+            # one valid datagram from a source, then a record with a bad family
+            yield b"\x01\x04\x7f\x00\x00\x01\x00\x09\x00\x04abcd" + b"\x01\x09"
+
+        async def send(ctx: CallContext, header: Any, reader: BulkReader) -> Any:
+            async for _ in reader:
+                pass
+            return None
+
+        evil.register("relay.reserve", reserve)
+        evil.register_fetch("relay.recv", recv)
+        evil.register_stream("relay.send", send)
+        serve_b(b)
+        lost = Lost()
+        client = RelayClient(b, on_lost=lost)
+        try:
+            await client.reserve(address_of(evil))
+            async with asyncio.timeout(5):
+                await lost.happened.wait()
+            assert "address family" in lost.events[0][1]
+            assert b.virtual_paths == [] and client.reservations() == []
+            assert (await a.call(address_of(b), "echo", 5))["body"] == 5
+        finally:
+            await client.close()
+
+
+async def test_b_bounds_the_sources_a_relay_can_make_it_track() -> None:
+    async with endpoints(2, CFG) as (evil, b):
+
+        async def reserve(ctx: CallContext, body: Any) -> Any:
+            return {"id": 1, "port": 9, "ttl": 600.0, "limits": {}}
+
+        async def recv(ctx: CallContext, header: Any) -> AsyncIterator[bytes]:
+            for i in range(1, 50):
+                yield b"\x01\x04\x0a\x00\x00\x01" + i.to_bytes(2, "big") + b"\x00\x01x"
+            await asyncio.sleep(30)
+
+        async def send(ctx: CallContext, header: Any, reader: BulkReader) -> Any:
+            async for _ in reader:
+                pass
+
+        evil.register("relay.reserve", reserve)
+        evil.register_fetch("relay.recv", recv)
+        evil.register_stream("relay.send", send)
+        client = RelayClient(b, max_sources=5)
+        try:
+            await client.reserve(address_of(evil))
+            for _ in range(100):
+                (st,) = client.status()
+                if st["dropped"].get("sources", 0) >= 44:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(st["sources"]) == 5 and st["dropped"]["sources"] == 44
+            assert len(b.virtual_paths) == 5
+        finally:
+            await client.close()
+        assert b.virtual_paths == []
+
+
+async def test_relay_over_ipv6_loopback() -> None:
+    try:
+        eps = [await open_endpoint(NodeKey.generate(), "::1", 0, CFG) for _ in range(3)]
+    except TransportError as e:
+        pytest.skip(f"no IPv6 loopback: {e}")
+    r, b, a = eps
+    svc = RelayService(r)
+    svc.start()
+    serve_b(b)
+    client = RelayClient(b)
+    try:
+        res = await client.reserve(PeerAddress(r.node_id, *r.local_address))
+        assert res.host == "::1"
+        reply = await a.call(relayed(b, res), "echo", 6)
+        assert reply["body"] == 6 and reply["addr"] == list(a.local_address)
+    finally:
+        await client.close()
+        await svc.close()
+        for ep in eps:
+            await ep.aclose()

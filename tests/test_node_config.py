@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from p2pstore.node.address import HostPort
 from p2pstore.node.config import (
     DhtSection,
+    LimitsSection,
     LoggingSection,
     NodeSection,
     StorageSection,
@@ -58,6 +59,34 @@ def test_rendered_config_loads_back_exactly(tmp_path: Path) -> None:
     assert 'quota = "500MiB"' in text
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [
+        LimitsSection(),
+        LimitsSection(
+            max_connections=64, upload_rate=2_000_000, download_rate=512 * 1024, profile="low-power"
+        ),
+        LimitsSection(upload_rate=10_000, download_rate=0),
+    ],
+)
+def test_limits_render_and_load_back(tmp_path: Path, limits: LimitsSection) -> None:
+    text = render_config(NodeSection(), StorageSection(), limits=limits)
+    config = load_config(write(tmp_path, text))
+    assert config.limits == limits
+    assert "[limits]" in text and "0 = unlimited" in text
+
+
+def test_limits_accept_size_strings_and_unlimited(tmp_path: Path) -> None:
+    text = '[limits]\nupload_rate = "2MB"\ndownload_rate = "unlimited"\nprofile = "low-power"\n'
+    limits = load_config(write(tmp_path, text)).limits
+    assert (limits.upload_rate, limits.download_rate) == (2_000_000, 0)
+    assert limits.background_factor == 4 and LimitsSection().background_factor == 1
+    text = "[limits]\nupload_rate = 0\ndownload_rate = 1048576\n"
+    limits = load_config(write(tmp_path, text)).limits
+    assert (limits.upload_rate, limits.download_rate) == (0, 1 << 20)
+    assert load_config(write(tmp_path, "")).limits == LimitsSection()
+
+
 def test_defaults_and_unlimited_quota(tmp_path: Path) -> None:
     path = write(tmp_path, render_config(NodeSection(), StorageSection()))
     config = load_config(path)
@@ -92,6 +121,12 @@ def test_defaults_and_unlimited_quota(tmp_path: Path) -> None:
         ('[vdrive]\npublic_key = "x"', "[vdrive] public_key", "unknown key"),
         ('[vdrive]\nwriters = ["abc"]', "[vdrive] writers", "'abc'"),
         ("[vdrive]\nopen = 1", "[vdrive] open", "expected true or false"),
+        ('[limits]\nupload_rate = "fast"', "[limits] upload_rate", "not a size"),
+        ('[limits]\ndownload_rate = "5kB"', "[limits] download_rate", "minimum of 10kB"),
+        ('[limits]\nupload_rate = "-1MB"', "[limits] upload_rate", "negative"),
+        ("[limits]\nmax_connections = 2", "[limits] max_connections", "out of range 8..65536"),
+        ('[limits]\nprofile = "eco"', "[limits] profile", "'normal', 'low-power'"),
+        ('[limits]\nquota = "1GB"', "[limits] quota", "unknown key"),
         ("[webb]\nport = 1", "[webb]", "unknown section"),
         ("node = 3", "node", "expected a [section] table"),
     ],
@@ -152,6 +187,7 @@ KEYS = {
     "dht": ["k", "alpha", "remember_peers"],
     "logging": ["level", "max_bytes", "backup_count"],
     "vdrive": ["public_key", "serve", "writers", "open"],
+    "limits": ["max_connections", "upload_rate", "download_rate", "profile"],
     "other": ["x"],
 }
 values = st.one_of(
@@ -159,7 +195,9 @@ values = st.one_of(
     st.booleans(),
     st.floats(allow_nan=True),
     st.text(max_size=30),
-    st.sampled_from(["127.0.0.1:80", "10GB", "31d", "INFO", "[::1]:0", "unlimited", "1.5GiB"]),
+    st.sampled_from(
+        ["127.0.0.1:80", "10GB", "31d", "INFO", "[::1]:0", "unlimited", "1.5GiB", "low-power"]
+    ),
     st.lists(st.integers(), max_size=2),
 )
 configs = st.dictionaries(

@@ -12,9 +12,10 @@ Order of attempts (docs/nat.md, "Connecting to a peer"):
    observed address it returns;
 4. relays (``use_relays``): dial the record's relayed addresses.
 
-Every dial waits a little longer than the endpoint's own dial can take (datagram-size
-probing plus ``connect_timeout``) so a failed attempt's dial has ended before the
-next one starts (the endpoint shares one dial per node ID; seen in the netns test).
+Every attempt is a fresh ``Endpoint.dial`` (never joined to a dial to the same node
+ID already in flight, e.g. a DHT query to the peer's stale address whose Initials
+went out before the punch: seen in the netns test), bounded by a little more than
+the endpoint's own dial can take (datagram-size probing plus ``connect_timeout``).
 Concurrent ``connect`` calls for one node share one attempt. How each peer
 was reached is remembered (bounded) for ``peers``: ``direct``, ``punched`` or
 ``relayed``. Attempt tasks belong to the connector and end in :meth:`close`.
@@ -126,7 +127,9 @@ class Connector:
 
     async def _dial(self, peer: PeerAddress) -> bool:
         try:
-            await self.endpoint.ping(peer, timeout=self.dial_wait)
+            # a fresh dial: never join one in flight to a stale address (whose
+            # Initials went out before the punch and back off past our timeout)
+            await self.endpoint.dial(peer, timeout=self.dial_wait)
             return True
         except asyncio.CancelledError:
             raise

@@ -109,7 +109,7 @@ class RelayClient:
         max_sources: int = 256,
         ping_interval: float = 5.0,
         timeout: float = 10.0,
-        recv_timeout: float = 30.0,
+        recv_timeout: float = 15.0,
     ) -> None:
         self.endpoint = endpoint
         self.clock = clock

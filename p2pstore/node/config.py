@@ -30,6 +30,11 @@ CONFIG_FILE = "p2pstore.toml"
 MAX_CONFIG_BYTES = 256 * 1024
 MAX_NICKNAME_CHARS = 64
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: ``[limits] profile`` -> how many times slower periodic background work runs
+#: (DHT refresh and republish, lease renewal, crawler, status; docs/limits.md)
+PROFILE_FACTORS: dict[str, int] = {"normal": 1, "low-power": 4}
+#: a bandwidth cap below this would starve handshakes and DHT traffic
+MIN_RATE = 10_000
 
 T = TypeVar("T")
 
@@ -136,6 +141,34 @@ class RelaySection:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitsSection:
+    """Resource limits for home machines (docs/limits.md). Rates are bytes per
+    second of UDP datagrams for the whole node, 0 meaning unlimited."""
+
+    max_connections: int = 256
+    upload_rate: int = 0
+    download_rate: int = 0
+    profile: str = "normal"
+
+    @property
+    def background_factor(self) -> int:
+        """How many times slower periodic background work runs under ``profile``."""
+        return PROFILE_FACTORS[self.profile]
+
+
+@dataclass(frozen=True, slots=True)
+class PortmapSection:
+    """docs/portmap.md: ask the home router (PCP, NAT-PMP, UPnP IGD) to forward the
+    node's UDP port; ``lifetime`` is the mapping lifetime requested (renewed at half)."""
+
+    enabled: bool = True
+    lifetime: int = 7200
+
+
+PORTMAP_LIFETIME_RANGE = (120, 86400)
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """A validated node config. ``node_dir`` is the directory holding the file."""
 
@@ -148,6 +181,8 @@ class NodeConfig:
     vdrive: VdriveSection = field(default_factory=VdriveSection)
     network: NetworkSection = field(default_factory=NetworkSection)
     relay: RelaySection = field(default_factory=RelaySection)
+    limits: LimitsSection = field(default_factory=LimitsSection)
+    portmap: PortmapSection = field(default_factory=PortmapSection)
 
     @property
     def node_dir(self) -> Path:
@@ -252,11 +287,28 @@ def _bootstrap_file(value: Any) -> str:
     return value
 
 
-def _duration_at_least(minimum: int) -> Callable[[Any], int]:
+def _rate(value: Any) -> int:
+    if isinstance(value, str) and value.strip().lower() == "unlimited":
+        return 0
+    rate = parse_size(value)
+    if 0 < rate < MIN_RATE:
+        raise ValueError(f"{value!r} is below the minimum of 10kB per second (0 = unlimited)")
+    return rate
+
+
+def _profile(value: Any) -> str:
+    if not isinstance(value, str) or value not in PROFILE_FACTORS:
+        raise ValueError(f"{value!r} is not one of {', '.join(map(repr, PROFILE_FACTORS))}")
+    return value
+
+
+def _duration_at_least(minimum: int, maximum: int | None = None) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         seconds = parse_duration(value)
         if seconds < minimum:
             raise ValueError(f"{value!r} is shorter than the minimum of {minimum} s")
+        if maximum is not None and seconds > maximum:
+            raise ValueError(f"{value!r} is longer than the maximum of {maximum} s")
         return seconds
 
     return parse
@@ -281,14 +333,8 @@ def _duration_between(lo: int, hi: int) -> Callable[[Any], int]:
 def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
     """Validate parsed TOML; ``path`` is only used in messages and for ``node_dir``."""
     known_sections = {
-        "node",
-        "storage",
-        "dht",
-        "client",
-        "logging",
-        "vdrive",
-        "network",
-        "relay",
+        *("node", "storage", "dht", "client", "logging", "vdrive"),
+        *("limits", "portmap", "relay", "network"),
     }
     for name, value in data.items():
         if name not in known_sections:
@@ -390,6 +436,26 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
     )
     s.finish()
     relay = _relay_section(section("relay"))
+
+    s = section("limits")
+    d_limits = LimitsSection()
+    limits = LimitsSection(
+        max_connections=s.int_range("max_connections", d_limits.max_connections, 8, 65536),
+        upload_rate=s.convert("upload_rate", d_limits.upload_rate, _rate),
+        download_rate=s.convert("download_rate", d_limits.download_rate, _rate),
+        profile=s.convert("profile", d_limits.profile, _profile),
+    )
+    s.finish()
+
+    s = section("portmap")
+    d_portmap = PortmapSection()
+    portmap = PortmapSection(
+        enabled=s.get("enabled", bool, d_portmap.enabled),
+        lifetime=s.convert(
+            "lifetime", d_portmap.lifetime, _duration_at_least(*PORTMAP_LIFETIME_RANGE)
+        ),
+    )
+    s.finish()
     return NodeConfig(
         path=path,
         node=node,
@@ -400,6 +466,8 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
         vdrive=vdrive,
         network=network,
         relay=relay,
+        limits=limits,
+        portmap=portmap,
     )
 
 

@@ -8,15 +8,22 @@ so every key has one saying what it does and what values it takes.
 from __future__ import annotations
 
 from .config import (
+    PROFILE_FACTORS,
     ClientSection,
     DhtSection,
+    LimitsSection,
     LoggingSection,
     NodeSection,
+    PortmapSection,
     RelaySection,
     StorageSection,
     toml_string,
 )
 from .size import format_duration_exact, format_size_exact
+
+
+def _rate(rate: int) -> str:
+    return "0" if rate == 0 else format_size_exact(rate)
 
 
 def render_config(
@@ -25,12 +32,17 @@ def render_config(
     dht: DhtSection | None = None,
     logging: LoggingSection | None = None,
     client: ClientSection | None = None,
+    limits: LimitsSection | None = None,
+    portmap: PortmapSection | None = None,
     relay: RelaySection | None = None,
 ) -> str:
+    limits = limits or LimitsSection()
+    slow = PROFILE_FACTORS["low-power"]
     relay = relay or RelaySection()
     serve = "auto" if relay.serve is None else ("true" if relay.serve else "false")
     serve_text = toml_string(serve) if relay.serve is None else serve
     dht = dht or DhtSection()
+    portmap = portmap or PortmapSection()
     client = client or ClientSection()
     logging = logging or LoggingSection()
     public = (
@@ -106,6 +118,28 @@ level = {toml_string(logging.level)}
 max_bytes = {toml_string(format_size_exact(logging.max_bytes))}
 backup_count = {logging.backup_count}
 
+[limits]
+# Resource limits for a home machine (docs/limits.md).
+# Most QUIC connections open at once; when full, the least recently used idle one
+# is closed to make room.
+max_connections = {limits.max_connections}
+# Bandwidth caps, bytes per second of all traffic (a size like "2MB" or "512KiB"
+# per second; 0 = unlimited, otherwise at least 10kB). Uploads beyond the cap
+# wait; downloads beyond it are read more slowly, so senders slow down.
+upload_rate = {toml_string(_rate(limits.upload_rate))}
+download_rate = {toml_string(_rate(limits.download_rate))}
+# "normal", or "low-power": background work (DHT refresh and republish, lease
+# renewal, the lease crawler, the status file) runs {slow} times less often.
+profile = {toml_string(limits.profile)}
+
+[portmap]
+# Ask the home router (PCP, NAT-PMP or UPnP IGD) to forward this node's UDP port,
+# so others can dial it. Harmless when the router does none of them; never tried
+# when listening on 127.0.0.1. See docs/portmap.md.
+enabled = {"true" if portmap.enabled else "false"}
+# How long each mapping is requested for (2m .. 1d); it is renewed at half that.
+lifetime = {toml_string(format_duration_exact(portmap.lifetime))}
+
 # [vdrive]
 # The grid's shared namespace (docs/vdrive.md). The node that serves it holds the
 # shared drive's key (its own node key) and publishes the p2ps-vdrive line.
@@ -136,8 +170,8 @@ max_reservations_per_peer = {relay.max_reservations_per_peer}
 max_circuits = {relay.max_circuits}
 # Bytes one reservation may carry in total (both directions), and per second
 # ("0" = unlimited). Over the cap a reservation ends; over the rate datagrams drop.
-max_bytes = {toml_string(format_size_exact(relay.max_bytes))}
-max_rate = {toml_string(format_size_exact(relay.max_rate))}
+max_bytes = {toml_string(_rate(relay.max_bytes))}
+max_rate = {toml_string(_rate(relay.max_rate))}
 # A reservation lasts lifetime unless renewed (clients renew at half of it), and
 # at most max_duration in total ("0s" = no limit).
 lifetime = {toml_string(format_duration_exact(relay.lifetime))}

@@ -36,6 +36,14 @@ Invariants:
   uploader's ``on_uploaded`` hook. The renewer closes before the DHT.
 - The known-peers store is fed from the routing table every ``feed_interval`` and
   at close; the runner writes it to ``state/known_peers.json``.
+- Relay (docs/relay.md): when :meth:`relay_should_serve` (``[relay] serve``; "auto"
+  follows :meth:`set_relay_reachable`) a :class:`~p2pstore.nat.relay.RelayService`
+  runs on the endpoint; it closes before the storage service and the endpoint.
+- ``[limits]`` (docs/limits.md, :mod:`p2pstore.node.limits`): the endpoint gets
+  ``max_connections`` and the bandwidth caps; the "low-power" profile multiplies
+  every background period here (grow, feed, seed checks, lease renewal, lease
+  crawler, disk rescans) and the DHT's maintenance, refresh and republish
+  intervals by its factor. ``status`` shows the active limits.
 - Peer quality for placement (docs/grid.md, "Placement preference"): every DHT
   request's outcome and each known-peers feed go to ``uptime``
   (:class:`~p2pstore.node.uptime.UptimeTracker`, this node's own observations);
@@ -50,9 +58,11 @@ Invariants:
   record while private. It sets the ``announced_peers`` and ``reachability``
   hooks; ``find_peers`` so adds announced storage peers; ``storage_for``
   reaches NATed ones through its Connector. It closes before the DHT.
-- Relay (docs/relay.md): when :meth:`relay_should_serve` (``[relay] serve``; "auto"
-  follows :meth:`set_relay_reachable`) a :class:`~p2pstore.nat.relay.RelayService`
-  runs on the endpoint; it closes before the storage service and the endpoint.
+- Port mapping (docs/portmap.md): ``start()`` creates ``port_mapper`` (a
+  :class:`~p2pstore.nat.portmap.PortMapper` for the bound UDP port, from
+  ``[portmap]``) and starts it without waiting; it is off on loopback. Its status is
+  ``details["portmap"]`` / ``"portmap"`` in the node info; ``close()`` deletes the
+  mapping just before the endpoint closes.
 """
 
 from __future__ import annotations
@@ -77,6 +87,7 @@ from p2pstore.grid.upload import UploadResult
 from p2pstore.immutable import EncodingParams
 from p2pstore.immutable.allocator import tune_allocator
 from p2pstore.nat.manager import NatManager
+from p2pstore.nat.portmap import PortMapper
 from p2pstore.nat.relay import RelayService
 from p2pstore.storage import LocalStorageClient, StorageAPI, StorageConfig, StorageService
 from p2pstore.storage.bulk import QuicStorageClient, register_storage_streams
@@ -89,6 +100,7 @@ from .bootstrap import Seed
 from .grid_backend import GridBackend, VdriveComponent
 from .join import JoinReport, contact_any, join_candidates
 from .leases import LeaseBook, LeaseRenewer, RenewerConfig
+from .limits import dht_config, limits_status, slower, transport_config
 from .nat_wiring import connection_details, extra_peer_ids, make_nat_manager, nat_hooks
 from .seed_watch import Nicknames, SeedWatch
 from .service import NodeContext, ServiceStatus
@@ -152,11 +164,12 @@ class GridService:
         self.context = context
         self.vdrive_factory = vdrive_factory
         self.join_enough = join_enough
-        self.grow_interval = grow_interval
-        self.feed_interval = feed_interval
+        limits = context.config.limits
+        self.grow_interval = slower(grow_interval, limits)
+        self.feed_interval = slower(feed_interval, limits)
         self.retry_max = retry_max
         self.probe_timeout = probe_timeout
-        self.seed_interval = seed_interval
+        self.seed_interval = slower(seed_interval, limits)
         self.renewer_config = renewer_config
         self.lease_book: LeaseBook | None = None
         self.lease_renewer: LeaseRenewer | None = None
@@ -185,6 +198,7 @@ class GridService:
         self.spool_dir = context.node_dir.state_dir / "spool"
         self.relay_service: RelayService | None = None  # [relay] serve (docs/relay.md)
         self._relay_reachable: bool | None = None  # set by the reachability engine
+        self.port_mapper: PortMapper | None = None  # docs/portmap.md
 
     def __repr__(self) -> str:
         return f"GridService({self.context.key.node_id.b32})"
@@ -196,7 +210,9 @@ class GridService:
         cfg = ctx.config
         listen = cfg.node.listen
         try:
-            self.endpoint = await open_endpoint(ctx.key, listen.host, listen.port)
+            self.endpoint = await open_endpoint(
+                ctx.key, listen.host, listen.port, transport_config(cfg.limits)
+            )
         except LocalError:
             _raise_bind_oserror(listen.host, listen.port)  # the runner reports OSError
             raise
@@ -221,6 +237,12 @@ class GridService:
             clock=ctx.clock,
         )
         self._bound = (listen.host, port)
+        # -- port mapping (portmap): in the background; off on loopback ---------------
+        self.port_mapper = PortMapper.for_node(
+            listen.host, port, enabled=cfg.portmap.enabled, lifetime=cfg.portmap.lifetime
+        )
+        await self.port_mapper.start()
+        # ------------------------------------------------------------------------------
         adv = advertised_address(cfg, port)
         self._self_address = PeerAddress(ctx.key.node_id, adv.host, adv.port)
         if cfg.storage.enabled:
@@ -230,7 +252,11 @@ class GridService:
                 lease_duration=float(cfg.storage.lease_duration),
             )
             self.storage = await StorageService.start(
-                ctx.node_dir.storage_dir, self.endpoint, scfg, error_factory=RpcError
+                ctx.node_dir.storage_dir,
+                self.endpoint,
+                scfg,
+                error_factory=RpcError,
+                crawl_interval=slower(1.0, cfg.limits),
             )
             register_storage_streams(self.endpoint, self.storage.server, error_factory=RpcError)
         _remove_stale_spools(self.spool_dir)
@@ -242,7 +268,10 @@ class GridService:
             ObservingTransport(dht_transport(self.endpoint), self.uptime),
             clock=LoopClock(),
             seeds=seeds,
-            config=DhtConfig(k=min(cfg.dht.k, 20), alpha=min(cfg.dht.alpha, cfg.dht.k, 20)),
+            config=dht_config(
+                DhtConfig(k=min(cfg.dht.k, 20), alpha=min(cfg.dht.alpha, cfg.dht.k, 20)),
+                cfg.limits,
+            ),
             signer=ctx.key,
         )
         await self.dht.start(bootstrap=False)
@@ -301,6 +330,8 @@ class GridService:
         if self.storage is not None:
             await self.storage.close()
             self.storage = None
+        if self.port_mapper is not None:  # portmap: delete the router's mapping
+            await self.port_mapper.close()
         if self.endpoint is not None:
             await self.endpoint.aclose()
         log.info("grid node closed")
@@ -344,7 +375,7 @@ class GridService:
         cfg = ctx.config
         self.lease_book = LeaseBook.load(ctx.node_dir.private_dir / "leases.log")
         config = self.renewer_config or RenewerConfig(
-            interval=float(cfg.client.renew_interval),
+            interval=slower(float(cfg.client.renew_interval), cfg.limits),
             renew_after=cfg.storage.lease_duration / 3,
         )
         health: Health[PeerAddress] = Health(
@@ -544,6 +575,8 @@ class GridService:
             adv = self._self_address
             if adv is not None:
                 doc["advertised"] = f"{adv.host}:{adv.port}"
+            if self.port_mapper is not None:  # portmap
+                doc["portmap"] = self.port_mapper.status()
             doc["introducer"] = self.context.config.node.introducer
             if self.nat is not None:
                 doc["nat"] = self.nat.status()
@@ -610,9 +643,8 @@ class GridService:
 
     def _rescan_storage(self) -> None:
         now = time.monotonic()
-        if (
-            self._storage_scanned_at is None
-            or now - self._storage_scanned_at >= STORAGE_RESCAN_SECONDS
+        if self._storage_scanned_at is None or now - self._storage_scanned_at >= slower(
+            STORAGE_RESCAN_SECONDS, self.context.config.limits
         ):
             self._storage_scanned_at = now
             if self.storage is None:
@@ -649,6 +681,9 @@ class GridService:
             details["nat"] = self.nat.status()
         if self.relay_service is not None:
             details["relay_service"] = self.relay_service.status()
+        details["limits"] = limits_status(self.context.config.limits, self.endpoint)
+        if self.port_mapper is not None:  # portmap
+            details["portmap"] = self.port_mapper.status()
         return ServiceStatus(
             listen_host=self._bound[0],
             listen_port=self._bound[1],

@@ -17,6 +17,8 @@ from p2pstore.nat.manager import NatManager, NatSettings
 from quic_transport import PeerAddress
 from quic_transport.identity import NodeId
 
+from .limits import slower
+
 if TYPE_CHECKING:
     from .grid_service import GridService
 
@@ -29,7 +31,9 @@ def nat_settings(service: GridService) -> NatSettings:
         use_relays=net.use_relays,
         max_anchors=net.relays,
         keepalive=float(net.keepalive),
-        recheck_interval=float(net.recheck_interval),
+        # the low-power profile slows re-checks; never the keepalive, which must
+        # stay under the NAT's UDP timeout or the node becomes unreachable
+        recheck_interval=slower(float(net.recheck_interval), service.context.config.limits),
     )
 
 

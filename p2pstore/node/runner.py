@@ -296,7 +296,8 @@ class NodeRunner:
 
     async def _wait_loop(self, p: Prepared, service: NodeService, known: KnownPeers) -> None:
         assert self._stop is not None
-        interval = p.config.node.status_interval
+        # the low-power profile refreshes the status file less often (docs/limits.md)
+        interval = p.config.node.status_interval * p.config.limits.background_factor
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), interval)
