@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -121,22 +119,6 @@ def shares_of(grid: NatGrid, node: Path) -> int:
     return int((grid.status(node).get("details", {}).get("storage") or {}).get("shares") or 0)
 
 
-# Known reach race (coord/STATUS.md 11:22): a dial to the NATed node started before
-# the punch (by the DHT) is shared by the Connector's post-punch dial and times out.
-# One retry on exactly that error, with a warning in the summary; remove once reach has fixed it.
-PUNCH_RACE = re.compile(r"cannot reach \w+: punched ")
-
-
-def put(grid: NatGrid, data: bytes) -> str:
-    try:
-        return grid.cli(grid.client, "put", "-", stdin=data).decode().strip()
-    except AssertionError as e:
-        if not PUNCH_RACE.search(str(e)):
-            raise
-        warnings.warn(f"known punch race hit, retrying the put once: {e}", stacklevel=1)
-    return grid.cli(grid.client, "put", "-", stdin=data).decode().strip()
-
-
 def scenario(grid: NatGrid) -> tuple[str, bytes]:
     """The test in the module doc; the uploaded cap and data."""
     t = grid.topo
@@ -188,7 +170,7 @@ def scenario(grid: NatGrid) -> tuple[str, bytes]:
 
     # -- upload from the NATed client; one of the 3 shares must go to storage ---
     data = os.urandom(FILE_SIZE)
-    cap = put(grid, data)
+    cap = grid.cli(grid.client, "put", "-", stdin=data).decode().strip()
     phases.done("put")
     info = json.loads(grid.cli(grid.client, "info", cap, "--json"))["storage"]
     holders = {p for ps in info["shares"].values() for p in ps}
