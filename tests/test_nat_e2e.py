@@ -18,7 +18,8 @@ the client says how it got there:
   client must go through the storage node's relay on a seed (``relayed``).
 
 Needs root, ``ip netns`` and nftables; skipped with the reason otherwise. Each
-variant takes about 25 s on an idle 2-core machine.
+variant takes 20-25 s on the shared 2-core machine (the grid's start and stop
+included; private verdict ~5 s, put 1-5 s, get ~4 s).
 """
 
 from __future__ import annotations

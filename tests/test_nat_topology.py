@@ -14,7 +14,7 @@ Measured here (plain UDP from tests/nat_probe.py, no p2pstore code):
   the routers accept unsolicited input on wan (module doc of nat_topology).
 
 Needs root, ``ip netns`` and nftables; skipped with the reason otherwise. About
-15 s in all.
+16 s in all (one process), most of it the failing punches waiting out 2.5 s.
 """
 
 from __future__ import annotations
