@@ -388,16 +388,20 @@ class Endpoint:
         await rpc.serve(self, conn, stream)
 
     # -- socket I/O ----------------------------------------------------------------------
-    def _send_raw(self, data: bytes, addr: tuple[str, int]) -> None:
+    def _send_raw(self, data: bytes, addr: tuple[str, int]) -> bool:
+        """Send one datagram; False only if it is too large to leave this host
+        (EMSGSIZE: the interface MTU or the kernel's cached path MTU)."""
         try:
             self._sock.sendto(data, addr)
             self._stats["datagrams_out"] += 1
         except BlockingIOError:
             self._stats["send_dropped"] += 1
         except OSError as e:
-            if e.errno != errno.EMSGSIZE:
-                log.debug("sendto %s failed: %s", addr, e)
             self._stats["send_dropped"] += 1
+            if e.errno == errno.EMSGSIZE:
+                return False
+            log.debug("sendto %s failed: %s", addr, e)
+        return True
 
     def _on_readable(self) -> None:
         sock = self._sock
@@ -570,6 +574,11 @@ def _set_socket_options(sock: socket.socket, config: TransportConfig) -> None:
         pmtudisc_do = getattr(socket, "IP_PMTUDISC_DO", 2)  # Linux value; missing from typeshed
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MTU_DISCOVER, pmtudisc_do)
+    if sock.family == socket.AF_INET6 and hasattr(socket, "IPV6_DONTFRAG"):
+        # Without it the IPv6 stack fragments oversized datagrams at the source, and a
+        # probe bigger than the path would be reassembled and acknowledged.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_DONTFRAG, 1)
 
 
 async def open_endpoint(
