@@ -15,6 +15,10 @@ connections; ``mb_s_warm`` (upload, download) is a second run in the same proces
 over the connections already open, as in a running node (CPU figures are for the
 first run; peak RSS covers both).
 
+``BENCH_GRID_OPS`` (comma-separated, e.g. ``upload``) runs only some of
+``upload,download,upload-convergent,upload-unary`` (download needs upload) and
+``BENCH_GRID_REPEAT`` repeats them over the same nodes (default 1).
+
 ``python -m benchmarks grid`` runs it; ``python -m benchmarks.bench_grid client
 '<json>'`` is the client half (used internally).
 """
@@ -155,6 +159,43 @@ def run_client(args: dict[str, Any], nodes: list[subprocess.Popen[str]]) -> dict
     return result
 
 
+def _run_ops(
+    base: dict[str, Any],
+    wanted: set[str],
+    peers: list[list[Any]],
+    size: int,
+    sha: str,
+    nodes: list[subprocess.Popen[str]],
+) -> None:
+    cap = None
+    if wanted & {"upload", "download"}:
+        up = run_client(
+            {"op": "upload", "peers": peers, "size": size, "seed": 1, "warm": True}, nodes
+        )
+        cap = up.pop("cap")
+        if "upload" in wanted:
+            print(json.dumps({**base, "op": "upload", **up}), flush=True)
+    if "download" in wanted:
+        down = run_client(
+            {
+                "op": "download",
+                "peers": peers,
+                "size": size,
+                "seed": 1,
+                "cap": cap,
+                "sha": sha,
+                "warm": True,
+            },
+            nodes,
+        )
+        print(json.dumps({**base, "op": "download", **down}), flush=True)
+    for op, seed in (("upload-convergent", 2), ("upload-unary", 4)):
+        if op in wanted:
+            res = run_client({"op": op, "peers": peers, "size": size, "seed": seed}, nodes)
+            res.pop("cap")
+            print(json.dumps({**base, "op": op, **res}), flush=True)
+
+
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "client":
         print(json.dumps(asyncio.run(_client(json.loads(sys.argv[2])))), flush=True)
@@ -179,34 +220,10 @@ def main() -> None:
                 peers.append([line[1], int(line[2]), line[3]])
             base = {"bench": "grid", "k": 3, "n": 10, "nodes": 10, "size_mib": size // MiB}
             sha = expected_sha(size, 1)
-            up = run_client(
-                {"op": "upload", "peers": peers, "size": size, "seed": 1, "warm": True}, nodes
-            )
-            cap = up.pop("cap")
-            print(json.dumps({**base, "op": "upload", **up}), flush=True)
-            down = run_client(
-                {
-                    "op": "download",
-                    "peers": peers,
-                    "size": size,
-                    "seed": 1,
-                    "cap": cap,
-                    "sha": sha,
-                    "warm": True,
-                },
-                nodes,
-            )
-            print(json.dumps({**base, "op": "download", **down}), flush=True)
-            conv = run_client(
-                {"op": "upload-convergent", "peers": peers, "size": size, "seed": 2}, nodes
-            )
-            conv.pop("cap")
-            print(json.dumps({**base, "op": "upload-convergent", **conv}), flush=True)
-            unary = run_client(
-                {"op": "upload-unary", "peers": peers, "size": size, "seed": 4}, nodes
-            )
-            unary.pop("cap")
-            print(json.dumps({**base, "op": "upload-unary", **unary}), flush=True)
+            ops = os.environ.get("BENCH_GRID_OPS", "upload,download,upload-convergent,upload-unary")
+            wanted = {o.strip() for o in ops.split(",")}
+            for _ in range(int(os.environ.get("BENCH_GRID_REPEAT", "1"))):
+                _run_ops(base, wanted, peers, size, sha, nodes)
             if os.environ.get("BENCH_GRID_1GIB"):
                 big = run_client(
                     {"op": "upload", "peers": peers, "size": 1024 * MiB, "seed": 3}, nodes
