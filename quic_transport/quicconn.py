@@ -27,7 +27,7 @@ parse. Here:
 - the STREAM frame writer (``_write_stream_frame``) is replaced: a frame whose
   data exceeds 16,383 bytes gets a 4-byte varint length (RFC 9000 section 16);
   shorter ones keep the 2-byte form. Every QUIC stack, aioquic's included,
-  parses both;
+  parses both. The CRYPTO frame writer caps its data at 16,383 bytes;
 - handshake packets (Initial, Handshake: long headers, CRYPTO frames) are built
   with at most ``HANDSHAKE_DATAGRAM_LIMIT`` bytes; only once the handshake is
   confirmed, when no long-header packet is ever sent again, does the connection
@@ -64,7 +64,8 @@ _HOOKS_PRESENT = all(
 if not _HOOKS_PRESENT:  # pragma: no cover - depends on the installed aioquic
     log.warning("aioquic internals changed: receive windows follow aioquic's own rule")
 _LARGE_HOOKS_PRESENT = all(
-    hasattr(QuicConnection, name) for name in ("_write_stream_frame", "_confirm_handshake")
+    hasattr(QuicConnection, name)
+    for name in ("_write_stream_frame", "_write_crypto_frame", "_confirm_handshake")
 )
 if not _LARGE_HOOKS_PRESENT:  # pragma: no cover - depends on the installed aioquic
     log.warning("aioquic internals changed: datagrams stay at or below 16 KiB")
@@ -151,6 +152,29 @@ class TransportQuicConnection(QuicConnection):
                 self._quic_logger.encode_stream_frame(frame, stream_id=stream.stream_id)
             )
         return int(sender.highest_offset - previous_highest)
+
+    def _write_crypto_frame(self, builder: Any, space: Any, stream: Any) -> bool:
+        """Like aioquic's writer, with at most 16,383 bytes of data per frame (its
+        2-byte length). Handshake packets are small anyway; this keeps CRYPTO data
+        sent in 1-RTT packets after the datagram size was raised well-formed."""
+        sender = stream.sender
+        head = 3 + size_uint_var(sender.next_offset)
+        frame = sender.get_frame(min(builder.remaining_flight_space - head, _LEN2_MAX))
+        if frame is None:
+            return False
+        size = len(frame.data)
+        buf = builder.start_frame(
+            QuicFrameType.CRYPTO,
+            capacity=head,
+            handler=sender.on_data_delivery,
+            handler_args=(frame.offset, frame.offset + size, False),
+        )
+        buf.push_uint_var(frame.offset)
+        buf.push_uint16(size | 0x4000)
+        buf.push_bytes(frame.data)
+        if self._quic_logger is not None:
+            builder.quic_logger_frames.append(self._quic_logger.encode_crypto_frame(frame))
+        return True
 
     def opened_by_valid_packet(self) -> bool:
         """Listener side: whether any packet of this connection has been decrypted

@@ -266,3 +266,24 @@ def test_any_stream_arrives_intact_at_any_large_size(size: int, big: int) -> Non
     payload = os.urandom(size)
     got, _ = transfer(server, client, 1, payload)
     assert got == payload
+
+
+def test_crypto_frames_stay_within_their_two_byte_length() -> None:
+    """CRYPTO data sent in 1-RTT packets after the size was raised is split into
+    frames of at most 16,383 bytes (aioquic writes their length in 2 bytes)."""
+    from aioquic import tls
+
+    client, _, _ = big_pair()
+    assert isinstance(client, TransportQuicConnection) and client.datagram_size == BIG
+    sender = client._crypto_streams[tls.Epoch.ONE_RTT].sender
+    sender.write(b"c" * 40_000)
+    datagrams = client.datagrams_to_send(1.0)
+    assert max(len(d) for d, _ in datagrams) > 16384  # sent at the raised size
+    ranges = [
+        args
+        for packet in client._loss.spaces[2].sent_packets.values()
+        for handler, args in packet.delivery_handlers
+        if handler == sender.on_data_delivery
+    ]
+    assert sum(end - start for start, end, _ in ranges) == 40_000
+    assert all(end - start <= 0x3FFF for start, end, _ in ranges)
