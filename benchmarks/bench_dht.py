@@ -10,6 +10,13 @@ After the join, 100 records are published from random nodes; at each churn level
 every record is fetched from a random live node (``op: get``: fraction found with
 the right value; requests of the value lookup, and all requests on the network
 meanwhile per get, which adds write-backs, record handovers and pings).
+
+Client mode and node announcements (``op: clients``; ``DHT_BENCH_CLIENT_SIZES``,
+default 1000): 30% of the nodes join in client mode and announce themselves; then
+client IDs found in servers' routing tables (must be 0), lookups from random nodes
+for random keys against the true closest *servers*, and for random keys whether the
+announcements a lookup collects include the nearest client to the key (and the 3
+nearest): how an uploader finds NATed storage nodes near a storage index.
 One JSON object per line; ``virtual_s`` is simulated seconds, ``wall_s`` real seconds.
 """
 
@@ -24,7 +31,7 @@ from dht.config import DhtConfig
 from dht.records import record_key
 from dht.sim import SimGrid
 from dht.vloop import run_virtual
-from quic_transport.identity import NodeKey
+from quic_transport.identity import NodeId, NodeKey
 
 RECORDS = 100  # records published after the join and fetched at each churn level
 
@@ -115,11 +122,67 @@ async def _measure_gets(grid: SimGrid, owners: list[NodeKey], gone: float) -> No
     print(json.dumps(row), flush=True)
 
 
+async def _clients_scenario(n: int, lookups: int, seed: int) -> None:
+    grid = SimGrid(seed=seed, config=VARIANTS["alpha3-strict"])
+    n_clients = round(0.3 * n)
+    t0 = time.perf_counter()
+    await grid.grow(n - n_clients)
+    servers = list(grid.nodes)
+    first = servers[0]
+    keys = [NodeKey.generate() for _ in range(n_clients)]
+    clients = [grid.add_node(seeds_from=[first], key=k, server=False) for k in keys]
+    for c in clients:
+        await c.bootstrap()
+    held = [await c.announce(c.node_id.raw) for c in clients]
+    wall = time.perf_counter() - t0
+    client_ids = {c.node_id for c in clients}
+    in_tables = sum(1 for s in servers for cid in client_ids if cid in grid.nodes[s].table)
+    anns_held = [len(grid.nodes[s].anns) for s in servers]
+    everyone = list(grid.nodes)
+    succ = found = near1 = near3 = queries = 0
+    for _ in range(lookups):
+        origin = grid.nodes[grid.rng.choice(everyone)]
+        target = NodeId(grid.rng.randbytes(20))
+        out = await origin.lookup_detailed(target)
+        truth = grid.true_closest(target, 20, servers)
+        got = {c.node_id for c in out.contacts}
+        if origin.node_id in truth:
+            got.add(origin.node_id)
+        succ += truth[0] in got
+        found += len(got & set(truth))
+        queries += out.stats.queries
+        ann_ids = {a.node_id for a in out.announcements}
+        near = grid.true_closest(target, 3, list(client_ids))
+        near1 += near[0] in ann_ids
+        near3 += len(ann_ids & set(near))
+    row = {
+        "bench": "dht",
+        "op": "clients",
+        "nodes": n,
+        "clients": n_clients,
+        "client_ids_in_server_tables": in_tables,
+        "announce_held_mean": round(sum(held) / len(held), 1),
+        "anns_per_server_mean": round(sum(anns_held) / len(anns_held), 1),
+        "lookups": lookups,
+        "success": round(succ / lookups, 4),
+        "found": round(found / (20 * lookups), 4),
+        "msgs_mean": round(queries / lookups, 1),
+        "nearest_client_announced": round(near1 / lookups, 4),
+        "nearest3_clients_announced": round(near3 / (3 * lookups), 4),
+        "wall_s": round(wall, 1),
+    }
+    print(json.dumps(row), flush=True)
+    await grid.close()
+
+
 def main() -> None:
-    sizes = [int(s) for s in os.environ.get("DHT_BENCH_SIZES", "1000,10000").split(",")]
+    sizes = [int(s) for s in os.environ.get("DHT_BENCH_SIZES", "1000,10000").split(",") if s]
     for n in sizes:
         lookups = 500 if n <= 2000 else 300
         run_virtual(_scenario(n, lookups, seed=n))
+    client_sizes = os.environ.get("DHT_BENCH_CLIENT_SIZES", "1000")
+    for n in [int(s) for s in client_sizes.split(",") if s]:
+        run_virtual(_clients_scenario(n, 300, seed=n + 1))
 
 
 if __name__ == "__main__":

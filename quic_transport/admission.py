@@ -8,7 +8,8 @@ a Retry (aioquic's token handler: AES-GCM sealed address and connection IDs,
 30 s lifetime) and forgotten.
 
 Invariant: no state is kept for an Initial that is refused or answered with a
-Retry; a token is only accepted from the address it was issued to.
+Retry; a token is only accepted from the address it was issued to (virtual
+relay paths are bound through ``paths.token_address``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 
 from aioquic.quic.packet import QuicHeader, QuicPacketType, encode_quic_retry
 from aioquic.quic.retry import QuicRetryTokenHandler
+
+from .paths import token_address
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +60,7 @@ class Admission:
         if header.token:
             try:
                 original = self._tokens.validate_token(
-                    address=addr,
+                    address=token_address(addr),
                     destination_cid=header.destination_cid,
                     token=header.token,
                     now=self._clock(),
@@ -69,7 +72,7 @@ class Admission:
             return Admitted(header.destination_cid, None)
         source = os.urandom(self._cid_length)
         token = self._tokens.create_token(
-            address=addr,
+            address=token_address(addr),
             original_destination_connection_id=header.destination_cid,
             retry_source_connection_id=source,
             now=self._clock(),

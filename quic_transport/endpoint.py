@@ -17,6 +17,9 @@ Invariants:
   new Initials are dropped and dials fail with LocalError.
 - ``_peers`` maps a node ID only to an authenticated (READY) connection.
 - Every task the endpoint starts is tracked and awaited in :meth:`aclose`.
+- A datagram addressed to a virtual path key (paths.py) goes to that path's
+  ``send`` callable or is dropped; it never reaches the socket (nor the upload
+  cap: the connection carrying the path, e.g. to a relay, is capped instead).
 - Bandwidth caps (ratelimit.py, docs/limits.md): with ``upload_rate`` set every
   connection's pacer asks the shared :class:`SendGate` before each packet and
   :meth:`_service` settles the charge with the bytes sent; with ``download_rate``
@@ -43,13 +46,14 @@ from aioquic.buffer import Buffer  # type: ignore[attr-defined]
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.packet import QuicHeader, pull_quic_header
 
-from . import pmtu, rpc
+from . import paths, pmtu, rpc
 from .admission import Admission
 from .auth import make_certificate
 from .config import TransportConfig
 from .connection import READY, PeerConnection
 from .errors import ConnectError, EndpointClosed, LocalError, RpcTimeout
 from .identity import NodeId, NodeKey
+from .paths import PathSend
 from .quicconn import TransportQuicConnection
 from .ratelimit import SendGate, TokenBucket, burst_for, receive_buffer_for
 from .rpc import (
@@ -96,6 +100,8 @@ class Endpoint:
         self._all_closed = asyncio.Event()
         self._sizer = DatagramSizer(config, self._send_raw)
         self._stats = {"datagrams_in": 0, "datagrams_out": 0, "send_dropped": 0, "batches": 0}
+        self._paths: dict[tuple[str, int], PathSend] = {}  # virtual paths (paths.py)
+        self._origins: dict[tuple[str, int], tuple[str, int]] = {}  # key -> remote address
         clock = self._loop.time
         up, down = config.upload_rate, config.download_rate
         self._up = None if up is None else SendGate(TokenBucket(up, burst_for(up), clock))
@@ -150,6 +156,50 @@ class Endpoint:
     def connected_peers(self) -> list[NodeId]:
         return [n for n, c in self._peers.items() if c.state == READY and not c.closing]
 
+    async def dial(self, peer: PeerAddress, *, timeout: float) -> None:  # noqa: ASYNC109
+        """Open a connection to ``peer`` now, without joining a dial to the same node ID
+        already in flight (NAT hole punching, docs/nat.md: that dial may aim at a stale
+        address, or have sent its Initials before the hole existed). Returns once the
+        peer is authenticated (later calls to its node ID use this connection);
+        ConnectError if not within ``timeout``, and the attempt is abandoned."""
+        if self._closed:
+            raise EndpointClosed("endpoint is closed")
+        if peer.node_id == self.node_id:
+            raise LocalError("refusing to dial this endpoint's own node ID")
+        task = self._loop.create_task(self._dial(peer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(task)
+        except TimeoutError:
+            task.cancel()
+            raise ConnectError(
+                f"no authenticated connection to {peer.host}:{peer.port} within {timeout} s"
+            ) from None
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+
+    def peer_address(self, node_id: NodeId) -> tuple[str, int] | None:
+        """The UDP address of our authenticated connection to ``node_id`` (what we
+        observe for that peer, e.g. its NAT mapping toward us), or None."""
+        conn = self._peers.get(node_id)
+        if conn is None or conn.state != READY or conn.closing:
+            return None
+        return conn.addr
+
+    def send_raw(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Send one non-QUIC UDP datagram from this endpoint's socket (NAT hole punching,
+        docs/nat.md). ``data`` must have the QUIC fixed bit (0x40) clear and must not
+        look like a datagram-size probe, so every receiver's endpoint drops it."""
+        if not data or data[0] & 0x40 or pmtu.is_probe_packet(data) or len(data) > 1200:
+            raise LocalError("send_raw: 1..1200 non-QUIC bytes (first byte & 0x40 == 0)")
+        if self._closed:
+            raise EndpointClosed("endpoint is closed")
+        self._send_raw(data, addr)
+
     def register(self, method: str, handler: Handler) -> None:
         """Serve unary calls of ``method``: ``await handler(ctx, body) -> result``."""
         self.handlers[_check_method(method)] = handler
@@ -161,6 +211,55 @@ class Endpoint:
     def register_fetch(self, method: str, handler: FetchHandler) -> None:
         """Serve downloads: ``handler(ctx, header)`` returns an async iterable of bytes."""
         self.fetch_handlers[_check_method(method)] = handler
+
+    # -- virtual paths (paths.py, docs/relay.md) -------------------------------------------
+    def attach_path(
+        self, key: tuple[str, int], send: PathSend, origin: tuple[str, int] | None = None
+    ) -> None:
+        """Datagrams this endpoint sends to ``key`` (a ``paths.virtual_key``) go to
+        ``send(data)`` instead of the socket; ``inject(data, key)`` feeds datagrams in.
+        ``send`` must not block or raise (queue or drop). ``origin``: the remote peer's
+        address as the carrier (relay) observed it; handlers see it as ``ctx.host/port``."""
+        paths.check_key(key)
+        if self._closed:
+            raise EndpointClosed("endpoint is closed")
+        self._paths[key] = send
+        if origin is not None:
+            self._origins[key] = (str(origin[0]), int(origin[1]))
+
+    def detach_path(self, key: tuple[str, int]) -> None:
+        """Forget the path; connections on it are closed (their close frames dropped)."""
+        self._origins.pop(key, None)
+        if self._paths.pop(key, None) is None:
+            return
+        for conn in list(self._conns):
+            if conn.addr == key and not conn.closing:
+                conn.close(ERR_SHUTDOWN, "relay path closed")
+
+    def inject(self, data: bytes, key: tuple[str, int]) -> None:
+        """Process ``data`` as a datagram received from the virtual path ``key``
+        (dropped unless the path is attached). Replies are flushed once per loop turn."""
+        if self._closed or key not in self._paths:
+            self._stats["inject_dropped"] = self._stats.get("inject_dropped", 0) + 1
+            return
+        self._stats["datagrams_in"] += 1
+        self._on_datagram(data, key, self._loop.time())
+        if self._dirty and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    @property
+    def virtual_paths(self) -> list[tuple[str, int]]:
+        return list(self._paths)
+
+    def caller_address(self, addr: tuple[str, int]) -> tuple[str, int]:
+        """What handlers see as the caller's address for a connection at ``addr``:
+        the origin of a virtual path when known, else ``addr`` itself."""
+        if self._origins:
+            origin = self._origins.get((addr[0], addr[1]))
+            if origin is not None:
+                return origin
+        return (addr[0], addr[1])
 
     async def call(
         self,
@@ -310,6 +409,10 @@ class Endpoint:
 
     async def _resolve(self, host: str, port: int) -> tuple[Any, ...]:
         """A socket address in the form recvfrom reports (4-tuple for IPv6)."""
+        if paths.is_virtual((host, port)):
+            if (host, port) not in self._paths:
+                raise ConnectError(f"no virtual path {host}:{port} (relay circuit gone)")
+            return (host, port)
         try:
             ip = ipaddress.ip_address(host)
             if ip.version == 4 and self._family == socket.AF_INET:
@@ -419,6 +522,9 @@ class Endpoint:
 
     # -- socket I/O ----------------------------------------------------------------------
     def _send_raw(self, data: bytes, addr: tuple[str, int]) -> None:
+        if paths.is_virtual(addr):
+            self._send_path(data, addr)
+            return
         if self._up is not None:
             self._up.charge(len(data))
         try:
@@ -430,6 +536,15 @@ class Endpoint:
             if e.errno != errno.EMSGSIZE:
                 log.debug("sendto %s failed: %s", addr, e)
             self._stats["send_dropped"] += 1
+
+    def _send_path(self, data: bytes, addr: Any) -> bool:
+        send = self._paths.get((addr[0], addr[1]))
+        if send is None:  # detached: never hand a virtual host to the socket
+            self._stats["send_dropped"] += 1
+            return False
+        send(data)
+        self._stats["datagrams_out"] += 1
+        return True
 
     def _on_readable(self) -> None:
         sock = self._sock
@@ -582,6 +697,9 @@ class Endpoint:
         sent = 0
         nbytes = 0
         for data, addr in conn.quic.datagrams_to_send(now=now):
+            if addr[0].__class__ is str and addr[0].endswith(paths.VIRTUAL_SUFFIX):
+                self._send_path(data, addr)  # not counted: settle() refunds its charge
+                continue
             nbytes += len(data)
             try:
                 sendto(data, addr)

@@ -194,7 +194,8 @@ async def serve(ep: Endpoint, conn: PeerConnection, stream: Stream) -> None:
     """Handle one incoming stream: read its first message, dispatch, reply, release."""
     cfg = ep.config
     assert conn.peer_id is not None
-    ctx = CallContext(conn.peer_id, conn.addr[0], conn.addr[1])
+    host, port = ep.caller_address(conn.addr)  # a relayed caller: its observed address
+    ctx = CallContext(conn.peer_id, host, port)
     method = "?"
     try:
         try:

@@ -316,3 +316,41 @@ def test_mutated_valid_announcements_never_validate(parts: list[bytes], data: An
         mutated["sig"] = bytes(sig)
     with pytest.raises(RecordError):
         validate_announcement(Announcement.from_wire(mutated), now=NOW)
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 11), st.integers(0, 5), st.integers(1, 50), st.integers(0, 30)),
+        max_size=40,
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_store_invariants_under_any_sequence(ops: list[tuple[int, int, int, int]]) -> None:
+    """Bounded, one per announcer, never serves an expired one, never goes back in seq
+    while it holds an announcer's live announcement, and keeps the announcers nearest
+    itself when full."""
+    me = KEYS[39].node_id
+    s = AnnouncementStore(me, max_count=5)
+    now = NOW
+    best: dict[NodeId, int] = {}
+    for who, seq, life, step in ops:
+        now += step
+        live = {x.node_id for x in s.closest(me, 40, now)}
+        best = {n: q for n, q in best.items() if n in live}  # expired/evicted: forgotten
+        a = sign_announcement(KEYS[who], seq, b"v", expires=now + life)
+        try:
+            s.put(a, now)
+        except RecordError as e:
+            assert e.reason in {"stale", "full"}
+        assert len(s) <= 5
+        held = s.closest(me, 40, now)
+        assert len({x.node_id for x in held}) == len(held)
+        assert all(x.expires > now for x in held)
+        for x in held:
+            assert x.seq >= best.get(x.node_id, -1)
+            best[x.node_id] = x.seq
+        if len(s) == 5:
+            far = max(me.distance(x.node_id) for x in held)
+            # a refused "full" newcomer was never nearer than everything held
+            if a not in held and s.get(a.node_id, now) is None:
+                assert me.distance(a.node_id) >= far or a.expires <= now

@@ -344,7 +344,7 @@ class PortMapper:
         mapper = self._mapper
         try:
             lease = await mapper.map(self.settings.lifetime)
-        except PortmapError as e:
+        except (PortmapError, OSError, ValueError) as e:
             now = self._clock()
             remaining = self._expires - now
             if remaining > self.settings.min_renew_interval:

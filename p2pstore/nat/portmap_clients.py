@@ -33,7 +33,7 @@ from typing import Protocol, TypeVar
 
 import aiohttp
 
-from .portmap_errors import GatewayRefused, MalformedReply, NoAnswer, VersionMismatch
+from .portmap_errors import GatewayRefused, MalformedReply, NoAnswer, VersionMismatch, excerpt
 from .portmap_pmp import (
     PMP_OP_EXTERNAL,
     PMP_OP_MAP_UDP,
@@ -72,6 +72,7 @@ from .portmap_upnp import (
 T = TypeVar("T")
 DEFAULT_TIMEOUTS = (0.25, 0.5, 1.0)
 MAX_DATAGRAMS = 256  # per exchange: what a flood of junk can cost us
+_IGD_ST_WORDS = ("InternetGatewayDevice", "WANIPConnection", "WANPPPConnection")
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +292,9 @@ class _Ssdp(asyncio.DatagramProtocol):
             return
         try:
             resp = parse_ssdp_response(data)
+            if not any(kind in resp.st for kind in _IGD_ST_WORDS):
+                # e.g. a media server on the router: not the device we asked for
+                raise MalformedReply("ssdp", f"answer for {excerpt(resp.st)}")
             url = check_url(resp.location, self.gateway)
         except MalformedReply as e:
             self.refused = e

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from p2pstore.nat.relay_limits import RelayLimits
 from quic_transport.identity import IdentityError, NodeId
 
 from .address import HostPort, parse_host_port
@@ -96,6 +97,50 @@ class VdriveSection:
 
 
 @dataclass(frozen=True, slots=True)
+class NetworkSection:
+    """NAT traversal (docs/nat.md): ``reachability`` "auto" (decide from dial-backs),
+    "public" or "private"; ``hole_punching`` and ``use_relays`` for reaching and being
+    reached behind NAT; ``relays``: how many reachable peers a private node keeps as
+    relays/rendezvous; ``keepalive``: how often it pings them (under the 30 s UDP
+    conntrack timeout); ``recheck_interval``: how often reachability is re-checked."""
+
+    reachability: str = "auto"
+    hole_punching: bool = True
+    use_relays: bool = True
+    relays: int = 2
+    keepalive: int = 15
+    recheck_interval: int = 900
+
+
+@dataclass(frozen=True, slots=True)
+class RelaySection:
+    """docs/relay.md: relay service for NATed peers. ``serve`` None = "auto": serve
+    when this node is publicly reachable (GridService.set_relay_reachable)."""
+
+    serve: bool | None = None
+    max_reservations: int = 16
+    max_reservations_per_peer: int = 2
+    max_circuits: int = 16  # distinct remote sources per reservation
+    max_bytes: int = 1 << 30  # per reservation, both directions; 0 = unlimited
+    max_rate: int = 1_000_000  # bytes per second per reservation; 0 = unlimited
+    lifetime: int = 600  # seconds granted by each reserve/renew
+    max_duration: int = 86400  # total age of a reservation; 0 = unlimited
+    circuit_idle: int = 120  # a silent remote source is forgotten after this
+
+    def limits(self) -> RelayLimits:
+        return RelayLimits(
+            max_reservations=self.max_reservations,
+            max_reservations_per_peer=self.max_reservations_per_peer,
+            max_circuits=self.max_circuits,
+            max_bytes=self.max_bytes,
+            max_rate=self.max_rate,
+            lifetime=float(self.lifetime),
+            max_duration=float(self.max_duration),
+            circuit_idle=float(self.circuit_idle),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class LimitsSection:
     """Resource limits for home machines (docs/limits.md). Rates are bytes per
     second of UDP datagrams for the whole node, 0 meaning unlimited."""
@@ -134,6 +179,8 @@ class NodeConfig:
     client: ClientSection = field(default_factory=ClientSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     vdrive: VdriveSection = field(default_factory=VdriveSection)
+    network: NetworkSection = field(default_factory=NetworkSection)
+    relay: RelaySection = field(default_factory=RelaySection)
     limits: LimitsSection = field(default_factory=LimitsSection)
     portmap: PortmapSection = field(default_factory=PortmapSection)
 
@@ -267,9 +314,28 @@ def _duration_at_least(minimum: int, maximum: int | None = None) -> Callable[[An
     return parse
 
 
+def _reachability(value: Any) -> str:
+    if value not in ("auto", "public", "private"):
+        raise ValueError(f'{value!r} is not one of "auto", "public", "private"')
+    return str(value)
+
+
+def _duration_between(lo: int, hi: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        seconds = parse_duration(value)
+        if not lo <= seconds <= hi:
+            raise ValueError(f"{value!r} is out of range {lo} s .. {hi} s")
+        return seconds
+
+    return parse
+
+
 def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
     """Validate parsed TOML; ``path`` is only used in messages and for ``node_dir``."""
-    known_sections = {"node", "storage", "dht", "client", "logging", "vdrive", "limits", "portmap"}
+    known_sections = {
+        *("node", "storage", "dht", "client", "logging", "vdrive"),
+        *("limits", "portmap", "relay", "network"),
+    }
     for name, value in data.items():
         if name not in known_sections:
             raise ConfigError(
@@ -356,6 +422,21 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
     )
     s.finish()
 
+    s = section("network")
+    d_net = NetworkSection()
+    network = NetworkSection(
+        reachability=s.convert("reachability", d_net.reachability, _reachability),
+        hole_punching=s.get("hole_punching", bool, d_net.hole_punching),
+        use_relays=s.get("use_relays", bool, d_net.use_relays),
+        relays=s.int_range("relays", d_net.relays, 1, 4),
+        keepalive=s.convert("keepalive", d_net.keepalive, _duration_between(5, 25)),
+        recheck_interval=s.convert(
+            "recheck_interval", d_net.recheck_interval, _duration_at_least(60)
+        ),
+    )
+    s.finish()
+    relay = _relay_section(section("relay"))
+
     s = section("limits")
     d_limits = LimitsSection()
     limits = LimitsSection(
@@ -383,9 +464,42 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
         client=client,
         logging=logging_,
         vdrive=vdrive,
+        network=network,
+        relay=relay,
         limits=limits,
         portmap=portmap,
     )
+
+
+def _serve(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if value == "auto":
+        return None
+    raise ValueError(f'expected "auto", true or false, got {value!r}')
+
+
+def _relay_section(s: _Section) -> RelaySection:
+    d = RelaySection()
+    relay = RelaySection(
+        serve=s.convert("serve", d.serve, _serve),
+        max_reservations=s.int_range("max_reservations", d.max_reservations, 1, 10_000),
+        max_reservations_per_peer=s.int_range(
+            "max_reservations_per_peer", d.max_reservations_per_peer, 1, 100
+        ),
+        max_circuits=s.int_range("max_circuits", d.max_circuits, 1, 10_000),
+        max_bytes=s.convert("max_bytes", d.max_bytes, parse_size),
+        max_rate=s.convert("max_rate", d.max_rate, parse_size),
+        lifetime=s.convert("lifetime", d.lifetime, _duration_at_least(10)),
+        max_duration=s.convert("max_duration", d.max_duration, parse_duration),
+        circuit_idle=s.convert("circuit_idle", d.circuit_idle, _duration_at_least(60)),
+    )
+    s.finish()
+    if relay.max_reservations_per_peer > relay.max_reservations:
+        raise s.error("max_reservations_per_peer", "must not exceed max_reservations")
+    if relay.max_duration and relay.max_duration < relay.lifetime:
+        raise s.error("max_duration", "must be 0 (unlimited) or at least lifetime")
+    return relay
 
 
 def load_config(path: Path) -> NodeConfig:

@@ -15,6 +15,7 @@ from .config import (
     LoggingSection,
     NodeSection,
     PortmapSection,
+    RelaySection,
     StorageSection,
     toml_string,
 )
@@ -33,9 +34,13 @@ def render_config(
     client: ClientSection | None = None,
     limits: LimitsSection | None = None,
     portmap: PortmapSection | None = None,
+    relay: RelaySection | None = None,
 ) -> str:
     limits = limits or LimitsSection()
     slow = PROFILE_FACTORS["low-power"]
+    relay = relay or RelaySection()
+    serve = "auto" if relay.serve is None else ("true" if relay.serve else "false")
+    serve_text = toml_string(serve) if relay.serve is None else serve
     dht = dht or DhtSection()
     portmap = portmap or PortmapSection()
     client = client or ClientSection()
@@ -141,4 +146,36 @@ lifetime = {toml_string(format_duration_exact(portmap.lifetime))}
 # serve = false          # default: true on an introducer, false elsewhere
 # writers = []           # node IDs (base32) allowed to change the shared drive
 # open = false           # true: any node may change it (small friendly grids)
+
+# [network]
+# Home machines behind NAT (docs/nat.md). "auto" asks peers to dial this node back
+# and decides; "public"/"private" skip the guess (a private node runs the DHT as a
+# client and is reached through hole punching or its relays).
+# reachability = "auto"
+# hole_punching = true   # coordinate UDP hole punching through a rendezvous peer
+# use_relays = true      # when private, reserve relayed ports on reachable peers
+# relays = 2             # how many reachable peers a private node keeps (1..4)
+# keepalive = "15s"      # ping them this often (5s..25s, under NAT UDP timeouts)
+# recheck_interval = "15m"
+
+[relay]
+# Relay datagrams for peers behind NAT that cannot be dialed (docs/relay.md). A
+# relayed peer's traffic stays end-to-end encrypted; you only pass it along.
+# "auto": serve when this node is publicly reachable; true / false: always / never.
+serve = {serve_text}
+# Reservations held at once, in total and per peer.
+max_reservations = {relay.max_reservations}
+max_reservations_per_peer = {relay.max_reservations_per_peer}
+# Distinct remote addresses that may talk through one reservation.
+max_circuits = {relay.max_circuits}
+# Bytes one reservation may carry in total (both directions), and per second
+# ("0" = unlimited). Over the cap a reservation ends; over the rate datagrams drop.
+max_bytes = {toml_string(_rate(relay.max_bytes))}
+max_rate = {toml_string(_rate(relay.max_rate))}
+# A reservation lasts lifetime unless renewed (clients renew at half of it), and
+# at most max_duration in total ("0s" = no limit).
+lifetime = {toml_string(format_duration_exact(relay.lifetime))}
+max_duration = {toml_string(format_duration_exact(relay.max_duration))}
+# A remote address silent this long is forgotten (it may come back as new).
+circuit_idle = {toml_string(format_duration_exact(relay.circuit_idle))}
 """

@@ -36,6 +36,9 @@ Invariants:
   uploader's ``on_uploaded`` hook. The renewer closes before the DHT.
 - The known-peers store is fed from the routing table every ``feed_interval`` and
   at close; the runner writes it to ``state/known_peers.json``.
+- Relay (docs/relay.md): when :meth:`relay_should_serve` (``[relay] serve``; "auto"
+  follows :meth:`set_relay_reachable`) a :class:`~p2pstore.nat.relay.RelayService`
+  runs on the endpoint; it closes before the storage service and the endpoint.
 - ``[limits]`` (docs/limits.md, :mod:`p2pstore.node.limits`): the endpoint gets
   ``max_connections`` and the bandwidth caps; the "low-power" profile multiplies
   every background period here (grow, feed, seed checks, lease renewal, lease
@@ -49,6 +52,12 @@ Invariants:
 - NAT hooks (set by the reachability wiring, None by default): ``announced_peers``
   turns the node announcements a lookup collected into extra storage peers for
   :meth:`find_peers`; ``reachability`` says whether a peer is publicly reachable.
+- NAT (docs/nat.md): ``start()`` creates a :class:`~p2pstore.nat.manager.NatManager`
+  (``[network]``; wiring in :mod:`p2pstore.node.nat_wiring`) after the DHT; it
+  decides reachability, sets the DHT mode, keeps relays and announces the peer
+  record while private. It sets the ``announced_peers`` and ``reachability``
+  hooks; ``find_peers`` so adds announced storage peers; ``storage_for``
+  reaches NATed ones through its Connector. It closes before the DHT.
 - Port mapping (docs/portmap.md): ``start()`` creates ``port_mapper`` (a
   :class:`~p2pstore.nat.portmap.PortMapper` for the bound UDP port, from
   ``[portmap]``) and starts it without waiting; it is off on loopback. Its status is
@@ -77,7 +86,9 @@ from p2pstore.grid.quality import PeerQuality
 from p2pstore.grid.upload import UploadResult
 from p2pstore.immutable import EncodingParams
 from p2pstore.immutable.allocator import tune_allocator
+from p2pstore.nat.manager import NatManager
 from p2pstore.nat.portmap import PortMapper
+from p2pstore.nat.relay import RelayService
 from p2pstore.storage import LocalStorageClient, StorageAPI, StorageConfig, StorageService
 from p2pstore.storage.bulk import QuicStorageClient, register_storage_streams
 from p2pstore.web.backend import PeerInfo
@@ -90,6 +101,7 @@ from .grid_backend import GridBackend, VdriveComponent
 from .join import JoinReport, contact_any, join_candidates
 from .leases import LeaseBook, LeaseRenewer, RenewerConfig
 from .limits import dht_config, limits_status, slower, transport_config
+from .nat_wiring import connection_details, extra_peer_ids, make_nat_manager, nat_hooks
 from .seed_watch import Nicknames, SeedWatch
 from .service import NodeContext, ServiceStatus
 from .storage_peers import StoragePeers
@@ -170,6 +182,7 @@ class GridService:
         self.storage: StorageService | None = None
         self.backend: GridBackend | None = None
         self.vdrive: VdriveComponent | None = None
+        self.nat: NatManager | None = None
         self.storage_peers = StoragePeers(self._probe_storage)
         self.uptime = UptimeTracker()
         #: NAT wiring hooks (see the module docstring); None = not wired
@@ -183,6 +196,8 @@ class GridService:
         self._storage_used = 0
         self._storage_scanned_at: float | None = None
         self.spool_dir = context.node_dir.state_dir / "spool"
+        self.relay_service: RelayService | None = None  # [relay] serve (docs/relay.md)
+        self._relay_reachable: bool | None = None  # set by the reachability engine
         self.port_mapper: PortMapper | None = None  # docs/portmap.md
 
     def __repr__(self) -> str:
@@ -245,6 +260,7 @@ class GridService:
             )
             register_storage_streams(self.endpoint, self.storage.server, error_factory=RpcError)
         _remove_stale_spools(self.spool_dir)
+        self._update_relay()
         candidates = join_candidates(ctx.bootstrap, ctx.known_peers, ctx.key.node_id)
         seeds = [Contact(s.node_id, s.host, s.port) for s in candidates]
         self.dht = DhtNode(
@@ -259,6 +275,9 @@ class GridService:
             signer=ctx.key,
         )
         await self.dht.start(bootstrap=False)
+        self.nat = make_nat_manager(self)
+        self.nat.start()
+        self.announced_peers, self.reachability = nat_hooks(self.nat, ctx.key.node_id)
         if cfg.client.renew_leases:
             self._start_leases()
         self._task = asyncio.create_task(self._run(), name="grid-service-join")
@@ -300,9 +319,14 @@ class GridService:
             self.lease_renewer = None
         if self.lease_book is not None:
             self.lease_book.close()
+        if self.nat is not None:
+            await self.nat.close()
         if self.dht is not None:
             self._feed_known_peers()
             await self.dht.close()
+        if self.relay_service is not None:
+            await self.relay_service.close()
+            self.relay_service = None
         if self.storage is not None:
             await self.storage.close()
             self.storage = None
@@ -311,6 +335,39 @@ class GridService:
         if self.endpoint is not None:
             await self.endpoint.aclose()
         log.info("grid node closed")
+
+    # -- relay service ---------------------------------------------------------------
+    def relay_should_serve(self) -> bool:
+        """``[relay] serve``: true/false as configured; "auto" follows
+        :meth:`set_relay_reachable`, and until that is known, serves when the node has
+        a ``public_address`` configured or is an introducer."""
+        cfg = self.context.config
+        if cfg.relay.serve is not None:
+            return cfg.relay.serve
+        if self._relay_reachable is not None:
+            return self._relay_reachable
+        return cfg.node.public_address is not None or cfg.node.introducer
+
+    async def set_relay_reachable(self, reachable: bool) -> None:
+        """The reachability engine reports whether this node is publicly reachable;
+        with ``serve = "auto"`` the relay service starts or stops accordingly."""
+        self._relay_reachable = reachable
+        if not self.relay_should_serve() and self.relay_service is not None:
+            service, self.relay_service = self.relay_service, None
+            await service.close()
+            log.info("relay service stopped (node not publicly reachable)")
+        self._update_relay()
+
+    def _update_relay(self) -> None:
+        if self.endpoint is None or self.relay_service is not None:
+            return
+        if not self.relay_should_serve():
+            return
+        cfg = self.context.config
+        public = cfg.node.public_address.host if cfg.node.public_address is not None else None
+        self.relay_service = RelayService(self.endpoint, cfg.relay.limits(), public_host=public)
+        self.relay_service.start()
+        log.info("relay service started (docs/relay.md)")
 
     # -- leases ----------------------------------------------------------------------
     def _start_leases(self) -> None:
@@ -461,7 +518,8 @@ class GridService:
             if self.storage is None:
                 raise RuntimeError("this node does not store shares")
             return LocalStorageClient(self.storage.server, self.context.key.node_id)
-        return QuicStorageClient(self.endpoint, peer, timeout=30.0, stream_timeout=30.0)
+        via = self.nat.storage_endpoint(peer.node_id) if self.nat is not None else None
+        return QuicStorageClient(via or self.endpoint, peer, timeout=30.0, stream_timeout=30.0)
 
     def api_backend(self) -> GridBackend:
         """The HTTP API's backend (created once, after ``start()``)."""
@@ -520,6 +578,8 @@ class GridService:
             if self.port_mapper is not None:  # portmap
                 doc["portmap"] = self.port_mapper.status()
             doc["introducer"] = self.context.config.node.introducer
+            if self.nat is not None:
+                doc["nat"] = self.nat.status()
         return doc
 
     async def peer_list(self) -> list[PeerInfo]:
@@ -527,6 +587,11 @@ class GridService:
         if self.dht is None or self.endpoint is None:
             return []
         contacts = self.dht.table.contacts()
+        listed = {c.node_id for c in contacts}
+        for nid in extra_peer_ids(self.nat, listed):  # NATed peers reached via the connector
+            at = self.endpoint.peer_address(nid)
+            if at is not None:
+                contacts.append(Contact(nid, at[0], at[1]))
         connected = set(self.endpoint.connected_peers)
         ep = self.endpoint
 
@@ -561,6 +626,7 @@ class GridService:
             }
             if role is not None and role.available is not None:
                 details["storage_available"] = role.available
+            details.update(connection_details(self.nat, c.node_id))
             nick = self.nicknames.get(c.node_id) if self.nicknames is not None else None
             if nick is not None:
                 details["nickname"] = nick
@@ -611,6 +677,10 @@ class GridService:
             details["connections"] = len(self.endpoint.connected_peers)
         if self.lease_renewer is not None:
             details["leases"] = self.lease_renewer.status()
+        if self.nat is not None:
+            details["nat"] = self.nat.status()
+        if self.relay_service is not None:
+            details["relay_service"] = self.relay_service.status()
         details["limits"] = limits_status(self.context.config.limits, self.endpoint)
         if self.port_mapper is not None:  # portmap
             details["portmap"] = self.port_mapper.status()

@@ -149,6 +149,62 @@ def _peer_storage(details: Mapping[str, Any]) -> str:
     return out
 
 
+def _peer_connection(details: Mapping[str, Any]) -> str:
+    """How we reach the peer (direct/punched/relayed) and whether it relays for us."""
+    kind = details.get("connection")
+    out = esc(kind) if isinstance(kind, str) else DASH
+    if details.get("our_relay") is True:
+        out += " (our relay)"
+    return out
+
+
+def _nat_section(status: Mapping[str, Any]) -> str:
+    """Reachability (docs/nat.md "Status"): verdict, observed address, DHT mode,
+    relays, port mapping. Absent on backends without NAT support."""
+    nat = status.get("nat")
+    if not isinstance(nat, Mapping):
+        return ""
+    relays = nat.get("relays") if isinstance(nat.get("relays"), list) else []
+    assert isinstance(relays, list)
+    relay_text = (
+        ", ".join(
+            esc(
+                f"{r.get('address')}"
+                + (f" (relayed {r.get('relayed')})" if r.get("relayed") else "")
+            )
+            for r in relays
+            if isinstance(r, Mapping)
+        )
+        or "none"
+    )
+
+    def val(key: str, none: str = "not checked yet") -> str:
+        v = nat.get(key)
+        return esc(v) if isinstance(v, (str, int)) and not isinstance(v, bool) else none
+
+    checks = f"{val('reached_by', '0')} of {val('answers', '0')} peers could dial us"
+    rows = [
+        ("Reachability", f"{val('reachability', 'unknown')} (mode {val('mode', 'auto')})"),
+        ("Observed address", val("observed")),
+        ("NAT type", val("nat_type", "unknown")),
+        ("Dial-back checks", checks),
+        ("DHT mode", val("dht_mode", "server")),
+        ("Relays", relay_text),
+        ("Port mapping", val("port_mapping", "none")),
+        (
+            "Hole punching / relays",
+            yes_no(nat.get("hole_punching"), "punching on", "punching off")
+            + ", "
+            + yes_no(nat.get("use_relays"), "relays on", "relays off"),
+        ),
+    ]
+    return (
+        '<section aria-labelledby="h-nat"><h2 id="h-nat">Reachability</h2>'
+        + kv_table(rows)
+        + "</section>"
+    )
+
+
 def _peers_section(status: Mapping[str, Any], peers: Sequence[Mapping[str, Any]]) -> str:
     head = '<section aria-labelledby="h-peers"><h2 id="h-peers">Peers</h2>'
     connected = [p for p in peers if p.get("connected")]
@@ -172,13 +228,23 @@ def _peers_section(status: Mapping[str, Any], peers: Sequence[Mapping[str, Any]]
                 yes_no(p.get("connected"), "connected", "not connected"),
                 fmt_ms(details.get("rtt_ms")),
                 _peer_storage(details),
+                _peer_connection(details),
                 fmt_time(p.get("last_seen")),
             ]
         )
     more = ""
     if len(ordered) > MAX_PEER_ROWS:
         more = f"<p>… and {len(ordered) - MAX_PEER_ROWS} more (see <code>/?format=json</code>).</p>"
-    headers = ["Node ID", "Nickname", "Address", "State", "Round trip", "Storage", "Last seen"]
+    headers = [
+        "Node ID",
+        "Nickname",
+        "Address",
+        "State",
+        "Round trip",
+        "Storage",
+        "Connection",
+        "Last seen",
+    ]
     return head + summary + table(headers, rows) + more + "</section>"
 
 
@@ -302,6 +368,7 @@ def front_page(
     return (
         _node_section(status, now, ui_started)
         + _seeds_section(status)
+        + _nat_section(status)
         + _peers_section(status, peers)
         + _dht_storage_section(status)
         + _transfers_section(status)

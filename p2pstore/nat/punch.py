@@ -1,0 +1,219 @@
+"""Coordinated UDP hole punching: ``nat.connect`` and ``nat.punch`` (docs/nat.md).
+
+Three parties: A wants to reach B (behind NAT); R is reachable and holds an open
+connection to B (B's relay or any peer B keeps a connection to).
+
+1. A calls R ``nat.connect {"target": B_id}``.
+2. R calls B over B's existing connection ``nat.punch {"peer": A_id, "addr": [host,
+   port]}`` with A's address as R observed it.
+3. B sends :data:`PUNCH_COUNT` punch datagrams (non-QUIC, dropped by every
+   endpoint) from its endpoint socket toward A's address, the first at once and the
+   rest spaced :data:`PUNCH_SPACING` s apart, so B's NAT gets a mapping/filter entry
+   for A; B replies ``{"ok": true}`` right after the first.
+4. R replies to A ``{"observed": [host, port], "you": [host, port]}``: B's address
+   as R sees it (B's NAT mapping) and A's as R sees it.
+5. A dials B at ``observed`` (the :class:`~p2pstore.nat.connector.Connector`).
+
+Limits: R serves one ``nat.connect`` per caller per ``connect_interval``; B runs at
+most ``max_active`` punch sequences and one per (caller, address) at a time, so a
+peer cannot turn B into a packet cannon (5 datagrams of 26 bytes per request).
+:class:`PunchService` plays both roles; its punch tasks end in :meth:`close`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import ipaddress
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from quic_transport import CallContext, Endpoint, PeerAddress, RpcError
+from quic_transport.identity import ID_BYTES, NodeId
+
+from .errors import NatRemoteError
+from .record import check_host, check_port
+
+log = logging.getLogger(__name__)
+
+CONNECT: Final = "nat.connect"
+PUNCH: Final = "nat.punch"
+#: first byte 0x00: the QUIC fixed bit is clear, and it is not the PMTU probe magic
+PUNCH_MAGIC: Final = b"\x00p2ps-punch"
+PUNCH_COUNT: Final = 5
+PUNCH_SPACING: Final = 0.25
+
+Addr = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class PunchLimits:
+    connect_interval: float = 1.0  # per caller, at the rendezvous
+    max_active: int = 8  # punch sequences running at once, at the target
+    call_timeout: float = 3.0
+    max_tracked: int = 4096
+
+
+def punch_packet() -> bytes:
+    return PUNCH_MAGIC + os.urandom(8)
+
+
+def is_punch_packet(data: bytes) -> bool:
+    return data.startswith(PUNCH_MAGIC)
+
+
+def parse_addr(value: Any, field: str) -> Addr:
+    if not isinstance(value, list) or len(value) != 2:
+        raise NatRemoteError(f"{field}: expected [host, port]", field=field)
+    return check_host(value[0], field), check_port(value[1], field)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _node_id(value: Any, field: str) -> NodeId:
+    if not isinstance(value, bytes) or len(value) != ID_BYTES:
+        raise RpcError("bad_request", f"{field} must be a {ID_BYTES}-byte node ID")
+    return NodeId(value)
+
+
+class PunchService:
+    """Serves ``nat.connect`` (rendezvous role) and ``nat.punch`` (target role)."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        limits: PunchLimits | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        enabled: bool = True,
+    ) -> None:
+        self.endpoint = endpoint
+        self.limits = limits or PunchLimits()
+        self.clock = clock
+        self.enabled = enabled  # False: refuse to punch (config hole_punching = false)
+        self._last_connect: dict[NodeId, float] = {}
+        self._active: dict[tuple[NodeId, Addr], asyncio.Task[None]] = {}
+        self.stats = {"connects": 0, "punches": 0, "refused": 0, "datagrams": 0}
+
+    def register(self) -> None:
+        self.endpoint.register(CONNECT, self._on_connect)
+        self.endpoint.register(PUNCH, self._on_punch)
+
+    async def close(self) -> None:
+        tasks = list(self._active.values())
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._active.clear()
+
+    # -- rendezvous ------------------------------------------------------------------
+    def _admit_connect(self, caller: NodeId) -> None:
+        now = self.clock()
+        last = self._last_connect.get(caller)
+        if last is not None and now - last < self.limits.connect_interval:
+            self.stats["refused"] += 1
+            raise RpcError("busy", "nat.connect: too many requests")
+        if len(self._last_connect) >= self.limits.max_tracked:
+            cutoff = now - self.limits.connect_interval
+            self._last_connect = {k: t for k, t in self._last_connect.items() if t >= cutoff}
+            if len(self._last_connect) >= self.limits.max_tracked:
+                self.stats["refused"] += 1
+                raise RpcError("busy", "nat.connect: too many callers")
+        self._last_connect[caller] = now
+
+    async def _on_connect(self, ctx: CallContext, body: Any) -> Any:
+        if not isinstance(body, dict):
+            raise RpcError("bad_request", "expected a map")
+        target = _node_id(body.get("target"), "target")
+        if target in (ctx.peer_id, self.endpoint.node_id):
+            raise RpcError("bad_request", "target must be a third node")
+        observed = self.endpoint.peer_address(target)
+        if observed is None or not _is_ip(observed[0]):  # none, or only via a relay path
+            raise RpcError("not_connected", f"no direct connection to {target.short()}")
+        if not _is_ip(ctx.host):
+            raise RpcError("bad_request", "a caller reached through a relay cannot be punched to")
+        self._admit_connect(ctx.peer_id)
+        request = {"peer": ctx.peer_id.raw, "addr": [ctx.host, ctx.port]}
+        try:
+            reply = await self.endpoint.call(
+                PeerAddress(target, *observed), PUNCH, request, timeout=self.limits.call_timeout
+            )
+        except RpcError as e:
+            raise RpcError("punch_refused", f"target refused: {e.code}") from None
+        except Exception as e:
+            raise RpcError("unreachable", f"target did not answer: {type(e).__name__}") from None
+        if not isinstance(reply, dict) or reply.get("ok") is not True:
+            raise RpcError("punch_refused", "target sent a malformed reply")
+        self.stats["connects"] += 1
+        # re-read: the connection may have moved while we waited
+        observed = self.endpoint.peer_address(target) or observed
+        return {"observed": [observed[0], observed[1]], "you": [ctx.host, ctx.port]}
+
+    # -- target ----------------------------------------------------------------------
+    async def _on_punch(self, ctx: CallContext, body: Any) -> Any:
+        if not self.enabled:
+            raise RpcError("disabled", "hole punching is disabled on this node")
+        if not isinstance(body, dict):
+            raise RpcError("bad_request", "expected a map")
+        peer = _node_id(body.get("peer"), "peer")
+        try:
+            addr = parse_addr(body.get("addr"), "addr")
+        except NatRemoteError as e:
+            raise RpcError("bad_request", str(e)) from None
+        if not _is_ip(addr[0]):  # punch only to what a socket reported: no DNS lookups
+            raise RpcError("bad_request", "addr must be an IP address")
+        key = (peer, addr)
+        if key in self._active:
+            return {"ok": True}  # already punching there
+        if len(self._active) >= self.limits.max_active:
+            self.stats["refused"] += 1
+            raise RpcError("busy", "too many hole punches in progress")
+        self._send(addr)
+        task = asyncio.get_running_loop().create_task(self._punch_rest(addr))
+        self._active[key] = task
+        task.add_done_callback(functools.partial(self._done, key))
+        self.stats["punches"] += 1
+        log.debug("punching toward %s:%d for %s", addr[0], addr[1], peer.short())
+        return {"ok": True}
+
+    def _done(self, key: tuple[NodeId, Addr], task: asyncio.Task[None]) -> None:
+        if self._active.get(key) is task:
+            del self._active[key]
+        if not task.cancelled():
+            task.exception()
+
+    def _send(self, addr: Addr) -> None:
+        with contextlib.suppress(Exception):  # endpoint closing: nothing to punch from
+            self.endpoint.send_raw(punch_packet(), addr)
+            self.stats["datagrams"] += 1
+
+    async def _punch_rest(self, addr: Addr) -> None:
+        for _ in range(PUNCH_COUNT - 1):
+            await asyncio.sleep(PUNCH_SPACING)
+            self._send(addr)
+
+
+async def request_connect(
+    endpoint: Endpoint,
+    rendezvous: PeerAddress,
+    target: NodeId,
+    *,
+    timeout: float = 5.0,  # noqa: ASYNC109
+) -> tuple[Addr, Addr]:
+    """Ask ``rendezvous`` to have ``target`` punch toward us; returns (target's observed
+    address, our address as the rendezvous sees it)."""
+    reply = await endpoint.call(rendezvous, CONNECT, {"target": target.raw}, timeout=timeout)
+    if not isinstance(reply, dict):
+        raise NatRemoteError("nat.connect reply: expected a map", field="reply")
+    return parse_addr(reply.get("observed"), "observed"), parse_addr(reply.get("you"), "you")

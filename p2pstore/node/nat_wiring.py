@@ -1,0 +1,131 @@
+"""GridService's NAT wiring (docs/nat.md, "Node behaviour"), kept out of
+grid_service.py: building the :class:`~p2pstore.nat.manager.NatManager` from the
+config, merging DHT node announcements into ``find_peers``, and the per-peer
+connection details shown by ``peers``.
+
+Invariants: announcements are verified (signature, node ID) before use and only
+storage records are returned as storage peers; a node without NAT support in its
+DHT (no announcements) gets exactly the old behaviour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from p2pstore.nat.manager import NatManager, NatSettings
+from quic_transport import PeerAddress
+from quic_transport.identity import NodeId
+
+from .limits import slower
+
+if TYPE_CHECKING:
+    from .grid_service import GridService
+
+
+def nat_settings(service: GridService) -> NatSettings:
+    net = service.context.config.network
+    return NatSettings(
+        reachability=net.reachability,
+        hole_punching=net.hole_punching,
+        use_relays=net.use_relays,
+        max_anchors=net.relays,
+        keepalive=float(net.keepalive),
+        # the low-power profile slows re-checks; never the keepalive, which must
+        # stay under the NAT's UDP timeout or the node becomes unreachable
+        recheck_interval=slower(float(net.recheck_interval), service.context.config.limits),
+    )
+
+
+def make_nat_manager(service: GridService) -> NatManager:
+    assert service.endpoint is not None and service.dht is not None
+    ctx = service.context
+    dht = service.dht
+    public = ctx.config.node.public_address
+    extra = [] if public is None else [(public.host, public.port)]
+
+    def candidates() -> list[PeerAddress]:
+        return [PeerAddress(c.node_id, c.host, c.port) for c in dht.table.contacts()]
+
+    nat = NatManager(
+        service.endpoint,
+        ctx.key,
+        dht,
+        nat_settings(service),
+        stores=ctx.config.storage.enabled,
+        candidates=candidates,
+        extra_addresses=lambda: extra,
+        port_mapping=lambda: getattr(service, "port_mapper", None),
+    )
+
+    async def relay_follows(verdict: str) -> None:
+        # [relay] serve = "auto": relay for others exactly while we are reachable
+        setter = getattr(service, "set_relay_reachable", None)
+        if setter is not None and verdict in ("public", "private"):
+            await setter(verdict == "public")
+
+    nat.verdict_hooks.append(relay_follows)
+    return nat
+
+
+def announced_storage_peers(
+    nat: NatManager, announcements: Sequence[Any], own: NodeId
+) -> list[PeerAddress]:
+    """Storage peers from a lookup's node announcements (dht.Announcement: the DHT
+    verified its signature; ``node_id`` derives from its key). The value is our peer
+    record, verified again and tied to that node ID."""
+    out = []
+    for ann in announcements:
+        value = getattr(ann, "value", None)
+        expected = getattr(ann, "node_id", None)
+        if not isinstance(value, bytes) or not value or not isinstance(expected, NodeId):
+            continue
+        rec = nat.learn(value, expected)
+        if rec is not None and rec.storage and rec.node_id != own:
+            out.append(nat.address_of(rec))
+    return out
+
+
+def nat_hooks(
+    nat: NatManager, own: NodeId
+) -> tuple[Callable[[Sequence[Any]], Sequence[PeerAddress]], Callable[[NodeId], bool | None]]:
+    """GridService's ``announced_peers`` and ``reachability`` hooks (dhtmode)."""
+
+    def announced(announcements: Sequence[Any]) -> Sequence[PeerAddress]:
+        return announced_storage_peers(nat, announcements, own)
+
+    return announced, nat.peer_reachable
+
+
+def connection_details(nat: NatManager | None, node_id: NodeId) -> dict[str, Any]:
+    """``peers`` details: how we are connected (direct/punched/relayed) and whether
+    the peer is one of our relays."""
+    if nat is None:
+        return {}
+    out: dict[str, Any] = {}
+    kind = nat.connection_kind(node_id)
+    if kind is not None:
+        out["connection"] = kind
+    anchor = nat.anchors.get(node_id)
+    if anchor is not None:
+        out["our_relay"] = True
+        if anchor.reservation is not None:
+            res = anchor.reservation
+            out["relayed_address"] = f"{getattr(res, 'host', '?')}:{getattr(res, 'port', '?')}"
+    rec = nat.records.get(node_id)
+    if rec is not None:
+        out["reachability"] = rec.reach
+    return out
+
+
+def extra_peer_ids(nat: NatManager | None, listed: set[NodeId]) -> list[NodeId]:
+    """Connected peers not in the routing table that we reached through the connector,
+    know by their peer record, or that reached us through a relay (NATed ones: DHT
+    clients)."""
+    if nat is None:
+        return []
+    ids = list(nat.connector.routes())
+    ids += [n for n in nat.records if nat.endpoint.peer_address(n) is not None]
+    # peers that came in through our relay reservations (NATed callers)
+    ids += [n for n in nat.endpoint.connected_peers if nat.connection_kind(n) == "relayed"]
+    return [n for n in dict.fromkeys(ids) if n not in listed]
