@@ -25,7 +25,7 @@ Invariants:
   :meth:`_service` settles the charge with the bytes sent; with ``download_rate``
   set the socket is read by :meth:`_on_readable_capped`, which stops reading (the
   reader is removed and re-added by a timer) while the bucket is in debt. Without
-  caps neither path costs anything.
+  caps the only cost is a byte count per datagram sent.
 """
 
 from __future__ import annotations
