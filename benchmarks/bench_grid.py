@@ -15,6 +15,10 @@ connections; ``mb_s_warm`` (upload, download) is a second run in the same proces
 over the connections already open, as in a running node (CPU figures are for the
 first run; peak RSS covers both).
 
+``BENCH_GRID_OPS`` (comma-separated, e.g. ``upload``) runs only some of
+``upload,download,upload-convergent,upload-unary`` (download needs upload) and
+``BENCH_GRID_REPEAT`` repeats them over the same nodes (default 1).
+
 ``python -m benchmarks grid`` runs it; ``python -m benchmarks.bench_grid client
 '<json>'`` is the client half (used internally).
 """
@@ -25,7 +29,6 @@ import asyncio
 import hashlib
 import json
 import os
-import random
 import resource
 import subprocess
 import sys
@@ -34,6 +37,8 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from p2pstore.grid import (
     DownloadConfig,
@@ -51,10 +56,16 @@ from quic_transport.identity import NodeId, NodeKey
 
 MiB = 1 << 20
 SECRET = bytes(32)
+_ZEROS = bytes(MiB)
 
 
 def chunk_of(seed: int, i: int) -> bytes:
-    return random.Random(seed * 1_000_003 + i).randbytes(MiB)
+    """MiB ``i`` of the test file ``seed``: an AES-CTR keystream, incompressible and
+    cheap (~0.01 CPU-s per 100 MiB, where ``random.randbytes`` cost the client
+    ~0.25 CPU-s, more than reading a cached file would)."""
+    key = hashlib.sha256(b"bench_grid source %d" % seed).digest()
+    nonce = i.to_bytes(16, "big")
+    return Cipher(algorithms.AES(key), modes.CTR(nonce)).encryptor().update(_ZEROS)
 
 
 async def source(size: int, seed: int) -> AsyncIterator[bytes]:
@@ -155,6 +166,43 @@ def run_client(args: dict[str, Any], nodes: list[subprocess.Popen[str]]) -> dict
     return result
 
 
+def _run_ops(
+    base: dict[str, Any],
+    wanted: set[str],
+    peers: list[list[Any]],
+    size: int,
+    sha: str,
+    nodes: list[subprocess.Popen[str]],
+) -> None:
+    cap = None
+    if wanted & {"upload", "download"}:
+        up = run_client(
+            {"op": "upload", "peers": peers, "size": size, "seed": 1, "warm": True}, nodes
+        )
+        cap = up.pop("cap")
+        if "upload" in wanted:
+            print(json.dumps({**base, "op": "upload", **up}), flush=True)
+    if "download" in wanted:
+        down = run_client(
+            {
+                "op": "download",
+                "peers": peers,
+                "size": size,
+                "seed": 1,
+                "cap": cap,
+                "sha": sha,
+                "warm": True,
+            },
+            nodes,
+        )
+        print(json.dumps({**base, "op": "download", **down}), flush=True)
+    for op, seed in (("upload-convergent", 2), ("upload-unary", 4)):
+        if op in wanted:
+            res = run_client({"op": op, "peers": peers, "size": size, "seed": seed}, nodes)
+            res.pop("cap")
+            print(json.dumps({**base, "op": op, **res}), flush=True)
+
+
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "client":
         print(json.dumps(asyncio.run(_client(json.loads(sys.argv[2])))), flush=True)
@@ -179,34 +227,10 @@ def main() -> None:
                 peers.append([line[1], int(line[2]), line[3]])
             base = {"bench": "grid", "k": 3, "n": 10, "nodes": 10, "size_mib": size // MiB}
             sha = expected_sha(size, 1)
-            up = run_client(
-                {"op": "upload", "peers": peers, "size": size, "seed": 1, "warm": True}, nodes
-            )
-            cap = up.pop("cap")
-            print(json.dumps({**base, "op": "upload", **up}), flush=True)
-            down = run_client(
-                {
-                    "op": "download",
-                    "peers": peers,
-                    "size": size,
-                    "seed": 1,
-                    "cap": cap,
-                    "sha": sha,
-                    "warm": True,
-                },
-                nodes,
-            )
-            print(json.dumps({**base, "op": "download", **down}), flush=True)
-            conv = run_client(
-                {"op": "upload-convergent", "peers": peers, "size": size, "seed": 2}, nodes
-            )
-            conv.pop("cap")
-            print(json.dumps({**base, "op": "upload-convergent", **conv}), flush=True)
-            unary = run_client(
-                {"op": "upload-unary", "peers": peers, "size": size, "seed": 4}, nodes
-            )
-            unary.pop("cap")
-            print(json.dumps({**base, "op": "upload-unary", **unary}), flush=True)
+            ops = os.environ.get("BENCH_GRID_OPS", "upload,download,upload-convergent,upload-unary")
+            wanted = {o.strip() for o in ops.split(",")}
+            for _ in range(int(os.environ.get("BENCH_GRID_REPEAT", "1"))):
+                _run_ops(base, wanted, peers, size, sha, nodes)
             if os.environ.get("BENCH_GRID_1GIB"):
                 big = run_client(
                     {"op": "upload", "peers": peers, "size": 1024 * MiB, "seed": 3}, nodes

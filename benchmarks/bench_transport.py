@@ -6,7 +6,7 @@ first byte offered until the receiver's reply that it has everything):
 - ``stock``: aioquic's asyncio client/server (default configuration), one 100 MiB
   stream, and 10 concurrent streams to 10 servers;
 - ``p2pstore``: this transport (``call_stream``), same transfers, with datagram
-  size discovered by probing (16 KiB on loopback) and capped at 1,452 bytes.
+  size discovered by probing (65,507 bytes on IPv4 loopback) and capped at 1,452 bytes.
 
 Receivers run in a child process (one core), senders in this one (the other).
 ``python -m benchmarks transport`` runs it; ``BENCH_QUICK=1`` (or ``--quick`` when run as

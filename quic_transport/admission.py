@@ -37,7 +37,7 @@ class Admission:
         *,
         versions: list[int],
         cid_length: int,
-        send: Callable[[bytes, tuple[str, int]], None],
+        send: Callable[[bytes, tuple[str, int]], object],
         clock: Callable[[], float],
     ) -> None:
         self._versions = versions

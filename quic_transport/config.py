@@ -1,8 +1,9 @@
 """TransportConfig: every limit, timeout and window of the transport in one frozen value.
 
 Invariants: all sizes are positive; ``min_datagram_size`` (1,200 bytes, the QUIC
-minimum of RFC 9000 section 14) <= ``max_datagram_size`` <= 16,384 (aioquic's
-usable ceiling lies between 16 and 32 KiB, see shared/PACKAGES.md).
+minimum of RFC 9000 section 14) <= ``max_datagram_size`` <= 65,527 (the largest
+UDP payload without IPv6 jumbograms; IPv4 carries at most 65,507). Stock aioquic
+breaks above 16 KiB; quicconn.py lifts that limit.
 ``upload_rate`` / ``download_rate`` are bytes of UDP datagrams per second for the
 whole endpoint, None meaning unlimited (docs/limits.md).
 """
@@ -12,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 QUIC_MIN_DATAGRAM = 1200
-AIOQUIC_MAX_DATAGRAM = 16384
+MAX_DATAGRAM = 65527  # largest UDP payload (IPv6, no jumbograms)
+IPV4_MAX_DATAGRAM = 65507  # 65,535 - 20 (IPv4 header) - 8 (UDP header)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +41,7 @@ class TransportConfig:
     recv_batch: int = 256  # datagrams drained per readiness event before transmitting
     # --- datagram size (path MTU discovery) -------------------------------------
     min_datagram_size: int = QUIC_MIN_DATAGRAM
-    max_datagram_size: int = AIOQUIC_MAX_DATAGRAM  # upper bound for probing
+    max_datagram_size: int = IPV4_MAX_DATAGRAM  # upper bound for probing
     pmtu_probe: bool = True
     pmtu_probe_timeout: float = 0.3  # per probing round
     pmtu_probe_rounds: int = 2
@@ -79,7 +81,7 @@ class TransportConfig:
                 raise ValueError(f"TransportConfig.{name} must be positive or None")
         if not QUIC_MIN_DATAGRAM <= self.min_datagram_size <= self.max_datagram_size:
             raise ValueError("need 1200 <= min_datagram_size <= max_datagram_size")
-        if self.max_datagram_size > AIOQUIC_MAX_DATAGRAM:
-            raise ValueError(f"max_datagram_size above {AIOQUIC_MAX_DATAGRAM} breaks aioquic")
+        if self.max_datagram_size > MAX_DATAGRAM:
+            raise ValueError(f"max_datagram_size above {MAX_DATAGRAM} (largest UDP payload)")
         if self.bulk_window < 2 * 65536:
             raise ValueError("bulk_window must be at least 128 KiB")

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aioquic.quic import events
 
@@ -97,11 +97,12 @@ class PeerConnection:
         return f"PeerConnection({who!r}, {self.addr}, {self.state})"
 
     # -- StreamOwner -------------------------------------------------------------------
-    def send_stream_data(self, stream_id: int, data: bytes, end: bool = False) -> None:
+    def send_stream_data(self, stream_id: int, data: bytes | memoryview, end: bool = False) -> None:
         if self.state == CLOSED:
             raise StreamClosedError(f"connection closed: {self.close_reason}")
         try:
-            self.quic.send_stream_data(stream_id, data, end)
+            # aioquic appends ``data`` to a bytearray at once: any buffer will do
+            self.quic.send_stream_data(stream_id, cast(bytes, data), end)
         except (RuntimeError, AssertionError, ValueError) as e:
             raise StreamClosedError(f"cannot send on stream {stream_id}: {e}") from None
         self.endpoint.schedule_flush(self)

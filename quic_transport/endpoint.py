@@ -25,7 +25,7 @@ Invariants:
   :meth:`_service` settles the charge with the bytes sent; with ``download_rate``
   set the socket is read by :meth:`_on_readable_capped`, which stops reading (the
   reader is removed and re-added by a timer) while the bucket is in debt. Without
-  caps neither path costs anything.
+  caps the only cost is a byte count per datagram sent.
 """
 
 from __future__ import annotations
@@ -521,10 +521,11 @@ class Endpoint:
         await rpc.serve(self, conn, stream)
 
     # -- socket I/O ----------------------------------------------------------------------
-    def _send_raw(self, data: bytes, addr: tuple[str, int]) -> None:
+    def _send_raw(self, data: bytes, addr: tuple[str, int]) -> bool:
+        """Send one datagram; False only if it is too large to leave this host
+        (EMSGSIZE: the interface MTU or the kernel's cached path MTU)."""
         if paths.is_virtual(addr):
-            self._send_path(data, addr)
-            return
+            return self._send_path(data, addr)
         if self._up is not None:
             self._up.charge(len(data))
         try:
@@ -533,9 +534,11 @@ class Endpoint:
         except BlockingIOError:
             self._stats["send_dropped"] += 1
         except OSError as e:
-            if e.errno != errno.EMSGSIZE:
-                log.debug("sendto %s failed: %s", addr, e)
             self._stats["send_dropped"] += 1
+            if e.errno == errno.EMSGSIZE:
+                return False
+            log.debug("sendto %s failed: %s", addr, e)
+        return True
 
     def _send_path(self, data: bytes, addr: Any) -> bool:
         send = self._paths.get((addr[0], addr[1]))
@@ -763,6 +766,11 @@ def _set_socket_options(sock: socket.socket, config: TransportConfig) -> None:
         pmtudisc_do = getattr(socket, "IP_PMTUDISC_DO", 2)  # Linux value; missing from typeshed
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MTU_DISCOVER, pmtudisc_do)
+    if sock.family == socket.AF_INET6 and hasattr(socket, "IPV6_DONTFRAG"):
+        # Without it the IPv6 stack fragments oversized datagrams at the source, and a
+        # probe bigger than the path would be reassembled and acknowledged.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_DONTFRAG, 1)
 
 
 async def open_endpoint(

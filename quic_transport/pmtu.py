@@ -22,7 +22,10 @@ must echo it. An off-path attacker who spoofs a peer's address never sees the
 ACK, so it cannot make the listener believe a size the peer never acknowledged.
 
 Invariants: a probe is only answered if its length equals its claimed size and
-the size lies within [1200, 16384]; replies are exactly as long as the probe.
+the size lies within [1200, 65527]; replies are exactly as long as the probe. A
+size the local stack refuses to send (EMSGSIZE: larger than the interface MTU or
+the kernel's cached path MTU) is dropped from the search, so a search ends as soon
+as the largest size that can leave this host is acknowledged.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .config import AIOQUIC_MAX_DATAGRAM, QUIC_MIN_DATAGRAM
+from .config import MAX_DATAGRAM, QUIC_MIN_DATAGRAM
 
 MAGIC = b"\x00p2psMTU"
 TYPE_PROBE = 1
@@ -43,9 +46,10 @@ TYPE_CONFIRM = 3
 _BODY = struct.Struct(">B16sI16s")
 HEADER_LEN = len(MAGIC) + _BODY.size
 # Common plateaus (RFC 8899 section 5.1.2 suggests searching over likely sizes):
-# loopback / jumbo paths, 9000-byte jumbo frames, 4 KiB, Ethernet with IPv6+UDP
-# headers, and the IPv6 minimum MTU less headers.
-PLATEAUS = (16384, 8952, 4096, 1452, 1232)
+# IPv6 loopback (MTU 65,536 less 48 bytes of headers), 16 KiB, 9000-byte jumbo
+# frames, 4 KiB, Ethernet with IPv6+UDP headers, and the IPv6 minimum MTU less
+# headers. The configured maximum (65,507 by default: IPv4 loopback) is added.
+PLATEAUS = (65488, 16384, 8952, 4096, 1452, 1232)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +78,7 @@ def parse(data: bytes) -> ProbePacket | None:
     kind, nonce, size, token = _BODY.unpack_from(data, len(MAGIC))
     if kind not in (TYPE_PROBE, TYPE_ACK, TYPE_CONFIRM):
         return None
-    if not QUIC_MIN_DATAGRAM <= size <= AIOQUIC_MAX_DATAGRAM:
+    if not QUIC_MIN_DATAGRAM <= size <= MAX_DATAGRAM:
         return None
     if kind != TYPE_CONFIRM and len(data) != size:
         return None
@@ -158,7 +162,16 @@ class PmtuSearch:
         if size > self.result:
             self.result = size
             self._token = pkt.token
-        if size == self._sizes[0]:
+        if not self._sizes or size >= self._sizes[0]:
+            self.done = True
+
+    def on_unsendable(self, size: int) -> None:
+        """The local stack refused to send a probe of ``size`` (too large for the
+        interface): no longer wait for it, nor probe it again."""
+        if size not in self._sizes:
+            return
+        self._sizes.remove(size)
+        if not self._sizes or self._sizes[0] <= self.result:
             self.done = True
 
     def on_round_timeout(self) -> list[bytes]:

@@ -19,26 +19,59 @@ in-order data handed to the application is bounded by the application credit
 of its limit-writing call, the counters its rule reads; the frame itself is still
 written by aioquic. Invariant: limits only ever grow (QUIC forbids shrinking).
 If aioquic's internals change shape, the stock behaviour stays (logged once).
+
+Datagrams above 16 KiB. aioquic writes every STREAM and CRYPTO frame length, and
+the Length field of long-header packets, as a 2-byte varint (at most 16,383), so
+with stock code a datagram larger than ~16 KiB produces frames the peer cannot
+parse. Here:
+
+- the STREAM frame writer (``_write_stream_frame``) is replaced: a frame whose
+  data exceeds 16,383 bytes gets a 4-byte varint length (RFC 9000 section 16);
+  shorter ones keep the 2-byte form. Every QUIC stack, aioquic's included,
+  parses both. The CRYPTO frame writer caps its data at 16,383 bytes;
+- handshake packets (Initial, Handshake: long headers, CRYPTO frames) are built
+  with at most ``HANDSHAKE_DATAGRAM_LIMIT`` bytes; only once the handshake is
+  confirmed, when no long-header packet is ever sent again, does the connection
+  switch to the full ``datagram_size`` (probed by sizing.py), updating the
+  congestion controller and the pacer, which count in datagrams.
+
+Invariant: no frame or packet length written by this class exceeds what its
+length field can hold; without the hooks, datagrams stay at 16 KiB.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from typing import Any
 
+from aioquic.buffer import size_uint_var
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import QuicFrameType
 
 from . import pacing
 from .ratelimit import GatedPacer, SendGate
 
 log = logging.getLogger(__name__)
 
+# Largest datagram whose long-header packets and CRYPTO frames fit aioquic's 2-byte
+# length fields (the whole datagram is below 16,384, so every packet in it is too).
+HANDSHAKE_DATAGRAM_LIMIT = 16384
+_LEN2_MAX = 0x3FFF  # largest value of a 2-byte varint
+_LEN4_MAX = 0x3FFF_FFFF  # largest value of a 4-byte varint
+
 _HOOKS_PRESENT = all(
     hasattr(QuicConnection, name) for name in ("_write_stream_limits", "_write_connection_limits")
 )
 if not _HOOKS_PRESENT:  # pragma: no cover - depends on the installed aioquic
     log.warning("aioquic internals changed: receive windows follow aioquic's own rule")
+_LARGE_HOOKS_PRESENT = all(
+    hasattr(QuicConnection, name)
+    for name in ("_write_stream_frame", "_write_crypto_frame", "_confirm_handshake")
+)
+if not _LARGE_HOOKS_PRESENT:  # pragma: no cover - depends on the installed aioquic
+    log.warning("aioquic internals changed: datagrams stay at or below 16 KiB")
 
 
 class TransportQuicConnection(QuicConnection):
@@ -47,18 +80,110 @@ class TransportQuicConnection(QuicConnection):
         *,
         stream_window: int,
         connection_window: int,
+        configuration: Any,
         send_gate: SendGate | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        target = configuration.max_datagram_size
+        if target > HANDSHAKE_DATAGRAM_LIMIT:
+            configuration = dataclasses.replace(
+                configuration, max_datagram_size=HANDSHAKE_DATAGRAM_LIMIT
+            )
+            if not _LARGE_HOOKS_PRESENT:  # pragma: no cover - depends on aioquic
+                target = HANDSHAKE_DATAGRAM_LIMIT
+        super().__init__(configuration=configuration, **kwargs)
         self._p2ps_stream_window = stream_window
         self._p2ps_connection_window = connection_window
+        self._p2ps_datagram_target = target
         if send_gate is None:
             pacing.install(self, self._max_datagram_size)
         else:  # the endpoint's upload cap (ratelimit.py) gates every packet we build
             pacing.install(
                 self, self._max_datagram_size, functools.partial(GatedPacer, gate=send_gate)
             )
+
+    @property
+    def datagram_size(self) -> int:
+        """The largest datagram this connection sends now."""
+        return int(self._max_datagram_size)
+
+    def _confirm_handshake(self) -> None:
+        super()._confirm_handshake()
+        if self._p2ps_datagram_target > self._max_datagram_size:
+            self._raise_datagram_size(self._p2ps_datagram_target)
+
+    def _raise_datagram_size(self, size: int) -> None:
+        """Send datagrams of up to ``size`` bytes from now on (1-RTT packets only)."""
+        self._max_datagram_size = size
+        loss = getattr(self, "_loss", None)
+        for part in (getattr(loss, "_cc", None), getattr(loss, "_pacer", None)):
+            if part is not None and hasattr(part, "_max_datagram_size"):
+                part._max_datagram_size = size
+
+    def _write_stream_frame(self, builder: Any, space: Any, stream: Any, max_offset: int) -> int:
+        """Like aioquic's writer, with a 4-byte length when the data exceeds 16,383 bytes.
+
+        Returns how far the stream's highest sent offset advanced (aioquic's contract:
+        the caller charges it to the connection's flow-control credit).
+        """
+        sender = stream.sender
+        head = 1 + size_uint_var(stream.stream_id)
+        if sender.next_offset:
+            head += size_uint_var(sender.next_offset)
+        room = builder.remaining_flight_space - head
+        len_size = 2 if room - 2 <= _LEN2_MAX else 4
+        previous_highest = sender.highest_offset
+        frame = sender.get_frame(min(room - len_size, _LEN4_MAX), max_offset)
+        if frame is None:
+            return 0
+        size = len(frame.data)
+        frame_type = QuicFrameType.STREAM_BASE | 2  # LEN bit: the length is present
+        if frame.offset:
+            frame_type |= 4
+        if frame.fin:
+            frame_type |= 1
+        buf = builder.start_frame(
+            frame_type,
+            capacity=head + len_size,
+            handler=sender.on_data_delivery,
+            handler_args=(frame.offset, frame.offset + size, frame.fin),
+        )
+        buf.push_uint_var(stream.stream_id)
+        if frame.offset:
+            buf.push_uint_var(frame.offset)
+        if size <= _LEN2_MAX:
+            buf.push_uint16(size | 0x4000)
+        else:
+            buf.push_uint32(size | 0x8000_0000)
+        buf.push_bytes(frame.data)
+        if self._quic_logger is not None:
+            builder.quic_logger_frames.append(
+                self._quic_logger.encode_stream_frame(frame, stream_id=stream.stream_id)
+            )
+        return int(sender.highest_offset - previous_highest)
+
+    def _write_crypto_frame(self, builder: Any, space: Any, stream: Any) -> bool:
+        """Like aioquic's writer, with at most 16,383 bytes of data per frame (its
+        2-byte length). Handshake packets are small anyway; this keeps CRYPTO data
+        sent in 1-RTT packets after the datagram size was raised well-formed."""
+        sender = stream.sender
+        head = 3 + size_uint_var(sender.next_offset)
+        frame = sender.get_frame(min(builder.remaining_flight_space - head, _LEN2_MAX))
+        if frame is None:
+            return False
+        size = len(frame.data)
+        buf = builder.start_frame(
+            QuicFrameType.CRYPTO,
+            capacity=head,
+            handler=sender.on_data_delivery,
+            handler_args=(frame.offset, frame.offset + size, False),
+        )
+        buf.push_uint_var(frame.offset)
+        buf.push_uint16(size | 0x4000)
+        buf.push_bytes(frame.data)
+        if self._quic_logger is not None:
+            builder.quic_logger_frames.append(self._quic_logger.encode_crypto_frame(frame))
+        return True
 
     def opened_by_valid_packet(self) -> bool:
         """Listener side: whether any packet of this connection has been decrypted

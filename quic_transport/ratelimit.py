@@ -40,12 +40,13 @@ from .pacing import CoarseTimerPacer
 EARLY = 1e-6
 #: the bucket holds this many seconds of traffic (absorbs late event-loop timers)
 BURST_SECONDS = 0.05
-#: but never less than this, so a whole 16 KiB datagram and a few ACKs fit
+#: but never less than this, so a 16 KiB datagram and a few ACKs fit (a 64 KiB loopback
+#: datagram is approved whenever the bucket is not empty and may drive it negative)
 MIN_BURST = 32 * 1024
 #: receive-buffer sizing under a download cap: this many seconds of traffic ...
 RECV_QUEUE_SECONDS = 0.1
-#: ... but at least this many bytes (a few full-size datagrams)
-MIN_RECV_BUFFER = 64 * 1024
+#: ... but at least this many bytes (a few full-size datagrams, 64 KiB on loopback)
+MIN_RECV_BUFFER = 256 * 1024
 
 
 def burst_for(rate: int) -> int:

@@ -31,7 +31,10 @@ def _remember(cache: OrderedDict[Addr, int], addr: Addr, size: int) -> None:
 
 
 class DatagramSizer:
-    def __init__(self, config: TransportConfig, send: Callable[[bytes, Addr], None]) -> None:
+    def __init__(self, config: TransportConfig, send: Callable[[bytes, Addr], bool]) -> None:
+        """``send(datagram, addr)`` returns False if the local stack refused the
+        datagram as too large (EMSGSIZE), True otherwise (sent, or dropped for
+        another reason)."""
         self._config = config
         self._send = send
         self._secret = os.urandom(32)
@@ -65,7 +68,10 @@ class DatagramSizer:
             probes = search.start()
             while probes:
                 for p in probes:
-                    self._send(p, addr)
+                    if not self._send(p, addr):
+                        search.on_unsendable(len(p))  # a probe is exactly its size long
+                if search.done:
+                    break
                 try:
                     async with asyncio.timeout(cfg.pmtu_probe_timeout):
                         while not search.done:

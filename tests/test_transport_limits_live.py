@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from quic_transport import BulkReader, CallContext, Endpoint, TransportConfig
+from quic_transport.ratelimit import MIN_RECV_BUFFER
 from quic_transport.testing import address_of, endpoints
 
 CAP = 2_000_000  # bytes per second
@@ -123,4 +124,4 @@ async def test_download_cap_shortens_the_receive_queue() -> None:
         small = capped._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         big = plain._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         assert small < big
-        assert small <= 2 * 64 * 1024  # the kernel reports twice the size set
+        assert small <= 2 * MIN_RECV_BUFFER  # the kernel reports twice the size set

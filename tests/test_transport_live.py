@@ -266,8 +266,9 @@ async def test_datagram_size_is_discovered() -> None:
         await a.ping(address_of(b))
         (ca,) = a._conns
         (cb,) = b._conns
-        assert ca.quic._max_datagram_size == 16384
-        assert cb.quic._max_datagram_size == 16384  # the listener used the confirmed size
+        # 65,507: the largest IPv4 UDP payload; loopback carries it (MTU 65,536)
+        assert ca.quic.datagram_size == 65507
+        assert cb.quic.datagram_size == 65507  # the listener used the confirmed size
     capped = TransportConfig(max_datagram_size=1452, pmtu_probe_timeout=0.1)
     async with endpoints(2, capped) as (a, b):
         await a.ping(address_of(b))
@@ -371,6 +372,10 @@ async def test_ipv6_loopback() -> None:
         b.register("t.echo", echo)
         r = await a.call(PeerAddress(b.node_id, "::1", b.local_address[1]), "t.echo", 6)
         assert r["body"] == 6 and r["port"] == a.local_address[1]
+        # 65,507-byte probes cannot leave (IPv6 headers are 20 bytes longer): the
+        # search settles on the 65,488 plateau (MTU 65,536) without waiting out rounds
+        (conn,) = a._conns
+        assert conn.quic.datagram_size == 65488
     finally:
         await a.aclose()
         await b.aclose()

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from quic_transport import pmtu
+from quic_transport.config import TransportConfig
 
 SECRET = b"s" * 32
 ADDR = ("127.0.0.1", 9)
@@ -108,3 +109,47 @@ def test_parse_checks_length_matches_size() -> None:
     assert pmtu.parse(probe[:-1]) is None
     assert pmtu.parse(pmtu.encode(pmtu.TYPE_PROBE, bytes(16), 1300)[:40]) is None
     assert probe[0] & 0x40 == 0  # QUIC fixed bit clear: never mistaken for QUIC
+
+
+def test_default_ceiling_is_ipv4_loopback() -> None:
+    high = TransportConfig().max_datagram_size
+    assert high == 65507
+    s = make_search(high=high)
+    assert run(s, 65535) == 65507 and s.done
+
+
+def test_sizes_the_host_cannot_send_end_the_search_early() -> None:
+    """IPv6 loopback (65,488) or an Ethernet interface (1,500): the larger probes
+    fail locally with EMSGSIZE, so the search ends when the largest probe that left
+    the host is acknowledged, without waiting out the rounds."""
+    for local_mtu, expected in ((65488, 65488), (1452, 1452), (1300, 1232)):
+        s = make_search(high=65507)
+        probes = s.start()
+        for p in probes:
+            if len(p) > local_mtu:
+                s.on_unsendable(len(p))
+        assert not s.done
+        for p in probes:
+            if len(p) <= local_mtu:
+                ack = answer(p, local_mtu)
+                assert ack is not None
+                s.on_packet(ack)
+        assert s.done and s.result == expected
+        assert s.on_round_timeout() == []
+
+
+def test_everything_unsendable_gives_the_minimum() -> None:
+    s = make_search(high=65507)
+    for p in s.start():
+        s.on_unsendable(len(p))
+    assert s.done and s.result == 1200 and s.confirm() is None
+    s.on_unsendable(4096)  # again, or a size never probed: no effect
+    assert s.done
+
+
+def test_unsendable_size_is_not_probed_again() -> None:
+    s = make_search(high=65507)
+    s.start()
+    s.on_unsendable(65507)
+    again = s.on_round_timeout()
+    assert again and all(len(p) < 65507 for p in again)

@@ -207,7 +207,7 @@ def test_sizes_derived_from_a_rate() -> None:
     assert burst_for(1) == MIN_BURST
     assert burst_for(100_000_000) == 5_000_000
     assert receive_buffer_for(1_000, 4 << 20) == MIN_RECV_BUFFER
-    assert receive_buffer_for(2_000_000, 4 << 20) == 200_000
+    assert receive_buffer_for(4_000_000, 4 << 20) == 400_000
     assert receive_buffer_for(10**12, 4 << 20) == 4 << 20
 
 

@@ -26,7 +26,8 @@ class Pipe:
         self.released = False
         self.peer: Stream | None = None
 
-    def send_stream_data(self, stream_id: int, data: bytes, end: bool = False) -> None:
+    def send_stream_data(self, stream_id: int, data: bytes | memoryview, end: bool = False) -> None:
+        data = bytes(data)  # like aioquic: copied at once
         self.sent.append((data, end))
         if self.peer is not None:
             self.peer.on_data(data, end)

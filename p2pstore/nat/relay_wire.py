@@ -25,7 +25,7 @@ from typing import Any
 
 from .relay_errors import RelayWireError
 
-MAX_DATAGRAM = 16384  # transport's AIOQUIC_MAX_DATAGRAM: the largest QUIC/PMTU datagram
+MAX_DATAGRAM = 16384  # largest relayed datagram; bigger size probes through a relay are dropped
 KIND_DATA = 1
 KIND_CLOSED = 2
 KIND_PING = 3
