@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from dht.contact import Contact
 from dht.errors import DhtLocalError, RecordError
-from dht.messages import FIND_NODE, AnnounceRequest, PutRequest
+from dht.messages import ANNOUNCE, FIND_NODE, PUT, AnnounceRequest, PutRequest
 from quic_transport.identity import NodeId
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ async def hand_over(node: DhtNode, newcomer: Contact) -> None:
         if not _should_hand_over(node, newcomer, key):
             continue
         sent += 1
-        await node._put_one(newcomer, PutRequest(rec, client=not node.server).to_body())
+        await node._store_one(newcomer, PUT, PutRequest(rec, client=not node.server).to_body())
     # Node announcements, by the same rule with the announcer's ID as the key.
     for nid in node.anns.node_ids():
         if sent >= HANDOVER_MAX:
@@ -129,7 +129,9 @@ async def hand_over(node: DhtNode, newcomer: Contact) -> None:
         if ann is None or not _should_hand_over(node, newcomer, nid):
             continue
         sent += 1
-        await node._announce_one(newcomer, AnnounceRequest(ann, client=not node.server).to_body())
+        await node._store_one(
+            newcomer, ANNOUNCE, AnnounceRequest(ann, client=not node.server).to_body()
+        )
 
 
 def _should_hand_over(node: DhtNode, newcomer: Contact, key: NodeId) -> bool:

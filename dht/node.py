@@ -304,7 +304,9 @@ class DhtNode:
     async def _send_announcement(self, ann: Announcement) -> int:
         outcome = await self._lookup(self.node_id, FIND_NODE)
         body = AnnounceRequest(ann, client=not self._server).to_body()
-        results = await asyncio.gather(*(self._announce_one(c, body) for c in outcome.contacts))
+        results = await asyncio.gather(
+            *(self._store_one(c, ANNOUNCE, body) for c in outcome.contacts)
+        )
         stored = sum(results)
         if self._server:
             try:
@@ -313,16 +315,6 @@ class DhtNode:
             except RecordError as e:
                 log.debug("local announcement store refused %r: %s", ann, e)
         return stored
-
-    async def _announce_one(self, contact: Contact, body: dict[str, Any]) -> bool:
-        reply = await self._rpc(contact, ANNOUNCE, body)
-        if reply is None:
-            return False
-        try:
-            PutResponse.from_body(reply)
-        except MessageError:
-            return False
-        return True
 
     async def publish(
         self, signer: Signer, name: bytes, value: bytes, *, ttl: int | None = None
@@ -517,7 +509,7 @@ class DhtNode:
         self, record: Record, contacts: Sequence[Contact], *, include_self: bool = True
     ) -> int:
         body = PutRequest(record, client=not self._server).to_body()
-        results = await asyncio.gather(*(self._put_one(c, body) for c in contacts))
+        results = await asyncio.gather(*(self._store_one(c, PUT, body) for c in contacts))
         stored = sum(results)
         # A client is in no one's table, so no lookup would ever ask it for the record.
         if include_self and self._server and self._among_closest(record.key, contacts):
@@ -528,8 +520,9 @@ class DhtNode:
                 log.debug("local store refused %r: %s", record, e)
         return stored
 
-    async def _put_one(self, contact: Contact, body: dict[str, Any]) -> bool:
-        reply = await self._rpc(contact, PUT, body)
+    async def _store_one(self, contact: Contact, method: str, body: dict[str, Any]) -> bool:
+        """Send one ``dht.put`` or ``dht.announce``; True if the peer answered well."""
+        reply = await self._rpc(contact, method, body)
         if reply is None:
             return False
         try:
