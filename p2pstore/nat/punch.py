@@ -16,7 +16,9 @@ connection to B (B's relay or any peer B keeps a connection to).
 
 Limits: R serves one ``nat.connect`` per caller per ``connect_interval``; B runs at
 most ``max_active`` punch sequences and one per (caller, address) at a time, so a
-peer cannot turn B into a packet cannon (5 datagrams of 26 bytes per request).
+peer cannot turn B into a packet cannon (5 datagrams of 19 bytes per request).
+With ``rendezvous`` set (the NatManager: B's anchors), B takes ``nat.punch`` only
+from those peers, so an arbitrary peer cannot aim B's punches at a third party.
 :class:`PunchService` plays both roles; its punch tasks end in :meth:`close`.
 """
 
@@ -97,11 +99,16 @@ class PunchService:
         *,
         clock: Callable[[], float] = time.monotonic,
         enabled: bool = True,
+        rendezvous: Callable[[NodeId], bool] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.limits = limits or PunchLimits()
         self.clock = clock
         self.enabled = enabled  # False: refuse to punch (config hole_punching = false)
+        # who may ask us to punch (our anchors, the rendezvous our record names);
+        # None: any connected peer. Anyone else could aim our punches at a third party.
+        self.rendezvous = rendezvous
+        self._closed = False
         self._last_connect: dict[NodeId, float] = {}
         self._active: dict[tuple[NodeId, Addr], asyncio.Task[None]] = {}
         self.stats = {"connects": 0, "punches": 0, "refused": 0, "datagrams": 0}
@@ -111,6 +118,7 @@ class PunchService:
         self.endpoint.register(PUNCH, self._on_punch)
 
     async def close(self) -> None:
+        self._closed = True
         tasks = list(self._active.values())
         for t in tasks:
             t.cancel()
@@ -162,8 +170,13 @@ class PunchService:
 
     # -- target ----------------------------------------------------------------------
     async def _on_punch(self, ctx: CallContext, body: Any) -> Any:
-        if not self.enabled:
+        if not self.enabled or self._closed:
             raise RpcError("disabled", "hole punching is disabled on this node")
+        if self.rendezvous is not None and not self.rendezvous(ctx.peer_id):
+            self.stats["refused"] += 1
+            raise RpcError(
+                "not_rendezvous", "only this node's rendezvous peers may ask it to punch"
+            )
         if not isinstance(body, dict):
             raise RpcError("bad_request", "expected a map")
         peer = _node_id(body.get("peer"), "peer")

@@ -1,0 +1,69 @@
+"""Regression tests from the security review of the NAT layer (attacker's view)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from p2pstore.nat.punch import PunchService
+from quic_transport import CallContext, RpcError
+from quic_transport.identity import NodeId
+
+ANCHOR = NodeId(b"\x01" * 20)
+STRANGER = NodeId(b"\x03" * 20)
+VICTIM = ["192.0.2.7", 53]
+
+
+class SendingEndpoint:
+    node_id = NodeId(b"\x02" * 20)
+    local_address = ("127.0.0.1", 1)
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def register(self, method: str, handler: Any) -> None:
+        pass
+
+    def peer_address(self, node_id: NodeId) -> None:
+        return None
+
+    def send_raw(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.sent.append((data, addr))
+
+
+def test_punch_only_on_request_of_a_rendezvous_peer() -> None:
+    """Any connected peer could otherwise make this node send punch datagrams to a
+    third party's address (reflection with a hidden source)."""
+    ep: Any = SendingEndpoint()
+    punch = PunchService(ep, rendezvous=lambda nid: nid == ANCHOR)
+    body = {"peer": b"\x09" * 20, "addr": VICTIM}
+
+    async def run() -> None:
+        with pytest.raises(RpcError) as e:
+            await punch._on_punch(CallContext(STRANGER, "198.51.100.1", 4000), body)
+        assert e.value.code == "not_rendezvous"
+        assert ep.sent == []
+        assert await punch._on_punch(CallContext(ANCHOR, "198.51.100.2", 4000), body) == {
+            "ok": True
+        }
+        assert len(ep.sent) == 1
+        await punch.close()
+
+    asyncio.run(run())
+
+
+def test_no_punch_task_starts_after_close() -> None:
+    ep: Any = SendingEndpoint()
+    punch = PunchService(ep)
+
+    async def run() -> None:
+        await punch.close()
+        with pytest.raises(RpcError):
+            await punch._on_punch(
+                CallContext(ANCHOR, "198.51.100.2", 4000), {"peer": b"\x09" * 20, "addr": VICTIM}
+            )
+        assert punch._active == {} and ep.sent == []
+
+    asyncio.run(run())
