@@ -67,3 +67,24 @@ def test_no_punch_task_starts_after_close() -> None:
         assert punch._active == {} and ep.sent == []
 
     asyncio.run(run())
+
+
+def test_unanswered_circuits_cannot_block_a_relay_reservation() -> None:
+    """An attacker sending from max_circuits source ports (no spoofing needed) used to
+    lock everybody else out of a reservation for circuit_idle (2 min) per round."""
+    from p2pstore.nat.relay_limits import UNANSWERED_GRACE, RelayBook, RelayLimits, Verdict
+
+    b = RelayBook(RelayLimits(max_circuits=2, max_rate=0))
+    r = b.reserve(ANCHOR, 0)
+    assert b.inbound(r.rid, ("10.0.0.1", 1), 100, 0) is Verdict.FORWARD  # legit, answered
+    assert b.outbound(r.rid, ("10.0.0.1", 1), 100, 0) is Verdict.FORWARD
+    assert b.inbound(r.rid, ("10.6.6.6", 1), 100, 0) is Verdict.FORWARD  # junk, unanswered
+    # within the grace a newcomer is still dropped
+    assert b.inbound(r.rid, ("10.0.0.2", 1), 100, 1) is Verdict.DROP_CIRCUITS
+    assert b.take_evicted() == []
+    t = UNANSWERED_GRACE + 1
+    assert b.inbound(r.rid, ("10.0.0.2", 1), 100, t) is Verdict.FORWARD
+    assert set(r.circuits) == {("10.0.0.1", 1), ("10.0.0.2", 1)}  # answered one kept
+    evicted = b.take_evicted()
+    assert [(c.rid, c.addr) for c in evicted] == [(r.rid, ("10.6.6.6", 1))]
+    assert b.take_evicted() == []

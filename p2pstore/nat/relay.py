@@ -348,6 +348,12 @@ class RelayService:
             elif verdict is Verdict.DROP_BYTES or verdict is Verdict.DROP_CLOSED:
                 self._end(rid, "byte-limit" if verdict is Verdict.DROP_BYTES else "closed")
                 return
+        for c in book.take_evicted():  # the client forgets evicted sources too
+            if c.rid == rid:
+                rec = wire.encode_closed(c.addr)
+                port.queue.append(rec)
+                port.queued += len(rec)
+                got = True
         if got:
             port.wake.set()
 

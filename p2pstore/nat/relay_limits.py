@@ -34,6 +34,10 @@ from dataclasses import dataclass, field
 from quic_transport.identity import NodeId
 
 Addr = tuple[str, int]
+#: a circuit the client never answered, open at least this long, may be evicted
+#: for a new source when ``max_circuits`` is reached (else anyone could block a
+#: reservation by sending from ``max_circuits`` source ports every ``circuit_idle``)
+UNANSWERED_GRACE = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +157,7 @@ class RelayBook:
         self._res: dict[int, ReservationState] = {}
         self._next_rid = 1
         self.counters: Counter[str] = Counter()  # forwarded/dropped totals, refusals
+        self._evicted: list[CircuitClosed] = []  # circuits inbound() evicted (take_evicted)
 
     # -- reservations --------------------------------------------------------------------
     def __len__(self) -> int:
@@ -241,17 +246,40 @@ class RelayBook:
         if state is None:
             return self._count(None, Verdict.DROP_CLOSED)
         circuit = state.circuits.get(source)
+        victim = None
         if circuit is None and len(state.circuits) >= self.limits.max_circuits:
-            return self._count(state, Verdict.DROP_CIRCUITS)
+            victim = self._evictable(state, now)
+            if victim is None:
+                return self._count(state, Verdict.DROP_CIRCUITS)
         verdict = self._charge(state, size, now)
         if verdict is not Verdict.FORWARD:
             return verdict
+        if victim is not None and state.circuits.pop(victim, None) is not None:
+            self._evicted.append(CircuitClosed(state.rid, victim))
+            self.counters["circuit-evicted"] += 1
         if circuit is None:
             circuit = state.circuits[source] = Circuit(source, now, now)
         circuit.last_active = now
         circuit.bytes_in += size
         state.bytes_in += size
         return verdict
+
+    @staticmethod
+    def _evictable(state: ReservationState, now: float) -> Addr | None:
+        """The least recently active circuit the client never replied to (open for at
+        least :data:`UNANSWERED_GRACE`), or None."""
+        best: Circuit | None = None
+        for c in state.circuits.values():
+            if c.bytes_out or now - c.opened < UNANSWERED_GRACE:
+                continue
+            if best is None or c.last_active < best.last_active:
+                best = c
+        return None if best is None else best.addr
+
+    def take_evicted(self) -> list[CircuitClosed]:
+        """Circuits :meth:`inbound` evicted since the last call (tell the client)."""
+        out, self._evicted = self._evicted, []
+        return out
 
     def outbound(self, rid: int, dest: Addr, size: int, now: float) -> Verdict:
         """The client asks to send a datagram to ``dest`` from the relayed port."""
