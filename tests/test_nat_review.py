@@ -88,3 +88,22 @@ def test_unanswered_circuits_cannot_block_a_relay_reservation() -> None:
     evicted = b.take_evicted()
     assert [(c.rid, c.addr) for c in evicted] == [(r.rid, ("10.6.6.6", 1))]
     assert b.take_evicted() == []
+
+
+def test_one_host_cannot_take_every_relay_reservation_with_fresh_node_ids() -> None:
+    from p2pstore.nat.relay_limits import Refusal, RelayBook, RelayLimits
+
+    b = RelayBook(RelayLimits(max_reservations=16, max_reservations_per_host=3))
+    for i in range(3):
+        b.reserve(NodeId(bytes([i + 10]) * 20), 0, "203.0.113.5")
+    with pytest.raises(Refusal) as e:
+        b.reserve(NodeId(b"\x20" * 20), 0, "203.0.113.5")
+    assert e.value.code == "relay-peer-limit"
+    with pytest.raises(Refusal):  # the same host as an IPv4-mapped IPv6 address
+        b.reserve(NodeId(b"\x21" * 20), 0, "::ffff:203.0.113.5")
+    for i in range(3):  # IPv6: one /64 counts as one host
+        b.reserve(NodeId(bytes([i + 40]) * 20), 0, f"2001:db8:1:2::{i + 1}")
+    with pytest.raises(Refusal):
+        b.reserve(NodeId(b"\x30" * 20), 0, "2001:db8:1:2:ffff::9")
+    b.reserve(NodeId(b"\x31" * 20), 0, "203.0.113.6")  # another host still gets one
+    assert len(b) == 7

@@ -175,7 +175,7 @@ class RelayService:
         if body not in ({}, None):
             raise RpcError("bad-request", "relay.reserve takes an empty map")
         try:
-            state = self.book.reserve(ctx.peer_id, self.clock())
+            state = self.book.reserve(ctx.peer_id, self.clock(), ctx.host)
         except Refusal as e:
             raise RpcError(e.code, e.message) from None
         try:

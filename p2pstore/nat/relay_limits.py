@@ -28,6 +28,7 @@ Invariants (hypothesis-tested in tests/nat/test_relay_limits.py):
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -47,6 +48,9 @@ class RelayLimits:
 
     max_reservations: int = 16
     max_reservations_per_peer: int = 2
+    # per caller IP address (IPv6: per /64): node IDs cost nothing, so without this
+    # one host could take every reservation
+    max_reservations_per_host: int = 8
     max_circuits: int = 16
     max_bytes: int = 1 << 30  # per reservation, both directions
     max_rate: int = 1_000_000  # bytes/s per reservation, both directions
@@ -61,6 +65,7 @@ class RelayLimits:
         for name in (
             "max_reservations",
             "max_reservations_per_peer",
+            "max_reservations_per_host",
             "max_circuits",
             "queue_bytes",
         ):
@@ -86,6 +91,20 @@ class RelayLimits:
             "circuit_idle": self.circuit_idle,
             "client_silence": self.client_silence,
         }
+
+
+def host_key(host: str) -> str:
+    """What ``max_reservations_per_host`` counts: the IP (an IPv6 address by its /64,
+    which one host usually has whole); a non-IP host as is."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if ip.version == 6:
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 class Verdict(enum.Enum):
@@ -123,6 +142,7 @@ class ReservationState:
     expires: float
     tokens: float
     refilled: float
+    host: str | None = None  # the reserving caller's host_key
     attached: bool = False  # relay.recv is open
     last_heard: float = 0.0  # last record from the client on relay.send (or creation)
     ended: str | None = None  # reason, once over
@@ -169,8 +189,11 @@ class RelayBook:
     def count_for(self, peer: NodeId) -> int:
         return sum(1 for r in self._res.values() if r.peer == peer)
 
-    def reserve(self, peer: NodeId, now: float) -> ReservationState:
+    def reserve(self, peer: NodeId, now: float, host: str | None = None) -> ReservationState:
+        """``host``: the caller's IP address (counted against
+        ``max_reservations_per_host``; None: not counted)."""
         lim = self.limits
+        hkey = None if host is None else host_key(host)
         if len(self._res) >= lim.max_reservations:
             self.counters["refused:relay-full"] += 1
             raise Refusal(
@@ -182,6 +205,15 @@ class RelayBook:
                 "relay-peer-limit",
                 f"you hold {lim.max_reservations_per_peer} reservations here already (the maximum)",
             )
+        if hkey is not None and (
+            sum(1 for r in self._res.values() if r.host == hkey) >= lim.max_reservations_per_host
+        ):
+            self.counters["refused:relay-peer-limit"] += 1
+            raise Refusal(
+                "relay-peer-limit",
+                f"your address holds {lim.max_reservations_per_host} reservations here already"
+                " (the maximum)",
+            )
         rid = self._next_rid
         self._next_rid += 1
         state = ReservationState(
@@ -192,6 +224,7 @@ class RelayBook:
             tokens=self._burst(),
             refilled=now,
             last_heard=now,
+            host=hkey,
         )
         self._res[rid] = state
         self.counters["reserved"] += 1
