@@ -107,3 +107,33 @@ def test_one_host_cannot_take_every_relay_reservation_with_fresh_node_ids() -> N
         b.reserve(NodeId(b"\x30" * 20), 0, "2001:db8:1:2:ffff::9")
     b.reserve(NodeId(b"\x31" * 20), 0, "203.0.113.6")  # another host still gets one
     assert len(b) == 7
+
+
+class RelayedCallerEndpoint(SendingEndpoint):
+    """The caller's connection runs over a relay path: ctx.host is what the relay
+    claims as its source, the connection's own address is a virtual key."""
+
+    def peer_address(self, node_id: NodeId) -> Any:
+        if node_id == STRANGER:
+            return ("s1.r1.c1.relay.invalid", 4000)
+        return ("127.0.0.1", 9) if node_id == ANCHOR else None
+
+
+def test_relayed_callers_are_neither_dialed_back_nor_punched_to() -> None:
+    from p2pstore.nat.reachability import DialbackLimits, DialbackServer
+
+    ep: Any = RelayedCallerEndpoint()
+    server = DialbackServer(ep, DialbackLimits(dial_timeout=0.2))
+    punch = PunchService(ep)
+    claimed = CallContext(STRANGER, "192.0.2.7", 53)  # a third party, as the relay claims
+
+    async def run() -> None:
+        with pytest.raises(RpcError) as e:
+            await server._on_dialback(claimed, {"nonce": b"n" * 16, "addrs": []})
+        assert e.value.code == "bad_request"
+        with pytest.raises(RpcError) as e:
+            await punch._on_connect(claimed, {"target": ANCHOR.raw})
+        assert e.value.code == "bad_request"
+        assert ep.sent == []
+
+    asyncio.run(run())

@@ -37,6 +37,7 @@ from typing import Any, Final
 
 from quic_transport import CallContext, Endpoint, PeerAddress, RpcError
 from quic_transport.identity import ID_BYTES, NodeId
+from quic_transport.paths import is_virtual
 
 from .errors import NatRemoteError
 from .record import check_host, check_port
@@ -149,7 +150,8 @@ class PunchService:
         observed = self.endpoint.peer_address(target)
         if observed is None or not _is_ip(observed[0]):  # none, or only via a relay path
             raise RpcError("not_connected", f"no direct connection to {target.short()}")
-        if not _is_ip(ctx.host):
+        at = self.endpoint.peer_address(ctx.peer_id)  # a virtual key on a relay path
+        if not _is_ip(ctx.host) or (at is not None and is_virtual(at)):
             raise RpcError("bad_request", "a caller reached through a relay cannot be punched to")
         self._admit_connect(ctx.peer_id)
         request = {"peer": ctx.peer_id.raw, "addr": [ctx.host, ctx.port]}
