@@ -105,7 +105,12 @@ class NatManager:
         )
         self.responder = ProbeResponder(endpoint)
         self.dialback = DialbackServer(endpoint, clock=clock, verdict=lambda: self.verdict)
-        self.punch = PunchService(endpoint, clock=clock, enabled=settings.hole_punching)
+        self.punch = PunchService(
+            endpoint,
+            clock=clock,
+            enabled=settings.hole_punching,
+            rendezvous=lambda nid: nid in self.anchors,
+        )
         self.connector = Connector(
             endpoint,
             hole_punching=settings.hole_punching,

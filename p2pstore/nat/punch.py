@@ -16,7 +16,9 @@ connection to B (B's relay or any peer B keeps a connection to).
 
 Limits: R serves one ``nat.connect`` per caller per ``connect_interval``; B runs at
 most ``max_active`` punch sequences and one per (caller, address) at a time, so a
-peer cannot turn B into a packet cannon (5 datagrams of 26 bytes per request).
+peer cannot turn B into a packet cannon (5 datagrams of 19 bytes per request).
+With ``rendezvous`` set (the NatManager: B's anchors), B takes ``nat.punch`` only
+from those peers, so an arbitrary peer cannot aim B's punches at a third party.
 :class:`PunchService` plays both roles; its punch tasks end in :meth:`close`.
 """
 
@@ -35,6 +37,7 @@ from typing import Any, Final
 
 from quic_transport import CallContext, Endpoint, PeerAddress, RpcError
 from quic_transport.identity import ID_BYTES, NodeId
+from quic_transport.paths import is_virtual
 
 from .errors import NatRemoteError
 from .record import check_host, check_port
@@ -97,11 +100,16 @@ class PunchService:
         *,
         clock: Callable[[], float] = time.monotonic,
         enabled: bool = True,
+        rendezvous: Callable[[NodeId], bool] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.limits = limits or PunchLimits()
         self.clock = clock
         self.enabled = enabled  # False: refuse to punch (config hole_punching = false)
+        # who may ask us to punch (our anchors, the rendezvous our record names);
+        # None: any connected peer. Anyone else could aim our punches at a third party.
+        self.rendezvous = rendezvous
+        self._closed = False
         self._last_connect: dict[NodeId, float] = {}
         self._active: dict[tuple[NodeId, Addr], asyncio.Task[None]] = {}
         self.stats = {"connects": 0, "punches": 0, "refused": 0, "datagrams": 0}
@@ -111,6 +119,7 @@ class PunchService:
         self.endpoint.register(PUNCH, self._on_punch)
 
     async def close(self) -> None:
+        self._closed = True
         tasks = list(self._active.values())
         for t in tasks:
             t.cancel()
@@ -141,7 +150,8 @@ class PunchService:
         observed = self.endpoint.peer_address(target)
         if observed is None or not _is_ip(observed[0]):  # none, or only via a relay path
             raise RpcError("not_connected", f"no direct connection to {target.short()}")
-        if not _is_ip(ctx.host):
+        at = self.endpoint.peer_address(ctx.peer_id)  # a virtual key on a relay path
+        if not _is_ip(ctx.host) or (at is not None and is_virtual(at)):
             raise RpcError("bad_request", "a caller reached through a relay cannot be punched to")
         self._admit_connect(ctx.peer_id)
         request = {"peer": ctx.peer_id.raw, "addr": [ctx.host, ctx.port]}
@@ -162,8 +172,13 @@ class PunchService:
 
     # -- target ----------------------------------------------------------------------
     async def _on_punch(self, ctx: CallContext, body: Any) -> Any:
-        if not self.enabled:
+        if not self.enabled or self._closed:
             raise RpcError("disabled", "hole punching is disabled on this node")
+        if self.rendezvous is not None and not self.rendezvous(ctx.peer_id):
+            self.stats["refused"] += 1
+            raise RpcError(
+                "not_rendezvous", "only this node's rendezvous peers may ask it to punch"
+            )
         if not isinstance(body, dict):
             raise RpcError("bad_request", "expected a map")
         peer = _node_id(body.get("peer"), "peer")

@@ -40,6 +40,7 @@ from quic_transport import (
     open_endpoint,
 )
 from quic_transport.identity import NodeId
+from quic_transport.paths import is_virtual
 
 from .errors import NatRemoteError
 from .record import check_host, check_port
@@ -127,8 +128,14 @@ class DialbackServer:
             extra = _addr_list(body.get("addrs", []), "addrs")
         except NatRemoteError as e:
             raise RpcError("bad_request", str(e)) from None
+        # ctx.host of a caller on a relay path is the source the relay *claims*
+        # (Endpoint.caller_address): never dial that; the connection's own address
+        # is then a virtual path key
+        at = self.endpoint.peer_address(ctx.peer_id)
         try:
             check_host(ctx.host)
+            if at is not None and is_virtual(at):
+                raise NatRemoteError("relayed caller", field="caller")
         except NatRemoteError:
             msg = "a caller reached through a relay cannot be dialed back"
             raise RpcError("bad_request", msg) from None

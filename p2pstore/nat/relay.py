@@ -175,7 +175,7 @@ class RelayService:
         if body not in ({}, None):
             raise RpcError("bad-request", "relay.reserve takes an empty map")
         try:
-            state = self.book.reserve(ctx.peer_id, self.clock())
+            state = self.book.reserve(ctx.peer_id, self.clock(), ctx.host)
         except Refusal as e:
             raise RpcError(e.code, e.message) from None
         try:
@@ -348,6 +348,12 @@ class RelayService:
             elif verdict is Verdict.DROP_BYTES or verdict is Verdict.DROP_CLOSED:
                 self._end(rid, "byte-limit" if verdict is Verdict.DROP_BYTES else "closed")
                 return
+        for c in book.take_evicted():  # the client forgets evicted sources too
+            if c.rid == rid:
+                rec = wire.encode_closed(c.addr)
+                port.queue.append(rec)
+                port.queued += len(rec)
+                got = True
         if got:
             port.wake.set()
 

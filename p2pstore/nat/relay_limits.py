@@ -28,12 +28,17 @@ Invariants (hypothesis-tested in tests/nat/test_relay_limits.py):
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections import Counter
 from dataclasses import dataclass, field
 
 from quic_transport.identity import NodeId
 
 Addr = tuple[str, int]
+#: a circuit the client never answered, open at least this long, may be evicted
+#: for a new source when ``max_circuits`` is reached (else anyone could block a
+#: reservation by sending from ``max_circuits`` source ports every ``circuit_idle``)
+UNANSWERED_GRACE = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,9 @@ class RelayLimits:
 
     max_reservations: int = 16
     max_reservations_per_peer: int = 2
+    # per caller IP address (IPv6: per /64): node IDs cost nothing, so without this
+    # one host could take every reservation
+    max_reservations_per_host: int = 8
     max_circuits: int = 16
     max_bytes: int = 1 << 30  # per reservation, both directions
     max_rate: int = 1_000_000  # bytes/s per reservation, both directions
@@ -57,6 +65,7 @@ class RelayLimits:
         for name in (
             "max_reservations",
             "max_reservations_per_peer",
+            "max_reservations_per_host",
             "max_circuits",
             "queue_bytes",
         ):
@@ -82,6 +91,20 @@ class RelayLimits:
             "circuit_idle": self.circuit_idle,
             "client_silence": self.client_silence,
         }
+
+
+def host_key(host: str) -> str:
+    """What ``max_reservations_per_host`` counts: the IP (an IPv6 address by its /64,
+    which one host usually has whole); a non-IP host as is."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if ip.version == 6:
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 class Verdict(enum.Enum):
@@ -119,6 +142,7 @@ class ReservationState:
     expires: float
     tokens: float
     refilled: float
+    host: str | None = None  # the reserving caller's host_key
     attached: bool = False  # relay.recv is open
     last_heard: float = 0.0  # last record from the client on relay.send (or creation)
     ended: str | None = None  # reason, once over
@@ -153,6 +177,7 @@ class RelayBook:
         self._res: dict[int, ReservationState] = {}
         self._next_rid = 1
         self.counters: Counter[str] = Counter()  # forwarded/dropped totals, refusals
+        self._evicted: list[CircuitClosed] = []  # circuits inbound() evicted (take_evicted)
 
     # -- reservations --------------------------------------------------------------------
     def __len__(self) -> int:
@@ -164,8 +189,11 @@ class RelayBook:
     def count_for(self, peer: NodeId) -> int:
         return sum(1 for r in self._res.values() if r.peer == peer)
 
-    def reserve(self, peer: NodeId, now: float) -> ReservationState:
+    def reserve(self, peer: NodeId, now: float, host: str | None = None) -> ReservationState:
+        """``host``: the caller's IP address (counted against
+        ``max_reservations_per_host``; None: not counted)."""
         lim = self.limits
+        hkey = None if host is None else host_key(host)
         if len(self._res) >= lim.max_reservations:
             self.counters["refused:relay-full"] += 1
             raise Refusal(
@@ -177,6 +205,15 @@ class RelayBook:
                 "relay-peer-limit",
                 f"you hold {lim.max_reservations_per_peer} reservations here already (the maximum)",
             )
+        if hkey is not None and (
+            sum(1 for r in self._res.values() if r.host == hkey) >= lim.max_reservations_per_host
+        ):
+            self.counters["refused:relay-peer-limit"] += 1
+            raise Refusal(
+                "relay-peer-limit",
+                f"your address holds {lim.max_reservations_per_host} reservations here already"
+                " (the maximum)",
+            )
         rid = self._next_rid
         self._next_rid += 1
         state = ReservationState(
@@ -187,6 +224,7 @@ class RelayBook:
             tokens=self._burst(),
             refilled=now,
             last_heard=now,
+            host=hkey,
         )
         self._res[rid] = state
         self.counters["reserved"] += 1
@@ -241,17 +279,40 @@ class RelayBook:
         if state is None:
             return self._count(None, Verdict.DROP_CLOSED)
         circuit = state.circuits.get(source)
+        victim = None
         if circuit is None and len(state.circuits) >= self.limits.max_circuits:
-            return self._count(state, Verdict.DROP_CIRCUITS)
+            victim = self._evictable(state, now)
+            if victim is None:
+                return self._count(state, Verdict.DROP_CIRCUITS)
         verdict = self._charge(state, size, now)
         if verdict is not Verdict.FORWARD:
             return verdict
+        if victim is not None and state.circuits.pop(victim, None) is not None:
+            self._evicted.append(CircuitClosed(state.rid, victim))
+            self.counters["circuit-evicted"] += 1
         if circuit is None:
             circuit = state.circuits[source] = Circuit(source, now, now)
         circuit.last_active = now
         circuit.bytes_in += size
         state.bytes_in += size
         return verdict
+
+    @staticmethod
+    def _evictable(state: ReservationState, now: float) -> Addr | None:
+        """The least recently active circuit the client never replied to (open for at
+        least :data:`UNANSWERED_GRACE`), or None."""
+        best: Circuit | None = None
+        for c in state.circuits.values():
+            if c.bytes_out or now - c.opened < UNANSWERED_GRACE:
+                continue
+            if best is None or c.last_active < best.last_active:
+                best = c
+        return None if best is None else best.addr
+
+    def take_evicted(self) -> list[CircuitClosed]:
+        """Circuits :meth:`inbound` evicted since the last call (tell the client)."""
+        out, self._evicted = self._evicted, []
+        return out
 
     def outbound(self, rid: int, dest: Addr, size: int, now: float) -> Verdict:
         """The client asks to send a datagram to ``dest`` from the relayed port."""
