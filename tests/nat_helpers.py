@@ -14,6 +14,9 @@ filter allows:
 
 ``dropped`` counts filtered datagrams. Everything is synchronous (sockets with
 loop readers), so no task outlives :meth:`close`.
+
+:class:`RecordingEndpoint` is the endpoint stand-in for handler tests without
+sockets: it records what ``send_raw`` would have sent.
 """
 
 from __future__ import annotations
@@ -21,8 +24,30 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
+from typing import Any
+
+from quic_transport.identity import NodeId
 
 Addr = tuple[str, int]
+
+
+class RecordingEndpoint:
+    """Records the datagrams a handler sends with ``send_raw``; knows no peers."""
+
+    node_id = NodeId(b"\x02" * 20)
+    local_address = ("127.0.0.1", 1)
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def register(self, method: str, handler: Any) -> None:
+        pass
+
+    def peer_address(self, node_id: NodeId) -> None:
+        return None
+
+    def send_raw(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.sent.append((data, addr))
 
 
 class UdpNat:

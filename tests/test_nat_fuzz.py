@@ -18,6 +18,8 @@ from p2pstore.nat.reachability import DialbackServer, ProbeResponder, _addr_list
 from quic_transport import CallContext, RpcError
 from quic_transport.identity import NodeId
 
+from .nat_helpers import RecordingEndpoint
+
 values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20) | st.binary(max_size=40),
     lambda c: st.lists(c, max_size=6) | st.dictionaries(st.text(max_size=8), c, max_size=6),
@@ -32,29 +34,10 @@ bodies = st.one_of(
 CTX = CallContext(NodeId(b"\x01" * 20), "127.0.0.1", 4000)
 
 
-class FakeEndpoint:
-    """Records what a handler would send; nothing here must be reached for bad bodies."""
-
-    node_id = NodeId(b"\x02" * 20)
-    local_address = ("127.0.0.1", 1)
-
-    def __init__(self) -> None:
-        self.sent: list[Any] = []
-
-    def register(self, method: str, handler: Any) -> None:
-        pass
-
-    def peer_address(self, node_id: NodeId) -> None:
-        return None
-
-    def send_raw(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.sent.append((data, addr))
-
-
 @settings(max_examples=300)
 @given(bodies)
 def test_handlers_refuse_malformed_bodies_with_rpc_errors(body: Any) -> None:
-    ep: Any = FakeEndpoint()
+    ep: Any = RecordingEndpoint()
     dialback = DialbackServer(ep)
     probe = ProbeResponder(ep)
     punch = PunchService(ep)

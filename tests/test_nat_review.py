@@ -11,32 +11,17 @@ from p2pstore.nat.punch import PunchService
 from quic_transport import CallContext, RpcError
 from quic_transport.identity import NodeId
 
+from .nat_helpers import RecordingEndpoint
+
 ANCHOR = NodeId(b"\x01" * 20)
 STRANGER = NodeId(b"\x03" * 20)
 VICTIM = ["192.0.2.7", 53]
 
 
-class SendingEndpoint:
-    node_id = NodeId(b"\x02" * 20)
-    local_address = ("127.0.0.1", 1)
-
-    def __init__(self) -> None:
-        self.sent: list[Any] = []
-
-    def register(self, method: str, handler: Any) -> None:
-        pass
-
-    def peer_address(self, node_id: NodeId) -> None:
-        return None
-
-    def send_raw(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.sent.append((data, addr))
-
-
 def test_punch_only_on_request_of_a_rendezvous_peer() -> None:
     """Any connected peer could otherwise make this node send punch datagrams to a
     third party's address (reflection with a hidden source)."""
-    ep: Any = SendingEndpoint()
+    ep: Any = RecordingEndpoint()
     punch = PunchService(ep, rendezvous=lambda nid: nid == ANCHOR)
     body = {"peer": b"\x09" * 20, "addr": VICTIM}
 
@@ -55,7 +40,7 @@ def test_punch_only_on_request_of_a_rendezvous_peer() -> None:
 
 
 def test_no_punch_task_starts_after_close() -> None:
-    ep: Any = SendingEndpoint()
+    ep: Any = RecordingEndpoint()
     punch = PunchService(ep)
 
     async def run() -> None:
@@ -109,7 +94,7 @@ def test_one_host_cannot_take_every_relay_reservation_with_fresh_node_ids() -> N
     assert len(b) == 7
 
 
-class RelayedCallerEndpoint(SendingEndpoint):
+class RelayedCallerEndpoint(RecordingEndpoint):
     """The caller's connection runs over a relay path: ctx.host is what the relay
     claims as its source, the connection's own address is a virtual key."""
 
