@@ -28,6 +28,10 @@ class TransportConfig:
     request_read_timeout: float = 10.0  # an incoming request must arrive whole in this time
     handler_timeout: float = 300.0  # a handler running longer is cancelled
     close_timeout: float = 1.0  # graceful close waits this long for CONNECTION_CLOSE to leave
+    # Silent peers (liveness.py): with streams open, PING after peer_probe_after s of
+    # silence; close the connection when that PING goes unanswered peer_silent_timeout s.
+    peer_probe_after: float = 1.0
+    peer_silent_timeout: float = 4.0
     # --- concurrency bounds ------------------------------------------------------
     max_connections: int = 256
     max_concurrent_streams: int = 64  # incoming streams handled at once per connection
@@ -71,6 +75,8 @@ class TransportConfig:
             "request_read_timeout",
             "handler_timeout",
             "close_timeout",
+            "peer_probe_after",
+            "peer_silent_timeout",
             "pmtu_probe_timeout",
         ):
             if getattr(self, name) <= 0:

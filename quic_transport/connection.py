@@ -78,6 +78,7 @@ class PeerConnection:
         self.closing = False  # close() called; not reused for new calls
         self.last_used = asyncio.get_running_loop().time()
         self.last_received = self.last_used  # loop time of the last datagram from the peer
+        self.probe_sent_at: float | None = None  # liveness PING not yet answered (liveness.py)
         self._incoming = 0
         # Receive budget: bulk bytes queued or granted-but-unconsumed, all streams.
         self.buffered = 0
@@ -162,6 +163,7 @@ class PeerConnection:
             window=cfg.bulk_window,
         )
         self.streams[stream_id] = st
+        self.endpoint.watch()
         return st
 
     def open_stream(self) -> Stream:

@@ -53,6 +53,7 @@ from .config import TransportConfig
 from .connection import READY, PeerConnection
 from .errors import ConnectError, EndpointClosed, LocalError, RpcTimeout
 from .identity import NodeId, NodeKey
+from .liveness import LivenessRule, Verdict
 from .paths import PathSend
 from .quicconn import TransportQuicConnection
 from .ratelimit import SendGate, TokenBucket, burst_for, receive_buffer_for
@@ -66,7 +67,7 @@ from .rpc import (
     StreamHandler,
 )
 from .sizing import DatagramSizer
-from .streams import ERR_PROTOCOL, ERR_SHUTDOWN, Stream
+from .streams import ERR_PROTOCOL, ERR_SHUTDOWN, ERR_SILENT, Stream
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,11 @@ class Endpoint:
         self._down = None if down is None else TokenBucket(down, burst_for(down), clock)
         self._read_paused: asyncio.TimerHandle | None = None
         self._read_pauses = 0
+        # Silent-peer watchdog (liveness.py): armed only while some connection has
+        # streams open, so an idle endpoint runs no timer for it.
+        self._liveness = LivenessRule(config.peer_probe_after, config.peer_silent_timeout)
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._ping_uid = 0
         self._reader = self._on_readable if self._down is None else self._on_readable_capped
         cert, private = make_certificate(key)
         self._server_conf = QuicConfiguration(
@@ -368,6 +374,9 @@ class Endpoint:
         if self._read_paused is not None:
             self._read_paused.cancel()
             self._read_paused = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         self._loop.remove_reader(self._sock.fileno())
         self._sock.close()
 
@@ -490,6 +499,48 @@ class Endpoint:
             send_gate=self._up,
             **kwargs,
         )
+
+    # -- silent peers (liveness.py) -------------------------------------------------------
+    def watch(self) -> None:
+        """A stream was opened: make sure the silent-peer watchdog is running."""
+        if self._watchdog is None and not self._closed:
+            self._watchdog = self._loop.call_later(self._liveness.tick, self._watch)
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        if self._closed:
+            return
+        now = self._loop.time()
+        busy = False
+        rule = self._liveness
+        for conn in list(self._conns):
+            if conn.state != READY or conn.closing or not conn.streams:
+                conn.probe_sent_at = None
+                continue
+            busy = True
+            verdict = rule.verdict(now, conn.last_received, conn.probe_sent_at)
+            if verdict is Verdict.PROBE:
+                self._ping_uid += 1
+                conn.quic.send_ping(self._ping_uid)
+                conn.probe_sent_at = now
+                self._dirty.add(conn)
+            elif verdict is Verdict.DEAD and self._read_paused is None:
+                # (while a download cap pauses reading, silence may be our own doing)
+                self._silent(conn, now - conn.last_received)
+        if self._dirty:
+            self._flush()
+        if busy:
+            self._watchdog = self._loop.call_later(rule.tick, self._watch)
+
+    def _silent(self, conn: PeerConnection, quiet: float) -> None:
+        """Close a connection whose peer stopped answering; its streams fail now."""
+        reason = f"peer silent for {quiet:.1f} s"
+        log.info("%r: %s with %d stream(s) open: closing", conn, reason, len(conn.streams))
+        self._stats["silent_closed"] = self._stats.get("silent_closed", 0) + 1
+        conn.close(ERR_SILENT, reason)
+        with contextlib.suppress(Exception):
+            self._service(conn)  # one CONNECTION_CLOSE, in case it is only slow
+        conn.terminated(ERR_SILENT, reason)
 
     def connection_ready(self, conn: PeerConnection) -> None:
         assert conn.peer_id is not None

@@ -42,6 +42,7 @@ ERR_TIMEOUT = 0x13  # request not received in time
 ERR_AUTH = 0x14  # connection: client proof missing or invalid
 ERR_PROTOCOL = 0x15  # connection: message out of place
 ERR_SHUTDOWN = 0x16  # connection: endpoint closing
+ERR_SILENT = 0x17  # connection: the peer stopped answering (liveness.py)
 
 
 class StreamOwner(Protocol):

@@ -5,34 +5,57 @@ peer on refusal, timeout or disconnect, which costs nothing since no data has be
 sent yet), then writes that share's block of every segment as the producer hands
 them over, then the trailer, then the header, then closes the share.
 
+A peer that vanishes or stalls mid-share (docs/grid.md, "Peers that vanish"):
+with a ``regenerate`` source (the uploader can re-read and re-encode its input),
+the share moves to the next peer *at once* and the upload never waits for it:
+the replacement writer takes over the blocks still queued and every later one
+live, while the blocks already gone (segments before the first queued one) are
+re-encoded from the source and written on a second stream beside it. A writer
+counts as stalled when it made no progress for ``lag_timeout`` while every other
+writer sat idle waiting for the producer; a writer whose stream failed (the
+transport closes connections to silent peers within seconds,
+quic_transport/liveness.py) is replaced the same way. Without a source the share
+is marked unplaced and the caller re-places it by regeneration from the placed
+shares (health.replace_shares), and the producer waits for a slow writer.
+
 Invariants:
-- Memory is bounded: each writer has a queue of at most ``window`` blocks; the
-  producer (:meth:`ShareSender.send`) waits when the slowest live writer's queue is
-  full, so at most ``window`` segments' blocks are buffered whatever the file size.
-- A writer that fails after data was sent cannot move its share (the earlier blocks
-  are gone): the share is marked unplaced in the placer (its peer excluded), the
-  upload is aborted on that peer, and the writer's queue is drained so it never
-  holds the producer back. The caller re-places such shares by regeneration.
+- Memory is bounded: each writer has a queue of at most ``window`` blocks (one more
+  for a replacement, which takes over a full queue); the producer
+  (:meth:`ShareSender.send`) waits when a live writer's queue is full, so at most
+  about ``window`` segments' blocks are buffered whatever the file size.
+- A replacement share is closed only when every byte of it was written: the
+  server refuses to close a share with a gap, and regenerated blocks are checked
+  against the block hashes of the original encoding before they are sent.
 - Every call to a peer is bounded by ``op_timeout``; all tasks belong to the sender
-  and :meth:`aclose` cancels them and aborts unfinished uploads.
+  and :meth:`aclose` cancels them and aborts unfinished uploads, including those of
+  writers that were replaced.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic
 
 from p2pstore.immutable import HEADER_SIZE, EncodedSegment, ShareTrailer
 from p2pstore.storage import ShareExists, StorageAPI
+from quic_transport.identity import NodeId
 
 from .peers import BulkShareWriter, P, StorageFor, describe, share_specific
 from .placement import PeerKey, SharePlacer
 from .tasks import bounded, cancel_and_wait
 
 MiB = 1 << 20
+log = logging.getLogger(__name__)
+
+#: ``regenerate(share, end)``: that share's blocks of segments ``[0, end)`` in order
+#: (every segment when ``end`` is None), re-encoded from the upload's source.
+Regenerate = Callable[[int, int | None], AsyncGenerator[bytes, None]]
+#: one queued block: (segment index, share offset, block)
+_Block = tuple[int, int, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,17 +64,24 @@ class SendConfig:
     op_timeout: float = 30.0  # every storage call
     max_write: int = MiB  # largest single write call (the server's default max_write)
     use_bulk: bool = True  # use BulkShareWriter.stream_write when the client has it
+    #: a writer with no progress this long while all the others wait is replaced
+    #: (only with a regenerate source; docs/grid.md, "Peers that vanish")
+    lag_timeout: float = 2.0
 
 
 @dataclass
 class _Writer:
     share: int
-    queue: asyncio.Queue[tuple[int, bytes] | ShareTrailer]
+    queue: asyncio.Queue[_Block | ShareTrailer]
+    progress_at: float  # loop time it last took a block (or started)
     alive: bool = True
     blocks_written: int = 0
     peer: PeerKey | None = None  # where it is allocated (for abort)
     api: StorageAPI | None = None
     done: bool = False
+    #: a replacement: segments before its first queued block are regenerated
+    replacement: bool = False
+    idle_since: float | None = None  # waiting on an empty queue since
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -66,6 +96,7 @@ class ShareSender(Generic[P]):
         alloc_size: int | None,
         config: SendConfig,
         on_progress: Callable[[int], None] | None = None,
+        regenerate: Regenerate | None = None,
     ) -> None:
         self.si = storage_index
         self.placer = placer
@@ -79,6 +110,9 @@ class ShareSender(Generic[P]):
         self.sent: set[int] = set()  # shares written and closed now
         self.present: set[int] = set()  # shares found already stored on allocate
         self._background: set[asyncio.Task[None]] = set()  # aborts after timeouts
+        self._regenerate = regenerate
+        self._replaced: list[_Writer] = []  # writers superseded by a replacement
+        self.replacements = 0  # shares moved mid-stream to another peer
 
     # -- producer side ---------------------------------------------------------------
     def start(self, shares: Sequence[int]) -> None:
@@ -86,9 +120,15 @@ class ShareSender(Generic[P]):
         for s in shares:
             if s in self._writers:
                 raise ValueError(f"share {s} already has a writer")
-            w = _Writer(s, asyncio.Queue(maxsize=max(1, self.config.window)))
-            self._writers[s] = w
-            w.task = asyncio.create_task(self._run(w), name=f"share-writer-{s}")
+            self._spawn(self._new_writer(s, self.config.window))
+
+    def _new_writer(self, share: int, size: int, *, replacement: bool = False) -> _Writer:
+        now = asyncio.get_running_loop().time()
+        return _Writer(share, asyncio.Queue(maxsize=max(1, size)), now, replacement=replacement)
+
+    def _spawn(self, w: _Writer) -> None:
+        self._writers[w.share] = w
+        w.task = asyncio.create_task(self._run(w), name=f"share-writer-{w.share}")
 
     @property
     def live_shares(self) -> list[int]:
@@ -96,32 +136,125 @@ class ShareSender(Generic[P]):
 
     async def send(self, seg: EncodedSegment) -> None:
         """Hand every live writer its block of ``seg`` (waits for queue space)."""
-        for w in list(self._writers.values()):
-            if not w.alive:
-                continue
-            await w.queue.put((seg.share_offset, seg.blocks[w.share]))
-            _drain_if_dead(w)
+        for share in list(self._writers):
+            w = self._writers.get(share)
+            if w is not None and w.alive:
+                await self._put(w, (seg.index, seg.share_offset, seg.blocks[share]))
         if self._on_progress is not None and not self.live_shares:
             self._on_progress(seg.index + 1)  # nothing to send (all present): encoded
 
     async def finish(self, trailers: Sequence[ShareTrailer]) -> None:
         """Hand over the trailers and wait for every writer to end."""
         by_share = {t.share_number: t for t in trailers}
-        for w in list(self._writers.values()):
-            if w.alive:
-                await w.queue.put(by_share[w.share])
-                _drain_if_dead(w)
-        tasks = [w.task for w in self._writers.values() if w.task is not None]
-        await asyncio.gather(*tasks)
+        for share in list(self._writers):
+            w = self._writers.get(share)
+            if w is not None and w.alive:
+                await self._put(w, by_share[share])
+        while True:  # a writer may be replaced while we wait: wait for its successor
+            pending = {w.task for w in self._writers.values() if w.task and not w.task.done()}
+            if not pending:
+                return
+            await asyncio.wait(pending)
+
+    async def _put(self, w: _Writer, item: _Block | ShareTrailer) -> None:
+        """Queue ``item`` for ``w``'s share, following the share to a replacement
+        writer if ``w`` is replaced (or replaced as stalled) meanwhile."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if not w.alive:
+                nxt = self._writers.get(w.share)
+                if nxt is None or nxt is w or not nxt.alive:
+                    return  # the share is unplaced: nothing to send
+                w = nxt
+                continue
+            if not w.queue.full():
+                w.queue.put_nowait(item)
+                return
+            if self._regenerate is None:
+                await w.queue.put(item)
+                _drain_if_dead(w)  # it died while we waited: drop what was put
+                return
+            tick = max(0.05, self.config.lag_timeout / 4)
+            try:
+                async with asyncio.timeout(tick):
+                    await w.queue.put(item)
+            except TimeoutError:
+                if w.alive and self._stalled(w, loop.time()):
+                    quiet = loop.time() - w.progress_at
+                    self._replace(w, f"stalled: no progress for {quiet:.1f} s")
+                continue
+            self._forward_if_replaced(w)
+            return
+
+    def _forward_if_replaced(self, w: _Writer) -> None:
+        """``w`` was replaced while the producer waited on it: move what was put along."""
+        if not w.alive:
+            self._forward(w)
+
+    def _stalled(self, w: _Writer, now: float) -> bool:
+        """``w`` holds the upload up: no progress for ``lag_timeout`` while every other
+        live writer has been idle, waiting for the producer, for half of that."""
+        lag = self.config.lag_timeout
+        if now - w.progress_at < lag:
+            return False
+        others = [x for x in self._writers.values() if x is not w and x.alive]
+        return bool(others) and all(
+            x.idle_since is not None and now - x.idle_since >= lag / 2 for x in others
+        )
+
+    def _forward(self, old: _Writer) -> None:
+        """Move blocks queued for a replaced writer to its successor (or drop them)."""
+        nxt = self._writers.get(old.share)
+        while True:
+            try:
+                item = old.queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            if nxt is not None and nxt is not old and nxt.alive:
+                try:
+                    nxt.queue.put_nowait(item)
+                except asyncio.QueueFull:  # its stream sees the gap and it is replaced
+                    log.debug("share %d: replacement queue full, block dropped", old.share)
+
+    def _replace(self, w: _Writer, why: str) -> None:
+        """Move ``w``'s share to the next peer now (needs a regenerate source): the
+        successor takes over the queued blocks; the earlier ones are regenerated."""
+        assert self._regenerate is not None
+        share = w.share
+        peer = w.peer
+        w.alive = False
+        w.done = True
+        self._replaced.append(w)
+        if w.task is not None and w.task is not asyncio.current_task():
+            w.task.cancel()
+        if w.api is not None:
+            self._abort_soon(w.api, share)
+        nxt = None
+        if peer is not None and self.placer.pending.get(share) == peer:
+            nxt = self.placer.failed(share, peer, why)
+        log.info(
+            "share %d: peer %s %s; %s",
+            share,
+            _short(peer),
+            why,
+            f"moving it to {_short(nxt)}" if nxt is not None else "no peer left to take it",
+        )
+        if nxt is None:
+            del self._writers[share]
+            _drain(w)
+            self._report()
+            return
+        self.replacements += 1
+        w2 = self._new_writer(share, self.config.window + 1, replacement=True)
+        w2.blocks_written = w.blocks_written
+        self._spawn(w2)
+        self._forward(w)
 
     async def aclose(self) -> None:
         """Cancel writers still running and abort their unfinished uploads."""
-        await cancel_and_wait(w.task for w in self._writers.values() if w.task is not None)
-        aborts = [
-            self._abort(w.api, w.share)
-            for w in self._writers.values()
-            if w.api is not None and not w.done
-        ]
+        every = [*self._writers.values(), *self._replaced]
+        await cancel_and_wait(w.task for w in every if w.task is not None)
+        aborts = [self._abort(w.api, w.share) for w in every if w.api is not None and not w.done]
         if aborts:
             await asyncio.gather(*aborts)
         if self._background:  # each abort is bounded by min(5 s, op_timeout)
@@ -152,7 +285,7 @@ class ShareSender(Generic[P]):
             try:
                 await bounded(api.allocate(self.si, share, self.alloc_size), self.config.op_timeout)
                 break
-            except ShareExists:
+            except ShareExists:  # checked against our extension block after the upload
                 self.placer.found_present(share, peer)
                 self.present.add(share)
                 w.done = True
@@ -169,9 +302,15 @@ class ShareSender(Generic[P]):
                     self._retire(w)
                     return
                 peer = nxt
+                w.progress_at = asyncio.get_running_loop().time()
         try:
             await self._stream(w, api)
         except Exception as e:
+            if not w.alive:  # already replaced (stalled) while this stream ended
+                return
+            if self._regenerate is not None:
+                self._replace(w, f"failed mid-share: {describe(e)}")
+                return
             self._retire(w)
             self.placer.failed(share, peer, describe(e), reassign=False)
             await self._abort(api, share)
@@ -183,43 +322,83 @@ class ShareSender(Generic[P]):
         w.alive = False
         self._report()
 
+    async def _next(self, w: _Writer) -> _Block | ShareTrailer:
+        if w.queue.empty():
+            w.idle_since = asyncio.get_running_loop().time()
+        item = await w.queue.get()
+        w.idle_since = None
+        w.progress_at = asyncio.get_running_loop().time()
+        return item
+
     async def _stream(self, w: _Writer, api: StorageAPI) -> None:
         t = self.config.op_timeout
         trailer: ShareTrailer | None = None
-        if self.config.use_bulk and isinstance(api, BulkShareWriter):
-            box: list[ShareTrailer] = []
-            await api.stream_write(self.si, w.share, HEADER_SIZE, self._blocks(w, box))
-            trailer = box[0] if box else None
-        else:
-            while True:
-                item = await w.queue.get()
-                if isinstance(item, ShareTrailer):
-                    trailer = item
-                    break
-                offset, data = item
-                await self._write(api, w.share, offset, data)
-                w.blocks_written += 1
-                self._report()
+        first = await self._next(w)
+        regen: asyncio.Task[None] | None = None
+        if w.replacement:  # the blocks before the first queued one are gone: re-encode
+            end = None if isinstance(first, ShareTrailer) else first[0]
+            if end != 0:
+                regen = asyncio.create_task(self._fill(w, api, end))
+        try:
+            if self.config.use_bulk and isinstance(api, BulkShareWriter):
+                if isinstance(first, ShareTrailer):
+                    trailer = first
+                else:
+                    box: list[ShareTrailer] = []
+                    await api.stream_write(self.si, w.share, first[1], self._blocks(w, first, box))
+                    trailer = box[0] if box else None
+            else:
+                item = first
+                while not isinstance(item, ShareTrailer):
+                    _, offset, data = item
+                    await self._write(api, w.share, offset, data)
+                    w.blocks_written += 1
+                    self._report()
+                    item = await self._next(w)
+                trailer = item
+            if regen is not None:
+                await regen
+        finally:
+            if regen is not None and not regen.done():
+                await cancel_and_wait([regen])
         if trailer is None:
             raise RuntimeError("share stream ended without a trailer")
         await self._write(api, w.share, trailer.trailer_offset, trailer.trailer)
         await self._write(api, w.share, 0, trailer.header)
         await bounded(api.close_share(self.si, w.share), t)
 
-    async def _blocks(self, w: _Writer, box: list[ShareTrailer]) -> AsyncIterator[bytes]:
-        expect = HEADER_SIZE
+    async def _fill(self, w: _Writer, api: StorageAPI, end: int | None) -> None:
+        """Write the regenerated blocks of segments ``[0, end)`` of ``w``'s share."""
+        assert self._regenerate is not None
+        blocks = self._regenerate(w.share, end)
+        try:
+            if self.config.use_bulk and isinstance(api, BulkShareWriter):
+                await api.stream_write(self.si, w.share, HEADER_SIZE, blocks)
+            else:
+                offset = HEADER_SIZE
+                async for block in blocks:
+                    await self._write(api, w.share, offset, block)
+                    offset += len(block)
+        finally:
+            await blocks.aclose()
+
+    async def _blocks(
+        self, w: _Writer, first: _Block, box: list[ShareTrailer]
+    ) -> AsyncIterator[bytes]:
+        item: _Block | ShareTrailer = first
+        expect = first[1]
         while True:
-            item = await w.queue.get()
             if isinstance(item, ShareTrailer):
                 box.append(item)
                 return
-            offset, data = item
+            _, offset, data = item
             if offset != expect:
                 raise RuntimeError(f"block at {offset}, expected {expect}")
             yield data
             expect += len(data)
             w.blocks_written += 1
             self._report()
+            item = await self._next(w)
 
     async def _write(self, api: StorageAPI, share: int, offset: int, data: bytes) -> None:
         step = self.config.max_write
@@ -238,6 +417,10 @@ class ShareSender(Generic[P]):
             return
         with contextlib.suppress(Exception):
             await bounded(api.abort(self.si, share), min(5.0, self.config.op_timeout))
+
+
+def _short(peer: PeerKey | None) -> str:
+    return "?" if peer is None else NodeId(peer).b32[:12]
 
 
 def _drain_if_dead(w: _Writer) -> None:

@@ -30,13 +30,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic
 
 from p2pstore.immutable import (
     ConvergenceHasher,
+    EncodedSegment,
     Encoder,
     EncodingParams,
     ExtensionBlock,
@@ -45,6 +46,7 @@ from p2pstore.immutable import (
     SegmentGeometry,
     ShareLayout,
 )
+from p2pstore.immutable.crypto import TAG_BLOCK, tagged_hash
 from p2pstore.immutable.errors import LocalError as ImmutableLocalError
 from p2pstore.immutable.params import LITERAL_MAX
 from quic_transport.identity import NodeId
@@ -53,7 +55,7 @@ from .errors import GridLocalError, UploadError
 from .peers import FindPeers, P, Progress, StorageFor, describe
 from .placement import PeerKey, SharePlacer, rank_peers
 from .quality import QualitySource
-from .sender import SendConfig, ShareSender
+from .sender import Regenerate, SendConfig, ShareSender
 from .tasks import bounded
 
 log = logging.getLogger(__name__)
@@ -140,7 +142,8 @@ class Uploader(Generic[P]):
                 await loop.run_in_executor(ex, hasher.update, chunk)
             key, size = hasher.key(), hasher.size
             enc = Encoder(key, params, expected_size=size)
-            return await self._run(enc, source(), size, params, happy, progress, ex)
+            regen = _regenerator(source, key, params, size, enc)
+            return await self._run(enc, source(), size, params, happy, progress, ex, regen)
 
     async def upload_random(
         self,
@@ -169,6 +172,7 @@ class Uploader(Generic[P]):
         happy: int,
         progress: Progress | None,
         ex: ThreadPoolExecutor,
+        regenerate: Regenerate | None = None,
     ) -> UploadResult[P]:
         loop = asyncio.get_running_loop()
         seg_size = params.segment_size
@@ -191,7 +195,7 @@ class Uploader(Generic[P]):
                     for seg in segs:
                         if job is None:
                             job = await self._open(
-                                enc.storage_index, params, size, happy, on_progress
+                                enc.storage_index, params, size, happy, on_progress, regenerate
                             )
                         await job.sender.send(seg)
             if size is not None and fed != size:
@@ -205,7 +209,9 @@ class Uploader(Generic[P]):
                     progress(fed, fed)
                 return self._uploaded(UploadResult(result.cap, fed, {}, 0, 0, 0, 0))
             if job is None:
-                job = await self._open(enc.storage_index, params, fed, happy, on_progress)
+                job = await self._open(
+                    enc.storage_index, params, fed, happy, on_progress, regenerate
+                )
             for seg in result.segments:
                 await job.sender.send(seg)
             await job.sender.finish(result.trailers)
@@ -215,12 +221,25 @@ class Uploader(Generic[P]):
             if self.config.replace_lost and job.placer.unplaced():
                 from .health import replace_shares  # health builds on this module's pieces
 
+                lost = sorted(job.placer.unplaced())
+                log.info(
+                    "upload %s: re-placing share(s) %s lost mid-stream (%s)",
+                    cap.verify_cap().storage_index.hex()[:16],
+                    lost,
+                    "; ".join(f"{s}: {job.placer.reasons.get(s, '?')}" for s in lost),
+                )
+                t0 = loop.time()
                 await replace_shares(
                     cap.verify_cap(),
                     job.placer,
                     job.peers,
                     self.storage_for,
                     self.config.send,
+                )
+                log.info(
+                    "upload: re-placement took %.1f s; still unplaced: %s",
+                    loop.time() - t0,
+                    sorted(job.placer.unplaced()) or "none",
                 )
             if progress is not None:
                 progress(fed, fed)
@@ -236,6 +255,7 @@ class Uploader(Generic[P]):
         size: int | None,
         happy: int,
         on_progress: Callable[[int], None],
+        regenerate: Regenerate | None,
     ) -> _Job[P]:
         count = self.config.lookup_count or 2 * params.n
         found = list(await self.find_peers(si, count))
@@ -266,9 +286,52 @@ class Uploader(Generic[P]):
             alloc_size=alloc,
             config=self.config.send,
             on_progress=on_progress,
+            regenerate=regenerate,
         )
         sender.start(sorted(placer.initial()))
         return _Job(si, params, peers, placer, sender, len(found), self.storage_for, dead)
+
+
+def _regenerator(
+    source: Reopenable, key: bytes, params: EncodingParams, size: int, main: Encoder
+) -> Regenerate:
+    """Re-encode one share's early blocks from the source (a share moved mid-upload,
+    sender.py). Each block must hash to the leaf the main pass recorded for it, so a
+    source that changed between passes can never yield a share that does not verify."""
+    seg_size = params.segment_size
+
+    async def regenerate(share: int, end: int | None) -> AsyncGenerator[bytes, None]:
+        enc = Encoder(key, params, expected_size=size)
+
+        def blocks_of(segs: list[EncodedSegment] | tuple[EncodedSegment, ...]) -> list[bytes]:
+            out = []
+            for seg in segs:
+                if end is not None and seg.index >= end:
+                    break
+                block = seg.blocks[share]
+                if tagged_hash(TAG_BLOCK, block) != main.block_hash(share, seg.index):
+                    raise GridLocalError(
+                        f"the file changed during the upload (segment {seg.index} differs)"
+                    )
+                out.append(block)
+            return out
+
+        done = 0
+        async for chunk in source():
+            view = memoryview(chunk)
+            for i in range(0, len(view), seg_size):
+                piece = view[i : i + seg_size]
+                segs = await asyncio.to_thread(enc.feed, piece)
+                for block in await asyncio.to_thread(blocks_of, segs):
+                    yield block
+                    done += 1
+                    if end is not None and done >= end:
+                        return
+        res = await asyncio.to_thread(enc.finish)
+        for block in blocks_of(res.segments):
+            yield block
+
+    return regenerate
 
 
 async def list_existing(

@@ -218,6 +218,11 @@ class Encoder:
     def bytes_fed(self) -> int:
         return self._total
 
+    def block_hash(self, share: int, segment: int) -> bytes:
+        """The hash-tree leaf of ``share``'s block of ``segment`` (encoded already):
+        what a re-encoded copy of that block must hash to."""
+        return self._coder.block_leaves[share][segment]
+
     def feed(self, data: bytes | bytearray | memoryview) -> list[EncodedSegment]:
         """Take the next plaintext chunk; returns the segments it completed. The
         chunk is not retained beyond this call (a partial segment is copied)."""
