@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -409,7 +409,7 @@ async def test_wrong_cap_is_reported(grid: StorageGrid) -> None:
         await down.read_all(replace(cap, ext_hash=bytes(32)))
     assert info.value.found == 0
     with pytest.raises(GridLocalError):
-        await down.read_all(cap.verify_cap())  # type: ignore[arg-type]
+        await down.read_all(cap.verify_cap())
 
 
 # -- health ------------------------------------------------------------------------------
@@ -645,3 +645,118 @@ async def test_grid_client_picks_the_mode_and_wraps_everything(grid: StorageGrid
     plain = GridClient(static_peers(grid.servers), storage_for, params=PARAMS)
     d = await plain.put(bytes_source(data))  # no secret: random key even if re-openable
     assert d.cap not in (a.cap, c.cap)
+
+
+class HangsAfter:
+    """A StorageAPI whose ``write`` hangs forever after ``n`` writes: a peer that goes
+    silent mid-share (its connection not yet known to be dead)."""
+
+    def __init__(self, inner: FaultyStorage, n: int) -> None:
+        self.inner, self.n = inner, n
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self.inner, name)
+        if name == "write":
+
+            async def write(*a: object) -> None:
+                if self.n <= 0:
+                    await asyncio.Event().wait()
+                self.n -= 1
+                await attr(*a)
+
+            return write
+        return attr
+
+
+def _hanging(
+    grid: StorageGrid, victims: set[GridServer], n: int
+) -> Callable[[GridServer], StorageAPI]:
+    clients: dict[GridServer, StorageAPI] = {}
+
+    def storage(gs: GridServer) -> StorageAPI:
+        if gs not in clients:
+            c = gs.client(OWNER)
+            clients[gs] = HangsAfter(c, n) if gs in victims else c  # type: ignore[assignment]
+        return clients[gs]
+
+    return storage
+
+
+async def test_silent_peer_mid_share_never_holds_the_upload(grid: StorageGrid) -> None:
+    """Convergent upload (the source can be read again): the stalled share moves to
+    the next peer after lag_timeout, its early blocks re-encoded from the source; the
+    other shares never wait for the op timeout (60 s here)."""
+    data = data_of(200_000, 21)
+    find = static_peers(grid.servers)
+    probe = await Uploader(find, storage_for, params=PARAMS).upload_convergent(
+        bytes_source(data), SECRET
+    )
+    assert isinstance(probe.cap, ReadCap)
+    si = probe.cap.storage_index
+    grid.delete_all(si)
+    ranked = ranked_servers(grid, si)
+    victim = ranked[4]
+    send = SendConfig(op_timeout=60.0, lag_timeout=0.3)
+    up = Uploader(find, _hanging(grid, {victim}, 12), UploadConfig(send=send), params=PARAMS)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    res = await up.upload_convergent(bytes_source(data), SECRET)
+    took = loop.time() - t0
+    assert took < 10.0, f"the upload waited {took:.1f} s on the silent peer"
+    assert res.happiness == 10 and victim not in res.placements.values()
+    assert res.placements[4] == ranked[10]
+    _, down = tools(grid)
+    assert await down.read_all(res.cap) == data
+    report = await Health(find, storage_for, HealthConfig(op_timeout=5.0)).verify(res.cap)
+    bad = {k: why for k, why in report.copies.items() if why is not None}
+    assert bad == {} and len(report.good_shares) == 10  # the moved share verifies too
+
+
+async def test_silent_peer_mid_share_random_mode_regenerates_after(grid: StorageGrid) -> None:
+    """One-pass mode cannot re-read its input: the share is re-placed by regeneration
+    from the placed shares once the stalled stream times out."""
+    data = data_of(60_000, 22)
+    find = static_peers(grid.servers)
+    send = SendConfig(op_timeout=1.0, lag_timeout=0.3)
+    victims = {grid.servers[0]}
+    up = Uploader(find, _hanging(grid, victims, 2), UploadConfig(send=send), params=PARAMS)
+    res = await up.upload_random(aiter_bytes(data))
+    assert res.happiness == 10 and grid.servers[0] not in res.placements.values()
+    _, down = tools(grid)
+    assert await down.read_all(res.cap) == data
+
+
+async def test_source_changed_before_regeneration_never_yields_a_bad_share(
+    grid: StorageGrid,
+) -> None:
+    """The re-encoded blocks must match the original encoding's block hashes: a source
+    that changed since the encoding pass makes that share fall back to regeneration
+    from the placed shares, never a share that fails verification."""
+    data = data_of(120_000, 23)
+    find = static_peers(grid.servers)
+    probe = await Uploader(find, storage_for, params=PARAMS).upload_convergent(
+        bytes_source(data), SECRET
+    )
+    assert isinstance(probe.cap, ReadCap)
+    si = probe.cap.storage_index
+    grid.delete_all(si)
+    victim = ranked_servers(grid, si)[1]
+    opened = 0
+    changed = bytearray(data)
+    changed[5] ^= 1
+
+    def source() -> AsyncIterator[bytes]:
+        nonlocal opened
+        opened += 1
+        return aiter_bytes(data if opened <= 2 else bytes(changed), 4096)
+
+    send = SendConfig(op_timeout=60.0, lag_timeout=0.3)
+    up = Uploader(find, _hanging(grid, {victim}, 10), UploadConfig(send=send), params=PARAMS)
+    res = await up.upload_convergent(source, SECRET)
+    assert opened >= 3  # the replacement did read the (changed) source again
+    assert res.happiness == 10 and victim not in res.placements.values()
+    report = await Health(find, storage_for, HealthConfig(op_timeout=5.0)).verify(res.cap)
+    bad = {k: why for k, why in report.copies.items() if why is not None}
+    assert bad == {} and len(report.good_shares) == 10
+    _, down = tools(grid)
+    assert await down.read_all(res.cap) == data
