@@ -760,3 +760,46 @@ async def test_source_changed_before_regeneration_never_yields_a_bad_share(
     assert bad == {} and len(report.good_shares) == 10
     _, down = tools(grid)
     assert await down.read_all(res.cap) == data
+
+
+class FailsOn:
+    """A StorageAPI whose ``method`` always fails: e.g. a peer that dies while the
+    share is being closed, after it took every block and the trailer."""
+
+    def __init__(self, inner: FaultyStorage, method: str) -> None:
+        self.inner, self.method = inner, method
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self.inner, name)
+        if name != self.method:
+            return attr
+
+        async def fail(*a: object) -> object:
+            raise Unavailable("vanished", remote=True)
+
+        return fail
+
+
+async def test_peer_dying_at_close_moves_the_whole_share(grid: StorageGrid) -> None:
+    """The writer had taken the trailer already: its successor regenerates every
+    block (this once hung the upload: nothing was left in the queue for it)."""
+    data = data_of(90_000, 24)
+    find = static_peers(grid.servers)
+    probe = await Uploader(find, storage_for, params=PARAMS).upload_convergent(
+        bytes_source(data), SECRET
+    )
+    assert isinstance(probe.cap, ReadCap)
+    si = probe.cap.storage_index
+    grid.delete_all(si)
+    victim = ranked_servers(grid, si)[3]
+
+    def storage(gs: GridServer) -> StorageAPI:
+        c = gs.client(OWNER)
+        return FailsOn(c, "close_share") if gs is victim else c  # type: ignore[return-value]
+
+    send = SendConfig(op_timeout=5.0, lag_timeout=0.3)
+    up = Uploader(find, storage, UploadConfig(send=send), params=PARAMS)
+    res = await asyncio.wait_for(up.upload_convergent(bytes_source(data), SECRET), 30)
+    assert res.happiness == 10 and victim not in res.placements.values()
+    report = await Health(find, storage_for, HealthConfig(op_timeout=5.0)).verify(res.cap)
+    assert all(why is None for why in report.copies.values()) and len(report.good_shares) == 10

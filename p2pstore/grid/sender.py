@@ -19,7 +19,7 @@ is marked unplaced and the caller re-places it by regeneration from the placed
 shares (health.replace_shares), and the producer waits for a slow writer.
 
 Invariants:
-- Memory is bounded: each writer has a queue of at most ``window`` blocks (one more
+- Memory is bounded: each writer has a queue of at most ``window`` blocks (two more
   for a replacement, which takes over a full queue); the producer
   (:meth:`ShareSender.send`) waits when a live writer's queue is full, so at most
   about ``window`` segments' blocks are buffered whatever the file size.
@@ -82,6 +82,7 @@ class _Writer:
     #: a replacement: segments before its first queued block are regenerated
     replacement: bool = False
     idle_since: float | None = None  # waiting on an empty queue since
+    trailer: ShareTrailer | None = None  # taken from the queue (a successor needs it)
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -245,10 +246,14 @@ class ShareSender(Generic[P]):
             self._report()
             return
         self.replacements += 1
-        w2 = self._new_writer(share, self.config.window + 1, replacement=True)
+        # room for what it takes over, the producer's pending block and a trailer
+        room = max(self.config.window, w.queue.qsize()) + 2
+        w2 = self._new_writer(share, room, replacement=True)
         w2.blocks_written = w.blocks_written
         self._spawn(w2)
         self._forward(w)
+        if w.trailer is not None:  # it had every block already: the successor regenerates all
+            w2.queue.put_nowait(w.trailer)
 
     async def aclose(self) -> None:
         """Cancel writers still running and abort their unfinished uploads."""
@@ -326,6 +331,8 @@ class ShareSender(Generic[P]):
         if w.queue.empty():
             w.idle_since = asyncio.get_running_loop().time()
         item = await w.queue.get()
+        if isinstance(item, ShareTrailer):
+            w.trailer = item
         w.idle_since = None
         w.progress_at = asyncio.get_running_loop().time()
         return item
