@@ -803,3 +803,34 @@ async def test_peer_dying_at_close_moves_the_whole_share(grid: StorageGrid) -> N
     assert res.happiness == 10 and victim not in res.placements.values()
     report = await Health(find, storage_for, HealthConfig(op_timeout=5.0)).verify(res.cap)
     assert all(why is None for why in report.copies.values()) and len(report.good_shares) == 10
+
+
+async def test_repair_target_vanishing_mid_stream_moves_to_the_next_peer(
+    grid: StorageGrid,
+) -> None:
+    """Repair has no source to re-read: a share whose new peer dies mid-stream is
+    regenerated again for the next peer (another pass of replace_shares)."""
+    up, down = tools(grid, servers=grid.servers[:10])
+    data = data_of(80_000, 25)
+    res = await up.upload_convergent(bytes_source(data), SECRET)
+    assert isinstance(res.cap, ReadCap)
+    si = res.cap.storage_index
+    holder = res.placements[2]
+    holder.delete_share(si, 2)
+    # the peers the repair may try first (they hold nothing now): all die mid-stream
+    victims = {holder, grid.servers[10]}
+    clients: dict[GridServer, DiesAfter] = {}
+
+    def flaky(gs: GridServer) -> StorageAPI:
+        if gs in victims:
+            clients.setdefault(gs, DiesAfter(gs.client(OWNER), 3))
+            return clients[gs]  # type: ignore[return-value]
+        return gs.client(OWNER)
+
+    find = static_peers(grid.servers)
+    health = Health(find, flaky, HealthConfig(op_timeout=2.0, send=FAST, happy=7))
+    result = await health.repair(res.cap)
+    assert result.failed == {} and 2 in result.repaired, result
+    assert result.repaired[2] == grid.servers[11].node_id.b32
+    assert sum(1 for c in clients.values() if c.n == 0) == 2  # both were tried and died
+    assert await down.read_all(res.cap) == data

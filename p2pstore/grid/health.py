@@ -305,14 +305,34 @@ async def replace_shares(
     peers: Mapping[PeerKey, P],
     storage_for: StorageFor[P],
     config: SendConfig,
+    *,
+    rounds: int = 3,
 ) -> None:
     """Regenerate the placer's unplaced shares from its placed ones and send each to
     the peer the placer picks (with fallback). Updates ``placer`` in place; shares
-    that could not be placed stay unplaced with a reason."""
+    that could not be placed stay unplaced with a reason. A share whose new peer
+    vanished mid-stream is regenerated again for the next peer, in up to ``rounds``
+    passes, as long as a pass places something (docs/grid.md, "Peers that vanish")."""
+    for _ in range(max(1, rounds)):
+        if not placer.unplaced():
+            return
+        if not await _replace_once(cap, placer, peers, storage_for, config):
+            return  # no peer left to try, or the sources cannot be read
+
+
+async def _replace_once(
+    cap: VerifyCap,
+    placer: SharePlacer,
+    peers: Mapping[PeerKey, P],
+    storage_for: StorageFor[P],
+    config: SendConfig,
+) -> bool:
+    """One regeneration pass; False when there was nothing to try or the sources
+    failed (another pass would not do better)."""
     loop = asyncio.get_running_loop()
     targets = [s for s in placer.unplaced() if placer.assign(s) is not None]
     if not targets:
-        return
+        return False
     apis = {s: storage_for(peers[p]) for s, p in placer.placed.items()}
     src = _LoopShareSource(
         loop, cap.storage_index, apis, max_read=config.max_write, timeout=config.op_timeout
@@ -339,9 +359,9 @@ async def replace_shares(
                             exclude_peer=False,
                             reassign=False,
                         )
-                return
+                return False
             if item is _END:
-                return
+                return True
             if isinstance(item, EncodedSegment):
                 await sender.send(item)
             else:
