@@ -301,7 +301,8 @@ async def test_peer_vanishing_mid_stream_share_is_regenerated_elsewhere(
     up = Uploader(find, flaky, UploadConfig(send=FAST), params=PARAMS)
     res = await up.upload_convergent(bytes_source(data), SECRET)
     assert res.happiness == 10 and not victims & set(res.placements.values())
-    assert res.placements[2] == ranked[10] and res.placements[6] == ranked[11]
+    # the next peers take them (which one takes which depends on which died first)
+    assert {res.placements[2], res.placements[6]} == {ranked[10], ranked[11]}
     _, down = tools(grid)
     assert await down.read_all(res.cap) == data
     for v in victims:  # the dead uploads were aborted, nothing left behind
@@ -713,14 +714,15 @@ async def test_silent_peer_mid_share_never_holds_the_upload(grid: StorageGrid) -
 
 
 async def test_silent_peer_mid_share_random_mode_regenerates_after(grid: StorageGrid) -> None:
-    """One-pass mode cannot re-read its input: the share is re-placed by regeneration
-    from the placed shares once the stalled stream times out."""
+    """One-pass mode cannot re-read its input: the stalled share is given up after
+    lag_timeout (the others go on), and after the pass it is re-encoded from the file
+    read back from the placed shares. Never waits for the op timeout (60 s)."""
     data = data_of(60_000, 22)
     find = static_peers(grid.servers)
-    send = SendConfig(op_timeout=1.0, lag_timeout=0.3)
+    send = SendConfig(op_timeout=60.0, lag_timeout=0.3)
     victims = {grid.servers[0]}
     up = Uploader(find, _hanging(grid, victims, 2), UploadConfig(send=send), params=PARAMS)
-    res = await up.upload_random(aiter_bytes(data))
+    res = await asyncio.wait_for(up.upload_random(aiter_bytes(data)), 15)
     assert res.happiness == 10 and grid.servers[0] not in res.placements.values()
     _, down = tools(grid)
     assert await down.read_all(res.cap) == data

@@ -15,8 +15,8 @@ counts as stalled when it made no progress for ``lag_timeout`` while every other
 writer sat idle waiting for the producer; a writer whose stream failed (the
 transport closes connections to silent peers within seconds,
 quic_transport/liveness.py) is replaced the same way. Without a source the share
-is marked unplaced and the caller re-places it by regeneration from the placed
-shares (health.replace_shares), and the producer waits for a slow writer.
+is marked unplaced at once (stalled or failed) and the caller re-places it after
+the pass by regeneration from the placed shares.
 
 Invariants:
 - Memory is bounded: each writer has a queue of at most ``window`` blocks (two more
@@ -116,12 +116,17 @@ class ShareSender(Generic[P]):
         self.replacements = 0  # shares moved mid-stream to another peer
 
     # -- producer side ---------------------------------------------------------------
-    def start(self, shares: Sequence[int]) -> None:
-        """Start writers for ``shares``, each already pending in the placer."""
+    def start(self, shares: Sequence[int], *, replacement: bool = False) -> None:
+        """Start writers for ``shares``, each already pending in the placer. With
+        ``replacement``, blocks not handed over by :meth:`send` (all of them, if only
+        the trailer comes) are regenerated (needs a regenerate source)."""
+        if replacement and self._regenerate is None:
+            raise ValueError("replacement writers need a regenerate source")
         for s in shares:
             if s in self._writers:
                 raise ValueError(f"share {s} already has a writer")
-            self._spawn(self._new_writer(s, self.config.window))
+            room = self.config.window + (2 if replacement else 0)
+            self._spawn(self._new_writer(s, room, replacement=replacement))
 
     def _new_writer(self, share: int, size: int, *, replacement: bool = False) -> _Writer:
         now = asyncio.get_running_loop().time()
@@ -171,26 +176,45 @@ class ShareSender(Generic[P]):
             if not w.queue.full():
                 w.queue.put_nowait(item)
                 return
-            if self._regenerate is None:
-                await w.queue.put(item)
-                _drain_if_dead(w)  # it died while we waited: drop what was put
-                return
             tick = max(0.05, self.config.lag_timeout / 4)
             try:
                 async with asyncio.timeout(tick):
                     await w.queue.put(item)
             except TimeoutError:
                 if w.alive and self._stalled(w, loop.time()):
-                    quiet = loop.time() - w.progress_at
-                    self._replace(w, f"stalled: no progress for {quiet:.1f} s")
+                    why = f"stalled: no progress for {loop.time() - w.progress_at:.1f} s"
+                    if self._regenerate is not None:
+                        self._replace(w, why)
+                    else:
+                        self._lose(w, why)
                 continue
             self._forward_if_replaced(w)
             return
 
     def _forward_if_replaced(self, w: _Writer) -> None:
-        """``w`` was replaced while the producer waited on it: move what was put along."""
+        """``w`` was replaced (or lost) while the producer waited on it: move what was
+        put along (or drop it)."""
         if not w.alive:
             self._forward(w)
+
+    def _lose(self, w: _Writer, why: str) -> None:
+        """Give up a stalled share (no regenerate source): it stays unplaced for the
+        caller to regenerate after the pass; the other shares go on at once."""
+        w.alive = False
+        w.done = True
+        self._replaced.append(w)
+        if w.task is not None and w.task is not asyncio.current_task():
+            w.task.cancel()
+        if w.api is not None:
+            self._abort_soon(w.api, w.share)
+        if w.peer is not None and self.placer.pending.get(w.share) == w.peer:
+            self.placer.failed(w.share, w.peer, why, reassign=False)
+        log.info(
+            "share %d: peer %s %s; it is regenerated after the pass", w.share, _short(w.peer), why
+        )
+        del self._writers[w.share]
+        _drain(w)
+        self._report()
 
     def _stalled(self, w: _Writer, now: float) -> bool:
         """``w`` holds the upload up: no progress for ``lag_timeout`` while every other
@@ -428,12 +452,6 @@ class ShareSender(Generic[P]):
 
 def _short(peer: PeerKey | None) -> str:
     return "?" if peer is None else NodeId(peer).b32[:12]
-
-
-def _drain_if_dead(w: _Writer) -> None:
-    """A writer can die while the producer waits on its queue: drop what was put."""
-    if not w.alive:
-        _drain(w)
 
 
 def _drain(w: _Writer) -> None:

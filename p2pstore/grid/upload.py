@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic
@@ -45,12 +45,14 @@ from p2pstore.immutable import (
     ReadCap,
     SegmentGeometry,
     ShareLayout,
+    ShareTrailer,
 )
 from p2pstore.immutable.crypto import TAG_BLOCK, tagged_hash
 from p2pstore.immutable.errors import LocalError as ImmutableLocalError
 from p2pstore.immutable.params import LITERAL_MAX
 from quic_transport.identity import NodeId
 
+from .download import DownloadConfig, Downloader
 from .errors import GridLocalError, UploadError
 from .peers import FindPeers, P, Progress, StorageFor, describe
 from .placement import PeerKey, SharePlacer, rank_peers
@@ -218,6 +220,10 @@ class Uploader(Generic[P]):
             assert result.extension is not None
             await job.confirm_present(result.extension)
             cap = result.cap
+            if self.config.replace_lost and job.placer.unplaced() and regenerate is None:
+                # one-pass mode: read the file back from the placed shares and
+                # re-encode it with the same key (docs/grid.md, "Peers that vanish")
+                await self._reencode_lost(job, cap, enc, fed, result.trailers)
             if self.config.replace_lost and job.placer.unplaced():
                 from .health import replace_shares  # health builds on this module's pieces
 
@@ -247,6 +253,63 @@ class Uploader(Generic[P]):
         finally:
             if job is not None:
                 await job.sender.aclose()
+
+    async def _reencode_lost(
+        self,
+        job: _Job[P],
+        cap: ReadCap,
+        main: Encoder,
+        size: int,
+        trailers: Sequence[ShareTrailer],
+    ) -> None:
+        """Place the unplaced shares by re-encoding the file, read back (verified) from
+        the shares just placed, with the upload's own key: one pass whatever the
+        number of shares lost, every block checked against the main pass's hashes."""
+        placer = job.placer
+        lost = placer.unplaced()
+        if len(placer.placed) < cap.k:
+            return  # nothing to read back from: the fallback says why
+        targets = [s for s in lost if placer.assign(s) is not None]
+        if not targets:
+            return
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        holders = [job.peers[p] for p in set(placer.placed.values())]
+
+        async def find(_si: bytes, _count: int) -> list[P]:
+            return holders
+
+        down = Downloader(
+            find, self.storage_for, DownloadConfig(op_timeout=self.config.send.op_timeout)
+        )
+        regen = _regenerator(lambda: down.read(cap), cap.key, job.params, size, main)
+        layout = ShareLayout.for_share(SegmentGeometry(job.params, size), 0)
+        sender: ShareSender[P] = ShareSender(
+            job.si,
+            placer,
+            job.peers,
+            self.storage_for,
+            alloc_size=layout.share_length,
+            config=self.config.send,
+            regenerate=regen,
+        )
+        # writers seeded with only their trailer re-encode every block (sender.py)
+        sender.start(targets, replacement=True)
+        try:
+            await sender.finish([t for t in trailers if t.share_number in targets])
+        except Exception as e:
+            log.info("upload: read-back re-encoding failed: %s", describe(e))
+        finally:
+            await sender.aclose()
+            for s in targets:
+                if s in placer.pending:
+                    placer.failed(s, placer.pending[s], "re-encoding failed", reassign=False)
+        log.info(
+            "upload: %d share(s) re-encoded from the placed shares in %.1f s; unplaced: %s",
+            len(targets),
+            loop.time() - t0,
+            sorted(placer.unplaced()) or "none",
+        )
 
     async def _open(
         self,
