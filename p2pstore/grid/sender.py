@@ -217,15 +217,25 @@ class ShareSender(Generic[P]):
         self._report()
 
     def _stalled(self, w: _Writer, now: float) -> bool:
-        """``w`` holds the upload up: no progress for ``lag_timeout`` while every other
-        live writer has been idle, waiting for the producer, for half of that."""
+        """``w`` holds the upload up: it has blocks queued and took none for
+        ``lag_timeout``, while no other writer is making progress and at least one
+        has sat idle, waiting for the producer, for half of that. (Writers stuck the
+        same way do not count against it; on a slow uplink all writers have work and
+        none sits idle, so none is replaced.)"""
         lag = self.config.lag_timeout
-        if now - w.progress_at < lag:
+        if w.queue.empty() or now - w.progress_at < lag:
             return False
-        others = [x for x in self._writers.values() if x is not w and x.alive]
-        return bool(others) and all(
-            x.idle_since is not None and now - x.idle_since >= lag / 2 for x in others
-        )
+        idle = 0
+        for x in self._writers.values():
+            if x is w or not x.alive:
+                continue
+            if x.idle_since is not None:
+                if now - x.idle_since < lag / 2:
+                    return False
+                idle += 1
+            elif now - x.progress_at < lag:
+                return False  # it is moving: the upload is not waiting on w alone
+        return idle > 0
 
     def _forward(self, old: _Writer) -> None:
         """Move blocks queued for a replaced writer to its successor (or drop them)."""
