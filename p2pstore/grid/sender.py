@@ -66,7 +66,7 @@ class SendConfig:
     use_bulk: bool = True  # use BulkShareWriter.stream_write when the client has it
     #: a writer with no progress this long while all the others wait is replaced
     #: (only with a regenerate source; docs/grid.md, "Peers that vanish")
-    lag_timeout: float = 2.0
+    lag_timeout: float = 1.0
 
 
 @dataclass
