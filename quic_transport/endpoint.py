@@ -46,7 +46,7 @@ from aioquic.buffer import Buffer  # type: ignore[attr-defined]
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.packet import QuicHeader, pull_quic_header
 
-from . import paths, pmtu, rpc
+from . import echo, paths, pmtu, rpc
 from .admission import Admission
 from .auth import make_certificate
 from .config import TransportConfig
@@ -114,6 +114,7 @@ class Endpoint:
         self._liveness = LivenessRule(config.peer_probe_after, config.peer_silent_timeout)
         self._watchdog: asyncio.TimerHandle | None = None
         self._ping_uid = 0
+        self._echo_limiter = echo.ReplyLimiter()  # path challenges answered (echo.py)
         self._reader = self._on_readable if self._down is None else self._on_readable_capped
         cert, private = make_certificate(key)
         self._server_conf = QuicConfiguration(
@@ -662,6 +663,8 @@ class Endpoint:
             if first & 0x40 == 0:
                 if pmtu.is_probe_packet(data):
                     self._sizer.on_packet(data, (addr[0], addr[1]))
+                elif (reply := echo.reply_to(data)) is not None:
+                    self._echo(reply, addr, now)
                 return
             conn = self._by_cid.get(data[1 : 1 + CID_LENGTH])
             if conn is None:
@@ -715,6 +718,16 @@ class Endpoint:
         self.add_cid(conn, header.destination_cid)
         self.add_cid(conn, quic.host_cid)
         return conn
+
+    def _echo(self, reply: bytes, addr: Any, now: float) -> None:
+        """Answer a path challenge (echo.py): same size, rate-limited per source."""
+        if isinstance(addr[0], str) and addr[0].endswith(paths.VIRTUAL_SUFFIX):
+            return  # a relayed path: the relay validates its own circuits
+        if not self._echo_limiter.allow(str(addr[0]), now):
+            self._stats["echo_refused"] = self._stats.get("echo_refused", 0) + 1
+            return
+        self._send_raw(reply, (addr[0], addr[1]))
+        self._stats["echo_replies"] = self._stats.get("echo_replies", 0) + 1
 
     def _under_pressure(self) -> bool:
         live = sum(1 for c in self._conns if not c.closing)

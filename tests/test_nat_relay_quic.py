@@ -99,6 +99,10 @@ async def test_rpc_and_bulk_through_the_relay() -> None:
             (entry,) = st["reservations"]
             assert entry["bytes_in"] > 6 << 20 and entry["bytes_out"] > 6 << 20
             assert entry["circuits"] == 1 and entry["attached"]
+            # A's endpoint answered R's path challenge: the circuit is validated
+            assert st["counters"]["circuit-validated"] == 1
+            assert st["counters"].get("unvalidated", 0) == 0
+            assert a.stats["echo_replies"] >= 1
             (mine,) = client.status()
             assert mine["state"] == "active" and len(mine["sources"]) == 1
             assert b.node_id in a.connected_peers

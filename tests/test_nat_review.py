@@ -62,6 +62,8 @@ def test_unanswered_circuits_cannot_block_a_relay_reservation() -> None:
     b = RelayBook(RelayLimits(max_circuits=2, max_rate=0))
     r = b.reserve(ANCHOR, 0)
     assert b.inbound(r.rid, ("10.0.0.1", 1), 100, 0) is Verdict.FORWARD  # legit, answered
+    (challenge,) = b.take_challenges()  # it echoes the relay's path challenge
+    assert b.validate(r.rid, ("10.0.0.1", 1), challenge.token)
     assert b.outbound(r.rid, ("10.0.0.1", 1), 100, 0) is Verdict.FORWARD
     assert b.inbound(r.rid, ("10.6.6.6", 1), 100, 0) is Verdict.FORWARD  # junk, unanswered
     # within the grace a newcomer is still dropped

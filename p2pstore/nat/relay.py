@@ -18,7 +18,9 @@ Invariants:
   both streams (``RpcError`` with the reason) and forgets the queue;
 - the queue towards the client holds at most ``limits.queue_bytes``; datagrams
   beyond it are dropped and counted (``queue``), like any UDP congestion loss;
-- replies are only sent to a source that is a live circuit of the reservation;
+- replies are only sent to a source that is a live circuit of the reservation, and
+  to one that has not echoed our path challenge (relay_limits.py) at most three
+  times the bytes it sent;
 - the sweeper task is the only background task; :meth:`close` ends it and
   every reservation, and unregisters the handlers.
 """
@@ -34,7 +36,7 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from quic_transport import BulkReader, CallContext, Endpoint, RpcError
+from quic_transport import BulkReader, CallContext, Endpoint, RpcError, echo
 
 from . import relay_wire as wire
 from .relay_errors import RelayWireError
@@ -331,6 +333,10 @@ class RelayService:
                 self.counters["oversize"] += 1
                 continue
             source = (str(addr[0]), int(addr[1]))
+            token = echo.reply_token(data)
+            if token is not None:  # a source answering our path challenge: not for B
+                book.validate(rid, source, token)
+                continue
             if port.queued + len(data) + 22 > limit:
                 self.counters["queue"] += 1
                 port.state.dropped["queue"] += 1
@@ -348,6 +354,11 @@ class RelayService:
             elif verdict is Verdict.DROP_BYTES or verdict is Verdict.DROP_CLOSED:
                 self._end(rid, "byte-limit" if verdict is Verdict.DROP_BYTES else "closed")
                 return
+        for ch in book.take_challenges():  # new sources must prove their address
+            target = self._ports.get(ch.rid)
+            if target is not None:
+                with contextlib.suppress(OSError):
+                    target.sock.sendto(echo.request(ch.token), ch.addr)
         for c in book.take_evicted():  # the client forgets evicted sources too
             if c.rid == rid:
                 rec = wire.encode_closed(c.addr)

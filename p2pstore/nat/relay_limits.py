@@ -6,8 +6,17 @@ renewed and whether each relayed datagram is forwarded or dropped; the I/O layer
 
 A *reservation* belongs to the peer that made it. A *circuit* is one remote
 source address that sent a datagram to the reservation's relayed port; replies
-from the client may only go to an existing circuit (so a relay can never be
-used to send to arbitrary addresses).
+from the client may only go to an existing circuit.
+
+A source address proves nothing: one spoofed datagram bearing a victim's address
+would open a circuit toward the victim. So a new circuit starts *unvalidated*:
+the relay sends the source a path challenge (a random token,
+quic_transport/echo.py) and the circuit is *validated* only when the token comes
+back from that address. Until then the client may send it at most
+:data:`AMPLIFICATION` times the bytes that came from it (QUIC's own
+anti-amplification bound, RFC 9000 section 8.1), and only traffic *from* the
+source keeps it alive: the client's sending neither opens nor refreshes a circuit
+(docs/relay.md, "Threat model").
 
 Invariants (hypothesis-tested in tests/nat/test_relay_limits.py):
 - at most ``max_reservations`` live reservations, at most
@@ -21,6 +30,8 @@ Invariants (hypothesis-tested in tests/nat/test_relay_limits.py):
   64 KiB);
 - every offered datagram is counted exactly once, as forwarded or under one
   drop reason;
+- toward an unvalidated circuit the client's forwarded bytes never exceed
+  ``AMPLIFICATION`` times the bytes that source sent;
 - a reservation never outlives ``expires`` (extended by renewal up to
   ``created + max_duration``).
 """
@@ -28,8 +39,11 @@ Invariants (hypothesis-tested in tests/nat/test_relay_limits.py):
 from __future__ import annotations
 
 import enum
+import hmac
 import ipaddress
+import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from quic_transport.identity import NodeId
@@ -39,6 +53,12 @@ Addr = tuple[str, int]
 #: for a new source when ``max_circuits`` is reached (else anyone could block a
 #: reservation by sending from ``max_circuits`` source ports every ``circuit_idle``)
 UNANSWERED_GRACE = 3.0
+#: toward an unvalidated circuit: at most this many bytes per byte received from it
+AMPLIFICATION = 3
+#: path challenges per unvalidated circuit, and the least time between two
+MAX_CHALLENGES = 5
+CHALLENGE_INTERVAL = 1.0
+TOKEN_BYTES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +132,7 @@ class Verdict(enum.Enum):
     DROP_CLOSED = "closed"  # the reservation is over
     DROP_CIRCUITS = "circuits"  # a new source beyond max_circuits
     DROP_UNKNOWN = "unknown-destination"  # client sent to an address that is no circuit
+    DROP_UNVALIDATED = "unvalidated"  # beyond the amplification bound of an unproven source
     DROP_RATE = "rate"  # over max_rate
     DROP_BYTES = "bytes"  # max_bytes reached (the reservation ends)
 
@@ -129,9 +150,22 @@ class Refusal(Exception):
 class Circuit:
     addr: Addr
     opened: float
-    last_active: float
+    last_active: float  # last datagram *from* the source (or, once validated, to it)
     bytes_in: int = 0  # source -> client
     bytes_out: int = 0  # client -> source
+    token: bytes = b""  # the path challenge the source must echo
+    validated: bool = False
+    challenges: int = 0
+    challenged_at: float = float("-inf")
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """Send ``echo.request(token)`` from reservation ``rid``'s relayed port to ``addr``."""
+
+    rid: int
+    addr: Addr
+    token: bytes
 
 
 @dataclass(slots=True)
@@ -172,12 +206,14 @@ class CircuitClosed:
 class RelayBook:
     """See the module docstring. ``now`` is a monotonic clock in seconds."""
 
-    def __init__(self, limits: RelayLimits) -> None:
+    def __init__(self, limits: RelayLimits, token: Callable[[int], bytes] = os.urandom) -> None:
         self.limits = limits
         self._res: dict[int, ReservationState] = {}
         self._next_rid = 1
         self.counters: Counter[str] = Counter()  # forwarded/dropped totals, refusals
         self._evicted: list[CircuitClosed] = []  # circuits inbound() evicted (take_evicted)
+        self._token = token
+        self._challenges: list[Challenge] = []  # to send (take_challenges)
 
     # -- reservations --------------------------------------------------------------------
     def __len__(self) -> int:
@@ -291,19 +327,49 @@ class RelayBook:
             self._evicted.append(CircuitClosed(state.rid, victim))
             self.counters["circuit-evicted"] += 1
         if circuit is None:
-            circuit = state.circuits[source] = Circuit(source, now, now)
+            circuit = state.circuits[source] = Circuit(
+                source, now, now, token=self._token(TOKEN_BYTES)
+            )
         circuit.last_active = now
         circuit.bytes_in += size
         state.bytes_in += size
+        if (
+            not circuit.validated
+            and circuit.challenges < MAX_CHALLENGES
+            and now - circuit.challenged_at >= CHALLENGE_INTERVAL
+        ):
+            circuit.challenges += 1
+            circuit.challenged_at = now
+            self._challenges.append(Challenge(state.rid, source, circuit.token))
+            self.counters["challenges"] += 1
         return verdict
+
+    def take_challenges(self) -> list[Challenge]:
+        """Path challenges :meth:`inbound` asked for since the last call (send them)."""
+        out, self._challenges = self._challenges, []
+        return out
+
+    def validate(self, rid: int, source: Addr, token: bytes) -> bool:
+        """``source`` echoed a token to the relayed port: validate its circuit if the
+        token is that circuit's. True if it was validated now."""
+        state = self._res.get(rid)
+        circuit = None if state is None else state.circuits.get(source)
+        if circuit is None or circuit.validated or not circuit.token:
+            return False
+        if not hmac.compare_digest(circuit.token, token):
+            self.counters["challenge-mismatch"] += 1
+            return False
+        circuit.validated = True
+        self.counters["circuit-validated"] += 1
+        return True
 
     @staticmethod
     def _evictable(state: ReservationState, now: float) -> Addr | None:
-        """The least recently active circuit the client never replied to (open for at
-        least :data:`UNANSWERED_GRACE`), or None."""
+        """The least recently active circuit that is unvalidated or that the client
+        never replied to (open for at least :data:`UNANSWERED_GRACE`), or None."""
         best: Circuit | None = None
         for c in state.circuits.values():
-            if c.bytes_out or now - c.opened < UNANSWERED_GRACE:
+            if (c.validated and c.bytes_out) or now - c.opened < UNANSWERED_GRACE:
                 continue
             if best is None or c.last_active < best.last_active:
                 best = c
@@ -322,9 +388,12 @@ class RelayBook:
         circuit = state.circuits.get(dest)
         if circuit is None:
             return self._count(state, Verdict.DROP_UNKNOWN)
+        if not circuit.validated and circuit.bytes_out + size > AMPLIFICATION * circuit.bytes_in:
+            return self._count(state, Verdict.DROP_UNVALIDATED)
         verdict = self._charge(state, size, now)
         if verdict is Verdict.FORWARD:
-            circuit.last_active = now
+            if circuit.validated:  # an unproven source is kept alive only by what it sends
+                circuit.last_active = now
             circuit.bytes_out += size
             state.bytes_out += size
         return verdict

@@ -1,0 +1,106 @@
+"""The relay and hole punching cannot be aimed at third parties (docs/relay.md and
+docs/nat.md, "Threat model"): each attack reproduced, with the bound asserted."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+from p2pstore.nat import relay_wire as wire
+from p2pstore.nat.relay import RelayService
+from p2pstore.nat.relay_limits import (
+    AMPLIFICATION,
+    MAX_CHALLENGES,
+    RelayBook,
+    RelayLimits,
+    Verdict,
+)
+from quic_transport import TransportConfig, echo
+from quic_transport.identity import NodeId
+from quic_transport.testing import address_of, endpoints
+
+CFG = TransportConfig(connect_timeout=3.0)
+CLIENT = NodeId(b"\x07" * 20)
+VICTIM = ("192.0.2.9", 4444)
+
+
+def test_spoofed_source_lets_the_client_send_at_most_three_times_its_bytes() -> None:
+    b = RelayBook(RelayLimits(max_rate=0, circuit_idle=10))
+    r = b.reserve(CLIENT, 0)
+    assert b.inbound(r.rid, VICTIM, 1, 0) is Verdict.FORWARD  # one spoofed byte
+    (ch,) = b.take_challenges()
+    assert ch.addr == VICTIM and len(ch.token) == echo.TOKEN_BYTES
+    sent = 0
+    for i in range(1000):  # the client streams at the "circuit" for 100 s
+        if b.outbound(r.rid, VICTIM, 1, i / 10) is Verdict.FORWARD:
+            sent += 1
+        b.expire(i / 10)
+    assert sent == AMPLIFICATION * 1
+    # sending alone never kept it alive: it idled out 10 s after the spoofed byte
+    assert VICTIM not in r.circuits
+    assert b.counters["unvalidated"] >= 1
+
+
+def test_challenges_are_few_and_only_on_inbound() -> None:
+    b = RelayBook(RelayLimits(max_rate=0))
+    r = b.reserve(CLIENT, 0)
+    for t in range(100):  # the spoofer keeps sending: at most MAX_CHALLENGES, 1 s apart
+        b.inbound(r.rid, VICTIM, 1, t * 0.5)
+    assert len(b.take_challenges()) == MAX_CHALLENGES
+
+
+def test_a_validated_circuit_carries_traffic_normally() -> None:
+    b = RelayBook(RelayLimits(max_rate=0))
+    r = b.reserve(CLIENT, 0)
+    src = ("198.51.100.7", 5000)
+    b.inbound(r.rid, src, 1200, 0)
+    (ch,) = b.take_challenges()
+    assert not b.validate(r.rid, src, b"\0" * 16)  # a wrong token validates nothing
+    assert not b.validate(r.rid, ("198.51.100.8", 5000), ch.token)  # from elsewhere
+    assert b.validate(r.rid, src, ch.token)
+    assert all(b.outbound(r.rid, src, 1200, 0.1) is Verdict.FORWARD for _ in range(100))
+
+
+async def test_spoofed_datagram_to_a_relayed_port_reaches_the_victim_bounded() -> None:
+    """Real RelayService on 127.0.0.1. A 'victim' UDP socket (not a p2pstore node, so
+    it never answers challenges) sends one datagram to the relayed port, which is what
+    a spoofed packet bearing its address looks like to the relay. The relay client
+    then streams datagrams to it. Before: 331,200 bytes reached the victim."""
+    victim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    victim.bind(("127.0.0.1", 0))
+    victim.setblocking(False)
+    vaddr = victim.getsockname()
+    async with endpoints(2, CFG) as (r, b):
+        svc = RelayService(r, RelayLimits(max_rate=0))
+        svc.start()
+        try:
+            reply = await b.call(address_of(r), "relay.reserve", {})
+            rid = {"id": reply["id"]}
+            reader = await b.fetch(address_of(r), "relay.recv", rid)
+            victim.sendto(b"x", ("127.0.0.1", reply["port"]))  # the "spoofed" byte
+            await asyncio.sleep(0.2)
+            payload = b"A" * 1200
+
+            async def records() -> Any:
+                for _ in range(300):
+                    yield wire.encode_data((vaddr[0], vaddr[1]), payload)
+                    await asyncio.sleep(0.002)
+
+            await b.call_stream(address_of(r), "relay.send", rid, records())
+            await asyncio.sleep(0.3)
+            got = []
+            while True:
+                try:
+                    got.append(victim.recv(65536))
+                except BlockingIOError:
+                    break
+            challenges = [d for d in got if echo.is_request(d)]
+            data = [d for d in got if not echo.is_request(d)]
+            assert sum(map(len, data)) == 0  # 1200 > 3 x 1 byte: nothing at all
+            assert 1 <= len(challenges) <= MAX_CHALLENGES
+            assert svc.status()["counters"]["unvalidated"] == 300
+            await reader.aclose()
+        finally:
+            await svc.close()
+            victim.close()
