@@ -7,6 +7,8 @@ import asyncio
 import socket
 from typing import Any
 
+import pytest
+
 from p2pstore.nat import relay_wire as wire
 from p2pstore.nat.relay import RelayService
 from p2pstore.nat.relay_limits import (
@@ -104,3 +106,95 @@ async def test_spoofed_datagram_to_a_relayed_port_reaches_the_victim_bounded() -
         finally:
             await svc.close()
             victim.close()
+
+
+# -- hole punching -----------------------------------------------------------------------
+
+
+def _punch_service(clock: list[float]) -> tuple[Any, Any]:
+    from p2pstore.nat.punch import PunchService
+
+    from .nat_helpers import RecordingEndpoint
+
+    ep: Any = RecordingEndpoint()
+    ep.local_address = ("0.0.0.0", 1)  # a home machine bound to a wildcard
+    return ep, PunchService(ep, rendezvous=lambda nid: True, clock=lambda: clock[0])
+
+
+def test_an_anchor_aiming_punches_at_one_address_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Before: an anchor got 8 of 12 requests accepted and the victim received 40
+    punch datagrams. Now, per target IP: 2 sequences, then 1 per 10 s."""
+    from quic_transport import CallContext, RpcError
+
+    monkeypatch.setattr("p2pstore.nat.punch.PUNCH_SPACING", 0.001)
+    clock = [0.0]
+    ep, punch = _punch_service(clock)
+    anchor = NodeId(b"\x01" * 20)
+
+    async def run() -> int:
+        accepted = 0
+        for i in range(12):
+            body = {"peer": bytes([i + 1]) * 20, "addr": ["203.0.113.5", 53]}  # fresh "peers"
+            try:
+                await punch._on_punch(CallContext(anchor, "198.51.100.2", 4000), body)
+                accepted += 1
+            except RpcError as e:
+                assert e.code == "busy"
+            await asyncio.sleep(0.05)  # let each 5-datagram sequence finish
+            clock[0] += 1.3
+        await punch.close()
+        return accepted
+
+    accepted = asyncio.run(run())
+    # 15.6 s of asking: the burst of 2, plus one more after 10 s
+    assert accepted == 3
+    assert len(ep.sent) <= 3 * 5 and all(addr[0] == "203.0.113.5" for _, addr in ep.sent)
+
+
+def test_an_anchor_is_bounded_across_targets() -> None:
+    from quic_transport import CallContext, RpcError
+
+    clock = [0.0]
+    _ep, punch = _punch_service(clock)
+    anchor = NodeId(b"\x01" * 20)
+
+    async def run() -> int:
+        accepted = 0
+        for i in range(20):
+            body = {"peer": b"\x09" * 20, "addr": [f"203.0.113.{i + 1}", 53]}
+            try:
+                await punch._on_punch(CallContext(anchor, "198.51.100.2", 4000), body)
+                accepted += 1
+            except RpcError as e:
+                assert e.code == "busy"
+        await punch.close()
+        return accepted
+
+    assert asyncio.run(run()) == 6  # anchor_burst
+
+
+def test_punch_never_aims_at_loopback_private_or_multicast_from_a_public_node() -> None:
+    from p2pstore.nat.punch import PunchService
+    from quic_transport import CallContext, RpcError
+
+    from .nat_helpers import RecordingEndpoint
+
+    ep: Any = RecordingEndpoint()
+    ep.local_address = ("198.51.100.10", 1)  # a node with a public address
+    punch = PunchService(ep, rendezvous=lambda nid: True)
+    anchor = NodeId(b"\x01" * 20)
+
+    async def run() -> None:
+        for host in ("127.0.0.1", "10.0.0.1", "192.168.1.1", "169.254.1.1", "224.0.0.1", "::1"):
+            with pytest.raises(RpcError) as e:
+                await punch._on_punch(
+                    CallContext(anchor, "198.51.100.2", 4000),
+                    {"peer": b"\x09" * 20, "addr": [host, 53]},
+                )
+            assert e.value.code == "bad_request", host
+        await punch.close()
+
+    asyncio.run(run())
+    assert ep.sent == []

@@ -14,11 +14,17 @@ connection to B (B's relay or any peer B keeps a connection to).
    as R sees it (B's NAT mapping) and A's as R sees it.
 5. A dials B at ``observed`` (the :class:`~p2pstore.nat.connector.Connector`).
 
-Limits: R serves one ``nat.connect`` per caller per ``connect_interval``; B runs at
-most ``max_active`` punch sequences and one per (caller, address) at a time, so a
-peer cannot turn B into a packet cannon (5 datagrams of 19 bytes per request).
-With ``rendezvous`` set (the NatManager: B's anchors), B takes ``nat.punch`` only
-from those peers, so an arbitrary peer cannot aim B's punches at a third party.
+Limits: R serves one ``nat.connect`` per caller per ``connect_interval``. B takes
+``nat.punch`` only from its rendezvous peers (with ``rendezvous`` set: the
+NatManager's anchors), but an anchor is any reachable peer B picked, so B also
+bounds what one can aim (docs/nat.md, "Threat model"): the target must be an IP
+address B may send to by its address class (quic_transport/addrclass.py: no
+loopback, private or link-local target unless B itself is on such a network);
+per target IP (IPv6: /64) at most ``target_burst`` punch sequences, then one per
+``target_interval``, whoever asks; per anchor at most ``anchor_burst``, then one per
+``anchor_interval``; at most ``max_active`` at once. A sequence is 5 datagrams of
+19 bytes, so a hostile anchor makes B send a victim at most 190 bytes, then 95
+bytes per 10 s, and B sends at most 570 bytes, then 95 bytes per 10 s, for it.
 :class:`PunchService` plays both roles; its punch tasks end in :meth:`close`.
 """
 
@@ -35,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from quic_transport import CallContext, Endpoint, PeerAddress, RpcError
+from quic_transport import CallContext, Endpoint, PeerAddress, RpcError, addrclass, echo
 from quic_transport.identity import ID_BYTES, NodeId
 from quic_transport.paths import is_virtual
 
@@ -60,6 +66,29 @@ class PunchLimits:
     max_active: int = 8  # punch sequences running at once, at the target
     call_timeout: float = 3.0
     max_tracked: int = 4096
+    # at the target: sequences toward one IP (/64), and asked for by one anchor
+    target_burst: int = 2
+    target_interval: float = 10.0
+    anchor_burst: int = 6
+    anchor_interval: float = 10.0
+
+
+class _Buckets:
+    """Token buckets by key: ``burst`` at first, one more every ``interval`` s; at
+    most ``max_keys`` keys (the oldest forgotten)."""
+
+    def __init__(self, burst: int, interval: float, max_keys: int) -> None:
+        self.burst, self.interval, self.max_keys = burst, interval, max_keys
+        self._b: dict[object, tuple[float, float]] = {}
+
+    def take(self, key: object, now: float) -> bool:
+        tokens, at = self._b.pop(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + max(now - at, 0.0) / self.interval)
+        ok = tokens >= 1
+        self._b[key] = (tokens - 1 if ok else tokens, now)
+        while len(self._b) > self.max_keys:
+            del self._b[next(iter(self._b))]
+        return ok
 
 
 def punch_packet() -> bytes:
@@ -111,7 +140,10 @@ class PunchService:
         self.rendezvous = rendezvous
         self._closed = False
         self._last_connect: dict[NodeId, float] = {}
-        self._active: dict[tuple[NodeId, Addr], asyncio.Task[None]] = {}
+        self._active: dict[str, asyncio.Task[None]] = {}  # by target IP (/64)
+        lim = self.limits
+        self._per_target = _Buckets(lim.target_burst, lim.target_interval, lim.max_tracked)
+        self._per_anchor = _Buckets(lim.anchor_burst, lim.anchor_interval, lim.max_tracked)
         self.stats = {"connects": 0, "punches": 0, "refused": 0, "datagrams": 0}
 
     def register(self) -> None:
@@ -188,12 +220,26 @@ class PunchService:
             raise RpcError("bad_request", str(e)) from None
         if not _is_ip(addr[0]):  # punch only to what a socket reported: no DNS lookups
             raise RpcError("bad_request", "addr must be an IP address")
-        key = (peer, addr)
+        own = self.endpoint.local_address[0]
+        if not addrclass.may_send(addr[0], own):
+            self.stats["refused"] += 1
+            raise RpcError(
+                "bad_request",
+                f"will not punch toward a {addrclass.classify(addr[0])} address from {own}",
+            )
+        key = echo.source_key(addr[0])
         if key in self._active:
             return {"ok": True}  # already punching there
         if len(self._active) >= self.limits.max_active:
             self.stats["refused"] += 1
             raise RpcError("busy", "too many hole punches in progress")
+        now = self.clock()
+        if not self._per_anchor.take(ctx.peer_id, now):
+            self.stats["refused"] += 1
+            raise RpcError("busy", "too many punch requests from this rendezvous; retry later")
+        if not self._per_target.take(key, now):
+            self.stats["refused"] += 1
+            raise RpcError("busy", "punched toward that address recently; retry later")
         self._send(addr)
         task = asyncio.get_running_loop().create_task(self._punch_rest(addr))
         self._active[key] = task
@@ -202,7 +248,7 @@ class PunchService:
         log.debug("punching toward %s:%d for %s", addr[0], addr[1], peer.short())
         return {"ok": True}
 
-    def _done(self, key: tuple[NodeId, Addr], task: asyncio.Task[None]) -> None:
+    def _done(self, key: str, task: asyncio.Task[None]) -> None:
         if self._active.get(key) is task:
             del self._active[key]
         if not task.cancelled():
