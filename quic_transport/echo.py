@@ -79,18 +79,20 @@ class ReplyLimiter:
     _total: tuple[float, float] | None = None
     refused: int = 0
 
-    def allow(self, host: str, now: float) -> bool:
+    def allow(self, host: str, now: float, cost: float = 1.0) -> bool:
+        """Spend ``cost`` (one reply, or its bytes for a byte budget) if both buckets
+        hold it."""
         key = source_key(host)
         total_tokens = self._refill(self._total, now, self.total_rate, self.total_burst)
         tokens = self._refill(
             self._sources.get(key), now, self.per_source_rate, self.per_source_burst
         )
-        if tokens < 1 or total_tokens < 1:
+        if tokens < cost or total_tokens < cost:
             self.refused += 1
             return False
-        self._total = (total_tokens - 1, now)
+        self._total = (total_tokens - cost, now)
         self._sources.pop(key, None)
-        self._sources[key] = (tokens - 1, now)
+        self._sources[key] = (tokens - cost, now)
         while len(self._sources) > self.max_sources:
             del self._sources[next(iter(self._sources))]
         return True

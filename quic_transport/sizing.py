@@ -6,21 +6,36 @@ open next). Both caches are bounded (least recently stored dropped first).
 
 Invariants: at most one search per address runs at a time (later callers wait
 for it); a confirmed size is only stored when its HMAC token checks out; sizes
-never exceed ``config.max_datagram_size``.
+never exceed ``config.max_datagram_size``. A probe is answered before any
+authentication (that is its point), so its source address may be spoofed: the
+ACK is never larger than the probe, and ACK bytes are bounded per source address
+(IPv6: /64) and in total (:func:`probe_reply_budget`, docs/transport.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from . import pmtu
+from . import echo, pmtu
 from .config import TransportConfig
 
 Addr = tuple[str, int]
 CACHE_SIZE = 4096
+
+
+#: bytes of probe ACKs: per source 512 KiB at once (two full searches), then
+#: 128 KiB/s; in total 4 MiB at once, then 2 MiB/s
+def probe_reply_budget() -> echo.ReplyLimiter:
+    return echo.ReplyLimiter(
+        per_source_rate=128 * 1024.0,
+        per_source_burst=512 * 1024.0,
+        total_rate=2 * 1024 * 1024.0,
+        total_burst=4 * 1024 * 1024.0,
+    )
 
 
 def _remember(cache: OrderedDict[Addr, int], addr: Addr, size: int) -> None:
@@ -41,6 +56,8 @@ class DatagramSizer:
         self._discovered: OrderedDict[Addr, int] = OrderedDict()
         self._confirmed: OrderedDict[Addr, int] = OrderedDict()
         self._searches: dict[Addr, tuple[pmtu.PmtuSearch, asyncio.Event]] = {}
+        self._replies = probe_reply_budget()
+        self.replies_refused = 0
 
     def size_for_listener(self, addr: Addr) -> int:
         """Datagram size for a connection ``addr`` opens to us."""
@@ -96,8 +113,12 @@ class DatagramSizer:
             return
         if pkt.kind == pmtu.TYPE_PROBE:
             reply = pmtu.reply_to(pkt, self._secret, addr)
-            if reply is not None:
-                self._send(reply, addr)
+            if reply is None or len(reply) > len(data):
+                return
+            if not self._replies.allow(addr[0], time.monotonic(), len(reply)):
+                self.replies_refused += 1
+                return
+            self._send(reply, addr)
         elif pkt.kind == pmtu.TYPE_ACK:
             entry = self._searches.get(addr)
             if entry is not None:

@@ -60,3 +60,38 @@ async def test_endpoint_answers_spoofed_challenges_at_most_the_burst() -> None:
         assert 1 <= len(got) <= 8 and all(len(d) == echo.SIZE for d in got)
         assert a.stats["echo_refused"] >= 92
     victim.close()
+
+
+async def test_spoofed_size_probes_get_bounded_replies_no_larger() -> None:
+    """Size probes are answered before authentication, so their source may be a
+    victim: the ACKs toward one address stop at the per-source budget (512 KiB at
+    once) and none is larger than its probe."""
+    from quic_transport import pmtu
+
+    victim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    victim.bind(("127.0.0.1", 0))
+    victim.setblocking(False)
+    victim.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    got = 0
+    async with endpoints(1) as (a,):
+        for i in range(40):  # 40 x 32 KiB = 1.25 MiB of probes
+            victim.sendto(
+                pmtu.encode(pmtu.TYPE_PROBE, i.to_bytes(8, "big"), 32768), a.local_address
+            )
+            await asyncio.sleep(0.002)
+            while True:
+                try:
+                    d = victim.recv(65536)
+                except BlockingIOError:
+                    break
+                assert len(d) <= 32768
+                got += len(d)
+        await asyncio.sleep(0.2)
+        while True:
+            try:
+                got += len(victim.recv(65536))
+            except BlockingIOError:
+                break
+        assert 0 < got <= 512 * 1024 + 32768
+        assert a._sizer.replies_refused >= 20
+    victim.close()
