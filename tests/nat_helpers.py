@@ -26,6 +26,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from quic_transport import Endpoint
 from quic_transport.identity import NodeId
 
 Addr = tuple[str, int]
@@ -110,3 +111,16 @@ class UdpNat:
             self._loop.remove_reader(s.fileno())
             s.close()
         self._socks.clear()
+
+
+async def reserve_body(relay: Endpoint, client: Endpoint) -> dict[str, Any]:
+    """A ``relay.reserve`` body with a proof-of-work stamp (relay_work.py), for tests
+    that call the RPC by hand."""
+    import time
+
+    from p2pstore.nat import relay_work
+
+    stamp = await asyncio.to_thread(
+        relay_work.make_stamp, relay.node_id, client.node_id, time.time()
+    )
+    return {"work": stamp.to_body()}

@@ -22,6 +22,8 @@ from quic_transport import TransportConfig, echo
 from quic_transport.identity import NodeId
 from quic_transport.testing import address_of, endpoints
 
+from .nat_helpers import reserve_body
+
 CFG = TransportConfig(connect_timeout=3.0)
 CLIENT = NodeId(b"\x07" * 20)
 VICTIM = ("192.0.2.9", 4444)
@@ -77,7 +79,7 @@ async def test_spoofed_datagram_to_a_relayed_port_reaches_the_victim_bounded() -
         svc = RelayService(r, RelayLimits(max_rate=0))
         svc.start()
         try:
-            reply = await b.call(address_of(r), "relay.reserve", {})
+            reply = await b.call(address_of(r), "relay.reserve", await reserve_body(r, b))
             rid = {"id": reply["id"]}
             reader = await b.fetch(address_of(r), "relay.recv", rid)
             victim.sendto(b"x", ("127.0.0.1", reply["port"]))  # the "spoofed" byte

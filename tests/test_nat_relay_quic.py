@@ -32,6 +32,8 @@ from quic_transport import (
 )
 from quic_transport.testing import address_of, endpoints
 
+from .nat_helpers import reserve_body
+
 CFG = TransportConfig(connect_timeout=3.0)
 
 
@@ -314,7 +316,7 @@ async def test_unrenewed_reservation_expires_and_ends_its_stream() -> None:
         svc = RelayService(r, RelayLimits(lifetime=1.0))
         svc.start()
         try:
-            reply = await b.call(address_of(r), "relay.reserve", {})
+            reply = await b.call(address_of(r), "relay.reserve", await reserve_body(r, b))
             assert reply["ttl"] == 1.0 and reply["limits"]["max_bytes"] == 1 << 30
             t0 = asyncio.get_running_loop().time()
             async with await b.fetch(address_of(r), "relay.recv", {"id": reply["id"]}) as rd:
@@ -332,7 +334,7 @@ async def test_malformed_records_end_the_reservation() -> None:
         svc = RelayService(r)
         svc.start()
         try:
-            reply = await b.call(address_of(r), "relay.reserve", {})
+            reply = await b.call(address_of(r), "relay.reserve", await reserve_body(r, b))
             rid = {"id": reply["id"]}
             reader = await b.fetch(address_of(r), "relay.recv", rid)
             with pytest.raises(TransportError) as e:
@@ -351,7 +353,7 @@ async def test_unattached_reservation_is_dropped() -> None:
         svc = RelayService(r, RelayLimits(attach_timeout=0.3))
         svc.start()
         try:
-            await b.call(address_of(r), "relay.reserve", {})
+            await b.call(address_of(r), "relay.reserve", await reserve_body(r, b))
             assert len(svc.relayed_ports()) == 1
             await asyncio.sleep(0.8)
             assert svc.relayed_ports() == []

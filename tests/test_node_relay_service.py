@@ -9,7 +9,7 @@ import pytest
 
 from p2pstore.nat.relay_client import RelayClient
 from p2pstore.node.grid_service import GridService
-from quic_transport import PeerAddress
+from quic_transport import NodeKey, PeerAddress, open_endpoint
 
 from .test_node_grid_service import context, make_dir, seed_of
 
@@ -46,9 +46,16 @@ async def test_auto_serves_on_introducers_and_follows_reachability(tmp_path: Pat
         try:
             s = seed_of(intro)
             res = await client.reserve(PeerAddress(s.node_id, s.host, s.port))
-            stat = await off.endpoint.call(
-                PeerAddress(node.context.key.node_id, res.host, res.port), "storage.stat", {}
-            )
+            # a fresh endpoint (the DHT may connect off and node directly meanwhile)
+            stranger = await open_endpoint(NodeKey.generate(), "127.0.0.1", 0)
+            try:
+                stat = await stranger.call(
+                    PeerAddress(node.context.key.node_id, res.host, res.port),
+                    "storage.stat",
+                    {},
+                )
+            finally:
+                await stranger.aclose()
             assert isinstance(stat, dict)
             (entry,) = intro.status()["details"]["relay_service"]["reservations"]
             assert entry["peer"] == node.context.key.node_id.b32 and entry["circuits"] == 1

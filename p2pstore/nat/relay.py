@@ -39,6 +39,7 @@ from typing import Any
 from quic_transport import BulkReader, CallContext, Endpoint, RpcError, echo
 
 from . import relay_wire as wire
+from . import relay_work
 from .relay_errors import RelayWireError
 from .relay_limits import Refusal, RelayBook, RelayLimits, ReservationState, Verdict
 
@@ -81,8 +82,11 @@ class RelayService:
         bind_host: str | None = None,
         public_host: str | None = None,
         ping_interval: float = 5.0,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.endpoint = endpoint
+        self.wall_clock = wall_clock  # proof-of-work stamps name the minute (relay_work.py)
+        self._stamps = relay_work.StampLedger()
         self.limits = limits or RelayLimits()
         self.clock = clock
         self.book = RelayBook(self.limits)
@@ -174,8 +178,25 @@ class RelayService:
     async def _on_reserve(self, ctx: CallContext, body: Any) -> Any:
         if self._closed:
             raise RpcError("relay-closed", "this relay is shutting down")
-        if body not in ({}, None):
-            raise RpcError("bad-request", "relay.reserve takes an empty map")
+        if body is not None and (not isinstance(body, dict) or set(body) - {"work"}):
+            raise RpcError("bad-request", "relay.reserve takes a map with at most 'work'")
+        need = self.limits.work_bits
+        if need:
+            work = (body or {}).get("work")
+            if work is None:
+                raise RpcError(
+                    "relay-work-required",
+                    f"a reservation here needs a proof of work of {need} bits (docs/relay.md)",
+                )
+            try:
+                stamp = relay_work.Stamp.from_body(work)
+                relay_work.check_stamp(
+                    stamp, self.endpoint.node_id, ctx.peer_id, self.wall_clock(), need
+                )
+                self._stamps.use(ctx.peer_id, stamp)
+            except relay_work.WorkError as e:
+                self.counters["refused:work"] += 1
+                raise RpcError("relay-work-required", str(e)) from None
         try:
             state = self.book.reserve(ctx.peer_id, self.clock(), ctx.host)
         except Refusal as e:

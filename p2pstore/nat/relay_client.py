@@ -43,6 +43,7 @@ from quic_transport.identity import NodeId
 from quic_transport.paths import virtual_key
 
 from . import relay_wire as wire
+from . import relay_work
 from .relay_errors import (
     RelayError,
     RelayLocalError,
@@ -110,8 +111,10 @@ class RelayClient:
         ping_interval: float = 5.0,
         timeout: float = 10.0,
         recv_timeout: float = 15.0,
+        work_bits: int = relay_work.DEFAULT_BITS,
     ) -> None:
         self.endpoint = endpoint
+        self.work_bits = work_bits
         self.clock = clock
         self.on_lost = on_lost
         self.queue_bytes = queue_bytes
@@ -132,8 +135,14 @@ class RelayClient:
             raise RelayLocalError("relay client is closed")
         name = relay.node_id.b32
         ep = self.endpoint
+        # proof of work (relay_work.py), in a worker thread: ~0.2 s at 18 bits
+        stamp = await asyncio.to_thread(
+            relay_work.make_stamp, relay.node_id, ep.node_id, time.time(), self.work_bits
+        )
         try:
-            body = await ep.call(relay, wire.RESERVE, {}, timeout=self.timeout)
+            body = await ep.call(
+                relay, wire.RESERVE, {"work": stamp.to_body()}, timeout=self.timeout
+            )
             reply = wire.ReserveReply.from_body(body)
         except RpcError as e:
             raise RelayRefused(name, e.code, e.message) from None

@@ -19,6 +19,7 @@ CODES = (
     "relay-busy",  # the reservation already has that stream attached
     "relay-max-duration",  # renewal past max_duration
     "relay-bind-failed",  # the relay could not open a UDP socket
+    "relay-work-required",  # the reserve lacked a valid proof of work (relay_work.py)
     "relay-closed",  # the reservation ended (reason in the message)
     "relay-byte-limit",  # the reservation used up max_bytes and ended
     "relay-expired",  # the lifetime ran out without renewal

@@ -80,6 +80,8 @@ class RelayLimits:
     attach_timeout: float = 20.0  # the client must open relay.recv within this time
     client_silence: float = 30.0  # relay.send quiet (no PING, no data) this long ends it
     queue_bytes: int = 1 << 20  # records buffered per reservation towards the client
+    #: leading zero bits of proof of work a reserve must carry (relay_work.py); 0 = none
+    work_bits: int = 18
 
     def __post_init__(self) -> None:
         for name in (
@@ -99,6 +101,8 @@ class RelayLimits:
                 raise ValueError(f"RelayLimits.{name} must be positive")
         if self.max_duration < 0:
             raise ValueError("RelayLimits.max_duration must be >= 0")
+        if not 0 <= self.work_bits <= 28:
+            raise ValueError("RelayLimits.work_bits must be 0..28")
 
     def advertised(self) -> dict[str, int | float]:
         """What the reserve reply tells the client."""
@@ -110,6 +114,7 @@ class RelayLimits:
             "max_duration": self.max_duration,
             "circuit_idle": self.circuit_idle,
             "client_silence": self.client_silence,
+            "work_bits": self.work_bits,
         }
 
 

@@ -126,6 +126,7 @@ class RelaySection:
     lifetime: int = 600  # seconds granted by each reserve/renew
     max_duration: int = 86400  # total age of a reservation; 0 = unlimited
     circuit_idle: int = 120  # a silent remote source is forgotten after this
+    work_bits: int = 18  # proof of work a reservation must carry (relay_work.py); 0 = none
 
     def limits(self) -> RelayLimits:
         return RelayLimits(
@@ -137,6 +138,7 @@ class RelaySection:
             lifetime=float(self.lifetime),
             max_duration=float(self.max_duration),
             circuit_idle=float(self.circuit_idle),
+            work_bits=self.work_bits,
         )
 
 
@@ -493,6 +495,7 @@ def _relay_section(s: _Section) -> RelaySection:
         lifetime=s.convert("lifetime", d.lifetime, _duration_at_least(10)),
         max_duration=s.convert("max_duration", d.max_duration, parse_duration),
         circuit_idle=s.convert("circuit_idle", d.circuit_idle, _duration_at_least(60)),
+        work_bits=s.int_range("work_bits", d.work_bits, 0, 24),
     )
     s.finish()
     if relay.max_reservations_per_peer > relay.max_reservations:
