@@ -570,7 +570,10 @@ async def test_slow_peer_holds_the_encoder_back_memory_stays_bounded(grid: Stora
             yield data_of(seg, i)
 
     window = 3
-    cfg = UploadConfig(send=SendConfig(op_timeout=60.0, window=window), list_timeout=5.0)
+    # lag_timeout: keep the stalled writer (the subject here is backpressure, not
+    # replacing a stalled peer, which the tests above cover)
+    send = SendConfig(op_timeout=60.0, window=window, lag_timeout=60.0)
+    cfg = UploadConfig(send=send, list_timeout=5.0)
     # exactly 10 peers, so the stalled one certainly holds a share
     up = Uploader(static_peers(grid.servers[:10]), gated, cfg, params=PARAMS)
     task = asyncio.create_task(up.upload_random(source()))
