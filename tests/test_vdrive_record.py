@@ -227,6 +227,11 @@ def test_rpc_adapter() -> None:
                 **request_body(Mkdir(("a",)), None),
                 "op": {"op": "mkdir", "path": ["a"] * 65, "parents": True},
             },
+            # unhashable or odd values where a name is expected (a TypeError, once)
+            {**request_body(Mkdir(("a",)), None), "op": {"op": [], "path": ["a"]}},
+            {**request_body(Mkdir(("a",)), None), "op": {"op": {}, "path": ["a"]}},
+            {**request_body(Mkdir(("a",)), None), "drive": []},
+            {**request_body(Mkdir(("a",)), None), "op": []},
         ]:
             reply = await handle_apply(w, caller, body)
             assert reply["status"] == "error" and reply["code"] in ("bad-request", "bad-path")

@@ -247,6 +247,10 @@ async def test_route_errors_and_limits(client: TestClient[Any, Any]) -> None:
     assert (await error_of(r, 413))["code"] == "too-large"
     r = await client.post("/api/v1/vdrive/mkdir", data=b"[1]", headers=AUTH)
     assert (await error_of(r, 400))["code"] == "bad-json"
+    # nesting deeper than the interpreter's stack: a 400, not a RecursionError and 500
+    deep = b"[" * 30_000 + b"]" * 30_000
+    r = await client.post("/api/v1/vdrive/mkdir", data=deep, headers=AUTH)
+    assert (await error_of(r, 400))["code"] == "bad-json"
     r = await client.post("/api/v1/file?mode=weird", data=b"x", headers=AUTH)
     assert "mode" in (await error_of(r, 400))["message"]
     r = await client.get("/")

@@ -144,7 +144,7 @@ def parse_cap_any(text: Any) -> FileCap | DirCap:
 
 def op_from_wire(obj: Any) -> Op:
     """Validate a wire op (names NFC-normalized); raises bad-request / bad-path."""
-    if not isinstance(obj, dict) or obj.get("op") not in _KEYS:
+    if not isinstance(obj, dict) or not isinstance(obj.get("op"), str) or obj["op"] not in _KEYS:
         raise VdriveLocalError("bad-request", "unknown operation")
     kind = obj["op"]
     if set(obj) != _KEYS[kind]:

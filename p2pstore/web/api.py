@@ -121,7 +121,7 @@ def _query_path(request: web.Request, name: str = "path") -> VPath:
 async def _json_body(request: web.Request) -> Mapping[str, Any]:
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's stack
         raise BadRequest("the request body must be a JSON object", code="bad-json") from None
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object", code="bad-json")
