@@ -147,6 +147,13 @@ class PeerConnection:
     def add_receiver(self, stream: Stream) -> None:
         self._receivers.add(stream)
 
+    def misbehaved(self, reason: str) -> None:
+        """The peer sent something only a hostile or broken peer sends (a message over
+        the decoding budget): close the connection and refuse its address briefly."""
+        log.info("%r: %s: closing the connection", self, reason)
+        self.endpoint.penalize(self.addr, reason)
+        self.close(ERR_PROTOCOL, reason[:200])
+
     def fair_share(self) -> int:
         """Window each bulk receiver may keep granted: the budget split evenly."""
         budget = self.endpoint.config.connection_buffer_bytes

@@ -46,7 +46,7 @@ from aioquic.buffer import Buffer  # type: ignore[attr-defined]
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.packet import QuicHeader, pull_quic_header
 
-from . import echo, paths, pmtu, rpc
+from . import addrclass, echo, paths, pmtu, rpc
 from .admission import Admission
 from .auth import make_certificate
 from .config import TransportConfig
@@ -74,6 +74,8 @@ log = logging.getLogger(__name__)
 ALPN = "p2pstore/1"
 CID_LENGTH = 8
 PING_METHOD = "transport.ping"
+#: how long a misbehaving peer's address is refused new connections (penalize)
+PENALTY_SECONDS = 30.0
 
 
 class Endpoint:
@@ -115,6 +117,8 @@ class Endpoint:
         self._watchdog: asyncio.TimerHandle | None = None
         self._ping_uid = 0
         self._echo_limiter = echo.ReplyLimiter()  # path challenges answered (echo.py)
+        # addresses (IP, IPv6 /64) refused new connections until a loop time (penalize)
+        self._penalty: dict[str, float] = {}
         self._reader = self._on_readable if self._down is None else self._on_readable_capped
         cert, private = make_certificate(key)
         self._server_conf = QuicConfiguration(
@@ -698,8 +702,34 @@ class Endpoint:
             log.exception("aioquic failed on a datagram from %s", addr)
             conn.close(ERR_PROTOCOL, "internal error")
 
+    def penalize(self, addr: tuple[str, int], reason: str) -> None:
+        """Refuse new connections from ``addr``'s host (IPv6: its /64) for
+        :data:`PENALTY_SECONDS` (a peer that sent a message over the decoding budget)."""
+        self._stats["penalized"] = self._stats.get("penalized", 0) + 1
+        key = _penalty_key(addr)
+        self._penalty.pop(key, None)
+        self._penalty[key] = self._loop.time() + PENALTY_SECONDS
+        while len(self._penalty) > 4096:
+            del self._penalty[next(iter(self._penalty))]
+        log.info("refusing %s for %.0f s: %s", key, PENALTY_SECONDS, reason)
+
+    def _penalized(self, addr: tuple[str, int]) -> bool:
+        if not self._penalty:
+            return False
+        key = _penalty_key(addr)
+        until = self._penalty.get(key)
+        if until is None:
+            return False
+        if self._loop.time() >= until:
+            del self._penalty[key]
+            return False
+        return True
+
     def _accept(self, data: bytes, header: QuicHeader, addr: Any) -> PeerConnection | None:
         if self._closed:
+            return None
+        if self._penalized((str(addr[0]), int(addr[1]))):
+            self._stats["penalty_dropped"] = self._stats.get("penalty_dropped", 0) + 1
             return None
         admitted = self._admission.admit(data, header, addr, under_pressure=self._under_pressure())
         if admitted is None or not self._make_room():
@@ -797,6 +827,15 @@ class Endpoint:
         conn.quic.handle_timer(now=self._loop.time())
         self._dirty.add(conn)
         self._flush()
+
+
+def _penalty_key(addr: tuple[str, int]) -> str:
+    """A host (IPv6: its /64); on loopback, where a whole local grid shares one IP,
+    the address with its port."""
+    host = str(addr[0])
+    if addrclass.classify(host) == addrclass.LOOPBACK:
+        return f"{host}|{addr[1]}"
+    return echo.source_key(host)
 
 
 def _check_method(method: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 import cbor2
 
+from .cbor_budget import check_structure
 from .errors import FrameError, MessageTooLarge
 from .framing import encode_message_frame
 
@@ -176,7 +177,10 @@ def encode_message(msg: Message, *, limit: int) -> bytes:
 
 
 def decode_message(payload: bytes) -> Message:
-    """Decode and schema-check one MSG payload; raises FrameError on anything wrong."""
+    """Decode and schema-check one MSG payload; raises FrameError on anything wrong
+    (:class:`~.cbor_budget.DecodeBudgetExceeded` for a message over the decoding
+    budget, checked before cbor2 builds anything)."""
+    check_structure(payload)
     fp = io.BytesIO(payload)
     try:
         obj = cbor2.CBORDecoder(fp).decode()

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from .cbor_budget import DecodeBudgetExceeded
 from .errors import FrameError, RpcTimeout, StreamClosedError, TransportError
 from .framing import KIND_DATA, DataPiece, FrameDecoder, encode_header
 from .messages import Credit, Message, decode_message, encode_message
@@ -59,6 +60,7 @@ class StreamOwner(Protocol):
     def starving(self, stream: Stream) -> None: ...
     def add_receiver(self, stream: Stream) -> None: ...
     def fair_share(self) -> int: ...
+    def misbehaved(self, reason: str) -> None: ...
 
 
 class Stream:
@@ -147,6 +149,10 @@ class Stream:
             if end:
                 self._decoder.finish()
                 self._recv_done = True
+        except DecodeBudgetExceeded as e:
+            self.abort(ERR_FRAME, e)
+            self.owner.misbehaved(str(e))  # the whole connection goes (liveness.py's sibling)
+            return
         except FrameError as e:
             self.abort(ERR_FRAME, e)
             return

@@ -56,6 +56,9 @@ class Pipe:
     def add_receiver(self, stream: Stream) -> None:
         pass
 
+    def misbehaved(self, reason: str) -> None:
+        self.misbehaving = reason
+
     def fair_share(self) -> int:
         return self.budget
 
