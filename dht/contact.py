@@ -7,11 +7,13 @@ network is always well formed): ``host`` is a non-empty printable ASCII string o
 most 255 characters with no whitespace; ``port`` is in 1..65535.
 
 Wire form (inside CBOR bodies): a 3-element array ``[node_id (20 bytes), host (text),
-port (uint)]``.
+port (uint)]``. A contact from the wire must name an IP literal: a peer never makes
+this node resolve a name (names, from a bootstrap list, are resolved locally).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,16 @@ from dht.errors import MessageError
 from quic_transport.identity import ID_BYTES, NodeId
 
 MAX_HOST_LEN = 255
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 _HOST_RE = re.compile(r"[!-~]{1,255}")  # printable ASCII, no whitespace
 
 
@@ -51,6 +63,8 @@ class Contact:
         raw, host, port = item
         if not isinstance(raw, bytes) or len(raw) != ID_BYTES:
             raise MessageError(f"contact node ID must be {ID_BYTES} bytes")
+        if not isinstance(host, str) or not _is_ip(host):
+            raise MessageError("contact host must be an IP address")
         return cls(NodeId(raw), host, port)
 
     def to_json(self) -> dict[str, Any]:

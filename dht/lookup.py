@@ -12,6 +12,11 @@ Parameters:
   (``beta == k`` is the strict paper termination; libp2p uses ``beta = 3`` with
   ``alpha = 10``). docs/dht.md records the measurement behind the defaults.
 - ``max_queries``: a hard cap on requests, so no peer can keep a lookup alive forever.
+- ``accept``: contacts learned from replies that fail it are dropped (the node's
+  address-class rule, quic_transport/addrclass.py), and at most ``max_per_host``
+  candidates per IP address are kept (loopback excepted: a local grid shares one),
+  so forged contacts cannot aim a lookup's dials at one victim more than that
+  (docs/dht.md, "Address classes").
 - ``slow_after``: a request unanswered for this long is *presumed failed*: it stops
   counting against ``alpha`` and leaves the window of closest candidates (it may still
   answer until ``timeout`` and then rejoins), so a dead or slow peer delays a lookup
@@ -31,7 +36,8 @@ from __future__ import annotations
 
 import bisect
 import enum
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from dht.contact import Contact
@@ -67,6 +73,10 @@ def _dist(c: _Cand) -> int:
     return c.dist
 
 
+def _is_loopback(host: str) -> bool:
+    return host.startswith("127.") or host == "::1"
+
+
 class Lookup:
     """One iterative lookup for ``target``. See the module docstring."""
 
@@ -82,6 +92,8 @@ class Lookup:
         max_queries: int = 400,
         slow_after: float | None = None,
         self_id: NodeId | None = None,
+        accept: Callable[[Contact], bool] | None = None,
+        max_per_host: int | None = None,
     ) -> None:
         if k < 1 or alpha < 1:
             raise ValueError("k and alpha must be positive")
@@ -101,6 +113,10 @@ class Lookup:
         self.queries = 0
         self.answered = 0
         self.failures = 0
+        self._accept = accept
+        self._max_per_host = max_per_host
+        self._per_host: Counter[str] = Counter()
+        self.refused = 0  # contacts from replies dropped by accept / max_per_host
         for c in seeds:
             self._add(c, 1)
 
@@ -113,9 +129,21 @@ class Lookup:
             if cand.state is _State.NEW and hop < cand.hop:
                 cand.hop = hop
             return
+        if hop > 1 and not self._admit(contact):  # learned from a reply: check it
+            self.refused += 1
+            return
         cand = _Cand(contact, int(nid) ^ self._t, hop)
         self._cands[nid.raw] = cand
         bisect.insort(self._order, cand, key=_dist)
+
+    def _admit(self, contact: Contact) -> bool:
+        if self._accept is not None and not self._accept(contact):
+            return False
+        if self._max_per_host is not None and not _is_loopback(contact.host):
+            if self._per_host[contact.host] >= self._max_per_host:
+                return False
+            self._per_host[contact.host] += 1
+        return True
 
     def _window(self, now: float) -> list[_Cand]:
         """The k closest candidates not failed nor presumed failed, nearest first."""

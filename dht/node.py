@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,6 +107,17 @@ class _Published:
     due: float  # monotonic time of the next republish
 
 
+def _host_filter(may_dial: Callable[[str], bool] | None) -> Callable[[Contact], bool] | None:
+    if may_dial is None:
+        return None
+    return lambda c: may_dial(c.host)
+
+
+#: a lookup keeps at most this many candidates per IP address from replies (loopback
+#: excepted), so forged contacts cannot aim its dials at one host (docs/dht.md)
+MAX_CONTACTS_PER_HOST = 4
+
+
 class DhtNode:
     """One Kademlia node. ``start()`` bootstraps and starts maintenance; ``close()`` ends it."""
 
@@ -122,8 +133,12 @@ class DhtNode:
         saved_contacts: Sequence[Contact] = (),
         server: bool = True,
         signer: Signer | None = None,
+        may_dial: Callable[[str], bool] | None = None,
     ) -> None:
         self.node_id = node_id
+        # contacts learned from peers are dialled only if this says their host may be
+        # (the address-class rule, quic_transport/addrclass.py; None: any host)
+        self.may_dial = may_dial
         self.config = config or DhtConfig()
         self.transport = transport
         self.clock = clock
@@ -365,6 +380,8 @@ class DhtNode:
             max_queries=cfg.max_queries,
             slow_after=cfg.slow_after,
             self_id=self.node_id,
+            accept=_host_filter(self.may_dial),
+            max_per_host=MAX_CONTACTS_PER_HOST,
         )
         now_wall = self.clock.time()
         best: Record | None = self.store.get(target, now_wall) if method == GET else None

@@ -19,6 +19,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 from . import echo, pmtu
 from .config import TransportConfig
@@ -55,7 +56,8 @@ class DatagramSizer:
         self._secret = os.urandom(32)
         self._discovered: OrderedDict[Addr, int] = OrderedDict()
         self._confirmed: OrderedDict[Addr, int] = OrderedDict()
-        self._searches: dict[Addr, tuple[pmtu.PmtuSearch, asyncio.Event]] = {}
+        # addr -> [the search running (gate, then full), its event]
+        self._searches: dict[Addr, list[Any]] = {}
         self._replies = probe_reply_budget()
         self.replies_refused = 0
 
@@ -73,38 +75,50 @@ class DatagramSizer:
             return cached
         existing = self._searches.get(addr)
         if existing is not None:
-            search, event = existing
-            await event.wait()
-            return search.result
-        search = pmtu.PmtuSearch(
-            low=cfg.min_datagram_size, high=cfg.max_datagram_size, rounds=cfg.pmtu_probe_rounds
-        )
-        event = asyncio.Event()
-        self._searches[addr] = (search, event)
+            await existing[1].wait()
+            return int(existing[0].result)
+        low, high, rounds = cfg.min_datagram_size, cfg.max_datagram_size, cfg.pmtu_probe_rounds
+        sizes = pmtu.candidate_sizes(low, high)
+        # First one small probe: an address that does not answer it (a forged DHT
+        # contact, a dead peer) costs a few hundred bytes, never the large probes.
+        gate = pmtu.PmtuSearch(low=low, high=sizes[-1], rounds=rounds)
+        box: list[Any] = [gate, asyncio.Event()]
+        self._searches[addr] = box
         try:
-            probes = search.start()
-            while probes:
-                for p in probes:
-                    if not self._send(p, addr):
-                        search.on_unsendable(len(p))  # a probe is exactly its size long
-                if search.done:
-                    break
-                try:
-                    async with asyncio.timeout(cfg.pmtu_probe_timeout):
-                        while not search.done:
-                            event.clear()
-                            await event.wait()
-                except TimeoutError:
-                    pass
-                probes = search.on_round_timeout()
-            confirm = search.confirm()
+            await self._run(gate, box[1], addr)
+            confirm = None
+            if gate.result > low and len(sizes) > 1:
+                full = pmtu.PmtuSearch(low=gate.result, high=high, rounds=rounds)
+                box[0] = full
+                await self._run(full, box[1], addr)
+                confirm = full.confirm()
+            confirm = confirm or gate.confirm()
             if confirm is not None:
                 self._send(confirm, addr)
         finally:
             del self._searches[addr]
-            event.set()
-        _remember(self._discovered, addr, search.result)
-        return search.result
+            box[1].set()
+        result = int(box[0].result)
+        _remember(self._discovered, addr, result)
+        return result
+
+    async def _run(self, search: pmtu.PmtuSearch, event: asyncio.Event, addr: Addr) -> None:
+        cfg = self._config
+        probes = search.start()
+        while probes:
+            for p in probes:
+                if not self._send(p, addr):
+                    search.on_unsendable(len(p))  # a probe is exactly its size long
+            if search.done:
+                break
+            try:
+                async with asyncio.timeout(cfg.pmtu_probe_timeout):
+                    while not search.done:
+                        event.clear()
+                        await event.wait()
+            except TimeoutError:
+                pass
+            probes = search.on_round_timeout()
 
     def on_packet(self, data: bytes, addr: Addr) -> None:
         """A probe-protocol datagram arrived from ``addr``."""

@@ -29,7 +29,8 @@ from quic_transport.identity import NodeId, NodeKey
 KEY = NodeKey.from_seed(bytes(32))
 
 ids = st.binary(min_size=20, max_size=20).map(NodeId)
-hosts = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789.:-", min_size=1, max_size=40)
+# contacts on the wire carry IP literals only (a name is never resolved for a peer)
+hosts = st.one_of(st.ip_addresses(v=4).map(str), st.ip_addresses(v=6).map(str))
 contacts = st.builds(Contact, ids, hosts, st.integers(1, 65535))
 
 
@@ -55,7 +56,7 @@ def test_round_trips(nodes: list[Contact], target: NodeId) -> None:
 
 
 def test_limits() -> None:
-    many = [Contact(NodeId(bytes([i]) * 20), "h", 1).to_wire() for i in range(MAX_NODES + 1)]
+    many = [Contact(NodeId(bytes([i]) * 20), "10.0.0.1", 1).to_wire() for i in range(MAX_NODES + 1)]
     with pytest.raises(MessageError, match="limit"):
         NodesResponse.from_body({"nodes": many})
     with pytest.raises(MessageError, match="limit"):
@@ -80,6 +81,8 @@ def test_limits() -> None:
         [b"x" * 20, "h" * 256, 1],
         [b"x" * 20, "h\x00", 1],
         [b"x" * 21, "h", 1],
+        [b"x" * 20, "example.org", 1],  # a name: never resolved on a peer's word
+        [b"x" * 20, "localhost", 1],
         [b"x" * 20, "h"],
     ):
         with pytest.raises(MessageError):

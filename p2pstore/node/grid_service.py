@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -92,7 +93,7 @@ from p2pstore.nat.relay import RelayService
 from p2pstore.storage import LocalStorageClient, StorageAPI, StorageConfig, StorageService
 from p2pstore.storage.bulk import QuicStorageClient, register_storage_streams
 from p2pstore.web.backend import PeerInfo
-from quic_transport import Endpoint, LocalError, PeerAddress, RpcError, open_endpoint
+from quic_transport import Endpoint, LocalError, PeerAddress, RpcError, addrclass, open_endpoint
 from quic_transport.identity import NodeId
 
 from .advertise import advertised_address
@@ -273,6 +274,8 @@ class GridService:
                 cfg.limits,
             ),
             signer=ctx.key,
+            # address classes follow our listen address (docs/dht.md)
+            may_dial=functools.partial(addrclass.may_send, own=listen.host),
         )
         await self.dht.start(bootstrap=False)
         self.nat = make_nat_manager(self)
