@@ -3,6 +3,7 @@ ENOSPC, lease files, limits, and a property test of arbitrary write orders."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import itertools
@@ -26,7 +27,6 @@ from p2pstore.storage import (
     StorageIOError,
     StorageServer,
     TooFragmented,
-    TooManyLeases,
     TooManyUploads,
     Unavailable,
 )
@@ -38,7 +38,7 @@ from p2pstore.storage.layout import (
     parse_si_name,
     si_b32,
 )
-from p2pstore.storage.leases import SERVER_OWNER
+from p2pstore.storage.leases import OVERFLOW_OWNER, SERVER_OWNER
 from p2pstore.testing.storage_grid import FakeClock
 from quic_transport.identity import NodeId
 
@@ -359,20 +359,49 @@ def test_any_write_order_reproduces_the_data(
         server.close()
 
 
-def test_lease_count_limit(tmp_path: Path) -> None:
+def test_lease_count_limit_overflows_instead_of_refusing(tmp_path: Path) -> None:
+    """Past max_leases_per_index owners, a new lease is not refused (it used to be
+    TooManyLeases): its time goes into the shared overflow lease."""
     clock = FakeClock()
     cfg = StorageConfig(max_leases_per_index=2, lease_duration=DAY)
     server = StorageServer.open(tmp_path / "s", cfg, clock=clock)
     try:
         put(server, SI, 0, b"x")
         server.add_lease(SI, BOB)
-        with pytest.raises(TooManyLeases):
-            server.add_lease(SI, NodeId(b"C" * 20))
+        clock.advance(10)
+        c_expiry = server.add_lease(SI, NodeId(b"C" * 20))
+        owners = {le.owner for le in server.leases(SI)}
+        assert len(owners) == 2 and OVERFLOW_OWNER in owners  # ALICE's folded in
+        assert c_expiry == clock() + DAY
         server.add_lease(SI, BOB)  # renewing an existing lease is always allowed
-        put(server, SI, 1, b"y", owner=NodeId(b"D" * 20))  # kept alive by existing leases
-        clock.advance(2 * DAY)  # all expired: a new owner may take a slot
-        server.add_lease(SI, NodeId(b"C" * 20))
-        assert [le.owner for le in server.leases(SI)] == [b"C" * 20]
+        server.renew_lease(SI, NodeId(b"C" * 20))  # C renews through the overflow
+        put(server, SI, 1, b"y", owner=NodeId(b"D" * 20))  # kept alive too
+        clock.advance(2 * DAY)  # all expired: a new owner takes a named slot
+        server.add_lease(SI, NodeId(b"E" * 20))
+        assert [le.owner for le in server.leases(SI)] == [b"E" * 20]
+    finally:
+        server.close()
+
+
+def test_squatters_cannot_crowd_out_or_cancel_away_a_lease(tmp_path: Path) -> None:
+    """64 free identities take every named slot; the legitimate owner still gets a
+    lease, and when the squatters and the original uploader all cancel, the shares
+    stay (before: TooManyLeases, then the shares were deleted)."""
+    clock = FakeClock()
+    server = StorageServer.open(tmp_path / "s", StorageConfig(lease_duration=DAY), clock=clock)
+    try:
+        put(server, SI, 0, b"x")  # ALICE uploads (her lease)
+        squatters = [NodeId(bytes([i + 1]) * 20) for i in range(70)]
+        for sq in squatters:
+            server.add_lease(SI, sq)
+        legit = NodeId(b"L" * 20)
+        assert server.add_lease(SI, legit) == clock() + DAY
+        for who in [*squatters, ALICE]:
+            with contextlib.suppress(NoSuchLease):  # folded into the overflow lease
+                assert server.cancel_lease(SI, who) == 0
+        assert server.list_shares(SI) == {0: 1}  # still here for the legitimate owner
+        clock.advance(2 * DAY)
+        assert server.expire(SI) == 1  # and collected once nobody renews
     finally:
         server.close()
 

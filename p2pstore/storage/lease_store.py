@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from . import leases as lz
 from .config import StorageConfig
-from .errors import StorageIOError, TooManyLeases, from_os_error
+from .errors import StorageIOError, from_os_error
 from .layout import Layout, si_b32, write_file_atomically
 
 log = logging.getLogger(__name__)
@@ -66,21 +66,34 @@ class LeaseStore:
 
     def add(self, si: bytes, owner: bytes, *, create: bool) -> float:
         """Add or extend ``owner``'s lease to ``now + lease_duration``; drops expired
-        leases of others. ``create`` makes the directory (closing a new share) and,
-        if the lease list is full, keeps the share on the existing leases instead of
-        refusing. Returns ``owner``'s expiry (or the latest existing one)."""
+        leases of others. ``create`` makes the directory (closing a new share).
+
+        Never refuses: when ``max_leases_per_index`` owners already hold leases, the
+        new owner's time goes into the shared *overflow* lease
+        (:data:`~.leases.OVERFLOW_OWNER`), folding the soonest-expiring named lease
+        into it if there is none yet. Free identities can therefore fill the named
+        slots but never keep anyone from keeping the shares alive, and as long as the
+        overflow lease is live no cancellation deletes them (docs/storage.md,
+        "Leases"). Returns the expiry now covering ``owner``."""
         now = self._clock()
         expires = now + self.config.lease_duration
         if create:
             self.layout.si_dir(si).mkdir(mode=0o700, parents=True, exist_ok=True)
         current = [le for le in self.load(si) if le.live(now) or le.owner == owner]
-        if (
-            not any(le.owner == owner for le in current)
-            and len(current) >= self.config.max_leases_per_index
-        ):
-            if create:
-                return max(le.expires for le in current)
-            raise TooManyLeases(f"{si_b32(si)} already has {len(current)} leases")
+        cap = self.config.max_leases_per_index
+        if not any(le.owner == owner for le in current) and len(current) >= cap:
+            owner = lz.OVERFLOW_OWNER
+            if not any(le.owner == owner for le in current):
+                # make room: the soonest-expiring named lease moves into the overflow
+                fold = min(
+                    (le for le in current if le.owner != owner), key=lambda le: le.expires
+                )
+                current = [le for le in current if le is not fold]
+                expires = max(expires, fold.expires)
+                log.info("lease list of %s full: new leases share the overflow lease", si_b32(si))
         updated = lz.upsert(current, owner, expires)
         self.write(si, updated)
         return next(le.expires for le in updated if le.owner == owner)
+
+    def overflow(self, si: bytes) -> lz.Lease | None:
+        return next((le for le in self.load(si) if le.owner == lz.OVERFLOW_OWNER), None)

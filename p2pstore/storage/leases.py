@@ -91,6 +91,11 @@ def decode_leases(data: bytes, *, limit: int) -> list[Lease]:
     return out
 
 
+#: the owner of the shared lease that holds the time of owners beyond
+#: ``max_leases_per_index`` (lease_store.py); no node ID is all zero bytes
+OVERFLOW_OWNER = bytes(ID_BYTES)
+
+
 def upsert(leases: list[Lease], owner: bytes, expires: float) -> list[Lease]:
     """Leases with ``owner``'s expiry set to the later of its current one and ``expires``."""
     out = []

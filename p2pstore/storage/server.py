@@ -527,8 +527,10 @@ class StorageServer:
         with self._leases.lock:
             if not self.list_shares(si):
                 raise NoSuchShare(f"no shares of {si_b32(si)} here")
-            if not any(le.owner == owner.raw for le in self._leases.load(si)):
+            held = self._leases.load(si)
+            if not any(le.owner in (owner.raw, lz.OVERFLOW_OWNER) for le in held):
                 raise NoSuchLease(f"you hold no lease on {si_b32(si)}")
+            # (an owner whose time is in the overflow lease renews that one)
             return self._leases.add(si, owner.raw, create=False)
 
     def cancel_lease(self, storage_index: bytes, owner: NodeId) -> int:
