@@ -72,6 +72,17 @@ def check_host(host: Any, field: str = "host") -> str:
     return host
 
 
+def check_ip(host: Any, field: str = "host") -> str:
+    """``host`` if it is an IP literal: a peer record never makes its reader resolve
+    a name (the publisher resolves its own; docs/nat.md, "Peer record")."""
+    check_host(host, field)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise NatRemoteError(f"{field}: expected an IP address, not a name", field=field) from None
+    return str(host)
+
+
 def check_port(port: Any, field: str = "port") -> int:
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise NatRemoteError(f"{field}: expected a port 1..65535", field=field)
@@ -91,7 +102,7 @@ class RelayAddress:
     relayed_port: int = 0
 
     def __post_init__(self) -> None:
-        check_host(self.host, "relays.host")
+        check_ip(self.host, "relays.host")
         check_port(self.relay_port, "relays.relay_port")
         if self.relayed_port != 0:
             check_port(self.relayed_port, "relays.relayed_port")
@@ -218,7 +229,7 @@ def _check_body(doc: Any) -> tuple[tuple[str, int], ...]:
     for item in direct:
         if not isinstance(item, list) or len(item) != 2:
             raise NatRemoteError("direct: expected [host, port] pairs", field="direct")
-        out.append((check_host(item[0], "direct.host"), check_port(item[1], "direct.port")))
+        out.append((check_ip(item[0], "direct.host"), check_port(item[1], "direct.port")))
     relays = doc["relays"]
     if not isinstance(relays, list) or len(relays) > MAX_RELAYS:
         raise NatRemoteError(f"relays: expected at most {MAX_RELAYS} entries", field="relays")
@@ -229,7 +240,7 @@ def _check_body(doc: Any) -> tuple[tuple[str, int], ...]:
             )
         if not isinstance(item[0], bytes) or len(item[0]) != ID_BYTES:
             raise NatRemoteError("relays: relay_id must be 20 bytes", field="relays.id")
-        check_host(item[1], "relays.host")
+        check_ip(item[1], "relays.host")
         check_port(item[2], "relays.relay_port")
         if isinstance(item[3], bool) or not isinstance(item[3], int):
             raise NatRemoteError("relays: relayed_port must be an integer", field="relays")

@@ -85,9 +85,7 @@ class LeaseStore:
             owner = lz.OVERFLOW_OWNER
             if not any(le.owner == owner for le in current):
                 # make room: the soonest-expiring named lease moves into the overflow
-                fold = min(
-                    (le for le in current if le.owner != owner), key=lambda le: le.expires
-                )
+                fold = min((le for le in current if le.owner != owner), key=lambda le: le.expires)
                 current = [le for le in current if le is not fold]
                 expires = max(expires, fold.expires)
                 log.info("lease list of %s full: new leases share the overflow lease", si_b32(si))
