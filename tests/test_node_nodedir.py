@@ -118,3 +118,19 @@ def test_stale_pid_file_from_killed_process(tmp_path: Path) -> None:
     lock.release()
     subprocess.run([sys.executable, "-c", code, str(path)], check=False)
     assert remove_stale(path).state == "stale" and not path.exists()
+
+
+def test_bootstrap_lists_holding_the_read_secret_are_private(tmp_path: Path) -> None:
+    """An introducer's bootstrap.txt has the shared drive's read secret: 0600, and a
+    node directory made before (0644) is fixed when the node is prepared to run."""
+    from p2pstore.node.runner import prepare
+
+    nd, _key = create_node_dir(
+        tmp_path / "intro",
+        CreateOptions(introducer=True, nickname="i", listen=HostPort("127.0.0.1", 0)),
+    )
+    assert "p2ps-vdrive" in nd.default_bootstrap_path.read_text()
+    assert stat.S_IMODE(nd.default_bootstrap_path.stat().st_mode) == 0o600
+    os.chmod(nd.default_bootstrap_path, 0o644)  # as older versions wrote it
+    prepare(nd.root)
+    assert stat.S_IMODE(nd.default_bootstrap_path.stat().st_mode) == 0o600

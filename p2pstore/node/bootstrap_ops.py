@@ -93,5 +93,5 @@ def add_lines(root: Path, text: str, *, source: str, replace_vdrive: bool = Fals
         original, incoming, source=str(path), replace_vdrive=replace_vdrive
     )
     if result.changed:
-        write_text_atomic(path, new_text)
+        write_text_atomic(path, new_text, mode=0o600)  # may hold the drive's read secret
     return result

@@ -39,7 +39,7 @@ from .bootstrap import HEADER, BootstrapList, VdriveKey
 from .config import CONFIG_FILE, NodeSection, StorageSection
 from .config_template import render_config
 from .errors import NodeDirError, SecretFileError
-from .fsutil import create_secret_file, read_secret_file
+from .fsutil import create_secret_file, read_secret_file, write_text_atomic
 
 CONVERGENCE_PREFIX = "p2pstore-convergence-v1:"
 CONVERGENCE_BYTES = 32
@@ -241,7 +241,8 @@ def create_node_dir(root: Path, options: CreateOptions) -> tuple[NodeDir, NodeKe
             bootstrap = replace(bootstrap, vdrive=VdriveKey(key.public_key, "vdrive", secret))
         has_entries = bool(bootstrap.seeds) or bootstrap.vdrive is not None
         bootstrap_text = bootstrap.to_text(header=True) if has_entries else HEADER
-        nd.default_bootstrap_path.write_text(bootstrap_text, encoding="utf-8")
+        # 0600: an introducer's list holds the shared drive's read secret
+        write_text_atomic(nd.default_bootstrap_path, bootstrap_text, mode=0o600, durable=False)
         nd.ensure_runtime_dirs()
         os.chmod(tmp, 0o755 & ~_umask())
         if existed:
@@ -259,3 +260,22 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def protect_bootstrap_files(paths: list[Path]) -> list[Path]:
+    """Make bootstrap lists (which may hold the shared drive's read secret) private
+    to their owner: files readable by group or others get mode 0600. Returns the
+    files changed (node directories made before this rule; the runner logs them)."""
+    fixed = []
+    for path in paths:
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:
+            continue
+        if mode & 0o077:
+            try:
+                os.chmod(path, mode & 0o600)
+            except OSError:
+                continue
+            fixed.append(path)
+    return fixed

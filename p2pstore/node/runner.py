@@ -44,7 +44,7 @@ from .errors import BootstrapErrors, ConfigError, NodeDirError, NodeError
 from .fsutil import write_text_atomic
 from .known_peers import KnownPeers
 from .logsetup import setup_logging
-from .nodedir import NodeDir
+from .nodedir import NodeDir, protect_bootstrap_files
 from .pidfile import AlreadyRunning, PidLock
 from .service import NodeContext, NodeService, ServiceFactory, ServiceStatus
 
@@ -92,6 +92,12 @@ def prepare(root: Path) -> Prepared:
         key = nd.load_key()
     except IdentityError as e:
         raise NodeDirError(nd.key_path, str(e)) from None
+    for path in protect_bootstrap_files([config.bootstrap_path, nd.bootstrap_self_path]):
+        log.warning(
+            "%s was readable by other users; it may hold the shared drive's read "
+            "secret, so it is now mode 0600",
+            path,
+        )
     try:
         bootstrap = load_bootstrap_file(config.bootstrap_path)
     except BootstrapErrors as e:
@@ -275,7 +281,7 @@ class NodeRunner:
             log.info("running; listening on UDP %s port %d", status["listen_host"], seed.port)
             if config.node.introducer:
                 text = own_bootstrap_text(seed, p.bootstrap)
-                write_text_atomic(nd.bootstrap_self_path, text)
+                write_text_atomic(nd.bootstrap_self_path, text, mode=0o600)
                 print(
                     "introducer bootstrap line (share it; also in "
                     f"{nd.bootstrap_self_path}):\n{text}",
