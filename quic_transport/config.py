@@ -34,6 +34,9 @@ class TransportConfig:
     peer_silent_timeout: float = 4.0
     # --- concurrency bounds ------------------------------------------------------
     max_connections: int = 256
+    # accepted connections from one host (IPv6: /64; loopback exempt): one machine
+    # with free node IDs cannot take every slot
+    max_connections_per_host: int = 32
     max_concurrent_streams: int = 64  # incoming streams handled at once per connection
     # --- flow control ------------------------------------------------------------
     bulk_window: int = 8 << 20  # app-level credit a bulk receiver grants (bytes buffered)
@@ -58,6 +61,7 @@ class TransportConfig:
             "max_message_bytes",
             "max_data_frame_bytes",
             "max_connections",
+            "max_connections_per_host",
             "max_concurrent_streams",
             "bulk_window",
             "connection_buffer_bytes",

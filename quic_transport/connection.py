@@ -79,6 +79,9 @@ class PeerConnection:
         self.last_used = asyncio.get_running_loop().time()
         self.last_received = self.last_used  # loop time of the last datagram from the peer
         self.probe_sent_at: float | None = None  # liveness PING not yet answered (liveness.py)
+        # last time it was of use: a whole request arrived or we made a call on it
+        # (Endpoint._make_room evicts connections that only trickle bytes)
+        self.last_useful = self.last_used
         self._incoming = 0
         # Receive budget: bulk bytes queued or granted-but-unconsumed, all streams.
         self.buffered = 0
@@ -176,7 +179,7 @@ class PeerConnection:
     def open_stream(self) -> Stream:
         if self.state != READY:
             raise StreamClosedError(f"connection not usable ({self.state}): {self.close_reason}")
-        self.last_used = self.endpoint.now()
+        self.last_used = self.last_useful = self.endpoint.now()
         return self.new_stream(self.quic.get_next_available_stream_id())
 
     def _is_peer_stream(self, stream_id: int) -> bool:

@@ -491,11 +491,31 @@ class Endpoint:
         if len(live) < self.config.max_connections:
             return True
         idle = [c for c in live if c.state == READY and not c.streams]
-        if not idle:
+        if idle:
+            victim = min(idle, key=lambda c: c.last_used)
+            victim.close(0, "connection limit: closing the least recently used")
+            return True
+        # None idle: a connection whose streams are only requests that never arrived
+        # whole (trickled bytes) and that made no call of ours for request_read_timeout
+        # is not in use either: the least useful such one goes.
+        stale_before = self._loop.time() - self.config.request_read_timeout
+        useless = [c for c in live if c.state == READY and c.last_useful < stale_before]
+        if not useless:
             return False
-        victim = min(idle, key=lambda c: c.last_used)
-        victim.close(0, "connection limit: closing the least recently used")
+        victim = min(useless, key=lambda c: c.last_useful)
+        victim.close(0, "connection limit: closing one with no complete request")
+        self._stats["evicted_useless"] = self._stats.get("evicted_useless", 0) + 1
         return True
+
+    def _host_full(self, addr: tuple[str, int]) -> bool:
+        """``max_connections_per_host`` connections from this host (IPv6 /64) already;
+        loopback is exempt (a local grid shares one address)."""
+        host = str(addr[0])
+        if addrclass.classify(host) == addrclass.LOOPBACK:
+            return False
+        key = echo.source_key(host)
+        n = sum(1 for c in self._conns if not c.closing and echo.source_key(c.addr[0]) == key)
+        return n >= self.config.max_connections_per_host
 
     def _new_quic(self, **kwargs: Any) -> TransportQuicConnection:
         return TransportQuicConnection(
@@ -730,6 +750,9 @@ class Endpoint:
             return None
         if self._penalized((str(addr[0]), int(addr[1]))):
             self._stats["penalty_dropped"] = self._stats.get("penalty_dropped", 0) + 1
+            return None
+        if self._host_full((str(addr[0]), int(addr[1]))):
+            self._stats["host_limit_dropped"] = self._stats.get("host_limit_dropped", 0) + 1
             return None
         admitted = self._admission.admit(data, header, addr, under_pressure=self._under_pressure())
         if admitted is None or not self._make_room():

@@ -199,12 +199,15 @@ async def serve(ep: Endpoint, conn: PeerConnection, stream: Stream) -> None:
     method = "?"
     try:
         try:
-            msg = await stream.next_message(cfg.request_read_timeout)
-        except RpcTimeout:
+            # one deadline for the whole request: bytes trickling in do not reset it
+            async with asyncio.timeout(cfg.request_read_timeout):
+                msg = await stream.next_message(None)
+        except (RpcTimeout, TimeoutError):
             stream.abort(ERR_TIMEOUT, FrameError("request not received in time"))
             return
         if msg is None:
             return
+        conn.last_useful = ep.now()
         if isinstance(msg, Request):
             method = msg.method
             handler = ep.handlers.get(method)
