@@ -153,7 +153,9 @@ class DhtNode:
             max_failures=cfg.max_failures,
             ping_after=cfg.ping_after,
         )
-        self.store = RecordStore(max_records=cfg.store_max_records, max_bytes=cfg.store_max_bytes)
+        self.store = RecordStore(
+            max_records=cfg.store_max_records, max_bytes=cfg.store_max_bytes, self_id=node_id
+        )
         self.anns = AnnouncementStore(node_id, max_count=cfg.ann_max_count)
         self._server = server
         self.handlers = RequestHandlers(

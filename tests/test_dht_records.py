@@ -178,3 +178,39 @@ def test_record_repr_has_no_value_bytes() -> None:
     r = rec(value=b"secret-looking")
     assert "secret" not in repr(r)
     assert isinstance(r.key, NodeId)
+
+
+def test_a_flooding_publisher_displaces_only_its_own_records() -> None:
+    """Before: one key put 8,256 records of 4 KiB (the whole 32 MiB store), and an
+    honest first publish then failed with 'full'. Now one publisher holds at most
+    64 records / 1 MiB here, and over that it displaces its own farthest record."""
+    me = NodeKey.from_seed(b"\x11" * 32).node_id
+    s = RecordStore(self_id=me)
+    flooder = NodeKey.from_seed(b"\x66" * 32)
+    refused = 0
+    for i in range(600):
+        r = sign_record(flooder, b"f%d" % i, 1, b"x" * 4000, expires=NOW + 7 * 86400)
+        try:
+            s.put(r, NOW)
+        except RecordError as e:
+            assert e.reason == "full"
+            refused += 1
+    flooded = [k for k in s.key_list()]
+    assert len(flooded) <= 64 and s.bytes_used <= 1024 * 1024 + 64 * 200
+    assert refused > 0 and s.evicted > 0
+    honest = sign_record(KEY, b"private-drive", 1, b"head", expires=NOW + 3600)
+    assert s.put(honest, NOW) is True  # a first publish under a new key works
+
+
+def test_a_full_store_keeps_the_keys_nearest_this_node() -> None:
+    me = NodeKey.from_seed(b"\x22" * 32).node_id
+    s = RecordStore(self_id=me, max_records=20)
+    keys = [NodeKey.from_seed(bytes([i + 1]) * 32) for i in range(60)]
+    held = []
+    for k in keys:  # 60 publishers, one record each, into 20 slots
+        r = sign_record(k, b"n", 1, b"v", expires=NOW + 3600)
+        with contextlib.suppress(RecordError):
+            s.put(r, NOW)
+        held.append(r.key)
+    nearest = sorted(held, key=lambda key: int(key) ^ int(me))[:20]
+    assert sorted(s.key_list(), key=int) == sorted(nearest, key=int)
