@@ -200,3 +200,44 @@ def test_punch_never_aims_at_loopback_private_or_multicast_from_a_public_node() 
 
     asyncio.run(run())
     assert ep.sent == []
+
+
+# -- relay slots -------------------------------------------------------------------------
+
+
+def test_two_hosts_cannot_keep_every_relay_slot_idle() -> None:
+    """Before: two hosts held all 16 reservations for up to a day by answering
+    keepalives. Now a new host gets a slot from the host holding the most, taking the
+    reservation idle longest (no datagram for 60 s)."""
+    from p2pstore.nat.relay_limits import IDLE_EVICT, Refusal
+
+    b = RelayBook(RelayLimits())
+    for i in range(16):
+        host = "198.51.100.1" if i < 8 else "198.51.100.2"
+        b.reserve(NodeId(bytes([i + 1]) * 20), float(i), host)
+    busy = b.reservations()[0]
+    b.inbound(busy.rid, ("203.0.113.9", 1), 100, IDLE_EVICT + 20)  # one of them in use
+    honest = NodeId(b"\xaa" * 20)
+    state = b.reserve(honest, IDLE_EVICT + 30, "203.0.113.50")
+    assert state.peer == honest
+    (ended,) = b.take_ended()
+    assert ended.reason == "evicted" and ended.rid != busy.rid
+    assert ended.rid == 2  # the longest idle of the (first) biggest holder, not rid 1
+    # a host may not grow past a fair share this way: the two holders are now 7 and 8
+    more = [
+        b.reserve(NodeId(bytes([0xB0 + i]) * 20), IDLE_EVICT + 40, "203.0.113.50") for i in range(5)
+    ]
+    assert len(more) == 5 and len(b.take_ended()) == 5
+    with pytest.raises(Refusal):  # 6 vs 5 and 5: no host holds two more than it
+        b.reserve(NodeId(b"\xcc" * 20), IDLE_EVICT + 50, "203.0.113.50")
+
+
+def test_busy_reservations_are_never_evicted() -> None:
+    from p2pstore.nat.relay_limits import Refusal
+
+    b = RelayBook(RelayLimits(max_rate=0))
+    for i in range(16):
+        r = b.reserve(NodeId(bytes([i + 1]) * 20), 0.0, f"198.51.100.{1 + i // 8}")
+        b.inbound(r.rid, ("203.0.113.9", 1), 10, 100.0)  # all forwarding at 100 s
+    with pytest.raises(Refusal):
+        b.reserve(NodeId(b"\xaa" * 20), 120.0, "203.0.113.50")

@@ -201,6 +201,9 @@ class RelayService:
             state = self.book.reserve(ctx.peer_id, self.clock(), ctx.host)
         except Refusal as e:
             raise RpcError(e.code, e.message) from None
+        finally:
+            for ended in self.book.take_ended():  # idle ones given up for fair shares
+                self._end(ended.rid, ended.reason)
         try:
             sock = _open_socket(self.bind_host)
         except OSError as e:

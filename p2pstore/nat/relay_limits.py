@@ -59,6 +59,9 @@ AMPLIFICATION = 3
 MAX_CHALLENGES = 5
 CHALLENGE_INTERVAL = 1.0
 TOKEN_BYTES = 16
+#: a reservation that forwarded nothing this long counts as idle: when the relay is
+#: full it may be ended for a host holding fewer reservations (fair shares)
+IDLE_EVICT = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +187,7 @@ class ReservationState:
     host: str | None = None  # the reserving caller's host_key
     attached: bool = False  # relay.recv is open
     last_heard: float = 0.0  # last record from the client on relay.send (or creation)
+    last_traffic: float = 0.0  # last datagram forwarded either way (or creation)
     ended: str | None = None  # reason, once over
     bytes_in: int = 0
     bytes_out: int = 0
@@ -219,6 +223,7 @@ class RelayBook:
         self._evicted: list[CircuitClosed] = []  # circuits inbound() evicted (take_evicted)
         self._token = token
         self._challenges: list[Challenge] = []  # to send (take_challenges)
+        self._ended: list[Ended] = []  # reservations reserve() ended for fairness
 
     # -- reservations --------------------------------------------------------------------
     def __len__(self) -> int:
@@ -236,10 +241,16 @@ class RelayBook:
         lim = self.limits
         hkey = None if host is None else host_key(host)
         if len(self._res) >= lim.max_reservations:
-            self.counters["refused:relay-full"] += 1
-            raise Refusal(
-                "relay-full", f"this relay holds its maximum of {lim.max_reservations} reservations"
-            )
+            victim = self._fair_victim(hkey, now)
+            if victim is None:
+                self.counters["refused:relay-full"] += 1
+                raise Refusal(
+                    "relay-full",
+                    f"this relay holds its maximum of {lim.max_reservations} reservations",
+                )
+            ended = self.end(victim.rid, "evicted")
+            if ended is not None:
+                self._ended.append(ended)
         if self.count_for(peer) >= lim.max_reservations_per_peer:
             self.counters["refused:relay-peer-limit"] += 1
             raise Refusal(
@@ -265,11 +276,34 @@ class RelayBook:
             tokens=self._burst(),
             refilled=now,
             last_heard=now,
+            last_traffic=now,
             host=hkey,
         )
         self._res[rid] = state
         self.counters["reserved"] += 1
         return state
+
+    def _fair_victim(self, hkey: str | None, now: float) -> ReservationState | None:
+        """The relay is full and ``hkey`` asks: a reservation of a host holding at
+        least two more than ``hkey`` does, idle for :data:`IDLE_EVICT` (the longest
+        idle first, then the oldest), or None. So hosts share the slots fairly, and
+        only reservations nobody uses give way."""
+        counts = Counter(r.host for r in self._res.values())
+        mine = counts.get(hkey, 0) if hkey is not None else 0
+        best: ReservationState | None = None
+        for r in self._res.values():
+            if r.host == hkey or counts[r.host] < mine + 2:
+                continue
+            if now - r.last_traffic < IDLE_EVICT:
+                continue
+            if best is None or (r.last_traffic, r.created) < (best.last_traffic, best.created):
+                best = r
+        return best
+
+    def take_ended(self) -> list[Ended]:
+        """Reservations :meth:`reserve` ended to make room (close their ports)."""
+        out, self._ended = self._ended, []
+        return out
 
     def _cap(self, created: float, expires: float) -> float:
         if self.limits.max_duration > 0:
@@ -416,6 +450,7 @@ class RelayBook:
             if state.tokens < size:
                 return self._count(state, Verdict.DROP_RATE)
             state.tokens -= size
+        state.last_traffic = now
         return self._count(state, Verdict.FORWARD)
 
     def _count(self, state: ReservationState | None, verdict: Verdict) -> Verdict:
