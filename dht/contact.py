@@ -13,23 +13,15 @@ this node resolve a name (names, from a bootstrap list, are resolved locally).
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from dht.errors import MessageError
+from quic_transport import addrclass
 from quic_transport.identity import ID_BYTES, NodeId
 
 MAX_HOST_LEN = 255
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 _HOST_RE = re.compile(r"[!-~]{1,255}")  # printable ASCII, no whitespace
@@ -63,7 +55,7 @@ class Contact:
         raw, host, port = item
         if not isinstance(raw, bytes) or len(raw) != ID_BYTES:
             raise MessageError(f"contact node ID must be {ID_BYTES} bytes")
-        if not isinstance(host, str) or not _is_ip(host):
+        if not isinstance(host, str) or not addrclass.is_ip(host):
             raise MessageError("contact host must be an IP address")
         return cls(NodeId(raw), host, port)
 

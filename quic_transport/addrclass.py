@@ -34,6 +34,15 @@ WILDCARD: Final = "wildcard"
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # RFC 6598 carrier-grade NAT
 
 
+def is_ip(host: str) -> bool:
+    """True if ``host`` is an IP literal (a name is never resolved for a peer)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def classify(host: str) -> str:
     """The class of ``host`` (an IP literal; anything else is ``name``)."""
     try:

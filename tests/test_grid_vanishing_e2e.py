@@ -198,7 +198,18 @@ def _chaos(tmp_path: Path, grid: Grid, rounds: int, sizes: tuple[int, int], seed
             p.unlink()
         _restart(victim)
         _restart(second)
+    # no partial share left in view anywhere: aborted uploads are removed, and a
+    # restarted node clears its incoming directory
+    _wait_until(
+        lambda: all(_incoming_files(grid.node(i)) == 0 for i in range(1, grid.nodes + 1)),
+        30,
+        "every node's incoming directory to empty",
+    )
     return tally
+
+
+def _incoming_files(node: Path) -> int:
+    return sum(1 for _ in (node / "storage" / "incoming").iterdir())
 
 
 @pytest.mark.timeout(420)

@@ -197,9 +197,9 @@ class ShareSender(Generic[P]):
         if not w.alive:
             self._forward(w)
 
-    def _lose(self, w: _Writer, why: str) -> None:
-        """Give up a stalled share (no regenerate source): it stays unplaced for the
-        caller to regenerate after the pass; the other shares go on at once."""
+    def _give_up(self, w: _Writer, why: str, *, reassign: bool) -> PeerKey | None:
+        """End ``w`` (its task cancelled unless it is the caller, its upload aborted in
+        the background) and fail its placement; returns the next peer if reassigned."""
         w.alive = False
         w.done = True
         self._replaced.append(w)
@@ -208,7 +208,13 @@ class ShareSender(Generic[P]):
         if w.api is not None:
             self._abort_soon(w.api, w.share)
         if w.peer is not None and self.placer.pending.get(w.share) == w.peer:
-            self.placer.failed(w.share, w.peer, why, reassign=False)
+            return self.placer.failed(w.share, w.peer, why, reassign=reassign)
+        return None
+
+    def _lose(self, w: _Writer, why: str) -> None:
+        """Give up a stalled share (no regenerate source): it stays unplaced for the
+        caller to regenerate after the pass; the other shares go on at once."""
+        self._give_up(w, why, reassign=False)
         log.info(
             "share %d: peer %s %s; it is regenerated after the pass", w.share, _short(w.peer), why
         )
@@ -257,16 +263,7 @@ class ShareSender(Generic[P]):
         assert self._regenerate is not None
         share = w.share
         peer = w.peer
-        w.alive = False
-        w.done = True
-        self._replaced.append(w)
-        if w.task is not None and w.task is not asyncio.current_task():
-            w.task.cancel()
-        if w.api is not None:
-            self._abort_soon(w.api, share)
-        nxt = None
-        if peer is not None and self.placer.pending.get(share) == peer:
-            nxt = self.placer.failed(share, peer, why)
+        nxt = self._give_up(w, why, reassign=True)
         log.info(
             "share %d: peer %s %s; %s",
             share,

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import random
 import time
@@ -33,7 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from quic_transport import Endpoint, NodeKey, PeerAddress
+from quic_transport import Endpoint, NodeKey, PeerAddress, addrclass
 from quic_transport.identity import NodeId
 
 from . import glue
@@ -411,13 +410,13 @@ class NatManager:
                 direct = [self.tracker.observed]
         else:
             direct = [a for a in self._extra() if a in self.tracker.reachable_addresses(now)][:4]
-        direct = [a for a in direct if _is_ip(a[0])]  # records carry IP literals only
+        direct = [a for a in direct if addrclass.is_ip(a[0])]  # records carry IP literals only
         relays = []
         for anchor in list(self.anchors.values())[:4]:
             res = anchor.reservation
             relayed = int(getattr(res, "port", 0) or 0) if res is not None else 0
             host = str(getattr(res, "host", "") or anchor.peer.host)
-            if not _is_ip(host):  # the relay gave a name: use the address we reach it at
+            if not addrclass.is_ip(host):  # the relay gave a name: use the address we reach it at
                 host = anchor.peer.host
             if not self.settings.hole_punching and not relayed:
                 continue
@@ -495,11 +494,3 @@ class NatManager:
             "dialback_refused": self.dialback.refused,
             "known_records": len(self.records),
         }
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import ipaddress
 import logging
 import os
 import time
@@ -105,14 +104,6 @@ def parse_addr(value: Any, field: str) -> Addr:
     return check_host(value[0], field), check_port(value[1], field)
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 def _node_id(value: Any, field: str) -> NodeId:
     if not isinstance(value, bytes) or len(value) != ID_BYTES:
         raise RpcError("bad_request", f"{field} must be a {ID_BYTES}-byte node ID")
@@ -180,10 +171,10 @@ class PunchService:
         if target in (ctx.peer_id, self.endpoint.node_id):
             raise RpcError("bad_request", "target must be a third node")
         observed = self.endpoint.peer_address(target)
-        if observed is None or not _is_ip(observed[0]):  # none, or only via a relay path
+        if observed is None or not addrclass.is_ip(observed[0]):  # none, or only via a relay path
             raise RpcError("not_connected", f"no direct connection to {target.short()}")
         at = self.endpoint.peer_address(ctx.peer_id)  # a virtual key on a relay path
-        if not _is_ip(ctx.host) or (at is not None and is_virtual(at)):
+        if not addrclass.is_ip(ctx.host) or (at is not None and is_virtual(at)):
             raise RpcError("bad_request", "a caller reached through a relay cannot be punched to")
         self._admit_connect(ctx.peer_id)
         request = {"peer": ctx.peer_id.raw, "addr": [ctx.host, ctx.port]}
@@ -218,7 +209,7 @@ class PunchService:
             addr = parse_addr(body.get("addr"), "addr")
         except NatRemoteError as e:
             raise RpcError("bad_request", str(e)) from None
-        if not _is_ip(addr[0]):  # punch only to what a socket reported: no DNS lookups
+        if not addrclass.is_ip(addr[0]):  # punch only to what a socket reported: no DNS lookups
             raise RpcError("bad_request", "addr must be an IP address")
         own = self.endpoint.local_address[0]
         if not addrclass.may_send(addr[0], own):
