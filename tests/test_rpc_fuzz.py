@@ -31,7 +31,12 @@ from quic_transport import (
 
 from .test_node_grid_service import context, make_dir
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [
+    pytest.mark.timeout(300),
+    # the node's own background tasks (another thread) use the random module while
+    # hypothesis draws; that is not randomness inside a strategy
+    pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning"),
+]
 
 # Field names the handlers read, so bodies often have the right keys, wrong values.
 FIELDS = [
