@@ -28,9 +28,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from .base.progress import Progress, human_bytes
 from .client import ApiCallError, ClientError, NodeClient, resolve_node_dir
 from .immutable import CapError, VerifyCap, parse_cap
-from .progress import Progress, human_bytes
 from .web.errors import BadRequest
 from .web.vpath import parse_vpath
 

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from p2pstore import cli
+from p2pstore.base.fsutil import write_text_atomic
+from p2pstore.base.progress import Progress, format_progress, human_bytes
 from p2pstore.client import (
     ApiCallError,
     NodeClient,
@@ -27,11 +29,9 @@ from p2pstore.client import (
     resolve_node_dir,
 )
 from p2pstore.immutable import EncodingParams
-from p2pstore.node.fsutil import write_text_atomic
 from p2pstore.node.nodedir import NodeDir
 from p2pstore.node.pidfile import PidLock
 from p2pstore.node.runner import STATUS_FORMAT
-from p2pstore.progress import Progress, format_progress, human_bytes
 from p2pstore.web.errors import Unrecoverable
 from p2pstore.web.memory_backend import MemoryBackend
 from p2pstore.web.memory_vdrive import MemoryVdrive

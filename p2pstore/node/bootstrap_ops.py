@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from p2pstore.base.fsutil import write_text_atomic
 from quic_transport.identity import IdentityError
 
 from .advertise import own_bootstrap_text, own_seed
@@ -26,7 +27,6 @@ from .bootstrap import (
 from .config import load_config
 from .daemon import read_status_file
 from .errors import BootstrapError, BootstrapErrors, DaemonError, NodeDirError
-from .fsutil import write_text_atomic
 from .nodedir import NodeDir
 from .pidfile import probe
 

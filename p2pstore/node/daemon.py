@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from p2pstore.base.fsutil import read_bounded
+
 from .config import load_config
 from .errors import DaemonError, NodeError
-from .fsutil import read_bounded
 from .nodedir import NodeDir
 from .pidfile import PidState, pid_alive, probe, remove_stale
 from .runner import EXIT_CONFIG, STATUS_FORMAT, prepare

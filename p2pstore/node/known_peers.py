@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from p2pstore.base.fsutil import read_bounded, write_text_atomic
 from quic_transport.identity import IdentityError, NodeId
 
 from .address import HostPort
 from .bootstrap import Seed
 from .errors import AddressError
-from .fsutil import read_bounded, write_text_atomic
 
 FORMAT = "p2pstore-known-peers-v1"
 MAX_FILE_BYTES = 8 * 1024 * 1024

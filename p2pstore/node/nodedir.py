@@ -32,6 +32,7 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from p2pstore.base.fsutil import write_text_atomic
 from quic_transport.identity import IdentityError, NodeKey, b32decode, b32encode
 
 from .address import HostPort
@@ -39,7 +40,7 @@ from .bootstrap import HEADER, BootstrapList, VdriveKey
 from .config import CONFIG_FILE, NodeSection, StorageSection
 from .config_template import render_config
 from .errors import NodeDirError, SecretFileError
-from .fsutil import create_secret_file, read_secret_file, write_text_atomic
+from .secret_files import create_secret_file, read_secret_file
 
 CONVERGENCE_PREFIX = "p2pstore-convergence-v1:"
 CONVERGENCE_BYTES = 32

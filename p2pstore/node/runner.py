@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from p2pstore.base.fsutil import write_text_atomic
 from quic_transport.identity import IdentityError, NodeKey, b32encode
 
 from .. import __version__
@@ -41,7 +42,6 @@ from .advertise import own_bootstrap_text, own_seed
 from .bootstrap import BootstrapList, load_bootstrap_file, read_bootstrap_text
 from .config import NodeConfig, load_config
 from .errors import BootstrapErrors, ConfigError, NodeDirError, NodeError
-from .fsutil import write_text_atomic
 from .known_peers import KnownPeers
 from .logsetup import setup_logging
 from .nodedir import NodeDir, protect_bootstrap_files

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from p2pstore.node.bootstrap import VdriveKey
-from p2pstore.node.fsutil import create_secret_file, read_secret_file
+from p2pstore.node.secret_files import create_secret_file, read_secret_file
 from quic_transport.identity import IdentityError, NodeId, NodeKey, b32decode, b32encode
 
 from .backend import VdriveBackendMixin

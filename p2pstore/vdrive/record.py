@@ -38,6 +38,8 @@ import cbor2
 import nacl.bindings as nb
 import nacl.exceptions
 
+from p2pstore.base.fsutil import write_text_atomic
+
 from .dirnode import DirCap, parse_dircap
 from .errors import VdriveRemoteError
 
@@ -208,8 +210,6 @@ class SeenStore:
     def _save(self) -> None:
         if self.path is None:
             return
-        from p2pstore.node.fsutil import write_text_atomic
-
         data = {
             "format": self.FORMAT,
             "drives": {k: {"sequence": s, "root": d} for k, (s, d) in self._seen.items()},

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dht.records import Record, Signer, record_key
+from p2pstore.base.fsutil import write_text_atomic
 from quic_transport.identity import NodeId
 
 from .dirnode import parse_dircap
@@ -167,8 +168,6 @@ class DriveWriter:
     def _write_state(self, p: RootPointer) -> None:
         if self.state_path is None or p.root is None:
             return
-        from p2pstore.node.fsutil import write_text_atomic
-
         data = {
             "format": "p2pstore-vdrive-head-v1",
             "sequence": p.sequence,

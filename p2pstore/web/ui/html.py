@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from p2pstore import __version__
-from p2pstore.progress import human_bytes
+from p2pstore.base.progress import human_bytes
 
 from ..vpath import VPath
 

@@ -1,12 +1,9 @@
-"""Small file-system helpers shared by the node package: atomic writes, bounded reads,
-secret files.
+"""Small file-system helpers every layer may use: atomic writes and bounded reads.
 
 Invariants:
 - An atomic write goes to a temp file in the same directory, is fsynced, renamed over
   the target and the directory fsynced: a reader (or a crash) sees the old content or
   the new, never a mix.
-- Secret files are created with ``O_EXCL`` and mode 0600 and refused at load time if
-  group or other may read them.
 """
 
 from __future__ import annotations
@@ -15,8 +12,6 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-
-from .errors import SecretFileError
 
 
 def fsync_dir(path: Path) -> None:
@@ -62,31 +57,3 @@ def read_bounded(path: Path, limit: int) -> bytes:
     if len(data) > limit:
         raise ValueError(f"{path}: file is larger than {limit} bytes")
     return data
-
-
-def create_secret_file(path: Path, text: str) -> None:
-    """Create a new file readable only by its owner; refuses to overwrite."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_secret_file(path: Path, *, what: str, limit: int = 4096) -> str:
-    """Read a secret file's text, refusing group/other-readable files."""
-    try:
-        mode = path.stat().st_mode & 0o777
-        data = read_bounded(path, limit)
-    except OSError as e:
-        raise SecretFileError(path, f"cannot read {what}: {e.strerror}") from None
-    except ValueError:
-        raise SecretFileError(path, f"{what} file is too large") from None
-    if mode & 0o077:
-        raise SecretFileError(
-            path, f"{what} is readable by others (mode {mode:o}); run chmod 600 {path}"
-        )
-    try:
-        return data.decode("ascii")
-    except UnicodeDecodeError:
-        raise SecretFileError(path, f"{what} file is not ASCII text") from None
