@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 from p2pstore.client import NodeClient
 from p2pstore.immutable import parse_cap
-from p2pstore.web.memory_backend import MemoryBackend
+from p2pstore.testing.memory_app import MemoryApplication
 from p2pstore.web.server import ApiServer
 
 SIZE = 32 << 20
@@ -29,7 +29,7 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
 
 def main() -> None:
     data = os.urandom(SIZE)
-    backend = MemoryBackend(max_bytes=4 << 30)
+    backend = MemoryApplication(max_bytes=4 << 30)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()

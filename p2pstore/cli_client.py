@@ -28,11 +28,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from .app.errors import BadRequest
+from .app.vpath import parse_vpath
 from .base.progress import Progress, human_bytes
 from .client import ApiCallError, ClientError, NodeClient, resolve_node_dir
 from .immutable import CapError, VerifyCap, parse_cap
-from .web.errors import BadRequest
-from .web.vpath import parse_vpath
 
 EXIT_USAGE = 2
 CAP_PREFIX = "p2ps:"

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from p2pstore.web.vpath import DRIVES, VPath
+from p2pstore.app.vpath import DRIVES, VPath
 
 from .parse import ArgKind, Token, arg_for, command_names, lookup, quote_word, tokenize
 from .paths import drive_prefix, is_cap, resolve_local, resolve_remote

@@ -7,7 +7,7 @@ the current directory. ``.`` and ``..`` are resolved here (``..`` at a root stay
 there), so the node only ever sees absolute, checked paths. A name may contain
 ``:`` (``a:b`` is a relative name, not a drive). Caps (``p2ps:...``) are not paths.
 
-Invariant: every :class:`VPath` returned passes :func:`p2pstore.web.vpath.check_name`
+Invariant: every :class:`VPath` returned passes :func:`p2pstore.app.vpath.check_name`
 for each component.
 """
 
@@ -17,8 +17,8 @@ import os
 from pathlib import Path
 from typing import Final
 
-from p2pstore.web.errors import BadRequest
-from p2pstore.web.vpath import DRIVES, MAX_DEPTH, Drive, VPath, check_name
+from p2pstore.app.errors import BadRequest
+from p2pstore.app.vpath import DRIVES, MAX_DEPTH, Drive, VPath, check_name
 
 from .errors import UsageError
 

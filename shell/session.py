@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from p2pstore.app.vpath import DRIVES, Drive, VPath
 from p2pstore.client import ClientError, NodeUnreachable, TransferError
-from p2pstore.web.vpath import DRIVES, Drive, VPath
 
 from .paths import root_of
 

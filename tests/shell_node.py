@@ -14,15 +14,15 @@ from pathlib import Path
 
 from p2pstore.node.runner import NodeRunner
 from p2pstore.node.service import NodeContext, ServiceStatus
-from p2pstore.web.memory_backend import MemoryBackend
-from p2pstore.web.memory_vdrive import MemoryVdrive
+from p2pstore.testing.memory_app import MemoryApplication
+from p2pstore.testing.memory_vdrive import MemoryVdrive
 
 
 class MemoryNodeService:
     def __init__(self, ctx: NodeContext) -> None:
         self.ctx = ctx
         self.sock: socket.socket | None = None
-        self.backend = MemoryBackend(
+        self.backend = MemoryApplication(
             convergence_secret=ctx.convergence_secret,
             max_bytes=256 << 20,
             node_info=self._node_info,
@@ -42,7 +42,7 @@ class MemoryNodeService:
         host, port = self.sock.getsockname() if self.sock else ("127.0.0.1", 0)
         return ServiceStatus(listen_host=host, listen_port=port, peers_known=0, storage_used=0)
 
-    def api_backend(self) -> MemoryBackend:
+    def api_backend(self) -> MemoryApplication:
         return self.backend
 
     def _node_info(self) -> dict[str, object]:

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from p2pstore import cli
+from p2pstore.app.errors import Unrecoverable
 from p2pstore.base.fsutil import write_text_atomic
 from p2pstore.base.progress import Progress, format_progress, human_bytes
 from p2pstore.client import (
@@ -32,16 +33,15 @@ from p2pstore.immutable import EncodingParams
 from p2pstore.node.nodedir import NodeDir
 from p2pstore.node.pidfile import PidLock
 from p2pstore.node.runner import STATUS_FORMAT
-from p2pstore.web.errors import Unrecoverable
-from p2pstore.web.memory_backend import MemoryBackend
-from p2pstore.web.memory_vdrive import MemoryVdrive
+from p2pstore.testing.memory_app import MemoryApplication
+from p2pstore.testing.memory_vdrive import MemoryVdrive
 from p2pstore.web.server import ApiServer
 
 
 class ThreadedServer:
     """An ApiServer on its own event loop in a thread (the CLI client is synchronous)."""
 
-    def __init__(self, backend: MemoryBackend, token: str) -> None:
+    def __init__(self, backend: MemoryApplication, token: str) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -56,13 +56,15 @@ class ThreadedServer:
 
 
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[tuple[Path, MemoryBackend]]:
+def node(tmp_path: Path) -> Iterator[tuple[Path, MemoryApplication]]:
     """A node directory that looks running (pid lock held, status.json with api_url)
     and is served by an in-process API with the memory backend and a vdrive."""
     root = tmp_path / "node"
     assert cli.main(["create-node", str(root), "--listen", "127.0.0.1:0"]) == 0
     nd = NodeDir(root)
-    backend = MemoryBackend(params=EncodingParams.create(3, 10, 64 * 1024), vdrive=MemoryVdrive())
+    backend = MemoryApplication(
+        params=EncodingParams.create(3, 10, 64 * 1024), vdrive=MemoryVdrive()
+    )
     server = ThreadedServer(backend, nd.load_api_token())
     lock = PidLock(nd.pid_path)
     lock.acquire()
@@ -83,7 +85,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str
 
 
 def test_put_get_ls_mv_rm_ln(
-    node: tuple[Path, MemoryBackend], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    node: tuple[Path, MemoryApplication], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root, _ = node
     src = tmp_path / "data.bin"
@@ -130,7 +132,7 @@ def test_put_get_ls_mv_rm_ln(
 
 
 def test_errors_and_exit_codes(
-    node: tuple[Path, MemoryBackend], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    node: tuple[Path, MemoryApplication], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root, backend = node
     rc, _, err = run(capsys, "get", "p2ps:chk:3:10:99:x:y", "--node", root)
@@ -159,7 +161,7 @@ def test_errors_and_exit_codes(
     assert rc == 3 and "no node directory" in err
 
 
-def test_client_token_and_unreachable(node: tuple[Path, MemoryBackend]) -> None:
+def test_client_token_and_unreachable(node: tuple[Path, MemoryApplication]) -> None:
     root, _ = node
     good = NodeClient.for_node(root)
     assert good.status()["backend"] == "memory"
@@ -174,7 +176,7 @@ def test_client_token_and_unreachable(node: tuple[Path, MemoryBackend]) -> None:
         NodeClient("http://127.0.0.1:1/", "x").status()
 
 
-class _FailingBackend(MemoryBackend):
+class _FailingBackend(MemoryApplication):
     async def download(self, cap: Any, offset: int, length: int) -> AsyncIterator[bytes]:
         inner = await super().download(cap, offset, length)
 

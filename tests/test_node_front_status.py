@@ -1,7 +1,7 @@
 """The front page's status keys from a real GridService (QUIC on 127.0.0.1): start
 time, version, bootstrap seeds with reachability (from joining and from the seed
 watch's own pings), peers with nicknames and round-trip times, DHT and storage; then
-the web UI's front page served with the node's GridBackend shows them."""
+the web UI's front page served with the node's GridApplication shows them."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from p2pstore.node.bootstrap import Seed
 from p2pstore.node.grid_service import GridService
 from p2pstore.node.join import JoinReport
 from p2pstore.node.seed_watch import SeedWatch, clean_nickname
-from p2pstore.web.app import ApiLimits, create_app, runner_kwargs
+from p2pstore.web.context import ApiLimits
+from p2pstore.web.http_app import create_app, runner_kwargs
 from p2pstore.web.ui import make_ui
 from quic_transport import PeerAddress
 from quic_transport.identity import NodeId

@@ -1,4 +1,4 @@
-"""GridBackend over the in-process storage grid: what the contract suite does not
+"""GridApplication over the in-process storage grid: what the contract suite does not
 pin down — repair through the API, corrupt shares found by verify, the convergent
 spool (removed afterwards, refused when the disk reserve would be crossed), too few
 peers, closing with work in flight."""
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from p2pstore.app.errors import InsufficientStorage, NotFound, Unavailable, Unrecoverable
+from p2pstore.app.grid import GridApplication
 from p2pstore.grid import static_peers
 from p2pstore.immutable import EncodingParams, ReadCap
-from p2pstore.node.grid_backend import GridBackend
 from p2pstore.testing.storage_grid import GridServer, StorageGrid
-from p2pstore.web.errors import InsufficientStorage, NotFound, Unavailable, Unrecoverable
 from quic_transport.identity import NodeId
 
 PARAMS = EncodingParams.create(3, 10, 64 * 1024)
@@ -31,8 +31,8 @@ def grid(tmp_path: Path) -> Iterator[StorageGrid]:
 
 def backend_on(
     grid: StorageGrid, tmp_path: Path, servers: list[GridServer] | None = None, **kw: object
-) -> GridBackend:
-    return GridBackend(
+) -> GridApplication:
+    return GridApplication(
         static_peers(servers if servers is not None else grid.servers),
         lambda gs: gs.client(OWNER),
         convergence_secret=b"s" * 32,

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from p2pstore.app.errors import AppError
 from p2pstore.immutable import ReadCap
 from p2pstore.node.address import HostPort
 from p2pstore.node.bootstrap import BootstrapList, Seed
@@ -23,7 +24,7 @@ from p2pstore.node.nodedir import CreateOptions, create_node_dir
 from p2pstore.node.runner import prepare
 from p2pstore.node.service import NodeContext
 from p2pstore.node.storage_peers import Role, StoragePeers
-from p2pstore.web.errors import BackendError
+from p2pstore.web.errors import http_status
 from quic_transport.identity import NodeId
 
 pytestmark = pytest.mark.timeout(90)
@@ -199,11 +200,11 @@ async def test_grid_backend_storage_peers_status_and_clean_close(tmp_path: Path)
         await asyncio.sleep(0.3)
         closing = nodes.pop(0)
         await closing.close()
-        with pytest.raises((asyncio.CancelledError, BackendError)):
+        with pytest.raises((asyncio.CancelledError, AppError)):
             await task
-        with pytest.raises(BackendError) as e:
+        with pytest.raises(AppError) as e:
             await backend.upload(chunks(b"x" * 1000), size_hint=None, mode="random")
-        assert e.value.http_status == 503
+        assert http_status(e.value) == 503
         for s in nodes:
             incoming = s.context.node_dir.storage_dir / "incoming"
             await until(lambda inc=incoming: not any(p.is_file() for p in inc.rglob("*")))

@@ -134,7 +134,7 @@ class Node:
     serving it."""
 
     def __init__(self, loop: Loop, tmp: Path) -> None:
-        from p2pstore.vdrive.node import grid_vdrive_factory
+        from p2pstore.node.vdrive_wiring import grid_vdrive_factory
 
         self.loop = loop
         intro = GridService(

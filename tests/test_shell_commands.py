@@ -15,9 +15,9 @@ import pytest
 
 from p2pstore.client import ApiCallError, NodeClient
 from p2pstore.immutable import EncodingParams
-from p2pstore.web.app import BOOTSTRAP
-from p2pstore.web.memory_backend import MemoryBackend
-from p2pstore.web.memory_vdrive import MemoryVdrive
+from p2pstore.testing.memory_app import MemoryApplication
+from p2pstore.testing.memory_vdrive import MemoryVdrive
+from p2pstore.web.context import BOOTSTRAP
 from p2pstore.web.server import ApiServer
 from shell.commands import Shell
 from shell.session import Connection, ShellState
@@ -31,7 +31,7 @@ class Server:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.backend = MemoryBackend(
+        self.backend = MemoryApplication(
             params=EncodingParams.create(3, 10, 64 * 1024), vdrive=MemoryVdrive()
         )
         info = {"introducer": True, "bootstrap": "p2ps-seed A h:1\n", "self": "p2ps-seed B h:2\n"}

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2pstore.web.vpath import VPath
+from p2pstore.app.vpath import VPath
 from shell import render
 from shell.completion import complete
 from shell.errors import UsageError
@@ -306,7 +306,7 @@ def test_parse_line_never_fails_unexpectedly(line: str) -> None:
 
 @given(st.text(max_size=60))
 def test_resolve_remote_gives_valid_paths_or_a_usage_error(word: str) -> None:
-    from p2pstore.web.vpath import parse_vpath
+    from p2pstore.app.vpath import parse_vpath
 
     try:
         path = resolve_remote(word, DOCS)

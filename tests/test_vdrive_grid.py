@@ -25,6 +25,9 @@ from dht.contact import Contact
 from dht.memnet import MemoryNetwork, MemoryTransport
 from dht.node import DhtNode
 from dht.records import record_key
+from p2pstore.app.drive import VdriveApplication
+from p2pstore.app.errors import AppError
+from p2pstore.app.vpath import parse_vpath
 from p2pstore.grid import (
     DownloadConfig,
     Downloader,
@@ -36,16 +39,14 @@ from p2pstore.grid import (
 )
 from p2pstore.immutable import EncodingParams, ReadCap
 from p2pstore.node.bootstrap import VdriveKey
+from p2pstore.node.vdrive_wiring import NodeVdrive, VdriveNodeCaller, build_node_vdrive
 from p2pstore.testing.storage_grid import GridServer, StorageGrid
-from p2pstore.vdrive.backend import VdriveBackend
 from p2pstore.vdrive.dirnode import parse_dircap
 from p2pstore.vdrive.drive import DriveReader
 from p2pstore.vdrive.errors import VdriveRemoteError
-from p2pstore.vdrive.node import NodeVdrive, VdriveNodeCaller, build_node_vdrive
 from p2pstore.vdrive.objects import GridObjectStore
 from p2pstore.vdrive.record import PRIVATE_NAME, SHARED_NAME, SeenStore
-from p2pstore.web.errors import BackendError
-from p2pstore.web.vpath import parse_vpath
+from p2pstore.web.errors import http_status
 from quic_transport.identity import NodeKey
 
 PARAMS = EncodingParams.create(3, 6, 4096)
@@ -59,7 +60,7 @@ class Node:
     transport: MemoryTransport
     dht: DhtNode
     nv: NodeVdrive
-    api: VdriveBackend
+    api: VdriveApplication
     up: Uploader[GridServer]
     down: Downloader[GridServer]
 
@@ -120,7 +121,7 @@ async def world(tmp_path: Path) -> AsyncIterator[list[Node]]:
             nv.register(t)
             if i == 0:
                 trust = nv.line
-            nodes.append(Node(key, t, dht, nv, VdriveBackend(nv.vdrive), up, down))
+            nodes.append(Node(key, t, dht, nv, VdriveApplication(nv.vdrive), up, down))
         for n in nodes[:1]:
             await n.dht.bootstrap()  # the seed learns the others
         try:
@@ -143,7 +144,7 @@ def P(s: str) -> Any:
 async def code_of(aw: Any) -> str:
     try:
         await aw
-    except BackendError as e:
+    except AppError as e:
         return e.code
     raise AssertionError("no error")
 
@@ -187,10 +188,10 @@ async def test_concurrent_conditional_writes(world: list[Node]) -> None:
         return_exceptions=True,
     )
     ok = [r for r in results if isinstance(r, int)]
-    conflicts = [r for r in results if isinstance(r, BackendError)]
+    conflicts = [r for r in results if isinstance(r, AppError)]
     assert ok == [seq + 1]
     assert len(conflicts) == 1 and conflicts[0].code == "sequence-mismatch"
-    assert conflicts[0].http_status == 409 and conflicts[0].details == {"sequence": seq + 1}
+    assert http_status(conflicts[0]) == 409 and conflicts[0].details == {"sequence": seq + 1}
     names = [e.name for e in (await bob.api.vdrive_list(P("/d"))).entries]
     assert len(names) == 1
 
@@ -205,8 +206,8 @@ async def test_reads_survive_vdrive_node_down(world: list[Node]) -> None:
     assert entry.cap == cap.to_string()
     try:
         await alice.api.vdrive_mkdir(P("/g"), parents=False, expected_sequence=None)
-    except BackendError as e:
-        assert e.code == "vdrive-unavailable" and e.http_status == 503
+    except AppError as e:
+        assert e.code == "vdrive-unavailable" and http_status(e) == 503
         assert "reading the drive still works" in e.message
     else:
         raise AssertionError("write succeeded with the vdrive node down")
@@ -253,7 +254,7 @@ async def test_private_drives_and_storers_cannot_read(world: list[Node], tmp_pat
         store=other.nv.vdrive.store,
         call=None,
     )
-    assert await code_of(VdriveBackend(nv.vdrive).vdrive_list(P("/"))) == "vdrive-unavailable"
+    assert await code_of(VdriveApplication(nv.vdrive).vdrive_list(P("/"))) == "vdrive-unavailable"
 
 
 async def test_forged_records_from_dht_nodes_are_ignored(world: list[Node]) -> None:

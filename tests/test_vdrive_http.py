@@ -8,20 +8,20 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from p2pstore.app.drive import VdriveApplication
 from p2pstore.immutable import EncodingParams
-from p2pstore.vdrive.backend import VdriveBackend
+from p2pstore.testing.memory_app import MemoryApplication
+from p2pstore.testing.memory_vdrive import MemoryVdrive
 from p2pstore.vdrive.objects import CachingStore, MemoryObjectStore
 from p2pstore.vdrive.testing import local_vdrive
-from p2pstore.web.app import create_app
-from p2pstore.web.memory_backend import MemoryBackend
-from p2pstore.web.memory_vdrive import MemoryVdrive
+from p2pstore.web.http_app import create_app
 
 TOKEN = "t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 async def start(vdrive: Any) -> TestClient[Any, Any]:
-    backend = MemoryBackend(params=EncodingParams.create(2, 3, 4096), vdrive=vdrive)
+    backend = MemoryApplication(params=EncodingParams.create(2, 3, 4096), vdrive=vdrive)
     client: TestClient[Any, Any] = TestClient(
         TestServer(create_app(backend, TOKEN), host="127.0.0.1")
     )
@@ -36,8 +36,8 @@ async def post(c: TestClient[Any, Any], route: str, body: dict[str, Any]) -> Any
 
 async def test_dircap_hand_over_through_the_api() -> None:
     grid = CachingStore(MemoryObjectStore())  # both nodes see the same grid
-    alice = await start(VdriveBackend(local_vdrive(store=grid)))
-    bob = await start(VdriveBackend(local_vdrive(store=grid)))
+    alice = await start(VdriveApplication(local_vdrive(store=grid)))
+    bob = await start(VdriveApplication(local_vdrive(store=grid)))
     ref = await start(MemoryVdrive())
     try:
         r = await alice.post("/api/v1/file", data=b"z" * 5000, headers=AUTH)

@@ -10,8 +10,8 @@ import pytest
 from p2pstore.node.bootstrap import VdriveKey, parse_bootstrap
 from p2pstore.node.config import load_config
 from p2pstore.node.nodedir import CreateOptions, create_node_dir
+from p2pstore.node.vdrive_wiring import SHARED_SECRET_FILE, build_node_vdrive, load_or_create_secret
 from p2pstore.vdrive.errors import VdriveLocalError
-from p2pstore.vdrive.node import SHARED_SECRET_FILE, build_node_vdrive, load_or_create_secret
 from p2pstore.vdrive.objects import MemoryObjectStore
 from p2pstore.vdrive.testing import MemoryRecordDht
 from quic_transport.identity import NodeKey
@@ -71,9 +71,9 @@ def test_inconsistent_setups_refused(tmp_path: Path) -> None:
 async def test_restarted_node_publishes_its_heads_again(tmp_path: Path) -> None:
     import asyncio
 
-    from p2pstore.vdrive.node import NodeVdriveBackend
+    from p2pstore.app.vpath import parse_vpath
+    from p2pstore.node.vdrive_wiring import NodeVdriveBackend
     from p2pstore.vdrive.ops import Mkdir
-    from p2pstore.web.vpath import parse_vpath
 
     key, store = NodeKey.generate(), MemoryObjectStore()
 

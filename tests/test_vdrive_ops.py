@@ -10,16 +10,16 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from p2pstore.app.drive import VdriveApplication
+from p2pstore.app.errors import AppError
+from p2pstore.app.vpath import parse_vpath
 from p2pstore.immutable import LiteralCap, ReadCap
-from p2pstore.vdrive.backend import VdriveBackend
+from p2pstore.testing.memory_vdrive import MemoryVdrive
 from p2pstore.vdrive.dirnode import DirCap
 from p2pstore.vdrive.errors import VdriveLocalError
 from p2pstore.vdrive.objects import MemoryObjectStore
 from p2pstore.vdrive.ops import Link, Mkdir, Rename, Unlink, apply_op, list_dir, load_dir
 from p2pstore.vdrive.testing import local_vdrive
-from p2pstore.web.errors import BackendError
-from p2pstore.web.memory_vdrive import MemoryVdrive
-from p2pstore.web.vpath import parse_vpath
 
 CAP = ReadCap(3, 10, 5000, bytes(range(32)), bytes(range(32, 64)))
 
@@ -138,7 +138,7 @@ async def do(vd: Any, op: tuple[str, Any, bool]) -> Any:
         return await vd.vdrive_rename(
             parse_vpath(src), parse_vpath(dst), replace=flag, expected_sequence=None
         )
-    except BackendError as e:
+    except AppError as e:
         return e.code
 
 
@@ -155,7 +155,7 @@ async def snapshot(vd: Any, path: str = "/") -> Any:
 @given(st.lists(ops, max_size=25))
 def test_same_behaviour_as_reference(seq: list[tuple[str, Any, bool]]) -> None:
     async def go() -> None:
-        ref, cow = MemoryVdrive(), VdriveBackend(local_vdrive())
+        ref, cow = MemoryVdrive(), VdriveApplication(local_vdrive())
         for op in seq:
             assert await do(ref, op) == await do(cow, op), op
         assert await snapshot(ref) == await snapshot(cow)

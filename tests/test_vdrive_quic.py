@@ -13,14 +13,15 @@ from dht.config import DhtConfig
 from dht.contact import Contact
 from dht.node import DhtNode
 from dht.quic_adapter import dht_transport
+from p2pstore.app.errors import AppError
+from p2pstore.app.vpath import parse_vpath
 from p2pstore.grid import DownloadConfig, Downloader, UploadConfig, Uploader, static_peers
 from p2pstore.immutable import EncodingParams, LiteralCap
 from p2pstore.node.bootstrap import BootstrapList, Seed, VdriveKey
 from p2pstore.node.config import VdriveSection
+from p2pstore.node.vdrive_wiring import NodeVdriveBackend, grid_vdrive_factory
 from p2pstore.testing.storage_grid import StorageGrid
-from p2pstore.vdrive.node import NodeVdriveBackend, grid_vdrive_factory
-from p2pstore.web.errors import BackendError
-from p2pstore.web.vpath import parse_vpath
+from p2pstore.web.errors import http_status
 from quic_transport import open_endpoint
 from quic_transport.identity import NodeKey
 
@@ -95,8 +96,8 @@ async def test_factory_over_quic(tmp_path: Path) -> None:
                 await outsider.vdrive_mkdir(
                     parse_vpath("/b"), parents=False, expected_sequence=None
                 )
-            except BackendError as e:
-                assert e.code == "vdrive-refused" and e.http_status == 403
+            except AppError as e:
+                assert e.code == "vdrive-refused" and http_status(e) == 403
             else:
                 raise AssertionError("outsider could write")
             # the vdrive node's own view, and its restart from its head file

@@ -12,23 +12,24 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from p2pstore.app.errors import Unrecoverable
 from p2pstore.immutable import EncodingParams, LiteralCap, ReadCap, parse_cap
-from p2pstore.web.app import ApiLimits, create_app, runner_kwargs
-from p2pstore.web.errors import Unrecoverable
-from p2pstore.web.memory_backend import MemoryBackend
-from p2pstore.web.memory_vdrive import MemoryVdrive
+from p2pstore.testing.memory_app import MemoryApplication
+from p2pstore.testing.memory_vdrive import MemoryVdrive
+from p2pstore.web.context import ApiLimits
+from p2pstore.web.http_app import create_app, runner_kwargs
 
 TOKEN = "t0ken-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PARAMS = EncodingParams.create(3, 10, 128 * 1024)
 
 
-def make_backend(vdrive: bool = True) -> MemoryBackend:
-    return MemoryBackend(params=PARAMS, vdrive=MemoryVdrive() if vdrive else None)
+def make_backend(vdrive: bool = True) -> MemoryApplication:
+    return MemoryApplication(params=PARAMS, vdrive=MemoryVdrive() if vdrive else None)
 
 
 @pytest.fixture
-async def backend() -> MemoryBackend:
+async def backend() -> MemoryApplication:
     return make_backend()
 
 
@@ -43,7 +44,7 @@ async def _client(backend: Any, limits: ApiLimits | None = None) -> TestClient[A
 
 
 @pytest.fixture
-async def client(backend: MemoryBackend) -> AsyncIterator[TestClient[Any, Any]]:
+async def client(backend: MemoryApplication) -> AsyncIterator[TestClient[Any, Any]]:
     c = await _client(backend)
     yield c
     await c.close()
@@ -164,7 +165,7 @@ async def test_bad_caps(client: TestClient[Any, Any]) -> None:
 
 
 async def test_info_and_check_verify_repair(
-    client: TestClient[Any, Any], backend: MemoryBackend
+    client: TestClient[Any, Any], backend: MemoryApplication
 ) -> None:
     data = os.urandom(300_000)
     doc = await upload(client, data)
@@ -349,7 +350,7 @@ async def _raw(port: int, request: bytes, *, then_close: bool = True) -> bytes:
 
 
 async def test_aborted_upload_stores_nothing(
-    client: TestClient[Any, Any], backend: MemoryBackend
+    client: TestClient[Any, Any], backend: MemoryApplication
 ) -> None:
     assert client.port is not None
     head = (
@@ -361,7 +362,7 @@ async def test_aborted_upload_stores_nothing(
     assert (await backend.status())["memory_store"]["files"] == 0
 
 
-async def test_upload_idle_timeout(backend: MemoryBackend) -> None:
+async def test_upload_idle_timeout(backend: MemoryApplication) -> None:
     c = await _client(backend, ApiLimits(idle_timeout=0.2))
     try:
         assert c.port is not None
@@ -375,7 +376,7 @@ async def test_upload_idle_timeout(backend: MemoryBackend) -> None:
         await c.close()
 
 
-async def test_upload_size_limit(backend: MemoryBackend) -> None:
+async def test_upload_size_limit(backend: MemoryApplication) -> None:
     c = await _client(backend, ApiLimits(max_upload_bytes=1000))
     try:
         r = await c.post("/api/v1/file", data=b"x" * 1001, headers=AUTH)
@@ -386,7 +387,7 @@ async def test_upload_size_limit(backend: MemoryBackend) -> None:
         await c.close()
 
 
-class _FailingBackend(MemoryBackend):
+class _FailingBackend(MemoryApplication):
     """Fails a download after its first chunk (headers already sent)."""
 
     async def download(self, cap: Any, offset: int, length: int) -> AsyncIterator[bytes]:

@@ -1,4 +1,4 @@
-"""Contract tests for :class:`p2pstore.web.backend.ApiBackend` implementations.
+"""Contract tests for :class:`p2pstore.app.contract.Application` implementations.
 
 Every backend the API may be given runs these: the in-memory backend (with and
 without its vdrive) and the node's grid backend over an in-process storage grid;
@@ -17,28 +17,29 @@ from typing import Any
 
 import pytest
 
+from p2pstore.app.contract import Application
+from p2pstore.app.drive import VdriveApplication
+from p2pstore.app.errors import AppError, BadRequest, Conflict, NotFound, VdriveUnavailable
+from p2pstore.app.grid import GridApplication
+from p2pstore.app.vpath import parse_vpath as P
 from p2pstore.grid import static_peers
 from p2pstore.immutable import EncodingParams, LiteralCap, ReadCap
-from p2pstore.node.grid_backend import GridBackend
+from p2pstore.testing.memory_app import MemoryApplication
+from p2pstore.testing.memory_vdrive import MemoryVdrive
 from p2pstore.testing.storage_grid import StorageGrid
-from p2pstore.vdrive.backend import VdriveBackend
 from p2pstore.vdrive.testing import local_vdrive
-from p2pstore.web.backend import ApiBackend
-from p2pstore.web.errors import BackendError, BadRequest, Conflict, NotFound, VdriveUnavailable
-from p2pstore.web.memory_backend import MemoryBackend
-from p2pstore.web.memory_vdrive import MemoryVdrive
-from p2pstore.web.vpath import parse_vpath as P
+from p2pstore.web.errors import http_status
 from quic_transport.identity import NodeId
 
 PARAMS = EncodingParams.create(3, 10, 64 * 1024)
 
 
-def _grid_backend() -> GridBackend:
+def _grid_backend() -> GridApplication:
     """The node's grid backend over an in-process grid of 10 real storage servers."""
     root = Path(tempfile.mkdtemp(prefix="p2pstore-contract-"))
     grid = StorageGrid(root / "servers", 10)
     owner = NodeId(bytes(range(20)))
-    backend = GridBackend(
+    backend = GridApplication(
         static_peers(grid.servers),
         lambda gs: gs.client(owner),
         convergence_secret=os.urandom(32),
@@ -56,19 +57,19 @@ def _cleanup(grid: StorageGrid, root: Path) -> None:
 
 
 FILE_BACKENDS: dict[str, Callable[[], Any]] = {
-    "memory": lambda: MemoryBackend(params=PARAMS),
+    "memory": lambda: MemoryApplication(params=PARAMS),
     "grid": _grid_backend,
 }
 VDRIVE_BACKENDS: dict[str, Callable[[], Any]] = {
     "memory-vdrive": MemoryVdrive,
-    "memory-backend+vdrive": lambda: MemoryBackend(params=PARAMS, vdrive=MemoryVdrive()),
-    "p2pstore-vdrive": lambda: VdriveBackend(local_vdrive()),
+    "memory-backend+vdrive": lambda: MemoryApplication(params=PARAMS, vdrive=MemoryVdrive()),
+    "p2pstore-vdrive": lambda: VdriveApplication(local_vdrive()),
 }
 
 
 @pytest.fixture(params=sorted(FILE_BACKENDS))
-def backend(request: pytest.FixtureRequest) -> ApiBackend:
-    made: ApiBackend = FILE_BACKENDS[request.param]()
+def backend(request: pytest.FixtureRequest) -> Application:
+    made: Application = FILE_BACKENDS[request.param]()
     return made
 
 
@@ -88,7 +89,7 @@ async def read_all(it: AsyncIterator[bytes]) -> bytes:
 
 # -- files ------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["convergent", "random"])
-async def test_upload_download_ranges(backend: ApiBackend, mode: Any) -> None:
+async def test_upload_download_ranges(backend: Application, mode: Any) -> None:
     data = os.urandom(300_001)
     seen: list[int] = []
     result = await backend.upload(chunks(data), size_hint=None, mode=mode, progress=seen.append)
@@ -101,22 +102,22 @@ async def test_upload_download_ranges(backend: ApiBackend, mode: Any) -> None:
     assert (again.cap == result.cap) == (mode == "convergent")
 
 
-async def test_literal(backend: ApiBackend) -> None:
+async def test_literal(backend: Application) -> None:
     result = await backend.upload(chunks(b"short"), size_hint=5, mode="convergent")
     assert result.cap == LiteralCap(b"short")
     assert await read_all(await backend.download(result.cap, 1, 3)) == b"hor"
 
 
-async def test_unknown_file_fails_before_streaming(backend: ApiBackend) -> None:
+async def test_unknown_file_fails_before_streaming(backend: Application) -> None:
     cap = ReadCap(3, 10, 1000, bytes(32), bytes(32))
-    with pytest.raises(BackendError) as e:
+    with pytest.raises(AppError) as e:
         await backend.download(cap, 0, 1000)
-    assert e.value.http_status in (404, 503)
+    assert http_status(e.value) in (404, 503)
     report = await backend.check(cap, verify=False, repair=False)
     assert not report.recoverable and report.shares_good == 0
 
 
-async def test_check_info_status_peers(backend: ApiBackend) -> None:
+async def test_check_info_status_peers(backend: Application) -> None:
     data = os.urandom(100_000)
     cap = (await backend.upload(chunks(data), size_hint=None, mode="random")).cap
     assert isinstance(cap, ReadCap)
@@ -130,7 +131,7 @@ async def test_check_info_status_peers(backend: ApiBackend) -> None:
     assert isinstance(await backend.peers(), list)
 
 
-async def test_failed_upload_raises(backend: ApiBackend) -> None:
+async def test_failed_upload_raises(backend: Application) -> None:
     async def broken() -> AsyncIterator[bytes]:
         yield os.urandom(200_000)
         raise BadRequest("client went away", code="upload-aborted")
@@ -140,10 +141,10 @@ async def test_failed_upload_raises(backend: ApiBackend) -> None:
 
 
 async def test_no_vdrive_is_unavailable() -> None:
-    b = MemoryBackend(params=PARAMS)
+    b = MemoryApplication(params=PARAMS)
     with pytest.raises(VdriveUnavailable) as e:
         await b.vdrive_list(P("/"))
-    assert e.value.http_status == 503 and e.value.code == "vdrive-unavailable"
+    assert http_status(e.value) == 503 and e.value.code == "vdrive-unavailable"
 
 
 # -- virtual drive ----------------------------------------------------------------
@@ -213,7 +214,7 @@ async def test_vdrive_failures_change_nothing(
     op: str,
     args: list[Any],
     kwargs: dict[str, Any],
-    error: type[BackendError],
+    error: type[AppError],
     code: str,
 ) -> None:
     await vd.vdrive_mkdir(P("/d/e"), parents=True, expected_sequence=None)

@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pstore.immutable import EncodingParams
-from p2pstore.web.memory_backend import MemoryBackend
-from p2pstore.web.memory_vdrive import MemoryVdrive
+from p2pstore.testing.memory_app import MemoryApplication
+from p2pstore.testing.memory_vdrive import MemoryVdrive
 from p2pstore.web.server import ApiServer
 
 TOKEN = "fuzz"
@@ -29,7 +29,7 @@ def port() -> Iterator[int]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    backend = MemoryBackend(params=EncodingParams.create(3, 10, 4096), vdrive=MemoryVdrive())
+    backend = MemoryApplication(params=EncodingParams.create(3, 10, 4096), vdrive=MemoryVdrive())
     server = ApiServer(backend, TOKEN)
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
     yield server.port

@@ -18,7 +18,7 @@ from p2pstore.node.address import HostPort
 from p2pstore.node.nodedir import CreateOptions, NodeDir, create_node_dir
 from p2pstore.node.runner import EXIT_CONFIG, EXIT_OK, NodeRunner
 from p2pstore.node.service import NodeContext, ServiceStatus
-from p2pstore.web.memory_backend import MemoryBackend
+from p2pstore.testing.memory_app import MemoryApplication
 
 
 class ApiService:
@@ -32,8 +32,8 @@ class ApiService:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
 
-    def api_backend(self) -> MemoryBackend:
-        return MemoryBackend()
+    def api_backend(self) -> MemoryApplication:
+        return MemoryApplication()
 
     async def close(self) -> None:
         self.closed = True

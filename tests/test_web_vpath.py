@@ -1,4 +1,4 @@
-"""Virtual-drive path parsing (p2pstore.web.vpath)."""
+"""Virtual-drive path parsing (p2pstore.app.vpath)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2pstore.web.vpath import MAX_DEPTH, BadPath, VPath, parse_vpath
+from p2pstore.app.vpath import MAX_DEPTH, BadPath, VPath, parse_vpath
 
 
 @pytest.mark.parametrize(

@@ -24,9 +24,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from p2pstore.web.app import TRANSFERS, ApiLimits, create_app, runner_kwargs
+from p2pstore.app.vpath import parse_vpath
+from p2pstore.web.context import TRANSFERS, ApiLimits
+from p2pstore.web.http_app import create_app, runner_kwargs
 from p2pstore.web.ui import UI_STATE, add_ui_routes
-from p2pstore.web.vpath import parse_vpath
 
 from .cdp_browser import Browser, find_chromium
 from .webui_helpers import TOKEN, make_backend

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pstore.web.memory_backend import MemoryBackend
+from p2pstore.testing.memory_app import MemoryApplication
 
 from .test_cli_client import node, run
 
@@ -28,7 +28,7 @@ def _get(url: str) -> http.client.HTTPResponse:
 
 
 def test_web_url_prints_a_one_time_login_link(
-    node: tuple[Path, MemoryBackend], capsys: pytest.CaptureFixture[str]
+    node: tuple[Path, MemoryApplication], capsys: pytest.CaptureFixture[str]
 ) -> None:
     root, _ = node
     rc, out, err = run(capsys, "web-url", "--node", root)

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from p2pstore.web.app import ApiLimits, create_app, runner_kwargs
-from p2pstore.web.memory_backend import MemoryBackend
+from p2pstore.testing.memory_app import MemoryApplication
+from p2pstore.web.context import ApiLimits
+from p2pstore.web.http_app import create_app, runner_kwargs
 from p2pstore.web.server import ApiServer
 from p2pstore.web.ui import make_ui
 
@@ -39,7 +40,7 @@ class Clock:
 
 
 async def _client(
-    backend: MemoryBackend, clock: Clock | None = None, limits: ApiLimits | None = None
+    backend: MemoryApplication, clock: Clock | None = None, limits: ApiLimits | None = None
 ) -> TestClient[Any, Any]:
     limits = limits or ApiLimits()
     ui = make_ui(clock=clock or Clock(), wall=lambda: NOW + 5)  # uptime: started_at = NOW - 3725
@@ -51,13 +52,13 @@ async def _client(
 
 
 @pytest.fixture(params=["memory", "p2pstore-vdrive"])
-async def backend(request: pytest.FixtureRequest) -> MemoryBackend:
+async def backend(request: pytest.FixtureRequest) -> MemoryApplication:
     """Every page and form against the memory vdrive and the real vdrive package."""
     return make_backend(vdrive=request.param)
 
 
 @pytest.fixture
-async def client(backend: MemoryBackend) -> AsyncIterator[TestClient[Any, Any]]:
+async def client(backend: MemoryApplication) -> AsyncIterator[TestClient[Any, Any]]:
     c = await _client(backend)
     yield c
     await c.close()
@@ -89,7 +90,7 @@ async def test_pages_need_login(client: TestClient[Any, Any]) -> None:
     assert r.status == 401  # tickets need the API token
 
 
-async def test_ticket_login_is_one_time_and_expires(backend: MemoryBackend) -> None:
+async def test_ticket_login_is_one_time_and_expires(backend: MemoryApplication) -> None:
     clock = Clock()
     c = await _client(backend, clock)
     try:
@@ -190,7 +191,7 @@ async def test_front_page_with_a_backend_that_reports_little() -> None:
 
 # -- drive pages and forms -----------------------------------------------------------
 async def test_upload_list_download_with_types_and_range(
-    client: TestClient[Any, Any], backend: MemoryBackend
+    client: TestClient[Any, Any], backend: MemoryApplication
 ) -> None:
     csrf = await login(client)
     data = os.urandom(300_000)
@@ -249,7 +250,7 @@ async def test_stored_html_is_never_rendered(client: TestClient[Any, Any]) -> No
 
 
 async def test_upload_refused_without_csrf_or_from_another_site(
-    client: TestClient[Any, Any], backend: MemoryBackend
+    client: TestClient[Any, Any], backend: MemoryApplication
 ) -> None:
     csrf = await login(client)
     files = [("a.bin", os.urandom(100_000))]
@@ -436,7 +437,7 @@ async def test_error_pages_and_odd_paths(client: TestClient[Any, Any]) -> None:
     assert r.status == 404 and (await r.json())["error"]["code"] == "not-found"
 
 
-async def test_api_server_serves_the_ui_by_default(backend: MemoryBackend) -> None:
+async def test_api_server_serves_the_ui_by_default(backend: MemoryApplication) -> None:
     server = ApiServer(backend, TOKEN, port=0)
     await server.start()
     try:

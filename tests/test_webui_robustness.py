@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from p2pstore.web.app import ApiLimits
-from p2pstore.web.memory_backend import MemoryBackend
+from p2pstore.testing.memory_app import MemoryApplication
+from p2pstore.web.context import ApiLimits
 
 from .test_webui_pages import _client, backend, client
 from .webui_helpers import login
@@ -32,7 +32,7 @@ def _streamed_form(csrf: str, name: str, body: AsyncIterator[bytes]) -> Any:
 
 
 async def test_upload_streams_and_shows_progress(
-    client: TestClient[Any, Any], backend: MemoryBackend
+    client: TestClient[Any, Any], backend: MemoryApplication
 ) -> None:
     """The file part reaches the backend while the browser is still sending: the
     front page's JSON lists the upload, by name, with bytes done."""
@@ -71,7 +71,7 @@ async def test_upload_streams_and_shows_progress(
     assert done["name"] == "slow.bin" and done["size"] == 300_000 and done["status"] == "done"
 
 
-async def test_stalled_upload_fails_and_stores_nothing(backend: MemoryBackend) -> None:
+async def test_stalled_upload_fails_and_stores_nothing(backend: MemoryApplication) -> None:
     import asyncio
 
     c = await _client(backend, limits=ApiLimits(idle_timeout=0.3))

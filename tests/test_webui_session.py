@@ -7,11 +7,11 @@ import urllib.parse
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2pstore.app.vpath import parse_vpath
 from p2pstore.web.ui.front import front_page
 from p2pstore.web.ui.html import dir_url, entry_url, esc, file_url, fmt_bytes, safe_next
 from p2pstore.web.ui.pages import guess_type, inline_type
 from p2pstore.web.ui.session import SessionStore, same_origin
-from p2pstore.web.vpath import parse_vpath
 
 from .webui_helpers import NOW, grid_service_status
 

@@ -10,12 +10,12 @@ from typing import Any
 import aiohttp
 from aiohttp.test_utils import TestClient
 
+from p2pstore.app.contract import PeerInfo
+from p2pstore.app.drive import VdriveApplication
 from p2pstore.immutable import EncodingParams
-from p2pstore.vdrive.backend import VdriveBackend
+from p2pstore.testing.memory_app import MemoryApplication
+from p2pstore.testing.memory_vdrive import MemoryVdrive
 from p2pstore.vdrive.testing import local_vdrive
-from p2pstore.web.backend import PeerInfo
-from p2pstore.web.memory_backend import MemoryBackend
-from p2pstore.web.memory_vdrive import MemoryVdrive
 
 TOKEN = "web-ui-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -101,11 +101,11 @@ def grid_service_status() -> dict[str, Any]:
     }
 
 
-def make_backend(*, full: bool = True, vdrive: str = "memory") -> MemoryBackend:
+def make_backend(*, full: bool = True, vdrive: str = "memory") -> MemoryApplication:
     """Files in memory; the drives either in memory or the real vdrive package
     (``p2pstore.vdrive``: signed records and directory objects, all local)."""
-    drives: Any = MemoryVdrive() if vdrive == "memory" else VdriveBackend(local_vdrive())
-    return MemoryBackend(
+    drives: Any = MemoryVdrive() if vdrive == "memory" else VdriveApplication(local_vdrive())
+    return MemoryApplication(
         params=PARAMS,
         vdrive=drives,
         node_info=full_status if full else None,

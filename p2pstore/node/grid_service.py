@@ -6,7 +6,7 @@ with the node key, starts the storage service on ``DIR/storage`` when ``[storage
 enabled`` (quota, reserved space and lease duration from the config; bulk
 ``storage.write_stream`` registered too), registers the DHT and starts joining in a
 background task; ``api_backend()`` gives the HTTP API a
-:class:`~p2pstore.node.grid_backend.GridBackend` whose ``find_peers`` is a DHT lookup
+:class:`~p2pstore.app.grid.GridApplication` whose ``find_peers`` is a DHT lookup
 filtered to storage peers (:mod:`p2pstore.node.storage_peers`) and whose
 ``storage_for`` is a QUIC storage client (this node's own server directly).
 
@@ -82,6 +82,8 @@ from typing import Any, Protocol
 from dht import Announcement, Contact, DhtConfig, DhtNode, LoopClock
 from dht.quic_adapter import dht_transport
 from p2pstore import __version__
+from p2pstore.app.contract import PeerInfo
+from p2pstore.app.grid import GridApplication, VdriveComponent
 from p2pstore.grid import Health, HealthConfig
 from p2pstore.grid.quality import PeerQuality
 from p2pstore.grid.upload import UploadResult
@@ -92,13 +94,11 @@ from p2pstore.nat.portmap import PortMapper
 from p2pstore.nat.relay import RelayService
 from p2pstore.storage import LocalStorageClient, StorageAPI, StorageConfig, StorageService
 from p2pstore.storage.bulk import QuicStorageClient, register_storage_streams
-from p2pstore.web.backend import PeerInfo
 from quic_transport import Endpoint, LocalError, PeerAddress, RpcError, addrclass, open_endpoint
 from quic_transport.identity import NodeId
 
 from .advertise import advertised_address
 from .bootstrap import Seed
-from .grid_backend import GridBackend, VdriveComponent
 from .join import JoinReport, contact_any, join_candidates
 from .leases import LeaseBook, LeaseRenewer, RenewerConfig
 from .limits import dht_config, limits_status, slower, transport_config
@@ -181,7 +181,7 @@ class GridService:
         self.endpoint: Endpoint | None = None
         self.dht: DhtNode | None = None
         self.storage: StorageService | None = None
-        self.backend: GridBackend | None = None
+        self.backend: GridApplication | None = None
         self.vdrive: VdriveComponent | None = None
         self.nat: NatManager | None = None
         self.storage_peers = StoragePeers(self._probe_storage)
@@ -524,12 +524,12 @@ class GridService:
         via = self.nat.storage_endpoint(peer.node_id) if self.nat is not None else None
         return QuicStorageClient(via or self.endpoint, peer, timeout=30.0, stream_timeout=30.0)
 
-    def api_backend(self) -> GridBackend:
+    def api_backend(self) -> GridApplication:
         """The HTTP API's backend (created once, after ``start()``)."""
         if self.backend is None:
             cfg = self.context.config.client
             params = EncodingParams.create(cfg.shares_needed, cfg.shares_total)
-            self.backend = GridBackend(
+            self.backend = GridApplication(
                 self.find_peers,
                 self.storage_for,
                 convergence_secret=self.context.convergence_secret,

@@ -236,7 +236,7 @@ def create_node_dir(root: Path, options: CreateOptions) -> tuple[NodeDir, NodeKe
             # An introducer serves the shared drive by default (docs/vdrive.md): its
             # own list names its key and the drive's read secret, so `bootstrap show`
             # prints everything a newcomer needs.
-            from p2pstore.vdrive.node import SHARED_SECRET_FILE, load_or_create_secret
+            from p2pstore.node.vdrive_wiring import SHARED_SECRET_FILE, load_or_create_secret
 
             secret = load_or_create_secret(nd.private_dir / SHARED_SECRET_FILE)
             bootstrap = replace(bootstrap, vdrive=VdriveKey(key.public_key, "vdrive", secret))

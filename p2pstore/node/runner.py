@@ -129,7 +129,7 @@ class NodeRunner:
         self.root = root
         if service_factory is None:
             # The network stack loads only to run.
-            from p2pstore.vdrive.node import grid_vdrive_factory
+            from p2pstore.node.vdrive_wiring import grid_vdrive_factory
 
             from .grid_service import grid_service_factory
 
@@ -322,7 +322,7 @@ class NodeRunner:
         if not callable(provider):
             log.info("the node service provides no API backend: no HTTP API")
             return EXIT_OK
-        from p2pstore.web.app import BOOTSTRAP
+        from p2pstore.web.context import BOOTSTRAP
         from p2pstore.web.server import ApiServer
 
         server = ApiServer(provider(), p.api_token, port=p.config.node.web_port)

@@ -39,7 +39,7 @@ from .known_peers import KnownPeers
 from .nodedir import NodeDir
 
 if TYPE_CHECKING:
-    from p2pstore.web.backend import ApiBackend
+    from p2pstore.app.contract import Application
 
 
 class ServiceStatus(TypedDict):
@@ -78,7 +78,7 @@ class NodeService(Protocol):
 class ApiBackendProvider(Protocol):
     """A service that the local HTTP API can serve (called once, after ``start()``)."""
 
-    def api_backend(self) -> ApiBackend: ...
+    def api_backend(self) -> Application: ...
 
 
 ServiceFactory = Callable[[NodeContext], NodeService]

@@ -17,7 +17,7 @@ Invariants:
 - a directory never ends up inside itself (rename into a descendant is refused).
 
 The error semantics are those of docs/http-api.md ("vdrive"), shared with
-``p2pstore.web.memory_vdrive``.
+``p2pstore.testing.memory_vdrive``.
 """
 
 from __future__ import annotations

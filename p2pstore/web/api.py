@@ -30,30 +30,33 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import web
 
-from p2pstore.immutable import CapError, LiteralCap, ReadCap, VerifyCap, parse_cap
-from quic_transport.identity import b32encode
-
-from .app import API_PREFIX, BACKEND, BOOTSTRAP, LIMITS, TRANSFERS, token_required
-from .backend import (
+from p2pstore.app.contract import (
     UPLOAD_MODES,
-    ApiBackend,
+    Application,
     CheckReport,
     DirEntry,
     UploadMode,
     UploadResult,
 )
-from .errors import (
-    BackendError,
+from p2pstore.app.errors import (
+    AppError,
     BadRequest,
     Conflict,
     NotFound,
-    RangeNotSatisfiable,
     TooLarge,
     Unavailable,
 )
+from p2pstore.app.vpath import VPath, parse_vpath
+from p2pstore.immutable import CapError, LiteralCap, ReadCap, VerifyCap, parse_cap
+from quic_transport.identity import b32encode
+
+from .context import API_PREFIX, BACKEND, BOOTSTRAP, LIMITS, TRANSFERS, token_required
+from .errors import (
+    RangeNotSatisfiable,
+    RequestTimeout,
+)
 from .ranges import Partial, Unsatisfiable, Whole, select_range
 from .transfers import Transfer
-from .vpath import VPath, parse_vpath
 
 log = logging.getLogger(__name__)
 API_VERSION: Final = 1
@@ -206,10 +209,9 @@ async def _body_chunks(request: web.Request, transfer: Transfer) -> AsyncIterato
             async with asyncio.timeout(limits.idle_timeout):
                 chunk = await request.content.readany()
         except TimeoutError:
-            raise BadRequest(
+            raise RequestTimeout(
                 f"the upload stalled (no data for {limits.idle_timeout:g} s)",
                 code="upload-timeout",
-                http_status=408,
             ) from None
         except (aiohttp.ClientError, ConnectionError, aiohttp.http_exceptions.HttpProcessingError):
             raise BadRequest("the upload was interrupted", code="upload-aborted") from None
@@ -309,7 +311,7 @@ async def _stream(
             transfer.done = sent
             chunk = await anext(chunks, None) if sent < length else None
         if sent != length:
-            raise BackendError(f"the backend ended after {sent} of {length} bytes")
+            raise AppError(f"the backend ended after {sent} of {length} bytes")
         await resp.write_eof()
         return resp
     except (ConnectionError, aiohttp.ClientConnectionResetError):
@@ -456,7 +458,7 @@ async def vd_put(request: web.Request) -> web.Response:
         seq = await backend.vdrive_link(
             path, result.cap, replace=replace, expected_sequence=expected
         )
-    except BackendError as e:  # the upload stands: give its cap back so it is not lost
+    except AppError as e:  # the upload stands: give its cap back so it is not lost
         e.details["uploaded_cap"] = result.cap.to_string()
         raise
     doc = _upload_json(result)
@@ -492,7 +494,7 @@ async def vd_link(request: web.Request) -> web.Response:
 
 
 async def check_upload_target(
-    backend: ApiBackend, path: VPath, replace: bool, replace_hint: str
+    backend: Application, path: VPath, replace: bool, replace_hint: str
 ) -> None:
     """Refuse an upload to ``path`` before any byte is stored: the parent must be a
     directory, and an existing name must be a file the caller asked to replace."""

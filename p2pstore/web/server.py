@@ -15,8 +15,10 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from .app import ApiLimits, create_app, runner_kwargs
-from .backend import ApiBackend
+from p2pstore.app.contract import Application
+
+from .context import ApiLimits
+from .http_app import create_app, runner_kwargs
 from .ui import add_ui_routes
 
 log = logging.getLogger(__name__)
@@ -25,7 +27,7 @@ log = logging.getLogger(__name__)
 class ApiServer:
     def __init__(
         self,
-        backend: ApiBackend,
+        backend: Application,
         token: str,
         *,
         host: str = "127.0.0.1",

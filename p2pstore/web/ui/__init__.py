@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from ..app import API_PREFIX
+from ..context import API_PREFIX
 from .auth import UI_STATE, UiState, html
 from .html import PAGE_CSP
 from .ops import add_op_routes
@@ -71,4 +71,4 @@ def make_ui(
 
 
 add_ui_routes = make_ui()
-"""The default ``ui=`` hook for :func:`p2pstore.web.app.create_app`."""
+"""The default ``ui=`` hook for :func:`p2pstore.web.http_app.create_app`."""

@@ -25,8 +25,17 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import web
 
-from ..app import BACKEND, TOKEN, check_token, error_response
-from ..errors import BackendError, BadRequest, Forbidden, Unauthorized
+from p2pstore.app.errors import (
+    AppError,
+    BadRequest,
+    Forbidden,
+)
+
+from ..context import BACKEND, TOKEN, check_token, error_response
+from ..errors import (
+    Unauthorized,
+    http_status,
+)
 from .html import PAGE_CSP, esc, login_url, page
 from .pages import error_page
 from .session import Session, SessionStore, same_origin
@@ -172,7 +181,7 @@ UiHandler = Callable[[web.Request, Auth], Awaitable[web.StreamResponse]]
 
 def ui_route(handler: UiHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """Wrap a UI handler: authenticate (else 401 JSON / redirect to the login page),
-    and turn :class:`BackendError` into an HTML error page or the API's JSON error."""
+    and turn :class:`AppError` into an HTML error page or the API's JSON error."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         auth: Auth | None = None
@@ -197,18 +206,18 @@ def ui_route(handler: UiHandler) -> Callable[[web.Request], Awaitable[web.Stream
                 nick = (await request.app[BACKEND].status()).get("nickname")
                 state.nickname = nick if isinstance(nick, str) else None
             return await handler(request, auth)
-        except BackendError as e:
+        except AppError as e:
             if wants_json(request) or request.method == "HEAD":
                 return error_response(e)
             uploaded = e.details.get("uploaded_cap")
             return html(
                 request,
-                _error_title(e.http_status),
+                _error_title(http_status(e)),
                 error_page(
                     e.message, e.code, uploaded_cap=uploaded if isinstance(uploaded, str) else None
                 ),
                 auth=auth,
-                status=e.http_status,
+                status=http_status(e),
             )
 
     wrapped.__name__ = handler.__name__

@@ -20,9 +20,8 @@ from collections.abc import Iterable
 from typing import Final
 
 from p2pstore import __version__
+from p2pstore.app.vpath import VPath
 from p2pstore.base.progress import human_bytes
-
-from ..vpath import VPath
 
 PAGE_CSP: Final = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

@@ -29,11 +29,20 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import BodyPartReader, web
 
+from p2pstore.app.errors import (
+    AppError,
+    BadRequest,
+    Forbidden,
+    TooLarge,
+)
+from p2pstore.app.vpath import VPath, check_name, parse_vpath
+
 from ..api import _mode, _read_cap, _upload_json, check_upload_target
-from ..app import BACKEND, LIMITS, TRANSFERS
-from ..errors import BackendError, BadRequest, Forbidden, TooLarge
+from ..context import BACKEND, LIMITS, TRANSFERS
+from ..errors import (
+    RequestTimeout,
+)
 from ..transfers import Transfer
-from ..vpath import VPath, check_name, parse_vpath
 from . import pages
 from .auth import (
     Auth,
@@ -191,10 +200,9 @@ async def _part_chunks(
             async with asyncio.timeout(limits.idle_timeout):
                 chunk = await part.read_chunk(CHUNK)
         except TimeoutError:
-            raise BadRequest(
+            raise RequestTimeout(
                 f"the upload stalled (no data for {limits.idle_timeout:g} s)",
                 code="upload-timeout",
-                http_status=408,
             ) from None
         except (aiohttp.ClientError, ConnectionError, *_MALFORMED):
             raise BadRequest("the upload was interrupted", code="upload-aborted") from None
@@ -229,7 +237,7 @@ async def _upload_part(
         transfer.size = result.size
     try:
         seq = await backend.vdrive_link(target, result.cap, replace=replace, expected_sequence=None)
-    except BackendError as e:
+    except AppError as e:
         e.details["uploaded_cap"] = result.cap.to_string()
         raise
     doc = _upload_json(result)

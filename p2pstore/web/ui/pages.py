@@ -10,7 +10,8 @@ import mimetypes
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ..vpath import VPath
+from p2pstore.app.vpath import VPath
+
 from .html import (
     DASH,
     csrf_field,

@@ -19,6 +19,9 @@ from typing import Any
 
 from aiohttp import web
 
+from p2pstore.app.contract import CheckReport, DirEntry
+from p2pstore.app.errors import Conflict, NotFound
+from p2pstore.app.vpath import DRIVES, VPath, parse_vpath
 from p2pstore.immutable import LiteralCap
 
 from ..api import (
@@ -29,10 +32,7 @@ from ..api import (
     _read_cap,
     serve_cap,
 )
-from ..app import API_PREFIX, BACKEND, TRANSFERS
-from ..backend import CheckReport, DirEntry
-from ..errors import Conflict, NotFound
-from ..vpath import DRIVES, VPath, parse_vpath
+from ..context import API_PREFIX, BACKEND, TRANSFERS
 from . import pages
 from .auth import (
     UI_STATE,

@@ -1,15 +1,15 @@
 """The contract between the HTTP API and whatever does the work behind it.
 
 The API layer (``api.py``) parses and checks requests (caps, ranges, paths,
-tokens) and turns results into JSON; an :class:`ApiBackend` does the work. Two
-implementations: :class:`~p2pstore.web.memory_backend.MemoryBackend` (real
+tokens) and turns results into JSON; an :class:`Application` does the work. Two
+implementations: :class:`~p2pstore.testing.memory_app.MemoryApplication` (real
 encoding and verification, shares held in memory — tests, and the stand-in node
 service) and, in production, the grid backend that node assembly provides
 (upload/download/check through ``p2pstore.grid``, vdrive through the vdrive
 package).
 
 Contract every backend keeps:
-- Failures are :class:`~p2pstore.web.errors.BackendError` subclasses (the code and
+- Failures are :class:`~p2pstore.app.errors.AppError` subclasses (the code and
   HTTP status the client sees); any other exception becomes ``500 internal-error``.
 - ``upload`` consumes ``chunks`` as it goes (never reads the whole body first)
   and stores nothing if the iterator raises (the client went away) or the call is
@@ -20,10 +20,10 @@ Contract every backend keeps:
   (an error while iterating aborts the response, and the client sees a short body).
 - Caps passed in are already parsed and valid; ranges are already within the
   file (``0 <= offset``, ``offset + length <= cap.size``).
-- vdrive calls raise :class:`~p2pstore.web.errors.VdriveUnavailable` while the
+- vdrive calls raise :class:`~p2pstore.app.errors.VdriveUnavailable` while the
   node has no virtual drive. ``expected_sequence`` (when not None) makes a write
   conditional: if the drive's current sequence number differs, raise
-  :class:`~p2pstore.web.errors.Conflict` with code ``sequence-mismatch`` and
+  :class:`~p2pstore.app.errors.Conflict` with code ``sequence-mismatch`` and
   change nothing. Every successful write returns the drive's new sequence number.
 """
 
@@ -110,7 +110,7 @@ class DirListing:
 
 
 class VdriveOps(Protocol):
-    """The ``vdrive_*`` half of :class:`ApiBackend`: what a vdrive component provides
+    """The ``vdrive_*`` half of :class:`Application`: what a vdrive component provides
     (``p2pstore.vdrive``'s backend, or the in-memory ``MemoryVdrive``)."""
 
     async def vdrive_list(self, path: VPath) -> DirListing: ...
@@ -139,7 +139,7 @@ class VdriveOps(Protocol):
         ...
 
 
-class ApiBackend(VdriveOps, Protocol):
+class Application(VdriveOps, Protocol):
     """What the HTTP API needs from the node. See the module docstring."""
 
     async def upload(

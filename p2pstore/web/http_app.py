@@ -1,9 +1,9 @@
 """The aiohttp :class:`~aiohttp.web.Application` of a node's local HTTP API.
 
 :func:`create_app` wires a backend and the API token into an application:
-JSON routes under ``/api/v1/`` (``api.py``), ``/`` left to the web UI (issue 9:
-it adds its own routes with ``app.router`` and reads :data:`BACKEND` /
-:data:`TOKEN` / :data:`LIMITS` from the app).
+JSON routes under ``/api/v1/`` (``api.py``), ``/`` left to the web UI (it adds
+its own routes with ``app.router`` and reads the keys of :mod:`.context`
+from the app).
 
 Invariants (docs/http-api.md, "Security"):
 - every request whose Host header does not name a loopback host (``127.0.0.1``,
@@ -23,80 +23,46 @@ Invariants (docs/http-api.md, "Security"):
 
 from __future__ import annotations
 
-import hmac
 import logging
-from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from collections.abc import Callable, Collection
+from typing import Any
 
 from aiohttp import web
 
-from .backend import ApiBackend
-from .errors import (
-    BackendError,
+from p2pstore.app.contract import Application
+from p2pstore.app.errors import (
+    AppError,
     Forbidden,
     InternalError,
-    MethodNotAllowed,
     NotFound,
-    RangeNotSatisfiable,
-    Unauthorized,
+    TooLarge,
+)
+
+from . import api
+from .context import (
+    _NEEDS_TOKEN,
+    ALLOWED_HOSTS,
+    API_PREFIX,
+    BACKEND,
+    BOOTSTRAP,
+    LIMITS,
+    LOOPBACK_HOSTS,
+    SAFE_METHODS,
+    TOKEN,
+    TRANSFERS,
+    ApiLimits,
+    BootstrapInfo,
+    Handler,
+    check_token,
+    error_response,
+)
+from .errors import (
+    HttpStatusError,
+    MethodNotAllowed,
 )
 from .transfers import Transfers
 
 log = logging.getLogger(__name__)
-
-API_PREFIX: Final = "/api/v1"
-LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
-SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-@dataclass(frozen=True, slots=True)
-class ApiLimits:
-    """Bounds on what one request may cost the node."""
-
-    max_json_bytes: int = 64 * 1024
-    max_upload_bytes: int | None = None  # None: the backend's own limits apply
-    idle_timeout: float = 60.0  # longest pause in an upload body
-    keepalive_timeout: float = 75.0
-    max_line_size: int = 8190  # request line and each header line
-    max_field_size: int = 8190
-    max_headers: int = 64
-    shutdown_timeout: float = 5.0
-
-
-BACKEND: Final = web.AppKey("p2pstore_backend", ApiBackend)
-TOKEN: Final = web.AppKey("p2pstore_token", str)
-LIMITS: Final = web.AppKey("p2pstore_limits", ApiLimits)
-ALLOWED_HOSTS: Final = web.AppKey("p2pstore_allowed_hosts", frozenset)
-TRANSFERS: Final = web.AppKey("p2pstore_transfers", Transfers)
-# Optional: what GET /api/v1/bootstrap answers (the runner provides it from the node dir).
-BootstrapInfo = Callable[[], Mapping[str, Any]]
-BOOTSTRAP: Final = web.AppKey[BootstrapInfo]("p2pstore_bootstrap")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_NEEDS_TOKEN: Final = "_p2pstore_needs_token"
-
-
-def token_required(handler: Handler) -> Handler:
-    """Mark a GET handler as needing the API token (non-GET handlers always do)."""
-    setattr(handler, _NEEDS_TOKEN, True)
-    return handler
-
-
-def check_token(request: web.Request) -> None:
-    """Raise 401/403 unless the request carries the node's API token."""
-    header = request.headers.get("Authorization")
-    if header is None:
-        raise Unauthorized(
-            "this call needs the node's API token: send 'Authorization: Bearer <token>' "
-            "(the token is in the node directory, private/api.token)"
-        )
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not given.strip():
-        raise Unauthorized("the Authorization header must be 'Bearer <token>'")
-    expected = request.app[TOKEN].encode()
-    if not hmac.compare_digest(given.strip().encode("utf-8", "replace"), expected):
-        raise Forbidden("the API token is wrong (see private/api.token in the node directory)")
 
 
 def _host_name(host: str) -> str:
@@ -110,15 +76,6 @@ def _safe_path(path: str) -> str:
     parts = ["<cap>" if "p2ps:" in p else p for p in path.split("/")]
     text = "/".join(parts)
     return text if len(text) <= 100 else text[:100] + "..."
-
-
-def error_response(e: BackendError) -> web.Response:
-    resp = web.json_response(e.to_json(), status=e.http_status)
-    if isinstance(e, RangeNotSatisfiable):
-        resp.headers["Content-Range"] = f"bytes */{e.size}"
-    if e.http_status == 401:
-        resp.headers["WWW-Authenticate"] = 'Bearer realm="p2pstore"'
-    return resp
 
 
 @web.middleware
@@ -138,7 +95,7 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         ):
             check_token(request)
         return await handler(request)
-    except BackendError as e:
+    except AppError as e:
         return error_response(e)
     except web.HTTPException as e:
         if not is_api or e.status < 400:
@@ -153,13 +110,11 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             )
         if e.status == 413:
             return error_response(
-                BackendError(
-                    f"request body too large (at most {request.app[LIMITS].max_json_bytes} bytes)",
-                    code="too-large",
-                    http_status=413,
+                TooLarge(
+                    f"request body too large (at most {request.app[LIMITS].max_json_bytes} bytes)"
                 )
             )
-        return error_response(BackendError(e.reason, code="http-error", http_status=e.status))
+        return error_response(HttpStatusError(e.reason, code="http-error", status=e.status))
     except Exception:
         log.exception("internal error handling %s %s", request.method, request.match_info.route)
         return error_response(InternalError("internal error (see the node's log)"))
@@ -172,7 +127,7 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 
 
 def create_app(
-    backend: ApiBackend,
+    backend: Application,
     token: str,
     *,
     limits: ApiLimits | None = None,
@@ -183,8 +138,6 @@ def create_app(
     """The application: API routes under ``/api/v1/``; ``/`` and everything outside
     ``/api/`` belong to the web UI, which ``ui(app)`` registers (without it, ``/``
     answers a one-line placeholder)."""
-    from . import api  # handlers import this module's keys
-
     if not token:
         raise ValueError("the API token must not be empty")
     limits = limits or ApiLimits()

@@ -1,4 +1,4 @@
-"""``python -m p2pstore.web``: a development API server on 127.0.0.1 with the
+"""``python -m p2pstore.testing.dev_server``: a development API server on 127.0.0.1 with the
 in-memory backend and an in-memory vdrive, for working on the shell and the web UI
 without a grid. Prints the URL, the token and a one-time web-UI login link,
 serves until Ctrl-C. Nothing is persistent; this is not how nodes serve the API
@@ -13,14 +13,15 @@ import contextlib
 import secrets
 import sys
 
-from .memory_backend import MemoryBackend
+from p2pstore.web.server import ApiServer
+from p2pstore.web.ui import UI_STATE
+
+from .memory_app import MemoryApplication
 from .memory_vdrive import MemoryVdrive
-from .server import ApiServer
-from .ui import UI_STATE
 
 
 async def _serve(port: int, token: str, vdrive: bool) -> None:
-    backend = MemoryBackend(vdrive=MemoryVdrive() if vdrive else None)
+    backend = MemoryApplication(vdrive=MemoryVdrive() if vdrive else None)
     server = ApiServer(backend, token, port=port)
     await server.start()
     print(f"p2pstore dev API (memory backend) at {server.url}", flush=True)
@@ -34,7 +35,7 @@ async def _serve(port: int, token: str, vdrive: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m p2pstore.web", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m p2pstore.testing.dev_server", description=__doc__)
     p.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: any)")
     p.add_argument("--token", help="API token (default: a random one, printed)")
     p.add_argument("--no-vdrive", action="store_true", help="answer vdrive-unavailable")

@@ -1,6 +1,6 @@
 """An in-memory virtual drive (shared + private namespaces) for tests and demos.
 
-It implements the vdrive half of :class:`~p2pstore.web.backend.ApiBackend` with the
+It implements the vdrive half of :class:`~p2pstore.app.contract.Application` with the
 semantics the real vdrive must keep (docs/http-api.md, "Virtual drive"), so the
 routes and CLI commands are tested for real. It is NOT the grid's vdrive: nothing
 is signed, published or persisted, and it is lost when the process exits.
@@ -19,11 +19,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from p2pstore.app.contract import DirEntry, DirListing
+from p2pstore.app.errors import BadRequest, Conflict, NotFound
+from p2pstore.app.vpath import Drive, VPath
 from p2pstore.immutable import LiteralCap, ReadCap
-
-from .backend import DirEntry, DirListing
-from .errors import BadRequest, Conflict, NotFound
-from .vpath import Drive, VPath
 
 
 @dataclass
@@ -95,7 +94,7 @@ class MemoryVdrive:
         d.sequence += 1
         return d.sequence
 
-    # -- the vdrive half of ApiBackend --------------------------------------
+    # -- the vdrive half of Application --------------------------------------
     async def vdrive_list(self, path: VPath) -> DirListing:
         node = self._dir(path)
         entries = tuple(_entry(n, c) for n, c in sorted(node.children.items()))

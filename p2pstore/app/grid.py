@@ -1,4 +1,4 @@
-"""The local HTTP API's backend on the real grid (``p2pstore.web.backend.ApiBackend``).
+"""The local HTTP API's backend on the real grid (``p2pstore.app.contract.Application``).
 
 Uploads go through :class:`p2pstore.grid.Uploader`, downloads through
 :class:`p2pstore.grid.Downloader`, check/verify/repair through
@@ -14,14 +14,14 @@ Invariants:
   the body through the encoder in one pass and hold only a few segments.
 - An upload that fails, is cancelled, or whose body iterator raises leaves no
   complete share behind (the grid's sender aborts its uploads on every peer).
-- Every grid failure becomes a :class:`~p2pstore.web.errors.BackendError` with a
+- Every grid failure becomes a :class:`~p2pstore.app.errors.AppError` with a
   secret-free message: no shares found -> ``404 file-not-found``; fewer than k ->
   ``503 unrecoverable``; an upload that could not reach ``happy`` peers ->
   ``503 unavailable`` (code ``not-enough-peers``).
 - :meth:`close` refuses new work (``503 unavailable``) and cancels operations
   still running, then waits for them: open uploads fail cleanly.
 - vdrive calls go to an optional vdrive component (:class:`VdriveComponent`, the
-  ``vdrive_*`` half of ``ApiBackend``); without one they raise
+  ``vdrive_*`` half of ``Application``); without one they raise
   ``VdriveUnavailable``.
 """
 
@@ -37,6 +37,24 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from p2pstore.app.contract import (
+    CheckReport,
+    DelegateVdrive,
+    PeerInfo,
+    ProgressFn,
+    UploadMode,
+    UploadResult,
+    VdriveOps,
+)
+from p2pstore.app.errors import (
+    AppError,
+    BadRequest,
+    GridError,
+    InsufficientStorage,
+    NotFound,
+    Unavailable,
+    Unrecoverable,
+)
 from p2pstore.grid import (
     DownloadConfig,
     Downloader,
@@ -60,24 +78,6 @@ from p2pstore.immutable import (
     ReadCap,
     VerifyCap,
 )
-from p2pstore.web.backend import (
-    CheckReport,
-    DelegateVdrive,
-    PeerInfo,
-    ProgressFn,
-    UploadMode,
-    UploadResult,
-    VdriveOps,
-)
-from p2pstore.web.errors import (
-    BackendError,
-    BadRequest,
-    GridError,
-    InsufficientStorage,
-    NotFound,
-    Unavailable,
-    Unrecoverable,
-)
 from quic_transport.identity import b32encode
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ DEFAULT_SPOOL_RESERVE = 64 << 20
 VdriveComponent = VdriveOps
 
 
-def _download_error(e: DownloadError) -> BackendError:
+def _download_error(e: DownloadError) -> AppError:
     if e.found == 0 and not e.bad:
         return NotFound("no shares of this file were found", code="file-not-found")
     return Unrecoverable(f"the file cannot be recovered: {e}"[:2000])
@@ -100,7 +100,7 @@ def _b32(peer: Any) -> str:
     return node_id.b32 if node_id is not None else str(peer)
 
 
-class GridBackend(DelegateVdrive):
+class GridApplication(DelegateVdrive):
     """See the module docstring. ``node_info`` and ``peer_source`` are the hosting
     service's status fields and peer list."""
 
@@ -146,7 +146,7 @@ class GridBackend(DelegateVdrive):
         self.uploads_failed = 0
 
     def __repr__(self) -> str:
-        return f"GridBackend(params={self.params.k}-of-{self.params.n}, happy={self.happy})"
+        return f"GridApplication(params={self.params.k}-of-{self.params.n}, happy={self.happy})"
 
     # -- lifecycle -----------------------------------------------------------------
     @contextlib.asynccontextmanager

@@ -1,10 +1,10 @@
-"""A real, working :class:`~p2pstore.web.backend.ApiBackend` that keeps shares in memory.
+"""A real, working :class:`~p2pstore.app.contract.Application` that keeps shares in memory.
 
 Files are encrypted and erasure-coded with the real :mod:`p2pstore.immutable`
 encoder into N shares held in a dict; downloads, checks and repairs read them back
 through the real verifier (``read_plaintext``, ``check_shares``,
 ``regenerate_shares``), so the API and CLI are exercised end to end against true
-caps. Used by tests and by the development server (``python -m p2pstore.web``)
+caps. Used by tests and by the development server (``python -m p2pstore.testing.dev_server``)
 for the shell and web-UI work.
 Production nodes use the grid backend: nothing here is persistent or networked.
 
@@ -16,7 +16,7 @@ Invariants:
   is cancelled, nothing changes;
 - CPU work (encoding, decoding, verifying) runs in worker threads, never on the
   event loop;
-- test helpers :meth:`MemoryBackend.corrupt_share` / :meth:`delete_share` damage
+- test helpers :meth:`MemoryApplication.corrupt_share` / :meth:`delete_share` damage
   stored shares so check/verify/repair are tested for real.
 """
 
@@ -29,6 +29,22 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
+from p2pstore.app.contract import (
+    CheckReport,
+    DelegateVdrive,
+    PeerInfo,
+    ProgressFn,
+    UploadMode,
+    UploadResult,
+)
+from p2pstore.app.errors import (
+    AppError,
+    BadRequest,
+    GridError,
+    InsufficientStorage,
+    NotFound,
+    Unrecoverable,
+)
 from p2pstore.immutable import (
     HEADER_SIZE,
     CapError,
@@ -51,22 +67,6 @@ from p2pstore.immutable import (
 )
 from p2pstore.immutable.encoder import ShareTrailer
 
-from .backend import (
-    CheckReport,
-    DelegateVdrive,
-    PeerInfo,
-    ProgressFn,
-    UploadMode,
-    UploadResult,
-)
-from .errors import (
-    BackendError,
-    BadRequest,
-    GridError,
-    InsufficientStorage,
-    NotFound,
-    Unrecoverable,
-)
 from .memory_vdrive import MemoryVdrive
 
 BATCH = 1 << 20  # plaintext handed to the encoder per worker-thread call
@@ -111,7 +111,7 @@ class _ShareBuilder:
         return {i: bytes(s) for i, s in enumerate(self.shares)}
 
 
-def _map_immutable(e: ImmutableError) -> BackendError:
+def _map_immutable(e: ImmutableError) -> AppError:
     if isinstance(e, NotEnoughSharesError):
         return Unrecoverable(f"the file cannot be recovered: {e}")
     if isinstance(e, CapError):
@@ -128,7 +128,7 @@ def _next_or_end(it: Iterator[bytes]) -> bytes | object:
     return next(it, _END)
 
 
-class MemoryBackend(DelegateVdrive):
+class MemoryApplication(DelegateVdrive):
     """See the module docstring. ``node_info``/``peer_source`` let a hosting service
     add its own status fields and peer list."""
 
@@ -152,7 +152,7 @@ class MemoryBackend(DelegateVdrive):
         self._lock = asyncio.Lock()  # serializes commits and repairs
 
     def __repr__(self) -> str:
-        return f"MemoryBackend(files={len(self._files)}, bytes={self.bytes_used})"
+        return f"MemoryApplication(files={len(self._files)}, bytes={self.bytes_used})"
 
     @property
     def bytes_used(self) -> int:

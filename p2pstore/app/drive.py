@@ -1,9 +1,9 @@
-"""The vdrive half of the HTTP API's backend (``p2pstore.web.backend.ApiBackend``)
+"""The vdrive half of the HTTP API's backend (``p2pstore.app.contract.Application``)
 on top of a :class:`~.drive.Vdrive`: path translation, entry shaping and the mapping
 of vdrive error codes onto the API's errors (docs/http-api.md).
 
-Use it as a mixin (``class GridBackend(VdriveBackendMixin, ...)`` with a ``vdrive``
-attribute) or alone (:class:`VdriveBackend`). With ``vdrive`` None every call is
+Use it as a mixin (``class GridApplication(VdriveOperations, ...)`` with a ``vdrive``
+attribute) or alone (:class:`VdriveApplication`). With ``vdrive`` None every call is
 ``503 vdrive-unavailable``, like ``DelegateVdrive`` without a component.
 """
 
@@ -12,10 +12,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from p2pstore.immutable import CapError, LiteralCap, ReadCap
-from p2pstore.web.backend import DirEntry, DirListing
-from p2pstore.web.errors import (
-    BackendError,
+from p2pstore.app.contract import DirEntry, DirListing
+from p2pstore.app.errors import (
+    AppError,
     BadRequest,
     Conflict,
     Forbidden,
@@ -24,12 +23,12 @@ from p2pstore.web.errors import (
     TooLarge,
     VdriveUnavailable,
 )
-from p2pstore.web.vpath import VPath
-
-from .dirnode import DirCap, Entry, normalize_name, parse_dircap
-from .drive import Drive, Vdrive
-from .errors import VdriveError
-from .ops import Link, Mkdir, Op, Path, Rename, Unlink
+from p2pstore.app.vpath import VPath
+from p2pstore.immutable import CapError, LiteralCap, ReadCap
+from p2pstore.vdrive.dirnode import DirCap, Entry, normalize_name, parse_dircap
+from p2pstore.vdrive.drive import Drive, Vdrive
+from p2pstore.vdrive.errors import VdriveError
+from p2pstore.vdrive.ops import Link, Mkdir, Op, Path, Rename, Unlink
 
 T = TypeVar("T")
 
@@ -43,7 +42,7 @@ _CONFLICTS = {
 _BAD = {"bad-path", "bad-request", "cross-drive"}
 
 
-def to_backend_error(e: VdriveError) -> BackendError:
+def to_app_error(e: VdriveError) -> AppError:
     if e.code == "not-found":
         return NotFound(e.message, details=e.details)
     if e.code in _CONFLICTS:
@@ -65,14 +64,14 @@ async def _guard(aw: Awaitable[T]) -> T:
     try:
         return await aw
     except VdriveError as e:
-        raise to_backend_error(e) from None
+        raise to_app_error(e) from None
 
 
 def _parts(path: VPath) -> Path:
     try:
         return tuple(normalize_name(p) for p in path.parts)
     except VdriveError as e:
-        raise to_backend_error(e) from None
+        raise to_app_error(e) from None
 
 
 def dir_entry(name: str, e: Entry) -> DirEntry:
@@ -82,7 +81,7 @@ def dir_entry(name: str, e: Entry) -> DirEntry:
     return DirEntry(name, e.kind, e.size, cap, verify, e.mtime)
 
 
-class VdriveBackendMixin:
+class VdriveOperations:
     vdrive: Vdrive | None
 
     def _drive(self, label: str) -> Drive:
@@ -91,7 +90,7 @@ class VdriveBackendMixin:
         try:
             return self.vdrive.drive(label)
         except VdriveError as e:
-            raise to_backend_error(e) from None
+            raise to_app_error(e) from None
 
     async def vdrive_list(self, path: VPath) -> DirListing:
         drive = self._drive(path.drive)
@@ -159,8 +158,8 @@ class VdriveBackendMixin:
         return await self._change(src, lambda p: Rename(p, d, replace), expected_sequence)
 
 
-class VdriveBackend(VdriveBackendMixin):
-    """Just the vdrive methods (combine with a file backend for a full ApiBackend)."""
+class VdriveApplication(VdriveOperations):
+    """Just the vdrive methods (combine with a file backend for a full Application)."""
 
     def __init__(self, vdrive: Vdrive | None) -> None:
         self.vdrive = vdrive

@@ -5,7 +5,7 @@ node and calling ``vdrive.apply`` on it). This is the hook node assembly uses:
     nv = build_from_context(ctx, dht=dht_node, store=GridObjectStore(up, down, secret),
                             call=VdriveNodeCaller(...))
     nv.register(endpoint)          # serves vdrive.apply if this node is the vdrive node
-    backend.vdrive = nv.vdrive     # VdriveBackendMixin
+    backend.vdrive = nv.vdrive     # VdriveOperations
 
 Files (docs/vdrive.md "Node files"): ``private/vdrive-shared.secret`` (the shared
 drive's read secret, on the vdrive node only), ``private/vdrive-private.secret``,
@@ -25,17 +25,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from p2pstore.app.drive import VdriveOperations
 from p2pstore.node.bootstrap import VdriveKey
 from p2pstore.node.secret_files import create_secret_file, read_secret_file
+from p2pstore.vdrive.drive import Drive, DriveReader, LocalWriter, Vdrive
+from p2pstore.vdrive.errors import VdriveLocalError
+from p2pstore.vdrive.objects import CachingStore, GridObjectStore, ObjectStore
+from p2pstore.vdrive.record import (
+    PRIVATE_NAME,
+    SECRET_BYTES,
+    SHARED_NAME,
+    SeenStore,
+    new_read_secret,
+)
+from p2pstore.vdrive.rpc import METHOD, RemoteWriter, register_vdrive_rpc
+from p2pstore.vdrive.writer import DriveWriter, RecordPublisher, WritePolicy
 from quic_transport.identity import IdentityError, NodeId, NodeKey, b32decode, b32encode
-
-from .backend import VdriveBackendMixin
-from .drive import Drive, DriveReader, LocalWriter, Vdrive
-from .errors import VdriveLocalError
-from .objects import CachingStore, GridObjectStore, ObjectStore
-from .record import PRIVATE_NAME, SECRET_BYTES, SHARED_NAME, SeenStore, new_read_secret
-from .rpc import METHOD, RemoteWriter, register_vdrive_rpc
-from .writer import DriveWriter, RecordPublisher, WritePolicy
 
 SECRET_PREFIX = "p2pstore-vdrive-secret-v1:"
 SHARED_SECRET_FILE = "vdrive-shared.secret"
@@ -236,8 +241,8 @@ def build_from_context(
     )
 
 
-class NodeVdriveBackend(VdriveBackendMixin):
-    """The component node assembly plugs into ``GridBackend.vdrive`` (the vdrive half
+class NodeVdriveBackend(VdriveOperations):
+    """The component node assembly plugs into ``GridApplication.vdrive`` (the vdrive half
     of the API backend), with the :class:`NodeVdrive` it serves.
 
     :meth:`start` runs one background task (ended by :meth:`close`): load the heads
