@@ -4,7 +4,7 @@
 These are library calls for the CLI, shell and web UI. Verification and regeneration
 reuse the format's synchronous reference driver (``p2pstore.immutable.reader``),
 run in a worker thread whose share reads are bridged back to the event loop
-(:class:`_LoopShareSource`), so the checking logic exists once.
+(:class:`~.regenerate.LoopShareSource`), so the checking logic exists once.
 
 Invariants:
 - Nothing here needs the read key: a verify cap (or a read cap, reduced to one) is
@@ -21,30 +21,24 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Generic
 
 from p2pstore.immutable import (
-    EncodedSegment,
     ReadCap,
-    RemoteError,
-    ShareTrailer,
     VerifyCap,
     check_shares,
-    regenerate_shares,
 )
-from p2pstore.immutable.errors import ImmutableError
-from p2pstore.storage import StorageAPI
 from quic_transport.identity import NodeId
 
 from .errors import GridLocalError, RepairError
 from .peers import FindPeers, P, StorageFor, describe
 from .placement import PeerKey, SharePlacer, happiness, rank_peers
 from .quality import QualitySource
-from .sender import SendConfig, ShareSender
+from .regenerate import LoopShareSource, list_existing, replace_shares
+from .sender import SendConfig
 from .tasks import bounded
-from .upload import list_existing
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,49 +111,6 @@ def _verify_cap(cap: ReadCap | VerifyCap) -> VerifyCap:
     raise GridLocalError("health operations need a read or verify cap of a coded file")
 
 
-class _LoopShareSource:
-    """A synchronous ``ShareSource`` for a worker thread, reading through StorageAPIs
-    on the event loop (reads split at ``max_read``, each bounded by ``timeout``)."""
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        si: bytes,
-        apis: Mapping[int, StorageAPI],
-        *,
-        max_read: int,
-        timeout: float,
-    ) -> None:
-        self.loop, self.si, self.apis = loop, si, dict(apis)
-        self.max_read, self.timeout = max_read, timeout
-
-    async def _read(self, api: StorageAPI, share: int, offset: int, length: int) -> bytes:
-        parts = []
-        pos, end = offset, offset + length
-        while pos < end:
-            want = min(self.max_read, end - pos)
-            data = await bounded(api.read(self.si, share, pos, want), self.timeout)
-            parts.append(data)
-            if len(data) < want:
-                break
-            pos += want
-        return b"".join(parts)
-
-    def read(self, share_number: int, offset: int, length: int) -> bytes:
-        api = self.apis.get(share_number)
-        if api is None:
-            raise RemoteError(f"share {share_number} is not available")
-        fut = asyncio.run_coroutine_threadsafe(
-            self._read(api, share_number, offset, length), self.loop
-        )
-        try:
-            return fut.result()
-        except ImmutableError:
-            raise
-        except Exception as e:
-            raise RemoteError(describe(e)) from None
-
-
 class Health(Generic[P]):
     def __init__(
         self,
@@ -227,7 +178,7 @@ class Health(Generic[P]):
         for r in range(rounds):
             assignment = {s: ps[r] if r < len(ps) else ps[0] for s, ps in existing.items()}
             apis = {s: self.storage_for(peers[p]) for s, p in assignment.items()}
-            src = _LoopShareSource(
+            src = LoopShareSource(
                 loop,
                 vc.storage_index,
                 apis,
@@ -294,78 +245,3 @@ class Health(Generic[P]):
         failed = {s: placer.reasons.get(s, "not placed") for s in missing if s not in placer.placed}
         h = placer.happiness()
         return RepairResult(before, repaired, failed, h, not failed and h >= happy)
-
-
-_END = object()
-
-
-async def replace_shares(
-    cap: VerifyCap,
-    placer: SharePlacer,
-    peers: Mapping[PeerKey, P],
-    storage_for: StorageFor[P],
-    config: SendConfig,
-    *,
-    rounds: int = 3,
-) -> None:
-    """Regenerate the placer's unplaced shares from its placed ones and send each to
-    the peer the placer picks (with fallback). Updates ``placer`` in place; shares
-    that could not be placed stay unplaced with a reason. A share whose new peer
-    vanished mid-stream is regenerated again for the next peer, in up to ``rounds``
-    passes, as long as a pass places something (docs/grid.md, "Peers that vanish")."""
-    for _ in range(max(1, rounds)):
-        if not placer.unplaced():
-            return
-        if not await _replace_once(cap, placer, peers, storage_for, config):
-            return  # no peer left to try, or the sources cannot be read
-
-
-async def _replace_once(
-    cap: VerifyCap,
-    placer: SharePlacer,
-    peers: Mapping[PeerKey, P],
-    storage_for: StorageFor[P],
-    config: SendConfig,
-) -> bool:
-    """One regeneration pass; False when there was nothing to try or the sources
-    failed (another pass would not do better)."""
-    loop = asyncio.get_running_loop()
-    targets = [s for s in placer.unplaced() if placer.assign(s) is not None]
-    if not targets:
-        return False
-    apis = {s: storage_for(peers[p]) for s, p in placer.placed.items()}
-    src = _LoopShareSource(
-        loop, cap.storage_index, apis, max_read=config.max_write, timeout=config.op_timeout
-    )
-    gen: Iterator[EncodedSegment | tuple[ShareTrailer, ...]] = regenerate_shares(
-        cap, src, sorted(apis)
-    )
-    sender: ShareSender[P] = ShareSender(
-        cap.storage_index, placer, peers, storage_for, alloc_size=None, config=config
-    )
-    sender.start(targets)
-    try:
-        while True:
-            try:
-                item = await asyncio.to_thread(next, gen, _END)
-            except ImmutableError as e:
-                await sender.aclose()
-                for s in targets:
-                    if s in placer.pending:
-                        placer.failed(
-                            s,
-                            placer.pending[s],
-                            f"cannot regenerate: {e}",
-                            exclude_peer=False,
-                            reassign=False,
-                        )
-                return False
-            if item is _END:
-                return True
-            if isinstance(item, EncodedSegment):
-                await sender.send(item)
-            else:
-                assert isinstance(item, tuple)
-                await sender.finish(item)
-    finally:
-        await sender.aclose()

@@ -17,7 +17,7 @@ Invariants:
 - The upload succeeds only when happiness (docs/grid.md) reaches ``happy``;
   otherwise :class:`UploadError` reports exactly what was placed where and why every
   other share failed. Shares whose peer failed mid-stream are re-placed by
-  regeneration from the placed shares (``health.replace_shares``) while untried
+  regeneration from the placed shares (``regenerate.replace_shares``) while untried
   peers remain.
 - ``on_uploaded`` (optional) is called with every successful :class:`UploadResult`,
   re-uploads of already-stored files included, after the upload completed; an
@@ -57,6 +57,7 @@ from .errors import GridLocalError, UploadError
 from .peers import FindPeers, P, Progress, StorageFor, describe
 from .placement import PeerKey, SharePlacer, rank_peers
 from .quality import QualitySource
+from .regenerate import list_existing, replace_shares
 from .sender import Regenerate, SendConfig, ShareSender
 from .tasks import bounded
 
@@ -225,34 +226,37 @@ class Uploader(Generic[P]):
                 # re-encode it with the same key (docs/grid.md, "Peers that vanish")
                 await self._reencode_lost(job, cap, enc, fed, result.trailers)
             if self.config.replace_lost and job.placer.unplaced():
-                from .health import replace_shares  # health builds on this module's pieces
-
-                lost = sorted(job.placer.unplaced())
-                log.info(
-                    "upload %s: re-placing share(s) %s lost mid-stream (%s)",
-                    cap.verify_cap().storage_index.hex()[:16],
-                    lost,
-                    "; ".join(f"{s}: {job.placer.reasons.get(s, '?')}" for s in lost),
-                )
-                t0 = loop.time()
-                await replace_shares(
-                    cap.verify_cap(),
-                    job.placer,
-                    job.peers,
-                    self.storage_for,
-                    self.config.send,
-                )
-                log.info(
-                    "upload: re-placement took %.1f s; still unplaced: %s",
-                    loop.time() - t0,
-                    sorted(job.placer.unplaced()) or "none",
-                )
+                await self._replace_lost(job, cap)
             if progress is not None:
                 progress(fed, fed)
             return self._uploaded(job.result(cap, fed, happy))
         finally:
             if job is not None:
                 await job.sender.aclose()
+
+    async def _replace_lost(self, job: _Job[P], cap: ReadCap) -> None:
+        """Regenerate the shares lost mid-stream and place them on the next peers."""
+        loop = asyncio.get_running_loop()
+        lost = sorted(job.placer.unplaced())
+        log.info(
+            "upload %s: re-placing share(s) %s lost mid-stream (%s)",
+            cap.verify_cap().storage_index.hex()[:16],
+            lost,
+            "; ".join(f"{s}: {job.placer.reasons.get(s, '?')}" for s in lost),
+        )
+        t0 = loop.time()
+        await replace_shares(
+            cap.verify_cap(),
+            job.placer,
+            job.peers,
+            self.storage_for,
+            self.config.send,
+        )
+        log.info(
+            "upload: re-placement took %.1f s; still unplaced: %s",
+            loop.time() - t0,
+            sorted(job.placer.unplaced()) or "none",
+        )
 
     async def _reencode_lost(
         self,
@@ -395,35 +399,6 @@ def _regenerator(
             yield block
 
     return regenerate
-
-
-async def list_existing(
-    si: bytes,
-    peers: dict[PeerKey, P],
-    storage_for: StorageFor[P],
-    timeout: float,  # noqa: ASYNC109 (a bound per peer, the calls run concurrently)
-) -> tuple[dict[int, list[PeerKey]], dict[PeerKey, str]]:
-    """Ask every peer which shares of ``si`` it holds, concurrently.
-
-    Returns ``({share: [peers holding it, nearest-answering order]}, {peer: why it
-    failed to answer})``."""
-
-    async def ask(key: PeerKey) -> dict[int, int]:
-        return await bounded(storage_for(peers[key]).list_shares(si), timeout)
-
-    keys = list(peers)
-    answers = await asyncio.gather(*(ask(k) for k in keys), return_exceptions=True)
-    existing: dict[int, list[PeerKey]] = {}
-    dead: dict[PeerKey, str] = {}
-    for key, ans in zip(keys, answers, strict=True):
-        if isinstance(ans, BaseException):
-            if not isinstance(ans, Exception):
-                raise ans
-            dead[key] = describe(ans)
-            continue
-        for share in ans:
-            existing.setdefault(share, []).append(key)
-    return existing, dead
 
 
 @dataclass

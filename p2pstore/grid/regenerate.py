@@ -1,0 +1,176 @@
+"""Finding a file's shares on its peers and regenerating the missing ones.
+
+:func:`list_existing` asks peers which shares of a storage index they hold;
+:func:`replace_shares` rebuilds a placer's unplaced shares from its placed ones
+(through :class:`LoopShareSource`, the worker-thread view of remote shares) and
+sends each to the peer the placer picks. Upload (for shares lost mid-upload) and
+repair (for shares lost later) both use it (docs/grid.md, "Peers that vanish",
+"Repair").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Mapping
+
+from p2pstore.immutable import (
+    EncodedSegment,
+    RemoteError,
+    ShareTrailer,
+    VerifyCap,
+    regenerate_shares,
+)
+from p2pstore.immutable.errors import ImmutableError
+from p2pstore.storage import StorageAPI
+
+from .peers import P, StorageFor, describe
+from .placement import PeerKey, SharePlacer
+from .sender import SendConfig, ShareSender
+from .tasks import bounded
+
+
+async def list_existing(
+    si: bytes,
+    peers: dict[PeerKey, P],
+    storage_for: StorageFor[P],
+    timeout: float,  # noqa: ASYNC109 (a bound per peer, the calls run concurrently)
+) -> tuple[dict[int, list[PeerKey]], dict[PeerKey, str]]:
+    """Ask every peer which shares of ``si`` it holds, concurrently.
+
+    Returns ``({share: [peers holding it, nearest-answering order]}, {peer: why it
+    failed to answer})``."""
+
+    async def ask(key: PeerKey) -> dict[int, int]:
+        return await bounded(storage_for(peers[key]).list_shares(si), timeout)
+
+    keys = list(peers)
+    answers = await asyncio.gather(*(ask(k) for k in keys), return_exceptions=True)
+    existing: dict[int, list[PeerKey]] = {}
+    dead: dict[PeerKey, str] = {}
+    for key, ans in zip(keys, answers, strict=True):
+        if isinstance(ans, BaseException):
+            if not isinstance(ans, Exception):
+                raise ans
+            dead[key] = describe(ans)
+            continue
+        for share in ans:
+            existing.setdefault(share, []).append(key)
+    return existing, dead
+
+
+class LoopShareSource:
+    """A synchronous ``ShareSource`` for a worker thread, reading through StorageAPIs
+    on the event loop (reads split at ``max_read``, each bounded by ``timeout``)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        si: bytes,
+        apis: Mapping[int, StorageAPI],
+        *,
+        max_read: int,
+        timeout: float,
+    ) -> None:
+        self.loop, self.si, self.apis = loop, si, dict(apis)
+        self.max_read, self.timeout = max_read, timeout
+
+    async def _read(self, api: StorageAPI, share: int, offset: int, length: int) -> bytes:
+        parts = []
+        pos, end = offset, offset + length
+        while pos < end:
+            want = min(self.max_read, end - pos)
+            data = await bounded(api.read(self.si, share, pos, want), self.timeout)
+            parts.append(data)
+            if len(data) < want:
+                break
+            pos += want
+        return b"".join(parts)
+
+    def read(self, share_number: int, offset: int, length: int) -> bytes:
+        api = self.apis.get(share_number)
+        if api is None:
+            raise RemoteError(f"share {share_number} is not available")
+        fut = asyncio.run_coroutine_threadsafe(
+            self._read(api, share_number, offset, length), self.loop
+        )
+        try:
+            return fut.result()
+        except ImmutableError:
+            raise
+        except Exception as e:
+            raise RemoteError(describe(e)) from None
+
+
+_END = object()
+
+
+async def replace_shares(
+    cap: VerifyCap,
+    placer: SharePlacer,
+    peers: Mapping[PeerKey, P],
+    storage_for: StorageFor[P],
+    config: SendConfig,
+    *,
+    rounds: int = 3,
+) -> None:
+    """Regenerate the placer's unplaced shares from its placed ones and send each to
+    the peer the placer picks (with fallback). Updates ``placer`` in place; shares
+    that could not be placed stay unplaced with a reason. A share whose new peer
+    vanished mid-stream is regenerated again for the next peer, in up to ``rounds``
+    passes, as long as a pass places something (docs/grid.md, "Peers that vanish")."""
+    for _ in range(max(1, rounds)):
+        if not placer.unplaced():
+            return
+        if not await _replace_once(cap, placer, peers, storage_for, config):
+            return  # no peer left to try, or the sources cannot be read
+
+
+async def _replace_once(
+    cap: VerifyCap,
+    placer: SharePlacer,
+    peers: Mapping[PeerKey, P],
+    storage_for: StorageFor[P],
+    config: SendConfig,
+) -> bool:
+    """One regeneration pass; False when there was nothing to try or the sources
+    failed (another pass would not do better)."""
+    loop = asyncio.get_running_loop()
+    targets = [s for s in placer.unplaced() if placer.assign(s) is not None]
+    if not targets:
+        return False
+    apis = {s: storage_for(peers[p]) for s, p in placer.placed.items()}
+    src = LoopShareSource(
+        loop, cap.storage_index, apis, max_read=config.max_write, timeout=config.op_timeout
+    )
+    gen: Iterator[EncodedSegment | tuple[ShareTrailer, ...]] = regenerate_shares(
+        cap, src, sorted(apis)
+    )
+    sender: ShareSender[P] = ShareSender(
+        cap.storage_index, placer, peers, storage_for, alloc_size=None, config=config
+    )
+    sender.start(targets)
+    try:
+        while True:
+            try:
+                item = await asyncio.to_thread(next, gen, _END)
+            except ImmutableError as e:
+                await sender.aclose()
+                for s in targets:
+                    if s in placer.pending:
+                        placer.failed(
+                            s,
+                            placer.pending[s],
+                            f"cannot regenerate: {e}",
+                            exclude_peer=False,
+                            reassign=False,
+                        )
+                return False
+            if item is _END:
+                return True
+            if isinstance(item, EncodedSegment):
+                await sender.send(item)
+            else:
+                assert isinstance(item, tuple)
+                await sender.finish(item)
+    finally:
+        await sender.aclose()
