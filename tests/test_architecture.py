@@ -126,9 +126,7 @@ def _where(imp: Import) -> str:
 
 def test_every_product_module_has_a_layer() -> None:
     homeless = [
-        m
-        for m in MODULES
-        if _owner(m) is None and m not in FREE and not m.startswith(TESTING)
+        m for m in MODULES if _owner(m) is None and m not in FREE and not m.startswith(TESTING)
     ]
     assert not homeless, "add to LAYERS (and docs/architecture.md): " + ", ".join(homeless)
 

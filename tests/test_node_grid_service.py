@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from p2pstore.app.errors import AppError
+from p2pstore.grid.storage_peers import Role, StoragePeers
 from p2pstore.immutable import ReadCap
 from p2pstore.node.address import HostPort
 from p2pstore.node.bootstrap import BootstrapList, Seed
@@ -23,7 +24,6 @@ from p2pstore.node.known_peers import KnownPeers
 from p2pstore.node.nodedir import CreateOptions, create_node_dir
 from p2pstore.node.runner import prepare
 from p2pstore.node.service import NodeContext
-from p2pstore.node.storage_peers import Role, StoragePeers
 from p2pstore.web.errors import http_status
 from quic_transport.identity import NodeId
 

@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 
 from p2pstore.app.vpath import parse_vpath
 from p2pstore.grid import Health, HealthConfig, SendConfig, UploadConfig, Uploader
+from p2pstore.grid.lease_renewal import LeaseBook, LeaseRenewer, RenewerConfig
 from p2pstore.grid.peers import static_peers
 from p2pstore.grid.upload import UploadResult, bytes_source
 from p2pstore.immutable import EncodingParams, LiteralCap, ReadCap, VerifyCap, parse_cap
 from p2pstore.node.config import ConfigError, config_from_dict
 from p2pstore.node.grid_service import GridService
-from p2pstore.node.leases import LeaseBook, LeaseRenewer, RenewerConfig
 from p2pstore.node.vdrive_wiring import grid_vdrive_factory
 from p2pstore.storage import StorageAPI
 from p2pstore.testing.storage_grid import GridServer, StorageGrid

@@ -9,7 +9,7 @@ import pytest
 from dht.contact import Contact
 from dht.errors import PeerRejected, PeerTimeout, PeerUnreachable
 from dht.transport import Handler
-from p2pstore.node.uptime import ObservingTransport, UptimeTracker
+from p2pstore.grid.uptime import ObservingTransport, UptimeTracker
 from quic_transport.identity import NodeId
 
 A, B = NodeId(b"a" * 20), NodeId(b"b" * 20)

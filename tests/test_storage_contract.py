@@ -5,7 +5,7 @@ registry and a CBOR round trip (RpcStorageClient), proving the two equivalent.""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +28,7 @@ from p2pstore.storage import (
     StorageError,
     StorageServer,
     TooLarge,
-    read_stream,
     register_storage_rpc,
-    write_stream,
 )
 from p2pstore.testing.fake_rpc import FakeRegistry, FakeRpcError
 from p2pstore.testing.storage_grid import FakeClock
@@ -141,28 +139,6 @@ async def test_out_of_order_streamed_writes(env: Env) -> None:
     await a.write(SI, 1, 0, b"h" * 100)  # header last
     assert (await a.close_share(SI, 1)).size == 1050
     assert await a.read(SI, 1, 0, 1050) == b"h" * 100 + b"b" * 900 + b"c" * 50
-
-
-async def test_write_stream_helper(env: Env) -> None:
-    a = env.api(ALICE)
-
-    async def chunks() -> AsyncIterator[bytes]:
-        for i in range(7):
-            yield bytes([i]) * 700
-
-    await a.allocate(SI, 2)
-    end = await write_stream(a, SI, 2, 0, chunks(), max_write=1000)
-    assert end == 4900
-    await a.close_share(SI, 2)
-    want = b"".join(bytes([i]) * 700 for i in range(7))
-    pieces = [p async for p in read_stream(a, SI, 2, 0, None, max_read=2000)]
-    assert [len(p) for p in pieces] == [2000, 2000, 900]
-    assert b"".join(pieces) == want
-    pieces = [p async for p in read_stream(a, SI, 2, 100, 4000, max_read=2000)]
-    assert [len(p) for p in pieces] == [2000, 2000] and b"".join(pieces) == want[100:4100]
-    pieces = [p async for p in read_stream(a, SI, 2, 0, None, max_read=1225)]
-    assert [len(p) for p in pieces] == [1225] * 4 and b"".join(pieces) == want
-    assert [p async for p in read_stream(a, SI, 2, 9000, 10, max_read=2000)] == []
 
 
 async def test_close_with_holes_refused_then_completed(env: Env) -> None:

@@ -4,15 +4,16 @@ back verified, and check, verify and repair them (docs/grid.md).
 Modules: ``errors`` (exceptions), ``peers`` (the injected lookup and storage
 factory), ``placement`` (sans-I/O share placement and happiness), ``sender``
 (streams shares to peers with fallback), ``upload``, ``download``, ``health``,
-``tasks`` (timeouts, cancellation), ``client`` (:class:`GridClient`, all of it in
-one object, and its QUIC/DHT wiring).
+``regenerate`` (finding and regenerating shares), ``tasks`` (timeouts,
+cancellation), ``lease_renewal`` (keeping this node's uploads alive),
+``storage_peers`` (which peers serve storage), ``uptime`` (observed peer uptime).
+The application layer (:mod:`p2pstore.app.grid`) composes them for the front ends.
 
 Every entry point takes two injected dependencies, so the same code runs on the
 in-process test grid and on real QUIC: ``find_peers(storage_index, count)`` (a DHT
 lookup, or :func:`static_peers`) and ``storage_for(peer) -> StorageAPI``.
 """
 
-from .client import GridClient
 from .download import DownloadConfig, Downloader
 from .errors import (
     DownloadError,
@@ -51,7 +52,6 @@ __all__ = [
     "DownloadError",
     "Downloader",
     "FindPeers",
-    "GridClient",
     "GridError",
     "GridLocalError",
     "GridRemoteError",

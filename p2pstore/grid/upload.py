@@ -22,7 +22,7 @@ Invariants:
 - ``on_uploaded`` (optional) is called with every successful :class:`UploadResult`,
   re-uploads of already-stored files included, after the upload completed; an
   error it raises is logged and never fails the upload (the node uses it to track
-  the files whose leases it renews: :mod:`p2pstore.node.leases`).
+  the files whose leases it renews: :mod:`p2pstore.grid.lease_renewal`).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ enabled`` (quota, reserved space and lease duration from the config; bulk
 ``storage.write_stream`` registered too), registers the DHT and starts joining in a
 background task; ``api_backend()`` gives the HTTP API a
 :class:`~p2pstore.app.grid.GridApplication` whose ``find_peers`` is a DHT lookup
-filtered to storage peers (:mod:`p2pstore.node.storage_peers`) and whose
+filtered to storage peers (:mod:`p2pstore.grid.storage_peers`) and whose
 ``storage_for`` is a QUIC storage client (this node's own server directly).
 
 Joining (docs/node.md, "Joining and rejoining"): candidates are the bootstrap seeds
@@ -29,8 +29,8 @@ Invariants:
   service (incomplete uploads stay in ``incoming/`` and are removed; complete
   shares are untouched), and last the endpoint.
 - Leases (docs/node.md, "Leases"): with ``[client] renew_leases`` (the default)
-  ``start()`` loads the :class:`~p2pstore.node.leases.LeaseBook`
-  (``private/leases.log``) and starts a :class:`~p2pstore.node.leases.LeaseRenewer`
+  ``start()`` loads the :class:`~p2pstore.grid.lease_renewal.LeaseBook`
+  (``private/leases.log``) and starts a :class:`~p2pstore.grid.lease_renewal.LeaseRenewer`
   next to the DHT; every successful upload through the backend's uploader (HTTP
   API files and vdrive directory objects alike) is recorded through the
   uploader's ``on_uploaded`` hook. The renewer closes before the DHT.
@@ -46,7 +46,7 @@ Invariants:
   intervals by its factor. ``status`` shows the active limits.
 - Peer quality for placement (docs/grid.md, "Placement preference"): every DHT
   request's outcome and each known-peers feed go to ``uptime``
-  (:class:`~p2pstore.node.uptime.UptimeTracker`, this node's own observations);
+  (:class:`~p2pstore.grid.uptime.UptimeTracker`, this node's own observations);
   :meth:`peer_quality` combines it with the ``reachability`` hook and the backend's
   uploader and repairer rank candidates with it.
 - NAT hooks (set by the reachability wiring, None by default): ``announced_peers``
@@ -85,8 +85,11 @@ from p2pstore import __version__
 from p2pstore.app.contract import PeerInfo
 from p2pstore.app.grid import GridApplication, VdriveComponent
 from p2pstore.grid import Health, HealthConfig
+from p2pstore.grid.lease_renewal import LeaseBook, LeaseRenewer, RenewerConfig
 from p2pstore.grid.quality import PeerQuality
+from p2pstore.grid.storage_peers import StoragePeers
 from p2pstore.grid.upload import UploadResult
+from p2pstore.grid.uptime import ObservingTransport, UptimeTracker
 from p2pstore.immutable import EncodingParams
 from p2pstore.immutable.allocator import tune_allocator
 from p2pstore.nat.manager import NatManager
@@ -100,13 +103,10 @@ from quic_transport.identity import NodeId
 from .advertise import advertised_address
 from .bootstrap import Seed
 from .join import JoinReport, contact_any, join_candidates
-from .leases import LeaseBook, LeaseRenewer, RenewerConfig
 from .limits import dht_config, limits_status, slower, transport_config
 from .nat_wiring import connection_details, extra_peer_ids, make_nat_manager, nat_hooks
 from .seed_watch import Nicknames, SeedWatch
 from .service import NodeContext, ServiceStatus
-from .storage_peers import StoragePeers
-from .uptime import ObservingTransport, UptimeTracker
 
 log = logging.getLogger(__name__)
 STORAGE_RESCAN_SECONDS = 60.0

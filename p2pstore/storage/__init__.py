@@ -5,13 +5,13 @@ Public surface (see docs/storage.md):
 - :class:`StorageServer` (business logic, sync, thread-safe) built by ``StorageServer.open``
 - :class:`StorageConfig`
 - :class:`StorageAPI` (async protocol) with :class:`LocalStorageClient` and
-  :class:`RpcStorageClient`; :func:`write_stream` / :func:`read_stream` for long ranges
+  :class:`RpcStorageClient`
 - :class:`LeaseCrawler`; :class:`StorageService` (server + crawler + RPC, one close)
 - :func:`register_storage_rpc` / :class:`StorageRpcAdapter`
 - :class:`StorageError` and its subclasses (stable ``code`` strings)
 """
 
-from .api import LocalStorageClient, StorageAPI, read_stream, write_stream
+from .api import LocalStorageClient, StorageAPI
 from .config import StorageConfig
 from .crawler import LeaseCrawler, TickReport
 from .errors import (
@@ -77,7 +77,5 @@ __all__ = [
     "UnknownStorageError",
     "bind_endpoint",
     "error_from_code",
-    "read_stream",
     "register_storage_rpc",
-    "write_stream",
 ]

@@ -7,16 +7,13 @@ transport remotely). Two implementations exist and pass the same contract suite:
 worker thread so ``fsync`` never blocks the event loop) and
 :class:`p2pstore.storage.rpc_client.RpcStorageClient` (over the RPC adapter).
 
-:func:`write_stream` is the streamed write path: it appends an async iterable of
-chunks of any size at an offset in ``max_write``-sized calls, which is also how a
-bulk-stream handler feeds the server. :func:`read_stream` is its mirror: a long
-range fetched as ``max_read``-sized pieces.
+Long writes stream over the transport's bulk streams (:mod:`.bulk`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from quic_transport.identity import NodeId
@@ -106,54 +103,3 @@ class LocalStorageClient:
 
     async def stat(self) -> StorageStats:
         return await self._run(self.server.stat)
-
-
-async def write_stream(
-    api: StorageAPI,
-    storage_index: bytes,
-    shnum: int,
-    offset: int,
-    chunks: AsyncIterable[bytes],
-    *,
-    max_write: int,
-) -> int:
-    """Append ``chunks`` at ``offset`` in calls of at most ``max_write`` bytes.
-
-    Returns the offset one past the last byte written. Chunks are not buffered
-    beyond one ``max_write`` piece, so memory stays bounded whatever the length."""
-    if max_write < 1:
-        raise ValueError("max_write must be >= 1")
-    pos = offset
-    async for chunk in chunks:
-        view = memoryview(chunk)
-        while view:
-            piece = bytes(view[:max_write])
-            await api.write(storage_index, shnum, pos, piece)
-            pos += len(piece)
-            view = view[len(piece) :]
-    return pos
-
-
-async def read_stream(
-    api: StorageAPI,
-    storage_index: bytes,
-    shnum: int,
-    offset: int,
-    length: int | None,
-    *,
-    max_read: int,
-) -> AsyncIterator[bytes]:
-    """Yield ``[offset, offset+length)`` of a share (to its end if ``length`` is None)
-    in pieces of at most ``max_read`` bytes; stops early at the end of the share."""
-    if max_read < 1:
-        raise ValueError("max_read must be >= 1")
-    pos = offset
-    end = None if length is None else offset + length
-    while end is None or pos < end:
-        want = max_read if end is None else min(max_read, end - pos)
-        piece = await api.read(storage_index, shnum, pos, want)
-        if piece:
-            yield piece
-        if len(piece) < want:
-            return  # the share ends here
-        pos += len(piece)

@@ -26,8 +26,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from p2pstore.grid.peers import Peer
 from quic_transport.identity import NodeId
+
+from .peers import Peer
 
 P = TypeVar("P", bound=Peer)
 
