@@ -11,9 +11,9 @@ from p2pstore.node.bootstrap import VdriveKey, parse_bootstrap
 from p2pstore.node.config import load_config
 from p2pstore.node.nodedir import CreateOptions, create_node_dir
 from p2pstore.node.vdrive_wiring import SHARED_SECRET_FILE, build_node_vdrive, load_or_create_secret
+from p2pstore.testing.vdrive import MemoryRecordDht
 from p2pstore.vdrive.errors import VdriveLocalError
 from p2pstore.vdrive.objects import MemoryObjectStore
-from p2pstore.vdrive.testing import MemoryRecordDht
 from quic_transport.identity import NodeKey
 
 

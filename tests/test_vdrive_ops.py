@@ -15,11 +15,11 @@ from p2pstore.app.errors import AppError
 from p2pstore.app.vpath import parse_vpath
 from p2pstore.immutable import LiteralCap, ReadCap
 from p2pstore.testing.memory_vdrive import MemoryVdrive
+from p2pstore.testing.vdrive import local_vdrive
 from p2pstore.vdrive.dirnode import DirCap
 from p2pstore.vdrive.errors import VdriveLocalError
 from p2pstore.vdrive.objects import MemoryObjectStore
 from p2pstore.vdrive.ops import Link, Mkdir, Rename, Unlink, apply_op, list_dir, load_dir
-from p2pstore.vdrive.testing import local_vdrive
 
 CAP = ReadCap(3, 10, 5000, bytes(range(32)), bytes(range(32, 64)))
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from dht.records import Record, sign_record
 from p2pstore.immutable import LiteralCap, ReadCap
+from p2pstore.testing.vdrive import MemoryRecordDht
 from p2pstore.vdrive.dirnode import DirCap
 from p2pstore.vdrive.drive import DriveReader
 from p2pstore.vdrive.errors import VdriveLocalError, VdriveRemoteError
@@ -29,7 +30,6 @@ from p2pstore.vdrive.record import (
     seal_pointer,
 )
 from p2pstore.vdrive.rpc import RemoteWriter, handle_apply, parse_reply, request_body
-from p2pstore.vdrive.testing import MemoryRecordDht
 from p2pstore.vdrive.writer import DriveWriter, WritePolicy
 from quic_transport.identity import NodeKey
 

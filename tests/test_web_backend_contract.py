@@ -27,7 +27,7 @@ from p2pstore.immutable import EncodingParams, LiteralCap, ReadCap
 from p2pstore.testing.memory_app import MemoryApplication
 from p2pstore.testing.memory_vdrive import MemoryVdrive
 from p2pstore.testing.storage_grid import StorageGrid
-from p2pstore.vdrive.testing import local_vdrive
+from p2pstore.testing.vdrive import local_vdrive
 from p2pstore.web.errors import http_status
 from quic_transport.identity import NodeId
 

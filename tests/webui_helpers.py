@@ -15,7 +15,7 @@ from p2pstore.app.drive import VdriveApplication
 from p2pstore.immutable import EncodingParams
 from p2pstore.testing.memory_app import MemoryApplication
 from p2pstore.testing.memory_vdrive import MemoryVdrive
-from p2pstore.vdrive.testing import local_vdrive
+from p2pstore.testing.vdrive import local_vdrive
 
 TOKEN = "web-ui-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
