@@ -262,7 +262,7 @@ async def test_renewer_loop_sleeps_runs_and_close_cancels(tmp_path: Path) -> Non
     await until(lambda: len(sleeps) == 2)
     assert renew.calls == [cap(1).verify_cap()]
     assert 3240.0 <= sleeps[1] <= 3960.0  # jittered by at most 10 %
-    task = r._task
+    (task,) = r._tasks.tasks
     await r.close()
     assert task is not None and task.cancelled()
     await r.close()  # idempotent

@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic
 
+from p2pstore.base.tasks import bounded, cancel_and_wait
 from p2pstore.immutable import (
     HEADER_SIZE,
     BadShareError,
@@ -51,7 +52,6 @@ from quic_transport.identity import NodeId
 from .errors import DownloadError, GridLocalError
 from .peers import FindPeers, P, Progress, StorageFor, describe
 from .placement import PeerKey
-from .tasks import bounded, cancel_and_wait
 
 #: The share chain is at most log2(256) hashes; a header claiming more is bad.
 _MAX_CHAIN = 8 * 32

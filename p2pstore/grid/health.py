@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Generic
 
+from p2pstore.base.tasks import bounded
 from p2pstore.immutable import (
     ReadCap,
     VerifyCap,
@@ -38,7 +39,6 @@ from .placement import PeerKey, SharePlacer, happiness, rank_peers
 from .quality import QualitySource
 from .regenerate import LoopShareSource, list_existing, replace_shares
 from .sender import SendConfig
-from .tasks import bounded
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from p2pstore.base.tasks import TaskOwner
 from p2pstore.immutable import LiteralCap, ReadCap, VerifyCap, parse_cap
 from quic_transport.identity import b32encode
 
@@ -265,7 +266,7 @@ class LeaseRenewer:
         self.clock = clock
         self.sleep = sleep
         self._rng = rng or random.Random()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = TaskOwner()
         self.last_round: RoundReport | None = None
         #: cap -> (consecutive failures, not before); in memory, reset at restart
         self._backoff: dict[VerifyCap, tuple[int, float]] = {}
@@ -274,16 +275,12 @@ class LeaseRenewer:
         return f"LeaseRenewer({len(self.book)} caps)"
 
     def start(self, first_delay: float | None = None) -> None:
-        if self._task is not None:
+        if self._tasks:
             raise RuntimeError("LeaseRenewer already started")
-        self._task = asyncio.create_task(self._run(first_delay), name="lease-renewer")
+        self._tasks.start(self._run(first_delay), name="lease-renewer")
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.close()
 
     def _delay(self) -> float:
         j = self.config.jitter

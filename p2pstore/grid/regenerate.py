@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Mapping
 
+from p2pstore.base.tasks import bounded
 from p2pstore.immutable import (
     EncodedSegment,
     RemoteError,
@@ -26,7 +27,6 @@ from p2pstore.storage import StorageAPI
 from .peers import P, StorageFor, describe
 from .placement import PeerKey, SharePlacer
 from .sender import SendConfig, ShareSender
-from .tasks import bounded
 
 
 async def list_existing(

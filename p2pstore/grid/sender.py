@@ -40,13 +40,13 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Se
 from dataclasses import dataclass, field
 from typing import Generic
 
+from p2pstore.base.tasks import bounded, cancel_and_wait
 from p2pstore.immutable import HEADER_SIZE, EncodedSegment, ShareTrailer
 from p2pstore.storage import ShareExists, StorageAPI
 from quic_transport.identity import NodeId
 
 from .peers import BulkShareWriter, P, StorageFor, describe, share_specific
 from .placement import PeerKey, SharePlacer
-from .tasks import bounded, cancel_and_wait
 
 MiB = 1 << 20
 log = logging.getLogger(__name__)

@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic
 
+from p2pstore.base.tasks import bounded
 from p2pstore.immutable import (
     ConvergenceHasher,
     EncodedSegment,
@@ -59,7 +60,6 @@ from .placement import PeerKey, SharePlacer, rank_peers
 from .quality import QualitySource
 from .regenerate import list_existing, replace_shares
 from .sender import Regenerate, SendConfig, ShareSender
-from .tasks import bounded
 
 log = logging.getLogger(__name__)
 

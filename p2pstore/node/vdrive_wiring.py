@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from p2pstore.app.drive import VdriveOperations
+from p2pstore.base.tasks import TaskOwner
 from p2pstore.node.bootstrap import VdriveKey
 from p2pstore.node.secret_files import create_secret_file, read_secret_file
 from p2pstore.vdrive.drive import Drive, DriveReader, LocalWriter, Vdrive
@@ -254,11 +255,11 @@ class NodeVdriveBackend(VdriveOperations):
         self.node = node
         self.vdrive = node.vdrive
         self.retry = retry
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = TaskOwner()
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._publish_heads())
+        if not self._tasks:
+            self._tasks.start(self._publish_heads(), name="vdrive-publish-heads")
 
     async def _publish_heads(self) -> None:
         writers = [w for w in (self.node.shared_writer, self.node.private_writer) if w]
@@ -277,11 +278,7 @@ class NodeVdriveBackend(VdriveOperations):
             await asyncio.sleep(self.retry)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._tasks.close()
 
 
 def grid_vdrive_factory(service: Any) -> NodeVdriveBackend:

@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from p2pstore.base.tasks import TaskOwner
+
 from .errors import StorageError
 from .server import Clock, StorageServer
 
@@ -59,7 +61,7 @@ class LeaseCrawler:
         self._sleep = sleep
         self._prefixes: deque[str] = deque()
         self._queue: deque[bytes] = deque()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = TaskOwner()
         self._inflight: asyncio.Future[TickReport] | None = None
         self.cycles = 0
         self.total_removed = 0
@@ -101,8 +103,8 @@ class LeaseCrawler:
 
     def start(self) -> None:
         """Run ticks in the background until :meth:`close` (call from the event loop)."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="lease-crawler")
+        if not self._tasks:
+            self._tasks.start(self._run(), name="lease-crawler")
 
     async def _run(self) -> None:
         while True:
@@ -119,11 +121,7 @@ class LeaseCrawler:
 
     async def close(self) -> None:
         """Stop the runner and wait for a tick in progress to finish. Idempotent."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.close()
         inflight, self._inflight = self._inflight, None
         if inflight is not None:
             with contextlib.suppress(Exception):
