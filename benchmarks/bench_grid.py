@@ -8,7 +8,7 @@ re-generated source), and with ``BENCH_GRID_1GIB=1`` a 1 GiB upload for the
 peak-RSS-does-not-grow check. ``upload-unary`` is the random-key upload with one
 ``storage.write`` RPC per block instead of a bulk stream per share. ``mb_s`` is MiB
 of file data per wall-clock second and ``MB_s`` the same in 10^6 bytes (the unit of
-issue 5's targets); ``cpu_s`` is the client's CPU seconds,
+the targets in docs/grid.md); ``cpu_s`` is the client's CPU seconds,
 ``nodes_cpu_s`` the storage nodes' during that client process (both runs when
 ``mb_s_warm`` is given); ``loadavg`` shows how
 shared the machine was. ``mb_s`` includes opening the client's endpoint and its ten

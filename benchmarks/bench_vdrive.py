@@ -1,4 +1,4 @@
-"""vdrive scale (issue 7): time and bytes moved for a change at depth 5 in namespaces
+"""vdrive scale (docs/vdrive.md): time and bytes moved for a change at depth 5 in namespaces
 of 1,000 / 10,000 / 100,000 entries, for changes at depth 1/5/10 (cost follows the
 path length), and for listing a directory of 1,000 entries (cold: from the store;
 warm: from the cap-keyed cache). JSON lines.

@@ -3,7 +3,7 @@
 :class:`ShellError` is what a command raises to say "this did not work" in one
 line; the loop prints ``error: <message>`` and goes on. :class:`UsageError`
 (local: the line typed was wrong) and :class:`RemoteError` (the node said no, or
-could not be reached) split it the way STYLE.md habit 3 asks. API failures from
+could not be reached) split it the way docs/architecture.md ("Conventions") asks. API failures from
 :mod:`p2pstore.client` (``ClientError``) are shown the same way without wrapping.
 """
 

@@ -1,4 +1,4 @@
-"""End to end with real node processes (issue 6): an introducer and five storage
+"""End to end with real node processes (docs/grid.md): an introducer and five storage
 nodes created with the CLI, started as daemons, put and get through the CLI, one
 node stopped and the file still read, everything stopped cleanly, restarted, and the
 file read again (shares survive restarts); then ``p2pstore grid up/status/down``."""

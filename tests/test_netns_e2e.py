@@ -1,4 +1,4 @@
-"""Multi-host end to end (issue 6): three "hosts" as Linux network namespaces on one
+"""Multi-host end to end (docs/nat-tests.md): three "hosts" as Linux network namespaces on one
 machine, each with its own address on a bridge (10.77.0.0/24), form a grid from a
 bootstrap list and move a file between hosts. Every node runs as a daemon inside its
 namespace (``ip netns exec``); the CLI talks to each node's API inside that namespace.

@@ -1,6 +1,6 @@
 """Exceptions of the grid layer (upload, download, check/verify/repair).
 
-Invariants (STYLE.md habit 3):
+Invariants (docs/architecture.md, "Conventions"):
 - :class:`GridError` is the one base. :class:`GridLocalError` means the caller is at
   fault (bad parameters, API misuse); :class:`GridRemoteError` means the grid could
   not do the job (too few peers accepted shares, too few good shares found).

@@ -5,7 +5,7 @@ Invariants:
 - Every exception raised on purpose by this package derives from :class:`NodeError`
   and its message is fit to print to a user as is: it names the file (and the
   config key or line number) and says what is wrong, never a secret.
-- STYLE.md habit 3 asks for Local/Remote subclasses. :class:`NodeLocalError` covers
+- Local/Remote subclasses (docs/architecture.md, "Conventions"). :class:`NodeLocalError` covers
   mistakes on this machine (config, directories, daemon control);
   :class:`NodeRemoteError` covers text that came from somebody else (a bootstrap
   list pasted from a chat, peer addresses fed by the DHT). Neither kind ever

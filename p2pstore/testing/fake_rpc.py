@@ -1,6 +1,6 @@
 """An in-memory stand-in for the transport's RPC registry (``Endpoint.register``/``call``).
 
-It mimics the transport contract (coord/TRANSPORT_API.md) closely enough for
+It mimics the transport contract (docs/transport.md) closely enough for
 adapter tests: bodies and results go through a real CBOR round trip, a handler
 raising :class:`FakeRpcError` replies that ``(code, message)``, any other handler
 exception becomes ``("internal", ...)`` with no details, and an unregistered

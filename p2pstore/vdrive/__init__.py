@@ -1,4 +1,4 @@
-"""The virtual drive (issue 7): paths -> caps, shared and private, over the grid.
+"""The virtual drive (docs/vdrive.md): paths -> caps, shared and private, over the grid.
 
 Modules, in dependency order (docs/vdrive.md is the specification):
 

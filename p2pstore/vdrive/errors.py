@@ -1,4 +1,4 @@
-"""Errors of the vdrive package (one base, Local/Remote split; STYLE.md habit 3).
+"""Errors of the vdrive package (one base, Local/Remote split; docs/architecture.md, "Conventions").
 
 Every error carries a stable kebab-case ``code`` (the same codes the HTTP API uses,
 docs/http-api.md) and a message that never contains a cap or a secret.

@@ -1,4 +1,4 @@
-"""The node's local web UI (issue 9): HTML pages over the same backend as the JSON
+"""The node's local web UI (docs/web-ui.md): HTML pages over the same backend as the JSON
 API, served by the API's aiohttp application outside ``/api/``.
 
 ``create_app(backend, token, ui=add_ui_routes)`` (what :class:`ApiServer` does
