@@ -46,7 +46,13 @@ from .known_peers import KnownPeers
 from .logsetup import setup_logging
 from .nodedir import NodeDir, protect_bootstrap_files
 from .pidfile import AlreadyRunning, PidLock
-from .service import NodeContext, NodeService, ServiceFactory, ServiceStatus
+from .service import (
+    ApiBackendProvider,
+    NodeContext,
+    NodeService,
+    ServiceFactory,
+    ServiceStatus,
+)
 
 if TYPE_CHECKING:
     from p2pstore.web.server import ApiServer
@@ -318,14 +324,13 @@ class NodeRunner:
 
     async def _start_api(self, p: Prepared, service: NodeService) -> int:
         """Serve the HTTP API if the service provides a backend; an exit code."""
-        provider = getattr(service, "api_backend", None)
-        if not callable(provider):
+        if not isinstance(service, ApiBackendProvider):
             log.info("the node service provides no API backend: no HTTP API")
             return EXIT_OK
         from p2pstore.web.context import BOOTSTRAP
         from p2pstore.web.server import ApiServer
 
-        server = ApiServer(provider(), p.api_token, port=p.config.node.web_port)
+        server = ApiServer(service.api_backend(), p.api_token, port=p.config.node.web_port)
         server.app[BOOTSTRAP] = lambda: self._bootstrap_info(p, service)  # GET /api/v1/bootstrap
         try:
             await server.start()

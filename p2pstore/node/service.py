@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NotRequired, Protocol, TypedDict
+from typing import TYPE_CHECKING, NotRequired, Protocol, TypedDict, runtime_checkable
 
 from quic_transport.identity import NodeKey
 
@@ -75,6 +75,7 @@ class NodeService(Protocol):
     def status(self) -> ServiceStatus: ...
 
 
+@runtime_checkable
 class ApiBackendProvider(Protocol):
     """A service that the local HTTP API can serve (called once, after ``start()``)."""
 
