@@ -10,7 +10,8 @@ against a remote one catch the same exceptions.
 Local vs remote (docs/architecture.md, "Conventions"): an error raised by a server
 in this process has ``remote is False``; one rebuilt from a remote server's reply
 has ``remote is True`` and names that server in ``peer`` when the caller knows it.
-Messages never contain secrets; the server's lease model has none (owners are authenticated node IDs).
+Messages never contain secrets; the server's lease model has none (owners are
+authenticated node IDs).
 """
 
 from __future__ import annotations
