@@ -69,10 +69,11 @@ from .layout import (
     si_b32,
 )
 from .lease_store import LeaseStore
-from .ranges import RangeLimitError, RangeSet
+from .ranges import RangeLimitError
 from .reads import read_ranges, share_sizes
 from .results import Allocation, ClosedShare, StorageStats
 from .scan import clean_incoming, list_prefixes, scan_usage, storage_indexes_in
+from .upload_state import Upload, check_offset
 
 log = logging.getLogger(__name__)
 
@@ -84,52 +85,6 @@ FreeSpace = Callable[[Path], int]
 def disk_free(path: Path) -> int:
     """Bytes free on the file system holding ``path`` (the default ``free_space``)."""
     return shutil.disk_usage(path).free
-
-
-class _Upload:
-    __slots__ = (
-        "done",
-        "last_active",
-        "lock",
-        "owner",
-        "path",
-        "ranges",
-        "reserved",
-        "shnum",
-        "si",
-        "size",
-    )
-
-    def __init__(
-        self,
-        si: bytes,
-        shnum: int,
-        owner: bytes,
-        size: int | None,
-        path: Path,
-        now: float,
-        limit: int,
-    ) -> None:
-        self.si = si
-        self.shnum = shnum
-        self.owner = owner
-        self.size = size
-        self.path = path
-        self.ranges = RangeSet(limit)
-        self.reserved = size or 0
-        self.last_active = now
-        self.lock = threading.Lock()
-        self.done = False
-
-
-# Offsets and lengths beyond this are refused (file offsets are signed 64-bit).
-MAX_OFFSET = 2**62
-
-
-def _check_offset(value: object, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_OFFSET:
-        raise BadRequest(f"{what} must be an integer 0..2**62")
-    return value
 
 
 class StorageServer:
@@ -152,7 +107,7 @@ class StorageServer:
         self._lock_fd: int | None = lock_fd
         self._lock = threading.Lock()
         self._leases = LeaseStore(layout, config, clock)
-        self._uploads: dict[tuple[bytes, int], _Upload] = {}
+        self._uploads: dict[tuple[bytes, int], Upload] = {}
         self._used = used
         self._share_count = share_count
         self._reserved = 0
@@ -250,7 +205,7 @@ class StorageServer:
                 os.close(fd)
             except OSError as e:
                 raise self._io_error("create upload file", e) from None
-            up = _Upload(si, shnum, owner.raw, size, path, self._clock(), cfg.max_ranges_per_upload)
+            up = Upload(si, shnum, owner.raw, size, path, self._clock(), cfg.max_ranges_per_upload)
             self._uploads[key] = up
             self._reserved += up.reserved
         limit = size if size is not None else cfg.max_share_size
@@ -269,7 +224,7 @@ class StorageServer:
         """:meth:`write` of the concatenation of ``pieces``, without joining them (one
         ``os.pwritev`` per 512 pieces); the total is bounded by ``max_write``."""
         self._check_open()
-        _check_offset(offset, "offset")
+        check_offset(offset, "offset")
         if not all(isinstance(p, bytes | bytearray | memoryview) for p in pieces):
             raise BadRequest("data must be bytes")
         try:
@@ -398,7 +353,7 @@ class StorageServer:
                 up.lock.release()
         return n
 
-    def _get_upload(self, storage_index: bytes, shnum: int, owner: NodeId) -> _Upload:
+    def _get_upload(self, storage_index: bytes, shnum: int, owner: NodeId) -> Upload:
         si = check_storage_index(storage_index)
         check_shnum(shnum)
         with self._lock:
@@ -409,11 +364,11 @@ class StorageServer:
             raise NoSuchUpload(f"you have no upload of share {shnum} of {si_b32(si)} here")
         return up
 
-    def _discard(self, up: _Upload) -> None:
+    def _discard(self, up: Upload) -> None:
         with self._lock:
             self._discard_locked(up)
 
-    def _discard_locked(self, up: _Upload) -> None:
+    def _discard_locked(self, up: Upload) -> None:
         # Caller holds up.lock and self._lock.
         up.done = True
         try:
@@ -462,8 +417,8 @@ class StorageServer:
             raise TooLarge(f"more than {self.config.max_readv_ranges} ranges in one read")
         total = 0
         for off, length in ranges:
-            _check_offset(off, "offset")
-            total += _check_offset(length, "length")
+            check_offset(off, "offset")
+            total += check_offset(length, "length")
         if total > self.config.max_read:
             raise TooLarge(f"read of {total} bytes exceeds limit {self.config.max_read}")
         path = self.layout.share_path(si, shnum)

@@ -1,0 +1,63 @@
+"""The state of one upload in progress on a storage server, and the offset check
+every write and read applies (docs/storage.md, "Share lifecycle").
+
+:class:`Upload` is plain data guarded by its own ``lock``; the server
+(:mod:`.server`) owns the table of uploads and every rule about them.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from .errors import BadRequest
+from .ranges import RangeSet
+
+
+class Upload:
+    """One share being uploaded: its incoming file, the ranges written so far, the
+    space reserved for it, its owner and when it last moved."""
+
+    __slots__ = (
+        "done",
+        "last_active",
+        "lock",
+        "owner",
+        "path",
+        "ranges",
+        "reserved",
+        "shnum",
+        "si",
+        "size",
+    )
+
+    def __init__(
+        self,
+        si: bytes,
+        shnum: int,
+        owner: bytes,
+        size: int | None,
+        path: Path,
+        now: float,
+        limit: int,
+    ) -> None:
+        self.si = si
+        self.shnum = shnum
+        self.owner = owner
+        self.size = size
+        self.path = path
+        self.ranges = RangeSet(limit)
+        self.reserved = size or 0
+        self.last_active = now
+        self.lock = threading.Lock()
+        self.done = False
+
+
+# Offsets and lengths beyond this are refused (file offsets are signed 64-bit).
+MAX_OFFSET = 2**62
+
+
+def check_offset(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_OFFSET:
+        raise BadRequest(f"{what} must be an integer 0..2**62")
+    return value
