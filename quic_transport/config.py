@@ -3,7 +3,7 @@
 Invariants: all sizes are positive; ``min_datagram_size`` (1,200 bytes, the QUIC
 minimum of RFC 9000 section 14) <= ``max_datagram_size`` <= 65,527 (the largest
 UDP payload without IPv6 jumbograms; IPv4 carries at most 65,507). Stock aioquic
-breaks above 16 KiB; quicconn.py lifts that limit.
+breaks above 16 KiB; quic_tuned.py lifts that limit.
 ``upload_rate`` / ``download_rate`` are bytes of UDP datagrams per second for the
 whole endpoint, None meaning unlimited (docs/limits.md).
 """
@@ -41,7 +41,7 @@ class TransportConfig:
     # --- flow control ------------------------------------------------------------
     bulk_window: int = 8 << 20  # app-level credit a bulk receiver grants (bytes buffered)
     connection_buffer_bytes: int = 64 << 20  # all streams of one connection together
-    # QUIC windows (quicconn.py): advanced by delivery, never doubled on receipt.
+    # QUIC windows (quic_tuned.py): advanced by delivery, never doubled on receipt.
     quic_max_data: int = 32 << 20  # connection: bytes beyond those received
     quic_max_stream_data: int = 10 << 20  # stream: bytes beyond those delivered
     socket_buffer_bytes: int = 4 << 20  # SO_RCVBUF / SO_SNDBUF

@@ -26,8 +26,9 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from .config import TransportConfig
 from .errors import (
     FrameError,
     MessageTooLarge,
@@ -38,11 +39,8 @@ from .errors import (
 )
 from .identity import NodeId
 from .messages import MAX_ERROR_MESSAGE, End, Err, Ok, Open, Request
+from .peer_connection import PeerConnection
 from .streams import ERR_PROTOCOL, ERR_TIMEOUT, Stream
-
-if TYPE_CHECKING:
-    from .connection import PeerConnection
-    from .endpoint import Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +188,20 @@ def _reply_ok(stream: Stream, result: Any, limit: int) -> None:
         pass
 
 
-async def serve(ep: Endpoint, conn: PeerConnection, stream: Stream) -> None:
+class Dispatcher(Protocol):
+    """What :func:`serve` needs from the endpoint: its config, clock, registered
+    handlers and the caller address handlers see (the endpoint satisfies it)."""
+
+    config: TransportConfig
+    handlers: dict[str, Handler]
+    stream_handlers: dict[str, StreamHandler]
+    fetch_handlers: dict[str, FetchHandler]
+
+    def now(self) -> float: ...
+    def caller_address(self, addr: tuple[str, int]) -> tuple[str, int]: ...
+
+
+async def serve(ep: Dispatcher, conn: PeerConnection, stream: Stream) -> None:
     """Handle one incoming stream: read its first message, dispatch, reply, release."""
     cfg = ep.config
     assert conn.peer_id is not None

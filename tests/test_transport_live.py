@@ -105,7 +105,7 @@ async def test_wrong_key_is_refused_then_right_key_works() -> None:
 
 
 async def test_bad_client_proof_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    from quic_transport import connection
+    from quic_transport import peer_connection as connection
 
     async with endpoints(2, FAST) as (a, b):
         monkeypatch.setattr(connection.auth, "make_proof", lambda *args: bytes(64))
@@ -331,7 +331,7 @@ async def test_connection_limit() -> None:
 async def test_silent_client_is_dropped_after_the_auth_deadline(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from quic_transport import connection
+    from quic_transport import peer_connection as connection
 
     original = connection.PeerConnection._on_handshake
 
@@ -351,7 +351,7 @@ async def test_silent_client_is_dropped_after_the_auth_deadline(
 
 
 async def test_streams_arriving_out_of_order_are_all_accepted() -> None:
-    from quic_transport.connection import PeerConnection
+    from quic_transport.peer_connection import PeerConnection
 
     conn = PeerConnection(None, None, ("127.0.0.1", 1), expected=None)  # type: ignore[arg-type]
     assert conn._first_sight(8) and conn._first_sight(4) and conn._first_sight(0)
@@ -404,7 +404,7 @@ async def test_close_while_dialing_and_calls_after_close() -> None:
 async def test_misbehaving_caller_during_authentication(
     monkeypatch: pytest.MonkeyPatch, attack: str
 ) -> None:
-    from quic_transport import connection
+    from quic_transport import peer_connection as connection
 
     original = connection.PeerConnection._on_handshake
 
@@ -511,7 +511,7 @@ async def test_connection_budget_slows_many_uploads_without_failing_them() -> No
 async def test_listener_call_overtaking_auth_ok_is_held_not_fatal(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from quic_transport import connection
+    from quic_transport import peer_connection as connection
 
     original = connection.PeerConnection._on_handshake
     seen: list[Any] = []

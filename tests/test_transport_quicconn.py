@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from quic_transport import auth
 from quic_transport.identity import NodeKey
 from quic_transport.pacing import CoarseTimerPacer
-from quic_transport.quicconn import TransportQuicConnection
+from quic_transport.quic_tuned import TransportQuicConnection
 
 WINDOW = 1 << 20
 A, B = ("1.1.1.1", 1), ("2.2.2.2", 2)

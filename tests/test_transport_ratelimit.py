@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from quic_transport import TransportConfig, auth
 from quic_transport.identity import NodeKey
-from quic_transport.quicconn import TransportQuicConnection
+from quic_transport.quic_tuned import TransportQuicConnection
 from quic_transport.ratelimit import (
     EARLY,
     MIN_BURST,

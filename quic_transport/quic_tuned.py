@@ -1,6 +1,7 @@
 """TransportQuicConnection: aioquic's QuicConnection with receive windows that do not
 run away, plus the coarse-timer pacer (pacing.py), gated by the endpoint's upload
-cap when one is set (ratelimit.py).
+cap when one is set (ratelimit.py). It knows nothing of peers or our protocol:
+:mod:`.peer_connection` drives it.
 
 Why: aioquic raises a stream's MAX_STREAM_DATA whenever the *highest offset
 received* passes half the limit, doubling it, and the connection's MAX_DATA the

@@ -1,5 +1,10 @@
 """PeerConnection: one aioquic QuicConnection, its streams, its authentication state.
 
+How it differs from :mod:`.quic_tuned`: that module tunes aioquic's own QUIC
+state machine (windows, pacing); this one is our layer over it, which
+authenticates the peer and runs our streams, and reports to its owner
+(:class:`ConnectionOwner`, the endpoint) without importing it.
+
 Owns the per-connection state machine (see docs/transport.md, "Authentication")::
 
     HANDSHAKE --HandshakeCompleted--> AUTH --proof verified / AuthOk--> READY
@@ -21,11 +26,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 from aioquic.quic import events
 
 from . import auth
+from .config import TransportConfig
 from .errors import (
     ConnectError,
     FrameError,
@@ -34,13 +40,10 @@ from .errors import (
     TransportError,
 )
 from .framing import FrameDecoder, MessageFrame
-from .identity import NodeId
+from .identity import NodeId, NodeKey
 from .messages import Auth, AuthOk, Err, decode_message, encode_message
-from .quicconn import TransportQuicConnection
+from .quic_tuned import TransportQuicConnection
 from .streams import ERR_AUTH, ERR_PROTOCOL, Stream
-
-if TYPE_CHECKING:
-    from .endpoint import Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +52,32 @@ _AUTH_MESSAGE_LIMIT = 1024
 _EARLY_LIMIT = 1 << 20  # listener stream bytes a dialer holds while awaiting auth-ok
 
 
+class ConnectionOwner(Protocol):
+    """What a connection needs from the endpoint that owns it (the endpoint
+    satisfies it; this module never imports the endpoint): its identity and
+    config, the clock, and the notices a connection sends up: ready, closed, a
+    connection ID issued or retired, data to flush, a stream to serve, a peer to
+    penalize, streams open (arm the liveness watchdog)."""
+
+    key: NodeKey
+    node_id: NodeId
+    config: TransportConfig
+
+    def now(self) -> float: ...
+    def watch(self) -> None: ...
+    def schedule_flush(self, conn: PeerConnection) -> None: ...
+    def connection_ready(self, conn: PeerConnection) -> None: ...
+    def connection_closed(self, conn: PeerConnection) -> None: ...
+    def add_cid(self, conn: PeerConnection, cid: bytes) -> None: ...
+    def remove_cid(self, conn: PeerConnection, cid: bytes) -> None: ...
+    async def serve_stream(self, conn: PeerConnection, stream: Stream) -> None: ...
+    def penalize(self, addr: tuple[str, int], reason: str) -> None: ...
+
+
 class PeerConnection:
     def __init__(
         self,
-        endpoint: Endpoint,
+        endpoint: ConnectionOwner,
         quic: TransportQuicConnection,
         addr: tuple[str, int],
         *,
