@@ -39,7 +39,6 @@ from dht.announce import (
     Announcement,
     AnnouncementStore,
     Announcer,
-    ann_order,
     validate_announcement,
 )
 from dht.clock import Clock
@@ -52,7 +51,8 @@ from dht.errors import (
     RecordError,
 )
 from dht.lookup import Lookup, LookupStats
-from dht.maintenance import hand_over, run_maintenance
+from dht.lookup_driver import Answer, Gathered, drive_lookup
+from dht.maintenance import Published, hand_over, run_maintenance
 from dht.messages import (
     ANNOUNCE,
     FIND_NODE,
@@ -69,7 +69,7 @@ from dht.messages import (
     PutRequest,
     PutResponse,
 )
-from dht.records import Record, Signer, record_key, record_order, sign_record, validate
+from dht.records import Record, Signer, record_key, sign_record, validate
 from dht.routing import RoutingTable
 from dht.serving import RequestHandlers
 from dht.store import RecordStore
@@ -91,20 +91,6 @@ class LookupOutcome:
     # Valid, unwithdrawn node announcements seen (newest per node), announcers closest
     # to the target first, at most k (lookups that asked for them only).
     announcements: tuple[Announcement, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    nodes: tuple[Contact, ...]
-    record: Record | None
-    anns: tuple[Announcement, ...]
-
-
-@dataclass(slots=True)
-class _Published:
-    signer: Signer
-    record: Record
-    due: float  # monotonic time of the next republish
 
 
 def _host_filter(may_dial: Callable[[str], bool] | None) -> Callable[[Contact], bool] | None:
@@ -144,7 +130,7 @@ class DhtNode:
         self.clock = clock
         self.rng = rng or random.Random()
         self.seeds = [s for s in seeds if s.node_id != node_id]
-        self._saved = [c for c in saved_contacts if c.node_id != node_id]
+        self.saved_contacts = [c for c in saved_contacts if c.node_id != node_id]
         cfg = self.config
         self.table = RoutingTable(
             node_id,
@@ -166,14 +152,12 @@ class DhtNode:
             clock=clock,
             observe=self._observe,
         )
-        self._announcer: Announcer | None = None
+        self.announcer: Announcer | None = None
         if signer is not None:
-            self._announcer = Announcer(
-                signer, ttl=cfg.announce_ttl, interval=cfg.announce_interval
-            )
-            if self._announcer.node_id != node_id:
+            self.announcer = Announcer(signer, ttl=cfg.announce_ttl, interval=cfg.announce_interval)
+            if self.announcer.node_id != node_id:
                 raise DhtLocalError("signer's public key does not match the node ID")
-        self._published: dict[NodeId, _Published] = {}
+        self.published: dict[NodeId, Published] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._maintenance: asyncio.Task[None] | None = None
         self._registered = False
@@ -217,7 +201,7 @@ class DhtNode:
 
         Seeds are only lookup candidates: each enters the table once it answers.
         """
-        candidates = self._saved + self.seeds
+        candidates = self.saved_contacts + self.seeds
         if not candidates and not len(self.table):
             raise DhtLocalError("no seeds and no contacts to bootstrap from")
         await self._lookup(self.node_id, FIND_NODE, extra=candidates)
@@ -253,7 +237,7 @@ class DhtNode:
             return
         self._server = server
         log.info("DHT mode: %s", "server" if server else "client")
-        if not self._closed and (len(self.table) or self.seeds or self._saved):
+        if not self._closed and (len(self.table) or self.seeds or self.saved_contacts):
             await self._lookup(self.node_id, FIND_NODE)
 
     # ---- public operations ---------------------------------------------------------
@@ -292,37 +276,37 @@ class DhtNode:
         on the k servers closest to our own ID and keep re-announcing it (with a fresh
         lifetime as needed) until :meth:`withdraw`. Returns how many servers hold it
         (counting this node when it is a server). Needs ``signer`` at construction."""
-        if self._announcer is None:
+        if self.announcer is None:
             raise DhtLocalError("this node has no signer: it cannot announce")
         try:
-            ann = self._announcer.make(value, ttl, self.clock.time())
+            ann = self.announcer.make(value, ttl, self.clock.time())
         except RecordError as e:
             raise DhtLocalError(f"cannot announce: {e}") from None
-        self._announcer.due = self._next_reannounce()
-        return await self._send_announcement(ann)
+        self.announcer.due = self.next_reannounce()
+        return await self.send_announcement(ann)
 
     async def withdraw(self) -> int:
         """Stop announcing; replace our announcement on the servers with a withdrawal
         (readers then see none). Returns how many servers took the withdrawal."""
-        if self._announcer is None:
+        if self.announcer is None:
             return 0
-        w = self._announcer.withdrawal(self.clock.time())
-        return 0 if w is None else await self._send_announcement(w)
+        w = self.announcer.withdrawal(self.clock.time())
+        return 0 if w is None else await self.send_announcement(w)
 
     @property
     def announcement(self) -> Announcement | None:
         """Our current announcement (None if never announced or withdrawn)."""
-        return None if self._announcer is None else self._announcer.current
+        return None if self.announcer is None else self.announcer.current
 
-    def _next_reannounce(self) -> float:
+    def next_reannounce(self) -> float:
         iv = self.config.announce_interval
         return self.clock.monotonic() + iv * self.rng.uniform(0.75, 1.0)
 
-    async def _send_announcement(self, ann: Announcement) -> int:
+    async def send_announcement(self, ann: Announcement) -> int:
         outcome = await self._lookup(self.node_id, FIND_NODE)
         body = AnnounceRequest(ann, client=not self._server).to_body()
         results = await asyncio.gather(
-            *(self._store_one(c, ANNOUNCE, body) for c in outcome.contacts)
+            *(self.store_one(c, ANNOUNCE, body) for c in outcome.contacts)
         )
         stored = sum(results)
         if self._server:
@@ -342,19 +326,19 @@ class DhtNode:
         key = record_key(bytes(signer.public_key), name)
         current = await self.get(key)
         seq = 0 if current is None else current.seq + 1
-        mine = self._published.get(key)
+        mine = self.published.get(key)
         if mine is not None:
             seq = max(seq, mine.record.seq + 1)
-        record = self._sign(signer, name, seq, value, ttl)
+        record = self.sign(signer, name, seq, value, ttl)
         await self.put(record)
-        self._published[key] = _Published(signer, record, self._next_republish())
+        self.published[key] = Published(signer, record, self.next_republish())
         return record
 
     def unpublish(self, key: NodeId) -> None:
         """Stop republishing ``key`` (copies expire on their own)."""
-        self._published.pop(key, None)
+        self.published.pop(key, None)
 
-    def _sign(self, signer: Signer, name: bytes, seq: int, value: bytes, ttl: int | None) -> Record:
+    def sign(self, signer: Signer, name: bytes, seq: int, value: bytes, ttl: int | None) -> Record:
         life = self.config.record_ttl if ttl is None else ttl
         return sign_record(signer, name, seq, value, expires=int(self.clock.time()) + life)
 
@@ -371,7 +355,7 @@ class DhtNode:
         cfg = self.config
         initial = self.table.closest(target, cfg.k)
         if not initial:
-            initial = list(self.seeds) + list(self._saved)
+            initial = list(self.seeds) + list(self.saved_contacts)
         lk = Lookup(
             target,
             [*initial, *extra],
@@ -387,54 +371,20 @@ class DhtNode:
         )
         now_wall = self.clock.time()
         best: Record | None = self.store.get(target, now_wall) if method == GET else None
-        held: dict[NodeId, int] = {}  # value lookups: seq each answering node returned
         anns: dict[NodeId, Announcement] = {}
         if want_anns:
             for a in self.anns.closest(target, cfg.k, now_wall):
                 anns[a.node_id] = a
-        pending: dict[asyncio.Task[Any], Contact] = {}
-        try:
-            while True:
-                for c in lk.next_queries(self.clock.monotonic()):
-                    q = self._query(c, method, target, want_anns)
-                    pending[asyncio.create_task(q)] = c
-                if not pending:
-                    break
-                now = self.clock.monotonic()
-                wake = lk.next_wakeup(now)
-                done, _ = await asyncio.wait(
-                    pending,
-                    timeout=None if wake is None else max(0.0, wake - now),
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                now = self.clock.monotonic()
-                for t in done:
-                    c = pending.pop(t)
-                    res = t.result()
-                    if res is None:
-                        lk.on_failure(c.node_id, now)
-                        continue
-                    lk.on_response(c.node_id, res.nodes, now)
-                    for a in res.anns:
-                        nid = a.node_id
-                        if nid not in anns or ann_order(a) > ann_order(anns[nid]):
-                            anns[nid] = a
-                    rec = res.record
-                    if rec is not None:
-                        held[c.node_id] = rec.seq
-                        if best is None or record_order(rec) > record_order(best):
-                            best = rec
-                if lk.is_done(now):
-                    break
-        finally:
-            # Abandoned requests that were already presumed failed count as failures.
-            slow = set(lk.slow_ids(self.clock.monotonic()))
-            for t, c in pending.items():
-                t.cancel()
-                if c.node_id in slow:
-                    self.table.failed(c.node_id, self.clock.monotonic())
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+        gathered = Gathered(best, {}, anns)
+
+        def query(c: Contact) -> Awaitable[Answer | None]:
+            return self._query(c, method, target, want_anns)
+
+        def abandoned(node_id: NodeId) -> None:
+            self.table.failed(node_id, self.clock.monotonic())
+
+        await drive_lookup(lk, query, self.clock.monotonic, abandoned, gathered)
+        best, held = gathered.best, gathered.held
         self.table.lookup_done(target, self.clock.monotonic())
         contacts = lk.result()
         if method == GET and best is not None:
@@ -453,7 +403,7 @@ class DhtNode:
 
     async def _query(
         self, contact: Contact, method: str, target: NodeId, want_anns: bool
-    ) -> _Answer | None:
+    ) -> Answer | None:
         """One lookup request. None means the peer failed or misbehaved."""
         client = not self._server
         req = (
@@ -467,7 +417,7 @@ class DhtNode:
         try:
             if method == FIND_NODE:
                 nresp = NodesResponse.from_body(reply, max_nodes=self.config.k)
-                return _Answer(nresp.nodes, None, self._valid_anns(nresp.anns))
+                return Answer(nresp.nodes, None, self._valid_anns(nresp.anns))
             resp = GetResponse.from_body(reply, max_nodes=self.config.k)
             record = resp.record
             if record is not None:
@@ -479,7 +429,7 @@ class DhtNode:
                     # Clocks differ a little between honest nodes: ignore the record,
                     # keep the peer and its contacts.
                     record = None
-            return _Answer(resp.nodes, record, self._valid_anns(resp.anns))
+            return Answer(resp.nodes, record, self._valid_anns(resp.anns))
         except (MessageError, RecordError) as e:
             log.info("dropping %s: bad %s response: %s", contact, method, e)
             self.table.remove(contact.node_id)
@@ -528,7 +478,7 @@ class DhtNode:
         self, record: Record, contacts: Sequence[Contact], *, include_self: bool = True
     ) -> int:
         body = PutRequest(record, client=not self._server).to_body()
-        results = await asyncio.gather(*(self._store_one(c, PUT, body) for c in contacts))
+        results = await asyncio.gather(*(self.store_one(c, PUT, body) for c in contacts))
         stored = sum(results)
         # A client is in no one's table, so no lookup would ever ask it for the record.
         if include_self and self._server and self._among_closest(record.key, contacts):
@@ -539,7 +489,7 @@ class DhtNode:
                 log.debug("local store refused %r: %s", record, e)
         return stored
 
-    async def _store_one(self, contact: Contact, method: str, body: dict[str, Any]) -> bool:
+    async def store_one(self, contact: Contact, method: str, body: dict[str, Any]) -> bool:
         """Send one ``dht.put`` or ``dht.announce``; True if the peer answered well."""
         reply = await self._rpc(contact, method, body)
         if reply is None:
@@ -615,7 +565,7 @@ class DhtNode:
         return True
 
     # ---- maintenance -----------------------------------------------------------------
-    def _next_republish(self) -> float:
+    def next_republish(self) -> float:
         iv = self.config.republish_interval
         return self.clock.monotonic() + iv * self.rng.uniform(0.75, 1.0)
 
@@ -628,7 +578,7 @@ class DhtNode:
             "buckets": {str(i): n for i, n in self.table.bucket_sizes().items()},
             "records": len(self.store),
             "record_bytes": self.store.bytes_used,
-            "published": len(self._published),
+            "published": len(self.published),
             "announcements": len(self.anns),
             "announced": self.announcement is not None,
             "rpcs_sent": self.rpcs_sent,
