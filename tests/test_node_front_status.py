@@ -106,7 +106,7 @@ async def test_front_page_status_from_a_real_grid_node(tmp_path: Any) -> None:
         for s in nodes:
             await s.close()
     for s in (a, b):
-        assert s._seed_task is None and s._task is None
+        assert s._tasks.tasks == ()  # the join loop and the seed watch ended
 
 
 async def test_seed_watch_units() -> None:

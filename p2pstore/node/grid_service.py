@@ -10,15 +10,11 @@ background task; ``api_backend()`` gives the HTTP API a
 filtered to storage peers (:mod:`p2pstore.grid.storage_peers`) and whose
 ``storage_for`` is a QUIC storage client (this node's own server directly).
 
-Joining (docs/node.md, "Joining and rejoining"): candidates are the bootstrap seeds
-then the remembered peers (``join_candidates``); :func:`contact_any` pings them
-(DHT ``ping``, which proves the peer's key) with a bounded number in flight,
-skipping the ones that are down; once one answers, the DHT bootstraps (self-lookup
-plus empty-bucket refreshes). With nobody reachable the join task retries with a
-doubling delay (2 s .. 60 s), so a lone introducer simply waits for others, and a
-node whose seeds are all gone rejoins through the peers it remembers. While the
-routing table holds fewer than ``[dht] k`` contacts, a self-lookup every
-``grow_interval`` meets nodes that joined later.
+Joining (docs/node.md, "Joining and rejoining"): bootstrap seeds first, then the
+remembered peers, a bounded number pinged at once; once one answers the DHT
+bootstraps. With nobody reachable the join task retries with a doubling delay
+(2 s .. 60 s); while the table is small a self-lookup every ``grow_interval``
+meets nodes that joined later.
 
 Invariants:
 - Every background task (join/maintenance loop) belongs to the service and ends in
@@ -36,33 +32,13 @@ Invariants:
   uploader's ``on_uploaded`` hook. The renewer closes before the DHT.
 - The known-peers store is fed from the routing table every ``feed_interval`` and
   at close; the runner writes it to ``state/known_peers.json``.
-- Relay (docs/relay.md): when :meth:`relay_should_serve` (``[relay] serve``; "auto"
-  follows :meth:`set_relay_reachable`) a :class:`~p2pstore.nat.relay.RelayService`
-  runs on the endpoint; it closes before the storage service and the endpoint.
-- ``[limits]`` (docs/limits.md, :mod:`p2pstore.node.limits`): the endpoint gets
-  ``max_connections`` and the bandwidth caps; the "low-power" profile multiplies
-  every background period here (grow, feed, seed checks, lease renewal, lease
-  crawler, disk rescans) and the DHT's maintenance, refresh and republish
-  intervals by its factor. ``status`` shows the active limits.
-- Peer quality for placement (docs/grid.md, "Placement preference"): every DHT
-  request's outcome and each known-peers feed go to ``uptime``
-  (:class:`~p2pstore.grid.uptime.UptimeTracker`, this node's own observations);
-  :meth:`peer_quality` combines it with the ``reachability`` hook and the backend's
-  uploader and repairer rank candidates with it.
-- NAT hooks (set by the reachability wiring, None by default): ``announced_peers``
-  turns the node announcements a lookup collected into extra storage peers for
-  :meth:`find_peers`; ``reachability`` says whether a peer is publicly reachable.
-- NAT (docs/nat.md): ``start()`` creates a :class:`~p2pstore.nat.manager.NatManager`
-  (``[network]``; wiring in :mod:`p2pstore.node.nat_wiring`) after the DHT; it
-  decides reachability, sets the DHT mode, keeps relays and announces the peer
-  record while private. It sets the ``announced_peers`` and ``reachability``
-  hooks; ``find_peers`` so adds announced storage peers; ``storage_for``
-  reaches NATed ones through its Connector. It closes before the DHT.
-- Port mapping (docs/portmap.md): ``start()`` creates ``port_mapper`` (a
-  :class:`~p2pstore.nat.portmap.PortMapper` for the bound UDP port, from
-  ``[portmap]``) and starts it without waiting; it is off on loopback. Its status is
-  ``details["portmap"]`` / ``"portmap"`` in the node info; ``close()`` deletes the
-  mapping just before the endpoint closes.
+- Components and their docs: the relay service (``[relay] serve``, docs/relay.md),
+  ``[limits]`` and the low-power profile (docs/limits.md, :mod:`.limits`), peer
+  quality for placement from this node's own uptime observations (docs/grid.md,
+  "Placement preference"), the NAT manager and its ``announced_peers`` /
+  ``reachability`` hooks (docs/nat.md, :mod:`.nat_wiring`), the port mapper
+  (docs/portmap.md). Each closes in the order of :meth:`close`: NAT before the
+  DHT, the relay before storage, the port mapping just before the endpoint.
 """
 
 from __future__ import annotations
@@ -71,12 +47,9 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import random
-import socket
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 from dht import Announcement, Contact, DhtConfig, DhtNode, LoopClock
@@ -84,7 +57,7 @@ from dht.quic_adapter import dht_transport
 from p2pstore import __version__
 from p2pstore.app.contract import PeerInfo
 from p2pstore.app.grid import GridApplication, VdriveComponent
-from p2pstore.grid import Health, HealthConfig
+from p2pstore.base.tasks import TaskOwner
 from p2pstore.grid.lease_renewal import LeaseBook, LeaseRenewer, RenewerConfig
 from p2pstore.grid.quality import PeerQuality
 from p2pstore.grid.storage_peers import StoragePeers
@@ -103,33 +76,17 @@ from quic_transport.identity import NodeId
 from .advertise import advertised_address
 from .bootstrap import Seed
 from .join import JoinReport, contact_any, join_candidates
+from .lease_wiring import start_lease_renewal
 from .limits import dht_config, limits_status, slower, transport_config
-from .nat_wiring import connection_details, extra_peer_ids, make_nat_manager, nat_hooks
+from .nat_wiring import make_nat_manager, nat_hooks
+from .peer_view import list_peers
+from .relay_keeper import RelayKeeper
 from .seed_watch import Nicknames, SeedWatch
 from .service import NodeContext, ServiceStatus
+from .storage_disk import disk_usage, raise_bind_oserror, remove_stale_spools
 
 log = logging.getLogger(__name__)
 STORAGE_RESCAN_SECONDS = 60.0
-
-
-def disk_usage(root: Path) -> int:
-    """Bytes in regular files under ``root`` (not following symlinks)."""
-    total = 0
-    stack = [root]
-    while stack:
-        try:
-            with os.scandir(stack.pop()) as it:
-                for entry in it:
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(Path(entry.path))
-                        elif entry.is_file(follow_symlinks=False):
-                            total += entry.stat(follow_symlinks=False).st_size
-                    except OSError:
-                        continue
-        except OSError:
-            continue
-    return total
 
 
 #: ``announced_peers(announcements)``: the storage peers a lookup's node announcements
@@ -177,7 +134,6 @@ class GridService:
         self.started_at: float | None = None
         self.seed_watch: SeedWatch | None = None
         self.nicknames: Nicknames | None = None
-        self._seed_task: asyncio.Task[None] | None = None
         self.endpoint: Endpoint | None = None
         self.dht: DhtNode | None = None
         self.storage: StorageService | None = None
@@ -191,14 +147,13 @@ class GridService:
         self.reachability: Callable[[NodeId], bool | None] | None = None
         self.last_join: JoinReport | None = None
         self.joined_at: float | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = TaskOwner()  # the join loop and the seed watch
         self._bound: tuple[str, int] | None = None
         self._self_address: PeerAddress | None = None
         self._storage_used = 0
         self._storage_scanned_at: float | None = None
         self.spool_dir = context.node_dir.state_dir / "spool"
-        self.relay_service: RelayService | None = None  # [relay] serve (docs/relay.md)
-        self._relay_reachable: bool | None = None  # set by the reachability engine
+        self.relay = RelayKeeper(context.config)  # [relay] serve (docs/relay.md)
         self.port_mapper: PortMapper | None = None  # docs/portmap.md
 
     def __repr__(self) -> str:
@@ -215,78 +170,41 @@ class GridService:
                 ctx.key, listen.host, listen.port, transport_config(cfg.limits)
             )
         except LocalError:
-            _raise_bind_oserror(listen.host, listen.port)  # the runner reports OSError
+            raise_bind_oserror(listen.host, listen.port)  # the runner reports OSError
             raise
         host, port = self.endpoint.local_address
         self.started_at = ctx.clock()
-        self.nicknames = Nicknames(self.endpoint, cfg.node.nickname, __version__)
-        ep = self.endpoint
-
-        nicks = self.nicknames
-
-        async def ping(peer: PeerAddress, timeout: float) -> float:  # noqa: ASYNC109
-            took = await ep.ping(peer, timeout=timeout)
-            if not nicks.known(peer.node_id):
-                await nicks.fetch(peer, timeout=timeout)
-            return took
-
-        self.seed_watch = SeedWatch(
-            ctx.bootstrap.seeds,
-            ping,
-            interval=self.seed_interval,
-            timeout=min(self.probe_timeout, 3.0),
-            clock=ctx.clock,
-        )
+        self._start_seed_watch(self.endpoint)
         self._bound = (listen.host, port)
-        # -- port mapping (portmap): in the background; off on loopback ---------------
+        # port mapping (docs/portmap.md): in the background; off on loopback
         self.port_mapper = PortMapper.for_node(
             listen.host, port, enabled=cfg.portmap.enabled, lifetime=cfg.portmap.lifetime
         )
         await self.port_mapper.start()
-        # ------------------------------------------------------------------------------
         adv = advertised_address(cfg, port)
         self._self_address = PeerAddress(ctx.key.node_id, adv.host, adv.port)
-        if cfg.storage.enabled:
-            scfg = StorageConfig(
-                max_bytes=cfg.storage.quota,
-                reserved_space=cfg.storage.reserved_space,
-                lease_duration=float(cfg.storage.lease_duration),
-            )
-            self.storage = await StorageService.start(
-                ctx.node_dir.storage_dir,
-                self.endpoint,
-                scfg,
-                error_factory=RpcError,
-                crawl_interval=slower(1.0, cfg.limits),
-            )
-            register_storage_streams(self.endpoint, self.storage.server, error_factory=RpcError)
-        _remove_stale_spools(self.spool_dir)
+        await self._start_storage(self.endpoint)
+        remove_stale_spools(self.spool_dir)
         self._update_relay()
         candidates = join_candidates(ctx.bootstrap, ctx.known_peers, ctx.key.node_id)
-        seeds = [Contact(s.node_id, s.host, s.port) for s in candidates]
-        self.dht = DhtNode(
-            ctx.key.node_id,
-            ObservingTransport(dht_transport(self.endpoint), self.uptime),
-            clock=LoopClock(),
-            seeds=seeds,
-            config=dht_config(
-                DhtConfig(k=min(cfg.dht.k, 20), alpha=min(cfg.dht.alpha, cfg.dht.k, 20)),
-                cfg.limits,
-            ),
-            signer=ctx.key,
-            # address classes follow our listen address (docs/dht.md)
-            may_dial=functools.partial(addrclass.may_send, own=listen.host),
+        self.dht = await self._start_dht(self.endpoint, candidates)
+        self.nat = make_nat_manager(
+            self.endpoint,
+            self.dht,
+            ctx.key,
+            cfg,
+            port_mapping=lambda: self.port_mapper,
+            set_relay_reachable=self.set_relay_reachable,
         )
-        await self.dht.start(bootstrap=False)
-        self.nat = make_nat_manager(self)
         self.nat.start()
         self.announced_peers, self.reachability = nat_hooks(self.nat, ctx.key.node_id)
         if cfg.client.renew_leases:
             self._start_leases()
-        self._task = asyncio.create_task(self._run(), name="grid-service-join")
+        self._tasks.start(self._run(), name="grid-service-join")
         # the join attempts report on the seeds too; the watch measures their RTT and
         # re-checks them every ``seed_interval``
-        self._seed_task = asyncio.create_task(
+        assert self.seed_watch is not None
+        self._tasks.start(
             self.seed_watch.run(first_delay=min(2.0, self.seed_interval)),
             name="grid-service-seeds",
         )
@@ -303,6 +221,61 @@ class GridService:
             len(candidates),
         )
 
+    def _start_seed_watch(self, ep: Endpoint) -> None:
+        ctx = self.context
+        self.nicknames = nicks = Nicknames(ep, ctx.config.node.nickname, __version__)
+
+        async def ping(peer: PeerAddress, timeout: float) -> float:  # noqa: ASYNC109
+            took = await ep.ping(peer, timeout=timeout)
+            if not nicks.known(peer.node_id):
+                await nicks.fetch(peer, timeout=timeout)
+            return took
+
+        self.seed_watch = SeedWatch(
+            ctx.bootstrap.seeds,
+            ping,
+            interval=self.seed_interval,
+            timeout=min(self.probe_timeout, 3.0),
+            clock=ctx.clock,
+        )
+
+    async def _start_storage(self, ep: Endpoint) -> None:
+        cfg = self.context.config
+        if not cfg.storage.enabled:
+            return
+        scfg = StorageConfig(
+            max_bytes=cfg.storage.quota,
+            reserved_space=cfg.storage.reserved_space,
+            lease_duration=float(cfg.storage.lease_duration),
+        )
+        self.storage = await StorageService.start(
+            self.context.node_dir.storage_dir,
+            ep,
+            scfg,
+            error_factory=RpcError,
+            crawl_interval=slower(1.0, cfg.limits),
+        )
+        register_storage_streams(ep, self.storage.server, error_factory=RpcError)
+
+    async def _start_dht(self, ep: Endpoint, candidates: Sequence[Seed]) -> DhtNode:
+        ctx = self.context
+        cfg = ctx.config
+        dht = DhtNode(
+            ctx.key.node_id,
+            ObservingTransport(dht_transport(ep), self.uptime),
+            clock=LoopClock(),
+            seeds=[Contact(s.node_id, s.host, s.port) for s in candidates],
+            config=dht_config(
+                DhtConfig(k=min(cfg.dht.k, 20), alpha=min(cfg.dht.alpha, cfg.dht.k, 20)),
+                cfg.limits,
+            ),
+            signer=ctx.key,
+            # address classes follow our listen address (docs/dht.md)
+            may_dial=functools.partial(addrclass.may_send, own=cfg.node.listen.host),
+        )
+        await dht.start(bootstrap=False)
+        return dht
+
     async def close(self) -> None:
         if self.vdrive is not None:
             vclose = getattr(self.vdrive, "close", None)
@@ -311,12 +284,7 @@ class GridService:
                     await vclose()
         if self.backend is not None:
             await self.backend.close()
-        for task in (self._task, self._seed_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._task = self._seed_task = None
+        await self._tasks.close()
         if self.lease_renewer is not None:
             await self.lease_renewer.close()
             self.lease_renewer = None
@@ -327,9 +295,7 @@ class GridService:
         if self.dht is not None:
             self._feed_known_peers()
             await self.dht.close()
-        if self.relay_service is not None:
-            await self.relay_service.close()
-            self.relay_service = None
+        await self.relay.close()
         if self.storage is not None:
             await self.storage.close()
             self.storage = None
@@ -339,55 +305,26 @@ class GridService:
             await self.endpoint.aclose()
         log.info("grid node closed")
 
-    # -- relay service ---------------------------------------------------------------
+    # -- relay service (docs/relay.md; the rules in relay_keeper.py) -------------------
+    @property
+    def relay_service(self) -> RelayService | None:
+        return self.relay.service
+
     def relay_should_serve(self) -> bool:
-        """``[relay] serve``: true/false as configured; "auto" follows
-        :meth:`set_relay_reachable`, and until that is known, serves when the node has
-        a ``public_address`` configured or is an introducer."""
-        cfg = self.context.config
-        if cfg.relay.serve is not None:
-            return cfg.relay.serve
-        if self._relay_reachable is not None:
-            return self._relay_reachable
-        return cfg.node.public_address is not None or cfg.node.introducer
+        return self.relay.should_serve()
 
     async def set_relay_reachable(self, reachable: bool) -> None:
-        """The reachability engine reports whether this node is publicly reachable;
-        with ``serve = "auto"`` the relay service starts or stops accordingly."""
-        self._relay_reachable = reachable
-        if not self.relay_should_serve() and self.relay_service is not None:
-            service, self.relay_service = self.relay_service, None
-            await service.close()
-            log.info("relay service stopped (node not publicly reachable)")
-        self._update_relay()
+        await self.relay.set_reachable(reachable)
 
     def _update_relay(self) -> None:
-        if self.endpoint is None or self.relay_service is not None:
-            return
-        if not self.relay_should_serve():
-            return
-        cfg = self.context.config
-        public = cfg.node.public_address.host if cfg.node.public_address is not None else None
-        self.relay_service = RelayService(self.endpoint, cfg.relay.limits(), public_host=public)
-        self.relay_service.start()
-        log.info("relay service started (docs/relay.md)")
+        if self.endpoint is not None:
+            self.relay.update(self.endpoint)
 
     # -- leases ----------------------------------------------------------------------
     def _start_leases(self) -> None:
-        ctx = self.context
-        cfg = ctx.config
-        self.lease_book = LeaseBook.load(ctx.node_dir.private_dir / "leases.log")
-        config = self.renewer_config or RenewerConfig(
-            interval=slower(float(cfg.client.renew_interval), cfg.limits),
-            renew_after=cfg.storage.lease_duration / 3,
+        self.lease_book, self.lease_renewer = start_lease_renewal(
+            self.context, self.find_peers, self.storage_for, self.renewer_config
         )
-        health: Health[PeerAddress] = Health(
-            self.find_peers, self.storage_for, HealthConfig(happy=cfg.client.shares_happy)
-        )
-        self.lease_renewer = LeaseRenewer(self.lease_book, health.renew, config, clock=ctx.clock)
-        # a first round soon after start, so a node restarted more often than the
-        # interval still renews
-        self.lease_renewer.start(first_delay=min(300.0, config.interval) * random.uniform(0.8, 1.2))
 
     def _on_uploaded(self, result: UploadResult[Any]) -> None:
         """The uploader's hook: the file (new or already stored, whose lease the
@@ -589,60 +526,14 @@ class GridService:
         """Every routing-table contact, with RTT (a ping each, concurrently, 2 s max)."""
         if self.dht is None or self.endpoint is None:
             return []
-        contacts = self.dht.table.contacts()
-        listed = {c.node_id for c in contacts}
-        for nid in extra_peer_ids(self.nat, listed):  # NATed peers reached via the connector
-            at = self.endpoint.peer_address(nid)
-            if at is not None:
-                contacts.append(Contact(nid, at[0], at[1]))
-        connected = set(self.endpoint.connected_peers)
-        ep = self.endpoint
-
-        nicks = self.nicknames
-
-        async def rtt(c: Contact) -> float | None:
-            peer = PeerAddress(c.node_id, c.host, c.port)
-            try:
-                took = await ep.ping(peer, timeout=2.0)
-            except Exception:
-                return None
-            if nicks is not None and not nicks.known(c.node_id):
-                await nicks.fetch(peer, timeout=2.0)
-            if self.storage_peers.role(c.node_id) is None:
-                await self.storage_peers.filter([peer])  # learn whether it stores (cached)
-            return took
-
-        limit = asyncio.Semaphore(16)
-
-        async def bounded(c: Contact) -> float | None:
-            async with limit:
-                return await rtt(c)
-
-        rtts = await asyncio.gather(*(bounded(c) for c in contacts))
-        out = []
-        for c, r in zip(contacts, rtts, strict=True):
-            role = self.storage_peers.role(c.node_id)
-            known = self.context.known_peers.get(c.node_id)
-            details: dict[str, Any] = {
-                "rtt_ms": None if r is None else round(r * 1000, 2),
-                "storage": None if role is None else role.stores,
-            }
-            if role is not None and role.available is not None:
-                details["storage_available"] = role.available
-            details.update(connection_details(self.nat, c.node_id))
-            nick = self.nicknames.get(c.node_id) if self.nicknames is not None else None
-            if nick is not None:
-                details["nickname"] = nick
-            out.append(
-                PeerInfo(
-                    c.node_id.b32,
-                    f"{c.host}:{c.port}",
-                    connected=c.node_id in connected or r is not None,
-                    last_seen=known.last_seen if known else None,
-                    details=details,
-                )
-            )
-        return out
+        return await list_peers(
+            self.dht,
+            self.endpoint,
+            self.nat,
+            self.nicknames,
+            self.storage_peers,
+            self.context.known_peers,
+        )
 
     def _rescan_storage(self) -> None:
         now = time.monotonic()
@@ -705,24 +596,3 @@ def grid_service_factory(
         return GridService(context, vdrive_factory=vdrive_factory)
 
     return make
-
-
-def _raise_bind_oserror(host: str, port: int) -> None:
-    """The transport reports a bind failure as ``LocalError`` text; bind once more
-    to raise the ``OSError`` (with its errno) the runner turns into a config error."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.bind((host, port))
-
-
-def _remove_stale_spools(spool_dir: Path) -> None:
-    """Spool files left by a node that was killed mid-upload (their uploads failed)."""
-    try:
-        stale = [p for p in spool_dir.iterdir() if p.name.startswith("upload-")]
-    except FileNotFoundError:
-        return
-    for p in stale:
-        with contextlib.suppress(OSError):
-            p.unlink()
-    if stale:
-        log.info("removed %d spool files of interrupted uploads", len(stale))

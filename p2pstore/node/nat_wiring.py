@@ -10,21 +10,21 @@ DHT (no announcements) gets exactly the old behaviour.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
+from dht.node import DhtNode
 from p2pstore.nat.manager import NatManager, NatSettings
-from quic_transport import PeerAddress
-from quic_transport.identity import NodeId
+from p2pstore.nat.portmap import PortMapper
+from quic_transport import Endpoint, PeerAddress
+from quic_transport.identity import NodeId, NodeKey
 
+from .config import NodeConfig
 from .limits import slower
 
-if TYPE_CHECKING:
-    from .grid_service import GridService
 
-
-def nat_settings(service: GridService) -> NatSettings:
-    net = service.context.config.network
+def nat_settings(config: NodeConfig) -> NatSettings:
+    net = config.network
     return NatSettings(
         reachability=net.reachability,
         hole_punching=net.hole_punching,
@@ -33,36 +33,42 @@ def nat_settings(service: GridService) -> NatSettings:
         keepalive=float(net.keepalive),
         # the low-power profile slows re-checks; never the keepalive, which must
         # stay under the NAT's UDP timeout or the node becomes unreachable
-        recheck_interval=slower(float(net.recheck_interval), service.context.config.limits),
+        recheck_interval=slower(float(net.recheck_interval), config.limits),
     )
 
 
-def make_nat_manager(service: GridService) -> NatManager:
-    assert service.endpoint is not None and service.dht is not None
-    ctx = service.context
-    dht = service.dht
-    public = ctx.config.node.public_address
+def make_nat_manager(
+    endpoint: Endpoint,
+    dht: DhtNode,
+    key: NodeKey,
+    config: NodeConfig,
+    *,
+    port_mapping: Callable[[], PortMapper | None],
+    set_relay_reachable: Callable[[bool], Awaitable[None]],
+) -> NatManager:
+    """The node's NAT manager; ``port_mapping`` gives the port mapper once there is
+    one, ``set_relay_reachable`` makes ``[relay] serve = "auto"`` follow the verdict."""
+    public = config.node.public_address
     extra = [] if public is None else [(public.host, public.port)]
 
     def candidates() -> list[PeerAddress]:
         return [PeerAddress(c.node_id, c.host, c.port) for c in dht.table.contacts()]
 
     nat = NatManager(
-        service.endpoint,
-        ctx.key,
+        endpoint,
+        key,
         dht,
-        nat_settings(service),
-        stores=ctx.config.storage.enabled,
+        nat_settings(config),
+        stores=config.storage.enabled,
         candidates=candidates,
         extra_addresses=lambda: extra,
-        port_mapping=lambda: getattr(service, "port_mapper", None),
+        port_mapping=port_mapping,
     )
 
     async def relay_follows(verdict: str) -> None:
         # [relay] serve = "auto": relay for others exactly while we are reachable
-        setter = getattr(service, "set_relay_reachable", None)
-        if setter is not None and verdict in ("public", "private"):
-            await setter(verdict == "public")
+        if verdict in ("public", "private"):
+            await set_relay_reachable(verdict == "public")
 
     nat.verdict_hooks.append(relay_follows)
     return nat
