@@ -195,7 +195,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("identity", help="print the node ID of a key file (created if missing)")
     p.add_argument("--key", help="key file path; without it a fresh unsaved identity is made")
     p.set_defaults(func=_cmd_identity)
+    _add_create_commands(sub)
+    _add_daemon_commands(sub)
+    cli_client.add_commands(sub)  # put/get/info/check/status/peers and the vdrive ones
+    cli_webui.add_commands(sub)  # web-url: a one-time web UI login link
+    _add_bootstrap_commands(sub)
+    localgrid.register(sub)
 
+    p = sub.add_parser("systemd-unit", help="print (or --install) a systemd user unit")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--install", action="store_true", help="write it to ~/.config/systemd/user/")
+    p.set_defaults(func=_cmd_systemd_unit)
+
+    p = sub.add_parser("shell", help="an interactive shell on a running node (docs/shell.md)")
+    p.add_argument("--node", metavar="DIR", help="node directory (default: $P2PSTORE_NODE)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of failed commands")
+    p.set_defaults(func=_cmd_shell)
+    return parser
+
+
+def _add_create_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for name, func, what in (
         ("create-node", _cmd_create_node, "a node directory"),
         ("create-introducer", _cmd_create_introducer, "an introducer (seed) node directory"),
@@ -220,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--nickname", metavar="NAME", help="a name shown to others")
         p.set_defaults(func=func)
 
+
+def _add_daemon_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run a node in the foreground (Ctrl-C stops it)")
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--daemonized", action="store_true", help=argparse.SUPPRESS)
@@ -237,9 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for exit")
         p.add_argument("--force", action="store_true", help="SIGKILL if it has not exited")
         p.set_defaults(func=func)
-    cli_client.add_commands(sub)  # put/get/info/check/status/peers and the vdrive ones
-    cli_webui.add_commands(sub)  # web-url: a one-time web UI login link
 
+
+def _add_bootstrap_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("bootstrap", help="bootstrap lists: show this node's line, add seeds")
     bsub = p.add_subparsers(dest="bootstrap_command", metavar="ACTION")
     bsub.required = True
@@ -254,19 +275,6 @@ def build_parser() -> argparse.ArgumentParser:
     q = bsub.add_parser("check", help="validate a bootstrap list file or text")
     q.add_argument("source", metavar="FILE|TEXT")
     q.set_defaults(func=_cmd_bootstrap_check)
-
-    localgrid.register(sub)
-
-    p = sub.add_parser("systemd-unit", help="print (or --install) a systemd user unit")
-    p.add_argument("dir", metavar="DIR")
-    p.add_argument("--install", action="store_true", help="write it to ~/.config/systemd/user/")
-    p.set_defaults(func=_cmd_systemd_unit)
-
-    p = sub.add_parser("shell", help="an interactive shell on a running node (docs/shell.md)")
-    p.add_argument("--node", metavar="DIR", help="node directory (default: $P2PSTORE_NODE)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks of failed commands")
-    p.set_defaults(func=_cmd_shell)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

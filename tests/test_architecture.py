@@ -191,9 +191,10 @@ def test_no_import_cycles() -> None:
     assert not cycles, "\n".join(" <-> ".join(c) for c in cycles)
 
 
-def _excused(lines: list[str], start: int) -> bool:
-    """A ``# Longer than ...`` comment within the first lines of the block."""
-    return any(WHY in line for line in lines[start : start + 6])
+def _excused(lines: list[str], start: int, body: int) -> bool:
+    """A ``# Longer than ...`` comment between the ``def`` line and the first
+    lines of the body."""
+    return any(WHY in line for line in lines[start : body + 3])
 
 
 def test_modules_and_functions_stay_small() -> None:
@@ -208,7 +209,9 @@ def test_modules_and_functions_stay_small() -> None:
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 length = (node.end_lineno or node.lineno) - node.lineno + 1
-                if length > MAX_FUNCTION_LINES and not _excused(lines, node.lineno - 1):
+                if length > MAX_FUNCTION_LINES and not _excused(
+                    lines, node.lineno - 1, node.body[0].lineno - 1
+                ):
                     long_functions.append(
                         f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {length} lines"
                     )

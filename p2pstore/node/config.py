@@ -349,14 +349,24 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
     def section(name: str) -> _Section:
         return _Section(path, name, data.get(name, {}))
 
-    d_node, d_storage, d_dht, d_log = (
-        NodeSection(),
-        StorageSection(),
-        DhtSection(),
-        LoggingSection(),
+    node = _node_section(section("node"))
+    return NodeConfig(
+        path=path,
+        node=node,
+        storage=_storage_section(section("storage")),
+        dht=_dht_section(section("dht")),
+        client=_client_section(section("client")),
+        logging=_logging_section(section("logging"), path),
+        vdrive=_vdrive_section(section("vdrive"), node),
+        network=_network_section(section("network")),
+        relay=_relay_section(section("relay")),
+        limits=_limits_section(section("limits")),
+        portmap=_portmap_section(section("portmap")),
     )
 
-    s = section("node")
+
+def _node_section(s: _Section) -> NodeSection:
+    d_node = NodeSection()
     node = NodeSection(
         nickname=s.convert("nickname", d_node.nickname, _nickname),
         listen=s.convert("listen", d_node.listen, _host_port),
@@ -372,8 +382,11 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
     s.finish()
     if node.public_address is not None and node.public_address.is_wildcard:
         raise s.error("public_address", "must be an address others can dial, not a wildcard")
+    return node
 
-    s = section("storage")
+
+def _storage_section(s: _Section) -> StorageSection:
+    d_storage = StorageSection()
     storage = StorageSection(
         enabled=s.get("enabled", bool, d_storage.enabled),
         quota=s.convert("quota", d_storage.quota, _quota),
@@ -383,8 +396,11 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
         ),
     )
     s.finish()
+    return storage
 
-    s = section("dht")
+
+def _dht_section(s: _Section) -> DhtSection:
+    d_dht = DhtSection()
     k = s.int_range("k", d_dht.k, 1, 64)
     dht = DhtSection(
         k=k,
@@ -392,8 +408,10 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
         remember_peers=s.int_range("remember_peers", d_dht.remember_peers, 1, 100_000),
     )
     s.finish()
+    return dht
 
-    s = section("client")
+
+def _client_section(s: _Section) -> ClientSection:
     d_client = ClientSection()
     needed = s.int_range("shares_needed", d_client.shares_needed, 1, 256)
     total = s.int_range("shares_total", d_client.shares_total, needed, 256)
@@ -405,8 +423,11 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
         renew_interval=s.convert("renew_interval", d_client.renew_interval, _duration_at_least(60)),
     )
     s.finish()
+    return client
 
-    s = section("logging")
+
+def _logging_section(s: _Section, path: Path) -> LoggingSection:
+    d_log = LoggingSection()
     logging_ = LoggingSection(
         level=s.convert("level", d_log.level, _level),
         max_bytes=s.convert("max_bytes", d_log.max_bytes, parse_size),
@@ -415,16 +436,20 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
     s.finish()
     if logging_.max_bytes < 10_000:
         raise ConfigError(path, "[logging] max_bytes", "must be at least 10kB")
+    return logging_
 
-    s = section("vdrive")
+
+def _vdrive_section(s: _Section, node: NodeSection) -> VdriveSection:
     vdrive = VdriveSection(
         serve=s.get("serve", bool, node.introducer),
         writers=s.convert("writers", (), _node_ids),
         open=s.get("open", bool, False),
     )
     s.finish()
+    return vdrive
 
-    s = section("network")
+
+def _network_section(s: _Section) -> NetworkSection:
     d_net = NetworkSection()
     network = NetworkSection(
         reachability=s.convert("reachability", d_net.reachability, _reachability),
@@ -437,9 +462,10 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
         ),
     )
     s.finish()
-    relay = _relay_section(section("relay"))
+    return network
 
-    s = section("limits")
+
+def _limits_section(s: _Section) -> LimitsSection:
     d_limits = LimitsSection()
     limits = LimitsSection(
         max_connections=s.int_range("max_connections", d_limits.max_connections, 8, 65536),
@@ -448,8 +474,10 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
         profile=s.convert("profile", d_limits.profile, _profile),
     )
     s.finish()
+    return limits
 
-    s = section("portmap")
+
+def _portmap_section(s: _Section) -> PortmapSection:
     d_portmap = PortmapSection()
     portmap = PortmapSection(
         enabled=s.get("enabled", bool, d_portmap.enabled),
@@ -458,19 +486,7 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
         ),
     )
     s.finish()
-    return NodeConfig(
-        path=path,
-        node=node,
-        storage=storage,
-        dht=dht,
-        client=client,
-        logging=logging_,
-        vdrive=vdrive,
-        network=network,
-        relay=relay,
-        limits=limits,
-        portmap=portmap,
-    )
+    return portmap
 
 
 def _serve(value: Any) -> bool | None:

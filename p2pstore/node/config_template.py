@@ -36,6 +36,8 @@ def render_config(
     portmap: PortmapSection | None = None,
     relay: RelaySection | None = None,
 ) -> str:
+    # Longer than 80 lines because it is one commented TOML template: the file a
+    # user reads top to bottom is easier to keep right as one literal.
     limits = limits or LimitsSection()
     slow = PROFILE_FACTORS["low-power"]
     relay = relay or RelaySection()

@@ -176,45 +176,64 @@ def build_node_vdrive(
     sw: DriveWriter | None = None
     line: VdriveKey | None = None
     if serve:
-        if trust is not None and trust.public_key != key.public_key:
-            raise VdriveLocalError(
-                "bad-config",
-                "[vdrive] serve = true, but the bootstrap list's p2ps-vdrive key is another "
-                "node's; set serve = false or fix the list",
-            )
-        ssecret = load_or_create_secret(private_dir / SHARED_SECRET_FILE)
-        if trust is not None and trust.read_secret not in (None, ssecret):
-            raise VdriveLocalError(
-                "bad-config", "the bootstrap list's vdrive read secret is not this node's"
-            )
-        policy = WritePolicy.from_list(
-            key.node_id, [NodeId.from_b32(w) for w in writers], open=open_mode
+        shared, sw, line = _served_shared_drive(
+            key, private_dir, trust, writers, open_mode, dht, cached, reader, clock
         )
-        sw = DriveWriter(
-            signer=key,
-            name=SHARED_NAME,
-            read_secret=ssecret,
-            store=cached,
-            dht=dht,
-            policy=policy,
-            state_path=private_dir / SHARED_HEAD_FILE,
-            label="shared",
-            clock=clock,
-        )
-        shared = Drive(
-            "shared",
-            cached,
-            reader(key.public_key, SHARED_NAME, ssecret, "shared"),
-            LocalWriter(sw, key.node_id),
-            local=sw,
-        )
-        line = VdriveKey(key.public_key, "vdrive", ssecret)
     elif trust is not None:
         r = None
         if trust.read_secret is not None:
             r = reader(trust.public_key, SHARED_NAME, trust.read_secret, "shared")
         shared = Drive("shared", cached, r, RemoteWriter(call) if call is not None else None)
     return NodeVdrive(Vdrive(shared=shared, private=private, store=cached), sw, pw, line)
+
+
+def _served_shared_drive(
+    key: NodeKey,
+    private_dir: Path,
+    trust: VdriveKey | None,
+    writers: Iterable[str],
+    open_mode: bool,
+    dht: RecordPublisher,
+    cached: CachingStore,
+    reader: Callable[[bytes, bytes, bytes, str], DriveReader],
+    clock: Callable[[], float],
+) -> tuple[Drive, DriveWriter, VdriveKey]:
+    """The shared drive on the vdrive node itself: its secret, its writer, the
+    ``p2ps-vdrive`` line others need."""
+    if trust is not None and trust.public_key != key.public_key:
+        raise VdriveLocalError(
+            "bad-config",
+            "[vdrive] serve = true, but the bootstrap list's p2ps-vdrive key is another "
+            "node's; set serve = false or fix the list",
+        )
+    ssecret = load_or_create_secret(private_dir / SHARED_SECRET_FILE)
+    if trust is not None and trust.read_secret not in (None, ssecret):
+        raise VdriveLocalError(
+            "bad-config", "the bootstrap list's vdrive read secret is not this node's"
+        )
+    policy = WritePolicy.from_list(
+        key.node_id, [NodeId.from_b32(w) for w in writers], open=open_mode
+    )
+    sw = DriveWriter(
+        signer=key,
+        name=SHARED_NAME,
+        read_secret=ssecret,
+        store=cached,
+        dht=dht,
+        policy=policy,
+        state_path=private_dir / SHARED_HEAD_FILE,
+        label="shared",
+        clock=clock,
+    )
+    shared = Drive(
+        "shared",
+        cached,
+        reader(key.public_key, SHARED_NAME, ssecret, "shared"),
+        LocalWriter(sw, key.node_id),
+        local=sw,
+    )
+    line = VdriveKey(key.public_key, "vdrive", ssecret)
+    return shared, sw, line
 
 
 def build_from_context(

@@ -200,7 +200,29 @@ def entry_page(
             links += f' · <a href="{esc(file_url(path))}">view in the browser</a>'
         rows.append(("Get", links))
     out += kv_table(rows)
-    out += '<section aria-labelledby="h-caps"><h2 id="h-caps">Caps</h2>'
+    out += _caps_section(path, entry, show_caps)
+    if not is_dir and entry.get("cap"):
+        out += _health_section(path, check)
+    if not path.is_root:
+        out += (
+            '<section aria-labelledby="h-mv"><h2 id="h-mv">Rename or move</h2>'
+            f'<form method="post" action="/op/rename">{csrf_field(csrf)}'
+            f'<input type="hidden" name="path" value="{esc(path)}">'
+            '<p><label for="mv-dst">New name, or a path on the same drive</label> '
+            f'<input id="mv-dst" name="dst" value="{esc(name)}" required maxlength="4096" '
+            'autocomplete="off"></p>'
+            '<p><input type="checkbox" id="mv-replace" name="replace" value="1"> '
+            '<label for="mv-replace">replace a file of that name</label></p>'
+            '<p><button type="submit">Rename</button></p></form></section>'
+            + '<section aria-labelledby="h-rm"><h2 id="h-rm">Delete</h2>'
+            + delete_form(path, is_dir=is_dir, csrf=csrf)
+            + "</section>"
+        )
+    return out
+
+
+def _caps_section(path: VPath, entry: Mapping[str, Any], show_caps: bool) -> str:
+    out = '<section aria-labelledby="h-caps"><h2 id="h-caps">Caps</h2>'
     if show_caps:
         out += (
             '<p class="warn">Anyone holding the read cap can read this file, forever. '
@@ -224,48 +246,36 @@ def entry_page(
             '<button type="submit">Show the read cap and verify cap</button></form>'
         )
     out += "</section>"
-    if not is_dir and entry.get("cap"):
-        out += '<section aria-labelledby="h-check"><h2 id="h-check">Health</h2>'
-        if check is not None:
-            out += kv_table(
-                [
-                    ("Healthy", yes_no(check.get("healthy"))),
-                    ("Recoverable", yes_no(check.get("recoverable"))),
-                    (
-                        "Shares",
-                        f"{_int(check.get('shares_good'))} good of "
-                        f"{_int(check.get('shares_total'))} "
-                        f"({_int(check.get('shares_needed'))} needed)",
-                    ),
-                    ("Every byte verified", yes_no(check.get("verified"))),
-                    (
-                        "Problems",
-                        "<br>".join(esc(p) for p in check.get("problems", []) or []) or "none",
-                    ),
-                ]
-            )
-        out += (
-            f'<form method="get" action="{esc(entry_url(path))}">'
-            '<input type="hidden" name="check" value="1">'
-            '<p><input type="checkbox" id="ck-verify" name="verify" value="1"> '
-            '<label for="ck-verify">read and verify every share (slower)</label> '
-            '<button type="submit">Check</button></p></form></section>'
+    return out
+
+
+def _health_section(path: VPath, check: Mapping[str, Any] | None) -> str:
+    out = '<section aria-labelledby="h-check"><h2 id="h-check">Health</h2>'
+    if check is not None:
+        out += kv_table(
+            [
+                ("Healthy", yes_no(check.get("healthy"))),
+                ("Recoverable", yes_no(check.get("recoverable"))),
+                (
+                    "Shares",
+                    f"{_int(check.get('shares_good'))} good of "
+                    f"{_int(check.get('shares_total'))} "
+                    f"({_int(check.get('shares_needed'))} needed)",
+                ),
+                ("Every byte verified", yes_no(check.get("verified"))),
+                (
+                    "Problems",
+                    "<br>".join(esc(p) for p in check.get("problems", []) or []) or "none",
+                ),
+            ]
         )
-    if not path.is_root:
-        out += (
-            '<section aria-labelledby="h-mv"><h2 id="h-mv">Rename or move</h2>'
-            f'<form method="post" action="/op/rename">{csrf_field(csrf)}'
-            f'<input type="hidden" name="path" value="{esc(path)}">'
-            '<p><label for="mv-dst">New name, or a path on the same drive</label> '
-            f'<input id="mv-dst" name="dst" value="{esc(name)}" required maxlength="4096" '
-            'autocomplete="off"></p>'
-            '<p><input type="checkbox" id="mv-replace" name="replace" value="1"> '
-            '<label for="mv-replace">replace a file of that name</label></p>'
-            '<p><button type="submit">Rename</button></p></form></section>'
-            + '<section aria-labelledby="h-rm"><h2 id="h-rm">Delete</h2>'
-            + delete_form(path, is_dir=is_dir, csrf=csrf)
-            + "</section>"
-        )
+    out += (
+        f'<form method="get" action="{esc(entry_url(path))}">'
+        '<input type="hidden" name="check" value="1">'
+        '<p><input type="checkbox" id="ck-verify" name="verify" value="1"> '
+        '<label for="ck-verify">read and verify every share (slower)</label> '
+        '<button type="submit">Check</button></p></form></section>'
+    )
     return out
 
 
