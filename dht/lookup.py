@@ -263,9 +263,6 @@ class Lookup:
                     break
         return out
 
-    def answered_ids(self) -> set[NodeId]:
-        return {c.contact.node_id for c in self._order if c.state is _State.OK}
-
     def stats(self) -> LookupStats:
         res = self.result()
         hops = max((self._cands[c.node_id.raw].hop for c in res), default=0)

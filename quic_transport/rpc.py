@@ -92,14 +92,6 @@ class BulkReader:
         self._done = False
         self._released = False
 
-    @property
-    def bytes_received(self) -> int:
-        return self._received
-
-    @property
-    def at_end(self) -> bool:
-        return self._done
-
     async def read(self) -> bytes:
         if self._done:
             return b""

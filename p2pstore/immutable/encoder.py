@@ -214,10 +214,6 @@ class Encoder:
     def storage_index(self) -> bytes:
         return self._si
 
-    @property
-    def bytes_fed(self) -> int:
-        return self._total
-
     def block_hash(self, share: int, segment: int) -> bytes:
         """The hash-tree leaf of ``share``'s block of ``segment`` (encoded already):
         what a re-encoded copy of that block must hash to."""

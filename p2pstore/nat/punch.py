@@ -94,10 +94,6 @@ def punch_packet() -> bytes:
     return PUNCH_MAGIC + os.urandom(8)
 
 
-def is_punch_packet(data: bytes) -> bool:
-    return data.startswith(PUNCH_MAGIC)
-
-
 def parse_addr(value: Any, field: str) -> Addr:
     if not isinstance(value, list) or len(value) != 2:
         raise NatRemoteError(f"{field}: expected [host, port]", field=field)

@@ -218,14 +218,6 @@ class RelayClient:
         out.extend(self._lost)
         return out
 
-    def source_of(self, key: tuple[str, int]) -> tuple[Reservation, wire.Addr] | None:
-        """Which reservation and remote source a virtual path key stands for."""
-        for a in self._active.values():
-            for addr, k in a.keys.items():
-                if k == key:
-                    return a.res, addr
-        return None
-
     # -- internals ---------------------------------------------------------------------
     def _find(self, res: Reservation) -> _Active | None:
         for a in self._active.values():

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from quic_transport.identity import IdentityError, NodeId, b32decode, b32encode
 
-from .address import HostPort, canonical_host, format_host_port, parse_host_port
+from .address import HostPort, format_host_port, parse_host_port
 from .errors import AddressError, BootstrapError, BootstrapErrors
 
 SEED_KEYWORD = "p2ps-seed"
@@ -419,8 +419,3 @@ def read_bootstrap_text(path: Path) -> str:
 
 def load_bootstrap_file(path: Path) -> BootstrapList:
     return parse_bootstrap(read_bootstrap_text(path), source=str(path))
-
-
-def seed_from_address(node_id: NodeId, host: str, port: int, label: str = "") -> Seed:
-    """A seed from parts, canonicalising the host (raises ``AddressError``)."""
-    return Seed(node_id, canonical_host(host), port, label)
