@@ -1,4 +1,4 @@
-"""Clocks injected into the DHT node (STYLE.md habit 6).
+"""Clocks injected into the DHT node (docs/architecture.md, "Conventions").
 
 A clock gives monotonic seconds (timeouts, refresh schedules), wall-clock Unix seconds
 (record expiry, which crosses machines) and an awaitable sleep. Invariant: a clock's

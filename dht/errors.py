@@ -1,4 +1,4 @@
-"""The DHT's exception hierarchy (one base, Local/Remote split as in STYLE.md habit 3).
+"""The DHT's exception hierarchy (one base, Local/Remote split docs/architecture.md).
 
 - :class:`DhtLocalError`: this node was asked to do something impossible (publish an
   oversized record, look up with no contacts at all).

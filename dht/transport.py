@@ -1,4 +1,4 @@
-"""What the DHT needs from a transport (STYLE.md habit 5: the Protocol lives with its user).
+"""What the DHT needs from a transport (the Protocol lives with its user).
 
 :class:`DhtTransport` is satisfied by ``dht.memnet.MemoryTransport`` (simulations and
 fast tests) and, through a thin adapter, by ``quic_transport.Endpoint``. The contract:
@@ -42,7 +42,7 @@ Handler = Callable[[CallerInfo, Any], Awaitable[Any]]
 
 
 class DhtTransport(Protocol):
-    # The per-call timeout mirrors quic_transport.Endpoint.call (TRANSPORT_API.md).
+    # The per-call timeout mirrors quic_transport.Endpoint.call (docs/transport.md).
     async def call(
         self,
         peer: Contact,

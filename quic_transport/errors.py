@@ -1,7 +1,7 @@
 """Exceptions of the transport package.
 
 One base, :class:`TransportError`. Two branches say whose fault a failure is
-(STYLE.md habit 3):
+(docs/architecture.md, "Conventions"):
 
 - :class:`LocalError`: this node refused or could not do something (a message
   we were asked to send is too large, the endpoint is closed, a limit is hit).

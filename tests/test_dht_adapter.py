@@ -1,4 +1,4 @@
-"""The endpoint adapter, against a fake endpoint that behaves as TRANSPORT_API.md says."""
+"""The endpoint adapter, against a fake endpoint that behaves as docs/transport.md says."""
 
 from __future__ import annotations
 

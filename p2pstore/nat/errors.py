@@ -1,4 +1,4 @@
-"""The NAT package's exception base (STYLE.md habit 3).
+"""The NAT package's exception base (docs/architecture.md, "Conventions").
 
 :class:`NatLocalError`: this node cannot do what was asked (no rendezvous, no relay,
 bad argument). :class:`NatRemoteError`: a peer sent something invalid (a bad peer

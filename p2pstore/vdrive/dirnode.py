@@ -216,7 +216,7 @@ def decode_directory(data: bytes) -> Directory:
         obj = cbor2.loads(data)
     except Exception as e:  # cbor2 raises several types on garbage
         raise _bad(f"not CBOR ({type(e).__name__})") from None
-    # cbor2.loads ignores trailing bytes (PACKAGES.md): the canonical re-encoding
+    # cbor2.loads ignores trailing bytes: the canonical re-encoding
     # check below catches them, along with any non-canonical form.
     if not isinstance(obj, dict) or set(obj) != {FORMAT_KEY, "entries"}:
         raise _bad("expected a map with keys p2ps-dir, entries")
