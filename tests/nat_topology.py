@@ -1,5 +1,5 @@
 """A small internet with two home networks behind NAT routers, built from Linux
-network namespaces and nftables, for the NAT tests of issue 10.
+network namespaces and nftables, for the NAT tests (docs/nat-tests.md).
 
 Topology (every box is a namespace; interface names are fixed inside each one, so
 two test runs never collide; namespace names carry the pid and a counter)::

@@ -1,5 +1,5 @@
 """The DHT over real QUIC sockets on 127.0.0.1: 20 nodes form a network from one seed
-and every node finds every other node's record (issue 4, real-socket test)."""
+and every node finds every other node's record (a real-socket test, docs/dht.md)."""
 
 from __future__ import annotations
 

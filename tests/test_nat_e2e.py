@@ -1,4 +1,4 @@
-"""End to end behind NAT (issue 10, Tests): real node daemons, started through the
+"""End to end behind NAT (docs/nat-tests.md): real node daemons, started through the
 CLI, in the NAT topology of tests/nat_topology.py: two public seeds, a storage node
 behind nat1 and a client behind nat2 (tests/nat_grid.py).
 

@@ -1,5 +1,5 @@
 """Tests of the NAT topology harness itself (tests/nat_topology.py): that its routers
-behave like home NAT routers in the ways the NAT features of issue 10 rely on, so a
+behave like home NAT routers in the ways the NAT features (docs/nat.md) rely on, so a
 failing end-to-end NAT test points at p2pstore rather than at the harness.
 
 Measured here (plain UDP from tests/nat_probe.py, no p2pstore code):

@@ -1,6 +1,6 @@
 """Bandwidth caps on real QUIC over 127.0.0.1: the caps hold within 10 % over 10 s.
 
-The two 10-second tests are the acceptance tests of issue #10 ("bandwidth caps
+The two 10-second tests check the promise of docs/limits.md ("bandwidth caps
 hold within 10% over a 10-second transfer"); they measure payload bytes delivered
 to the receiver between two instants after a 1-second warm-up, so connection
 set-up and the initial burst do not count. At 2 MB/s neither core is busy (the
