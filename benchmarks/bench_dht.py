@@ -29,8 +29,8 @@ import time
 
 from dht.config import DhtConfig
 from dht.records import record_key
-from dht.sim import SimGrid
-from dht.vloop import run_virtual
+from p2pstore.testing.dht_sim import SimGrid
+from p2pstore.testing.vloop import run_virtual
 from quic_transport.identity import NodeId, NodeKey
 
 RECORDS = 100  # records published after the join and fetched at each churn level

@@ -19,8 +19,8 @@ from p2pstore.nat.connector import Connector
 from p2pstore.nat.punch import PunchLimits, PunchService, request_connect
 from p2pstore.nat.reachability import DialbackLimits, DialbackServer, ProbeResponder, ask_dialback
 from p2pstore.nat.record import PeerRecord, RelayAddress
+from p2pstore.testing.endpoints import address_of, endpoints
 from quic_transport import PeerAddress, TransportConfig
-from quic_transport.testing import address_of, endpoints
 
 CONFIG = TransportConfig(connect_timeout=2.0, close_timeout=0.2, pmtu_probe_timeout=0.1)
 

@@ -4,7 +4,7 @@ A clock gives monotonic seconds (timeouts, refresh schedules), wall-clock Unix s
 (record expiry, which crosses machines) and an awaitable sleep. Invariant: a clock's
 ``monotonic`` and ``sleep`` agree with the running event loop's own time, because the
 node also relies on asyncio timeouts; :class:`LoopClock` is correct for both the real
-loop and the virtual-time loop of ``dht.vloop``.
+loop and the virtual-time loop of ``p2pstore.testing.vloop``.
 """
 
 from __future__ import annotations

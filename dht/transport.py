@@ -1,7 +1,8 @@
 """What the DHT needs from a transport (the Protocol lives with its user).
 
-:class:`DhtTransport` is satisfied by ``dht.memnet.MemoryTransport`` (simulations and
-fast tests) and, through a thin adapter, by ``quic_transport.Endpoint``. The contract:
+:class:`DhtTransport` is satisfied by the in-memory network of the testing package
+(``p2pstore.testing.dht_memnet.MemoryTransport``: simulations and fast tests)
+and, through a thin adapter, by ``quic_transport.Endpoint``. The contract:
 
 - ``call(peer, method, body, *, timeout)`` sends one request to ``peer`` and returns
   the decoded reply body (CBOR-encodable values). It raises only subclasses of

@@ -164,8 +164,8 @@ async def test_twenty_nodes_find_every_record_through_the_adapter() -> None:
 
 
 def test_the_same_contract_check_passes_on_the_memory_network() -> None:
-    from dht.memnet import MemoryNetwork
-    from dht.vloop import run_virtual
+    from p2pstore.testing.dht_memnet import MemoryNetwork
+    from p2pstore.testing.vloop import run_virtual
 
     net = MemoryNetwork()
 

@@ -15,9 +15,9 @@ from dht.contact import Contact
 from dht.errors import MessageError
 from dht.lookup import Lookup
 from dht.node import MAX_CONTACTS_PER_HOST
+from p2pstore.testing.endpoints import endpoints
 from quic_transport import ConnectError, NodeKey, PeerAddress, TransportConfig, addrclass
 from quic_transport.identity import NodeId
-from quic_transport.testing import endpoints
 
 TARGET = NodeId(b"\x00" * 20)
 

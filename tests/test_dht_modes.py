@@ -16,10 +16,10 @@ import pytest
 from dht.clock import LoopClock
 from dht.config import DhtConfig
 from dht.errors import DhtLocalError
-from dht.memnet import Behaviour, MemoryNetwork
 from dht.node import DhtNode
-from dht.sim import SIM_EPOCH, SimGrid
-from dht.vloop import run_virtual
+from p2pstore.testing.dht_memnet import Behaviour, MemoryNetwork
+from p2pstore.testing.dht_sim import SIM_EPOCH, SimGrid
+from p2pstore.testing.vloop import run_virtual
 from quic_transport.identity import NodeId, NodeKey
 
 T = TypeVar("T")

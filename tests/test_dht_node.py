@@ -16,13 +16,13 @@ from dht.clock import LoopClock
 from dht.config import DhtConfig
 from dht.contact import Contact
 from dht.errors import DhtLocalError, PeerRejected, RecordError
-from dht.memnet import Behaviour
 from dht.messages import FIND_NODE, GET, PUT
 from dht.node import DhtNode
 from dht.records import MAX_VALUE, record_key, sign_record
 from dht.routing import load_contacts, save_contacts
-from dht.sim import SIM_EPOCH, SimGrid
-from dht.vloop import run_virtual
+from p2pstore.testing.dht_memnet import Behaviour
+from p2pstore.testing.dht_sim import SIM_EPOCH, SimGrid
+from p2pstore.testing.vloop import run_virtual
 from quic_transport.identity import NodeKey
 
 T = TypeVar("T")
@@ -276,7 +276,7 @@ def test_contacts_round_trip_to_peer_address_fields() -> None:
 
 
 def test_virtual_loop_jumps_time_and_detects_deadlock() -> None:
-    from dht.vloop import VirtualDeadlock
+    from p2pstore.testing.vloop import VirtualDeadlock
 
     async def sleeper() -> float:
         loop = asyncio.get_running_loop()
@@ -327,7 +327,7 @@ def test_handlers_answer_any_body_with_a_reply_or_a_typed_rejection(
     body: object, which: str
 ) -> None:
     from dht.errors import RequestRejected
-    from dht.memnet import MemCallContext, MemoryNetwork
+    from p2pstore.testing.dht_memnet import MemCallContext, MemoryNetwork
 
     async def main() -> None:
         net = MemoryNetwork()

@@ -11,8 +11,8 @@ import math
 
 import pytest
 
-from dht.sim import SimGrid
-from dht.vloop import run_virtual
+from p2pstore.testing.dht_sim import SimGrid
+from p2pstore.testing.vloop import run_virtual
 
 
 @pytest.mark.slow

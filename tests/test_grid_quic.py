@@ -38,8 +38,8 @@ from p2pstore.grid import (
 from p2pstore.immutable import ReadCap
 from p2pstore.storage import LocalStorageClient, StorageAPI, StorageConfig, StorageService
 from p2pstore.storage.bulk import QuicStorageClient, register_storage_streams
+from p2pstore.testing.endpoints import address_of, endpoints
 from quic_transport import Endpoint, PeerAddress, RpcError, TransportConfig
-from quic_transport.testing import address_of, endpoints
 
 SECRET = hashlib.sha256(b"secret").digest()
 MiB = 1 << 20

@@ -25,6 +25,7 @@ from p2pstore.nat.reachability import (
 )
 from p2pstore.nat.record import PeerRecord, RelayAddress
 from p2pstore.nat.tracker import ReachabilityTracker, TrackerConfig
+from p2pstore.testing.endpoints import address_of, endpoints
 from quic_transport import (
     CallContext,
     ConnectError,
@@ -34,7 +35,6 @@ from quic_transport import (
     TransportConfig,
 )
 from quic_transport.identity import NodeKey
-from quic_transport.testing import address_of, endpoints
 
 from .nat_helpers import UdpNat
 

@@ -11,8 +11,8 @@ from p2pstore.nat.manager import NatManager, NatSettings
 from p2pstore.nat.punch import PunchService
 from p2pstore.nat.reachability import DialbackLimits, DialbackServer
 from p2pstore.nat.record import decode_record
+from p2pstore.testing.endpoints import endpoints
 from quic_transport import PeerAddress, TransportConfig
-from quic_transport.testing import endpoints
 
 from .nat_helpers import UdpNat
 

@@ -18,9 +18,9 @@ from p2pstore.nat.relay_limits import (
     RelayLimits,
     Verdict,
 )
+from p2pstore.testing.endpoints import address_of, endpoints
 from quic_transport import TransportConfig, echo
 from quic_transport.identity import NodeId
-from quic_transport.testing import address_of, endpoints
 
 from .nat_helpers import reserve_body
 

@@ -18,6 +18,7 @@ from p2pstore.nat.relay import RelayService
 from p2pstore.nat.relay_client import RelayClient, Reservation
 from p2pstore.nat.relay_errors import RelayRefused
 from p2pstore.nat.relay_limits import RelayLimits
+from p2pstore.testing.endpoints import address_of, endpoints
 from quic_transport import (
     BulkReader,
     CallContext,
@@ -30,7 +31,6 @@ from quic_transport import (
     TransportError,
     open_endpoint,
 )
-from quic_transport.testing import address_of, endpoints
 
 from .nat_helpers import reserve_body
 

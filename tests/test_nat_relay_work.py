@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pstore.nat import relay_work as rw
+from p2pstore.testing.endpoints import address_of, endpoints
 from quic_transport.identity import NodeId
-from quic_transport.testing import address_of, endpoints
 
 from .nat_helpers import reserve_body
 

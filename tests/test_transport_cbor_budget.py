@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2pstore.testing.endpoints import address_of, endpoints
 from quic_transport import ConnectError, StreamClosedError, TransportConfig
 from quic_transport.cbor_budget import DecodeBudgetExceeded, check_structure
 from quic_transport.errors import FrameError
 from quic_transport.framing import KIND_MSG, encode_header
 from quic_transport.messages import decode_message
-from quic_transport.testing import address_of, endpoints
 
 plain = st.recursive(
     st.one_of(

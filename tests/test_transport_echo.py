@@ -9,8 +9,8 @@ import socket
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2pstore.testing.endpoints import endpoints
 from quic_transport import echo
-from quic_transport.testing import endpoints
 
 
 @given(st.binary(min_size=16, max_size=16))

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
+from p2pstore.testing.endpoints import address_of, endpoints
 from quic_transport import BulkReader, CallContext, Endpoint, TransportConfig
 from quic_transport.ratelimit import MIN_RECV_BUFFER
-from quic_transport.testing import address_of, endpoints
 
 CAP = 2_000_000  # bytes per second
 WARMUP = 1.0

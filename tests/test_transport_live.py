@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from p2pstore.testing.endpoints import address_of, endpoints
 from quic_transport import (
     BulkReader,
     CallContext,
@@ -26,7 +27,6 @@ from quic_transport import (
 from quic_transport.framing import KIND_MSG, encode_header
 from quic_transport.identity import NodeKey
 from quic_transport.messages import Request, encode_message
-from quic_transport.testing import address_of, endpoints
 
 # Short timeouts keep failure tests quick; connect_timeout stays generous because a
 # TLS handshake on a loaded 2-core machine (CI beside other work) can take over 1 s.

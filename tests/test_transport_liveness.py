@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2pstore.testing.endpoints import endpoints
 from quic_transport import (
     CallContext,
     PeerAddress,
@@ -20,7 +21,6 @@ from quic_transport import (
 )
 from quic_transport.identity import NodeKey
 from quic_transport.liveness import LivenessRule, Verdict
-from quic_transport.testing import endpoints
 
 RULE = LivenessRule(probe_after=1.0, silent_after=4.0)
 

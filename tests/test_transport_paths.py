@@ -12,9 +12,9 @@ import ipaddress
 
 import pytest
 
+from p2pstore.testing.endpoints import endpoints
 from quic_transport import ConnectError, Endpoint, PeerAddress, TransportConfig
 from quic_transport.paths import check_key, is_virtual, token_address, virtual_key
-from quic_transport.testing import endpoints
 
 
 def test_virtual_keys_are_address_shaped_and_never_ip_literals() -> None:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from p2pstore.testing.endpoints import address_of, endpoints
 from quic_transport import BulkReader, CallContext
-from quic_transport.testing import address_of, endpoints
 
 MIB = 1 << 20
 

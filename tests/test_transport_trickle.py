@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from p2pstore.testing.endpoints import address_of, endpoints
 from quic_transport import CallContext, StreamClosedError, TransportConfig
 from quic_transport.framing import KIND_MSG, encode_header
-from quic_transport.testing import address_of, endpoints
 
 
 async def echo(ctx: CallContext, body: Any) -> Any:

@@ -22,7 +22,6 @@ import pytest
 from dht.clock import LoopClock
 from dht.config import DhtConfig
 from dht.contact import Contact
-from dht.memnet import MemoryNetwork, MemoryTransport
 from dht.node import DhtNode
 from dht.records import record_key
 from p2pstore.app.drive import VdriveApplication
@@ -40,6 +39,7 @@ from p2pstore.grid import (
 from p2pstore.immutable import EncodingParams, ReadCap
 from p2pstore.node.bootstrap import VdriveKey
 from p2pstore.node.vdrive_wiring import NodeVdrive, VdriveNodeCaller, build_node_vdrive
+from p2pstore.testing.dht_memnet import MemoryNetwork, MemoryTransport
 from p2pstore.testing.storage_grid import GridServer, StorageGrid
 from p2pstore.vdrive.dirnode import parse_dircap
 from p2pstore.vdrive.drive import DriveReader
@@ -258,7 +258,7 @@ async def test_private_drives_and_storers_cannot_read(world: list[Node], tmp_pat
 
 
 async def test_forged_records_from_dht_nodes_are_ignored(world: list[Node]) -> None:
-    from dht.memnet import Behaviour
+    from p2pstore.testing.dht_memnet import Behaviour
 
     alice, bob = world[1], world[2]
     await alice.api.vdrive_mkdir(P("/real"), parents=False, expected_sequence=None)

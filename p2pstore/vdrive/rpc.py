@@ -2,7 +2,7 @@
 
 Server side: :func:`register_vdrive_rpc` registers one handler on anything with
 ``register(method, handler)`` whose handlers get ``ctx.peer_id`` (the caller's
-verified node ID): ``quic_transport.Endpoint`` or ``dht.memnet.MemoryTransport``.
+verified node ID): ``quic_transport.Endpoint`` or ``p2pstore.testing.dht_memnet.MemoryTransport``.
 
 Client side: :class:`RemoteWriter` turns a ``call(body) -> reply`` coroutine into
 the same ``apply`` the local writer has. Any transport failure becomes

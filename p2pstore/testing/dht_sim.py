@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from dht.clock import LoopClock
 from dht.config import DhtConfig
-from dht.memnet import Behaviour, MemoryNetwork
 from dht.node import DhtNode
+from p2pstore.testing.dht_memnet import Behaviour, MemoryNetwork
 from quic_transport.identity import NodeId, NodeKey
 
 SIM_EPOCH = 1_800_000_000.0  # wall-clock origin of virtual time (Unix seconds)

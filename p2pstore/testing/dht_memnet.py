@@ -3,7 +3,7 @@
 Each :class:`MemoryTransport` is one node's endpoint. Calls are delivered to the
 registered handler of the node at ``(host, port)`` after a one-way latency, with every
 body passed through a CBOR round trip (so nothing shared or non-encodable leaks between
-nodes). Time comes from the running loop: under ``dht.vloop`` it is virtual.
+nodes). Time comes from the running loop: under ``p2pstore.testing.vloop`` it is virtual.
 
 Faults, all per node: ``kill`` (silently gone: requests to it and from it time out),
 ``drop_rate`` (a request or its reply is lost: the caller times out), and

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from .config import TransportConfig
-from .endpoint import Endpoint, open_endpoint
-from .identity import NodeKey
-from .rpc import PeerAddress
+from quic_transport.config import TransportConfig
+from quic_transport.endpoint import Endpoint, open_endpoint
+from quic_transport.identity import NodeKey
+from quic_transport.rpc import PeerAddress
 
 
 def address_of(ep: Endpoint) -> PeerAddress:
