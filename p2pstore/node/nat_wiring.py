@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from dht.announce import Announcement
 from dht.node import DhtNode
 from p2pstore.nat.manager import NatManager, NatSettings
 from p2pstore.nat.portmap import PortMapper
@@ -75,18 +76,16 @@ def make_nat_manager(
 
 
 def announced_storage_peers(
-    nat: NatManager, announcements: Sequence[Any], own: NodeId
+    nat: NatManager, announcements: Sequence[Announcement], own: NodeId
 ) -> list[PeerAddress]:
     """Storage peers from a lookup's node announcements (dht.Announcement: the DHT
     verified its signature; ``node_id`` derives from its key). The value is our peer
     record, verified again and tied to that node ID."""
     out = []
     for ann in announcements:
-        value = getattr(ann, "value", None)
-        expected = getattr(ann, "node_id", None)
-        if not isinstance(value, bytes) or not value or not isinstance(expected, NodeId):
+        if not ann.value:
             continue
-        rec = nat.learn(value, expected)
+        rec = nat.learn(ann.value, ann.node_id)
         if rec is not None and rec.storage and rec.node_id != own:
             out.append(nat.address_of(rec))
     return out
@@ -94,10 +93,12 @@ def announced_storage_peers(
 
 def nat_hooks(
     nat: NatManager, own: NodeId
-) -> tuple[Callable[[Sequence[Any]], Sequence[PeerAddress]], Callable[[NodeId], bool | None]]:
+) -> tuple[
+    Callable[[Sequence[Announcement]], Sequence[PeerAddress]], Callable[[NodeId], bool | None]
+]:
     """GridService's ``announced_peers`` and ``reachability`` hooks (dhtmode)."""
 
-    def announced(announcements: Sequence[Any]) -> Sequence[PeerAddress]:
+    def announced(announcements: Sequence[Announcement]) -> Sequence[PeerAddress]:
         return announced_storage_peers(nat, announcements, own)
 
     return announced, nat.peer_reachable
@@ -117,7 +118,7 @@ def connection_details(nat: NatManager | None, node_id: NodeId) -> dict[str, Any
         out["our_relay"] = True
         if anchor.reservation is not None:
             res = anchor.reservation
-            out["relayed_address"] = f"{getattr(res, 'host', '?')}:{getattr(res, 'port', '?')}"
+            out["relayed_address"] = f"{res.host}:{res.port}"
     rec = nat.records.get(node_id)
     if rec is not None:
         out["reachability"] = rec.reach
