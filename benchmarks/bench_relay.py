@@ -25,8 +25,8 @@ from quic_transport.identity import NodeId
 
 
 async def _role_r() -> None:
-    from p2pstore.nat.relay import RelayService
-    from p2pstore.nat.relay_limits import RelayLimits
+    from p2pstore.nat.relay.limits import RelayLimits
+    from p2pstore.nat.relay.service import RelayService
 
     ep = await open_endpoint(NodeKey.generate())
     qb = int(os.environ.get("BENCH_RELAY_QUEUE", str(1 << 20)))
@@ -41,7 +41,7 @@ async def _role_r() -> None:
 
 
 async def _role_b(relay_id: str, host: str, port: int) -> None:
-    from p2pstore.nat.relay_client import RelayClient
+    from p2pstore.nat.relay.client import RelayClient
 
     ep = await open_endpoint(NodeKey.generate())
 

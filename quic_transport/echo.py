@@ -1,7 +1,7 @@
 """Path challenges outside QUIC: "can you receive at this address?" (sans-I/O).
 
 A relay forwards traffic toward a remote address only once that address proved it
-receives there (p2pstore/nat/relay_limits.py): it sends a REQUEST carrying a random
+receives there (p2pstore/nat/relay/limits.py): it sends a REQUEST carrying a random
 token from the relayed port, and every p2pstore endpoint answers a REQUEST with a
 REPLY carrying the same token to the address it came from. A spoofed source never
 sees the token, so it cannot answer.

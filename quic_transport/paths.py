@@ -1,6 +1,6 @@
 """Virtual paths: datagrams carried by something other than the endpoint's socket.
 
-A relay client (p2pstore/nat/relay_client.py) receives datagrams for this
+A relay client (p2pstore/nat/relay/client.py) receives datagrams for this
 endpoint over another connection and feeds them in with ``Endpoint.inject``;
 datagrams the endpoint sends back go to the callable registered with
 ``Endpoint.attach_path`` instead of the socket. To everything above the socket

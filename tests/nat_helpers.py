@@ -114,11 +114,11 @@ class UdpNat:
 
 
 async def reserve_body(relay: Endpoint, client: Endpoint) -> dict[str, Any]:
-    """A ``relay.reserve`` body with a proof-of-work stamp (relay_work.py), for tests
+    """A ``relay.reserve`` body with a proof-of-work stamp (relay/work.py), for tests
     that call the RPC by hand."""
     import time
 
-    from p2pstore.nat import relay_work
+    from p2pstore.nat.relay import work as relay_work
 
     stamp = await asyncio.to_thread(
         relay_work.make_stamp, relay.node_id, client.node_id, time.time()

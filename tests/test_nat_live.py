@@ -254,8 +254,8 @@ async def test_dialback_reply_carries_the_servers_own_verdict() -> None:
 
 
 async def test_connector_falls_back_to_a_real_relay_reservation() -> None:
-    from p2pstore.nat.relay import RelayService
-    from p2pstore.nat.relay_client import RelayClient
+    from p2pstore.nat.relay.client import RelayClient
+    from p2pstore.nat.relay.service import RelayService
 
     async with endpoints(3, FAST) as (a, r, b), nat(b, "restricted") as n:
         relay = RelayService(r)

@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from p2pstore.nat import relay_wire as wire
-from p2pstore.nat.relay import RelayService
-from p2pstore.nat.relay_limits import (
+from p2pstore.nat.relay import wire
+from p2pstore.nat.relay.limits import (
     AMPLIFICATION,
     MAX_CHALLENGES,
     RelayBook,
     RelayLimits,
     Verdict,
 )
+from p2pstore.nat.relay.service import RelayService
 from p2pstore.testing.endpoints import address_of, endpoints
 from quic_transport import TransportConfig, echo
 from quic_transport.identity import NodeId
@@ -209,7 +209,7 @@ def test_two_hosts_cannot_keep_every_relay_slot_idle() -> None:
     """Before: two hosts held all 16 reservations for up to a day by answering
     keepalives. Now a new host gets a slot from the host holding the most, taking the
     reservation idle longest (no datagram for 60 s)."""
-    from p2pstore.nat.relay_limits import IDLE_EVICT, Refusal
+    from p2pstore.nat.relay.limits import IDLE_EVICT, Refusal
 
     b = RelayBook(RelayLimits())
     for i in range(16):
@@ -233,7 +233,7 @@ def test_two_hosts_cannot_keep_every_relay_slot_idle() -> None:
 
 
 def test_busy_reservations_are_never_evicted() -> None:
-    from p2pstore.nat.relay_limits import Refusal
+    from p2pstore.nat.relay.limits import Refusal
 
     b = RelayBook(RelayLimits(max_rate=0))
     for i in range(16):

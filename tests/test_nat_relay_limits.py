@@ -1,4 +1,4 @@
-"""Relay accounting (p2pstore/nat/relay_limits.py): sans-I/O units and invariants."""
+"""Relay accounting (p2pstore/nat/relay/limits.py): sans-I/O units and invariants."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pstore.nat.relay_limits import Refusal, RelayBook, RelayLimits, Verdict
+from p2pstore.nat.relay.limits import Refusal, RelayBook, RelayLimits, Verdict
 from quic_transport.identity import NodeId
 
 P1, P2, P3 = (NodeId(bytes([i]) * 20) for i in (1, 2, 3))

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from p2pstore.nat.relay import RelayService
-from p2pstore.nat.relay_client import RelayClient, Reservation
-from p2pstore.nat.relay_errors import RelayRefused
-from p2pstore.nat.relay_limits import RelayLimits
+from p2pstore.nat.relay.client import RelayClient, Reservation
+from p2pstore.nat.relay.errors import RelayRefused
+from p2pstore.nat.relay.limits import RelayLimits
+from p2pstore.nat.relay.service import RelayService
 from p2pstore.testing.endpoints import address_of, endpoints
 from quic_transport import (
     BulkReader,

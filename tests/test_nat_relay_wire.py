@@ -1,4 +1,4 @@
-"""Relay record framing and RPC bodies (p2pstore/nat/relay_wire.py): round trips, fuzz."""
+"""Relay record framing and RPC bodies (p2pstore/nat/relay/wire.py): round trips, fuzz."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2pstore.nat import relay_wire as wire
-from p2pstore.nat.relay_errors import RelayWireError
+from p2pstore.nat.relay import wire
+from p2pstore.nat.relay.errors import RelayWireError
 
 ipv4 = st.ip_addresses(v=4).map(str)
 # the decoder reports IPv6 in inet_ntop's canonical text form

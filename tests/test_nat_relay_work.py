@@ -1,4 +1,4 @@
-"""Proof of work for relay reservations (p2pstore/nat/relay_work.py)."""
+"""Proof of work for relay reservations (p2pstore/nat/relay/work.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2pstore.nat import relay_work as rw
+from p2pstore.nat.relay import work as rw
 from p2pstore.testing.endpoints import address_of, endpoints
 from quic_transport.identity import NodeId
 
@@ -59,7 +59,7 @@ def test_default_work_costs_well_under_a_second_here() -> None:
 
 
 async def test_reserve_without_work_is_refused_with_a_clear_code() -> None:
-    from p2pstore.nat.relay import RelayService
+    from p2pstore.nat.relay.service import RelayService
     from quic_transport import RpcError
 
     async with endpoints(2) as (r, b):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pstore.nat.relay_limits import RelayLimits
+from p2pstore.nat.relay.limits import RelayLimits
 from p2pstore.node.config import (
     NodeSection,
     RelaySection,

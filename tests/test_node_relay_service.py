@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pstore.nat.relay_client import RelayClient
+from p2pstore.nat.relay.client import RelayClient
 from p2pstore.node.grid_service import GridService
 from quic_transport import NodeKey, PeerAddress, open_endpoint
 

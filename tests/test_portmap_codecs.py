@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pstore.nat.portmap import off_reason, renew_delay
-from p2pstore.nat.portmap_errors import MalformedReply, excerpt
-from p2pstore.nat.portmap_pmp import (
+from p2pstore.nat.portmap.errors import MalformedReply, excerpt
+from p2pstore.nat.portmap.mapper import off_reason, renew_delay
+from p2pstore.nat.portmap.pmp import (
     PcpFailure,
     PcpMapping,
     PcpMapRequest,
@@ -27,8 +27,8 @@ from p2pstore.nat.portmap_pmp import (
     encode_pmp_map_request,
     parse_pcp_request,
 )
-from p2pstore.nat.portmap_route import parse_proc_net_route
-from p2pstore.nat.portmap_upnp import (
+from p2pstore.nat.portmap.route import parse_proc_net_route
+from p2pstore.nat.portmap.upnp import (
     MAX_XML,
     UpnpFault,
     build_msearch,

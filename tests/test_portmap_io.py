@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from p2pstore.nat.portmap import PortMapper, PortmapSettings
-from p2pstore.nat.portmap_pmp import PcpMapRequest, encode_pcp_reply
-from p2pstore.nat.portmap_upnp import ssdp_response_text
+from p2pstore.nat.portmap.mapper import PortMapper, PortmapSettings
+from p2pstore.nat.portmap.pmp import PcpMapRequest, encode_pcp_reply
+from p2pstore.nat.portmap.upnp import ssdp_response_text
 from p2pstore.testing.fake_gateway import FakeIgd, FakePmpGateway, igd_description
 
 HOST = "127.0.0.1"

@@ -31,12 +31,11 @@ from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from p2pstore.nat.errors import NatLocalError
+from p2pstore.nat.punch import request_connect
+from p2pstore.nat.record import PeerRecord
 from quic_transport import Endpoint, PeerAddress
 from quic_transport.identity import NodeId
-
-from .errors import NatLocalError
-from .punch import request_connect
-from .record import PeerRecord
 
 log = logging.getLogger(__name__)
 MAX_ROUTES = 1024

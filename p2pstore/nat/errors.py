@@ -1,4 +1,8 @@
-"""The NAT package's exception base (docs/architecture.md, "Conventions").
+"""The connectivity layer's one exception root (docs/architecture.md, "Conventions").
+
+Every error :mod:`p2pstore.nat` raises on purpose derives from :class:`NatError`:
+the port-mapping errors (:mod:`.portmap.errors`) and the relay errors
+(:mod:`.relay.errors`) too, each with its own Local/Remote split.
 
 :class:`NatLocalError`: this node cannot do what was asked (no rendezvous, no relay,
 bad argument). :class:`NatRemoteError`: a peer sent something invalid (a bad peer

@@ -2,7 +2,7 @@
 the small adapters over them: the DHT's server/client mode and node announcements
 (:class:`ModalDht`, satisfied by :class:`dht.node.DhtNode`), the relay client, and
 the port mapper (:class:`PortMapping`, satisfied by
-:class:`~p2pstore.nat.portmap.PortMapper`).
+:class:`~p2pstore.nat.portmap.mapper.PortMapper`).
 
 Invariant: announcing and withdrawing never raise to the caller (the next round
 retries); a port mapper's odd answer reads as "no mapping".
@@ -14,11 +14,10 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from p2pstore.nat.record import check_host, check_port
+from p2pstore.nat.relay.client import RelayClient, Reservation
+from p2pstore.nat.tracker import Addr
 from quic_transport import Endpoint
-
-from .record import check_host, check_port
-from .relay_client import RelayClient, Reservation
-from .tracker import Addr
 
 log = logging.getLogger(__name__)
 

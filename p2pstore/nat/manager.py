@@ -32,16 +32,21 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from p2pstore.nat import glue
+from p2pstore.nat.connector import ConnectingEndpoint, Connector
+from p2pstore.nat.errors import NatRemoteError
+from p2pstore.nat.punch import PunchService
+from p2pstore.nat.reachability import DialbackServer, ProbeResponder, ReachabilityChecker
+from p2pstore.nat.record import PeerRecord, RelayAddress, decode_record
+from p2pstore.nat.tracker import (
+    Addr,
+    ObservedChanged,
+    ReachabilityTracker,
+    TrackerConfig,
+    VerdictChanged,
+)
 from quic_transport import Endpoint, NodeKey, PeerAddress, addrclass
 from quic_transport.identity import NodeId
-
-from . import glue
-from .connector import ConnectingEndpoint, Connector
-from .errors import NatRemoteError
-from .punch import PunchService
-from .reachability import DialbackServer, ProbeResponder, ReachabilityChecker
-from .record import PeerRecord, RelayAddress, decode_record
-from .tracker import Addr, ObservedChanged, ReachabilityTracker, TrackerConfig, VerdictChanged
 
 log = logging.getLogger(__name__)
 MAX_RECORDS = 1024

@@ -30,6 +30,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from p2pstore.nat.errors import NatRemoteError
+from p2pstore.nat.record import check_host, check_port
+from p2pstore.nat.tracker import VERDICTS, Addr, DialbackAnswer, Event, ReachabilityTracker
 from quic_transport import (
     CallContext,
     Endpoint,
@@ -41,10 +44,6 @@ from quic_transport import (
 )
 from quic_transport.identity import NodeId
 from quic_transport.paths import is_virtual
-
-from .errors import NatRemoteError
-from .record import check_host, check_port
-from .tracker import VERDICTS, Addr, DialbackAnswer, Event, ReachabilityTracker
 
 log = logging.getLogger(__name__)
 

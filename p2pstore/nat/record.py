@@ -31,6 +31,7 @@ from typing import Any, Final
 
 import cbor2
 
+from p2pstore.nat.errors import NatRemoteError
 from quic_transport.identity import (
     ID_BYTES,
     PUBLIC_KEY_BYTES,
@@ -39,8 +40,6 @@ from quic_transport.identity import (
     NodeKey,
     verify_signature,
 )
-
-from .errors import NatRemoteError
 
 VERSION: Final = 1
 MAX_RECORD_BYTES: Final = 1024

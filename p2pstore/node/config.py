@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from p2pstore.nat.relay_limits import RelayLimits
+from p2pstore.nat.relay.limits import RelayLimits
 from quic_transport.identity import IdentityError, NodeId
 
 from .address import HostPort, parse_host_port
@@ -126,7 +126,7 @@ class RelaySection:
     lifetime: int = 600  # seconds granted by each reserve/renew
     max_duration: int = 86400  # total age of a reservation; 0 = unlimited
     circuit_idle: int = 120  # a silent remote source is forgotten after this
-    work_bits: int = 18  # proof of work a reservation must carry (relay_work.py); 0 = none
+    work_bits: int = 18  # proof of work a reservation must carry (relay/work.py); 0 = none
 
     def limits(self) -> RelayLimits:
         return RelayLimits(

@@ -66,8 +66,8 @@ from p2pstore.grid.uptime import ObservingTransport, UptimeTracker
 from p2pstore.immutable import EncodingParams
 from p2pstore.immutable.allocator import tune_allocator
 from p2pstore.nat.manager import NatManager
-from p2pstore.nat.portmap import PortMapper
-from p2pstore.nat.relay import RelayService
+from p2pstore.nat.portmap.mapper import PortMapper
+from p2pstore.nat.relay.service import RelayService
 from p2pstore.storage import LocalStorageClient, StorageAPI, StorageConfig, StorageService
 from p2pstore.storage.bulk import QuicStorageClient, register_storage_streams
 from quic_transport import Endpoint, LocalError, PeerAddress, RpcError, addrclass, open_endpoint

@@ -16,7 +16,7 @@ from typing import Any
 from dht.announce import Announcement
 from dht.node import DhtNode
 from p2pstore.nat.manager import NatManager, NatSettings
-from p2pstore.nat.portmap import PortMapper
+from p2pstore.nat.portmap.mapper import PortMapper
 from quic_transport import Endpoint, PeerAddress
 from quic_transport.identity import NodeId, NodeKey
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from p2pstore.nat.relay import RelayService
+from p2pstore.nat.relay.service import RelayService
 from quic_transport import Endpoint
 
 from .config import NodeConfig

@@ -20,15 +20,15 @@ from typing import Any
 
 from aiohttp import web
 
-from p2pstore.nat.portmap_errors import MalformedReply
-from p2pstore.nat.portmap_pmp import (
+from p2pstore.nat.portmap.errors import MalformedReply
+from p2pstore.nat.portmap.pmp import (
     PCP_VERSION,
     PMP_OP_EXTERNAL,
     PMP_OP_MAP_UDP,
     encode_pcp_reply,
     parse_pcp_request,
 )
-from p2pstore.nat.portmap_upnp import (
+from p2pstore.nat.portmap.upnp import (
     parse_soap_call,
     soap_fault_text,
     soap_response_text,

@@ -1,7 +1,7 @@
 """RelayClient: a NATed node's side of relay reservations (docs/relay.md).
 
 ``reserve(relay)`` asks a reachable peer running
-:class:`~p2pstore.nat.relay.RelayService` for a relayed UDP port, then keeps
+:class:`~p2pstore.nat.relay.service.RelayService` for a relayed UDP port, then keeps
 three loops per reservation until it is released or lost:
 
 - *recv*: reads DATA records from the relay's ``relay.recv`` stream and injects
@@ -38,19 +38,18 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from quic_transport import BulkReader, Endpoint, PeerAddress, RpcError, TransportError
-from quic_transport.identity import NodeId
-from quic_transport.paths import virtual_key
-
-from . import relay_wire as wire
-from . import relay_work
-from .relay_errors import (
+from p2pstore.nat.relay import wire
+from p2pstore.nat.relay import work as relay_work
+from p2pstore.nat.relay.errors import (
     RelayError,
     RelayLocalError,
     RelayRefused,
     RelayUnavailable,
     RelayWireError,
 )
+from quic_transport import BulkReader, Endpoint, PeerAddress, RpcError, TransportError
+from quic_transport.identity import NodeId
+from quic_transport.paths import virtual_key
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +134,7 @@ class RelayClient:
             raise RelayLocalError("relay client is closed")
         name = relay.node_id.b32
         ep = self.endpoint
-        # proof of work (relay_work.py), in a worker thread: ~0.2 s at 18 bits
+        # proof of work (relay/work.py), in a worker thread: ~0.2 s at 18 bits
         stamp = await asyncio.to_thread(
             relay_work.make_stamp, relay.node_id, ep.node_id, time.time(), self.work_bits
         )

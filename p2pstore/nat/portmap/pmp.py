@@ -2,7 +2,7 @@
 
 Encoders build the exact request bytes; decoders take one received datagram and
 either return a frozen reply dataclass or raise
-:class:`~p2pstore.nat.portmap_errors.MalformedReply`. No sockets here.
+:class:`~p2pstore.nat.portmap.errors.MalformedReply`. No sockets here.
 
 Invariants:
 - Decoders never read past the datagram: every length is checked before a field
@@ -26,7 +26,7 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-from .portmap_errors import MalformedReply
+from p2pstore.nat.portmap.errors import MalformedReply
 
 SERVER_PORT = 5351  # RFC 6886 section 3.1, RFC 6887 section 19.1
 MAX_DATAGRAM = 1100  # RFC 6887 section 7: the largest PCP message

@@ -18,7 +18,7 @@ anti-amplification bound, RFC 9000 section 8.1), and only traffic *from* the
 source keeps it alive: the client's sending neither opens nor refreshes a circuit
 (docs/relay.md, "Threat model").
 
-Invariants (hypothesis-tested in tests/nat/test_relay_limits.py):
+Invariants (hypothesis-tested in tests/test_nat_relay_limits.py):
 - at most ``max_reservations`` live reservations, at most
   ``max_reservations_per_peer`` per peer;
 - at most ``max_circuits`` circuits per reservation;
@@ -83,7 +83,7 @@ class RelayLimits:
     attach_timeout: float = 20.0  # the client must open relay.recv within this time
     client_silence: float = 30.0  # relay.send quiet (no PING, no data) this long ends it
     queue_bytes: int = 1 << 20  # records buffered per reservation towards the client
-    #: leading zero bits of proof of work a reserve must carry (relay_work.py); 0 = none
+    #: leading zero bits of proof of work a reserve must carry (relay/work.py); 0 = none
     work_bits: int = 18
 
     def __post_init__(self) -> None:

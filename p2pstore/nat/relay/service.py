@@ -10,7 +10,7 @@ mutual authentication run end to end between the remote peer and B: the relay
 sees only ciphertext and cannot impersonate B.
 
 All decisions (limits, accounting, expiry) are made by the sans-I/O
-:class:`~p2pstore.nat.relay_limits.RelayBook`; this module shuttles bytes.
+:class:`~p2pstore.nat.relay.limits.RelayBook`; this module shuttles bytes.
 
 Invariants:
 - a reservation's socket, reader callback and queues exist exactly while the
@@ -19,7 +19,7 @@ Invariants:
 - the queue towards the client holds at most ``limits.queue_bytes``; datagrams
   beyond it are dropped and counted (``queue``), like any UDP congestion loss;
 - replies are only sent to a source that is a live circuit of the reservation, and
-  to one that has not echoed our path challenge (relay_limits.py) at most three
+  to one that has not echoed our path challenge (relay/limits.py) at most three
   times the bytes it sent;
 - the sweeper task is the only background task; :meth:`close` ends it and
   every reservation, and unregisters the handlers.
@@ -36,12 +36,17 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from p2pstore.nat.relay import wire
+from p2pstore.nat.relay import work as relay_work
+from p2pstore.nat.relay.errors import RelayWireError
+from p2pstore.nat.relay.limits import (
+    Refusal,
+    RelayBook,
+    RelayLimits,
+    ReservationState,
+    Verdict,
+)
 from quic_transport import BulkReader, CallContext, Endpoint, RpcError, echo
-
-from . import relay_wire as wire
-from . import relay_work
-from .relay_errors import RelayWireError
-from .relay_limits import Refusal, RelayBook, RelayLimits, ReservationState, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +90,7 @@ class RelayService:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.endpoint = endpoint
-        self.wall_clock = wall_clock  # proof-of-work stamps name the minute (relay_work.py)
+        self.wall_clock = wall_clock  # proof-of-work stamps name the minute (relay/work.py)
         self._stamps = relay_work.StampLedger()
         self.limits = limits or RelayLimits()
         self.clock = clock

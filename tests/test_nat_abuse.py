@@ -1,4 +1,6 @@
-"""Regression tests from the security review of the NAT layer (attacker's view)."""
+"""The NAT layer against an attacker: punches only on a rendezvous peer's request, relay
+reservations that unanswered circuits or one host cannot exhaust, relayed callers never
+dialed back (docs/nat.md, docs/relay.md "Threat model")."""
 
 from __future__ import annotations
 
@@ -57,7 +59,7 @@ def test_no_punch_task_starts_after_close() -> None:
 def test_unanswered_circuits_cannot_block_a_relay_reservation() -> None:
     """An attacker sending from max_circuits source ports (no spoofing needed) used to
     lock everybody else out of a reservation for circuit_idle (2 min) per round."""
-    from p2pstore.nat.relay_limits import UNANSWERED_GRACE, RelayBook, RelayLimits, Verdict
+    from p2pstore.nat.relay.limits import UNANSWERED_GRACE, RelayBook, RelayLimits, Verdict
 
     b = RelayBook(RelayLimits(max_circuits=2, max_rate=0))
     r = b.reserve(ANCHOR, 0)
@@ -78,7 +80,7 @@ def test_unanswered_circuits_cannot_block_a_relay_reservation() -> None:
 
 
 def test_one_host_cannot_take_every_relay_reservation_with_fresh_node_ids() -> None:
-    from p2pstore.nat.relay_limits import Refusal, RelayBook, RelayLimits
+    from p2pstore.nat.relay.limits import Refusal, RelayBook, RelayLimits
 
     b = RelayBook(RelayLimits(max_reservations=16, max_reservations_per_host=3))
     for i in range(3):

@@ -23,7 +23,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from .relay_errors import RelayWireError
+from p2pstore.nat.relay.errors import RelayWireError
 
 MAX_DATAGRAM = 16384  # largest relayed datagram; bigger size probes through a relay are dropped
 KIND_DATA = 1

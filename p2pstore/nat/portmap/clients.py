@@ -33,8 +33,14 @@ from typing import Protocol, TypeVar
 
 import aiohttp
 
-from .portmap_errors import GatewayRefused, MalformedReply, NoAnswer, VersionMismatch, excerpt
-from .portmap_pmp import (
+from p2pstore.nat.portmap.errors import (
+    GatewayRefused,
+    MalformedReply,
+    NoAnswer,
+    VersionMismatch,
+    excerpt,
+)
+from p2pstore.nat.portmap.pmp import (
     PMP_OP_EXTERNAL,
     PMP_OP_MAP_UDP,
     SERVER_PORT,
@@ -50,7 +56,7 @@ from .portmap_pmp import (
     encode_pmp_external_request,
     encode_pmp_map_request,
 )
-from .portmap_upnp import (
+from p2pstore.nat.portmap.upnp import (
     ERR_CONFLICT,
     ERR_PERMANENT_ONLY,
     ERR_SAME_PORT,

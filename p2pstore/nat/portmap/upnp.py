@@ -35,7 +35,7 @@ from typing import Any, cast
 from urllib.parse import urljoin, urlsplit
 from xml.sax.saxutils import escape
 
-from .portmap_errors import MalformedReply, excerpt
+from p2pstore.nat.portmap.errors import MalformedReply, excerpt
 
 SSDP_ADDRESS = ("239.255.255.250", 1900)
 IGD_DEVICE_TYPES = (

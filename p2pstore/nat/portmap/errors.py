@@ -1,8 +1,8 @@
-"""Exceptions of the port-mapping client (``p2pstore.nat.portmap*``).
+"""Exceptions of the port-mapping client (``p2pstore.nat.portmap.mapper*``).
 
 Invariants:
 - Everything the port-mapping modules raise on purpose derives from
-  :class:`PortmapError`; the :class:`~p2pstore.nat.portmap.PortMapper` turns every one
+  :class:`PortmapError`; the :class:`~p2pstore.nat.portmap.mapper.PortMapper` turns every one
   of them into an "unavailable" status with the message as the reason, never into a
   failure of the node.
 - :class:`PortmapLocalError`: this machine cannot try (no default gateway, an IPv6
@@ -14,8 +14,10 @@ Invariants:
 
 from __future__ import annotations
 
+from p2pstore.nat.errors import NatError
 
-class PortmapError(Exception):
+
+class PortmapError(NatError):
     """Base of every error the port-mapping modules raise on purpose."""
 
 

@@ -10,6 +10,8 @@ of :data:`CODES`; the client turns it back into :class:`RelayRefused`.
 
 from __future__ import annotations
 
+from p2pstore.nat.errors import NatError
+
 # RpcError codes the relay server answers with (docs/relay.md, "Errors").
 CODES = (
     "bad-request",  # malformed body or header
@@ -19,14 +21,14 @@ CODES = (
     "relay-busy",  # the reservation already has that stream attached
     "relay-max-duration",  # renewal past max_duration
     "relay-bind-failed",  # the relay could not open a UDP socket
-    "relay-work-required",  # the reserve lacked a valid proof of work (relay_work.py)
+    "relay-work-required",  # the reserve lacked a valid proof of work (relay/work.py)
     "relay-closed",  # the reservation ended (reason in the message)
     "relay-byte-limit",  # the reservation used up max_bytes and ended
     "relay-expired",  # the lifetime ran out without renewal
 )
 
 
-class RelayError(Exception):
+class RelayError(NatError):
     """Base of every error the relay modules raise on purpose."""
 
 

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .portmap_clients import (
+from p2pstore.nat.portmap.clients import (
     DEFAULT_TIMEOUTS,
     Lease,
     Mapper,
@@ -45,10 +45,10 @@ from .portmap_clients import (
     UpnpMapper,
     discover_igd,
 )
-from .portmap_errors import PortmapError, VersionMismatch
-from .portmap_pmp import SERVER_PORT
-from .portmap_route import default_gateway, local_address_towards
-from .portmap_upnp import SSDP_ADDRESS
+from p2pstore.nat.portmap.errors import PortmapError, VersionMismatch
+from p2pstore.nat.portmap.pmp import SERVER_PORT
+from p2pstore.nat.portmap.route import default_gateway, local_address_towards
+from p2pstore.nat.portmap.upnp import SSDP_ADDRESS
 
 log = logging.getLogger(__name__)
 METHODS = ("pcp", "nat-pmp", "upnp")
