@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 
-from p2pstore.client import NodeClient
+from p2pstore.api_client import NodeClient
 from p2pstore.immutable import parse_cap
 from p2pstore.testing.memory_app import MemoryApplication
 from p2pstore.web.server import ApiServer

@@ -16,9 +16,9 @@ import time
 from typing import Any
 
 from p2pstore.nat.connector import Connector
+from p2pstore.nat.peer_record import PeerRecord, RelayAddress
 from p2pstore.nat.punch import PunchLimits, PunchService, request_connect
 from p2pstore.nat.reachability import DialbackLimits, DialbackServer, ProbeResponder, ask_dialback
-from p2pstore.nat.record import PeerRecord, RelayAddress
 from p2pstore.testing.endpoints import address_of, endpoints
 from quic_transport import PeerAddress, TransportConfig
 

@@ -21,7 +21,7 @@ from p2pstore.testing.vdrive import MemoryRecordDht
 from p2pstore.vdrive.dirnode import DirCap, Directory, Entry
 from p2pstore.vdrive.objects import CachingStore, MemoryObjectStore
 from p2pstore.vdrive.ops import Link, list_dir
-from p2pstore.vdrive.record import SHARED_NAME, RootPointer, new_read_secret
+from p2pstore.vdrive.root_record import SHARED_NAME, RootPointer, new_read_secret
 from p2pstore.vdrive.writer import DriveWriter, WritePolicy
 from quic_transport.identity import NodeKey
 

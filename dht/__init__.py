@@ -6,11 +6,11 @@ endpoint to it), :class:`Contact`, signed :class:`Record`\\ s, and JSON persiste
 of known contacts.
 """
 
-from dht.adapter import EndpointTransport, ErrorMap
 from dht.announce import Announcement, sign_announcement, validate_announcement
 from dht.clock import Clock, LoopClock
 from dht.config import DhtConfig
 from dht.contact import Contact
+from dht.endpoint_adapter import EndpointTransport, ErrorMap
 from dht.errors import (
     DhtError,
     DhtLocalError,

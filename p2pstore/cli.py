@@ -15,8 +15,8 @@ from pathlib import Path
 
 from quic_transport.identity import IdentityError, NodeKey
 
-from . import __version__, cli_client, cli_webui
-from .client import ClientError
+from . import __version__, cli_ops, cli_webui
+from .api_client import ClientError
 from .node import bootstrap_ops, daemon, localgrid, systemd
 from .node.address import parse_host_port
 from .node.bootstrap import BootstrapList, merge
@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_identity)
     _add_create_commands(sub)
     _add_daemon_commands(sub)
-    cli_client.add_commands(sub)  # put/get/info/check/status/peers and the vdrive ones
+    cli_ops.add_commands(sub)  # put/get/info/check/status/peers and the vdrive ones
     cli_webui.add_commands(sub)  # web-url: a one-time web UI login link
     _add_bootstrap_commands(sub)
     localgrid.register(sub)
@@ -285,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, BootstrapErrors) as e:
         print(f"p2pstore: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    except cli_client.UsageProblem as e:
+    except cli_ops.UsageProblem as e:
         print(f"p2pstore: {e}", file=sys.stderr)
         return 2
     except ClientError as e:

@@ -16,7 +16,7 @@ import webbrowser
 from pathlib import Path
 from typing import Any
 
-from .client import ApiCallError, NodeClient, resolve_node_dir
+from .api_client import ApiCallError, NodeClient, resolve_node_dir
 
 
 def cmd_web_url(args: argparse.Namespace) -> int:

@@ -33,7 +33,7 @@ from prompt_toolkit.completion import (
 from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory
 
-from p2pstore.client import ClientError, NodeClient, resolve_node_dir
+from p2pstore.api_client import ClientError, NodeClient, resolve_node_dir
 
 from . import render
 from .commands import Shell

@@ -24,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Final, Protocol, cast
 
+from p2pstore.api_client import ApiCallError
 from p2pstore.app.vpath import VPath
 from p2pstore.base.progress import human_bytes
-from p2pstore.client import ApiCallError
 from p2pstore.immutable import CapError, VerifyCap, parse_cap
 
 from . import render

@@ -4,7 +4,7 @@
 line; the loop prints ``error: <message>`` and goes on. :class:`UsageError`
 (local: the line typed was wrong) and :class:`RemoteError` (the node said no, or
 could not be reached) split it the way docs/architecture.md ("Conventions") asks. API failures from
-:mod:`p2pstore.client` (``ClientError``) are shown the same way without wrapping.
+:mod:`p2pstore.api_client` (``ClientError``) are shown the same way without wrapping.
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from p2pstore.api_client import ApiCallError, ClientError, NodeUnreachable
 from p2pstore.app.vpath import VPath
 from p2pstore.base.progress import format_progress, human_bytes
-from p2pstore.client import ApiCallError, ClientError, NodeUnreachable
 
 from .errors import ShellError, UsageError
 from .parse import ALIASES, COMMAND_LIST, CommandSpec

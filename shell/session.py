@@ -1,6 +1,6 @@
 """The shell's state and its connection to the node, without any terminal code.
 
-:class:`Connection` holds one :class:`~p2pstore.client.NodeClient`, made on first
+:class:`Connection` holds one :class:`~p2pstore.api_client.NodeClient`, made on first
 use and dropped whenever the node cannot be reached, so the next command finds the
 node again (a restarted node may have a new port: the client re-reads
 ``run/status.json``). :class:`ShellState` is where the user is: the current drive,
@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from p2pstore.api_client import ClientError, NodeUnreachable, TransferError
 from p2pstore.app.vpath import DRIVES, Drive, VPath
-from p2pstore.client import ClientError, NodeUnreachable, TransferError
 
 from .paths import root_of
 
 
 class Api(Protocol):
-    """The part of :class:`p2pstore.client.NodeClient` the shell uses."""
+    """The part of :class:`p2pstore.api_client.NodeClient` the shell uses."""
 
     url: str
 

@@ -28,8 +28,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("p2pstore.app",),
     ("p2pstore.web",),
     ("p2pstore.node",),
-    ("p2pstore.client",),
-    ("shell", "p2pstore.cli_client", "p2pstore.cli_webui"),
+    ("p2pstore.api_client",),
+    ("shell", "p2pstore.cli_ops", "p2pstore.cli_webui"),
     ("p2pstore.cli",),
     ("p2pstore.demo",),
 )

@@ -9,8 +9,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from dht.adapter import EndpointTransport, ErrorMap
 from dht.contact import Contact
+from dht.endpoint_adapter import EndpointTransport, ErrorMap
 from dht.errors import PeerRejected, PeerTimeout, PeerUnreachable, RequestRejected
 from dht.transport import CallerInfo, DhtTransport
 from quic_transport.identity import NodeId, NodeKey

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dht.clock import LoopClock
 from dht.contact import Contact
 from dht.node import DhtNode
-from dht.quic_adapter import dht_transport
+from dht.quic_wiring import dht_transport
 from dht.transport import DhtTransport
 from quic_transport import open_endpoint
 from quic_transport.identity import NodeKey

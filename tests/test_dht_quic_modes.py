@@ -13,7 +13,7 @@ from dht.clock import LoopClock
 from dht.config import DhtConfig
 from dht.contact import Contact
 from dht.node import DhtNode
-from dht.quic_adapter import dht_transport
+from dht.quic_wiring import dht_transport
 from quic_transport import open_endpoint
 from quic_transport.identity import NodeId, NodeKey
 

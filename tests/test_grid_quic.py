@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from dht import Contact, DhtNode, LoopClock
-from dht.quic_adapter import dht_transport
+from dht.quic_wiring import dht_transport
 from p2pstore.grid import (
     DownloadConfig,
     Downloader,

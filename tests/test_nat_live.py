@@ -14,6 +14,7 @@ import pytest
 
 from p2pstore.nat.connector import ConnectingEndpoint, Connector
 from p2pstore.nat.errors import NatLocalError
+from p2pstore.nat.peer_record import PeerRecord, RelayAddress
 from p2pstore.nat.punch import PunchLimits, PunchService, request_connect
 from p2pstore.nat.reachability import (
     DIALBACK,
@@ -23,7 +24,6 @@ from p2pstore.nat.reachability import (
     ReachabilityChecker,
     ask_dialback,
 )
-from p2pstore.nat.record import PeerRecord, RelayAddress
 from p2pstore.nat.tracker import ReachabilityTracker, TrackerConfig
 from p2pstore.testing.endpoints import address_of, endpoints
 from quic_transport import (

@@ -8,9 +8,9 @@ import asyncio
 from typing import Any
 
 from p2pstore.nat.manager import NatManager, NatSettings
+from p2pstore.nat.peer_record import decode_record
 from p2pstore.nat.punch import PunchService
 from p2pstore.nat.reachability import DialbackLimits, DialbackServer
-from p2pstore.nat.record import decode_record
 from p2pstore.testing.endpoints import endpoints
 from quic_transport import PeerAddress, TransportConfig
 

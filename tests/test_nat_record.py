@@ -1,4 +1,4 @@
-"""Peer record (p2pstore.nat.record): round trips, strict validation, fuzzing."""
+"""Peer record (p2pstore.nat.peer_record): round trips, strict validation, fuzzing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pstore.nat.errors import NatRemoteError
-from p2pstore.nat.record import MAX_RECORD_BYTES, PeerRecord, RelayAddress, decode_record
+from p2pstore.nat.peer_record import MAX_RECORD_BYTES, PeerRecord, RelayAddress, decode_record
 from quic_transport.identity import NodeId, NodeKey
 
 KEY = NodeKey.from_seed(b"\x01" * 32)

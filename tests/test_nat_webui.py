@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from p2pstore.cli_client import _print_nat
+from p2pstore.cli_ops import _print_nat
 from p2pstore.web.ui.front import front_page
 
 NAT: dict[str, Any] = {

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pstore.client import ApiCallError, NodeClient
+from p2pstore.api_client import ApiCallError, NodeClient
 from p2pstore.immutable import EncodingParams
 from p2pstore.testing.memory_app import MemoryApplication
 from p2pstore.testing.memory_vdrive import MemoryVdrive

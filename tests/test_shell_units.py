@@ -262,7 +262,7 @@ def test_progress_line_and_pages() -> None:
 
 
 def test_error_lines() -> None:
-    from p2pstore.client import ApiCallError, NodeUnreachable
+    from p2pstore.api_client import ApiCallError, NodeUnreachable
 
     assert render.error_line(ApiCallError(404, "not-found", "no such path")) == (
         "error: no such path (not-found)"

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pstore.storage import BadRequest, StorageConfig, StorageServer, TooLarge
-from p2pstore.storage import layout as layout_mod
+from p2pstore.storage import disk_layout as layout_mod
 from p2pstore.storage.bulk import MAX_PIECES, register_storage_streams
 from quic_transport.identity import NodeId
 

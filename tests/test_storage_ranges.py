@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2pstore.storage.ranges import RangeLimitError, RangeSet
+from p2pstore.storage.written_ranges import RangeLimitError, RangeSet
 
 spans = st.lists(
     st.tuples(st.integers(0, 200), st.integers(0, 40)).map(lambda t: (t[0], t[0] + t[1])),

@@ -31,7 +31,7 @@ from p2pstore.storage import (
     Unavailable,
 )
 from p2pstore.storage import server as server_mod
-from p2pstore.storage.layout import (
+from p2pstore.storage.disk_layout import (
     Layout,
     parse_incoming_name,
     parse_shnum_name,

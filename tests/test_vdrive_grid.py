@@ -45,7 +45,7 @@ from p2pstore.vdrive.dirnode import parse_dircap
 from p2pstore.vdrive.drive import DriveReader
 from p2pstore.vdrive.errors import VdriveRemoteError
 from p2pstore.vdrive.objects import GridObjectStore
-from p2pstore.vdrive.record import PRIVATE_NAME, SHARED_NAME, SeenStore
+from p2pstore.vdrive.root_record import PRIVATE_NAME, SHARED_NAME, SeenStore
 from p2pstore.web.errors import http_status
 from quic_transport.identity import NodeKey
 

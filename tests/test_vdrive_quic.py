@@ -12,7 +12,7 @@ from dht.clock import LoopClock
 from dht.config import DhtConfig
 from dht.contact import Contact
 from dht.node import DhtNode
-from dht.quic_adapter import dht_transport
+from dht.quic_wiring import dht_transport
 from p2pstore.app.errors import AppError
 from p2pstore.app.vpath import parse_vpath
 from p2pstore.grid import DownloadConfig, Downloader, UploadConfig, Uploader, static_peers

@@ -21,7 +21,7 @@ from p2pstore.vdrive.drive import DriveReader
 from p2pstore.vdrive.errors import VdriveLocalError, VdriveRemoteError
 from p2pstore.vdrive.objects import MemoryObjectStore
 from p2pstore.vdrive.ops import Link, Mkdir, list_dir
-from p2pstore.vdrive.record import (
+from p2pstore.vdrive.root_record import (
     SHARED_NAME,
     RootPointer,
     SeenStore,

@@ -1,4 +1,4 @@
-"""Range header selection (p2pstore.web.ranges), sans-I/O, RFC 9110 §14."""
+"""Range header selection (p2pstore.web.http_range), sans-I/O, RFC 9110 §14."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2pstore.web.ranges import Partial, Unsatisfiable, Whole, select_range
+from p2pstore.web.http_range import Partial, Unsatisfiable, Whole, select_range
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pstore.client import NodeClient, NodeUnreachable
+from p2pstore.api_client import NodeClient, NodeUnreachable
 from p2pstore.node.address import HostPort
 from p2pstore.node.nodedir import CreateOptions, NodeDir, create_node_dir
 from p2pstore.node.runner import EXIT_CONFIG, EXIT_OK, NodeRunner

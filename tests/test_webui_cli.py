@@ -11,7 +11,7 @@ import pytest
 
 from p2pstore.testing.memory_app import MemoryApplication
 
-from .test_cli_client import node, run
+from .test_cli_ops import node, run
 
 __all__ = ["node"]  # the fixture, shared with the client CLI tests
 

@@ -42,7 +42,6 @@ from p2pstore.immutable.errors import (
     UsageError,
 )
 from p2pstore.immutable.extension import EXT_SIZE, ExtensionBlock
-from p2pstore.immutable.layout import HEADER_SIZE, ShareHeader, ShareLayout, coalesce, pick
 from p2pstore.immutable.params import (
     DEFAULT_SEGMENT_SIZE,
     LITERAL_MAX,
@@ -59,6 +58,7 @@ from p2pstore.immutable.reader import (
     read_plaintext,
     regenerate_shares,
 )
+from p2pstore.immutable.share_layout import HEADER_SIZE, ShareHeader, ShareLayout, coalesce, pick
 
 __all__ = [
     "DEFAULT_SEGMENT_SIZE",

@@ -40,7 +40,7 @@ from p2pstore.immutable.errors import (
     UsageError,
 )
 from p2pstore.immutable.extension import ExtensionBlock, extension_hash
-from p2pstore.immutable.layout import Range, ShareHeader, ShareLayout
+from p2pstore.immutable.share_layout import Range, ShareHeader, ShareLayout
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,8 +34,8 @@ from p2pstore.immutable.crypto import (
 )
 from p2pstore.immutable.errors import ParameterError, UsageError
 from p2pstore.immutable.extension import ExtensionBlock
-from p2pstore.immutable.layout import HEADER_SIZE, ShareLayout
 from p2pstore.immutable.params import LITERAL_MAX, MAX_FILE_SIZE, EncodingParams, SegmentGeometry
+from p2pstore.immutable.share_layout import HEADER_SIZE, ShareLayout
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from p2pstore.immutable.errors import (
     ParameterError,
     RemoteError,
 )
-from p2pstore.immutable.layout import HEADER_SIZE, Range
+from p2pstore.immutable.share_layout import HEADER_SIZE, Range
 
 #: Tree nodes per read when checking whole shares (128 KiB), bounding memory.
 _CHECK_CHUNK = 4096

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2pstore.nat.errors import NatLocalError
+from p2pstore.nat.peer_record import PeerRecord
 from p2pstore.nat.punch import request_connect
-from p2pstore.nat.record import PeerRecord
 from quic_transport import Endpoint, PeerAddress
 from quic_transport.identity import NodeId
 

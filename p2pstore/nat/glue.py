@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from p2pstore.nat.record import check_host, check_port
+from p2pstore.nat.peer_record import check_host, check_port
 from p2pstore.nat.relay.client import RelayClient, Reservation
 from p2pstore.nat.tracker import Addr
 from quic_transport import Endpoint

@@ -35,9 +35,9 @@ from typing import Any
 from p2pstore.nat import glue
 from p2pstore.nat.connector import ConnectingEndpoint, Connector
 from p2pstore.nat.errors import NatRemoteError
+from p2pstore.nat.peer_record import PeerRecord, RelayAddress, decode_record
 from p2pstore.nat.punch import PunchService
 from p2pstore.nat.reachability import DialbackServer, ProbeResponder, ReachabilityChecker
-from p2pstore.nat.record import PeerRecord, RelayAddress, decode_record
 from p2pstore.nat.tracker import (
     Addr,
     ObservedChanged,

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from p2pstore.nat.errors import NatRemoteError
-from p2pstore.nat.record import check_host, check_port
+from p2pstore.nat.peer_record import check_host, check_port
 from quic_transport import CallContext, Endpoint, PeerAddress, RpcError, addrclass, echo
 from quic_transport.identity import ID_BYTES, NodeId
 from quic_transport.paths import is_virtual

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from p2pstore.nat.errors import NatRemoteError
-from p2pstore.nat.record import check_host, check_port
+from p2pstore.nat.peer_record import check_host, check_port
 from p2pstore.nat.tracker import VERDICTS, Addr, DialbackAnswer, Event, ReachabilityTracker
 from quic_transport import (
     CallContext,

@@ -53,7 +53,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from dht import Announcement, Contact, DhtConfig, DhtNode, LoopClock
-from dht.quic_adapter import dht_transport
+from dht.quic_wiring import dht_transport
 from p2pstore import __version__
 from p2pstore.app.contract import PeerInfo
 from p2pstore.app.grid import GridApplication, VdriveComponent

@@ -32,7 +32,7 @@ from p2pstore.node.secret_files import create_secret_file, read_secret_file
 from p2pstore.vdrive.drive import Drive, DriveReader, LocalWriter, Vdrive
 from p2pstore.vdrive.errors import VdriveLocalError
 from p2pstore.vdrive.objects import CachingStore, GridObjectStore, ObjectStore
-from p2pstore.vdrive.record import (
+from p2pstore.vdrive.root_record import (
     PRIVATE_NAME,
     SECRET_BYTES,
     SHARED_NAME,

@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 from . import leases as lz
 from .config import StorageConfig
+from .disk_layout import Layout, si_b32, write_file_atomically
 from .errors import StorageIOError, from_os_error
-from .layout import Layout, si_b32, write_file_atomically
 
 log = logging.getLogger(__name__)
 

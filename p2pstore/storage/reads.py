@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .layout import parse_shnum_name
+from .disk_layout import parse_shnum_name
 
 
 def read_ranges(path: Path, ranges: list[tuple[int, int]]) -> list[bytes]:

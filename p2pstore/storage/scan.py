@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from .layout import Layout, parse_shnum_name, parse_si_name, si_b32
+from .disk_layout import Layout, parse_shnum_name, parse_si_name, si_b32
 
 
 def clean_incoming(layout: Layout) -> int:

@@ -41,6 +41,15 @@ from quic_transport.identity import NodeId
 
 from . import leases as lz
 from .config import StorageConfig
+from .disk_layout import (
+    LEASES_NAME,
+    Layout,
+    check_shnum,
+    check_storage_index,
+    fsync_dir,
+    pwrite_all,
+    si_b32,
+)
 from .errors import (
     AlreadyUploading,
     BadRequest,
@@ -59,21 +68,12 @@ from .errors import (
     Unavailable,
     from_os_error,
 )
-from .layout import (
-    LEASES_NAME,
-    Layout,
-    check_shnum,
-    check_storage_index,
-    fsync_dir,
-    pwrite_all,
-    si_b32,
-)
 from .lease_store import LeaseStore
-from .ranges import RangeLimitError
 from .reads import read_ranges, share_sizes
 from .results import Allocation, ClosedShare, StorageStats
 from .scan import clean_incoming, list_prefixes, scan_usage, storage_indexes_in
 from .upload_state import Upload, check_offset
+from .written_ranges import RangeLimitError
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from .errors import BadRequest
-from .ranges import RangeSet
+from .written_ranges import RangeSet
 
 
 class Upload:

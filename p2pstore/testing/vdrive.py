@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dht.records import Record, Signer, record_key, record_order, sign_record, validate
 from p2pstore.vdrive.drive import Drive, DriveReader, LocalWriter, Vdrive
 from p2pstore.vdrive.objects import CachingStore, MemoryObjectStore, ObjectStore
-from p2pstore.vdrive.record import PRIVATE_NAME, SHARED_NAME, SeenStore, new_read_secret
+from p2pstore.vdrive.root_record import PRIVATE_NAME, SHARED_NAME, SeenStore, new_read_secret
 from p2pstore.vdrive.writer import DriveWriter, WritePolicy
 from quic_transport.identity import NodeId, NodeKey
 

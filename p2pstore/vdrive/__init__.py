@@ -20,7 +20,7 @@ from .drive import Drive, DriveReader, LocalWriter, Vdrive
 from .errors import VdriveError, VdriveLocalError, VdriveRemoteError
 from .objects import CachingStore, GridObjectStore, MemoryObjectStore, ObjectStore
 from .ops import Link, Mkdir, Rename, Unlink, apply_op
-from .record import PRIVATE_NAME, SHARED_NAME, RootPointer, SeenStore
+from .root_record import PRIVATE_NAME, SHARED_NAME, RootPointer, SeenStore
 from .rpc import METHOD, RemoteWriter, register_vdrive_rpc
 from .writer import ChangeResult, DriveWriter, WritePolicy
 

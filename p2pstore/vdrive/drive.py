@@ -30,7 +30,7 @@ from .dirnode import DirCap, Directory, Entry
 from .errors import VdriveLocalError, VdriveRemoteError
 from .objects import ObjectStore
 from .ops import Op, Path, list_dir, load_dir, resolve
-from .record import EMPTY_POINTER, RootPointer, SeenStore, open_pointer
+from .root_record import EMPTY_POINTER, RootPointer, SeenStore, open_pointer
 from .writer import ChangeResult, DriveWriter
 
 

@@ -35,7 +35,7 @@ from .dirnode import parse_dircap
 from .errors import VdriveLocalError, VdriveRemoteError, conflict
 from .objects import ObjectStore
 from .ops import Op, apply_op
-from .record import EMPTY_POINTER, RootPointer, open_pointer, seal_pointer
+from .root_record import EMPTY_POINTER, RootPointer, open_pointer, seal_pointer
 
 log = logging.getLogger(__name__)
 

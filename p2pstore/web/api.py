@@ -55,7 +55,7 @@ from .errors import (
     RangeNotSatisfiable,
     RequestTimeout,
 )
-from .ranges import Partial, Unsatisfiable, Whole, select_range
+from .http_range import Partial, Unsatisfiable, Whole, select_range
 from .transfers import Transfer
 
 log = logging.getLogger(__name__)

@@ -18,10 +18,7 @@ from typing import Any
 import pytest
 
 from p2pstore import cli
-from p2pstore.app.errors import Unrecoverable
-from p2pstore.base.fsutil import write_text_atomic
-from p2pstore.base.progress import Progress, format_progress, human_bytes
-from p2pstore.client import (
+from p2pstore.api_client import (
     ApiCallError,
     NodeClient,
     NodeUnreachable,
@@ -29,6 +26,9 @@ from p2pstore.client import (
     default_node_dir,
     resolve_node_dir,
 )
+from p2pstore.app.errors import Unrecoverable
+from p2pstore.base.fsutil import write_text_atomic
+from p2pstore.base.progress import Progress, format_progress, human_bytes
 from p2pstore.immutable import EncodingParams
 from p2pstore.node.nodedir import NodeDir
 from p2pstore.node.pidfile import PidLock

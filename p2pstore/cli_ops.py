@@ -1,4 +1,4 @@
-"""CLI commands that talk to a running node through its HTTP API (``client.py``):
+"""CLI commands that talk to a running node through its HTTP API (``api_client.py``):
 ``put``, ``get``, ``info``, ``check``, ``peers``, the API part of ``status``, and the
 virtual-drive commands ``ls``, ``mkdir``, ``rm``, ``mv``, ``ln`` (``put FILE PATH``,
 ``get PATH [FILE]`` too).
@@ -28,10 +28,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from .api_client import ApiCallError, ClientError, NodeClient, resolve_node_dir
 from .app.errors import BadRequest
 from .app.vpath import parse_vpath
 from .base.progress import Progress, human_bytes
-from .client import ApiCallError, ClientError, NodeClient, resolve_node_dir
 from .immutable import CapError, VerifyCap, parse_cap
 
 EXIT_USAGE = 2
