@@ -624,6 +624,33 @@ async def test_reupload_progress_still_reported(grid: StorageGrid) -> None:
     assert res.shares_sent == 0 and len(seen) > 5 and seen[-1] == 40_000
 
 
+async def test_grid_client_picks_the_mode_and_wraps_everything(grid: StorageGrid) -> None:
+    from p2pstore.testing.grid_client import GridClient
+
+    gc = GridClient(
+        static_peers(grid.servers),
+        storage_for,
+        convergence_secret=SECRET,
+        params=PARAMS,
+        upload=UploadConfig(send=FAST),
+    )
+    data = data_of(9_000, 31)
+    a = await gc.put(bytes_source(data))  # re-openable + secret: convergent
+    b = await gc.put(bytes_source(data))
+    assert a.cap == b.cap and b.shares_sent == 0
+    c = await gc.put(aiter_bytes(data))  # one pass: random key
+    assert c.cap != a.cap
+    for res in (a, c):
+        assert b"".join([x async for x in gc.get(res.cap, offset=10, length=100)]) == data[10:110]
+        assert (await gc.check(res.cap)).healthy(7)
+        assert set(v for v in (await gc.verify(res.cap)).copies.values()) == {None}
+        assert (await gc.repair(res.cap)).repaired == {}
+        assert all(w is None for w in (await gc.renew(res.cap)).values())
+    plain = GridClient(static_peers(grid.servers), storage_for, params=PARAMS)
+    d = await plain.put(bytes_source(data))  # no secret: random key even if re-openable
+    assert d.cap not in (a.cap, c.cap)
+
+
 class HangsAfter:
     """A StorageAPI whose ``write`` hangs forever after ``n`` writes: a peer that goes
     silent mid-share (its connection not yet known to be dead)."""

@@ -23,7 +23,6 @@ from p2pstore.grid import (
     DownloadConfig,
     Downloader,
     DownloadError,
-    GridClient,
     Health,
     HealthConfig,
     SendConfig,
@@ -39,6 +38,7 @@ from p2pstore.immutable import ReadCap
 from p2pstore.storage import LocalStorageClient, StorageAPI, StorageConfig, StorageService
 from p2pstore.storage.bulk import QuicStorageClient, register_storage_streams
 from p2pstore.testing.endpoints import address_of, endpoints
+from p2pstore.testing.grid_client import GridClient
 from quic_transport import Endpoint, PeerAddress, RpcError, TransportConfig
 
 SECRET = hashlib.sha256(b"secret").digest()
