@@ -29,7 +29,7 @@ arriving at the other router before that side has sent creates a conntrack entry
 that router (for local delivery), and the inside host's own outgoing datagram then
 collides with it and gets a different port. Home routers drop such input, the
 unconfirmed entry dies with the packet, and simultaneous open works in any order.
-Both behaviours are measured in tests/test_nat_topology.py.
+Both behaviours are measured in tests/nat/test_nat_topology.py.
 
 Needs root, iproute2 with ``ip netns`` and nftables (``nft``) with NAT support in
 the kernel; :func:`nat_unavailable` says what is missing so tests can skip.

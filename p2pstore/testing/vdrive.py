@@ -4,7 +4,7 @@
 (``dht.records.validate``, highest sequence wins, publish = current + 1), so the
 vdrive code runs against real signed records without a network. Tests that need a
 network use real ``DhtNode``s on ``p2pstore.testing.dht_memnet`` instead
-(tests/test_vdrive_grid.py).
+(tests/vdrive/test_vdrive_grid.py).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ anti-amplification bound, RFC 9000 section 8.1), and only traffic *from* the
 source keeps it alive: the client's sending neither opens nor refreshes a circuit
 (docs/relay.md, "Threat model").
 
-Invariants (hypothesis-tested in tests/test_nat_relay_limits.py):
+Invariants (hypothesis-tested in tests/nat/test_nat_relay_limits.py):
 - at most ``max_reservations`` live reservations, at most
   ``max_reservations_per_peer`` per peer;
 - at most ``max_circuits`` circuits per reservation;

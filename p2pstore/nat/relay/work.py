@@ -11,7 +11,7 @@ that client at that relay only; the relay accepts minutes within
 :data:`SKEW_MINUTES` of its own clock and each stamp once (:class:`StampLedger`).
 
 Cost: 2**bits hashes on average. At the default 18 bits that is about 0.2 s of
-one core of the project's machines (hashlib, measured in tests/test_nat_relay_work.py)
+one core of the project's machines (hashlib, measured in tests/nat/test_nat_relay_work.py)
 and a few seconds on a small board, paid once per reservation (renewals are free),
 in a worker thread. Verifying costs one hash.
 """
