@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from p2pstore.base.tasks import TaskOwner
 from p2pstore.nat import glue
 from p2pstore.nat.connector import ConnectingEndpoint, Connector
 from p2pstore.nat.errors import NatRemoteError
@@ -135,7 +136,7 @@ class NatManager:
         #: awaited after every verdict change and once at start when the verdict is
         #: already known (forced modes): e.g. GridService.set_relay_reachable
         self.verdict_hooks: list[Callable[[str], Awaitable[None]]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = TaskOwner()
         self._dirty_record = True
         self._last_keepalive = 0.0
         self._announce_after = 0.0
@@ -151,14 +152,10 @@ class NatManager:
         if self.settings.use_relays:
             self.relay_client = glue.make_relay_client(self.endpoint, self._relay_lost)
         self.tracker.request_check(self.clock() + self.settings.first_check_delay)
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="nat-manager")
+        self._tasks.start(self._run(), name="nat-manager")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._tasks.close()
         for anchor in list(self.anchors.values()):
             await self._release(anchor)
         self.anchors.clear()

@@ -393,7 +393,7 @@ async def test_off_for_loopback_and_disabled() -> None:
         await asyncio.wait_for(pm.wait_first_attempt(), 0.1)
         st = pm.status()
         assert st["state"] == "off" and why in st["reason"] and pm.mapped_address() is None
-        assert pm._task is None
+        assert not pm._tasks  # no mapping loop was started
         await pm.close()
         assert pm.status()["state"] == "off"
     pm = PortMapper.for_node("192.168.5.5", 4433, enabled=True, lifetime=600)

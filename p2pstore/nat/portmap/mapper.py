@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from p2pstore.base.tasks import TaskOwner
 from p2pstore.nat.portmap.clients import (
     DEFAULT_TIMEOUTS,
     Lease,
@@ -137,7 +138,7 @@ class PortMapper:
         self._expires = 0.0
         self._next_renew = 0.0
         self._logged_unavailable = False
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = TaskOwner()  # the mapping loop
         self._first = asyncio.Event()
 
     @classmethod
@@ -168,20 +169,16 @@ class PortMapper:
             log.debug("port mapping off: %s", self.off)
             self._first.set()
             return
-        if self._task is None:
+        if not self._tasks:
             self.state = "starting"
-            self._task = asyncio.create_task(self._run(), name="portmap")
+            self._tasks.start(self._run(), name="portmap")
 
     async def wait_first_attempt(self) -> None:
         """Return once the first search has succeeded or failed (or mapping is off)."""
         await self._first.wait()
 
     async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.close()
         mapper, lease = self._mapper, self._lease
         self._mapper = self._lease = None
         if mapper is not None and lease is not None:

@@ -36,6 +36,7 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from p2pstore.base.tasks import TaskOwner
 from p2pstore.nat.relay import wire
 from p2pstore.nat.relay import work as relay_work
 from p2pstore.nat.relay.errors import RelayWireError
@@ -100,13 +101,13 @@ class RelayService:
         self.ping_interval = ping_interval
         self.counters: Counter[str] = Counter()
         self._ports: dict[int, _Port] = {}
-        self._sweeper: asyncio.Task[None] | None = None
+        self._tasks = TaskOwner()  # the sweeper
         self._poke = asyncio.Event()
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
-        if self._sweeper is not None or self._closed:
+        if self._tasks or self._closed:
             return
         ep = self.endpoint
         ep.register(wire.RESERVE, self._on_reserve)
@@ -114,7 +115,7 @@ class RelayService:
         ep.register(wire.RELEASE, self._on_release)
         ep.register_fetch(wire.RECV, self._on_recv)
         ep.register_stream(wire.SEND, self._on_send)
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="relay-sweeper")
+        self._tasks.start(self._sweep(), name="relay-sweeper")
 
     async def close(self) -> None:
         if self._closed:
@@ -134,15 +135,11 @@ class RelayService:
             del ep.stream_handlers[wire.SEND]
         for rid in list(self._ports):
             self._end(rid, "relay-shutdown")
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        await self._tasks.close()
 
     @property
     def serving(self) -> bool:
-        return self._sweeper is not None and not self._closed
+        return bool(self._tasks) and not self._closed
 
     def status(self) -> dict[str, Any]:
         now = self.clock()
