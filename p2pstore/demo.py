@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -70,6 +71,42 @@ def round_trip(grid: localgrid.Grid) -> str:
     return cap
 
 
+def _take_terminal() -> None:
+    """In the child, before exec: its own process group, made the terminal's
+    foreground group, so Ctrl-C reaches the shell alone (as it would under a job
+    control shell), not this process or ``make`` above it."""
+    fd = sys.stdin.fileno()
+    old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # a background tcsetpgrp stops us
+    try:
+        os.setpgid(0, 0)
+        os.tcsetpgrp(fd, os.getpgrp())
+    finally:
+        signal.signal(signal.SIGTTOU, old)
+
+
+def run_in_foreground(cmd: list[str]) -> int:
+    """Run ``cmd`` as the terminal's foreground job and wait for it; the terminal
+    comes back to this process afterwards. Ctrl-C in the shell cancels what the
+    shell is doing (docs/shell.md) and never ends this program or ``make run``."""
+    fd = sys.stdin.fileno()
+    # preexec_fn is safe here: this program runs no threads at this point
+    proc = subprocess.Popen(cmd, preexec_fn=_take_terminal)
+    try:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:  # only if the child had not taken the terminal yet
+                continue
+    finally:
+        old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        try:
+            os.tcsetpgrp(fd, os.getpgrp())
+        except OSError:
+            pass
+        finally:
+            signal.signal(signal.SIGTTOU, old)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m p2pstore.demo", description=__doc__)
     parser.add_argument("dir", nargs="?", help="grid directory")
@@ -92,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if sys.stdin.isatty() and sys.stdout.isatty():
         print(f"\nopening the shell on {first} (exit it with `exit` or Ctrl-D)\n", flush=True)
-        return subprocess.call(
+        return run_in_foreground(
             [sys.executable, "-m", "p2pstore.cli", "shell", "--node", str(first)]
         )
     print(f"\nopen the shell with: p2pstore shell --node {first}")
