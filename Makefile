@@ -29,6 +29,7 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest -n $(WORKERS) -m "not slow"
+	@echo "make test left out the slow tests (soaks, scale, NAT chaos, marked slow): run them with make test-slow"
 
 ## Headless Chromium for the web UI's browser tests: installed from the system's
 ## packages only if missing and we may (root, or sudo -n); never fails the build

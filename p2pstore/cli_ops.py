@@ -322,6 +322,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(doc)
         return 0
+    if not doc["entries"] and sys.stdout.isatty():
+        # ls(1) prints nothing; a person at a terminal is told (stderr: scripts see none)
+        print("(empty directory)", file=sys.stderr)
     for e in doc["entries"]:
         name = e["name"] + ("/" if e["kind"] == "dir" else "")
         if args.long or args.caps:

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dir", nargs="?", help="grid directory")
     parser.add_argument("--nodes", type=int, default=None, help="storage nodes (default 5)")
     args = parser.parse_args(argv)
-    root = Path(args.dir or os.environ.get("P2PSTORE_GRID") or localgrid.default_grid_dir())
+    root = Path(args.dir) if args.dir else localgrid.default_grid_dir()
     try:
         rc = localgrid.up(root, args.nodes)
     except NodeError as e:

@@ -83,6 +83,12 @@ class TerminalOutput:
         self.stream.write(text + "\n")
         self.stream.flush()
 
+    def clear(self) -> None:
+        """Clear the screen and home the cursor (a terminal only; a pipe gets nothing)."""
+        if self.tty:
+            self.stream.write("\x1b[H\x1b[2J")
+            self.stream.flush()
+
     def lines(self, lines: list[str], *, page: bool = False) -> None:
         height = shutil.get_terminal_size((80, 24)).lines
         if not (page and self.tty and self.keys.isatty()) or len(lines) < height:

@@ -47,6 +47,7 @@ class Output(Protocol):
     def lines(self, lines: list[str], *, page: bool = False) -> None: ...
     def progress(self, text: str) -> None: ...
     def progress_done(self) -> None: ...
+    def clear(self) -> None: ...
 
 
 class Shell:
@@ -152,7 +153,9 @@ class Shell:
             if e.code != "not-a-directory":
                 raise
             entries = [self.api().stat(str(path))["entry"]]
-        if inv.flag("long"):
+        if not entries:
+            self.out.lines([render.EMPTY_DIR])
+        elif inv.flag("long"):
             self.out.lines(render.ls_long(entries), page=True)
         else:
             self.out.lines(render.ls_short(entries, self.out.width), page=True)
@@ -379,6 +382,9 @@ class Shell:
     def cmd_bootstrap(self, inv: Invocation) -> None:
         self.out.lines(render.bootstrap_lines(self.api().bootstrap()))
 
+    def cmd_clear(self, inv: Invocation) -> None:
+        self.out.clear()
+
     def cmd_help(self, inv: Invocation) -> None:
         if not inv.args:
             self.out.lines(render.help_lines())
@@ -396,7 +402,9 @@ class Shell:
         else:
             with os.scandir(path) as it:
                 entries = [_local_entry(e.name, Path(e.path)) for e in it]
-        if inv.flag("long"):
+        if not entries:
+            self.out.lines([render.EMPTY_DIR])
+        elif inv.flag("long"):
             self.out.lines(render.ls_long(entries), page=True)
         else:
             self.out.lines(render.ls_short(entries, self.out.width), page=True)

@@ -271,6 +271,7 @@ COMMAND_LIST: Final[tuple[CommandSpec, ...]] = (
         (Arg("CMD", ArgKind.COMMAND, optional=True),),
         aliases=("?",),
     ),
+    CommandSpec("clear", "clear the screen (also Ctrl-L)"),
     CommandSpec("exit", "leave the shell (also Ctrl-D)", aliases=("quit",)),
     CommandSpec("lls", "list a local directory", (Arg("PATH", _L, optional=True),), (_LONG,)),
     CommandSpec(

@@ -43,6 +43,11 @@ def _name(entry: Mapping[str, Any]) -> str:
     return safe(str(entry.get("name", "?"))) + ("/" if entry.get("kind") == "dir" else "")
 
 
+#: what ``ls`` shows for a directory with nothing in it (ls(1) shows nothing, which
+#: reads like a hang or an error to someone new)
+EMPTY_DIR = "(empty directory)"
+
+
 def sort_entries(entries: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Directories first, then files, each by name."""
     return sorted(entries, key=lambda e: (e.get("kind") != "dir", str(e.get("name", ""))))

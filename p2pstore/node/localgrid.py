@@ -58,7 +58,11 @@ class GridProblem(NodeError):
 
 
 def default_grid_dir(env: dict[str, str] | None = None) -> Path:
+    """``$P2PSTORE_GRID`` if set (every ``grid`` command and ``make run`` honour it),
+    else ``$XDG_DATA_HOME/p2pstore/local-grid`` (``~/.local/share/...``)."""
     env = dict(os.environ) if env is None else env
+    if env.get("P2PSTORE_GRID"):
+        return Path(env["P2PSTORE_GRID"])
     base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "p2pstore" / "local-grid"
 
@@ -355,7 +359,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser("grid", help="a complete local grid on 127.0.0.1 (up/down/status)")
     gsub = p.add_subparsers(dest="grid_command", metavar="ACTION")
     gsub.required = True
-    where = f"grid directory (default: {default_grid_dir()})"
+    where = f"grid directory (default: $P2PSTORE_GRID, else {default_grid_dir({})})"
     q = gsub.add_parser("up", help="create (if needed) and start a local grid, wait for it")
     q.add_argument("dir", metavar="DIR", nargs="?", help=where)
     q.add_argument(

@@ -67,6 +67,9 @@ class Rec:
     def progress_done(self) -> None:
         pass
 
+    def clear(self) -> None:
+        self.out.append("<screen cleared>")
+
     def take(self) -> list[str]:
         out, self.out = self.out, []
         return out
@@ -94,6 +97,10 @@ def test_navigation_transfers_and_errors(srv: Server, tmp_path: Path) -> None:
 
     assert sh.run_line("mkdir -p docs/sub 'my dir'")
     assert rec.take() == []
+    sh.run_line("ls 'my dir'")
+    assert rec.take() == ["(empty directory)"]  # not silence, which reads like a hang
+    sh.run_line("clear")
+    assert rec.take() == ["<screen cleared>"]
     sh.run_line("put 'big file.bin' docs")
     assert rec.take() == ["put shared:/docs/big file.bin (195.3 KiB)"]
     sh.run_line("put small.txt")
@@ -154,7 +161,10 @@ def test_navigation_transfers_and_errors(srv: Server, tmp_path: Path) -> None:
     sh.run_line("rm -r /")
     sh.run_line("rm moved.txt linked.bin")
     sh.run_line("ls")
-    assert rec.take() == ["error: rm: a drive's root cannot be removed"]  # empty listing: no lines
+    assert rec.take() == [
+        "error: rm: a drive's root cannot be removed",
+        "(empty directory)",  # the drive is empty: said, not silence
+    ]
     assert not list(tmp_path.glob(".*part*"))
     assert sh.run_line("exit") is False
 
@@ -243,7 +253,7 @@ def test_cancelled_put_stores_and_links_nothing(srv: Server, tmp_path: Path) -> 
     t.join(10)
     assert pressed.is_set() and rec.take() == ["error: cancelled: nothing was kept"]
     sh.run_line("ls")
-    assert rec.take() == []
+    assert rec.take() == ["(empty directory)"]  # nothing was linked
     assert srv.backend.bytes_used == 0
 
     rec.progress = lambda text: None  # type: ignore[method-assign]

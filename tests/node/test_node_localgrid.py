@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from p2pstore import cli
 from p2pstore.node.config import load_config
 from p2pstore.node.localgrid import (
     INTRODUCER,
@@ -27,6 +28,21 @@ def test_happy_for_leaves_one_node_spare() -> None:
 def test_default_dir_follows_xdg() -> None:
     assert default_grid_dir({"XDG_DATA_HOME": "/x"}) == Path("/x/p2pstore/local-grid")
     assert default_grid_dir({}).parts[-3:] == ("share", "p2pstore", "local-grid")
+
+
+def test_every_grid_command_honours_p2pstore_grid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``make run`` uses $P2PSTORE_GRID; ``grid status|down|destroy`` must find the same
+    grid, not the default one."""
+    env_grid = tmp_path / "from-env"
+    assert default_grid_dir({"P2PSTORE_GRID": str(env_grid), "XDG_DATA_HOME": "/x"}) == env_grid
+    monkeypatch.setenv("P2PSTORE_GRID", str(env_grid))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    for command in ("status", "down", "destroy"):
+        assert cli.main(["grid", command]) == 1
+        err = capsys.readouterr().err
+        assert f"no local grid in {env_grid}" in err, err
 
 
 @pytest.mark.parametrize(
