@@ -120,6 +120,11 @@ def cmd_put(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace, fetch: Any, total: int | None) -> int:
+    if args.dest is None and sys.stdout.isatty():
+        raise UsageProblem(
+            "not writing file data to the terminal: give a file name, "
+            "or - to write to standard output anyway (e.g. piped into less)"
+        )
     bar = _progress(total)
     if args.dest in (None, "-"):
         out = sys.stdout.buffer
@@ -132,7 +137,12 @@ def _download(args: argparse.Namespace, fetch: Any, total: int | None) -> int:
     dest = Path(args.dest)
     if dest.is_dir():
         raise UsageProblem(f"{dest} is a directory; give a file name")
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.part-", dir=dest.parent or Path("."))
+    if dest.exists() and not args.force:
+        raise UsageProblem(f"{dest} exists; use --force to replace it")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.part-", dir=dest.parent or Path("."))
+    except OSError as e:
+        raise UsageProblem(f"cannot write {dest}: {e.strerror}") from None
     ok = False
     try:
         with os.fdopen(fd, "wb") as f:
@@ -140,6 +150,7 @@ def _download(args: argparse.Namespace, fetch: Any, total: int | None) -> int:
                 fetch(f, bar.update)
             finally:
                 bar.finish()
+        os.chmod(tmp, 0o666 & ~_umask())  # as a file the user created (mkstemp made it 0600)
         os.replace(tmp, dest)
         ok = True
     finally:
@@ -147,6 +158,12 @@ def _download(args: argparse.Namespace, fetch: Any, total: int | None) -> int:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
     return 0
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def cmd_get(args: argparse.Namespace) -> int:
@@ -391,7 +408,10 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser("get", help="download a file by cap or vdrive path to FILE or stdout")
     p.add_argument("source", metavar="CAP|PATH")
-    p.add_argument("dest", nargs="?", metavar="FILE|-", help="default: stdout")
+    p.add_argument(
+        "dest", nargs="?", metavar="FILE|-", help="default: stdout (not a terminal: give -)"
+    )
+    p.add_argument("-f", "--force", action="store_true", help="replace FILE if it exists")
     _node_opt(p)
     p.set_defaults(func=cmd_get)
 

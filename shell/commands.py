@@ -50,6 +50,12 @@ class Output(Protocol):
     def clear(self) -> None: ...
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 class Shell:
     def __init__(
         self,
@@ -294,7 +300,11 @@ class Shell:
             dest = self.state.local_cwd / self.remote(word).name
         if not dest.parent.is_dir():
             raise ShellError(f"{dest.parent}: no such local directory")
+        if dest.exists() and not inv.flag("force"):
+            where = render.safe(show_local(dest, self.state.local_cwd))
+            raise ShellError(f"{where} exists; use get -f to replace it")
         api = self.api()
+        mode = 0o666 & ~_umask()  # as a file the user created (mkstemp makes 0600)
 
         def work(flag: CancelFlag) -> int:
             fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.part-", dir=dest.parent)
@@ -307,6 +317,7 @@ class Shell:
                     else:
                         n = api.get_path(shown, sink, progress=flag.progress)
                 flag.check()
+                os.chmod(tmp, mode)
                 os.replace(tmp, dest)
                 ok = True
                 return n

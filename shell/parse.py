@@ -211,8 +211,10 @@ COMMAND_LIST: Final[tuple[CommandSpec, ...]] = (
         "get",
         "download a remote file (path or cap)",
         (Arg("REMOTE", _RC), Arg("LOCAL", _L, optional=True)),
+        (Option(("-f", "--force"), "force", "replace an existing local file"),),
         details="LOCAL defaults to the remote name in the local directory (see lcd); a "
-        "directory gets the file inside it. Ctrl-C cancels (no partial file is left).",
+        "directory gets the file inside it. An existing file is kept unless -f. "
+        "Ctrl-C cancels (no partial file is left).",
     ),
     CommandSpec(
         "cat",

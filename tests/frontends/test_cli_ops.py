@@ -131,6 +131,36 @@ def test_put_get_ls_mv_rm_ln(
     assert out == "mine.bin\n"
 
 
+def test_get_asks_before_overwriting_or_filling_a_terminal(
+    node: tuple[Path, MemoryApplication],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root, _ = node
+    src = tmp_path / "data.bin"
+    src.write_bytes(os.urandom(5_000))
+    cap = run(capsys, "put", src, "--node", root)[1].strip()
+    dst = tmp_path / "back.bin"
+    dst.write_bytes(b"precious")
+    rc, _, err = run(capsys, "get", cap, dst, "--node", root)
+    assert rc == 2 and f"{dst} exists; use --force to replace it" in err
+    assert dst.read_bytes() == b"precious"
+    old = os.umask(0o027)
+    try:
+        assert run(capsys, "get", cap, dst, "--force", "--node", root)[0] == 0
+    finally:
+        os.umask(old)
+    assert dst.read_bytes() == src.read_bytes()
+    assert dst.stat().st_mode & 0o777 == 0o640  # the umask's, not a temp file's 0600
+    rc, _, err = run(capsys, "get", cap, tmp_path / "no-such-dir" / "x.bin", "--node", root)
+    assert rc == 2 and "cannot write" in err and "No such file or directory" in err
+    assert ".part-" not in err  # no hidden temporary name in the message
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    rc, out, err = run(capsys, "get", cap, "--node", root)
+    assert rc == 2 and "not writing file data to the terminal" in err and out == ""
+
+
 def test_errors_and_exit_codes(
     node: tuple[Path, MemoryApplication], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

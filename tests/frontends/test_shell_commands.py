@@ -26,6 +26,12 @@ from shell.transfer import TransferRunner
 TOKEN = "t0ken"
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 class Server:
     def __init__(self, bootstrap: bool = True) -> None:
         self.loop = asyncio.new_event_loop()
@@ -112,6 +118,14 @@ def test_navigation_transfers_and_errors(srv: Server, tmp_path: Path) -> None:
     out = rec.take()
     assert out[0].startswith("dir ") and out[1].endswith("big file.bin")
     sh.run_line("get 'big file.bin' copy.bin")
+    assert rec.take() == ["got copy.bin (195.3 KiB)"]
+    assert (tmp_path / "copy.bin").read_bytes() == data
+    assert (tmp_path / "copy.bin").stat().st_mode & 0o777 == 0o666 & ~_umask()
+    (tmp_path / "copy.bin").write_bytes(b"mine")
+    sh.run_line("get 'big file.bin' copy.bin")  # an existing local file is kept
+    assert rec.take() == ["error: copy.bin exists; use get -f to replace it"]
+    assert (tmp_path / "copy.bin").read_bytes() == b"mine"
+    sh.run_line("get -f 'big file.bin' copy.bin")
     assert rec.take() == ["got copy.bin (195.3 KiB)"]
     assert (tmp_path / "copy.bin").read_bytes() == data
     sh.run_line("cat ../small.txt")
