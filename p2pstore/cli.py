@@ -16,7 +16,7 @@ from pathlib import Path
 from quic_transport.identity import IdentityError, NodeKey
 
 from . import __version__, cli_ops, cli_webui
-from .api_client import ClientError
+from .api_client import ClientError, resolve_node_dir
 from .node import bootstrap_ops, daemon, localgrid, systemd
 from .node.address import parse_host_port
 from .node.bootstrap import BootstrapList, merge
@@ -116,7 +116,8 @@ def _cmd_restart(args: argparse.Namespace) -> int:
 
 
 def _cmd_bootstrap_show(args: argparse.Namespace) -> int:
-    print(bootstrap_ops.own_line(Path(args.dir)), end="")
+    # DIR, else --node, else $P2PSTORE_NODE, else the default node: as the client commands
+    print(bootstrap_ops.own_line(resolve_node_dir(args.dir or args.node)), end="")
     return 0
 
 
@@ -190,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"p2pstore {__version__}")
+    parser.add_argument(
+        "--node",
+        dest="global_node",
+        metavar="DIR",
+        help="node directory for the commands that talk to a node (also after the command)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     p = sub.add_parser("identity", help="print the node ID of a key file (created if missing)")
@@ -265,7 +272,8 @@ def _add_bootstrap_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
     bsub = p.add_subparsers(dest="bootstrap_command", metavar="ACTION")
     bsub.required = True
     q = bsub.add_parser("show", help="print the lines others need to join through this node")
-    q.add_argument("dir", metavar="DIR")
+    q.add_argument("dir", metavar="DIR", nargs="?", help="default: --node, else $P2PSTORE_NODE")
+    q.add_argument("--node", metavar="DIR", help=argparse.SUPPRESS)
     q.set_defaults(func=_cmd_bootstrap_show)
     q = bsub.add_parser("add", help="merge bootstrap lines into a node's list")
     q.add_argument("dir", metavar="DIR")
@@ -280,6 +288,12 @@ def _add_bootstrap_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.global_node is not None:
+        # `p2pstore --node DIR ls` as well as `p2pstore ls --node DIR` (the later wins)
+        if not hasattr(args, "node"):
+            parser.error(f"--node does not apply to {args.command!r} (it takes DIR itself)")
+        if args.node is None:
+            args.node = args.global_node
     try:
         rc: int = args.func(args)
     except (ConfigError, BootstrapErrors) as e:

@@ -161,6 +161,29 @@ def test_get_asks_before_overwriting_or_filling_a_terminal(
     assert rc == 2 and "not writing file data to the terminal" in err and out == ""
 
 
+def test_node_option_goes_before_or_after_the_command(
+    node: tuple[Path, MemoryApplication],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root, _ = node
+    assert run(capsys, "mkdir", "/before", "--node", root)[0] == 0
+    rc, out, _ = run(capsys, "--node", root, "ls")
+    assert rc == 0 and out == "before/\n"
+    with pytest.raises(SystemExit):  # a command that takes DIR itself says so
+        cli.main(["--node", str(root), "run", str(root)])
+    assert "--node does not apply to 'run'" in capsys.readouterr().err
+    other = tmp_path / "fixed"
+    assert cli.main(["create-node", str(other), "--listen", "127.0.0.1:45123"]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("P2PSTORE_NODE", str(other))
+    rc, out, _ = run(capsys, "bootstrap", "show")  # DIR from $P2PSTORE_NODE, like the rest
+    assert rc == 0 and "127.0.0.1:45123" in out
+    rc, out2, _ = run(capsys, "--node", other, "bootstrap", "show")
+    assert rc == 0 and out2 == out
+
+
 def test_errors_and_exit_codes(
     node: tuple[Path, MemoryApplication], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
