@@ -32,6 +32,7 @@ from .api_client import ApiCallError, ClientError, NodeClient, resolve_node_dir
 from .app.errors import BadRequest
 from .app.vpath import parse_vpath
 from .base.progress import Progress, human_bytes
+from .base.reports import info_lines
 from .immutable import CapError, VerifyCap, parse_cap
 
 EXIT_USAGE = 2
@@ -183,21 +184,23 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 # -- info / check / status / peers ----------------------------------------------
 def cmd_info(args: argparse.Namespace) -> int:
-    cap = _check_cap(args.cap)
-    doc = _client(args).info(cap)
+    """``info CAP`` or ``info PATH`` (as in the shell): the same report."""
+    target: str = args.cap
+    client = _client(args) if not target.startswith(CAP_PREFIX) else None
+    path: str | None = None
+    if client is not None:
+        path = _check_path(target)
+        entry = client.stat(path)["entry"]
+        if entry["kind"] != "file" or not entry.get("cap"):
+            raise UsageProblem(f"{path} is a directory; info takes a file or a cap")
+        target = entry["cap"]
+    cap = _check_cap(target)
+    doc = (client or _client(args)).info(cap)
     if args.json:
-        _print_json(doc)
+        _print_json(doc if path is None else {"path": path, **doc})
         return 0
-    print(f"kind:          {doc['kind']}")
-    print(f"size:          {doc['size']} bytes ({human_bytes(doc['size'])})")
-    if doc["kind"] != "lit":
-        print(f"encoding:      {doc['k']}-of-{doc['n']}")
-        print(f"storage index: {doc['storage_index']}")
-        print(f"verify cap:    {doc['verify_cap']}")
-    else:
-        print("stored:        inside the cap (literal)")
-    for key, value in sorted((doc.get("storage") or {}).items()):
-        print(f"{key + ':':14} {value}")
+    for line in info_lines(doc, path=path):
+        print(line)
     return 0
 
 
@@ -415,8 +418,8 @@ def add_commands(sub: Any) -> None:
     _node_opt(p)
     p.set_defaults(func=cmd_get)
 
-    p = sub.add_parser("info", help="what a cap names: size, encoding, storage")
-    p.add_argument("cap", metavar="CAP")
+    p = sub.add_parser("info", help="what a cap or file names: size, encoding, storage")
+    p.add_argument("cap", metavar="CAP|PATH")
     p.add_argument("--json", action="store_true")
     _node_opt(p)
     p.set_defaults(func=cmd_info)

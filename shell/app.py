@@ -34,6 +34,7 @@ from prompt_toolkit.document import Document
 from prompt_toolkit.history import FileHistory
 
 from p2pstore.api_client import ClientError, NodeClient, resolve_node_dir
+from p2pstore.base.reports import safe
 
 from . import render
 from .commands import Shell
@@ -192,7 +193,7 @@ def run(node: str | None, debug: bool) -> int:
             if not shell.run_line(line.rstrip("\n")):
                 break
         return 0
-    out.line(f"p2pstore shell on {render.safe(conn.name)}: type 'help' for commands, Ctrl-D exits")
+    out.line(f"p2pstore shell on {safe(conn.name)}: type 'help' for commands, Ctrl-D exits")
     session: PromptSession[str] = PromptSession(
         history=_open_history(history_path()),
         auto_suggest=AutoSuggestFromHistory(),

@@ -27,6 +27,7 @@ from typing import IO, Any, Final, Protocol, cast
 from p2pstore.api_client import ApiCallError
 from p2pstore.app.vpath import VPath
 from p2pstore.base.progress import human_bytes
+from p2pstore.base.reports import info_lines, safe
 from p2pstore.immutable import CapError, VerifyCap, parse_cap
 
 from . import render
@@ -144,9 +145,9 @@ class Shell:
         path = self.remote(word)
         entry = self._stat(path)
         if entry is None:
-            raise RemoteError(f"{render.safe(str(path))}: no such file or directory")
+            raise RemoteError(f"{safe(str(path))}: no such file or directory")
         if entry["kind"] != "file" or not entry.get("cap"):
-            raise RemoteError(f"{render.safe(str(path))} is a directory")
+            raise RemoteError(f"{safe(str(path))} is a directory")
         return str(entry["cap"]), str(path), entry.get("size")
 
     # -- remote navigation --------------------------------------------------------
@@ -176,21 +177,21 @@ class Shell:
             path = root_of(self.state.drive) if word is None else self.remote(word)
         entry = self._stat(path)
         if entry is None:
-            raise RemoteError(f"{render.safe(str(path))}: no such directory")
+            raise RemoteError(f"{safe(str(path))}: no such directory")
         if entry["kind"] != "dir":
-            raise RemoteError(f"{render.safe(str(path))} is not a directory")
+            raise RemoteError(f"{safe(str(path))} is not a directory")
         if path.is_root:
             self.api().ls(str(path))  # the drive must be there (vdrive-unavailable otherwise)
         self.state.go(path)
 
     def cmd_pwd(self, inv: Invocation) -> None:
-        self.out.line(render.safe(str(self.state.cwd)))
+        self.out.line(safe(str(self.state.cwd)))
 
     def cmd_drive(self, inv: Invocation) -> None:
         if not inv.args:
             for d, cwd in self.state.cwds.items():
                 mark = "*" if d == self.state.drive else " "
-                self.out.line(f"{mark} {d:<8} {render.safe(str(cwd))}")
+                self.out.line(f"{mark} {d:<8} {safe(str(cwd))}")
             return
         name = inv.args[0].rstrip(":/")
         if name not in self.state.cwds:
@@ -227,7 +228,7 @@ class Shell:
                 return
             entry = self._stat(src)
             if entry is None:
-                raise RemoteError(f"{render.safe(str(src))}: no such file or directory")
+                raise RemoteError(f"{safe(str(src))}: no such file or directory")
             if entry["kind"] != "file":
                 raise UsageError("mv: directories cannot move between drives", "mv")
             self.api().link(str(dst), str(entry["cap"]), replace=replace)
@@ -283,7 +284,7 @@ class Shell:
             raise
         finally:
             self.cache.clear()
-        self.out.line(f"put {render.safe(str(dst))} ({human_bytes(int(doc.get('size', 0)))})")
+        self.out.line(f"put {safe(str(dst))} ({human_bytes(int(doc.get('size', 0)))})")
 
     def cmd_get(self, inv: Invocation) -> None:
         word = inv.args[0]
@@ -301,7 +302,7 @@ class Shell:
         if not dest.parent.is_dir():
             raise ShellError(f"{dest.parent}: no such local directory")
         if dest.exists() and not inv.flag("force"):
-            where = render.safe(show_local(dest, self.state.local_cwd))
+            where = safe(show_local(dest, self.state.local_cwd))
             raise ShellError(f"{where} exists; use get -f to replace it")
         api = self.api()
         mode = 0o666 & ~_umask()  # as a file the user created (mkstemp makes 0600)
@@ -328,7 +329,7 @@ class Shell:
 
         n = self.transfers.run(work, self._bar("get", size))
         where = show_local(dest, self.state.local_cwd)
-        self.out.line(f"got {render.safe(where)} ({human_bytes(n)})")
+        self.out.line(f"got {safe(where)} ({human_bytes(n)})")
 
     def _bar(self, label: str, total: int | None) -> Callable[[int, float], str]:
         width = self.out.width
@@ -344,7 +345,7 @@ class Shell:
         else:
             self.api().get_path(shown, buf)
         text = buf.getvalue().decode("utf-8", "replace").expandtabs()
-        self.out.lines([render.safe(ln) for ln in text.splitlines()], page=True)
+        self.out.lines([safe(ln) for ln in text.splitlines()], page=True)
 
     # -- files: facts and health -------------------------------------------------
     def cmd_info(self, inv: Invocation) -> None:
@@ -353,12 +354,12 @@ class Shell:
             path = self.remote(word)
             entry = self._stat(path)
             if entry is None:
-                raise RemoteError(f"{render.safe(str(path))}: no such file or directory")
+                raise RemoteError(f"{safe(str(path))}: no such file or directory")
             if entry["kind"] == "dir":
                 n = len(self.api().ls(str(path))["entries"])
                 self.out.lines(
                     [
-                        f"path:          {render.safe(str(path))}",
+                        f"path:          {safe(str(path))}",
                         "kind:          directory",
                         f"entries:       {n}",
                         f"modified:      {render.when(entry.get('mtime'))}",
@@ -367,7 +368,7 @@ class Shell:
                 return
         cap, shown, _ = self._file_cap(word, readable=False)
         doc = self.api().info(cap)
-        self.out.lines(render.info_lines(doc, path=shown, cap=cap))
+        self.out.lines(info_lines(doc, path=shown, cap=cap))
 
     def _check(self, word: str, *, verify: bool, repair: bool) -> None:
         cap, _, _ = self._file_cap(word, readable=False)

@@ -101,6 +101,8 @@ def test_put_get_ls_mv_rm_ln(
     assert not [p for p in tmp_path.iterdir() if ".part-" in p.name]
     rc, out, _ = run(capsys, "info", cap, "--node", root, "--json")
     assert rc == 0 and json.loads(out)["size"] == 300_000
+    rc, text, _ = run(capsys, "info", cap, "--node", root)
+    assert rc == 0 and "encoding:      3-of-10" in text and "{" not in text  # no Python dicts
     rc, out, _ = run(capsys, "check", cap, "--verify", "--node", root)
     assert rc == 0 and out.startswith("healthy: 10 of 10")
 
@@ -115,6 +117,11 @@ def test_put_get_ls_mv_rm_ln(
     assert "300000" in out and cap in out and "data.bin" in out
     rc, out, _ = run(capsys, "ls", "-l", "/docs/2026/data.bin", "--node", root)
     assert rc == 0 and out.startswith("file       300000") and out.endswith(" data.bin\n")
+    rc, out, _ = run(
+        capsys, "info", "/docs/2026/data.bin", "--node", root
+    )  # a path, as in the shell
+    assert rc == 0 and out.startswith("path:          shared:/docs/2026/data.bin\n")
+    assert "size:          300000 bytes" in out
     dst2 = tmp_path / "back2.bin"
     assert run(capsys, "get", "/docs/2026/data.bin", dst2, "--node", root)[0] == 0
     assert dst2.read_bytes() == data

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pstore.app.vpath import VPath
+from p2pstore.base.reports import info_lines
 from shell import render
 from shell.completion import complete
 from shell.errors import UsageError
@@ -220,7 +221,7 @@ def test_reports() -> None:
     healthy = {**report, "healthy": True, "repaired": False, "problems": []}
     assert render.check_lines(healthy)[-1] == "nothing to repair"
     info = {"kind": "lit", "size": 5, "verify_cap": None, "storage": None}
-    assert "inside the cap" in render.info_lines(info, cap="p2ps:lit:x")[-1]
+    assert "inside the cap" in info_lines(info, cap="p2ps:lit:x")[-1]
     chk = {
         "kind": "chk",
         "size": 10,
@@ -230,13 +231,18 @@ def test_reports() -> None:
         "verify_cap": "v",
         "storage": {"shares_held": [0, 1], "servers": [{"node": "n1", "shares": 2}]},
     }
-    lines = render.info_lines(chk, path="shared:/x", cap="c")
+    lines = info_lines(chk, path="shared:/x", cap="c")
     assert "encoding:      3-of-10" in lines and "shares held:   0, 1" in lines
     assert "  node=n1, shares=2" in lines
     grid = {**chk, "storage": {"shares": {"0": ["nodeA"], "1": ["nodeB"], "2": ["nodeA"]}}}
-    assert render.info_lines(grid)[-3:] == ["shares:", "  nodeA  shares 0, 2", "  nodeB  share 1"]
+    assert info_lines(grid)[-3:] == ["shares:", "  nodeA  shares 0, 2", "  nodeB  share 1"]
     empty = {**chk, "storage": {"unreachable": []}}
-    assert render.info_lines(empty)[-1] == "unreachable:   -"
+    assert info_lines(empty)[-1] == "unreachable:   -"
+    repeated = {**chk, "storage": {"size": 10, "storage_index": "si", "k": 3, "shares_found": 9}}
+    lines = info_lines(repeated)  # what the cap says is shown once
+    assert sum(ln.startswith("size:") for ln in lines) == 1
+    assert sum(ln.startswith("storage index:") for ln in lines) == 1
+    assert lines[-1] == "shares found:  9"
     assert render.peer_lines([]) == ["no peers"]
     peers = [{"node_id": "abc", "address": "1.2.3.4:5", "connected": True, "last_seen": None}]
     assert render.peer_lines(peers)[-1] == "1 peers (1 connected)"

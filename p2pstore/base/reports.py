@@ -1,0 +1,82 @@
+"""Text the front ends show (the shell and the CLI alike): remote text made safe for a
+terminal, and the ``info`` report of a cap (what it names and where its shares are).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .progress import human_bytes
+
+
+def safe(text: str) -> str:
+    """``text`` with control characters (C0, DEL, C1) escaped as ``\\xNN``."""
+    return "".join(
+        c if c.isprintable() or c == " " else f"\\x{ord(c):02x}" if ord(c) < 256 else "?"
+        for c in text
+    )
+
+
+#: facts the ``info`` report shows from the cap, not again from the backend's storage
+_SHOWN_ABOVE = frozenset({"size", "storage_index", "k", "n", "backend"})
+
+
+def info_lines(
+    doc: Mapping[str, Any], *, path: str | None = None, cap: str | None = None
+) -> list[str]:
+    """The ``info`` report: what the cap names and where its shares are."""
+    lines = []
+    if path is not None:
+        lines.append(f"path:          {safe(path)}")
+    size = doc.get("size", 0)
+    lines.append(f"kind:          {doc.get('kind')}")
+    lines.append(f"size:          {size} bytes ({human_bytes(size)})")
+    if cap is not None:
+        lines.append(f"cap:           {cap}")
+    if doc.get("kind") == "lit":
+        lines.append("stored:        inside the cap (a literal file: no shares)")
+        return lines
+    lines.append(f"verify cap:    {doc.get('verify_cap')}")
+    lines.append(f"encoding:      {doc.get('k')}-of-{doc.get('n')}")
+    lines.append(f"storage index: {doc.get('storage_index')}")
+    storage = doc.get("storage") or {}
+    for key, value in sorted(storage.items()):
+        if key in _SHOWN_ABOVE:
+            continue  # the backend repeats what the cap itself says
+        lines.extend(_fact(key, value))
+    return lines
+
+
+def _fact(key: str, value: Any) -> list[str]:
+    label = f"{safe(key).replace('_', ' ') + ':':<14} "
+    if value in ([], {}, None, ""):
+        return [label + "-"]
+    if (
+        isinstance(value, Mapping)
+        and value
+        and all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in value.values())
+    ):
+        # {share number: [node IDs]}: shown per node ("where the shares are")
+        holders: dict[str, list[str]] = {}
+        for share, nodes in value.items():
+            for node in nodes:
+                holders.setdefault(node, []).append(str(share))
+        out = [label.rstrip()]
+        for node, shares in sorted(holders.items()):
+            out.append(
+                f"  {safe(node)}  {'share' if len(shares) == 1 else 'shares'} "
+                f"{', '.join(safe(x) for x in shares)}"
+            )
+        return out
+    if isinstance(value, list) and value and isinstance(value[0], Mapping):
+        out = [label.rstrip()]
+        for item in value:
+            out.append("  " + ", ".join(f"{safe(str(k))}={safe(str(v))}" for k, v in item.items()))
+        return out
+    if isinstance(value, Mapping):
+        inner = ", ".join(f"{safe(str(k))}={safe(str(v))}" for k, v in value.items())
+        return [label + inner]
+    if isinstance(value, list):
+        return [label + ", ".join(safe(str(v)) for v in value)]
+    return [label + safe(str(value))]
