@@ -442,7 +442,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     _node_opt(p)
     p.set_defaults(func=cmd_peers)
+    _add_drive_commands(sub)
 
+
+def _add_drive_commands(sub: Any) -> None:
     p = sub.add_parser("ls", help="list a vdrive directory (shared:/... or private:/...)")
     p.add_argument("path", nargs="?", default="/", metavar="PATH")
     p.add_argument("-l", "--long", action="store_true", help="kind, size, time")
