@@ -89,9 +89,20 @@ DEFAULT_SPOOL_RESERVE = 64 << 20
 VdriveComponent = VdriveOps
 
 
+_CAP_MISMATCH = "does not match the cap"  # the decoder's words for a foreign extension
+
+
 def _download_error(e: DownloadError) -> AppError:
     if e.found == 0 and not e.bad:
         return NotFound("no shares of this file were found", code="file-not-found")
+    if e.found == 0 and all(_CAP_MISMATCH in why for why in e.bad.values()):
+        # shares exist under this storage index, but none belongs to this cap: a cap
+        # typed or copied wrongly, not lost data
+        return NotFound(
+            f"the {len(e.bad)} share(s) found do not belong to this cap: it is probably "
+            "mistyped or cut off (copy it again)",
+            code="cap-mismatch",
+        )
     return Unrecoverable(f"the file cannot be recovered: {e}"[:2000])
 
 

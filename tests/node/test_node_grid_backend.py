@@ -6,6 +6,7 @@ peers, closing with work in flight."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -71,6 +72,19 @@ async def test_repair_and_verify_through_the_backend(grid: StorageGrid, tmp_path
     assert again.healthy and again.shares_good == 10
     got = b"".join([c async for c in await b.download(up.cap, 0, len(data))])
     assert got == data
+
+
+async def test_a_mistyped_cap_is_not_reported_as_lost_data(
+    grid: StorageGrid, tmp_path: Path
+) -> None:
+    b = backend_on(grid, tmp_path)
+    up = await b.upload(chunks(os.urandom(100_000)), size_hint=None, mode="convergent")
+    assert isinstance(up.cap, ReadCap)
+    wrong = dataclasses.replace(up.cap, ext_hash=bytes(32))  # same key, other hash
+    with pytest.raises(NotFound) as e:
+        await b.download(wrong, 0, wrong.size)
+    assert e.value.code == "cap-mismatch" and "mistyped" in e.value.message
+    assert "cannot be recovered" not in e.value.message
 
 
 async def test_unrecoverable_and_missing(grid: StorageGrid, tmp_path: Path) -> None:
