@@ -183,19 +183,32 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 # -- info / check / status / peers ----------------------------------------------
+def _check_target(target: str) -> None:
+    """Refuse a malformed cap or path before looking for the node."""
+    if target.startswith(CAP_PREFIX):
+        _check_cap(target)
+    else:
+        _check_path(target)
+
+
+def _file_cap(target: str, client: NodeClient) -> tuple[str, str | None]:
+    """A cap as given, or the cap of the file at a drive path: ``(cap, path)``. A cap
+    or path is checked before the node is asked anything."""
+    if target.startswith(CAP_PREFIX):
+        return _check_cap(target), None
+    path = _check_path(target)
+    entry = client.stat(path)["entry"]
+    if entry["kind"] != "file" or not entry.get("cap"):
+        raise UsageProblem(f"{path} is a directory; give a file or a cap")
+    return _check_cap(entry["cap"]), path
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     """``info CAP`` or ``info PATH`` (as in the shell): the same report."""
-    target: str = args.cap
-    client = _client(args) if not target.startswith(CAP_PREFIX) else None
-    path: str | None = None
-    if client is not None:
-        path = _check_path(target)
-        entry = client.stat(path)["entry"]
-        if entry["kind"] != "file" or not entry.get("cap"):
-            raise UsageProblem(f"{path} is a directory; info takes a file or a cap")
-        target = entry["cap"]
-    cap = _check_cap(target)
-    doc = (client or _client(args)).info(cap)
+    _check_target(args.cap)
+    client = _client(args)
+    cap, path = _file_cap(args.cap, client)
+    doc = client.info(cap)
     if args.json:
         _print_json(doc if path is None else {"path": path, **doc})
         return 0
@@ -205,8 +218,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    cap = _check_cap(args.cap)
-    doc = _client(args).check(cap, verify=args.verify, repair=args.repair)
+    _check_target(args.cap)
+    client = _client(args)
+    cap, _ = _file_cap(args.cap, client)
+    doc = client.check(cap, verify=args.verify, repair=args.repair)
     if args.json:
         _print_json(doc)
     else:
@@ -425,7 +440,7 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("check", help="check a file's health (exit 1 if not healthy)")
-    p.add_argument("cap", metavar="CAP")
+    p.add_argument("cap", metavar="CAP|PATH")
     p.add_argument("--verify", action="store_true", help="read and verify every share byte")
     p.add_argument("--repair", action="store_true", help="regenerate missing/bad shares")
     p.add_argument("--json", action="store_true")

@@ -158,6 +158,12 @@ def _int_field(text: str, name: str) -> int:
 
 
 def _b32_field(text: str, name: str, length: int | None) -> bytes:
+    if length is not None:
+        want = len(b32encode(bytes(length)))
+        if len(text) < want:  # before any base32 detail: the usual cause is a partial copy
+            raise CapError(
+                name, f"{len(text)} of {want} characters: the cap looks cut off (copy it whole)"
+            )
     try:
         return b32decode(text, expected_len=length, what=name)
     except IdentityError as e:

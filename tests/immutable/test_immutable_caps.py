@@ -85,6 +85,15 @@ def test_specific_refusals(text: str, field: str) -> None:
     assert ei.value.field == field, str(ei.value)
 
 
+@pytest.mark.parametrize("cut", [1, 2, 5, 20, 51])
+def test_a_cut_off_cap_is_called_cut_off(cut: int) -> None:
+    """A partial copy (the commonest mistake) is named as such, not as a base32 detail."""
+    with pytest.raises(CapError) as ei:
+        parse_cap(VALID[:-cut])
+    assert ei.value.field == "extension hash"
+    assert "the cap looks cut off (copy it whole)" in str(ei.value), str(ei.value)
+
+
 def test_known_text_forms() -> None:
     assert VALID == (
         "p2ps:chk:3:10:1000:aaaqeayeaudaocajbifqydiob4ibceqtcqkrmfyydenbwha5dypq:"
