@@ -18,11 +18,14 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
+import socket
 import sys
 import urllib.parse
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +167,7 @@ class NodeClient:
         self.port = parsed.port
         self._token = token
         self.timeout = timeout
+        self._in_flight: weakref.WeakSet[http.client.HTTPConnection] = weakref.WeakSet()
 
     @classmethod
     def for_node(cls, node_dir: Path, *, timeout: float = DEFAULT_TIMEOUT) -> NodeClient:
@@ -182,7 +186,19 @@ class NodeClient:
         return h
 
     def _connect(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        self._in_flight.add(conn)
+        return conn
+
+    def abort(self) -> None:
+        """Cut every connection in flight (safe from another thread): a call blocked on
+        it raises at once, and the node sees the client go, so an upload it has not
+        finished is cancelled and nothing is linked (docs/http-api.md, "Cancel")."""
+        for conn in list(self._in_flight):
+            sock = conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def _unreachable(self, e: OSError) -> NodeUnreachable:
         why = "connection refused" if isinstance(e, ConnectionRefusedError) else str(e)

@@ -31,8 +31,8 @@ from p2pstore.base.reports import info_lines, safe
 from p2pstore.immutable import CapError, VerifyCap, parse_cap
 
 from . import render
-from .errors import RemoteError, ShellError, UsageError
-from .parse import Invocation, lookup, parse_line
+from .errors import Cancelled, RemoteError, ShellError, UsageError
+from .parse import Invocation, lookup, parse_line, quote_word
 from .paths import is_cap, resolve_local, resolve_remote, root_of, show_local
 from .session import Api, Connection, Entries, ListingCache, ShellState
 from .transfer import CancelFlag, CancellableReader, CancellableWriter, TransferRunner
@@ -263,8 +263,10 @@ class Shell:
             dst = self.state.cwd.child(src.name)
         mode = inv.values.get("mode", "convergent")
         api = self.api()
+        before = self._stat(dst)
 
         def work(flag: CancelFlag) -> dict[str, Any]:
+            flag.on_cancel(api.abort)  # Ctrl-C cuts the connection: the node stops the upload
             with open(src, "rb") as f:
                 reader = cast(IO[bytes], CancellableReader(f, flag))
                 return api.put_path(
@@ -282,9 +284,25 @@ class Shell:
             if "uploaded_cap" in e.details:
                 self.out.line(f"uploaded, but not linked; its cap: {e.details['uploaded_cap']}")
             raise
+        except Cancelled:
+            self.cache.clear()
+            self._say_what_a_cancel_kept(dst, before)
+            raise
         finally:
             self.cache.clear()
         self.out.line(f"put {safe(str(dst))} ({human_bytes(int(doc.get('size', 0)))})")
+
+    def _say_what_a_cancel_kept(self, dst: VPath, before: dict[str, Any] | None) -> None:
+        """The node stops an upload whose client has gone and links nothing; but a Ctrl-C
+        that comes as the node links the file is too late. Look, and tell the truth."""
+        after: dict[str, Any] | None = None
+        with contextlib.suppress(ShellError, ApiCallError, OSError):
+            after = self._stat(dst)
+        if after is not None and (before is None or after.get("cap") != before.get("cap")):
+            raise Cancelled(
+                f"cancelled too late: the upload had finished and {safe(str(dst))} was "
+                f"linked (remove it with: rm {quote_word(str(dst))})"
+            )
 
     def cmd_get(self, inv: Invocation) -> None:
         word = inv.args[0]

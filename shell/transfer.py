@@ -37,9 +37,17 @@ class CancelFlag:
     def __init__(self) -> None:
         self._event = threading.Event()
         self.done = 0  # bytes so far (written by the worker, read for the progress line)
+        self._hooks: list[Callable[[], None]] = []
+
+    def on_cancel(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` (in the shell's thread) when the transfer is cancelled, e.g. to
+        cut the connection a worker is blocked on."""
+        self._hooks.append(hook)
 
     def cancel(self) -> None:
         self._event.set()
+        for hook in self._hooks:
+            hook()
 
     @property
     def cancelled(self) -> bool:

@@ -21,11 +21,12 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import urllib.parse
-from collections.abc import AsyncIterator, Mapping
-from typing import Any, Final
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from typing import Any, Final, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -52,6 +53,7 @@ from quic_transport.identity import b32encode
 
 from .context import API_PREFIX, BACKEND, BOOTSTRAP, LIMITS, TRANSFERS, token_required
 from .errors import (
+    ClientGone,
     RangeNotSatisfiable,
     RequestTimeout,
 )
@@ -59,6 +61,7 @@ from .http_range import Partial, Unsatisfiable, Whole, select_range
 from .transfers import Transfer
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 API_VERSION: Final = 1
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 DOWNLOAD_CSP: Final = "sandbox; default-src 'none'"
@@ -335,6 +338,29 @@ async def index(request: web.Request) -> web.Response:
     return _json({"api": "p2pstore", "version": API_VERSION, "docs": "docs/http-api.md"})
 
 
+#: how often an upload that is past its body looks whether its client is still there
+CLIENT_WATCH_SECONDS: Final = 0.2
+
+
+async def _while_connected(request: web.Request, aw: Awaitable[T]) -> T:
+    """Await ``aw`` (an upload) but cancel it as soon as the client has gone: a put the
+    client gave up on (the shell's Ctrl-C, a killed CLI) stores and links nothing
+    (docs/http-api.md, "Cancel"). aiohttp does not cancel handlers on disconnect."""
+    task = asyncio.ensure_future(aw)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=CLIENT_WATCH_SECONDS)
+            if done:
+                return task.result()
+            if request.transport is None:
+                raise ClientGone()
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
 async def upload(request: web.Request) -> web.Response:
     mode = _mode(request.query.get("mode"))
     limits = request.app[LIMITS]
@@ -342,8 +368,9 @@ async def upload(request: web.Request) -> web.Response:
     if size is not None and limits.max_upload_bytes is not None and size > limits.max_upload_bytes:
         raise TooLarge(f"uploads are limited to {limits.max_upload_bytes} bytes")
     with request.app[TRANSFERS].track("upload", size) as transfer:
-        result = await request.app[BACKEND].upload(
-            _body_chunks(request, transfer), size_hint=size, mode=mode
+        result = await _while_connected(
+            request,
+            request.app[BACKEND].upload(_body_chunks(request, transfer), size_hint=size, mode=mode),
         )
     return _json(_upload_json(result), status=201)
 
@@ -451,9 +478,14 @@ async def vd_put(request: web.Request) -> web.Response:
         raise BadRequest("name the file: the path is a drive's root", code="bad-path")
     await check_upload_target(backend, path, replace, "replace it explicitly")
     with request.app[TRANSFERS].track("upload", request.content_length) as transfer:
-        result = await backend.upload(
-            _body_chunks(request, transfer), size_hint=request.content_length, mode=mode
+        result = await _while_connected(
+            request,
+            backend.upload(
+                _body_chunks(request, transfer), size_hint=request.content_length, mode=mode
+            ),
         )
+    if request.transport is None:
+        raise ClientGone()  # gone while the upload finished: link nothing
     try:
         seq = await backend.vdrive_link(
             path, result.cap, replace=replace, expected_sequence=expected

@@ -51,6 +51,16 @@ class RequestTimeout(BadRequest):
     """The request body stalled (no data within the idle timeout)."""
 
 
+class ClientGone(BadRequest):
+    """The client went away before the answer (nobody reads this error; the request's
+    work is abandoned and its transfer ends as failed)."""
+
+    default_code = "client-gone"
+
+    def __init__(self) -> None:
+        super().__init__("the client went away; the request was abandoned")
+
+
 class HttpStatusError(AppError):
     """An error aiohttp raised with its own status (kept as is)."""
 

@@ -355,3 +355,60 @@ def test_real_node_round_trip(tmp_path: Path) -> None:
     gone = sh("get", cap, "--node", root)
     assert gone.returncode == 3
     assert b"no node is running in" in gone.stderr and b"p2pstore start" in gone.stderr
+
+
+class SlowToFinish(MemoryApplication):
+    """Takes the whole body, then works a while before answering (a convergent
+    upload's encoding pass): the moment when a Ctrl-C used to be ignored."""
+
+    def __init__(self) -> None:
+        super().__init__(params=EncodingParams.create(3, 10, 64 * 1024), vdrive=MemoryVdrive())
+        self.body_taken = threading.Event()
+        self.cancelled = threading.Event()
+        self.linked: list[str] = []
+
+    async def upload(self, chunks: Any, **kw: Any) -> Any:
+        async def counted() -> AsyncIterator[bytes]:
+            async for c in chunks:
+                yield c
+            self.body_taken.set()
+
+        result = await super().upload(counted(), **kw)
+        try:
+            await asyncio.sleep(30)  # "encoding and placing"
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+        return result
+
+    async def vdrive_link(self, path: Any, cap: Any, **kw: Any) -> int:
+        self.linked.append(str(path))
+        return await super().vdrive_link(path, cap, **kw)
+
+
+def test_a_put_cut_off_after_its_last_byte_is_stopped_and_links_nothing() -> None:
+    """The client goes (the shell's Ctrl-C cuts the connection) after the body was
+    sent, while the node still works: the node cancels the upload and links nothing."""
+    backend = SlowToFinish()
+    server = ThreadedServer(backend, "tok")
+    try:
+        client = NodeClient(server.server.url, "tok", timeout=60)
+        errors: list[BaseException] = []
+
+        def put() -> None:
+            try:
+                client.put_path(io.BytesIO(os.urandom(200_000)), "shared:/f.bin", size=200_000)
+            except BaseException as e:
+                errors.append(e)
+
+        worker = threading.Thread(target=put)
+        worker.start()
+        assert backend.body_taken.wait(10)
+        client.abort()  # what the shell does on Ctrl-C
+        worker.join(10)
+        assert not worker.is_alive() and errors  # the blocked call returned at once
+        assert backend.cancelled.wait(5)  # the node stopped the upload
+        assert backend.linked == []
+        assert client.ls("shared:/")["entries"] == []
+    finally:
+        server.close()

@@ -20,6 +20,7 @@ from p2pstore.testing.memory_vdrive import MemoryVdrive
 from p2pstore.web.context import BOOTSTRAP
 from p2pstore.web.server import ApiServer
 from shell.commands import Shell
+from shell.errors import Cancelled
 from shell.session import Connection, ShellState
 from shell.transfer import TransferRunner
 
@@ -241,6 +242,23 @@ def test_bootstrap_route_without_a_provider_is_unavailable(tmp_path: Path) -> No
         ]
     finally:
         s.close()
+
+
+def test_a_cancel_that_came_too_late_says_what_was_kept(srv: Server, tmp_path: Path) -> None:
+    """If the node had linked the file before the Ctrl-C reached it, the shell does not
+    claim that nothing was kept: it names the file and how to remove it."""
+    sh, rec = make_shell([srv.url], tmp_path)
+    (tmp_path / "a.bin").write_bytes(b"a" * 100)
+    sh.run_line("put a.bin")
+    rec.take()
+    dst = sh.remote("a.bin")
+    with pytest.raises(Cancelled) as e:
+        sh._say_what_a_cancel_kept(dst, None)  # it was not there before the put
+    assert str(e.value) == (
+        "cancelled too late: the upload had finished and shared:/a.bin was linked "
+        "(remove it with: rm shared:/a.bin)"
+    )
+    sh._say_what_a_cancel_kept(dst, sh._stat(dst))  # unchanged: nothing to say
 
 
 def test_cancelled_put_stores_and_links_nothing(srv: Server, tmp_path: Path) -> None:
