@@ -22,8 +22,10 @@ import contextlib
 import http.client
 import json
 import os
+import secrets
 import socket
 import sys
+import threading
 import urllib.parse
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -39,6 +41,8 @@ from .node.pidfile import probe
 CHUNK: Final = 256 * 1024
 MAX_JSON_REPLY: Final = 16 << 20
 DEFAULT_TIMEOUT: Final = 300.0
+#: how often an upload asks the node how much of it is stored
+FOLLOW_INTERVAL: Final = 0.25
 ENV_NODE: Final = "P2PSTORE_NODE"
 API: Final = "/api/v1"
 
@@ -348,16 +352,48 @@ class NodeClient:
         size: int | None = None,
         mode: str = "convergent",
         progress: ProgressFn | None = None,
+        stored: ProgressFn | None = None,
     ) -> dict[str, Any]:
-        q = urllib.parse.urlencode({"mode": mode})
-        reply = self._send(
-            "POST",
-            f"{API}/file?{q}",
-            stream=self._chunks(source, progress),
-            length=size,
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        return self._finish_json(reply)
+        """``progress``: bytes sent; ``stored``: bytes the node has encoded and placed
+        (a convergent upload places only after the whole body: docs/http-api.md)."""
+        params = {"mode": mode}
+        with self._follow(params, stored):
+            reply = self._send(
+                "POST",
+                f"{API}/file?{urllib.parse.urlencode(params)}",
+                stream=self._chunks(source, progress),
+                length=size,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            return self._finish_json(reply)
+
+    @contextlib.contextmanager
+    def _follow(self, params: dict[str, str], stored: ProgressFn | None) -> Iterator[None]:
+        """While the block runs, poll the node for the upload's stored bytes (tagged
+        with a fresh ``transfer`` token added to ``params``) and report them."""
+        if stored is None:
+            yield
+            return
+        tag = secrets.token_hex(8)
+        params["transfer"] = tag
+        stop = threading.Event()
+
+        def poll() -> None:
+            while not stop.wait(FOLLOW_INTERVAL):
+                try:
+                    doc = self._json_call("GET", f"{API}/transfer/{tag}")
+                except (ClientError, OSError):
+                    continue  # not registered yet, or finished and gone: try again
+                if isinstance(doc, dict) and isinstance(doc.get("stored"), int):
+                    stored(doc["stored"])
+
+        poller = threading.Thread(target=poll, name="p2pstore-upload-progress", daemon=True)
+        poller.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            poller.join(5)
 
     def _finish_json(self, reply: _Reply) -> dict[str, Any]:
         self._raise_for(reply, (200, 201))
@@ -457,18 +493,20 @@ class NodeClient:
         replace: bool = True,
         expected_sequence: int | None = None,
         progress: ProgressFn | None = None,
+        stored: ProgressFn | None = None,
     ) -> dict[str, Any]:
         params: dict[str, str] = {"path": path, "mode": mode, "replace": str(replace).lower()}
         if expected_sequence is not None:
             params["expected_sequence"] = str(expected_sequence)
-        reply = self._send(
-            "PUT",
-            f"{API}/vdrive/file?{urllib.parse.urlencode(params)}",
-            stream=self._chunks(source, progress),
-            length=size,
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        return self._finish_json(reply)
+        with self._follow(params, stored):
+            reply = self._send(
+                "PUT",
+                f"{API}/vdrive/file?{urllib.parse.urlencode(params)}",
+                stream=self._chunks(source, progress),
+                length=size,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            return self._finish_json(reply)
 
     def get_path(self, path: str, sink: IO[bytes], *, progress: ProgressFn | None = None) -> int:
         q = urllib.parse.urlencode({"path": path})

@@ -31,7 +31,7 @@ from typing import IO, Any
 from .api_client import ApiCallError, ClientError, NodeClient, resolve_node_dir
 from .app.errors import BadRequest
 from .app.vpath import parse_vpath
-from .base.progress import Progress, human_bytes
+from .base.progress import Progress, UploadProgress, human_bytes
 from .base.reports import info_lines
 from .immutable import CapError, VerifyCap, parse_cap
 
@@ -91,10 +91,12 @@ def cmd_put(args: argparse.Namespace) -> int:
     path = _check_path(args.path) if args.path else None
     client = _client(args)
     with _source(args.file) as (src, size):
-        bar = _progress(size)
+        bar = UploadProgress(size, sys.stderr, two_passes=args.mode == "convergent")
         try:
             if path is None:
-                doc = client.put(src, size=size, mode=args.mode, progress=bar.update)
+                doc = client.put(
+                    src, size=size, mode=args.mode, progress=bar.sent, stored=bar.stored
+                )
             else:
                 doc = client.put_path(
                     src,
@@ -102,7 +104,8 @@ def cmd_put(args: argparse.Namespace) -> int:
                     size=size,
                     mode=args.mode,
                     replace=not args.no_replace,
-                    progress=bar.update,
+                    progress=bar.sent,
+                    stored=bar.stored,
                 )
         except ApiCallError as e:
             if "uploaded_cap" in e.details:  # uploaded, but the link failed: keep the cap

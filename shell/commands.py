@@ -265,6 +265,9 @@ class Shell:
         api = self.api()
         before = self._stat(dst)
 
+        two_passes = mode == "convergent" and size is not None
+        stored = [0]  # bytes the node has placed (convergent: only after the whole body)
+
         def work(flag: CancelFlag) -> dict[str, Any]:
             flag.on_cancel(api.abort)  # Ctrl-C cuts the connection: the node stops the upload
             with open(src, "rb") as f:
@@ -276,10 +279,21 @@ class Shell:
                     mode=mode,
                     replace=not inv.flag("no_replace"),
                     progress=flag.progress,
+                    stored=(lambda n: stored.__setitem__(0, n)) if two_passes else None,
                 )
 
+        width = self.out.width
+
+        def bar(done: int, elapsed: float) -> str:
+            # both passes of a convergent upload: never 100% while the node still works
+            if not two_passes:
+                return render.progress_line("put", done, size, elapsed, width)
+            if stored[0] > 0:
+                return render.progress_line("put (storing)", stored[0], size, elapsed, width)
+            return render.progress_line("put (sending)", done, size, elapsed, width)
+
         try:
-            doc = self.transfers.run(work, self._bar("put", size))
+            doc = self.transfers.run(work, bar)
         except ApiCallError as e:
             if "uploaded_cap" in e.details:
                 self.out.line(f"uploaded, but not linked; its cap: {e.details['uploaded_cap']}")

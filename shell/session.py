@@ -46,6 +46,7 @@ class Api(Protocol):
         mode: str = ...,
         replace: bool = ...,
         progress: Callable[[int], None] | None = ...,
+        stored: Callable[[int], None] | None = ...,
     ) -> dict[str, Any]: ...
     def get_path(
         self, path: str, sink: IO[bytes], *, progress: Callable[[int], None] | None = ...

@@ -7,6 +7,7 @@ so later output starts on a clean line. :func:`format_progress` is the pure part
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import TextIO
@@ -56,7 +57,9 @@ class Progress:
         enabled: bool | None = None,
         delay: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        label: str = "",
     ) -> None:
+        self.label = label
         self.total = total
         self.stream = stream
         self.enabled = stream.isatty() if enabled is None else enabled
@@ -79,7 +82,7 @@ class Progress:
         self._draw(now)
 
     def _draw(self, now: float) -> None:
-        line = format_progress(self.done, self.total, now - self.start)
+        line = self.label + format_progress(self.done, self.total, now - self.start)
         pad = max(0, self._width - len(line))
         self.stream.write("\r" + line + " " * pad)
         self.stream.flush()
@@ -91,3 +94,51 @@ class Progress:
             self._draw(self.clock())
             self.stream.write("\n")
             self.stream.flush()
+
+
+class UploadProgress:
+    """Both passes of an upload, each on its own line: ``sending`` (the body to the
+    node) and, for a convergent upload, ``storing`` (the node encodes and places only
+    once it has the whole body, since the key is a hash of all of it). Never 100%
+    before the work is done. ``sent`` and ``stored`` may be called from two threads."""
+
+    def __init__(
+        self,
+        total: int | None,
+        stream: TextIO,
+        *,
+        two_passes: bool,
+        enabled: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.total = total
+        self.two_passes = two_passes
+        self._lock = threading.Lock()
+        self._stream, self._enabled, self._clock = stream, enabled, clock
+        self.current = self._make("sending  " if two_passes else "")
+        self._storing = False
+
+    def _make(self, label: str) -> Progress:
+        return Progress(
+            self.total, self._stream, enabled=self._enabled, clock=self._clock, label=label
+        )
+
+    def sent(self, done: int) -> None:
+        with self._lock:
+            if not self._storing:
+                self.current.update(done)
+
+    def stored(self, done: int) -> None:
+        with self._lock:
+            if not self.two_passes or done <= 0:
+                return
+            if not self._storing:
+                self.current.update(self.total or self.current.done)
+                self.current.finish()
+                self.current = self._make("storing  ")
+                self._storing = True
+            self.current.update(done)
+
+    def finish(self) -> None:
+        with self._lock:
+            self.current.finish()

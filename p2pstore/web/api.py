@@ -24,8 +24,9 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Final, TypeVar
 
 import aiohttp
@@ -361,16 +362,53 @@ async def _while_connected(request: web.Request, aw: Awaitable[T]) -> T:
                 await task
 
 
+_TAG = re.compile(r"[0-9a-f]{8,32}")
+
+
+def _tag(request: web.Request) -> str | None:
+    """``?transfer=TAG`` (8-32 lowercase hex): how a client follows its own upload."""
+    tag = request.query.get("transfer")
+    if tag is None:
+        return None
+    if not _TAG.fullmatch(tag):
+        raise BadRequest("transfer must be 8-32 lowercase hex digits", code="bad-transfer")
+    return tag
+
+
+def _stored_into(transfer: Transfer) -> Callable[[int], None]:
+    def progress(stored: int) -> None:
+        transfer.stored = stored
+
+    return progress
+
+
+@token_required
+async def transfer_status(request: web.Request) -> web.Response:
+    """``GET /api/v1/transfer/{tag}``: one tagged upload's bytes received and stored."""
+    tag = request.match_info["tag"]
+    if not _TAG.fullmatch(tag):
+        raise BadRequest("transfer must be 8-32 lowercase hex digits", code="bad-transfer")
+    doc = request.app[TRANSFERS].by_tag(tag)
+    if doc is None:
+        raise NotFound("no such transfer")
+    return _json(doc)
+
+
 async def upload(request: web.Request) -> web.Response:
     mode = _mode(request.query.get("mode"))
     limits = request.app[LIMITS]
     size = request.content_length
     if size is not None and limits.max_upload_bytes is not None and size > limits.max_upload_bytes:
         raise TooLarge(f"uploads are limited to {limits.max_upload_bytes} bytes")
-    with request.app[TRANSFERS].track("upload", size) as transfer:
+    with request.app[TRANSFERS].track("upload", size, tag=_tag(request)) as transfer:
         result = await _while_connected(
             request,
-            request.app[BACKEND].upload(_body_chunks(request, transfer), size_hint=size, mode=mode),
+            request.app[BACKEND].upload(
+                _body_chunks(request, transfer),
+                size_hint=size,
+                mode=mode,
+                progress=_stored_into(transfer),
+            ),
         )
     return _json(_upload_json(result), status=201)
 
@@ -477,11 +515,15 @@ async def vd_put(request: web.Request) -> web.Response:
     if path.is_root:
         raise BadRequest("name the file: the path is a drive's root", code="bad-path")
     await check_upload_target(backend, path, replace, "replace it explicitly")
-    with request.app[TRANSFERS].track("upload", request.content_length) as transfer:
+    size = request.content_length
+    with request.app[TRANSFERS].track("upload", size, tag=_tag(request)) as transfer:
         result = await _while_connected(
             request,
             backend.upload(
-                _body_chunks(request, transfer), size_hint=request.content_length, mode=mode
+                _body_chunks(request, transfer),
+                size_hint=size,
+                mode=mode,
+                progress=_stored_into(transfer),
             ),
         )
     if request.transport is None:
@@ -597,6 +639,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get(p + "/check/{cap}", check, allow_head=False)
     r.add_post(p + "/check/{cap}", check)
     r.add_get(p + "/status", status, allow_head=False)
+    r.add_get(p + "/transfer/{tag}", transfer_status, allow_head=False)
     r.add_get(p + "/peers", peers, allow_head=False)
     r.add_get(p + "/bootstrap", bootstrap, allow_head=False)
     r.add_get(p + "/vdrive/ls", vd_ls, allow_head=False)

@@ -38,6 +38,11 @@ class Transfer:
     name: str | None = None
     ended: float | None = None
     outcome: str = "running"
+    #: uploads: plaintext bytes encoded and sent to storage peers (a convergent upload
+    #: receives the whole body first, then stores: ``done`` then ``stored``)
+    stored: int = 0
+    #: a client-chosen token (``?transfer=``) by which it follows its own upload
+    tag: str | None = None
 
     def to_json(self, now: float) -> dict[str, Any]:
         end = self.ended if self.ended is not None else now
@@ -47,6 +52,7 @@ class Transfer:
             "name": self.name,
             "size": self.size,
             "done": self.done,
+            "stored": self.stored,
             "seconds": round(end - self.started, 3),
             "status": self.outcome,
         }
@@ -61,11 +67,16 @@ class Transfers:
 
     @contextlib.contextmanager
     def track(
-        self, kind: TransferKind, size: int | None, *, name: str | None = None
+        self,
+        kind: TransferKind,
+        size: int | None,
+        *,
+        name: str | None = None,
+        tag: str | None = None,
     ) -> Iterator[Transfer]:
         if name is not None:
             name = name[:MAX_NAME_CHARS]
-        t = Transfer(next(self._ids), kind, size, self.clock(), name=name)
+        t = Transfer(next(self._ids), kind, size, self.clock(), name=name, tag=tag)
         self._active[t.id] = t
         try:
             yield t
@@ -84,6 +95,14 @@ class Transfers:
         """Transfers in progress, oldest first."""
         now = self.clock()
         return [t.to_json(now) for t in self._active.values()]
+
+    def by_tag(self, tag: str) -> dict[str, Any] | None:
+        """The transfer (running, else recently finished) a client tagged ``tag``."""
+        now = self.clock()
+        for t in [*self._active.values(), *reversed(self._recent)]:
+            if t.tag == tag:
+                return t.to_json(now)
+        return None
 
     def recent(self) -> list[dict[str, Any]]:
         """The last :data:`RECENT_MAX` finished transfers, newest first."""

@@ -28,7 +28,7 @@ from p2pstore.api_client import (
 )
 from p2pstore.app.errors import Unrecoverable
 from p2pstore.base.fsutil import write_text_atomic
-from p2pstore.base.progress import Progress, format_progress, human_bytes
+from p2pstore.base.progress import Progress, UploadProgress, format_progress, human_bytes
 from p2pstore.immutable import EncodingParams
 from p2pstore.node.nodedir import NodeDir
 from p2pstore.node.pidfile import PidLock
@@ -412,3 +412,65 @@ def test_a_put_cut_off_after_its_last_byte_is_stopped_and_links_nothing() -> Non
         assert client.ls("shared:/")["entries"] == []
     finally:
         server.close()
+
+
+class StoresSlowly(MemoryApplication):
+    """Takes the whole body, then reports its storing pass in five steps."""
+
+    def __init__(self) -> None:
+        super().__init__(params=EncodingParams.create(3, 10, 64 * 1024), vdrive=MemoryVdrive())
+
+    async def upload(self, chunks: Any, *, size_hint: Any, mode: Any, progress: Any = None) -> Any:
+        data = b"".join([c async for c in chunks])
+
+        async def again() -> AsyncIterator[bytes]:
+            yield data
+
+        result = await super().upload(again(), size_hint=size_hint, mode=mode)
+        for step in range(1, 6):
+            await asyncio.sleep(0.3)
+            if progress is not None:
+                progress(len(data) * step // 5)
+        return result
+
+
+def test_a_convergent_put_reports_its_storing_pass() -> None:
+    """The node stores a convergent upload only after the whole body: the client sees
+    that second pass (stored bytes) instead of a bar stuck at 100%."""
+    server = ThreadedServer(StoresSlowly(), "tok")
+    try:
+        client = NodeClient(server.server.url, "tok")
+        sent: list[int] = []
+        stored: list[int] = []
+        doc = client.put(
+            io.BytesIO(os.urandom(100_000)),
+            size=100_000,
+            progress=sent.append,
+            stored=stored.append,
+        )
+        assert doc["size"] == 100_000 and sent[-1] == 100_000
+        assert stored == sorted(stored)  # forward only (0 while the body was arriving)
+        moving = [v for v in stored if v > 0]
+        assert len(set(moving)) >= 2 and 0 < moving[0] < 100_000  # seen partway
+    finally:
+        server.close()
+
+
+def test_upload_progress_shows_both_passes_and_never_100_early() -> None:
+    out = io.StringIO()
+    now = [0.0]
+    bar = UploadProgress(1000, out, two_passes=True, enabled=True, clock=lambda: now[0])
+    for done in (200, 600, 1000):
+        now[0] += 2
+        bar.sent(done)
+    now[0] += 2
+    bar.stored(100)  # the second pass begins
+    now[0] += 2
+    bar.stored(300)
+    now[0] += 2
+    bar.stored(1000)
+    bar.finish()
+    lines = [ln.split("\r")[-1].strip() for ln in out.getvalue().split("\n") if ln.strip()]
+    assert lines[0].startswith("sending  1000 B / 1000 B  100%")
+    assert lines[1].startswith("storing  1000 B / 1000 B  100%")
+    assert "storing  300 B / 1000 B   30%" in out.getvalue()  # the second pass, partway
