@@ -378,18 +378,27 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def cmd_mkdir(args: argparse.Namespace) -> int:
     doc = _client(args).mkdir(_check_path(args.path), parents=args.parents)
+    if args.json:
+        _print_json(doc)
+        return 0
     print(f"created {doc['path']}", file=sys.stderr)
     return 0
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
     doc = _client(args).unlink(_check_path(args.path), recursive=args.recursive)
+    if args.json:
+        _print_json(doc)
+        return 0
     print(f"removed {doc['path']}", file=sys.stderr)
     return 0
 
 
 def cmd_mv(args: argparse.Namespace) -> int:
     doc = _client(args).rename(_check_path(args.src), _check_path(args.dst), replace=args.replace)
+    if args.json:
+        _print_json(doc)
+        return 0
     print(f"moved {doc['src']} -> {doc['dst']}", file=sys.stderr)
     return 0
 
@@ -398,6 +407,9 @@ def cmd_ln(args: argparse.Namespace) -> int:
     # a read-only directory cap (p2ps:dir:...) is checked by the node's vdrive
     cap = args.cap if args.cap.startswith("p2ps:dir:") else _check_cap(args.cap, readable=True)
     doc = _client(args).link(_check_path(args.path), cap, replace=args.replace)
+    if args.json:
+        _print_json(doc)
+        return 0
     print(f"linked {doc['path']}", file=sys.stderr)
     return 0
 
@@ -475,12 +487,14 @@ def _add_drive_commands(sub: Any) -> None:
     p = sub.add_parser("mkdir", help="make a vdrive directory")
     p.add_argument("path", metavar="PATH")
     p.add_argument("-p", "--parents", action="store_true", help="make parents; ok if it exists")
+    p.add_argument("--json", action="store_true", help="print the JSON reply")
     _node_opt(p)
     p.set_defaults(func=cmd_mkdir)
 
     p = sub.add_parser("rm", help="remove a vdrive entry (the file stays in the grid)")
     p.add_argument("path", metavar="PATH")
     p.add_argument("-r", "--recursive", action="store_true", help="remove a non-empty directory")
+    p.add_argument("--json", action="store_true", help="print the JSON reply")
     _node_opt(p)
     p.set_defaults(func=cmd_rm)
 
@@ -488,6 +502,7 @@ def _add_drive_commands(sub: Any) -> None:
     p.add_argument("src", metavar="SRC")
     p.add_argument("dst", metavar="DST")
     p.add_argument("--replace", action="store_true", help="replace an existing file at DST")
+    p.add_argument("--json", action="store_true", help="print the JSON reply")
     _node_opt(p)
     p.set_defaults(func=cmd_mv)
 
@@ -495,5 +510,6 @@ def _add_drive_commands(sub: Any) -> None:
     p.add_argument("cap", metavar="CAP")
     p.add_argument("path", metavar="PATH")
     p.add_argument("--replace", action="store_true", help="replace an existing file at PATH")
+    p.add_argument("--json", action="store_true", help="print the JSON reply")
     _node_opt(p)
     p.set_defaults(func=cmd_ln)

@@ -128,7 +128,8 @@ def test_put_get_ls_mv_rm_ln(
     assert run(capsys, "ln", cap, "private:/mine.bin", "--node", root)[0] == 0
     rc, _, err = run(capsys, "ln", cap, "private:/mine.bin", "--node", root)
     assert rc == 1 and "already exists" in err
-    assert run(capsys, "mv", "/docs/2026/data.bin", "/docs/d.bin", "--node", root)[0] == 0
+    rc, out, _ = run(capsys, "mv", "/docs/2026/data.bin", "/docs/d.bin", "--node", root, "--json")
+    assert rc == 0 and json.loads(out)["dst"] == "shared:/docs/d.bin"  # --json, as elsewhere
     rc, _, err = run(capsys, "rm", "/docs", "--node", root)
     assert rc == 1 and "not empty" in err and "directory-not-empty" in err
     assert run(capsys, "rm", "-r", "/docs", "--node", root)[0] == 0
