@@ -94,25 +94,35 @@ def _cmd_create_introducer(args: argparse.Namespace) -> int:
     return _create(args, introducer=True)
 
 
+CREATES = ("create-node", "create-introducer")
+NODE_DIR_HELP = "node directory (default: --node, else $P2PSTORE_NODE)"
+
+
+def _node_dir(args: argparse.Namespace) -> Path:
+    """DIR, else ``--node``, else ``$P2PSTORE_NODE``, else the default node: the same
+    rule for every command that takes a node directory."""
+    return resolve_node_dir(args.dir)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     if args.daemonized:
-        os.chdir(Path(args.dir).absolute())
-    return NodeRunner(Path(args.dir), log_to_stderr=not args.daemonized).run()
+        os.chdir(_node_dir(args).absolute())
+    return NodeRunner(_node_dir(args), log_to_stderr=not args.daemonized).run()
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
-    return daemon.start(Path(args.dir), timeout=args.timeout).rc
+    return daemon.start(_node_dir(args), timeout=args.timeout).rc
 
 
 def _cmd_stop(args: argparse.Namespace) -> int:
-    return daemon.stop(Path(args.dir), timeout=args.timeout, force=args.force)
+    return daemon.stop(_node_dir(args), timeout=args.timeout, force=args.force)
 
 
 def _cmd_restart(args: argparse.Namespace) -> int:
-    rc = daemon.stop(Path(args.dir), timeout=args.timeout, force=args.force)
+    rc = daemon.stop(_node_dir(args), timeout=args.timeout, force=args.force)
     if rc != 0:
         return rc
-    return daemon.start(Path(args.dir)).rc
+    return daemon.start(_node_dir(args)).rc
 
 
 def _cmd_bootstrap_show(args: argparse.Namespace) -> int:
@@ -164,7 +174,7 @@ def _cmd_shell(args: argparse.Namespace) -> int:
 
 
 def _cmd_systemd_unit(args: argparse.Namespace) -> int:
-    root = Path(args.dir).absolute()
+    root = _node_dir(args).absolute()
     NodeDir(root).require_node()
     name = systemd.unit_name(root)
     if args.install:
@@ -210,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     localgrid.register(sub)
 
     p = sub.add_parser("systemd-unit", help="print (or --install) a systemd user unit")
-    p.add_argument("dir", metavar="DIR")
+    p.add_argument("dir", metavar="DIR", nargs="?", help=NODE_DIR_HELP)
     p.add_argument("--install", action="store_true", help="write it to ~/.config/systemd/user/")
     p.set_defaults(func=_cmd_systemd_unit)
 
@@ -249,11 +259,11 @@ def _add_create_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 def _add_daemon_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run a node in the foreground (Ctrl-C stops it)")
-    p.add_argument("dir", metavar="DIR")
+    p.add_argument("dir", metavar="DIR", nargs="?", help=NODE_DIR_HELP)
     p.add_argument("--daemonized", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_run)
     p = sub.add_parser("start", help="start a node in the background")
-    p.add_argument("dir", metavar="DIR")
+    p.add_argument("dir", metavar="DIR", nargs="?", help=NODE_DIR_HELP)
     p.add_argument("--timeout", type=float, default=20.0, help="seconds to wait (default 20)")
     p.set_defaults(func=_cmd_start)
     for name, func, what in (
@@ -261,7 +271,7 @@ def _add_daemon_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         ("restart", _cmd_restart, "stop then start a background node"),
     ):
         p = sub.add_parser(name, help=what)
-        p.add_argument("dir", metavar="DIR")
+        p.add_argument("dir", metavar="DIR", nargs="?", help=NODE_DIR_HELP)
         p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for exit")
         p.add_argument("--force", action="store_true", help="SIGKILL if it has not exited")
         p.set_defaults(func=func)
@@ -290,10 +300,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.global_node is not None:
         # `p2pstore --node DIR ls` as well as `p2pstore ls --node DIR` (the later wins)
-        if not hasattr(args, "node"):
-            parser.error(f"--node does not apply to {args.command!r} (it takes DIR itself)")
-        if args.node is None:
-            args.node = args.global_node
+        if hasattr(args, "node"):
+            if args.node is None:
+                args.node = args.global_node
+        elif args.command not in CREATES and getattr(args, "dir", "") is None:
+            args.dir = args.global_node  # `p2pstore --node DIR stop`
+        else:
+            parser.error(f"--node does not apply to {args.command!r} (give DIR itself)")
     try:
         rc: int = args.func(args)
     except (ConfigError, BootstrapErrors) as e:

@@ -190,6 +190,11 @@ def test_node_option_goes_before_or_after_the_command(
     assert rc == 0 and "127.0.0.1:45123" in out
     rc, out2, _ = run(capsys, "--node", other, "bootstrap", "show")
     assert rc == 0 and out2 == out
+    # the daemon commands find the node the same way: DIR, --node, $P2PSTORE_NODE
+    rc, out_env, err_env = run(capsys, "stop")
+    rc2, out_opt, err_opt = run(capsys, "--node", other, "stop")
+    assert rc == rc2 == 0 and (out_env, err_env) == (out_opt, err_opt)
+    assert "not running" in out_env + err_env
 
 
 def test_errors_and_exit_codes(
