@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -207,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="node directory for the commands that talk to a node (also after the command)",
     )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        dest="global_verbose",
+        action="store_true",
+        help="on an error, also print the node's details (also after the command)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     p = sub.add_parser("identity", help="print the node ID of a key file (created if missing)")
@@ -317,6 +325,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except ClientError as e:
         print(f"p2pstore: {e}", file=sys.stderr)
+        details = getattr(e, "details", None)
+        if details and (args.global_verbose or getattr(args, "verbose", False)):
+            print(json.dumps(details, indent=2, sort_keys=True, default=str), file=sys.stderr)
         return e.exit_code
     except BrokenPipeError:  # e.g. `p2pstore get CAP | head`
         with contextlib.suppress(OSError):

@@ -417,6 +417,9 @@ def cmd_ln(args: argparse.Namespace) -> int:
 # -- parser ----------------------------------------------------------------------
 def _node_opt(p: argparse.ArgumentParser) -> None:
     p.add_argument(
+        "-v", "--verbose", action="store_true", help="on an error, also print the details"
+    )
+    p.add_argument(
         "--node",
         metavar="DIR",
         help="node directory (default: $P2PSTORE_NODE, else ~/.local/share/p2pstore/node)",

@@ -480,3 +480,20 @@ def test_upload_progress_shows_both_passes_and_never_100_early() -> None:
     assert lines[0].startswith("sending  1000 B / 1000 B  100%")
     assert lines[1].startswith("storing  1000 B / 1000 B  100%")
     assert "storing  300 B / 1000 B   30%" in out.getvalue()  # the second pass, partway
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_verbose_adds_the_error_details(
+    where: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(args: Any) -> int:
+        raise ApiCallError(409, "sequence-mismatch", "the drive moved on", {"sequence": 7})
+
+    monkeypatch.setattr(cli.cli_ops, "cmd_ls", refused)
+    monkeypatch.setattr(cli.cli_ops, "_client", lambda args: None)
+    argv = ["-v", "ls"] if where == "before" else ["ls", "-v"]
+    rc = cli.main(argv)
+    err = capsys.readouterr().err
+    assert rc != 0 and "the drive moved on" in err and '"sequence": 7' in err
+    assert cli.main(["ls"]) != 0
+    assert '"sequence"' not in capsys.readouterr().err  # without -v: one line
