@@ -20,13 +20,10 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
-import re
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final, TypeVar
 
 import aiohttp
@@ -56,10 +53,10 @@ from .context import API_PREFIX, BACKEND, BOOTSTRAP, LIMITS, TRANSFERS, token_re
 from .errors import (
     ClientGone,
     RangeNotSatisfiable,
-    RequestTimeout,
 )
 from .http_range import Partial, Unsatisfiable, Whole, select_range
 from .transfers import Transfer
+from .uploads import body_chunks, stored_into, tag_of, transfer_status, while_connected
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -204,34 +201,6 @@ def _entry_json(e: DirEntry) -> dict[str, Any]:
 
 
 # -- streaming -------------------------------------------------------------------
-async def _body_chunks(request: web.Request, transfer: Transfer) -> AsyncIterator[bytes]:
-    limits = request.app[LIMITS]
-    expected = request.content_length
-    received = 0
-    while True:
-        try:
-            async with asyncio.timeout(limits.idle_timeout):
-                chunk = await request.content.readany()
-        except TimeoutError:
-            raise RequestTimeout(
-                f"the upload stalled (no data for {limits.idle_timeout:g} s)",
-                code="upload-timeout",
-            ) from None
-        except (aiohttp.ClientError, ConnectionError, aiohttp.http_exceptions.HttpProcessingError):
-            raise BadRequest("the upload was interrupted", code="upload-aborted") from None
-        if not chunk:
-            break
-        received += len(chunk)
-        transfer.done = received
-        if limits.max_upload_bytes is not None and received > limits.max_upload_bytes:
-            raise TooLarge(f"uploads are limited to {limits.max_upload_bytes} bytes")
-        yield bytes(chunk)
-    if expected is not None and received != expected:
-        raise BadRequest(
-            f"the upload ended after {received} of {expected} bytes", code="upload-aborted"
-        )
-
-
 def _etag(cap: ReadCap | LiteralCap) -> str:
     # A cap names immutable content, so a hash of it is a strong validator that
     # reveals nothing about the cap.
@@ -339,75 +308,20 @@ async def index(request: web.Request) -> web.Response:
     return _json({"api": "p2pstore", "version": API_VERSION, "docs": "docs/http-api.md"})
 
 
-#: how often an upload that is past its body looks whether its client is still there
-CLIENT_WATCH_SECONDS: Final = 0.2
-
-
-async def _while_connected(request: web.Request, aw: Awaitable[T]) -> T:
-    """Await ``aw`` (an upload) but cancel it as soon as the client has gone: a put the
-    client gave up on (the shell's Ctrl-C, a killed CLI) stores and links nothing
-    (docs/http-api.md, "Cancel"). aiohttp does not cancel handlers on disconnect."""
-    task = asyncio.ensure_future(aw)
-    try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=CLIENT_WATCH_SECONDS)
-            if done:
-                return task.result()
-            if request.transport is None:
-                raise ClientGone()
-    finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-
-
-_TAG = re.compile(r"[0-9a-f]{8,32}")
-
-
-def _tag(request: web.Request) -> str | None:
-    """``?transfer=TAG`` (8-32 lowercase hex): how a client follows its own upload."""
-    tag = request.query.get("transfer")
-    if tag is None:
-        return None
-    if not _TAG.fullmatch(tag):
-        raise BadRequest("transfer must be 8-32 lowercase hex digits", code="bad-transfer")
-    return tag
-
-
-def _stored_into(transfer: Transfer) -> Callable[[int], None]:
-    def progress(stored: int) -> None:
-        transfer.stored = stored
-
-    return progress
-
-
-@token_required
-async def transfer_status(request: web.Request) -> web.Response:
-    """``GET /api/v1/transfer/{tag}``: one tagged upload's bytes received and stored."""
-    tag = request.match_info["tag"]
-    if not _TAG.fullmatch(tag):
-        raise BadRequest("transfer must be 8-32 lowercase hex digits", code="bad-transfer")
-    doc = request.app[TRANSFERS].by_tag(tag)
-    if doc is None:
-        raise NotFound("no such transfer")
-    return _json(doc)
-
-
 async def upload(request: web.Request) -> web.Response:
     mode = _mode(request.query.get("mode"))
     limits = request.app[LIMITS]
     size = request.content_length
     if size is not None and limits.max_upload_bytes is not None and size > limits.max_upload_bytes:
         raise TooLarge(f"uploads are limited to {limits.max_upload_bytes} bytes")
-    with request.app[TRANSFERS].track("upload", size, tag=_tag(request)) as transfer:
-        result = await _while_connected(
+    with request.app[TRANSFERS].track("upload", size, tag=tag_of(request)) as transfer:
+        result = await while_connected(
             request,
             request.app[BACKEND].upload(
-                _body_chunks(request, transfer),
+                body_chunks(request, transfer),
                 size_hint=size,
                 mode=mode,
-                progress=_stored_into(transfer),
+                progress=stored_into(transfer),
             ),
         )
     return _json(_upload_json(result), status=201)
@@ -516,14 +430,14 @@ async def vd_put(request: web.Request) -> web.Response:
         raise BadRequest("name the file: the path is a drive's root", code="bad-path")
     await check_upload_target(backend, path, replace, "replace it explicitly")
     size = request.content_length
-    with request.app[TRANSFERS].track("upload", size, tag=_tag(request)) as transfer:
-        result = await _while_connected(
+    with request.app[TRANSFERS].track("upload", size, tag=tag_of(request)) as transfer:
+        result = await while_connected(
             request,
             backend.upload(
-                _body_chunks(request, transfer),
+                body_chunks(request, transfer),
                 size_hint=size,
                 mode=mode,
-                progress=_stored_into(transfer),
+                progress=stored_into(transfer),
             ),
         )
     if request.transport is None:

@@ -187,6 +187,19 @@ def _shell_session(grid: Grid, tmp_path: Path) -> None:
         assert "report one.bin" in listing and "slow.bin" not in listing
         assert not list(work.glob(".*part*"))
 
+        # Ctrl-C after the last byte went, while the node stores a convergent upload:
+        # the bar shows that second pass, and the cancel is real (or, if it came as the
+        # node linked the file, says so): what the shell says matches the drive.
+        with open(work / "big.bin", "wb") as f:
+            f.write(os.urandom(1 << 20) * 100)
+        _cmd(child, "put big.bin")
+        child.expect(r"put \(storing\) \[", timeout=60)
+        child.sendcontrol("c")
+        i = child.expect(["cancelled: nothing was kept", "cancelled too late"], timeout=30)
+        child.expect(PROMPT)
+        listing = _run(child, "ls")
+        assert ("big.bin" in listing) == (i == 1), listing
+
         # The file is in the grid: another node's CLI reads it by path.
         out = tmp_path / "from-node3.bin"
         rcli("get", "--node", grid.node(3), "shared:/docs/report one.bin", out)
