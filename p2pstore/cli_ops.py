@@ -31,6 +31,7 @@ from typing import IO, Any
 from .api_client import ApiCallError, ClientError, NodeClient, resolve_node_dir
 from .app.errors import BadRequest
 from .app.vpath import parse_vpath
+from .base.fsutil import umask
 from .base.progress import Progress, UploadProgress, human_bytes
 from .base.reports import info_lines
 from .immutable import CapError, VerifyCap, parse_cap
@@ -154,7 +155,7 @@ def _download(args: argparse.Namespace, fetch: Any, total: int | None) -> int:
                 fetch(f, bar.update)
             finally:
                 bar.finish()
-        os.chmod(tmp, 0o666 & ~_umask())  # as a file the user created (mkstemp made it 0600)
+        os.chmod(tmp, 0o666 & ~umask())  # as a file the user created (mkstemp made it 0600)
         os.replace(tmp, dest)
         ok = True
     finally:
@@ -162,12 +163,6 @@ def _download(args: argparse.Namespace, fetch: Any, total: int | None) -> int:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
     return 0
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def cmd_get(args: argparse.Namespace) -> int:
@@ -376,42 +371,36 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_mkdir(args: argparse.Namespace) -> int:
-    doc = _client(args).mkdir(_check_path(args.path), parents=args.parents)
+def _done(args: argparse.Namespace, doc: dict[str, Any], text: str) -> int:
+    """A drive change went through: its JSON reply with ``--json``, else one line on
+    stderr (stdout stays for data)."""
     if args.json:
         _print_json(doc)
-        return 0
-    print(f"created {doc['path']}", file=sys.stderr)
+    else:
+        print(text, file=sys.stderr)
     return 0
+
+
+def cmd_mkdir(args: argparse.Namespace) -> int:
+    doc = _client(args).mkdir(_check_path(args.path), parents=args.parents)
+    return _done(args, doc, f"created {doc['path']}")
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
     doc = _client(args).unlink(_check_path(args.path), recursive=args.recursive)
-    if args.json:
-        _print_json(doc)
-        return 0
-    print(f"removed {doc['path']}", file=sys.stderr)
-    return 0
+    return _done(args, doc, f"removed {doc['path']}")
 
 
 def cmd_mv(args: argparse.Namespace) -> int:
     doc = _client(args).rename(_check_path(args.src), _check_path(args.dst), replace=args.replace)
-    if args.json:
-        _print_json(doc)
-        return 0
-    print(f"moved {doc['src']} -> {doc['dst']}", file=sys.stderr)
-    return 0
+    return _done(args, doc, f"moved {doc['src']} -> {doc['dst']}")
 
 
 def cmd_ln(args: argparse.Namespace) -> int:
     # a read-only directory cap (p2ps:dir:...) is checked by the node's vdrive
     cap = args.cap if args.cap.startswith("p2ps:dir:") else _check_cap(args.cap, readable=True)
     doc = _client(args).link(_check_path(args.path), cap, replace=args.replace)
-    if args.json:
-        _print_json(doc)
-        return 0
-    print(f"linked {doc['path']}", file=sys.stderr)
-    return 0
+    return _done(args, doc, f"linked {doc['path']}")
 
 
 # -- parser ----------------------------------------------------------------------

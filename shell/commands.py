@@ -26,6 +26,7 @@ from typing import IO, Any, Final, Protocol, cast
 
 from p2pstore.api_client import ApiCallError
 from p2pstore.app.vpath import VPath
+from p2pstore.base.fsutil import umask
 from p2pstore.base.progress import human_bytes
 from p2pstore.base.reports import info_lines, safe
 from p2pstore.immutable import CapError, VerifyCap, parse_cap
@@ -49,12 +50,6 @@ class Output(Protocol):
     def progress(self, text: str) -> None: ...
     def progress_done(self) -> None: ...
     def clear(self) -> None: ...
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 class Shell:
@@ -337,7 +332,7 @@ class Shell:
             where = safe(show_local(dest, self.state.local_cwd))
             raise ShellError(f"{where} exists; use get -f to replace it")
         api = self.api()
-        mode = 0o666 & ~_umask()  # as a file the user created (mkstemp makes 0600)
+        mode = 0o666 & ~umask()  # as a file the user created (mkstemp makes 0600)
 
         def work(flag: CancelFlag) -> int:
             fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.part-", dir=dest.parent)

@@ -57,3 +57,10 @@ def read_bounded(path: Path, limit: int) -> bytes:
     if len(data) > limit:
         raise ValueError(f"{path}: file is larger than {limit} bytes")
     return data
+
+
+def umask() -> int:
+    """The process's umask (read by setting and restoring it: call from one thread)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
