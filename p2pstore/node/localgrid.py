@@ -16,7 +16,9 @@ Invariants:
   least N other nodes (N storage nodes + the introducer - itself) in its routing
   table; otherwise it says which node is behind and returns 1.
 - Upload parameters are 3-of-10 with ``shares_happy = max(3, min(7, N - 1))``, so a
-  grid of N >= 4 nodes accepts uploads with one node down.
+  grid of N >= 4 nodes accepts uploads with one node down. They are written only
+  into nodes made in that run: an existing node's config is never rewritten (a
+  value the grown grid would suggest differently is printed instead).
 """
 
 from __future__ import annotations
@@ -133,7 +135,8 @@ def _allow_writers(nd: NodeDir, writers: list[str]) -> None:
     text = re.sub(r"(?ms)^\[vdrive\] # local grid\n.*\Z", "", text).rstrip("\n")
     listed = ", ".join(f'"{w}"' for w in writers)
     text += f"\n\n[vdrive] # local grid\nwriters = [{listed}]\n"
-    nd.config_path.write_text(text, encoding="utf-8")
+    if text != nd.config_path.read_text(encoding="utf-8"):  # untouched when unchanged
+        nd.config_path.write_text(text, encoding="utf-8")
 
 
 def _introducer_bootstrap(grid: Grid) -> BootstrapList:
@@ -168,6 +171,7 @@ def create_or_extend(root: Path, nodes: int | None, out: TextIO) -> Grid:
     nodes to an existing one up to ``nodes`` (None: keep its size); returns it."""
     root = root.absolute()
     grid = Grid.load(root)
+    fresh = grid is None
     if grid is None:
         if root.exists() and any(root.iterdir()):
             raise GridProblem(f"{root} exists, is not empty and holds no {GRID_FILE}")
@@ -183,16 +187,32 @@ def create_or_extend(root: Path, nodes: int | None, out: TextIO) -> Grid:
         print(f"the grid has {have} storage nodes already (--nodes {nodes} ignored)", file=out)
     seeds = _introducer_bootstrap(grid)
     names = list(grid.names)
+    created = [INTRODUCER] if fresh else []
     for i in range(have + 1, nodes + 1):
         name = f"node{i}"
         _create(root, name, introducer=False, seeds=seeds)
         names.append(name)
+        created.append(name)
         print(f"created {name} in {grid.path(name)}", file=out)
     grid = Grid(root, tuple(names))
     grid.save()
     happy = happy_for(len(grid.storage_names))
+    # Only nodes made now get the local-grid settings: an existing node's config is the
+    # user's (they may have edited it) and is never rewritten; a setting the grown grid
+    # would suggest differently is reported instead.
     for name in grid.names:  # the introducer uploads directory objects too
-        _tune_config(NodeDir(grid.path(name)), happy=happy)
+        nd = NodeDir(grid.path(name))
+        if name in created:
+            _tune_config(nd, happy=happy)
+            continue
+        current = load_config(nd.config_path).client.shares_happy
+        if current != happy:
+            print(
+                f"{name}: [client] shares_happy = {current}; a grid of "
+                f"{len(grid.storage_names)} storage nodes suggests {happy} "
+                f"(edit {nd.config_path} to change it)",
+                file=out,
+            )
     writers = [NodeDir(grid.path(n)).load_key().node_id.b32 for n in grid.storage_names]
     _allow_writers(NodeDir(grid.path(INTRODUCER)), writers)
     return grid

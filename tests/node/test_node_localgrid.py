@@ -84,6 +84,17 @@ def test_create_and_extend(tmp_path: Path) -> None:
     out = io.StringIO()
     again = create_or_extend(root, None, out)
     assert again == grid and "created" not in out.getvalue()
-    bigger = create_or_extend(root, 5, io.StringIO())
+    node1 = root / "node1" / "p2pstore.toml"
+    edited = node1.read_text().replace('reserved_space = "100MB"', 'reserved_space = "2GB"')
+    node1.write_text(edited)  # the user's own edit
+    out = io.StringIO()
+    bigger = create_or_extend(root, 5, out)
     assert bigger.storage_names == ("node1", "node2", "node3", "node4", "node5")
-    assert load_config(root / "node1" / "p2pstore.toml").client.shares_happy == 4
+    assert node1.read_text() == edited  # never rewritten, edits kept byte for byte
+    assert load_config(root / "node5" / "p2pstore.toml").client.shares_happy == 4
+    assert "node1: [client] shares_happy = 3; a grid of 5 storage nodes suggests 4" in (
+        out.getvalue()
+    )
+    before = {n: (root / n / "p2pstore.toml").read_bytes() for n in bigger.names}
+    create_or_extend(root, None, io.StringIO())  # `grid up` again: nothing to change
+    assert {n: (root / n / "p2pstore.toml").read_bytes() for n in bigger.names} == before
