@@ -17,6 +17,7 @@ from aiohttp import web
 
 from p2pstore.app.contract import Application
 
+from . import bad_input_log
 from .context import ApiLimits
 from .http_app import create_app, runner_kwargs
 from .ui import add_ui_routes
@@ -54,6 +55,7 @@ class ApiServer:
         return f"http://{host}:{self.port}/"
 
     async def start(self) -> None:
+        bad_input_log.install()  # one line per bad request source, no traceback
         runner = web.AppRunner(self.app, **runner_kwargs(self.limits))
         await runner.setup()
         self._runner = runner
