@@ -316,6 +316,8 @@ class NodeClient:
     def _download(
         self, path: str, sink: IO[bytes], progress: ProgressFn | None, headers: Mapping[str, str]
     ) -> int:
+        tag = secrets.token_hex(8)  # to ask the node why, should the body stop short
+        path += ("&" if "?" in path else "?") + f"transfer={tag}"
         reply = self._send("GET", path, headers=headers)
         self._raise_for(reply, (200, 206))
         try:
@@ -336,13 +338,23 @@ class NodeClient:
                 if progress:
                     progress(done)
             if expected is not None and done != expected:
+                why = self._why_broken(tag)
                 raise TransferError(
-                    f"the download broke off after {done} of {expected} bytes "
-                    "(the node could not read the rest; see its log)"
+                    f"the download broke off after {done} of {expected} bytes: "
+                    + (why or "the node could not read the rest (see its log)")
                 )
             return done
         finally:
             reply.close()
+
+    def _why_broken(self, tag: str) -> str | None:
+        """The node's reason a tagged download stopped short, if it can say."""
+        try:
+            doc = self._json_call("GET", f"{API}/transfer/{tag}")
+        except (ClientError, OSError):
+            return None
+        reason = doc.get("reason") if isinstance(doc, dict) else None
+        return reason if isinstance(reason, str) and reason else None
 
     # -- files by cap --------------------------------------------------------------
     def put(

@@ -259,7 +259,8 @@ async def serve_cap(
         await resp.prepare(request)
         await resp.write_eof()
         return resp
-    with request.app[TRANSFERS].track("download", length, name=filename) as transfer:
+    tag = tag_of(request)
+    with request.app[TRANSFERS].track("download", length, name=filename, tag=tag) as transfer:
         return await _stream(request, resp, cap, offset, length, transfer)
 
 
@@ -292,8 +293,12 @@ async def _stream(
     except Exception as e:
         if not resp.prepared:
             raise
-        # The status line is gone; cut the connection so the client sees a short body.
+        # The status line is gone; cut the connection so the client sees a short body
+        # (a client that tagged the download asks why: GET /api/v1/transfer/TAG).
         log.warning("download aborted after the headers were sent: %s", e)
+        transfer.reason = (
+            e.message if isinstance(e, AppError) else "internal error (see the node's log)"
+        )
         if request.transport is not None:
             request.transport.close()
         return resp

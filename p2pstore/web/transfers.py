@@ -41,8 +41,11 @@ class Transfer:
     #: uploads: plaintext bytes encoded and sent to storage peers (a convergent upload
     #: receives the whole body first, then stores: ``done`` then ``stored``)
     stored: int = 0
-    #: a client-chosen token (``?transfer=``) by which it follows its own upload
+    #: a client-chosen token (``?transfer=``) by which it follows its own transfer
     tag: str | None = None
+    #: why a download broke off after its headers were sent (an application error's
+    #: message: no caps or keys); shown only to the client that tagged it
+    reason: str | None = None
 
     def to_json(self, now: float) -> dict[str, Any]:
         end = self.ended if self.ended is not None else now
@@ -97,11 +100,12 @@ class Transfers:
         return [t.to_json(now) for t in self._active.values()]
 
     def by_tag(self, tag: str) -> dict[str, Any] | None:
-        """The transfer (running, else recently finished) a client tagged ``tag``."""
+        """The transfer (running, else recently finished) a client tagged ``tag``,
+        with the reason it broke off, if it did."""
         now = self.clock()
         for t in [*self._active.values(), *reversed(self._recent)]:
             if t.tag == tag:
-                return t.to_json(now)
+                return {**t.to_json(now), "reason": t.reason}
         return None
 
     def recent(self) -> list[dict[str, Any]]:

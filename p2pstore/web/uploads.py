@@ -1,7 +1,7 @@
 """Upload bodies and the life of an upload on the HTTP side: reading the body under
 the idle timeout and the size limit, following an upload a client tagged
 (``?transfer=TAG``, ``GET /api/v1/transfer/TAG``), and cancelling it when its client
-goes (docs/http-api.md, "Following an upload" and "Cancel").
+goes (docs/http-api.md, "Following an upload or a download" and "Cancel").
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ _TAG = re.compile(r"[0-9a-f]{8,32}")
 
 
 def tag_of(request: web.Request) -> str | None:
-    """``?transfer=TAG`` (8-32 lowercase hex): how a client follows its own upload."""
+    """``?transfer=TAG`` (8-32 lowercase hex): how a client follows its own upload or
+    download."""
     tag = request.query.get("transfer")
     if tag is None:
         return None

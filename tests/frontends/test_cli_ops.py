@@ -259,9 +259,10 @@ def test_client_detects_a_short_download() -> None:
         client = NodeClient(server.server.url, "t")
         cap = client.put(io.BytesIO(os.urandom(400_000)), size=400_000)["cap"]
         sink = io.BytesIO()
-        with pytest.raises(TransferError, match=r"broke off after \d+ of 400000 bytes"):
+        with pytest.raises(TransferError, match=r"broke off after \d+ of 400000 bytes") as e:
             client.get(cap, sink)
         assert 0 < len(sink.getvalue()) < 400_000
+        assert str(e.value).endswith(": shares vanished")  # the node's reason, not "see its log"
     finally:
         server.close()
 
