@@ -38,6 +38,7 @@ import dataclasses
 import errno
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from aioquic.buffer import Buffer  # type: ignore[attr-defined]
@@ -95,6 +96,7 @@ class EndpointCore:
         self._flush_scheduled = False
         self._closed = False
         self._all_closed = asyncio.Event()
+        self._peer_gone_hooks: list[Callable[[NodeId], None]] = []
         self._sizer = DatagramSizer(config, self._send_raw)
         self._stats = {"datagrams_in": 0, "datagrams_out": 0, "send_dropped": 0, "batches": 0}
         self._paths: dict[tuple[str, int], PathSend] = {}  # virtual paths (paths.py)
@@ -261,8 +263,24 @@ class EndpointCore:
             conn.timer = None
         if conn.peer_id is not None and self._peers.get(conn.peer_id) is conn:
             del self._peers[conn.peer_id]
+        # both sides may have dialed: the peer is gone with its last connection, whichever
+        if conn.peer_id is not None and not any(c.peer_id == conn.peer_id for c in self._conns):
+            self._peer_gone(conn.peer_id)
         if not self._conns:
             self._all_closed.set()
+
+    def on_peer_gone(self, hook: Callable[[NodeId], None]) -> None:
+        """Call ``hook(node_id)`` when the last connection to an authenticated peer
+        closes (it went away, fell silent, or was evicted), e.g. so a storage server
+        drops that peer's unfinished uploads at once. Hooks must not block."""
+        self._peer_gone_hooks.append(hook)
+
+    def _peer_gone(self, node_id: NodeId) -> None:
+        for hook in self._peer_gone_hooks:
+            try:
+                hook(node_id)
+            except Exception:  # a hook's bug must not break the connection table
+                log.exception("peer-gone hook failed")
 
     def add_cid(self, conn: PeerConnection, cid: bytes) -> None:
         self._by_cid[cid] = conn

@@ -1,20 +1,14 @@
 """The assembled node: QUIC endpoint + Kademlia DHT + storage server + grid client.
 
 :class:`GridService` is the runner's default :class:`~p2pstore.node.service.NodeService`
-(``p2pstore run DIR``). ``start()`` opens the QUIC endpoint on ``[node] listen``
-with the node key, starts the storage service on ``DIR/storage`` when ``[storage]
-enabled`` (quota, reserved space and lease duration from the config; bulk
-``storage.write_stream`` registered too), registers the DHT and starts joining in a
-background task; ``api_backend()`` gives the HTTP API a
+(``p2pstore run DIR``). ``start()`` opens the QUIC endpoint, starts the storage
+service when ``[storage] enabled`` (its uploads from a peer that goes away are
+dropped at once), the DHT, NAT and joining; ``api_backend()`` gives the HTTP API a
 :class:`~p2pstore.app.grid.GridApplication` whose ``find_peers`` is a DHT lookup
 filtered to storage peers (:mod:`p2pstore.grid.storage_peers`) and whose
 ``storage_for`` is a QUIC storage client (this node's own server directly).
 
-Joining (docs/node.md, "Joining and rejoining"): bootstrap seeds first, then the
-remembered peers, a bounded number pinged at once; once one answers the DHT
-bootstraps. With nobody reachable the join task retries with a doubling delay
-(2 s .. 60 s); while the table is small a self-lookup every ``grow_interval``
-meets nodes that joined later.
+Joining, retries and growing the table: docs/node.md, "Joining and rejoining".
 
 Invariants:
 - Every background task (join/maintenance loop) belongs to the service and ends in
@@ -24,12 +18,9 @@ Invariants:
   then the join loop, the known-peers feed (one last time), the DHT, the storage
   service (incomplete uploads stay in ``incoming/`` and are removed; complete
   shares are untouched), and last the endpoint.
-- Leases (docs/node.md, "Leases"): with ``[client] renew_leases`` (the default)
-  ``start()`` loads the :class:`~p2pstore.grid.lease_renewal.LeaseBook`
-  (``private/leases.log``) and starts a :class:`~p2pstore.grid.lease_renewal.LeaseRenewer`
-  next to the DHT; every successful upload through the backend's uploader (HTTP
-  API files and vdrive directory objects alike) is recorded through the
-  uploader's ``on_uploaded`` hook. The renewer closes before the DHT.
+- Leases (docs/node.md, "Leases"; :mod:`.lease_wiring`): every successful upload
+  through the backend is recorded in the lease book and renewed; the renewer closes
+  before the DHT.
 - The known-peers store is fed from the routing table every ``feed_interval`` and
   at close; the runner writes it to ``state/known_peers.json``.
 - Components and their docs: the relay service (``[relay] serve``, docs/relay.md),
@@ -256,6 +247,16 @@ class GridService:
             crawl_interval=slower(1.0, cfg.limits),
         )
         register_storage_streams(ep, self.storage.server, error_factory=RpcError)
+        ep.on_peer_gone(self._drop_uploads_of)
+
+    def _drop_uploads_of(self, node_id: NodeId) -> None:
+        """A peer's last connection closed: its unfinished share uploads here can never
+        complete, so they go now rather than after the idle sweep (docs/storage.md)."""
+        storage = self.storage
+        if storage is not None:
+            self._tasks.start(
+                asyncio.to_thread(storage.peer_disconnected, node_id), name="drop-uploads"
+            )
 
     async def _start_dht(self, ep: Endpoint, candidates: Sequence[Seed]) -> DhtNode:
         ctx = self.context

@@ -254,3 +254,23 @@ async def test_storage_peers_cache() -> None:
     asked.clear()
     await sp.filter(peers)
     assert len(asked) == 4  # expired
+
+
+async def test_a_gone_peers_unfinished_uploads_are_dropped_at_once(tmp_path: Path) -> None:
+    """A client that allocates a share and then goes away (its node stops or is
+    killed: the connection closes) leaves nothing in ``incoming/`` for the idle
+    sweep's 600 s: the storage node drops its uploads when the connection ends."""
+    async with joined_grid(tmp_path, service, n=2) as (_intro, nodes):
+        holder, client = nodes
+        assert holder._self_address is not None and holder.storage is not None
+        api = client.storage_for(holder._self_address)
+        si = os.urandom(20)
+        await api.allocate(si, 0, 1000)
+        await api.write(si, 0, 0, b"x" * 500)
+        assert holder.storage.server.stat().uploads == 1
+        nodes.remove(client)
+        await client.close()  # its QUIC connection to the holder closes
+        server = holder.storage.server
+        await until(lambda: server.stat().uploads == 0, 10)
+        incoming = holder.context.node_dir.storage_dir / "incoming"
+        assert not [p for p in incoming.rglob("*") if p.is_file()]
