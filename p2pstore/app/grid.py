@@ -69,6 +69,7 @@ from p2pstore.grid import (
     file_source,
 )
 from p2pstore.grid.peers import FindPeers, StorageFor
+from p2pstore.grid.placement import happiness
 from p2pstore.grid.quality import QualitySource
 from p2pstore.immutable import (
     CapError,
@@ -104,6 +105,15 @@ def _download_error(e: DownloadError) -> AppError:
             code="cap-mismatch",
         )
     return Unrecoverable(f"the file cannot be recovered: {e}"[:2000])
+
+
+def _spread_over(good: Mapping[int, Sequence[str]]) -> int:
+    """Happiness of the good shares found: ``{share: [holder b32, ...]}``."""
+    holdings: dict[bytes, set[int]] = {}
+    for share, holders in good.items():
+        for holder in holders:
+            holdings.setdefault(holder.encode(), set()).add(share)
+    return happiness(holdings)
 
 
 def _b32(peer: Any) -> str:
@@ -338,7 +348,12 @@ class GridApplication(DelegateVdrive):
                 unreachable = c.unreachable
             problems += [f"share {s}: missing" for s in range(cap.n) if s not in good]
             problems += [f"peer {p}: {why}" for p, why in sorted(unreachable.items())]
-            healthy = len(good) == cap.n
+            spread = _spread_over(good)
+            if spread < self.happy:  # health is the configured happiness too
+                problems.append(
+                    f"shares on {spread} distinct peers, fewer than shares_happy = {self.happy}"
+                )
+            healthy = len(good) == cap.n and spread >= self.happy
             recoverable = len(good) >= cap.k
             details: dict[str, Any] = {"shares": {str(s): list(p) for s, p in sorted(good.items())}}
             if not repair or healthy:
@@ -391,7 +406,7 @@ class GridApplication(DelegateVdrive):
             now_good = len(good) + len(r.repaired)
             problems += [f"share {s}: repair failed: {why}" for s, why in sorted(failed.items())]
             return CheckReport(
-                healthy=now_good >= cap.n and not failed,
+                healthy=now_good >= cap.n and not failed and r.happiness >= self.happy,
                 recoverable=True,
                 shares_needed=cap.k,
                 shares_total=cap.n,

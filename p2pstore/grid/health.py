@@ -237,11 +237,47 @@ class Health(Generic[P]):
                 f"only {len(placer.placed)} good shares found, need {vc.k} to regenerate"
             )
         missing = placer.unplaced()
-        if not missing:
-            h = placer.happiness()
-            return RepairResult(before, {}, {}, h, h >= happy)
-        await replace_shares(vc, placer, peers, self.storage_for, self.config.send)
-        repaired = {s: NodeId(placer.placed[s]).b32 for s in missing if s in placer.placed}
+        if missing:
+            await replace_shares(vc, placer, peers, self.storage_for, self.config.send)
         failed = {s: placer.reasons.get(s, "not placed") for s in missing if s not in placer.placed}
+        # Health is the configured happiness too: a file whose shares sit on too few
+        # peers gets copies of shares on peers that hold none (docs/grid.md, "Repair").
+        spread = _unpack(placer, happy, vc.k) if not failed else {}
+        if spread:
+            await replace_shares(vc, placer, peers, self.storage_for, self.config.send)
+            for share, holder in spread.items():
+                if share not in placer.placed:  # not copied: its old copy still counts
+                    placer.extra[holder].discard(share)
+                    placer.placed[share] = holder
+        done = [s for s in missing if s in placer.placed]
+        done += [s for s, holder in spread.items() if placer.placed[s] != holder]
+        repaired = {s: NodeId(placer.placed[s]).b32 for s in done}
         h = placer.happiness()
         return RepairResult(before, repaired, failed, h, not failed and h >= happy)
+
+
+def _unpack(placer: SharePlacer, happy: int, k: int) -> dict[int, PeerKey]:
+    """Shares to copy onto peers that hold none, until the file could reach ``happy``
+    distinct holders: one share at a time from the peer holding the most, while at
+    least ``k`` other placed shares remain to regenerate from. The shares become
+    unplaced (their current copies stay, as extra copies); returns share -> holder."""
+    free = [
+        p
+        for p in placer.ranked
+        if p not in placer.excluded and placer.load(p) == 0 and p not in placer.extra
+    ]
+    need = min(happy - placer.happiness(), len(free))
+    out: dict[int, PeerKey] = {}
+    while need > 0 and len(placer.placed) - 1 >= k:
+        counts: dict[PeerKey, list[int]] = {}
+        for share, peer in placer.placed.items():
+            counts.setdefault(peer, []).append(share)
+        peer, shares = max(counts.items(), key=lambda kv: (len(kv[1]), -min(kv[1])))
+        if len(shares) < 2:
+            break  # every holder has one share: nothing to spread
+        share = max(shares)
+        del placer.placed[share]
+        placer.extra.setdefault(peer, set()).add(share)
+        out[share] = peer
+        need -= 1
+    return out

@@ -143,3 +143,32 @@ async def test_close_fails_running_upload(grid: StorageGrid, tmp_path: Path) -> 
         await b.upload(chunks(b"y" * 100), size_hint=None, mode="random")
     for gs in grid.servers:
         assert gs.server.stat().uploads == 0  # every allocation was aborted
+
+
+async def test_a_file_packed_onto_few_peers_is_unhealthy_and_repair_spreads_it(
+    grid: StorageGrid, tmp_path: Path
+) -> None:
+    """Health is the configured happiness: ten shares on three peers are not healthy
+    at shares_happy = 7, and repair copies shares onto peers that hold none."""
+    packer = GridApplication(
+        static_peers(grid.servers[:3]),
+        lambda gs: gs.client(OWNER),
+        convergence_secret=b"s" * 32,
+        spool_dir=tmp_path / "spool",
+        params=PARAMS,
+        happy=3,
+    )
+    data = os.urandom(150_000)
+    up = await packer.upload(chunks(data), size_hint=None, mode="random")
+    assert isinstance(up.cap, ReadCap)
+    b = backend_on(grid, tmp_path)  # the whole grid, shares_happy = 7
+    report = await b.check(up.cap, verify=False, repair=False)
+    assert report.shares_good == 10 and not report.healthy
+    assert "shares on 3 distinct peers, fewer than shares_happy = 7" in report.problems
+    fixed = await b.check(up.cap, verify=False, repair=True)
+    assert fixed.repaired and fixed.healthy, fixed.problems
+    assert fixed.details["happiness"] >= 7
+    again = await b.check(up.cap, verify=True, repair=False)
+    assert again.healthy and not again.problems, again.problems
+    got = b"".join([c async for c in await b.download(up.cap, 0, len(data))])
+    assert got == data
