@@ -369,54 +369,66 @@ class GridApplication(DelegateVdrive):
                     False,
                     details,
                 )
-            if not recoverable:
-                problems.append(f"cannot repair: need {cap.k} good shares, have {len(good)}")
-                return CheckReport(
-                    False,
-                    False,
-                    cap.k,
-                    cap.n,
-                    len(good),
-                    verify,
-                    tuple(problems),
-                    True,
-                    False,
-                    details,
-                )
-            try:
-                r = await self.health.repair(cap, verify=verify)
-            except RepairError as e:
-                problems.append(f"repair failed: {e.reason}")
-                return CheckReport(
-                    False,
-                    True,
-                    cap.k,
-                    cap.n,
-                    len(good),
-                    verify,
-                    tuple(problems),
-                    True,
-                    False,
-                    details,
-                )
-            failed = {s: why for s, why in r.failed.items()}
-            details["repaired"] = {str(s): _b32(p) for s, p in sorted(r.repaired.items())}
-            details["repair_failed"] = {str(s): why for s, why in sorted(failed.items())}
-            details["happiness"] = r.happiness
-            now_good = len(good) + len(r.repaired)
-            problems += [f"share {s}: repair failed: {why}" for s, why in sorted(failed.items())]
+            return await self._repair(cap, verify, good, problems, details)
+
+    async def _repair(
+        self,
+        cap: ReadCap | VerifyCap,
+        verify: bool,
+        good: Mapping[int, Sequence[str]],
+        problems: list[str],
+        details: dict[str, Any],
+    ) -> CheckReport:
+        """The repair half of :meth:`check` (inside its operation)."""
+        recoverable = len(good) >= cap.k
+        if not recoverable:
+            problems.append(f"cannot repair: need {cap.k} good shares, have {len(good)}")
             return CheckReport(
-                healthy=now_good >= cap.n and not failed and r.happiness >= self.happy,
-                recoverable=True,
-                shares_needed=cap.k,
-                shares_total=cap.n,
-                shares_good=min(now_good, cap.n),
-                verified=verify,
-                problems=tuple(problems),
-                repair_attempted=True,
-                repaired=not failed,
-                details=details,
+                False,
+                False,
+                cap.k,
+                cap.n,
+                len(good),
+                verify,
+                tuple(problems),
+                True,
+                False,
+                details,
             )
+        try:
+            r = await self.health.repair(cap, verify=verify)
+        except RepairError as e:
+            problems.append(f"repair failed: {e.reason}")
+            return CheckReport(
+                False,
+                True,
+                cap.k,
+                cap.n,
+                len(good),
+                verify,
+                tuple(problems),
+                True,
+                False,
+                details,
+            )
+        failed = {s: why for s, why in r.failed.items()}
+        details["repaired"] = {str(s): _b32(p) for s, p in sorted(r.repaired.items())}
+        details["repair_failed"] = {str(s): why for s, why in sorted(failed.items())}
+        details["happiness"] = r.happiness
+        now_good = len(good) + len(r.repaired)
+        problems += [f"share {s}: repair failed: {why}" for s, why in sorted(failed.items())]
+        return CheckReport(
+            healthy=now_good >= cap.n and not failed and r.happiness >= self.happy,
+            recoverable=True,
+            shares_needed=cap.k,
+            shares_total=cap.n,
+            shares_good=min(now_good, cap.n),
+            verified=verify,
+            problems=tuple(problems),
+            repair_attempted=True,
+            repaired=not failed,
+            details=details,
+        )
 
     # -- node ------------------------------------------------------------------------
     async def status(self) -> Mapping[str, Any]:
