@@ -51,6 +51,7 @@ from .auth import make_certificate
 from .config import TransportConfig
 from .identity import NodeId, NodeKey
 from .liveness import LivenessRule, Verdict
+from .messages import check_name
 from .paths import PathSend
 from .peer_connection import READY, PeerConnection
 from .quic_tuned import TransportQuicConnection
@@ -560,8 +561,6 @@ def _penalty_key(addr: tuple[str, int]) -> str:
 
 
 def _check_method(method: str) -> str:
-    from .messages import check_name
-
     check_name(method, "method")
     return method
 
