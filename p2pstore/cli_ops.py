@@ -181,31 +181,24 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 # -- info / check / status / peers ----------------------------------------------
-def _check_target(target: str) -> None:
-    """Refuse a malformed cap or path before looking for the node."""
+def _file_cap(args: argparse.Namespace) -> tuple[NodeClient, str, str | None]:
+    """The client, and a cap as given or the cap of the file at a drive path:
+    ``(client, cap, path)``. A cap or path is checked before the node is looked for."""
+    target: str = args.cap
     if target.startswith(CAP_PREFIX):
-        _check_cap(target)
-    else:
-        _check_path(target)
-
-
-def _file_cap(target: str, client: NodeClient) -> tuple[str, str | None]:
-    """A cap as given, or the cap of the file at a drive path: ``(cap, path)``. A cap
-    or path is checked before the node is asked anything."""
-    if target.startswith(CAP_PREFIX):
-        return _check_cap(target), None
+        cap = _check_cap(target)
+        return _client(args), cap, None
     path = _check_path(target)
+    client = _client(args)
     entry = client.stat(path)["entry"]
     if entry["kind"] != "file" or not entry.get("cap"):
         raise UsageProblem(f"{path} is a directory; give a file or a cap")
-    return _check_cap(entry["cap"]), path
+    return client, _check_cap(entry["cap"]), path
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     """``info CAP`` or ``info PATH`` (as in the shell): the same report."""
-    _check_target(args.cap)
-    client = _client(args)
-    cap, path = _file_cap(args.cap, client)
+    client, cap, path = _file_cap(args)
     doc = client.info(cap)
     if args.json:
         _print_json(doc if path is None else {"path": path, **doc})
@@ -216,9 +209,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    _check_target(args.cap)
-    client = _client(args)
-    cap, _ = _file_cap(args.cap, client)
+    client, cap, _ = _file_cap(args)
     doc = client.check(cap, verify=args.verify, repair=args.repair)
     if args.json:
         _print_json(doc)

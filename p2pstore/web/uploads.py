@@ -82,8 +82,10 @@ def tag_of(request: web.Request) -> str | None:
     """``?transfer=TAG`` (8-32 lowercase hex): how a client follows its own upload or
     download."""
     tag = request.query.get("transfer")
-    if tag is None:
-        return None
+    return None if tag is None else _checked(tag)
+
+
+def _checked(tag: str) -> str:
     if not _TAG.fullmatch(tag):
         raise BadRequest("transfer must be 8-32 lowercase hex digits", code="bad-transfer")
     return tag
@@ -99,10 +101,7 @@ def stored_into(transfer: Transfer) -> Callable[[int], None]:
 @token_required
 async def transfer_status(request: web.Request) -> web.Response:
     """``GET /api/v1/transfer/{tag}``: one tagged upload's bytes received and stored."""
-    tag = request.match_info["tag"]
-    if not _TAG.fullmatch(tag):
-        raise BadRequest("transfer must be 8-32 lowercase hex digits", code="bad-transfer")
-    doc = request.app[TRANSFERS].by_tag(tag)
+    doc = request.app[TRANSFERS].by_tag(_checked(request.match_info["tag"]))
     if doc is None:
         raise NotFound("no such transfer")
     return web.json_response(doc)
