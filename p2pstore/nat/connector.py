@@ -34,7 +34,7 @@ from typing import Any
 from p2pstore.nat.errors import NatLocalError
 from p2pstore.nat.peer_record import PeerRecord
 from p2pstore.nat.punch import request_connect
-from quic_transport import Endpoint, PeerAddress
+from quic_transport import Endpoint, PeerAddress, RpcError
 from quic_transport.identity import NodeId
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class Connector:
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:
-                    why = getattr(e, "code", None) or type(e).__name__
+                    why = e.code if isinstance(e, RpcError) and e.code else type(e).__name__
                     errors.append(f"rendezvous {rv.relay_id.short()}: {why}")
                     continue
                 peer = PeerAddress(nid, *observed)

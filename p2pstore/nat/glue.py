@@ -1,8 +1,7 @@
 """What the NAT manager needs from its sibling components, as typed Protocols, and
 the small adapters over them: the DHT's server/client mode and node announcements
-(:class:`ModalDht`, satisfied by :class:`dht.node.DhtNode`), the relay client, and
-the port mapper (:class:`PortMapping`, satisfied by
-:class:`~p2pstore.nat.portmap.mapper.PortMapper`).
+(:class:`ModalDht`, satisfied by :class:`dht.node.DhtNode`) and the port mapper
+(:class:`PortMapping`, satisfied by :class:`~p2pstore.nat.portmap.mapper.PortMapper`).
 
 Invariant: announcing and withdrawing never raise to the caller (the next round
 retries); a port mapper's odd answer reads as "no mapping".
@@ -11,13 +10,10 @@ retries); a port mapper's odd answer reads as "no mapping".
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from p2pstore.nat.peer_record import check_host, check_port
-from p2pstore.nat.relay.client import RelayClient, Reservation
 from p2pstore.nat.tracker import Addr
-from quic_transport import Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +35,6 @@ class PortMapping(Protocol):
     def status(self) -> dict[str, Any]: ...
 
 
-async def set_server(dht: ModalDht, server: bool) -> None:
-    """Put the DHT in server (True) or client mode (the DHT makes itself known, or
-    unknown, with a self-lookup)."""
-    await dht.set_server(server)
-
-
-def dht_mode(dht: ModalDht) -> str:
-    """What the DHT reports: "server" or "client"."""
-    return "server" if dht.server else "client"
-
-
 async def announce(dht: ModalDht, value: bytes) -> bool:
     try:
         await dht.announce(value)
@@ -64,14 +49,6 @@ async def withdraw(dht: ModalDht) -> None:
         await dht.withdraw()
     except Exception as e:
         log.debug("withdrawing the announcement failed: %s", e)
-
-
-def make_relay_client(
-    endpoint: Endpoint, on_lost: Callable[[Reservation, str], None]
-) -> RelayClient:
-    """The relay client on ``endpoint`` (``on_lost(reservation, reason)`` is called
-    when a reservation dies)."""
-    return RelayClient(endpoint, on_lost=on_lost)
 
 
 def mapped_address(mapping: PortMapping | None) -> Addr | None:
@@ -92,7 +69,6 @@ def mapper_status(mapping: PortMapping | None) -> dict[str, Any] | None:
     if mapping is None:
         return None
     try:
-        doc = mapping.status()
+        return mapping.status()
     except Exception as e:
         return {"state": "error", "reason": str(e)[:200]}
-    return doc if isinstance(doc, dict) else None

@@ -4,10 +4,10 @@
 It registers the NAT RPCs (``nat.dialback``, ``nat.probe``, ``nat.connect``,
 ``nat.punch``), runs the reachability checks, switches the DHT between server and
 client mode from the verdict, keeps 1-2 *anchors* (reachable peers, each with a
-relay reservation when ``use_relays`` and the relay package is present) while this
-node is private, keeps their connections alive, and announces the node's signed
-peer record in the DHT. It also remembers the peer records it learns from
-announcements (bounded) so GridService can reach NATed storage peers through the
+relay reservation when ``use_relays``) while this node is private, keeps their
+connections alive, and announces the node's signed peer record in the DHT. It
+also remembers the peer records it learns from announcements (bounded) so
+GridService can reach NATed storage peers through the
 :class:`~p2pstore.nat.connector.Connector`.
 
 Invariants:
@@ -39,6 +39,7 @@ from p2pstore.nat.errors import NatRemoteError
 from p2pstore.nat.peer_record import PeerRecord, RelayAddress, decode_record
 from p2pstore.nat.punch import PunchService
 from p2pstore.nat.reachability import DialbackServer, ProbeResponder, ReachabilityChecker
+from p2pstore.nat.relay.client import RelayClient, Reservation
 from p2pstore.nat.tracker import (
     Addr,
     ObservedChanged,
@@ -70,7 +71,7 @@ class NatSettings:
 @dataclass(slots=True)
 class Anchor:
     peer: PeerAddress
-    reservation: Any = None  # the relay package's Reservation, if any
+    reservation: Reservation | None = None  # None: a rendezvous only (no relayed port)
     failures: int = 0
 
 
@@ -127,7 +128,7 @@ class NatManager:
         self.checker = ReachabilityChecker(
             endpoint, self.responder, self.tracker, candidates, self._extra, clock=clock
         )
-        self.relay_client: Any = None
+        self.relay_client: RelayClient | None = None  # None unless use_relays
         self.anchors: dict[NodeId, Anchor] = {}
         self.records: OrderedDict[NodeId, PeerRecord] = OrderedDict()
         self.record: PeerRecord | None = None
@@ -150,7 +151,7 @@ class NatManager:
         self.dialback.register()
         self.punch.register()
         if self.settings.use_relays:
-            self.relay_client = glue.make_relay_client(self.endpoint, self._relay_lost)
+            self.relay_client = RelayClient(self.endpoint, on_lost=self._relay_lost)
         self.tracker.request_check(self.clock() + self.settings.first_check_delay)
         self._tasks.start(self._run(), name="nat-manager")
 
@@ -301,7 +302,7 @@ class NatManager:
                 log.exception("reachability hook failed")
 
     async def _apply_dht_mode(self) -> None:
-        await glue.set_server(self.dht, self.dht_server)
+        await self.dht.set_server(self.dht_server)
 
     def _extra(self) -> list[Addr]:
         out = list(self.extra_addresses())
@@ -311,10 +312,10 @@ class NatManager:
         return list(dict.fromkeys(out))
 
     # -- anchors (relays / rendezvous) -----------------------------------------------
-    def _relay_lost(self, reservation: Any, reason: str) -> None:
+    def _relay_lost(self, reservation: Reservation, reason: str) -> None:
         """RelayClient callback (sync): handled on the next tick."""
-        relay_id = getattr(reservation, "relay_id", None)
-        if isinstance(relay_id, NodeId) and len(self._lost_relays) < 64:
+        relay_id = reservation.relay_id
+        if len(self._lost_relays) < 64:
             log.info("relay reservation on %s lost: %s", relay_id.short(), reason)
             self._lost_relays.add(relay_id)
 
@@ -416,8 +417,8 @@ class NatManager:
         relays = []
         for anchor in list(self.anchors.values())[:4]:
             res = anchor.reservation
-            relayed = int(getattr(res, "port", 0) or 0) if res is not None else 0
-            host = str(getattr(res, "host", "") or anchor.peer.host)
+            relayed = res.port if res is not None else 0
+            host = res.host if res is not None and res.host else anchor.peer.host
             if not addrclass.is_ip(host):  # the relay gave a name: use the address we reach it at
                 host = anchor.peer.host
             if not self.settings.hole_punching and not relayed:
@@ -463,10 +464,8 @@ class NatManager:
                 {
                     "node_id": anchor.peer.node_id.b32,
                     "address": f"{anchor.peer.host}:{anchor.peer.port}",
-                    "relayed": None
-                    if res is None
-                    else f"{getattr(res, 'host', '?')}:{getattr(res, 'port', '?')}",
-                    "expires": getattr(res, "expires", None),
+                    "relayed": None if res is None else f"{res.host}:{res.port}",
+                    "expires": None if res is None else res.expires,
                 }
             )
         mapped = glue.mapped_address(self.port_mapping())
@@ -475,7 +474,7 @@ class NatManager:
             "mode": summary["mode"],
             "observed": summary["observed"],
             "nat_type": summary["nat_type"],
-            "dht_mode": glue.dht_mode(self.dht),
+            "dht_mode": "server" if self.dht.server else "client",
             "reachable_addresses": [f"{h}:{p}" for h, p in self.tracker.reachable_addresses(now)],
             "checks": summary["checks"],
             "answers": summary["answers"],

@@ -4,8 +4,8 @@ config, merging DHT node announcements into ``find_peers``, and the per-peer
 connection details shown by ``peers``.
 
 Invariants: announcements are verified (signature, node ID) before use and only
-storage records are returned as storage peers; a node without NAT support in its
-DHT (no announcements) gets exactly the old behaviour.
+storage records are returned as storage peers; a lookup that brings no
+announcements leaves ``find_peers`` with the routing table's peers alone.
 """
 
 from __future__ import annotations

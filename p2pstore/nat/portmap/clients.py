@@ -2,8 +2,8 @@
 
 Each client implements :class:`Mapper` (``map(lifetime) -> Lease``, ``unmap()``) and
 keeps what a renewal needs (PCP nonce, granted external port, UPnP control URL).
-The message formats and their validation live in :mod:`.portmap_pmp` and
-:mod:`.portmap_upnp`; this module only moves bytes, with a timeout on every wait.
+The message formats and their validation live in :mod:`.pmp` and
+:mod:`.upnp`; this module only moves bytes, with a timeout on every wait.
 
 Invariants:
 - UDP replies are read on a socket connected to the gateway's port; a datagram
@@ -17,7 +17,7 @@ Invariants:
 - SSDP answers count only if they come from the gateway and name a ``LOCATION``
   on it; every HTTP exchange is plain HTTP to the gateway, proxies from the
   environment ignored, no redirects, no compression, at most
-  :data:`~.portmap_upnp.MAX_XML` bytes read, within ``http_timeout``.
+  :data:`~.upnp.MAX_XML` bytes read, within ``http_timeout``.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ QUIC port. :class:`PortMapper` asks for that forwarding and keeps it alive:
 
 - ``start()`` returns at once. Unless mapping is off (disabled in the config, or the
   node listens on loopback or a specific IPv6 address) it starts one background
-  task, which finds the IPv4 default gateway (:mod:`.portmap_route`) and tries, with
+  task, which finds the IPv4 default gateway (:mod:`.route`) and tries, with
   short timeouts, PCP (falling back to NAT-PMP when the router answers with version
-  0) and then UPnP IGD (:mod:`.portmap_clients`).
+  0) and then UPnP IGD (:mod:`.clients`).
 - A granted mapping is renewed at half its lifetime (RFC 6886 section 3.3, RFC 6887
   section 11.2.1); the lifetime used is never more than the one requested. A failed
   renewal is retried at half the remaining time; once the lease has run out the

@@ -72,9 +72,6 @@ class Reservation:
     expires: float
     rid: int = 0
 
-    def address_for(self, node_id: NodeId) -> PeerAddress:
-        return PeerAddress(node_id, self.host, self.port)
-
 
 @dataclass(eq=False)
 class _Active:

@@ -3,7 +3,10 @@
 Invariants: every error the relay modules raise on purpose derives from
 :class:`RelayError`; :class:`RelayLocalError` is about this node (closed client,
 bad config), :class:`RelayRemoteError` about the other side (a refusal, a
-malformed record, a lost relay). Messages never contain secrets. On the relay
+malformed record, a lost relay, a bad proof of work:
+:class:`~p2pstore.nat.relay.work.WorkError`). The relay's own accounting refuses
+with :class:`~p2pstore.nat.relay.limits.Refusal`, a plain :class:`RelayError`: a
+full relay is neither side's fault. Messages never contain secrets. On the relay
 server a refusal crosses the wire as a transport ``RpcError`` whose code is one
 of :data:`CODES`; the client turns it back into :class:`RelayRefused`.
 """

@@ -46,6 +46,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from p2pstore.nat.relay.errors import RelayError
 from quic_transport.identity import NodeId
 
 Addr = tuple[str, int]
@@ -145,8 +146,10 @@ class Verdict(enum.Enum):
     DROP_BYTES = "bytes"  # max_bytes reached (the reservation ends)
 
 
-class Refusal(Exception):
-    """A reserve/renew/lookup the book refuses; ``code`` is a relay_errors.CODES entry."""
+class Refusal(RelayError):
+    """A reserve/renew/lookup the book refuses; ``code`` is a
+    :data:`~p2pstore.nat.relay.errors.CODES` entry. The relay service answers it as
+    an ``RpcError`` with that code (the client then raises ``RelayRefused``)."""
 
     def __init__(self, code: str, message: str) -> None:
         self.code = code

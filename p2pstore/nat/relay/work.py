@@ -25,6 +25,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from p2pstore.nat.relay.errors import RelayRemoteError
 from quic_transport.identity import NodeId
 
 TAG = b"p2ps-relay-work-v1"
@@ -34,8 +35,9 @@ SKEW_MINUTES = 2
 NONCE_BYTES = 16
 
 
-class WorkError(Exception):
-    """A stamp that is malformed, stale, reused or short of the required work."""
+class WorkError(RelayRemoteError):
+    """A stamp that is malformed, stale, reused or short of the required work (the
+    caller's data: the relay answers ``relay-work-required``)."""
 
 
 @dataclass(frozen=True, slots=True)
