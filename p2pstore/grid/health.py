@@ -103,6 +103,9 @@ class RepairResult:
     healthy: bool  # every share placed and happiness >= happy
 
 
+Located = tuple[dict[PeerKey, P], dict[int, list[PeerKey]], dict[PeerKey, str]]
+
+
 def _verify_cap(cap: ReadCap | VerifyCap) -> VerifyCap:
     if isinstance(cap, ReadCap):
         return cap.verify_cap()
@@ -125,9 +128,9 @@ class Health(Generic[P]):
         self.config = config or HealthConfig()
         self.quality = quality  # repair places like upload (placement.rank_peers)
 
-    async def _locate(
-        self, vc: VerifyCap
-    ) -> tuple[dict[PeerKey, P], dict[int, list[PeerKey]], dict[PeerKey, str]]:
+    async def _locate(self, vc: VerifyCap) -> Located[P]:
+        """The peers a download would search, which shares each holds, and which did
+        not answer (maintenance reuses one located view for its plan and its repair)."""
         found = await self.find_peers(vc.storage_index, self.config.lookup_count or 2 * vc.n)
         peers: dict[PeerKey, P] = {}
         for p in found:
@@ -158,6 +161,8 @@ class Health(Generic[P]):
             len(peers),
             {NodeId(p).b32: why for p, why in dead.items()},
         )
+
+    locate = _locate
 
     async def check(self, cap: ReadCap | VerifyCap) -> CheckResult:
         """Ask the peers near the storage index which shares they hold."""
@@ -210,13 +215,21 @@ class Health(Generic[P]):
         return {NodeId(p).b32: r for p, r in zip(holders, results, strict=True)}
 
     async def repair(
-        self, cap: ReadCap | VerifyCap, *, verify: bool = False, happy: int | None = None
+        self,
+        cap: ReadCap | VerifyCap,
+        *,
+        verify: bool = False,
+        happy: int | None = None,
+        lease: int | None = None,
+        located: Located[P] | None = None,
     ) -> RepairResult:
         """Regenerate every missing share (with ``verify``, also every share with no
-        intact copy) and place it on the closest peers that lack one."""
+        intact copy) and place it on the closest peers that lack one. ``lease``: the
+        term (seconds) of the new shares' leases (a custodian carries over the lease
+        of the shares they replace); ``located``: a view from :meth:`locate` to reuse."""
         vc = _verify_cap(cap)
         happy = self.config.happy if happy is None else happy
-        peers, existing, dead = await self._locate(vc)
+        peers, existing, dead = located if located is not None else await self._locate(vc)
         before = self._check_result(vc, peers, existing, dead)
         bad_copies: list[tuple[int, PeerKey]] = []
         if verify:
@@ -238,13 +251,13 @@ class Health(Generic[P]):
             )
         missing = placer.unplaced()
         if missing:
-            await replace_shares(vc, placer, peers, self.storage_for, self.config.send)
+            await replace_shares(vc, placer, peers, self.storage_for, self.config.send, lease=lease)
         failed = {s: placer.reasons.get(s, "not placed") for s in missing if s not in placer.placed}
         # Health is the configured happiness too: a file whose shares sit on too few
         # peers gets copies of shares on peers that hold none (docs/grid.md, "Repair").
         spread = _unpack(placer, happy, vc.k) if not failed else {}
         if spread:
-            await replace_shares(vc, placer, peers, self.storage_for, self.config.send)
+            await replace_shares(vc, placer, peers, self.storage_for, self.config.send, lease=lease)
             for share, holder in spread.items():
                 if share not in placer.placed:  # not copied: its old copy still counts
                     placer.extra[holder].discard(share)

@@ -112,16 +112,18 @@ async def replace_shares(
     config: SendConfig,
     *,
     rounds: int = 3,
+    lease: int | None = None,
 ) -> None:
     """Regenerate the placer's unplaced shares from its placed ones and send each to
     the peer the placer picks (with fallback). Updates ``placer`` in place; shares
     that could not be placed stay unplaced with a reason. A share whose new peer
     vanished mid-stream is regenerated again for the next peer, in up to ``rounds``
-    passes, as long as a pass places something (docs/grid.md, "Peers that vanish")."""
+    passes, as long as a pass places something (docs/grid.md, "Peers that vanish").
+    ``lease``: the lease term (seconds) the new shares get; None for the default."""
     for _ in range(max(1, rounds)):
         if not placer.unplaced():
             return
-        if not await _replace_once(cap, placer, peers, storage_for, config):
+        if not await _replace_once(cap, placer, peers, storage_for, config, lease):
             return  # no peer left to try, or the sources cannot be read
 
 
@@ -131,6 +133,7 @@ async def _replace_once(
     peers: Mapping[PeerKey, P],
     storage_for: StorageFor[P],
     config: SendConfig,
+    lease: int | None = None,
 ) -> bool:
     """One regeneration pass; False when there was nothing to try or the sources
     failed (another pass would not do better)."""
@@ -146,7 +149,7 @@ async def _replace_once(
         cap, src, sorted(apis)
     )
     sender: ShareSender[P] = ShareSender(
-        cap.storage_index, placer, peers, storage_for, alloc_size=None, config=config
+        cap.storage_index, placer, peers, storage_for, alloc_size=None, config=config, lease=lease
     )
     sender.start(targets)
     try:

@@ -98,8 +98,10 @@ class ShareSender(Generic[P]):
         config: SendConfig,
         on_progress: Callable[[int], None] | None = None,
         regenerate: Regenerate | None = None,
+        lease: int | None = None,
     ) -> None:
         self.si = storage_index
+        self.lease = lease  # the lease term new shares get (a repair carries it over)
         self.placer = placer
         self.peers = peers
         self.storage_for = storage_for
@@ -319,7 +321,12 @@ class ShareSender(Generic[P]):
             api = self.storage_for(self.peers[peer])
             w.peer, w.api = peer, api  # if cancelled mid-allocate, aclose aborts here
             try:
-                await bounded(api.allocate(self.si, share, self.alloc_size), self.config.op_timeout)
+                alloc = (
+                    api.allocate(self.si, share, self.alloc_size)
+                    if self.lease is None
+                    else api.allocate(self.si, share, self.alloc_size, self.lease)
+                )
+                await bounded(alloc, self.config.op_timeout)
                 break
             except ShareExists:  # checked against our extension block after the upload
                 self.placer.found_present(share, peer)

@@ -88,9 +88,14 @@ class _Session:
 
 
 def open_shares(
-    cap: ReadCap | VerifyCap, source: ShareSource, share_numbers: Iterable[int]
+    cap: ReadCap | VerifyCap,
+    source: ShareSource,
+    share_numbers: Iterable[int],
+    *,
+    need: int | None = None,
 ) -> _Session:
-    """Verify the extension block and share roots of every candidate share."""
+    """Verify the extension block and share roots of every candidate share; at least
+    ``need`` (default k) must pass."""
     verifier = FileVerifier(cap)
     s = _Session(verifier, source, [])
     for i in sorted(set(share_numbers)):
@@ -108,8 +113,9 @@ def open_shares(
             s.drop(e)
         except RemoteError as e:
             s.bad[i] = str(e)
-    if len(s.good) < cap.k:
-        raise NotEnoughSharesError(need=cap.k, have=len(s.good), bad=tuple(sorted(s.bad)))
+    want = cap.k if need is None else need
+    if len(s.good) < want:
+        raise NotEnoughSharesError(need=want, have=len(s.good), bad=tuple(sorted(s.bad)))
     return s
 
 
@@ -236,16 +242,21 @@ def _check_whole_share(s: _Session, i: int) -> None:
 
 
 def check_shares(
-    cap: ReadCap | VerifyCap, source: ShareSource, share_numbers: Iterable[int]
+    cap: ReadCap | VerifyCap,
+    source: ShareSource,
+    share_numbers: Iterable[int],
+    *,
+    alone: bool = False,
 ) -> dict[int, str | None]:
     """Verify every byte of every candidate share against the cap (no decryption):
     header, extension copy, share chain, both whole hash trees (read in chunks, so
-    memory stays bounded whatever the file size) and every block.
+    memory stays bounded whatever the file size) and every block. With ``alone``,
+    fewer than k shares can be checked (a holder scrubbing the shares it holds).
     Returns, per share number, None if the share is intact or why it is not."""
     nums = sorted(set(share_numbers))
     report: dict[int, str | None] = {}
     try:
-        s = open_shares(cap, source, nums)
+        s = open_shares(cap, source, nums, need=1 if alone else None)
     except NotEnoughSharesError:
         s = None
     if s is None or not s.good:

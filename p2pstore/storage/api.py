@@ -28,7 +28,7 @@ class StorageAPI(Protocol):
     """One storage server as seen by one caller. Every method may raise StorageError."""
 
     async def allocate(
-        self, storage_index: bytes, shnum: int, size: int | None = None
+        self, storage_index: bytes, shnum: int, size: int | None = None, lease: int | None = None
     ) -> Allocation: ...
 
     async def write(self, storage_index: bytes, shnum: int, offset: int, data: bytes) -> None: ...
@@ -68,9 +68,9 @@ class LocalStorageClient:
         return fn(*args)
 
     async def allocate(
-        self, storage_index: bytes, shnum: int, size: int | None = None
+        self, storage_index: bytes, shnum: int, size: int | None = None, lease: int | None = None
     ) -> Allocation:
-        return await self._run(self.server.allocate, storage_index, shnum, self.owner, size)
+        return await self._run(self.server.allocate, storage_index, shnum, self.owner, size, lease)
 
     async def write(self, storage_index: bytes, shnum: int, offset: int, data: bytes) -> None:
         await self._run(self.server.write, storage_index, shnum, self.owner, offset, data)

@@ -64,7 +64,7 @@ class LeaseStore:
         except OSError as e:
             raise from_os_error("write leases", e) from None
 
-    def add(self, si: bytes, owner: bytes, *, create: bool) -> float:
+    def add(self, si: bytes, owner: bytes, *, create: bool, duration: float | None = None) -> float:
         """Add or extend ``owner``'s lease to ``now + lease_duration``; drops expired
         leases of others. ``create`` makes the directory (closing a new share).
 
@@ -76,7 +76,8 @@ class LeaseStore:
         overflow lease is live no cancellation deletes them (docs/storage.md,
         "Leases"). Returns the expiry now covering ``owner``."""
         now = self._clock()
-        expires = now + self.config.lease_duration
+        term = self.config.lease_duration
+        expires = now + (term if duration is None else min(duration, term))
         if create:
             self.layout.si_dir(si).mkdir(mode=0o700, parents=True, exist_ok=True)
         current = [le for le in self.load(si) if le.live(now) or le.owner == owner]

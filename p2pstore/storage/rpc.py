@@ -98,7 +98,7 @@ def _ranges(name: str, v: object) -> object:
 
 
 SCHEMAS: dict[str, dict[str, Check]] = {
-    "storage.allocate": {"si": _si, "shnum": _shnum, "size": _opt_uint},
+    "storage.allocate": {"si": _si, "shnum": _shnum, "size": _opt_uint, "lease": _opt_uint},
     "storage.write": {"si": _si, "shnum": _shnum, "offset": _uint, "data": _bytes},
     "storage.close": {"si": _si, "shnum": _shnum},
     "storage.abort": {"si": _si, "shnum": _shnum},
@@ -110,7 +110,7 @@ SCHEMAS: dict[str, dict[str, Check]] = {
     "storage.cancel_lease": {"si": _si},
     "storage.stat": {},
 }
-OPTIONAL = {"storage.allocate": {"size"}}
+OPTIONAL = {"storage.allocate": {"size", "lease"}}
 
 
 def parse_body(method: str, body: object) -> dict[str, Any]:
@@ -175,7 +175,7 @@ class StorageRpcAdapter:
     # Each _op_ runs in a worker thread: (caller, checked fields) -> result map.
 
     def _op_allocate(self, peer: NodeId, f: dict[str, Any]) -> object:
-        a = self.server.allocate(f["si"], f["shnum"], peer, f["size"])
+        a = self.server.allocate(f["si"], f["shnum"], peer, f["size"], f["lease"])
         return {"size": a.size, "limit": a.limit}
 
     def _op_write(self, peer: NodeId, f: dict[str, Any]) -> object:

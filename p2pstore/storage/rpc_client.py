@@ -90,11 +90,13 @@ class RpcStorageClient:
         return f
 
     async def allocate(
-        self, storage_index: bytes, shnum: int, size: int | None = None
+        self, storage_index: bytes, shnum: int, size: int | None = None, lease: int | None = None
     ) -> Allocation:
         body: dict[str, Any] = {"si": storage_index, "shnum": shnum}
         if size is not None:
             body["size"] = size
+        if lease is not None:
+            body["lease"] = lease
         r = await self._rpc("storage.allocate", body)
         limit = self._int("storage.allocate", r, "limit")
         got_size = self._int("storage.allocate", r, "size", optional=True)

@@ -72,7 +72,7 @@ from .lease_store import LeaseStore
 from .reads import read_ranges, share_sizes
 from .results import Allocation, ClosedShare, StorageStats
 from .scan import clean_incoming, list_prefixes, scan_usage, storage_indexes_in
-from .upload_state import Upload, check_offset
+from .upload_state import Upload, check_lease_term, check_offset
 from .written_ranges import RangeLimitError
 
 log = logging.getLogger(__name__)
@@ -175,9 +175,17 @@ class StorageServer:
     # ----- uploads ---------------------------------------------------------
 
     def allocate(
-        self, storage_index: bytes, shnum: int, owner: NodeId, size: int | None = None
+        self,
+        storage_index: bytes,
+        shnum: int,
+        owner: NodeId,
+        size: int | None = None,
+        lease: float | None = None,
     ) -> Allocation:
-        """Start an upload of one share; ``size`` (if known) is reserved against the quota."""
+        """Start an upload of one share; ``size`` (if known) is reserved against the quota.
+        ``lease`` (seconds, at most ``lease_duration``) is the term of the lease the
+        closed share gets: a repairer carries over the lease of the shares it replaces
+        (docs/maintenance.md, "Leases")."""
         self._check_open()
         si = check_storage_index(storage_index)
         check_shnum(shnum)
@@ -187,6 +195,7 @@ class StorageServer:
                 raise BadRequest("size must be a positive integer or absent")
             if size > cfg.max_share_size:
                 raise TooLarge(f"share size {size} exceeds the limit {cfg.max_share_size}")
+        check_lease_term(lease)
         key = (si, shnum)
         path = self.layout.incoming_path(si, shnum)
         with self._lock:
@@ -205,7 +214,9 @@ class StorageServer:
                 os.close(fd)
             except OSError as e:
                 raise self._io_error("create upload file", e) from None
-            up = Upload(si, shnum, owner.raw, size, path, self._clock(), cfg.max_ranges_per_upload)
+            up = Upload(
+                si, shnum, owner.raw, size, path, self._clock(), cfg.max_ranges_per_upload, lease
+            )
             self._uploads[key] = up
             self._reserved += up.reserved
         limit = size if size is not None else cfg.max_share_size
@@ -293,7 +304,7 @@ class StorageServer:
                 finally:
                     os.close(fd)
                 with self._leases.lock:
-                    expires = self._leases.add(up.si, up.owner, create=True)
+                    expires = self._leases.add(up.si, up.owner, create=True, duration=up.lease)
                     final = self.layout.share_path(up.si, up.shnum)
                     os.rename(up.path, final)
                     try:
@@ -558,6 +569,25 @@ class StorageServer:
         if removed:
             log.info("deleted %d share(s) of %s: no live lease", removed, si_b32(si))
         return removed
+
+    def remove_share(self, storage_index: bytes, shnum: int) -> bool:
+        """Delete one complete share held here (this node's maintenance only, never a
+        wire operation: a share moved to a nearer peer, or a copy found corrupt).
+        The storage index goes with its last share. Returns whether it existed."""
+        si = check_storage_index(storage_index)
+        check_shnum(shnum)
+        with self._leases.lock:
+            size = self.list_shares(si).get(shnum)
+            if size is None or not self._leases.dir_ok(si):
+                return False
+            self.share_path(si, shnum).unlink(missing_ok=True)
+            with self._lock:
+                self._used -= size
+                self._share_count -= 1
+            if not self.list_shares(si):
+                self._delete_index_locked(si)
+        log.info("removed share %d of %s", shnum, si_b32(si))
+        return True
 
     # ----- enumeration (for the lease crawler) -------------------------------
 

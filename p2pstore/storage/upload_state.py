@@ -21,6 +21,7 @@ class Upload:
     __slots__ = (
         "done",
         "last_active",
+        "lease",
         "lock",
         "owner",
         "path",
@@ -40,6 +41,7 @@ class Upload:
         path: Path,
         now: float,
         limit: int,
+        lease: float | None = None,
     ) -> None:
         self.si = si
         self.shnum = shnum
@@ -51,10 +53,19 @@ class Upload:
         self.last_active = now
         self.lock = threading.Lock()
         self.done = False
+        self.lease = lease  # seconds of lease the closed share gets (None: the default)
 
 
 # Offsets and lengths beyond this are refused (file offsets are signed 64-bit).
 MAX_OFFSET = 2**62
+
+
+def check_lease_term(value: object) -> None:
+    """A requested lease term: absent, or a positive number of seconds."""
+    if value is not None and not (
+        isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 2**40
+    ):
+        raise BadRequest("lease must be a positive number of seconds or absent")
 
 
 def check_offset(value: object, what: str) -> int:

@@ -159,10 +159,10 @@ class FaultyStorage:
         return self.grid_server.api(self.owner, self.via_rpc)
 
     async def allocate(
-        self, storage_index: bytes, shnum: int, size: int | None = None
+        self, storage_index: bytes, shnum: int, size: int | None = None, lease: int | None = None
     ) -> Allocation:
         await self.grid_server.gate("allocate")
-        return await self._inner.allocate(storage_index, shnum, size)
+        return await self._inner.allocate(storage_index, shnum, size, lease)
 
     async def write(self, storage_index: bytes, shnum: int, offset: int, data: bytes) -> None:
         await self.grid_server.gate("write")

@@ -1,0 +1,354 @@
+"""The maintenance loop of a storage node: check what it holds, repair and move.
+
+A :class:`Maintainer` walks the storage indexes its storage server holds, one check
+at a time (at most one every ``pace`` seconds), each storage index again after
+``check_interval`` (``follower_factor`` times that when another holder is the
+custodian), first checks spread at random over one interval. A check derives the
+file's verify cap from a local share (header + extension block: no read key, no
+plaintext), locates the shares as a download would, decides with
+:func:`~.maintenance.plan` and acts (docs/maintenance.md):
+
+- repair through :meth:`Health.repair`, the new shares' leases carrying over the
+  lease of the shares here (a file nobody renews still expires);
+- move a share this node holds outside the download window: copy it to a peer in
+  the window, confirm that peer lists it at its size, then delete it here;
+- every ``verify_interval`` (and at the first check after start), hash-check every
+  byte of the shares held here; a corrupt one is deleted (the custodian then
+  regenerates it from good copies);
+- when regeneration fails, verify every copy: a corrupt copy held here is deleted,
+  others are reported (never deleted: only their holders can).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import time
+from collections import deque
+from typing import Any, Generic
+
+from p2pstore.base.tasks import TaskOwner, bounded
+from p2pstore.immutable import (
+    EXT_SIZE,
+    HEADER_SIZE,
+    ExtensionBlock,
+    ShareHeader,
+    VerifyCap,
+    check_shares,
+)
+from p2pstore.storage import ShareExists
+from p2pstore.storage.api import LocalStorageClient
+from p2pstore.storage.server import StorageServer
+from quic_transport.identity import NodeId
+
+from .errors import GridError
+from .health import Health, Located
+from .lease_renewal import si_short
+from .maintenance import Action, MaintenanceConfig, Plan, Role, next_check, plan
+from .peers import P, describe
+from .placement import PeerKey
+from .regenerate import LoopShareSource
+
+log = logging.getLogger(__name__)
+
+DAY = 86400.0
+RESCAN_MAX = 300.0  # seconds: new storage indexes are noticed at least this often
+
+
+class MaintenanceError(GridError):
+    """A check could not be made (an unreadable local share, a move that failed)."""
+
+
+def derive_verify_cap(server: StorageServer, si: bytes, shares: list[int]) -> VerifyCap:
+    """The verify cap of the file whose shares are held here, from the first local
+    share with a sane header and extension block. Raises MaintenanceError."""
+    reasons = []
+    for shnum in shares:
+        try:
+            h = ShareHeader.parse(server.read(si, shnum, 0, HEADER_SIZE))
+            ext = ExtensionBlock.from_bytes(server.read(si, shnum, h.ext_offset, EXT_SIZE))
+            if ext.storage_index != si or h.share_number != shnum:
+                raise MaintenanceError("the extension block names another storage index")
+            if (ext.params.k, ext.params.n) != (h.k, h.n):
+                raise MaintenanceError("header and extension block disagree on k/N")
+            return VerifyCap(ext.params.k, ext.params.n, ext.size, si, ext.hash())
+        except Exception as e:  # a corrupt or unreadable share: try the next one
+            reasons.append(f"share {shnum}: {describe(e)}")
+    raise MaintenanceError("no local share gives a verify cap (" + "; ".join(reasons) + ")")
+
+
+class Maintainer(Generic[P]):
+    def __init__(
+        self,
+        server: StorageServer,
+        me: NodeId,
+        health: Health[P],
+        config: MaintenanceConfig,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.server, self.me, self.health, self.config = server, me, health, config
+        self._rng = rng or random.Random()
+        self._due: dict[bytes, float] = {}  # storage index -> loop time of its next check
+        self._role: dict[bytes, Role] = {}
+        self._caps: dict[bytes, VerifyCap] = {}
+        self._scrubbed: dict[bytes, float] = {}  # storage index -> loop time of last scrub
+        self._rescan_at = 0.0
+        self._tasks = TaskOwner()
+        self._checked: deque[float] = deque()  # wall times of checks in the last day
+        self.counts = dict.fromkeys(
+            (
+                "checks",
+                "repairs",
+                "shares_repaired",
+                "moves",
+                "bytes_sent",
+                "unrecoverable",
+                "corrupt_removed",
+                "failures",
+            ),
+            0,
+        )
+        self.recent_failures: deque[dict[str, Any]] = deque(maxlen=10)
+
+    def __repr__(self) -> str:
+        return f"Maintainer({len(self._due)} storage indexes, {self.config.check_interval}s)"
+
+    def start(self) -> None:
+        if self.config.enabled:
+            self._tasks.start(self._run(), name="maintenance")
+
+    async def close(self) -> None:
+        await self._tasks.close()
+
+    # -- scheduling -------------------------------------------------------------------
+    async def rescan(self) -> None:
+        """Notice storage indexes that arrived or left since the last scan."""
+        now = asyncio.get_running_loop().time()
+        held = set(await asyncio.to_thread(self._held))
+        for si in list(self._due):
+            if si not in held:
+                self._forget(si)
+        for si in held - self._due.keys():
+            self._due[si] = now + self._rng.uniform(0, self.config.check_interval)
+        self._rescan_at = now + min(self.config.check_interval, RESCAN_MAX)
+
+    def _held(self) -> list[bytes]:
+        s = self.server
+        return [si for prefix in s.list_prefixes() for si in s.storage_indexes_in(prefix)]
+
+    def _forget(self, si: bytes) -> None:
+        self._due.pop(si, None)
+        self._role.pop(si, None)
+        self._caps.pop(si, None)
+        self._scrubbed.pop(si, None)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if loop.time() >= self._rescan_at:
+                await self.rescan()
+            now = loop.time()
+            si = min(self._due, key=self._due.__getitem__, default=None)
+            if si is None or self._due[si] > now:
+                wake = self._rescan_at if si is None else min(self._due[si], self._rescan_at)
+                await asyncio.sleep(max(0.05, wake - now))
+                continue
+            await self.check(si)
+            await asyncio.sleep(self.config.pace)
+
+    # -- one check ----------------------------------------------------------------------
+    async def check(self, si: bytes) -> Plan | None:
+        """Check one storage index held here and act on it; never raises (a failure is
+        counted and kept among the recent failures). None when nothing is held."""
+        loop = asyncio.get_running_loop()
+        role = Role.CUSTODIAN
+        try:
+            result = await self._check(si)
+            if result is None:
+                return None
+            role = result.role
+            return result
+        except Exception as e:
+            self._fail(si, describe(e) if not isinstance(e, GridError) else str(e))
+            return None
+        finally:
+            if si in self._due:
+                jitter = self._rng.uniform(0.9, 1.1)
+                self._due[si] = loop.time() + next_check(role, self.config) * jitter
+                self._role[si] = role
+
+    async def _check(self, si: bytes) -> Plan | None:
+        mine = await asyncio.to_thread(self.server.list_shares, si)
+        if not mine:
+            self._forget(si)
+            return None
+        vc = self._caps.get(si)
+        if vc is None:
+            vc = await asyncio.to_thread(derive_verify_cap, self.server, si, sorted(mine))
+            self._caps[si] = vc
+        now = asyncio.get_running_loop().time()
+        if now - self._scrubbed.get(si, -math.inf) >= self.config.verify_interval:
+            self._scrubbed[si] = now
+            if await self._scrub(vc, sorted(mine)):
+                mine = await asyncio.to_thread(self.server.list_shares, si)
+                if not mine:
+                    self._forget(si)
+                    return None
+        located = await self.health.locate(vc)
+        peers, existing, dead = located
+        holdings: dict[PeerKey, set[int]] = {p: set() for p in peers if p not in dead}
+        for share, holders in existing.items():
+            for p in holders:
+                holdings.setdefault(p, set()).add(share)
+        target = int.from_bytes(si, "big")
+        window = sorted(peers, key=lambda p: int.from_bytes(p, "big") ^ target)
+        decided = plan(self.me.raw, window, holdings, set(mine), k=vc.k, n=vc.n, config=self.config)
+        self._count_check()
+        if decided.action is Action.REPAIR:
+            await self._repair(vc, decided, located, share_size=max(mine.values()))
+        elif decided.action is Action.MOVE:
+            for share, peer in decided.moves.items():
+                await self._move(si, share, mine[share], peers[peer])
+        elif decided.action is Action.UNRECOVERABLE:
+            self.counts["unrecoverable"] += 1
+            self._fail(si, decided.reason)
+        return decided
+
+    def _count_check(self) -> None:
+        now = time.time()
+        self.counts["checks"] += 1
+        self._checked.append(now)
+        while self._checked and self._checked[0] < now - DAY:
+            self._checked.popleft()
+
+    def _fail(self, si: bytes, reason: str) -> None:
+        self.counts["failures"] += 1
+        self.recent_failures.append({"si": si_short(si), "at": time.time(), "reason": reason})
+        log.warning("maintenance of %s: %s", si_short(si), reason)
+
+    def lease_left(self, si: bytes) -> int | None:
+        """Seconds left on the longest live lease here (what repaired and moved shares
+        carry over), or None when no lease is live: nobody keeps the file any more."""
+        now = self.server.clock()
+        left = max((le.expires for le in self.server.leases(si)), default=now) - now
+        return int(left) if left >= 1 else None
+
+    # -- acting -------------------------------------------------------------------------
+    async def _repair(
+        self, vc: VerifyCap, decided: Plan, located: Located[P], share_size: int
+    ) -> None:
+        si = vc.storage_index
+        lease = await asyncio.to_thread(self.lease_left, si)
+        if lease is None:
+            log.info("maintenance of %s: no live lease here, not repaired", si_short(si))
+            return
+        log.info("maintenance of %s: repairing (%s)", si_short(si), decided.reason)
+        try:
+            result = await self.health.repair(
+                vc, happy=decided.target_happy, lease=lease, located=located
+            )
+        except Exception as e:
+            self._fail(si, f"repair from the shares found failed ({describe(e)}); verifying")
+            await self._drop_corrupt(vc)
+            result = await self.health.repair(
+                vc, verify=True, happy=decided.target_happy, lease=lease
+            )
+        if result.repaired:
+            self.counts["repairs"] += 1
+            self.counts["shares_repaired"] += len(result.repaired)
+            self.counts["bytes_sent"] += len(result.repaired) * share_size
+        if result.failed:
+            first = next(iter(result.failed.items()))
+            self._fail(
+                si, f"{len(result.failed)} share(s) not placed (share {first[0]}: {first[1]})"
+            )
+
+    async def _scrub(self, vc: VerifyCap, shares: list[int]) -> bool:
+        """Hash-check every byte of the shares held here; delete the corrupt ones.
+        Returns whether any was deleted."""
+        si = vc.storage_index
+        local = LocalStorageClient(self.server, self.me)
+        src = LoopShareSource(
+            asyncio.get_running_loop(),
+            si,
+            dict.fromkeys(shares, local),
+            max_read=self.health.config.max_read,
+            timeout=self.health.config.op_timeout,
+        )
+        report = await asyncio.to_thread(check_shares, vc, src, shares, alone=True)
+        removed = False
+        for share, why in sorted(report.items()):
+            if why is not None and await asyncio.to_thread(self.server.remove_share, si, share):
+                removed = True
+                self.counts["corrupt_removed"] += 1
+                self._fail(si, f"share {share} here is corrupt ({why}): deleted")
+        return removed
+
+    async def _drop_corrupt(self, vc: VerifyCap) -> None:
+        """Verify every copy; delete the corrupt ones held here, report the others."""
+        result = await self.health.verify(vc)
+        me = self.me.b32
+        for (share, peer), why in sorted(result.copies.items()):
+            if why is None:
+                continue
+            if peer == me:
+                if await asyncio.to_thread(self.server.remove_share, vc.storage_index, share):
+                    self.counts["corrupt_removed"] += 1
+                self._caps.pop(vc.storage_index, None)
+            self._fail(vc.storage_index, f"share {share} on {peer[:12]} is corrupt: {why}")
+
+    async def _move(self, si: bytes, share: int, size: int, peer: P) -> None:
+        """Copy a share held here to ``peer``, confirm it is listed there at its size,
+        then delete it here. Any failure keeps the copy here (and is reported)."""
+        lease = await asyncio.to_thread(self.lease_left, si)
+        if lease is None:
+            return  # nobody keeps the file: let it expire where it is
+        api = self.health.storage_for(peer)
+        cfg = self.health.config
+        try:
+            await bounded(api.allocate(si, share, size, lease), cfg.op_timeout)
+        except ShareExists:
+            return  # it arrived meanwhile; the far copy here expires with its lease
+        try:
+            offset = 0
+            while offset < size:
+                want = min(cfg.send.max_write, size - offset)
+                data = await asyncio.to_thread(self.server.read, si, share, offset, want)
+                if not data:
+                    raise MaintenanceError(f"share {share} here ended at byte {offset}")
+                await bounded(api.write(si, share, offset, data), cfg.op_timeout)
+                offset += len(data)
+            await bounded(api.close_share(si, share), cfg.op_timeout)
+        except BaseException:
+            # (if the abort fails too, the server drops the upload when it idles out)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(bounded(api.abort(si, share), cfg.op_timeout))
+            raise
+        listed = await bounded(api.list_shares(si), cfg.op_timeout)
+        if listed.get(share) != size:
+            raise MaintenanceError(
+                f"{NodeId(peer.node_id.raw).b32[:12]} does not list the moved share"
+            )
+        await asyncio.to_thread(self.server.remove_share, si, share)
+        self.counts["moves"] += 1
+        self.counts["bytes_sent"] += size
+        log.info("maintenance of %s: share %d moved nearer", si_short(si), share)
+
+    def status(self) -> dict[str, Any]:
+        now = time.time()
+        while self._checked and self._checked[0] < now - DAY:
+            self._checked.popleft()
+        roles = list(self._role.values())
+        return {
+            "enabled": self.config.enabled,
+            "check_interval": self.config.check_interval,
+            "storage_indexes": len(self._due),
+            "custodian_of": roles.count(Role.CUSTODIAN),
+            "checked_last_day": len(self._checked),
+            **self.counts,
+            "recent_failures": list(self.recent_failures),
+        }
