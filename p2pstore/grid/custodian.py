@@ -28,6 +28,7 @@ import math
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Generic
 
 from p2pstore.base.tasks import TaskOwner, bounded
@@ -47,7 +48,16 @@ from quic_transport.identity import NodeId
 from .errors import GridError
 from .health import Health, Located
 from .lease_renewal import si_short
-from .maintenance import Action, MaintenanceConfig, Plan, Role, next_check, plan
+from .maintenance import (
+    Action,
+    MaintenanceConfig,
+    Plan,
+    Role,
+    Seen,
+    next_check,
+    plan,
+    remember,
+)
 from .peers import P, describe
 from .placement import PeerKey
 from .regenerate import LoopShareSource
@@ -89,13 +99,18 @@ class Maintainer(Generic[P]):
         config: MaintenanceConfig,
         *,
         rng: random.Random | None = None,
+        ready: Callable[[], bool] | None = None,
     ) -> None:
         self.server, self.me, self.health, self.config = server, me, health, config
+        #: checks wait until this says the node sees the grid (joined): a node alone
+        #: would find too few shares and raise false alarms
+        self.ready = ready
         self._rng = rng or random.Random()
         self._due: dict[bytes, float] = {}  # storage index -> loop time of its next check
         self._role: dict[bytes, Role] = {}
         self._caps: dict[bytes, VerifyCap] = {}
         self._scrubbed: dict[bytes, float] = {}  # storage index -> loop time of last scrub
+        self._seen: dict[bytes, Seen] = {}  # storage index -> holders seen (remember())
         self._rescan_at = 0.0
         self._tasks = TaskOwner()
         self._checked: deque[float] = deque()  # wall times of checks in the last day
@@ -145,10 +160,14 @@ class Maintainer(Generic[P]):
         self._role.pop(si, None)
         self._caps.pop(si, None)
         self._scrubbed.pop(si, None)
+        self._seen.pop(si, None)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            if self.ready is not None and not self.ready():
+                await asyncio.sleep(1.0)
+                continue
             if loop.time() >= self._rescan_at:
                 await self.rescan()
             now = loop.time()
@@ -206,6 +225,9 @@ class Maintainer(Generic[P]):
                 holdings.setdefault(p, set()).add(share)
         target = int.from_bytes(si, "big")
         window = sorted(peers, key=lambda p: int.from_bytes(p, "big") ^ target)
+        seen = self._seen.setdefault(si, {})
+        now = asyncio.get_running_loop().time()
+        window, holdings = remember(seen, window, holdings, now, self.config.grace)
         decided = plan(self.me.raw, window, holdings, set(mine), k=vc.k, n=vc.n, config=self.config)
         self._count_check()
         if decided.action is Action.REPAIR:

@@ -21,6 +21,10 @@ The rule, for one storage index and the node ``me`` that holds shares of it:
   fewer than k shares as unrecoverable.
 - **Other holders** do nothing but check again later (``follower_factor`` times
   less often), so they take over when the custodian is gone.
+- A holder that does not answer but was seen holding shares within
+  ``offline_grace`` still counts (:func:`remember`): a home machine that is off for
+  a day is not a lost share, and repairing for every such absence would copy the
+  grid's data again and again.
 """
 
 from __future__ import annotations
@@ -49,6 +53,13 @@ class MaintenanceConfig:
     lookup_count: int | None = None
     #: seconds between two full hash checks of the shares held here (bit rot)
     verify_interval: float = 30 * 86400.0
+    #: a holder seen with shares this recently still counts when it does not answer
+    #: (home machines are off for hours or days; None: 3 check intervals)
+    offline_grace: float | None = None
+
+    @property
+    def grace(self) -> float:
+        return 3 * self.check_interval if self.offline_grace is None else self.offline_grace
 
     def __post_init__(self) -> None:
         if not (self.check_interval > 0 and self.verify_interval > 0):
@@ -152,6 +163,37 @@ def _plan_far(
         why = f"this node is outside the {len(window)} peers a download searches"
         return Plan(Role.FAR, Action.MOVE, why, len(found), h, moves=moves)
     return Plan(Role.FAR, Action.NONE, "every share held here is also held nearer", len(found), h)
+
+
+Seen = dict[PeerKey, tuple[frozenset[int], float]]
+
+
+def remember(
+    seen: Seen,
+    window: Sequence[PeerKey],
+    holdings: Mapping[PeerKey, set[int]],
+    now: float,
+    grace: float,
+) -> tuple[list[PeerKey], dict[PeerKey, set[int]]]:
+    """Update ``seen`` (peer -> shares it held, when) with what answered now, forget
+    what is older than ``grace``, and return the window and holdings to plan with:
+    holders seen within ``grace`` that did not answer now count as holding what they
+    held (after the peers that answered, so they are never the custodian)."""
+    for peer, shares in holdings.items():
+        if shares:
+            seen[peer] = (frozenset(shares), now)
+        else:
+            seen.pop(peer, None)
+    for peer in [p for p, (_, t) in seen.items() if now - t > grace]:
+        del seen[peer]
+    out_window = list(window)
+    out_holdings = {p: set(s) for p, s in holdings.items()}
+    for peer, (held, _) in seen.items():
+        if peer not in holdings:
+            out_holdings[peer] = set(held)
+            if peer not in window:
+                out_window.append(peer)
+    return out_window, out_holdings
 
 
 def next_check(role: Role, config: MaintenanceConfig) -> float:

@@ -171,6 +171,21 @@ PORTMAP_LIFETIME_RANGE = (120, 86400)
 
 
 @dataclass(frozen=True, slots=True)
+class MaintenanceSection:
+    """docs/maintenance.md: what a storage node does for the files it holds shares of
+    (check, repair as custodian, move shares nearer, scrub) and for the files its
+    drives and pins reference (keep their leases)."""
+
+    enabled: bool = True
+    check_interval: int = 86400
+    min_shares: int = 0  # repair below this many distinct shares; 0: N-1
+    min_holders: int = 0  # repair below this many distinct holders; 0: [client] shares_happy
+    pace: int = 2  # seconds between the start of two checks, at least
+    verify_interval: int = 30 * 86400
+    keep_references: bool = True  # renew leases of what the drives and pins reference
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """A validated node config. ``node_dir`` is the directory holding the file."""
 
@@ -185,6 +200,7 @@ class NodeConfig:
     relay: RelaySection = field(default_factory=RelaySection)
     limits: LimitsSection = field(default_factory=LimitsSection)
     portmap: PortmapSection = field(default_factory=PortmapSection)
+    maintenance: MaintenanceSection = field(default_factory=MaintenanceSection)
 
     @property
     def node_dir(self) -> Path:
@@ -336,7 +352,7 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
     """Validate parsed TOML; ``path`` is only used in messages and for ``node_dir``."""
     known_sections = {
         *("node", "storage", "dht", "client", "logging", "vdrive"),
-        *("limits", "portmap", "relay", "network"),
+        *("limits", "portmap", "relay", "network", "maintenance"),
     }
     for name, value in data.items():
         if name not in known_sections:
@@ -362,6 +378,7 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
         relay=_relay_section(section("relay")),
         limits=_limits_section(section("limits")),
         portmap=_portmap_section(section("portmap")),
+        maintenance=_maintenance_section(section("maintenance")),
     )
 
 
@@ -487,6 +504,21 @@ def _portmap_section(s: _Section) -> PortmapSection:
     )
     s.finish()
     return portmap
+
+
+def _maintenance_section(s: _Section) -> MaintenanceSection:
+    d = MaintenanceSection()
+    out = MaintenanceSection(
+        enabled=s.get("enabled", bool, d.enabled),
+        check_interval=s.convert("check_interval", d.check_interval, _duration_at_least(1)),
+        min_shares=s.int_range("min_shares", d.min_shares, 0, 256),
+        min_holders=s.int_range("min_holders", d.min_holders, 0, 256),
+        pace=s.convert("pace", d.pace, parse_duration),
+        verify_interval=s.convert("verify_interval", d.verify_interval, _duration_at_least(60)),
+        keep_references=s.get("keep_references", bool, d.keep_references),
+    )
+    s.finish()
+    return out
 
 
 def _serve(value: Any) -> bool | None:

@@ -13,6 +13,7 @@ from .config import (
     DhtSection,
     LimitsSection,
     LoggingSection,
+    MaintenanceSection,
     NodeSection,
     PortmapSection,
     RelaySection,
@@ -35,6 +36,7 @@ def render_config(
     limits: LimitsSection | None = None,
     portmap: PortmapSection | None = None,
     relay: RelaySection | None = None,
+    maint: MaintenanceSection | None = None,
 ) -> str:
     # Longer than 80 lines because it is one commented TOML template: the file a
     # user reads top to bottom is easier to keep right as one literal.
@@ -45,6 +47,7 @@ def render_config(
     serve_text = toml_string(serve) if relay.serve is None else serve
     dht = dht or DhtSection()
     portmap = portmap or PortmapSection()
+    maint = maint or MaintenanceSection()
     client = client or ClientSection()
     logging = logging or LoggingSection()
     public = (
@@ -141,6 +144,23 @@ profile = {toml_string(limits.profile)}
 enabled = {"true" if portmap.enabled else "false"}
 # How long each mapping is requested for (2m .. 1d); it is renewed at half that.
 lifetime = {toml_string(format_duration_exact(portmap.lifetime))}
+
+[maintenance]
+# Files stay healthy without their uploader (docs/maintenance.md): a storage node
+# checks the files it holds shares of; the holder nearest a file repairs it, shares
+# held too far from a file move nearer, and each node hash-checks its own shares.
+enabled = {"true" if maint.enabled else "false"}
+# How often the files held here are checked (the nearest holder's period; other
+# holders check 3 times less often). Shorter costs more lookups.
+check_interval = {toml_string(format_duration_exact(maint.check_interval))}
+# Repair when fewer distinct shares (0: shares_total - 1) or fewer distinct holders
+# (0: [client] shares_happy) are found.
+min_shares = {maint.min_shares}
+min_holders = {maint.min_holders}
+# At least this long between two checks (a node holding many files spreads them).
+pace = {toml_string(format_duration_exact(maint.pace))}
+# How often every byte of the shares held here is hash-checked (bit rot).
+verify_interval = {toml_string(format_duration_exact(maint.verify_interval))}
 
 # [vdrive]
 # The grid's shared namespace (docs/vdrive.md). The node that serves it holds the

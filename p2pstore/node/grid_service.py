@@ -18,7 +18,8 @@ Invariants:
   then the join loop, the known-peers feed (one last time), the DHT, the storage
   service (incomplete uploads stay in ``incoming/`` and are removed; complete
   shares are untouched), and last the endpoint.
-- Leases (docs/node.md, "Leases"; :mod:`.lease_wiring`): every successful upload
+- Leases and maintenance (docs/node.md, "Leases"; docs/maintenance.md;
+  :mod:`.upkeep`): every successful upload
   through the backend is recorded in the lease book and renewed; the renewer closes
   before the DHT.
 - The known-peers store is fed from the routing table every ``feed_interval`` and
@@ -67,7 +68,6 @@ from quic_transport.identity import NodeId
 from .advertise import advertised_address
 from .bootstrap import Seed
 from .join import JoinReport, contact_any, join_candidates
-from .lease_wiring import start_lease_renewal
 from .limits import dht_config, limits_status, slower, transport_config
 from .nat_wiring import make_nat_manager, nat_hooks
 from .peer_view import list_peers
@@ -75,6 +75,7 @@ from .relay_keeper import RelayKeeper
 from .seed_watch import Nicknames, SeedWatch
 from .service import NodeContext, ServiceStatus
 from .storage_disk import disk_usage, raise_bind_oserror, remove_stale_spools
+from .upkeep import Upkeep
 
 log = logging.getLogger(__name__)
 STORAGE_RESCAN_SECONDS = 60.0
@@ -119,9 +120,7 @@ class GridService:
         self.retry_max = retry_max
         self.probe_timeout = probe_timeout
         self.seed_interval = slower(seed_interval, limits)
-        self.renewer_config = renewer_config
-        self.lease_book: LeaseBook | None = None
-        self.lease_renewer: LeaseRenewer | None = None
+        self.upkeep = Upkeep(context, renewer_config)
         self.started_at: float | None = None
         self.seed_watch: SeedWatch | None = None
         self.nicknames: Nicknames | None = None
@@ -189,8 +188,14 @@ class GridService:
         )
         self.nat.start()
         self.announced_peers, self.reachability = nat_hooks(self.nat, ctx.key.node_id)
-        if cfg.client.renew_leases:
-            self._start_leases()
+        server = self.storage.server if self.storage is not None else None
+        self.upkeep.start(
+            self.find_peers,
+            self.storage_for,
+            server,
+            self.peer_quality,
+            ready=lambda: self.joined_at is not None,
+        )
         self._tasks.start(self._run(), name="grid-service-join")
         # the join attempts report on the seeds too; the watch measures their RTT and
         # re-checks them every ``seed_interval``
@@ -286,11 +291,7 @@ class GridService:
         if self.backend is not None:
             await self.backend.close()
         await self._tasks.close()
-        if self.lease_renewer is not None:
-            await self.lease_renewer.close()
-            self.lease_renewer = None
-        if self.lease_book is not None:
-            self.lease_book.close()
+        await self.upkeep.close()
         if self.nat is not None:
             await self.nat.close()
         if self.dht is not None:
@@ -321,17 +322,19 @@ class GridService:
         if self.endpoint is not None:
             self.relay.update(self.endpoint)
 
-    # -- leases ----------------------------------------------------------------------
-    def _start_leases(self) -> None:
-        self.lease_book, self.lease_renewer = start_lease_renewal(
-            self.context, self.find_peers, self.storage_for, self.renewer_config
-        )
+    # -- leases and maintenance (upkeep.py) ------------------------------------------
+    @property
+    def lease_book(self) -> LeaseBook | None:
+        return self.upkeep.book
+
+    @property
+    def lease_renewer(self) -> LeaseRenewer | None:
+        return self.upkeep.renewer
 
     def _on_uploaded(self, result: UploadResult[Any]) -> None:
         """The uploader's hook: the file (new or already stored, whose lease the
         uploader just added) is now renewed by this node."""
-        if self.lease_book is not None:
-            self.lease_book.track(result.cap, self.context.clock())
+        self.upkeep.track(result.cap)
 
     # -- joining ---------------------------------------------------------------------
     async def _probe_seed(self, seed: Seed) -> None:
@@ -570,8 +573,7 @@ class GridService:
             }
         if self.endpoint is not None:
             details["connections"] = len(self.endpoint.connected_peers)
-        if self.lease_renewer is not None:
-            details["leases"] = self.lease_renewer.status()
+        details.update(self.upkeep.status())
         if self.nat is not None:
             details["nat"] = self.nat.status()
         if self.relay_service is not None:

@@ -1,0 +1,109 @@
+"""What keeps files alive over time, wired for one node (docs/maintenance.md,
+docs/node.md "Leases"):
+
+- the lease book (``private/leases.log``) and the renewer that extends, at every
+  peer holding a share, this node's lease on each file it uploaded;
+- the maintainer (``[maintenance]``): a storage node checks the storage indexes it
+  holds, repairs them when it is their custodian, moves shares held outside the
+  download window nearer, and scrubs its own shares.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+from p2pstore.grid.custodian import Maintainer
+from p2pstore.grid.health import Health, HealthConfig
+from p2pstore.grid.lease_renewal import LeaseBook, LeaseRenewer, RenewerConfig
+from p2pstore.grid.maintenance import MaintenanceConfig
+from p2pstore.grid.peers import FindPeers, StorageFor
+from p2pstore.grid.quality import QualitySource
+from p2pstore.immutable import LiteralCap, ReadCap, VerifyCap
+from p2pstore.storage.server import StorageServer
+from quic_transport import PeerAddress
+
+from .limits import slower
+from .service import NodeContext
+
+
+def maintenance_config(ctx: NodeContext) -> MaintenanceConfig:
+    """``[maintenance]`` as the maintainer takes it (the low-power profile slows the
+    checks down like every other background job)."""
+    cfg = ctx.config
+    m = cfg.maintenance
+    return MaintenanceConfig(
+        enabled=m.enabled,
+        check_interval=slower(float(m.check_interval), cfg.limits),
+        min_shares=m.min_shares or None,
+        happy=m.min_holders or cfg.client.shares_happy,
+        pace=slower(float(m.pace), cfg.limits),
+        verify_interval=float(m.verify_interval),
+    )
+
+
+class Upkeep:
+    """The lease book, its renewer and the maintainer of one node."""
+
+    def __init__(self, ctx: NodeContext, renewer_config: RenewerConfig | None = None) -> None:
+        self.ctx = ctx
+        self.renewer_config = renewer_config
+        self.book: LeaseBook | None = None
+        self.renewer: LeaseRenewer | None = None
+        self.maintainer: Maintainer[PeerAddress] | None = None
+
+    def start(
+        self,
+        find_peers: FindPeers[PeerAddress],
+        storage_for: StorageFor[PeerAddress],
+        server: StorageServer | None,
+        quality: QualitySource | None = None,
+        ready: Callable[[], bool] | None = None,
+    ) -> None:
+        cfg = self.ctx.config
+        health: Health[PeerAddress] = Health(
+            find_peers, storage_for, HealthConfig(happy=cfg.client.shares_happy), quality=quality
+        )
+        if cfg.client.renew_leases:
+            self._start_leases(health)
+        mc = maintenance_config(self.ctx)
+        if server is not None and mc.enabled:
+            self.maintainer = Maintainer(server, self.ctx.key.node_id, health, mc, ready=ready)
+            self.maintainer.start()
+
+    def _start_leases(self, health: Health[PeerAddress]) -> None:
+        cfg = self.ctx.config
+        self.book = LeaseBook.load(self.ctx.node_dir.private_dir / "leases.log")
+        config = self.renewer_config or RenewerConfig(
+            interval=slower(float(cfg.client.renew_interval), cfg.limits),
+            renew_after=cfg.storage.lease_duration / 3,
+        )
+        self.renewer = LeaseRenewer(self.book, health.renew, config, clock=self.ctx.clock)
+        # a first round soon after start, so a node restarted more often than the
+        # interval still renews
+        self.renewer.start(first_delay=min(300.0, config.interval) * random.uniform(0.8, 1.2))
+
+    def track(self, cap: ReadCap | VerifyCap | LiteralCap) -> None:
+        """A file this node uploaded (new, or already stored): renewed from now on."""
+        if self.book is not None:
+            self.book.track(cap, self.ctx.clock())
+
+    async def close(self) -> None:
+        if self.maintainer is not None:
+            await self.maintainer.close()
+        if self.renewer is not None:
+            await self.renewer.close()
+            self.renewer = None
+        if self.book is not None:
+            self.book.close()
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.renewer is not None:
+            out["leases"] = self.renewer.status()
+        if self.maintainer is not None:
+            out["maintenance"] = self.maintainer.status()
+        else:
+            out["maintenance"] = {"enabled": False}
+        return out
