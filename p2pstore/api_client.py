@@ -438,6 +438,20 @@ class NodeClient:
         result: dict[str, Any] = self._json_call(method, f"{API}/check/{_quote_cap(cap)}?{q}")
         return result
 
+    def pin(self, cap: str, label: str = "") -> dict[str, Any]:
+        result: dict[str, Any] = self._json_call(
+            "POST", f"{API}/pins", {"cap": cap, "label": label}
+        )
+        return result
+
+    def unpin(self, cap: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._json_call("POST", f"{API}/pins/remove", {"cap": cap})
+        return result
+
+    def pins(self) -> list[dict[str, Any]]:
+        result: dict[str, Any] = self._json_call("GET", f"{API}/pins")
+        return list(result["pins"])
+
     def status(self) -> dict[str, Any]:
         result: dict[str, Any] = self._json_call("GET", f"{API}/status")
         return result

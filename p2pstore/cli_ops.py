@@ -33,7 +33,7 @@ from .app.errors import BadRequest
 from .app.vpath import parse_vpath
 from .base.fsutil import umask
 from .base.progress import Progress, UploadProgress, human_bytes
-from .base.reports import info_lines
+from .base.reports import info_lines, maintenance_rows, safe
 from .immutable import CapError, VerifyCap, parse_cap
 
 EXIT_USAGE = 2
@@ -231,6 +231,37 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if doc["healthy"] else 1
 
 
+def cmd_pin(args: argparse.Namespace) -> int:
+    """``pin CAP|PATH [--label TEXT]``: this node keeps the file alive."""
+    client, cap, path = _file_cap(args)
+    doc = client.pin(cap, args.label if args.label is not None else (path or ""))
+    if args.json:
+        _print_json(doc)
+    else:
+        again = "pinned" if doc.get("new") else "already pinned (label updated)"
+        print(f"{again}: lease renewed on {doc.get('holders')} holders; kept from now on")
+    return 0
+
+
+def cmd_unpin(args: argparse.Namespace) -> int:
+    client, cap, _ = _file_cap(args)
+    client.unpin(cap)
+    print("unpinned: this node no longer renews the file (other references may)")
+    return 0
+
+
+def cmd_pins(args: argparse.Namespace) -> int:
+    pins = _client(args).pins()
+    if args.json:
+        _print_json(pins)
+        return 0
+    for p in pins:
+        when = time.strftime("%Y-%m-%d", time.localtime(p.get("pinned_at") or 0))
+        print(f"{when}  {p.get('verify_cap')}  {safe(str(p.get('label') or ''))}")
+    print(f"{len(pins)} pins")
+    return 0
+
+
 def cmd_peers(args: argparse.Namespace) -> int:
     peers = _client(args).peers()
     if args.json:
@@ -295,6 +326,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             nat = doc.get("nat")
             if isinstance(nat, dict):
                 _print_nat(nat)
+            for label, text in maintenance_rows(doc):
+                print(f"  {label + ':':<14}{text}")
             print(f"  {'web UI:':<14}run `p2pstore web-url` for a one-time login link")
         if err is not None:
             print(f"p2pstore: the node runs but its API failed: {err}", file=sys.stderr)
@@ -444,6 +477,23 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     _node_opt(p)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("pin", help="keep a file alive from this node (renew its lease)")
+    p.add_argument("cap", metavar="CAP|PATH")
+    p.add_argument("--label", help="a note shown by `pins` (default: the PATH)")
+    p.add_argument("--json", action="store_true")
+    _node_opt(p)
+    p.set_defaults(func=cmd_pin)
+
+    p = sub.add_parser("unpin", help="stop keeping a pinned file alive")
+    p.add_argument("cap", metavar="CAP|PATH")
+    _node_opt(p)
+    p.set_defaults(func=cmd_unpin)
+
+    p = sub.add_parser("pins", help="the files this node keeps alive by pin")
+    p.add_argument("--json", action="store_true")
+    _node_opt(p)
+    p.set_defaults(func=cmd_pins)
 
     p = sub.add_parser("status", help="is the node running; its ID, address, peers, API")
     p.add_argument("dir", nargs="?", metavar="DIR", help="node directory (or --node DIR)")

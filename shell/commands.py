@@ -410,6 +410,20 @@ class Shell:
     def cmd_repair(self, inv: Invocation) -> None:
         self._check(inv.args[0], verify=inv.flag("verify"), repair=True)
 
+    def cmd_pin(self, inv: Invocation) -> None:
+        cap, path, _ = self._file_cap(inv.args[0], readable=False)
+        doc = self.api().pin(cap, path or "")
+        again = "pinned" if doc.get("new") else "already pinned"
+        self.out.lines([f"{again}: lease renewed on {doc.get('holders')} holders"])
+
+    def cmd_unpin(self, inv: Invocation) -> None:
+        cap, _, _ = self._file_cap(inv.args[0], readable=False)
+        self.api().unpin(cap)
+        self.out.lines(["unpinned: this node no longer renews the file"])
+
+    def cmd_pins(self, inv: Invocation) -> None:
+        self.out.lines(render.pin_lines(self.api().pins()), page=True)
+
     # -- node ---------------------------------------------------------------------
     def cmd_peers(self, inv: Invocation) -> None:
         self.out.lines(render.peer_lines(self.api().peers()), page=True)

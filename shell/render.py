@@ -17,7 +17,7 @@ from typing import Any
 from p2pstore.api_client import ApiCallError, ClientError, NodeUnreachable
 from p2pstore.app.vpath import VPath
 from p2pstore.base.progress import format_progress, human_bytes
-from p2pstore.base.reports import safe
+from p2pstore.base.reports import maintenance_rows, safe
 
 from .errors import ShellError, UsageError
 from .parse import ALIASES, COMMAND_LIST, CommandSpec
@@ -138,11 +138,22 @@ def status_lines(doc: Mapping[str, Any], api_url: str) -> list[str]:
         up = sum(1 for s in seeds if isinstance(s, Mapping) and s.get("reachable") is True)
         lines.append(f"{'seeds:':<15}{up} of {len(seeds)} reachable")
     lines.append(f"{'vdrive:':<15}{'available' if doc.get('vdrive') else 'not available'}")
+    for label, text in maintenance_rows(doc):
+        lines.append(f"{label + ':':<15}{text}")
     for t in doc.get("transfers") or []:
         size = t.get("size")
         of = f" of {human_bytes(size)}" if isinstance(size, int) else ""
         lines.append(f"{'transfer:':<15}{t.get('kind')} {human_bytes(t.get('done', 0))}{of}")
     return lines
+
+
+def pin_lines(pins: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        f"{time.strftime('%Y-%m-%d', time.localtime(p.get('pinned_at') or 0))}  "
+        f"{safe(str(p.get('verify_cap')))}  {safe(str(p.get('label') or ''))}"
+        for p in pins
+    ]
+    return [*lines, f"{len(pins)} pins"]
 
 
 def bootstrap_lines(doc: Mapping[str, Any]) -> list[str]:

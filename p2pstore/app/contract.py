@@ -170,6 +170,14 @@ class Application(VdriveOps, Protocol):
 
     async def peers(self) -> list[PeerInfo]: ...
 
+    async def pin(self, cap: ReadCap | VerifyCap, label: str) -> Mapping[str, Any]:
+        """Keep the file alive from this node (docs/maintenance.md, "Pins"): renew
+        its lease now and in every later round. Unrecoverable if no share exists."""
+        ...
+
+    async def unpin(self, cap: ReadCap | VerifyCap) -> None: ...
+    async def pin_list(self) -> list[Mapping[str, Any]]: ...
+
 
 class DelegateVdrive:
     """Mixin for file backends that hand every vdrive call to an optional component in

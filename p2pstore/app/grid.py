@@ -55,6 +55,7 @@ from p2pstore.app.errors import (
     Unavailable,
     Unrecoverable,
 )
+from p2pstore.app.keeper import PinOps
 from p2pstore.grid import (
     DownloadConfig,
     Downloader,
@@ -121,7 +122,7 @@ def _b32(peer: Any) -> str:
     return node_id.b32 if node_id is not None else str(peer)
 
 
-class GridApplication(DelegateVdrive):
+class GridApplication(PinOps, DelegateVdrive):
     """See the module docstring. ``node_info`` and ``peer_source`` are the hosting
     service's status fields and peer list."""
 
@@ -447,6 +448,10 @@ class GridApplication(DelegateVdrive):
         }
         doc["vdrive"] = self.vdrive is not None
         return doc
+
+    async def _keep_now(self, vc: VerifyCap) -> int:
+        answers = await self.health.renew(vc)
+        return sum(1 for why in answers.values() if why is None)
 
     async def peers(self) -> list[PeerInfo]:
         if self.peer_source is None:

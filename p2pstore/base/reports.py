@@ -80,3 +80,40 @@ def _fact(key: str, value: Any) -> list[str]:
     if isinstance(value, list):
         return [label + ", ".join(safe(str(v)) for v in value)]
     return [label + safe(str(value))]
+
+
+def maintenance_rows(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The maintenance figures of a node's status (``details.maintenance``;
+    docs/maintenance.md, "Status"), as (label, text) rows for every front end."""
+    m = doc.get("maintenance")
+    if not isinstance(m, Mapping):
+        details = doc.get("details")
+        m = details.get("maintenance") if isinstance(details, Mapping) else None
+    if not isinstance(m, Mapping):
+        return []
+    if not m.get("enabled"):
+        return [("maintenance", "off")]
+
+    def n(key: str) -> int:
+        v = m.get(key)
+        return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+    rows = [
+        (
+            "maintenance",
+            f"{n('storage_indexes')} files held (custodian of {n('custodian_of')}), "
+            f"{n('checked_last_day')} checks in the last day",
+        ),
+        (
+            "repairs",
+            f"{n('repairs')} ({n('shares_repaired')} shares), {n('moves')} shares moved "
+            f"nearer, {human_bytes(n('bytes_sent'))} sent, {n('corrupt_removed')} corrupt "
+            "copies deleted",
+        ),
+        ("failures", f"{n('failures')} ({n('unrecoverable')} files with too few shares)"),
+    ]
+    recent = m.get("recent_failures")
+    if isinstance(recent, list) and recent and isinstance(recent[-1], Mapping):
+        last = recent[-1]
+        rows.append(("last failure", safe(f"{last.get('si')}: {last.get('reason')}")[:300]))
+    return rows

@@ -161,6 +161,9 @@ min_holders = {maint.min_holders}
 pace = {toml_string(format_duration_exact(maint.pace))}
 # How often every byte of the shares held here is hash-checked (bit rot).
 verify_interval = {toml_string(format_duration_exact(maint.verify_interval))}
+# Renew the leases of every file reachable from the drives this node publishes and
+# of every pinned file (`p2pstore pin`), so they outlive their uploader.
+keep_references = {"true" if maint.keep_references else "false"}
 
 # [vdrive]
 # The grid's shared namespace (docs/vdrive.md). The node that serves it holds the

@@ -332,9 +332,7 @@ class GridService:
         return self.upkeep.renewer
 
     def _on_uploaded(self, result: UploadResult[Any]) -> None:
-        """The uploader's hook: the file (new or already stored, whose lease the
-        uploader just added) is now renewed by this node."""
-        self.upkeep.track(result.cap)
+        self.upkeep.track(result.cap)  # the uploader's hook: renewed from now on
 
     # -- joining ---------------------------------------------------------------------
     async def _probe_seed(self, seed: Seed) -> None:
@@ -485,6 +483,7 @@ class GridService:
             if self.vdrive_factory is not None:
                 self.vdrive = self.vdrive_factory(self)
                 self.backend.vdrive = self.vdrive
+            self.upkeep.keep_references(self.backend)
         return self.backend
 
     # -- status ----------------------------------------------------------------------

@@ -5,15 +5,23 @@ docs/node.md "Leases"):
   peer holding a share, this node's lease on each file it uploaded;
 - the maintainer (``[maintenance]``): a storage node checks the storage indexes it
   holds, repairs them when it is their custodian, moves shares held outside the
-  download window nearer, and scrubs its own shares.
+  download window nearer, and scrubs its own shares;
+- the pins (``private/pins.json``) and the reference keeper: every third of the
+  lease duration, this node renews its lease on every file reachable from the
+  drives it publishes (its private drive; the shared drive on the vdrive node) and
+  on every pinned file (``[maintenance] keep_references``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
 from typing import Any
 
+from p2pstore.app.grid import GridApplication
+from p2pstore.app.keeper import KeeperConfig, PinBook, ReferenceKeeper
+from p2pstore.app.vpath import VPath
 from p2pstore.grid.custodian import Maintainer
 from p2pstore.grid.health import Health, HealthConfig
 from p2pstore.grid.lease_renewal import LeaseBook, LeaseRenewer, RenewerConfig
@@ -52,6 +60,8 @@ class Upkeep:
         self.book: LeaseBook | None = None
         self.renewer: LeaseRenewer | None = None
         self.maintainer: Maintainer[PeerAddress] | None = None
+        self.pins = PinBook.load(ctx.node_dir.private_dir / "pins.json")
+        self.keeper: ReferenceKeeper | None = None
 
     def start(
         self,
@@ -84,12 +94,35 @@ class Upkeep:
         # interval still renews
         self.renewer.start(first_delay=min(300.0, config.interval) * random.uniform(0.8, 1.2))
 
+    def keep_references(self, app: GridApplication) -> None:
+        """Hand the pins to the API backend and start the reference keeper (once the
+        backend, and with it the vdrive, exists)."""
+        app.pin_book = self.pins
+        cfg = self.ctx.config
+        if not cfg.maintenance.keep_references or self.keeper is not None:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # built outside the node's loop (tests): nothing runs in the background
+        serves = cfg.vdrive.serve if cfg.vdrive.serve is not None else cfg.node.introducer
+        roots = [VPath("private", ())] + ([VPath("shared", ())] if serves else [])
+        interval = slower(cfg.storage.lease_duration / 3, cfg.limits)
+        config = KeeperConfig(
+            interval=interval, pace=slower(float(cfg.maintenance.pace), cfg.limits)
+        )
+        drives = app if app.vdrive is not None else None
+        self.keeper = ReferenceKeeper(drives, roots, self.pins, app.health.renew, config)
+        self.keeper.start(first_delay=min(600.0, interval) * random.uniform(0.8, 1.2))
+
     def track(self, cap: ReadCap | VerifyCap | LiteralCap) -> None:
         """A file this node uploaded (new, or already stored): renewed from now on."""
         if self.book is not None:
             self.book.track(cap, self.ctx.clock())
 
     async def close(self) -> None:
+        if self.keeper is not None:
+            await self.keeper.close()
         if self.maintainer is not None:
             await self.maintainer.close()
         if self.renewer is not None:
@@ -106,4 +139,7 @@ class Upkeep:
             out["maintenance"] = self.maintainer.status()
         else:
             out["maintenance"] = {"enabled": False}
+        if self.keeper is not None:
+            out["maintenance"]["references"] = self.keeper.status()
+        out["maintenance"]["pins"] = len(self.pins)
         return out

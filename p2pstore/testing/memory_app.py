@@ -45,6 +45,7 @@ from p2pstore.app.errors import (
     NotFound,
     Unrecoverable,
 )
+from p2pstore.app.keeper import PinBook, PinOps
 from p2pstore.immutable import (
     HEADER_SIZE,
     CapError,
@@ -128,7 +129,7 @@ def _next_or_end(it: Iterator[bytes]) -> bytes | object:
     return next(it, _END)
 
 
-class MemoryApplication(DelegateVdrive):
+class MemoryApplication(PinOps, DelegateVdrive):
     """See the module docstring. ``node_info``/``peer_source`` let a hosting service
     add its own status fields and peer list."""
 
@@ -149,6 +150,7 @@ class MemoryApplication(DelegateVdrive):
         self.node_info = node_info
         self.peer_source = peer_source
         self._files: dict[bytes, _Stored] = {}
+        self.pin_book = PinBook(None)  # pins kept in memory
         self._lock = asyncio.Lock()  # serializes commits and repairs
 
     def __repr__(self) -> str:
@@ -336,6 +338,10 @@ class MemoryApplication(DelegateVdrive):
         }
         doc["vdrive"] = self.vdrive is not None
         return doc
+
+    async def _keep_now(self, vc: VerifyCap) -> int:
+        stored = self._files.get(vc.storage_index)
+        return 0 if stored is None else len(stored.shares)
 
     async def peers(self) -> list[PeerInfo]:
         return list(self.peer_source()) if self.peer_source else []

@@ -60,6 +60,7 @@ from .errors import (
     HttpStatusError,
     MethodNotAllowed,
 )
+from .pins_api import add_pin_routes
 from .transfers import Transfers
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,7 @@ def create_app(
         app[BOOTSTRAP] = bootstrap
     app.on_response_prepare.append(_security_headers)
     api.add_routes(app)
+    add_pin_routes(app)
     if ui is not None:
         ui(app)
     else:

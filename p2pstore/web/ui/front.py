@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from p2pstore import __version__
+from p2pstore.base.reports import maintenance_rows
 
 from .html import (
     DASH,
@@ -358,6 +359,18 @@ def _transfers_section(status: Mapping[str, Any]) -> str:
     return out + "</section>"
 
 
+def _maintenance_section(status: Mapping[str, Any]) -> str:
+    """Maintenance figures (docs/maintenance.md, "Status"); absent without storage."""
+    rows = maintenance_rows(status)
+    if not rows:
+        return ""
+    return (
+        '<section aria-labelledby="h-maint"><h2 id="h-maint">Maintenance</h2>'
+        + kv_table([(label.capitalize(), esc(text)) for label, text in rows])
+        + "</section>"
+    )
+
+
 def front_page(
     status: Mapping[str, Any],
     peers: Sequence[Mapping[str, Any]],
@@ -371,6 +384,7 @@ def front_page(
         + _nat_section(status)
         + _peers_section(status, peers)
         + _dht_storage_section(status)
+        + _maintenance_section(status)
         + _transfers_section(status)
         + '<p><a href="/">Refresh</a></p>'
     )

@@ -36,6 +36,7 @@ from p2pstore.app.errors import (
     TooLarge,
 )
 from p2pstore.app.vpath import VPath, check_name, parse_vpath
+from p2pstore.immutable import ReadCap
 
 from ..api import _mode, _read_cap, _upload_json, check_upload_target
 from ..context import BACKEND, LIMITS, TRANSFERS
@@ -54,7 +55,7 @@ from .auth import (
     ui_route,
     wants_json,
 )
-from .html import dir_url, fmt_bytes
+from .html import dir_url, entry_url, fmt_bytes
 
 CHUNK: Final = 256 * 1024
 MAX_FIELD_BYTES: Final = 8192
@@ -115,6 +116,42 @@ async def op_link(request: web.Request, auth: Auth) -> web.StreamResponse:
     )
     doc = {"path": str(path), "sequence": seq}
     return _done(request, auth, f"Added {path.name} ({fmt_bytes(cap.size)}).", parent, doc, 201)
+
+
+async def _pin_target(request: web.Request, auth: Auth) -> tuple[VPath, ReadCap]:
+    fields = await _form(request, auth)
+    path = _path_field(fields, "path")
+    entry = await request.app[BACKEND].vdrive_stat(path)
+    cap = _read_cap(entry.cap or "") if entry.kind == "file" and entry.cap else None
+    if not isinstance(cap, ReadCap):
+        raise BadRequest("only a file with shares can be pinned (not a directory or a tiny file)")
+    return path, cap
+
+
+@ui_route
+async def op_pin(request: web.Request, auth: Auth) -> web.StreamResponse:
+    path, cap = await _pin_target(request, auth)
+    doc = await request.app[BACKEND].pin(cap, str(path))
+    msg = f"Pinned {path.name}: this node keeps it alive ({doc.get('holders')} holders renewed)."
+    return _done_entry(request, auth, msg, path, dict(doc))
+
+
+@ui_route
+async def op_unpin(request: web.Request, auth: Auth) -> web.StreamResponse:
+    path, cap = await _pin_target(request, auth)
+    await request.app[BACKEND].unpin(cap)
+    msg = f"Unpinned {path.name}: this node no longer renews it."
+    return _done_entry(request, auth, msg, path, {"unpinned": True})
+
+
+def _done_entry(
+    request: web.Request, auth: Auth, message: str, path: VPath, doc: Any
+) -> web.Response:
+    if auth.session is not None:
+        auth.session.add_flash(message)
+    if wants_json(request):
+        return json_reply(doc)
+    return see_other(entry_url(path))
 
 
 def _rename_target(src: VPath, dst: str) -> VPath:
@@ -307,3 +344,5 @@ def add_op_routes(app: web.Application) -> None:
     r.add_post("/op/link", op_link)
     r.add_post("/op/rename", op_rename)
     r.add_post("/op/delete", op_delete)
+    r.add_post("/op/pin", op_pin)
+    r.add_post("/op/unpin", op_unpin)

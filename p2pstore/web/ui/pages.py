@@ -181,6 +181,7 @@ def entry_page(
     csrf: str,
     show_caps: bool,
     check: Mapping[str, Any] | None = None,
+    pinned: bool | None = None,
 ) -> str:
     name = str(entry.get("name") or path.name)
     is_dir = entry.get("kind") == "dir"
@@ -203,6 +204,8 @@ def entry_page(
     out += _caps_section(path, entry, show_caps)
     if not is_dir and entry.get("cap"):
         out += _health_section(path, check)
+        if pinned is not None:
+            out += _pin_section(path, pinned, csrf)
     if not path.is_root:
         out += (
             '<section aria-labelledby="h-mv"><h2 id="h-mv">Rename or move</h2>'
@@ -277,6 +280,24 @@ def _health_section(path: VPath, check: Mapping[str, Any] | None) -> str:
         '<button type="submit">Check</button></p></form></section>'
     )
     return out
+
+
+def _pin_section(path: VPath, pinned: bool, csrf: str) -> str:
+    """Pin or unpin (docs/maintenance.md, "Pins"): this node keeps the file alive."""
+    state = (
+        "This node keeps this file alive (pinned): it renews the file's lease wherever "
+        "its shares are, even if the uploader is gone."
+        if pinned
+        else "Not pinned here. Pin it to keep it alive from this node, whoever uploaded it."
+    )
+    action, label = ("unpin", "Unpin") if pinned else ("pin", "Pin (keep alive)")
+    return (
+        '<section aria-labelledby="h-pin"><h2 id="h-pin">Keep alive</h2>'
+        f"<p>{esc(state)}</p>"
+        f'<form method="post" action="/op/{action}">{csrf_field(csrf)}'
+        f'<input type="hidden" name="path" value="{esc(path)}">'
+        f'<p><button type="submit">{esc(label)}</button></p></form></section>'
+    )
 
 
 def delete_form(path: VPath, *, is_dir: bool, csrf: str) -> str:

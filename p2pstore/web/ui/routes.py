@@ -19,8 +19,8 @@ from typing import Any
 
 from aiohttp import web
 
-from p2pstore.app.contract import CheckReport, DirEntry
-from p2pstore.app.errors import Conflict, NotFound
+from p2pstore.app.contract import Application, CheckReport, DirEntry
+from p2pstore.app.errors import AppError, Conflict, NotFound
 from p2pstore.app.vpath import DRIVES, VPath, parse_vpath
 from p2pstore.immutable import LiteralCap
 
@@ -226,8 +226,21 @@ async def entry_details(request: web.Request, auth: Auth) -> web.StreamResponse:
             out["check"] = check
         return json_reply(out)
     show_caps = request.query.get("caps") not in (None, "", "0")
-    body = pages.entry_page(path, doc, csrf=auth.csrf, show_caps=show_caps, check=check)
+    pinned = await _pinned(backend, entry.verify_cap)
+    body = pages.entry_page(
+        path, doc, csrf=auth.csrf, show_caps=show_caps, check=check, pinned=pinned
+    )
     return html(request, entry.name or str(path), body, auth=auth, current=path.drive)
+
+
+async def _pinned(backend: Application, verify_cap: str | None) -> bool | None:
+    """Whether this node pins the file (None: no shares to keep, or no pins here)."""
+    if not verify_cap:
+        return None
+    try:
+        return any(p.get("verify_cap") == verify_cap for p in await backend.pin_list())
+    except AppError:
+        return None
 
 
 async def drive_root(request: web.Request) -> web.StreamResponse:

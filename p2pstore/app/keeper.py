@@ -1,0 +1,298 @@
+"""Leases that follow who still wants a file (docs/maintenance.md, "Leases").
+
+A file stays alive while someone references it: its uploader (the lease book and
+renewer, ``p2pstore.grid.lease_renewal``), the node that publishes a drive linking
+it, and anyone who pinned it. This module keeps the last two:
+
+- :class:`PinBook`: the caps this node's user pinned (``private/pins.json``).
+- :class:`ReferenceKeeper`: every ``interval`` (a third of the lease duration, so a
+  lease is renewed twice before it could run out), walks the drives this node
+  publishes (its private drive; the shared drive on the vdrive node), collects the
+  verify cap of every file reachable from them plus the pins, and renews this
+  node's lease on each at every peer holding a share, one file every ``pace``
+  seconds. A file unlinked from every drive and unpinned is simply not renewed
+  any more: it expires one lease duration after its last renewal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from p2pstore.base.fsutil import read_bounded, write_text_atomic
+from p2pstore.base.tasks import TaskOwner
+from p2pstore.immutable import CapError, ReadCap, VerifyCap, parse_cap
+
+from .contract import VdriveOps
+from .errors import BadRequest, NotFound, Unavailable, Unrecoverable
+from .vpath import VPath
+
+log = logging.getLogger(__name__)
+
+MAX_PINS = 100_000
+MAX_LABEL = 200
+MAX_PIN_FILE = 64 << 20
+
+Renew = Callable[[VerifyCap], Awaitable[Mapping[str, str | None]]]
+
+
+class BadPin(BadRequest):
+    default_code = "bad-cap"
+
+
+class NoSuchPin(NotFound):
+    default_code = "not-pinned"
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    verify_cap: VerifyCap
+    label: str
+    pinned_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verify_cap": self.verify_cap.to_string(),
+            "label": self.label,
+            "pinned_at": self.pinned_at,
+        }
+
+
+def pin_cap(text: str) -> VerifyCap:
+    """The verify cap a pin keeps, from a read or verify cap string."""
+    try:
+        cap = parse_cap(text.strip())
+    except CapError as e:
+        raise BadPin(f"not a cap: {e}") from None
+    if isinstance(cap, ReadCap | VerifyCap):
+        return cap.verify_cap()
+    raise BadPin("a literal file lives inside its cap: there are no shares to keep")
+
+
+class PinBook:
+    """``private/pins.json``: a JSON list of pins (verify caps only, never read caps),
+    rewritten atomically (mode 0600) on every change."""
+
+    def __init__(self, path: Path | None, pins: dict[VerifyCap, Pin] | None = None) -> None:
+        self.path = path  # None: kept in memory only (test backends)
+        self._pins = pins or {}
+
+    @classmethod
+    def load(cls, path: Path) -> PinBook:
+        pins: dict[VerifyCap, Pin] = {}
+        try:
+            doc = json.loads(read_bounded(path, MAX_PIN_FILE))
+        except FileNotFoundError:
+            return cls(path, pins)
+        except (OSError, ValueError) as e:
+            log.warning("%s unreadable (%s): starting with no pins", path, e)
+            return cls(path, pins)
+        for item in doc if isinstance(doc, list) else []:
+            try:
+                vc = pin_cap(str(item["verify_cap"]))
+                pins[vc] = Pin(vc, str(item.get("label", ""))[:MAX_LABEL], float(item["pinned_at"]))
+            except (KeyError, TypeError, ValueError, BadPin) as e:
+                log.warning("%s: skipping a bad pin (%s)", path, e)
+        return cls(path, pins)
+
+    def __len__(self) -> int:
+        return len(self._pins)
+
+    def entries(self) -> list[Pin]:
+        return sorted(self._pins.values(), key=lambda p: (p.pinned_at, p.label))
+
+    def caps(self) -> list[VerifyCap]:
+        return list(self._pins)
+
+    def pin(self, vc: VerifyCap, label: str, now: float) -> bool:
+        """Pin ``vc`` (again: the label is updated). Returns whether it is new."""
+        if not label.isprintable() or len(label) > MAX_LABEL:
+            raise BadPin(f"a label is at most {MAX_LABEL} printable characters")
+        new = vc not in self._pins
+        if new and len(self._pins) >= MAX_PINS:
+            raise BadPin(f"at most {MAX_PINS} pins")
+        old = self._pins.get(vc)
+        self._pins[vc] = Pin(vc, label, old.pinned_at if old else now)
+        self._save()
+        return new
+
+    def unpin(self, vc: VerifyCap) -> None:
+        if self._pins.pop(vc, None) is None:
+            raise NoSuchPin("that file is not pinned here")
+        self._save()
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        text = json.dumps([p.to_json() for p in self.entries()], indent=1) + "\n"
+        write_text_atomic(self.path, text, mode=0o600)
+
+
+class PinOps:
+    """The pin operations of an :class:`~.contract.Application` (``pin``, ``unpin``,
+    ``pin_list``); the backend supplies ``pin_book`` and :meth:`_keep_now`."""
+
+    pin_book: PinBook | None = None
+
+    async def _keep_now(self, vc: VerifyCap) -> int:
+        """Renew this node's lease on the file now; returns the holders renewed."""
+        raise NotImplementedError
+
+    def _book(self) -> PinBook:
+        if self.pin_book is None:
+            raise Unavailable("this node keeps no pins", code="pins-unavailable")
+        return self.pin_book
+
+    async def pin(self, cap: ReadCap | VerifyCap, label: str) -> Mapping[str, Any]:
+        book = self._book()
+        vc = cap.verify_cap()
+        holders = await self._keep_now(vc)
+        if holders == 0:
+            raise Unrecoverable(
+                "no share of this file was found, so there is nothing to keep alive "
+                "(check the cap, or whether the file expired)",
+                code="no-shares",
+            )
+        new = book.pin(vc, label, time.time())
+        return {"verify_cap": vc.to_string(), "label": label, "new": new, "holders": holders}
+
+    async def unpin(self, cap: ReadCap | VerifyCap) -> None:
+        self._book().unpin(cap.verify_cap())
+
+    async def pin_list(self) -> list[Mapping[str, Any]]:
+        return [p.to_json() for p in self._book().entries()]
+
+
+@dataclass(frozen=True, slots=True)
+class KeeperConfig:
+    interval: float  # seconds between two rounds
+    pace: float = 0.5  # seconds between two renewals
+    max_files: int = 1_000_000  # a walk stops collecting past this many files
+    max_dirs: int = 100_000
+
+
+class ReferenceKeeper:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        drives: VdriveOps | None,
+        roots: Sequence[VPath],
+        pins: PinBook,
+        renew: Renew,
+        config: KeeperConfig,
+    ) -> None:
+        self.drives, self.roots, self.pins = drives, list(roots), pins
+        self.renew, self.config = renew, config
+        self._tasks = TaskOwner()
+        self.rounds = 0
+        self.last: dict[str, Any] = {}
+        self.running = False
+
+    def start(self, first_delay: float) -> None:
+        self._tasks.start(self._run(first_delay), name="reference-keeper")
+
+    async def close(self) -> None:
+        await self._tasks.close()
+
+    async def _run(self, first_delay: float) -> None:
+        await asyncio.sleep(first_delay)
+        while True:
+            try:
+                await self.run_round()
+            except Exception:
+                log.exception("keeping referenced files alive: the round failed")
+            await asyncio.sleep(self.config.interval * random.uniform(0.9, 1.1))
+
+    async def walk(self) -> tuple[list[VerifyCap], list[str]]:
+        """Every file reachable from the roots (verify caps, each once) and the
+        problems met (a directory that could not be listed is skipped, not fatal)."""
+        found: dict[VerifyCap, None] = {}
+        problems: list[str] = []
+        if self.drives is None:
+            return [], []
+        todo = list(self.roots)
+        dirs = 0
+        while todo and dirs < self.config.max_dirs and len(found) < self.config.max_files:
+            path = todo.pop()
+            dirs += 1
+            try:
+                listing = await self.drives.vdrive_list(path)
+            except Exception as e:
+                problems.append(f"{path}: {e}")
+                continue
+            for entry in listing.entries:
+                if entry.kind == "dir":
+                    todo.append(path.child(entry.name))
+                elif entry.verify_cap:
+                    try:
+                        found[pin_cap(entry.verify_cap)] = None
+                    except BadPin:
+                        continue  # not a coded file
+        return list(found), problems
+
+    async def run_round(self) -> dict[str, Any]:
+        """Renew this node's lease on every referenced file once; returns the round's
+        figures (also kept for ``status``)."""
+        self.running = True
+        t0 = time.time()
+        try:
+            caps, problems = await self.walk()
+            from_drives = len(caps)
+            caps += [vc for vc in self.pins.caps() if vc not in set(caps)]
+            renewed = failed = 0
+            for vc in caps:
+                try:
+                    answers = await self.renew(vc)
+                    ok = any(why is None for why in answers.values())
+                except Exception as e:
+                    answers, ok = {}, False
+                    problems.append(f"{vc!r}: {e}")
+                if ok:
+                    renewed += 1
+                else:
+                    failed += 1
+                    if answers:
+                        problems.append(f"{vc!r}: no holder renewed ({len(answers)} asked)")
+                    elif not problems or not problems[-1].startswith(repr(vc)):
+                        problems.append(f"{vc!r}: no shares found")
+                await asyncio.sleep(self.config.pace)
+        finally:
+            self.running = False
+        self.rounds += 1
+        self.last = {
+            "at": t0,
+            "seconds": round(time.time() - t0, 1),
+            "files_in_drives": from_drives,
+            "pins": len(self.pins),
+            "renewed": renewed,
+            "failed": failed,
+            "problems": problems[-5:],
+        }
+        if failed or problems:
+            log.warning(
+                "kept %d referenced files alive, %d failed (%s)",
+                renewed,
+                failed,
+                "; ".join(problems[-3:]),
+            )
+        else:
+            log.info("kept %d referenced files alive", renewed)
+        return self.last
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "roots": [str(r) for r in self.roots],
+            "pins": len(self.pins),
+            "interval": self.config.interval,
+            "rounds": self.rounds,
+            "running": self.running,
+            "last_round": self.last or None,
+        }
