@@ -466,6 +466,32 @@ class NodeClient:
         return result
 
     # -- virtual drive -------------------------------------------------------------
+    def walk_files(
+        self, root: str, problems: list[str] | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """Every file below the vdrive directory ``root``: ``(path, entry)`` in path
+        order (``check --deep``). A directory that cannot be listed is noted in
+        ``problems`` and skipped."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        todo = [root.rstrip("/") or root]
+        while todo:
+            path = todo.pop()
+            try:
+                entries = self.ls(path)["entries"]
+            except ClientError as e:
+                if problems is None:
+                    raise
+                problems.append(f"{path}: {e}")
+                continue
+            base = path if path.endswith("/") else path + "/"
+            for entry in sorted(entries, key=lambda x: str(x.get("name")), reverse=True):
+                child = base + str(entry.get("name"))
+                if entry.get("kind") == "dir":
+                    todo.append(child)
+                else:
+                    out.append((child, entry))
+        return sorted(out)
+
     def ls(self, path: str) -> dict[str, Any]:
         q = urllib.parse.urlencode({"path": path})
         result: dict[str, Any] = self._json_call("GET", f"{API}/vdrive/ls?{q}")

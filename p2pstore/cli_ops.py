@@ -33,7 +33,7 @@ from .app.errors import BadRequest
 from .app.vpath import parse_vpath
 from .base.fsutil import umask
 from .base.progress import Progress, UploadProgress, human_bytes
-from .base.reports import info_lines, maintenance_rows, safe
+from .base.reports import DEEP_STATES, deep_state, info_lines, maintenance_rows, safe
 from .immutable import CapError, VerifyCap, parse_cap
 
 EXIT_USAGE = 2
@@ -208,7 +208,44 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deep_check(args: argparse.Namespace) -> int:
+    """``check --deep PATH [--verify] [--repair]``: every file below a drive directory
+    (Tahoe's ``deep-check``); a progress line, one line per problem, a summary."""
+    if args.cap.startswith(CAP_PREFIX):
+        raise UsageProblem("--deep needs a vdrive directory (e.g. shared:/ or private:/)")
+    root = _check_path(args.cap)
+    client = _client(args)
+    problems: list[str] = []
+    files = client.walk_files(root, problems)
+    tally = dict.fromkeys(DEEP_STATES, 0)
+    rows = []
+    for i, (path, entry) in enumerate(files, 1):
+        print(f"\rchecking {i}/{len(files)} ", end="", file=sys.stderr, flush=True)
+        try:
+            doc = client.check(str(entry["cap"]), verify=args.verify, repair=args.repair)
+        except ClientError as e:
+            problems.append(f"{path}: {e}")
+            tally["not healthy"] += 1
+            continue
+        state = deep_state(doc)
+        tally[state] += 1
+        rows.append({"path": path, "state": state, **doc})
+        if state != "healthy" and not args.json:
+            print(f"\r{state}: {safe(path)} ({doc['shares_good']} of {doc['shares_total']} good)")
+    print("\r", end="", file=sys.stderr)
+    if args.json:
+        _print_json({"root": root, "files": rows, "problems": problems, **tally})
+    else:
+        for line in problems:
+            print(f"problem: {safe(line)}")
+        summary = ", ".join(f"{n} {state}" for state, n in tally.items())
+        print(f"{len(files)} files below {root}: {summary}")
+    return 0 if tally["not healthy"] == tally["unrecoverable"] == 0 and not problems else 1
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    if args.deep:
+        return cmd_deep_check(args)
     client, cap, _ = _file_cap(args)
     doc = client.check(cap, verify=args.verify, repair=args.repair)
     if args.json:
@@ -474,6 +511,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("cap", metavar="CAP|PATH")
     p.add_argument("--verify", action="store_true", help="read and verify every share byte")
     p.add_argument("--repair", action="store_true", help="regenerate missing/bad shares")
+    p.add_argument(
+        "--deep", action="store_true", help="every file below a vdrive directory (e.g. shared:/)"
+    )
     p.add_argument("--json", action="store_true")
     _node_opt(p)
     p.set_defaults(func=cmd_check)

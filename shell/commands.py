@@ -28,7 +28,7 @@ from p2pstore.api_client import ApiCallError
 from p2pstore.app.vpath import VPath
 from p2pstore.base.fsutil import umask
 from p2pstore.base.progress import human_bytes
-from p2pstore.base.reports import info_lines, safe
+from p2pstore.base.reports import DEEP_STATES, deep_state, info_lines, safe
 from p2pstore.immutable import CapError, VerifyCap, parse_cap
 
 from . import render
@@ -402,7 +402,31 @@ class Shell:
         self.out.lines(render.check_lines(self.api().check(cap, verify=verify, repair=repair)))
 
     def cmd_check(self, inv: Invocation) -> None:
+        if inv.flag("deep"):
+            self._deep_check(inv.args[0], verify=inv.flag("verify"), repair=inv.flag("repair"))
+            return
         self._check(inv.args[0], verify=inv.flag("verify"), repair=inv.flag("repair"))
+
+    def _deep_check(self, word: str, *, verify: bool, repair: bool) -> None:
+        """Every file below a directory, with a progress line (``check --deep``)."""
+        if is_cap(word):
+            raise UsageError("check --deep needs a directory path (e.g. shared:/)")
+        root = str(self.remote(word))
+        problems: list[str] = []
+        files = self.api().walk_files(root, problems)
+        counts = dict.fromkeys(DEEP_STATES, 0)
+        for i, (path, entry) in enumerate(files, 1):
+            self.out.progress(f"checking {i}/{len(files)}: {safe(path)}")
+            doc = self.api().check(str(entry["cap"]), verify=verify, repair=repair)
+            state = deep_state(doc)
+            counts[state] += 1
+            if state != "healthy":
+                self.out.progress_done()
+                self.out.line(f"{state}: {safe(path)}")
+        self.out.progress_done()
+        lines = [f"problem: {safe(p)}" for p in problems]
+        summary = ", ".join(f"{n} {state}" for state, n in counts.items())
+        self.out.lines([*lines, f"{len(files)} files below {safe(root)}: {summary}"])
 
     def cmd_verify(self, inv: Invocation) -> None:
         self._check(inv.args[0], verify=True, repair=False)

@@ -255,6 +255,7 @@ COMMAND_LIST: Final[tuple[CommandSpec, ...]] = (
         (
             Option(("--verify",), "verify", "read and verify every share byte"),
             Option(("--repair",), "repair", "regenerate missing or bad shares"),
+            Option(("--deep",), "deep", "every file below a directory (e.g. shared:/)"),
         ),
     ),
     CommandSpec("verify", "check every byte of every share", (Arg("PATH|CAP", _RC),)),

@@ -117,3 +117,16 @@ def maintenance_rows(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
         last = recent[-1]
         rows.append(("last failure", safe(f"{last.get('si')}: {last.get('reason')}")[:300]))
     return rows
+
+
+#: the states ``check --deep`` reports, in the order its summary lists them
+DEEP_STATES = ("healthy", "repaired", "not healthy", "unrecoverable")
+
+
+def deep_state(doc: Mapping[str, Any]) -> str:
+    """One file's state in ``check --deep``, from its check report."""
+    if doc.get("repair_attempted") and doc.get("repaired"):
+        return "repaired"
+    if doc.get("healthy"):
+        return "healthy"
+    return "not healthy" if doc.get("recoverable") else "unrecoverable"

@@ -1,0 +1,120 @@
+"""Leases that follow references (docs/maintenance.md, "Leases"), on an in-process
+storage grid with a fake clock: a file linked in a drive or pinned outlives its
+uploader's lease; an unreferenced file expires; unlinking lets it expire."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from p2pstore.app.keeper import KeeperConfig, PinBook, ReferenceKeeper, pin_cap
+from p2pstore.app.vpath import VPath
+from p2pstore.grid import UploadConfig, Uploader, bytes_source, static_peers
+from p2pstore.grid.health import Health, HealthConfig
+from p2pstore.grid.sender import SendConfig
+from p2pstore.immutable import EncodingParams, LiteralCap, ReadCap
+from p2pstore.testing.memory_vdrive import MemoryVdrive
+from p2pstore.testing.storage_grid import GridServer, StorageGrid
+from quic_transport.identity import NodeId
+
+UPLOADER = NodeId(b"U" * 20)
+KEEPER = NodeId(b"K" * 20)
+DAY = 86400.0
+FAST = SendConfig(op_timeout=5.0)
+
+
+@pytest.fixture
+def grid(tmp_path: Path) -> Iterator[StorageGrid]:
+    with StorageGrid(tmp_path, 12) as g:
+        yield g
+
+
+async def upload(grid: StorageGrid, data: bytes) -> ReadCap:
+    up = Uploader(
+        static_peers(grid.servers),
+        lambda gs: gs.client(UPLOADER),
+        UploadConfig(happy=7, send=FAST, list_timeout=2.0),
+        params=EncodingParams.create(3, 10, 4096),
+    )
+    res = await up.upload_convergent(bytes_source(data), bytes(32))
+    assert isinstance(res.cap, ReadCap)
+    return res.cap
+
+
+def expire_all(grid: StorageGrid) -> None:
+    """What every server's lease crawler does, now."""
+    for gs in grid.servers:
+        for prefix in gs.server.list_prefixes():
+            for si in gs.server.storage_indexes_in(prefix):
+                gs.server.expire(si)
+
+
+def shares(grid: StorageGrid, cap: ReadCap) -> int:
+    return sum(len(v) for v in grid.shares(cap.storage_index).values())
+
+
+def keeper(grid: StorageGrid, drives: MemoryVdrive, pins: PinBook) -> ReferenceKeeper:
+    def as_keeper(gs: GridServer) -> object:
+        return gs.client(KEEPER)
+
+    health: Health[GridServer] = Health(
+        static_peers(grid.servers),
+        as_keeper,
+        HealthConfig(op_timeout=5.0),  # type: ignore[arg-type]
+    )
+    roots = [VPath("private", ())]
+    return ReferenceKeeper(drives, roots, pins, health.renew, KeeperConfig(interval=DAY, pace=0))
+
+
+async def test_linked_and_pinned_files_outlive_their_uploader(grid: StorageGrid) -> None:
+    drives = MemoryVdrive(clock=grid.clock)
+    pins = PinBook(None)
+    linked = await upload(grid, b"linked" * 5000)
+    pinned = await upload(grid, b"pinned" * 5000)
+    orphan = await upload(grid, b"orphan" * 5000)
+    await drives.vdrive_mkdir(VPath("private", ("docs",)), parents=False, expected_sequence=None)
+    await drives.vdrive_link(
+        VPath("private", ("docs", "a.bin")), linked, replace=False, expected_sequence=None
+    )
+    pins.pin(pin_cap(pinned.to_string()), "kept", grid.clock())
+    k = keeper(grid, drives, pins)
+    # the uploader's laptop is off for good; the keeper renews every 10 days
+    for _ in range(5):
+        grid.clock.advance(10 * DAY)
+        report = await k.run_round()
+        assert report["renewed"] == 2 and report["failed"] == 0, report
+        assert report["files_in_drives"] == 1 and report["pins"] == 1
+        expire_all(grid)
+    # 50 days on: past the uploader's 31-day lease
+    assert shares(grid, linked) == 10 and shares(grid, pinned) == 10
+    assert shares(grid, orphan) == 0
+    # unlinked and unpinned: no longer renewed, gone one lease duration later
+    await drives.vdrive_unlink(
+        VPath("private", ("docs", "a.bin")), recursive=False, expected_sequence=None
+    )
+    pins.unpin(pin_cap(pinned.to_string()))
+    report = await k.run_round()
+    assert report["renewed"] == 0
+    grid.clock.advance(30 * DAY)
+    expire_all(grid)
+    assert shares(grid, linked) == 10  # 30 days after the last renewal: still leased
+    grid.clock.advance(2 * DAY)
+    expire_all(grid)
+    assert shares(grid, linked) == 0 and shares(grid, pinned) == 0
+
+
+async def test_pin_book_keeps_verify_caps_only(tmp_path: Path) -> None:
+    book = PinBook.load(tmp_path / "pins.json")
+    read = ReadCap(3, 10, 30000, bytes(range(32)), bytes(32))
+    vc = pin_cap(read.to_string())
+    assert book.pin(vc, "label", 1.0) is True and book.pin(vc, "new label", 2.0) is False
+    text = (tmp_path / "pins.json").read_text()
+    key_text = read.to_string().split(":")[-2]
+    assert "p2ps:chk-verify:" in text and key_text not in text  # never the read key
+    assert (tmp_path / "pins.json").stat().st_mode & 0o777 == 0o600
+    again = PinBook.load(tmp_path / "pins.json")
+    assert [(p.label, p.pinned_at) for p in again.entries()] == [("new label", 1.0)]
+    with pytest.raises(Exception, match="literal"):
+        pin_cap(LiteralCap(b"tiny").to_string())
