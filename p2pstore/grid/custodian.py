@@ -205,6 +205,9 @@ class Maintainer(Generic[P]):
         if not mine:
             self._forget(si)
             return None
+        age = await asyncio.to_thread(self._age, si, mine)
+        if age < min(self.config.check_interval, self.config.settle):
+            return None  # an upload may still be closing its other shares: later
         vc = self._caps.get(si)
         if vc is None:
             vc = await asyncio.to_thread(derive_verify_cap, self.server, si, sorted(mine))
@@ -239,6 +242,14 @@ class Maintainer(Generic[P]):
             self.counts["unrecoverable"] += 1
             self._fail(si, decided.reason)
         return decided
+
+    def _age(self, si: bytes, mine: dict[int, int]) -> float:
+        """Seconds since the newest share held here was closed."""
+        newest = 0.0
+        for share in mine:
+            with contextlib.suppress(OSError):
+                newest = max(newest, self.server.share_path(si, share).stat().st_mtime)
+        return time.time() - newest
 
     def _count_check(self) -> None:
         now = time.time()

@@ -56,6 +56,9 @@ class MaintenanceConfig:
     #: a holder seen with shares this recently still counts when it does not answer
     #: (home machines are off for hours or days; None: 3 check intervals)
     offline_grace: float | None = None
+    #: a share closed this recently (capped at check_interval) is not checked yet:
+    #: its upload may still be closing the file's other shares
+    settle: float = 60.0
 
     @property
     def grace(self) -> float:

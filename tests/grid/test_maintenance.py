@@ -32,7 +32,7 @@ OWNER = NodeId(b"U" * 20)
 SECRET = bytes(range(32))
 PARAMS = EncodingParams.create(3, 10, 4096)
 FAST = SendConfig(op_timeout=5.0)
-CFG = MaintenanceConfig(check_interval=60.0, pace=0.0, happy=7)
+CFG = MaintenanceConfig(check_interval=60.0, pace=0.0, happy=7, settle=0.0)
 
 
 def key(i: int) -> bytes:
