@@ -139,6 +139,55 @@ def test_put_get_ls_mv_rm_ln(
     assert out == "mine.bin\n"
 
 
+def test_check_deep_and_pins(
+    node: tuple[Path, MemoryApplication], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``check --deep PATH [--repair]`` over a directory tree; ``pin``/``pins``/``unpin``
+    (docs/maintenance.md)."""
+    root, backend = node
+    caps = []
+    for i, size in enumerate((1000, 70_000, 5)):
+        src = tmp_path / f"f{i}"
+        src.write_bytes(os.urandom(size))
+        path = f"/docs/{'sub/' if i else ''}f{i}"
+        assert run(capsys, "mkdir", "-p", path.rsplit("/", 1)[0], "--node", root)[0] == 0
+        rc, out, _ = run(capsys, "put", src, path, "--node", root)
+        assert rc == 0
+        caps.append(out.strip())
+    rc, out, err = run(capsys, "check", "--deep", "/docs", "--node", root)
+    assert rc == 0 and out.endswith(
+        "3 files below shared:/docs: 3 healthy, 0 repaired, 0 not healthy, 0 unrecoverable\n"
+    ), out
+    assert "checking 3/3" in err
+    from p2pstore.immutable import parse_cap
+
+    damaged = parse_cap(caps[1])
+    assert not isinstance(damaged, str)
+    backend.delete_share(damaged, 0)  # type: ignore[arg-type]
+    rc, out, _ = run(capsys, "check", "--deep", "shared:/", "--node", root)
+    assert rc == 1 and "not healthy: shared:/docs/sub/f1" in out and "1 not healthy" in out
+    rc, out, _ = run(capsys, "check", "--deep", "shared:/", "--repair", "--json", "--node", root)
+    doc = json.loads(out)
+    assert rc == 0 and doc["repaired"] == 1 and doc["healthy"] == 2, doc
+    rc, _, err = run(capsys, "check", "--deep", caps[0], "--node", root)
+    assert rc == 2 and "needs a vdrive directory" in err
+    # pins: by path (labelled with it) or by cap; a literal file has nothing to keep
+    rc, out, _ = run(capsys, "pin", "/docs/f0", "--node", root)
+    assert rc == 0 and out.startswith("pinned: lease renewed on 10 holders")
+    rc, out, _ = run(capsys, "pin", caps[1], "--label", "mine", "--node", root)
+    assert rc == 0
+    rc, out, _ = run(capsys, "pins", "--node", root)
+    assert "shared:/docs/f0" in out and "mine" in out and out.endswith("2 pins\n")
+    assert caps[0].split(":")[5] not in out  # verify caps only: no read key
+    rc, _, err = run(capsys, "pin", caps[2], "--node", root)
+    assert rc == 1 and "literal" in err
+    assert run(capsys, "unpin", "/docs/f0", "--node", root)[0] == 0
+    rc, out, _ = run(capsys, "pins", "--json", "--node", root)
+    assert [p["label"] for p in json.loads(out)] == ["mine"]
+    rc, _, err = run(capsys, "unpin", "/docs/f0", "--node", root)
+    assert rc == 1 and "not pinned" in err
+
+
 def test_get_asks_before_overwriting_or_filling_a_terminal(
     node: tuple[Path, MemoryApplication],
     tmp_path: Path,

@@ -211,6 +211,31 @@ def test_status_peers_bootstrap_help_and_local(srv: Server, tmp_path: Path) -> N
     assert rec.take()[0].startswith("error: lcd: nowhere: not a directory")
 
 
+def test_check_deep_and_pins(srv: Server, tmp_path: Path) -> None:
+    """docs/maintenance.md: ``check --deep`` with a progress line, ``pin``/``pins``/``unpin``."""
+    sh, rec = make_shell([srv.url], tmp_path)
+    (tmp_path / "a.bin").write_bytes(os.urandom(9000))
+    assert sh.run_line("mkdir -p docs/sub")
+    sh.run_line("put a.bin docs/sub")
+    sh.run_line("put a.bin docs")
+    rec.take()
+    sh.run_line("check --deep docs")
+    assert rec.take() == [
+        "2 files below shared:/docs: 2 healthy, 0 repaired, 0 not healthy, 0 unrecoverable"
+    ]
+    assert rec.bars[-1] == "checking 2/2: shared:/docs/sub/a.bin"
+    sh.run_line("pin docs/a.bin")
+    assert rec.take() == ["pinned: lease renewed on 10 holders"]
+    sh.run_line("pins")
+    out = rec.take()
+    assert out[-1] == "1 pins" and out[0].endswith("shared:/docs/a.bin")
+    assert "p2ps:chk-verify:" in out[0]
+    sh.run_line("unpin docs/a.bin")
+    assert rec.take() == ["unpinned: this node no longer renews the file"]
+    sh.run_line("pins")
+    assert rec.take() == ["0 pins"]
+
+
 def test_bootstrap_route_needs_the_token(srv: Server) -> None:
     with pytest.raises(ApiCallError) as e:
         NodeClient(srv.url, None).bootstrap()

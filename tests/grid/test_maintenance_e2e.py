@@ -85,6 +85,15 @@ def _get(node: Path, cap: str, out: Path) -> bytes:
     return out.read_bytes()
 
 
+def _figures(nodes: list[Path]) -> dict[Path, dict[str, int]]:
+    """Each node's maintenance figures (docs/maintenance.md, "Status")."""
+    out = {}
+    for node in nodes:
+        status = json.loads(cli("status", "--node", node, "--json").stdout)
+        out[node] = status["api"]["details"]["maintenance"]
+    return out
+
+
 def _distinct(holders: dict[Path, set[int]]) -> int:
     """Distinct holders of distinct shares (enough for 10 shares on 10 nodes)."""
     shares = set().union(*holders.values()) if holders else set()
@@ -132,11 +141,19 @@ def _repair_and_grow(tmp_path: Path, grow: bool) -> None:
 
         took = _wait(all_healthy, 240, "every file on 10 distinct live holders")
         print(f"repaired in {took:.1f} s")
-        repairs = 0
-        for node in live:  # the figures every node reports (docs/maintenance.md, "Status")
-            status = json.loads(cli("status", "--node", node, "--json").stdout)
-            repairs += status["api"]["details"]["maintenance"].get("repairs", 0)
-        assert repairs >= 1
+        before = _figures(live)
+        assert sum(m.get("repairs", 0) for m in before.values()) >= 1
+        # bounded cost, measured: checks per stored storage index per check interval
+        t0 = time.monotonic()
+        time.sleep(20)
+        after = _figures(live)
+        intervals = (time.monotonic() - t0) / 2.0
+        checks = sum(after[n]["checks"] - before[n]["checks"] for n in live if "checks" in after[n])
+        held = sum(m.get("storage_indexes", 0) for m in after.values())
+        rate = checks / held / intervals
+        print(f"{checks} checks of {held} stored storage indexes in {intervals:.0f} intervals")
+        print(f"= {rate:.2f} checks per stored storage index per interval")
+        assert rate < 1.0  # the custodian once, other holders a third as often
         fresh = live[-1]
         for i, (cap, data) in enumerate(files.items()):
             assert _digest(_get(fresh, cap, tmp_path / f"back{i}")) == _digest(data)

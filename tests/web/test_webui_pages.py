@@ -470,3 +470,29 @@ async def test_add_a_file_by_cap(client: TestClient[Any, Any]) -> None:
     assert r.status == 400 and "bad cap" in await r.text() and "p2ps:chk:nope" not in await r.text()
     r = await client.post("/op/link", data={"dir": "/", "cap": cap, "name": "y"})
     assert r.status == 403  # no CSRF token
+
+
+async def test_pin_and_unpin_a_file_from_its_page(client: TestClient[Any, Any]) -> None:
+    """docs/maintenance.md, "Leases": the "Keep alive" section of a file's page; the
+    pin shows in the API's pin list; tiny (literal) files and directories have none."""
+    csrf = await login(client)
+    await client.post("/op/upload", data=upload_form(csrf, "/", [("big.bin", b"x" * 5000)]))
+    await client.post("/op/upload", data=upload_form(csrf, "/", [("tiny.txt", b"hi")]))
+    page = await (await client.get("/entry/shared/big.bin")).text()
+    assert "Keep alive" in page and "Not pinned here" in page and 'action="/op/pin"' in page
+    assert "Keep alive" not in await (await client.get("/entry/shared/tiny.txt")).text()
+    r = await client.post("/op/pin", data={"csrf": csrf, "path": "shared:/big.bin"})
+    page = await r.text()
+    assert r.status == 200 and "Pinned big.bin" in page and 'action="/op/unpin"' in page
+    pins = await (await client.get("/api/v1/pins", headers=AUTH)).json()
+    assert [p["label"] for p in pins["pins"]] == ["shared:/big.bin"]
+    assert pins["pins"][0]["verify_cap"].startswith("p2ps:chk-verify:")
+    r = await client.post("/op/pin", data={"csrf": csrf, "path": "shared:/tiny.txt"})
+    assert r.status == 400
+    r = await client.post("/op/pin", data={"path": "shared:/big.bin"})
+    assert r.status == 403  # no CSRF token
+    r = await client.post("/op/unpin", data={"csrf": csrf, "path": "shared:/big.bin"})
+    assert r.status == 200 and "Unpinned big.bin" in await r.text()
+    assert (await (await client.get("/api/v1/pins", headers=AUTH)).json())["pins"] == []
+    r = await client.post("/op/unpin", data={"csrf": csrf, "path": "shared:/big.bin"})
+    assert r.status == 404
