@@ -33,7 +33,14 @@ from .app.errors import BadRequest
 from .app.vpath import parse_vpath
 from .base.fsutil import umask
 from .base.progress import Progress, UploadProgress, human_bytes
-from .base.reports import DEEP_STATES, deep_state, info_lines, maintenance_rows, safe
+from .base.reports import (
+    DEEP_STATES,
+    deep_state,
+    info_lines,
+    maintenance_rows,
+    pin_lines,
+    safe,
+)
 from .immutable import CapError, VerifyCap, parse_cap
 
 EXIT_USAGE = 2
@@ -292,10 +299,8 @@ def cmd_pins(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(pins)
         return 0
-    for p in pins:
-        when = time.strftime("%Y-%m-%d", time.localtime(p.get("pinned_at") or 0))
-        print(f"{when}  {p.get('verify_cap')}  {safe(str(p.get('label') or ''))}")
-    print(f"{len(pins)} pins")
+    for line in pin_lines(pins):
+        print(line)
     return 0
 
 

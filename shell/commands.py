@@ -28,7 +28,7 @@ from p2pstore.api_client import ApiCallError
 from p2pstore.app.vpath import VPath
 from p2pstore.base.fsutil import umask
 from p2pstore.base.progress import human_bytes
-from p2pstore.base.reports import DEEP_STATES, deep_state, info_lines, safe
+from p2pstore.base.reports import DEEP_STATES, deep_state, info_lines, pin_lines, safe
 from p2pstore.immutable import CapError, VerifyCap, parse_cap
 
 from . import render
@@ -446,7 +446,7 @@ class Shell:
         self.out.lines(["unpinned: this node no longer renews the file"])
 
     def cmd_pins(self, inv: Invocation) -> None:
-        self.out.lines(render.pin_lines(self.api().pins()), page=True)
+        self.out.lines(pin_lines(self.api().pins()), page=True)
 
     # -- node ---------------------------------------------------------------------
     def cmd_peers(self, inv: Invocation) -> None:

@@ -147,15 +147,6 @@ def status_lines(doc: Mapping[str, Any], api_url: str) -> list[str]:
     return lines
 
 
-def pin_lines(pins: list[dict[str, Any]]) -> list[str]:
-    lines = [
-        f"{time.strftime('%Y-%m-%d', time.localtime(p.get('pinned_at') or 0))}  "
-        f"{safe(str(p.get('verify_cap')))}  {safe(str(p.get('label') or ''))}"
-        for p in pins
-    ]
-    return [*lines, f"{len(pins)} pins"]
-
-
 def bootstrap_lines(doc: Mapping[str, Any]) -> list[str]:
     lines = []
     own = doc.get("self")

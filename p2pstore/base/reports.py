@@ -4,7 +4,8 @@ terminal, and the ``info`` report of a cap (what it names and where its shares a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .progress import human_bytes
@@ -130,3 +131,13 @@ def deep_state(doc: Mapping[str, Any]) -> str:
     if doc.get("healthy"):
         return "healthy"
     return "not healthy" if doc.get("recoverable") else "unrecoverable"
+
+
+def pin_lines(pins: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``pins``: one line per pin (date pinned, verify cap, label), then the count."""
+    lines = [
+        f"{time.strftime('%Y-%m-%d', time.localtime(p.get('pinned_at') or 0))}  "
+        f"{safe(str(p.get('verify_cap')))}  {safe(str(p.get('label') or ''))}"
+        for p in pins
+    ]
+    return [*lines, f"{len(pins)} pins"]
