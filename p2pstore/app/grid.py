@@ -216,7 +216,8 @@ class GridApplication(PinOps, DelegateVdrive):
                     raise BadRequest(f"unknown upload mode {mode!r}", code="bad-mode")
             except UploadError as e:
                 self.uploads_failed += 1
-                raise Unavailable(str(e)[:2000], code="not-enough-peers") from None
+                hint = " ([client] shares_happy in the node's p2pstore.toml)"
+                raise Unavailable(str(e)[:2000] + hint, code="not-enough-peers") from None
             except GridLocalError as e:
                 self.uploads_failed += 1
                 raise BadRequest(str(e)[:500]) from None

@@ -56,8 +56,10 @@ class UploadError(GridRemoteError):
         reasons: Mapping[int, str],
         peers_found: int,
         peer_failures: Mapping[str, str] | None = None,
+        live: int | None = None,
     ) -> None:
         self.placed = dict(placed)
+        self.live = live  # set when too few storage peers answered to try at all
         self.peer_failures = dict(peer_failures or {})
         self.happiness = happiness
         self.happy = happy
@@ -68,10 +70,19 @@ class UploadError(GridRemoteError):
             failed += "; unreachable peers: " + ", ".join(
                 f"{p[:8]}: {r}" for p, r in sorted(self.peer_failures.items())
             )
+        if live is not None:
+            # nothing was tried: one readable line (the per-share reasons add nothing)
+            dead = f" ({len(self.peer_failures)} more did not answer)" if self.peer_failures else ""
+            super().__init__(
+                f"upload failed: {live} storage peers are live{dead}, but shares_happy = "
+                f"{happy} needs {happy} distinct peers; lower shares_happy or wait for "
+                "more peers to join"
+            )
+            return
         super().__init__(
-            f"upload failed: {len(self.placed)} shares placed on {happiness} distinct "
-            f"peers, need {happy} (found {peers_found} storage peers)"
-            + (f"; {failed}" if failed else "")
+            f"upload failed: shares could be placed on only {happiness} distinct peers, "
+            f"need {happy} (shares_happy; {len(self.placed)} of {len(self.placed) + len(reasons)} "
+            f"shares stored, {peers_found} storage peers found)" + (f"; {failed}" if failed else "")
         )
 
 

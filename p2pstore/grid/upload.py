@@ -339,6 +339,7 @@ class Uploader(Generic[P]):
                 reasons={s: "not attempted: too few live storage peers" for s in range(params.n)},
                 peers_found=len(found),
                 peer_failures={_b32(p): why for p, why in dead.items()},
+                live=len(ranked),
             )
         placer = SharePlacer(params.n, ranked, existing)
         placer.excluded.update(dead)

@@ -234,7 +234,7 @@ async def test_too_few_peers_reports_exactly(grid: StorageGrid) -> None:
     e = info.value
     assert e.happiness == 4 and len(e.placed) == 10 and e.reasons == {}
     assert set(e.placed.values()) == {gs.node_id.b32 for gs in grid.servers[4:8]}
-    assert "10 shares placed on 4 distinct peers, need 7" in str(e)
+    assert "placed on only 4 distinct peers, need 7 (shares_happy; 10 of 10 shares" in str(e)
 
     # unreachable peers are named with the reason
     for gs in grid.servers[:5]:

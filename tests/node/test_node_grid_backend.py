@@ -115,7 +115,12 @@ async def test_too_few_peers_and_spool_reserve(grid: StorageGrid, tmp_path: Path
     few = backend_on(grid, tmp_path, servers=grid.servers[:5])
     with pytest.raises(Unavailable) as e:
         await few.upload(chunks(os.urandom(100_000)), size_hint=None, mode="random")
-    assert e.value.code == "not-enough-peers" and "need 7" in e.value.message
+    assert e.value.code == "not-enough-peers"
+    assert e.value.message == (
+        "upload failed: 5 storage peers are live, but shares_happy = 7 needs 7 distinct "
+        "peers; lower shares_happy or wait for more peers to join ([client] shares_happy "
+        "in the node's p2pstore.toml)"
+    )  # one line a person can act on (no per-share list, no contradiction)
     greedy = backend_on(grid, tmp_path, spool_reserve=1 << 62)
     with pytest.raises(InsufficientStorage):
         await greedy.upload(chunks(os.urandom(100_000)), size_hint=None, mode="convergent")
