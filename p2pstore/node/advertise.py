@@ -16,6 +16,7 @@ from quic_transport.identity import NodeKey
 from .address import HostPort, canonical_host
 from .bootstrap import BootstrapList, Seed
 from .config import NodeConfig
+from .grid_params import GridParams, effective_encoding
 
 # RFC 5737 / RFC 3849 documentation addresses: routable-looking, never contacted.
 _PROBE_V4 = ("192.0.2.1", 9)
@@ -51,9 +52,18 @@ def own_seed(config: NodeConfig, key: NodeKey, bound_port: int) -> Seed:
     return Seed(key.node_id, addr.host, addr.port, config.node.nickname[:64])
 
 
-def own_bootstrap_text(seed: Seed, own_list: BootstrapList) -> str:
-    """This node's line, plus the vdrive line of its own list if it has one."""
+def own_bootstrap_text(
+    seed: Seed, own_list: BootstrapList, config: NodeConfig, key: NodeKey
+) -> str:
+    """This node's line, plus the vdrive line of its own list if it has one; on the
+    vdrive node itself, also the grid's encoding (``p2ps-params``) signed with its
+    key: what this node uploads with (docs/bootstrap.md, "Grid parameters")."""
     lines = [seed.to_line()]
-    if own_list.vdrive is not None:
-        lines.append(own_list.vdrive.to_line())
+    vdrive = own_list.vdrive
+    if vdrive is not None:
+        lines.append(vdrive.to_line())
+        if vdrive.public_key == key.public_key:
+            enc = effective_encoding(config, own_list.params)
+            params = GridParams.signed(enc.k, enc.n, enc.happy, key)
+            lines.append(BootstrapList(params=params).to_text(header=False).strip())
     return "".join(line + "\n" for line in lines)

@@ -4,6 +4,7 @@ A list is lines of text. Each meaningful line is one entry::
 
     p2ps-seed <node-id, 32 base32 chars> <host>:<port>  [# label]
     p2ps-vdrive <Ed25519 public key, 52 base32 chars>   [# label]
+    p2ps-params <k> <N> <happy> <signature>             [# label]
 
 ``#`` starts a comment (a whole-line comment, or a label after an entry), blank lines
 are ignored, IPv6 hosts go in brackets.
@@ -13,7 +14,8 @@ Invariants:
   raises :class:`BootstrapErrors` listing every bad line by number; text longer than
   ``MAX_TEXT_CHARS``, lines longer than ``MAX_LINE_CHARS`` and lists longer than
   ``MAX_SEEDS`` are refused before any per-entry work.
-- A list holds at most one seed per node ID and at most one vdrive key.
+- A list holds at most one seed per node ID, at most one vdrive key and at most one
+  ``p2ps-params`` line, which must be signed by that vdrive key.
 - ``parse_bootstrap(lst.to_text()) == lst`` for every list (property-tested).
 - Merging never loses a seed: an incoming seed with a known node ID replaces the
   address (and label, if it has one), a new node ID is appended, and a different
@@ -30,6 +32,7 @@ from quic_transport.identity import IdentityError, NodeId, b32decode, b32encode
 
 from .address import HostPort, format_host_port, parse_host_port
 from .errors import AddressError, BootstrapError, BootstrapErrors
+from .grid_params import PARAMS_KEYWORD, GridParams
 
 SEED_KEYWORD = "p2ps-seed"
 VDRIVE_KEYWORD = "p2ps-vdrive"
@@ -42,6 +45,7 @@ HEADER = (
     "# p2pstore bootstrap list (docs/bootstrap.md). One entry per line:\n"
     "#   p2ps-seed <node-id> <host>:<port>   a node to join the grid through\n"
     "#   p2ps-vdrive <public-key> [<read-secret>]  the grid's vdrive node key\n"
+    "#   p2ps-params <k> <N> <happy> <signature>  the grid's encoding, signed by it\n"
 )
 
 
@@ -120,7 +124,21 @@ class VdriveKey:
         return _with_label(words, self.label)
 
 
-Entry = Seed | VdriveKey
+@dataclass(frozen=True, slots=True)
+class ParamsLine:
+    """A ``p2ps-params`` entry (:class:`~.grid_params.GridParams`) as a list holds it."""
+
+    params: GridParams
+
+    @property
+    def label(self) -> str:
+        return self.params.label
+
+    def to_line(self) -> str:
+        return _with_label(self.params.to_words(), self.params.label)
+
+
+Entry = Seed | VdriveKey | ParamsLine
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +147,7 @@ class BootstrapList:
 
     seeds: tuple[Seed, ...] = ()
     vdrive: VdriveKey | None = None
+    params: GridParams | None = None  # verified against ``vdrive`` when parsed
 
     def __post_init__(self) -> None:
         if len(self.seeds) > MAX_SEEDS:
@@ -144,6 +163,8 @@ class BootstrapList:
         lines = [s.to_line() for s in self.seeds]
         if self.vdrive is not None:
             lines.append(self.vdrive.to_line())
+        if self.params is not None:
+            lines.append(ParamsLine(self.params).to_line())
         body = "".join(line + "\n" for line in lines)
         return (HEADER + body) if header else body
 
@@ -208,9 +229,17 @@ def parse_line(raw: str, *, source: str = "bootstrap text", line_no: int = 0) ->
         except IdentityError as e:
             raise bad(str(e)) from None
         return VdriveKey(key, label, secret)
+    if keyword == PARAMS_KEYWORD:
+        try:
+            return ParamsLine(GridParams.from_words(words[1:], label))
+        except ValueError as e:
+            raise bad(f"{PARAMS_KEYWORD}: {e}") from None
     shown = words[0] if len(words[0]) <= 40 else words[0][:40] + "..."
     if keyword.startswith("p2ps-"):
-        raise bad(f"unknown entry type {shown!r} (known: {SEED_KEYWORD}, {VDRIVE_KEYWORD})")
+        raise bad(
+            f"unknown entry type {shown!r} (known: {SEED_KEYWORD}, {VDRIVE_KEYWORD}, "
+            f"{PARAMS_KEYWORD})"
+        )
     raise bad(
         f"expected a line starting with {SEED_KEYWORD} or {VDRIVE_KEYWORD} "
         f"(or '#' for a comment), got {shown!r}"
@@ -232,6 +261,7 @@ def _parse_located(text: str, source: str) -> list[_Located]:
     located: list[_Located] = []
     first_seen: dict[NodeId, _Located] = {}
     vdrive_at: _Located | None = None
+    params_at: _Located | None = None
     for line_no, raw in enumerate(text.splitlines(), start=1):
         try:
             entry = parse_line(raw, source=source, line_no=line_no)
@@ -259,6 +289,20 @@ def _parse_located(text: str, source: str) -> list[_Located]:
                 errors.append(BootstrapError(source, line_no, f"more than {MAX_SEEDS} seeds"))
                 break
             first_seen[entry.node_id] = here
+        elif isinstance(entry, ParamsLine):
+            if params_at is not None:
+                assert isinstance(params_at.entry, ParamsLine)
+                if params_at.entry.params != entry.params:
+                    errors.append(
+                        BootstrapError(
+                            source,
+                            line_no,
+                            f"a different {PARAMS_KEYWORD} line is already on line "
+                            f"{params_at.line_no}",
+                        )
+                    )
+                continue
+            params_at = here
         else:
             if vdrive_at is not None:
                 assert isinstance(vdrive_at.entry, VdriveKey)
@@ -274,20 +318,44 @@ def _parse_located(text: str, source: str) -> list[_Located]:
                 continue
             vdrive_at = here
         located.append(here)
+    if params_at is not None:
+        problem = _params_problem(params_at, vdrive_at)
+        if problem:
+            errors.append(BootstrapError(source, params_at.line_no, problem))
     if errors:
         raise BootstrapErrors(errors)
     return located
 
 
+def _params_problem(params_at: _Located, vdrive_at: _Located | None) -> str | None:
+    """Why a ``p2ps-params`` line cannot be trusted, or None."""
+    assert isinstance(params_at.entry, ParamsLine)
+    if vdrive_at is None:
+        return (
+            f"{PARAMS_KEYWORD} needs the {VDRIVE_KEYWORD} line of the node that signed it "
+            "(copy the whole list from `p2pstore bootstrap show` on that node)"
+        )
+    assert isinstance(vdrive_at.entry, VdriveKey)
+    if not params_at.entry.params.signed_by(vdrive_at.entry.public_key):
+        return (
+            f"{PARAMS_KEYWORD}: the signature does not match the {VDRIVE_KEYWORD} key "
+            f"on line {vdrive_at.line_no} (copy both lines from the same list)"
+        )
+    return None
+
+
 def _to_list(located: Iterable[_Located]) -> BootstrapList:
     seeds: list[Seed] = []
     vdrive: VdriveKey | None = None
+    params: GridParams | None = None
     for loc in located:
         if isinstance(loc.entry, Seed):
             seeds.append(loc.entry)
+        elif isinstance(loc.entry, ParamsLine):
+            params = loc.entry.params
         else:
             vdrive = loc.entry
-    return BootstrapList(tuple(seeds), vdrive)
+    return BootstrapList(tuple(seeds), vdrive, params)
 
 
 def parse_bootstrap(text: str, *, source: str = "bootstrap text") -> BootstrapList:
@@ -305,10 +373,17 @@ class MergeResult:
     vdrive_added: VdriveKey | None = None
     vdrive_replaced: VdriveKey | None = None
     vdrive_conflict: VdriveKey | None = field(default=None)
+    params_set: GridParams | None = None  # a p2ps-params line added or replaced
 
     @property
     def changed(self) -> bool:
-        return bool(self.added or self.updated or self.vdrive_added or self.vdrive_replaced)
+        return bool(
+            self.added
+            or self.updated
+            or self.vdrive_added
+            or self.vdrive_replaced
+            or self.params_set
+        )
 
 
 def _merged_seed(old: Seed, new: Seed) -> Seed:
@@ -386,6 +461,8 @@ def merge_text(
                     lines[vdrive_loc.line_no - 1] = incoming.vdrive.to_line()
                 else:
                     vdrive_conflict = incoming.vdrive
+    final_vdrive = vdrive_added or vdrive_replaced or (vdrive_loc.entry if vdrive_loc else None)
+    params_set = _merge_params(located, lines, appended, incoming, final_vdrive)
     new_text = "".join(line + "\n" for line in lines + appended)
     result = MergeResult(
         merged=parse_bootstrap(new_text, source=source),
@@ -394,8 +471,32 @@ def merge_text(
         vdrive_added=vdrive_added,
         vdrive_replaced=vdrive_replaced,
         vdrive_conflict=vdrive_conflict,
+        params_set=params_set,
     )
     return new_text, result
+
+
+def _merge_params(
+    located: list[_Located],
+    lines: list[str],
+    appended: list[str],
+    incoming: BootstrapList,
+    vdrive: Entry | None,
+) -> GridParams | None:
+    """Take the incoming ``p2ps-params`` line if the list's (merged) vdrive key signed
+    it: in place of the old one, or appended. Returns it if it changed anything."""
+    new = incoming.params
+    if new is None or not isinstance(vdrive, VdriveKey) or not new.signed_by(vdrive.public_key):
+        return None
+    old = next((loc for loc in located if isinstance(loc.entry, ParamsLine)), None)
+    if old is not None:
+        assert isinstance(old.entry, ParamsLine)
+        if old.entry.params == new:
+            return None
+        lines[old.line_no - 1] = ParamsLine(new).to_line()
+    else:
+        appended.append(ParamsLine(new).to_line())
+    return new
 
 
 def read_bootstrap_text(path: Path) -> str:

@@ -78,7 +78,7 @@ def own_line(root: Path) -> str:
         own_list = load_bootstrap_file(config.bootstrap_path)
     except BootstrapErrors:
         own_list = BootstrapList()
-    return own_bootstrap_text(own_seed(config, key, port), own_list)
+    return own_bootstrap_text(own_seed(config, key, port), own_list, config, key)
 
 
 def add_lines(root: Path, text: str, *, source: str, replace_vdrive: bool = False) -> MergeResult:

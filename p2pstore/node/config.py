@@ -59,6 +59,10 @@ class StorageSection:
     lease_duration: int = 31 * 86400
 
 
+#: the three [client] keys that, set in a node's config, override the grid's encoding
+ENCODING_KEYS = ("shares_needed", "shares_total", "shares_happy")
+
+
 @dataclass(frozen=True, slots=True)
 class ClientSection:
     """Encoding of files this node uploads: k-of-N shares, success needs ``happy``
@@ -71,6 +75,8 @@ class ClientSection:
     renew_leases: bool = True
     #: how often the lease renewer wakes up (jittered)
     renew_interval: int = 3600
+    #: the encoding keys the config file sets (any of them overrides the grid's)
+    explicit: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,6 +444,7 @@ def _client_section(s: _Section) -> ClientSection:
         shares_happy=s.int_range("shares_happy", min(d_client.shares_happy, total), needed, total),
         renew_leases=s.get("renew_leases", bool, d_client.renew_leases),
         renew_interval=s.convert("renew_interval", d_client.renew_interval, _duration_at_least(60)),
+        explicit=frozenset(k for k in ENCODING_KEYS if k in s.table),
     )
     s.finish()
     return client

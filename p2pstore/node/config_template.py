@@ -27,6 +27,11 @@ def _rate(rate: int) -> str:
     return "0" if rate == 0 else format_size_exact(rate)
 
 
+def _enc(client: ClientSection, key: str) -> str:
+    line = f"{key} = {getattr(client, key)}"
+    return line if key in client.explicit else "# " + line
+
+
 def render_config(
     node: NodeSection,
     storage: StorageSection,
@@ -107,9 +112,11 @@ remember_peers = {dht.remember_peers}
 # Files you upload are cut into shares_total shares, any shares_needed of which
 # rebuild the file; an upload succeeds only when at least shares_happy distinct
 # storage peers hold shares (so shares_happy - shares_needed of them may vanish).
-shares_needed = {client.shares_needed}
-shares_total = {client.shares_total}
-shares_happy = {client.shares_happy}
+# Left commented, the node uses the grid's encoding (the p2ps-params line of its
+# bootstrap list), else 3, 10 and 7; setting any of the three overrides the grid's.
+{_enc(client, "shares_needed")}
+{_enc(client, "shares_total")}
+{_enc(client, "shares_happy")}
 # Shares carry leases that expire ([storage] lease_duration on the servers); this
 # node renews the leases of the files it uploaded (and of its vdrive directories)
 # every renew_interval, so they outlive the lease duration. See docs/node.md, Leases.

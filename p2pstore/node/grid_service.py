@@ -466,15 +466,15 @@ class GridService:
     def api_backend(self) -> GridApplication:
         """The HTTP API's backend (created once, after ``start()``)."""
         if self.backend is None:
-            cfg = self.context.config.client
-            params = EncodingParams.create(cfg.shares_needed, cfg.shares_total)
+            enc = self.upkeep.encoding
+            params = EncodingParams.create(enc.k, enc.n)
             self.backend = GridApplication(
                 self.find_peers,
                 self.storage_for,
                 convergence_secret=self.context.convergence_secret,
                 spool_dir=self.spool_dir,
                 params=params,
-                happy=cfg.shares_happy,
+                happy=enc.happy,
                 node_info=self._node_info,
                 peer_source=self.peer_list,
                 quality=self.peer_quality,
@@ -488,12 +488,10 @@ class GridService:
 
     # -- status ----------------------------------------------------------------------
     def _node_info(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "node_id": self.context.key.node_id.b32,
-            "nickname": self.context.config.node.nickname,
-            "backend": "grid",
-            "version": __version__,
-        }
+        ctx = self.context
+        doc: dict[str, Any] = {"node_id": ctx.key.node_id.b32, "backend": "grid"}
+        doc |= {"nickname": ctx.config.node.nickname, "version": __version__}
+        doc["encoding_source"] = self.upkeep.encoding.describe()
         if self._bound is not None:
             doc.update(self.status())
             doc["peers_connected"] = (

@@ -41,6 +41,7 @@ from typing import Any, TextIO
 from .address import HostPort
 from .advertise import own_seed
 from .bootstrap import BootstrapList, Seed, parse_bootstrap
+from .bootstrap_ops import own_line
 from .config import load_config
 from .daemon import read_status_file, start, stop
 from .errors import NodeError
@@ -121,7 +122,7 @@ def _tune_config(nd: NodeDir, *, happy: int) -> None:
         ("status_interval", '"1s"'),
         ("shares_happy", str(happy)),
     ):
-        text, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
+        text, count = re.subn(rf"(?m)^(# )?{key} = .*$", f"{key} = {value}", text)
         if count != 1:
             raise GridProblem(f"{nd.config_path}: cannot set {key}")
     nd.config_path.write_text(text, encoding="utf-8")
@@ -300,13 +301,14 @@ def print_usage(grid: Grid, out: TextIO) -> None:
         )
     first = grid.path(grid.storage_names[0]) if grid.storage_names else grid.root
     try:
-        line = _introducer_seed(grid).to_line()
+        lines = own_line(grid.path(INTRODUCER)).strip().replace("\n", "\n  ")
     except (NodeError, OSError):
-        line = "(unknown)"
+        lines = "(unknown)"
     print(
         f"""
-Bootstrap line (a node elsewhere on this machine joins with it):
-  {line}
+Bootstrap list (a node elsewhere on this machine joins with it; `p2pstore bootstrap
+show {grid.path(INTRODUCER)}` prints it again):
+  {lines}
 Try it:
   export P2PSTORE_NODE={first}
   p2pstore put FILE                  # prints the file's cap

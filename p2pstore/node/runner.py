@@ -286,7 +286,7 @@ class NodeRunner:
             seed = own_seed(config, p.key, status["listen_port"])
             log.info("running; listening on UDP %s port %d", status["listen_host"], seed.port)
             if config.node.introducer:
-                text = own_bootstrap_text(seed, p.bootstrap)
+                text = own_bootstrap_text(seed, p.bootstrap, config, p.key)
                 write_text_atomic(nd.bootstrap_self_path, text, mode=0o600)
                 print(
                     "introducer bootstrap line (share it; also in "
@@ -357,7 +357,7 @@ class NodeRunner:
         own = None
         if p.config.node.introducer:
             seed = own_seed(p.config, p.key, service.status()["listen_port"])
-            own = own_bootstrap_text(seed, p.bootstrap)
+            own = own_bootstrap_text(seed, p.bootstrap, p.config, p.key)
         return {
             "introducer": p.config.node.introducer,
             "bootstrap": text,

@@ -32,11 +32,12 @@ from p2pstore.immutable import LiteralCap, ReadCap, VerifyCap
 from p2pstore.storage.server import StorageServer
 from quic_transport import PeerAddress
 
+from .grid_params import effective_encoding
 from .limits import slower
 from .service import NodeContext
 
 
-def maintenance_config(ctx: NodeContext) -> MaintenanceConfig:
+def maintenance_config(ctx: NodeContext, happy: int) -> MaintenanceConfig:
     """``[maintenance]`` as the maintainer takes it (the low-power profile slows the
     checks down like every other background job)."""
     cfg = ctx.config
@@ -45,7 +46,7 @@ def maintenance_config(ctx: NodeContext) -> MaintenanceConfig:
         enabled=m.enabled,
         check_interval=slower(float(m.check_interval), cfg.limits),
         min_shares=m.min_shares or None,
-        happy=m.min_holders or cfg.client.shares_happy,
+        happy=m.min_holders or happy,
         pace=slower(float(m.pace), cfg.limits),
         verify_interval=float(m.verify_interval),
     )
@@ -61,6 +62,8 @@ class Upkeep:
         self.renewer: LeaseRenewer | None = None
         self.maintainer: Maintainer[PeerAddress] | None = None
         self.pins = PinBook.load(ctx.node_dir.private_dir / "pins.json")
+        #: what this node uploads with: its [client] keys, else the grid's p2ps-params
+        self.encoding = effective_encoding(ctx.config, ctx.bootstrap.params)
         self.keeper: ReferenceKeeper | None = None
 
     def start(
@@ -73,11 +76,11 @@ class Upkeep:
     ) -> None:
         cfg = self.ctx.config
         health: Health[PeerAddress] = Health(
-            find_peers, storage_for, HealthConfig(happy=cfg.client.shares_happy), quality=quality
+            find_peers, storage_for, HealthConfig(happy=self.encoding.happy), quality=quality
         )
         if cfg.client.renew_leases:
             self._start_leases(health)
-        mc = maintenance_config(self.ctx)
+        mc = maintenance_config(self.ctx, self.encoding.happy)
         if server is not None and mc.enabled:
             self.maintainer = Maintainer(server, self.ctx.key.node_id, health, mc, ready=ready)
             self.maintainer.start()

@@ -49,7 +49,7 @@ def make_dir(
     )
     text = nd.config_path.read_text()
     for key, value in zip(("shares_needed", "shares_total", "shares_happy"), client, strict=True):
-        text = re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
+        text = re.sub(rf"(?m)^(# )?{key} = .*$", f"{key} = {value}", text)
     text = re.sub(r"(?m)^reserved_space = .*$", 'reserved_space = "0B"', text)
     nd.config_path.write_text(text)
     return nd.root

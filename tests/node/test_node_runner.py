@@ -17,6 +17,7 @@ from typing import ClassVar
 import pytest
 
 from p2pstore.node.address import HostPort
+from p2pstore.node.bootstrap import parse_bootstrap
 from p2pstore.node.logsetup import RedactSecrets
 from p2pstore.node.nodedir import CreateOptions, NodeDir, create_node_dir
 from p2pstore.node.runner import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, NodeRunner
@@ -94,10 +95,11 @@ def test_bad_bootstrap_list_names_file_key_and_line(
     nd = make_node(tmp_path)
     with nd.default_bootstrap_path.open("a") as f:
         f.write("p2ps-seed tooshort 1.2.3.4:5\n")
+    bad_line = len(nd.default_bootstrap_path.read_text().splitlines())
     assert NodeRunner(nd.root, service_factory=FakeService).run() == EXIT_CONFIG
     err = capsys.readouterr().err
     assert "p2pstore.toml: [node] bootstrap_file:" in err
-    assert "bootstrap.txt, line 4: node ID" in err
+    assert f"bootstrap.txt, line {bad_line}: node ID" in err
 
 
 def test_port_conflict_reported_at_start(
@@ -166,8 +168,11 @@ def test_sigterm_listen_only_introducer_and_no_secrets_logged(tmp_path: Path) ->
     assert isinstance(port, int) and port > 0
     line = f"p2ps-seed {nd.load_key().node_id.b32} 127.0.0.1:{port}  # node"
     # the introducer serves the vdrive: its line follows the seed line (docs/vdrive.md)
-    seed_line, vdrive_line = seen["self_line"].splitlines()
+    seed_line, vdrive_line, params_line = seen["self_line"].splitlines()
     assert seed_line == line and vdrive_line.startswith("p2ps-vdrive ")
+    # and the grid's encoding, signed by the vdrive key (docs/bootstrap.md)
+    assert params_line.startswith("p2ps-params 3 10 7 ") and params_line.endswith("# grid")
+    assert parse_bootstrap(seen["self_line"]).params is not None
     assert line in out.getvalue()
     log = nd.log_path.read_text()
     assert "SIGTERM received" in log

@@ -51,7 +51,7 @@ def test_vdrive_across_real_node_processes(tmp_path: Path) -> None:
             "--nickname", "outsider", "--bootstrap", lines,
         )  # fmt: skip
         cfg = outsider / "p2pstore.toml"  # the grid's 3 storage nodes are "happy"
-        cfg.write_text(re.sub(r"(?m)^shares_happy = .*$", "shares_happy = 3", cfg.read_text()))
+        cfg.write_text(re.sub(r"(?m)^(# )?shares_happy = .*$", "shares_happy = 3", cfg.read_text()))
         cli("start", outsider)
         try:
             got = tmp_path / "outsider.bin"
