@@ -359,6 +359,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             store = doc.get("memory_store")
             print(f"  {'HTTP API:':<14}{doc.get('api_url', '') or _api_url(root)}")
             print(f"  {'backend:':<14}{doc.get('backend')}")
+            if doc.get("encoding_source"):
+                print(f"  {'encoding:':<14}{safe(str(doc['encoding_source']))}")
             if isinstance(store, dict):
                 print(
                     f"  {'memory store:':<14}{store.get('files')} files, "

@@ -121,6 +121,7 @@ _STATUS_KEYS = (
     ("peers_known", "peers known"),
     ("peers_connected", "connected"),
     ("storage_used", "storage used"),
+    ("encoding_source", "encoding"),
 )
 
 
