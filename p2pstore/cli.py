@@ -13,19 +13,21 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from quic_transport.identity import IdentityError, NodeKey
 
 from . import __version__, cli_ops, cli_webui
 from .api_client import ClientError, resolve_node_dir
-from .node import bootstrap_ops, daemon, localgrid, systemd
+from .node import bootstrap_ops, daemon, invite_ops, localgrid, systemd
 from .node.address import parse_host_port
-from .node.bootstrap import BootstrapList, merge
+from .node.bootstrap import BootstrapList, MergeResult, load_bootstrap_file, merge
 from .node.errors import AddressError, BootstrapErrors, ConfigError, NodeError
+from .node.invitations import InviteCode
 from .node.nodedir import CreateOptions, NodeDir, create_node_dir
 from .node.pidfile import probe
 from .node.runner import EXIT_CONFIG, NodeRunner
-from .node.size import parse_size
+from .node.size import format_duration_exact, parse_duration, parse_size
 
 
 def _cmd_identity(args: argparse.Namespace) -> int:
@@ -75,16 +77,104 @@ def _create(args: argparse.Namespace, introducer: bool) -> int:
         storage_enabled=False if args.no_storage else None,
         bootstrap=bootstrap,
     )
+    join_code = getattr(args, "join", None)
+    if join_code:
+        InviteCode.parse(join_code)  # a damaged code is refused before anything is made
     nd, key = create_node_dir(Path(args.dir), options)
     role = "introducer" if introducer else "node"
     print(f"created {role} in {nd.root}")
     print(f"  node ID:   {key.node_id.b32}")
     print(f"  config:    {nd.config_path}")
+    if join_code:
+        _print_joined(*invite_ops.join(nd.root, join_code))
+        bootstrap = load_bootstrap_file(nd.default_bootstrap_path)
     print(f"  bootstrap: {len(bootstrap.seeds)} seeds in {nd.default_bootstrap_path}")
     if not introducer and not bootstrap.seeds:
         print("  (no seeds yet: add some with `p2pstore bootstrap add DIR LINE...`)")
     print(f"start it with: p2pstore start {nd.root}   (or `run` in the foreground)")
     return 0
+
+
+def _print_joined(reply: dict[str, Any], merged: MergeResult) -> None:
+    access = "read and write" if reply["write"] else "read"
+    print(f"  joined through invitation {reply['name']!r}: {len(merged.added)} seeds added")
+    if merged.merged.vdrive is not None:
+        print(f"  shared drive: {access} access")
+    if merged.merged.params is not None:
+        p = merged.merged.params
+        print(f"  the grid's encoding: {p.k}-of-{p.n}, happy {p.happy}")
+
+
+def _cmd_join(args: argparse.Namespace) -> int:
+    root = _node_dir(args)
+    _print_joined(*invite_ops.join(root, args.code))
+    print(f"restart the node to use it: p2pstore restart {root}")
+    return 0
+
+
+def _cmd_invite(args: argparse.Namespace) -> int:
+    code = invite_ops.create_invite(
+        _node_dir(args), args.name, write=args.write, ttl=float(args.expires)
+    )
+    what = "join and write to the shared drive" if args.write else "join and read"
+    expires = format_duration_exact(args.expires)
+    print(f"invitation {args.name!r} ({what}; works once, expires in {expires}):")
+    print(code)
+    print("the friend runs: p2pstore create-node DIR --join CODE   (or `p2pstore join CODE`)")
+    return 0
+
+
+def _cmd_writers(args: argparse.Namespace) -> int:
+    rows = invite_ops.writers(_node_dir(args))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        rights = "write" if r["write"] else "read"
+        who = r["node_id"] or "-"
+        print(f"{r['name']:<20} {rights:<5} {r['state']:<8} {who}")
+    print(f"{len(rows)} invitations")
+    return 0
+
+
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    r = invite_ops.revoke(_node_dir(args), args.name)
+    if r["node_id"] and r["write"]:
+        print(f"revoked {r['name']!r}: {r['node_id']} may no longer change the shared drive")
+    else:
+        print(f"revoked invitation {r['name']!r} (it can no longer be used)")
+    return 0
+
+
+def _duration_arg(text: str) -> int:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if seconds < 60:
+        raise argparse.ArgumentTypeError("at least 1m")
+    return seconds
+
+
+def _add_invite_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("invite", help="invite a friend: prints a one-time code (docs/bootstrap.md)")
+    p.add_argument("name", metavar="NAME", help="who it is for (listed by `writers`)")
+    p.add_argument("--write", action="store_true", help="also let them change the shared drive")
+    p.add_argument("--expires", type=_duration_arg, default=7 * 86400, metavar="DURATION")
+    p.add_argument("dir", metavar="DIR", nargs="?", help=NODE_DIR_HELP)
+    p.set_defaults(func=_cmd_invite)
+    p = sub.add_parser("join", help="join a grid with an invitation code (then restart)")
+    p.add_argument("code", metavar="CODE")
+    p.add_argument("dir", metavar="DIR", nargs="?", help=NODE_DIR_HELP)
+    p.set_defaults(func=_cmd_join)
+    p = sub.add_parser("writers", help="the invitations this node made, and who used them")
+    p.add_argument("dir", metavar="DIR", nargs="?", help=NODE_DIR_HELP)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_writers)
+    p = sub.add_parser("revoke", help="revoke an invitation or the write access it gave")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("dir", metavar="DIR", nargs="?", help=NODE_DIR_HELP)
+    p.set_defaults(func=_cmd_revoke)
 
 
 def _cmd_create_node(args: argparse.Namespace) -> int:
@@ -225,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_ops.add_commands(sub)  # put/get/info/check/status/peers and the vdrive ones
     cli_webui.add_commands(sub)  # web-url: a one-time web UI login link
     _add_bootstrap_commands(sub)
+    _add_invite_commands(sub)
     localgrid.register(sub)
 
     p = sub.add_parser("systemd-unit", help="print (or --install) a systemd user unit")
@@ -262,6 +353,8 @@ def _add_create_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         )
         p.add_argument("--no-storage", action="store_true", help="do not hold shares")
         p.add_argument("--nickname", metavar="NAME", help="a name shown to others")
+        if name == "create-node":
+            p.add_argument("--join", metavar="CODE", help="join with a friend's invitation code")
         p.set_defaults(func=func)
 
 

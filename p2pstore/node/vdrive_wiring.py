@@ -20,14 +20,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from p2pstore.app.drive import VdriveOperations
 from p2pstore.base.tasks import TaskOwner
+from p2pstore.node.advertise import own_bootstrap_text, own_seed
 from p2pstore.node.bootstrap import VdriveKey
+from p2pstore.node.invitations import InviteBook, register_invites
 from p2pstore.node.secret_files import create_secret_file, read_secret_file
 from p2pstore.vdrive.drive import Drive, DriveReader, LocalWriter, Vdrive
 from p2pstore.vdrive.errors import VdriveLocalError
@@ -126,6 +128,7 @@ def build_node_vdrive(
     serve: bool,
     writers: Iterable[str] = (),
     open_mode: bool = False,
+    extra_writers: Callable[[], Collection[NodeId]] | None = None,
     dht: RecordPublisher,
     store: ObjectStore,
     call: Callable[[Any], Awaitable[Any]] | None,
@@ -177,7 +180,7 @@ def build_node_vdrive(
     line: VdriveKey | None = None
     if serve:
         shared, sw, line = _served_shared_drive(
-            key, private_dir, trust, writers, open_mode, dht, cached, reader, clock
+            key, private_dir, trust, writers, open_mode, dht, cached, reader, clock, extra_writers
         )
     elif trust is not None:
         r = None
@@ -197,6 +200,7 @@ def _served_shared_drive(
     cached: CachingStore,
     reader: Callable[[bytes, bytes, bytes, str], DriveReader],
     clock: Callable[[], float],
+    extra_writers: Callable[[], Collection[NodeId]] | None = None,
 ) -> tuple[Drive, DriveWriter, VdriveKey]:
     """The shared drive on the vdrive node itself: its secret, its writer, the
     ``p2ps-vdrive`` line others need."""
@@ -212,7 +216,7 @@ def _served_shared_drive(
             "bad-config", "the bootstrap list's vdrive read secret is not this node's"
         )
     policy = WritePolicy.from_list(
-        key.node_id, [NodeId.from_b32(w) for w in writers], open=open_mode
+        key.node_id, [NodeId.from_b32(w) for w in writers], open=open_mode, extra=extra_writers
     )
     sw = DriveWriter(
         signer=key,
@@ -254,6 +258,7 @@ def build_from_context(
         serve=serve,
         writers=cfg.writers,
         open_mode=cfg.open,
+        extra_writers=InviteBook(ctx.node_dir.private_dir).writers,
         dht=dht,
         store=store,
         call=call,
@@ -329,6 +334,12 @@ def grid_vdrive_factory(service: Any) -> NodeVdriveBackend:
         )
     node = build_from_context(ctx, dht=dht, store=store, call=caller)
     node.register(endpoint)
+
+    def bootstrap_text() -> str:  # what a redeemed invitation hands over
+        seed = own_seed(ctx.config, ctx.key, service.status()["listen_port"])
+        return own_bootstrap_text(seed, ctx.bootstrap, ctx.config, ctx.key)
+
+    register_invites(endpoint, ctx.node_dir.private_dir, bootstrap_text)
     comp = NodeVdriveBackend(node)
     with contextlib.suppress(RuntimeError):  # no running loop: the first change publishes
         comp.start()

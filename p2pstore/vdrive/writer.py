@@ -57,17 +57,28 @@ class WritePolicy:
     owner: NodeId
     allowed: frozenset[NodeId] = frozenset()
     open: bool = False
+    #: writers added at run time (invitations; consulted at every change)
+    extra: Callable[[], Collection[NodeId]] | None = None
 
     def permits(self, writer: NodeId) -> bool:
-        return self.open or writer == self.owner or writer in self.allowed
+        if self.open or writer == self.owner or writer in self.allowed:
+            return True
+        return self.extra is not None and writer in self.extra()
 
     @classmethod
     def only_owner(cls, owner: NodeId) -> WritePolicy:
         return cls(owner)
 
     @classmethod
-    def from_list(cls, owner: NodeId, allowed: Collection[NodeId], *, open: bool) -> WritePolicy:
-        return cls(owner, frozenset(allowed), open)
+    def from_list(
+        cls,
+        owner: NodeId,
+        allowed: Collection[NodeId],
+        *,
+        open: bool,
+        extra: Callable[[], Collection[NodeId]] | None = None,
+    ) -> WritePolicy:
+        return cls(owner, frozenset(allowed), open, extra)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +194,8 @@ class DriveWriter:
             raise VdriveLocalError(
                 "refused",
                 f"node {writer.b32} may not change the {self.label} drive "
-                "(not in the vdrive node's [vdrive] writers)",
+                "(not in the vdrive node's [vdrive] writers): ask its operator for an "
+                "invitation with write access (`p2pstore invite --write NAME` there)",
             )
         async with self._lock:
             if not self._loaded:
