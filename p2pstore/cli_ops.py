@@ -305,7 +305,9 @@ def cmd_pins(args: argparse.Namespace) -> int:
 
 
 def cmd_peers(args: argparse.Namespace) -> int:
-    peers = _client(args).peers()
+    if args.dir and args.node and Path(args.dir).absolute() != Path(args.node).absolute():
+        raise UsageProblem("give the node directory once (DIR or --node DIR)")
+    peers = NodeClient.for_node(resolve_node_dir(args.dir or args.node)).peers()
     if args.json:
         _print_json(peers)
         return 0
@@ -549,6 +551,7 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("peers", help="the peers the running node knows")
+    p.add_argument("dir", nargs="?", metavar="DIR", help="node directory (or --node DIR)")
     p.add_argument("--json", action="store_true")
     _node_opt(p)
     p.set_defaults(func=cmd_peers)

@@ -167,7 +167,10 @@ class MemoryVdrive:
         if node is None:
             raise NotFound(f"no such file or directory: {path}")
         if isinstance(node, _Dir) and node.children and not recursive:
-            raise Conflict(f"directory {path} is not empty", code="directory-not-empty")
+            raise Conflict(
+                f"directory {path} is not empty (remove it with everything inside: rm -r)",
+                code="directory-not-empty",
+            )
         del parent.children[path.name]
         return self._commit(d, parent)
 

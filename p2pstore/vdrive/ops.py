@@ -311,7 +311,10 @@ async def _unlink(ed: TreeEditor, op: Unlink) -> None:
     if e is None:
         raise VdriveLocalError("not-found", f"no such file or directory: {show(op.path)}")
     if isinstance(e.cap, DirCap) and not op.recursive and len(await ed.dir(op.path)):
-        raise VdriveLocalError("directory-not-empty", f"directory {show(op.path)} is not empty")
+        raise VdriveLocalError(
+            "directory-not-empty",
+            f"directory {show(op.path)} is not empty (remove it with everything inside: rm -r)",
+        )
     ed.set(parent_path, parent.without(name))
 
 

@@ -373,7 +373,7 @@ def test_real_node_round_trip(tmp_path: Path) -> None:
     conf = root / "p2pstore.toml"
     text = conf.read_text()
     for key, value in (("shares_needed", 3), ("shares_total", 10), ("shares_happy", 7)):
-        text = text.replace(f"{key} = {value}\n", f"{key} = 1\n")
+        text = text.replace(f"# {key} = {value}\n", f"{key} = 1\n")  # set: overrides
     text = text.replace('reserved_space = "1GB"', 'reserved_space = "0B"')
     conf.write_text(text)
     started = sh("start", root)
