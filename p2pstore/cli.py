@@ -398,6 +398,9 @@ def _add_bootstrap_commands(sub: argparse._SubParsersAction[argparse.ArgumentPar
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):
+        parser.print_help(sys.stderr)  # the commands, not just "COMMAND is required"
+        return 2
     args = parser.parse_args(argv)
     if args.global_node is not None:
         # `p2pstore --node DIR ls` as well as `p2pstore ls --node DIR` (the later wins)

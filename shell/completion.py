@@ -78,8 +78,9 @@ def complete(
     start = current.start - len(line)
     raw = line[current.start :]
 
-    def simple(words: Iterable[str]) -> list[Candidate]:
-        return [Candidate(w, start, w) for w in words if w.startswith(current.value)]
+    def simple(words: Iterable[str], end: str = " ") -> list[Candidate]:
+        """Whole words; a space after each (the next word follows, as in bash)."""
+        return [Candidate(w + end, start, w) for w in words if w.startswith(current.value)]
 
     if not before:
         return simple(command_names())

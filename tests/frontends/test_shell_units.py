@@ -143,12 +143,13 @@ def texts(line: str, cwd: VPath = ROOT, local: Path = Path("/")) -> list[str]:
 
 
 def test_complete_command_names_and_options() -> None:
-    assert texts("")[:3] == ["ls", "cd", "pwd"]
-    assert texts("l") == ["ls", "ln", "lls", "lcd", "lpwd"]
-    assert texts("help pu") == ["put"]
-    assert texts("ls --") == ["--long"]
-    assert texts("put a.txt --mode r") == ["random"]
-    assert texts("drive p") == ["private"]
+    # a completed word is followed by a space: `mk` Tab `x` gives `mkdir x`
+    assert texts("")[:3] == ["ls ", "cd ", "pwd "]
+    assert texts("l") == ["ls ", "ln ", "lls ", "lcd ", "lpwd "]
+    assert texts("help pu") == ["put "]
+    assert texts("ls --") == ["--long "]
+    assert texts("put a.txt --mode r") == ["random "]
+    assert texts("drive p") == ["private "]
     assert texts("nosuchcmd x") == []
 
 

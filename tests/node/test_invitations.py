@@ -95,3 +95,11 @@ def test_a_node_uses_the_grids_encoding_unless_its_config_sets_one() -> None:
     )
     enc = effective_encoding(own, grid)
     assert (enc.k, enc.n, enc.happy, enc.source) == (3, 10, 5, "config")
+
+
+def test_no_arguments_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    from p2pstore import cli
+
+    assert cli.main([]) == 2
+    err = capsys.readouterr().err
+    assert "create-node" in err and "invite" in err and "put" in err
