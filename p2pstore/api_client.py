@@ -365,10 +365,14 @@ class NodeClient:
         mode: str = "convergent",
         progress: ProgressFn | None = None,
         stored: ProgressFn | None = None,
+        name: str | None = None,
     ) -> dict[str, Any]:
         """``progress``: bytes sent; ``stored``: bytes the node has encoded and placed
-        (a convergent upload places only after the whole body: docs/http-api.md)."""
+        (a convergent upload places only after the whole body: docs/http-api.md);
+        ``name``: the local file's name, shown in the node's transfer list."""
         params = {"mode": mode}
+        if name:
+            params["filename"] = name
         with self._follow(params, stored):
             reply = self._send(
                 "POST",

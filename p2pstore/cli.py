@@ -274,8 +274,12 @@ def _cmd_systemd_unit(args: argparse.Namespace) -> int:
         print(f"  systemctl --user daemon-reload && systemctl --user enable --now {name}")
         print('  loginctl enable-linger "$USER"   # to start at boot without logging in')
         return 0
+    # the unit alone on stdout (so `systemd-unit DIR > FILE` is a valid unit); how to
+    # install it on stderr
     print(systemd.render_unit(root))
-    print(systemd.install_instructions(name, systemd.user_unit_dir() / name), end="")
+    print(
+        systemd.install_instructions(name, systemd.user_unit_dir() / name), end="", file=sys.stderr
+    )
     return 0
 
 

@@ -102,8 +102,9 @@ def cmd_put(args: argparse.Namespace) -> int:
         bar = UploadProgress(size, sys.stderr, two_passes=args.mode == "convergent")
         try:
             if path is None:
+                name = None if args.file == "-" else Path(args.file).name
                 doc = client.put(
-                    src, size=size, mode=args.mode, progress=bar.sent, stored=bar.stored
+                    src, size=size, mode=args.mode, progress=bar.sent, stored=bar.stored, name=name
                 )
             else:
                 doc = client.put_path(

@@ -145,6 +145,13 @@ def _field(body: Mapping[str, Any], name: str, kind: type, default: Any = ...) -
     return value
 
 
+def _transfer_name(raw: str | None) -> str | None:
+    """A client's file name for the transfer list: its last component, printable, cut."""
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if c.isprintable())[:200].strip()
+    return name or None
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status)
 
@@ -319,7 +326,8 @@ async def upload(request: web.Request) -> web.Response:
     size = request.content_length
     if size is not None and limits.max_upload_bytes is not None and size > limits.max_upload_bytes:
         raise TooLarge(f"uploads are limited to {limits.max_upload_bytes} bytes")
-    with request.app[TRANSFERS].track("upload", size, tag=tag_of(request)) as transfer:
+    name = _transfer_name(request.query.get("filename"))
+    with request.app[TRANSFERS].track("upload", size, name=name, tag=tag_of(request)) as transfer:
         result = await while_connected(
             request,
             request.app[BACKEND].upload(

@@ -188,6 +188,18 @@ def test_check_deep_and_pins(
     assert rc == 1 and "not pinned" in err
 
 
+def test_a_put_is_listed_by_its_file_name(
+    node: tuple[Path, MemoryApplication], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The web UI and status list a CLI upload by name, not as "(by cap)"."""
+    root, _ = node
+    src = tmp_path / "holiday photo.jpg"
+    src.write_bytes(os.urandom(5000))
+    assert run(capsys, "put", src, "--node", root)[0] == 0
+    recent = NodeClient.for_node(root).status()["recent_transfers"]
+    assert recent[0]["name"] == "holiday photo.jpg" and recent[0]["kind"] == "upload"
+
+
 def test_get_asks_before_overwriting_or_filling_a_terminal(
     node: tuple[Path, MemoryApplication],
     tmp_path: Path,
