@@ -38,6 +38,8 @@ from .base.reports import (
     deep_state,
     info_lines,
     maintenance_rows,
+    nat_rows,
+    peer_lines,
     pin_lines,
     safe,
 )
@@ -312,20 +314,8 @@ def cmd_peers(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(peers)
         return 0
-    if not peers:
-        print("no peers")
-        return 0
-    for p in peers:
-        seen = p.get("last_seen")
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seen)) if seen else "-"
-        state = "connected" if p["connected"] else "known"
-        raw = p.get("details")
-        details: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        via = str(details.get("connection") or "-")
-        if details.get("our_relay"):
-            via += " (our relay)"
-        print(f"{p['node_id']}  {p['address']:<28} {state:<9}  {via:<18} last seen {when}")
-    print(f"{len(peers)} peers ({sum(1 for p in peers if p['connected'])} connected)")
+    for line in peer_lines(peers):
+        print(line)
     return 0
 
 
@@ -371,31 +361,14 @@ def cmd_status(args: argparse.Namespace) -> int:
                 )
             print(f"  {'vdrive:':<14}{'available' if doc.get('vdrive') else 'not available'}")
             nat = doc.get("nat")
-            if isinstance(nat, dict):
-                _print_nat(nat)
+            for label, text in nat_rows(nat) if isinstance(nat, dict) else []:
+                print(f"  {label + ':':<14}{text}")
             for label, text in maintenance_rows(doc):
                 print(f"  {label + ':':<14}{text}")
             print(f"  {'web UI:':<14}run `p2pstore web-url` for a one-time login link")
         if err is not None:
             print(f"p2pstore: the node runs but its API failed: {err}", file=sys.stderr)
     return rc
-
-
-def _print_nat(nat: dict[str, Any]) -> None:
-    """The reachability lines of ``status`` (docs/nat.md, "Status")."""
-    print(
-        f"  {'reachability:':<14}{nat.get('reachability')} (mode {nat.get('mode')}; "
-        f"{nat.get('reached_by')} of {nat.get('answers')} peers could dial us)"
-    )
-    print(f"  {'observed:':<14}{nat.get('observed') or '-'} (NAT type {nat.get('nat_type')})")
-    print(f"  {'DHT mode:':<14}{nat.get('dht_mode')}")
-    relays = [r for r in nat.get("relays") or [] if isinstance(r, dict)]
-    text = ", ".join(
-        str(r.get("address")) + (f" (relayed {r['relayed']})" if r.get("relayed") else "")
-        for r in relays
-    )
-    print(f"  {'relays:':<14}{text or 'none'}")
-    print(f"  {'port mapping:':<14}{nat.get('port_mapping') or 'none'}")
 
 
 def _api_url(root: Path) -> str:

@@ -28,7 +28,14 @@ from p2pstore.api_client import ApiCallError
 from p2pstore.app.vpath import VPath
 from p2pstore.base.fsutil import umask
 from p2pstore.base.progress import human_bytes
-from p2pstore.base.reports import DEEP_STATES, deep_state, info_lines, pin_lines, safe
+from p2pstore.base.reports import (
+    DEEP_STATES,
+    deep_state,
+    info_lines,
+    peer_lines,
+    pin_lines,
+    safe,
+)
 from p2pstore.immutable import CapError, VerifyCap, parse_cap
 
 from . import render
@@ -450,7 +457,7 @@ class Shell:
 
     # -- node ---------------------------------------------------------------------
     def cmd_peers(self, inv: Invocation) -> None:
-        self.out.lines(render.peer_lines(self.api().peers()), page=True)
+        self.out.lines(peer_lines(self.api().peers()), page=True)
 
     def cmd_status(self, inv: Invocation) -> None:
         api = self.api()

@@ -17,7 +17,7 @@ from typing import Any
 from p2pstore.api_client import ApiCallError, ClientError, NodeUnreachable
 from p2pstore.app.vpath import VPath
 from p2pstore.base.progress import format_progress, human_bytes
-from p2pstore.base.reports import maintenance_rows, safe
+from p2pstore.base.reports import maintenance_rows, nat_rows, safe
 
 from .errors import ShellError, UsageError
 from .parse import ALIASES, COMMAND_LIST, CommandSpec
@@ -95,22 +95,6 @@ def check_lines(doc: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def peer_lines(peers: Sequence[Mapping[str, Any]]) -> list[str]:
-    if not peers:
-        return ["no peers"]
-    lines = []
-    for p in peers:
-        state = "connected" if p.get("connected") else "known"
-        seen = p.get("last_seen")
-        lines.append(
-            f"{safe(str(p.get('node_id')))}  {safe(str(p.get('address'))):<24} {state:<9} "
-            f"last seen {when(seen if isinstance(seen, int | float) else None)}"
-        )
-    connected = sum(1 for p in peers if p.get("connected"))
-    lines.append(f"{len(peers)} peers ({connected} connected)")
-    return lines
-
-
 _STATUS_KEYS = (
     ("nickname", "nickname"),
     ("node_id", "node ID"),
@@ -139,6 +123,9 @@ def status_lines(doc: Mapping[str, Any], api_url: str) -> list[str]:
         up = sum(1 for s in seeds if isinstance(s, Mapping) and s.get("reachable") is True)
         lines.append(f"{'seeds:':<15}{up} of {len(seeds)} reachable")
     lines.append(f"{'vdrive:':<15}{'available' if doc.get('vdrive') else 'not available'}")
+    nat = doc.get("nat")
+    for label, text in nat_rows(nat) if isinstance(nat, Mapping) else []:
+        lines.append(f"{label + ':':<15}{text}")
     for label, text in maintenance_rows(doc):
         lines.append(f"{label + ':':<15}{text}")
     for t in doc.get("transfers") or []:

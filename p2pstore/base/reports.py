@@ -141,3 +141,51 @@ def pin_lines(pins: Sequence[Mapping[str, Any]]) -> list[str]:
         for p in pins
     ]
     return [*lines, f"{len(pins)} pins"]
+
+
+def peer_lines(peers: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``peers``: one line per peer (node ID, address, state, how it is connected,
+    last seen), then the counts. The CLI and the shell print the same."""
+    if not peers:
+        return ["no peers"]
+    lines = []
+    for p in peers:
+        seen = p.get("last_seen")
+        when = (
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seen))
+            if isinstance(seen, int | float)
+            else "-"
+        )
+        state = "connected" if p.get("connected") else "known"
+        raw = p.get("details")
+        details: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+        via = str(details.get("connection") or "-")
+        if details.get("our_relay"):
+            via += " (our relay)"
+        lines.append(
+            f"{safe(str(p.get('node_id')))}  {safe(str(p.get('address'))):<28} {state:<9}  "
+            f"{safe(via):<18} last seen {when}"
+        )
+    connected = sum(1 for p in peers if p.get("connected"))
+    return [*lines, f"{len(peers)} peers ({connected} connected)"]
+
+
+def nat_rows(nat: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The reachability rows of ``status`` (docs/nat.md, "Status")."""
+    relays = [r for r in nat.get("relays") or [] if isinstance(r, Mapping)]
+    text = ", ".join(
+        str(r.get("address")) + (f" (relayed {r['relayed']})" if r.get("relayed") else "")
+        for r in relays
+    )
+    rows = [
+        (
+            "reachability",
+            f"{nat.get('reachability')} (mode {nat.get('mode')}; "
+            f"{nat.get('reached_by')} of {nat.get('answers')} peers could dial us)",
+        ),
+        ("observed", f"{nat.get('observed') or '-'} (NAT type {nat.get('nat_type')})"),
+        ("DHT mode", str(nat.get("dht_mode"))),
+        ("relays", text or "none"),
+        ("port mapping", str(nat.get("port_mapping") or "none")),
+    ]
+    return [(label, safe(value)) for label, value in rows]

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pstore.app.vpath import VPath
-from p2pstore.base.reports import info_lines
+from p2pstore.base.reports import info_lines, nat_rows, peer_lines
 from shell import render
 from shell.completion import complete
 from shell.errors import UsageError
@@ -244,9 +244,23 @@ def test_reports() -> None:
     assert sum(ln.startswith("size:") for ln in lines) == 1
     assert sum(ln.startswith("storage index:") for ln in lines) == 1
     assert lines[-1] == "shares found:  9"
-    assert render.peer_lines([]) == ["no peers"]
-    peers = [{"node_id": "abc", "address": "1.2.3.4:5", "connected": True, "last_seen": None}]
-    assert render.peer_lines(peers)[-1] == "1 peers (1 connected)"
+    assert peer_lines([]) == ["no peers"]
+    peers = [
+        {"node_id": "abc", "address": "1.2.3.4:5", "connected": True, "last_seen": None},
+        {
+            "node_id": "def",
+            "address": "h:1",
+            "connected": False,
+            "details": {"connection": "relayed"},
+        },
+    ]
+    lines = peer_lines(peers)  # the shell shows how each peer is connected, as the CLI does
+    assert lines[-1] == "2 peers (1 connected)" and "relayed" in lines[1]
+    nat = {"reachability": "private", "mode": "auto", "dht_mode": "client", "relays": []}
+    rows = dict(nat_rows(nat))
+    assert rows["DHT mode"] == "client" and rows["relays"] == "none"
+    status = render.status_lines({"nat": nat, "backend": "grid"}, "http://x/")
+    assert any(line.startswith("reachability:  private (mode auto") for line in status)
     boot = {"self": "p2ps-seed X 1.2.3.4:5 intro\n", "bootstrap": "# c\np2ps-seed Y h:1\n"}
     assert render.bootstrap_lines(boot) == [
         "# this node (an introducer): give these lines to people who join",
