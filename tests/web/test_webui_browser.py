@@ -183,7 +183,7 @@ async def test_browser_upload_list_download_and_screenshots(tmp_path: Path) -> N
             await page.click("#go")
             assert await page.wait_for(
                 "location.pathname === '/drive/shared/media/' && "
-                "document.querySelector('h1').textContent === 'shared:/media'"
+                "document.querySelector('h1').textContent === 'media'"
             )
 
             # The same form with scripts disabled: a plain multipart POST + redirect.

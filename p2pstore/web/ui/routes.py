@@ -186,7 +186,9 @@ async def drive(request: web.Request, auth: Auth) -> web.StreamResponse:
         listing = await backend.vdrive_list(path)
         entries = [_entry_json(e) for e in listing.entries]
         body = pages.directory_page({"entries": entries}, path, csrf=auth.csrf)
-        return html(request, f"{path}", body, auth=auth, current=path.drive)
+        # the breadcrumb shows the path: the heading names the directory (or the drive)
+        drive = "Shared drive" if path.drive == "shared" else "Private drive"
+        return html(request, path.name or drive, body, auth=auth, current=path.drive)
     if wants_json(request):
         return json_reply({"path": str(path), "entry": _entry_json(entry)})
     if slash:
