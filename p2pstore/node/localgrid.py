@@ -29,7 +29,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -38,14 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from .address import HostPort
 from .advertise import own_seed
 from .bootstrap import BootstrapList, Seed, parse_bootstrap
 from .bootstrap_ops import own_line
 from .config import load_config
 from .daemon import read_status_file, start, stop
 from .errors import NodeError
-from .nodedir import CreateOptions, NodeDir, create_node_dir, free_port
+from .nodedir import CreateOptions, NodeDir, create_node_dir
 from .pidfile import probe
 
 FORMAT = "p2pstore-local-grid-v1"
@@ -161,7 +159,7 @@ def _create(grid_root: Path, name: str, *, introducer: bool, seeds: BootstrapLis
     options = CreateOptions(
         introducer=introducer,
         nickname=name,
-        listen=HostPort(HOST, free_port(socket.SOCK_DGRAM, HOST)),
+        listen_host=HOST,  # the port: picked (and moved at start if taken) by create-node
         bootstrap=seeds,
     )
     create_node_dir(grid_root / name, options)

@@ -40,6 +40,7 @@ from .bootstrap import HEADER, BootstrapList, VdriveKey
 from .config import CONFIG_FILE, NodeSection, StorageSection
 from .config_template import render_config
 from .errors import NodeDirError, SecretFileError
+from .ports import pick_port, record_auto
 from .secret_files import create_secret_file, read_secret_file
 
 CONVERGENCE_PREFIX = "p2pstore-convergence-v1:"
@@ -160,15 +161,6 @@ def load_api_token(path: Path) -> str:
     return token
 
 
-def free_port(kind: socket.SocketKind, host: str) -> int:
-    """A port the OS says is free right now on ``host`` (it may be taken later)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, kind) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @dataclass(frozen=True, slots=True)
 class CreateOptions:
     """What ``create-node`` / ``create-introducer`` were asked for (None: defaults)."""
@@ -176,6 +168,7 @@ class CreateOptions:
     introducer: bool = False
     nickname: str | None = None
     listen: HostPort | None = None
+    listen_host: str = "0.0.0.0"  # with listen None: the host, the port picked here
     web_port: int | None = None
     storage_quota: int | None = None  # None: unlimited
     storage_enabled: bool | None = None  # None: True for nodes, False for introducers
@@ -200,12 +193,12 @@ def create_node_dir(root: Path, options: CreateOptions) -> tuple[NodeDir, NodeKe
     root = root.absolute()
     existed = _check_target(root)
     root.parent.mkdir(parents=True, exist_ok=True)
-    listen = options.listen or HostPort("0.0.0.0", 0)
-    if options.listen is None:
-        listen = HostPort(listen.host, free_port(socket.SOCK_DGRAM, listen.host))
+    listen = options.listen or HostPort(options.listen_host, 0)
+    if options.listen is None:  # below the ephemeral range; moved at start if taken
+        listen = HostPort(listen.host, pick_port(socket.SOCK_DGRAM, listen.host))
     web_port = options.web_port
     if web_port is None:
-        web_port = free_port(socket.SOCK_STREAM, "127.0.0.1")
+        web_port = pick_port(socket.SOCK_STREAM, "127.0.0.1")
     nickname = options.nickname or root.name[:64] or "p2pstore-node"
     storage_enabled = (
         options.storage_enabled if options.storage_enabled is not None else not options.introducer
@@ -245,6 +238,7 @@ def create_node_dir(root: Path, options: CreateOptions) -> tuple[NodeDir, NodeKe
         # 0600: an introducer's list holds the shared drive's read secret
         write_text_atomic(nd.default_bootstrap_path, bootstrap_text, mode=0o600, durable=False)
         nd.ensure_runtime_dirs()
+        record_auto(nd.state_dir, listen=options.listen is None, web=options.web_port is None)
         os.chmod(tmp, 0o755 & ~_umask())
         if existed:
             _check_target(root)  # still empty?

@@ -30,7 +30,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -46,6 +46,7 @@ from .known_peers import KnownPeers
 from .logsetup import setup_logging
 from .nodedir import NodeDir, protect_bootstrap_files
 from .pidfile import AlreadyRunning, PidLock
+from .ports import reclaim_ports
 from .service import (
     ApiBackendProvider,
     NodeContext,
@@ -150,6 +151,15 @@ class NodeRunner:
         self._started_at = 0.0
         self._api: ApiServer | None = None
 
+    @staticmethod
+    def _reclaim_ports(p: Prepared) -> Prepared:
+        """Ports picked at creation that are taken now move (docs/node.md, "Ports")."""
+        node = p.config.node
+        moved = reclaim_ports(
+            p.node_dir.state_dir, p.config.path, node.listen.host, node.listen.port, node.web_port
+        )
+        return replace(p, config=load_config(p.node_dir.config_path)) if moved else p
+
     def request_stop(self, reason: str) -> None:
         """Ask the running node to shut down. Call it from the event loop's thread (signal
         handlers installed by the runner and service code running in the loop do)."""
@@ -197,6 +207,7 @@ class NodeRunner:
                 nd.root,
                 os.getpid(),
             )
+            prepared = self._reclaim_ports(prepared)
             return asyncio.run(self._serve(prepared))
         except Exception:
             log.exception("node crashed")
