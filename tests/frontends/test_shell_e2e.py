@@ -159,6 +159,23 @@ def _shell_session(grid: Grid, tmp_path: Path) -> None:
         child.expect("46 entries")  # d00..d44 and docs
         child.expect(PROMPT)
 
+        # Tab completes a command and puts a space after it: `mk` Tab `dx` is `mkdir dx`
+        child.send("mk\t")
+        child.expect("mkdir ")
+        child.send("dx")
+        child.expect("dx")
+        time.sleep(0.3)
+        child.send("\r")
+        deadline = time.monotonic() + 20
+        while "dx/" not in rcli("ls", "--node", root, "shared:/docs").stdout:  # shell cwd
+            if time.monotonic() > deadline:
+                child.expect(pexpect.TIMEOUT, timeout=1)
+                raise AssertionError(f"mk<Tab>dx did not run `mkdir dx`: {child.before!r}")
+            time.sleep(0.2)
+        child.sendline("")  # realign on a fresh prompt
+        child.expect(PROMPT)
+        child.expect(PROMPT)
+
         _cmd(child, "frobnicate now")
         child.expect(re.escape("error: unknown command 'frobnicate'"))
         child.expect(PROMPT)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
-from p2pstore.cli_ops import _print_nat
+from p2pstore.base.reports import nat_rows
 from p2pstore.web.ui.front import front_page
 
 NAT: dict[str, Any] = {
@@ -54,10 +52,9 @@ def test_front_page_shows_reachability_and_peer_connections() -> None:
     assert "not checked yet" in section and "not reported" not in section
 
 
-def test_cli_status_lines(capsys: pytest.CaptureFixture[str]) -> None:
-    _print_nat(NAT)
-    out = capsys.readouterr().out
-    assert "reachability: private (mode auto; 0 of 3 peers could dial us)" in out
-    assert "DHT mode:     client" in out
-    assert "198.51.100.2:3456 (relayed 198.51.100.2:40001)" in out
-    assert "port mapping: none" in out
+def test_cli_and_shell_status_rows() -> None:
+    rows = dict(nat_rows(NAT))  # the CLI's and the shell's status print these rows
+    assert rows["reachability"] == "private (mode auto; 0 of 3 peers could dial us)"
+    assert rows["DHT mode"] == "client"
+    assert rows["relays"] == "198.51.100.2:3456 (relayed 198.51.100.2:40001)"
+    assert rows["port mapping"] == "none"
