@@ -229,6 +229,8 @@ class Uploader(Generic[P]):
                 await self._replace_lost(job, cap)
             if progress is not None:
                 progress(fed, fed)
+            if job.placer.happiness() < happy:
+                await job.release_sent()
             return self._uploaded(job.result(cap, fed, happy))
         finally:
             if job is not None:
@@ -445,6 +447,19 @@ class _Job(Generic[P]):
                 self.placer.lost(share, why)
             else:
                 self.placer.extra.get(peer, set()).discard(share)
+
+    async def release_sent(self) -> None:
+        """A failed upload leaves nothing it made alive: drop our lease wherever we
+        stored a share now; a server deletes shares no other live lease covers
+        (docs/grid.md, "Upload errors"). Best effort: what fails here expires."""
+        peers = {self.placer.placed[s] for s in self.sender.sent if s in self.placer.placed}
+        t = self.sender.config.op_timeout
+
+        async def drop(peer: PeerKey) -> None:
+            with contextlib.suppress(Exception):
+                await bounded(self.storage_for(self.peers[peer]).cancel_lease(self.si), t)
+
+        await asyncio.gather(*(drop(p) for p in peers))
 
     def result(self, cap: ReadCap, size: int, happy: int) -> UploadResult[P]:
         placer = self.placer

@@ -235,6 +235,15 @@ async def test_too_few_peers_reports_exactly(grid: StorageGrid) -> None:
     assert e.happiness == 4 and len(e.placed) == 10 and e.reasons == {}
     assert set(e.placed.values()) == {gs.node_id.b32 for gs in grid.servers[4:8]}
     assert "placed on only 4 distinct peers, need 7 (shares_happy; 10 of 10 shares" in str(e)
+    # and nothing it stored is kept alive: with no other lease, the shares are gone
+    left = [
+        si
+        for gs in grid.servers
+        for prefix in gs.server.list_prefixes()
+        for si in gs.server.storage_indexes_in(prefix)
+        if gs.server.list_shares(si)
+    ]
+    assert left == []
 
     # unreachable peers are named with the reason
     for gs in grid.servers[:5]:
