@@ -21,6 +21,7 @@ Reply (always a map; the handler never raises for a refused or failed change)::
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -71,17 +72,35 @@ def _expected(v: Any) -> int | None:
     return v
 
 
-def request_body(op: Op, expected_sequence: int | None) -> dict[str, Any]:
-    return {"drive": "shared", "op": op_to_wire(op), "expected_sequence": expected_sequence}
+def request_body(
+    op: Op, expected_sequence: int | None, op_id: bytes | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "drive": "shared",
+        "op": op_to_wire(op),
+        "expected_sequence": expected_sequence,
+    }
+    if op_id is not None:
+        body["op_id"] = op_id
+    return body
 
 
 async def handle_apply(writer: DriveWriter, peer_id: NodeId, body: Any) -> dict[str, Any]:
     try:
-        if not isinstance(body, dict) or set(body) != REQUEST_KEYS or body["drive"] != "shared":
-            raise VdriveLocalError("bad-request", "expected {drive: shared, op, expected_sequence}")
+        if (
+            not isinstance(body, dict)
+            or not REQUEST_KEYS <= set(body) <= REQUEST_KEYS | {"op_id"}
+            or body["drive"] != "shared"
+        ):
+            raise VdriveLocalError(
+                "bad-request", "expected {drive: shared, op, expected_sequence, op_id?}"
+            )
+        op_id = body.get("op_id")
+        if op_id is not None and not (isinstance(op_id, bytes) and 8 <= len(op_id) <= 32):
+            raise VdriveLocalError("bad-request", "op_id must be 8 to 32 bytes")
         op = op_from_wire(body["op"])
         res = await writer.apply(
-            op, expected_sequence=_expected(body["expected_sequence"]), writer=peer_id
+            op, expected_sequence=_expected(body["expected_sequence"]), writer=peer_id, op_id=op_id
         )
     except VdriveError as e:
         log.info("vdrive change from %s refused: %s", peer_id.short(), e.code)
@@ -112,20 +131,30 @@ Call = Callable[[dict[str, Any]], Awaitable[Any]]
 class RemoteWriter:
     """A writer on another node (the vdrive node), reached through ``call``."""
 
-    def __init__(self, call: Call, *, label: str = "shared") -> None:
+    def __init__(self, call: Call, *, label: str = "shared", attempts: int = 2) -> None:
         self.call = call
         self.label = label
+        self.attempts = max(1, attempts)
 
     async def apply(self, op: Op, *, expected_sequence: int | None) -> ChangeResult:
-        try:
-            reply = await self.call(request_body(op, expected_sequence))
-        except Exception as e:
-            raise VdriveLocalError(
-                "vdrive-unavailable",
-                f"the vdrive node cannot be reached ({type(e).__name__}: {e}); "
-                "reading the drive still works, changes need the vdrive node",
-            ) from None
-        return parse_reply(reply)
+        # One id for this change: if an answer is lost (a timeout, a dropped
+        # connection) the request is sent again, and the vdrive node answers a change
+        # it already made instead of making it twice or refusing it ("exists").
+        op_id = secrets.token_bytes(16)
+        failure: Exception | None = None
+        for attempt in range(self.attempts):
+            try:
+                reply = await self.call(request_body(op, expected_sequence, op_id))
+            except Exception as e:
+                failure = e
+                log.info("vdrive.apply attempt %d failed: %s", attempt + 1, e)
+                continue
+            return parse_reply(reply)
+        raise VdriveLocalError(
+            "vdrive-unavailable",
+            f"the vdrive node cannot be reached ({type(failure).__name__}: {failure}); "
+            "reading the drive still works, changes need the vdrive node",
+        )
 
 
 def parse_reply(reply: Any) -> ChangeResult:

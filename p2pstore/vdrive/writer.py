@@ -81,6 +81,9 @@ class WritePolicy:
         return cls(owner, frozenset(allowed), open, extra)
 
 
+RECENT_OPS = 256  # op ids remembered per drive
+
+
 @dataclass(frozen=True, slots=True)
 class ChangeResult:
     sequence: int
@@ -88,6 +91,7 @@ class ChangeResult:
     loaded: int = 0  # directories read
     written: int = 0  # directory objects stored
     published: bool = True
+    replayed: bool = False  # the answer of an earlier, identical request (same op id)
 
 
 class DriveWriter:
@@ -117,6 +121,9 @@ class DriveWriter:
         self._lock = asyncio.Lock()
         self._loaded = False
         self._unpublished = False  # the head is newer than what the DHT was given
+        #: op id (hex) -> sequence it produced: the last RECENT_OPS changes, saved with
+        #: the head in the same atomic write, so a retried change is answered, not redone
+        self._recent: dict[str, int] = {}
 
     @property
     def public_key(self) -> bytes:
@@ -167,6 +174,11 @@ class DriveWriter:
             obj: Any = json.loads(self.state_path.read_bytes()[: 1 << 16])
             if obj.get("format") != "p2pstore-vdrive-head-v1":
                 raise ValueError("unknown format")
+            recent = obj.get("recent_ops", {})
+            if isinstance(recent, dict):
+                self._recent = {
+                    str(k): v for k, v in recent.items() if isinstance(v, int) and len(k) <= 64
+                }
             return RootPointer(obj["sequence"], parse_dircap(obj["root"]), float(obj["time"]))
         except FileNotFoundError:
             return EMPTY_POINTER
@@ -184,12 +196,23 @@ class DriveWriter:
             "sequence": p.sequence,
             "root": p.root.to_string(),
             "time": p.time,
+            "recent_ops": self._recent,
         }
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(self.state_path, json.dumps(data) + "\n", mode=0o600)
 
-    async def apply(self, op: Op, *, expected_sequence: int | None, writer: NodeId) -> ChangeResult:
-        """Apply one change for ``writer``; raises VdriveLocalError with a definite code."""
+    async def apply(
+        self,
+        op: Op,
+        *,
+        expected_sequence: int | None,
+        writer: NodeId,
+        op_id: bytes | None = None,
+    ) -> ChangeResult:
+        """Apply one change for ``writer``; raises VdriveLocalError with a definite code.
+        ``op_id`` (a random id the requester made for this change): a change with an id
+        already applied is answered with its result again instead of being redone, so
+        a requester that lost the answer can retry (docs/vdrive.md, "Retries")."""
         if not self.policy.permits(writer):
             raise VdriveLocalError(
                 "refused",
@@ -203,6 +226,9 @@ class DriveWriter:
             if self._unpublished:
                 await self._publish(self.head)
             head = self.head
+            key = op_id.hex() if op_id else None
+            if key is not None and key in self._recent:
+                return ChangeResult(self._recent[key], True, replayed=True)
             if expected_sequence is not None and expected_sequence != head.sequence:
                 raise conflict(head.sequence, expected_sequence, self.label)
             now = self.clock()
@@ -210,6 +236,10 @@ class DriveWriter:
             if new_root is None:
                 return ChangeResult(head.sequence, False, ed.loaded, ed.written)
             ptr = RootPointer(head.sequence + 1, new_root, now)
+            if key is not None:
+                self._recent[key] = ptr.sequence
+                while len(self._recent) > RECENT_OPS:
+                    del self._recent[next(iter(self._recent))]
             self._write_state(ptr)
             self.head = ptr
             published = await self._publish(ptr)

@@ -324,3 +324,53 @@ def test_fuzz_open_pointer(value: bytes) -> None:
     key = NodeKey.generate()
     with pytest.raises(VdriveRemoteError):
         open_pointer(value, read_secret=bytes(32), public_key=key.public_key, name=SHARED_NAME)
+
+
+def test_a_change_whose_answer_was_lost_is_retried_not_redone(tmp_path: Path) -> None:
+    """docs/vdrive.md, "Retries": the requester's op id makes a retry safe; the ids
+    are saved with the head, so the answer survives the vdrive node's restart."""
+
+    async def go() -> None:
+        key, dht = NodeKey.generate(), MemoryRecordDht()
+        state = tmp_path / "head.json"
+        store = MemoryObjectStore()
+        secret = new_read_secret()
+        w = make_writer(key, dht, store=store, secret=secret, state_path=state)
+        op_id = b"i" * 16
+        first = await w.apply(
+            Mkdir(("a",)), expected_sequence=None, writer=key.node_id, op_id=op_id
+        )
+        again = await w.apply(
+            Mkdir(("a",)), expected_sequence=None, writer=key.node_id, op_id=op_id
+        )
+        assert (first.sequence, again.sequence, again.replayed) == (1, 1, True)
+        with pytest.raises(VdriveLocalError, match="exists"):  # a new id: a new request
+            await w.apply(Mkdir(("a",)), expected_sequence=None, writer=key.node_id)
+        restarted = make_writer(key, dht, store=store, secret=secret, state_path=state)
+        after = await restarted.apply(
+            Mkdir(("a",)), expected_sequence=None, writer=key.node_id, op_id=op_id
+        )
+        assert after.replayed and after.sequence == 1
+        # over the wire: the first answer is lost, the retry gets the change made once
+        caller = NodeKey.generate().node_id
+        key2 = NodeKey.generate()
+        w2 = make_writer(key2, MemoryRecordDht(), policy=WritePolicy(key2.node_id, open=True))
+        calls: list[Any] = []
+
+        async def lossy(body: Any) -> Any:
+            calls.append(body)
+            reply = await handle_apply(w2, caller, body)
+            if len(calls) == 1:
+                raise TimeoutError("no reply within 30 s")  # applied, answer lost
+            return reply
+
+        done = await RemoteWriter(lossy).apply(Mkdir(("b",)), expected_sequence=None)
+        assert done.sequence == 1 and len(calls) == 2
+        assert calls[0]["op_id"] == calls[1]["op_id"] and len(calls[0]["op_id"]) == 16
+        assert list(await list_dir(w2.store, w2.head.root, ())) == ["b"]
+        # linking the same cap where it already is: the same intent, a no-op
+        await w2.apply(Link(("f",), CAP, False), expected_sequence=None, writer=caller)
+        same = await w2.apply(Link(("f",), CAP, False), expected_sequence=None, writer=caller)
+        assert not same.changed
+
+    run(go())
