@@ -289,8 +289,6 @@ async def _link(ed: TreeEditor, op: Link) -> None:
     parent_path, name = op.path[:-1], op.path[-1]
     parent = await ed.dir(parent_path)
     old = parent.get(name)
-    if old is not None and old.cap == op.cap:
-        return  # already linked there: the same intent again (a retry) is a no-op
     if old is not None and old.kind == "dir":
         raise VdriveLocalError("is-a-directory", f"{show(op.path)} is a directory")
     if old is not None and not op.replace:
