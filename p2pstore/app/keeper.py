@@ -246,23 +246,15 @@ class ReferenceKeeper:
         try:
             caps, problems = await self.walk()
             from_drives = len(caps)
-            caps += [vc for vc in self.pins.caps() if vc not in set(caps)]
+            wanted = dict.fromkeys(caps) | dict.fromkeys(self.pins.caps())  # each file once
             renewed = failed = 0
-            for vc in caps:
-                try:
-                    answers = await self.renew(vc)
-                    ok = any(why is None for why in answers.values())
-                except Exception as e:
-                    answers, ok = {}, False
-                    problems.append(f"{vc!r}: {e}")
-                if ok:
+            for vc in wanted:
+                why = await self._renew_one(vc)
+                if why is None:
                     renewed += 1
                 else:
                     failed += 1
-                    if answers:
-                        problems.append(f"{vc!r}: no holder renewed ({len(answers)} asked)")
-                    elif not problems or not problems[-1].startswith(repr(vc)):
-                        problems.append(f"{vc!r}: no shares found")
+                    problems.append(f"{vc!r}: {why}")
                 await asyncio.sleep(self.config.pace)
         finally:
             self.running = False
@@ -286,6 +278,16 @@ class ReferenceKeeper:
         else:
             log.info("kept %d referenced files alive", renewed)
         return self.last
+
+    async def _renew_one(self, vc: VerifyCap) -> str | None:
+        """Renew one file; None when at least one holder accepted, else why not."""
+        try:
+            answers = await self.renew(vc)
+        except Exception as e:
+            return str(e)
+        if any(why is None for why in answers.values()):
+            return None
+        return f"no holder renewed ({len(answers)} asked)" if answers else "no shares found"
 
     def status(self) -> dict[str, Any]:
         return {

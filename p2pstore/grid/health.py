@@ -128,7 +128,7 @@ class Health(Generic[P]):
         self.config = config or HealthConfig()
         self.quality = quality  # repair places like upload (placement.rank_peers)
 
-    async def _locate(self, vc: VerifyCap) -> Located[P]:
+    async def locate(self, vc: VerifyCap) -> Located[P]:
         """The peers a download would search, which shares each holds, and which did
         not answer (maintenance reuses one located view for its plan and its repair)."""
         found = await self.find_peers(vc.storage_index, self.config.lookup_count or 2 * vc.n)
@@ -162,18 +162,16 @@ class Health(Generic[P]):
             {NodeId(p).b32: why for p, why in dead.items()},
         )
 
-    locate = _locate
-
     async def check(self, cap: ReadCap | VerifyCap) -> CheckResult:
         """Ask the peers near the storage index which shares they hold."""
         vc = _verify_cap(cap)
-        peers, existing, dead = await self._locate(vc)
+        peers, existing, dead = await self.locate(vc)
         return self._check_result(vc, peers, existing, dead)
 
     async def verify(self, cap: ReadCap | VerifyCap) -> VerifyResult:
         """Fetch and hash-check every byte of every share copy found."""
         vc = _verify_cap(cap)
-        peers, existing, dead = await self._locate(vc)
+        peers, existing, dead = await self.locate(vc)
         check = self._check_result(vc, peers, existing, dead)
         copies: dict[tuple[int, str], str | None] = {}
         # Round r checks the r-th copy of each share; shares with fewer copies are
@@ -200,7 +198,7 @@ class Health(Generic[P]):
         """Add or extend this node's lease on the file at every peer holding a share.
         Returns ``{peer b32: None if renewed, else why not}``."""
         vc = _verify_cap(cap)
-        peers, existing, _ = await self._locate(vc)
+        peers, existing, _ = await self.locate(vc)
         holders = sorted({p for ps in existing.values() for p in ps})
 
         async def one(p: PeerKey) -> str | None:
@@ -229,7 +227,7 @@ class Health(Generic[P]):
         of the shares they replace); ``located``: a view from :meth:`locate` to reuse."""
         vc = _verify_cap(cap)
         happy = self.config.happy if happy is None else happy
-        peers, existing, dead = located if located is not None else await self._locate(vc)
+        peers, existing, dead = located if located is not None else await self.locate(vc)
         before = self._check_result(vc, peers, existing, dead)
         bad_copies: list[tuple[int, PeerKey]] = []
         if verify:

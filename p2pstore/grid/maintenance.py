@@ -120,9 +120,9 @@ def plan(
     held = {p: set(s) for p, s in holdings.items() if s}
     if mine:
         held[me] = set(mine)
-    in_window = [p for p in window if p in holdings or p == me]
-    found = set().union(*(held[p] for p in held if p in window)) if held else set()
-    near = {p: s for p, s in held.items() if p in window}
+    searched = set(window)
+    near = {p: s for p, s in held.items() if p in searched}
+    found: set[int] = set().union(*near.values())
     h = happiness(near)
     if me not in window:
         return _plan_far(window, holdings, near, mine, found, h)
@@ -132,7 +132,7 @@ def plan(
     if len(found) < k:
         why = f"only {len(found)} of the {k} shares needed were found"
         return Plan(Role.CUSTODIAN, Action.UNRECOVERABLE, why, len(found), h)
-    live = len(in_window)
+    live = sum(1 for p in window if p in holdings or p == me)
     target = min(config.happy, live, n)
     min_shares = n - 1 if config.min_shares is None else min(config.min_shares, n)
     if len(found) < min_shares:

@@ -14,7 +14,7 @@ import socket
 from quic_transport.identity import NodeKey
 
 from .address import HostPort, canonical_host
-from .bootstrap import BootstrapList, Seed
+from .bootstrap import BootstrapList, ParamsLine, Seed
 from .config import NodeConfig
 from .grid_params import GridParams, effective_encoding
 
@@ -65,5 +65,5 @@ def own_bootstrap_text(
         if vdrive.public_key == key.public_key:
             enc = effective_encoding(config, own_list.params)
             params = GridParams.signed(enc.k, enc.n, enc.happy, key)
-            lines.append(BootstrapList(params=params).to_text(header=False).strip())
+            lines.append(ParamsLine(params).to_line())
     return "".join(line + "\n" for line in lines)

@@ -231,6 +231,7 @@ def _day(
     if not maintenance:
         return
     in_window = set(window)
+    window_keys = [_key(node) for node in window]  # the peer keys plan() takes, once
     holdings = {node: set(w.held[f].get(node, set())) for node in window}
     holders = [node for node in window if holdings[node]]
     per_check = lookup_msgs + len(window)
@@ -243,13 +244,13 @@ def _day(
         me = holders[0]
         seen_window, seen_holdings = remember(
             w.seen[f],
-            [node.to_bytes(20, "big") for node in window],
-            {node.to_bytes(20, "big"): s for node, s in holdings.items()},
+            window_keys,
+            {key: holdings[node] for key, node in zip(window_keys, window, strict=True)},
             now,
             cfg.grace,
         )
         decided = plan(
-            me.to_bytes(20, "big"),
+            _key(me),
             seen_window,
             seen_holdings,
             holdings[me],
@@ -264,11 +265,13 @@ def _day(
             continue
         report.checks += 1
         report.messages += per_check
-        view = {n: set(w.held[f].get(n, set())) for n in window}
+        view = {
+            key: set(w.held[f].get(n, set())) for key, n in zip(window_keys, window, strict=True)
+        }
         decided = plan(
-            node.to_bytes(20, "big"),
-            [n.to_bytes(20, "big") for n in window],
-            {n.to_bytes(20, "big"): s for n, s in view.items()},
+            _key(node),
+            window_keys,
+            view,
             set(shares),
             k=p.k,
             n=p.n,
@@ -279,6 +282,11 @@ def _day(
             w.drop(f, node, share)
             report.moves += 1
             report.repair_traffic_file_sizes += 1 / p.k
+
+
+def _key(node: int) -> bytes:
+    """A simulated node ID as the 20-byte peer key the maintenance functions take."""
+    return node.to_bytes(20, "big")
 
 
 def _repair(
@@ -302,7 +310,7 @@ def _repair(
         w.put(f, node, share)
         holdings[node] = {share}
         placed += 1
-    while free and happiness({n.to_bytes(20, "big"): s for n, s in holdings.items()}) < target:
+    while free and happiness({_key(n): s for n, s in holdings.items()}) < target:
         crowded = max(holdings, key=lambda n: len(holdings[n]))
         if len(holdings[crowded]) < 2:
             break
