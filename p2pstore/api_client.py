@@ -373,10 +373,24 @@ class NodeClient:
         params = {"mode": mode}
         if name:
             params["filename"] = name
+        return self._upload("POST", f"{API}/file", params, source, size, progress, stored)
+
+    def _upload(
+        self,
+        method: str,
+        route: str,
+        params: dict[str, str],
+        source: IO[bytes],
+        size: int | None,
+        progress: ProgressFn | None,
+        stored: ProgressFn | None,
+    ) -> dict[str, Any]:
+        """Stream ``source`` as the body of ``method route?params`` (``put`` and
+        ``put_path``), following the node's storing pass; the JSON reply."""
         with self._follow(params, stored):
             reply = self._send(
-                "POST",
-                f"{API}/file?{urllib.parse.urlencode(params)}",
+                method,
+                f"{route}?{urllib.parse.urlencode(params)}",
                 stream=self._chunks(source, progress),
                 length=size,
                 headers={"Content-Type": "application/octet-stream"},
@@ -554,15 +568,7 @@ class NodeClient:
         params: dict[str, str] = {"path": path, "mode": mode, "replace": str(replace).lower()}
         if expected_sequence is not None:
             params["expected_sequence"] = str(expected_sequence)
-        with self._follow(params, stored):
-            reply = self._send(
-                "PUT",
-                f"{API}/vdrive/file?{urllib.parse.urlencode(params)}",
-                stream=self._chunks(source, progress),
-                length=size,
-                headers={"Content-Type": "application/octet-stream"},
-            )
-            return self._finish_json(reply)
+        return self._upload("PUT", f"{API}/vdrive/file", params, source, size, progress, stored)
 
     def get_path(self, path: str, sink: IO[bytes], *, progress: ProgressFn | None = None) -> int:
         q = urllib.parse.urlencode({"path": path})

@@ -76,6 +76,22 @@ class CheckReport:
     repaired: bool = False
     details: Mapping[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def unrepaired(
+        cls,
+        *,
+        k: int,
+        n: int,
+        good: int,
+        verified: bool,
+        recoverable: bool,
+        problems: tuple[str, ...],
+        details: Mapping[str, Any] | None = None,
+    ) -> CheckReport:
+        """A repair was asked for and did not happen (too few good shares, or it
+        failed): unhealthy, with the reasons in ``problems``."""
+        return cls(False, recoverable, k, n, good, verified, problems, True, False, details or {})
+
 
 @dataclass(frozen=True, slots=True)
 class PeerInfo:

@@ -385,33 +385,27 @@ class GridApplication(PinOps, DelegateVdrive):
         recoverable = len(good) >= cap.k
         if not recoverable:
             problems.append(f"cannot repair: need {cap.k} good shares, have {len(good)}")
-            return CheckReport(
-                False,
-                False,
-                cap.k,
-                cap.n,
-                len(good),
-                verify,
-                tuple(problems),
-                True,
-                False,
-                details,
+            return CheckReport.unrepaired(
+                k=cap.k,
+                n=cap.n,
+                good=len(good),
+                verified=verify,
+                recoverable=False,
+                problems=tuple(problems),
+                details=details,
             )
         try:
             r = await self.health.repair(cap, verify=verify)
         except RepairError as e:
             problems.append(f"repair failed: {e.reason}")
-            return CheckReport(
-                False,
-                True,
-                cap.k,
-                cap.n,
-                len(good),
-                verify,
-                tuple(problems),
-                True,
-                False,
-                details,
+            return CheckReport.unrepaired(
+                k=cap.k,
+                n=cap.n,
+                good=len(good),
+                verified=verify,
+                recoverable=True,
+                problems=tuple(problems),
+                details=details,
             )
         failed = {s: why for s, why in r.failed.items()}
         details["repaired"] = {str(s): _b32(p) for s, p in sorted(r.repaired.items())}

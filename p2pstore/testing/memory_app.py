@@ -295,16 +295,13 @@ class MemoryApplication(PinOps, DelegateVdrive):
                 healthy, recoverable, cap.k, cap.n, len(good), verify, problems, repair, False
             )
         if not recoverable:
-            return CheckReport(
-                False,
-                False,
-                cap.k,
-                cap.n,
-                len(good),
-                verify,
-                (*problems, f"cannot repair: need {cap.k} good shares, have {len(good)}"),
-                True,
-                False,
+            return CheckReport.unrepaired(
+                k=cap.k,
+                n=cap.n,
+                good=len(good),
+                verified=verify,
+                recoverable=False,
+                problems=(*problems, f"cannot repair: need {cap.k} good shares, have {len(good)}"),
             )
         source = MemoryShares({i: shares[i] for i in good})
         try:
