@@ -484,32 +484,6 @@ class NodeClient:
         return result
 
     # -- virtual drive -------------------------------------------------------------
-    def walk_files(
-        self, root: str, problems: list[str] | None = None
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """Every file below the vdrive directory ``root``: ``(path, entry)`` in path
-        order (``check --deep``). A directory that cannot be listed is noted in
-        ``problems`` and skipped."""
-        out: list[tuple[str, dict[str, Any]]] = []
-        todo = [root.rstrip("/") or root]
-        while todo:
-            path = todo.pop()
-            try:
-                entries = self.ls(path)["entries"]
-            except ClientError as e:
-                if problems is None:
-                    raise
-                problems.append(f"{path}: {e}")
-                continue
-            base = path if path.endswith("/") else path + "/"
-            for entry in sorted(entries, key=lambda x: str(x.get("name")), reverse=True):
-                child = base + str(entry.get("name"))
-                if entry.get("kind") == "dir":
-                    todo.append(child)
-                else:
-                    out.append((child, entry))
-        return sorted(out)
-
     def ls(self, path: str) -> dict[str, Any]:
         q = urllib.parse.urlencode({"path": path})
         result: dict[str, Any] = self._json_call("GET", f"{API}/vdrive/ls?{q}")
@@ -520,15 +494,34 @@ class NodeClient:
         result: dict[str, Any] = self._json_call("GET", f"{API}/vdrive/stat?{q}")
         return result
 
-    def mkdir(
-        self, path: str, *, parents: bool = False, expected_sequence: int | None = None
-    ) -> dict[str, Any]:
-        body = {"path": path, "parents": parents, "expected_sequence": expected_sequence}
-        result: dict[str, Any] = self._json_call("POST", f"{API}/vdrive/mkdir", body)
+    # Each change takes an optional ``op_id`` (32 hex digits): the node makes a change
+    # with an id it has seen once, and ``outcome`` says what became of it
+    # (p2pstore.api_changes retries and asks; docs/http-api.md, "Outcomes").
+    def _change(self, route: str, body: dict[str, Any], op_id: str | None) -> dict[str, Any]:
+        if op_id is not None:
+            body["op_id"] = op_id
+        result: dict[str, Any] = self._json_call("POST", f"{API}/vdrive/{route}", body)
         return result
 
+    def mkdir(
+        self,
+        path: str,
+        *,
+        parents: bool = False,
+        expected_sequence: int | None = None,
+        op_id: str | None = None,
+    ) -> dict[str, Any]:
+        body = {"path": path, "parents": parents, "expected_sequence": expected_sequence}
+        return self._change("mkdir", body, op_id)
+
     def link(
-        self, path: str, cap: str, *, replace: bool = False, expected_sequence: int | None = None
+        self,
+        path: str,
+        cap: str,
+        *,
+        replace: bool = False,
+        expected_sequence: int | None = None,
+        op_id: str | None = None,
     ) -> dict[str, Any]:
         body = {
             "path": path,
@@ -536,22 +529,35 @@ class NodeClient:
             "replace": replace,
             "expected_sequence": expected_sequence,
         }
-        result: dict[str, Any] = self._json_call("POST", f"{API}/vdrive/link", body)
-        return result
+        return self._change("link", body, op_id)
 
     def unlink(
-        self, path: str, *, recursive: bool = False, expected_sequence: int | None = None
+        self,
+        path: str,
+        *,
+        recursive: bool = False,
+        expected_sequence: int | None = None,
+        op_id: str | None = None,
     ) -> dict[str, Any]:
         body = {"path": path, "recursive": recursive, "expected_sequence": expected_sequence}
-        result: dict[str, Any] = self._json_call("POST", f"{API}/vdrive/unlink", body)
-        return result
+        return self._change("unlink", body, op_id)
 
     def rename(
-        self, src: str, dst: str, *, replace: bool = False, expected_sequence: int | None = None
+        self,
+        src: str,
+        dst: str,
+        *,
+        replace: bool = False,
+        expected_sequence: int | None = None,
+        op_id: str | None = None,
     ) -> dict[str, Any]:
         body = {"src": src, "dst": dst, "replace": replace, "expected_sequence": expected_sequence}
-        result: dict[str, Any] = self._json_call("POST", f"{API}/vdrive/rename", body)
-        return result
+        return self._change("rename", body, op_id)
+
+    def outcome(self, drive: str, op_id: str) -> dict[str, Any]:
+        """``{"applied": bool, "sequence": n}`` for the change with ``op_id``; one
+        not made by now never will be."""
+        return self._change("outcome", {"drive": drive}, op_id)
 
     def put_path(
         self,
@@ -564,10 +570,13 @@ class NodeClient:
         expected_sequence: int | None = None,
         progress: ProgressFn | None = None,
         stored: ProgressFn | None = None,
+        op_id: str | None = None,
     ) -> dict[str, Any]:
         params: dict[str, str] = {"path": path, "mode": mode, "replace": str(replace).lower()}
         if expected_sequence is not None:
             params["expected_sequence"] = str(expected_sequence)
+        if op_id is not None:
+            params["op_id"] = op_id
         return self._upload("PUT", f"{API}/vdrive/file", params, source, size, progress, stored)
 
     def get_path(self, path: str, sink: IO[bytes], *, progress: ProgressFn | None = None) -> int:

@@ -24,17 +24,19 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from .api_client import ApiCallError, ClientError, NodeClient, resolve_node_dir
+from .api_drive import settled, walk_files
 from .app.errors import BadRequest
 from .app.vpath import parse_vpath
 from .base.fsutil import umask
 from .base.progress import Progress, UploadProgress, human_bytes
 from .base.reports import (
     DEEP_STATES,
+    check_lines,
     deep_state,
     info_lines,
     maintenance_rows,
@@ -109,15 +111,23 @@ def cmd_put(args: argparse.Namespace) -> int:
                     src, size=size, mode=args.mode, progress=bar.sent, stored=bar.stored, name=name
                 )
             else:
-                doc = client.put_path(
-                    src,
+                doc = _settled(
+                    args,
                     path,
-                    size=size,
-                    mode=args.mode,
-                    replace=not args.no_replace,
-                    progress=bar.sent,
-                    stored=bar.stored,
+                    f"put {path}",
+                    lambda i: client.put_path(
+                        src,
+                        path,
+                        size=size,
+                        mode=args.mode,
+                        replace=not args.no_replace,
+                        progress=bar.sent,
+                        stored=bar.stored,
+                        op_id=i,
+                    ),
                 )
+                if doc.get("recovered"):  # made, but its answer was lost: read it back
+                    doc = {**_client(args).stat(path)["entry"], "path": path, **doc}
         except ApiCallError as e:
             if "uploaded_cap" in e.details:  # uploaded, but the link failed: keep the cap
                 print(e.details["uploaded_cap"])
@@ -226,7 +236,7 @@ def cmd_deep_check(args: argparse.Namespace) -> int:
     root = _check_path(args.cap)
     client = _client(args)
     problems: list[str] = []
-    files = client.walk_files(root, problems)
+    files = walk_files(client, root, problems)
     tally = dict.fromkeys(DEEP_STATES, 0)
     rows = []
     for i, (path, entry) in enumerate(files, 1):
@@ -261,20 +271,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(doc)
     else:
-        state = (
-            "healthy"
-            if doc["healthy"]
-            else ("not healthy, recoverable" if doc["recoverable"] else "NOT RECOVERABLE")
-        )
-        how = "verified every byte" if doc["verified"] else "checked share presence"
-        print(
-            f"{state}: {doc['shares_good']} of {doc['shares_total']} shares good "
-            f"(need {doc['shares_needed']}; {how})"
-        )
-        for line in doc["problems"]:
-            print(f"  {line}")
-        if doc["repair_attempted"]:
-            print("repaired" if doc["repaired"] else "repair failed")
+        print("\n".join(check_lines(doc)))
     return 0 if doc["healthy"] else 1
 
 
@@ -425,26 +422,53 @@ def _done(args: argparse.Namespace, doc: dict[str, Any], text: str) -> int:
     return 0
 
 
+def _settled(
+    args: argparse.Namespace, path: str, what: str, call: Callable[[str], dict[str, Any]]
+) -> dict[str, Any]:
+    """Make a drive change; if the node's answer is lost, ask the node what became of
+    it (``api_drive.settled``), so a change that was made is never reported failed."""
+    node_dir = resolve_node_dir(args.node)
+    return settled(
+        lambda: NodeClient.for_node(node_dir),
+        parse_vpath(path).drive,
+        what,
+        call,
+        say=lambda m: print(f"p2pstore: {m}", file=sys.stderr),
+    )
+
+
 def cmd_mkdir(args: argparse.Namespace) -> int:
-    doc = _client(args).mkdir(_check_path(args.path), parents=args.parents)
-    return _done(args, doc, f"created {doc['path']}")
+    path, client = _check_path(args.path), _client(args)
+    doc = _settled(
+        args, path, f"mkdir {path}", lambda i: client.mkdir(path, parents=args.parents, op_id=i)
+    )
+    return _done(args, {"path": path, **doc}, f"created {path}")
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    doc = _client(args).unlink(_check_path(args.path), recursive=args.recursive)
-    return _done(args, doc, f"removed {doc['path']}")
+    path, client = _check_path(args.path), _client(args)
+    doc = _settled(
+        args, path, f"rm {path}", lambda i: client.unlink(path, recursive=args.recursive, op_id=i)
+    )
+    return _done(args, {"path": path, **doc}, f"removed {path}")
 
 
 def cmd_mv(args: argparse.Namespace) -> int:
-    doc = _client(args).rename(_check_path(args.src), _check_path(args.dst), replace=args.replace)
-    return _done(args, doc, f"moved {doc['src']} -> {doc['dst']}")
+    src, dst, client = _check_path(args.src), _check_path(args.dst), _client(args)
+    doc = _settled(
+        args, src, f"mv {src}", lambda i: client.rename(src, dst, replace=args.replace, op_id=i)
+    )
+    return _done(args, {"src": src, "dst": dst, **doc}, f"moved {src} -> {dst}")
 
 
 def cmd_ln(args: argparse.Namespace) -> int:
     # a read-only directory cap (p2ps:dir:...) is checked by the node's vdrive
     cap = args.cap if args.cap.startswith("p2ps:dir:") else _check_cap(args.cap, readable=True)
-    doc = _client(args).link(_check_path(args.path), cap, replace=args.replace)
-    return _done(args, doc, f"linked {doc['path']}")
+    path, client = _check_path(args.path), _client(args)
+    doc = _settled(
+        args, path, f"ln {path}", lambda i: client.link(path, cap, replace=args.replace, op_id=i)
+    )
+    return _done(args, {"path": path, **doc}, f"linked {path}")
 
 
 # -- parser ----------------------------------------------------------------------

@@ -21,15 +21,18 @@ import stat as stat_mod
 import tempfile
 import traceback
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import IO, Any, Final, Protocol, cast
 
-from p2pstore.api_client import ApiCallError
+from p2pstore.api_client import ApiCallError, ClientError
+from p2pstore.api_drive import is_lost, new_op_id, settle, settled, walk_files
 from p2pstore.app.vpath import VPath
 from p2pstore.base.fsutil import umask
 from p2pstore.base.progress import human_bytes
 from p2pstore.base.reports import (
     DEEP_STATES,
+    check_lines,
     deep_state,
     info_lines,
     peer_lines,
@@ -46,6 +49,14 @@ from .session import Api, Connection, Entries, ListingCache, ShellState
 from .transfer import CancelFlag, CancellableReader, CancellableWriter, TransferRunner
 
 CAT_LIMIT: Final = 1 << 20
+
+
+def _mkdir(path: str, parents: bool, api: Api, op_id: str) -> dict[str, Any]:
+    return api.mkdir(path, parents=parents, op_id=op_id)
+
+
+def _unlink(path: str, recursive: bool, api: Api, op_id: str) -> dict[str, Any]:
+    return api.unlink(path, recursive=recursive, op_id=op_id)
 
 
 class Output(Protocol):
@@ -201,17 +212,29 @@ class Shell:
         self.state.switch("shared" if name == "shared" else "private")
 
     # -- remote changes -----------------------------------------------------------
+    def change(self, path: VPath, what: str, call: Callable[[Api, str], Any]) -> Any:
+        """One drive change; if its answer is lost, ask the node what became of it."""
+        api = self.api()
+        return settled(self._fresh_api, path.drive, what, lambda i: call(api, i), say=self.out.line)
+
+    def _fresh_api(self) -> Api:
+        self.conn.drop()  # the node may be restarting, perhaps on a new port
+        return self.conn.client()
+
     def cmd_mkdir(self, inv: Invocation) -> None:
+        parents = inv.flag("parents")
         for word in inv.args:
-            self.api().mkdir(str(self.remote(word)), parents=inv.flag("parents"))
+            path = self.remote(word)
+            self.change(path, f"mkdir {path}", partial(_mkdir, str(path), parents))
         self.cache.clear()
 
     def cmd_rm(self, inv: Invocation) -> None:
+        recursive = inv.flag("recursive")
         for word in inv.args:
             path = self.remote(word)
             if path.is_root:
                 raise UsageError("rm: a drive's root cannot be removed", "rm")
-            self.api().unlink(str(path), recursive=inv.flag("recursive"))
+            self.change(path, f"rm {path}", partial(_unlink, str(path), recursive))
             self.cache.clear()
             if self.state.cwd.is_within(path):
                 self.state.cwds[path.drive] = path.parent
@@ -226,15 +249,22 @@ class Shell:
         replace = inv.flag("force")
         try:
             if src.drive == dst.drive:
-                self.api().rename(str(src), str(dst), replace=replace)
+                self.change(
+                    src,
+                    f"mv {src}",
+                    lambda a, i: a.rename(str(src), str(dst), replace=replace, op_id=i),
+                )
                 return
             entry = self._stat(src)
             if entry is None:
                 raise RemoteError(f"{safe(str(src))}: no such file or directory")
             if entry["kind"] != "file":
                 raise UsageError("mv: directories cannot move between drives", "mv")
-            self.api().link(str(dst), str(entry["cap"]), replace=replace)
-            self.api().unlink(str(src))
+            cap = str(entry["cap"])
+            self.change(
+                dst, f"ln {dst}", lambda a, i: a.link(str(dst), cap, replace=replace, op_id=i)
+            )
+            self.change(src, f"rm {src}", lambda a, i: a.unlink(str(src), op_id=i))
         finally:
             self.cache.clear()
 
@@ -242,7 +272,8 @@ class Shell:
         cap, _, _ = self._file_cap(inv.args[0], readable=True)
         if not is_cap(inv.args[0]):
             raise UsageError("ln: the first argument is a cap (p2ps:...)", "ln")
-        self.api().link(str(self.remote(inv.args[1])), cap, replace=inv.flag("force"))
+        dst, force = self.remote(inv.args[1]), inv.flag("force")
+        self.change(dst, f"ln {dst}", lambda a, i: a.link(str(dst), cap, replace=force, op_id=i))
         self.cache.clear()
 
     # -- transfers ----------------------------------------------------------------
@@ -268,6 +299,7 @@ class Shell:
         before = self._stat(dst)
 
         two_passes = mode == "convergent" and size is not None
+        op_id = new_op_id()
         stored = [0]  # bytes the node has placed (convergent: only after the whole body)
 
         def work(flag: CancelFlag) -> dict[str, Any]:
@@ -282,6 +314,7 @@ class Shell:
                     replace=not inv.flag("no_replace"),
                     progress=flag.progress,
                     stored=(lambda n: stored.__setitem__(0, n)) if two_passes else None,
+                    op_id=op_id,
                 )
 
         width = self.out.width
@@ -296,10 +329,13 @@ class Shell:
 
         try:
             doc = self.transfers.run(work, bar)
-        except ApiCallError as e:
-            if "uploaded_cap" in e.details:
-                self.out.line(f"uploaded, but not linked; its cap: {e.details['uploaded_cap']}")
-            raise
+        except ClientError as e:
+            if not is_lost(e):
+                if isinstance(e, ApiCallError) and "uploaded_cap" in e.details:
+                    self.out.line(f"uploaded, but not linked; its cap: {e.details['uploaded_cap']}")
+                raise
+            settle(self._fresh_api, dst.drive, op_id, f"put {dst}", e, say=self.out.line)
+            doc = self._fresh_api().stat(str(dst))["entry"]
         except Cancelled:
             self.cache.clear()
             self._say_what_a_cancel_kept(dst, before)
@@ -406,7 +442,7 @@ class Shell:
 
     def _check(self, word: str, *, verify: bool, repair: bool) -> None:
         cap, _, _ = self._file_cap(word, readable=False)
-        self.out.lines(render.check_lines(self.api().check(cap, verify=verify, repair=repair)))
+        self.out.lines(check_lines(self.api().check(cap, verify=verify, repair=repair)))
 
     def cmd_check(self, inv: Invocation) -> None:
         if inv.flag("deep"):
@@ -420,7 +456,7 @@ class Shell:
             raise UsageError("check --deep needs a directory path (e.g. shared:/)")
         root = str(self.remote(word))
         problems: list[str] = []
-        files = self.api().walk_files(root, problems)
+        files = walk_files(self.api(), root, problems)
         counts = dict.fromkeys(DEEP_STATES, 0)
         for i, (path, entry) in enumerate(files, 1):
             self.out.progress(f"checking {i}/{len(files)}: {safe(path)}")

@@ -75,26 +75,6 @@ def ls_long(entries: Sequence[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def check_lines(doc: Mapping[str, Any]) -> list[str]:
-    if doc.get("healthy"):
-        state = "healthy"
-    elif doc.get("recoverable"):
-        state = "NOT HEALTHY (recoverable)"
-    else:
-        state = "NOT RECOVERABLE"
-    how = "verified every byte" if doc.get("verified") else "checked share presence"
-    lines = [
-        f"{state}: {doc.get('shares_good')} of {doc.get('shares_total')} shares good "
-        f"(need {doc.get('shares_needed')}; {how})"
-    ]
-    lines.extend(f"  {safe(str(p))}" for p in doc.get("problems") or [])
-    if doc.get("repaired"):
-        lines.append("repaired")
-    elif doc.get("repair_attempted"):
-        lines.append("nothing to repair" if doc.get("healthy") else "repair failed")
-    return lines
-
-
 _STATUS_KEYS = (
     ("nickname", "nickname"),
     ("node_id", "node ID"),

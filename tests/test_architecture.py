@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("p2pstore.web",),
     ("p2pstore.node",),
     ("p2pstore.api_client",),
+    ("p2pstore.api_drive",),
     ("shell", "p2pstore.cli_ops", "p2pstore.cli_webui"),
     ("p2pstore.cli",),
     ("p2pstore.demo",),

@@ -125,6 +125,15 @@ class DirListing:
     sequence: int  # the drive's sequence number the listing was read at
 
 
+OpId = bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeOutcome:
+    applied: bool
+    sequence: int  # what the change produced; the drive's current sequence if not made
+
+
 class VdriveOps(Protocol):
     """The ``vdrive_*`` half of :class:`Application`: what a vdrive component provides
     (``p2pstore.vdrive``'s backend, or the in-memory ``MemoryVdrive``)."""
@@ -134,8 +143,11 @@ class VdriveOps(Protocol):
         """The entry at ``path`` (the root: a dir entry named "")."""
         ...
 
+    # Each change takes an optional ``op_id`` (8-32 random bytes from the requester):
+    # a change whose id was already made is answered again, not redone, and
+    # ``vdrive_outcome`` tells a requester that lost its answer what became of it.
     async def vdrive_mkdir(
-        self, path: VPath, *, parents: bool, expected_sequence: int | None
+        self, path: VPath, *, parents: bool, expected_sequence: int | None, op_id: OpId = None
     ) -> int: ...
     async def vdrive_link(
         self,
@@ -144,14 +156,25 @@ class VdriveOps(Protocol):
         *,
         replace: bool,
         expected_sequence: int | None,
+        op_id: OpId = None,
     ) -> int: ...
     async def vdrive_unlink(
-        self, path: VPath, *, recursive: bool, expected_sequence: int | None
+        self, path: VPath, *, recursive: bool, expected_sequence: int | None, op_id: OpId = None
     ) -> int: ...
     async def vdrive_rename(
-        self, src: VPath, dst: VPath, *, replace: bool, expected_sequence: int | None
+        self,
+        src: VPath,
+        dst: VPath,
+        *,
+        replace: bool,
+        expected_sequence: int | None,
+        op_id: OpId = None,
     ) -> int:
         """Within one drive only (a cross-drive move is ``link`` then ``unlink``)."""
+        ...
+
+    async def vdrive_outcome(self, drive: str, op_id: bytes) -> ChangeOutcome:
+        """Was the change with ``op_id`` made on ``drive``? If not, it never will be."""
         ...
 
 
@@ -213,10 +236,10 @@ class DelegateVdrive:
         return await self._vd().vdrive_stat(path)
 
     async def vdrive_mkdir(
-        self, path: VPath, *, parents: bool, expected_sequence: int | None
+        self, path: VPath, *, parents: bool, expected_sequence: int | None, op_id: OpId = None
     ) -> int:
         return await self._vd().vdrive_mkdir(
-            path, parents=parents, expected_sequence=expected_sequence
+            path, parents=parents, expected_sequence=expected_sequence, op_id=op_id
         )
 
     async def vdrive_link(
@@ -226,21 +249,31 @@ class DelegateVdrive:
         *,
         replace: bool,
         expected_sequence: int | None,
+        op_id: OpId = None,
     ) -> int:
         return await self._vd().vdrive_link(
-            path, cap, replace=replace, expected_sequence=expected_sequence
+            path, cap, replace=replace, expected_sequence=expected_sequence, op_id=op_id
         )
 
     async def vdrive_unlink(
-        self, path: VPath, *, recursive: bool, expected_sequence: int | None
+        self, path: VPath, *, recursive: bool, expected_sequence: int | None, op_id: OpId = None
     ) -> int:
         return await self._vd().vdrive_unlink(
-            path, recursive=recursive, expected_sequence=expected_sequence
+            path, recursive=recursive, expected_sequence=expected_sequence, op_id=op_id
         )
 
     async def vdrive_rename(
-        self, src: VPath, dst: VPath, *, replace: bool, expected_sequence: int | None
+        self,
+        src: VPath,
+        dst: VPath,
+        *,
+        replace: bool,
+        expected_sequence: int | None,
+        op_id: OpId = None,
     ) -> int:
         return await self._vd().vdrive_rename(
-            src, dst, replace=replace, expected_sequence=expected_sequence
+            src, dst, replace=replace, expected_sequence=expected_sequence, op_id=op_id
         )
+
+    async def vdrive_outcome(self, drive: str, op_id: bytes) -> ChangeOutcome:
+        return await self._vd().vdrive_outcome(drive, op_id)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from p2pstore.app.contract import DirEntry, DirListing
+from p2pstore.app.contract import ChangeOutcome, DirEntry, DirListing, OpId
 from p2pstore.app.errors import (
     AppError,
     BadRequest,
@@ -33,6 +33,7 @@ from p2pstore.vdrive.ops import Link, Mkdir, Op, Path, Rename, Unlink
 T = TypeVar("T")
 
 _CONFLICTS = {
+    "abandoned",
     "exists",
     "is-a-directory",
     "not-a-directory",
@@ -54,7 +55,7 @@ def to_app_error(e: VdriveError) -> AppError:
     if e.code == "too-large":
         return TooLarge(e.message)
     if e.code == "vdrive-unavailable":
-        return VdriveUnavailable(e.message)
+        return VdriveUnavailable(e.message, details=e.details)
     if e.code in ("rollback", "bad-record", "bad-directory"):
         return GridError(e.message, code="integrity-error", details=e.details)
     return GridError(e.message, code="grid-error")
@@ -108,16 +109,18 @@ class VdriveOperations:
             return DirEntry("", "dir", None, cap, verify, None)
         return dir_entry(path.name, entry)
 
-    async def _change(self, path: VPath, make: Callable[[Path], Op], expected: int | None) -> int:
+    async def _change(
+        self, path: VPath, make: Callable[[Path], Op], expected: int | None, op_id: OpId
+    ) -> int:
         drive = self._drive(path.drive)
         op = make(_parts(path))
-        res = await _guard(drive.change(op, expected_sequence=expected))
+        res = await _guard(drive.change(op, expected_sequence=expected, op_id=op_id))
         return res.sequence
 
     async def vdrive_mkdir(
-        self, path: VPath, *, parents: bool, expected_sequence: int | None
+        self, path: VPath, *, parents: bool, expected_sequence: int | None, op_id: OpId = None
     ) -> int:
-        return await self._change(path, lambda p: Mkdir(p, parents), expected_sequence)
+        return await self._change(path, lambda p: Mkdir(p, parents), expected_sequence, op_id)
 
     async def vdrive_link(
         self,
@@ -126,11 +129,12 @@ class VdriveOperations:
         *,
         replace: bool,
         expected_sequence: int | None,
+        op_id: OpId = None,
     ) -> int:
-        return await self._change(path, lambda p: Link(p, cap, replace), expected_sequence)
+        return await self._change(path, lambda p: Link(p, cap, replace), expected_sequence, op_id)
 
     async def vdrive_link_dircap(
-        self, path: VPath, dircap: str, *, expected_sequence: int | None
+        self, path: VPath, dircap: str, *, expected_sequence: int | None, op_id: OpId = None
     ) -> int:
         """Link a read-only directory cap at ``path`` (never replaces a name). The
         subtree reads as it was when the cap was taken; changing anything under it
@@ -139,15 +143,21 @@ class VdriveOperations:
             cap = parse_dircap(dircap)
         except CapError as e:
             raise BadRequest(str(e), code="bad-cap") from None
-        return await self._change(path, lambda p: Link(p, cap, False), expected_sequence)
+        return await self._change(path, lambda p: Link(p, cap, False), expected_sequence, op_id)
 
     async def vdrive_unlink(
-        self, path: VPath, *, recursive: bool, expected_sequence: int | None
+        self, path: VPath, *, recursive: bool, expected_sequence: int | None, op_id: OpId = None
     ) -> int:
-        return await self._change(path, lambda p: Unlink(p, recursive), expected_sequence)
+        return await self._change(path, lambda p: Unlink(p, recursive), expected_sequence, op_id)
 
     async def vdrive_rename(
-        self, src: VPath, dst: VPath, *, replace: bool, expected_sequence: int | None
+        self,
+        src: VPath,
+        dst: VPath,
+        *,
+        replace: bool,
+        expected_sequence: int | None,
+        op_id: OpId = None,
     ) -> int:
         if src.drive != dst.drive:
             raise BadRequest(
@@ -155,7 +165,11 @@ class VdriveOperations:
                 code="cross-drive",
             )
         d = _parts(dst)
-        return await self._change(src, lambda p: Rename(p, d, replace), expected_sequence)
+        return await self._change(src, lambda p: Rename(p, d, replace), expected_sequence, op_id)
+
+    async def vdrive_outcome(self, drive: str, op_id: bytes) -> ChangeOutcome:
+        res = await _guard(self._drive(drive).settle(op_id))
+        return ChangeOutcome(res.applied, res.sequence)
 
 
 class VdriveApplication(VdriveOperations):

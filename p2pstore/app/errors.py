@@ -94,11 +94,14 @@ class Unavailable(GridError):
 class VdriveUnavailable(Unavailable):
     default_code = "vdrive-unavailable"
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(
+        self, message: str | None = None, details: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__(
             message
             or "the virtual drive is not available on this node yet "
-            "(files by cap work: put/get/info/check)"
+            "(files by cap work: put/get/info/check)",
+            details=details,
         )
 
 

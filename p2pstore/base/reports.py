@@ -189,3 +189,24 @@ def nat_rows(nat: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("port mapping", str(nat.get("port_mapping") or "none")),
     ]
     return [(label, safe(value)) for label, value in rows]
+
+
+def check_lines(doc: Mapping[str, Any]) -> list[str]:
+    """A check report (``GET /api/v1/check``) as the CLI and the shell print it."""
+    if doc.get("healthy"):
+        state = "healthy"
+    elif doc.get("recoverable"):
+        state = "NOT HEALTHY (recoverable)"
+    else:
+        state = "NOT RECOVERABLE"
+    how = "verified every byte" if doc.get("verified") else "checked share presence"
+    lines = [
+        f"{state}: {doc.get('shares_good')} of {doc.get('shares_total')} shares good "
+        f"(need {doc.get('shares_needed')}; {how})"
+    ]
+    lines.extend(f"  {safe(str(p))}" for p in doc.get("problems") or [])
+    if doc.get("repaired"):
+        lines.append("repaired")
+    elif doc.get("repair_attempted"):
+        lines.append("nothing to repair" if doc.get("healthy") else "repair failed")
+    return lines

@@ -41,8 +41,9 @@ from p2pstore.vdrive.root_record import (
     SeenStore,
     new_read_secret,
 )
-from p2pstore.vdrive.rpc import METHOD, RemoteWriter, register_vdrive_rpc
+from p2pstore.vdrive.rpc import METHOD, NotDelivered, RemoteWriter, register_vdrive_rpc
 from p2pstore.vdrive.writer import DriveWriter, RecordPublisher, WritePolicy
+from quic_transport.errors import ConnectError
 from quic_transport.identity import IdentityError, NodeId, NodeKey, b32decode, b32encode
 
 SECRET_PREFIX = "p2pstore-vdrive-secret-v1:"
@@ -91,18 +92,21 @@ class VdriveNodeCaller:
         self._seed = next((s for s in seeds if s.node_id == node_id), None)
         self._known = self._seed
 
-    async def __call__(self, body: Any) -> Any:
+    async def __call__(self, body: Any, method: str = METHOD) -> Any:
         contact = self._known
         if contact is None:
             found = [c for c in await self._lookup(self.node_id) if c.node_id == self.node_id]
             contact = found[0] if found else self._seed
             if contact is None:
-                raise ConnectionError("the vdrive node is not in the DHT (it may be down)")
+                raise NotDelivered("the vdrive node is not in the DHT (it may be down)")
             self._known = contact
         try:
-            return await self._call(contact, METHOD, body)
-        except Exception:
+            return await self._call(contact, method, body)
+        except ConnectError as e:
             self._known = None  # look it up again next time (its address may have changed)
+            raise NotDelivered(str(e)) from None
+        except Exception:
+            self._known = None
             raise
 
 
@@ -131,7 +135,7 @@ def build_node_vdrive(
     extra_writers: Callable[[], Collection[NodeId]] | None = None,
     dht: RecordPublisher,
     store: ObjectStore,
-    call: Callable[[Any], Awaitable[Any]] | None,
+    call: Callable[..., Awaitable[Any]] | None,
     clock: Callable[[], float] = time.time,
     max_age: float = 1.0,
     cache_bytes: int = 64 * 1024 * 1024,
@@ -245,7 +249,7 @@ def build_from_context(
     *,
     dht: RecordPublisher,
     store: ObjectStore,
-    call: Callable[[Any], Awaitable[Any]] | None,
+    call: Callable[..., Awaitable[Any]] | None,
 ) -> NodeVdrive:
     """The same, from a runner ``NodeContext`` (``p2pstore.node.service``)."""
     cfg = ctx.config.vdrive

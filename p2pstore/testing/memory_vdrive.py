@@ -16,10 +16,10 @@ Invariants:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from p2pstore.app.contract import DirEntry, DirListing
+from p2pstore.app.contract import ChangeOutcome, DirEntry, DirListing, OpId
 from p2pstore.app.errors import BadRequest, Conflict, NotFound
 from p2pstore.app.vpath import Drive, VPath
 from p2pstore.immutable import LiteralCap, ReadCap
@@ -41,6 +41,7 @@ class _Dir:
 class _Drive:
     root: _Dir
     sequence: int = 0
+    recent: dict[bytes, int] = field(default_factory=dict)  # op id -> sequence; -1 given up
 
 
 def _entry(name: str, node: _File | _Dir) -> DirEntry:
@@ -103,9 +104,7 @@ class MemoryVdrive:
     async def vdrive_stat(self, path: VPath) -> DirEntry:
         return _entry(path.name, self._lookup(path))
 
-    async def vdrive_mkdir(
-        self, path: VPath, *, parents: bool, expected_sequence: int | None
-    ) -> int:
+    async def _mkdir(self, path: VPath, parents: bool, expected_sequence: int | None) -> int:
         d = self._begin(path.drive, expected_sequence)
         if path.is_root:
             if parents:
@@ -136,13 +135,8 @@ class MemoryVdrive:
             node = new
         return self._commit(d, top)
 
-    async def vdrive_link(
-        self,
-        path: VPath,
-        cap: ReadCap | LiteralCap,
-        *,
-        replace: bool,
-        expected_sequence: int | None,
+    async def _link(
+        self, path: VPath, cap: ReadCap | LiteralCap, replace: bool, expected_sequence: int | None
     ) -> int:
         d = self._begin(path.drive, expected_sequence)
         if path.is_root:
@@ -156,9 +150,7 @@ class MemoryVdrive:
         parent.children[path.name] = _File(cap, self.clock())
         return self._commit(d, parent)
 
-    async def vdrive_unlink(
-        self, path: VPath, *, recursive: bool, expected_sequence: int | None
-    ) -> int:
+    async def _unlink(self, path: VPath, recursive: bool, expected_sequence: int | None) -> int:
         d = self._begin(path.drive, expected_sequence)
         if path.is_root:
             raise BadRequest("cannot remove the root of a drive", code="bad-path")
@@ -174,8 +166,8 @@ class MemoryVdrive:
         del parent.children[path.name]
         return self._commit(d, parent)
 
-    async def vdrive_rename(
-        self, src: VPath, dst: VPath, *, replace: bool, expected_sequence: int | None
+    async def _rename(
+        self, src: VPath, dst: VPath, replace: bool, expected_sequence: int | None
     ) -> int:
         if src.drive != dst.drive:
             raise BadRequest(
@@ -203,3 +195,62 @@ class MemoryVdrive:
         dst_parent.children[dst.name] = node
         src_parent.mtime = self.clock()
         return self._commit(d, dst_parent)
+
+    # -- op ids: a change made once, its outcome asked for (docs/vdrive.md) --
+    async def _once(self, drive: Drive, op_id: OpId, run: Callable[[], Awaitable[int]]) -> int:
+        d = self._drives[drive]
+        if op_id is not None and op_id in d.recent:
+            if d.recent[op_id] < 0:
+                raise Conflict("this change was given up before it arrived", code="abandoned")
+            return d.recent[op_id]
+        seq = await run()
+        if op_id is not None:
+            d.recent[op_id] = seq
+        return seq
+
+    async def vdrive_mkdir(
+        self, path: VPath, *, parents: bool, expected_sequence: int | None, op_id: OpId = None
+    ) -> int:
+        return await self._once(
+            path.drive, op_id, lambda: self._mkdir(path, parents, expected_sequence)
+        )
+
+    async def vdrive_link(
+        self,
+        path: VPath,
+        cap: ReadCap | LiteralCap,
+        *,
+        replace: bool,
+        expected_sequence: int | None,
+        op_id: OpId = None,
+    ) -> int:
+        return await self._once(
+            path.drive, op_id, lambda: self._link(path, cap, replace, expected_sequence)
+        )
+
+    async def vdrive_unlink(
+        self, path: VPath, *, recursive: bool, expected_sequence: int | None, op_id: OpId = None
+    ) -> int:
+        return await self._once(
+            path.drive, op_id, lambda: self._unlink(path, recursive, expected_sequence)
+        )
+
+    async def vdrive_rename(
+        self,
+        src: VPath,
+        dst: VPath,
+        *,
+        replace: bool,
+        expected_sequence: int | None,
+        op_id: OpId = None,
+    ) -> int:
+        return await self._once(
+            src.drive, op_id, lambda: self._rename(src, dst, replace, expected_sequence)
+        )
+
+    async def vdrive_outcome(self, drive: str, op_id: bytes) -> ChangeOutcome:
+        if drive not in self._drives:
+            raise BadRequest(f"no drive {drive!r}", code="bad-path")
+        d = self._drives[drive]
+        seq = d.recent.setdefault(op_id, -1)
+        return ChangeOutcome(seq >= 0, seq if seq >= 0 else d.sequence)

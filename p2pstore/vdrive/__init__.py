@@ -21,11 +21,12 @@ from .errors import VdriveError, VdriveLocalError, VdriveRemoteError
 from .objects import CachingStore, GridObjectStore, MemoryObjectStore, ObjectStore
 from .ops import Link, Mkdir, Rename, Unlink, apply_op
 from .root_record import PRIVATE_NAME, SHARED_NAME, RootPointer, SeenStore
-from .rpc import METHOD, RemoteWriter, register_vdrive_rpc
-from .writer import ChangeResult, DriveWriter, WritePolicy
+from .rpc import METHOD, OUTCOME_METHOD, RemoteWriter, register_vdrive_rpc
+from .writer import ChangeResult, DriveWriter, Outcome, WritePolicy
 
 __all__ = [
     "METHOD",
+    "OUTCOME_METHOD",
     "PRIVATE_NAME",
     "SHARED_NAME",
     "CachingStore",
@@ -42,6 +43,7 @@ __all__ = [
     "MemoryObjectStore",
     "Mkdir",
     "ObjectStore",
+    "Outcome",
     "RemoteWriter",
     "Rename",
     "RootPointer",

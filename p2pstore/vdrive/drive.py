@@ -31,7 +31,7 @@ from .errors import VdriveLocalError, VdriveRemoteError
 from .objects import ObjectStore
 from .ops import Op, Path, list_dir, load_dir, resolve
 from .root_record import EMPTY_POINTER, RootPointer, SeenStore, open_pointer
-from .writer import ChangeResult, DriveWriter
+from .writer import ChangeResult, DriveWriter, Outcome
 
 
 class RecordSource(Protocol):
@@ -113,7 +113,11 @@ class DriveReader:
 
 
 class Writer(Protocol):
-    async def apply(self, op: Op, *, expected_sequence: int | None) -> ChangeResult: ...
+    async def apply(
+        self, op: Op, *, expected_sequence: int | None, op_id: bytes | None = None
+    ) -> ChangeResult: ...
+
+    async def settle(self, op_id: bytes) -> Outcome: ...
 
 
 class LocalWriter:
@@ -123,8 +127,15 @@ class LocalWriter:
         self.writer = writer
         self.node_id = node_id
 
-    async def apply(self, op: Op, *, expected_sequence: int | None) -> ChangeResult:
-        return await self.writer.apply(op, expected_sequence=expected_sequence, writer=self.node_id)
+    async def apply(
+        self, op: Op, *, expected_sequence: int | None, op_id: bytes | None = None
+    ) -> ChangeResult:
+        return await self.writer.apply(
+            op, expected_sequence=expected_sequence, writer=self.node_id, op_id=op_id
+        )
+
+    async def settle(self, op_id: bytes) -> Outcome:
+        return await self.writer.settle(op_id, writer=self.node_id)
 
 
 @dataclass
@@ -159,16 +170,28 @@ class Drive:
     async def root_cap(self) -> DirCap | None:
         return (await self.head()).root
 
-    async def change(self, op: Op, *, expected_sequence: int | None) -> ChangeResult:
+    def _writer(self) -> Writer:
         if self.writer is None:
             raise VdriveLocalError(
                 "vdrive-unavailable", f"this node has no way to change the {self.label} drive"
             )
+        return self.writer
+
+    async def change(
+        self, op: Op, *, expected_sequence: int | None, op_id: bytes | None = None
+    ) -> ChangeResult:
+        """Make one change; ``op_id`` (random, 8-32 bytes, from the requester) makes a
+        retry of the same change safe and lets :meth:`settle` learn its outcome."""
+        writer = self._writer()
         try:
-            return await self.writer.apply(op, expected_sequence=expected_sequence)
+            return await writer.apply(op, expected_sequence=expected_sequence, op_id=op_id)
         finally:
             if self.reader is not None:
                 self.reader.invalidate()
+
+    async def settle(self, op_id: bytes) -> Outcome:
+        """Whether the change with ``op_id`` was made; if not, it never will be."""
+        return await self._writer().settle(op_id)
 
 
 class Vdrive:

@@ -12,10 +12,16 @@ Request (CBOR map, exact keys)::
 
     {"drive": "shared", "op": <op, docs/vdrive.md>, "expected_sequence": uint | null}
 
+    (plus an optional ``"op_id": bytes`` of 8-32 bytes: docs/vdrive.md, "Retries")
+
 Reply (always a map; the handler never raises for a refused or failed change)::
 
     {"status": "ok", "sequence": n, "changed": bool, "published": bool}
     {"status": "error", "code": "<kebab>", "message": str, "sequence": current}
+
+``vdrive.outcome`` asks what became of a change: request ``{"drive": "shared",
+"op_id": bytes}``, reply ``{"status": "ok", "applied": bool, "sequence": n}`` (or
+the error map). An id not made by then is marked given up: it never will be.
 """
 
 from __future__ import annotations
@@ -29,11 +35,12 @@ from quic_transport.identity import NodeId
 
 from .errors import VdriveError, VdriveLocalError
 from .ops import Op, op_from_wire, op_to_wire
-from .writer import ChangeResult, DriveWriter
+from .writer import ChangeResult, DriveWriter, Outcome
 
 log = logging.getLogger(__name__)
 
 METHOD = "vdrive.apply"
+OUTCOME_METHOD = "vdrive.outcome"
 REQUEST_KEYS = frozenset({"drive", "op", "expected_sequence"})
 # Codes a remote writer may send back; anything else is reported as "refused".
 KNOWN_CODES = frozenset(
@@ -51,6 +58,7 @@ KNOWN_CODES = frozenset(
         "vdrive-unavailable",
         "grid-error",
         "bad-directory",
+        "abandoned",
     }
 )
 
@@ -95,9 +103,7 @@ async def handle_apply(writer: DriveWriter, peer_id: NodeId, body: Any) -> dict[
             raise VdriveLocalError(
                 "bad-request", "expected {drive: shared, op, expected_sequence, op_id?}"
             )
-        op_id = body.get("op_id")
-        if op_id is not None and not (isinstance(op_id, bytes) and 8 <= len(op_id) <= 32):
-            raise VdriveLocalError("bad-request", "op_id must be 8 to 32 bytes")
+        op_id = _op_id(body.get("op_id"), required=False)
         op = op_from_wire(body["op"])
         res = await writer.apply(
             op, expected_sequence=_expected(body["expected_sequence"]), writer=peer_id, op_id=op_id
@@ -118,43 +124,117 @@ async def handle_apply(writer: DriveWriter, peer_id: NodeId, body: Any) -> dict[
     }
 
 
+def _op_id(v: Any, *, required: bool) -> bytes | None:
+    if v is None and not required:
+        return None
+    if not (isinstance(v, bytes) and 8 <= len(v) <= 32):
+        raise VdriveLocalError("bad-request", "op_id must be 8 to 32 bytes")
+    return v
+
+
+async def handle_outcome(writer: DriveWriter, peer_id: NodeId, body: Any) -> dict[str, Any]:
+    try:
+        if (
+            not isinstance(body, dict)
+            or set(body) != {"drive", "op_id"}
+            or body["drive"] != "shared"
+        ):
+            raise VdriveLocalError("bad-request", "expected {drive: shared, op_id}")
+        op_id = _op_id(body["op_id"], required=True)
+        assert op_id is not None
+        res = await writer.settle(op_id, writer=peer_id)
+    except VdriveError as e:
+        return {"status": "error", "code": e.code, "message": e.message, "sequence": 0}
+    return {"status": "ok", "applied": res.applied, "sequence": res.sequence}
+
+
 def register_vdrive_rpc(registry: _Registry, writer: DriveWriter) -> None:
     async def handler(ctx: _Ctx, body: Any) -> dict[str, Any]:
         return await handle_apply(writer, ctx.peer_id, body)
 
+    async def outcome(ctx: _Ctx, body: Any) -> dict[str, Any]:
+        return await handle_outcome(writer, ctx.peer_id, body)
+
     registry.register(METHOD, handler)
+    registry.register(OUTCOME_METHOD, outcome)
 
 
-Call = Callable[[dict[str, Any]], Awaitable[Any]]
+Call = Callable[..., Awaitable[Any]]
+
+
+class NotDelivered(ConnectionError):
+    """Raised by a ``call`` when the request certainly did not reach the vdrive node
+    (no connection could be made): the change was not made, nothing to ask about."""
 
 
 class RemoteWriter:
-    """A writer on another node (the vdrive node), reached through ``call``."""
+    """A writer on another node (the vdrive node), reached through ``call(body)``
+    (``call(body, method=OUTCOME_METHOD)`` to ask about a change)."""
 
     def __init__(self, call: Call, *, label: str = "shared", attempts: int = 2) -> None:
         self.call = call
         self.label = label
         self.attempts = max(1, attempts)
 
-    async def apply(self, op: Op, *, expected_sequence: int | None) -> ChangeResult:
-        # One id for this change: if an answer is lost (a timeout, a dropped
-        # connection) the request is sent again, and the vdrive node answers a change
-        # it already made instead of making it twice or refusing it ("exists").
-        op_id = secrets.token_bytes(16)
+    async def apply(
+        self, op: Op, *, expected_sequence: int | None, op_id: bytes | None = None
+    ) -> ChangeResult:
+        # One id for this change (the requester's, else a fresh one): if an answer is
+        # lost (a timeout, a dropped connection) the request is sent again, and the
+        # vdrive node answers a change it already made instead of making it twice or
+        # refusing it ("exists"). If every attempt fails, ask what became of it.
+        op_id = op_id or secrets.token_bytes(16)
         failure: Exception | None = None
+        delivered = False  # whether any attempt may have reached the vdrive node
         for attempt in range(self.attempts):
             try:
                 reply = await self.call(request_body(op, expected_sequence, op_id))
             except Exception as e:
                 failure = e
+                delivered = delivered or not isinstance(e, NotDelivered)
                 log.info("vdrive.apply attempt %d failed: %s", attempt + 1, e)
                 continue
             return parse_reply(reply)
+        why = f"the vdrive node cannot be reached ({type(failure).__name__}: {failure})"
+        if not delivered:
+            raise VdriveLocalError(
+                "vdrive-unavailable",
+                f"{why}; the change was not made; reading the drive still works, "
+                "changes need the vdrive node",
+                details={"outcome": "not-made"},
+            )
+        try:
+            outcome = await self.settle(op_id)
+        except VdriveLocalError:
+            raise VdriveLocalError(
+                "vdrive-unavailable",
+                f"{why}; whether the change was made is not known yet (`p2pstore ls` "
+                "shows it once the vdrive node answers); reading the drive still works",
+                details={"outcome": "unknown"},
+            ) from None
+        if outcome.applied:
+            return ChangeResult(outcome.sequence, True, replayed=True)
         raise VdriveLocalError(
             "vdrive-unavailable",
-            f"the vdrive node cannot be reached ({type(failure).__name__}: {failure}); "
-            "reading the drive still works, changes need the vdrive node",
+            f"{why}; the change was not made; reading the drive still works",
+            details={"outcome": "not-made"},
         )
+
+    async def settle(self, op_id: bytes) -> Outcome:
+        try:
+            reply = await self.call({"drive": "shared", "op_id": op_id}, method=OUTCOME_METHOD)
+        except Exception as e:
+            raise VdriveLocalError(
+                "vdrive-unavailable",
+                f"the vdrive node cannot be reached ({type(e).__name__}: {e})",
+                details={"outcome": "unknown"},
+            ) from None
+        if isinstance(reply, dict) and reply.get("status") == "ok":
+            applied, seq = reply.get("applied"), reply.get("sequence")
+            if isinstance(applied, bool) and type(seq) is int and seq >= 0:
+                return Outcome(applied, seq)
+        parse_reply(reply)  # raises the error it carries, or "malformed"
+        raise VdriveLocalError("vdrive-unavailable", "the vdrive node sent a malformed reply")
 
 
 def parse_reply(reply: Any) -> ChangeResult:

@@ -82,6 +82,8 @@ class WritePolicy:
 
 
 RECENT_OPS = 256  # op ids remembered per drive
+#: the mark an op id gets when its requester was told "not made" (``settle``)
+GIVEN_UP = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,14 @@ class ChangeResult:
     written: int = 0  # directory objects stored
     published: bool = True
     replayed: bool = False  # the answer of an earlier, identical request (same op id)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of a change with a given op id (``settle``)."""
+
+    applied: bool
+    sequence: int  # the sequence the change produced; the current head's if not made
 
 
 class DriveWriter:
@@ -228,6 +238,12 @@ class DriveWriter:
             head = self.head
             key = op_id.hex() if op_id else None
             if key is not None and key in self._recent:
+                if self._recent[key] == GIVEN_UP:
+                    raise VdriveLocalError(
+                        "abandoned",
+                        "this change arrived after its requester was told it was not made; "
+                        "it was not made: send it again to make it",
+                    )
                 return ChangeResult(self._recent[key], True, replayed=True)
             if expected_sequence is not None and expected_sequence != head.sequence:
                 raise conflict(head.sequence, expected_sequence, self.label)
@@ -237,13 +253,37 @@ class DriveWriter:
                 return ChangeResult(head.sequence, False, ed.loaded, ed.written)
             ptr = RootPointer(head.sequence + 1, new_root, now)
             if key is not None:
-                self._recent[key] = ptr.sequence
-                while len(self._recent) > RECENT_OPS:
-                    del self._recent[next(iter(self._recent))]
+                self._remember(key, ptr.sequence)
             self._write_state(ptr)
             self.head = ptr
             published = await self._publish(ptr)
             return ChangeResult(ptr.sequence, True, ed.loaded, ed.written, published)
+
+    def _remember(self, key: str, sequence: int) -> None:
+        self._recent[key] = sequence
+        while len(self._recent) > RECENT_OPS:
+            del self._recent[next(iter(self._recent))]
+
+    async def settle(self, op_id: bytes, *, writer: NodeId) -> Outcome:
+        """Was the change with ``op_id`` made? A definite answer: if it was not, the id
+        is marked given up (saved with the head), so the request arriving later is
+        refused (``abandoned``) instead of making a change its requester was told
+        did not happen (docs/vdrive.md, "Retries")."""
+        if not self.policy.permits(writer):
+            raise VdriveLocalError(
+                "refused", f"node {writer.b32} may not ask about {self.label} drive changes"
+            )
+        async with self._lock:
+            if not self._loaded:
+                await self._load_locked()
+            key = op_id.hex()
+            seq = self._recent.get(key)
+            if seq is not None and seq != GIVEN_UP:
+                return Outcome(True, seq)
+            if seq is None:
+                self._remember(key, GIVEN_UP)
+                self._write_state(self.head)
+            return Outcome(False, self.head.sequence)
 
     async def publish_pending(self) -> bool:
         """Publish the head if an earlier publish failed; True when nothing is pending."""

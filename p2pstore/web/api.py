@@ -115,6 +115,18 @@ def _seq(value: object, where: str = "expected_sequence") -> int | None:
     return value
 
 
+def op_id_of(value: object) -> bytes | None:
+    """A change's ``op_id``: 16 to 64 hex digits (docs/http-api.md, "Outcomes")."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 16 <= len(value) <= 64 or len(value) % 2:
+        raise BadRequest("op_id must be 16 to 64 hex digits")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise BadRequest("op_id must be 16 to 64 hex digits") from None
+
+
 def _query_path(request: web.Request, name: str = "path") -> VPath:
     value = request.query.get(name)
     if value is None:
@@ -438,6 +450,7 @@ async def vd_put(request: web.Request) -> web.Response:
     mode = _mode(request.query.get("mode"))
     replace = _flag(request, "replace", default=True)
     expected = _seq(request.query.get("expected_sequence"))
+    op_id = op_id_of(request.query.get("op_id"))
     backend = request.app[BACKEND]
     if path.is_root:
         raise BadRequest("name the file: the path is a drive's root", code="bad-path")
@@ -457,7 +470,7 @@ async def vd_put(request: web.Request) -> web.Response:
         raise ClientGone()  # gone while the upload finished: link nothing
     try:
         seq = await backend.vdrive_link(
-            path, result.cap, replace=replace, expected_sequence=expected
+            path, result.cap, replace=replace, expected_sequence=expected, op_id=op_id
         )
     except AppError as e:  # the upload stands: give its cap back so it is not lost
         e.details["uploaded_cap"] = result.cap.to_string()
@@ -465,33 +478,6 @@ async def vd_put(request: web.Request) -> web.Response:
     doc = _upload_json(result)
     doc.update(path=str(path), sequence=seq)
     return _json(doc, status=201)
-
-
-async def vd_mkdir(request: web.Request) -> web.Response:
-    body = await _json_body(request)
-    path = parse_vpath(_field(body, "path", str))
-    seq = await request.app[BACKEND].vdrive_mkdir(
-        path,
-        parents=_field(body, "parents", bool, False),
-        expected_sequence=_seq(body.get("expected_sequence")),
-    )
-    return _json({"path": str(path), "sequence": seq}, status=201)
-
-
-async def vd_link(request: web.Request) -> web.Response:
-    body = await _json_body(request)
-    path = parse_vpath(_field(body, "path", str))
-    text = _field(body, "cap", str)
-    if text.startswith("p2ps:dir:"):
-        return await _link_dircap(request, body, path, text)
-    cap = _read_cap(text)
-    seq = await request.app[BACKEND].vdrive_link(
-        path,
-        cap,
-        replace=_field(body, "replace", bool, False),
-        expected_sequence=_seq(body.get("expected_sequence")),
-    )
-    return _json({"path": str(path), "sequence": seq}, status=201)
 
 
 async def check_upload_target(
@@ -512,50 +498,6 @@ async def check_upload_target(
         raise Conflict(f"{path} already exists ({replace_hint})", code="exists")
 
 
-async def _link_dircap(
-    request: web.Request, body: Mapping[str, Any], path: VPath, text: str
-) -> web.Response:
-    """Link a read-only directory cap (docs/vdrive.md) if the backend's vdrive can:
-    an optional ``vdrive_link_dircap(path, text, expected_sequence=)`` on the backend
-    or on its ``vdrive`` component."""
-    backend = request.app[BACKEND]
-    fn = None
-    for obj in (backend, getattr(backend, "vdrive", None)):
-        fn = getattr(obj, "vdrive_link_dircap", None)
-        if fn is not None:
-            break
-    if fn is None:
-        raise BadRequest("this node's vdrive cannot link directory caps", code="bad-cap")
-    if _field(body, "replace", bool, False):
-        raise BadRequest("a directory cap never replaces an existing name", code="bad-request")
-    seq = await fn(path, text, expected_sequence=_seq(body.get("expected_sequence")))
-    return _json({"path": str(path), "sequence": seq}, status=201)
-
-
-async def vd_unlink(request: web.Request) -> web.Response:
-    body = await _json_body(request)
-    path = parse_vpath(_field(body, "path", str))
-    seq = await request.app[BACKEND].vdrive_unlink(
-        path,
-        recursive=_field(body, "recursive", bool, False),
-        expected_sequence=_seq(body.get("expected_sequence")),
-    )
-    return _json({"path": str(path), "sequence": seq})
-
-
-async def vd_rename(request: web.Request) -> web.Response:
-    body = await _json_body(request)
-    src = parse_vpath(_field(body, "src", str))
-    dst = parse_vpath(_field(body, "dst", str))
-    seq = await request.app[BACKEND].vdrive_rename(
-        src,
-        dst,
-        replace=_field(body, "replace", bool, False),
-        expected_sequence=_seq(body.get("expected_sequence")),
-    )
-    return _json({"src": str(src), "dst": str(dst), "sequence": seq})
-
-
 def add_routes(app: web.Application) -> None:
     p = API_PREFIX
     r = app.router
@@ -573,7 +515,3 @@ def add_routes(app: web.Application) -> None:
     r.add_get(p + "/vdrive/stat", vd_stat, allow_head=False)
     r.add_get(p + "/vdrive/file", vd_get)
     r.add_put(p + "/vdrive/file", vd_put)
-    r.add_post(p + "/vdrive/mkdir", vd_mkdir)
-    r.add_post(p + "/vdrive/link", vd_link)
-    r.add_post(p + "/vdrive/unlink", vd_unlink)
-    r.add_post(p + "/vdrive/rename", vd_rename)

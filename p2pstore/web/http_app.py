@@ -56,6 +56,7 @@ from .context import (
     check_token,
     error_response,
 )
+from .drive_api import add_drive_change_routes
 from .errors import (
     HttpStatusError,
     MethodNotAllowed,
@@ -152,6 +153,7 @@ def create_app(
         app[BOOTSTRAP] = bootstrap
     app.on_response_prepare.append(_security_headers)
     api.add_routes(app)
+    add_drive_change_routes(app)
     add_pin_routes(app)
     if ui is not None:
         ui(app)

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pstore.app.vpath import VPath
-from p2pstore.base.reports import info_lines, nat_rows, peer_lines
+from p2pstore.base.reports import check_lines, info_lines, nat_rows, peer_lines
 from shell import render
 from shell.completion import complete
 from shell.errors import UsageError
@@ -214,13 +214,13 @@ def test_reports() -> None:
         "repair_attempted": True,
         "repaired": True,
     }
-    assert render.check_lines(report) == [
+    assert check_lines(report) == [
         "NOT HEALTHY (recoverable): 9 of 10 shares good (need 3; verified every byte)",
         "  share 4: missing",
         "repaired",
     ]
     healthy = {**report, "healthy": True, "repaired": False, "problems": []}
-    assert render.check_lines(healthy)[-1] == "nothing to repair"
+    assert check_lines(healthy)[-1] == "nothing to repair"
     info = {"kind": "lit", "size": 5, "verify_cap": None, "storage": None}
     assert "inside the cap" in info_lines(info, cap="p2ps:lit:x")[-1]
     chk = {

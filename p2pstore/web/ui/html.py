@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import math
+import secrets
 import time
 import urllib.parse
 from collections.abc import Iterable
@@ -145,7 +146,12 @@ def kv_table(rows: Iterable[tuple[str, str]], *, caption: str = "") -> str:
 
 
 def csrf_field(csrf: str) -> str:
-    return f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
+    """The form's CSRF token, and a fresh ``op_id`` for the change it makes: the
+    same form sent twice (a reload after a lost answer) makes the change once."""
+    return (
+        f'<input type="hidden" name="csrf" value="{esc(csrf)}">'
+        f'<input type="hidden" name="op_id" value="{secrets.token_hex(16)}">'
+    )
 
 
 def page(

@@ -38,7 +38,7 @@ from p2pstore.app.errors import (
 from p2pstore.app.vpath import VPath, check_name, parse_vpath
 from p2pstore.immutable import ReadCap
 
-from ..api import _mode, _read_cap, _upload_json, check_upload_target
+from ..api import _mode, _read_cap, _upload_json, check_upload_target, op_id_of
 from ..context import BACKEND, LIMITS, TRANSFERS
 from ..errors import (
     RequestTimeout,
@@ -99,7 +99,9 @@ async def op_mkdir(request: web.Request, auth: Auth) -> web.StreamResponse:
     fields = await _form(request, auth)
     parent = _path_field(fields, "dir")
     path = parent.child(fields.get("name", "").strip())
-    seq = await request.app[BACKEND].vdrive_mkdir(path, parents=False, expected_sequence=None)
+    seq = await request.app[BACKEND].vdrive_mkdir(
+        path, parents=False, expected_sequence=None, op_id=op_id_of(fields.get("op_id"))
+    )
     doc = {"path": str(path), "sequence": seq}
     return _done(request, auth, f"Made directory {path.name}.", parent, doc, 201)
 
@@ -112,7 +114,11 @@ async def op_link(request: web.Request, auth: Auth) -> web.StreamResponse:
     path = parent.child(fields.get("name", "").strip())
     cap = _read_cap(fields.get("cap", "").strip())
     seq = await request.app[BACKEND].vdrive_link(
-        path, cap, replace=_flag(fields.get("replace")), expected_sequence=None
+        path,
+        cap,
+        replace=_flag(fields.get("replace")),
+        expected_sequence=None,
+        op_id=op_id_of(fields.get("op_id")),
     )
     doc = {"path": str(path), "sequence": seq}
     return _done(request, auth, f"Added {path.name} ({fmt_bytes(cap.size)}).", parent, doc, 201)
@@ -173,7 +179,11 @@ async def op_rename(request: web.Request, auth: Auth) -> web.StreamResponse:
     src = _path_field(fields, "path")
     dst = _rename_target(src, fields.get("dst", ""))
     seq = await request.app[BACKEND].vdrive_rename(
-        src, dst, replace=_flag(fields.get("replace")), expected_sequence=None
+        src,
+        dst,
+        replace=_flag(fields.get("replace")),
+        expected_sequence=None,
+        op_id=op_id_of(fields.get("op_id")),
     )
     doc = {"src": str(src), "dst": str(dst), "sequence": seq}
     return _done(request, auth, f"Renamed {src.name} to {dst}.", dst.parent, doc, 200)
@@ -193,7 +203,10 @@ async def op_delete(request: web.Request, auth: Auth) -> web.StreamResponse:
         body = pages.confirm_delete_page(path, is_dir=entry.kind == "dir", csrf=auth.csrf)
         return html(request, f"Delete {path.name}?", body, auth=auth, current=path.drive)
     seq = await backend.vdrive_unlink(
-        path, recursive=_flag(fields.get("recursive")), expected_sequence=None
+        path,
+        recursive=_flag(fields.get("recursive")),
+        expected_sequence=None,
+        op_id=op_id_of(fields.get("op_id")),
     )
     doc = {"path": str(path), "sequence": seq}
     return _done(request, auth, f"Deleted {path.name}.", path.parent, doc, 200)

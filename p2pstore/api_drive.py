@@ -1,0 +1,159 @@
+"""Client-side drive helpers on top of :mod:`p2pstore.api_client`, shared by the CLI
+and the shell: changes that survive a lost answer, and walking a tree.
+
+A lost answer (the node's connection closed or timed out after the request went
+out, e.g. the node was killed, or the vdrive node stopped answering the node) leaves
+the client not knowing whether its change was made. :func:`settled` gives the change
+a random ``op_id``; when the answer is lost it waits for the node to answer again (a
+daemon's supervisor restarts it) and asks ``POST /api/v1/vdrive/outcome``. The
+answer is definite: a change not made by then is marked given up and never will be
+(docs/http-api.md, "Outcomes"). So the CLI and the shell report success only for a
+change that was made and failure only for one that was not; when the node stays
+away they say the outcome is unknown (exit 3) and how to look.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any, Final, Protocol
+
+from .api_client import (
+    EXIT_UNREACHABLE,
+    ApiCallError,
+    ClientError,
+    NodeUnreachable,
+    TransferError,
+)
+
+#: how long to wait for the node to answer again after a lost answer
+SETTLE_WAIT: Final = 60.0
+SETTLE_POLL: Final = 0.5
+
+
+class OutcomeUnknown(ClientError):
+    """The answer was lost and the node did not come back to say (exit 3)."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+class Outcomes(Protocol):
+    def outcome(self, drive: str, op_id: str) -> dict[str, Any]: ...
+
+
+class Lister(Protocol):
+    def ls(self, path: str) -> dict[str, Any]: ...
+
+
+def new_op_id() -> str:
+    return secrets.token_hex(16)
+
+
+def is_lost(e: BaseException) -> bool:
+    """True if ``e`` means the request may have been made but its answer is lost."""
+    if isinstance(e, TransferError):
+        return True
+    return (
+        isinstance(e, ApiCallError)
+        and e.code == "vdrive-unavailable"
+        and e.details.get("outcome") == "unknown"
+    )
+
+
+def settled(
+    connect: Callable[[], Outcomes],
+    drive: str,
+    what: str,
+    call: Callable[[str], dict[str, Any]],
+    *,
+    say: Callable[[str], None] | None = None,
+    wait: float = SETTLE_WAIT,
+) -> dict[str, Any]:
+    """``call(op_id)`` once; if its answer is lost, :func:`settle` it. Returns the
+    call's reply, or ``{"sequence": n, "recovered": True}`` for a change that was
+    made although its answer was lost. ``connect`` makes a fresh client (a
+    restarted node may listen on a new port)."""
+    op_id = new_op_id()
+    try:
+        return call(op_id)
+    except ClientError as e:
+        if not is_lost(e):
+            raise
+        return settle(connect, drive, op_id, what, e, say=say, wait=wait)
+
+
+def settle(
+    connect: Callable[[], Outcomes],
+    drive: str,
+    op_id: str,
+    what: str,
+    lost: ClientError,
+    *,
+    say: Callable[[str], None] | None = None,
+    wait: float = SETTLE_WAIT,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """The change ``op_id``'s answer was lost (``lost``): wait up to ``wait`` seconds
+    for the node to answer again and ask it; ``{"sequence", "recovered": True}`` if
+    the change was made, :class:`ClientError` if it was not (definite: it never will
+    be), :class:`OutcomeUnknown` if the node did not answer."""
+    if say is not None:
+        say(
+            f"the node's answer was lost ({lost}); asking it whether {what} was done "
+            f"(waiting up to {wait:.0f} s for it to answer)"
+        )
+    deadline = clock() + wait
+    while True:
+        try:
+            doc = connect().outcome(drive, op_id)
+            break
+        except ClientError as e:
+            # The node is not running or restarting: wait. Any other error (a 503:
+            # its vdrive node does not answer it either) is final: say so.
+            if not isinstance(e, NodeUnreachable | TransferError):
+                raise OutcomeUnknown(
+                    f"{what}: the outcome is unknown ({e}); `p2pstore ls` shows whether "
+                    "the change was made once the vdrive node answers"
+                ) from None
+            if clock() >= deadline:
+                raise OutcomeUnknown(
+                    f"{what}: the outcome is unknown: the node's answer was lost ({lost}) "
+                    f"and it did not answer again within {wait:.0f} s ({e}); once it runs, "
+                    f"`p2pstore ls` shows whether the change was made"
+                ) from None
+            sleep(SETTLE_POLL)
+    if doc.get("applied") is True:
+        return {"sequence": doc.get("sequence"), "recovered": True}
+    raise ClientError(
+        f"{what} was not done: the node's answer was lost ({lost}) and it says the "
+        "change was not made; nothing was changed, so running the command again is safe"
+    )
+
+
+def walk_files(
+    client: Lister, root: str, problems: list[str] | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """Every file below the vdrive directory ``root``: ``(path, entry)`` in path
+    order (``check --deep``). A directory that cannot be listed is noted in
+    ``problems`` and skipped."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    todo = [root.rstrip("/") or root]
+    while todo:
+        path = todo.pop()
+        try:
+            entries = client.ls(path)["entries"]
+        except ClientError as e:
+            if problems is None:
+                raise
+            problems.append(f"{path}: {e}")
+            continue
+        base = path if path.endswith("/") else path + "/"
+        for entry in sorted(entries, key=lambda x: str(x.get("name")), reverse=True):
+            child = base + str(entry.get("name"))
+            if entry.get("kind") == "dir":
+                todo.append(child)
+            else:
+                out.append((child, entry))
+    return sorted(out)

@@ -1,0 +1,117 @@
+"""The drive-changing calls of the HTTP API (docs/http-api.md, "Virtual drive" and
+"Outcomes"): ``POST /api/v1/vdrive/{mkdir,link,unlink,rename}``, each with an
+optional ``op_id``, and ``POST /api/v1/vdrive/outcome`` ``{"drive", "op_id"}``, which
+tells a client that lost its answer whether the change was made."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from p2pstore.app.errors import BadRequest
+from p2pstore.app.vpath import VPath, parse_vpath
+
+from .api import _field, _json, _json_body, _read_cap, _seq, op_id_of
+from .context import API_PREFIX, BACKEND
+
+
+async def vd_mkdir(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    path = parse_vpath(_field(body, "path", str))
+    seq = await request.app[BACKEND].vdrive_mkdir(
+        path,
+        parents=_field(body, "parents", bool, False),
+        expected_sequence=_seq(body.get("expected_sequence")),
+        op_id=op_id_of(body.get("op_id")),
+    )
+    return _json({"path": str(path), "sequence": seq}, status=201)
+
+
+async def vd_link(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    path = parse_vpath(_field(body, "path", str))
+    text = _field(body, "cap", str)
+    if text.startswith("p2ps:dir:"):
+        return await _link_dircap(request, body, path, text)
+    cap = _read_cap(text)
+    seq = await request.app[BACKEND].vdrive_link(
+        path,
+        cap,
+        replace=_field(body, "replace", bool, False),
+        expected_sequence=_seq(body.get("expected_sequence")),
+        op_id=op_id_of(body.get("op_id")),
+    )
+    return _json({"path": str(path), "sequence": seq}, status=201)
+
+
+async def _link_dircap(
+    request: web.Request, body: Mapping[str, Any], path: VPath, text: str
+) -> web.Response:
+    """Link a read-only directory cap (docs/vdrive.md) if the backend's vdrive can:
+    an optional ``vdrive_link_dircap(path, text, expected_sequence=)`` on the backend
+    or on its ``vdrive`` component."""
+    backend = request.app[BACKEND]
+    fn = None
+    for obj in (backend, getattr(backend, "vdrive", None)):
+        fn = getattr(obj, "vdrive_link_dircap", None)
+        if fn is not None:
+            break
+    if fn is None:
+        raise BadRequest("this node's vdrive cannot link directory caps", code="bad-cap")
+    if _field(body, "replace", bool, False):
+        raise BadRequest("a directory cap never replaces an existing name", code="bad-request")
+    seq = await fn(
+        path,
+        text,
+        expected_sequence=_seq(body.get("expected_sequence")),
+        op_id=op_id_of(body.get("op_id")),
+    )
+    return _json({"path": str(path), "sequence": seq}, status=201)
+
+
+async def vd_unlink(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    path = parse_vpath(_field(body, "path", str))
+    seq = await request.app[BACKEND].vdrive_unlink(
+        path,
+        recursive=_field(body, "recursive", bool, False),
+        expected_sequence=_seq(body.get("expected_sequence")),
+        op_id=op_id_of(body.get("op_id")),
+    )
+    return _json({"path": str(path), "sequence": seq})
+
+
+async def vd_rename(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    src = parse_vpath(_field(body, "src", str))
+    dst = parse_vpath(_field(body, "dst", str))
+    seq = await request.app[BACKEND].vdrive_rename(
+        src,
+        dst,
+        replace=_field(body, "replace", bool, False),
+        expected_sequence=_seq(body.get("expected_sequence")),
+        op_id=op_id_of(body.get("op_id")),
+    )
+    return _json({"src": str(src), "dst": str(dst), "sequence": seq})
+
+
+async def vd_outcome(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    drive = _field(body, "drive", str)
+    if drive not in ("shared", "private"):
+        raise BadRequest("drive must be shared or private", code="bad-path")
+    op_id = op_id_of(_field(body, "op_id", str))
+    assert op_id is not None
+    res = await request.app[BACKEND].vdrive_outcome(drive, op_id)
+    return _json({"drive": drive, "applied": res.applied, "sequence": res.sequence})
+
+
+def add_drive_change_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post(API_PREFIX + "/vdrive/mkdir", vd_mkdir)
+    r.add_post(API_PREFIX + "/vdrive/link", vd_link)
+    r.add_post(API_PREFIX + "/vdrive/unlink", vd_unlink)
+    r.add_post(API_PREFIX + "/vdrive/rename", vd_rename)
+    r.add_post(API_PREFIX + "/vdrive/outcome", vd_outcome)
