@@ -559,3 +559,91 @@ def test_verbose_adds_the_error_details(
     assert rc != 0 and "the drive moved on" in err and '"sequence": 7' in err
     assert cli.main(["ls"]) != 0
     assert '"sequence"' not in capsys.readouterr().err  # without -v: one line
+
+
+def test_op_ids_and_outcomes_over_the_api(
+    node: tuple[Path, MemoryApplication],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/http-api.md, "Outcomes": a change sent twice with one op id is made once;
+    the outcome of an id not made is "no" for good; the CLI asks when its answer
+    is lost and reports what the node says."""
+    root, _backend = node
+    client = NodeClient.for_node(root)
+    first = client.mkdir("/a", op_id="11" * 16)
+    assert client.mkdir("/a", op_id="11" * 16)["sequence"] == first["sequence"]
+    assert client.outcome("shared", "11" * 16) == {
+        "drive": "shared",
+        "applied": True,
+        "sequence": first["sequence"],
+    }
+    assert client.outcome("shared", "22" * 16)["applied"] is False
+    with pytest.raises(ApiCallError) as e:
+        client.mkdir("/b", op_id="22" * 16)
+    assert (e.value.status, e.value.code) == (409, "abandoned")
+    for bad in ("xyz", "1" * 15, "zz" * 16):
+        with pytest.raises(ApiCallError) as e:
+            client.mkdir("/c", op_id=bad)
+        assert e.value.status == 400 and "op_id" in e.value.message
+    # the answer is lost after the change was made: the CLI asks, and says it was made
+    real_mkdir = NodeClient.mkdir
+
+    def lost_after(self: NodeClient, *args: Any, **kw: Any) -> dict[str, Any]:
+        real_mkdir(self, *args, **kw)
+        raise TransferError("no answer from the node's API: connection reset")
+
+    monkeypatch.setattr(NodeClient, "mkdir", lost_after)
+    rc, _, err = run(capsys, "mkdir", "/made", "--node", root)
+    assert rc == 0 and "asking it whether mkdir shared:/made was done" in err
+    assert "created shared:/made" in err
+
+    # lost before it was made: the CLI says it was not done, and it never will be
+    def lost_before(self: NodeClient, *args: Any, **kw: Any) -> dict[str, Any]:
+        raise TransferError("the upload broke off")
+
+    monkeypatch.setattr(NodeClient, "mkdir", lost_before)
+    rc, _, err = run(capsys, "mkdir", "/never", "--node", root)
+    assert rc == 1 and "was not done" in err and "running the command again is safe" in err
+    names = [x["name"] for x in client.ls("/")["entries"]]
+    assert "made" in names and "never" not in names
+
+
+def test_settle_waits_for_the_node_then_gives_up() -> None:
+    from p2pstore.api_drive import OutcomeUnknown, settle
+
+    now = [0.0]
+    answers: list[Any] = [NodeUnreachable("refused"), NodeUnreachable("refused")]
+
+    class Fake:
+        def outcome(self, drive: str, op_id: str) -> dict[str, Any]:
+            a = answers.pop(0) if answers else {"applied": True, "sequence": 7}
+            if isinstance(a, Exception):
+                raise a
+            return dict(a)
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    lost = TransferError("reset")
+    said: list[str] = []
+    doc = settle(
+        Fake,
+        "shared",
+        "ab" * 16,
+        "mkdir x",
+        lost,
+        say=said.append,
+        sleep=sleep,
+        clock=lambda: now[0],
+    )
+    assert doc == {"sequence": 7, "recovered": True} and now[0] == 1.0 and said
+    answers[:] = [NodeUnreachable("refused")] * 1000
+    with pytest.raises(OutcomeUnknown) as e:
+        settle(
+            Fake, "shared", "ab" * 16, "mkdir x", lost, wait=5, sleep=sleep, clock=lambda: now[0]
+        )
+    assert e.value.exit_code == 3 and "within 5 s" in str(e.value)
+    answers[:] = [ApiCallError(503, "vdrive-unavailable", "the vdrive node is down")]
+    with pytest.raises(OutcomeUnknown, match="once the vdrive node answers"):
+        settle(Fake, "shared", "ab" * 16, "mkdir x", lost, sleep=sleep, clock=lambda: now[0])

@@ -370,3 +370,72 @@ def test_a_change_whose_answer_was_lost_is_retried_not_redone(tmp_path: Path) ->
         assert list(await list_dir(w2.store, w2.head.root, ())) == ["b"]
 
     run(go())
+
+
+def test_settle_is_definite_and_survives_a_restart(tmp_path: Path) -> None:
+    """docs/vdrive.md, "Retries": asking about an id that was made answers its
+    sequence; about one that was not, marks it given up (saved with the head), so the
+    change arriving later is refused instead of made behind its requester's back."""
+
+    async def go() -> None:
+        key, dht = NodeKey.generate(), MemoryRecordDht()
+        state, store, secret = tmp_path / "head.json", MemoryObjectStore(), new_read_secret()
+        w = make_writer(key, dht, store=store, secret=secret, state_path=state)
+        me = key.node_id
+        await w.apply(Mkdir(("a",)), expected_sequence=None, writer=me, op_id=b"m" * 16)
+        made = await w.settle(b"m" * 16, writer=me)
+        assert (made.applied, made.sequence) == (True, 1)
+        late = b"l" * 16
+        assert not (await w.settle(late, writer=me)).applied
+        restarted = make_writer(key, dht, store=store, secret=secret, state_path=state)
+        with pytest.raises(VdriveLocalError) as e:
+            await restarted.apply(Mkdir(("b",)), expected_sequence=None, writer=me, op_id=late)
+        assert e.value.code == "abandoned" and restarted.head.sequence == 1
+        again = await restarted.settle(late, writer=me)
+        assert (again.applied, again.sequence) == (False, 1)
+        with pytest.raises(VdriveLocalError, match="may not ask"):
+            await restarted.settle(late, writer=NodeKey.generate().node_id)
+
+    run(go())
+
+
+def test_remote_writer_settles_a_lost_answer_or_knows_it_was_not_sent() -> None:
+    from p2pstore.vdrive.rpc import OUTCOME_METHOD, NotDelivered, handle_outcome
+
+    async def go() -> None:
+        key = NodeKey.generate()
+        w = make_writer(key, MemoryRecordDht(), policy=WritePolicy(key.node_id, open=True))
+        caller = NodeKey.generate().node_id
+        sent: list[str] = []
+
+        async def answer_lost(body: Any, method: str = "vdrive.apply") -> Any:
+            sent.append(method)
+            if method == OUTCOME_METHOD:
+                return await handle_outcome(w, caller, body)
+            await handle_apply(w, caller, body)  # made, then every answer is lost
+            raise TimeoutError("no reply within 30 s")
+
+        done = await RemoteWriter(answer_lost).apply(Mkdir(("x",)), expected_sequence=None)
+        assert done.sequence == 1 and done.replayed
+        assert sent == ["vdrive.apply", "vdrive.apply", OUTCOME_METHOD]
+
+        async def never_sent(body: Any, method: str = "vdrive.apply") -> Any:
+            sent.append(method)
+            raise NotDelivered("no handshake")
+
+        sent.clear()
+        with pytest.raises(VdriveLocalError) as e:
+            await RemoteWriter(never_sent).apply(Mkdir(("y",)), expected_sequence=None)
+        assert e.value.details == {"outcome": "not-made"} and OUTCOME_METHOD not in sent
+
+        async def dead(body: Any, method: str = "vdrive.apply") -> Any:
+            raise TimeoutError("no reply")
+
+        with pytest.raises(VdriveLocalError) as e:
+            await RemoteWriter(dead).apply(Mkdir(("z",)), expected_sequence=None)
+        assert e.value.details == {"outcome": "unknown"} and "not known" in e.value.message
+        # the outcome adapter answers malformed requests with an error map
+        for bad in ({"drive": "shared"}, {"drive": "shared", "op_id": b"x"}, [1]):
+            assert (await handle_outcome(w, caller, bad))["code"] == "bad-request"
+
+    run(go())

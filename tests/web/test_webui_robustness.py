@@ -151,3 +151,24 @@ async def test_malformed_multipart_is_a_clear_400(client: TestClient[Any, Any]) 
         for route in ("/op/mkdir", "/op/delete", "/logout", "/login"):
             r = await client.post(route, data=body, headers=head)
             assert r.status in (400, 403), (route, body, r.status)  # refused, never a 500
+
+
+async def test_a_form_sent_twice_makes_its_change_once(client: TestClient[Any, Any]) -> None:
+    """Each form carries a fresh op_id: a reload that sends it again (after a lost
+    answer) is answered, not refused with "exists" and not made twice."""
+    import re
+
+    csrf = await login(client)
+    page = await (await client.get("/drive/shared/")).text()
+    op_ids = re.findall(r'name="op_id" value="([0-9a-f]{32})"', page)
+    assert op_ids and len(set(op_ids)) == len(op_ids)  # one per form, all different
+    form = {"csrf": csrf, "dir": "/", "name": "twice", "op_id": op_ids[0]}
+    for _ in range(2):
+        r = await client.post("/op/mkdir", data=form, headers={"Accept": "application/json"})
+        assert r.status == 201, await r.text()
+    listing = await (await client.get("/drive/shared/?format=json")).json()
+    assert [e["name"] for e in listing["entries"]] == ["twice"]
+    r = await client.post(
+        "/op/mkdir", data={**form, "op_id": "ab" * 16}, headers={"Accept": "application/json"}
+    )
+    assert r.status == 409  # a new form: a new change, and the name exists
