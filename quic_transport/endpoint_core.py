@@ -98,6 +98,7 @@ class EndpointCore:
         self._closed = False
         self._all_closed = asyncio.Event()
         self._peer_gone_hooks: list[Callable[[NodeId], None]] = []
+        self._conn_lost_hooks: list[Callable[[NodeId], None]] = []
         self._sizer = DatagramSizer(config, self._send_raw)
         self._stats = {"datagrams_in": 0, "datagrams_out": 0, "send_dropped": 0, "batches": 0}
         self._paths: dict[tuple[str, int], PathSend] = {}  # virtual paths (paths.py)
@@ -267,6 +268,8 @@ class EndpointCore:
         # both sides may have dialed: the peer is gone with its last connection, whichever
         if conn.peer_id is not None and not any(c.peer_id == conn.peer_id for c in self._conns):
             self._peer_gone(conn.peer_id)
+        elif conn.peer_id is not None:  # e.g. a restarted peer's old connection timing out
+            self._peer_gone(conn.peer_id, hooks=self._conn_lost_hooks)
         if not self._conns:
             self._all_closed.set()
 
@@ -276,8 +279,16 @@ class EndpointCore:
         drops that peer's unfinished uploads at once. Hooks must not block."""
         self._peer_gone_hooks.append(hook)
 
-    def _peer_gone(self, node_id: NodeId) -> None:
-        for hook in self._peer_gone_hooks:
+    def on_connection_lost(self, hook: Callable[[NodeId], None]) -> None:
+        """Call ``hook(node_id)`` when a connection to a peer closes while another one
+        to it remains (a restarted peer's old connection, a duplicate dial): e.g. to
+        drop the uploads it made over the old one. Hooks must not block."""
+        self._conn_lost_hooks.append(hook)
+
+    def _peer_gone(
+        self, node_id: NodeId, hooks: list[Callable[[NodeId], None]] | None = None
+    ) -> None:
+        for hook in self._peer_gone_hooks if hooks is None else hooks:
             try:
                 hook(node_id)
             except Exception:  # a hook's bug must not break the connection table

@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 
 DAY = 86400.0
 RESCAN_MAX = 300.0  # seconds: new storage indexes are noticed at least this often
+#: seconds between two scrubs of one storage index asked for by peers (``suspect``)
+SUSPECT_GAP = 600.0
 
 
 class MaintenanceError(GridError):
@@ -111,6 +113,8 @@ class Maintainer(Generic[P]):
         self._caps: dict[bytes, VerifyCap] = {}
         self._scrubbed: dict[bytes, float] = {}  # storage index -> loop time of last scrub
         self._seen: dict[bytes, Seen] = {}  # storage index -> holders seen (remember())
+        self._suspected: dict[bytes, float] = {}  # storage index -> loop time of a report
+        self._wake = asyncio.Event()
         self._rescan_at = 0.0
         self._tasks = TaskOwner()
         self._checked: deque[float] = deque()  # wall times of checks in the last day
@@ -174,10 +178,31 @@ class Maintainer(Generic[P]):
             si = min(self._due, key=self._due.__getitem__, default=None)
             if si is None or self._due[si] > now:
                 wake = self._rescan_at if si is None else min(self._due[si], self._rescan_at)
-                await asyncio.sleep(max(0.05, wake - now))
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(0.05, wake - now))
                 continue
             await self.check(si)
             await asyncio.sleep(self.config.pace)
+
+    async def suspect(self, si: bytes) -> bool:
+        """A peer found a copy held here failing its hash check (``maintenance.suspect``):
+        scrub this storage index at once, deleting what is corrupt; the custodian then
+        regenerates it. We check our own bytes, never trust the claim; at most once
+        per :data:`SUSPECT_GAP` per storage index. Returns whether a scrub was queued."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now - self._suspected.get(si, -math.inf) < SUSPECT_GAP:
+            return False
+        if si not in self._due and not await asyncio.to_thread(self.server.list_shares, si):
+            return False
+        if len(self._suspected) > 4096:
+            self._suspected.clear()
+        self._suspected[si] = now
+        self._scrubbed.pop(si, None)
+        self._due[si] = now
+        self._wake.set()
+        return True
 
     # -- one check ----------------------------------------------------------------------
     async def check(self, si: bytes) -> Plan | None:

@@ -21,7 +21,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic
 
@@ -127,6 +127,9 @@ class Health(Generic[P]):
         self.storage_for = storage_for
         self.config = config or HealthConfig()
         self.quality = quality  # repair places like upload (placement.rank_peers)
+        #: told of every share copy a verify finds corrupt: (holder, storage index,
+        #: share, why); the node asks the holder to check and delete it (best effort)
+        self.on_corrupt: Callable[[P, bytes, int, str], Awaitable[None]] | None = None
 
     async def locate(self, vc: VerifyCap) -> Located[P]:
         """The peers a download would search, which shares each holds, and which did
@@ -174,6 +177,7 @@ class Health(Generic[P]):
         peers, existing, dead = await self.locate(vc)
         check = self._check_result(vc, peers, existing, dead)
         copies: dict[tuple[int, str], str | None] = {}
+        bad: list[tuple[P, int, str]] = []
         # Round r checks the r-th copy of each share; shares with fewer copies are
         # filled in with their first copy so at least k shares can open the file.
         rounds = max((len(v) for v in existing.values()), default=0)
@@ -192,6 +196,17 @@ class Health(Generic[P]):
             for s, why in report.items():
                 if r < len(existing[s]):  # fill-ins were recorded in round 0
                     copies[(s, NodeId(assignment[s]).b32)] = why
+                    if why is not None:
+                        bad.append((peers[assignment[s]], s, why))
+        if self.on_corrupt is not None and bad:
+            tell = self.on_corrupt
+            await asyncio.gather(
+                *(
+                    bounded(tell(p, vc.storage_index, s, why), self.config.op_timeout)
+                    for p, s, why in bad
+                ),
+                return_exceptions=True,
+            )
         return VerifyResult(check, copies)
 
     async def renew(self, cap: ReadCap | VerifyCap) -> dict[str, str | None]:

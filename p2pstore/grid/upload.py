@@ -77,6 +77,10 @@ class UploadConfig:
     list_timeout: float = 10.0
     #: re-place shares lost mid-stream by regenerating them from placed shares
     replace_lost: bool = True
+    #: the lease term (seconds) a new share gets until the whole upload succeeds; then
+    #: each holder extends it to its full term. An uploader killed part-way leaves
+    #: shares that expire within this, not a month later (docs/grid.md, "Upload errors")
+    provisional_lease: int | None = 6 * 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +235,8 @@ class Uploader(Generic[P]):
                 progress(fed, fed)
             if job.placer.happiness() < happy:
                 await job.release_sent()
+            else:
+                await job.keep_sent()
             return self._uploaded(job.result(cap, fed, happy))
         finally:
             if job is not None:
@@ -357,6 +363,7 @@ class Uploader(Generic[P]):
             config=self.config.send,
             on_progress=on_progress,
             regenerate=regenerate,
+            lease=self.config.provisional_lease,
         )
         sender.start(sorted(placer.initial()))
         return _Job(si, params, peers, placer, sender, len(found), self.storage_for, dead)
@@ -460,6 +467,21 @@ class _Job(Generic[P]):
                 await bounded(self.storage_for(self.peers[peer]).cancel_lease(self.si), t)
 
         await asyncio.gather(*(drop(p) for p in peers))
+
+    async def keep_sent(self) -> None:
+        """The upload succeeded: extend the provisional lease of every share we stored
+        to the holder's full term. A holder that fails it keeps the share for the
+        provisional term; the uploader's lease renewal or maintenance takes over."""
+        peers = {self.placer.placed[s] for s in self.sender.sent if s in self.placer.placed}
+        t = self.sender.config.op_timeout
+
+        async def keep(peer: PeerKey) -> None:
+            try:
+                await bounded(self.storage_for(self.peers[peer]).add_lease(self.si), t)
+            except Exception as e:
+                log.info("extending the lease on %s failed: %s", _b32(peer)[:12], describe(e))
+
+        await asyncio.gather(*(keep(p) for p in peers))
 
     def result(self, cap: ReadCap, size: int, happy: int) -> UploadResult[P]:
         placer = self.placer

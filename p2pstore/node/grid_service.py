@@ -195,7 +195,9 @@ class GridService:
             server,
             self.peer_quality,
             ready=lambda: self.joined_at is not None,
+            call=self.endpoint.call,  # reports of corrupt copies to their holders
         )
+        self.upkeep.serve(self.endpoint)  # maintenance.suspect
         self._tasks.start(self._run(), name="grid-service-join")
         # the join attempts report on the seeds too; the watch measures their RTT and
         # re-checks them every ``seed_interval``
@@ -252,16 +254,7 @@ class GridService:
             crawl_interval=slower(1.0, cfg.limits),
         )
         register_storage_streams(ep, self.storage.server, error_factory=RpcError)
-        ep.on_peer_gone(self._drop_uploads_of)
-
-    def _drop_uploads_of(self, node_id: NodeId) -> None:
-        """A peer's last connection closed: its unfinished share uploads here can never
-        complete, so they go now rather than after the idle sweep (docs/storage.md)."""
-        storage = self.storage
-        if storage is not None:
-            self._tasks.start(
-                asyncio.to_thread(storage.peer_disconnected, node_id), name="drop-uploads"
-            )
+        self.storage.follow_connections(ep)  # drops the uploads of peers that went away
 
     async def _start_dht(self, ep: Endpoint, candidates: Sequence[Seed]) -> DhtNode:
         ctx = self.context

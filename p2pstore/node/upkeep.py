@@ -9,15 +9,19 @@ docs/node.md "Leases"):
 - the pins (``private/pins.json``) and the reference keeper: every third of the
   lease duration, this node renews its lease on every file reachable from the
   drives it publishes (its private drive; the shared drive on the vdrive node) and
-  on every pinned file (``[maintenance] keep_references``).
+  on every pinned file (``[maintenance] keep_references``);
+- corrupt copies reported: a verify that finds a share copy failing its hash check
+  asks its holder (``maintenance.suspect``) to scrub that storage index now; the
+  holder checks its own bytes and deletes what is corrupt (docs/maintenance.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from p2pstore.app.grid import GridApplication
 from p2pstore.app.keeper import KeeperConfig, PinBook, ReferenceKeeper
@@ -29,12 +33,30 @@ from p2pstore.grid.maintenance import MaintenanceConfig
 from p2pstore.grid.peers import FindPeers, StorageFor
 from p2pstore.grid.quality import QualitySource
 from p2pstore.immutable import LiteralCap, ReadCap, VerifyCap
+from p2pstore.storage.disk_layout import check_storage_index
+from p2pstore.storage.errors import StorageError
 from p2pstore.storage.server import StorageServer
 from quic_transport import PeerAddress
+from quic_transport.errors import RpcError
 
 from .grid_params import effective_encoding
 from .limits import slower
 from .service import NodeContext
+
+log = logging.getLogger(__name__)
+
+SUSPECT_METHOD = "maintenance.suspect"
+#: (peer, method, body) -> reply: an RPC to another node
+PeerCall = Callable[[PeerAddress, str, Any], Awaitable[Any]]
+
+
+class _Ctx(Protocol):
+    @property
+    def peer_id(self) -> Any: ...
+
+
+class _Registry(Protocol):
+    def register(self, method: str, handler: Any) -> None: ...
 
 
 def maintenance_config(ctx: NodeContext, happy: int) -> MaintenanceConfig:
@@ -65,6 +87,7 @@ class Upkeep:
         #: what this node uploads with: its [client] keys, else the grid's p2ps-params
         self.encoding = effective_encoding(ctx.config, ctx.bootstrap.params)
         self.keeper: ReferenceKeeper | None = None
+        self._call: PeerCall | None = None
 
     def start(
         self,
@@ -73,17 +96,61 @@ class Upkeep:
         server: StorageServer | None,
         quality: QualitySource | None = None,
         ready: Callable[[], bool] | None = None,
+        call: PeerCall | None = None,
     ) -> None:
+        """``call``: how to reach another node (to report corrupt copies)."""
         cfg = self.ctx.config
+        self._call = call
         health: Health[PeerAddress] = Health(
             find_peers, storage_for, HealthConfig(happy=self.encoding.happy), quality=quality
         )
+        health.on_corrupt = self.report_corrupt
         if cfg.client.renew_leases:
             self._start_leases(health)
         mc = maintenance_config(self.ctx, self.encoding.happy)
         if server is not None and mc.enabled:
             self.maintainer = Maintainer(server, self.ctx.key.node_id, health, mc, ready=ready)
             self.maintainer.start()
+
+    async def report_corrupt(self, peer: PeerAddress, si: bytes, share: int, why: str) -> None:
+        """``Health.on_corrupt``: ask the holder of a corrupt copy to scrub it."""
+        if peer.node_id == self.ctx.key.node_id:
+            if self.maintainer is not None:
+                await self.maintainer.suspect(si)
+            return
+        if self._call is None:
+            return
+        try:
+            await self._call(peer, SUSPECT_METHOD, {"si": si, "share": share})
+        except Exception as e:  # best effort: its own scrub finds it later
+            log.info("telling %s of a corrupt share failed: %s", peer.node_id.short(), e)
+
+    def serve(self, registry: _Registry) -> None:
+        """Answer ``maintenance.suspect {si, share}``: ``{"scheduled": bool}``."""
+
+        async def handler(ctx: _Ctx, body: Any) -> dict[str, Any]:
+            share = body.get("share") if isinstance(body, dict) else None
+            if (
+                not isinstance(body, dict)
+                or set(body) != {"si", "share"}
+                or not isinstance(share, int)
+                or isinstance(share, bool)
+                or not 0 <= share < 256
+            ):
+                raise RpcError("bad-request", "expected {si: storage index, share: 0..255}")
+            try:
+                si = check_storage_index(body["si"])
+            except StorageError as e:
+                raise RpcError("bad-request", str(e)) from None
+            m = self.maintainer
+            scheduled = m is not None and await m.suspect(si)
+            if scheduled:
+                log.info(
+                    "a peer reports share %d of a storage index here corrupt: scrubbing", share
+                )
+            return {"scheduled": scheduled}
+
+        registry.register(SUSPECT_METHOD, handler)
 
     def _start_leases(self, health: Health[PeerAddress]) -> None:
         cfg = self.ctx.config
@@ -101,6 +168,7 @@ class Upkeep:
         """Hand the pins to the API backend and start the reference keeper (once the
         backend, and with it the vdrive, exists)."""
         app.pin_book = self.pins
+        app.health.on_corrupt = self.report_corrupt
         cfg = self.ctx.config
         if not cfg.maintenance.keep_references or self.keeper is not None:
             return

@@ -147,10 +147,7 @@ class StorageServer:
         """Abort uploads in progress and release the directory. Idempotent."""
         with self._lock:
             uploads = list(self._uploads.values())
-        for up in uploads:
-            with up.lock:
-                if not up.done:
-                    self._discard(up)
+        self._abort(uploads)
         with self._lock:
             fd, self._lock_fd = self._lock_fd, None
         if fd is not None:
@@ -333,22 +330,25 @@ class StorageServer:
             if not up.done:
                 self._discard(up)
 
-    def abort_uploads_of(self, owner: NodeId) -> int:
-        """Abort every upload ``owner`` has in progress (call when its connection closes)."""
+    def abort_uploads_of(self, owner: NodeId, idle_for: float = 0.0) -> int:
+        """Abort ``owner``'s uploads in progress (with ``idle_for``: only those with no
+        write for that many seconds, e.g. when one of its connections closes)."""
         with self._lock:
             mine = [u for u in self._uploads.values() if u.owner == owner.raw]
+        return self._abort(mine, self._clock() - idle_for if idle_for > 0 else None)
+
+    def _abort(self, uploads: list[Upload], idle_before: float | None = None) -> int:
         n = 0
-        for up in mine:
+        for up in uploads:
             with up.lock:
-                if not up.done:
+                if not up.done and (idle_before is None or up.last_active <= idle_before):
                     self._discard(up)
                     n += 1
         return n
 
     def sweep_idle_uploads(self, now: float | None = None) -> int:
         """Abort uploads with no write for ``upload_idle_timeout``; returns how many."""
-        now = self._clock() if now is None else now
-        cutoff = now - self.config.upload_idle_timeout
+        cutoff = (self._clock() if now is None else now) - self.config.upload_idle_timeout
         with self._lock:
             idle = [u for u in self._uploads.values() if u.last_active <= cutoff]
         n = 0

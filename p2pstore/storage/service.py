@@ -10,7 +10,9 @@ server, so no background work touches a closed directory.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 from quic_transport.identity import NodeId
 
@@ -18,6 +20,15 @@ from .config import StorageConfig
 from .crawler import LeaseCrawler
 from .rpc import ErrorFactory, Registry, StorageRpcAdapter, StorageRpcError, register_storage_rpc
 from .server import Clock, FreeSpace, StorageServer, disk_free
+
+#: seconds without a write after which a peer's upload is dropped when one of its
+#: connections closes (a live uploader writes every share at least once a segment)
+STALE_UPLOAD = 10.0
+
+
+class PeerEvents(Protocol):
+    def on_peer_gone(self, hook: Callable[[NodeId], None]) -> None: ...
+    def on_connection_lost(self, hook: Callable[[NodeId], None]) -> None: ...
 
 
 class StorageService:
@@ -27,6 +38,7 @@ class StorageService:
         self.server = server
         self.adapter = adapter
         self.crawler = crawler
+        self._tasks: set[asyncio.Task[int]] = set()
 
     @classmethod
     async def start(
@@ -57,7 +69,26 @@ class StorageService:
         """Abort a disconnected peer's uploads (wire to the transport's close event)."""
         return self.adapter.peer_disconnected(peer_id)
 
+    def follow_connections(self, events: PeerEvents) -> None:
+        """A peer's last connection closed: its unfinished uploads here can never
+        complete, so they go now rather than after the idle sweep. One of its
+        connections closed while another remains (it restarted and dialed again):
+        the uploads it has not written to for :data:`STALE_UPLOAD` seconds go
+        (docs/storage.md, "Uploads")."""
+
+        def later(fn: Callable[..., int], *args: Any) -> None:
+            task = asyncio.get_running_loop().create_task(asyncio.to_thread(fn, *args))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        events.on_peer_gone(lambda peer: later(self.peer_disconnected, peer))
+        events.on_connection_lost(
+            lambda peer: later(self.server.abort_uploads_of, peer, STALE_UPLOAD)
+        )
+
     async def close(self) -> None:
+        for task in list(self._tasks):
+            await asyncio.gather(task, return_exceptions=True)
         await self.crawler.close()
         await asyncio.to_thread(self.server.close)
 

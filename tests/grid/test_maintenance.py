@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -262,3 +263,71 @@ async def test_a_corrupt_copy_is_never_a_repair_source_and_its_holder_deletes_it
     assert m2.counts["shares_repaired"] == 5, m2.status()  # 3 gone + 2 corrupt
     assert sorted(s for gs in alive for s in gs.server.list_shares(si)) == list(range(10))
     assert await download(alive, cap) == data
+
+
+async def test_a_corrupt_copy_found_by_a_verify_is_scrubbed_by_its_holder_at_once(
+    grid: StorageGrid,
+) -> None:
+    """docs/maintenance.md, "Scrub": a verify elsewhere (a user's `check --verify`)
+    that finds a copy failing its hash check tells the holder, which checks its own
+    bytes now (not in 30 days) and deletes the copy; a claim about a good copy or a
+    storage index not held deletes nothing, and reports are rate-limited."""
+    data = data_of(60_000, 7)
+    servers = grid.servers[:12]
+    cap = await upload(servers, data)
+    si = cap.storage_index
+    holder = next(gs for gs in ranked(grid, si, servers) if gs.server.list_shares(si))
+    m = maintainer(grid, holder, alive=servers)
+    await m.check(si)  # the first check scrubs (all good); the next one is a month away
+    (share,) = holder.server.list_shares(si)
+    assert not await m.suspect(bytes(20))  # not held here
+    told: list[tuple[int, str]] = []
+
+    async def tell(peer: GridServer, s: bytes, sh: int, why: str) -> None:
+        told.append((sh, why))
+        if peer is holder:
+            await m.suspect(s)
+
+    health = Health(static_peers(servers), as_node(servers[-1]), HealthConfig(op_timeout=5.0))
+    health.on_corrupt = tell
+    clean = await health.verify(cap)
+    assert not any(clean.copies.values())  # all good: nobody is told
+    assert told == []
+    holder.corrupt_share(si, share, 72 + 5)
+    result = await health.verify(cap)
+    assert [s for s, _ in told] == [share] and any(result.copies.values())
+    await m.check(si)  # due now: it scrubs, and the bad copy goes
+    assert m.counts["corrupt_removed"] == 1 and not holder.server.list_shares(si)
+    assert not await m.suspect(si)  # once per SUSPECT_GAP per storage index
+
+
+async def test_a_share_is_kept_for_a_month_only_once_the_whole_upload_succeeded(
+    grid: StorageGrid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/grid.md, "Upload errors": shares get a provisional lease while the upload
+    runs; the full term only when it succeeded. An uploader killed before that point
+    (here: the step skipped) leaves shares that expire within the provisional term."""
+    from p2pstore.grid import upload as upload_mod
+
+    term = grid.config.lease_duration
+    cap = await upload(grid.servers[:12], data_of(50_000, 8))
+    left = [
+        lz.expires - grid.clock()
+        for gs in grid.servers
+        for lz in gs.server.leases(cap.storage_index)
+    ]
+    assert left and min(left) > term - 60
+    provisional = upload_mod.UploadConfig().provisional_lease
+    assert provisional is not None and provisional < term
+
+    async def killed_before(self: Any) -> None:
+        return None
+
+    monkeypatch.setattr(upload_mod._Job, "keep_sent", killed_before)
+    cap2 = await upload(grid.servers[:12], data_of(50_000, 9))
+    left = [
+        lz.expires - grid.clock()
+        for gs in grid.servers
+        for lz in gs.server.leases(cap2.storage_index)
+    ]
+    assert left and max(left) <= provisional + 5

@@ -31,6 +31,7 @@ from p2pstore.testing.fake_rpc import FakeRegistry, FakeRpcError
 from quic_transport.identity import NodeId
 
 ALICE = NodeId(b"A" * 20)
+BOB = NodeId(b"B" * 20)
 SI = hashlib.blake2b(b"file-1", digest_size=20).digest()
 
 
@@ -254,3 +255,26 @@ async def test_service_and_bind_endpoint(tmp_path: Path) -> None:
     finally:
         await service.close()
     assert service.server.closed
+
+
+async def test_a_lost_connection_drops_only_the_peers_stale_uploads(tmp_path: Path) -> None:
+    """A peer that restarted dials again; when its old connection closes, the uploads
+    it made there (no write for STALE_UPLOAD seconds) go, its live ones stay."""
+    from p2pstore.storage.service import STALE_UPLOAD
+    from p2pstore.testing.storage_grid import FakeClock
+
+    clock = FakeClock()
+    server = StorageServer.open(tmp_path / "s", clock=clock)
+    try:
+        server.allocate(SI, 0, ALICE, 10)
+        clock.advance(STALE_UPLOAD + 1)
+        server.allocate(SI, 1, ALICE, 10)  # made over the new connection: fresh
+        server.allocate(SI, 2, BOB, 10)
+        clock.advance(STALE_UPLOAD + 1)
+        server.write(SI, 1, ALICE, 0, b"x")  # still being written
+        assert server.abort_uploads_of(ALICE, STALE_UPLOAD) == 1
+        assert server.stat().uploads == 2
+        assert server.abort_uploads_of(ALICE) == 1  # its last connection: all of them
+        assert server.stat().uploads == 1  # Bob's is not touched
+    finally:
+        server.close()
