@@ -92,6 +92,13 @@ def derive_verify_cap(server: StorageServer, si: bytes, shares: list[int]) -> Ve
     raise MaintenanceError("no local share gives a verify cap (" + "; ".join(reasons) + ")")
 
 
+class _TooYoung(Exception):
+    """A share here was closed moments ago: check again in ``wait`` seconds."""
+
+    def __init__(self, wait: float) -> None:
+        self.wait = wait
+
+
 class Maintainer(Generic[P]):
     def __init__(
         self,
@@ -210,19 +217,24 @@ class Maintainer(Generic[P]):
         counted and kept among the recent failures). None when nothing is held."""
         loop = asyncio.get_running_loop()
         role = Role.CUSTODIAN
+        wait: float | None = None
         try:
             result = await self._check(si)
             if result is None:
                 return None
             role = result.role
             return result
+        except _TooYoung as e:
+            wait = e.wait
+            return None
         except Exception as e:
             self._fail(si, describe(e) if not isinstance(e, GridError) else str(e))
             return None
         finally:
             if si in self._due:
                 jitter = self._rng.uniform(0.9, 1.1)
-                self._due[si] = loop.time() + next_check(role, self.config) * jitter
+                due = next_check(role, self.config) * jitter if wait is None else wait + 1.0
+                self._due[si] = loop.time() + due
                 self._role[si] = role
 
     async def _check(self, si: bytes) -> Plan | None:
@@ -230,9 +242,6 @@ class Maintainer(Generic[P]):
         if not mine:
             self._forget(si)
             return None
-        age = await asyncio.to_thread(self._age, si, mine)
-        if age < min(self.config.check_interval, self.config.settle):
-            return None  # an upload may still be closing its other shares: later
         vc = self._caps.get(si)
         if vc is None:
             vc = await asyncio.to_thread(derive_verify_cap, self.server, si, sorted(mine))
@@ -245,6 +254,10 @@ class Maintainer(Generic[P]):
                 if not mine:
                     self._forget(si)
                     return None
+        age = await asyncio.to_thread(self._age, si, mine)
+        settle = min(self.config.check_interval, self.config.settle)
+        if age < settle:  # an upload may still be closing its other shares: soon
+            raise _TooYoung(settle - age)
         located = await self.health.locate(vc)
         peers, existing, dead = located
         holdings: dict[PeerKey, set[int]] = {p: set() for p in peers if p not in dead}

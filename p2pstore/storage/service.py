@@ -39,6 +39,7 @@ class StorageService:
         self.adapter = adapter
         self.crawler = crawler
         self._tasks: set[asyncio.Task[int]] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
 
     @classmethod
     async def start(
@@ -73,20 +74,30 @@ class StorageService:
         """A peer's last connection closed: its unfinished uploads here can never
         complete, so they go now rather than after the idle sweep. One of its
         connections closed while another remains (it restarted and dialed again):
-        the uploads it has not written to for :data:`STALE_UPLOAD` seconds go
-        (docs/storage.md, "Uploads")."""
+        :data:`STALE_UPLOAD` seconds later, its uploads with no write for that long
+        go (docs/storage.md)."""
 
         def later(fn: Callable[..., int], *args: Any) -> None:
             task = asyncio.get_running_loop().create_task(asyncio.to_thread(fn, *args))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+        def stale(peer: NodeId) -> None:
+            # its uploads over the lost connection went quiet when it did; those over
+            # a live one keep being written: look again once the quiet ones are stale
+            loop = asyncio.get_running_loop()
+            handle = loop.call_later(
+                STALE_UPLOAD, later, self.server.abort_uploads_of, peer, STALE_UPLOAD
+            )
+            self._timers.add(handle)
+            loop.call_later(STALE_UPLOAD + 1, self._timers.discard, handle)
+
         events.on_peer_gone(lambda peer: later(self.peer_disconnected, peer))
-        events.on_connection_lost(
-            lambda peer: later(self.server.abort_uploads_of, peer, STALE_UPLOAD)
-        )
+        events.on_connection_lost(stale)
 
     async def close(self) -> None:
+        for handle in self._timers:
+            handle.cancel()
         for task in list(self._tasks):
             await asyncio.gather(task, return_exceptions=True)
         await self.crawler.close()

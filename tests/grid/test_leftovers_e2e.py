@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from p2pstore.storage.leases import decode_leases
 from tests.nat_grid import set_config, until
 from tests.realgrid import REPO, Grid, cli, cli_env, local_grid
@@ -57,6 +59,7 @@ def restart(node: Path) -> None:
     cli("start", node)
 
 
+@pytest.mark.timeout(600)
 def test_failures_leave_nothing_behind(tmp_path: Path) -> None:
     data = tmp_path / "one.bin"
     data.write_bytes(os.urandom(1 << 20))
@@ -82,7 +85,7 @@ def test_failures_leave_nothing_behind(tmp_path: Path) -> None:
         restart(grid.node(3))
         cap = cli("put", "--node", client, data, timeout=120.0).stdout.strip()
         si = storage_index(client, cap)
-        assert len({f.parts[-5] for f in share_files(grid, si)}) <= 3
+        assert len({f.parts[-6] for f in share_files(grid, si)}) <= 3
         for i in (4, 5, 6):
             cli("start", grid.node(i))
         set_config(client, "client", {"shares_happy": 5})
@@ -95,7 +98,7 @@ def test_failures_leave_nothing_behind(tmp_path: Path) -> None:
         packed = cli("check", "--node", client, cap, check=False)
         assert packed.returncode == 1 and "fewer than shares_happy = 5" in packed.stdout, packed
         cli("check", "--node", client, "--repair", cap, check=False)
-        assert len({f.parts[-5] for f in share_files(grid, si)}) >= 5
+        assert len({f.parts[-6] for f in share_files(grid, si)}) >= 5
         assert cli("check", "--node", client, cap).returncode == 0
 
         # 3. a corrupt copy: repaired from the others, deleted by its holder
