@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Parallel test workers; 2 cores on the project's machines.
 WORKERS ?= 2
 
-.PHONY: all install test lint typecheck pytest test-slow run bench clean browser nat-tools
+.PHONY: all install test lint typecheck pytest test-slow run bench bench-scale clean browser nat-tools
 
 all: test
 
@@ -74,6 +74,11 @@ run: $(STAMP)
 ## Speed and memory measurements, printed as JSON lines.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+## 25, 50 and 100 real node processes: joining, lookups, put/get, memory, idle cost
+## (long: about 15 minutes; docs/local-grid.md, "At scale").
+bench-scale: $(STAMP)
+	$(BIN)/python -m benchmarks.scale
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +76,8 @@ from dht.serving import RequestHandlers
 from dht.store import RecordStore
 from dht.transport import DhtTransport
 from quic_transport.identity import NodeId
+
+from .stats import percentiles
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +166,7 @@ class DhtNode:
         self._registered = False
         self._closed = False
         self.rpcs_sent = 0
+        self.lookup_times: deque[float] = deque(maxlen=200)  # seconds, newest last
 
     # ---- lifecycle -----------------------------------------------------------------
     def register_handlers(self) -> None:
@@ -352,6 +356,7 @@ class DhtNode:
         beta: int | None = None,
         want_anns: bool = False,
     ) -> LookupOutcome:
+        started = self.clock.monotonic()
         cfg = self.config
         initial = self.table.closest(target, cfg.k)
         if not initial:
@@ -384,6 +389,7 @@ class DhtNode:
             self.table.failed(node_id, self.clock.monotonic())
 
         await drive_lookup(lk, query, self.clock.monotonic, abandoned, gathered)
+        self.lookup_times.append(self.clock.monotonic() - started)  # for status()
         best, held = gathered.best, gathered.held
         self.table.lookup_done(target, self.clock.monotonic())
         contacts = lk.result()
@@ -582,4 +588,5 @@ class DhtNode:
             "announcements": len(self.anns),
             "announced": self.announcement is not None,
             "rpcs_sent": self.rpcs_sent,
+            "lookups": percentiles(self.lookup_times),
         }

@@ -100,7 +100,14 @@ class EndpointCore:
         self._peer_gone_hooks: list[Callable[[NodeId], None]] = []
         self._conn_lost_hooks: list[Callable[[NodeId], None]] = []
         self._sizer = DatagramSizer(config, self._send_raw)
-        self._stats = {"datagrams_in": 0, "datagrams_out": 0, "send_dropped": 0, "batches": 0}
+        self._stats = {
+            "datagrams_in": 0,
+            "datagrams_out": 0,
+            "bytes_in": 0,
+            "bytes_out": 0,
+            "send_dropped": 0,
+            "batches": 0,
+        }
         self._paths: dict[tuple[str, int], PathSend] = {}  # virtual paths (paths.py)
         self._origins: dict[tuple[str, int], tuple[str, int]] = {}  # key -> remote address
         clock = self._loop.time
@@ -317,6 +324,7 @@ class EndpointCore:
         try:
             self._sock.sendto(data, addr)
             self._stats["datagrams_out"] += 1
+            self._stats["bytes_out"] += len(data)
         except BlockingIOError:
             self._stats["send_dropped"] += 1
         except OSError as e:
@@ -333,6 +341,7 @@ class EndpointCore:
             return False
         send(data)
         self._stats["datagrams_out"] += 1
+        self._stats["bytes_out"] += len(data)
         return True
 
     def _on_readable(self) -> None:
@@ -390,6 +399,7 @@ class EndpointCore:
             self._loop.add_reader(self._sock.fileno(), self._reader)
 
     def _on_datagram(self, data: bytes, addr: Any, now: float) -> None:
+        self._stats["bytes_in"] += len(data)
         if not data:
             return
         first = data[0]

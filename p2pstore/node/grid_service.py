@@ -563,6 +563,10 @@ class GridService:
             }
         if self.endpoint is not None:
             details["connections"] = len(self.endpoint.connected_peers)
+            counters = self.endpoint.stats  # sent and received since it started
+            details["traffic"] = {
+                k: counters[k] for k in ("datagrams_in", "datagrams_out", "bytes_in", "bytes_out")
+            }
         details.update(self.upkeep.status())
         if self.nat is not None:
             details["nat"] = self.nat.status()

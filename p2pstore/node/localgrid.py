@@ -13,8 +13,8 @@ Invariants:
 - ``up`` on an existing grid starts the nodes that are not running (and creates
   extra nodes if ``--nodes`` asks for more); it never recreates or deletes a node.
 - ``up`` returns 0 only when every node is running and has joined: each sees at
-  least N other nodes (N storage nodes + the introducer - itself) in its routing
-  table; otherwise it says which node is behind and returns 1.
+  least N other nodes (N storage nodes + the introducer - itself; at most k = 20)
+  in its routing table; otherwise it says which node is behind and returns 1.
 - Upload parameters are 3-of-10 with ``shares_happy = max(3, min(7, N - 1))``, so a
   grid of N >= 4 nodes accepts uploads with one node down. They are written only
   into nodes made in that run: an existing node's config is never rewritten (a
@@ -50,7 +50,8 @@ FORMAT = "p2pstore-local-grid-v1"
 GRID_FILE = "grid.json"
 INTRODUCER = "introducer"
 DEFAULT_NODES = 5
-MAX_NODES = 50
+MAX_NODES = 100
+JOIN_PEERS = 20  # the DHT's k
 HOST = "127.0.0.1"
 
 
@@ -250,8 +251,10 @@ def node_states(grid: Grid) -> dict[str, dict[str, Any] | None]:
 def wait_joined(
     grid: Grid, timeout: float, *, clock: Callable[[], float] = time.monotonic
 ) -> list[str]:
-    """Wait until each node sees every other one; returns the names still behind."""
-    want = len(grid.names) - 1
+    """Wait until each node sees every other one (or, in a grid larger than a
+    Kademlia bucket, at least k = 20 of them: a routing table keeps at most k of the
+    far half of the grid); returns the names still behind."""
+    want = min(len(grid.names) - 1, JOIN_PEERS)
     deadline = clock() + timeout
     while True:
         states = node_states(grid)
@@ -337,7 +340,8 @@ def up(
     if behind:
         print(
             f"p2pstore: after {timeout:g} s these nodes still see fewer than "
-            f"{len(grid.names) - 1} peers: {', '.join(behind)} (see <node>/logs/node.log)",
+            f"{min(len(grid.names) - 1, JOIN_PEERS)} peers: {', '.join(behind)} "
+            "(see <node>/logs/node.log)",
             file=sys.stderr,
         )
         return 1

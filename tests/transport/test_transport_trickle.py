@@ -58,7 +58,9 @@ async def test_trickled_requests_time_out_and_cannot_lock_out_an_honest_peer() -
         took = loop.time() - t0
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
-        assert server.stats.get("evicted_useless", 0) >= 1
+        # a slot was freed for it: a trickler evicted as useless or (on a loaded
+        # machine, where a trickle misses its deadline) its request cut off
+        assert server.stats.get("evicted_useless", 0) + aborted >= 1
         assert took < 3.0
 
 
