@@ -82,7 +82,7 @@ def home_defaults(grid: localgrid.Grid) -> None:
     for name in grid.names:
         path = NodeDir(grid.path(name)).config_path
         text = path.read_text()
-        path.write_text(text.replace('status_interval = "1s"', '# status_interval = "5s"'))
+        path.write_text(text.replace('status_interval = "1s"', '# status_interval = "15s"'))
 
 
 def transfers(grid: localgrid.Grid, size: int, rounds: int, rng: random.Random) -> dict[str, Any]:

@@ -550,6 +550,7 @@ class EndpointCore:
                 log.debug("sendto %s failed: %s", addr, e)
                 self._stats["send_dropped"] += 1
         self._stats["datagrams_out"] += sent
+        self._stats["bytes_out"] += nbytes
         if self._up is not None:
             self._up.settle(nbytes)
         conn.process_events()  # datagrams_to_send may end a closing connection

@@ -32,3 +32,19 @@ def tune_allocator() -> bool:
     mallopt.restype = ctypes.c_int
     ok = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
     return bool(ok and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)
+
+
+def trim_heap() -> bool:
+    """Give freed heap memory back to the system (glibc ``malloc_trim``): the tuned
+    thresholds keep up to :data:`TRIM_THRESHOLD` after a transfer, which an idle node
+    should not hold. Returns whether anything was released."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return bool(trim(0))

@@ -66,6 +66,7 @@ class NatSettings:
     retry_interval: float = 30.0
     first_check_delay: float = 1.0
     tick: float = 1.0
+    idle_tick: float = 30.0  # the round's period when nothing is pending
 
 
 @dataclass(slots=True)
@@ -249,7 +250,20 @@ class NatManager:
                 raise
             except Exception:  # one bad round must not end NAT maintenance
                 log.exception("NAT maintenance round failed")
-            await asyncio.sleep(self.settings.tick * random.uniform(0.8, 1.2))
+            await asyncio.sleep(self._pause(self.clock()) * random.uniform(0.8, 1.2))
+
+    def _pause(self, now: float) -> float:
+        """Seconds to the next round: the tick while anything is pending (a private
+        node's anchors, a record to announce, a check due soon); otherwise until the
+        next check, at most ``idle_tick`` (a port mapping appearing is noticed within
+        it). An idle public node wakes twice a minute, not every second."""
+        s = self.settings
+        if self.verdict == "private" or self.anchors or self._dirty_record:
+            return s.tick
+        until = self.tracker.next_check - now
+        if until <= 0 and not self.candidates():
+            until = s.idle_tick  # a check is due but nobody to ask yet
+        return max(s.tick, min(until, s.idle_tick))
 
     async def _tick(self) -> None:
         now = self.clock()

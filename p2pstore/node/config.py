@@ -48,7 +48,7 @@ class NodeSection:
     introducer: bool = False
     bootstrap_file: str = "bootstrap.txt"
     shutdown_timeout: int = 20
-    status_interval: int = 5
+    status_interval: int = 15
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,8 @@ from .upkeep import Upkeep
 
 log = logging.getLogger(__name__)
 STORAGE_RESCAN_SECONDS = 60.0
+#: longest pause between self-lookups of a node whose table stays below k (a small grid)
+GROW_MAX = 300.0
 
 
 #: ``announced_peers(announcements)``: the storage peers a lookup's node announcements
@@ -108,7 +110,7 @@ class GridService:
         feed_interval: float = 30.0,
         retry_max: float = 60.0,
         probe_timeout: float = 5.0,
-        seed_interval: float = 30.0,
+        seed_interval: float = 120.0,
         renewer_config: RenewerConfig | None = None,
     ) -> None:
         self.context = context
@@ -252,6 +254,8 @@ class GridService:
             scfg,
             error_factory=RpcError,
             crawl_interval=slower(1.0, cfg.limits),
+            # expiry a hundredth of a lease term late at most (10 min at 31 days)
+            crawl_pause=slower(min(600.0, cfg.storage.lease_duration / 100), cfg.limits),
         )
         register_storage_streams(ep, self.storage.server, error_factory=RpcError)
         self.storage.follow_connections(ep)  # drops the uploads of peers that went away
@@ -370,7 +374,7 @@ class GridService:
     async def _run(self) -> None:
         """Join, retry with back-off while alone, grow the table, feed known peers."""
         assert self.dht is not None
-        delay = 2.0
+        delay, grow = 2.0, self.grow_interval
         last_feed = time.monotonic()
         joined = False  # a join through our own candidates succeeded at least once
         while True:
@@ -382,9 +386,11 @@ class GridService:
                         await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                         delay = min(delay * 2, self.retry_max)
                         continue
-                delay = 2.0
-                if len(self.dht.table) < self.dht.config.k:
+                delay, before = 2.0, len(self.dht.table)
+                if before < self.dht.config.k:  # a small grid: ask less often if nothing new
                     await self.dht.lookup(self.context.key.node_id)
+                    more = len(self.dht.table) > before
+                    grow = self.grow_interval if more else min(grow * 2, GROW_MAX)
                 if time.monotonic() - last_feed >= self.feed_interval:
                     self._feed_known_peers()
                     last_feed = time.monotonic()
@@ -392,7 +398,7 @@ class GridService:
                 raise
             except Exception:  # never let one bad round end joining for good
                 log.exception("join/maintenance round failed")
-            await asyncio.sleep(self.grow_interval * random.uniform(0.8, 1.2))
+            await asyncio.sleep(grow * random.uniform(0.8, 1.2))
 
     def _feed_known_peers(self) -> None:
         """Record the routing-table contacts we hold an authenticated connection to

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from p2pstore.base.fsutil import write_text_atomic
+from p2pstore.immutable.allocator import trim_heap
 from quic_transport.identity import IdentityError, NodeKey, b32encode
 
 from .. import __version__
@@ -62,6 +63,10 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 78  # sysexits.h EX_CONFIG
 STATUS_FORMAT = "p2pstore-status-v1"
+#: status details that change with every packet: not a reason to rewrite the file
+VOLATILE = frozenset({"traffic", "limits"})
+#: less than this moved between two status looks: the node is quiet (trim the heap)
+QUIET_BYTES = 1 << 20
 log = logging.getLogger(__name__)
 
 
@@ -149,6 +154,8 @@ class NodeRunner:
         self.stop_reason: str | None = None
         self._stop: asyncio.Event | None = None
         self._started_at = 0.0
+        self._status_key, self._status_at = "", 0.0  # what the status file last said, when
+        self._moved, self._trimmed = 0, False  # bytes sent + received; heap trimmed since
         self._api: ApiServer | None = None
 
     @staticmethod
@@ -327,11 +334,26 @@ class NodeRunner:
             if self._stop.is_set():
                 break
             try:
-                self._write_status(p, service, "running", service.status())
+                status = service.status()
+                self._write_status(p, service, "running", status)
+                self._trim_when_quiet(status)
                 if known.dirty:
                     known.save()
             except Exception:  # a status bug must not take the node down
                 log.exception("status refresh failed")
+
+    def _trim_when_quiet(self, status: ServiceStatus) -> None:
+        """Once the node has gone quiet after moving data, give the heap it no longer
+        uses back to the system (an idle home daemon should be small)."""
+        traffic = status.get("details", {}).get("traffic")
+        if not isinstance(traffic, dict):
+            return
+        moved = int(traffic.get("bytes_in", 0)) + int(traffic.get("bytes_out", 0))
+        quiet = moved - self._moved < QUIET_BYTES
+        self._moved = moved
+        if quiet and not self._trimmed:
+            trim_heap()
+        self._trimmed = quiet
 
     async def _start_api(self, p: Prepared, service: NodeService) -> int:
         """Serve the HTTP API if the service provides a backend; an exit code."""
@@ -434,6 +456,15 @@ class NodeRunner:
             doc["advertised"] = str(own_seed(p.config, p.key, status["listen_port"]).address)
         if self._api is not None and state == "running":
             doc.update(api_url=self._api.url, web_port=self._api.port)
+        # An idle node should cost nothing: rewrite the file when something a reader
+        # cares about changed (not the clock or the traffic counters), or once a minute.
+        same = {k: v for k, v in doc.items() if k not in ("updated_at", "details")}
+        same["details"] = {k: v for k, v in (doc.get("details") or {}).items() if k not in VOLATILE}
+        key = json.dumps(same, sort_keys=True, default=str)
+        now = time.monotonic()
+        if state == "running" and key == self._status_key and now - self._status_at < 60:
+            return
+        self._status_key, self._status_at = key, now
         try:
             write_text_atomic(
                 p.node_dir.status_path, json.dumps(doc, indent=1) + "\n", durable=False

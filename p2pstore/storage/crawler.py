@@ -10,7 +10,8 @@ name order, then starts over.
 
 ``tick`` is synchronous and takes ``now`` (tests drive it with a fake clock and
 no event loop); :meth:`LeaseCrawler.start` runs it in a worker thread every
-``interval`` seconds (sleep injected) until :meth:`LeaseCrawler.close`.
+``interval`` seconds (sleep injected) until :meth:`LeaseCrawler.close`, resting
+``cycle_pause`` seconds after each full pass.
 """
 
 from __future__ import annotations
@@ -49,14 +50,18 @@ class LeaseCrawler:
         *,
         per_tick: int = 100,
         interval: float = 1.0,
+        cycle_pause: float = 0.0,
         clock: Clock | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
+        """``cycle_pause``: seconds to rest after a full pass before the next one (an
+        idle node with a small store then wakes rarely instead of every ``interval``)."""
         if per_tick < 1 or not interval > 0:
             raise ValueError("per_tick must be >= 1 and interval > 0")
         self._server = server
         self._per_tick = per_tick
         self._interval = interval
+        self._cycle_pause = cycle_pause
         self._clock: Clock = clock or server.clock
         self._sleep = sleep
         self._prefixes: deque[str] = deque()
@@ -111,13 +116,16 @@ class LeaseCrawler:
             # The tick runs in a thread; shield it so cancelling the runner never
             # abandons a tick half-way: close() waits for it instead.
             self._inflight = asyncio.ensure_future(asyncio.to_thread(self.tick))
+            pause = self._interval
             try:
-                await asyncio.shield(self._inflight)
+                report = await asyncio.shield(self._inflight)
+                if report.cycle_done:
+                    pause = max(pause, self._cycle_pause)
             except asyncio.CancelledError:
                 raise
             except Exception:  # one bad tick must not stop expiry forever
                 log.exception("lease crawler tick failed")
-            await self._sleep(self._interval)
+            await self._sleep(pause)
 
     async def close(self) -> None:
         """Stop the runner and wait for a tick in progress to finish. Idempotent."""

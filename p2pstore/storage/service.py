@@ -51,6 +51,7 @@ class StorageService:
         error_factory: ErrorFactory = StorageRpcError,
         crawl_per_tick: int = 100,
         crawl_interval: float = 1.0,
+        crawl_pause: float = 0.0,
         clock: Clock | None = None,
         free_space: FreeSpace = disk_free,
     ) -> StorageService:
@@ -59,7 +60,9 @@ class StorageService:
         )
         try:
             adapter = register_storage_rpc(registry, server, error_factory=error_factory)
-            crawler = LeaseCrawler(server, per_tick=crawl_per_tick, interval=crawl_interval)
+            crawler = LeaseCrawler(
+                server, per_tick=crawl_per_tick, interval=crawl_interval, cycle_pause=crawl_pause
+            )
             crawler.start()
         except BaseException:
             server.close()

@@ -238,7 +238,7 @@ class FlakyStatus(FakeService):
 
 def test_status_error_does_not_stop_the_node(tmp_path: Path) -> None:
     nd = make_node(tmp_path)
-    text = nd.config_path.read_text().replace('status_interval = "5s"', 'status_interval = "1s"')
+    text = nd.config_path.read_text().replace('status_interval = "15s"', 'status_interval = "1s"')
     nd.config_path.write_text(text)
     FakeService.instances.clear()
     assert NodeRunner(nd.root, service_factory=FlakyStatus, log_to_stderr=False).run() == 0

@@ -26,14 +26,16 @@ Invariants (everything here faces the network, so nothing from it is trusted):
 
 from __future__ import annotations
 
+import html
 import ipaddress
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urljoin, urlsplit
-from xml.sax.saxutils import escape
+
+if TYPE_CHECKING:  # imported when a reply is parsed: an idle node never loads it (~9 MB)
+    import xml.etree.ElementTree as ET
 
 from p2pstore.nat.portmap.errors import MalformedReply, excerpt
 
@@ -222,6 +224,8 @@ def parse_xml(data: bytes, method: str = "upnp") -> ET.Element:
     folded = text.upper()
     if "<!DOCTYPE" in folded or "<!ENTITY" in folded:
         raise MalformedReply(method, "XML with a DTD or entity declaration refused")
+    import xml.etree.ElementTree as ET
+
     parser: ET.XMLPullParser[Any] = ET.XMLPullParser(events=("start", "end"))
     depth = elements = 0
     root: ET.Element | None = None
@@ -410,3 +414,8 @@ def parse_soap_call(data: bytes) -> tuple[str, dict[str, str]]:
         raise MalformedReply("upnp", "SOAP call without exactly one action")
     call = body[0]
     return _local(call.tag), {_local(c.tag): _text(c) for c in call}
+
+
+def escape(value: str) -> str:
+    """XML character data: ``&``, ``<`` and ``>`` escaped (as ``xml.sax.saxutils``)."""
+    return html.escape(value, quote=False)

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 BATCH_BYTES = 256 * 1024  # records joined into one stream write
 RECV_BATCH = 256  # datagrams drained from a relayed socket per readiness event
 SOCKET_BUFFER = 1 << 20
+IDLE_WAIT = 60.0  # seconds the sweep sleeps with nothing relayed (it is poked on work)
 _REASON_CODES = {"byte-limit": "relay-byte-limit", "expired": "relay-expired"}
 
 
@@ -424,7 +425,8 @@ class RelayService:
                     port.queued += len(rec)
                     port.wake.set()
             deadline = self.book.next_deadline()
-            wait = 1.0 if deadline is None else min(max(deadline - now, 0.05), 1.0)
+            # nothing relayed: sleep until poked (a reservation or circuit arrives)
+            wait = IDLE_WAIT if deadline is None else min(max(deadline - now, 0.05), 1.0)
             self._poke.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
