@@ -80,7 +80,7 @@ from .upkeep import Upkeep
 log = logging.getLogger(__name__)
 STORAGE_RESCAN_SECONDS = 60.0
 #: longest pause between self-lookups of a node whose table stays below k (a small grid)
-GROW_MAX = 300.0
+GROW_MAX = 600.0
 
 
 #: ``announced_peers(announcements)``: the storage peers a lookup's node announcements
@@ -110,7 +110,7 @@ class GridService:
         feed_interval: float = 30.0,
         retry_max: float = 60.0,
         probe_timeout: float = 5.0,
-        seed_interval: float = 120.0,
+        seed_interval: float = 600.0,
         renewer_config: RenewerConfig | None = None,
     ) -> None:
         self.context = context
