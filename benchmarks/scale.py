@@ -9,13 +9,16 @@ For each N it prints one JSON line:
   the grid and its routing table holds min(N, k=20) peers);
 - ``put_s`` / ``get_s``: 10 MB uploaded at a random node and read back at another
   (``puts_ok``/``gets_ok`` count the successes, every byte compared);
-- ``lookup_p50_ms`` / ``lookup_p99_ms``: DHT lookups (``details.dht.lookups``, the
-  last 200 of each node: joining, refreshing, placing and finding shares), the
+- ``locate_p50_ms`` / ``locate_p99_ms``: 40 ``info`` calls for those files at
+  random nodes once the grid is quiet (a DHT lookup of the storage index plus one
+  ``storage.list`` round: what starts every download), median and worst;
+- ``lookup_p50_ms`` / ``lookup_p99_ms``: DHT lookups as the nodes timed them
+  (``details.dht.lookups``, the last 200 of each node, joining included), the
   median over the nodes of their median and of their 99th percentile;
 - ``rss_total_mb``, ``rss_node_mb`` (median), and, over ``--idle`` seconds of a
   quiet grid after ``--settle`` seconds, ``idle_cpu_pct`` (percent of one core per
   node: median and max) and ``idle_bytes_per_s`` (UDP bytes sent + received per
-  node, from the node's own counters: median and max).
+  node, from the node's own counters read through its API: median and max).
 
 Nodes run with the home defaults for their background work (the local grid's
 1-second status refresh is turned back to the default) so the idle figures are
@@ -87,7 +90,7 @@ def home_defaults(grid: localgrid.Grid) -> None:
 
 def transfers(grid: localgrid.Grid, size: int, rounds: int, rng: random.Random) -> dict[str, Any]:
     names = list(grid.storage_names)
-    puts, gets, ok_put, ok_get = [], [], 0, 0
+    puts, gets, ok_put, ok_get, caps = [], [], 0, 0, []
     for _ in range(rounds):
         a, b = rng.sample(names, 2)
         data = rng.randbytes(size)
@@ -96,6 +99,7 @@ def transfers(grid: localgrid.Grid, size: int, rounds: int, rng: random.Random) 
             cap = NodeClient.for_node(grid.path(a)).put(io.BytesIO(data), size=size)["cap"]
             puts.append(time.monotonic() - t)
             ok_put += 1
+            caps.append(cap)
             sink = io.BytesIO()
             t = time.monotonic()
             NodeClient.for_node(grid.path(b)).get(cap, sink)
@@ -103,7 +107,10 @@ def transfers(grid: localgrid.Grid, size: int, rounds: int, rng: random.Random) 
             ok_get += sink.getvalue() == data
         except Exception as e:
             print(f"# transfer failed: {e}", file=sys.stderr)
+    took = sorted(locate(grid, caps, 40, rng))
     return {
+        "locate_p50_ms": round(took[len(took) // 2] * 1000, 1) if took else None,
+        "locate_p99_ms": round(took[-1] * 1000, 1) if took else None,
         "put_s": round(statistics.median(puts), 2) if puts else None,
         "get_s": round(statistics.median(gets), 2) if gets else None,
         "puts_ok": f"{ok_put}/{rounds}",
@@ -111,17 +118,34 @@ def transfers(grid: localgrid.Grid, size: int, rounds: int, rng: random.Random) 
     }
 
 
+def live_traffic(grid: localgrid.Grid, names: list[str]) -> dict[str, int]:
+    """UDP bytes so far, asked of each node's API (the status file may be a minute old)."""
+    return {n: traffic(NodeClient.for_node(grid.path(n)).status()) for n in names}
+
+
+def locate(grid: localgrid.Grid, caps: list[str], calls: int, rng: random.Random) -> list[float]:
+    """Seconds per ``GET /api/v1/info/<cap>`` at random nodes: a DHT lookup of the
+    storage index plus one ``storage.list`` round, as every download starts."""
+    names, out = list(grid.storage_names), []
+    for _ in range(calls if caps else 0):
+        client = NodeClient.for_node(grid.path(rng.choice(names)))
+        t = time.monotonic()
+        client.info(rng.choice(caps))
+        out.append(time.monotonic() - t)
+    return out
+
+
 def idle(grid: localgrid.Grid, seconds: float) -> dict[str, Any]:
     docs = statuses(grid)
     pids = {n: int(d["pid"]) for n, d in docs.items()}
     cpu0 = {n: cpu_seconds(p) for n, p in pids.items()}
-    net0 = {n: traffic(d) for n, d in docs.items()}
+    net0 = live_traffic(grid, list(pids))
     t0 = time.monotonic()
     time.sleep(seconds)
     elapsed = time.monotonic() - t0
-    docs = statuses(grid)
     cpu = [100 * (cpu_seconds(p) - cpu0[n]) / elapsed for n, p in pids.items()]
-    net = [(traffic(docs[n]) - net0[n]) / elapsed for n in pids if n in docs]
+    net1 = live_traffic(grid, list(pids))
+    net = [(net1[n] - net0[n]) / elapsed for n in pids]
     rss = [rss_mb(p) for p in pids.values()]
     return {
         "rss_total_mb": round(sum(rss)),

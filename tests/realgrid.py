@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,3 +64,15 @@ def local_grid(root: Path, nodes: int = 3) -> Iterator[Grid]:
         yield Grid(root, nodes)
     finally:
         cli("grid", "down", root, check=False, timeout=60.0)
+
+
+def wait_gone(pid: int, timeout: float = 10) -> None:
+    """Wait until process ``pid`` has exited (AssertionError after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"pid {pid} still alive")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.realgrid import wait_gone
+
 pytestmark = pytest.mark.e2e
 
 
@@ -29,17 +31,6 @@ def cli(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[st
     if check and proc.returncode != 0:
         raise AssertionError(f"p2pstore {args} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
-
-
-def wait_gone(pid: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"pid {pid} still alive")
 
 
 def test_introducer_daemon_lifecycle(tmp_path: Path) -> None:

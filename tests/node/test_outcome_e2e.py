@@ -18,22 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.realgrid import REPO, cli, cli_env, local_grid
+from tests.realgrid import REPO, cli, cli_env, local_grid, wait_gone
 
 
 def _pid(node: Path) -> int:
     return int(json.loads(cli("status", node, "--json").stdout)["pid"])
-
-
-def _wait_gone(pid: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"pid {pid} still alive")
 
 
 def _exists(node: Path, path: str) -> bool:
@@ -65,7 +54,7 @@ def _run_and_kill(
         )
         time.sleep(rng.uniform(1.5, 2.5) if kind in (0, 1) else rng.uniform(0.4, 2.0))
         os.kill(pid, signal.SIGKILL)
-        _wait_gone(pid)
+        wait_gone(pid, 15)
         if kind == 0:
             os.kill(vdrive_pid, signal.SIGCONT)
             time.sleep(0.5)
