@@ -79,8 +79,7 @@ from .upkeep import Upkeep
 
 log = logging.getLogger(__name__)
 STORAGE_RESCAN_SECONDS = 60.0
-#: longest pause between self-lookups of a node whose table stays below k (a small grid)
-GROW_MAX = 600.0
+GROW_MAX = 600.0  # longest pause between self-lookups while the table stays below k
 
 
 #: ``announced_peers(announcements)``: the storage peers a lookup's node announcements
@@ -254,7 +253,6 @@ class GridService:
             scfg,
             error_factory=RpcError,
             crawl_interval=slower(1.0, cfg.limits),
-            # expiry a hundredth of a lease term late at most (10 min at 31 days)
             crawl_pause=slower(min(600.0, cfg.storage.lease_duration / 100), cfg.limits),
         )
         register_storage_streams(ep, self.storage.server, error_factory=RpcError)
