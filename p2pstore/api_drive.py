@@ -110,9 +110,12 @@ def settle(
             doc = connect().outcome(drive, op_id)
             break
         except ClientError as e:
-            # The node is not running or restarting: wait. Any other error (a 503:
-            # its vdrive node does not answer it either) is final: say so.
-            if not isinstance(e, NodeUnreachable | TransferError):
+            # The node is not running or restarting, or its vdrive node does not
+            # answer it yet: wait. Any other error is final: say so.
+            waiting = isinstance(e, NodeUnreachable | TransferError) or (
+                isinstance(e, ApiCallError) and e.code == "vdrive-unavailable"
+            )
+            if not waiting:
                 raise OutcomeUnknown(
                     f"{what}: the outcome is unknown ({e}); `p2pstore ls` shows whether "
                     "the change was made once the vdrive node answers"

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any, Final, Protocol, cast
 
 from p2pstore.api_client import ApiCallError, ClientError
-from p2pstore.api_drive import is_lost, new_op_id, settle, settled, walk_files
+from p2pstore.api_drive import OutcomeUnknown, is_lost, new_op_id, settle, settled, walk_files
 from p2pstore.app.vpath import VPath
 from p2pstore.base.fsutil import umask
 from p2pstore.base.progress import human_bytes
@@ -338,15 +338,38 @@ class Shell:
             doc = self._fresh_api().stat(str(dst))["entry"]
         except Cancelled:
             self.cache.clear()
-            self._say_what_a_cancel_kept(dst, before)
+            self._say_what_a_cancel_kept(dst, before, op_id)
             raise
         finally:
             self.cache.clear()
         self.out.line(f"put {safe(str(dst))} ({human_bytes(int(doc.get('size', 0)))})")
 
-    def _say_what_a_cancel_kept(self, dst: VPath, before: dict[str, Any] | None) -> None:
+    def _say_what_a_cancel_kept(
+        self, dst: VPath, before: dict[str, Any] | None, op_id: str | None = None
+    ) -> None:
         """The node stops an upload whose client has gone and links nothing; but a Ctrl-C
-        that comes as the node links the file is too late. Look, and tell the truth."""
+        that comes as the node links the file is too late. Ask what became of the
+        change (definite: one not made by now never will be); if the node cannot
+        say, look, and tell the truth."""
+        if op_id is not None:
+            try:
+                settle(
+                    self._fresh_api,
+                    dst.drive,
+                    op_id,
+                    f"put {dst}",
+                    ClientError("cancelled"),
+                    wait=5,
+                )
+            except OutcomeUnknown:
+                pass  # look instead
+            except ClientError:
+                return  # not made, and never will be
+            else:
+                raise Cancelled(
+                    f"cancelled too late: the upload had finished and {safe(str(dst))} was "
+                    f"linked (remove it with: rm {quote_word(str(dst))})"
+                )
         after: dict[str, Any] | None = None
         with contextlib.suppress(ShellError, ApiCallError, OSError):
             after = self._stat(dst)

@@ -68,6 +68,8 @@ DAY = 86400.0
 RESCAN_MAX = 300.0  # seconds: new storage indexes are noticed at least this often
 #: seconds between two scrubs of one storage index asked for by peers (``suspect``)
 SUSPECT_GAP = 600.0
+#: scrubs asked for by peers accepted per minute, all storage indexes together
+SUSPECTS_PER_MINUTE = 6
 
 
 class MaintenanceError(GridError):
@@ -201,10 +203,14 @@ class Maintainer(Generic[P]):
         now = loop.time()
         if now - self._suspected.get(si, -math.inf) < SUSPECT_GAP:
             return False
+        recent = [t for t in self._suspected.values() if now - t < 60.0]
+        if len(recent) >= SUSPECTS_PER_MINUTE:  # all reporters together: a bounded cost
+            return False
         if si not in self._due and not await asyncio.to_thread(self.server.list_shares, si):
             return False
-        if len(self._suspected) > 4096:
-            self._suspected.clear()
+        while len(self._suspected) >= 4096:  # the oldest reports go first
+            del self._suspected[next(iter(self._suspected))]
+        self._suspected.pop(si, None)
         self._suspected[si] = now
         self._scrubbed.pop(si, None)
         self._due[si] = now

@@ -74,6 +74,11 @@ class CheckResult:
         return not self.missing and self.happiness >= happy
 
 
+#: verify reasons that say nothing about the bytes held (unreachable, absent, too few
+#: shares to judge): no reason to tell the holder its copy is corrupt
+NOT_CORRUPT = ("read failed", "missing", "cannot verify")
+
+
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
     """Every share copy found and whether every byte of it checks out."""
@@ -196,7 +201,7 @@ class Health(Generic[P]):
             for s, why in report.items():
                 if r < len(existing[s]):  # fill-ins were recorded in round 0
                     copies[(s, NodeId(assignment[s]).b32)] = why
-                    if why is not None:
+                    if why is not None and not why.startswith(NOT_CORRUPT):
                         bad.append((peers[assignment[s]], s, why))
         if self.on_corrupt is not None and bad:
             tell = self.on_corrupt

@@ -253,12 +253,12 @@ class NatManager:
             await asyncio.sleep(self._pause(self.clock()) * random.uniform(0.8, 1.2))
 
     def _pause(self, now: float) -> float:
-        """Seconds to the next round: the tick while anything is pending (a private
-        node's anchors, a record to announce, a check due soon); otherwise until the
+        """Seconds to the next round: the tick while anything is pending (no verdict
+        yet, a private node's anchors, a record to announce, a check due soon); else the
         next check, at most ``idle_tick`` (a port mapping appearing is noticed within
         it). An idle public node wakes twice a minute, not every second."""
         s = self.settings
-        if self.verdict == "private" or self.anchors or self._dirty_record:
+        if self.verdict in ("private", "unknown") or self.anchors or self._dirty_record:
             return s.tick
         until = self.tracker.next_check - now
         if until <= 0 and not self.candidates():

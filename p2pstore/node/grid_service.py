@@ -200,9 +200,7 @@ class GridService:
         )
         self.upkeep.serve(self.endpoint)  # maintenance.suspect
         self._tasks.start(self._run(), name="grid-service-join")
-        # the join attempts report on the seeds too; the watch measures their RTT and
-        # re-checks them every ``seed_interval``
-        assert self.seed_watch is not None
+        assert self.seed_watch is not None  # seeds' RTT, re-checked every seed_interval
         self._tasks.start(
             self.seed_watch.run(first_delay=min(2.0, self.seed_interval)),
             name="grid-service-seeds",
@@ -373,11 +371,12 @@ class GridService:
         """Join, retry with back-off while alone, grow the table, feed known peers."""
         assert self.dht is not None
         delay, grow = 2.0, self.grow_interval
-        last_feed = time.monotonic()
+        last_feed = next_grow = time.monotonic()
         joined = False  # a join through our own candidates succeeded at least once
         while True:
             try:
                 if not joined or not len(self.dht.table):
+                    grow = self.grow_interval  # alone again: grow fast once back
                     if self.context.bootstrap.seeds or len(self.context.known_peers):
                         joined = (await self.join_once()).joined
                     if not len(self.dht.table):
@@ -385,10 +384,11 @@ class GridService:
                         delay = min(delay * 2, self.retry_max)
                         continue
                 delay, before = 2.0, len(self.dht.table)
-                if before < self.dht.config.k:  # a small grid: ask less often if nothing new
-                    await self.dht.lookup(self.context.key.node_id)
+                if before < self.dht.config.k and time.monotonic() >= next_grow:
+                    await self.dht.lookup(self.context.key.node_id)  # (a small grid: never k)
                     more = len(self.dht.table) > before
                     grow = self.grow_interval if more else min(grow * 2, GROW_MAX)
+                    next_grow = time.monotonic() + grow * random.uniform(0.8, 1.2)
                 if time.monotonic() - last_feed >= self.feed_interval:
                     self._feed_known_peers()
                     last_feed = time.monotonic()
@@ -396,7 +396,7 @@ class GridService:
                 raise
             except Exception:  # never let one bad round end joining for good
                 log.exception("join/maintenance round failed")
-            await asyncio.sleep(grow * random.uniform(0.8, 1.2))
+            await asyncio.sleep(min(self.grow_interval * 3, self.feed_interval))
 
     def _feed_known_peers(self) -> None:
         """Record the routing-table contacts we hold an authenticated connection to

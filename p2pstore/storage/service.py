@@ -10,6 +10,7 @@ server, so no background work touches a closed directory.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,9 +22,12 @@ from .crawler import LeaseCrawler
 from .rpc import ErrorFactory, Registry, StorageRpcAdapter, StorageRpcError, register_storage_rpc
 from .server import Clock, FreeSpace, StorageServer, disk_free
 
+log = logging.getLogger(__name__)
+
 #: seconds without a write after which a peer's upload is dropped when one of its
-#: connections closes (a live uploader writes every share at least once a segment)
-STALE_UPLOAD = 10.0
+#: connections closes: the QUIC idle timeout (a rate-limited uploader may write one
+#: share only every half minute; a dead connection was silent at least this long)
+STALE_UPLOAD = 60.0
 
 
 class PeerEvents(Protocol):
@@ -80,10 +84,17 @@ class StorageService:
         :data:`STALE_UPLOAD` seconds later, its uploads with no write for that long
         go (docs/storage.md)."""
 
+        def done(task: asyncio.Task[int]) -> None:
+            self._tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("dropping a peer's uploads failed: %s", task.exception())
+
         def later(fn: Callable[..., int], *args: Any) -> None:
+            if self.server.closed:
+                return
             task = asyncio.get_running_loop().create_task(asyncio.to_thread(fn, *args))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(done)
 
         def stale(peer: NodeId) -> None:
             # its uploads over the lost connection went quiet when it did; those over

@@ -81,7 +81,8 @@ class WritePolicy:
         return cls(owner, frozenset(allowed), open, extra)
 
 
-RECENT_OPS = 256  # op ids remembered per drive
+RECENT_OPS = 1024  # op ids remembered per drive
+PER_WRITER = 128  # ... and per writer: one writer's flood evicts only its own ids
 #: the mark an op id gets when its requester was told "not made" (``settle``)
 GIVEN_UP = -1
 
@@ -187,7 +188,7 @@ class DriveWriter:
             recent = obj.get("recent_ops", {})
             if isinstance(recent, dict):
                 self._recent = {
-                    str(k): v for k, v in recent.items() if isinstance(v, int) and len(k) <= 64
+                    str(k): v for k, v in recent.items() if isinstance(v, int) and len(k) <= 100
                 }
             return RootPointer(obj["sequence"], parse_dircap(obj["root"]), float(obj["time"]))
         except FileNotFoundError:
@@ -198,18 +199,29 @@ class DriveWriter:
                 "bad-state", f"{self.state_path}: unreadable vdrive head ({e}); fix or remove it"
             ) from None
 
-    def _write_state(self, p: RootPointer) -> None:
-        if self.state_path is None or p.root is None:
-            return
-        data = {
-            "format": "p2pstore-vdrive-head-v1",
-            "sequence": p.sequence,
-            "root": p.root.to_string(),
-            "time": p.time,
-            "recent_ops": self._recent,
-        }
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.state_path, json.dumps(data) + "\n", mode=0o600)
+    def _commit(self, p: RootPointer, key: str | None = None, sequence: int = 0) -> None:
+        """Save head ``p`` with the op ids (plus ``key`` -> ``sequence``), then adopt
+        both in memory: an id is recorded if and only if its change is saved."""
+        recent = dict(self._recent)
+        if key is not None:
+            _remember(recent, key, sequence)
+        if self.state_path is not None and p.root is not None:
+            data = {
+                "format": "p2pstore-vdrive-head-v1",
+                "sequence": p.sequence,
+                "root": p.root.to_string(),
+                "time": p.time,
+                "recent_ops": recent,
+            }
+            try:
+                self.state_path.parent.mkdir(parents=True, exist_ok=True)
+                write_text_atomic(self.state_path, json.dumps(data) + "\n", mode=0o600)
+            except OSError as e:
+                raise VdriveLocalError(
+                    "bad-state", f"cannot save the {self.label} drive's head: {e.strerror or e}"
+                ) from None
+        self._recent = recent
+        self.head = p
 
     async def apply(
         self,
@@ -236,7 +248,7 @@ class DriveWriter:
             if self._unpublished:
                 await self._publish(self.head)
             head = self.head
-            key = op_id.hex() if op_id else None
+            key = _key(writer, op_id) if op_id else None
             if key is not None and key in self._recent:
                 if self._recent[key] == GIVEN_UP:
                     raise VdriveLocalError(
@@ -249,20 +261,14 @@ class DriveWriter:
                 raise conflict(head.sequence, expected_sequence, self.label)
             now = self.clock()
             new_root, ed = await apply_op(self.store, head.root, op, now)
-            if new_root is None:
+            if new_root is None:  # nothing to change; still an answer to remember
+                if key is not None:
+                    self._commit(head, key, head.sequence)
                 return ChangeResult(head.sequence, False, ed.loaded, ed.written)
             ptr = RootPointer(head.sequence + 1, new_root, now)
-            if key is not None:
-                self._remember(key, ptr.sequence)
-            self._write_state(ptr)
-            self.head = ptr
+            self._commit(ptr, key, ptr.sequence)
             published = await self._publish(ptr)
             return ChangeResult(ptr.sequence, True, ed.loaded, ed.written, published)
-
-    def _remember(self, key: str, sequence: int) -> None:
-        self._recent[key] = sequence
-        while len(self._recent) > RECENT_OPS:
-            del self._recent[next(iter(self._recent))]
 
     async def settle(self, op_id: bytes, *, writer: NodeId) -> Outcome:
         """Was the change with ``op_id`` made? A definite answer: if it was not, the id
@@ -276,13 +282,12 @@ class DriveWriter:
         async with self._lock:
             if not self._loaded:
                 await self._load_locked()
-            key = op_id.hex()
+            key = _key(writer, op_id)
             seq = self._recent.get(key)
             if seq is not None and seq != GIVEN_UP:
                 return Outcome(True, seq)
             if seq is None:
-                self._remember(key, GIVEN_UP)
-                self._write_state(self.head)
+                self._commit(self.head, key, GIVEN_UP)
             return Outcome(False, self.head.sequence)
 
     async def publish_pending(self) -> bool:
@@ -332,3 +337,20 @@ class DriveWriter:
             return False
         self._unpublished = False
         return True
+
+
+def _key(writer: NodeId, op_id: bytes) -> str:
+    """Op ids are per writer: one writer can neither see nor settle another's."""
+    return f"{writer.b32[:16]}:{op_id.hex()}"
+
+
+def _remember(recent: dict[str, int], key: str, sequence: int) -> None:
+    """Add ``key``; past :data:`PER_WRITER` ids of that writer its oldest goes, past
+    :data:`RECENT_OPS` in all the oldest of any."""
+    recent[key] = sequence
+    prefix = key.split(":", 1)[0] + ":"
+    mine = [k for k in recent if k.startswith(prefix)]
+    if len(mine) > PER_WRITER:
+        del recent[mine[0]]
+    while len(recent) > RECENT_OPS:
+        del recent[next(iter(recent))]

@@ -644,6 +644,10 @@ def test_settle_waits_for_the_node_then_gives_up() -> None:
             Fake, "shared", "ab" * 16, "mkdir x", lost, wait=5, sleep=sleep, clock=lambda: now[0]
         )
     assert e.value.exit_code == 3 and "within 5 s" in str(e.value)
-    answers[:] = [ApiCallError(503, "vdrive-unavailable", "the vdrive node is down")]
+    # the node is back but its vdrive node does not answer yet: wait for it too
+    answers[:] = [ApiCallError(503, "vdrive-unavailable", "the vdrive node is down")] * 2
+    doc = settle(Fake, "shared", "ab" * 16, "mkdir x", lost, sleep=sleep, clock=lambda: now[0])
+    assert doc["recovered"] is True
+    answers[:] = [ApiCallError(400, "bad-request", "op_id must be 16 to 64 hex digits")]
     with pytest.raises(OutcomeUnknown, match="once the vdrive node answers"):
         settle(Fake, "shared", "ab" * 16, "mkdir x", lost, sleep=sleep, clock=lambda: now[0])

@@ -284,6 +284,8 @@ def test_a_cancel_that_came_too_late_says_what_was_kept(srv: Server, tmp_path: P
         "(remove it with: rm shared:/a.bin)"
     )
     sh._say_what_a_cancel_kept(dst, sh._stat(dst))  # unchanged: nothing to say
+    # with the put's op id the node says definitely: this id was never made
+    sh._say_what_a_cancel_kept(dst, None, "ab" * 16)
 
 
 def test_cancelled_put_stores_and_links_nothing(srv: Server, tmp_path: Path) -> None:

@@ -439,3 +439,36 @@ def test_remote_writer_settles_a_lost_answer_or_knows_it_was_not_sent() -> None:
             assert (await handle_outcome(w, caller, bad))["code"] == "bad-request"
 
     run(go())
+
+
+def test_op_ids_are_per_writer_and_recorded_only_with_their_change(tmp_path: Path) -> None:
+    """One writer cannot settle (or flood out) another's ids; an id whose change could
+    not be saved is not recorded; a change that alters nothing is still remembered."""
+
+    async def go() -> None:
+        key, dht = NodeKey.generate(), MemoryRecordDht()
+        alice, bob = NodeKey.generate().node_id, NodeKey.generate().node_id
+        state = tmp_path / "head.json"
+        w = make_writer(key, dht, policy=WritePolicy(key.node_id, open=True), state_path=state)
+        op = b"o" * 16
+        await w.apply(Mkdir(("a",)), expected_sequence=None, writer=alice, op_id=op)
+        assert not (await w.settle(op, writer=bob)).applied  # bob's own id, not alice's
+        assert (await w.settle(op, writer=alice)).applied
+        for i in range(300):  # bob floods his own ids: alice's stays
+            await w.settle(i.to_bytes(16, "big"), writer=bob)
+        assert (await w.settle(op, writer=alice)).applied
+        # nothing to change (mkdir -p of an existing directory): still an answer
+        same = await w.apply(
+            Mkdir(("a",), True), expected_sequence=None, writer=alice, op_id=b"p" * 16
+        )
+        assert not same.changed and (await w.settle(b"p" * 16, writer=alice)).applied
+        # the head cannot be saved: the change fails and its id is not recorded
+        state.unlink()
+        state.mkdir()
+        with pytest.raises(VdriveLocalError) as e:
+            await w.apply(Mkdir(("b",)), expected_sequence=None, writer=alice, op_id=b"q" * 16)
+        assert e.value.code == "bad-state" and w.head.sequence == 1
+        state.rmdir()
+        assert not (await w.settle(b"q" * 16, writer=alice)).applied
+
+    run(go())
