@@ -117,7 +117,15 @@ def test_failures_leave_nothing_behind(tmp_path: Path) -> None:
         cli("get", "--node", client, cap, got)
         assert got.read_bytes() == data.read_bytes()
 
-        # 4. the client node killed mid-upload, then restarted
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_killed_client_leaves_no_upload_behind(tmp_path: Path) -> None:
+    """The client node killed mid-upload and restarted: no upload in progress stays on
+    any peer past the QUIC idle timeout plus STALE_UPLOAD, and the shares it
+    completed keep only the provisional lease (slow: about a minute of waiting)."""
+    with local_grid(tmp_path / "grid", nodes=6) as grid:
+        client = grid.node(1)
         big = tmp_path / "big.bin"
         big.write_bytes(os.urandom(48 << 20))
         before = all_sis(grid)
