@@ -30,7 +30,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Sequence,
+)
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic
@@ -51,6 +58,7 @@ from p2pstore.immutable import (
 from p2pstore.immutable.crypto import TAG_BLOCK, tagged_hash
 from p2pstore.immutable.errors import LocalError as ImmutableLocalError
 from p2pstore.immutable.params import LITERAL_MAX
+from p2pstore.storage import StorageAPI
 from quic_transport.identity import NodeId
 
 from .download import DownloadConfig, Downloader
@@ -459,29 +467,30 @@ class _Job(Generic[P]):
         """A failed upload leaves nothing it made alive: drop our lease wherever we
         stored a share now; a server deletes shares no other live lease covers
         (docs/grid.md, "Upload errors"). Best effort: what fails here expires."""
-        peers = {self.placer.placed[s] for s in self.sender.sent if s in self.placer.placed}
-        t = self.sender.config.op_timeout
-
-        async def drop(peer: PeerKey) -> None:
-            with contextlib.suppress(Exception):
-                await bounded(self.storage_for(self.peers[peer]).cancel_lease(self.si), t)
-
-        await asyncio.gather(*(drop(p) for p in peers))
+        await self._each_holder("cancelling the lease", lambda api: api.cancel_lease(self.si))
 
     async def keep_sent(self) -> None:
         """The upload succeeded: extend the provisional lease of every share we stored
         to the holder's full term. A holder that fails it keeps the share for the
-        provisional term; the uploader's lease renewal or maintenance takes over."""
+        provisional term only (the file then counts one share fewer, which the
+        custodians repair like any lost share: docs/grid.md, "Upload errors")."""
+        await self._each_holder("extending the lease", lambda api: api.add_lease(self.si))
+
+    async def _each_holder(
+        self, what: str, call: Callable[[StorageAPI], Awaitable[object]]
+    ) -> None:
+        """``call`` at every peer this upload stored a share on, in parallel, each
+        bounded by the op timeout; a failure is logged, never raised."""
         peers = {self.placer.placed[s] for s in self.sender.sent if s in self.placer.placed}
         t = self.sender.config.op_timeout
 
-        async def keep(peer: PeerKey) -> None:
+        async def one(peer: PeerKey) -> None:
             try:
-                await bounded(self.storage_for(self.peers[peer]).add_lease(self.si), t)
+                await bounded(call(self.storage_for(self.peers[peer])), t)
             except Exception as e:
-                log.info("extending the lease on %s failed: %s", _b32(peer)[:12], describe(e))
+                log.info("%s on %s failed: %s", what, _b32(peer)[:12], describe(e))
 
-        await asyncio.gather(*(keep(p) for p in peers))
+        await asyncio.gather(*(one(p) for p in peers))
 
     def result(self, cap: ReadCap, size: int, happy: int) -> UploadResult[P]:
         placer = self.placer
