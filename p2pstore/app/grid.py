@@ -382,31 +382,25 @@ class GridApplication(PinOps, DelegateVdrive):
         details: dict[str, Any],
     ) -> CheckReport:
         """The repair half of :meth:`check` (inside its operation)."""
-        recoverable = len(good) >= cap.k
-        if not recoverable:
-            problems.append(f"cannot repair: need {cap.k} good shares, have {len(good)}")
+
+        def unrepaired(why: str, recoverable: bool) -> CheckReport:
+            problems.append(why)
             return CheckReport.unrepaired(
                 k=cap.k,
                 n=cap.n,
                 good=len(good),
                 verified=verify,
-                recoverable=False,
+                recoverable=recoverable,
                 problems=tuple(problems),
                 details=details,
             )
+
+        if len(good) < cap.k:
+            return unrepaired(f"cannot repair: need {cap.k} good shares, have {len(good)}", False)
         try:
             r = await self.health.repair(cap, verify=verify)
         except RepairError as e:
-            problems.append(f"repair failed: {e.reason}")
-            return CheckReport.unrepaired(
-                k=cap.k,
-                n=cap.n,
-                good=len(good),
-                verified=verify,
-                recoverable=True,
-                problems=tuple(problems),
-                details=details,
-            )
+            return unrepaired(f"repair failed: {e.reason}", True)
         failed = {s: why for s, why in r.failed.items()}
         details["repaired"] = {str(s): _b32(p) for s, p in sorted(r.repaired.items())}
         details["repair_failed"] = {str(s): why for s, why in sorted(failed.items())}
