@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from p2pstore.base.tasks import TaskOwner
 from quic_transport.identity import NodeId
 
 from .config import StorageConfig
@@ -42,8 +43,7 @@ class StorageService:
         self.server = server
         self.adapter = adapter
         self.crawler = crawler
-        self._tasks: set[asyncio.Task[int]] = set()
-        self._timers: set[asyncio.TimerHandle] = set()
+        self._tasks = TaskOwner()  # uploads of peers that went away, dropped
 
     @classmethod
     async def start(
@@ -84,36 +84,29 @@ class StorageService:
         :data:`STALE_UPLOAD` seconds later, its uploads with no write for that long
         go (docs/storage.md)."""
 
-        def done(task: asyncio.Task[int]) -> None:
-            self._tasks.discard(task)
-            if not task.cancelled() and task.exception() is not None:
-                log.warning("dropping a peer's uploads failed: %s", task.exception())
-
-        def later(fn: Callable[..., int], *args: Any) -> None:
+        async def drop(fn: Callable[..., int], *args: Any, wait: float = 0.0) -> None:
+            await asyncio.sleep(wait)
             if self.server.closed:
                 return
-            task = asyncio.get_running_loop().create_task(asyncio.to_thread(fn, *args))
-            self._tasks.add(task)
-            task.add_done_callback(done)
+            try:
+                await asyncio.to_thread(fn, *args)
+            except Exception as e:
+                log.warning("dropping a peer's uploads failed: %s", e)
 
-        def stale(peer: NodeId) -> None:
+        def gone(peer: NodeId) -> None:
+            self._tasks.start(drop(self.peer_disconnected, peer), name="drop-uploads")
+
+        def lost(peer: NodeId) -> None:
             # its uploads over the lost connection went quiet when it did; those over
             # a live one keep being written: look again once the quiet ones are stale
-            loop = asyncio.get_running_loop()
-            handle = loop.call_later(
-                STALE_UPLOAD, later, self.server.abort_uploads_of, peer, STALE_UPLOAD
-            )
-            self._timers.add(handle)
-            loop.call_later(STALE_UPLOAD + 1, self._timers.discard, handle)
+            aborts = drop(self.server.abort_uploads_of, peer, STALE_UPLOAD, wait=STALE_UPLOAD)
+            self._tasks.start(aborts, name="drop-stale-uploads")
 
-        events.on_peer_gone(lambda peer: later(self.peer_disconnected, peer))
-        events.on_connection_lost(stale)
+        events.on_peer_gone(gone)
+        events.on_connection_lost(lost)
 
     async def close(self) -> None:
-        for handle in self._timers:
-            handle.cancel()
-        for task in list(self._tasks):
-            await asyncio.gather(task, return_exceptions=True)
+        await self._tasks.close()  # (closing the server aborts every upload anyway)
         await self.crawler.close()
         await asyncio.to_thread(self.server.close)
 
