@@ -559,6 +559,12 @@ class NodeClient:
         not made by now never will be."""
         return self._change("outcome", {"drive": drive}, op_id)
 
+    def make_dir(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        """Store a whole directory object (``{name, kind, cap, mtime?, mode?}`` each);
+        ``{"cap": dircap, "verify_cap"}``, linked nowhere (docs/backup.md)."""
+        result: dict[str, Any] = self._json_call("POST", f"{API}/dir", {"entries": entries})
+        return result
+
     def put_path(
         self,
         source: IO[bytes],

@@ -17,7 +17,7 @@ from typing import Any
 
 from quic_transport.identity import IdentityError, NodeKey
 
-from . import __version__, cli_ops, cli_webui
+from . import __version__, cli_backup, cli_ops, cli_webui
 from .api_client import ClientError, resolve_node_dir
 from .node import bootstrap_ops, daemon, invite_ops, localgrid, systemd
 from .node.address import parse_host_port
@@ -318,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_daemon_commands(sub)
     cli_ops.add_commands(sub)  # put/get/info/check/status/peers and the vdrive ones
     cli_webui.add_commands(sub)  # web-url: a one-time web UI login link
+    cli_backup.add_commands(sub)  # backup/restore (docs/backup.md)
     _add_bootstrap_commands(sub)
     _add_invite_commands(sub)
     localgrid.register(sub)

@@ -181,7 +181,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(node: str | None, debug: bool) -> int:
     node_dir = resolve_node_dir(node)
-    conn = Connection(lambda: NodeClient.for_node(node_dir), name=node_dir.name)
+    conn = Connection(lambda: NodeClient.for_node(node_dir), name=node_dir.name, node_dir=node_dir)
     out = TerminalOutput()
     shell = Shell(conn, out, ShellState(Path.cwd()), debug=debug)
     try:

@@ -41,7 +41,7 @@ from p2pstore.base.reports import (
 )
 from p2pstore.immutable import CapError, VerifyCap, parse_cap
 
-from . import render
+from . import backup_cmds, render
 from .errors import Cancelled, RemoteError, ShellError, UsageError
 from .parse import Invocation, lookup, parse_line, quote_word
 from .paths import is_cap, resolve_local, resolve_remote, root_of, show_local
@@ -524,6 +524,12 @@ class Shell:
 
     def cmd_bootstrap(self, inv: Invocation) -> None:
         self.out.lines(render.bootstrap_lines(self.api().bootstrap()))
+
+    def cmd_backup(self, inv: Invocation) -> None:
+        backup_cmds.backup(self, inv)
+
+    def cmd_restore(self, inv: Invocation) -> None:
+        backup_cmds.restore(self, inv)
 
     def cmd_clear(self, inv: Invocation) -> None:
         self.out.clear()

@@ -96,7 +96,7 @@ def complete(
             continue
         opt = spec.option(tok.value.partition("=")[0]) if tok.value.startswith("-") else None
         if opt is not None:
-            if opt.choices and "=" not in tok.value:
+            if opt.takes_value and "=" not in tok.value:
                 pending_value = opt
             continue
         if not tok.value.startswith("-") or tok.value == "-":

@@ -124,12 +124,18 @@ class Arg:
 @dataclass(frozen=True, slots=True)
 class Option:
     """``names`` like ``("-l", "--long")``; ``dest`` the key in the invocation;
-    ``choices`` non-empty for an option that takes a value."""
+    ``choices`` non-empty for an option that takes one of them; ``metavar`` for one
+    that takes any text, as often as it is given (``Invocation.lists``)."""
 
     names: tuple[str, ...]
     dest: str
     help: str
     choices: tuple[str, ...] = ()
+    metavar: str = ""
+
+    @property
+    def takes_value(self) -> bool:
+        return bool(self.choices or self.metavar)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +151,7 @@ class CommandSpec:
     def usage(self) -> str:
         parts = [self.name]
         for o in self.options:
-            flag = o.names[0] + (" " + "|".join(o.choices) if o.choices else "")
+            flag = o.names[0] + (" " + ("|".join(o.choices) or o.metavar) if o.takes_value else "")
             parts.append(f"[{flag}]")
         for a in self.args:
             word = a.name + ("..." if a.repeat else "")
@@ -277,6 +283,25 @@ COMMAND_LIST: Final[tuple[CommandSpec, ...]] = (
     CommandSpec("status", "the node's status"),
     CommandSpec("bootstrap", "this grid's bootstrap list, to share with people who join"),
     CommandSpec(
+        "backup",
+        "snapshot a local folder into REMOTE/Archives/<time> and REMOTE/Latest",
+        (Arg("LOCAL", _LD), Arg("REMOTE", _RD)),
+        (
+            Option(("--exclude",), "exclude", "leave out matching names or paths", metavar="GLOB"),
+            Option(("--exclude-from",), "exclude_from", "patterns from a file", metavar="FILE"),
+            Option(("-n", "--dry-run"), "dry_run", "say what would be uploaded; change nothing"),
+            Option(("-v", "--verbose"), "verbose", "name every file"),
+        ),
+        details="Unchanged files are not read again (the node's backup database). "
+        "Symlinks and special files are skipped; failures are listed at the end.",
+    ),
+    CommandSpec(
+        "restore",
+        "bring a snapshot (or any remote folder) back to a local folder",
+        (Arg("REMOTE", _RD), Arg("LOCAL", _L)),
+        (Option(("-f", "--force"), "force", "restore into a non-empty folder, replacing files"),),
+    ),
+    CommandSpec(
         "help",
         "list commands, or explain one",
         (Arg("CMD", ArgKind.COMMAND, optional=True),),
@@ -315,6 +340,7 @@ class Invocation:
     args: tuple[str, ...] = ()
     flags: frozenset[str] = frozenset()
     values: Mapping[str, str] = field(default_factory=dict)
+    lists: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def flag(self, dest: str) -> bool:
         return dest in self.flags
@@ -340,6 +366,7 @@ def parse_words(words: list[str]) -> Invocation:
         raise UsageError(f"unknown command {name!r} (type 'help' for the list)")
     flags: set[str] = set()
     values: dict[str, str] = {}
+    lists: dict[str, tuple[str, ...]] = {}
     positional: list[str] = []
     rest = iter(words[1:])
     only_positional = False
@@ -356,13 +383,13 @@ def parse_words(words: list[str]) -> Invocation:
             # combined short flags: -lr
             for ch in word[1:]:
                 single = spec.option("-" + ch)
-                if single is None or single.choices:
+                if single is None or single.takes_value:
                     raise UsageError(f"{spec.name}: unknown option {word!r}", spec.name)
                 flags.add(single.dest)
             continue
         if opt is None:
             raise UsageError(f"{spec.name}: unknown option {word!r}", spec.name)
-        if not opt.choices:
+        if not opt.takes_value:
             if eq:
                 raise UsageError(f"{spec.name}: {key} takes no value", spec.name)
             flags.add(opt.dest)
@@ -370,13 +397,16 @@ def parse_words(words: list[str]) -> Invocation:
         value = inline if eq else next(rest, None)
         if value is None:
             raise UsageError(f"{spec.name}: {key} needs a value", spec.name)
+        if opt.metavar:
+            lists[opt.dest] = (*lists.get(opt.dest, ()), value)
+            continue
         if value not in opt.choices:
             raise UsageError(
                 f"{spec.name}: {key} must be one of {', '.join(opt.choices)}", spec.name
             )
         values[opt.dest] = value
     _check_count(spec, positional)
-    return Invocation(spec.name, tuple(positional), frozenset(flags), values)
+    return Invocation(spec.name, tuple(positional), frozenset(flags), values, lists)
 
 
 def _check_count(spec: CommandSpec, positional: list[str]) -> None:

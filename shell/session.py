@@ -73,15 +73,27 @@ class Api(Protocol):
     def unpin(self, cap: str) -> dict[str, Any]: ...
     def pins(self) -> list[dict[str, Any]]: ...
     def outcome(self, drive: str, op_id: str) -> dict[str, Any]: ...
+    def make_dir(self, entries: list[dict[str, Any]]) -> dict[str, Any]: ...
+    def put(
+        self,
+        source: IO[bytes],
+        *,
+        size: int | None = ...,
+        mode: str = ...,
+        progress: Callable[[int], None] | None = ...,
+        stored: Callable[[int], None] | None = ...,
+        name: str | None = ...,
+    ) -> dict[str, Any]: ...
 
 
 class Connection:
     """A lazily made client; :meth:`drop` it when the node went away."""
 
-    def __init__(self, factory: Callable[[], Api], name: str) -> None:
+    def __init__(self, factory: Callable[[], Api], name: str, node_dir: Path | None = None) -> None:
         self._factory = factory
         self._client: Api | None = None
         self.name = name  # shown in the prompt: the node's nickname once known
+        self.node_dir = node_dir  # where the backup database lives (backup)
 
     @property
     def connected(self) -> bool:

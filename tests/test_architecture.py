@@ -30,7 +30,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("p2pstore.node",),
     ("p2pstore.api_client",),
     ("p2pstore.api_drive",),
-    ("shell", "p2pstore.cli_ops", "p2pstore.cli_webui"),
+    ("p2pstore.backup",),
+    ("shell", "p2pstore.cli_ops", "p2pstore.cli_webui", "p2pstore.cli_backup"),
     ("p2pstore.cli",),
     ("p2pstore.demo",),
 )

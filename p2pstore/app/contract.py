@@ -113,6 +113,7 @@ class DirEntry:
     cap: str | None
     verify_cap: str | None
     mtime: float | None
+    mode: int | None = None  # permission bits, where recorded (backup snapshots)
 
     def __repr__(self) -> str:  # keep caps out of logs
         return f"DirEntry({self.name!r}, {self.kind}, size={self.size})"
@@ -123,6 +124,21 @@ class DirListing:
     path: VPath
     entries: tuple[DirEntry, ...]
     sequence: int  # the drive's sequence number the listing was read at
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """One entry of a directory object made whole (``vdrive_make_dir``): a name, a
+    file or directory cap string, and what a backup records (mtime, mode)."""
+
+    name: str
+    kind: EntryKind
+    cap: str
+    mtime: float | None = None
+    mode: int | None = None
+
+    def __repr__(self) -> str:  # keep caps out of logs
+        return f"NewEntry({self.name!r}, {self.kind})"
 
 
 OpId = bytes | None

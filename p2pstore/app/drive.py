@@ -9,10 +9,11 @@ attribute) or alone (:class:`VdriveApplication`). With ``vdrive`` None every cal
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from p2pstore.app.contract import ChangeOutcome, DirEntry, DirListing, OpId
+from p2pstore.app.contract import ChangeOutcome, DirEntry, DirListing, NewEntry, OpId
 from p2pstore.app.errors import (
     AppError,
     BadRequest,
@@ -24,8 +25,15 @@ from p2pstore.app.errors import (
     VdriveUnavailable,
 )
 from p2pstore.app.vpath import VPath
-from p2pstore.immutable import CapError, LiteralCap, ReadCap
-from p2pstore.vdrive.dirnode import DirCap, Entry, normalize_name, parse_dircap
+from p2pstore.immutable import CapError, LiteralCap, ReadCap, parse_cap
+from p2pstore.vdrive.dirnode import (
+    DirCap,
+    Directory,
+    Entry,
+    FileCap,
+    normalize_name,
+    parse_dircap,
+)
 from p2pstore.vdrive.drive import Drive, Vdrive
 from p2pstore.vdrive.errors import VdriveError
 from p2pstore.vdrive.ops import Link, Mkdir, Op, Path, Rename, Unlink
@@ -79,7 +87,43 @@ def dir_entry(name: str, e: Entry) -> DirEntry:
     cap = e.cap.to_string()
     inner = e.cap.inner if isinstance(e.cap, DirCap) else e.cap
     verify = inner.verify_cap().to_string() if isinstance(inner, ReadCap) else None
-    return DirEntry(name, e.kind, e.size, cap, verify, e.mtime)
+    return DirEntry(name, e.kind, e.size, cap, verify, e.mtime, e.mode)
+
+
+def _new_entry(e: NewEntry, now: float) -> tuple[str, Entry]:
+    try:
+        name = normalize_name(e.name)
+    except VdriveError as err:
+        raise to_app_error(err) from None
+    try:
+        cap: FileCap | DirCap
+        if e.kind == "dir":
+            cap = parse_dircap(e.cap)
+            return name, Entry("dir", cap, None, now, now if e.mtime is None else e.mtime, e.mode)
+        parsed = parse_cap(e.cap)
+        if not isinstance(parsed, ReadCap | LiteralCap):
+            raise CapError("kind", "a file entry needs a read cap or a literal cap")
+        mtime = now if e.mtime is None else e.mtime
+        return name, Entry("file", parsed, parsed.size, now, mtime, e.mode)
+    except CapError as err:
+        raise BadRequest(f"entry {e.name!r}: {err}", code="bad-cap") from None
+    except ValueError as err:
+        raise BadRequest(f"entry {e.name!r}: {err}", code="bad-request") from None
+
+
+def make_directory(entries: Sequence[NewEntry], now: float) -> Directory:
+    """The directory object ``entries`` describe; duplicate names, bad caps, times
+    or modes are ``400``."""
+    out: dict[str, Entry] = {}
+    for e in entries:
+        name, entry = _new_entry(e, now)
+        if name in out:
+            raise BadRequest(f"the name {name!r} appears twice", code="bad-request")
+        out[name] = entry
+    try:
+        return Directory(out)
+    except VdriveError as err:
+        raise to_app_error(err) from None
 
 
 class VdriveOperations:
@@ -149,6 +193,18 @@ class VdriveOperations:
         self, path: VPath, *, recursive: bool, expected_sequence: int | None, op_id: OpId = None
     ) -> int:
         return await self._change(path, lambda p: Unlink(p, recursive), expected_sequence, op_id)
+
+    async def vdrive_make_dir(self, entries: Sequence[NewEntry]) -> DirEntry:
+        """Store a whole directory object from ``entries`` (Tahoe's mkdir-immutable)
+        and return it as an unnamed dir entry: its read-only cap and verify cap. It
+        is linked nowhere; link it with :meth:`vdrive_link_dircap`."""
+        if self.vdrive is None:
+            raise VdriveUnavailable()
+        d = make_directory(entries, time.time())
+        cap = await _guard(self.vdrive.make_dir(d))
+        inner = cap.inner
+        verify = inner.verify_cap().to_string() if isinstance(inner, ReadCap) else None
+        return DirEntry("", "dir", None, cap.to_string(), verify, None)
 
     async def vdrive_rename(
         self,

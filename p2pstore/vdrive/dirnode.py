@@ -9,7 +9,10 @@ of that object, tagged so it is not mistaken for a file cap:
 
 Encoding (version 1, CBOR; docs/vdrive.md "Directory objects")::
 
-    {"p2ps-dir": 1, "entries": [[name, kind, cap, size, ctime, mtime], ...]}
+    {"p2ps-dir": 1, "entries": [[name, kind, cap, size, ctime, mtime(, meta)], ...]}
+
+``meta`` (optional, absent unless set) is ``{"mode": permission bits}``: what a
+backup snapshot records so a restore can give files their modes back.
 
 Invariants enforced by :func:`decode_directory` (and so by every reader, whatever
 produced the bytes) and by :class:`Directory`'s constructors:
@@ -43,6 +46,7 @@ MAX_ENTRIES: Final = 100_000
 MAX_DIR_BYTES: Final = 32 * 1024 * 1024
 MAX_NAME_BYTES: Final = 255
 MAX_TIME: Final = float(2**40)
+MAX_MODE: Final = 0o7777
 DIRCAP_PREFIX: Final = "p2ps:dir:"
 
 Kind = Literal["file", "dir"]
@@ -123,6 +127,7 @@ class Entry:
     size: int | None
     ctime: float
     mtime: float
+    mode: int | None = None  # permission bits (backup snapshots); None: not recorded
 
     def __post_init__(self) -> None:
         if self.kind == "file":
@@ -137,6 +142,12 @@ class Entry:
             raise ValueError("kind must be 'file' or 'dir'")
         _check_time(self.ctime)
         _check_time(self.mtime)
+        if self.mode is not None and (
+            isinstance(self.mode, bool)
+            or not isinstance(self.mode, int)
+            or not 0 <= self.mode <= MAX_MODE
+        ):
+            raise ValueError(f"mode must be permission bits 0..{MAX_MODE:o} (octal)")
 
     @classmethod
     def file(cls, cap: FileCap, now: float) -> Entry:
@@ -197,7 +208,10 @@ def encode_directory(d: Directory) -> bytes:
     rows = []
     for name in d:
         e = d[name]
-        rows.append([name, e.kind, e.cap.to_string(), e.size, e.ctime, e.mtime])
+        row: list[Any] = [name, e.kind, e.cap.to_string(), e.size, e.ctime, e.mtime]
+        if e.mode is not None:
+            row.append({"mode": e.mode})
+        rows.append(row)
     data: bytes = cbor2.dumps({FORMAT_KEY: FORMAT_VERSION, "entries": rows})
     if len(data) > MAX_DIR_BYTES:
         raise VdriveLocalError("too-large", f"a directory encodes to at most {MAX_DIR_BYTES} bytes")
@@ -206,6 +220,17 @@ def encode_directory(d: Directory) -> bytes:
 
 def _bad(msg: str) -> VdriveRemoteError:
     return VdriveRemoteError("bad-directory", f"malformed directory object: {msg}")
+
+
+def _meta_mode(meta: Any, i: int) -> int:
+    """The optional 7th field: exactly ``{"mode": int}`` (the range is checked by
+    :class:`Entry`)."""
+    if not isinstance(meta, dict) or set(meta) != {"mode"}:
+        raise _bad(f"entry {i}: meta must be a map with the one key mode")
+    mode = meta["mode"]
+    if isinstance(mode, bool) or not isinstance(mode, int):
+        raise _bad(f"entry {i}: mode must be an integer")
+    return mode
 
 
 def decode_directory(data: bytes) -> Directory:
@@ -228,9 +253,10 @@ def decode_directory(data: bytes) -> Directory:
     entries: dict[str, Entry] = {}
     prev: bytes | None = None
     for i, row in enumerate(rows):
-        if not isinstance(row, list) or len(row) != 6:
-            raise _bad(f"entry {i}: expected 6 fields")
-        name, kind, cap_text, size, ctime, mtime = row
+        if not isinstance(row, list) or len(row) not in (6, 7):
+            raise _bad(f"entry {i}: expected 6 or 7 fields")
+        name, kind, cap_text, size, ctime, mtime = row[:6]
+        mode = _meta_mode(row[6], i) if len(row) == 7 else None
         try:
             check_name(name)
         except VdriveLocalError as e:
@@ -252,7 +278,7 @@ def decode_directory(data: bytes) -> Directory:
                 cap = parsed
             else:
                 raise _bad(f"entry {i}: unknown kind")
-            entries[name] = Entry(kind, cap, size, ctime, mtime)
+            entries[name] = Entry(kind, cap, size, ctime, mtime, mode)
         except (CapError, ValueError) as e:
             raise _bad(f"entry {i}: {e}") from None
     d = Directory(entries)

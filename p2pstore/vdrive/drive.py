@@ -212,6 +212,11 @@ class Vdrive:
             )
         return d
 
+    async def make_dir(self, d: Directory) -> DirCap:
+        """Store a whole directory object and return its read-only cap (a snapshot
+        linked nowhere yet; the same entries give the same cap: convergent)."""
+        return DirCap(await self.store.put(d.encode()))
+
     async def list_cap(self, cap: DirCap) -> Directory:
         """List a directory handed over as a read-only directory cap."""
         return await load_dir(self.store, cap)

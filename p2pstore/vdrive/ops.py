@@ -337,7 +337,7 @@ async def _rename(ed: TreeEditor, op: Rename) -> None:
     if old is not None and (not op.replace or node.kind == "dir"):
         raise VdriveLocalError("exists", f"{show(dst)} already exists")
     ed.set(src[:-1], src_parent.without(src[-1]))
-    moved = Entry(node.kind, node.cap, node.size, node.ctime, ed.now)
+    moved = Entry(node.kind, node.cap, node.size, node.ctime, ed.now, node.mode)
     ed.set(dst[:-1], (await ed.dir(dst[:-1])).with_entry(dst[-1], moved))
 
 

@@ -216,6 +216,7 @@ def _entry_json(e: DirEntry) -> dict[str, Any]:
         "cap": e.cap,
         "verify_cap": e.verify_cap,
         "mtime": e.mtime,
+        "mode": e.mode,
     }
 
 

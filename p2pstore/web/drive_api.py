@@ -5,12 +5,15 @@ tells a client that lost its answer whether the change was made."""
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
-from p2pstore.app.errors import BadRequest
+from p2pstore.app.contract import NewEntry
+from p2pstore.app.errors import BadRequest, TooLarge
 from p2pstore.app.vpath import VPath, parse_vpath
 
 from .api import _field, _json, _json_body, _read_cap, _seq, op_id_of
@@ -108,6 +111,62 @@ async def vd_outcome(request: web.Request) -> web.Response:
     return _json({"drive": drive, "applied": res.applied, "sequence": res.sequence})
 
 
+MAX_DIR_BODY: Final = 16 * 1024 * 1024
+"""``POST /api/v1/dir`` may carry a whole directory's entries (a backup's folder of
+thousands of files), so it reads its own body, bounded here, not by the API's
+64 KiB limit on other JSON bodies."""
+
+
+async def _big_json(request: web.Request, limit: int) -> Any:
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(f"request body too large (at most {limit} bytes)")
+    buf = bytearray()
+    async for chunk in request.content.iter_any():
+        buf += chunk
+        if len(buf) > limit:
+            raise TooLarge(f"request body too large (at most {limit} bytes)")
+    try:
+        return json.loads(buf)
+    except (ValueError, RecursionError):
+        raise BadRequest("the request body must be a JSON object", code="bad-json") from None
+
+
+def _new_entry(row: Any) -> NewEntry:
+    if not isinstance(row, dict):
+        raise BadRequest("each entry must be a JSON object", code="bad-json")
+    kind = _field(row, "kind", str)
+    if kind not in ("file", "dir"):
+        raise BadRequest("an entry's kind is file or dir", code="bad-json")
+    mtime = row.get("mtime")
+    if mtime is not None and (
+        isinstance(mtime, bool) or not isinstance(mtime, int | float) or not math.isfinite(mtime)
+    ):
+        raise BadRequest("an entry's mtime must be a number", code="bad-json")
+    mode = row.get("mode")
+    if mode is not None and (isinstance(mode, bool) or not isinstance(mode, int)):
+        raise BadRequest("an entry's mode must be an integer", code="bad-json")
+    return NewEntry(_field(row, "name", str), kind, _field(row, "cap", str), mtime, mode)
+
+
+async def make_dir(request: web.Request) -> web.Response:
+    """``POST /api/v1/dir`` ``{"entries": [{name, kind, cap, mtime?, mode?}]}``: store
+    a whole directory object (a backup snapshot's folder), linked nowhere."""
+    body = await _big_json(request, MAX_DIR_BODY)
+    if not isinstance(body, dict) or not isinstance(body.get("entries"), list):
+        raise BadRequest('the body must be {"entries": [...]}', code="bad-json")
+    rows = [_new_entry(r) for r in body["entries"]]
+    backend = request.app[BACKEND]
+    fn = None
+    for obj in (backend, getattr(backend, "vdrive", None)):
+        fn = getattr(obj, "vdrive_make_dir", None)
+        if fn is not None:
+            break
+    if fn is None:
+        raise BadRequest("this node's vdrive cannot make directory objects", code="bad-cap")
+    entry = await fn(rows)
+    return _json({"cap": entry.cap, "verify_cap": entry.verify_cap}, status=201)
+
+
 def add_drive_change_routes(app: web.Application) -> None:
     r = app.router
     r.add_post(API_PREFIX + "/vdrive/mkdir", vd_mkdir)
@@ -115,3 +174,4 @@ def add_drive_change_routes(app: web.Application) -> None:
     r.add_post(API_PREFIX + "/vdrive/unlink", vd_unlink)
     r.add_post(API_PREFIX + "/vdrive/rename", vd_rename)
     r.add_post(API_PREFIX + "/vdrive/outcome", vd_outcome)
+    r.add_post(API_PREFIX + "/dir", make_dir)

@@ -1,0 +1,11 @@
+"""``p2pstore backup`` and ``p2pstore restore``: incremental snapshots of a local
+folder into a drive, through the node's HTTP API (docs/backup.md).
+
+- :mod:`.db`: the local backup database (SQLite): what each local file got, and
+  the directory objects already made;
+- :mod:`.scan`: walking the local folder (exclusions, names the drive can hold,
+  what is not a regular file);
+- :mod:`.snapshot`: one backup run, bottom-up, into ``Archives/<time>`` and
+  ``Latest``;
+- :mod:`.restore`: bringing a snapshot back to a local folder.
+"""

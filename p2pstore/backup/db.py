@@ -1,0 +1,158 @@
+"""The backup database: a SQLite file in the node directory (``backup.sqlite``).
+
+It remembers, per local file (absolute path), the size, mtime, ctime and inode it
+had when it was uploaded and the cap it got, so a later run links an unchanged
+file without reading it; and, per directory listing (a hash of its entries), the
+directory object already made for it, so an unchanged folder costs nothing. Each
+upload is committed at once: a backup killed part-way runs again without sending
+what already reached the grid. The file holds caps (read access to the backed-up
+files): it is created ``0600`` in the node directory, which is private anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+DB_NAME: Final = "backup.sqlite"
+SCHEMA_VERSION: Final = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    cap TEXT NOT NULL,
+    uploaded REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dirs (
+    hash TEXT PRIMARY KEY,
+    cap TEXT NOT NULL,
+    made REAL NOT NULL
+);
+"""
+
+
+class BackupDbError(Exception):
+    """The backup database cannot be opened or is not ours."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileStamp:
+    """What says a local file is unchanged since it was uploaded."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileStamp:
+        return cls(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def entries_hash(entries: Sequence[dict[str, Any]]) -> str:
+    """A directory listing's identity: the same entries (names, caps, times, modes)
+    always give the same hash."""
+    raw = json.dumps(list(entries), sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(raw).hexdigest()
+
+
+class BackupDb:
+    """Open with :meth:`open`; ``None`` paths give an in-memory database (dry runs
+    that have no database yet, tests)."""
+
+    def __init__(self, conn: sqlite3.Connection, *, read_only: bool = False) -> None:
+        self._conn = conn
+        self.read_only = read_only
+
+    @classmethod
+    def open(cls, path: Path | None, *, read_only: bool = False) -> BackupDb:
+        if path is None:
+            conn = sqlite3.connect(":memory:")
+        else:
+            if not read_only and not path.exists():
+                fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+                os.close(fd)
+            try:
+                if read_only:
+                    conn = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True)
+                else:
+                    conn = sqlite3.connect(str(path))
+            except sqlite3.Error as e:
+                raise BackupDbError(f"cannot open the backup database {path}: {e}") from None
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise BackupDbError(
+                    f"the backup database {path} has schema {version}, this version "
+                    f"reads {SCHEMA_VERSION}"
+                )
+            if not read_only:
+                conn.executescript(_SCHEMA)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.commit()
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise BackupDbError(f"the backup database {path} is damaged or not ours: {e}") from None
+        return cls(conn, read_only=read_only)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _has_tables(self) -> bool:
+        row = self._conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type='table' AND name='files'"
+        ).fetchone()
+        return bool(row[0])
+
+    def file_cap(self, path: str, stamp: FileStamp) -> str | None:
+        """The cap recorded for ``path`` if it still has ``stamp``, else None."""
+        if self.read_only and not self._has_tables():
+            return None
+        row = self._conn.execute(
+            "SELECT size, mtime_ns, ctime_ns, inode, cap FROM files WHERE path = ?", (path,)
+        ).fetchone()
+        if row is None or FileStamp(row[0], row[1], row[2], row[3]) != stamp:
+            return None
+        return str(row[4])
+
+    def record_file(self, path: str, stamp: FileStamp, cap: str) -> None:
+        if self.read_only:
+            return
+        self._conn.execute(
+            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (path, stamp.size, stamp.mtime_ns, stamp.ctime_ns, stamp.inode, cap, time.time()),
+        )
+        self._conn.commit()
+
+    def dir_cap(self, digest: str) -> str | None:
+        if self.read_only and not self._has_tables():
+            return None
+        row = self._conn.execute("SELECT cap FROM dirs WHERE hash = ?", (digest,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def record_dir(self, digest: str, cap: str) -> None:
+        if self.read_only:
+            return
+        self._conn.execute(
+            "INSERT OR REPLACE INTO dirs VALUES (?, ?, ?)", (digest, cap, time.time())
+        )
+        self._conn.commit()
+
+    def counts(self) -> tuple[int, int]:
+        """(files, directories) recorded."""
+        if not self._has_tables():
+            return 0, 0
+        files = self._conn.execute("SELECT count(*) FROM files").fetchone()[0]
+        dirs = self._conn.execute("SELECT count(*) FROM dirs").fetchone()[0]
+        return int(files), int(dirs)

@@ -1,0 +1,137 @@
+"""``p2pstore restore DRIVE_PATH LOCAL_DIR``: a snapshot (or any drive folder) back
+to a local folder, with the file modes and mtimes a backup recorded.
+
+Every name from the drive is checked again before it touches the local disk (no
+``/``, NUL, ``.`` or ``..``), so a hostile directory object cannot write outside
+``LOCAL_DIR``. Each file is downloaded (verified by the node) to a temporary name
+beside its target and renamed into place only when complete, so an interrupted
+restore leaves no half-written file under a real name. Existing files are not
+replaced unless asked (``--force``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from p2pstore.api_client import ClientError, NodeUnreachable
+
+
+class RestoreClient(Protocol):
+    def ls(self, path: str) -> dict[str, Any]: ...
+    def stat(self, path: str) -> dict[str, Any]: ...
+    def get(
+        self, cap: str, sink: IO[bytes], *, progress: Callable[[int], None] | None = None
+    ) -> int: ...
+
+
+class RestoreError(ClientError):
+    pass
+
+
+@dataclass
+class RestoreReport:
+    files: int = 0
+    bytes: int = 0
+    dirs: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+def safe_name(name: Any) -> str:
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise RestoreError(f"the drive holds a name no local file may have: {name!r}")
+    return name
+
+
+def _mode_and_time(path: Path, entry: dict[str, Any], *, is_dir: bool) -> None:
+    """The recorded permission bits (never set-user/group-ID: a snapshot from the
+    grid must not make a privileged program) and mtime."""
+    mode = entry.get("mode")
+    if isinstance(mode, int) and not isinstance(mode, bool) and 0 <= mode <= 0o7777:
+        os.chmod(path, (mode & 0o1777) | (0o700 if is_dir else 0))
+    mtime = entry.get("mtime")
+    if isinstance(mtime, int | float) and not isinstance(mtime, bool):
+        os.utime(path, (mtime, mtime))
+
+
+class Restore:
+    def __init__(
+        self,
+        client: RestoreClient,
+        *,
+        force: bool = False,
+        note: Callable[[str], None] = lambda _m: None,
+        on_bytes: Callable[[int], None] = lambda _n: None,
+    ) -> None:
+        self.client = client
+        self.force = force
+        self.note = note
+        self.on_bytes = on_bytes
+        self.report = RestoreReport()
+
+    def run(self, source: str, target: Path) -> RestoreReport:
+        entry = self.client.stat(source)["entry"]
+        if entry.get("kind") != "dir":
+            raise RestoreError(f"{source} is a file; use `p2pstore get` for one file")
+        if target.exists() and not target.is_dir():
+            raise RestoreError(f"{target} exists and is not a folder")
+        if target.is_dir() and any(target.iterdir()) and not self.force:
+            raise RestoreError(
+                f"{target} is not empty; restore into a new folder, or add --force to "
+                "replace the files it has with the snapshot's"
+            )
+        target.mkdir(parents=True, exist_ok=True)
+        self._dir(source.rstrip("/") or source, target)
+        return self.report
+
+    def _dir(self, source: str, target: Path) -> None:
+        entries = self.client.ls(source)["entries"]
+        base = source if source.endswith("/") else source + "/"
+        for e in entries:
+            name = safe_name(e.get("name"))
+            local = target / name
+            if e.get("kind") == "dir":
+                if local.is_symlink() or (local.exists() and not local.is_dir()):
+                    self._failed(f"{local}: exists and is not a folder")
+                    continue
+                local.mkdir(exist_ok=True)
+                os.chmod(local, 0o700)  # writable while it is filled
+                self._dir(base + name, local)
+                _mode_and_time(local, e, is_dir=True)
+                self.report.dirs += 1
+            else:
+                self._file(e, local)
+
+    def _failed(self, line: str) -> None:
+        self.report.failed.append(line)
+        self.note(f"failed: {line}")
+
+    def _file(self, e: dict[str, Any], local: Path) -> None:
+        if local.is_symlink() or local.is_dir() or (local.exists() and not self.force):
+            self._failed(f"{local}: already exists (not replaced)")
+            return
+        cap = e.get("cap")
+        if not isinstance(cap, str):
+            self._failed(f"{local}: the drive entry has no cap")
+            return
+        fd, tmp = tempfile.mkstemp(prefix=".p2pstore-restore-", dir=local.parent)
+        try:
+            with os.fdopen(fd, "wb") as sink:
+                n = self.client.get(cap, sink, progress=None)
+            _mode_and_time(Path(tmp), e, is_dir=False)
+            os.replace(tmp, local)
+        except BaseException as err:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(err, ClientError) and not isinstance(err, RestoreError | NodeUnreachable):
+                self._failed(f"{local}: {err}")
+                return
+            raise
+        self.report.files += 1
+        self.report.bytes += n
+        self.on_bytes(self.report.bytes)

@@ -1,0 +1,193 @@
+"""``p2pstore backup LOCAL_DIR DRIVE_PATH`` and ``p2pstore restore DRIVE_PATH
+LOCAL_DIR`` (docs/backup.md): the command-line faces of :mod:`p2pstore.backup`.
+
+Exit codes: 0 done; 1 done, but some files failed (listed), or the restore failed;
+2 bad arguments; 3 the node is not reachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .api_client import NodeClient, resolve_node_dir
+from .api_drive import settled
+from .app.errors import BadRequest
+from .app.vpath import parse_vpath
+from .backup import ui
+from .backup.db import DB_NAME, BackupDb
+from .backup.restore import Restore
+from .backup.scan import ExcludeFileError, Excluder, read_exclude_file
+from .backup.snapshot import LATEST, Backup, Report, publish
+
+
+class _Line:
+    """A progress line redrawn in place on a terminal, at most ten times a second."""
+
+    def __init__(self) -> None:
+        self.on = sys.stderr.isatty()
+        self.last = 0.0
+        self.shown = False
+
+    def show(self, text: str, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.on or (not force and now - self.last < 0.1):
+            return
+        self.last = now
+        sys.stderr.write("\r\x1b[K" + text)
+        sys.stderr.flush()
+        self.shown = True
+
+    def clear(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self.shown = False
+
+    def say(self, text: str) -> None:
+        self.clear()
+        print(text, file=sys.stderr)
+
+
+def _dest(text: str) -> str:
+    try:
+        return str(parse_vpath(text))
+    except BadRequest as e:
+        print(f"p2pstore: bad drive path {text!r}: {e.message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _excluder(args: argparse.Namespace) -> Excluder:
+    patterns = list(args.exclude or [])
+    for f in args.exclude_from or []:
+        try:
+            patterns += read_exclude_file(f)
+        except ExcludeFileError as e:
+            print(f"p2pstore: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+    return Excluder(patterns)
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    source = Path(args.local)
+    if not source.is_dir():
+        print(f"p2pstore: {source} is not a folder", file=sys.stderr)
+        return 2
+    dest, excluder = _dest(args.path), _excluder(args)
+    node_dir = resolve_node_dir(args.node)
+    client = NodeClient.for_node(node_dir)
+    db_path = node_dir / DB_NAME
+    db = BackupDb.open(
+        db_path if (db_path.exists() or not args.dry_run) else None, read_only=args.dry_run
+    )
+    line = _Line()
+    run = Backup(
+        client,
+        db,
+        source.absolute(),
+        excluder=excluder,
+        dry_run=args.dry_run,
+        verbose=args.verbose,
+        note=line.say,
+        on_change=lambda r: line.show(ui.progress_line(r)),
+    )
+    started = time.monotonic()
+    try:
+        cap = run.tree()
+        if cap is not None:
+
+            def change(what: str, call: Any) -> dict[str, Any]:
+                return settled(
+                    lambda: NodeClient.for_node(node_dir),
+                    parse_vpath(dest).drive,
+                    what,
+                    call,
+                    say=line.say,
+                )
+
+            run.report.snapshot = publish(client, change, client, dest, cap, time.time())
+        run.report.seconds = time.monotonic() - started
+    finally:
+        line.clear()
+        db.close()
+    return _report(args, run.report, dest)
+
+
+def _report(args: argparse.Namespace, r: Report, dest: str) -> int:
+    latest = None if r.snapshot is None else dest.rstrip("/") + "/" + LATEST
+    if args.json:
+        print(json.dumps({**r.as_json(), "latest": latest, "dry_run": args.dry_run}, indent=1))
+    else:
+        for text in ui.summary(r, dry_run=args.dry_run, latest=latest):
+            print(text)
+    return 1 if r.failed else 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    source, target = _dest(args.path), Path(args.local)
+    client = NodeClient.for_node(resolve_node_dir(args.node))
+    line = _Line()
+    run = Restore(
+        client,
+        force=args.force,
+        note=line.say,
+        on_bytes=lambda n: line.show(f"restored {run.report.files:,} files, {n:,} bytes"),
+    )
+    try:
+        report = run.run(source, target)
+    finally:
+        line.clear()
+    for text in ui.restore_summary(report, str(target)):
+        print(text)
+    return 1 if report.failed else 0
+
+
+def _node_opt(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--node",
+        metavar="DIR",
+        help="node directory (default: $P2PSTORE_NODE, else ~/.local/share/p2pstore/node)",
+    )
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser(
+        "backup",
+        help="snapshot a local folder into DRIVE_PATH/Archives/<time> and DRIVE_PATH/Latest",
+    )
+    p.add_argument("local", metavar="LOCAL_DIR")
+    p.add_argument("path", metavar="DRIVE_PATH", help="e.g. private:/backups/laptop")
+    p.add_argument(
+        "--exclude",
+        action="append",
+        metavar="PATTERN",
+        help="leave out names or paths matching this glob (repeatable)",
+    )
+    p.add_argument(
+        "--exclude-from",
+        action="append",
+        metavar="FILE",
+        help="read exclude patterns from FILE, one per line",
+    )
+    p.add_argument(
+        "-n", "--dry-run", action="store_true", help="say what would be uploaded; change nothing"
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="name every file")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _node_opt(p)
+    p.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser("restore", help="bring a snapshot (or any drive folder) back to LOCAL_DIR")
+    p.add_argument("path", metavar="DRIVE_PATH", help="e.g. private:/backups/laptop/Latest")
+    p.add_argument("local", metavar="LOCAL_DIR")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="restore into a non-empty folder, replacing files of the same name",
+    )
+    _node_opt(p)
+    p.set_defaults(func=cmd_restore)

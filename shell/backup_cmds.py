@@ -1,0 +1,128 @@
+"""The shell's ``backup`` and ``restore`` (docs/backup.md): the same runs as the
+CLI's (:mod:`p2pstore.backup`), with the shell's paths (relative to ``cd`` and
+``lcd``), its progress line and its output. Ctrl-C stops a backup; what was
+uploaded is in the backup database, so running it again sends only the rest."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from p2pstore.api_drive import settled
+from p2pstore.app.vpath import VPath
+from p2pstore.backup import ui
+from p2pstore.backup.db import DB_NAME, BackupDb
+from p2pstore.backup.restore import Restore
+from p2pstore.backup.scan import ExcludeFileError, Excluder, read_exclude_file
+from p2pstore.backup.snapshot import LATEST, Backup, publish
+from p2pstore.base.reports import safe
+
+from .errors import ShellError, UsageError
+from .parse import Invocation
+from .session import Api, Connection, ListingCache
+
+
+class _Out(Protocol):
+    def line(self, text: str) -> None: ...
+    def lines(self, lines: list[str], *, page: bool = False) -> None: ...
+    def progress(self, text: str) -> None: ...
+    def progress_done(self) -> None: ...
+
+
+class Shell(Protocol):
+    """What these commands use of :class:`shell.commands.Shell`."""
+
+    @property
+    def conn(self) -> Connection: ...
+    @property
+    def out(self) -> _Out: ...
+    @property
+    def cache(self) -> ListingCache: ...
+
+    def api(self) -> Api: ...
+    def local(self, word: str) -> Path: ...
+    def remote(self, word: str) -> VPath: ...
+
+
+def _excluder(shell: Shell, inv: Invocation) -> Excluder:
+    patterns = list(inv.lists.get("exclude", ()))
+    for name in inv.lists.get("exclude_from", ()):
+        try:
+            patterns += read_exclude_file(str(shell.local(name)))
+        except ExcludeFileError as e:
+            raise UsageError(str(e), "backup") from None
+    return Excluder(patterns)
+
+
+def _throttled(show: Callable[[str], None]) -> Callable[[str], None]:
+    last = [0.0]
+
+    def draw(text: str) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.1:
+            last[0] = now
+            show(text)
+
+    return draw
+
+
+def backup(shell: Shell, inv: Invocation) -> None:
+    src = shell.local(inv.args[0])
+    if not src.is_dir():
+        raise UsageError(f"backup: {inv.args[0]} is not a local folder", "backup")
+    dest = str(shell.remote(inv.args[1]))
+    node_dir = shell.conn.node_dir
+    if node_dir is None:
+        raise ShellError("backup needs the node's directory (for its backup database)")
+    dry = inv.flag("dry_run")
+    db_path = Path(node_dir) / DB_NAME
+    db = BackupDb.open(db_path if db_path.exists() or not dry else None, read_only=dry)
+    api = shell.api()
+    draw = _throttled(shell.out.progress)
+    run = Backup(
+        api,
+        db,
+        src.absolute(),
+        excluder=_excluder(shell, inv),
+        dry_run=dry,
+        verbose=inv.flag("verbose"),
+        note=shell.out.line,
+        on_change=lambda r: draw(ui.progress_line(r)),
+    )
+    started = time.monotonic()
+    try:
+        cap = run.tree()
+        if cap is not None:
+
+            def change(what: str, call: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
+                return settled(
+                    shell.api, shell.remote(inv.args[1]).drive, what, call, say=shell.out.line
+                )
+
+            run.report.snapshot = publish(api, change, api, dest, cap, time.time())
+        run.report.seconds = time.monotonic() - started
+    finally:
+        shell.out.progress_done()
+        db.close()
+    latest = None if run.report.snapshot is None else dest.rstrip("/") + "/" + LATEST
+    shell.out.lines([safe(t) for t in ui.summary(run.report, dry_run=dry, latest=latest)])
+    shell.cache.clear()
+
+
+def restore(shell: Shell, inv: Invocation) -> None:
+    source = str(shell.remote(inv.args[0]))
+    target = shell.local(inv.args[1])
+    draw = _throttled(shell.out.progress)
+    run = Restore(
+        shell.api(),
+        force=inv.flag("force"),
+        note=shell.out.line,
+        on_bytes=lambda n: draw(f"restored {run.report.files:,} files, {n:,} bytes"),
+    )
+    try:
+        report = run.run(source, target)
+    finally:
+        shell.out.progress_done()
+    shell.out.lines([safe(t) for t in ui.restore_summary(report, str(target))])
