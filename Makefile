@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Parallel test workers; 2 cores on the project's machines.
 WORKERS ?= 2
 
-.PHONY: all install test lint typecheck pytest test-slow run bench bench-scale clean browser nat-tools
+.PHONY: all install test lint typecheck pytest test-slow run bench bench-scale bench-backup clean browser nat-tools
 
 all: test
 
@@ -79,6 +79,10 @@ bench: $(STAMP)
 ## (long: about 15 minutes; docs/local-grid.md, "At scale").
 bench-scale: $(STAMP)
 	$(BIN)/python -m benchmarks.scale
+
+## 2,000 files backed up, again unchanged, after 10 changes, then restored (docs/backup.md)
+bench-backup: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_backup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
