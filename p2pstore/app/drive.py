@@ -95,16 +95,17 @@ def _new_entry(e: NewEntry, now: float) -> tuple[str, Entry]:
         name = normalize_name(e.name)
     except VdriveError as err:
         raise to_app_error(err) from None
+    # ctime = mtime: the same entries always encode the same (convergent objects)
+    t = now if e.mtime is None else e.mtime
     try:
         cap: FileCap | DirCap
         if e.kind == "dir":
             cap = parse_dircap(e.cap)
-            return name, Entry("dir", cap, None, now, now if e.mtime is None else e.mtime, e.mode)
+            return name, Entry("dir", cap, None, t, t, e.mode)
         parsed = parse_cap(e.cap)
         if not isinstance(parsed, ReadCap | LiteralCap):
             raise CapError("kind", "a file entry needs a read cap or a literal cap")
-        mtime = now if e.mtime is None else e.mtime
-        return name, Entry("file", parsed, parsed.size, now, mtime, e.mode)
+        return name, Entry("file", parsed, parsed.size, t, t, e.mode)
     except CapError as err:
         raise BadRequest(f"entry {e.name!r}: {err}", code="bad-cap") from None
     except ValueError as err:

@@ -28,7 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol, cast
 
-from p2pstore.api_client import ApiCallError, ClientError, NodeUnreachable, TransferError
+from p2pstore.api_client import (
+    EXIT_UNREACHABLE,
+    ApiCallError,
+    ClientError,
+    NodeUnreachable,
+    TransferError,
+)
 from p2pstore.api_drive import new_op_id
 
 from .db import BackupDb, FileStamp, entries_hash
@@ -96,7 +102,13 @@ class _Exact(io.RawIOBase):
 
 
 class BackupStopped(ClientError):
-    """The run cannot go on (the node went away, the drive refused the snapshot)."""
+    """The run cannot go on (the drive refused the snapshot)."""
+
+
+class NodeGone(BackupStopped):
+    """The node went away during the run (exit 3, as for any unreachable node)."""
+
+    exit_code = EXIT_UNREACHABLE
 
 
 @dataclass
@@ -364,7 +376,7 @@ class Backup:
         try:
             return call()
         except (NodeUnreachable, TransferError) as e:
-            raise BackupStopped(
+            raise NodeGone(
                 f"{what}: {e}; the backup stopped. Run it again: what was uploaded is "
                 "remembered and is not sent again"
             ) from None

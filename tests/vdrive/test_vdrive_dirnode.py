@@ -113,3 +113,23 @@ def test_dircap_round_trip() -> None:
     with pytest.raises(ValueError):
         verify = FILE.verify_cap().to_string()[len("p2ps:") :]
         parse_dircap("p2ps:dir:" + verify)
+
+
+def test_mode_meta_round_trip_and_checks() -> None:
+    plain = Directory({"a": Entry.file(LIT, 5.0)})
+    with_mode = Directory({"a": Entry("file", LIT, LIT.size, 5.0, 6.0, 0o640)})
+    assert len(cbor2.loads(plain.encode())["entries"][0]) == 6  # unchanged without a mode
+    row = cbor2.loads(with_mode.encode())["entries"][0]
+    assert row[6] == {"mode": 0o640}
+    assert decode_directory(with_mode.encode())["a"].mode == 0o640
+    for bad in ({"mode": 0o10000}, {"mode": True}, {"mode": "644"}, {"mode": 1, "x": 2}, [1]):
+        obj = cbor2.loads(with_mode.encode())
+        obj["entries"][0][6] = bad
+        with pytest.raises(VdriveRemoteError):
+            decode_directory(cbor2.dumps(obj))
+    obj = cbor2.loads(with_mode.encode())
+    obj["entries"][0].append(1)  # 8 fields
+    with pytest.raises(VdriveRemoteError):
+        decode_directory(cbor2.dumps(obj))
+    with pytest.raises(ValueError):
+        Entry("file", LIT, LIT.size, 5.0, 6.0, -1)

@@ -67,3 +67,68 @@ async def test_dircap_hand_over_through_the_api() -> None:
     finally:
         for c in (alice, bob, ref):
             await c.close()
+
+
+async def test_make_dir_stores_a_whole_directory_object() -> None:
+    grid = CachingStore(MemoryObjectStore(convergence_secret=bytes(32)))  # as a node's
+    c = await start(VdriveApplication(local_vdrive(store=grid)))
+    ref = await start(MemoryVdrive())
+    try:
+        r = await c.post("/api/v1/file", data=b"z" * 5000, headers=AUTH)
+        cap = (await r.json())["cap"]
+        sub = {
+            "entries": [{"name": "f", "kind": "file", "cap": cap, "mtime": 1000.5, "mode": 0o600}]
+        }
+        r = await c.post("/api/v1/dir", json=sub, headers=AUTH)
+        assert r.status == 201
+        subcap = (await r.json())["cap"]
+        assert subcap.startswith("p2ps:dir:")
+        # the same entries give the same cap (convergent), so unchanged folders cost nothing
+        r = await c.post("/api/v1/dir", json=sub, headers=AUTH)
+        assert (await r.json())["cap"] == subcap
+        top = {"entries": [{"name": "sub", "kind": "dir", "cap": subcap, "mode": 0o750}]}
+        topcap = (await (await c.post("/api/v1/dir", json=top, headers=AUTH)).json())["cap"]
+        assert (await post(c, "link", {"path": "private:/snap", "cap": topcap}))[0] == 201
+        r = await c.get("/api/v1/vdrive/ls?path=private:/snap/sub", headers=AUTH)
+        (entry,) = (await r.json())["entries"]
+        assert (entry["cap"], entry["mtime"], entry["mode"]) == (cap, 1000.5, 0o600)
+        r = await c.get("/api/v1/vdrive/stat?path=private:/snap/sub", headers=AUTH)
+        assert (await r.json())["entry"]["mode"] == 0o750
+        # refusals: each a clear 400, nothing half made
+        f = {"name": "f", "kind": "file", "cap": cap}
+        for body, code in (
+            ({"entries": [f, f]}, "bad-request"),
+            ({"entries": [{**f, "cap": "p2ps:nope"}]}, "bad-cap"),
+            ({"entries": [{**f, "kind": "dir"}]}, "bad-cap"),
+            ({"entries": [{**f, "mode": 0o20000}]}, "bad-request"),
+            ({"entries": [{**f, "mode": True}]}, "bad-json"),
+            ({"entries": [{**f, "mtime": "x"}]}, "bad-json"),
+            ({"entries": [{**f, "name": "a/b"}]}, "bad-path"),
+            ({"entries": [{**f, "kind": "link"}]}, "bad-json"),
+            ({"entries": "x"}, "bad-json"),
+            ([1], "bad-json"),
+        ):
+            r = await c.post("/api/v1/dir", json=body, headers=AUTH)
+            assert (r.status, (await r.json())["error"]["code"]) == (400, code), body
+        r = await c.post("/api/v1/dir", data=b"{not json", headers=AUTH)
+        assert r.status == 400
+        r = await c.post("/api/v1/dir", json={"entries": []})
+        assert r.status == 401  # the token is needed
+        r = await ref.post("/api/v1/dir", json={"entries": []}, headers=AUTH)
+        assert r.status == 400  # a vdrive that cannot make directory objects says so
+    finally:
+        await c.close()
+        await ref.close()
+
+
+async def test_make_dir_body_is_bounded(monkeypatch: Any) -> None:
+    from p2pstore.web import drive_api
+
+    monkeypatch.setattr(drive_api, "MAX_DIR_BODY", 1000)
+    c = await start(VdriveApplication(local_vdrive()))
+    try:
+        big = {"entries": [{"name": f"n{i}", "kind": "file", "cap": "x"} for i in range(100)]}
+        r = await c.post("/api/v1/dir", json=big, headers=AUTH)
+        assert r.status == 413
+    finally:
+        await c.close()

@@ -1,0 +1,344 @@
+"""``p2pstore backup`` / ``restore`` in process: the real CLI against an API server
+whose vdrive stores real directory objects (in memory), and the pure pieces
+(exclusions, names, the database, the exact-length reader)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from p2pstore import cli
+from p2pstore.api_client import NodeClient, NodeUnreachable
+from p2pstore.api_drive import walk_files
+from p2pstore.app.drive import VdriveApplication
+from p2pstore.backup.db import DB_NAME, BackupDb, FileStamp, entries_hash
+from p2pstore.backup.restore import RestoreError, safe_name
+from p2pstore.backup.scan import Excluder, drive_name, read_exclude_file
+from p2pstore.backup.snapshot import Backup, FileChanged, NodeGone, _Exact, snapshot_name
+from p2pstore.base.fsutil import write_text_atomic
+from p2pstore.immutable import EncodingParams
+from p2pstore.node.nodedir import NodeDir
+from p2pstore.node.pidfile import PidLock
+from p2pstore.node.runner import STATUS_FORMAT
+from p2pstore.testing.backup_tree import change_tree, make_tree, regular_files
+from p2pstore.testing.memory_app import MemoryApplication
+from p2pstore.testing.vdrive import local_vdrive
+
+from .test_cli_ops import ThreadedServer
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Path]:
+    root = tmp_path / "node"
+    assert cli.main(["create-node", str(root), "--listen", "127.0.0.1:0"]) == 0
+    nd = NodeDir(root)
+    backend = MemoryApplication(
+        params=EncodingParams.create(3, 10, 64 * 1024),
+        vdrive=VdriveApplication(local_vdrive()),
+    )
+    server = ThreadedServer(backend, nd.load_api_token())
+    lock = PidLock(nd.pid_path)
+    lock.acquire()
+    doc = {"format": STATUS_FORMAT, "state": "running", "pid": os.getpid()}
+    doc["api_url"] = server.server.url
+    write_text_atomic(nd.status_path, json.dumps(doc))
+    try:
+        yield root
+    finally:
+        lock.release()
+        server.close()
+
+
+def backup(node: Path, src: Path, dest: str, *extra: str, capsys: Any) -> tuple[int, Any, str]:
+    rc = cli.main(["backup", str(src), dest, "--json", "--node", str(node), *extra])
+    out, err = capsys.readouterr()
+    return rc, (json.loads(out) if out.strip().startswith("{") else out), err
+
+
+def files_at(node: Path, path: str) -> dict[str, str]:
+    base = len(path.rstrip("/")) + 1
+    return {p[base:]: str(e["cap"]) for p, e in walk_files(NodeClient.for_node(node), path)}
+
+
+def same_tree(a: Path, b: Path) -> None:
+    fa = [p.relative_to(a) for p in regular_files(a)]
+    assert fa == [p.relative_to(b) for p in regular_files(b)]
+    for rel in fa:
+        sa, sb = (a / rel).stat(), (b / rel).stat()
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+        assert sa.st_mode & 0o777 == sb.st_mode & 0o777, rel
+        assert abs(sa.st_mtime - sb.st_mtime) < 0.01, rel
+
+
+def test_backup_again_changes_and_restore(
+    node: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "src"
+    make_tree(src, 120, seed=5)
+    (src / "link").symlink_to("nowhere")
+    os.mkfifo(src / "pipe")
+    rc, first, _ = backup(node, src, "private:/bk", capsys=capsys)
+    assert rc == 0, first
+    assert first["uploaded"] == 120 and first["files"] == 120
+    assert len(first["skipped"]) == 2 and not first["failed"]
+    assert first["snapshot"].startswith("private:/bk/Archives/")
+    rc, second, _ = backup(node, src, "private:/bk", capsys=capsys)
+    assert rc == 0
+    assert (second["uploaded"], second["bytes_read"], second["dirs_made"]) == (0, 0, 0)
+    assert second["unchanged"] == 120 and second["snapshot"] != first["snapshot"]
+    before = files_at(node, second["snapshot"])
+    assert before == files_at(node, first["snapshot"]) == files_at(node, "private:/bk/Latest")
+    changes = change_tree(src, changed=5, added=3, removed=2)
+    rc, third, _ = backup(node, src, "private:/bk", capsys=capsys)
+    assert rc == 0 and third["uploaded"] == 8
+    after = files_at(node, "private:/bk/Latest")
+    assert sorted(k for k in before.keys() & after.keys() if before[k] != after[k]) == sorted(
+        changes["changed"]
+    )
+    assert sorted(after.keys() - before.keys()) == sorted(changes["added"])
+    assert sorted(before.keys() - after.keys()) == sorted(changes["removed"])
+    assert files_at(node, second["snapshot"]) == before  # snapshots never change
+    # restore: byte for byte, modes and mtimes
+    assert (
+        cli.main(["restore", "private:/bk/Latest", str(tmp_path / "out"), "--node", str(node)]) == 0
+    )
+    (src / "link").unlink()
+    (src / "pipe").unlink()
+    same_tree(src, tmp_path / "out")
+    # a non-empty target is refused unless --force
+    capsys.readouterr()
+    assert (
+        cli.main(["restore", "private:/bk/Latest", str(tmp_path / "out"), "--node", str(node)]) == 1
+    )
+    assert "not empty" in capsys.readouterr().err
+    rc = cli.main(
+        ["restore", "private:/bk/Latest", str(tmp_path / "out"), "--force", "--node", str(node)]
+    )
+    assert rc == 0
+
+
+def test_excludes_dry_run_and_names(
+    node: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "src"
+    (src / "keep" / "node_modules").mkdir(parents=True)
+    (src / "keep" / "node_modules" / "x.js").write_text("x" * 100)
+    (src / "keep" / "a.tmp").write_text("t" * 100)
+    (src / "keep" / "b.txt").write_text("b" * 100)
+    (src / "build").mkdir()
+    (src / "build" / "out.o").write_text("o" * 100)
+    (src / "e\u0301.txt").write_text("decomposed")  # NFC: é.txt
+    (src / "\u00e9.txt").write_text("composed")  # the same name once normalized
+    excl = tmp_path / "excludes"
+    excl.write_text("# comments and blank lines are ignored\n\nbuild/\n")
+    rc, dry, _err = backup(
+        node,
+        src,
+        "private:/d",
+        "--dry-run",
+        "--exclude",
+        "*.tmp",
+        "--exclude",
+        "node_modules",
+        "--exclude-from",
+        str(excl),
+        capsys=capsys,
+    )
+    assert rc == 1  # the name clash is a failure
+    assert dry["uploaded"] == 2 and len(dry["failed"]) == 1 and "normalized" in dry["failed"][0]
+    assert not (node / DB_NAME).exists()  # a dry run writes nothing, not even the database
+    rc = cli.main(["ls", "private:/", "--node", str(node)])
+    assert "d/" not in capsys.readouterr().out
+    rc, real, _ = backup(
+        node,
+        src,
+        "private:/d",
+        "--exclude",
+        "*.tmp",
+        "--exclude",
+        "node_modules",
+        "--exclude-from",
+        str(excl),
+        capsys=capsys,
+    )
+    assert rc == 1 and real["uploaded"] == 2
+    got = files_at(node, "private:/d/Latest")
+    assert sorted(got) == ["keep/b.txt", "\u00e9.txt"]
+    assert (node / DB_NAME).stat().st_mode & 0o777 == 0o600
+
+
+def test_latest_that_is_a_file_is_not_replaced(
+    node: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "src"
+    make_tree(src, 3)
+    f = tmp_path / "f"
+    f.write_bytes(b"mine" * 100)
+    assert cli.main(["mkdir", "-p", "private:/b", "--node", str(node)]) == 0
+    assert cli.main(["put", str(f), "private:/b/Latest", "--node", str(node)]) == 0
+    mine = files_at(node, "private:/b")["Latest"]
+    capsys.readouterr()
+    rc, _out, err = backup(node, src, "private:/b", capsys=capsys)
+    assert rc == 1 and "is a file, not a snapshot" in err and "private:/b/Archives/" in err
+    assert files_at(node, "private:/b")["Latest"] == mine
+
+
+class _Client:
+    """A NodeClient wrapper that misbehaves on purpose."""
+
+    def __init__(self, real: NodeClient, *, die_after: int | None = None, grow: str = "") -> None:
+        self.real, self.die_after, self.grow, self.puts = real, die_after, grow, 0
+
+    def put(self, source: Any, **kw: Any) -> dict[str, Any]:
+        if self.die_after is not None and self.puts >= self.die_after:
+            raise NodeUnreachable("the node went away (test)")
+        self.puts += 1
+        if self.grow and kw.get("name") == self.grow:
+            with open(self.grow_path, "ab") as f:
+                f.write(b"more")
+        return self.real.put(source, **kw)
+
+    def make_dir(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.real.make_dir(entries)
+
+    def stat(self, path: str) -> dict[str, Any]:
+        return self.real.stat(path)
+
+
+def test_an_interrupted_backup_sends_only_the_rest(node: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src, 30, seed=9)
+    real = NodeClient.for_node(node)
+    db = BackupDb.open(node / DB_NAME)
+    run = Backup(_Client(real, die_after=12), db, src)
+    with pytest.raises(NodeGone, match="Run it again"):
+        run.tree()
+    assert run.report.uploaded == 12 and db.counts()[0] == 12
+    again = Backup(_Client(real), db, src)
+    assert again.tree() is not None
+    assert (again.report.uploaded, again.report.unchanged) == (18, 12)
+    db.close()
+
+
+def test_a_file_changing_while_read_fails_and_is_not_recorded(node: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "growing.log").write_bytes(b"x" * 5000)
+    (src / "ok.txt").write_bytes(b"y" * 5000)
+    client = _Client(NodeClient.for_node(node), grow="growing.log")
+    client.grow_path = src / "growing.log"  # type: ignore[attr-defined]
+    db = BackupDb.open(None)
+    run = Backup(client, db, src)
+    run.tree()
+    assert run.report.uploaded == 1 and len(run.report.failed) == 1
+    assert "changed while it was read" in run.report.failed[0]
+    assert db.counts()[0] == 1
+
+
+# -- pure pieces -------------------------------------------------------------------
+def test_excluder_rules() -> None:
+    ex = Excluder(["*.tmp", "node_modules", "photos/raw", "cache/", "/top.txt"])
+    assert ex.excluded("a/b/x.tmp", False)
+    assert ex.excluded("deep/node_modules", True)
+    assert ex.excluded("photos/raw", True) and not ex.excluded("x/photos/raw", True)
+    assert ex.excluded("a/cache", True) and not ex.excluded("a/cache", False)
+    assert ex.excluded("top.txt", False) and not ex.excluded("a/top.txt", False)
+    assert not ex.excluded("keep.txt", False)
+
+
+def test_exclude_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="cannot read the exclude file"):
+        read_exclude_file(str(tmp_path / "missing"))
+    (tmp_path / "bin").write_bytes(b"\xff\xfe")
+    with pytest.raises(Exception, match="not UTF-8"):
+        read_exclude_file(str(tmp_path / "bin"))
+
+
+def test_drive_names() -> None:
+    assert drive_name("e\u0301") == "\u00e9"
+    assert drive_name("a\nb") is None
+    assert drive_name("x" * 256) is None
+    assert drive_name(b"\xff".decode("utf-8", "surrogateescape")) is None
+
+
+def test_database_stamps_and_dirs(tmp_path: Path) -> None:
+    path = tmp_path / DB_NAME
+    db = BackupDb.open(path)
+    st = os.stat(tmp_path)
+    stamp = FileStamp.of(st)
+    db.record_file("/a", stamp, "p2ps:lit:x")
+    assert db.file_cap("/a", stamp) == "p2ps:lit:x"
+    assert db.file_cap("/a", FileStamp(stamp.size + 1, stamp.mtime_ns, stamp.ctime_ns, 1)) is None
+    h = entries_hash([{"name": "a", "cap": "c"}])
+    assert h == entries_hash([{"cap": "c", "name": "a"}])
+    db.record_dir(h, "p2ps:dir:lit:x")
+    assert db.dir_cap(h) == "p2ps:dir:lit:x" and db.counts() == (1, 1)
+    db.close()
+    ro = BackupDb.open(path, read_only=True)
+    ro.record_file("/b", stamp, "c")  # ignored
+    assert ro.counts() == (1, 1)
+    ro.close()
+    sqlite3.connect(path).execute("PRAGMA user_version = 99").connection.commit()
+    with pytest.raises(Exception, match="schema 99"):
+        BackupDb.open(path)
+    (tmp_path / "junk").write_bytes(b"not a database" * 100)
+    with pytest.raises(Exception, match="damaged or not ours"):
+        BackupDb.open(tmp_path / "junk")
+
+
+def test_exact_reader() -> None:
+    assert _Exact(io.BytesIO(b"abcdef"), 6).read(4) == b"abcd"
+    r = _Exact(io.BytesIO(b"abcdef"), 6)
+    assert r.read(100) == b"abcdef" and r.read(100) == b""
+    with pytest.raises(FileChanged):  # grew: refused before the last bytes go
+        _Exact(io.BytesIO(b"abcdefg"), 6).read(100)
+    r = _Exact(io.BytesIO(b"abc"), 6)
+    assert r.read(100) == b"abc"
+    with pytest.raises(FileChanged):  # shrank
+        r.read(100)
+
+
+def test_snapshot_names_and_safe_names() -> None:
+    assert snapshot_name(0) == "1970-01-01T000000Z"
+    assert snapshot_name(time.time()) < snapshot_name(time.time() + 2)
+    for bad in ("", ".", "..", "a/b", "a\0b", None, 3):
+        with pytest.raises(RestoreError):
+            safe_name(bad)
+    assert safe_name("ok name") == "ok name"
+
+
+def test_shell_backup_and_restore(node: Path, tmp_path: Path) -> None:
+    from shell.commands import Shell
+    from shell.session import Connection, ShellState
+
+    from .test_shell_commands import Rec
+
+    src = tmp_path / "src"
+    make_tree(src, 10, seed=3)
+    (src / "skip.tmp").write_text("t" * 100)
+    rec = Rec()
+    conn = Connection(lambda: NodeClient.for_node(node), name="n", node_dir=node)
+    sh = Shell(conn, rec, ShellState(tmp_path))
+    assert sh.run_line("backup src private:/s --exclude '*.tmp' -v")
+    out = rec.take()
+    assert any(line.startswith("snapshot: private:/s/Archives/") for line in out), out
+    assert any("10 uploaded" in line for line in out), out
+    assert sum(line.startswith("uploaded: ") for line in out) == 10
+    assert sh.run_line("backup src private:/s --exclude=*.tmp")
+    assert any("0 uploaded" in line and "10 unchanged" in line for line in rec.take())
+    assert sh.run_line("restore private:/s/Latest out")
+    assert any(line.startswith("restored 10 files") for line in rec.take())
+    (src / "skip.tmp").unlink()
+    same_tree(src, tmp_path / "out")
+    assert sh.run_line("backup nowhere private:/s")
+    assert "not a local folder" in rec.take()[-1]
+    assert sh.run_line("backup src")
+    assert "missing REMOTE" in rec.take()[-1]
