@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from p2pstore.api_client import ClientError, NodeUnreachable
+from p2pstore.base.fsutil import umask
 
 
 class RestoreClient(Protocol):
@@ -50,10 +51,13 @@ def safe_name(name: Any) -> str:
 
 def _mode_and_time(path: Path, entry: dict[str, Any], *, is_dir: bool) -> None:
     """The recorded permission bits (never set-user/group-ID: a snapshot from the
-    grid must not make a privileged program) and mtime."""
+    grid must not make a privileged program; a folder stays open to its owner), or
+    the umask's default for an entry that recorded none; and the mtime."""
     mode = entry.get("mode")
     if isinstance(mode, int) and not isinstance(mode, bool) and 0 <= mode <= 0o7777:
         os.chmod(path, (mode & 0o1777) | (0o700 if is_dir else 0))
+    else:
+        os.chmod(path, (0o777 if is_dir else 0o666) & ~umask())
     mtime = entry.get("mtime")
     if isinstance(mtime, int | float) and not isinstance(mtime, bool):
         os.utime(path, (mtime, mtime))
