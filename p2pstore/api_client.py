@@ -1,10 +1,8 @@
 """A small synchronous client of a node's local HTTP API (docs/http-api.md).
 
-Used by the CLI (and by the shell, through ``asyncio.to_thread``). It finds the
-node's API from its directory: ``--node DIR``, else ``$P2PSTORE_NODE``, else the
-platform default (:func:`default_node_dir`); the running node publishes its API
-URL in ``DIR/run/status.json`` (``api_url``) and the token is
-``DIR/private/api.token``.
+Used by the CLI and the shell. It finds the node's API from its directory (``--node
+DIR``, else ``$P2PSTORE_NODE``, else :func:`default_node_dir`): the running node
+publishes its API URL in ``DIR/run/status.json``, the token is ``private/api.token``.
 
 Invariants:
 - uploads and downloads stream in bounded chunks (:data:`CHUNK`), never whole;
@@ -359,7 +357,7 @@ class NodeClient:
     # -- files by cap --------------------------------------------------------------
     def put(
         self,
-        source: IO[bytes],
+        source: IO[bytes] | str,
         *,
         size: int | None = None,
         mode: str = "convergent",
@@ -380,21 +378,28 @@ class NodeClient:
         method: str,
         route: str,
         params: dict[str, str],
-        source: IO[bytes],
+        source: IO[bytes] | str,
         size: int | None,
         progress: ProgressFn | None,
         stored: ProgressFn | None,
     ) -> dict[str, Any]:
-        """Stream ``source`` as the body of ``method route?params`` (``put`` and
-        ``put_path``), following the node's storing pass; the JSON reply."""
+        """Stream ``source`` (or, a ``str``, have the node read that local file: docs/
+        http-api.md "Local files") to ``method route?params``; the JSON reply."""
+        if isinstance(source, str):
+            params["local_path"] = source
         with self._follow(params, stored):
-            reply = self._send(
-                method,
-                f"{route}?{urllib.parse.urlencode(params)}",
-                stream=self._chunks(source, progress),
-                length=size,
-                headers={"Content-Type": "application/octet-stream"},
-            )
+            target = f"{route}?{urllib.parse.urlencode(params)}"
+            if isinstance(source, str):
+                headers = {"Content-Type": "application/octet-stream"}
+                reply = self._send(method, target, body=b"", headers=headers)
+            else:
+                reply = self._send(
+                    method,
+                    target,
+                    stream=self._chunks(source, progress),
+                    length=size,
+                    headers={"Content-Type": "application/octet-stream"},
+                )
             return self._finish_json(reply)
 
     @contextlib.contextmanager
@@ -469,6 +474,10 @@ class NodeClient:
     def pins(self) -> list[dict[str, Any]]:
         result: dict[str, Any] = self._json_call("GET", f"{API}/pins")
         return list(result["pins"])
+
+    def features(self) -> set[str]:
+        """What the node's API offers beyond the first routes (``GET /api/v1/``)."""
+        return {str(f) for f in self._json_call("GET", f"{API}/").get("features", ())}
 
     def status(self) -> dict[str, Any]:
         result: dict[str, Any] = self._json_call("GET", f"{API}/status")
@@ -567,7 +576,7 @@ class NodeClient:
 
     def put_path(
         self,
-        source: IO[bytes],
+        source: IO[bytes] | str,
         path: str,
         *,
         size: int | None = None,

@@ -14,10 +14,13 @@ away they say the outcome is unknown (exit 3) and how to look.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
+import stat
 import time
 from collections.abc import Callable
-from typing import Any, Final, Protocol
+from typing import IO, Any, Final, Protocol, TypeVar
 
 from .api_client import (
     EXIT_UNREACHABLE,
@@ -26,6 +29,8 @@ from .api_client import (
     NodeUnreachable,
     TransferError,
 )
+
+T = TypeVar("T")
 
 #: how long to wait for the node to answer again after a lost answer
 SETTLE_WAIT: Final = 60.0
@@ -160,3 +165,38 @@ def walk_files(
             else:
                 out.append((child, entry))
     return sorted(out)
+
+
+#: the node's refusals of a local path that the file's bytes over HTTP may still
+#: get through (the node may not read it, or sees another filesystem)
+LOCAL_FALLBACK: Final = frozenset({"local-path-refused", "bad-local-path", "local-file-not-found"})
+
+
+class Featured(Protocol):
+    def features(self) -> set[str]: ...
+
+
+def local_first(
+    client: Featured, name: str, src: IO[bytes], call: Callable[[IO[bytes] | str], T]
+) -> T:
+    """``call(path)`` with the file's real path for the node to read in place when it
+    can (a regular file, a node that offers ``local_path``: no HTTP body, no spool
+    on the node); else, or when the node refuses the path, ``call(src)``: the bytes
+    over HTTP (docs/http-api.md, "Local files")."""
+    path = None
+    if name != "-":
+        with contextlib.suppress(OSError):
+            if stat.S_ISREG(os.stat(name).st_mode):
+                path = os.path.realpath(name)
+    if path is not None:
+        try:
+            offered = "local_path" in client.features()
+        except ClientError:
+            offered = False
+        if offered:
+            try:
+                return call(path)
+            except ApiCallError as e:
+                if e.code not in LOCAL_FALLBACK:
+                    raise
+    return call(src)

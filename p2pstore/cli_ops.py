@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .api_client import ApiCallError, ClientError, NodeClient, resolve_node_dir
-from .api_drive import settled, walk_files
+from .api_drive import local_first, settled, walk_files
 from .app.errors import BadRequest
 from .app.vpath import parse_vpath
 from .base.fsutil import umask
@@ -103,27 +103,21 @@ def cmd_put(args: argparse.Namespace) -> int:
     path = _check_path(args.path) if args.path else None
     client = _client(args)
     with _source(args.file) as (src, size):
+        name = "-" if args.send_bytes else args.file  # "-": never read in place
         bar = UploadProgress(size, sys.stderr, two_passes=args.mode == "convergent")
+        kw = {"size": size, "mode": args.mode, "progress": bar.sent, "stored": bar.stored}
         try:
             if path is None:
-                name = None if args.file == "-" else Path(args.file).name
-                doc = client.put(
-                    src, size=size, mode=args.mode, progress=bar.sent, stored=bar.stored, name=name
-                )
+                kw["name"] = None if args.file == "-" else Path(args.file).name
+                doc = local_first(client, name, src, lambda s: client.put(s, **kw))
             else:
+                kw["replace"] = not args.no_replace
                 doc = _settled(
                     args,
                     path,
                     f"put {path}",
-                    lambda i: client.put_path(
-                        src,
-                        path,
-                        size=size,
-                        mode=args.mode,
-                        replace=not args.no_replace,
-                        progress=bar.sent,
-                        stored=bar.stored,
-                        op_id=i,
+                    lambda i: local_first(
+                        client, name, src, lambda s: client.put_path(s, path, op_id=i, **kw)
                     ),
                 )
                 if doc.get("recovered"):  # made, but its answer was lost: read it back
@@ -495,6 +489,9 @@ def add_commands(sub: Any) -> None:
         help="key: convergent (same file, same cap; default) or random",
     )
     p.add_argument("--no-replace", action="store_true", help="with PATH: fail if it exists")
+    p.add_argument(
+        "--send-bytes", action="store_true", help="send the bytes over HTTP, not the file's path"
+    )
     p.add_argument("--json", action="store_true", help="print the full JSON reply")
     _node_opt(p)
     p.set_defaults(func=cmd_put)

@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import IO, Any, Final, Protocol, cast
 
 from p2pstore.api_client import ApiCallError, ClientError
-from p2pstore.api_drive import OutcomeUnknown, is_lost, new_op_id, settle, settled, walk_files
+from p2pstore.api_drive import (
+    OutcomeUnknown,
+    is_lost,
+    local_first,
+    new_op_id,
+    settle,
+    settled,
+    walk_files,
+)
 from p2pstore.app.vpath import VPath
 from p2pstore.base.fsutil import umask
 from p2pstore.base.progress import human_bytes
@@ -306,25 +314,31 @@ class Shell:
             flag.on_cancel(api.abort)  # Ctrl-C cuts the connection: the node stops the upload
             with open(src, "rb") as f:
                 reader = cast(IO[bytes], CancellableReader(f, flag))
-                return api.put_path(
+                # a regular file is read by the node in place when it can (local_first)
+                return local_first(
+                    api,
+                    str(src),
                     reader,
-                    str(dst),
-                    size=size,
-                    mode=mode,
-                    replace=not inv.flag("no_replace"),
-                    progress=flag.progress,
-                    stored=(lambda n: stored.__setitem__(0, n)) if two_passes else None,
-                    op_id=op_id,
+                    lambda s: api.put_path(
+                        s,
+                        str(dst),
+                        size=size,
+                        mode=mode,
+                        replace=not inv.flag("no_replace"),
+                        progress=flag.progress,
+                        stored=lambda n: stored.__setitem__(0, n),
+                        op_id=op_id,
+                    ),
                 )
 
         width = self.out.width
 
         def bar(done: int, elapsed: float) -> str:
             # both passes of a convergent upload: never 100% while the node still works
-            if not two_passes:
-                return render.progress_line("put", done, size, elapsed, width)
             if stored[0] > 0:
                 return render.progress_line("put (storing)", stored[0], size, elapsed, width)
+            if not two_passes:
+                return render.progress_line("put", done, size, elapsed, width)
             return render.progress_line("put (sending)", done, size, elapsed, width)
 
         try:

@@ -47,7 +47,7 @@ class Api(Protocol):
     ) -> dict[str, Any]: ...
     def put_path(
         self,
-        source: IO[bytes],
+        source: IO[bytes] | str,
         path: str,
         *,
         size: int | None = ...,
@@ -74,6 +74,7 @@ class Api(Protocol):
     def pins(self) -> list[dict[str, Any]]: ...
     def outcome(self, drive: str, op_id: str) -> dict[str, Any]: ...
     def make_dir(self, entries: list[dict[str, Any]]) -> dict[str, Any]: ...
+    def features(self) -> set[str]: ...
     def put(
         self,
         source: IO[bytes],

@@ -206,6 +206,20 @@ class Application(VdriveOps, Protocol):
         progress: ProgressFn | None = None,
     ) -> UploadResult: ...
 
+    async def upload_file(
+        self,
+        fd: int,
+        size: int,
+        *,
+        mode: UploadMode,
+        progress: ProgressFn | None = None,
+    ) -> UploadResult:
+        """Upload exactly ``size`` bytes of the open regular file ``fd`` (read with
+        ``pread`` from offset 0, as many times as the mode needs: no spool). A file
+        that ends early raises ``Conflict`` ``file-changed``; the caller checks for
+        other changes (``fstat`` before and after)."""
+        ...
+
     async def download(
         self, cap: ReadCap | LiteralCap, offset: int, length: int
     ) -> AsyncIterator[bytes]: ...

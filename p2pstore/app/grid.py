@@ -33,7 +33,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from p2pstore.app.contract import (
 from p2pstore.app.errors import (
     AppError,
     BadRequest,
+    Conflict,
     GridError,
     InsufficientStorage,
     NotFound,
@@ -60,6 +61,7 @@ from p2pstore.grid import (
     DownloadConfig,
     Downloader,
     DownloadError,
+    FileShrank,
     GridLocalError,
     Health,
     HealthConfig,
@@ -67,6 +69,7 @@ from p2pstore.grid import (
     UploadConfig,
     Uploader,
     UploadError,
+    fd_source,
     file_source,
 )
 from p2pstore.grid.peers import FindPeers, StorageFor
@@ -202,10 +205,38 @@ class GridApplication(PinOps, DelegateVdrive):
         mode: UploadMode,
         progress: ProgressFn | None = None,
     ) -> UploadResult:
+        async def convergent() -> Any:
+            return await self._upload_convergent(chunks, size_hint, progress)
+
+        return await self._upload(convergent, chunks, size_hint, mode, progress)
+
+    async def upload_file(
+        self, fd: int, size: int, *, mode: UploadMode, progress: ProgressFn | None = None
+    ) -> UploadResult:
+        """A local file read in place: both convergent passes ``pread`` it, no spool."""
+        source = fd_source(fd, size)
+
+        async def convergent() -> Any:
+            return await self.uploader.upload_convergent(
+                source,
+                self._secret,
+                progress=(lambda done, _t: progress(done)) if progress else None,
+            )
+
+        return await self._upload(convergent, source(), size, mode, progress)
+
+    async def _upload(
+        self,
+        convergent: Callable[[], Awaitable[Any]],
+        chunks: AsyncIterable[bytes],
+        size_hint: int | None,
+        mode: UploadMode,
+        progress: ProgressFn | None,
+    ) -> UploadResult:
         async with self._operation():
             try:
                 if mode == "convergent":
-                    res = await self._upload_convergent(chunks, size_hint, progress)
+                    res = await convergent()
                 elif mode == "random":
                     res = await self.uploader.upload_random(
                         chunks,
@@ -218,6 +249,9 @@ class GridApplication(PinOps, DelegateVdrive):
                 self.uploads_failed += 1
                 hint = " ([client] shares_happy in the node's p2pstore.toml)"
                 raise Unavailable(str(e)[:2000] + hint, code="not-enough-peers") from None
+            except FileShrank as e:
+                self.uploads_failed += 1
+                raise Conflict(f"{e}; nothing was linked", code="file-changed") from None
             except GridLocalError as e:
                 self.uploads_failed += 1
                 raise BadRequest(str(e)[:500]) from None

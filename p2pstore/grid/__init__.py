@@ -17,6 +17,7 @@ lookup, or :func:`static_peers`) and ``storage_for(peer) -> StorageAPI``.
 from .download import DownloadConfig, Downloader
 from .errors import (
     DownloadError,
+    FileShrank,
     GridError,
     GridLocalError,
     GridRemoteError,
@@ -42,6 +43,7 @@ from .upload import (
     UploadResult,
     aiter_bytes,
     bytes_source,
+    fd_source,
     file_source,
 )
 
@@ -51,6 +53,7 @@ __all__ = [
     "DownloadConfig",
     "DownloadError",
     "Downloader",
+    "FileShrank",
     "FindPeers",
     "GridError",
     "GridLocalError",
@@ -73,6 +76,7 @@ __all__ = [
     "VerifyResult",
     "aiter_bytes",
     "bytes_source",
+    "fd_source",
     "file_source",
     "happiness",
     "lookup_peers",

@@ -25,6 +25,10 @@ class GridLocalError(GridError, ValueError):
     """The caller supplied something invalid (parameters, a cap of the wrong kind)."""
 
 
+class FileShrank(GridLocalError):
+    """A local file being uploaded ended before its size (it changed meanwhile)."""
+
+
 class GridRemoteError(GridError):
     """The grid could not complete the operation."""
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -62,7 +63,7 @@ from p2pstore.storage import StorageAPI
 from quic_transport.identity import NodeId
 
 from .download import DownloadConfig, Downloader
-from .errors import GridLocalError, UploadError
+from .errors import FileShrank, GridLocalError, UploadError
 from .peers import FindPeers, P, Progress, StorageFor, describe
 from .placement import PeerKey, SharePlacer, rank_peers
 from .quality import QualitySource
@@ -548,5 +549,22 @@ def file_source(path: str, chunk_size: int = 1 << 20) -> Reopenable:
         finally:
             with contextlib.suppress(OSError):
                 f.close()
+
+    return chunks
+
+
+def fd_source(fd: int, size: int, chunk_size: int = 1 << 20) -> Reopenable:
+    """A re-openable source over exactly ``size`` bytes of the open file ``fd`` from
+    offset 0 (``pread``: each pass reads the same file, whatever renames happen
+    meanwhile). A file that ends early raises :class:`FileShrank`."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        offset = 0
+        while offset < size:
+            data = await asyncio.to_thread(os.pread, fd, min(chunk_size, size - offset), offset)
+            if not data:
+                raise FileShrank(f"the file shrank while it was read (at {offset} of {size} bytes)")
+            offset += len(data)
+            yield data
 
     return chunks

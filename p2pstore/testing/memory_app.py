@@ -40,12 +40,14 @@ from p2pstore.app.contract import (
 from p2pstore.app.errors import (
     AppError,
     BadRequest,
+    Conflict,
     GridError,
     InsufficientStorage,
     NotFound,
     Unrecoverable,
 )
 from p2pstore.app.keeper import PinBook, PinOps
+from p2pstore.grid import FileShrank, fd_source
 from p2pstore.immutable import (
     HEADER_SIZE,
     CapError,
@@ -161,6 +163,16 @@ class MemoryApplication(PinOps, DelegateVdrive):
         return sum(len(s) for f in self._files.values() for s in f.shares.values())
 
     # -- upload ------------------------------------------------------------------
+    async def upload_file(
+        self, fd: int, size: int, *, mode: UploadMode, progress: ProgressFn | None = None
+    ) -> UploadResult:
+        try:
+            return await self.upload(
+                aiter(fd_source(fd, size)()), size_hint=size, mode=mode, progress=progress
+            )
+        except FileShrank as e:
+            raise Conflict(f"{e}; nothing was linked", code="file-changed") from None
+
     async def upload(
         self,
         chunks: AsyncIterator[bytes],

@@ -49,6 +49,7 @@ from p2pstore.app.vpath import VPath, parse_vpath
 from p2pstore.immutable import CapError, LiteralCap, ReadCap, VerifyCap, parse_cap
 from quic_transport.identity import b32encode
 
+from . import local_path
 from .context import API_PREFIX, BACKEND, BOOTSTRAP, LIMITS, TRANSFERS, token_required
 from .errors import (
     ClientGone,
@@ -328,9 +329,15 @@ async def _stream(
             await aclose()
 
 
+#: what a client may rely on beyond the first routes: "local_path" (uploads of a
+#: file the node reads in place), "dir" (POST /api/v1/dir)
+FEATURES: Final = ("local_path", "dir")
+
+
 # -- handlers: files by cap -----------------------------------------------------
 async def index(request: web.Request) -> web.Response:
-    return _json({"api": "p2pstore", "version": API_VERSION, "docs": "docs/http-api.md"})
+    doc = {"api": "p2pstore", "version": API_VERSION, "docs": "docs/http-api.md"}
+    return _json({**doc, "features": list(FEATURES)})
 
 
 async def upload(request: web.Request) -> web.Response:
@@ -341,16 +348,26 @@ async def upload(request: web.Request) -> web.Response:
         raise TooLarge(f"uploads are limited to {limits.max_upload_bytes} bytes")
     name = _transfer_name(request.query.get("filename"))
     with request.app[TRANSFERS].track("upload", size, name=name, tag=tag_of(request)) as transfer:
-        result = await while_connected(
-            request,
-            request.app[BACKEND].upload(
-                body_chunks(request, transfer),
-                size_hint=size,
-                mode=mode,
-                progress=stored_into(transfer),
-            ),
-        )
+        result = await _received(request, mode, size, transfer)
     return _json(_upload_json(result), status=201)
+
+
+async def _received(
+    request: web.Request, mode: UploadMode, size: int | None, transfer: Transfer
+) -> UploadResult:
+    """Upload the request's body, or the node-local file it names (``local_path``)."""
+    local = request.query.get(local_path.QUERY)
+    if local is not None:
+        return await local_path.upload_local(request, local, mode, transfer)
+    return await while_connected(
+        request,
+        request.app[BACKEND].upload(
+            body_chunks(request, transfer),
+            size_hint=size,
+            mode=mode,
+            progress=stored_into(transfer),
+        ),
+    )
 
 
 async def download(request: web.Request) -> web.StreamResponse:
@@ -458,15 +475,7 @@ async def vd_put(request: web.Request) -> web.Response:
     await check_upload_target(backend, path, replace, "replace it explicitly")
     size = request.content_length
     with request.app[TRANSFERS].track("upload", size, tag=tag_of(request)) as transfer:
-        result = await while_connected(
-            request,
-            backend.upload(
-                body_chunks(request, transfer),
-                size_hint=size,
-                mode=mode,
-                progress=stored_into(transfer),
-            ),
-        )
+        result = await _received(request, mode, size, transfer)
     if request.transport is None:
         raise ClientGone()  # gone while the upload finished: link nothing
     try:

@@ -29,6 +29,7 @@ from p2pstore.api_client import (
 from p2pstore.app.errors import Unrecoverable
 from p2pstore.base.fsutil import write_text_atomic
 from p2pstore.base.progress import Progress, UploadProgress, format_progress, human_bytes
+from p2pstore.grid import fd_source
 from p2pstore.immutable import EncodingParams
 from p2pstore.node.nodedir import NodeDir
 from p2pstore.node.pidfile import PidLock
@@ -651,3 +652,48 @@ def test_settle_waits_for_the_node_then_gives_up() -> None:
     answers[:] = [ApiCallError(400, "bad-request", "op_id must be 16 to 64 hex digits")]
     with pytest.raises(OutcomeUnknown, match="once the vdrive node answers"):
         settle(Fake, "shared", "ab" * 16, "mkdir x", lost, sleep=sleep, clock=lambda: now[0])
+
+
+def test_put_lets_the_node_read_a_local_file_in_place(
+    node: tuple[Path, MemoryApplication],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root, backend = node
+    f = tmp_path / "data.bin"
+    f.write_bytes(os.urandom(150_000))
+    calls: list[str] = []
+    real_body = backend.upload
+
+    async def upload_file(fd: int, size: int, **kw: Any) -> Any:
+        calls.append("file")
+        return await real_body(aiter(fd_source(fd, size)()), size_hint=size, **kw)
+
+    async def upload(*a: Any, **kw: Any) -> Any:
+        calls.append("body")
+        return await real_body(*a, **kw)
+
+    monkeypatch.setattr(backend, "upload_file", upload_file)
+    monkeypatch.setattr(backend, "upload", upload)
+    rc, out, _ = run(capsys, "put", f, "--node", root)
+    assert rc == 0 and calls == ["file"]
+    cap = out.strip()
+    rc, out, _ = run(capsys, "put", f, "--send-bytes", "--node", root)
+    assert rc == 0 and calls == ["file", "body"] and out.strip() == cap
+    rc, out, _ = run(capsys, "put", f, "/data.bin", "--node", root)
+    assert rc == 0 and calls[-1] == "file" and out.strip() == cap
+
+    async def refused(*a: Any, **kw: Any) -> Any:
+        from p2pstore.app.errors import Forbidden
+
+        calls.append("refused")
+        raise Forbidden("the node may not read it", code="local-path-refused")
+
+    monkeypatch.setattr(backend, "upload_file", refused)
+    rc, out, _ = run(capsys, "put", f, "/again.bin", "--node", root)
+    assert rc == 0 and calls[-2:] == ["refused", "body"] and out.strip() == cap
+    # a node that does not offer local paths (an older one) gets the bytes
+    monkeypatch.setattr(NodeClient, "features", lambda self: set())
+    rc, out, _ = run(capsys, "put", f, "--node", root)
+    assert rc == 0 and calls[-1] == "body"

@@ -436,3 +436,65 @@ async def test_status_lists_transfers_in_progress(client: TestClient[Any, Any]) 
     assert r.status == 201
     r = await client.get("/api/v1/status", headers=AUTH)
     assert (await r.json())["transfers"] == []
+
+
+# -- local files (?local_path=) ----------------------------------------------------
+async def test_local_path_uploads(client: TestClient[Any, Any], tmp_path: Any) -> None:
+    data = os.urandom(200_000)
+    f = tmp_path / "f.bin"
+    f.write_bytes(data)
+    r = await client.get("/api/v1/")
+    assert "local_path" in (await r.json())["features"]
+    r = await client.post("/api/v1/file", params={"local_path": str(f)}, headers=AUTH)
+    assert r.status == 201, await r.text()
+    doc = await r.json()
+    assert doc["size"] == len(data)
+    assert doc["cap"] == (await upload(client, data))["cap"]  # as if the bytes were sent
+    r = await client.put(
+        "/api/v1/vdrive/file", params={"path": "/f.bin", "local_path": str(f)}, headers=AUTH
+    )
+    assert r.status == 201 and (await r.json())["path"] == "shared:/f.bin"
+    r = await client.get("/api/v1/vdrive/file?path=/f.bin", headers=AUTH)
+    assert await r.read() == data
+    (tmp_path / "d").mkdir()
+    (tmp_path / "link").symlink_to(f)
+    for path, status, code in (
+        ("relative/x", 400, "bad-local-path"),
+        (str(tmp_path / "missing"), 404, "local-file-not-found"),
+        (str(tmp_path / "d"), 400, "bad-local-path"),
+        (str(tmp_path / "link"), 400, "bad-local-path"),
+    ):
+        r = await client.post("/api/v1/file", params={"local_path": path}, headers=AUTH)
+        assert (r.status, (await r.json())["error"]["code"]) == (status, code), path
+    r = await client.post("/api/v1/file", params={"local_path": str(f)}, data=b"xyz", headers=AUTH)
+    assert r.status == 400  # a body and a path: which one?
+    r = await client.post("/api/v1/file", params={"local_path": str(f)})
+    assert r.status == 401  # the token is needed
+
+
+class _Changing(MemoryApplication):
+    """Appends to the file while it is being uploaded."""
+
+    path: Any = None
+
+    async def upload_file(self, fd: int, size: int, **kw: Any) -> Any:
+        with open(self.path, "ab") as f:  # noqa: ASYNC230 - a test
+            f.write(b"more")
+        return await super().upload_file(fd, size, **kw)
+
+
+async def test_a_local_file_changing_during_upload_links_nothing(tmp_path: Any) -> None:
+    backend = _Changing(params=PARAMS, vdrive=MemoryVdrive())
+    f = tmp_path / "log"
+    f.write_bytes(os.urandom(100_000))
+    backend.path = f
+    c = await _client(backend)
+    try:
+        r = await c.put(
+            "/api/v1/vdrive/file", params={"path": "/log", "local_path": str(f)}, headers=AUTH
+        )
+        assert (r.status, (await r.json())["error"]["code"]) == (409, "file-changed")
+        r = await c.get("/api/v1/vdrive/ls?path=/", headers=AUTH)
+        assert (await r.json())["entries"] == []
+    finally:
+        await c.close()

@@ -102,6 +102,30 @@ async def test_upload_download_ranges(backend: Application, mode: Any) -> None:
     assert (again.cap == result.cap) == (mode == "convergent")
 
 
+@pytest.mark.parametrize("mode", ["convergent", "random"])
+async def test_upload_file_reads_in_place(backend: Application, mode: Any, tmp_path: Any) -> None:
+    data = os.urandom(300_001)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        result = await backend.upload_file(fd, len(data), mode=mode)
+    finally:
+        os.close(fd)
+    assert result.size == len(data)
+    assert await read_all(await backend.download(result.cap, 0, len(data))) == data  # type: ignore[arg-type]
+    if mode == "convergent":  # the same cap as the same bytes sent as a body
+        body = await backend.upload(chunks(data), size_hint=None, mode=mode)
+        assert body.cap == result.cap
+    path.write_bytes(data[:1000])  # shorter than the size given: refused
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(Conflict, match="shrank"):
+            await backend.upload_file(fd, len(data), mode=mode)
+    finally:
+        os.close(fd)
+
+
 async def test_literal(backend: Application) -> None:
     result = await backend.upload(chunks(b"short"), size_hint=5, mode="convergent")
     assert result.cap == LiteralCap(b"short")
