@@ -67,3 +67,14 @@ def change_tree(
         p.write_bytes(rng.randbytes(100 + i))
         out["added"].append(p.relative_to(root).as_posix())
     return out
+
+
+def assert_same_tree(a: Path, b: Path) -> None:
+    """The same regular files below ``a`` and ``b``: bytes, permission bits, mtimes."""
+    fa = [p.relative_to(a) for p in regular_files(a)]
+    assert fa == [p.relative_to(b) for p in regular_files(b)]
+    for rel in fa:
+        sa, sb = (a / rel).stat(), (b / rel).stat()
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+        assert sa.st_mode & 0o777 == sb.st_mode & 0o777, rel
+        assert abs(sa.st_mtime - sb.st_mtime) < 0.01, rel

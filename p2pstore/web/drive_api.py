@@ -49,20 +49,24 @@ async def vd_link(request: web.Request) -> web.Response:
     return _json({"path": str(path), "sequence": seq}, status=201)
 
 
+def _optional(request: web.Request, name: str, what: str) -> Any:
+    """The optional vdrive method ``name`` on the backend or on its ``vdrive``
+    component (the in-memory vdrive has no directory objects: 400 there)."""
+    backend = request.app[BACKEND]
+    for obj in (backend, getattr(backend, "vdrive", None)):
+        fn = getattr(obj, name, None)
+        if fn is not None:
+            return fn
+    raise BadRequest(f"this node's vdrive cannot {what}", code="bad-cap")
+
+
 async def _link_dircap(
     request: web.Request, body: Mapping[str, Any], path: VPath, text: str
 ) -> web.Response:
     """Link a read-only directory cap (docs/vdrive.md) if the backend's vdrive can:
     an optional ``vdrive_link_dircap(path, text, expected_sequence=)`` on the backend
     or on its ``vdrive`` component."""
-    backend = request.app[BACKEND]
-    fn = None
-    for obj in (backend, getattr(backend, "vdrive", None)):
-        fn = getattr(obj, "vdrive_link_dircap", None)
-        if fn is not None:
-            break
-    if fn is None:
-        raise BadRequest("this node's vdrive cannot link directory caps", code="bad-cap")
+    fn = _optional(request, "vdrive_link_dircap", "link directory caps")
     if _field(body, "replace", bool, False):
         raise BadRequest("a directory cap never replaces an existing name", code="bad-request")
     seq = await fn(
@@ -155,15 +159,7 @@ async def make_dir(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or not isinstance(body.get("entries"), list):
         raise BadRequest('the body must be {"entries": [...]}', code="bad-json")
     rows = [_new_entry(r) for r in body["entries"]]
-    backend = request.app[BACKEND]
-    fn = None
-    for obj in (backend, getattr(backend, "vdrive", None)):
-        fn = getattr(obj, "vdrive_make_dir", None)
-        if fn is not None:
-            break
-    if fn is None:
-        raise BadRequest("this node's vdrive cannot make directory objects", code="bad-cap")
-    entry = await fn(rows)
+    entry = await _optional(request, "vdrive_make_dir", "make directory objects")(rows)
     return _json({"cap": entry.cap, "verify_cap": entry.verify_cap}, status=201)
 
 

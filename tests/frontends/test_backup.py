@@ -23,38 +23,23 @@ from p2pstore.backup.db import DB_NAME, BackupDb, FileStamp, entries_hash
 from p2pstore.backup.restore import RestoreError, safe_name
 from p2pstore.backup.scan import Excluder, drive_name, read_exclude_file
 from p2pstore.backup.snapshot import Backup, FileChanged, NodeGone, _Exact, snapshot_name
-from p2pstore.base.fsutil import write_text_atomic
 from p2pstore.immutable import EncodingParams
-from p2pstore.node.nodedir import NodeDir
-from p2pstore.node.pidfile import PidLock
-from p2pstore.node.runner import STATUS_FORMAT
-from p2pstore.testing.backup_tree import change_tree, make_tree, regular_files
+from p2pstore.testing.backup_tree import assert_same_tree, change_tree, make_tree
 from p2pstore.testing.memory_app import MemoryApplication
 from p2pstore.testing.vdrive import local_vdrive
 
-from .test_cli_ops import ThreadedServer
+from .test_cli_ops import serving
 
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Path]:
-    root = tmp_path / "node"
-    assert cli.main(["create-node", str(root), "--listen", "127.0.0.1:0"]) == 0
-    nd = NodeDir(root)
+    """A running-looking node whose vdrive stores real directory objects (in memory)."""
     backend = MemoryApplication(
         params=EncodingParams.create(3, 10, 64 * 1024),
         vdrive=VdriveApplication(local_vdrive()),
     )
-    server = ThreadedServer(backend, nd.load_api_token())
-    lock = PidLock(nd.pid_path)
-    lock.acquire()
-    doc = {"format": STATUS_FORMAT, "state": "running", "pid": os.getpid()}
-    doc["api_url"] = server.server.url
-    write_text_atomic(nd.status_path, json.dumps(doc))
-    try:
-        yield root
-    finally:
-        lock.release()
-        server.close()
+    with serving(tmp_path / "node", backend):
+        yield tmp_path / "node"
 
 
 def backup(node: Path, src: Path, dest: str, *extra: str, capsys: Any) -> tuple[int, Any, str]:
@@ -66,16 +51,6 @@ def backup(node: Path, src: Path, dest: str, *extra: str, capsys: Any) -> tuple[
 def files_at(node: Path, path: str) -> dict[str, str]:
     base = len(path.rstrip("/")) + 1
     return {p[base:]: str(e["cap"]) for p, e in walk_files(NodeClient.for_node(node), path)}
-
-
-def same_tree(a: Path, b: Path) -> None:
-    fa = [p.relative_to(a) for p in regular_files(a)]
-    assert fa == [p.relative_to(b) for p in regular_files(b)]
-    for rel in fa:
-        sa, sb = (a / rel).stat(), (b / rel).stat()
-        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
-        assert sa.st_mode & 0o777 == sb.st_mode & 0o777, rel
-        assert abs(sa.st_mtime - sb.st_mtime) < 0.01, rel
 
 
 def test_backup_again_changes_and_restore(
@@ -112,7 +87,7 @@ def test_backup_again_changes_and_restore(
     )
     (src / "link").unlink()
     (src / "pipe").unlink()
-    same_tree(src, tmp_path / "out")
+    assert_same_tree(src, tmp_path / "out")
     # a non-empty target is refused unless --force
     capsys.readouterr()
     assert (
@@ -337,7 +312,7 @@ def test_shell_backup_and_restore(node: Path, tmp_path: Path) -> None:
     assert sh.run_line("restore private:/s/Latest out")
     assert any(line.startswith("restored 10 files") for line in rec.take())
     (src / "skip.tmp").unlink()
-    same_tree(src, tmp_path / "out")
+    assert_same_tree(src, tmp_path / "out")
     assert sh.run_line("backup nowhere private:/s")
     assert "not a local folder" in rec.take()[-1]
     assert sh.run_line("backup src")

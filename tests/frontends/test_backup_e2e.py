@@ -18,7 +18,7 @@ from typing import Any
 from p2pstore.api_client import NodeClient
 from p2pstore.api_drive import walk_files
 from p2pstore.backup.db import DB_NAME
-from p2pstore.testing.backup_tree import change_tree, make_tree, regular_files
+from p2pstore.testing.backup_tree import assert_same_tree, change_tree, make_tree
 from tests.realgrid import REPO, cli, cli_env, local_grid
 
 
@@ -33,18 +33,6 @@ def listing(dest: str, node: Path) -> dict[str, str]:
     """Every file below ``dest`` -> its cap (the node's API, in process)."""
     base = len(dest.rstrip("/")) + 1
     return {p[base:]: str(e["cap"]) for p, e in walk_files(NodeClient.for_node(node), dest)}
-
-
-def same_tree(a: Path, b: Path) -> None:
-    fa = [p.relative_to(a) for p in regular_files(a)]
-    assert fa == [p.relative_to(b) for p in regular_files(b)]
-    for rel in fa:
-        sa, sb = (a / rel).stat(), (b / rel).stat()
-        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
-        assert (sa.st_mode & 0o777, round(sa.st_mtime, 2)) == (
-            sb.st_mode & 0o777,
-            round(sb.st_mtime, 2),
-        ), rel
 
 
 def recorded(node: Path) -> int:
@@ -73,7 +61,7 @@ def test_backup_restore_and_an_interrupted_run(tmp_path: Path) -> None:
         assert listing(second["snapshot"], a) == before  # an old snapshot never changes
         # another node restores it (the shared drive): same bytes, modes, mtimes
         cli("restore", "shared:/alice/Latest", tmp_path / "restored", "--node", b, timeout=300)
-        same_tree(src, tmp_path / "restored")
+        assert_same_tree(src, tmp_path / "restored")
 
         # a backup killed part-way: the next run sends only what is missing
         big = tmp_path / "big"
@@ -107,4 +95,4 @@ def test_backup_restore_and_an_interrupted_run(tmp_path: Path) -> None:
         rerun = backup(big, "private:/big", a)
         assert (rerun["uploaded"], rerun["unchanged"]) == (30 - done, done)
         cli("restore", "private:/big/Latest", tmp_path / "big-back", "--node", a, timeout=300)
-        same_tree(big, tmp_path / "big-back")
+        assert_same_tree(big, tmp_path / "big-back")

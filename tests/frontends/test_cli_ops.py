@@ -5,6 +5,7 @@ test-made node directory points to, and end to end with real `p2pstore` processe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -56,16 +57,12 @@ class ThreadedServer:
         self.loop.close()
 
 
-@pytest.fixture
-def node(tmp_path: Path) -> Iterator[tuple[Path, MemoryApplication]]:
-    """A node directory that looks running (pid lock held, status.json with api_url)
-    and is served by an in-process API with the memory backend and a vdrive."""
-    root = tmp_path / "node"
+@contextlib.contextmanager
+def serving(root: Path, backend: MemoryApplication) -> Iterator[None]:
+    """Make the node directory ``root`` look running (pid lock held, status.json with
+    api_url), served by an in-process API over ``backend``."""
     assert cli.main(["create-node", str(root), "--listen", "127.0.0.1:0"]) == 0
     nd = NodeDir(root)
-    backend = MemoryApplication(
-        params=EncodingParams.create(3, 10, 64 * 1024), vdrive=MemoryVdrive()
-    )
     server = ThreadedServer(backend, nd.load_api_token())
     lock = PidLock(nd.pid_path)
     lock.acquire()
@@ -73,10 +70,20 @@ def node(tmp_path: Path) -> Iterator[tuple[Path, MemoryApplication]]:
     doc["api_url"] = server.server.url
     write_text_atomic(nd.status_path, json.dumps(doc))
     try:
-        yield root, backend
+        yield
     finally:
         lock.release()
         server.close()
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[tuple[Path, MemoryApplication]]:
+    """A running-looking node with the memory backend and a vdrive."""
+    backend = MemoryApplication(
+        params=EncodingParams.create(3, 10, 64 * 1024), vdrive=MemoryVdrive()
+    )
+    with serving(tmp_path / "node", backend):
+        yield tmp_path / "node", backend
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
