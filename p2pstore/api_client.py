@@ -385,21 +385,18 @@ class NodeClient:
     ) -> dict[str, Any]:
         """Stream ``source`` (or, a ``str``, have the node read that local file: docs/
         http-api.md "Local files") to ``method route?params``; the JSON reply."""
-        if isinstance(source, str):
+        headers = {"Content-Type": "application/octet-stream"}
+        if isinstance(source, str):  # the node checks it sees the same file
+            st = os.stat(source)
             params["local_path"] = source
+            params["local_id"] = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
         with self._follow(params, stored):
             target = f"{route}?{urllib.parse.urlencode(params)}"
             if isinstance(source, str):
-                headers = {"Content-Type": "application/octet-stream"}
                 reply = self._send(method, target, body=b"", headers=headers)
             else:
-                reply = self._send(
-                    method,
-                    target,
-                    stream=self._chunks(source, progress),
-                    length=size,
-                    headers={"Content-Type": "application/octet-stream"},
-                )
+                stream = self._chunks(source, progress)
+                reply = self._send(method, target, stream=stream, length=size, headers=headers)
             return self._finish_json(reply)
 
     @contextlib.contextmanager

@@ -169,7 +169,9 @@ def walk_files(
 
 #: the node's refusals of a local path that the file's bytes over HTTP may still
 #: get through (the node may not read it, or sees another filesystem)
-LOCAL_FALLBACK: Final = frozenset({"local-path-refused", "bad-local-path", "local-file-not-found"})
+LOCAL_FALLBACK: Final = frozenset(
+    {"local-path-refused", "bad-local-path", "local-file-not-found", "local-path-mismatch"}
+)
 
 
 class Featured(Protocol):

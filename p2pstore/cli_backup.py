@@ -22,7 +22,7 @@ from .backup import ui
 from .backup.db import DB_NAME, BackupDb
 from .backup.restore import Restore
 from .backup.scan import ExcludeFileError, Excluder, read_exclude_file
-from .backup.snapshot import LATEST, Backup, Report, publish
+from .backup.snapshot import LATEST, Backup, BackupStopped, NodeGone, Report, publish
 
 
 class _Line:
@@ -109,9 +109,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
                     say=line.say,
                 )
 
-            run.report.snapshot = publish(client, change, client, dest, cap, time.time())
-        run.report.seconds = time.monotonic() - started
+            run.report.snapshot = publish(client, change, client, dest, cap, run.started)
+    except BackupStopped as e:
+        if isinstance(e, NodeGone):
+            raise
+        run.report.failed.append(str(e))  # said with the summary of what was done
     finally:
+        run.report.seconds = time.monotonic() - started
         line.clear()
         db.close()
     return _report(args, run.report, dest)

@@ -77,15 +77,15 @@ def backup(shell: Shell, inv: Invocation) -> None:
     if node_dir is None:
         raise ShellError("backup needs the node's directory (for its backup database)")
     dry = inv.flag("dry_run")
+    api, excluder = shell.api(), _excluder(shell, inv)
     db_path = Path(node_dir) / DB_NAME
     db = BackupDb.open(db_path if db_path.exists() or not dry else None, read_only=dry)
-    api = shell.api()
     draw = _throttled(shell.out.progress)
     run = Backup(
         api,
         db,
         src.absolute(),
-        excluder=_excluder(shell, inv),
+        excluder=excluder,
         dry_run=dry,
         verbose=inv.flag("verbose"),
         note=shell.out.line,
@@ -101,7 +101,7 @@ def backup(shell: Shell, inv: Invocation) -> None:
                     shell.api, shell.remote(inv.args[1]).drive, what, call, say=shell.out.line
                 )
 
-            run.report.snapshot = publish(api, change, api, dest, cap, time.time())
+            run.report.snapshot = publish(api, change, api, dest, cap, run.started)
         run.report.seconds = time.monotonic() - started
     finally:
         shell.out.progress_done()

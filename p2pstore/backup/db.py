@@ -11,6 +11,8 @@ files): it is created ``0600`` in the node directory, which is private anyway.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -20,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+
+from p2pstore.api_client import ClientError
 
 DB_NAME: Final = "backup.sqlite"
 SCHEMA_VERSION: Final = 1
@@ -42,8 +46,9 @@ CREATE TABLE IF NOT EXISTS dirs (
 """
 
 
-class BackupDbError(Exception):
-    """The backup database cannot be opened or is not ours."""
+class BackupDbError(ClientError):
+    """The backup database cannot be opened, is not ours, or is in use by another
+    backup (exit 1, with what to do)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,47 +72,86 @@ def entries_hash(entries: Sequence[dict[str, Any]]) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
+def _take_lock(path: Path) -> int:
+    """One backup at a time per database: ``backup.sqlite.lock``, held while open."""
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise BackupDbError(
+            f"another backup is running with {path}; wait for it to finish"
+        ) from None
+    return fd
+
+
+def _connect(path: Path | None, read_only: bool) -> sqlite3.Connection:
+    if path is None:
+        return sqlite3.connect(":memory:")
+    if not read_only and not path.exists():
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
+    try:
+        if read_only:
+            return sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True)
+        return sqlite3.connect(str(path), timeout=10)
+    except sqlite3.Error as e:
+        raise BackupDbError(f"cannot open the backup database {path}: {e}") from None
+
+
+def _prepare(conn: sqlite3.Connection, path: Path | None, read_only: bool) -> None:
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            raise BackupDbError(
+                f"the backup database {path} has schema {version}, this version "
+                f"reads {SCHEMA_VERSION}"
+            )
+        if not read_only:
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.commit()
+    except sqlite3.OperationalError as e:
+        raise BackupDbError(f"cannot use the backup database {path}: {e}") from None
+    except sqlite3.DatabaseError as e:
+        raise BackupDbError(
+            f"the backup database {path} is damaged or not ours: {e} (move it away: the "
+            "next backup reads every file again and stores nothing new)"
+        ) from None
+
+
 class BackupDb:
     """Open with :meth:`open`; ``None`` paths give an in-memory database (dry runs
     that have no database yet, tests)."""
 
-    def __init__(self, conn: sqlite3.Connection, *, read_only: bool = False) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, *, read_only: bool = False, lock: int | None = None
+    ) -> None:
         self._conn = conn
         self.read_only = read_only
+        self._lock = lock
 
     @classmethod
     def open(cls, path: Path | None, *, read_only: bool = False) -> BackupDb:
-        if path is None:
-            conn = sqlite3.connect(":memory:")
-        else:
-            if not read_only and not path.exists():
-                fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
-                os.close(fd)
-            try:
-                if read_only:
-                    conn = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True)
-                else:
-                    conn = sqlite3.connect(str(path))
-            except sqlite3.Error as e:
-                raise BackupDbError(f"cannot open the backup database {path}: {e}") from None
+        lock = None if path is None or read_only else _take_lock(path)
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
-                raise BackupDbError(
-                    f"the backup database {path} has schema {version}, this version "
-                    f"reads {SCHEMA_VERSION}"
-                )
-            if not read_only:
-                conn.executescript(_SCHEMA)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                conn.commit()
-        except sqlite3.DatabaseError as e:
-            conn.close()
-            raise BackupDbError(f"the backup database {path} is damaged or not ours: {e}") from None
-        return cls(conn, read_only=read_only)
+            conn = _connect(path, read_only)
+            try:
+                _prepare(conn, path, read_only)
+            except BaseException:
+                conn.close()
+                raise
+        except BaseException:
+            if lock is not None:
+                os.close(lock)
+            raise
+        return cls(conn, read_only=read_only, lock=lock)
 
     def close(self) -> None:
         self._conn.close()
+        if self._lock is not None:
+            os.close(self._lock)  # releases the lock
+            self._lock = None
 
     def _has_tables(self) -> bool:
         row = self._conn.execute(

@@ -94,22 +94,35 @@ class Restore:
         return self.report
 
     def _dir(self, source: str, target: Path) -> None:
-        entries = self.client.ls(source)["entries"]
+        try:
+            entries = self.client.ls(source)["entries"]
+        except ClientError as err:
+            if isinstance(err, NodeUnreachable):
+                raise
+            self._failed(f"{source}: cannot list it: {err}")  # the rest is still restored
+            return
         base = source if source.endswith("/") else source + "/"
         for e in entries:
             name = safe_name(e.get("name"))
             local = target / name
-            if e.get("kind") == "dir":
+            if e.get("kind") != "dir":
+                self._file(e, local)
+                continue
+            try:
                 if local.is_symlink() or (local.exists() and not local.is_dir()):
                     self._failed(f"{local}: exists and is not a folder")
                     continue
                 local.mkdir(exist_ok=True)
+                if local.is_symlink():  # swapped in since the check: never follow it
+                    self._failed(f"{local}: became a symbolic link; not entered")
+                    continue
                 os.chmod(local, 0o700)  # writable while it is filled
-                self._dir(base + name, local)
-                _mode_and_time(local, e, is_dir=True)
-                self.report.dirs += 1
-            else:
-                self._file(e, local)
+            except OSError as err:
+                self._failed(f"{local}: cannot make this folder: {err.strerror}")
+                continue
+            self._dir(base + name, local)
+            _mode_and_time(local, e, is_dir=True)
+            self.report.dirs += 1
 
     def _failed(self, line: str) -> None:
         self.report.failed.append(line)

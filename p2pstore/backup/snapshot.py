@@ -40,6 +40,8 @@ from p2pstore.api_drive import new_op_id
 from .db import BackupDb, FileStamp, entries_hash
 from .scan import Excluder, Found, list_dir
 
+#: a file modified this close to the start of the run is not remembered as unchanged
+RACY_NS = 2_000_000_000
 ARCHIVES = "Archives"
 LATEST = "Latest"
 MAX_TIME = float(2**40) - 1
@@ -58,6 +60,7 @@ class BackupClient(Protocol):
     ) -> dict[str, Any]: ...
     def make_dir(self, entries: list[dict[str, Any]]) -> dict[str, Any]: ...
     def stat(self, path: str) -> dict[str, Any]: ...
+    def ls(self, path: str) -> dict[str, Any]: ...
 
 
 Change = Callable[[str, Callable[[str], dict[str, Any]]], dict[str, Any]]
@@ -92,13 +95,22 @@ class _Exact(io.RawIOBase):
         want = self.left if n < 0 else min(n, self.left)
         if not want:
             return b""
-        data = self.src.read(want)
-        self.left -= len(data)
-        # Shrank, or grew (checked before the last bytes go, so the node never
-        # receives a whole body of a file that was still being written).
-        if not data or (not self.left and self.src.read(1)):
+        try:
+            data = self.src.read(want)
+            self.left -= len(data)
+            # Shrank, or grew (checked before the last bytes go, so the node never
+            # receives a whole body of a file that was still being written).
+            grew = not self.left and self.src.read(1)
+        except OSError as e:
+            raise ReadFailed(e.strerror or str(e)) from None
+        if not data or grew:
             raise FileChanged()
         return data
+
+
+class ReadFailed(Exception):
+    """Reading the local file failed (an I/O error): the file's failure, not the
+    node's; the upload is cut at once."""
 
 
 class BackupStopped(ClientError):
@@ -128,9 +140,11 @@ class Report:
     cap: str | None = None
     seconds: float = 0.0
 
+    files_failed: int = 0
+
     @property
     def files_done(self) -> int:
-        return self.uploaded + self.unchanged + len(self.failed)
+        return self.uploaded + self.unchanged + self.files_failed
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -213,9 +227,12 @@ class Backup:
         self.note = note
         self.on_change = on_change
         self.report = Report()
+        self.started = time.time()
+        self.started_ns = time.time_ns()
 
-    def _fail(self, line: str) -> None:
+    def _fail(self, line: str, *, file: bool = False) -> None:
         self.report.failed.append(line)
+        self.report.files_failed += file
         if self.verbose:
             self.note(f"failed: {line}")
 
@@ -239,7 +256,7 @@ class Backup:
         self.report.seconds = time.monotonic() - started
         return cap
 
-    def _dir(self, found: list[Found | str]) -> str | None:
+    def _dir(self, found: list[Found | str], where: str = "") -> str | None:
         entries: list[dict[str, Any]] = []
         names: dict[str, str] = {}
         for f in found:
@@ -257,7 +274,12 @@ class Backup:
         if cap is not None:
             self.report.dirs_reused += 1
             return cap
-        cap = str(self._call(lambda: self.client.make_dir(entries), "store a folder")["cap"])
+        try:
+            doc = self._call(lambda: self.client.make_dir(entries), f"store {where or '.'}")
+        except ApiCallError as e:
+            self._fail(f"{self.source / where}: the node could not store this folder: {e}")
+            return None
+        cap = str(doc["cap"])
         self.db.record_dir(digest, cap)
         self.report.dirs_made += 1
         return cap
@@ -294,7 +316,7 @@ class Backup:
         except OSError as e:
             self._fail(f"{f.path}: cannot list this folder: {e.strerror}")
             return None
-        cap = self._dir(found)
+        cap = self._dir(found, f.rel)
         return None if cap is None else _entry(f.stored, "dir", cap, f.st)
 
     def _file(self, f: Found) -> str | None:
@@ -318,17 +340,23 @@ class Backup:
         self.on_change(r)
         return cap
 
-    def _upload(self, f: Found, key: str) -> str | None:
+    def _open(self, f: Found) -> int | None:
+        # O_NONBLOCK: a FIFO swapped in since the listing must not hang the run
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
         try:
-            fd = os.open(f.path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
-        except PermissionError:  # O_NOATIME needs ownership: open again without it
             try:
-                fd = os.open(f.path, os.O_RDONLY | os.O_NOFOLLOW)
-            except OSError as e:
-                self._fail(f"{f.path}: cannot read it: {e.strerror}")
-                return None
+                return os.open(f.path, flags | getattr(os, "O_NOATIME", 0))
+            except PermissionError:  # O_NOATIME needs ownership: open again without it
+                return os.open(f.path, flags)
+        except FileNotFoundError:
+            self._skip(f"{f.path}: vanished during the backup")
         except OSError as e:
-            self._fail(f"{f.path}: cannot read it: {e.strerror}")
+            self._fail(f"{f.path}: cannot read it: {e.strerror}", file=True)
+        return None
+
+    def _upload(self, f: Found, key: str) -> str | None:
+        fd = self._open(f)
+        if fd is None:
             return None
         with os.fdopen(fd, "rb") as src:
             before = os.fstat(fd)
@@ -350,8 +378,16 @@ class Backup:
                 )
             except FileChanged:
                 doc = {}
+            except ReadFailed as e:
+                self._fail(f"{f.path}: cannot read it: {e}", file=True)
+                return None
             except ApiCallError as e:
-                self._fail(f"{f.path}: the node refused it: {e}")
+                if e.status >= 500:  # the node or the grid cannot take uploads now
+                    raise BackupStopped(
+                        f"upload {f.rel}: {e}; the backup stopped (what was uploaded is "
+                        "remembered: run it again when the grid has room)"
+                    ) from None
+                self._fail(f"{f.path}: the node refused it: {e}", file=True)
                 return None
             finally:
                 self.report.bytes_read += sent[0]
@@ -360,11 +396,15 @@ class Backup:
         if changed or doc.get("size") != before.st_size:
             self._fail(
                 f"{f.path}: changed while it was read; not backed up (run the backup "
-                "again when it is not being written)"
+                "again when it is not being written)",
+                file=True,
             )
             return None
         cap = str(doc["cap"])
-        self.db.record_file(key, FileStamp.of(before), cap)
+        # A file written less than RACY_NS before it was read may change again within
+        # the same timestamp tick and look unchanged later: read it again next time.
+        if self.started_ns - before.st_mtime_ns > RACY_NS:
+            self.db.record_file(key, FileStamp.of(before), cap)
         self.report.uploaded += 1
         self.report.uploaded_bytes += before.st_size
         if self.verbose:
@@ -388,27 +428,32 @@ def publish(
     changes: ChangeClient,
     dest: str,
     cap: str,
-    now: float,
+    started: float,
 ) -> str:
-    """Link the snapshot ``cap`` at ``dest/Archives/<time>`` (a new name) and at
-    ``dest/Latest`` (replacing the previous snapshot there); the archive path."""
+    """Link the snapshot ``cap`` at ``dest/Archives/<start time>`` (a new name) and at
+    ``dest/Latest``; the archive path. ``Latest`` is replaced only when it is one of
+    the snapshots in ``Archives`` (so a folder someone else named so, or a snapshot
+    changed since, is never deleted)."""
     base = dest.rstrip("/")  # "private:/" -> "private:", so base + "/x" is a path
     archives = f"{base}/{ARCHIVES}"
     change(f"mkdir {archives}", lambda i: changes.mkdir(archives, parents=True, op_id=i))
-    path = _link_new(change, changes, archives, snapshot_name(now), cap)
+    path = _link_new(change, changes, archives, snapshot_name(started), cap)
     latest = f"{base}/{LATEST}"
     try:
-        kind = client.stat(latest)["entry"]["kind"]
+        entry = client.stat(latest)["entry"]
     except ApiCallError as e:
         if e.status != 404:
             raise
-        kind = None
-    if kind == "file":
-        raise BackupStopped(
-            f"{latest} is a file, not a snapshot; the snapshot is at {path}. Move the file "
-            f"away so that {LATEST} can point at the newest snapshot"
-        )
-    if kind == "dir":
+        entry = None
+    if entry is not None:
+        snapshots = {e.get("cap") for e in client.ls(archives)["entries"]}
+        if entry.get("kind") != "dir" or entry.get("cap") not in snapshots:
+            what = "a file" if entry.get("kind") != "dir" else "a folder that is not a snapshot"
+            raise BackupStopped(
+                f"{latest} is {what} (nothing in {archives} is the same), so it was not "
+                f"replaced; the snapshot is at {path}. Move {LATEST} away so that it can "
+                "point at the newest snapshot"
+            )
         change(f"rm {latest}", lambda i: changes.unlink(latest, recursive=True, op_id=i))
     change(f"link {latest}", lambda i: changes.link(latest, cap, op_id=i))
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from pathlib import Path
 
 
@@ -19,8 +20,16 @@ def _size(rng: random.Random) -> int:
     return rng.randint(65537, 1 << 20)
 
 
+def backdate(path: Path, seconds: float = 3600.0) -> None:
+    """Set ``path``'s mtime ``seconds`` ago (a backup does not remember a file written
+    in the last two seconds as unchanged: it reads it again next time)."""
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
 def make_tree(root: Path, files: int, *, seed: int = 1, depth: int = 3, fanout: int = 4) -> int:
-    """``files`` files spread over nested folders below ``root``; their total size."""
+    """``files`` files spread over nested folders below ``root`` (written an hour
+    ago, as far as their mtimes say); their total size."""
     rng = random.Random(seed)
     dirs = [root]
     frontier = [root]
@@ -40,6 +49,7 @@ def make_tree(root: Path, files: int, *, seed: int = 1, depth: int = 3, fanout: 
         n = _size(rng)
         (d / f"file{i:05d}.dat").write_bytes(rng.randbytes(n))
         os.chmod(d / f"file{i:05d}.dat", rng.choice((0o644, 0o600, 0o755, 0o640)))
+        backdate(d / f"file{i:05d}.dat", 3600 + i)
         total += n
     return total
 
@@ -58,6 +68,7 @@ def change_tree(
     out: dict[str, list[str]] = {"changed": [], "added": [], "removed": []}
     for p in picked[:changed]:
         p.write_bytes(p.read_bytes() + b"changed" + rng.randbytes(64))
+        backdate(p, 60)
         out["changed"].append(p.relative_to(root).as_posix())
     for p in picked[changed:]:
         p.unlink()
@@ -65,6 +76,7 @@ def change_tree(
     for i in range(added):
         p = root / f"added{i}.txt"
         p.write_bytes(rng.randbytes(100 + i))
+        backdate(p, 60)
         out["added"].append(p.relative_to(root).as_posix())
     return out
 

@@ -115,7 +115,7 @@ async def vd_outcome(request: web.Request) -> web.Response:
     return _json({"drive": drive, "applied": res.applied, "sequence": res.sequence})
 
 
-MAX_DIR_BODY: Final = 16 * 1024 * 1024
+MAX_DIR_BODY: Final = 48 * 1024 * 1024
 """``POST /api/v1/dir`` may carry a whole directory's entries (a backup's folder of
 thousands of files), so it reads its own body, bounded here, not by the API's
 64 KiB limit on other JSON bodies."""

@@ -22,9 +22,17 @@ from p2pstore.app.drive import VdriveApplication
 from p2pstore.backup.db import DB_NAME, BackupDb, FileStamp, entries_hash
 from p2pstore.backup.restore import RestoreError, safe_name
 from p2pstore.backup.scan import Excluder, drive_name, read_exclude_file
-from p2pstore.backup.snapshot import Backup, FileChanged, NodeGone, _Exact, snapshot_name
+from p2pstore.backup.snapshot import (
+    Backup,
+    BackupStopped,
+    FileChanged,
+    NodeGone,
+    ReadFailed,
+    _Exact,
+    snapshot_name,
+)
 from p2pstore.immutable import EncodingParams
-from p2pstore.testing.backup_tree import assert_same_tree, change_tree, make_tree
+from p2pstore.testing.backup_tree import assert_same_tree, backdate, change_tree, make_tree
 from p2pstore.testing.memory_app import MemoryApplication
 from p2pstore.testing.vdrive import local_vdrive
 
@@ -150,7 +158,7 @@ def test_excludes_dry_run_and_names(
     assert (node / DB_NAME).stat().st_mode & 0o777 == 0o600
 
 
-def test_latest_that_is_a_file_is_not_replaced(
+def test_latest_that_is_not_a_snapshot_is_not_replaced(
     node: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     src = tmp_path / "src"
@@ -161,9 +169,57 @@ def test_latest_that_is_a_file_is_not_replaced(
     assert cli.main(["put", str(f), "private:/b/Latest", "--node", str(node)]) == 0
     mine = files_at(node, "private:/b")["Latest"]
     capsys.readouterr()
-    rc, _out, err = backup(node, src, "private:/b", capsys=capsys)
-    assert rc == 1 and "is a file, not a snapshot" in err and "private:/b/Archives/" in err
+    rc, doc, _err = backup(node, src, "private:/b", capsys=capsys)
+    (why,) = doc["failed"]  # said with the summary of what was done
+    assert rc == 1 and "Latest is a file" in why and "private:/b/Archives/" in why
+    assert doc["snapshot"] is None and doc["uploaded"] == 3
     assert files_at(node, "private:/b")["Latest"] == mine
+    # a folder named Latest that is not one of the snapshots (someone's own, or a
+    # snapshot changed since) is not deleted either
+    assert cli.main(["put", str(f), "private:/c/Latest/notes.txt", "--node", str(node)]) != 0
+    assert cli.main(["mkdir", "-p", "private:/c/Latest", "--node", str(node)]) == 0
+    assert cli.main(["put", str(f), "private:/c/Latest/notes.txt", "--node", str(node)]) == 0
+    capsys.readouterr()
+    rc, doc, _err = backup(node, src, "private:/c", capsys=capsys)
+    assert rc == 1 and "not a snapshot" in doc["failed"][0]
+    assert "Latest/notes.txt" in files_at(node, "private:/c")
+    assert cli.main(["rm", "-r", "private:/c/Latest", "--node", str(node)]) == 0
+    rc, _doc, _err = backup(node, src, "private:/c", capsys=capsys)
+    assert rc == 0  # a snapshot's Latest is replaced by the next one
+    rc, _doc, _err = backup(node, src, "private:/c", capsys=capsys)
+    assert rc == 0 and len(files_at(node, "private:/c/Archives")) == 3 * 3  # 3 snapshots
+
+
+def test_a_file_written_just_before_the_run_is_read_again_next_time(
+    node: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "fresh.txt").write_bytes(b"f" * 1000)  # mtime: now
+    (src / "old.txt").write_bytes(b"o" * 1000)
+    backdate(src / "old.txt")
+    rc, first, _ = backup(node, src, "private:/r", capsys=capsys)
+    assert rc == 0 and first["uploaded"] == 2
+    rc, second, _ = backup(node, src, "private:/r", capsys=capsys)
+    assert (second["uploaded"], second["unchanged"], second["bytes_read"]) == (1, 1, 1000)
+
+
+def test_the_grid_refusing_uploads_stops_the_run(
+    node: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from p2pstore.api_client import ApiCallError
+
+    src = tmp_path / "src"
+    make_tree(src, 5)
+    real = NodeClient.for_node(node)
+
+    def refuse(*a: Any, **kw: Any) -> Any:
+        raise ApiCallError(503, "not-enough-peers", "only 2 peers answered")
+
+    monkeypatch.setattr(real, "put", refuse)
+    run = Backup(real, BackupDb.open(None), src)
+    with pytest.raises(BackupStopped, match="run it again when the grid has room"):
+        run.tree()
 
 
 class _Client:
@@ -208,6 +264,7 @@ def test_a_file_changing_while_read_fails_and_is_not_recorded(node: Path, tmp_pa
     src.mkdir()
     (src / "growing.log").write_bytes(b"x" * 5000)
     (src / "ok.txt").write_bytes(b"y" * 5000)
+    backdate(src / "ok.txt")
     client = _Client(NodeClient.for_node(node), grow="growing.log")
     client.grow_path = src / "growing.log"  # type: ignore[attr-defined]
     db = BackupDb.open(None)
@@ -279,6 +336,13 @@ def test_exact_reader() -> None:
     assert r.read(100) == b"abc"
     with pytest.raises(FileChanged):  # shrank
         r.read(100)
+
+    class Broken(io.BytesIO):
+        def read(self, n: int | None = -1) -> bytes:
+            raise OSError(5, "Input/output error")
+
+    with pytest.raises(ReadFailed, match="Input/output error"):  # not an OSError: cut at once
+        _Exact(Broken(b""), 6).read(6)
 
 
 def test_snapshot_names_and_safe_names() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 from p2pstore.api_client import NodeClient
 from p2pstore.api_drive import walk_files
 from p2pstore.backup.db import DB_NAME
-from p2pstore.testing.backup_tree import assert_same_tree, change_tree, make_tree
+from p2pstore.testing.backup_tree import assert_same_tree, backdate, change_tree, make_tree
 from tests.realgrid import REPO, cli, cli_env, local_grid
 
 
@@ -68,6 +68,7 @@ def test_backup_restore_and_an_interrupted_run(tmp_path: Path) -> None:
         big.mkdir()
         for i in range(30):
             (big / f"f{i:02d}").write_bytes(bytes([i]) * 150_000)
+            backdate(big / f"f{i:02d}")
         base = recorded(a)
         proc = subprocess.Popen(
             [

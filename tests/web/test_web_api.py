@@ -466,6 +466,18 @@ async def test_local_path_uploads(client: TestClient[Any, Any], tmp_path: Any) -
     ):
         r = await client.post("/api/v1/file", params={"local_path": path}, headers=AUTH)
         assert (r.status, (await r.json())["error"]["code"]) == (status, code), path
+    os.mkfifo(tmp_path / "fifo")  # refused at once: opening it must not wait for a writer
+    r = await client.post(
+        "/api/v1/file", params={"local_path": str(tmp_path / "fifo")}, headers=AUTH
+    )
+    assert (r.status, (await r.json())["error"]["code"]) == (400, "bad-local-path")
+    st = f.stat()
+    seen = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+    q = {"local_path": str(f), "local_id": seen}
+    assert (await client.post("/api/v1/file", params=q, headers=AUTH)).status == 201
+    q["local_id"] = f"{st.st_dev}:{st.st_ino + 1}:{st.st_size}:{st.st_mtime_ns}"
+    r = await client.post("/api/v1/file", params=q, headers=AUTH)
+    assert (r.status, (await r.json())["error"]["code"]) == (400, "local-path-mismatch")
     r = await client.post("/api/v1/file", params={"local_path": str(f)}, data=b"xyz", headers=AUTH)
     assert r.status == 400  # a body and a path: which one?
     r = await client.post("/api/v1/file", params={"local_path": str(f)})
