@@ -22,7 +22,8 @@ from .backup import ui
 from .backup.db import DB_NAME, BackupDb
 from .backup.restore import Restore
 from .backup.scan import ExcludeFileError, Excluder, read_exclude_file
-from .backup.snapshot import LATEST, Backup, BackupStopped, NodeGone, Report, publish
+from .backup.send import BackupStopped, NodeGone
+from .backup.snapshot import JOBS, LATEST, Backup, Report, publish
 
 
 class _Line:
@@ -94,6 +95,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         note=line.say,
         on_change=lambda r: line.show(ui.progress_line(r)),
+        jobs=args.jobs,
     )
     started = time.monotonic()
     try:
@@ -181,6 +183,14 @@ def add_commands(sub: Any) -> None:
         "-n", "--dry-run", action="store_true", help="say what would be uploaded; change nothing"
     )
     p.add_argument("-v", "--verbose", action="store_true", help="name every file")
+    p.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=JOBS,
+        metavar="N",
+        help=f"upload up to N files at once (default {JOBS})",
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     _node_opt(p)
     p.set_defaults(func=cmd_backup)

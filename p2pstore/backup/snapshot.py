@@ -19,27 +19,24 @@ in the database, so the next run sends only the rest.
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol, cast
+from typing import IO, Any, Protocol
 
-from p2pstore.api_client import (
-    EXIT_UNREACHABLE,
-    ApiCallError,
-    ClientError,
-    NodeUnreachable,
-    TransferError,
-)
+from p2pstore.api_client import ApiCallError, ClientError, NodeUnreachable, TransferError
 from p2pstore.api_drive import new_op_id
 
 from .db import BackupDb, FileStamp, entries_hash
 from .scan import Excluder, Found, list_dir
+from .send import BackupStopped, Sent, node_gone, send_file
 
+#: uploads at once (each a round trip of placement for a small file)
+JOBS = 4
 #: a file modified this close to the start of the run is not remembered as unchanged
 RACY_NS = 2_000_000_000
 ARCHIVES = "Archives"
@@ -74,53 +71,6 @@ class ChangeClient(Protocol):
         self, path: str, cap: str, *, replace: bool = False, op_id: str | None = None
     ) -> Any: ...
     def unlink(self, path: str, *, recursive: bool = False, op_id: str | None = None) -> Any: ...
-
-
-class FileChanged(Exception):
-    """The file's length changed while it was being sent."""
-
-
-class _Exact(io.RawIOBase):
-    """Reads exactly ``size`` bytes of ``src``: a file that grew or shrank while it
-    was sent raises :class:`FileChanged` (the upload is cut, the node stores
-    nothing) instead of sending a body of the wrong length."""
-
-    def __init__(self, src: IO[bytes], size: int) -> None:
-        self.src, self.left = src, size
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, n: int = -1) -> bytes:
-        want = self.left if n < 0 else min(n, self.left)
-        if not want:
-            return b""
-        try:
-            data = self.src.read(want)
-            self.left -= len(data)
-            # Shrank, or grew (checked before the last bytes go, so the node never
-            # receives a whole body of a file that was still being written).
-            grew = not self.left and self.src.read(1)
-        except OSError as e:
-            raise ReadFailed(e.strerror or str(e)) from None
-        if not data or grew:
-            raise FileChanged()
-        return data
-
-
-class ReadFailed(Exception):
-    """Reading the local file failed (an I/O error): the file's failure, not the
-    node's; the upload is cut at once."""
-
-
-class BackupStopped(ClientError):
-    """The run cannot go on (the drive refused the snapshot)."""
-
-
-class NodeGone(BackupStopped):
-    """The node went away during the run (exit 3, as for any unreachable node)."""
-
-    exit_code = EXIT_UNREACHABLE
 
 
 @dataclass
@@ -217,8 +167,11 @@ class Backup:
         verbose: bool = False,
         note: Callable[[str], None] = lambda _m: None,
         on_change: Callable[[Report], None] = lambda _r: None,
+        jobs: int = JOBS,
     ) -> None:
         self.client = client
+        self.jobs = max(1, jobs)
+        self._pool: ThreadPoolExecutor | None = None
         self.db = db
         self.source = source
         self.excluder = excluder or Excluder()
@@ -251,21 +204,50 @@ class Backup:
             found = list(list_dir(self.source, "", self.excluder))
         except OSError as e:
             raise BackupStopped(f"cannot list {self.source}: {e.strerror}") from None
-        cap = self._dir(found)
+        self._pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="p2ps-backup")
+        try:
+            cap = self._dir(found)
+        except BaseException:
+            # Stop now (Ctrl-C, the node gone): queued uploads are dropped and those in
+            # flight cut, so the node stores nothing half-sent.
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            abort = getattr(self.client, "abort", None)
+            if abort is not None:
+                abort()
+            raise
+        finally:
+            self._pool.shutdown(wait=True)
         self.report.cap = cap
         self.report.seconds = time.monotonic() - started
         return cap
 
     def _dir(self, found: list[Found | str], where: str = "") -> str | None:
+        """This folder's directory cap. Its files are uploaded by the workers (up to
+        ``jobs`` at once) while its subfolders are walked; the folder is stored once
+        every entry has its cap."""
         entries: list[dict[str, Any]] = []
         names: dict[str, str] = {}
+        pending: list[tuple[Found, Future[Sent]]] = []
         for f in found:
             if isinstance(f, str):
                 self._fail(f)
                 continue
-            entry = self._one(f, names)
+            entry = self._one(f, names, pending)
             if entry is not None:
                 entries.append(entry)
+        stop: ClientError | None = None
+        for f, fut in pending:
+            sent = fut.result()
+            if sent.stop is not None:  # remember the uploads that did finish, then stop
+                stop = stop or sent.stop
+                continue
+            cap = self._settle(f, str(f.path.absolute()), sent)
+            self.on_change(self.report)
+            if cap is not None:
+                assert f.stored is not None
+                entries.append(_entry(f.stored, "file", cap, f.st))
+        if stop is not None:
+            raise stop
         if self.dry_run:
             return None
         entries.sort(key=lambda e: str(e["name"]).encode("utf-8"))
@@ -284,7 +266,9 @@ class Backup:
         self.report.dirs_made += 1
         return cap
 
-    def _one(self, f: Found, names: dict[str, str]) -> dict[str, Any] | None:
+    def _one(
+        self, f: Found, names: dict[str, str], pending: list[tuple[Found, Future[Sent]]]
+    ) -> dict[str, Any] | None:
         if f.kind == "symlink":
             self._skip(f"{f.path}: a symbolic link (links are not backed up)")
             return None
@@ -306,7 +290,7 @@ class Backup:
         names[f.stored] = f.name
         if f.kind == "dir":
             return self._subdir(f)
-        cap = self._file(f)
+        cap = self._file(f, pending)
         return None if cap is None else _entry(f.stored, "file", cap, f.st)
 
     def _subdir(self, f: Found) -> dict[str, Any] | None:
@@ -319,7 +303,9 @@ class Backup:
         cap = self._dir(found, f.rel)
         return None if cap is None else _entry(f.stored, "dir", cap, f.st)
 
-    def _file(self, f: Found) -> str | None:
+    def _file(self, f: Found, pending: list[tuple[Found, Future[Sent]]]) -> str | None:
+        """The recorded cap of an unchanged file; else its upload is queued
+        (``pending``) and None returned."""
         key = str(f.path.absolute())
         cap = self.db.file_cap(key, FileStamp.of(f.st))
         r = self.report
@@ -336,90 +322,36 @@ class Backup:
             self.note(f"would upload: {f.rel}")
             self.on_change(r)
             return None
-        cap = self._upload(f, key)
-        self.on_change(r)
-        return cap
-
-    def _open(self, f: Found) -> int | None:
-        # O_NONBLOCK: a FIFO swapped in since the listing must not hang the run
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
-        try:
-            try:
-                return os.open(f.path, flags | getattr(os, "O_NOATIME", 0))
-            except PermissionError:  # O_NOATIME needs ownership: open again without it
-                return os.open(f.path, flags)
-        except FileNotFoundError:
-            self._skip(f"{f.path}: vanished during the backup")
-        except OSError as e:
-            self._fail(f"{f.path}: cannot read it: {e.strerror}", file=True)
+        assert self._pool is not None
+        pending.append((f, self._pool.submit(send_file, self.client, f)))
         return None
 
-    def _upload(self, f: Found, key: str) -> str | None:
-        fd = self._open(f)
-        if fd is None:
+    def _settle(self, f: Found, key: str, sent: Sent) -> str | None:
+        """On the main thread: what a worker's upload of ``f`` came to."""
+        r = self.report
+        r.bytes_read += sent.bytes_read
+        if sent.skipped is not None:
+            self._skip(sent.skipped)
             return None
-        with os.fdopen(fd, "rb") as src:
-            before = os.fstat(fd)
-            if not stat.S_ISREG(before.st_mode):
-                self._skip(f"{f.path}: no longer a regular file")
-                return None
-            sent = [0]
-
-            def progress(n: int) -> None:
-                sent[0] = n
-
-            body = cast(IO[bytes], _Exact(src, before.st_size))
-            try:
-                doc = self._call(
-                    lambda: self.client.put(
-                        body, size=before.st_size, name=f.name, progress=progress
-                    ),
-                    f"upload {f.rel}",
-                )
-            except FileChanged:
-                doc = {}
-            except ReadFailed as e:
-                self._fail(f"{f.path}: cannot read it: {e}", file=True)
-                return None
-            except ApiCallError as e:
-                if e.status >= 500:  # the node or the grid cannot take uploads now
-                    raise BackupStopped(
-                        f"upload {f.rel}: {e}; the backup stopped (what was uploaded is "
-                        "remembered: run it again when the grid has room)"
-                    ) from None
-                self._fail(f"{f.path}: the node refused it: {e}", file=True)
-                return None
-            finally:
-                self.report.bytes_read += sent[0]
-            after = os.fstat(fd)
-        changed = (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns)
-        if changed or doc.get("size") != before.st_size:
-            self._fail(
-                f"{f.path}: changed while it was read; not backed up (run the backup "
-                "again when it is not being written)",
-                file=True,
-            )
+        if sent.failed is not None or sent.cap is None or sent.stamp is None:
+            self._fail(sent.failed or f"{f.path}: not uploaded", file=True)
             return None
-        cap = str(doc["cap"])
         # A file written less than RACY_NS before it was read may change again within
         # the same timestamp tick and look unchanged later: read it again next time.
-        if self.started_ns - before.st_mtime_ns > RACY_NS:
-            self.db.record_file(key, FileStamp.of(before), cap)
-        self.report.uploaded += 1
-        self.report.uploaded_bytes += before.st_size
+        if self.started_ns - sent.stamp.mtime_ns > RACY_NS:
+            self.db.record_file(key, sent.stamp, sent.cap)
+        r.uploaded += 1
+        r.uploaded_bytes += sent.stamp.size
         if self.verbose:
             self.note(f"uploaded: {f.rel}")
-        return cap
+        return sent.cap
 
     def _call(self, call: Callable[[], dict[str, Any]], what: str) -> dict[str, Any]:
         """One call to the node; a node that went away stops the run."""
         try:
             return call()
         except (NodeUnreachable, TransferError) as e:
-            raise NodeGone(
-                f"{what}: {e}; the backup stopped. Run it again: what was uploaded is "
-                "remembered and is not sent again"
-            ) from None
+            raise node_gone(what, e) from None
 
 
 def publish(
