@@ -38,8 +38,8 @@ def _cli(
     return time.perf_counter() - t0, proc
 
 
-def _backup(src: Path, node: Path, dest: str) -> tuple[float, dict[str, Any]]:
-    seconds, proc = _cli("backup", src, dest, "--json", "--node", node)
+def _backup(src: Path, node: Path, dest: str, jobs: int = 4) -> tuple[float, dict[str, Any]]:
+    seconds, proc = _cli("backup", src, dest, "--json", "--node", node, "-j", str(jobs))
     if proc.returncode != 0:
         raise SystemExit(f"backup failed ({proc.returncode}): {proc.stderr}{proc.stdout}")
     return seconds, json.loads(proc.stdout)
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=2000)
     ap.add_argument("--nodes", type=int, default=4)
+    ap.add_argument("--jobs", type=int, default=4, help="uploads at once (backup -j)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="p2pstore-bench-backup-") as tmp:
         root = Path(tmp)
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         node = grid / "node1"
         dest = "private:/bench"
         try:
-            first_s, first = _backup(src, node, dest)
+            first_s, first = _backup(src, node, dest, args.jobs)
             second_s, second = _backup(src, node, dest)
             before = _files(node, second["snapshot"])
             changes = change_tree(src, changed=5, added=3, removed=2)
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         "files": args.files,
         "bytes": total,
         "nodes": args.nodes,
+        "jobs": args.jobs,
         "first_s": round(first_s, 2),
         "first_uploaded": first["uploaded"],
         "second_s": round(second_s, 2),
