@@ -72,6 +72,8 @@ def to_sftp(e: AppError) -> SFTPError:
         return asyncssh.SFTPPermissionDenied(e.message)
     if isinstance(e, Conflict) and e.code in _CONFLICTS:
         return _CONFLICTS[e.code](e.message)
+    if e.code == "bad-path":
+        return asyncssh.SFTPInvalidFilename(e.message)
     if e.code == "unsupported":
         return asyncssh.SFTPOpUnsupported(e.message)
     if isinstance(e, InsufficientStorage):

@@ -43,15 +43,16 @@ guest {DIRCAP} {PUB2} a guest
     ("line", "problem"),
     [
         ("alice private:/", "expected: user mapping"),
-        (f"al/ce private:/ {PUB}", "not a user name"),
-        (f"-x private:/ {PUB}", "not a user name"),
-        (f"alice /tmp {PUB}", "the mapping must be"),
-        (f"alice other:/x {PUB}", "the mapping must be"),
-        (f"alice private:/a/../b {PUB}", "not allowed"),
+        ("al/ce private:/ PUB", "not a user name"),
+        ("-x private:/ PUB", "not a user name"),
+        ("alice /tmp PUB", "the mapping must be"),
+        ("alice other:/x PUB", "the mapping must be"),
+        ("alice private:/a/../b PUB", "not allowed"),
         ("alice private:/ ssh-ed25519 AAAAnotakey", "not a public key"),
     ],
 )
 def test_a_bad_line_names_the_file_and_line(line: str, problem: str) -> None:
+    line = line.replace("PUB", PUB)  # the key is made per run: not in the test's id
     with pytest.raises(UsersFileError) as info:
         parse_users(f"# header\n{line}\n", F)
     assert info.value.line == 2 and problem in str(info.value)
