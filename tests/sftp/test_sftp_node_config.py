@@ -62,3 +62,27 @@ def test_a_configured_port_is_used_as_is(tmp_path: Path) -> None:
     c = config_from_dict({"sftp": {"enabled": True, "listen": "127.0.0.1:2222"}}, P)
     assert sftp_port(c, tmp_path) == 2222
     assert not (tmp_path / STATE_FILE).exists()
+
+
+async def test_a_taken_configured_port_and_a_bad_users_file_are_config_errors(
+    tmp_path: Path,
+) -> None:
+    from p2pstore.node.nodedir import NodeDir
+    from p2pstore.node.sftp_wiring import start_sftp
+    from p2pstore.testing.memory_app import MemoryApplication
+
+    nd = NodeDir(tmp_path)
+    nd.private_dir.mkdir()
+    nd.state_dir.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        c = config_from_dict(
+            {"sftp": {"enabled": True, "listen": f"127.0.0.1:{port}"}}, tmp_path / "p2pstore.toml"
+        )
+        with pytest.raises(ConfigError, match=r"\[sftp\] listen: cannot listen on 127.0.0.1:"):
+            await start_sftp(c, nd, MemoryApplication())
+    (tmp_path / "sftp_users").write_text("alice nowhere ssh-ed25519 AAAA\n")
+    with pytest.raises(ConfigError, match=r"\[sftp\] users_file: .*sftp_users:1: "):
+        await start_sftp(c, nd, MemoryApplication())
