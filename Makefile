@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Parallel test workers; 2 cores on the project's machines.
 WORKERS ?= 2
 
-.PHONY: all install test lint typecheck pytest test-slow run bench bench-scale bench-backup clean browser nat-tools
+.PHONY: all install test lint typecheck pytest test-slow run bench bench-scale bench-backup clean browser nat-tools sftp-tools
 
 all: test
 
@@ -61,8 +61,23 @@ nat-tools:
 	      $$SUDO apt-get install -y -qq nftables >/dev/null 2>&1; } || \
 	    echo "could not install nftables: NAT tests skip"; fi; }
 
+## OpenSSH's sftp client and rclone for the SFTP server's end-to-end tests
+## (tests/sftp/test_sftp_e2e.py): installed the same way, if missing and we may;
+## without them those tests skip, saying why.
+sftp-tools:
+	@{ command -v sftp >/dev/null 2>&1 && command -v rclone >/dev/null 2>&1; } || { \
+	  if ! command -v apt-get >/dev/null 2>&1; then SUDO=none; \
+	  elif [ "$$(id -u)" = 0 ]; then SUDO=; \
+	  elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
+	  if [ "$$SUDO" = none ]; then echo "sftp/rclone missing (no apt-get/root): SFTP tests skip"; \
+	  else export DEBIAN_FRONTEND=noninteractive; echo "installing openssh-client and rclone (SFTP tests)"; \
+	    $$SUDO apt-get install -y -qq openssh-client rclone >/dev/null 2>&1 || \
+	    { $$SUDO apt-get update -qq >/dev/null 2>&1 && \
+	      $$SUDO apt-get install -y -qq openssh-client rclone >/dev/null 2>&1; } || \
+	    echo "could not install openssh-client/rclone: SFTP tests skip"; fi; }
+
 ## The test command (README, .ci/run): lint, type checks, then the test suite.
-test: lint typecheck browser nat-tools pytest
+test: lint typecheck browser nat-tools sftp-tools pytest
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow

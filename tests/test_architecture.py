@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("p2pstore.grid",),
     ("p2pstore.vdrive",),
     ("p2pstore.app",),
-    ("p2pstore.web",),
+    ("p2pstore.web", "p2pstore.sftp"),
     ("p2pstore.node",),
     ("p2pstore.api_client",),
     ("p2pstore.api_drive",),

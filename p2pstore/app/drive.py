@@ -36,7 +36,7 @@ from p2pstore.vdrive.dirnode import (
 )
 from p2pstore.vdrive.drive import Drive, Vdrive
 from p2pstore.vdrive.errors import VdriveError
-from p2pstore.vdrive.ops import Link, Mkdir, Op, Path, Rename, Unlink
+from p2pstore.vdrive.ops import Link, Mkdir, Op, Path, Rename, Unlink, list_dir, resolve
 
 T = TypeVar("T")
 
@@ -77,8 +77,12 @@ async def _guard(aw: Awaitable[T]) -> T:
 
 
 def _parts(path: VPath) -> Path:
+    return _parts_of(path.parts)
+
+
+def _parts_of(parts: Path) -> Path:
     try:
-        return tuple(normalize_name(p) for p in path.parts)
+        return tuple(normalize_name(p) for p in parts)
     except VdriveError as e:
         raise to_app_error(e) from None
 
@@ -227,6 +231,29 @@ class VdriveOperations:
     async def vdrive_outcome(self, drive: str, op_id: bytes) -> ChangeOutcome:
         res = await _guard(self._drive(drive).settle(op_id))
         return ChangeOutcome(res.applied, res.sequence)
+
+    def _dircap(self, dircap: str) -> tuple[Vdrive, DirCap]:
+        if self.vdrive is None:
+            raise VdriveUnavailable()
+        try:
+            return self.vdrive, parse_dircap(dircap)
+        except CapError as e:
+            raise BadRequest(str(e), code="bad-cap") from None
+
+    async def vdrive_stat_dircap(self, dircap: str, parts: Path) -> DirEntry:
+        """The entry at ``parts`` below a read-only directory cap (the root: a dir
+        entry named "")."""
+        vdrive, root = self._dircap(dircap)
+        entry = await _guard(resolve(vdrive.store, root, _parts_of(parts)))
+        if entry is None:
+            return DirEntry("", "dir", None, dircap, None, None)
+        return dir_entry(parts[-1], entry)
+
+    async def vdrive_list_dircap(self, dircap: str, parts: Path) -> tuple[DirEntry, ...]:
+        """The entries of the directory at ``parts`` below a read-only directory cap."""
+        vdrive, root = self._dircap(dircap)
+        d = await _guard(list_dir(vdrive.store, root, _parts_of(parts)))
+        return tuple(dir_entry(n, d[n]) for n in d)
 
 
 class VdriveApplication(VdriveOperations):

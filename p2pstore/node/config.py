@@ -17,13 +17,15 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from p2pstore.nat.relay.limits import RelayLimits
 from quic_transport.identity import IdentityError, NodeId
 
 from .address import HostPort, parse_host_port
-from .errors import AddressError, ConfigError
+from .config_table import Section as _Section
+from .errors import ConfigError
+from .sftp_config import SftpSection, sftp_section
 from .size import parse_duration, parse_size
 
 CONFIG_FILE = "p2pstore.toml"
@@ -35,8 +37,6 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 PROFILE_FACTORS: dict[str, int] = {"normal": 1, "low-power": 4}
 #: a bandwidth cap below this would starve handshakes and DHT traffic
 MIN_RATE = 10_000
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +207,7 @@ class NodeConfig:
     limits: LimitsSection = field(default_factory=LimitsSection)
     portmap: PortmapSection = field(default_factory=PortmapSection)
     maintenance: MaintenanceSection = field(default_factory=MaintenanceSection)
+    sftp: SftpSection = field(default_factory=SftpSection)
 
     @property
     def node_dir(self) -> Path:
@@ -215,50 +216,6 @@ class NodeConfig:
     @property
     def bootstrap_path(self) -> Path:
         return self.node_dir / self.node.bootstrap_file
-
-
-class _Section:
-    """Reads one table, turning every problem into a ConfigError naming file and key."""
-
-    def __init__(self, file: Path, name: str, table: Mapping[str, Any]) -> None:
-        self.file, self.name, self.table = file, name, table
-        self.used: set[str] = set()
-
-    def error(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(self.file, f"[{self.name}] {key}", problem)
-
-    def get(self, key: str, kind: type[T], default: T) -> T:
-        self.used.add(key)
-        if key not in self.table:
-            return default
-        value = self.table[key]
-        if kind is int and isinstance(value, bool):
-            raise self.error(key, f"expected an integer, got {value!r}")
-        if not isinstance(value, kind):
-            names = {str: "a string", int: "an integer", bool: "true or false"}
-            raise self.error(key, f"expected {names.get(kind, kind.__name__)}, got {value!r}")
-        return value
-
-    def convert(self, key: str, default: T, parse: Callable[[Any], T]) -> T:
-        self.used.add(key)
-        if key not in self.table:
-            return default
-        try:
-            return parse(self.table[key])
-        except (ValueError, AddressError) as e:
-            raise self.error(key, str(e)) from None
-
-    def int_range(self, key: str, default: int, lo: int, hi: int) -> int:
-        value = self.get(key, int, default)
-        if not lo <= value <= hi:
-            raise self.error(key, f"{value} is out of range {lo}..{hi}")
-        return value
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.table) - self.used)
-        if unknown:
-            known = ", ".join(sorted(self.used))
-            raise self.error(unknown[0], f"unknown key (known keys in [{self.name}]: {known})")
 
 
 def _node_ids(value: Any) -> tuple[str, ...]:
@@ -358,7 +315,7 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
     """Validate parsed TOML; ``path`` is only used in messages and for ``node_dir``."""
     known_sections = {
         *("node", "storage", "dht", "client", "logging", "vdrive"),
-        *("limits", "portmap", "relay", "network", "maintenance"),
+        *("limits", "portmap", "relay", "network", "maintenance", "sftp"),
     }
     for name, value in data.items():
         if name not in known_sections:
@@ -385,6 +342,7 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
         limits=_limits_section(section("limits")),
         portmap=_portmap_section(section("portmap")),
         maintenance=_maintenance_section(section("maintenance")),
+        sftp=sftp_section(section("sftp")),
     )
 
 

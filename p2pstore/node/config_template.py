@@ -179,6 +179,15 @@ keep_references = {"true" if maint.keep_references else "false"}
 # writers = []           # node IDs (base32) allowed to change the shared drive
 # open = false           # true: any node may change it (small friendly grids)
 
+# [sftp]
+# An SFTP server on this node for sftp, sshfs and rclone (docs/sftp.md): each user
+# of users_file logs in with their SSH key and sees one drive path (private:/,
+# shared:/photos, ro:shared:/ read-only) or a read-only directory cap as "/".
+# enabled = false
+# listen = "127.0.0.1"   # add :PORT to fix the port; without one a free port is
+#                        # picked once and kept (see `p2pstore status`)
+# users_file = "sftp_users"
+
 # [network]
 # Home machines behind NAT (docs/nat.md). "auto" asks peers to dial this node back
 # and decides; "public"/"private" skip the guess (a private node runs the DHT as a

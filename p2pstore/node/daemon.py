@@ -250,6 +250,8 @@ def format_status(nd: NodeDir, state: str, pid: int | None, doc: dict[str, Any] 
             row("peers known", doc.get("peers_known"))
             used = doc.get("storage_used")
             row("storage used", format_size(used) if isinstance(used, int) else used)
+            if "sftp_listen" in doc:
+                row("sftp", doc["sftp_listen"])
             details = doc.get("details")
             if isinstance(details, dict) and "service" in details:
                 row("service", details["service"])

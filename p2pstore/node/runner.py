@@ -57,6 +57,7 @@ from .service import (
 )
 
 if TYPE_CHECKING:
+    from p2pstore.sftp.server import SftpServer
     from p2pstore.web.server import ApiServer
 
 EXIT_OK = 0
@@ -157,6 +158,7 @@ class NodeRunner:
         self._status_key, self._status_at = "", 0.0  # what the status file last said, when
         self._moved, self._trimmed = 0, False  # bytes sent + received; heap trimmed since
         self._api: ApiServer | None = None
+        self._sftp: SftpServer | None = None
 
     @staticmethod
     def _reclaim_ports(p: Prepared) -> Prepared:
@@ -295,8 +297,11 @@ class NodeRunner:
             await self._close_service(p, service)  # close() must undo a partial start
             return rc
         rc = await self._start_api(p, service)
+        if rc == EXIT_OK:
+            rc = await self._start_sftp(p, service)
         if rc != EXIT_OK:
             self.stop_reason = "start failed"
+            await self._close_api()
             await self._close_service(p, service)
             return rc
         try:
@@ -379,6 +384,20 @@ class NodeRunner:
         self._api = server
         return EXIT_OK
 
+    async def _start_sftp(self, p: Prepared, service: NodeService) -> int:
+        """Serve SFTP if ``[sftp] enabled`` (docs/sftp.md); an exit code."""
+        if not p.config.sftp.enabled or not isinstance(service, ApiBackendProvider):
+            return EXIT_OK
+        from .sftp_wiring import start_sftp
+
+        try:
+            self._sftp = await start_sftp(p.config, p.node_dir, service.api_backend())
+        except ConfigError as e:
+            log.error("%s", e)
+            print(f"p2pstore: {e}", file=sys.stderr)
+            return EXIT_CONFIG
+        return EXIT_OK
+
     @staticmethod
     def _bootstrap_info(p: Prepared, service: NodeService) -> dict[str, Any]:
         """What ``GET /api/v1/bootstrap`` answers: the list file as it is now, and
@@ -399,6 +418,13 @@ class NodeRunner:
         }
 
     async def _close_api(self) -> None:
+        """Stop the front ends (SFTP, then HTTP)."""
+        sftp, self._sftp = self._sftp, None
+        if sftp is not None:
+            try:
+                await sftp.close()
+            except Exception:
+                log.exception("closing the SFTP server failed")
         server, self._api = self._api, None
         if server is not None:
             try:
@@ -456,6 +482,8 @@ class NodeRunner:
             doc["advertised"] = str(own_seed(p.config, p.key, status["listen_port"]).address)
         if self._api is not None and state == "running":
             doc.update(api_url=self._api.url, web_port=self._api.port)
+        if self._sftp is not None and state == "running":
+            doc.update(sftp_listen=self._sftp.address)
         # An idle node should cost nothing: rewrite the file when something a reader
         # cares about changed (not the clock or the traffic counters), or once a minute.
         same = {k: v for k, v in doc.items() if k not in ("updated_at", "details")}
