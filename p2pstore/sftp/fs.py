@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -36,7 +36,6 @@ from .users import Mapping
 
 READ_BLOCK: Final = 1 << 20  # bytes fetched from the grid per read-ahead block
 READ_BLOCKS_KEPT: Final = 8  # per open file
-SPOOL_CHUNK: Final = 256 << 10
 
 
 class ReadOnly(Forbidden):
@@ -145,7 +144,12 @@ class DriveView:
     async def store(self, parts: Parts, spool: Path, size: int, mtime: float | None) -> None:
         """Upload the spooled file and link it at ``parts``, replacing a file there."""
         path = self._writable(parts, "write")
-        result = await self.app.upload(_chunks(spool), size_hint=size, mode="convergent")
+        # read in place: the grid backend would otherwise spool the spool again
+        fd = await asyncio.to_thread(os.open, spool, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            result = await self.app.upload_file(fd, size, mode="convergent")
+        finally:
+            os.close(fd)
         await self._change(
             path.drive,
             lambda op: self.app.vdrive_link(
@@ -203,12 +207,6 @@ class DriveView:
         path = self._vpath(parts)
         entry = await self.app.vdrive_stat(path)
         self.book.set(str(path), tag_of(entry.cap if entry.kind == "file" else None), mtime)
-
-
-async def _chunks(spool: Path) -> AsyncIterator[bytes]:
-    with spool.open("rb") as f:
-        while chunk := await asyncio.to_thread(f.read, SPOOL_CHUNK):
-            yield chunk
 
 
 class Reader:
