@@ -61,7 +61,8 @@ def test_backup_restore_and_an_interrupted_run(tmp_path: Path) -> None:
         assert listing(second["snapshot"], a) == before  # an old snapshot never changes
         # another node restores it (the shared drive): same bytes, modes, mtimes
         cli("restore", "shared:/alice/Latest", tmp_path / "restored", "--node", b, timeout=300)
-        assert_same_tree(src, tmp_path / "restored")
+        subprocess.run(["diff", "-r", str(src), str(tmp_path / "restored")], check=True)
+        assert_same_tree(src, tmp_path / "restored")  # and modes, mtimes
 
         # a backup killed part-way: the next run sends only what is missing
         big = tmp_path / "big"
