@@ -58,6 +58,12 @@ class _Cand:
     hop: int  # the sequential round in which this node is (or would be) asked
     state: _State = _State.NEW
     sent_at: float = 0.0
+    via: bytes | None = None  # the raw ID of the node whose reply named it
+
+
+#: a node that named this many contacts that all failed, and none that answered,
+#: is presumed to be inventing them: the rest of what it named is not asked
+DISTRUST_AFTER = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +123,14 @@ class Lookup:
         self._max_per_host = max_per_host
         self._per_host: Counter[str] = Counter()
         self.refused = 0  # contacts from replies dropped by accept / max_per_host
+        # per referrer: how many of the contacts it named failed / answered
+        self._named_failed: Counter[bytes] = Counter()
+        self._named_ok: Counter[bytes] = Counter()
+        self.distrusted = 0  # contacts dropped because their referrer named only dead ones
         for c in seeds:
             self._add(c, 1)
 
-    def _add(self, contact: Contact, hop: int) -> None:
+    def _add(self, contact: Contact, hop: int, via: bytes | None = None) -> None:
         nid = contact.node_id
         if nid == self._self_id:
             return
@@ -132,7 +142,7 @@ class Lookup:
         if hop > 1 and not self._admit(contact):  # learned from a reply: check it
             self.refused += 1
             return
-        cand = _Cand(contact, int(nid) ^ self._t, hop)
+        cand = _Cand(contact, int(nid) ^ self._t, hop, via=via)
         self._cands[nid.raw] = cand
         bisect.insort(self._order, cand, key=_dist)
 
@@ -230,9 +240,11 @@ class Lookup:
         cand.state = _State.OK
         self._inflight -= 1
         self.answered += 1
+        if cand.via is not None:
+            self._named_ok[cand.via] += 1
         for c in contacts:
             if c.node_id != node_id:
-                self._add(c, cand.hop + 1)
+                self._add(c, cand.hop + 1, node_id.raw)
 
     def on_failure(self, node_id: NodeId, now: float) -> None:
         cand = self._cands.get(node_id.raw)
@@ -241,6 +253,19 @@ class Lookup:
         cand.state = _State.FAILED
         self._inflight -= 1
         self.failures += 1
+        via = cand.via
+        if via is not None:
+            self._named_failed[via] += 1
+            if self._named_failed[via] == DISTRUST_AFTER and not self._named_ok[via]:
+                self._distrust(via)
+
+    def _distrust(self, via: bytes) -> None:
+        """Drop the contacts ``via`` named that were not asked yet (a liar flooding the
+        lookup with invented close IDs would otherwise spend its query budget)."""
+        for c in self._order:
+            if c.via == via and c.state is _State.NEW:
+                c.state = _State.FAILED
+                self.distrusted += 1
 
     def expire(self, now: float) -> list[NodeId]:
         """Fail every request in flight for ``timeout`` or longer; returns their IDs."""

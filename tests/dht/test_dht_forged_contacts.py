@@ -13,7 +13,7 @@ import pytest
 
 from dht.contact import Contact
 from dht.errors import MessageError
-from dht.lookup import Lookup
+from dht.lookup import DISTRUST_AFTER, Lookup
 from dht.node import MAX_CONTACTS_PER_HOST
 from p2pstore.testing.endpoints import endpoints
 from quic_transport import ConnectError, NodeKey, PeerAddress, TransportConfig, addrclass
@@ -48,8 +48,37 @@ def test_a_reply_full_of_one_victim_adds_at_most_the_cap() -> None:
         for c in batch:
             asked.append(c)
             lk.on_failure(c.node_id, now)
-    assert sum(1 for c in asked if c.host == "203.0.113.66") == MAX_CONTACTS_PER_HOST
+    # at most the cap reach the victim; fewer, as the referrer is distrusted once
+    # DISTRUST_AFTER of what it named failed
+    victim = sum(1 for c in asked if c.host == "203.0.113.66")
+    assert victim == min(MAX_CONTACTS_PER_HOST, DISTRUST_AFTER)
     assert lk.refused == 20 - MAX_CONTACTS_PER_HOST
+
+
+def test_a_referrer_whose_contacts_all_fail_is_not_followed() -> None:
+    seed = Contact(_id(1 << 100), "198.51.100.1", 4000)
+    lk = Lookup(TARGET, [seed], k=20, alpha=3)
+    (first,) = lk.next_queries(0.0)
+    invented = [Contact(_id(i + 2), f"198.51.100.{i + 10}", 4000) for i in range(20)]
+    lk.on_response(first.node_id, invented, 0.0)
+    asked = 0
+    while batch := lk.next_queries(0.0):
+        for c in batch:
+            asked += 1
+            lk.on_failure(c.node_id, 0.0)
+    assert asked == DISTRUST_AFTER and lk.distrusted == 20 - DISTRUST_AFTER
+    # one contact that answers keeps its referrer trusted
+    lk = Lookup(TARGET, [seed], k=20, alpha=1)
+    (first,) = lk.next_queries(0.0)
+    lk.on_response(first.node_id, invented, 0.0)
+    (good,) = lk.next_queries(0.0)
+    lk.on_response(good.node_id, [], 0.0)
+    asked = 1
+    while batch := lk.next_queries(0.0):
+        for c in batch:
+            asked += 1
+            lk.on_failure(c.node_id, 0.0)
+    assert asked == 20 and lk.distrusted == 0
 
 
 def test_a_public_node_never_dials_loopback_or_private_contacts() -> None:
