@@ -26,14 +26,14 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 from p2pstore.api_client import ApiCallError, ClientError, NodeUnreachable, TransferError
 from p2pstore.api_drive import new_op_id
 
 from .db import BackupDb, FileStamp, entries_hash
 from .scan import Excluder, Found, list_dir
-from .send import BackupStopped, Sent, node_gone, send_file
+from .send import BackupStopped, Putter, Sent, node_gone, send_file
 
 #: uploads at once (each a round trip of placement for a small file)
 JOBS = 4
@@ -44,17 +44,7 @@ LATEST = "Latest"
 MAX_TIME = float(2**40) - 1
 
 
-class BackupClient(Protocol):
-    def put(
-        self,
-        source: IO[bytes],
-        *,
-        size: int | None = None,
-        mode: str = "convergent",
-        progress: Callable[[int], None] | None = None,
-        stored: Callable[[int], None] | None = None,
-        name: str | None = None,
-    ) -> dict[str, Any]: ...
+class BackupClient(Putter, Protocol):
     def make_dir(self, entries: list[dict[str, Any]]) -> dict[str, Any]: ...
     def stat(self, path: str) -> dict[str, Any]: ...
     def ls(self, path: str) -> dict[str, Any]: ...
