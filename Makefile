@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Parallel test workers; 2 cores on the project's machines.
 WORKERS ?= 2
 
-.PHONY: all install test lint typecheck pytest test-slow run bench bench-scale bench-backup clean browser nat-tools sftp-tools
+.PHONY: all install test lint typecheck pytest test-slow run bench bench-scale bench-backup bench-links clean browser nat-tools sftp-tools
 
 all: test
 
@@ -94,6 +94,11 @@ bench: $(STAMP)
 ## (long: about 15 minutes; docs/local-grid.md, "At scale").
 bench-scale: $(STAMP)
 	$(BIN)/python -m benchmarks.scale
+
+## A home node behind a shaped 20/100 Mbit link uploading to 10 storage nodes (needs
+## root, iproute2 and tc; docs/grid.md "Over a home link")
+bench-links: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_links
 
 ## 2,000 files backed up, again unchanged, after 10 changes, then restored (docs/backup.md)
 bench-backup: $(STAMP)
