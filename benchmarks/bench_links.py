@@ -61,10 +61,13 @@ def _shape(ns: str, rate_mbit: int) -> None:
     run(*dev, "tbf", "rate", f"{rate_mbit}mbit", "burst", str(burst), "latency", LATENCY)
 
 
-def _topology(tag: str, up: int, down: int, storage: int) -> tuple[str, str]:
+def _topology(tag: str, up: int, down: int, storage: int, made: list[str]) -> tuple[str, str]:
+    """Make the two namespaces (each appended to ``made`` as soon as it exists, so a
+    failure part-way still deletes it) and shape their link."""
     home, dc = f"p2ps-{tag}-home", f"p2ps-{tag}-dc"
-    run("ip", "netns", "add", home)
-    run("ip", "netns", "add", dc)
+    for ns in (home, dc):
+        run("ip", "netns", "add", ns)
+        made.append(ns)
     run(
         "ip", "-n", home, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", dc
     )
@@ -142,11 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     size = args.mib << 20
     tag = str(os.getpid() % 100000)
-    home = dc = ""
+    made: list[str] = []
     started: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="p2pstore-bench-links-") as tmp:
         try:
-            home, dc = _topology(tag, args.up, args.down, args.storage)
+            home, dc = _topology(tag, args.up, args.down, args.storage, made)
             started, client = _grid(Path(tmp), home, dc, args.storage)
             src = Path(tmp) / "file"
             src.write_bytes(os.urandom(size))
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                 for log in logs:
                     print(log, log.read_text()[-4000:], file=sys.stderr)
             stop_nodes(reversed(started))
-            delete_namespaces([n for n in (home, dc) if n])
+            delete_namespaces(made)
     up_limit = size * N / K / (args.up * 1e6 / 8)
     down_limit = size / (args.down * 1e6 / 8)
     print(
