@@ -82,15 +82,17 @@ def _topology(tag: str, up: int, down: int, storage: int, made: list[str]) -> tu
     return home, dc
 
 
-def _encoding(node: Path) -> None:
+def _encoding(node: Path, k: int, n: int, happy: int) -> None:
     conf = node / "p2pstore.toml"
     text = conf.read_text()
-    for key, value in (("shares_needed", K), ("shares_total", N), ("shares_happy", HAPPY)):
+    for key, value in (("shares_needed", k), ("shares_total", n), ("shares_happy", happy)):
         text = re.sub(rf"(?m)^(# )?{key} = \d+$", f"{key} = {value}", text)
     conf.write_text(text)
 
 
-def _grid(root: Path, home: str, dc: str, storage: int) -> tuple[list[Path], Path]:
+def _grid(
+    root: Path, home: str, dc: str, storage: int, enc: tuple[int, int, int]
+) -> tuple[list[Path], Path]:
     intro = root / "introducer"
     cli_in(dc, "create-introducer", intro, "--listen", f"{DC}:4000")
     line = cli_in(dc, "bootstrap", "show", intro).decode()
@@ -104,7 +106,7 @@ def _grid(root: Path, home: str, dc: str, storage: int) -> tuple[list[Path], Pat
         home, "create-node", client, "--listen", f"{HOME}:4001", "--bootstrap", line, "--no-storage"
     )
     for node in [*nodes, client]:
-        _encoding(node)
+        _encoding(node, *enc)
     cap = os.environ.get("BENCH_LINKS_UPLOAD_RATE")  # the home node's [limits] upload_rate
     if cap:
         conf = client / "p2pstore.toml"
@@ -138,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--up", type=int, default=20, help="uplink, Mbit/s")
     ap.add_argument("--down", type=int, default=100, help="downlink, Mbit/s")
     ap.add_argument("--storage", type=int, default=10)
+    ap.add_argument("--k", type=int, default=K)
+    ap.add_argument("--n", type=int, default=N)
+    ap.add_argument("--happy", type=int, default=HAPPY)
     args = ap.parse_args(argv)
     reason = netns_unavailable()
     if reason:
@@ -150,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="p2pstore-bench-links-") as tmp:
         try:
             home, dc = _topology(tag, args.up, args.down, args.storage, made)
-            started, client = _grid(Path(tmp), home, dc, args.storage)
+            enc = (args.k, args.n, args.happy)
+            started, client = _grid(Path(tmp), home, dc, args.storage, enc)
             src = Path(tmp) / "file"
             src.write_bytes(os.urandom(size))
             try:
@@ -179,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(log, log.read_text()[-4000:], file=sys.stderr)
             stop_nodes(reversed(started))
             delete_namespaces(made)
-    up_limit = size * N / K / (args.up * 1e6 / 8)
+    up_limit = size * args.n / args.k / (args.up * 1e6 / 8)
     down_limit = size / (args.down * 1e6 / 8)
     print(
         json.dumps(
@@ -188,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                 "mib": args.mib,
                 "up_mbit": args.up,
                 "down_mbit": args.down,
-                "k": K,
-                "n": N,
+                "k": args.k,
+                "n": args.n,
                 "storage_nodes": args.storage,
                 "put_direct_s": round(put_s, 1),
                 "put_limit_s": round(up_limit, 1),
