@@ -50,7 +50,7 @@ from p2pstore.storage import StorageAPI, StorageError
 from quic_transport.identity import NodeId
 
 from .errors import DownloadError, GridLocalError
-from .peers import FindPeers, P, Progress, StorageFor, describe
+from .peers import READ_CHUNK, FindPeers, P, Progress, StorageFor, describe
 from .placement import PeerKey
 
 #: The share chain is at most log2(256) hashes; a header claiming more is bad.
@@ -65,7 +65,7 @@ class DownloadConfig:
     locate_timeout: float = 15.0  # bound on finding k good shares
     locate_grace: float = 0.2  # after k good shares, wait this long for the rest
     window: int = 4  # segments fetched ahead of the one being delivered
-    max_read: int = 1 << 20  # the servers' max_read
+    max_read: int = READ_CHUNK  # within the servers' max_read, with room for framing
     max_readv_ranges: int = 64  # the servers' max_readv_ranges
     threads: int = 2  # verify/decode/decrypt workers
 

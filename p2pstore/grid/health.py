@@ -34,7 +34,7 @@ from p2pstore.immutable import (
 from quic_transport.identity import NodeId
 
 from .errors import GridLocalError, RepairError
-from .peers import FindPeers, P, StorageFor, describe
+from .peers import READ_CHUNK, FindPeers, P, StorageFor, describe
 from .placement import PeerKey, SharePlacer, happiness, rank_peers
 from .quality import QualitySource
 from .regenerate import LoopShareSource, list_existing, replace_shares
@@ -45,7 +45,7 @@ from .sender import SendConfig
 class HealthConfig:
     lookup_count: int | None = None  # None means 2*N
     op_timeout: float = 30.0
-    max_read: int = 1 << 20
+    max_read: int = READ_CHUNK  # within the servers' max_read, with room for framing
     happy: int = 7
     send: SendConfig = field(default_factory=SendConfig)
 

@@ -32,6 +32,11 @@ class Peer(Protocol):
 
 P = TypeVar("P", bound=Peer)
 
+#: the most share data one read asks for: the servers' ``max_read`` (1 MiB) less
+#: room for the reply's framing, which must fit the transport's 1 MiB message cap
+#: (a whole 1 MiB block of a k = 1 file did not: ``result-too-large``)
+READ_CHUNK = (1 << 20) - 4096
+
 FindPeers = Callable[[bytes, int], Awaitable[Sequence[P]]]
 StorageFor = Callable[[P], StorageAPI]
 #: ``progress(bytes_done, total_bytes_or_None)``

@@ -24,7 +24,7 @@ from p2pstore.immutable import (
 from p2pstore.immutable.errors import ImmutableError
 from p2pstore.storage import StorageAPI
 
-from .peers import P, StorageFor, describe
+from .peers import READ_CHUNK, P, StorageFor, describe
 from .placement import PeerKey, SharePlacer
 from .sender import SendConfig, ShareSender
 
@@ -143,7 +143,11 @@ async def _replace_once(
         return False
     apis = {s: storage_for(peers[p]) for s, p in placer.placed.items()}
     src = LoopShareSource(
-        loop, cap.storage_index, apis, max_read=config.max_write, timeout=config.op_timeout
+        loop,
+        cap.storage_index,
+        apis,
+        max_read=min(config.max_write, READ_CHUNK),
+        timeout=config.op_timeout,
     )
     gen: Iterator[EncodedSegment | tuple[ShareTrailer, ...]] = regenerate_shares(
         cap, src, sorted(apis)

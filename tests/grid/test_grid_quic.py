@@ -34,7 +34,7 @@ from p2pstore.grid import (
     rank_peers,
     static_peers,
 )
-from p2pstore.immutable import ReadCap
+from p2pstore.immutable import EncodingParams, ReadCap
 from p2pstore.storage import LocalStorageClient, StorageAPI, StorageConfig, StorageService
 from p2pstore.storage.bulk import QuicStorageClient, register_storage_streams
 from p2pstore.testing.endpoints import address_of, endpoints
@@ -143,6 +143,13 @@ async def test_put_get_sizes_byte_for_byte(qgrid: QuicGrid) -> None:
         await down.read_all(res.cap, offset=5 * MiB - 3, length=MiB)
         == big[5 * MiB - 3 : 6 * MiB - 3]
     )
+    # k = 1 (plain replication): a block is a whole 1 MiB segment, and reading it must
+    # fit the transport's 1 MiB message cap with the reply's framing
+    solo = os.urandom(3 * MiB + 5)
+    res = await up.upload_random(
+        aiter_bytes(solo), params=EncodingParams.create(1, 3, MiB), happy=3
+    )
+    assert await down.read_all(res.cap) == solo
 
 
 async def test_seven_of_ten_nodes_killed_corrupt_shares_and_a_full_server(
