@@ -15,15 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from .api_client import NodeClient, resolve_node_dir
-from .api_drive import settled
 from .app.errors import BadRequest
 from .app.vpath import parse_vpath
 from .backup import ui
-from .backup.db import DB_NAME, BackupDb
 from .backup.restore import Restore
+from .backup.run import latest_of, run_backup
 from .backup.scan import ExcludeFileError, Excluder, read_exclude_file
-from .backup.send import BackupStopped, NodeGone
-from .backup.snapshot import JOBS, LATEST, Backup, Report, publish
+from .backup.snapshot import JOBS, Report
 
 
 class _Line:
@@ -80,51 +78,28 @@ def cmd_backup(args: argparse.Namespace) -> int:
         return 2
     dest, excluder = _dest(args.path), _excluder(args)
     node_dir = resolve_node_dir(args.node)
-    client = NodeClient.for_node(node_dir)
-    db_path = node_dir / DB_NAME
-    db = BackupDb.open(
-        db_path if (db_path.exists() or not args.dry_run) else None, read_only=args.dry_run
-    )
     line = _Line()
-    run = Backup(
-        client,
-        db,
-        source.absolute(),
-        excluder=excluder,
-        dry_run=args.dry_run,
-        verbose=args.verbose,
-        note=line.say,
-        on_change=lambda r: line.show(ui.progress_line(r)),
-        jobs=args.jobs,
-    )
-    started = time.monotonic()
     try:
-        cap = run.tree()
-        if cap is not None:
-
-            def change(what: str, call: Any) -> dict[str, Any]:
-                return settled(
-                    lambda: NodeClient.for_node(node_dir),
-                    parse_vpath(dest).drive,
-                    what,
-                    call,
-                    say=line.say,
-                )
-
-            run.report.snapshot = publish(client, change, client, dest, cap, run.started)
-    except BackupStopped as e:
-        if isinstance(e, NodeGone):
-            raise
-        run.report.failed.append(str(e))  # said with the summary of what was done
+        report = run_backup(
+            NodeClient.for_node(node_dir),
+            lambda: NodeClient.for_node(node_dir),
+            node_dir,
+            source,
+            dest,
+            excluder=excluder,
+            dry_run=args.dry_run,
+            verbose=args.verbose,
+            note=line.say,
+            on_change=lambda r: line.show(ui.progress_line(r)),
+            jobs=args.jobs,
+        )
     finally:
-        run.report.seconds = time.monotonic() - started
         line.clear()
-        db.close()
-    return _report(args, run.report, dest)
+    return _report(args, report, dest)
 
 
 def _report(args: argparse.Namespace, r: Report, dest: str) -> int:
-    latest = None if r.snapshot is None else dest.rstrip("/") + "/" + LATEST
+    latest = latest_of(r, dest)
     if args.json:
         print(json.dumps({**r.as_json(), "latest": latest, "dry_run": args.dry_run}, indent=1))
     else:

@@ -8,15 +8,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from p2pstore.api_drive import settled
 from p2pstore.app.vpath import VPath
 from p2pstore.backup import ui
-from p2pstore.backup.db import DB_NAME, BackupDb
 from p2pstore.backup.restore import Restore
+from p2pstore.backup.run import latest_of, run_backup
 from p2pstore.backup.scan import ExcludeFileError, Excluder, read_exclude_file
-from p2pstore.backup.snapshot import LATEST, Backup, publish
 from p2pstore.base.reports import safe
 
 from .errors import ShellError, UsageError
@@ -77,37 +75,24 @@ def backup(shell: Shell, inv: Invocation) -> None:
     if node_dir is None:
         raise ShellError("backup needs the node's directory (for its backup database)")
     dry = inv.flag("dry_run")
-    api, excluder = shell.api(), _excluder(shell, inv)
-    db_path = Path(node_dir) / DB_NAME
-    db = BackupDb.open(db_path if db_path.exists() or not dry else None, read_only=dry)
     draw = _throttled(shell.out.progress)
-    run = Backup(
-        api,
-        db,
-        src.absolute(),
-        excluder=excluder,
-        dry_run=dry,
-        verbose=inv.flag("verbose"),
-        note=shell.out.line,
-        on_change=lambda r: draw(ui.progress_line(r)),
-    )
-    started = time.monotonic()
     try:
-        cap = run.tree()
-        if cap is not None:
-
-            def change(what: str, call: Callable[[str], dict[str, Any]]) -> dict[str, Any]:
-                return settled(
-                    shell.api, shell.remote(inv.args[1]).drive, what, call, say=shell.out.line
-                )
-
-            run.report.snapshot = publish(api, change, api, dest, cap, run.started)
-        run.report.seconds = time.monotonic() - started
+        report = run_backup(
+            shell.api(),
+            shell.api,
+            Path(node_dir),
+            src,
+            dest,
+            excluder=_excluder(shell, inv),
+            dry_run=dry,
+            verbose=inv.flag("verbose"),
+            note=shell.out.line,
+            on_change=lambda r: draw(ui.progress_line(r)),
+        )
     finally:
         shell.out.progress_done()
-        db.close()
-    latest = None if run.report.snapshot is None else dest.rstrip("/") + "/" + LATEST
-    shell.out.lines([safe(t) for t in ui.summary(run.report, dry_run=dry, latest=latest)])
+    latest = latest_of(report, dest)
+    shell.out.lines([safe(t) for t in ui.summary(report, dry_run=dry, latest=latest)])
     shell.cache.clear()
 
 
