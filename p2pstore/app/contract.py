@@ -248,6 +248,16 @@ class Application(VdriveOps, Protocol):
     async def pin_list(self) -> list[Mapping[str, Any]]: ...
 
 
+def vdrive_extra(app: Any, *names: str) -> Any | None:
+    """The object that has every one of the optional vdrive methods ``names``
+    (directory caps, whole directory objects: the in-memory vdrive has none): the
+    backend itself or its ``vdrive`` component; None if neither has them all."""
+    for obj in (app, getattr(app, "vdrive", None)):
+        if obj is not None and all(hasattr(obj, n) for n in names):
+            return obj
+    return None
+
+
 class DelegateVdrive:
     """Mixin for file backends that hand every vdrive call to an optional component in
     ``self.vdrive``; without one each call raises ``vdrive-unavailable`` (503)."""

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final, Protocol
 
-from p2pstore.app.contract import Application, DirEntry
+from p2pstore.app.contract import Application, DirEntry, vdrive_extra
 from p2pstore.app.errors import Conflict, Forbidden, GridError, NotFound, Unavailable
 from p2pstore.app.vpath import VPath
 from p2pstore.immutable import CapError, LiteralCap, ReadCap, parse_cap
@@ -50,10 +50,10 @@ class DircapReader(Protocol):
 
 
 def _dircap_reader(app: Application) -> DircapReader:
-    for obj in (app, getattr(app, "vdrive", None)):
-        if hasattr(obj, "vdrive_stat_dircap") and hasattr(obj, "vdrive_list_dircap"):
-            return obj  # type: ignore[return-value]  # checked just above
-    raise Unavailable("this node cannot read directory caps", code="unsupported")
+    reader: DircapReader | None = vdrive_extra(app, "vdrive_stat_dircap", "vdrive_list_dircap")
+    if reader is None:
+        raise Unavailable("this node cannot read directory caps", code="unsupported")
+    return reader
 
 
 def file_cap(entry: DirEntry) -> ReadCap | LiteralCap:

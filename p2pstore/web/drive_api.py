@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from p2pstore.app.contract import NewEntry
+from p2pstore.app.contract import NewEntry, vdrive_extra
 from p2pstore.app.errors import BadRequest, TooLarge
 from p2pstore.app.vpath import VPath, parse_vpath
 
@@ -52,12 +52,10 @@ async def vd_link(request: web.Request) -> web.Response:
 def _optional(request: web.Request, name: str, what: str) -> Any:
     """The optional vdrive method ``name`` on the backend or on its ``vdrive``
     component (the in-memory vdrive has no directory objects: 400 there)."""
-    backend = request.app[BACKEND]
-    for obj in (backend, getattr(backend, "vdrive", None)):
-        fn = getattr(obj, name, None)
-        if fn is not None:
-            return fn
-    raise BadRequest(f"this node's vdrive cannot {what}", code="bad-cap")
+    obj = vdrive_extra(request.app[BACKEND], name)
+    if obj is None:
+        raise BadRequest(f"this node's vdrive cannot {what}", code="bad-cap")
+    return getattr(obj, name)
 
 
 async def _link_dircap(
