@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     tag = str(os.getpid() % 100000)
     made: list[str] = []
     started: list[Path] = []
+    head = {"bench": "links", "mib": args.mib, "up_mbit": args.up, "down_mbit": args.down}
     with tempfile.TemporaryDirectory(prefix="p2pstore-bench-links-") as tmp:
         try:
             home, dc = _topology(tag, args.up, args.down, args.storage, made)
@@ -162,18 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 put_s, out = _timed(home, "put", src, "--node", client)
             except AssertionError as e:  # the upload failed: say why, as a figure
-                print(
-                    json.dumps(
-                        {
-                            "bench": "links",
-                            "mib": args.mib,
-                            "up_mbit": args.up,
-                            "down_mbit": args.down,
-                            "put_direct": "failed",
-                            "error": str(e)[-600:],
-                        }
-                    )
-                )
+                print(json.dumps({**head, "put_direct": "failed", "error": str(e)[-600:]}))
                 return 1
             cap = out.decode().strip()
             get_s, _ = _timed(home, "get", cap, Path(tmp) / "back", "--node", client)
@@ -190,10 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         json.dumps(
             {
-                "bench": "links",
-                "mib": args.mib,
-                "up_mbit": args.up,
-                "down_mbit": args.down,
+                **head,
                 "k": args.k,
                 "n": args.n,
                 "storage_nodes": args.storage,

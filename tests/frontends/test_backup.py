@@ -116,36 +116,14 @@ def test_excludes_dry_run_and_names(
     (src / "\u00e9.txt").write_text("composed")  # the same name once normalized
     excl = tmp_path / "excludes"
     excl.write_text("# comments and blank lines are ignored\n\nbuild/\n")
-    rc, dry, _err = backup(
-        node,
-        src,
-        "private:/d",
-        "--dry-run",
-        "--exclude",
-        "*.tmp",
-        "--exclude",
-        "node_modules",
-        "--exclude-from",
-        str(excl),
-        capsys=capsys,
-    )
+    excludes = ["--exclude", "*.tmp", "--exclude", "node_modules", "--exclude-from", str(excl)]
+    rc, dry, _err = backup(node, src, "private:/d", "--dry-run", *excludes, capsys=capsys)
     assert rc == 1  # the name clash is a failure
     assert dry["uploaded"] == 2 and len(dry["failed"]) == 1 and "normalized" in dry["failed"][0]
     assert not (node / DB_NAME).exists()  # a dry run writes nothing, not even the database
     rc = cli.main(["ls", "private:/", "--node", str(node)])
     assert "d/" not in capsys.readouterr().out
-    rc, real, _ = backup(
-        node,
-        src,
-        "private:/d",
-        "--exclude",
-        "*.tmp",
-        "--exclude",
-        "node_modules",
-        "--exclude-from",
-        str(excl),
-        capsys=capsys,
-    )
+    rc, real, _ = backup(node, src, "private:/d", *excludes, capsys=capsys)
     assert rc == 1 and real["uploaded"] == 2
     got = files_at(node, "private:/d/Latest")
     assert sorted(got) == ["keep/b.txt", "\u00e9.txt"]
