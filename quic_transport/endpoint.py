@@ -21,6 +21,7 @@ import ipaddress
 import logging
 import socket
 import ssl
+import sys
 import time
 from typing import Any
 
@@ -43,6 +44,13 @@ from .streams import ERR_SHUTDOWN
 
 log = logging.getLogger(__name__)
 
+# Linux's IPv4 don't-fragment switch: Python's socket module names it only from 3.12,
+# so on 3.11 the numbers from <linux/in.h> (IP_MTU_DISCOVER 10, IP_PMTUDISC_DO 2).
+# Without it the kernel fragments oversized datagrams at the source.
+_LINUX = sys.platform.startswith("linux")
+IP_MTU_DISCOVER: int | None = getattr(socket, "IP_MTU_DISCOVER", 10 if _LINUX else None)
+IP_PMTUDISC_DO: int = getattr(socket, "IP_PMTUDISC_DO", 2)
+
 
 class Endpoint(EndpointCore):
     """A node's QUIC endpoint. Create with :func:`open_endpoint`; close with :meth:`aclose`."""
@@ -61,7 +69,20 @@ class Endpoint(EndpointCore):
             "download_rate": self.config.download_rate,
             "max_connections": self.config.max_connections,
             "upload_deferred": 0 if self._up is None else self._up.deferred,
+            # the uplink's queue (uplink.py): the rate set now, times a queue set one
+            **self._uplink_figures(),
             "read_pauses": self._read_pauses,
+        }
+
+    def _uplink_figures(self) -> dict[str, int | None]:
+        gate = self._uplink
+        if gate is None:
+            return {"uplink_rate": None, "uplink_engaged": 0, "uplink_deferred": 0}
+        rate = gate.control.current()
+        return {
+            "uplink_rate": None if rate is None else int(rate),
+            "uplink_engaged": gate.control.engaged,
+            "uplink_deferred": gate.deferred,
         }
 
     @property
@@ -340,7 +361,7 @@ class Endpoint(EndpointCore):
         )
         if not self._make_room():
             raise LocalError(f"connection limit ({self.config.max_connections}) reached, none idle")
-        quic = self._new_quic(configuration=conf)
+        quic = self._new_quic(addr, configuration=conf)
         conn = PeerConnection(self, quic, addr, expected=peer.node_id)
         self._conns.add(conn)
         self._all_closed.clear()
@@ -377,11 +398,12 @@ def _set_socket_options(sock: socket.socket, config: TransportConfig) -> None:
         except OSError:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, plain, size)
-    # Don't fragment: datagram-size probes must fail rather than be fragmented.
-    if sock.family == socket.AF_INET and hasattr(socket, "IP_MTU_DISCOVER"):
-        pmtudisc_do = getattr(socket, "IP_PMTUDISC_DO", 2)  # Linux value; missing from typeshed
+    # Don't fragment: datagram-size probes must fail rather than be fragmented (and a
+    # datagram larger than the path must never leave as IP fragments, where one lost
+    # fragment loses all of it).
+    if sock.family == socket.AF_INET and IP_MTU_DISCOVER is not None:
         with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MTU_DISCOVER, pmtudisc_do)
+            sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
     if sock.family == socket.AF_INET6 and hasattr(socket, "IPV6_DONTFRAG"):
         # Without it the IPv6 stack fragments oversized datagrams at the source, and a
         # probe bigger than the path would be reassembled and acknowledged.
