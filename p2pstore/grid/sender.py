@@ -11,12 +11,13 @@ the share moves to the next peer *at once* and the upload never waits for it:
 the replacement writer takes over the blocks still queued and every later one
 live, while the blocks already gone (segments before the first queued one) are
 re-encoded from the source and written on a second stream beside it. A writer
-counts as stalled when it made no progress for ``lag_timeout`` while every other
-writer sat idle waiting for the producer; a writer whose stream failed (the
-transport closes connections to silent peers within seconds,
-quic_transport/liveness.py) is replaced the same way. Without a source the share
-is marked unplaced at once (stalled or failed) and the caller re-places it after
-the pass by regeneration from the placed shares.
+counts as stalled when it made no progress for ``lag_timeout`` (or three times as
+long as a block takes at the pace of all writers together, when that is longer:
+over a slow uplink each block takes seconds) while every other writer sat idle waiting for the
+producer; a writer whose stream failed (the transport closes connections to silent
+peers within seconds, quic_transport/liveness.py) is replaced the same way.
+Without a source the share is marked unplaced at once (stalled or failed) and the
+caller re-places it after the pass by regeneration from the placed shares.
 
 Invariants:
 - Memory is bounded: each writer has a queue of at most ``window`` blocks (two more
@@ -36,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic
@@ -49,6 +51,12 @@ from .peers import BulkShareWriter, P, StorageFor, describe, share_specific
 from .placement import PeerKey, SharePlacer
 
 MiB = 1 << 20
+#: bytes handed to the transport at a time by a streaming writer (progress is per piece)
+PIECE = 64 * 1024
+#: a writer is stalled after this many times a block's time at the writers' pace ...
+LAG_BLOCKS = 3.0
+#: ... that pace measured over this many seconds of blocks taken
+RATE_WINDOW = 5.0
 log = logging.getLogger(__name__)
 
 #: ``regenerate(share, end)``: that share's blocks of segments ``[0, end)`` in order
@@ -109,6 +117,8 @@ class ShareSender(Generic[P]):
         self.config = config
         self._on_progress = on_progress
         self._writers: dict[int, _Writer] = {}
+        self._taken: deque[tuple[float, int]] = deque()  # (loop time, bytes) of blocks taken
+        self._started: float | None = None  # when the first block was taken
         self._progress = 0
         self.sent: set[int] = set()  # shares written and closed now
         self.present: set[int] = set()  # shares found already stored on allocate
@@ -224,13 +234,29 @@ class ShareSender(Generic[P]):
         _drain(w)
         self._report()
 
+    def _lag(self, now: float) -> float:
+        """How long a writer may take no block: ``lag_timeout``, or ``LAG_BLOCKS``
+        times as long as one block takes a writer at the pace all writers together
+        have kept over the last ``RATE_WINDOW`` seconds, if that is longer. Over a
+        slow uplink shared by every writer, one block takes each of them seconds."""
+        taken = self._taken
+        while taken and now - taken[0][0] > RATE_WINDOW:
+            taken.popleft()
+        if not taken or self._started is None:
+            return self.config.lag_timeout
+        span = max(now - max(self._started, now - RATE_WINDOW), 0.5)
+        total = sum(n for _, n in taken)
+        writers = sum(1 for x in self._writers.values() if x.alive)
+        per_block = total / len(taken) * writers / (total / span)
+        return max(self.config.lag_timeout, LAG_BLOCKS * per_block)
+
     def _stalled(self, w: _Writer, now: float) -> bool:
-        """``w`` holds the upload up: it has blocks queued and took none for
-        ``lag_timeout``, while no other writer is making progress and at least one
+        """``w`` holds the upload up: it has blocks queued and took none for its lag
+        (:meth:`_lag`), while no other writer is making progress and at least one
         has sat idle, waiting for the producer, for half of that. (Writers stuck the
         same way do not count against it; on a slow uplink all writers have work and
         none sits idle, so none is replaced.)"""
-        lag = self.config.lag_timeout
+        lag = self._lag(now)
         if w.queue.empty() or now - w.progress_at < lag:
             return False
         idle = 0
@@ -372,7 +398,11 @@ class ShareSender(Generic[P]):
         if isinstance(item, ShareTrailer):
             w.trailer = item
         w.idle_since = None
-        w.progress_at = asyncio.get_running_loop().time()
+        now = w.progress_at = asyncio.get_running_loop().time()
+        if not isinstance(item, ShareTrailer):
+            self._taken.append((now, len(item[2])))
+            if self._started is None:
+                self._started = now
         return item
 
     async def _stream(self, w: _Writer, api: StorageAPI) -> None:
@@ -439,7 +469,13 @@ class ShareSender(Generic[P]):
             _, offset, data = item
             if offset != expect:
                 raise RuntimeError(f"block at {offset}, expected {expect}")
-            yield data
+            loop = asyncio.get_running_loop()
+            for i in range(0, len(data), PIECE):
+                # the transport asks for the next piece once it sent this one within
+                # the peer's credit: a writer whose peer takes its data slowly (its
+                # share of a slow uplink) still shows progress, piece by piece
+                yield data if len(data) <= PIECE else data[i : i + PIECE]
+                w.progress_at = loop.time()
             expect += len(data)
             w.blocks_written += 1
             self._report()
