@@ -13,7 +13,8 @@ random file with the CLI; each figure is set beside its physical limit:
 
 (The upload helper of issue #17, size / uplink, is not built yet.)
 ``BENCH_LINKS_UPLOAD_RATE=2.2MB`` sets the home node's ``[limits] upload_rate``;
-``BENCH_LINKS_QUEUE`` the router's queue (tbf latency, default 500ms). Needs root,
+``BENCH_LINKS_QUEUE`` the router's queue (tbf latency, default 500ms);
+``BENCH_LINKS_UPLINK_QUEUE_MS`` the home node's ``[limits] uplink_queue_ms`` (0: off). Needs root,
 iproute2 and tc; prints a reason and exits 0 where namespaces cannot be made.
 """
 
@@ -107,11 +108,16 @@ def _grid(
     )
     for node in [*nodes, client]:
         _encoding(node, *enc)
+    conf = client / "p2pstore.toml"
     cap = os.environ.get("BENCH_LINKS_UPLOAD_RATE")  # the home node's [limits] upload_rate
     if cap:
-        conf = client / "p2pstore.toml"
         conf.write_text(
             re.sub(r"(?m)^upload_rate = .*$", f'upload_rate = "{cap}"', conf.read_text())
+        )
+    queue = os.environ.get("BENCH_LINKS_UPLINK_QUEUE_MS")  # [limits] uplink_queue_ms
+    if queue:
+        conf.write_text(
+            re.sub(r"(?m)^uplink_queue_ms = .*$", f"uplink_queue_ms = {queue}", conf.read_text())
         )
     started = [intro]
     cli_in(dc, "start", intro)
@@ -171,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if os.environ.get("BENCH_LINKS_DEBUG") and started:
                 logs = sorted((Path(tmp) / "home").rglob("*.log"))
+                tail = int(os.environ.get("BENCH_LINKS_DEBUG_TAIL", "4000"))  # characters
                 for log in logs:
-                    print(log, log.read_text()[-4000:], file=sys.stderr)
+                    print(log, log.read_text()[-tail:], file=sys.stderr)
             stop_nodes(reversed(started))
             delete_namespaces(made)
     up_limit = size * args.n / args.k / (args.up * 1e6 / 8)

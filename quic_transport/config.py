@@ -55,6 +55,10 @@ class TransportConfig:
     # --- bandwidth caps (ratelimit.py, docs/limits.md); None = unlimited ----------
     upload_rate: int | None = None  # bytes of datagrams sent per second
     download_rate: int | None = None  # bytes of datagrams read per second
+    # the uplink's queue (uplink.py): the queueing delay, in seconds, above which all
+    # non-loopback connections together are paced below the rate the peers receive;
+    # None = never (each connection's own congestion control only)
+    uplink_delay_target: float | None = 0.06
 
     def __post_init__(self) -> None:
         for name in (
@@ -89,6 +93,9 @@ class TransportConfig:
             rate = getattr(self, name)
             if rate is not None and (isinstance(rate, bool) or rate <= 0):
                 raise ValueError(f"TransportConfig.{name} must be positive or None")
+        target = self.uplink_delay_target
+        if target is not None and (isinstance(target, bool) or not 0 < target <= 10):
+            raise ValueError("TransportConfig.uplink_delay_target must be in (0, 10] s or None")
         if not QUIC_MIN_DATAGRAM <= self.min_datagram_size <= self.max_datagram_size:
             raise ValueError("need 1200 <= min_datagram_size <= max_datagram_size")
         if self.max_datagram_size > MAX_DATAGRAM:

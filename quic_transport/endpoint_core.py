@@ -64,6 +64,7 @@ from .rpc import (
 )
 from .sizing import DatagramSizer
 from .streams import ERR_PROTOCOL, ERR_SILENT, Stream
+from .uplink import AdaptiveGate, UplinkControl
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,8 @@ class EndpointCore:
         clock = self._loop.time
         up, down = config.upload_rate, config.download_rate
         self._up = None if up is None else SendGate(TokenBucket(up, burst_for(up), clock))
+        target = config.uplink_delay_target  # the uplink's queue (uplink.py)
+        self._uplink = None if target is None else AdaptiveGate(UplinkControl(target, clock), clock)
         self._down = None if down is None else TokenBucket(down, burst_for(down), clock)
         self._read_paused: asyncio.TimerHandle | None = None
         self._read_pauses = 0
@@ -208,11 +211,13 @@ class EndpointCore:
         n = sum(1 for c in self._conns if not c.closing and echo.source_key(c.addr[0]) == key)
         return n >= self.config.max_connections_per_host
 
-    def _new_quic(self, **kwargs: Any) -> TransportQuicConnection:
+    def _new_quic(self, addr: tuple[Any, ...], **kwargs: Any) -> TransportQuicConnection:
+        local = addrclass.classify(str(addr[0])) == addrclass.LOOPBACK  # no uplink between
         return TransportQuicConnection(
             stream_window=self.config.quic_max_stream_data,
             connection_window=self.config.quic_max_data,
             send_gate=self._up,
+            uplink=None if local else self._uplink,
             **kwargs,
         )
 
@@ -480,6 +485,7 @@ class EndpointCore:
         size = self._sizer.size_for_listener((addr[0], addr[1]))
         conf = dataclasses.replace(self._server_conf, max_datagram_size=size)
         quic = self._new_quic(
+            addr,
             configuration=conf,
             original_destination_connection_id=admitted.original_dcid,
             retry_source_connection_id=admitted.retry_source,
@@ -551,6 +557,7 @@ class EndpointCore:
                 self._stats["send_dropped"] += 1
         self._stats["datagrams_out"] += sent
         self._stats["bytes_out"] += nbytes
+        conn.sent_some()  # wakes senders waiting for their backlog to leave
         if self._up is not None:
             self._up.settle(nbytes)
         conn.process_events()  # datagrams_to_send may end a closing connection

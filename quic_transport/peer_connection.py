@@ -111,6 +111,7 @@ class PeerConnection:
         # Receive budget: bulk bytes queued or granted-but-unconsumed, all streams.
         self.buffered = 0
         self._starving: set[Stream] = set()
+        self._backlogged: set[Stream] = set()  # senders waiting for the backlog to drain
         self._receivers: set[Stream] = set()
         # Peer-initiated bidi streams already seen, as "all indexes below the floor"
         # plus a set above it (QUIC's MAX_STREAMS keeps the set small).
@@ -153,8 +154,28 @@ class PeerConnection:
         if st is not None:
             self._starving.discard(st)
             self._receivers.discard(st)
+            self._backlogged.discard(st)
         if st is not None and self._is_peer_stream(stream_id):
             self._incoming -= 1
+
+    def unsent(self, stream_id: int) -> int:
+        """Bytes of the stream handed to aioquic and not yet sent (retransmissions
+        aside); 0 if aioquic's internals changed shape."""
+        sender = getattr(getattr(self.quic, "_streams", {}).get(stream_id), "sender", None)
+        try:
+            return int(sender._buffer_stop - sender.highest_offset)  # type: ignore[union-attr]
+        except (AttributeError, TypeError):
+            return 0
+
+    def backlogged(self, stream: Stream) -> None:
+        self._backlogged.add(stream)
+
+    def sent_some(self) -> None:
+        """Datagrams left: wake the streams waiting for their backlog to drain."""
+        if self._backlogged:
+            waiting, self._backlogged = self._backlogged, set()
+            for st in waiting:
+                st.wake()
 
     def credit_left(self) -> int:
         return self.endpoint.config.connection_buffer_bytes - self.buffered

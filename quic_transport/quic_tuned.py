@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 from typing import Any
 
 from aioquic.buffer import size_uint_var
@@ -53,6 +54,7 @@ from aioquic.quic.packet import QuicFrameType
 
 from . import pacing
 from .ratelimit import GatedPacer, SendGate
+from .uplink import AdaptiveGate, UplinkControl
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,7 @@ class TransportQuicConnection(QuicConnection):
         connection_window: int,
         configuration: Any,
         send_gate: SendGate | None = None,
+        uplink: AdaptiveGate | None = None,
         **kwargs: Any,
     ) -> None:
         target = configuration.max_datagram_size
@@ -96,12 +99,40 @@ class TransportQuicConnection(QuicConnection):
         self._p2ps_stream_window = stream_window
         self._p2ps_connection_window = connection_window
         self._p2ps_datagram_target = target
-        if send_gate is None:
+        # the endpoint's upload cap (ratelimit.py) and the uplink's rate (uplink.py)
+        # gate every packet we build
+        gates = [g for g in (send_gate, uplink) if g is not None]
+        if not gates:
             pacing.install(self, self._max_datagram_size)
-        else:  # the endpoint's upload cap (ratelimit.py) gates every packet we build
+        elif (
             pacing.install(
-                self, self._max_datagram_size, functools.partial(GatedPacer, gate=send_gate)
+                self, self._max_datagram_size, functools.partial(GatedPacer, gates=gates)
             )
+            and uplink is not None
+        ):
+            self._feed_uplink(uplink.control)
+
+    def _feed_uplink(self, control: UplinkControl) -> None:
+        """Hand the uplink's control (uplink.py) each RTT sample's queueing delay and
+        each acknowledged packet's size, from aioquic's loss recovery."""
+        loss: Any = getattr(self, "_loss", None)
+        cc: Any = getattr(loss, "_cc", None)
+        acked = getattr(cc, "on_packet_acked", None)
+        if loss is None or acked is None or not hasattr(loss, "_rtt_min"):  # pragma: no cover
+            log.warning("aioquic internals changed: the uplink's rate is not steered")
+            return
+
+        def on_rtt() -> None:
+            base = loss._rtt_min
+            if math.isfinite(base):
+                control.sample(self, loss._rtt_latest - base)
+
+        def on_acked(*, packet: Any, now: float) -> None:
+            acked(packet=packet, now=now)
+            control.acked(packet.sent_bytes)
+
+        loss._pacer.on_rtt = on_rtt
+        cc.on_packet_acked = on_acked
 
     @property
     def datagram_size(self) -> int:

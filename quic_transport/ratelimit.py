@@ -31,7 +31,8 @@ endpoint needs no timer of its own and nothing is dropped.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from .pacing import CoarseTimerPacer
 
@@ -128,12 +129,22 @@ class SendGate:
 
     def approve(self, size: int) -> bool:
         """A pacer asks to build one packet of at most ``size`` bytes."""
-        if not self.bucket.ready():
+        if not self.ready():
             self.deferred += 1
             return False
+        self.take(size)
+        return True
+
+    def ready(self) -> bool:
+        return self.bucket.ready()
+
+    def take(self, size: int) -> None:
+        """Charge one packet of at most ``size`` bytes (after :meth:`ready`)."""
         self.bucket.consume(size)
         self._charged += size
-        return True
+
+    def delay(self) -> float:
+        return self.bucket.delay()
 
     def settle(self, sent: int) -> None:
         """The endpoint sent ``sent`` bytes of datagrams since the last settle."""
@@ -149,20 +160,50 @@ class SendGate:
         self.bucket.consume(sent)
 
 
+class Gate(Protocol):
+    """What a :class:`GatedPacer` asks before each packet: this gate, or the uplink's
+    (uplink.py)."""
+
+    deferred: int
+
+    def ready(self) -> bool: ...
+    def take(self, size: int) -> None: ...
+    def delay(self) -> float: ...
+
+
 class GatedPacer(CoarseTimerPacer):
-    """aioquic's pacer (coarse-timer variant) that also waits for the upload gate.
+    """aioquic's pacer (coarse-timer variant) that also waits for the endpoint's gates
+    (the upload cap, the uplink's rate), and hands each RTT sample to ``on_rtt``.
 
     ``next_send_time`` returning a time makes aioquic stop building packets and
     arm its pacing timer for then; returning None lets one packet be built."""
 
-    def __init__(self, *, max_datagram_size: int, gate: SendGate) -> None:
+    def __init__(
+        self,
+        *,
+        max_datagram_size: int,
+        gate: Gate | None = None,
+        gates: Sequence[Gate] = (),
+        on_rtt: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(max_datagram_size=max_datagram_size)
-        self._gate = gate
+        self._gates = (*gates, gate) if gate is not None else tuple(gates)
+        self.on_rtt = on_rtt
+
+    def update_rate(self, congestion_window: int, smoothed_rtt: float) -> None:
+        super().update_rate(congestion_window, smoothed_rtt)
+        if self.on_rtt is not None:  # aioquic calls this once per RTT sample
+            self.on_rtt()
 
     def next_send_time(self, now: float) -> float | None:  # type: ignore[override]
         at: float | None = super().next_send_time(now)
         if at is not None:
             return at
-        if self._gate.approve(self._max_datagram_size):
+        held = [g for g in self._gates if not g.ready()]
+        if not held:
+            for g in self._gates:
+                g.take(self._max_datagram_size)
             return None
-        return now + self._gate.bucket.delay()
+        for g in held:
+            g.deferred += 1
+        return now + max(g.delay() for g in held)

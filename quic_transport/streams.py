@@ -12,7 +12,9 @@ when it is consumed, so this application-level credit is what bounds memory:
 - receiver: bytes buffered <= granted - consumed <= window; a sender that
   exceeds its grant is a protocol violation and the stream is reset;
 - sender: bytes handed to aioquic (which buffers without limit) <= grant, so a
-  slow receiver bounds the sender's memory too.
+  slow receiver bounds the sender's memory too; and bytes handed over but not yet
+  sent stay below ``SEND_BACKLOG`` plus one frame, so a slow link holds the caller
+  back instead of a window's worth of data queueing inside aioquic.
 
 Invariants: ``Credit`` messages are consumed on arrival and never queued; all
 other items stay in arrival order; after a failure every waiter gets the error.
@@ -33,6 +35,10 @@ from .messages import Credit, Message, decode_message, encode_message
 INITIAL_CREDIT = 256 * 1024
 MAX_QUEUED_MESSAGES = 4  # no exchange legitimately has more unread messages in flight
 SEND_DATA_FRAME = 256 * 1024  # DATA payload size this side sends (receivers accept up to 1 MiB)
+# bytes of a stream handed to QUIC and not yet sent, at most (plus one frame): the
+# rest waits in the caller, so what a sender has handed over follows what the link
+# carries (on a slow uplink shared by many streams, seconds rather than a window)
+SEND_BACKLOG = 1 << 20
 
 # QUIC application error codes used in RESET_STREAM / STOP_SENDING / CONNECTION_CLOSE.
 ERR_NONE = 0x0
@@ -61,6 +67,8 @@ class StreamOwner(Protocol):
     def add_receiver(self, stream: Stream) -> None: ...
     def fair_share(self) -> int: ...
     def misbehaved(self, reason: str) -> None: ...
+    def unsent(self, stream_id: int) -> int: ...
+    def backlogged(self, stream: Stream) -> None: ...
 
 
 class Stream:
@@ -190,6 +198,10 @@ class Stream:
             self._recv_done = True
             self.owner.stop_stream(self.stream_id, code)
 
+    def wake(self) -> None:
+        """The connection sent data: a sender waiting on its backlog may go on."""
+        self._wake()
+
     def _wake(self) -> None:
         w = self._waiter
         if w is not None and not w.done():
@@ -304,6 +316,10 @@ class Stream:
                 raise StreamClosedError("peer stopped reading this stream")
             avail = self._send_credit - self._sent
             if avail <= 0:
+                await self._wait(timeout)
+                continue
+            if self.owner.unsent(self.stream_id) >= SEND_BACKLOG:
+                self.owner.backlogged(self)  # woken when the connection sends some
                 await self._wait(timeout)
                 continue
             n = min(avail, len(view) - pos, max_frame)

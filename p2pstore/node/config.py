@@ -156,6 +156,9 @@ class LimitsSection:
     max_connections: int = 256
     upload_rate: int = 0
     download_rate: int = 0
+    # the uplink's queue (docs/limits.md): paced below the link when the queueing
+    # delay passes this many milliseconds; 0 = each connection on its own
+    uplink_queue_ms: int = 60
     profile: str = "normal"
 
     @property
@@ -275,6 +278,16 @@ def _rate(value: Any) -> int:
     if 0 < rate < MIN_RATE:
         raise ValueError(f"{value!r} is below the minimum of 10kB per second (0 = unlimited)")
     return rate
+
+
+def _queue_ms(value: Any) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not (value == 0 or 10 <= value <= 2000)
+    ):
+        raise ValueError(f"{value!r} is not 0 (off) or a whole number of milliseconds, 10 to 2000")
+    return value
 
 
 def _profile(value: Any) -> str:
@@ -453,6 +466,7 @@ def _limits_section(s: _Section) -> LimitsSection:
         max_connections=s.int_range("max_connections", d_limits.max_connections, 8, 65536),
         upload_rate=s.convert("upload_rate", d_limits.upload_rate, _rate),
         download_rate=s.convert("download_rate", d_limits.download_rate, _rate),
+        uplink_queue_ms=s.convert("uplink_queue_ms", d_limits.uplink_queue_ms, _queue_ms),
         profile=s.convert("profile", d_limits.profile, _profile),
     )
     s.finish()

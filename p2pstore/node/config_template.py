@@ -140,6 +140,11 @@ max_connections = {limits.max_connections}
 # wait; downloads beyond it are read more slowly, so senders slow down.
 upload_rate = {toml_string(_rate(limits.upload_rate))}
 download_rate = {toml_string(_rate(limits.download_rate))}
+# Keep the home router's upload queue short: when the queueing delay of uploads
+# passes this many milliseconds, all connections together are paced just below
+# the rate the link delivers, so a big upload to many peers does not overflow the
+# router (0 = off; 10 to 2000).
+uplink_queue_ms = {limits.uplink_queue_ms}
 # "normal", or "low-power": background work (DHT refresh and republish, lease
 # renewal, the lease crawler, the status file) runs {slow} times less often.
 profile = {toml_string(limits.profile)}

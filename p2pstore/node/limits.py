@@ -42,6 +42,7 @@ def transport_config(limits: LimitsSection, base: TransportConfig | None = None)
         max_connections=limits.max_connections,
         upload_rate=limits.upload_rate or None,
         download_rate=limits.download_rate or None,
+        uplink_delay_target=limits.uplink_queue_ms / 1000 or None,
     )
 
 
@@ -77,9 +78,13 @@ def limits_status(limits: LimitsSection, endpoint: Endpoint | None) -> dict[str,
         "max_connections": limits.max_connections,
         "upload_rate": limits.upload_rate,
         "download_rate": limits.download_rate,
+        "uplink_queue_ms": limits.uplink_queue_ms,
     }
     if endpoint is not None:
         counters = endpoint.limits
         doc["upload_deferred"] = counters["upload_deferred"]
         doc["read_pauses"] = counters["read_pauses"]
+        # the uplink's queue: the rate set now (0: none), times a standing queue set one
+        doc["uplink_rate"] = counters.get("uplink_rate") or 0
+        doc["uplink_engaged"] = counters.get("uplink_engaged", 0)
     return doc

@@ -126,6 +126,8 @@ def test_defaults_and_unlimited_quota(tmp_path: Path) -> None:
         ('[limits]\nupload_rate = "-1MB"', "[limits] upload_rate", "negative"),
         ("[limits]\nmax_connections = 2", "[limits] max_connections", "out of range 8..65536"),
         ('[limits]\nprofile = "eco"', "[limits] profile", "'normal', 'low-power'"),
+        ("[limits]\nuplink_queue_ms = 5", "[limits] uplink_queue_ms", "10 to 2000"),
+        ('[limits]\nuplink_queue_ms = "60ms"', "[limits] uplink_queue_ms", "10 to 2000"),
         ('[limits]\nquota = "1GB"', "[limits] quota", "unknown key"),
         ("[webb]\nport = 1", "[webb]", "unknown section"),
         ("node = 3", "node", "expected a [section] table"),

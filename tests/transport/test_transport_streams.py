@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from quic_transport.errors import FrameError, RpcTimeout, StreamClosedError
 from quic_transport.framing import KIND_DATA, encode_header
 from quic_transport.messages import Credit, End, Ok, encode_message
-from quic_transport.streams import ERR_FLOW, INITIAL_CREDIT, Stream
+from quic_transport.streams import ERR_FLOW, INITIAL_CREDIT, SEND_BACKLOG, Stream
 
 WINDOW = 1 << 20
 
@@ -25,6 +25,7 @@ class Pipe:
         self.stops: list[int] = []
         self.released = False
         self.peer: Stream | None = None
+        self.waiting: list[Stream] = []
 
     def send_stream_data(self, stream_id: int, data: bytes | memoryview, end: bool = False) -> None:
         data = bytes(data)  # like aioquic: copied at once
@@ -61,6 +62,14 @@ class Pipe:
 
     def fair_share(self) -> int:
         return self.budget
+
+    backlog = 0  # bytes "handed to QUIC and not yet sent"
+
+    def unsent(self, stream_id: int) -> int:
+        return self.backlog
+
+    def backlogged(self, stream: Stream) -> None:
+        self.waiting.append(stream)
 
 
 def pair() -> tuple[Stream, Stream, Pipe, Pipe]:
@@ -211,3 +220,24 @@ def test_credit_invariants_under_random_schedules(
         assert bytes(got) == payload and b.failed is None and a.failed is None
 
     asyncio.run(run())
+
+
+async def test_sender_waits_while_its_backlog_is_unsent() -> None:
+    """Bytes handed to QUIC but not yet sent stay below SEND_BACKLOG (plus one frame):
+    a slow link holds the caller back instead of aioquic's buffer growing."""
+    a, b, pa, _ = pair()
+    pa.backlog = SEND_BACKLOG
+    send = asyncio.ensure_future(a.send_data(b"x" * 1000, 5.0))
+    await asyncio.sleep(0.01)
+    assert not send.done() and a.bytes_sent == 0 and pa.waiting == [a]
+    pa.backlog = SEND_BACKLOG - 1  # the connection sent some
+    a.wake()
+    await asyncio.wait_for(send, 1.0)
+    assert a.bytes_sent == 1000 and b.buffered == 1000
+
+
+async def test_a_backlog_that_never_drains_is_no_progress() -> None:
+    a, _, pa, _ = pair()
+    pa.backlog = 10 * SEND_BACKLOG
+    with pytest.raises(RpcTimeout, match="no progress"):
+        await a.send_data(b"x" * 10, 0.05)

@@ -1,0 +1,182 @@
+"""Keeping the uplink's queue short: one send rate for all of an endpoint's
+connections, steered by the queueing delay they measure (docs/limits.md, "The
+uplink's queue").
+
+Why: an upload goes to N peers over N connections at once, each with its own
+loss-based congestion control. Through a home router's uplink, N such controllers
+fill the router's queue (often hundreds of milliseconds deep), and when it
+overflows the drops fall unevenly: one connection can lose every packet for
+seconds while its loss timer backs off, and the silent-peer rule (liveness.py) and
+the storage server's read timeout then take a starved connection for a vanished
+peer. Measured over a 20 Mbit/s link with a 500 ms queue (benchmarks/bench_links):
+every upload of 10 MiB failed.
+
+The rule, after LEDBAT (RFC 6817), applied to the endpoint as a whole:
+
+- every RTT sample of a connection gives a queueing delay: that sample minus the
+  connection's smallest RTT (its base delay). Over each ``INTERVAL`` the smallest
+  delay seen counts (one late sample is CPU noise; a standing queue delays them all);
+- while no rate is set and the delay stays below ``target``, nothing is limited;
+- when the delay reaches ``target``, the rate is set to ``DRAIN`` x the rate at which
+  the peers acknowledge data: while a queue stands, that is the uplink's capacity,
+  so the queue drains; while it stays above ``target`` the rate is cut again;
+- below ``target`` the rate grows by up to ``GROWTH`` per second, in proportion to
+  how far below, to follow a link that gets faster; a rate more than ``RELEASE`` x
+  what is being delivered limits nothing and is dropped, and so is the rate after
+  ``IDLE_RESET`` seconds without acknowledgements (another network, perhaps).
+
+Invariants (tests/transport/test_uplink.py): the rate is None or at least
+``MIN_RATE``; without delay samples at or above ``target`` it is never set.
+Pure logic with an injected clock: :mod:`.quic_tuned` feeds it from each
+connection's loss recovery, and :class:`AdaptiveGate` holds packets to the rate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+
+from .ratelimit import TokenBucket, burst_for
+
+INTERVAL = 0.05  # seconds between rate updates (the delay filter's span)
+DRAIN = 0.9  # the rate set under a short standing queue, as a fraction of the capacity
+DRAIN_TIME = 1.0  # seconds: a longer queue is drained in about this long ...
+MIN_SHARE = 0.5  # ... at no less than this fraction of the capacity
+GROWTH = 0.5  # per second, at most, while the queue is empty
+ENGAGE_MIN = 128 * 1024  # bytes per second acknowledged, at least, for a queue to be ours
+SLACK = 2.0  # seconds in which a set rate held nothing back: it is dropped
+IDLE_RESET = 5.0  # seconds without acknowledgements after which the rate is forgotten
+MIN_RATE = 16 * 1024  # bytes per second: the floor of a set rate
+WINDOW = 0.5  # seconds of acknowledgements the delivery rate is measured over
+_BIN = 0.05  # seconds per bin of acknowledged bytes
+
+
+class UplinkControl:
+    """See the module docstring. ``clock`` returns seconds (monotonic)."""
+
+    def __init__(self, target: float, clock: Callable[[], float]) -> None:
+        if not (math.isfinite(target) and target > 0):
+            raise ValueError(f"queueing delay target must be positive, got {target!r}")
+        self.target = target
+        self._clock = clock
+        self.rate: float | None = None
+        self.engaged = 0  # times a standing queue set the rate (a status counter)
+        self._bins: deque[list[float]] = deque()  # [start time, bytes acknowledged]
+        self._delays: dict[object, float] = {}  # per connection: smallest delay this interval
+        self._updated = clock()
+        self._last_ack = self._updated
+        self._held_at = self._updated  # when the rate last held a packet back
+
+    def acked(self, nbytes: int) -> None:
+        """A connection's peer acknowledged a packet of ``nbytes``."""
+        now = self._clock()
+        self._last_ack = now
+        if self._bins and now - self._bins[-1][0] < _BIN:
+            self._bins[-1][1] += nbytes
+        else:
+            self._bins.append([now, float(nbytes)])
+            while self._bins and now - self._bins[0][0] > WINDOW:
+                self._bins.popleft()
+
+    def capacity(self) -> float:
+        """The rate at which the peers acknowledge data, over the last ``WINDOW``
+        seconds (0: nothing acknowledged): the uplink's capacity while a queue stands
+        (what was sent waits in the queue, so acknowledgements come at the link's pace)."""
+        now = self._clock()
+        while self._bins and now - self._bins[0][0] > WINDOW:
+            self._bins.popleft()
+        if not self._bins:
+            return 0.0
+        return sum(b[1] for b in self._bins) / max(now - self._bins[0][0], _BIN)
+
+    def sample(self, conn: object, queue_delay: float) -> None:
+        """One RTT sample's queueing delay (seconds above ``conn``'s base delay)."""
+        now = self._clock()
+        queue_delay = max(0.0, queue_delay)
+        seen = self._delays.get(conn)
+        self._delays[conn] = queue_delay if seen is None else min(seen, queue_delay)
+        if now - self._updated >= INTERVAL:
+            self._update(now)
+
+    def held(self) -> None:
+        """The rate held a packet back (it is binding)."""
+        self._held_at = self._clock()
+
+    def current(self) -> float | None:
+        """The rate now (None: unlimited), forgetting it after ``IDLE_RESET`` quiet s."""
+        if self.rate is not None and self._clock() - self._last_ack > IDLE_RESET:
+            self.rate = None
+        return self.rate
+
+    def _update(self, now: float) -> None:
+        dt = min(now - self._updated, 1.0)
+        self._updated = now
+        # the connections share the queue: the one that sees it best (a connection
+        # opened while a queue stood took part of it for its base delay)
+        delay = max(self._delays.values(), default=None)
+        self._delays.clear()
+        if delay is None:
+            return
+        capacity = self.capacity()
+        floor = max(MIN_RATE, DRAIN * capacity)
+        if delay >= self.target:
+            if self.rate is None:
+                if capacity < ENGAGE_MIN:  # little of ours in flight: not our queue
+                    return
+                self.engaged += 1
+                self._held_at = now
+            # below the capacity by enough to empty the queue in about DRAIN_TIME
+            share = min(DRAIN, max(MIN_SHARE, 1 - (delay - self.target) / DRAIN_TIME))
+            self.rate = max(MIN_RATE, share * capacity)
+            return
+        if self.rate is None:
+            return
+        if now - self._held_at > SLACK:  # it holds nothing back: we send less than it
+            self.rate = None
+            return
+        grown = self.rate * (1 + GROWTH * (self.target - delay) / self.target * dt)
+        self.rate = max(floor, grown)
+
+
+class AdaptiveGate:
+    """Holds the packets of the connections it gates to :class:`UplinkControl`'s
+    rate: a token bucket re-rated as the control moves, open while no rate is set."""
+
+    __slots__ = ("_bucket", "_clock", "control", "deferred")
+
+    def __init__(self, control: UplinkControl, clock: Callable[[], float]) -> None:
+        self.control = control
+        self._clock = clock
+        self._bucket: TokenBucket | None = None
+        self.deferred = 0  # packets held back (a status counter)
+
+    def _current(self) -> TokenBucket | None:
+        rate = self.control.current()
+        if rate is None:
+            self._bucket = None
+            return None
+        bucket = self._bucket
+        if bucket is None:
+            bucket = self._bucket = TokenBucket(rate, burst_for(int(rate)), self._clock)
+        elif bucket.rate != rate:
+            bucket.level()  # settle what the old rate earned before the change
+            bucket.rate = rate
+            bucket.burst = float(burst_for(int(rate)))
+        return bucket
+
+    def ready(self) -> bool:
+        bucket = self._current()
+        if bucket is None or bucket.ready():
+            return True
+        self.control.held()
+        return False
+
+    def take(self, size: int) -> None:
+        bucket = self._bucket
+        if bucket is not None:
+            bucket.consume(size)
+
+    def delay(self) -> float:
+        bucket = self._current()
+        return 0.0 if bucket is None else bucket.delay()

@@ -1,0 +1,233 @@
+"""The uplink's queue (quic_transport/uplink.py) without sockets: UplinkControl against
+a simulated bottleneck, AdaptiveGate, and GatedPacer with two gates (fake clock);
+and the don't-fragment switch on a real socket."""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2pstore.testing.endpoints import endpoints
+from quic_transport import TransportConfig
+from quic_transport.endpoint import IP_MTU_DISCOVER, IP_PMTUDISC_DO
+from quic_transport.ratelimit import GatedPacer, SendGate, TokenBucket
+from quic_transport.uplink import (
+    ENGAGE_MIN,
+    IDLE_RESET,
+    MIN_RATE,
+    SLACK,
+    AdaptiveGate,
+    UplinkControl,
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _link(
+    control: UplinkControl,
+    clock: FakeClock,
+    *,
+    capacity: float,
+    seconds: float,
+    demand: float,
+    queue: float = 0.0,
+    step: float = 0.01,
+) -> tuple[list[float], float, float]:
+    """A greedy sender (``demand`` bytes/s unless the control's rate is lower) into a
+    FIFO drained at ``capacity``; two connections sample the queueing delay each step.
+    Returns the delays seen, the bytes delivered, and the queue left."""
+    delays: list[float] = []
+    delivered = 0.0
+    for _ in range(round(seconds / step)):
+        clock.now += step
+        rate = control.current()
+        send = demand if rate is None else min(demand, rate)
+        if rate is not None and rate < demand:
+            control.held()
+        queue += send * step
+        out = min(queue, capacity * step)
+        queue -= out
+        delivered += out
+        control.acked(int(out))
+        delay = queue / capacity
+        delays.append(delay)
+        control.sample("a", delay)
+        control.sample("b", delay + 0.005)
+    return delays, delivered, queue
+
+
+def test_a_greedy_sender_keeps_the_queue_near_the_target_and_the_link_busy() -> None:
+    clock = FakeClock()
+    control = UplinkControl(0.06, clock)
+    capacity = 2_500_000.0  # 20 Mbit/s
+    # a burst already queued (400 ms), as N connections in slow start leave it
+    delays, delivered, _ = _link(
+        control, clock, capacity=capacity, seconds=20, demand=2 * capacity, queue=1_000_000
+    )
+    assert control.engaged == 1
+    settled = delays[300:]  # after 3 s
+    assert max(settled) < 0.25, max(settled)
+    assert sum(settled) / len(settled) < 0.1
+    assert delivered > 0.9 * capacity * 20  # the link stays busy
+    # the rate sits just below the capacity, at most a little above it
+    assert 0.5 * capacity <= (control.current() or 0) <= 1.2 * capacity
+
+
+def test_the_first_queue_drains_within_a_few_seconds() -> None:
+    clock = FakeClock()
+    control = UplinkControl(0.06, clock)
+    capacity = 1_000_000.0
+    delays, _, _ = _link(
+        control, clock, capacity=capacity, seconds=4, demand=3 * capacity, queue=500_000
+    )
+    assert delays[0] > 0.45
+    # drained towards the target with a time constant of DRAIN_TIME (1 s)
+    assert delays[100] < 0.3 and delays[300] < 0.1
+
+
+def test_a_link_that_gets_faster_is_followed() -> None:
+    clock = FakeClock()
+    control = UplinkControl(0.06, clock)
+    _link(control, clock, capacity=1_000_000, seconds=5, demand=8_000_000, queue=200_000)
+    slow = control.current()
+    assert slow is not None and slow < 1_200_000
+    _, delivered, _ = _link(control, clock, capacity=4_000_000, seconds=10, demand=8_000_000)
+    assert delivered > 0.6 * 4_000_000 * 10
+
+
+@given(st.lists(st.floats(min_value=0, max_value=0.0599), min_size=1, max_size=300))
+def test_no_rate_is_set_without_a_delay_at_the_target(delays: list[float]) -> None:
+    clock = FakeClock()
+    control = UplinkControl(0.06, clock)
+    for i, d in enumerate(delays):
+        clock.now += 0.02
+        control.acked(50_000)
+        control.sample(i % 3, d)
+    assert control.current() is None and control.engaged == 0
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 2), st.integers(0, 10**6), st.floats(0.001, 0.3)),
+        min_size=1,
+        max_size=200,
+    )
+)
+def test_a_set_rate_never_falls_below_the_floor(events: list[tuple[float, int, float]]) -> None:
+    clock = FakeClock()
+    control = UplinkControl(0.06, clock)
+    for delay, acked, step in events:
+        clock.now += step
+        control.acked(acked)
+        control.sample("c", delay)
+        rate = control.current()
+        assert rate is None or rate >= MIN_RATE
+
+
+def test_a_queue_with_little_of_ours_in_it_is_not_ours() -> None:
+    """Delay while we send little (replies, DHT traffic) is someone else's queue, or
+    a busy CPU: throttling ourselves would only slow the next transfer."""
+    clock = FakeClock()
+    control = UplinkControl(0.06, clock)
+    for _ in range(100):
+        clock.now += 0.02
+        control.acked(int(ENGAGE_MIN * 0.02 / 2))
+        control.sample("c", 0.4)
+    assert control.current() is None and control.engaged == 0
+
+
+def test_a_rate_that_holds_nothing_back_is_dropped() -> None:
+    clock = FakeClock()
+    control = UplinkControl(0.06, clock)
+    _link(control, clock, capacity=1_000_000, seconds=3, demand=3_000_000, queue=300_000)
+    assert control.current() is not None
+    # the sender now wants less than the rate: nothing is held back
+    _link(control, clock, capacity=1_000_000, seconds=SLACK + 0.5, demand=200_000)
+    assert control.current() is None
+
+
+def test_a_rate_is_forgotten_after_a_quiet_spell() -> None:
+    clock = FakeClock()
+    control = UplinkControl(0.06, clock)
+    _link(control, clock, capacity=1_000_000, seconds=2, demand=3_000_000, queue=300_000)
+    assert control.current() is not None
+    clock.now += IDLE_RESET + 0.1
+    assert control.current() is None
+
+
+def test_the_target_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="target"):
+        UplinkControl(0, FakeClock())
+    for bad in (0, -1, 11, True):
+        with pytest.raises(ValueError, match="uplink_delay_target"):
+            TransportConfig(uplink_delay_target=bad)
+    assert TransportConfig(uplink_delay_target=None).uplink_delay_target is None
+
+
+def test_the_adaptive_gate_is_open_until_a_rate_is_set_then_holds_to_it() -> None:
+    clock = FakeClock()
+    control = UplinkControl(0.06, clock)
+    gate = AdaptiveGate(control, clock)
+    for _ in range(1000):
+        assert gate.ready()
+        gate.take(60_000)
+    assert gate.delay() == 0.0
+    control.rate = 100_000.0
+    sent = 0
+    for _ in range(2000):  # 2 s, a packet of 1,000 bytes whenever the gate allows
+        clock.now += 0.001
+        control.acked(0)
+        if gate.ready():
+            gate.take(1000)
+            sent += 1000
+    assert 190_000 <= sent <= 260_000  # the rate plus at most one burst
+    assert gate.delay() >= 0.0
+
+
+def test_the_pacer_waits_for_every_gate_and_counts_the_one_that_held() -> None:
+    clock = FakeClock()
+    cap = SendGate(TokenBucket(10_000_000, 1_000_000, clock))
+    control = UplinkControl(0.06, clock)
+    control.acked(1)
+    control.rate = 20_000.0  # far below the cap
+    uplink = AdaptiveGate(control, clock)
+    pacer = GatedPacer(max_datagram_size=16_000, gates=[cap, uplink])
+    pacer.update_rate(congestion_window=100_000_000, smoothed_rtt=0.001)
+    allowed = 0
+    while pacer.next_send_time(clock.now) is None:
+        pacer.update_after_send(clock.now)
+        allowed += 1
+    assert allowed == 3  # the uplink's 32 KiB burst (its floor), not the cap's
+    at = pacer.next_send_time(clock.now)
+    assert at is not None and at > clock.now
+    assert uplink.deferred == 2 and cap.deferred == 0
+
+
+def test_the_pacer_hands_each_rtt_sample_on() -> None:
+    seen: list[int] = []
+    pacer = GatedPacer(max_datagram_size=1200, gates=[], on_rtt=lambda: seen.append(1))
+    pacer.update_rate(congestion_window=12_000, smoothed_rtt=0.05)
+    pacer.update_rate(congestion_window=12_000, smoothed_rtt=0.05)
+    assert len(seen) == 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux socket option")
+async def test_ipv4_datagrams_are_never_fragmented_at_the_source() -> None:
+    """Python 3.11 does not name IP_MTU_DISCOVER; without it the kernel fragmented
+    datagrams larger than the path, and the size probes took fragments for a path of
+    64 KiB (one lost fragment then lost a whole datagram)."""
+    assert IP_MTU_DISCOVER is not None
+    async with endpoints(1) as (ep,):
+        mode = ep._sock.getsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER)
+        assert mode == IP_PMTUDISC_DO
+        assert ep.limits["uplink_rate"] is None and ep.limits["uplink_engaged"] == 0
