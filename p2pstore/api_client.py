@@ -22,7 +22,6 @@ import json
 import os
 import secrets
 import socket
-import sys
 import threading
 import urllib.parse
 import weakref
@@ -33,7 +32,9 @@ from typing import IO, Any, Final
 
 from .node.daemon import read_status_file
 from .node.errors import NodeError
-from .node.nodedir import NodeDir
+from .node.nodedir import ENV_NODE, NodeDir
+from .node.nodedir import default_node_dir as default_node_dir  # re-exported (now in node)
+from .node.nodedir import resolve_node_dir as resolve_node_dir
 from .node.pidfile import probe
 
 CHUNK: Final = 256 * 1024
@@ -41,7 +42,6 @@ MAX_JSON_REPLY: Final = 16 << 20
 DEFAULT_TIMEOUT: Final = 300.0
 #: how often an upload asks the node how much of it is stored
 FOLLOW_INTERVAL: Final = 0.25
-ENV_NODE: Final = "P2PSTORE_NODE"
 API: Final = "/api/v1"
 
 EXIT_FAILED: Final = 1
@@ -75,36 +75,6 @@ class ApiCallError(ClientError):
 
 class TransferError(ClientError):
     """A transfer broke off part-way, or the node answered something unexpected."""
-
-
-def default_node_dir(
-    env: Mapping[str, str] | None = None, platform: str | None = None, home: Path | None = None
-) -> Path:
-    """The platform's default node directory: XDG data dir on Linux and BSDs
-    (``$XDG_DATA_HOME/p2pstore/node``, default ``~/.local/share/p2pstore/node``),
-    ``~/Library/Application Support/p2pstore/node`` on macOS,
-    ``%LOCALAPPDATA%\\p2pstore\\node`` on Windows."""
-    env = os.environ if env is None else env
-    platform = sys.platform if platform is None else platform
-    home = Path.home() if home is None else home
-    if platform == "darwin":
-        return home / "Library" / "Application Support" / "p2pstore" / "node"
-    if platform.startswith("win"):
-        local = env.get("LOCALAPPDATA")
-        return (Path(local) if local else home / "AppData" / "Local") / "p2pstore" / "node"
-    xdg = env.get("XDG_DATA_HOME")
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else home / ".local" / "share"
-    return base / "p2pstore" / "node"
-
-
-def resolve_node_dir(arg: str | None, env: Mapping[str, str] | None = None) -> Path:
-    """``--node DIR``, else ``$P2PSTORE_NODE``, else :func:`default_node_dir`."""
-    env = os.environ if env is None else env
-    if arg:
-        return Path(arg).expanduser().absolute()
-    if env.get(ENV_NODE):
-        return Path(env[ENV_NODE]).expanduser().absolute()
-    return default_node_dir(env)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,9 +28,12 @@ import os
 import secrets
 import shutil
 import socket
+import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Final
 
 from p2pstore.base.fsutil import write_text_atomic
 from quic_transport.identity import IdentityError, NodeKey, b32decode, b32encode
@@ -46,6 +49,40 @@ from .secret_files import create_secret_file, read_secret_file
 CONVERGENCE_PREFIX = "p2pstore-convergence-v1:"
 CONVERGENCE_BYTES = 32
 API_TOKEN_BYTES = 32
+
+
+#: the node directory when no DIR and no ``--node`` is given
+ENV_NODE: Final = "P2PSTORE_NODE"
+
+
+def default_node_dir(
+    env: Mapping[str, str] | None = None, platform: str | None = None, home: Path | None = None
+) -> Path:
+    """The platform's default node directory: XDG data dir on Linux and BSDs
+    (``$XDG_DATA_HOME/p2pstore/node``, default ``~/.local/share/p2pstore/node``),
+    ``~/Library/Application Support/p2pstore/node`` on macOS,
+    ``%LOCALAPPDATA%\\p2pstore\\node`` on Windows."""
+    env = os.environ if env is None else env
+    platform = sys.platform if platform is None else platform
+    home = Path.home() if home is None else home
+    if platform == "darwin":
+        return home / "Library" / "Application Support" / "p2pstore" / "node"
+    if platform.startswith("win"):
+        local = env.get("LOCALAPPDATA")
+        return (Path(local) if local else home / "AppData" / "Local") / "p2pstore" / "node"
+    xdg = env.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else home / ".local" / "share"
+    return base / "p2pstore" / "node"
+
+
+def resolve_node_dir(arg: str | None, env: Mapping[str, str] | None = None) -> Path:
+    """``--node DIR``, else ``$P2PSTORE_NODE``, else :func:`default_node_dir`."""
+    env = os.environ if env is None else env
+    if arg:
+        return Path(arg).expanduser().absolute()
+    if env.get(ENV_NODE):
+        return Path(env[ENV_NODE]).expanduser().absolute()
+    return default_node_dir(env)
 
 
 @dataclass(frozen=True, slots=True)
