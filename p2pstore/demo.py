@@ -38,7 +38,7 @@ def _cli(*args: str | Path, stdin: bytes | None = None) -> subprocess.CompletedP
 
 
 def has_shell_command() -> bool:
-    from .cli import build_parser
+    from .cli_commands import build_parser
 
     parser = build_parser()
     for action in parser._actions:

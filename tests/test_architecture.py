@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("p2pstore.api_drive",),
     ("p2pstore.backup",),
     ("shell", "p2pstore.cli_ops", "p2pstore.cli_webui", "p2pstore.cli_backup"),
+    ("p2pstore.cli_commands",),
     ("p2pstore.cli",),
     ("p2pstore.demo",),
 )

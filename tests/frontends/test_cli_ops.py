@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from p2pstore import cli
+from p2pstore import cli, cli_ops
 from p2pstore.api_client import (
     ApiCallError,
     NodeClient,
@@ -559,8 +559,8 @@ def test_verbose_adds_the_error_details(
     def refused(args: Any) -> int:
         raise ApiCallError(409, "sequence-mismatch", "the drive moved on", {"sequence": 7})
 
-    monkeypatch.setattr(cli.cli_ops, "cmd_ls", refused)
-    monkeypatch.setattr(cli.cli_ops, "_client", lambda args: None)
+    monkeypatch.setattr(cli_ops, "cmd_ls", refused)
+    monkeypatch.setattr(cli_ops, "_client", lambda args: None)
     argv = ["-v", "ls"] if where == "before" else ["ls", "-v"]
     rc = cli.main(argv)
     err = capsys.readouterr().err

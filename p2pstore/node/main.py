@@ -1,0 +1,69 @@
+"""``p2pstore run [DIR]``: the entry point of a node process, apart from the rest of
+the command line so that a running node imports only what a node needs.
+
+``p2pstore.cli`` sends ``run`` here before it imports anything else; the daemon
+(``daemon.py``, ``python -m p2pstore.cli run DIR --daemonized``) and the systemd unit
+(``p2pstore run DIR``) start nodes that way. The other commands' modules (the HTTP
+client, the backup database with sqlite3, the web-UI launcher, the local grid) cost
+a node about 2 MB of RSS for nothing (docs/local-grid.md, "At scale").
+
+Invariant: this module and what it imports never import ``p2pstore.api_client``,
+``p2pstore.backup``, the ``p2pstore.cli*`` modules or sqlite3
+(``tests/node/test_node_main.py`` checks in a fresh interpreter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from quic_transport.identity import IdentityError
+
+from .errors import BootstrapErrors, ConfigError, NodeError
+from .nodedir import resolve_node_dir
+from .runner import EXIT_CONFIG, NodeRunner
+
+NODE_DIR_HELP = "node directory (default: --node, else $P2PSTORE_NODE)"
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``run``: the full command line's subcommand and :func:`main`
+    share them, so ``p2pstore run`` parses the same either way."""
+    parser.add_argument("dir", metavar="DIR", nargs="?", help=NODE_DIR_HELP)
+    parser.add_argument("--daemonized", action="store_true", help=argparse.SUPPRESS)
+
+
+def run_node(directory: str | None, daemonized: bool) -> int:
+    """Run the node in DIR (else ``$P2PSTORE_NODE``, else the default node) until it
+    stops; returns its exit code. A daemon works in its node directory and logs only
+    to the file (its stderr is ``logs/daemon.out``)."""
+    root = resolve_node_dir(directory)
+    if daemonized:
+        os.chdir(root)
+    return NodeRunner(root, log_to_stderr=not daemonized).run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``p2pstore run [DIR]`` (argv without ``run``); exit codes as the full CLI's."""
+    parser = argparse.ArgumentParser(prog="p2pstore run")
+    add_run_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_node(args.dir, args.daemonized)
+    except (ConfigError, BootstrapErrors) as e:
+        print(f"p2pstore: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except (IdentityError, NodeError) as e:
+        print(f"p2pstore: {e}", file=sys.stderr)
+        return 2 if isinstance(e, IdentityError) else 1
+    except OSError as e:
+        print(f"p2pstore: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

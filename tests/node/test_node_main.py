@@ -1,0 +1,81 @@
+"""``p2pstore run``: the node's own entry point imports only what a node needs, and
+parses as the full command line's ``run`` did (p2pstore/node/main.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from p2pstore.cli import main
+from p2pstore.node.runner import EXIT_CONFIG
+
+# What a node process must never load: the other commands' modules cost RSS for as
+# long as the node runs (docs/local-grid.md, "At scale"), and asyncssh loads only
+# with [sftp] enabled.
+NOT_IN_A_NODE = (
+    "p2pstore.cli_commands",
+    "p2pstore.cli_ops",
+    "p2pstore.cli_webui",
+    "p2pstore.cli_backup",
+    "p2pstore.api_client",
+    "p2pstore.api_drive",
+    "p2pstore.backup",
+    "p2pstore.node.localgrid",
+    "p2pstore.sftp",
+    "sqlite3",
+    "asyncssh",
+)
+
+
+def test_the_run_path_imports_no_client_backup_or_sftp_module() -> None:
+    # A fresh interpreter: `p2pstore run --help` through p2pstore.cli, then every
+    # module the runner loads for a node with the default config (its services are
+    # imported on start).
+    code = textwrap.dedent(
+        """
+        import contextlib, io, sys
+        from p2pstore.cli import main
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+            main(["run", "--help"])
+        import p2pstore.node.grid_service, p2pstore.node.vdrive_wiring, p2pstore.web.server
+        names = sys.argv[1:]
+        bad = sorted(m for m in sys.modules if any(m == n or m.startswith(n + ".") for n in names))
+        print(" ".join(bad))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *NOT_IN_A_NODE],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert proc.stdout.split() == []
+
+
+def test_run_help_is_the_subcommand_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: p2pstore run [-h] [DIR]")
+    assert "--daemonized" not in out
+
+
+def test_run_of_a_missing_node_dir_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = main(["run", str(tmp_path / "none")])
+    assert rc == EXIT_CONFIG
+    assert "p2pstore:" in capsys.readouterr().err
+
+
+def test_global_node_option_still_runs_through_the_full_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--node", str(tmp_path / "none"), "run"]) == EXIT_CONFIG
+    assert "p2pstore:" in capsys.readouterr().err
