@@ -14,7 +14,6 @@ Invariants:
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
 
 SIZE_UNITS: dict[str, int] = {
     "": 1,
@@ -60,9 +59,13 @@ def parse_size(text: str | int) -> int:
     factor = SIZE_UNITS.get(unit.lower())
     if factor is None:
         raise ValueError(f"{text!r}: unknown unit {unit!r} (use {_UNIT_HELP})")
+    # Exact integer arithmetic, rounding the fraction down (no float, and no decimal
+    # module: this module is part of every node process, decimal is 0.4 MB of RSS)
+    whole, _, fraction = number.replace("_", "").partition(".")
+    scale: int = 10 ** len(fraction)
     try:
-        value = int(Decimal(number.replace("_", "")) * factor)
-    except InvalidOperation:
+        value = int(whole) * factor + int(fraction or "0") * factor // scale
+    except ValueError:  # more digits than int() converts
         raise ValueError(f"{text!r} is not a size") from None
     if value > MAX_SIZE:
         raise ValueError(f"size {text!r} is too large")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from fractions import Fraction
 
 import pytest
 from hypothesis import given
@@ -57,6 +58,17 @@ def test_parse_size_accepts(text: str | int, expected: int) -> None:
 def test_parse_size_rejects_with_reason(text: str | int, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_size(text)
+
+
+@given(
+    st.integers(min_value=0, max_value=10**6),  # under MAX_SIZE in every unit
+    st.text("0123456789", min_size=1, max_size=30),
+    st.sampled_from(["kB", "MB", "GiB", "TB", "b"]),
+)
+def test_parse_size_rounds_a_fraction_down_exactly(whole: int, digits: str, unit: str) -> None:
+    factor = {"kB": 1000, "MB": 1000**2, "GiB": 1024**3, "TB": 1000**4, "b": 1}[unit]
+    exact = Fraction(f"{whole}.{digits}") * factor
+    assert parse_size(f"{whole}.{digits}{unit}") == exact.numerator // exact.denominator
 
 
 @given(st.integers(min_value=0, max_value=2**62))
