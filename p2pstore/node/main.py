@@ -26,6 +26,12 @@ from .nodedir import resolve_node_dir
 from .runner import EXIT_CONFIG, NodeRunner
 
 NODE_DIR_HELP = "node directory (default: --node, else $P2PSTORE_NODE)"
+#: frozenlist (aiohttp's signal lists) is the one extension of the stack in C++: it
+#: loads libstdc++ into the process, 1.2 MB of RSS, for lists a node builds a few of at
+#: start and only iterates. Its pure-Python class is the same API (the project's own
+#: switch, see frozenlist's README). Set before the network stack is imported; a value
+#: in the environment wins.
+NO_CXX_EXTENSIONS = {"FROZENLIST_NO_EXTENSIONS": "1"}
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +44,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def run_node(directory: str | None, daemonized: bool) -> int:
     """Run the node in DIR (else ``$P2PSTORE_NODE``, else the default node) until it
     stops; returns its exit code. A daemon works in its node directory and logs only
-    to the file (its stderr is ``logs/daemon.out``)."""
+    to the file (its stderr is ``logs/daemon.out``). Sets :data:`NO_CXX_EXTENSIONS`."""
+    for name, value in NO_CXX_EXTENSIONS.items():
+        os.environ.setdefault(name, value)
     root = resolve_node_dir(directory)
     if daemonized:
         os.chdir(root)

@@ -80,3 +80,27 @@ def test_global_node_option_still_runs_through_the_full_command_line(
 ) -> None:
     assert main(["--node", str(tmp_path / "none"), "run"]) == EXIT_CONFIG
     assert "p2pstore:" in capsys.readouterr().err
+
+
+def test_a_node_loads_no_cxx_runtime(tmp_path: Path) -> None:
+    # run_node imports the network stack (the runner's service) before it finds the
+    # directory missing; frozenlist must have come up without its C++ extension.
+    code = textwrap.dedent(
+        """
+        import os, sys
+        os.environ.pop("FROZENLIST_NO_EXTENSIONS", None)
+        from p2pstore.node.main import run_node
+        rc = run_node(sys.argv[1], daemonized=False)
+        import frozenlist
+        maps = open("/proc/self/maps").read() if os.path.exists("/proc/self/maps") else ""
+        print(rc, "frozenlist._frozenlist" in sys.modules, "libstdc++" in maps)
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert proc.stdout.split() == [str(EXIT_CONFIG), "False", "False"]
