@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from p2pstore.base.fsutil import write_text_atomic
 from p2pstore.immutable.allocator import trim_heap
+from quic_transport.config import TransportConfig
 from quic_transport.identity import IdentityError, NodeKey, b32encode
 
 from .. import __version__
@@ -68,6 +70,12 @@ STATUS_FORMAT = "p2pstore-status-v1"
 VOLATILE = frozenset({"traffic", "limits"})
 #: less than this moved between two status looks: the node is quiet (trim the heap)
 QUIET_BYTES = 1 << 20
+#: a quiet node releases memory when it goes quiet and once more when the connections
+#: of its busy spell have idled out: the transport's idle timeout after their last
+#: packet, which came at most a status interval before the quiet look. What they held
+#: is reference cycles that only a full collection frees (an idle process allocates
+#: too little to run one): 1.2 MB of RSS on a 25-node grid
+CONNECTIONS_IDLE_OUT = TransportConfig().idle_timeout
 log = logging.getLogger(__name__)
 
 
@@ -156,7 +164,9 @@ class NodeRunner:
         self._stop: asyncio.Event | None = None
         self._started_at = 0.0
         self._status_key, self._status_at = "", 0.0  # what the status file last said, when
-        self._moved, self._trimmed = 0, False  # bytes sent + received; heap trimmed since
+        self._moved = 0  # bytes sent + received at the last status look
+        self._quiet_since: float | None = None  # when the node last went quiet
+        self._releases = 0  # memory releases in this quiet spell
         self._api: ApiServer | None = None
         self._sftp: SftpServer | None = None
 
@@ -341,24 +351,36 @@ class NodeRunner:
             try:
                 status = service.status()
                 self._write_status(p, service, "running", status)
-                self._trim_when_quiet(status)
+                self._trim_when_quiet(status, interval)
                 if known.dirty:
                     known.save()
             except Exception:  # a status bug must not take the node down
                 log.exception("status refresh failed")
 
-    def _trim_when_quiet(self, status: ServiceStatus) -> None:
-        """Once the node has gone quiet after moving data, give the heap it no longer
-        uses back to the system (an idle home daemon should be small)."""
+    def _trim_when_quiet(self, status: ServiceStatus, interval: float) -> None:
+        """When the node goes quiet (``interval``: seconds between status looks), and
+        once more when its connections have idled out (:data:`CONNECTIONS_IDLE_OUT`),
+        collect garbage cycles and give the heap it no longer uses back to the system
+        (an idle home daemon should be small). A full collection takes tens of
+        milliseconds: twice per quiet spell, never while data moves."""
         traffic = status.get("details", {}).get("traffic")
         if not isinstance(traffic, dict):
             return
         moved = int(traffic.get("bytes_in", 0)) + int(traffic.get("bytes_out", 0))
         quiet = moved - self._moved < QUIET_BYTES
         self._moved = moved
-        if quiet and not self._trimmed:
+        now = self.clock()
+        if not quiet:
+            self._quiet_since, self._releases = None, 0
+            return
+        if self._quiet_since is None:
+            self._quiet_since = now
+        if self._releases == 0 or (
+            self._releases == 1 and now - self._quiet_since >= CONNECTIONS_IDLE_OUT + interval
+        ):
+            gc.collect()
             trim_heap()
-        self._trimmed = quiet
+            self._releases += 1
 
     async def _start_api(self, p: Prepared, service: NodeService) -> int:
         """Serve the HTTP API if the service provides a backend; an exit code."""

@@ -244,3 +244,31 @@ def test_status_error_does_not_stop_the_node(tmp_path: Path) -> None:
     assert NodeRunner(nd.root, service_factory=FlakyStatus, log_to_stderr=False).run() == 0
     assert "status refresh failed" in nd.log_path.read_text()
     assert "stopped (enough)" in nd.log_path.read_text()
+
+
+def test_a_quiet_node_releases_memory_twice_per_quiet_spell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from p2pstore.node import runner as runner_mod
+
+    calls: list[str] = []
+    monkeypatch.setattr(runner_mod.gc, "collect", lambda *a: calls.append("collect") or 0)
+    monkeypatch.setattr(runner_mod, "trim_heap", lambda: calls.append("trim") or True)
+    now = [1000.0]
+    runner = NodeRunner(tmp_path, service_factory=FakeService, clock=lambda: now[0])
+
+    def look(moved: int, after: float) -> int:
+        now[0] += after
+        before = len(calls)
+        status: ServiceStatus = {"details": {"traffic": {"bytes_in": moved, "bytes_out": 0}}}
+        runner._trim_when_quiet(status, 15)
+        return (len(calls) - before) // 2  # releases: one collect + one trim each
+
+    assert look(50 << 20, 15) == 0  # data moving: nothing
+    assert look(50 << 20, 15) == 1  # went quiet: release
+    assert look(50 << 20, runner_mod.CONNECTIONS_IDLE_OUT) == 0
+    assert look(50 << 20, 15) == 1  # its connections have idled out
+    assert look(50 << 20, 3600) == 0  # then nothing while it stays quiet
+    assert look(60 << 20, 15) == 0  # moving again
+    assert look(60 << 20, 15) == 1  # a new quiet spell
+    assert calls[:2] == ["collect", "trim"]
