@@ -26,7 +26,7 @@ from .node.address import parse_host_port
 from .node.bootstrap import BootstrapList, MergeResult, load_bootstrap_file, merge
 from .node.errors import AddressError, BootstrapErrors, ConfigError, NodeError
 from .node.invitations import InviteCode
-from .node.main import NODE_DIR_HELP, add_run_arguments, run_node
+from .node.main import NODE_DIR_HELP, add_run_arguments, failure_exit, run_node
 from .node.nodedir import CreateOptions, NodeDir, create_node_dir
 from .node.pidfile import probe
 from .node.runner import EXIT_CONFIG
@@ -434,12 +434,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    except (IdentityError, NodeError) as e:
-        print(f"p2pstore: {e}", file=sys.stderr)
-        return 2 if isinstance(e, IdentityError) else 1
-    except OSError as e:
-        print(f"p2pstore: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    except (IdentityError, NodeError, OSError, KeyboardInterrupt) as e:
+        return failure_exit(e)
     return rc

@@ -78,14 +78,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, BootstrapErrors) as e:
         print(f"p2pstore: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    except (IdentityError, NodeError) as e:
-        print(f"p2pstore: {e}", file=sys.stderr)
-        return 2 if isinstance(e, IdentityError) else 1
-    except OSError as e:
-        print(f"p2pstore: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
+    except (IdentityError, NodeError, OSError, KeyboardInterrupt) as e:
+        return failure_exit(e)
+
+
+def failure_exit(e: IdentityError | NodeError | OSError | KeyboardInterrupt) -> int:
+    """Say what stopped a command (nothing for ^C) and return its exit code: 2 for a
+    bad identity, 130 for ^C, else 1. The full command line ends the same way."""
+    if isinstance(e, KeyboardInterrupt):
         return 130
+    print(f"p2pstore: {e}", file=sys.stderr)
+    return 2 if isinstance(e, IdentityError) else 1
 
 
 if __name__ == "__main__":
