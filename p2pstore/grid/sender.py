@@ -55,8 +55,10 @@ MiB = 1 << 20
 PIECE = 64 * 1024
 #: a writer is stalled after this many times a block's time at the writers' pace ...
 LAG_BLOCKS = 3.0
-#: ... that pace measured over this many seconds of blocks taken
+#: ... that pace measured over this many seconds of blocks taken; before an upload
+#: has that much history, a writer may lag at least START_LAG seconds
 RATE_WINDOW = 5.0
+START_LAG = 3.0
 log = logging.getLogger(__name__)
 
 #: ``regenerate(share, end)``: that share's blocks of segments ``[0, end)`` in order
@@ -244,11 +246,16 @@ class ShareSender(Generic[P]):
             taken.popleft()
         if not taken or self._started is None:
             return self.config.lag_timeout
+        # the first seconds have no pace yet (blocks go into empty send backlogs at
+        # once): a writer may lag START_LAG then, whatever the link
+        floor = self.config.lag_timeout
+        if now - self._started < RATE_WINDOW:
+            floor = max(floor, START_LAG)
         span = max(now - max(self._started, now - RATE_WINDOW), 0.5)
         total = sum(n for _, n in taken)
         writers = sum(1 for x in self._writers.values() if x.alive)
         per_block = total / len(taken) * writers / (total / span)
-        return max(self.config.lag_timeout, LAG_BLOCKS * per_block)
+        return max(floor, LAG_BLOCKS * per_block)
 
     def _stalled(self, w: _Writer, now: float) -> bool:
         """``w`` holds the upload up: it has blocks queued and took none for its lag
