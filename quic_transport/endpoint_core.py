@@ -212,7 +212,9 @@ class EndpointCore:
         return n >= self.config.max_connections_per_host
 
     def _new_quic(self, addr: tuple[Any, ...], **kwargs: Any) -> TransportQuicConnection:
-        local = addrclass.classify(str(addr[0])) == addrclass.LOOPBACK  # no uplink between
+        # no uplink between (loopback), or already gated (a relayed path's datagrams go
+        # out on the connection to its relay)
+        local = paths.is_virtual(addr) or addrclass.classify(str(addr[0])) == addrclass.LOOPBACK
         return TransportQuicConnection(
             stream_window=self.config.quic_max_stream_data,
             connection_window=self.config.quic_max_data,

@@ -231,3 +231,23 @@ async def test_ipv4_datagrams_are_never_fragmented_at_the_source() -> None:
         mode = ep._sock.getsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER)
         assert mode == IP_PMTUDISC_DO
         assert ep.limits["uplink_rate"] is None and ep.limits["uplink_engaged"] == 0
+
+
+async def test_only_connections_over_a_real_uplink_are_gated() -> None:
+    """Loopback peers share no uplink, and a relayed path's datagrams already leave on
+    the (gated) connection to its relay: neither asks the uplink's gate."""
+    from aioquic.quic.configuration import QuicConfiguration
+
+    from quic_transport.paths import VIRTUAL_SUFFIX
+
+    async with endpoints(1) as (ep,):
+        gate = ep._uplink
+        assert gate is not None
+        for addr, gated in (
+            (("127.0.0.1", 4001), False),
+            (("10.78.0.12", 4001), True),
+            (("203.0.113.7", 4001), True),
+            ((f"r1{VIRTUAL_SUFFIX}", 1), False),
+        ):
+            quic = ep._new_quic(addr, configuration=QuicConfiguration(is_client=True))
+            assert (gate in getattr(quic._loss._pacer, "_gates", ())) == gated, addr
