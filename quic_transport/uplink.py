@@ -15,17 +15,21 @@ The rule, after LEDBAT (RFC 6817), applied to the endpoint as a whole:
 
 - every RTT sample of a connection gives a queueing delay: that sample minus the
   connection's smallest RTT (its base delay). Over each ``INTERVAL`` the smallest
-  delay seen counts (one late sample is CPU noise; a standing queue delays them all);
+  delay of each connection counts (one late sample is CPU noise; a standing queue
+  delays them all), and the largest of those is the queue (a connection opened
+  while a queue stood took part of it for its base);
 - while no rate is set and the delay stays below ``target``, nothing is limited;
-- when the delay reaches ``target``, the rate is set to ``DRAIN`` x the rate at which
-  the peers acknowledge data: while a queue stands, that is the uplink's capacity,
-  so the queue drains; while it stays above ``target`` the rate is cut again;
+- when the delay reaches ``target`` and at least ``ENGAGE_MIN`` is being
+  acknowledged (else the queue is not ours), the rate is set to ``DRAIN`` x the rate
+  at which the peers acknowledge data (while a queue stands, the uplink's
+  capacity), or less to drain a longer queue in about ``DRAIN_TIME`` (down to
+  ``MIN_SHARE`` of it); while the delay stays there the rate is set again;
 - below ``target`` the rate grows by up to ``GROWTH`` per second, in proportion to
-  how far below, to follow a link that gets faster; a rate more than ``RELEASE`` x
-  what is being delivered limits nothing and is dropped, and so is the rate after
+  how far below, to follow a link that gets faster; a rate that held no packet back
+  for ``SLACK`` seconds limits nothing and is dropped, and so is the rate after
   ``IDLE_RESET`` seconds without acknowledgements (another network, perhaps).
 
-Invariants (tests/transport/test_uplink.py): the rate is None or at least
+Invariants (tests/transport/test_transport_uplink.py): the rate is None or at least
 ``MIN_RATE``; without delay samples at or above ``target`` it is never set.
 Pure logic with an injected clock: :mod:`.quic_tuned` feeds it from each
 connection's loss recovery, and :class:`AdaptiveGate` holds packets to the rate.
@@ -119,7 +123,6 @@ class UplinkControl:
         if delay is None:
             return
         capacity = self.capacity()
-        floor = max(MIN_RATE, DRAIN * capacity)
         if delay >= self.target:
             if self.rate is None:
                 if capacity < ENGAGE_MIN:  # little of ours in flight: not our queue
@@ -136,7 +139,7 @@ class UplinkControl:
             self.rate = None
             return
         grown = self.rate * (1 + GROWTH * (self.target - delay) / self.target * dt)
-        self.rate = max(floor, grown)
+        self.rate = max(MIN_RATE, DRAIN * capacity, grown)
 
 
 class AdaptiveGate:

@@ -252,9 +252,8 @@ class ShareSender(Generic[P]):
         if now - self._started < RATE_WINDOW:
             floor = max(floor, START_LAG)
         span = max(now - max(self._started, now - RATE_WINDOW), 0.5)
-        total = sum(n for _, n in taken)
         writers = sum(1 for x in self._writers.values() if x.alive)
-        per_block = total / len(taken) * writers / (total / span)
+        per_block = span * writers / len(taken)  # seconds per block, for each writer
         return max(floor, LAG_BLOCKS * per_block)
 
     def _stalled(self, w: _Writer, now: float) -> bool:
