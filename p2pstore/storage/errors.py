@@ -128,6 +128,13 @@ class TooManyLeases(StorageError):
     code = "too-many-leases"
 
 
+class BadRecord(StorageError):
+    """A slot record is malformed, not canonical, badly signed, or for another storage
+    index (docs/storage.md, "Slots")."""
+
+    code = "bad-record"
+
+
 class Unavailable(StorageError):
     """The server is closed, broken or otherwise not serving requests."""
 
@@ -181,6 +188,7 @@ _ALL: tuple[type[StorageError], ...] = (
     TooFragmented,
     NoSuchLease,
     TooManyLeases,
+    BadRecord,
     Unavailable,
     StorageIOError,
     BadResponse,
