@@ -6,6 +6,7 @@ Layout (docs/storage.md has the full description)::
     <root>/incoming/<si b32>.<shnum>        uploads in progress (deleted at start)
     <root>/shares/<p>/<si b32>/<shnum>      complete shares, immutable
     <root>/shares/<p>/<si b32>/leases       CBOR lease list for that storage index
+    <root>/shares/<p>/<si b32>/slot         the signed slot record (:mod:`.slots`), if any
 
 where ``<p>`` is the first two characters of the 32-character base32 storage
 index and ``<shnum>`` is the canonical decimal share number 0..255.
@@ -21,6 +22,7 @@ symlinks, non-canonical names) is ignored, never followed.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 from pathlib import Path
@@ -28,10 +30,11 @@ from pathlib import Path
 from quic_transport.identity import ID_BYTES, IdentityError, b32decode, b32encode
 
 from .config import MAX_SHNUM
-from .errors import BadRequest
+from .errors import BadRequest, StorageIOError
 
 SI_B32_LEN = 32
 LEASES_NAME = "leases"
+SLOT_NAME = "slot"
 _SI_RE = re.compile(r"^[a-z2-7]{32}$")
 _SHNUM_RE = re.compile(r"^(0|[1-9][0-9]{0,2})$")
 _INCOMING_RE = re.compile(r"^([a-z2-7]{32})\.(0|[1-9][0-9]{0,2})$")
@@ -88,7 +91,7 @@ def parse_incoming_name(name: str) -> tuple[bytes, int] | None:
 
 
 class Layout:
-    """Path arithmetic for one storage root (no I/O except :meth:`create`)."""
+    """Path arithmetic for one storage root (no I/O except :meth:`create`, :meth:`lock`)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -115,8 +118,22 @@ class Layout:
     def lease_path(self, si: bytes) -> Path:
         return self.si_dir(si) / LEASES_NAME
 
+    def slot_path(self, si: bytes) -> Path:
+        return self.si_dir(si) / SLOT_NAME
+
     def incoming_path(self, si: bytes, shnum: int) -> Path:
         return self.incoming / f"{si_b32(si)}.{check_shnum(shnum)}"
+
+    def lock(self, what: str) -> int:
+        """Take the exclusive ``flock`` on ``lock`` (released when the fd closes or the
+        process dies); :class:`StorageIOError` if another server holds it."""
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StorageIOError(f"{what} is in use by another server") from None
+        return fd
 
     def is_inside(self, path: Path) -> bool:
         """True iff ``path`` resolves (following any symlinks) to somewhere under root."""

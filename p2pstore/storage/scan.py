@@ -7,10 +7,13 @@ leftover of a crash and is removed.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 
-from .disk_layout import Layout, parse_shnum_name, parse_si_name, si_b32
+from .disk_layout import SLOT_NAME, Layout, parse_shnum_name, parse_si_name, si_b32
+
+log = logging.getLogger(__name__)
 
 
 def clean_incoming(layout: Layout) -> int:
@@ -24,11 +27,14 @@ def clean_incoming(layout: Layout) -> int:
             else:
                 path.unlink(missing_ok=True)
             removed += 1
+    if removed:
+        log.warning("removed %d unfinished upload(s) left by a previous run", removed)
     return removed
 
 
 def scan_usage(layout: Layout) -> tuple[int, int]:
-    """(bytes, count) of complete shares under ``shares/``."""
+    """(bytes, count): bytes of complete shares and slot records under ``shares/``,
+    and how many shares (slots count in the bytes only, like in ``used``)."""
     total = 0
     count = 0
     with os.scandir(layout.shares) as prefixes:
@@ -45,11 +51,12 @@ def scan_usage(layout: Layout) -> tuple[int, int]:
                         continue  # not a place the server would ever serve from
                     with os.scandir(layout.shares / p.name / d.name) as files:
                         for f in files:
-                            if parse_shnum_name(f.name) is None:
+                            share = parse_shnum_name(f.name) is not None
+                            if not share and f.name != SLOT_NAME:
                                 continue
                             if f.is_file(follow_symlinks=False):
                                 total += f.stat(follow_symlinks=False).st_size
-                                count += 1
+                                count += share
     return total, count
 
 

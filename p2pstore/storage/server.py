@@ -1,4 +1,4 @@
-"""The storage server's business logic: shares on disk, uploads, quota and leases.
+"""The storage server's business logic: shares and slots on disk, uploads, quota, leases.
 
 No wire code lives here (the RPC adapter is ``rpc.py``); callers pass the already
 authenticated node ID of whoever asks (``owner``). Methods are synchronous and
@@ -14,10 +14,10 @@ Invariants:
   the last lease is cancelled or all leases have expired.
 - One upload per (storage index, share number) at a time; it belongs to the owner
   that allocated it, and only that owner may write, close or abort it.
-- ``used`` counts bytes of complete shares, ``reserved`` the bytes set aside for
-  uploads in progress (the declared size, or the high-water mark of a streamed
-  upload). A new allocation or a growing write must fit under ``max_bytes`` and
-  leave ``reserved_space`` free on the file system; refusals never affect reads.
+- ``used`` counts bytes of complete shares and slot records, ``reserved`` the bytes
+  set aside for uploads in progress (the declared size, or the high-water mark of
+  a streamed upload). Allocations, growing writes and slot records must fit under
+  ``max_bytes`` and leave ``reserved_space`` free; refusals never affect reads.
 - Locks: ``upload.lock`` may be taken before ``_lock`` or ``_leases.lock``, never
   after; ``_leases.lock`` may be taken before ``_lock``. ``_lock`` guards only the
   in-memory tables and counters and is held across file I/O only to create or
@@ -28,10 +28,8 @@ Invariants:
 from __future__ import annotations
 
 import errno
-import fcntl
 import logging
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -61,7 +59,6 @@ from .errors import (
     QuotaExceeded,
     ShareExists,
     StorageError,
-    StorageIOError,
     TooFragmented,
     TooLarge,
     TooManyUploads,
@@ -69,9 +66,11 @@ from .errors import (
     from_os_error,
 )
 from .lease_store import LeaseStore
+from .quota import FreeSpace, available, disk_free
 from .reads import read_ranges, share_sizes
 from .results import Allocation, ClosedShare, StorageStats
 from .scan import clean_incoming, list_prefixes, scan_usage, storage_indexes_in
+from .slot_store import SlotStore
 from .upload_state import Upload, check_lease_term, check_offset
 from .written_ranges import RangeLimitError
 
@@ -79,12 +78,6 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 Buf = bytes | bytearray | memoryview
-FreeSpace = Callable[[Path], int]
-
-
-def disk_free(path: Path) -> int:
-    """Bytes free on the file system holding ``path`` (the default ``free_space``)."""
-    return shutil.disk_usage(path).free
 
 
 class StorageServer:
@@ -111,6 +104,7 @@ class StorageServer:
         self._used = used
         self._share_count = share_count
         self._reserved = 0
+        self._slots = SlotStore(layout, self._leases, self._charge, self._check_open)
 
     @classmethod
     def open(
@@ -127,16 +121,9 @@ class StorageServer:
         Path(root).mkdir(mode=0o700, parents=True, exist_ok=True)
         layout = Layout(Path(root).resolve())
         layout.create()
-        fd = os.open(layout.lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        fd = layout.lock(f"storage directory {root}")
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StorageIOError(f"storage directory {root} is in use by another server") from None
-        try:
-            removed = clean_incoming(layout)
-            if removed:
-                log.warning("removed %d unfinished upload(s) left by a previous run", removed)
+            clean_incoming(layout)  # (logs what it removed)
             used, count = scan_usage(layout)
         except BaseException:
             os.close(fd)
@@ -210,7 +197,7 @@ class StorageServer:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
                 os.close(fd)
             except OSError as e:
-                raise self._io_error("create upload file", e) from None
+                raise from_os_error("create upload file", e) from None
             up = Upload(
                 si, shnum, owner.raw, size, path, self._clock(), cfg.max_ranges_per_upload, lease
             )
@@ -278,7 +265,7 @@ class StorageServer:
                     os.close(fd)
             except OSError as e:
                 self._discard(up)
-                raise self._io_error("write", e) from None
+                raise from_os_error("write", e) from None
             up.last_active = self._clock()
 
     def close_share(self, storage_index: bytes, shnum: int, owner: NodeId) -> ClosedShare:
@@ -310,7 +297,7 @@ class StorageServer:
                         log.warning("fsync of %s failed: %s", si_b32(up.si), e.strerror)
             except OSError as e:
                 self._discard(up)
-                raise self._io_error("close", e) from None
+                raise from_os_error("close", e) from None
             except StorageError:
                 self._discard(up)
                 raise
@@ -391,26 +378,23 @@ class StorageServer:
         self._reserved -= up.reserved
 
     def _available_locked(self) -> tuple[int, str]:
-        cfg = self.config
         free = self._free_space(self.layout.root)
         unwritten = sum(max(0, u.reserved - u.ranges.high_water) for u in self._uploads.values())
-        by_disk = free - unwritten - cfg.reserved_space
-        why = f"{max(0, by_disk)} bytes usable on disk (keeping {cfg.reserved_space} free)"
-        if cfg.max_bytes is not None:
-            by_quota = cfg.max_bytes - self._used - self._reserved
-            if by_quota < by_disk:
-                return max(0, by_quota), (
-                    f"quota {cfg.max_bytes} bytes, {self._used} used, {self._reserved} reserved"
-                )
-        return max(0, by_disk), why
+        return available(
+            self.config, free=free, unwritten=unwritten, used=self._used, reserved=self._reserved
+        )
 
     def _check_space_locked(self, need: int, *, streamed: bool) -> None:
         avail, why = self._available_locked()
         if need > avail or (streamed and avail <= 0):
             raise QuotaExceeded(f"storage full: need {max(need, 1)} bytes; {why}")
 
-    def _io_error(self, what: str, e: OSError) -> StorageError:
-        return from_os_error(what, e)
+    def _charge(self, delta: int) -> None:
+        """Count ``delta`` bytes of slot records in ``used``; a growth must fit."""
+        with self._lock:
+            if delta > 0:
+                self._check_space_locked(delta, streamed=False)
+            self._used += delta
 
     # ----- reads -------------------------------------------------------------
 
@@ -442,7 +426,7 @@ class StorageServer:
         except OSError as e:
             if e.errno == errno.ELOOP:  # a symlink: never followed
                 raise NoSuchShare(f"no share {shnum} of {si_b32(si)} here") from None
-            raise self._io_error("read", e) from None
+            raise from_os_error("read", e) from None
 
     def list_shares(self, storage_index: bytes) -> dict[int, int]:
         """``{shnum: size}`` of the complete shares of one storage index."""
@@ -475,6 +459,18 @@ class StorageServer:
                 lease_duration=cfg.lease_duration,
             )
 
+    # ----- slots (signed mutable records; docs/storage.md, "Slots") -----------
+
+    def slot_read(self, storage_index: bytes) -> bytes | None:
+        """The slot record held for a storage index, or None."""
+        return self._slots.read(storage_index)
+
+    def slot_write(
+        self, storage_index: bytes, record: bytes, owner: NodeId, lease: float | None = None
+    ) -> tuple[bool, bytes]:
+        """Test-and-set of the slot record (:meth:`.slot_store.SlotStore.write`)."""
+        return self._slots.write(storage_index, record, owner, lease)
+
     # ----- leases ------------------------------------------------------------
 
     def add_lease(self, storage_index: bytes, owner: NodeId) -> float:
@@ -482,7 +478,7 @@ class StorageServer:
         self._check_open()
         si = check_storage_index(storage_index)
         with self._leases.lock:
-            if not self.list_shares(si):
+            if not self._holds(si):
                 raise NoSuchShare(f"no shares of {si_b32(si)} here")
             return self._leases.add(si, owner.raw, create=False)
 
@@ -491,7 +487,7 @@ class StorageServer:
         self._check_open()
         si = check_storage_index(storage_index)
         with self._leases.lock:
-            if not self.list_shares(si):
+            if not self._holds(si):
                 raise NoSuchShare(f"no shares of {si_b32(si)} here")
             held = self._leases.load(si)
             if not any(le.owner in (owner.raw, lz.OVERFLOW_OWNER) for le in held):
@@ -529,7 +525,7 @@ class StorageServer:
         si = check_storage_index(storage_index)
         now = self._clock() if now is None else now
         with self._leases.lock:
-            if not self.list_shares(si):
+            if not self._holds(si):
                 return self._delete_index_locked(si)  # tidy an empty directory
             try:
                 current = self._leases.load_strict(si)
@@ -545,6 +541,9 @@ class StorageServer:
                 self._leases.write(si, live)
             return 0
 
+    def _holds(self, si: bytes) -> bool:
+        return bool(self.list_shares(si)) or self._slots.exists(si)
+
     def _delete_index_locked(self, si: bytes) -> int:
         d = self.layout.si_dir(si)
         if not self._leases.dir_ok(si):
@@ -559,6 +558,7 @@ class StorageServer:
             with self._lock:
                 self._used -= size
                 self._share_count -= 1
+        self._slots.delete_locked(si)
         for name in (LEASES_NAME, LEASES_NAME + ".tmp"):
             (d / name).unlink(missing_ok=True)
         for directory in (d, d.parent):
@@ -584,7 +584,7 @@ class StorageServer:
             with self._lock:
                 self._used -= size
                 self._share_count -= 1
-            if not self.list_shares(si):
+            if not self._holds(si):
                 self._delete_index_locked(si)
         log.info("removed share %d of %s", shnum, si_b32(si))
         return True

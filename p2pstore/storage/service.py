@@ -20,8 +20,9 @@ from quic_transport.identity import NodeId
 
 from .config import StorageConfig
 from .crawler import LeaseCrawler
+from .quota import FreeSpace, disk_free
 from .rpc import ErrorFactory, Registry, StorageRpcAdapter, StorageRpcError, register_storage_rpc
-from .server import Clock, FreeSpace, StorageServer, disk_free
+from .server import Clock, StorageServer
 
 log = logging.getLogger(__name__)
 

@@ -30,10 +30,11 @@ from typing import Any
 from p2pstore.storage.api import LocalStorageClient, StorageAPI
 from p2pstore.storage.config import StorageConfig
 from p2pstore.storage.errors import Unavailable
+from p2pstore.storage.quota import FreeSpace, disk_free
 from p2pstore.storage.results import Allocation, ClosedShare, StorageStats
 from p2pstore.storage.rpc import register_storage_rpc
 from p2pstore.storage.rpc_client import RpcStorageClient
-from p2pstore.storage.server import FreeSpace, StorageServer, disk_free
+from p2pstore.storage.server import StorageServer
 from p2pstore.testing.fake_rpc import FakeRegistry, FakeRpcError
 from quic_transport.identity import NodeId
 
