@@ -53,6 +53,18 @@ class StorageAPI(Protocol):
 
     async def stat(self) -> StorageStats: ...
 
+    async def slot_read(self, storage_index: bytes) -> bytes | None:
+        """The slot record the server holds (unverified: the caller decodes it)."""
+        ...
+
+    async def slot_write(
+        self, storage_index: bytes, record: bytes, lease: int | None = None
+    ) -> tuple[bool, bytes]:
+        """Offer a slot record: ``(True, record)`` if stored (or already held),
+        ``(False, held)`` if the server keeps a record that wins (docs/storage.md,
+        "Slots"). The returned record is unverified: the caller decodes it."""
+        ...
+
 
 class LocalStorageClient:
     """:class:`StorageAPI` over a server in this process, acting as ``owner``."""
@@ -103,3 +115,11 @@ class LocalStorageClient:
 
     async def stat(self) -> StorageStats:
         return await self._run(self.server.stat)
+
+    async def slot_read(self, storage_index: bytes) -> bytes | None:
+        return await self._run(self.server.slot_read, storage_index)
+
+    async def slot_write(
+        self, storage_index: bytes, record: bytes, lease: int | None = None
+    ) -> tuple[bool, bytes]:
+        return await self._run(self.server.slot_write, storage_index, record, self.owner, lease)

@@ -25,6 +25,7 @@ from quic_transport.identity import ID_BYTES, NodeId
 from .config import MAX_SHNUM
 from .errors import BadRequest, StorageError
 from .server import StorageServer
+from .slots import MAX_RECORD
 
 # Largest integer accepted in any offset/length/size field (CBOR uint64 fits; this
 # keeps arithmetic on offsets far from overflow in any second implementation).
@@ -86,6 +87,12 @@ def _bytes(name: str, v: object) -> object:
     return v
 
 
+def _record(name: str, v: object) -> object:
+    if not isinstance(v, bytes) or len(v) > MAX_RECORD:
+        raise BadRequest(f"{name} must be bytes of at most {MAX_RECORD}")
+    return v
+
+
 def _ranges(name: str, v: object) -> object:
     if not isinstance(v, list) or len(v) > 1024:
         raise BadRequest(f"{name} must be a list of at most 1024 [offset, length] pairs")
@@ -109,8 +116,10 @@ SCHEMAS: dict[str, dict[str, Check]] = {
     "storage.renew_lease": {"si": _si},
     "storage.cancel_lease": {"si": _si},
     "storage.stat": {},
+    "storage.slot_read": {"si": _si},
+    "storage.slot_write": {"si": _si, "record": _record, "lease": _opt_uint},
 }
-OPTIONAL = {"storage.allocate": {"size", "lease"}}
+OPTIONAL = {"storage.allocate": {"size", "lease"}, "storage.slot_write": {"lease"}}
 
 
 def parse_body(method: str, body: object) -> dict[str, Any]:
@@ -207,6 +216,13 @@ class StorageRpcAdapter:
 
     def _op_cancel_lease(self, peer: NodeId, f: dict[str, Any]) -> object:
         return {"removed": self.server.cancel_lease(f["si"], peer)}
+
+    def _op_slot_read(self, peer: NodeId, f: dict[str, Any]) -> object:
+        return {"record": self.server.slot_read(f["si"])}
+
+    def _op_slot_write(self, peer: NodeId, f: dict[str, Any]) -> object:
+        stored, record = self.server.slot_write(f["si"], f["record"], peer, f["lease"])
+        return {"stored": stored, "record": record}
 
     def _op_stat(self, peer: NodeId, f: dict[str, Any]) -> object:
         s = self.server.stat()

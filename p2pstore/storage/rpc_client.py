@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from .config import MAX_SHNUM
 from .errors import BadResponse, error_from_code
 from .results import Allocation, ClosedShare, StorageStats
+from .slots import MAX_RECORD
 
 Call = Callable[[str, Any], Awaitable[Any]]
 
@@ -171,6 +172,27 @@ class RpcStorageClient:
         r = await self._rpc("storage.cancel_lease", {"si": storage_index})
         removed: int = self._int("storage.cancel_lease", r, "removed")
         return removed
+
+    async def slot_read(self, storage_index: bytes) -> bytes | None:
+        r = await self._rpc("storage.slot_read", {"si": storage_index})
+        record = r.get("record")
+        if record is not None and (not isinstance(record, bytes) or len(record) > MAX_RECORD):
+            raise self._bad("storage.slot_read", f"record is not null or bytes of <= {MAX_RECORD}")
+        return record
+
+    async def slot_write(
+        self, storage_index: bytes, record: bytes, lease: int | None = None
+    ) -> tuple[bool, bytes]:
+        body: dict[str, Any] = {"si": storage_index, "record": bytes(record)}
+        if lease is not None:
+            body["lease"] = lease
+        r = await self._rpc("storage.slot_write", body)
+        stored, held = r.get("stored"), r.get("record")
+        if not isinstance(stored, bool):
+            raise self._bad("storage.slot_write", "stored is not a boolean")
+        if not isinstance(held, bytes) or len(held) > MAX_RECORD:
+            raise self._bad("storage.slot_write", f"record is not bytes of <= {MAX_RECORD}")
+        return stored, held
 
     async def stat(self) -> StorageStats:
         m = "storage.stat"

@@ -10,7 +10,11 @@ can make any server misbehave:
 - ``hang()``: every call waits until ``heal()`` (or until the caller's timeout
   cancels it), like a peer that never answers,
 - ``corrupt_share()``: flip one byte of a stored share file,
-- ``delete_share()`` / ``delete_all()``: remove stored shares behind the server's back.
+- ``delete_share()`` / ``delete_all()``: remove stored shares behind the server's back,
+- slots: ``corrupt_slot()`` / ``delete_slot()`` change the slot file on disk (the
+  server then holds no usable record), ``serve_slot()`` makes the server answer
+  ``slot_read`` with any bytes (an old record, a corrupted one, none) while writes
+  still reach it; ``serve_slots_honestly()`` ends that.
 
 Servers use a fake clock shared by the grid (``grid.clock``) unless one is given.
 """
@@ -71,6 +75,7 @@ class GridServer:
         self._healed = asyncio.Event()
         self._healed.set()
         self._error: Callable[[], Exception] | None = None
+        self.served_slots: dict[bytes, bytes | None] = {}
         self._attach(server)
 
     def _attach(self, server: StorageServer) -> None:
@@ -138,6 +143,29 @@ class GridServer:
 
     def delete_share(self, si: bytes, shnum: int) -> None:
         os.unlink(self.server.share_path(si, shnum))
+
+    def corrupt_slot(self, si: bytes, offset: int | None = None) -> int:
+        """Flip every bit of one byte of the slot file (the middle one by default)."""
+        path = self.server.layout.slot_path(si)
+        data = bytearray(path.read_bytes())
+        pos = len(data) // 2 if offset is None else offset
+        if not 0 <= pos < len(data):
+            raise ValueError(f"offset {pos} outside a slot file of {len(data)} bytes")
+        data[pos] ^= 0xFF
+        path.write_bytes(bytes(data))
+        return pos
+
+    def delete_slot(self, si: bytes) -> None:
+        os.unlink(self.server.layout.slot_path(si))
+
+    def serve_slot(self, si: bytes, record: bytes | None) -> None:
+        """From now on ``slot_read(si)`` on this server answers ``record`` (a stale or
+        corrupted record, or None), whatever it holds; ``slot_write`` still reaches
+        the server and answers honestly."""
+        self.served_slots[si] = record
+
+    def serve_slots_honestly(self) -> None:
+        self.served_slots.clear()
 
     def delete_all(self, si: bytes) -> int:
         shares = self.server.list_shares(si)
@@ -207,6 +235,19 @@ class FaultyStorage:
         await self.grid_server.gate("stat")
         return await self._inner.stat()
 
+    async def slot_read(self, storage_index: bytes) -> bytes | None:
+        await self.grid_server.gate("slot_read")
+        served = self.grid_server.served_slots
+        if storage_index in served:
+            return served[storage_index]
+        return await self._inner.slot_read(storage_index)
+
+    async def slot_write(
+        self, storage_index: bytes, record: bytes, lease: int | None = None
+    ) -> tuple[bool, bytes]:
+        await self.grid_server.gate("slot_write")
+        return await self._inner.slot_write(storage_index, record, lease)
+
 
 class StorageGrid:
     """``n`` storage servers under ``root`` (use as a context manager, or call close)."""
@@ -252,6 +293,15 @@ class StorageGrid:
             held = gs.server.list_shares(si)
             if held:
                 out[gs.index] = held
+        return out
+
+    def slots(self, si: bytes) -> dict[int, bytes]:
+        """``{server index: record bytes}`` for servers holding a usable slot record."""
+        out = {}
+        for gs in self.servers:
+            record = gs.server.slot_read(si)
+            if record is not None:
+                out[gs.index] = record
         return out
 
     def delete_all(self, si: bytes) -> int:

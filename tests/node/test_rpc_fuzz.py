@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p2pstore.node.grid_service import GridService
+from p2pstore.storage.slots import SlotRecord
 from quic_transport import (
     Endpoint,
     NodeKey,
@@ -64,6 +65,7 @@ values = st.recursive(
     ),
     max_leaves=12,
 )
+_SLOT = SlotRecord.sign(bytes(32), 1, b"body")
 # Valid-looking bodies of methods whose schema lives in their handler: a mutation of
 # one of these (a value replaced, a key dropped or added) reaches deeper checks.
 TEMPLATES: dict[str, dict[str, Any]] = {
@@ -82,6 +84,7 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "dht.get": {"key": b"\x01" * 20},
     "dht.ping": {},
     "storage.readv": {"si": b"\x01" * 32, "shnum": 0, "ranges": [[0, 10]]},
+    "storage.slot_write": {"si": _SLOT.storage_index, "record": _SLOT.encode(), "lease": 60},
 }
 
 

@@ -345,3 +345,30 @@ async def test_errors_carry_locality(env: Env) -> None:
         await a.read(SI, 0, 0, 1)
     assert info.value.code == "no-such-share"
     assert info.value.remote is env.remote
+
+
+async def test_slots(env: Env) -> None:
+    from p2pstore.storage.errors import BadRecord
+    from p2pstore.storage.slots import SlotRecord
+
+    one, two = SlotRecord.sign(bytes(32), 1, b"a"), SlotRecord.sign(bytes(32), 2, b"b")
+    si = one.storage_index
+    a, b = env.api(ALICE), env.api(BOB)
+    assert await a.slot_read(si) is None
+    assert await a.slot_write(si, one.encode()) == (True, one.encode())
+    assert await b.slot_write(si, two.encode(), 3600) == (True, two.encode())
+    assert await a.slot_write(si, one.encode()) == (False, two.encode())
+    assert await a.slot_read(si) == two.encode()
+    assert await a.list_shares(si) == {}
+    leases = {le.owner: le.expires for le in env.server.leases(si)}
+    assert leases == {ALICE.raw: env.clock.now + 10 * DAY, BOB.raw: env.clock.now + 3600}
+    with pytest.raises(BadRecord) as info:
+        await a.slot_write(SI, two.encode())
+    assert info.value.remote is env.remote
+    with pytest.raises(QuotaExceeded):
+        for n in (5, 6):  # 10_000 bytes of quota hold one 8 KB record, not two
+            big = SlotRecord.sign(bytes([n]) * 32, 1, bytes(8000))
+            await a.slot_write(big.storage_index, big.encode())
+    assert await a.cancel_lease(si) == 0
+    assert await b.cancel_lease(si) == 0
+    assert await a.slot_read(si) is None
