@@ -165,8 +165,11 @@ class Maintainer(Generic[P]):
         self._rescan_at = now + min(self.config.check_interval, RESCAN_MAX)
 
     def _held(self) -> list[bytes]:
+        """Storage indexes with shares here. One holding only a slot (a mutable file's
+        signed record, docs/storage.md "Slots") has nothing to check, repair or move."""
         s = self.server
-        return [si for prefix in s.list_prefixes() for si in s.storage_indexes_in(prefix)]
+        held = (si for prefix in s.list_prefixes() for si in s.storage_indexes_in(prefix))
+        return [si for si in held if s.list_shares(si)]
 
     def _forget(self, si: bytes) -> None:
         self._due.pop(si, None)

@@ -331,3 +331,25 @@ async def test_a_share_is_kept_for_a_month_only_once_the_whole_upload_succeeded(
         for lz in gs.server.leases(cap2.storage_index)
     ]
     assert left and max(left) <= provisional + 5
+
+
+async def test_a_slot_only_storage_index_is_not_checked_repaired_or_reported(
+    grid: StorageGrid,
+) -> None:
+    from p2pstore.storage.slots import SlotRecord
+
+    cap = await upload(grid.servers[:12], data_of(20_000, 3))
+    record = SlotRecord.sign(bytes(32), 1, b"a mutable file's root")
+    slot_si = record.storage_index
+    holder = next(
+        gs for gs in ranked(grid, cap.storage_index) if gs.server.list_shares(cap.storage_index)
+    )
+    assert (await holder.client(OWNER).slot_write(slot_si, record.encode()))[0]
+    m = maintainer(grid, holder)
+    await m.rescan()
+    assert set(m._due) == {cap.storage_index}  # the slot's SI is never scheduled
+    assert await m.check(slot_si) is None  # nor acted on when asked directly
+    assert m.counts["failures"] == m.counts["repairs"] == m.counts["unrecoverable"] == 0
+    assert not m.recent_failures
+    assert holder.server.slot_read(slot_si) == record.encode()
+    assert holder.server.leases(slot_si)  # untouched
