@@ -343,6 +343,28 @@ class NodeClient:
             params["filename"] = name
         return self._upload("POST", f"{API}/file", params, source, size, progress, stored)
 
+    def put_mutable(
+        self,
+        source: IO[bytes],
+        *,
+        write_cap: str | None = None,
+        size: int | None = None,
+        expected_sequence: int | None = None,
+        directory: bool = False,
+        progress: ProgressFn | None = None,
+        stored: ProgressFn | None = None,
+    ) -> dict[str, Any]:
+        """A new mutable file (``write_cap`` None) or the next version of one
+        (docs/mutable.md); the body is always sent (a node never reads it in place)."""
+        params: dict[str, str] = {}
+        if expected_sequence is not None:
+            params["expected_sequence"] = str(expected_sequence)
+        if write_cap is None:
+            params |= {"mutable": "true", "dir": "true" if directory else "false"}
+            return self._upload("POST", f"{API}/file", params, source, size, progress, stored)
+        route = f"{API}/file/{_quote_cap(write_cap)}"
+        return self._upload("PUT", route, params, source, size, progress, stored)
+
     def _upload(
         self,
         method: str,

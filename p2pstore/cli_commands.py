@@ -19,7 +19,7 @@ from typing import Any
 
 from quic_transport.identity import IdentityError, NodeKey
 
-from . import __version__, cli_backup, cli_ops, cli_webui
+from . import __version__, cli_backup, cli_ops, cli_support, cli_webui
 from .api_client import ClientError, resolve_node_dir
 from .node import bootstrap_ops, daemon, invite_ops, localgrid, systemd
 from .node.address import parse_host_port
@@ -421,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, BootstrapErrors) as e:
         print(f"p2pstore: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    except cli_ops.UsageProblem as e:
+    except cli_support.UsageProblem as e:
         print(f"p2pstore: {e}", file=sys.stderr)
         return 2
     except ClientError as e:

@@ -24,16 +24,15 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from .api_client import ApiCallError, ClientError, NodeClient, resolve_node_dir
 from .api_drive import local_first, settled, walk_files
-from .app.errors import BadRequest
 from .app.vpath import parse_vpath
 from .base.fsutil import umask
-from .base.progress import Progress, UploadProgress, human_bytes
+from .base.progress import UploadProgress, human_bytes
 from .base.reports import (
     DEEP_STATES,
     check_lines,
@@ -45,61 +44,26 @@ from .base.reports import (
     pin_lines,
     safe,
 )
-from .immutable import CapError, VerifyCap, parse_cap
-
-EXIT_USAGE = 2
-CAP_PREFIX = "p2ps:"
-
-
-class UsageProblem(Exception):
-    """Bad arguments found before contacting the node (exit 2)."""
-
-
-def _client(args: argparse.Namespace) -> NodeClient:
-    return NodeClient.for_node(resolve_node_dir(args.node))
-
-
-def _check_cap(text: str, *, readable: bool = False) -> str:
-    try:
-        cap = parse_cap(text)
-    except CapError as e:
-        raise UsageProblem(str(e)) from None
-    if readable and isinstance(cap, VerifyCap):
-        raise UsageProblem("a verify cap cannot read a file; use the read cap (p2ps:chk:...)")
-    return text
-
-
-def _check_path(text: str) -> str:
-    try:
-        return str(parse_vpath(text))
-    except BadRequest as e:
-        raise UsageProblem(f"bad vdrive path {text!r}: {e.message}") from None
-
-
-def _progress(total: int | None) -> Progress:
-    return Progress(total, sys.stderr)
-
-
-@contextlib.contextmanager
-def _source(name: str) -> Iterator[tuple[IO[bytes], int | None]]:
-    if name == "-":
-        yield sys.stdin.buffer, None
-        return
-    try:
-        f = open(name, "rb")  # noqa: SIM115 - closed below
-    except OSError as e:
-        raise ClientError(f"cannot read {name}: {e.strerror}") from None
-    with f:
-        size = os.fstat(f.fileno()).st_size if Path(name).is_file() else None
-        yield f, size
-
-
-def _print_json(doc: Any) -> None:
-    print(json.dumps(doc, indent=1, sort_keys=True))
+from .cli_support import (
+    CAP_PREFIX,
+    UsageProblem,
+    add_mutable_put_options,
+    put_mutable,
+)
+from .cli_support import check_cap as _check_cap
+from .cli_support import check_path as _check_path
+from .cli_support import client_for as _client
+from .cli_support import print_json as _print_json
+from .cli_support import progress_bar as _progress
+from .cli_support import source as _source
+from .immutable import parse_cap
+from .mutable import is_mutable_cap
 
 
 # -- put / get -------------------------------------------------------------------
 def cmd_put(args: argparse.Namespace) -> int:
+    if args.mutable or (args.path or "").startswith(CAP_PREFIX):
+        return put_mutable(args)
     path = _check_path(args.path) if args.path else None
     client = _client(args)
     with _source(args.file) as (src, size):
@@ -184,7 +148,7 @@ def cmd_get(args: argparse.Namespace) -> int:
     if source.startswith(CAP_PREFIX):
         cap = _check_cap(source, readable=True)
         client = _client(args)
-        size = parse_cap(cap).size
+        size = None if is_mutable_cap(cap) else parse_cap(cap).size
         return _download(args, lambda f, p: client.get(cap, f, progress=p), size)
     path = _check_path(source)
     client = _client(args)
@@ -481,7 +445,12 @@ def add_commands(sub: Any) -> None:
     """Register the client commands on the main parser's subparsers."""
     p = sub.add_parser("put", help="upload a file (or stdin: -); prints its cap")
     p.add_argument("file", metavar="FILE|-")
-    p.add_argument("path", nargs="?", metavar="PATH", help="also link it at this vdrive path")
+    p.add_argument(
+        "path",
+        nargs="?",
+        metavar="PATH|WRITECAP",
+        help="also link it at this vdrive path; or publish it as a mutable file's next version",
+    )
     p.add_argument(
         "--mode",
         choices=("convergent", "random"),
@@ -489,6 +458,7 @@ def add_commands(sub: Any) -> None:
         help="key: convergent (same file, same cap; default) or random",
     )
     p.add_argument("--no-replace", action="store_true", help="with PATH: fail if it exists")
+    add_mutable_put_options(p)
     p.add_argument(
         "--send-bytes", action="store_true", help="send the bytes over HTTP, not the file's path"
     )

@@ -57,6 +57,7 @@ from p2pstore.app.errors import (
     Unrecoverable,
 )
 from p2pstore.app.keeper import PinOps
+from p2pstore.app.mutable import MutableOperations
 from p2pstore.grid import (
     DownloadConfig,
     Downloader,
@@ -72,6 +73,7 @@ from p2pstore.grid import (
     fd_source,
     file_source,
 )
+from p2pstore.grid.mutable import MutableConfig, MutableFiles, SeenGuard
 from p2pstore.grid.peers import FindPeers, StorageFor
 from p2pstore.grid.placement import happiness
 from p2pstore.grid.quality import QualitySource
@@ -125,7 +127,7 @@ def _b32(peer: Any) -> str:
     return node_id.b32 if node_id is not None else str(peer)
 
 
-class GridApplication(PinOps, DelegateVdrive):
+class GridApplication(MutableOperations, PinOps, DelegateVdrive):
     """See the module docstring. ``node_info`` and ``peer_source`` are the hosting
     service's status fields and peer list."""
 
@@ -145,6 +147,7 @@ class GridApplication(PinOps, DelegateVdrive):
         quality: QualitySource | None = None,
         upload_config: UploadConfig | None = None,
         download_config: DownloadConfig | None = None,
+        seen: SeenGuard | None = None,
     ) -> None:
         self.params = params or EncodingParams()
         self.happy = happy
@@ -164,6 +167,10 @@ class GridApplication(PinOps, DelegateVdrive):
         self.downloader: Downloader[Any] = Downloader(find_peers, storage_for, download_config)
         self.health: Health[Any] = Health(
             find_peers, storage_for, HealthConfig(happy=happy), quality=quality
+        )
+        #: mutable files (docs/mutable.md): roots on the N peers nearest each slot
+        self.mutable: MutableFiles[Any] | None = MutableFiles(
+            find_peers, storage_for, self.uploader, MutableConfig(replicas=self.params.n), seen=seen
         )
         self._running: set[asyncio.Task[Any]] = set()
         self._closed = False

@@ -27,6 +27,8 @@ def info_lines(
     doc: Mapping[str, Any], *, path: str | None = None, cap: str | None = None
 ) -> list[str]:
     """The ``info`` report: what the cap names and where its shares are."""
+    if str(doc.get("kind", "")).startswith("mut"):
+        return _mutable_info_lines(doc, path)
     lines = []
     if path is not None:
         lines.append(f"path:          {safe(path)}")
@@ -46,6 +48,32 @@ def info_lines(
         if key in _SHOWN_ABOVE:
             continue  # the backend repeats what the cap itself says
         lines.extend(_fact(key, value))
+    return lines
+
+
+_MUTABLE_KINDS = {"mut": "write cap", "mut-ro": "read cap", "mut-verify": "verify cap"}
+
+
+def _mutable_info_lines(doc: Mapping[str, Any], path: str | None) -> list[str]:
+    """``info`` of a mutable cap (docs/mutable.md): the latest version and the root's
+    holders."""
+    lines = [] if path is None else [f"path:          {safe(path)}"]
+    what = "live directory" if doc.get("directory") else "mutable file"
+    lines.append(f"kind:          {what}, {_MUTABLE_KINDS.get(str(doc.get('kind')), '?')}")
+    lines.append(f"version:       {doc.get('sequence')}")
+    if doc.get("size") is not None:
+        lines.append(f"size:          {doc['size']} bytes ({human_bytes(doc['size'])})")
+    if isinstance(doc.get("published_at"), int | float):
+        when = time.localtime(doc["published_at"])
+        lines.append(f"published:     {time.strftime('%Y-%m-%d %H:%M:%S', when)}")
+    if doc.get("read_cap"):
+        lines.append(f"read cap:      {doc['read_cap']}")
+    lines.append(f"verify cap:    {doc.get('verify_cap')}")
+    storage = doc.get("storage") or {}
+    held, asked = storage.get("holding_latest"), storage.get("peers_asked")
+    lines.append(f"root held by:  {held} of {asked} peers asked")
+    for key in ("storage_index", "stale", "bad", "unreachable"):
+        lines.extend(_fact(key, storage.get(key)))
     return lines
 
 

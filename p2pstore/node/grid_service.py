@@ -19,9 +19,9 @@ Invariants:
   service (incomplete uploads stay in ``incoming/`` and are removed; complete
   shares are untouched), and last the endpoint.
 - Leases and maintenance (docs/node.md, "Leases"; docs/maintenance.md;
-  :mod:`.upkeep`): every successful upload
-  through the backend is recorded in the lease book and renewed; the renewer closes
-  before the DHT.
+  :mod:`.upkeep`): every successful upload through the backend is recorded in the
+  lease book and renewed; the renewer closes before the DHT. Mutable files' rollback
+  guard is ``state/mutable_seen.json`` (docs/mutable.md).
 - The known-peers store is fed from the routing table every ``feed_interval`` and
   at close; the runner writes it to ``state/known_peers.json``.
 - Components and their docs: the relay service (``[relay] serve``, docs/relay.md),
@@ -62,6 +62,7 @@ from p2pstore.nat.portmap.mapper import PortMapper
 from p2pstore.nat.relay.service import RelayService
 from p2pstore.storage import LocalStorageClient, StorageAPI, StorageConfig, StorageService
 from p2pstore.storage.bulk import QuicStorageClient, register_storage_streams
+from p2pstore.vdrive import SeenStore
 from quic_transport import Endpoint, LocalError, PeerAddress, RpcError, addrclass, open_endpoint
 from quic_transport.identity import NodeId
 
@@ -446,10 +447,8 @@ class GridService:
     def peer_quality(self, node_id: NodeId) -> PeerQuality:
         """What this node knows of a peer: reachability (hook) and observed uptime."""
         hook = self.reachability
-        return PeerQuality(
-            reachable=None if hook is None else hook(node_id),
-            uptime=self.uptime.uptime(node_id),
-        )
+        reachable = None if hook is None else hook(node_id)
+        return PeerQuality(reachable=reachable, uptime=self.uptime.uptime(node_id))
 
     def storage_for(self, peer: PeerAddress) -> StorageAPI:
         assert self.endpoint is not None
@@ -475,6 +474,7 @@ class GridService:
                 node_info=self._node_info,
                 peer_source=self.peer_list,
                 quality=self.peer_quality,
+                seen=SeenStore(self.context.node_dir.state_dir / "mutable_seen.json"),
             )
             self.backend.uploader.on_uploaded = self._on_uploaded
             if self.vdrive_factory is not None:

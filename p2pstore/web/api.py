@@ -47,9 +47,10 @@ from p2pstore.app.errors import (
 )
 from p2pstore.app.vpath import VPath, parse_vpath
 from p2pstore.immutable import CapError, LiteralCap, ReadCap, VerifyCap, parse_cap
+from p2pstore.mutable import is_mutable_cap
 from quic_transport.identity import b32encode
 
-from . import local_path
+from . import local_path, mutable_api
 from .context import API_PREFIX, BACKEND, BOOTSTRAP, LIMITS, TRANSFERS, token_required
 from .errors import (
     ClientGone,
@@ -262,6 +263,8 @@ async def serve_cap(
     }
     if filename:
         headers["Content-Disposition"] = _disposition(filename, inline=inline)
+    if mutable_api.SEQUENCE_HEADER in request:  # the latest version of a mutable file
+        headers[mutable_api.SEQUENCE_HEADER] = str(request[mutable_api.SEQUENCE_HEADER])
     if isinstance(choice, Unsatisfiable):
         raise RangeNotSatisfiable(
             f"the range {request.headers.get('Range', '')[:60]!r} selects no byte of a "
@@ -341,6 +344,8 @@ async def index(request: web.Request) -> web.Response:
 
 
 async def upload(request: web.Request) -> web.Response:
+    if _flag(request, "mutable"):
+        return await mutable_api.create(request, _flag(request, "dir"))
     mode = _mode(request.query.get("mode"))
     limits = request.app[LIMITS]
     size = request.content_length
@@ -371,11 +376,18 @@ async def _received(
 
 
 async def download(request: web.Request) -> web.StreamResponse:
-    cap = _read_cap(request.match_info["cap"])
+    text = request.match_info["cap"]
+    if is_mutable_cap(text):
+        version, seq = await mutable_api.latest(request, text)
+        request[mutable_api.SEQUENCE_HEADER] = seq
+        return await serve_cap(request, version, filename=request.query.get("filename"))
+    cap = _read_cap(text)
     return await serve_cap(request, cap, filename=request.query.get("filename"))
 
 
 async def info(request: web.Request) -> web.Response:
+    if is_mutable_cap(request.match_info["cap"]):
+        return _json(await mutable_api.info(request, request.match_info["cap"]))
     cap = _cap(request.match_info["cap"])
     doc = _cap_facts(cap)
     doc["storage"] = (
@@ -385,11 +397,15 @@ async def info(request: web.Request) -> web.Response:
 
 
 async def check(request: web.Request) -> web.Response:
-    cap = _cap(request.match_info["cap"])
     verify = _flag(request, "verify")
     repair = _flag(request, "repair", default=request.method == "POST")
     if repair and request.method != "POST":
         raise BadRequest("repair changes the grid: use POST (with the API token)")
+    text = request.match_info["cap"]
+    if is_mutable_cap(text):
+        report = await mutable_api.check(request, text, verify=verify, repair=repair)
+        return _json(_check_json(report))
+    cap = _cap(text)
     if isinstance(cap, LiteralCap):
         report = CheckReport(True, True, 1, 1, 1, verify, details={"literal": True})
     else:
@@ -514,6 +530,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get(p + "/", index)
     r.add_post(p + "/file", upload)
     r.add_get(p + "/file/{cap}", download)  # also HEAD
+    r.add_put(p + "/file/{cap}", mutable_api.publish)  # a mutable file's next version
     r.add_get(p + "/info/{cap}", info, allow_head=False)
     r.add_get(p + "/check/{cap}", check, allow_head=False)
     r.add_post(p + "/check/{cap}", check)

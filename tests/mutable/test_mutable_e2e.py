@@ -1,0 +1,69 @@
+"""Mutable files on a real local grid (``p2pstore grid up``: every node its own
+daemon process), through the CLI only: user A makes a mutable file on node1, B
+publishes a new version with the write cap on node2, C reads every version with the
+read cap on node3 and is refused when it tries to write; a publish expecting an old
+version is a conflict; info and check report the root's holders."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from ..realgrid import cli, local_grid
+
+pytestmark = [pytest.mark.timeout(150), pytest.mark.e2e]
+
+
+def test_mutable_file_across_real_node_processes(tmp_path: Path) -> None:
+    v1, v2, v3 = os.urandom(120_000), os.urandom(70_000), b"tiny third version"
+    files = []
+    for i, data in enumerate((v1, v2, v3)):
+        f = tmp_path / f"v{i + 1}.bin"
+        f.write_bytes(data)
+        files.append(f)
+    with local_grid(tmp_path / "grid", nodes=3) as grid:
+        a, b, c = grid.node(1), grid.node(2), grid.node(3)
+        made = json.loads(cli("put", "--node", a, "--mutable", "--json", files[0]).stdout)
+        write_cap, read_cap = made["write_cap"], made["read_cap"]
+        assert write_cap.startswith("p2ps:mut:") and read_cap.startswith("p2ps:mut-ro:")
+        assert made["sequence"] == 1 and made["size"] == len(v1)
+
+        out = tmp_path / "out1.bin"
+        cli("get", "--node", c, read_cap, out)
+        assert out.read_bytes() == v1
+
+        # B, on another node, holds the write cap: publishes version 2
+        put2 = cli("put", "--node", b, files[1], write_cap)
+        assert put2.stdout.strip() == write_cap
+        assert "version 2" in put2.stderr, put2.stderr
+        out2 = tmp_path / "out2.bin"
+        cli("get", "--node", c, read_cap, out2)
+        assert out2.read_bytes() == v2
+        info = cli("info", "--node", c, read_cap).stdout
+        assert "version:       2" in info and "read cap" in info, info
+        assert "write" not in info.split("kind:")[1].splitlines()[0], info
+
+        # C holds only the read cap: it cannot publish
+        refused = cli("put", "--node", c, files[2], read_cap, check=False)
+        assert refused.returncode == 2, refused
+        assert "only a write cap" in refused.stderr, refused.stderr
+
+        # a publish that expects version 1 is a conflict; nothing changes
+        stale = cli("put", "--node", a, "--expect-sequence", "1", files[2], write_cap, check=False)
+        assert stale.returncode == 1, stale
+        assert "latest version is 2" in stale.stderr, stale.stderr
+        cli("put", "--node", a, "--expect-sequence", "2", files[2], write_cap)
+        out3 = tmp_path / "out3.bin"
+        cli("get", "--node", b, write_cap, out3)
+        assert out3.read_bytes() == v3
+
+        doc = json.loads(cli("info", "--node", b, "--json", made["verify_cap"]).stdout)
+        assert doc["kind"] == "mut-verify" and doc["sequence"] == 3 and doc["size"] is None
+        assert doc["storage"]["holding_latest"] == doc["storage"]["peers_asked"] >= 3
+        verify_get = cli("get", "--node", b, made["verify_cap"], tmp_path / "x", check=False)
+        assert verify_get.returncode == 2 and "verify cap cannot read" in verify_get.stderr
+        check = cli("check", "--node", b, read_cap)
+        assert "healthy" in check.stdout.lower(), check.stdout
