@@ -53,11 +53,11 @@ def rec(seq: int, body: bytes = b"body", seed: bytes = SEED) -> SlotRecord:
 
 
 def test_slot_index_is_personalized_blake2b() -> None:
-    assert SI == hashlib.blake2b(PK, digest_size=20, person=b"p2ps:slot-si:v1").digest()
+    assert hashlib.blake2b(PK, digest_size=20, person=b"p2ps:slot-si:v1").digest() == SI
     assert SLOT_PERSON == b"p2ps:slot-si:v1"
     assert rec(1).storage_index == SI
     # an immutable storage index of the same bytes is a different name
-    assert SI != hashlib.blake2b(PK, digest_size=20).digest()
+    assert hashlib.blake2b(PK, digest_size=20).digest() != SI
 
 
 def test_signed_bytes_and_signature_follow_the_spec() -> None:
