@@ -9,6 +9,8 @@ Public surface (see docs/storage.md):
 - :class:`LeaseCrawler`; :class:`StorageService` (server + crawler + RPC, one close)
 - :func:`register_storage_rpc` / :class:`StorageRpcAdapter`
 - :class:`StorageError` and its subclasses (stable ``code`` strings)
+- slot records: :mod:`.slots` (``SlotRecord``, ``decode_record``, ``slot_index``,
+  ``accepts``, ``MAX_RECORD``)
 """
 
 from .api import LocalStorageClient, StorageAPI
@@ -16,6 +18,7 @@ from .config import StorageConfig
 from .crawler import LeaseCrawler, TickReport
 from .errors import (
     AlreadyUploading,
+    BadRecord,
     BadRequest,
     BadResponse,
     DiskFull,
@@ -45,6 +48,7 @@ from .service import StorageService
 __all__ = [
     "Allocation",
     "AlreadyUploading",
+    "BadRecord",
     "BadRequest",
     "BadResponse",
     "ClosedShare",
