@@ -48,6 +48,8 @@ from .cli_support import (
     CAP_PREFIX,
     UsageProblem,
     add_mutable_put_options,
+    mkdir_live,
+    names_a_cap,
     put_mutable,
 )
 from .cli_support import check_cap as _check_cap
@@ -62,7 +64,7 @@ from .mutable import is_mutable_cap
 
 # -- put / get -------------------------------------------------------------------
 def cmd_put(args: argparse.Namespace) -> int:
-    if args.mutable or (args.path or "").startswith(CAP_PREFIX):
+    if args.mutable or names_a_cap(args.path or ""):
         return put_mutable(args)
     path = _check_path(args.path) if args.path else None
     client = _client(args)
@@ -145,7 +147,7 @@ def _download(args: argparse.Namespace, fetch: Any, total: int | None) -> int:
 
 def cmd_get(args: argparse.Namespace) -> int:
     source: str = args.source
-    if source.startswith(CAP_PREFIX):
+    if names_a_cap(source):
         cap = _check_cap(source, readable=True)
         client = _client(args)
         size = None if is_mutable_cap(cap) else parse_cap(cap).size
@@ -163,7 +165,7 @@ def _file_cap(args: argparse.Namespace) -> tuple[NodeClient, str, str | None]:
     """The client, and a cap as given or the cap of the file at a drive path:
     ``(client, cap, path)``. A cap or path is checked before the node is looked for."""
     target: str = args.cap
-    if target.startswith(CAP_PREFIX):
+    if names_a_cap(target):
         cap = _check_cap(target)
         return _client(args), cap, None
     path = _check_path(target)
@@ -396,6 +398,10 @@ def _settled(
 
 
 def cmd_mkdir(args: argparse.Namespace) -> int:
+    if args.live:
+        return mkdir_live(args)
+    if args.path is None:
+        raise UsageProblem("give the PATH of the directory to make (or --live)")
     path, client = _check_path(args.path), _client(args)
     doc = _settled(
         args, path, f"mkdir {path}", lambda i: client.mkdir(path, parents=args.parents, op_id=i)
@@ -532,8 +538,14 @@ def _add_drive_commands(sub: Any) -> None:
     _node_opt(p)
     p.set_defaults(func=cmd_ls)
 
-    p = sub.add_parser("mkdir", help="make a vdrive directory")
-    p.add_argument("path", metavar="PATH")
+    p = sub.add_parser("mkdir", help="make a vdrive directory (or a live directory: --live)")
+    p.add_argument("path", nargs="?", metavar="PATH")
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="a new live directory to share: prints its write cap and read cap; use "
+        "CAP/path with ls, put, get, mkdir, rm, mv, ln",
+    )
     p.add_argument("-p", "--parents", action="store_true", help="make parents; ok if it exists")
     p.add_argument("--json", action="store_true", help="print the JSON reply")
     _node_opt(p)

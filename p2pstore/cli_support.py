@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import sys
@@ -18,11 +19,12 @@ from typing import IO, Any
 
 from .api_client import ClientError, NodeClient, resolve_node_dir
 from .app.errors import BadRequest
-from .app.vpath import parse_vpath
+from .app.vpath import LIVE_PREFIX, parse_vpath
 from .base.progress import Progress, UploadProgress, human_bytes
 from .immutable import CapError, VerifyCap, parse_cap
 from .mutable import MutableCapError, WriteCap, is_mutable_cap, parse_mutable_cap
 from .mutable import VerifyCap as MutableVerifyCap
+from .vdrive.dirnode import Directory
 
 EXIT_USAGE = 2
 CAP_PREFIX = "p2ps:"
@@ -34,6 +36,12 @@ class UsageProblem(Exception):
 
 def client_for(args: argparse.Namespace) -> NodeClient:
     return NodeClient.for_node(resolve_node_dir(args.node))
+
+
+def names_a_cap(text: str) -> bool:
+    """True if ``text`` is a cap rather than a drive path (``CAP/path`` inside a live
+    directory is a path)."""
+    return text.startswith(CAP_PREFIX) and not (text.startswith(LIVE_PREFIX) and "/" in text)
 
 
 def check_cap(text: str, *, readable: bool = False) -> str:
@@ -137,3 +145,25 @@ def add_mutable_put_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="with WRITECAP: publish only if the latest version is N (else a conflict)",
     )
+
+
+def mkdir_live(args: argparse.Namespace) -> int:
+    """``mkdir --live``: a new, empty live directory (docs/mutable.md); its write cap
+    on stdout, the read cap on stderr."""
+    if args.path is not None:
+        raise UsageProblem(
+            "mkdir --live makes a live directory of its own (address it as CAP/path); "
+            "linking it into a drive is not supported yet"
+        )
+    empty = Directory().encode()
+    doc = client_for(args).put_mutable(io.BytesIO(empty), size=len(empty), directory=True)
+    if args.json:
+        print_json(doc)
+        return 0
+    print(doc["write_cap"])
+    print(
+        "new live directory: whoever holds the write cap above can change it; share the "
+        f"read cap to let others follow it: {doc['read_cap']}",
+        file=sys.stderr,
+    )
+    return 0

@@ -48,7 +48,7 @@ _CONFLICTS = {
     "directory-not-empty",
     "sequence-mismatch",
 }
-_BAD = {"bad-path", "bad-request", "cross-drive"}
+_BAD = {"bad-path", "bad-request", "cross-drive", "bad-cap"}
 
 
 def to_app_error(e: VdriveError) -> AppError:

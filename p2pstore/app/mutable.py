@@ -36,6 +36,8 @@ from p2pstore.grid.mutable import (
 from p2pstore.immutable import LiteralCap, ReadCap, VerifyCap, parse_cap
 from p2pstore.mutable import MutableCap, Version, WriteCap
 from p2pstore.mutable import ReadCap as MutableReadCap
+from p2pstore.vdrive.dirnode import MAX_DIR_BYTES, decode_directory
+from p2pstore.vdrive.errors import VdriveError
 
 from .contract import CheckReport, ProgressFn
 from .errors import AppError, BadRequest, Conflict, GridError, NotFound, Unavailable
@@ -151,6 +153,8 @@ class MutableOperations:
     ) -> MutableResult:
         mf = self._mut()
         prog = (lambda done, _t: progress(done)) if progress else None
+        if directory:  # a live directory's versions are directory objects, nothing else
+            chunks = await _directory_body(chunks)
         async with self._operation():
             with _mapped():
                 if cap is None:
@@ -220,6 +224,27 @@ class MutableOperations:
             repaired=(inner.repaired or not inner.repair_attempted) and roots_ok,
             details={**details, **inner.details},
         )
+
+
+async def _directory_body(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The body of a live directory's version, checked to be a directory object."""
+    data = bytearray()
+    async for c in chunks:
+        data += c
+        if len(data) > MAX_DIR_BYTES:
+            raise BadRequest(f"a directory object is at most {MAX_DIR_BYTES} bytes")
+    try:
+        decode_directory(bytes(data))
+    except VdriveError as e:
+        raise BadRequest(
+            f"a live directory's content must be a directory object: {e.message}",
+            code="bad-directory",
+        ) from None
+    return _one(bytes(data))
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def _published(pub: Published) -> dict[str, Any]:

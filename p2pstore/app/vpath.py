@@ -2,7 +2,9 @@
 
 Text form: ``shared:/a/b``, ``private:/a/b``; a path without a drive prefix
 (``/a/b`` or ``a/b``) is on the shared drive. ``/`` (or ``shared:``,
-``private:/``) is the drive's root.
+``private:/``) is the drive's root. A live directory is a drive of its own,
+named by its cap: ``p2ps:dir:mut:.../a/b`` (write cap) or ``p2ps:dir:mut-ro:.../a/b``
+(read cap); the cap alone is its root (docs/mutable.md, "Live directories").
 
 Invariants (checked by :func:`parse_vpath`, so a :class:`VPath` is always valid):
 - components are non-empty, not ``.`` or ``..``, contain no ``/``, NUL or other
@@ -14,12 +16,16 @@ Invariants (checked by :func:`parse_vpath`, so a :class:`VPath` is always valid)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final
+
+from p2pstore.mutable import MutableCapError, parse_mutable_cap
 
 from .errors import BadRequest
 
-Drive = Literal["shared", "private"]
+#: ``"shared"``, ``"private"``, or the cap text of a live directory
+Drive = str
 DRIVES: Final[tuple[Drive, ...]] = ("shared", "private")
+LIVE_PREFIX: Final = "p2ps:dir:mut"
 MAX_NAME_BYTES: Final = 255
 MAX_DEPTH: Final = 64
 MAX_PATH_CHARS: Final = 4096
@@ -56,7 +62,14 @@ class VPath:
         """True if this path is ``other`` or below it."""
         return self.drive == other.drive and self.parts[: len(other.parts)] == other.parts
 
+    @property
+    def is_live(self) -> bool:
+        """True if the drive is a live directory (named by its cap)."""
+        return self.drive.startswith(LIVE_PREFIX)
+
     def __str__(self) -> str:
+        if self.is_live:
+            return f"{self.drive}/" + "/".join(self.parts)
         return f"{self.drive}:/" + "/".join(self.parts)
 
 
@@ -86,7 +99,16 @@ def parse_vpath(text: str) -> VPath:
     drive: Drive = "shared"
     rest = text
     head, sep, tail = text.partition(":")
-    if sep and "/" not in head:
+    if text.startswith(LIVE_PREFIX):
+        drive, _, rest = text.partition("/")
+        try:
+            cap = parse_mutable_cap(drive)
+        except MutableCapError as e:
+            raise BadPath(f"a live directory path starts with its cap: {e}") from None
+        if not cap.directory:
+            raise BadPath("the cap of a mutable file is not a live directory")
+        drive = cap.to_string()
+    elif sep and "/" not in head:
         if head not in DRIVES:
             raise BadPath(f"unknown drive {head!r} (use shared:/path or private:/path)")
         drive = "shared" if head == "shared" else "private"

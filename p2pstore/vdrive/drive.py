@@ -20,14 +20,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from dht.errors import RecordError
 from dht.records import Record, record_key, validate
+from p2pstore.grid.mutable import MutableFiles
+from p2pstore.mutable import WriteCap
 from quic_transport.identity import NodeId
 
 from .dirnode import DirCap, Directory, Entry
 from .errors import VdriveLocalError, VdriveRemoteError
+from .live import LABEL, LiveReader, LiveWriter, ReadOnly, is_live_drive, parse_live_cap
 from .objects import ObjectStore
 from .ops import Op, Path, list_dir, load_dir, resolve
 from .root_record import EMPTY_POINTER, RootPointer, SeenStore, open_pointer
@@ -138,6 +141,15 @@ class LocalWriter:
         return await self.writer.settle(op_id, writer=self.node_id)
 
 
+class PointerSource(Protocol):
+    """Where a drive's current pointer comes from: :class:`DriveReader` (a DHT
+    record) or :class:`~.live.LiveReader` (a live directory's mutable root)."""
+
+    async def pointer(self, *, fresh: bool = False) -> RootPointer: ...
+
+    def invalidate(self) -> None: ...
+
+
 @dataclass
 class Drive:
     """One drive as this node sees it. ``local`` is set when this node is its writer;
@@ -145,7 +157,7 @@ class Drive:
 
     label: str
     store: ObjectStore
-    reader: DriveReader | None
+    reader: PointerSource | None
     writer: Writer | None
     local: DriveWriter | None = None
 
@@ -197,12 +209,23 @@ class Drive:
 class Vdrive:
     """What a node holds: its view of the shared drive and its own private drive."""
 
-    def __init__(self, *, shared: Drive | None, private: Drive | None, store: ObjectStore) -> None:
+    def __init__(
+        self,
+        *,
+        shared: Drive | None,
+        private: Drive | None,
+        store: ObjectStore,
+        live: MutableFiles[Any] | None = None,
+    ) -> None:
         self.shared = shared
         self.private = private
         self.store = store
+        #: mutable files, for live directories addressed by cap (``p2ps:dir:mut...``)
+        self.live = live
 
     def drive(self, label: str) -> Drive:
+        if is_live_drive(label):
+            return self._live_drive(label)
         d = self.shared if label == "shared" else self.private
         if d is None:
             raise VdriveLocalError(
@@ -211,6 +234,17 @@ class Vdrive:
                 + (" (the bootstrap list has no p2ps-vdrive line)" if label == "shared" else ""),
             )
         return d
+
+    def _live_drive(self, label: str) -> Drive:
+        """A live directory opened by its cap: a drive whose root is its latest
+        version (docs/mutable.md, "Live directories")."""
+        cap = parse_live_cap(label)
+        if self.live is None:
+            raise VdriveLocalError("vdrive-unavailable", "this node has no mutable files")
+        writer: Writer = (
+            LiveWriter(self.live, self.store, cap) if isinstance(cap, WriteCap) else ReadOnly()
+        )
+        return Drive(LABEL, self.store, LiveReader(self.live, cap), writer)
 
     async def make_dir(self, d: Directory) -> DirCap:
         """Store a whole directory object and return its read-only cap (a snapshot
