@@ -271,9 +271,17 @@ class MutableFiles(Generic[P]):
         up = await self.uploader.upload_random(chunks, size=size, progress=progress)
         return await self.publish_version(cap, up.cap, s)
 
-    async def publish_version(self, cap: WriteCap, version: VersionCap, s: Survey) -> Published:
+    async def publish_version(
+        self, cap: WriteCap, version: VersionCap, s: Survey, *, reassert: bool = True
+    ) -> Published:
         """Sign ``version`` (an uploaded file's read cap) as the next root after what
-        ``s`` found and store it on the surveyed peers (test-and-set)."""
+        ``s`` found and store it on the surveyed peers (test-and-set).
+
+        Two writers that raced to the same sequence may each have stored their root
+        on some peers and both see a refusal. The one whose root wins the readers'
+        tie rule (:func:`p2pstore.mutable.choose`) then publishes the same version
+        once more with the next sequence, so the peers converge on it and its
+        writer is told success; the other is told :class:`MutableConflict`."""
         current = 0 if s.latest is None else s.latest.sequence
         record = make_root(cap, current + 1, version, self.clock())
         v = open_root(record, cap)
@@ -286,6 +294,10 @@ class MutableFiles(Generic[P]):
         if winners:
             w = choose(winners)
             assert w is not None
+            if reassert and w.seq == record.seq and choose([w, record]) == record:
+                again = await self.survey(cap)
+                if again.latest is not None and again.latest.record == record:
+                    return await self.publish_version(cap, version, again, reassert=False)
             raise MutableConflict(
                 f"another writer published version {w.seq} first (this one would have "
                 f"been {record.seq}); read the latest and try again",

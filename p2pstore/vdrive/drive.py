@@ -17,7 +17,9 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -222,6 +224,10 @@ class Vdrive:
         self.store = store
         #: mutable files, for live directories addressed by cap (``p2ps:dir:mut...``)
         self.live = live
+        #: one lock per live directory this node changes (unused ones are dropped)
+        self._live_locks: weakref.WeakValueDictionary[bytes, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     def drive(self, label: str) -> Drive:
         if is_live_drive(label):
@@ -241,9 +247,10 @@ class Vdrive:
         cap = parse_live_cap(label)
         if self.live is None:
             raise VdriveLocalError("vdrive-unavailable", "this node has no mutable files")
-        writer: Writer = (
-            LiveWriter(self.live, self.store, cap) if isinstance(cap, WriteCap) else ReadOnly()
-        )
+        writer: Writer = ReadOnly()
+        if isinstance(cap, WriteCap):
+            lock = self._live_locks.setdefault(cap.public_key, asyncio.Lock())
+            writer = LiveWriter(self.live, self.store, cap, lock)
         return Drive(LABEL, self.store, LiveReader(self.live, cap), writer)
 
     async def make_dir(self, d: Directory) -> DirCap:

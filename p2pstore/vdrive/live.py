@@ -23,8 +23,10 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from p2pstore.grid.errors import GridRemoteError
@@ -46,8 +48,11 @@ from .ops import Op, apply_op, load_dir
 from .root_record import RootPointer
 from .writer import ChangeResult, Outcome
 
-#: a change applied again on top of another writer's version at most this often
-RETRIES = 5
+#: a change applied again on top of another writer's version at most this often,
+#: after a random pause of up to BACKOFF x 2^attempt seconds (writers on other nodes
+#: that keep colliding spread out)
+RETRIES = 8
+BACKOFF = 0.05
 LABEL = "live directory"
 
 
@@ -114,18 +119,28 @@ class LiveWriter:
         files: MutableFiles[Any],
         store: ObjectStore,
         cap: WriteCap,
+        lock: asyncio.Lock,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.reader = LiveReader(files, cap)
         self.files = files
         self.store = store
         self.cap = cap
+        self.lock = lock
         self.clock = clock
+        self.sleep = sleep
 
     async def apply(
         self, op: Op, *, expected_sequence: int | None, op_id: bytes | None = None
     ) -> ChangeResult:
-        for _ in range(RETRIES):
+        async with self.lock:  # this node's changes to one live directory: one at a time
+            return await self._apply(op, expected_sequence)
+
+    async def _apply(self, op: Op, expected_sequence: int | None) -> ChangeResult:
+        for attempt in range(RETRIES):
+            if attempt:
+                await self.sleep(random.uniform(0, BACKOFF * 2**attempt))
             v, survey = await self.reader.latest()
             if expected_sequence is not None and v.sequence != expected_sequence:
                 raise _mismatch(v.sequence, expected_sequence)
