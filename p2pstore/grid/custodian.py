@@ -40,9 +40,11 @@ from p2pstore.immutable import (
     VerifyCap,
     check_shares,
 )
+from p2pstore.mutable import VerifyCap as MutableVerifyCap
 from p2pstore.storage import ShareExists
 from p2pstore.storage.api import LocalStorageClient
 from p2pstore.storage.server import StorageServer
+from p2pstore.storage.slots import decode_record
 from quic_transport.identity import NodeId
 
 from .errors import GridError
@@ -58,6 +60,7 @@ from .maintenance import (
     plan,
     remember,
 )
+from .mutable import MutableConfig, MutableFiles
 from .peers import P, describe
 from .placement import PeerKey
 from .regenerate import LoopShareSource
@@ -111,8 +114,11 @@ class Maintainer(Generic[P]):
         *,
         rng: random.Random | None = None,
         ready: Callable[[], bool] | None = None,
+        slot_replicas: int = 10,
     ) -> None:
         self.server, self.me, self.health, self.config = server, me, health, config
+        #: peers that keep each mutable file's root (the grid's N)
+        self.slot_replicas = slot_replicas
         #: checks wait until this says the node sees the grid (joined): a node alone
         #: would find too few shares and raise false alarms
         self.ready = ready
@@ -136,6 +142,7 @@ class Maintainer(Generic[P]):
                 "bytes_sent",
                 "unrecoverable",
                 "corrupt_removed",
+                "roots_spread",
                 "failures",
             ),
             0,
@@ -165,11 +172,11 @@ class Maintainer(Generic[P]):
         self._rescan_at = now + min(self.config.check_interval, RESCAN_MAX)
 
     def _held(self) -> list[bytes]:
-        """Storage indexes with shares here. One holding only a slot (a mutable file's
-        signed record, docs/storage.md "Slots") has nothing to check, repair or move."""
+        """Storage indexes with shares or a slot (a mutable file's signed root,
+        docs/storage.md "Slots") here."""
         s = self.server
         held = (si for prefix in s.list_prefixes() for si in s.storage_indexes_in(prefix))
-        return [si for si in held if s.list_shares(si)]
+        return [si for si in held if s.list_shares(si) or s.slot_read(si) is not None]
 
     def _forget(self, si: bytes) -> None:
         self._due.pop(si, None)
@@ -249,7 +256,8 @@ class Maintainer(Generic[P]):
     async def _check(self, si: bytes) -> Plan | None:
         mine = await asyncio.to_thread(self.server.list_shares, si)
         if not mine:
-            self._forget(si)
+            if not await self._keep_slot(si):
+                self._forget(si)
             return None
         vc = self._caps.get(si)
         if vc is None:
@@ -316,6 +324,35 @@ class Maintainer(Generic[P]):
         now = self.server.clock()
         left = max((le.expires for le in self.server.leases(si)), default=now) - now
         return int(left) if left >= 1 else None
+
+    async def _keep_slot(self, si: bytes) -> bool:
+        """A mutable file's root held here (docs/mutable.md, "Keeping roots"): make
+        sure the peers nearest its slot hold the latest root, this node included,
+        each copy with no more lease than is left here. False if no slot is here."""
+        raw = await asyncio.to_thread(self.server.slot_read, si)
+        if raw is None:
+            return False
+        lease = await asyncio.to_thread(self.lease_left, si)
+        if lease is None:
+            return True  # nobody keeps it any more: let it expire
+        record = decode_record(raw)
+        keeper = MutableFiles(
+            self.health.find_peers,
+            self.health.storage_for,
+            None,
+            MutableConfig(replicas=self.slot_replicas),
+        )
+        s = await keeper.survey(MutableVerifyCap(record.pk))
+        self._count_check()
+        if s.latest is not None and s.latest.record != record:
+            await asyncio.to_thread(
+                self.server.slot_write, si, s.latest.record.encode(), self.me, lease
+            )
+        spread = await keeper.spread(s, lease=lease)
+        if spread:
+            self.counts["roots_spread"] += spread
+            log.info("maintenance of %s: root copied to %d peers", si_short(si), spread)
+        return True
 
     # -- acting -------------------------------------------------------------------------
     async def _repair(

@@ -20,7 +20,8 @@ each was last renewed, persisted as an append-only text log
 
 Invariants:
 - Only verify caps are stored (never read caps: a verify cap cannot decrypt), and
-  literal caps are never stored (they have no shares, hence no lease).
+  literal caps are never stored (they have no shares, hence no lease). A mutable
+  file's verify cap (``p2ps:mut-verify:``) stands for its root and latest version.
 - Logs name a file by its storage index's short base32 form only.
 
 :class:`LeaseRenewer` owns one background task (clock and sleep injected): every
@@ -46,10 +47,17 @@ from pathlib import Path
 from typing import Any
 
 from p2pstore.base.tasks import TaskOwner
-from p2pstore.immutable import LiteralCap, ReadCap, VerifyCap, parse_cap
+from p2pstore.immutable import LiteralCap, ReadCap, parse_cap
+from p2pstore.immutable import VerifyCap as FileVerifyCap
+from p2pstore.mutable import MutableCap, is_mutable_cap, parse_mutable_cap
+from p2pstore.mutable import VerifyCap as MutableVerifyCap
 from quic_transport.identity import b32encode
 
 log = logging.getLogger(__name__)
+
+#: what the book keeps alive: an immutable file, or a mutable file (its root and
+#: latest version, docs/mutable.md "Leases")
+VerifyCap = FileVerifyCap | MutableVerifyCap
 
 #: ``renew(verify_cap)`` -> ``{peer b32: None if that holder renewed, else why not}``
 Renew = Callable[[VerifyCap], Awaitable[Mapping[str, str | None]]]
@@ -124,7 +132,7 @@ class LeaseBook:
         return sum(1 for at in self._entries.values() if at < before)
 
     # -- changes ---------------------------------------------------------------------
-    def track(self, cap: ReadCap | VerifyCap | LiteralCap, now: float) -> bool:
+    def track(self, cap: ReadCap | VerifyCap | LiteralCap | MutableCap, now: float) -> bool:
         """Record that ``cap``'s lease was (re)added at ``now``. Literal caps are
         skipped (returns False): they have no shares and need no lease."""
         if isinstance(cap, LiteralCap):
@@ -134,7 +142,7 @@ class LeaseBook:
         return True
 
     def record(self, vc: VerifyCap, now: float) -> None:
-        if not isinstance(vc, VerifyCap):
+        if not isinstance(vc, FileVerifyCap | MutableVerifyCap):
             raise TypeError("LeaseBook stores verify caps only")
         if not math.isfinite(now) or now < 0:
             raise ValueError(f"bad renewal time {now!r}")
@@ -205,10 +213,10 @@ def _parse_line(raw: bytes) -> tuple[VerifyCap, float] | str:
     if len(parts) != 2:
         return "expected '<verify-cap> <unix-seconds>'"
     try:
-        cap = parse_cap(parts[0])
+        cap = parse_mutable_cap(parts[0]) if is_mutable_cap(parts[0]) else parse_cap(parts[0])
     except Exception as e:  # every parse failure is the same: a bad line
         return f"bad cap ({type(e).__name__})"
-    if not isinstance(cap, VerifyCap):
+    if not isinstance(cap, FileVerifyCap | MutableVerifyCap):
         return "not a verify cap"
     try:
         at = float(parts[1])

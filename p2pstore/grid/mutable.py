@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol
 
 from p2pstore.base.tasks import bounded
+from p2pstore.immutable import VerifyCap as ImmutableVerifyCap
+from p2pstore.immutable import parse_cap
 from p2pstore.mutable import (
     MutableError,
     ReadCap,
@@ -53,6 +55,8 @@ from .peers import FindPeers, P, Progress, StorageFor, describe
 from .upload import Uploader
 
 AnyCap = WriteCap | ReadCap | VerifyCap
+#: ``Health.renew``: renew this node's lease on an immutable file's shares
+Renew = Callable[[ImmutableVerifyCap], Awaitable[Mapping[str, str | None]]]
 
 
 class SeenGuard(Protocol):
@@ -148,7 +152,7 @@ class MutableFiles(Generic[P]):
         self,
         find_peers: FindPeers[P],
         storage_for: StorageFor[P],
-        uploader: Uploader[P],
+        uploader: Uploader[P] | None,
         config: MutableConfig | None = None,
         *,
         seen: SeenGuard | None = None,
@@ -160,6 +164,9 @@ class MutableFiles(Generic[P]):
         self.config = config or MutableConfig()
         self.seen = seen
         self.clock = clock
+        #: called with the file's verify cap after each successful publish (the node
+        #: records it in its lease book: it keeps its own mutable files alive)
+        self.on_published: Callable[[VerifyCap], None] | None = None
 
     # -- reading -------------------------------------------------------------------
     async def survey(self, cap: AnyCap) -> Survey:
@@ -268,7 +275,9 @@ class MutableFiles(Generic[P]):
                 "published meanwhile; read it and try again",
                 sequence=current,
             )
-        up = await self.uploader.upload_random(chunks, size=size, progress=progress)
+        if self.uploader is None:
+            raise GridLocalError("this node cannot upload (no uploader)")
+        up = await self.uploader.upload_random(chunks, size=size, progress=progress, announce=False)
         return await self.publish_version(cap, up.cap, s)
 
     async def publish_version(
@@ -310,13 +319,18 @@ class MutableFiles(Generic[P]):
                 f"(at least {need} needed); try again"
             )
         self._guard(cap, v)
+        if self.on_published is not None:
+            self.on_published(cap.verify_cap())
         return Published(v, stored, len(s.asked), s)
 
-    async def _put(self, peer: P, si: bytes, record: SlotRecord) -> bool | SlotRecord | str:
+    async def _put(
+        self, peer: P, si: bytes, record: SlotRecord, lease: int | None = None
+    ) -> bool | SlotRecord | str:
         """True if stored; the winning record on a genuine conflict; else a reason."""
         try:
             ok, held = await bounded(
-                self.storage_for(peer).slot_write(si, record.encode()), self.config.op_timeout
+                self.storage_for(peer).slot_write(si, record.encode(), lease),
+                self.config.op_timeout,
             )
         except Exception as e:  # that peer only
             return describe(e)
@@ -331,17 +345,60 @@ class MutableFiles(Generic[P]):
         return other
 
     # -- maintenance ---------------------------------------------------------------
-    async def spread(self, s: Survey) -> int:
+    async def renew(self, cap: AnyCap, renew_version: Renew) -> dict[str, str | None]:
+        """Add or extend this node's lease on the latest root at every peer holding
+        it (copying it first to the nearest peers that lack it) and on the latest
+        version's shares (``renew_version``: :meth:`Health.renew`). Returns
+        ``{peer b32: None if renewed, else why not}`` as ``Health.renew`` does."""
+        s = await self.latest_root(cap)
+        assert s.latest is not None
+        await self.spread(s)
+        holders = [p for p in s.asked if s.held.get(_peer_b32(p)) == s.latest.record]
+        holders += [p for p in s.asked if _peer_b32(p) in s.stale]
+
+        async def one(peer: P) -> str | None:
+            try:
+                api = self.storage_for(peer)
+                await bounded(api.add_lease(s.storage_index), self.config.op_timeout)
+            except Exception as e:
+                return describe(e)
+            return None
+
+        outcome = await asyncio.gather(*(one(p) for p in holders))
+        results = {_peer_b32(p): r for p, r in zip(holders, outcome, strict=True)}
+        if s.latest.verify is not None:
+            version = parse_cap(s.latest.verify)
+            assert isinstance(version, ImmutableVerifyCap)
+            for peer, why in (await renew_version(version)).items():
+                results[peer] = why if results.get(peer) is None else results[peer]
+        return results
+
+    async def spread(self, s: Survey, *, lease: int | None = None) -> int:
         """Store the latest root on the reachable peers that lack it (anyone may:
-        the root is signed). Returns how many now hold it."""
+        the root is signed). ``lease`` (seconds) bounds the lease the copies get: a
+        storage node's maintenance passes what is left of its own, so keeping a root
+        never extends its life. Returns how many peers stored it."""
         if s.latest is None:
             return 0
         by_name = {_peer_b32(p): p for p in s.asked}
         todo = [by_name[n] for n in s.stale if n in by_name]
+        record = s.latest.record
         results = await asyncio.gather(
-            *(self._put(p, s.storage_index, s.latest.record) for p in todo)
+            *(self._put(p, s.storage_index, record, lease) for p in todo)
         )
         return sum(1 for r in results if r is True)
+
+
+def renew_any(renew_file: Renew, files: MutableFiles[Any]) -> Callable[..., Awaitable[Any]]:
+    """A lease renewer's ``renew`` for both kinds of verify cap: immutable files
+    through ``renew_file`` (``Health.renew``), mutable files through ``files``."""
+
+    async def renew(cap: ImmutableVerifyCap | VerifyCap) -> Mapping[str, str | None]:
+        if isinstance(cap, VerifyCap):
+            return await files.renew(cap, renew_file)
+        return await renew_file(cap)
+
+    return renew
 
 
 __all__ = [

@@ -130,8 +130,8 @@ class Uploader(Generic[P]):
         self.params = params or EncodingParams()
         self.on_uploaded = on_uploaded
 
-    def _uploaded(self, result: UploadResult[P]) -> UploadResult[P]:
-        if self.on_uploaded is not None:
+    def _uploaded(self, result: UploadResult[P], announce: bool = True) -> UploadResult[P]:
+        if self.on_uploaded is not None and announce:
             try:
                 self.on_uploaded(result)
             except Exception:
@@ -169,15 +169,18 @@ class Uploader(Generic[P]):
         happy: int | None = None,
         progress: Progress | None = None,
         size: int | None = None,
+        announce: bool = True,
     ) -> UploadResult[P]:
         """One pass with a random key (pipes, HTTP bodies). ``size``, if known,
-        lets servers reserve exact space and progress report a total."""
+        lets servers reserve exact space and progress report a total. Without
+        ``announce`` the upload is not passed to ``on_uploaded`` (a mutable file's
+        version: its leases follow the mutable file, docs/mutable.md)."""
         params = params or self.params
         happy = self.config.happy if happy is None else happy
         _check_happy(params, happy)
         with ThreadPoolExecutor(1, thread_name_prefix="p2ps-encode") as ex:
             enc = Encoder.with_random_key(params)
-            return await self._run(enc, chunks, size, params, happy, progress, ex)
+            return await self._run(enc, chunks, size, params, happy, progress, ex, None, announce)
 
     async def _run(
         self,
@@ -189,6 +192,7 @@ class Uploader(Generic[P]):
         progress: Progress | None,
         ex: ThreadPoolExecutor,
         regenerate: Regenerate | None = None,
+        announce: bool = True,
     ) -> UploadResult[P]:
         loop = asyncio.get_running_loop()
         seg_size = params.segment_size
@@ -223,7 +227,7 @@ class Uploader(Generic[P]):
             if isinstance(result.cap, LiteralCap):
                 if progress is not None:
                     progress(fed, fed)
-                return self._uploaded(UploadResult(result.cap, fed, {}, 0, 0, 0, 0))
+                return self._uploaded(UploadResult(result.cap, fed, {}, 0, 0, 0, 0), announce)
             if job is None:
                 job = await self._open(
                     enc.storage_index, params, fed, happy, on_progress, regenerate
@@ -246,7 +250,7 @@ class Uploader(Generic[P]):
                 await job.release_sent()
             else:
                 await job.keep_sent()
-            return self._uploaded(job.result(cap, fed, happy))
+            return self._uploaded(job.result(cap, fed, happy), announce)
         finally:
             if job is not None:
                 await job.sender.aclose()

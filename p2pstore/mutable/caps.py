@@ -27,6 +27,7 @@ from typing import Final
 
 import nacl.signing
 
+from p2pstore.storage.slots import slot_index
 from quic_transport.identity import IdentityError, b32decode, b32encode
 
 from .errors import MutableCapError
@@ -65,6 +66,11 @@ class VerifyCap:
 
     def verify_cap(self) -> VerifyCap:
         return self
+
+    @property
+    def storage_index(self) -> bytes:
+        """The storage index of the file's slot (docs/storage.md, "Slots")."""
+        return slot_index(self.public_key)
 
     def to_string(self) -> str:
         return f"{_prefix(self.directory)}mut-verify:{b32encode(self.public_key)}"

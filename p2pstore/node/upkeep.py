@@ -30,9 +30,11 @@ from p2pstore.grid.custodian import Maintainer
 from p2pstore.grid.health import Health, HealthConfig
 from p2pstore.grid.lease_renewal import LeaseBook, LeaseRenewer, RenewerConfig
 from p2pstore.grid.maintenance import MaintenanceConfig
+from p2pstore.grid.mutable import MutableConfig, MutableFiles, renew_any
 from p2pstore.grid.peers import FindPeers, StorageFor
 from p2pstore.grid.quality import QualitySource
 from p2pstore.immutable import LiteralCap, ReadCap, VerifyCap
+from p2pstore.mutable import VerifyCap as MutableVerifyCap
 from p2pstore.storage.disk_layout import check_storage_index
 from p2pstore.storage.errors import StorageError
 from p2pstore.storage.server import StorageServer
@@ -109,7 +111,9 @@ class Upkeep:
             self._start_leases(health)
         mc = maintenance_config(self.ctx, self.encoding.happy)
         if server is not None and mc.enabled:
-            self.maintainer = Maintainer(server, self.ctx.key.node_id, health, mc, ready=ready)
+            self.maintainer = Maintainer(
+                server, self.ctx.key.node_id, health, mc, ready=ready, slot_replicas=self.encoding.n
+            )
             self.maintainer.start()
 
     async def report_corrupt(self, peer: PeerAddress, si: bytes, share: int, why: str) -> None:
@@ -159,7 +163,12 @@ class Upkeep:
             interval=slower(float(cfg.client.renew_interval), cfg.limits),
             renew_after=cfg.storage.lease_duration / 3,
         )
-        self.renewer = LeaseRenewer(self.book, health.renew, config, clock=self.ctx.clock)
+        # mutable files' roots and latest versions too (docs/mutable.md, "Leases")
+        mutable = MutableFiles(
+            health.find_peers, health.storage_for, None, MutableConfig(replicas=self.encoding.n)
+        )
+        renew = renew_any(health.renew, mutable)
+        self.renewer = LeaseRenewer(self.book, renew, config, clock=self.ctx.clock)
         # a first round soon after start, so a node restarted more often than the
         # interval still renews
         self.renewer.start(first_delay=min(300.0, config.interval) * random.uniform(0.8, 1.2))
@@ -169,6 +178,8 @@ class Upkeep:
         backend, and with it the vdrive, exists)."""
         app.pin_book = self.pins
         app.health.on_corrupt = self.report_corrupt
+        if app.mutable is not None:  # this node keeps the mutable files it publishes
+            app.mutable.on_published = self.track
         cfg = self.ctx.config
         if not cfg.maintenance.keep_references or self.keeper is not None:
             return
@@ -186,7 +197,7 @@ class Upkeep:
         self.keeper = ReferenceKeeper(drives, roots, self.pins, app.health.renew, config)
         self.keeper.start(first_delay=min(600.0, interval) * random.uniform(0.8, 1.2))
 
-    def track(self, cap: ReadCap | VerifyCap | LiteralCap) -> None:
+    def track(self, cap: ReadCap | VerifyCap | LiteralCap | MutableVerifyCap) -> None:
         """A file this node uploaded (new, or already stored): renewed from now on."""
         if self.book is not None:
             self.book.track(cap, self.ctx.clock())

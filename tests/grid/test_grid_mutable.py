@@ -285,3 +285,44 @@ async def test_too_few_peers_is_unavailable_and_spread_mends_a_missed_peer(
 
 async def chunks_of(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+async def test_leases_follow_the_mutable_file_not_its_old_versions(
+    grid: StorageGrid, tmp_path: Path
+) -> None:
+    """The publisher's lease book gets the mutable verify cap (not each version);
+    renewing it extends the root's lease where the root is held and the latest
+    version's shares' leases; superseded versions are left to expire."""
+    from p2pstore.grid.health import Health, HealthConfig
+    from p2pstore.grid.lease_renewal import LeaseBook, LeaseRenewer, RenewerConfig
+    from p2pstore.grid.mutable import renew_any
+
+    mf, _ = files(grid)
+    uploaded: list[Any] = []
+    mf.uploader.on_uploaded = uploaded.append  # type: ignore[union-attr]
+    book = LeaseBook.load(tmp_path / "leases.log")
+    mf.on_published = lambda vc: book.track(vc, grid.clock())
+    cap, pub1 = await mf.create(aiter_bytes(body(20_000, 1)))
+    pub2 = await mf.publish(cap, aiter_bytes(body(20_000, 2)))
+    assert uploaded == []  # versions are not tracked as files of their own
+    assert list(book.due(grid.clock() + 1)) == [cap.verify_cap()]
+    assert LeaseBook.load(tmp_path / "leases.log").due(grid.clock() + 1) == [cap.verify_cap()]
+
+    si = slot_index(cap.public_key)
+    old_si = pub1.version.cap.storage_index  # type: ignore[union-attr]
+    new_si = pub2.version.cap.storage_index  # type: ignore[union-attr]
+
+    def expiry(index: bytes) -> float:
+        return max(le.expires for gs in grid.servers for le in gs.server.leases(index))
+
+    before = {i: expiry(i) for i in (si, old_si, new_si)}
+    grid.clock.advance(10 * 86400)
+    health = Health(mf.find_peers, mf.storage_for, HealthConfig(op_timeout=2.0))
+    renewer = LeaseRenewer(
+        book, renew_any(health.renew, mf), RenewerConfig(renew_after=86400), clock=grid.clock
+    )
+    report = await renewer.run_round()
+    assert (report.renewed, report.failed) == (1, 0)
+    assert expiry(si) > before[si] + 9 * 86400
+    assert expiry(new_si) > before[new_si] + 9 * 86400
+    assert expiry(old_si) == before[old_si]  # the superseded version is not renewed

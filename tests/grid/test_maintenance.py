@@ -333,23 +333,41 @@ async def test_a_share_is_kept_for_a_month_only_once_the_whole_upload_succeeded(
     assert left and max(left) <= provisional + 5
 
 
-async def test_a_slot_only_storage_index_is_not_checked_repaired_or_reported(
+async def test_a_mutable_root_held_here_is_kept_on_the_nearest_peers(
     grid: StorageGrid,
 ) -> None:
-    from p2pstore.storage.slots import SlotRecord
+    """A slot (a mutable file's signed root) is scheduled like a share: its
+    maintenance copies the latest root to the nearest peers that lack it, with no
+    more lease than is left here, takes a newer root found elsewhere, and never
+    repairs, moves or reports anything else."""
+    from p2pstore.immutable import LiteralCap
+    from p2pstore.mutable import WriteCap, make_root
 
     cap = await upload(grid.servers[:12], data_of(20_000, 3))
-    record = SlotRecord.sign(bytes(32), 1, b"a mutable file's root")
-    slot_si = record.storage_index
-    holder = next(
-        gs for gs in ranked(grid, cap.storage_index) if gs.server.list_shares(cap.storage_index)
-    )
-    assert (await holder.client(OWNER).slot_write(slot_si, record.encode()))[0]
+    w = WriteCap(bytes(32))
+    v1 = make_root(w, 1, LiteralCap(b"one"), 1.0)
+    v2 = make_root(w, 2, LiteralCap(b"two"), 2.0)
+    slot_si = v1.storage_index
+    near = ranked(grid, slot_si)
+    holder, newer = near[0], near[1]
+    assert (await holder.client(OWNER).slot_write(slot_si, v1.encode()))[0]
+    assert (await newer.client(OWNER).slot_write(slot_si, v2.encode()))[0]
     m = maintainer(grid, holder)
     await m.rescan()
-    assert set(m._due) == {cap.storage_index}  # the slot's SI is never scheduled
-    assert await m.check(slot_si) is None  # nor acted on when asked directly
+    assert slot_si in m._due
+    grid.clock.advance(3600)
+    assert await m.check(slot_si) is None
     assert m.counts["failures"] == m.counts["repairs"] == m.counts["unrecoverable"] == 0
-    assert not m.recent_failures
-    assert holder.server.slot_read(slot_si) == record.encode()
-    assert holder.server.leases(slot_si)  # untouched
+    assert holder.server.slot_read(slot_si) == v2.encode()  # took the newer root
+    holding = [gs for gs in near[:10] if gs.server.slot_read(slot_si) == v2.encode()]
+    # 8 peers had none, and this node's own copy (stale when surveyed) is counted too
+    assert len(holding) == 10 and m.counts["roots_spread"] == 9
+    # no copy got a longer lease than the holder had left
+    left = max(le.expires for le in holder.server.leases(slot_si))
+    for gs in near[2:10]:
+        assert max(le.expires for le in gs.server.leases(slot_si)) <= left + 1
+    # a root nobody renews is left to expire, not spread
+    grid.clock.advance(10 * 365 * 86400)
+    near[5].delete_slot(slot_si)
+    await m.check(slot_si)
+    assert near[5].server.slot_read(slot_si) is None
