@@ -343,7 +343,6 @@ async def test_a_mutable_root_held_here_is_kept_on_the_nearest_peers(
     from p2pstore.immutable import LiteralCap
     from p2pstore.mutable import WriteCap, make_root
 
-    cap = await upload(grid.servers[:12], data_of(20_000, 3))
     w = WriteCap(bytes(32))
     v1 = make_root(w, 1, LiteralCap(b"one"), 1.0)
     v2 = make_root(w, 2, LiteralCap(b"two"), 2.0)
