@@ -34,6 +34,10 @@ def test_mutable_file_across_real_node_processes(tmp_path: Path) -> None:
         out = tmp_path / "out1.bin"
         cli("get", "--node", c, read_cap, out)
         assert out.read_bytes() == v1
+        si = made["details"]["storage_index"]
+        slots = sorted((tmp_path / "grid").glob(f"*/storage/shares/{si[:2]}/{si}/slot"))
+        assert len(slots) >= 3, slots
+        first_root = slots[0].read_bytes()  # version 1's signed root, kept for later
 
         # B, on another node, holds the write cap: publishes version 2
         put2 = cli("put", "--node", b, files[1], write_cap)
@@ -67,3 +71,16 @@ def test_mutable_file_across_real_node_processes(tmp_path: Path) -> None:
         assert verify_get.returncode == 2 and "verify cap cannot read" in verify_get.stderr
         check = cli("check", "--node", b, read_cap)
         assert "healthy" in check.stdout.lower(), check.stdout
+
+        # one storage node serves version 1's root again (a stale or replaying peer):
+        # readers still get version 3, and the peer is reported
+        slots[0].write_bytes(first_root)
+        doc = json.loads(cli("info", "--node", c, "--json", read_cap).stdout)
+        assert doc["sequence"] == 3 and len(doc["storage"]["stale"]) == 1, doc
+        out4 = tmp_path / "out4.bin"
+        cli("get", "--node", c, read_cap, out4)
+        assert out4.read_bytes() == v3
+        unhealthy = cli("check", "--node", c, read_cap, check=False)
+        assert unhealthy.returncode == 1 and "no copy of the latest root" in unhealthy.stdout
+        cli("check", "--node", c, "--repair", read_cap)  # copies the latest root back
+        assert slots[0].read_bytes() != first_root
