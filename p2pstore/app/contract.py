@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from p2pstore.immutable import LiteralCap, ReadCap, VerifyCap
+from p2pstore.mutable import MutableCap
 
 from .errors import VdriveUnavailable
 from .vpath import VPath
@@ -239,12 +240,13 @@ class Application(VdriveOps, Protocol):
 
     async def peers(self) -> list[PeerInfo]: ...
 
-    async def pin(self, cap: ReadCap | VerifyCap, label: str) -> Mapping[str, Any]:
+    async def pin(self, cap: ReadCap | VerifyCap | MutableCap, label: str) -> Mapping[str, Any]:
         """Keep the file alive from this node (docs/maintenance.md, "Pins"): renew
-        its lease now and in every later round. Unrecoverable if no share exists."""
+        its lease now and in every later round (a mutable file: its root and latest
+        version). Unrecoverable if no share exists."""
         ...
 
-    async def unpin(self, cap: ReadCap | VerifyCap) -> None: ...
+    async def unpin(self, cap: ReadCap | VerifyCap | MutableCap) -> None: ...
     async def pin_list(self) -> list[Mapping[str, Any]]: ...
 
 

@@ -73,6 +73,7 @@ from p2pstore.grid import (
     fd_source,
     file_source,
 )
+from p2pstore.grid.errors import GridRemoteError
 from p2pstore.grid.mutable import MutableConfig, MutableFiles, SeenGuard
 from p2pstore.grid.peers import FindPeers, StorageFor
 from p2pstore.grid.placement import happiness
@@ -85,6 +86,7 @@ from p2pstore.immutable import (
     ReadCap,
     VerifyCap,
 )
+from p2pstore.mutable import VerifyCap as MutableVerifyCap
 from quic_transport.identity import b32encode
 
 log = logging.getLogger(__name__)
@@ -479,8 +481,16 @@ class GridApplication(MutableOperations, PinOps, DelegateVdrive):
         doc["vdrive"] = self.vdrive is not None
         return doc
 
-    async def _keep_now(self, vc: VerifyCap) -> int:
-        answers = await self.health.renew(vc)
+    async def _keep_now(self, vc: VerifyCap | MutableVerifyCap) -> int:
+        if isinstance(vc, MutableVerifyCap):
+            if self.mutable is None:
+                raise BadRequest("this node has no mutable files", code="no-mutable-files")
+            try:
+                answers = await self.mutable.renew(vc, self.health.renew)
+            except GridRemoteError:
+                return 0  # no root found: nothing to keep
+        else:
+            answers = await self.health.renew(vc)
         return sum(1 for why in answers.values() if why is None)
 
     async def peers(self) -> list[PeerInfo]:

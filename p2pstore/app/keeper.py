@@ -28,7 +28,10 @@ from typing import Any
 
 from p2pstore.base.fsutil import read_bounded, write_text_atomic
 from p2pstore.base.tasks import TaskOwner
-from p2pstore.immutable import CapError, ReadCap, VerifyCap, parse_cap
+from p2pstore.immutable import CapError, ReadCap, parse_cap
+from p2pstore.immutable import VerifyCap as FileVerifyCap
+from p2pstore.mutable import MutableCap, MutableCapError, is_mutable_cap, parse_mutable_cap
+from p2pstore.mutable import VerifyCap as MutableVerifyCap
 
 from .contract import VdriveOps
 from .errors import BadRequest, NotFound, Unavailable, Unrecoverable
@@ -40,6 +43,8 @@ MAX_PINS = 100_000
 MAX_LABEL = 200
 MAX_PIN_FILE = 64 << 20
 
+#: what a pin keeps: an immutable file, or a mutable file (its root and latest version)
+VerifyCap = FileVerifyCap | MutableVerifyCap
 Renew = Callable[[VerifyCap], Awaitable[Mapping[str, str | None]]]
 
 
@@ -66,12 +71,19 @@ class Pin:
 
 
 def pin_cap(text: str) -> VerifyCap:
-    """The verify cap a pin keeps, from a read or verify cap string."""
+    """The verify cap a pin keeps, from a read or verify cap string (of an immutable
+    or a mutable file)."""
+    text = text.strip()
+    if is_mutable_cap(text):
+        try:
+            return parse_mutable_cap(text).verify_cap()
+        except MutableCapError as e:
+            raise BadPin(f"not a cap: {e}") from None
     try:
-        cap = parse_cap(text.strip())
+        cap = parse_cap(text)
     except CapError as e:
         raise BadPin(f"not a cap: {e}") from None
-    if isinstance(cap, ReadCap | VerifyCap):
+    if isinstance(cap, ReadCap | FileVerifyCap):
         return cap.verify_cap()
     raise BadPin("a literal file lives inside its cap: there are no shares to keep")
 
@@ -150,7 +162,7 @@ class PinOps:
             raise Unavailable("this node keeps no pins", code="pins-unavailable")
         return self.pin_book
 
-    async def pin(self, cap: ReadCap | VerifyCap, label: str) -> Mapping[str, Any]:
+    async def pin(self, cap: ReadCap | VerifyCap | MutableCap, label: str) -> Mapping[str, Any]:
         book = self._book()
         vc = cap.verify_cap()
         holders = await self._keep_now(vc)
@@ -163,7 +175,7 @@ class PinOps:
         new = book.pin(vc, label, time.time())
         return {"verify_cap": vc.to_string(), "label": label, "new": new, "holders": holders}
 
-    async def unpin(self, cap: ReadCap | VerifyCap) -> None:
+    async def unpin(self, cap: ReadCap | VerifyCap | MutableCap) -> None:
         self._book().unpin(cap.verify_cap())
 
     async def pin_list(self) -> list[Mapping[str, Any]]:

@@ -389,7 +389,9 @@ class MutableFiles(Generic[P]):
         return sum(1 for r in results if r is True)
 
 
-def renew_any(renew_file: Renew, files: MutableFiles[Any]) -> Callable[..., Awaitable[Any]]:
+def renew_any(
+    renew_file: Renew, files: MutableFiles[Any]
+) -> Callable[[ImmutableVerifyCap | VerifyCap], Awaitable[Mapping[str, str | None]]]:
     """A lease renewer's ``renew`` for both kinds of verify cap: immutable files
     through ``renew_file`` (``Health.renew``), mutable files through ``files``."""
 

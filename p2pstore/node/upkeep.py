@@ -194,7 +194,9 @@ class Upkeep:
             interval=interval, pace=slower(float(cfg.maintenance.pace), cfg.limits)
         )
         drives = app if app.vdrive is not None else None
-        self.keeper = ReferenceKeeper(drives, roots, self.pins, app.health.renew, config)
+        mutable = app.mutable or MutableFiles(app.health.find_peers, app.health.storage_for, None)
+        renew = renew_any(app.health.renew, mutable)  # pins of mutable files too
+        self.keeper = ReferenceKeeper(drives, roots, self.pins, renew, config)
         self.keeper.start(first_delay=min(600.0, interval) * random.uniform(0.8, 1.2))
 
     def track(self, cap: ReadCap | VerifyCap | LiteralCap | MutableVerifyCap) -> None:

@@ -69,6 +69,7 @@ from p2pstore.immutable import (
     regenerate_shares,
 )
 from p2pstore.immutable.encoder import ShareTrailer
+from p2pstore.mutable import VerifyCap as MutableVerifyCap
 
 from .memory_vdrive import MemoryVdrive
 
@@ -348,7 +349,9 @@ class MemoryApplication(PinOps, DelegateVdrive):
         doc["vdrive"] = self.vdrive is not None
         return doc
 
-    async def _keep_now(self, vc: VerifyCap) -> int:
+    async def _keep_now(self, vc: VerifyCap | MutableVerifyCap) -> int:
+        if isinstance(vc, MutableVerifyCap):
+            return 0  # no mutable files in memory
         stored = self._files.get(vc.storage_index)
         return 0 if stored is None else len(stored.shares)
 

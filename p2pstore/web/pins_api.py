@@ -8,12 +8,16 @@ from aiohttp import web
 
 from p2pstore.app.errors import BadRequest
 from p2pstore.immutable import LiteralCap, ReadCap, VerifyCap
+from p2pstore.mutable import MutableCap, is_mutable_cap
 
 from .api import _cap, _field, _json, _json_body
 from .context import API_PREFIX, BACKEND, token_required
+from .mutable_api import mutable_cap
 
 
-def _coded_cap(text: str) -> ReadCap | VerifyCap:
+def _coded_cap(text: str) -> ReadCap | VerifyCap | MutableCap:
+    if is_mutable_cap(text):
+        return mutable_cap(text)
     cap = _cap(text)
     if isinstance(cap, LiteralCap):
         raise BadRequest(

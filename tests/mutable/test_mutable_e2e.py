@@ -71,6 +71,10 @@ def test_mutable_file_across_real_node_processes(tmp_path: Path) -> None:
         assert verify_get.returncode == 2 and "verify cap cannot read" in verify_get.stderr
         check = cli("check", "--node", b, read_cap)
         assert "healthy" in check.stdout.lower(), check.stdout
+        # C keeps A's file alive from its own node: a pin of the read cap
+        pinned = json.loads(cli("pin", "--node", c, "--json", read_cap).stdout)
+        assert pinned["verify_cap"] == made["verify_cap"] and pinned["holders"] >= 3, pinned
+        assert made["verify_cap"] in cli("pins", "--node", c).stdout
 
         # one storage node serves version 1's root again (a stale or replaying peer):
         # readers still get version 3, and the peer is reported
