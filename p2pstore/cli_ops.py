@@ -427,7 +427,9 @@ def cmd_mv(args: argparse.Namespace) -> int:
 
 def cmd_ln(args: argparse.Namespace) -> int:
     # a read-only directory cap (p2ps:dir:...) is checked by the node's vdrive
-    cap = args.cap if args.cap.startswith("p2ps:dir:") else _check_cap(args.cap, readable=True)
+    text = args.cap
+    plain_dircap = text.startswith("p2ps:dir:") and not is_mutable_cap(text)
+    cap = text if plain_dircap else _check_cap(text, readable=True)
     path, client = _check_path(args.path), _client(args)
     doc = _settled(
         args, path, f"ln {path}", lambda i: client.link(path, cap, replace=args.replace, op_id=i)

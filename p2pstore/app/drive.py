@@ -26,6 +26,9 @@ from p2pstore.app.errors import (
 )
 from p2pstore.app.vpath import VPath
 from p2pstore.immutable import CapError, LiteralCap, ReadCap, parse_cap
+from p2pstore.mutable import MutableCap
+from p2pstore.mutable import ReadCap as MutableReadCap
+from p2pstore.mutable import VerifyCap as MutableVerifyCap
 from p2pstore.vdrive.dirnode import (
     DirCap,
     Directory,
@@ -90,7 +93,7 @@ def _parts_of(parts: Path) -> Path:
 def dir_entry(name: str, e: Entry) -> DirEntry:
     cap = e.cap.to_string()
     inner = e.cap.inner if isinstance(e.cap, DirCap) else e.cap
-    verify = inner.verify_cap().to_string() if isinstance(inner, ReadCap) else None
+    verify = inner.verify_cap().to_string() if isinstance(inner, ReadCap | MutableReadCap) else None
     return DirEntry(name, e.kind, e.size, cap, verify, e.mtime, e.mode)
 
 
@@ -193,6 +196,26 @@ class VdriveOperations:
         except CapError as e:
             raise BadRequest(str(e), code="bad-cap") from None
         return await self._change(path, lambda p: Link(p, cap, False), expected_sequence, op_id)
+
+    async def vdrive_link_mutable(
+        self,
+        path: VPath,
+        cap: MutableCap,
+        *,
+        replace: bool,
+        expected_sequence: int | None,
+        op_id: OpId = None,
+    ) -> int:
+        """Link a mutable file or live directory by its **read** cap (a write cap is
+        reduced to it: whoever reads the directory reads its entries; docs/mutable.md,
+        "Linking"). Reading the path later reads the latest version; a live directory
+        linked this way is changed through its own cap, never through this drive."""
+        if isinstance(cap, MutableVerifyCap):
+            raise BadRequest(
+                "a verify cap cannot be linked: link the read cap", code="verify-cap-cannot-read"
+            )
+        read = cap.read_cap()
+        return await self._change(path, lambda p: Link(p, read, replace), expected_sequence, op_id)
 
     async def vdrive_unlink(
         self, path: VPath, *, recursive: bool, expected_sequence: int | None, op_id: OpId = None

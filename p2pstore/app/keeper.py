@@ -242,6 +242,11 @@ class ReferenceKeeper:
                 continue
             for entry in listing.entries:
                 if entry.kind == "dir":
+                    if entry.verify_cap and is_mutable_cap(entry.verify_cap):
+                        live = pin_cap(entry.verify_cap)  # a linked live directory:
+                        if live in found:  # entered once (linked twice, or inside itself)
+                            continue
+                        found[live] = None
                     todo.append(path.child(entry.name))
                 elif entry.verify_cap:
                     try:

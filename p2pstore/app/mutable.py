@@ -33,8 +33,15 @@ from p2pstore.grid.mutable import (
     MutableUnavailable,
     Published,
 )
-from p2pstore.immutable import LiteralCap, ReadCap, VerifyCap, parse_cap
-from p2pstore.mutable import MutableCap, Version, WriteCap
+from p2pstore.immutable import CapError, LiteralCap, ReadCap, VerifyCap, parse_cap
+from p2pstore.mutable import (
+    MutableCap,
+    MutableCapError,
+    Version,
+    WriteCap,
+    is_mutable_cap,
+    parse_mutable_cap,
+)
 from p2pstore.mutable import ReadCap as MutableReadCap
 from p2pstore.vdrive.dirnode import MAX_DIR_BYTES, decode_directory
 from p2pstore.vdrive.errors import VdriveError
@@ -118,7 +125,7 @@ def _app_error(e: GridRemoteError) -> AppError:
 def _mapped() -> Any:
     try:
         yield
-    except (MutableConflict, MutableNotFound, MutableBad, MutableUnavailable) as e:
+    except GridRemoteError as e:  # the mutable errors, and any other peer failure
         raise _app_error(e) from None
     except UploadError as e:
         hint = " ([client] shares_happy in the node's p2pstore.toml)"
@@ -245,6 +252,29 @@ async def _directory_body(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+async def entry_version(backend: Any, text: str) -> ReadCap | LiteralCap:
+    """What a file entry's cap reads as now: an immutable file's own cap, or the
+    latest version of a linked mutable file (``400``/``404``/... as the backend says)."""
+    if is_mutable_cap(text):
+        try:
+            cap = parse_mutable_cap(text)
+        except MutableCapError as e:
+            raise GridError(
+                f"the drive holds an unreadable cap: {e}", code="integrity-error"
+            ) from None
+        latest = await mutable_backend(backend).mutable_latest(cap)
+        if latest.version is None:
+            raise BadRequest("a verify cap cannot read a file", code="verify-cap-cannot-read")
+        return latest.version
+    try:
+        parsed = parse_cap(text)
+    except CapError:
+        raise GridError("the drive holds an unreadable cap", code="integrity-error") from None
+    if not isinstance(parsed, ReadCap | LiteralCap):
+        raise GridError("the drive holds a cap that cannot be read", code="integrity-error")
+    return parsed
 
 
 def _published(pub: Published) -> dict[str, Any]:

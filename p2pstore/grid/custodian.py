@@ -40,6 +40,7 @@ from p2pstore.immutable import (
     VerifyCap,
     check_shares,
 )
+from p2pstore.mutable import MutableError, check_root
 from p2pstore.mutable import VerifyCap as MutableVerifyCap
 from p2pstore.storage import ShareExists
 from p2pstore.storage.api import LocalStorageClient
@@ -336,18 +337,27 @@ class Maintainer(Generic[P]):
         if lease is None:
             return True  # nobody keeps it any more: let it expire
         record = decode_record(raw)
+        cap = MutableVerifyCap(record.pk)
+        try:
+            check_root(record, cap)
+        except MutableError:
+            return True  # not a mutable file's root: nothing to keep (never surveyed)
         keeper = MutableFiles(
             self.health.find_peers,
             self.health.storage_for,
             None,
             MutableConfig(replicas=self.slot_replicas),
         )
-        s = await keeper.survey(MutableVerifyCap(record.pk))
+        s = await keeper.survey(cap)
         self._count_check()
-        if s.latest is not None and s.latest.record != record:
+        # the newest root: the one held here may be newer than any the nearest hold
+        # (this node left the nearest set); then it is the one to copy to them
+        if s.latest is not None and s.latest.sequence > record.seq:
             await asyncio.to_thread(
                 self.server.slot_write, si, s.latest.record.encode(), self.me, lease
             )
+        elif s.latest is None or s.latest.sequence < record.seq:
+            s.latest = check_root(record, cap)
         spread = await keeper.spread(s, lease=lease)
         if spread:
             self.counts["roots_spread"] += spread

@@ -71,11 +71,14 @@ class MutableNotFound(GridRemoteError):
 
 
 class MutableConflict(GridRemoteError):
-    """Another writer published first; nothing of this publish counts."""
+    """Another writer published first. ``ours`` is the root this publish tried to
+    store (it may still be held by a minority of peers, and may even be what readers
+    choose: a caller that retries checks for it first)."""
 
-    def __init__(self, message: str, *, sequence: int) -> None:
+    def __init__(self, message: str, *, sequence: int, ours: SlotRecord | None = None) -> None:
         super().__init__(message)
         self.sequence = sequence
+        self.ours = ours
 
 
 class MutableUnavailable(GridRemoteError):
@@ -287,10 +290,10 @@ class MutableFiles(Generic[P]):
         ``s`` found and store it on the surveyed peers (test-and-set).
 
         Two writers that raced to the same sequence may each have stored their root
-        on some peers and both see a refusal. The one whose root wins the readers'
-        tie rule (:func:`p2pstore.mutable.choose`) then publishes the same version
-        once more with the next sequence, so the peers converge on it and its
-        writer is told success; the other is told :class:`MutableConflict`."""
+        on some peers and both see a refusal. One whose root a majority of the peers
+        asked hold (so readers choose it: :func:`p2pstore.mutable.choose`) publishes
+        the same version once more with the next sequence, so the peers converge on
+        it, and is told success; any other is told :class:`MutableConflict`."""
         current = 0 if s.latest is None else s.latest.sequence
         record = make_root(cap, current + 1, version, self.clock())
         v = open_root(record, cap)
@@ -300,23 +303,24 @@ class MutableFiles(Generic[P]):
         results = await asyncio.gather(*(self._put(p, s.storage_index, record) for p in reachable))
         stored = sum(1 for r in results if r is True)
         winners = [r for r in results if isinstance(r, SlotRecord)]
+        need = len(s.asked) // 2 + 1
         if winners:
-            w = choose(winners)
-            assert w is not None
-            if reassert and w.seq == record.seq and choose([w, record]) == record:
+            top = max(w.seq for w in winners)
+            if reassert and stored >= need and top == record.seq:
                 again = await self.survey(cap)
                 if again.latest is not None and again.latest.record == record:
                     return await self.publish_version(cap, version, again, reassert=False)
             raise MutableConflict(
-                f"another writer published version {w.seq} first (this one would have "
+                f"another writer published version {top} first (this one would have "
                 f"been {record.seq}); read the latest and try again",
-                sequence=w.seq,
+                sequence=top,
+                ours=record,
             )
-        need = len(s.asked) // 2 + 1
         if stored < need:
             raise MutableUnavailable(
                 f"the new root was stored on {stored} of {len(s.asked)} peers "
-                f"(at least {need} needed); try again"
+                f"(at least {need} needed), so whether readers see it is unknown; "
+                "read the latest and try again"
             )
         self._guard(cap, v)
         if self.on_published is not None:
@@ -352,9 +356,9 @@ class MutableFiles(Generic[P]):
         ``{peer b32: None if renewed, else why not}`` as ``Health.renew`` does."""
         s = await self.latest_root(cap)
         assert s.latest is not None
-        await self.spread(s)
+        # leases only where the latest root is now held: never on an older root
         holders = [p for p in s.asked if s.held.get(_peer_b32(p)) == s.latest.record]
-        holders += [p for p in s.asked if _peer_b32(p) in s.stale]
+        holders += await self._spread(s)
 
         async def one(peer: P) -> str | None:
             try:
@@ -378,15 +382,18 @@ class MutableFiles(Generic[P]):
         the root is signed). ``lease`` (seconds) bounds the lease the copies get: a
         storage node's maintenance passes what is left of its own, so keeping a root
         never extends its life. Returns how many peers stored it."""
+        return len(await self._spread(s, lease))
+
+    async def _spread(self, s: Survey, lease: int | None = None) -> list[P]:
         if s.latest is None:
-            return 0
+            return []
         by_name = {_peer_b32(p): p for p in s.asked}
         todo = [by_name[n] for n in s.stale if n in by_name]
         record = s.latest.record
         results = await asyncio.gather(
             *(self._put(p, s.storage_index, record, lease) for p in todo)
         )
-        return sum(1 for r in results if r is True)
+        return [p for p, r in zip(todo, results, strict=True) if r is True]
 
 
 def renew_any(

@@ -18,8 +18,9 @@ Invariants:
   cap's public key (the slot decoder does that), the body opens under the read key
   with this record's key and sequence as associated data, and the sealed read cap's
   verify cap equals the signed ``verify`` (else :class:`MutableRemoteError`).
-- :func:`choose` is deterministic: highest sequence, then the larger BLAKE2b-256 of
-  the record bytes, so every reader that sees the same records picks the same one.
+- :func:`choose` is deterministic: highest sequence, then the root held by more
+  peers, then the larger BLAKE2b-256 of the record bytes, so every reader that sees
+  the same records picks the same one.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import hashlib
 import math
 import os
 import struct
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -116,6 +118,10 @@ class Version:
         return f"MutableVersion(seq={self.sequence}, size={self.size})"
 
 
+def _is_one(v: object) -> bool:
+    return type(v) is int and v == 1  # not True, not 1.0
+
+
 def _bad(why: str) -> MutableRemoteError:
     return MutableRemoteError(f"mutable root unusable: {why}")
 
@@ -128,7 +134,7 @@ def check_root(record: SlotRecord, cap: ReadCap | VerifyCap | WriteCap) -> Root:
         obj = cbor2.loads(record.body)
     except Exception:
         raise _bad("body is not CBOR") from None
-    if not isinstance(obj, dict) or set(obj) != {"v", "verify", "sealed"} or obj["v"] != 1:
+    if not isinstance(obj, dict) or set(obj) != {"v", "verify", "sealed"} or not _is_one(obj["v"]):
         raise _bad("unexpected body fields")
     if _dumps(obj) != record.body:
         raise _bad("body is not canonical CBOR")
@@ -180,15 +186,18 @@ def open_root(record: SlotRecord, cap: ReadCap | WriteCap) -> Version:
     return Version(root, version, t)
 
 
-def _rank(record: SlotRecord) -> tuple[int, bytes]:
-    return (record.seq, hashlib.blake2b(record.encode(), digest_size=32).digest())
-
-
 def choose(records: Iterable[SlotRecord]) -> SlotRecord | None:
-    """The latest of ``records`` (already validated): highest sequence, ties to the
-    larger BLAKE2b-256 of the bytes."""
-    best: SlotRecord | None = None
-    for r in records:
-        if best is None or _rank(r) > _rank(best):
-            best = r
-    return best
+    """The latest of ``records`` (already validated; one per peer that holds it):
+    highest sequence; at equal sequence (two writers raced) the root more peers
+    hold, then the larger BLAKE2b-256 of the bytes."""
+    records = list(records)
+    counts = Counter(r.encode() for r in records)
+    if not counts:
+        return None
+    by_bytes = {r.encode(): r for r in records}
+
+    def rank(data: bytes) -> tuple[int, int, bytes]:
+        digest = hashlib.blake2b(data, digest_size=32).digest()
+        return (by_bytes[data].seq, counts[data], digest)
+
+    return by_bytes[max(counts, key=rank)]

@@ -21,7 +21,10 @@ produced the bytes) and by :class:`Directory`'s constructors:
 - names are NFC, 1..255 UTF-8 bytes, no ``/``, NUL or control characters, not
   ``.``/``..``;
 - ``kind`` is ``"file"`` (cap: a chk read cap or a literal cap, ``size`` = the
-  cap's size) or ``"dir"`` (cap: a directory cap, ``size`` null);
+  cap's size; or a mutable file's read cap, ``size`` null) or ``"dir"`` (cap: a
+  directory cap, or a live directory's read cap, ``size`` null). Write caps of
+  mutable files are never held: whoever reads a directory reads its entries, so a
+  write cap there would hand out write access (docs/mutable.md, "Linking");
 - times are finite non-negative Unix seconds below 2^40;
 - at most :data:`MAX_ENTRIES` entries and :data:`MAX_DIR_BYTES` encoded bytes.
 """
@@ -37,6 +40,8 @@ from typing import Any, Final, Literal
 import cbor2
 
 from p2pstore.immutable import CapError, LiteralCap, ReadCap, parse_cap
+from p2pstore.mutable import MutableCapError, is_mutable_cap, parse_mutable_cap
+from p2pstore.mutable import ReadCap as MutableReadCap
 
 from .errors import VdriveLocalError, VdriveRemoteError
 
@@ -123,14 +128,17 @@ def _check_time(t: Any) -> float:
 @dataclass(frozen=True, slots=True)
 class Entry:
     kind: Kind
-    cap: FileCap | DirCap
+    cap: FileCap | DirCap | MutableReadCap
     size: int | None
     ctime: float
     mtime: float
     mode: int | None = None  # permission bits (backup snapshots); None: not recorded
 
     def __post_init__(self) -> None:
-        if self.kind == "file":
+        if isinstance(self.cap, MutableReadCap):  # a linked mutable file / live directory
+            if self.kind != ("dir" if self.cap.directory else "file") or self.size is not None:
+                raise ValueError("a mutable entry's kind must be its cap's, with no size")
+        elif self.kind == "file":
             if not isinstance(self.cap, ReadCap | LiteralCap):
                 raise ValueError("a file entry needs a file cap")
             if self.size != self.cap.size:
@@ -268,8 +276,13 @@ def decode_directory(data: bytes) -> Directory:
         if not isinstance(cap_text, str) or len(cap_text) > 512:
             raise _bad(f"entry {i}: cap must be a short string")
         try:
-            cap: FileCap | DirCap
-            if kind == "dir":
+            cap: FileCap | DirCap | MutableReadCap
+            if is_mutable_cap(cap_text):
+                mcap = parse_mutable_cap(cap_text)
+                if not isinstance(mcap, MutableReadCap):
+                    raise CapError("kind", "a mutable entry holds a read cap")
+                cap = mcap
+            elif kind == "dir":
                 cap = parse_dircap(cap_text)
             elif kind == "file":
                 parsed = parse_cap(cap_text)
@@ -279,7 +292,7 @@ def decode_directory(data: bytes) -> Directory:
             else:
                 raise _bad(f"entry {i}: unknown kind")
             entries[name] = Entry(kind, cap, size, ctime, mtime, mode)
-        except (CapError, ValueError) as e:
+        except (CapError, MutableCapError, ValueError) as e:
             raise _bad(f"entry {i}: {e}") from None
     d = Directory(entries)
     if encode_directory(d) != data:

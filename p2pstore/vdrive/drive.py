@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from dht.errors import RecordError
 from dht.records import Record, record_key, validate
 from p2pstore.grid.mutable import MutableFiles
+from p2pstore.mutable import ReadCap as MutableReadCap
 from p2pstore.mutable import WriteCap
 from quic_transport.identity import NodeId
 
@@ -34,7 +35,7 @@ from .dirnode import DirCap, Directory, Entry
 from .errors import VdriveLocalError, VdriveRemoteError
 from .live import LABEL, LiveReader, LiveWriter, ReadOnly, is_live_drive, parse_live_cap
 from .objects import ObjectStore
-from .ops import Op, Path, list_dir, load_dir, resolve
+from .ops import EMPTY_DIRCAP, Op, OpenLive, Path, list_dir, load_dir, resolve
 from .root_record import EMPTY_POINTER, RootPointer, SeenStore, open_pointer
 from .writer import ChangeResult, DriveWriter, Outcome
 
@@ -162,6 +163,8 @@ class Drive:
     reader: PointerSource | None
     writer: Writer | None
     local: DriveWriter | None = None
+    #: enters live directories linked in this drive (set by :class:`Vdrive`)
+    open_live: OpenLive | None = None
 
     async def head(self) -> RootPointer:
         if self.local is not None:
@@ -174,12 +177,12 @@ class Drive:
 
     async def list(self, path: Path) -> tuple[Directory, int]:
         ptr = await self.head()
-        return await list_dir(self.store, ptr.root, path), ptr.sequence
+        return await list_dir(self.store, ptr.root, path, self.open_live), ptr.sequence
 
     async def stat(self, path: Path) -> tuple[Entry | None, int]:
         """The entry at ``path``; None for the root."""
         ptr = await self.head()
-        return await resolve(self.store, ptr.root, path), ptr.sequence
+        return await resolve(self.store, ptr.root, path, self.open_live), ptr.sequence
 
     async def root_cap(self) -> DirCap | None:
         return (await self.head()).root
@@ -228,6 +231,15 @@ class Vdrive:
         self._live_locks: weakref.WeakValueDictionary[bytes, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+        for d in (shared, private):
+            if d is not None:
+                d.open_live = self.open_live
+
+    async def open_live(self, cap: MutableReadCap) -> DirCap:
+        """The latest root of a live directory linked somewhere (read access only)."""
+        if self.live is None:
+            raise VdriveLocalError("vdrive-unavailable", "this node has no mutable files")
+        return (await LiveReader(self.live, cap).pointer()).root or EMPTY_DIRCAP
 
     def drive(self, label: str) -> Drive:
         if is_live_drive(label):
@@ -251,7 +263,7 @@ class Vdrive:
         if isinstance(cap, WriteCap):
             lock = self._live_locks.setdefault(cap.public_key, asyncio.Lock())
             writer = LiveWriter(self.live, self.store, cap, lock)
-        return Drive(LABEL, self.store, LiveReader(self.live, cap), writer)
+        return Drive(LABEL, self.store, LiveReader(self.live, cap), writer, None, self.open_live)
 
     async def make_dir(self, d: Directory) -> DirCap:
         """Store a whole directory object and return its read-only cap (a snapshot

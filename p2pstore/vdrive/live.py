@@ -138,10 +138,14 @@ class LiveWriter:
             return await self._apply(op, expected_sequence)
 
     async def _apply(self, op: Op, expected_sequence: int | None) -> ChangeResult:
+        mine = None  # the root a publish that ended in a conflict tried to store
         for attempt in range(RETRIES):
             if attempt:
                 await self.sleep(random.uniform(0, BACKOFF * 2**attempt))
             v, survey = await self.reader.latest()
+            if mine is not None and v.root.record == mine:
+                # the conflicting writer lost: readers choose our root after all
+                return ChangeResult(v.sequence, True)
             if expected_sequence is not None and v.sequence != expected_sequence:
                 raise _mismatch(v.sequence, expected_sequence)
             root = _root(v)
@@ -154,6 +158,7 @@ class LiveWriter:
             except MutableConflict as e:
                 if expected_sequence is not None:
                     raise _mismatch(e.sequence, expected_sequence) from None
+                mine = e.ours
                 continue  # another writer first: apply this change on top of theirs
             except GridRemoteError as e:
                 raise _vdrive_error(e) from None

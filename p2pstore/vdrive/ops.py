@@ -22,10 +22,13 @@ The error semantics are those of docs/http-api.md ("vdrive"), shared with
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 from p2pstore.immutable import CapError, LiteralCap, ReadCap, parse_cap
+from p2pstore.mutable import MutableCapError, is_mutable_cap, parse_mutable_cap
+from p2pstore.mutable import ReadCap as MutableReadCap
 
 from .dirnode import (
     EMPTY_DIRECTORY,
@@ -56,10 +59,14 @@ class Mkdir:
     parents: bool = False
 
 
+#: the latest root of a live directory linked into a directory (``Vdrive.open_live``)
+OpenLive = Callable[[MutableReadCap], Awaitable[DirCap]]
+
+
 @dataclass(frozen=True, slots=True)
 class Link:
     path: Path
-    cap: FileCap | DirCap
+    cap: FileCap | DirCap | MutableReadCap
     replace: bool = False
 
     def __repr__(self) -> str:
@@ -128,9 +135,19 @@ def _flag(obj: dict[str, Any], key: str) -> bool:
     return v
 
 
-def parse_cap_any(text: Any) -> FileCap | DirCap:
+def parse_cap_any(text: Any) -> FileCap | DirCap | MutableReadCap:
     if not isinstance(text, str) or len(text) > 512:
         raise VdriveLocalError("bad-request", "cap must be a short string")
+    if is_mutable_cap(text):
+        try:
+            mcap = parse_mutable_cap(text)
+        except MutableCapError as e:
+            raise VdriveLocalError("bad-request", f"bad cap: {e.field}") from None
+        if not isinstance(mcap, MutableReadCap):
+            raise VdriveLocalError(
+                "bad-request", "only the read cap of a mutable file or live directory is linked"
+            )
+        return mcap
     try:
         if text.startswith("p2ps:dir:"):
             return parse_dircap(text)
@@ -176,31 +193,44 @@ async def load_dir(store: ObjectStore, cap: DirCap) -> Directory:
     return d
 
 
-async def resolve(store: ObjectStore, root: DirCap | None, path: Path) -> Entry | None:
-    """The entry at ``path`` (None for the root itself); not-found / not-a-directory."""
+async def _dir_cap(entry: Entry, open_live: OpenLive | None, where: Path) -> DirCap:
+    """The directory object an entry of kind dir names now: its own cap, or the latest
+    root of a linked live directory."""
+    if isinstance(entry.cap, DirCap):
+        return entry.cap
+    if isinstance(entry.cap, MutableReadCap) and entry.cap.directory:
+        if open_live is None:
+            raise VdriveLocalError(
+                "vdrive-unavailable", f"{show(where)} is a live directory; this node cannot open it"
+            )
+        return await open_live(entry.cap)
+    raise VdriveLocalError("not-a-directory", f"{show(where)} is a file, not a directory")
+
+
+async def resolve(
+    store: ObjectStore, root: DirCap | None, path: Path, open_live: OpenLive | None = None
+) -> Entry | None:
+    """The entry at ``path`` (None for the root itself); not-found / not-a-directory.
+    A linked live directory on the way is entered at its latest version."""
     cap = root or EMPTY_DIRCAP
     entry: Entry | None = None
     for i, name in enumerate(path):
-        if entry is not None and entry.kind != "dir":
-            raise VdriveLocalError(
-                "not-a-directory", f"{show(path[:i])} is a file, not a directory"
-            )
+        if entry is not None:
+            cap = await _dir_cap(entry, open_live, path[:i])
         d = await load_dir(store, cap)
         entry = d.get(name)
         if entry is None:
             raise VdriveLocalError("not-found", f"no such file or directory: {show(path[: i + 1])}")
-        if isinstance(entry.cap, DirCap):
-            cap = entry.cap
     return entry
 
 
-async def list_dir(store: ObjectStore, root: DirCap | None, path: Path) -> Directory:
-    entry = await resolve(store, root, path)
+async def list_dir(
+    store: ObjectStore, root: DirCap | None, path: Path, open_live: OpenLive | None = None
+) -> Directory:
+    entry = await resolve(store, root, path, open_live)
     if entry is None:
         return await load_dir(store, root or EMPTY_DIRCAP)
-    if not isinstance(entry.cap, DirCap):
-        raise VdriveLocalError("not-a-directory", f"{show(path)} is a file, not a directory")
-    return await load_dir(store, entry.cap)
+    return await load_dir(store, await _dir_cap(entry, open_live, path))
 
 
 # ---- copy-on-write editing ----------------------------------------------------------
@@ -227,6 +257,12 @@ class TreeEditor:
             e = parent.get(path[-1])
             if e is None:
                 raise VdriveLocalError("not-found", f"no such directory: {show(path)}")
+            if isinstance(e.cap, MutableReadCap) and e.cap.directory:
+                raise VdriveLocalError(
+                    "refused",
+                    f"{show(path)} is a live directory linked here by its read cap: it is "
+                    "changed through its write cap (CAP/path), not through this drive",
+                )
             if not isinstance(e.cap, DirCap):
                 raise VdriveLocalError(
                     "not-a-directory", f"{show(path)} is a file, not a directory"
@@ -293,7 +329,11 @@ async def _link(ed: TreeEditor, op: Link) -> None:
         raise VdriveLocalError("is-a-directory", f"{show(op.path)} is a directory")
     if old is not None and not op.replace:
         raise VdriveLocalError("exists", f"{show(op.path)} already exists (replace it explicitly)")
-    if isinstance(op.cap, DirCap):
+    if isinstance(op.cap, MutableReadCap):  # a mutable file or a live directory
+        if op.cap.directory and old is not None:
+            raise VdriveLocalError("exists", f"{show(op.path)} already exists")
+        entry = Entry("dir" if op.cap.directory else "file", op.cap, None, ed.now, ed.now)
+    elif isinstance(op.cap, DirCap):
         if old is not None:
             raise VdriveLocalError("exists", f"{show(op.path)} already exists")
         entry = Entry.directory(op.cap, ed.now)

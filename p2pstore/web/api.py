@@ -45,6 +45,7 @@ from p2pstore.app.errors import (
     TooLarge,
     Unavailable,
 )
+from p2pstore.app.mutable import entry_version
 from p2pstore.app.vpath import VPath, parse_vpath
 from p2pstore.immutable import CapError, LiteralCap, ReadCap, VerifyCap, parse_cap
 from p2pstore.mutable import is_mutable_cap
@@ -476,7 +477,8 @@ async def vd_get(request: web.Request) -> web.StreamResponse:
     entry = await request.app[BACKEND].vdrive_stat(path)
     if entry.kind != "file" or entry.cap is None:
         raise Conflict(f"{path} is a directory", code="is-a-directory")
-    return await serve_cap(request, _read_cap(entry.cap), filename=entry.name)
+    version = await entry_version(request.app[BACKEND], entry.cap)  # a mutable file: its latest
+    return await serve_cap(request, version, filename=entry.name)
 
 
 async def vd_put(request: web.Request) -> web.Response:

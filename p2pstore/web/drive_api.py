@@ -15,9 +15,11 @@ from aiohttp import web
 from p2pstore.app.contract import NewEntry, vdrive_extra
 from p2pstore.app.errors import BadRequest, TooLarge
 from p2pstore.app.vpath import VPath, parse_vpath
+from p2pstore.mutable import is_mutable_cap
 
 from .api import _field, _json, _json_body, _read_cap, _seq, op_id_of
 from .context import API_PREFIX, BACKEND
+from .mutable_api import mutable_cap
 
 
 async def vd_mkdir(request: web.Request) -> web.Response:
@@ -36,6 +38,16 @@ async def vd_link(request: web.Request) -> web.Response:
     body = await _json_body(request)
     path = parse_vpath(_field(body, "path", str))
     text = _field(body, "cap", str)
+    if is_mutable_cap(text):  # a mutable file or live directory: linked by its read cap
+        fn = _optional(request, "vdrive_link_mutable", "link mutable files")
+        seq = await fn(
+            path,
+            mutable_cap(text),
+            replace=_field(body, "replace", bool, False),
+            expected_sequence=_seq(body.get("expected_sequence")),
+            op_id=op_id_of(body.get("op_id")),
+        )
+        return _json({"path": str(path), "sequence": seq}, status=201)
     if text.startswith("p2ps:dir:"):
         return await _link_dircap(request, body, path, text)
     cap = _read_cap(text)

@@ -326,3 +326,60 @@ async def test_leases_follow_the_mutable_file_not_its_old_versions(
     assert expiry(si) > before[si] + 9 * 86400
     assert expiry(new_si) > before[new_si] + 9 * 86400
     assert expiry(old_si) == before[old_si]  # the superseded version is not renewed
+
+
+async def test_a_reported_success_is_never_undone_by_a_stale_writer(grid: StorageGrid) -> None:
+    """A's root reaches 6 of 10 peers (4 fail) and A is told success; B, from the
+    same survey, then reaches only the 4: B is told conflict and readers keep A's
+    version, whichever root has the larger hash (several files, so both orders)."""
+    mf, _ = files(grid)
+    for n in range(6):
+        cap, _ = await mf.create(aiter_bytes(b"first version, long enough %d" % n * 3))
+        stale = await mf.survey(cap)
+        for gs in grid.servers[:4]:
+            gs.broken()
+        a = await mf.publish_version(cap, LiteralCap(b"A%d" % n), await mf.survey(cap))
+        assert a.stored == 6
+        for gs in grid.servers[:4]:
+            gs.heal()
+        with pytest.raises(MutableConflict):
+            await mf.publish_version(cap, LiteralCap(b"B%d" % n), stale)
+        v, s = await mf.latest(cap)
+        assert v.cap == LiteralCap(b"A%d" % n) and s.holding_latest == 6
+
+
+async def test_a_racing_writer_whose_root_most_peers_hold_converges(grid: StorageGrid) -> None:
+    """A reaches peers 0-6 first, B peers 7-9: A's root is on a majority, so A
+    publishes it once more as the next version (all peers converge) and is told
+    success; B is told conflict."""
+    mf, _ = files(grid)
+    cap = WriteCap(bytes(32))
+    first = make_root(cap, 1, LiteralCap(b"base"), 1.0)
+    for gs in grid.servers:
+        assert (await gs.client(OWNER).slot_write(first.storage_index, first.encode()))[0]
+    order = [(0, i) for i in range(7)] + [(1, i) for i in range(7, 10)]
+    order += [(1, i) for i in range(7)] + [(0, i) for i in range(7, 10)]
+    turns = {k: asyncio.Event() for k in order}
+    dones = {k: asyncio.Event() for k in order}
+    index = {gs.node_id: i for i, gs in enumerate(grid.servers)}
+
+    def writer(w: int) -> MutableFiles[GridServer]:
+        def sf(gs: GridServer) -> Any:
+            key = (w, index[gs.node_id])
+            return Gated(gs.client(OWNER), turns[key], dones[key])
+
+        return files(grid, storage=sf)[0]
+
+    surveys = [await mf.survey(cap), await mf.survey(cap)]
+    a = asyncio.create_task(writer(0).publish_version(cap, LiteralCap(b"AAA"), surveys[0]))
+    b = asyncio.create_task(writer(1).publish_version(cap, LiteralCap(b"BBB"), surveys[1]))
+    for key in order:
+        turns[key].set()
+        await dones[key].wait()
+    pub = await a
+    assert pub.version.sequence == 3 and pub.stored == 10
+    with pytest.raises(MutableConflict) as e:
+        await b
+    assert e.value.ours is not None and e.value.ours.seq == 2
+    v, s = await mf.latest(cap)
+    assert v.cap == LiteralCap(b"AAA") and v.sequence == 3 and s.holding_latest == 10

@@ -52,6 +52,22 @@ def test_live_directory_shared_between_three_nodes(tmp_path: Path) -> None:
         info = json.loads(cli("info", "--node", c, "--json", r).stdout)
         assert info["directory"] is True and info["sequence"] >= 6, info
 
+        # C links A's live directory into its private drive (by the read cap) and
+        # reads through it; changes through the drive are refused
+        cli("ln", "--node", c, w, "private:/from-a")  # a write cap is linked as its read cap
+        assert "a-moved.bin" in cli("ls", "--node", c, "private:/from-a").stdout
+        via = tmp_path / "via.bin"
+        cli("get", "--node", c, "private:/from-a/a-moved.bin", via)
+        assert via.read_bytes() == a_data
+        entry = json.loads(cli("ls", "--node", c, "--json", "private:/").stdout)["entries"]
+        assert [e["cap"] for e in entry if e["name"] == "from-a"] == [r]
+        no = cli("mkdir", "--node", c, "private:/from-a/new", check=False)
+        assert no.returncode == 1 and "write cap" in no.stderr, no.stderr
+        cli("put", "--node", a, fb, f"{w}/later.txt")  # A's later change shows through C's link
+        assert "later.txt" in cli("ls", "--node", c, "private:/from-a").stdout
+        cli("rm", "--node", c, "private:/from-a")  # unlinking touches only C's drive
+        assert "later.txt" in cli("ls", "--node", a, f"{w}/").stdout
+
         # a read cap of the live directory lists, a verify cap does not
         verify = made["verify_cap"]
         bad = cli("ls", "--node", c, f"{verify}/", check=False)

@@ -71,6 +71,11 @@ def test_mutable_file_across_real_node_processes(tmp_path: Path) -> None:
         assert verify_get.returncode == 2 and "verify cap cannot read" in verify_get.stderr
         check = cli("check", "--node", b, read_cap)
         assert "healthy" in check.stdout.lower(), check.stdout
+        # C links the file into its private drive: the path reads the latest version
+        cli("ln", "--node", c, read_cap, "private:/doc.bin")
+        via = tmp_path / "via.bin"
+        cli("get", "--node", c, "private:/doc.bin", via)
+        assert via.read_bytes() == v3
         # C keeps A's file alive from its own node: a pin of the read cap
         pinned = json.loads(cli("pin", "--node", c, "--json", read_cap).stdout)
         assert pinned["verify_cap"] == made["verify_cap"] and pinned["holders"] >= 3, pinned

@@ -80,22 +80,29 @@ def test_a_body_moved_to_another_sequence_does_not_open() -> None:
         open_root(moved, W.read_cap())
 
 
+def _c(obj: object) -> bytes:
+    return cbor2.dumps(obj, canonical=True)
+
+
 @pytest.mark.parametrize(
-    "body",
+    ("body", "why"),
     [
-        b"not cbor\xff",
-        cbor2.dumps([1, 2]),
-        cbor2.dumps({"v": 2, "verify": None, "sealed": b"x" * 40}),
-        cbor2.dumps({"v": 1, "verify": None}),
-        cbor2.dumps({"v": 1, "verify": 5, "sealed": b"x" * 40}),
-        cbor2.dumps({"v": 1, "verify": CHK.to_string(), "sealed": b"x" * 40}),
-        cbor2.dumps({"v": 1, "verify": "p2ps:nonsense", "sealed": b"x" * 40}),
-        cbor2.dumps({"v": 1, "verify": None, "sealed": b"short"}),
+        (b"not cbor\xff", "not CBOR"),
+        (_c([1, 2]), "unexpected body fields"),
+        (_c({"v": 2, "verify": None, "sealed": b"x" * 40}), "unexpected body fields"),
+        (_c({"v": True, "verify": None, "sealed": b"x" * 40}), "unexpected body fields"),
+        (_c({"v": 1.0, "verify": None, "sealed": b"x" * 40}), "unexpected body fields"),
+        (_c({"v": 1, "verify": None}), "unexpected body fields"),
+        (cbor2.dumps({"v": 1, "verify": None, "sealed": b"x" * 40}), "not canonical"),
+        (_c({"v": 1, "verify": 5, "sealed": b"x" * 40}), "field types"),
+        (_c({"v": 1, "verify": CHK.to_string(), "sealed": b"x" * 40}), "not a verify cap"),
+        (_c({"v": 1, "verify": "p2ps:nonsense", "sealed": b"x" * 40}), "verify cap: bad cap"),
+        (_c({"v": 1, "verify": None, "sealed": b"short"}), "too short"),
     ],
 )
-def test_malformed_bodies_are_refused(body: bytes) -> None:
+def test_malformed_bodies_are_refused(body: bytes, why: str) -> None:
     rec = SlotRecord.sign(W.seed, 1, body)
-    with pytest.raises(MutableRemoteError):
+    with pytest.raises(MutableRemoteError, match=why):
         check_root(rec, W.verify_cap())
 
 
@@ -106,6 +113,15 @@ def test_a_version_cap_that_is_not_a_read_cap_is_refused() -> None:
     with pytest.raises(MutableRemoteError, match="not a read cap"):
         open_root(rec, W.read_cap())
     assert parse_cap(vc.to_string()) == vc
+
+
+def test_at_one_sequence_readers_choose_the_root_more_peers_hold() -> None:
+    a = make_root(W, 2, LiteralCap(b"a"), 1.0)
+    b = make_root(W, 2, LiteralCap(b"b"), 1.0)
+    assert choose([a, a, a, b, b]) == a and choose([b, a, b, a, b]) == b
+    lone = choose([a, b])  # one each: the hash decides, the same for every reader
+    assert lone == choose([b, a])
+    assert choose([a, a, a, make_root(W, 3, CHK, 1.0)]).seq == 3  # type: ignore[union-attr]
 
 
 @settings(max_examples=50, deadline=None)

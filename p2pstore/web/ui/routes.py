@@ -21,6 +21,7 @@ from aiohttp import web
 
 from p2pstore.app.contract import Application, CheckReport, DirEntry
 from p2pstore.app.errors import AppError, Conflict, NotFound
+from p2pstore.app.mutable import entry_version
 from p2pstore.app.vpath import DRIVES, VPath, parse_vpath
 from p2pstore.immutable import LiteralCap
 
@@ -199,7 +200,7 @@ async def drive(request: web.Request, auth: Auth) -> web.StreamResponse:
     view = None if download else pages.inline_type(entry.name)
     return await serve_cap(
         request,
-        _read_cap(entry.cap),
+        await entry_version(request.app[BACKEND], entry.cap),
         filename=entry.name,
         content_type=view or pages.guess_type(entry.name),
         inline=view is not None,
