@@ -49,7 +49,7 @@ from p2pstore.base.reports import (
 )
 from p2pstore.immutable import CapError, VerifyCap, parse_cap
 
-from . import backup_cmds, render
+from . import backup_cmds, mutable_cmds, render
 from .errors import Cancelled, RemoteError, ShellError, UsageError
 from .parse import Invocation, lookup, parse_line, quote_word
 from .paths import is_cap, resolve_local, resolve_remote, root_of, show_local
@@ -156,6 +156,8 @@ class Shell:
     def _file_cap(self, word: str, *, readable: bool) -> tuple[str, str | None, int | None]:
         """(cap, path shown or None, size) for a PATH|CAP argument."""
         if is_cap(word):
+            if (mutable := mutable_cmds.file_cap(self, word, readable=readable)) is not None:
+                return mutable
             try:
                 cap = parse_cap(word)
             except CapError as e:
@@ -286,6 +288,8 @@ class Shell:
 
     # -- transfers ----------------------------------------------------------------
     def cmd_put(self, inv: Invocation) -> None:
+        if mutable_cmds.is_mutable_put(inv):
+            return mutable_cmds.put(self, inv)
         src = self.local(inv.args[0])
         try:
             st = src.stat()

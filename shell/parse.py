@@ -207,15 +207,27 @@ COMMAND_LIST: Final[tuple[CommandSpec, ...]] = (
     ),
     CommandSpec(
         "put",
-        "upload a local file",
-        (Arg("LOCAL", _L), Arg("REMOTE", _R, optional=True)),
-        (Option(("-n", "--no-replace"), "no_replace", "fail if REMOTE exists"), _MODE),
+        "upload a local file (or a mutable file's new version)",
+        (Arg("LOCAL", _L), Arg("REMOTE|WRITECAP", _R, optional=True)),
+        (
+            Option(("-n", "--no-replace"), "no_replace", "fail if REMOTE exists"),
+            _MODE,
+            Option(("--mutable",), "mutable", "a new mutable file: prints its write and read caps"),
+            Option(
+                ("--expect-sequence",),
+                "expect_sequence",
+                "with WRITECAP: publish only if the latest version is N",
+                metavar="N",
+            ),
+        ),
         details="REMOTE defaults to the file's name in the current directory; a "
-        "directory puts the file inside it. Ctrl-C cancels (nothing is linked).",
+        "directory puts the file inside it. Ctrl-C cancels (nothing is linked). "
+        "'put --mutable LOCAL' makes a mutable file (not linked in a drive; keep its write "
+        "cap: it is the key to change it); 'put LOCAL WRITECAP' publishes its next version.",
     ),
     CommandSpec(
         "get",
-        "download a remote file (path or cap)",
+        "download a remote file (path, or a read or write cap)",
         (Arg("REMOTE", _RC), Arg("LOCAL", _L, optional=True)),
         (Option(("-f", "--force"), "force", "replace an existing local file"),),
         details="LOCAL defaults to the remote name in the local directory (see lcd); a "
@@ -252,7 +264,8 @@ COMMAND_LIST: Final[tuple[CommandSpec, ...]] = (
         "info",
         "size, caps and where the shares are",
         (Arg("PATH|CAP", _RC),),
-        details="Shows the read cap: it is a secret, share it only on purpose.",
+        details="Shows the read cap: it is a secret, share it only on purpose. Of a "
+        "mutable cap: the latest version, when it was published, and who holds the root.",
     ),
     CommandSpec(
         "check",
@@ -263,6 +276,8 @@ COMMAND_LIST: Final[tuple[CommandSpec, ...]] = (
             Option(("--repair",), "repair", "regenerate missing or bad shares"),
             Option(("--deep",), "deep", "every file below a directory (e.g. shared:/)"),
         ),
+        details="A mutable cap (write, read or verify) checks who holds its root and the "
+        "latest version's shares.",
     ),
     CommandSpec("verify", "check every byte of every share", (Arg("PATH|CAP", _RC),)),
     CommandSpec(

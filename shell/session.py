@@ -60,6 +60,16 @@ class Api(Protocol):
     def get_path(
         self, path: str, sink: IO[bytes], *, progress: Callable[[int], None] | None = ...
     ) -> int: ...
+    def put_mutable(
+        self,
+        source: IO[bytes],
+        *,
+        write_cap: str | None = ...,
+        size: int | None = ...,
+        expected_sequence: int | None = ...,
+        progress: Callable[[int], None] | None = ...,
+        stored: Callable[[int], None] | None = ...,
+    ) -> dict[str, Any]: ...
     def get(
         self, cap: str, sink: IO[bytes], *, progress: Callable[[int], None] | None = ...
     ) -> int: ...

@@ -199,7 +199,10 @@ def test_status_peers_bootstrap_help_and_local(srv: Server, tmp_path: Path) -> N
         "p2ps-seed A h:1",
     ]
     sh.run_line("help put")
-    assert rec.take()[0].startswith("usage: put [-n] [--mode convergent|random] LOCAL [REMOTE]")
+    assert rec.take()[0] == (
+        "usage: put [-n] [--mode convergent|random] [--mutable] [--expect-sequence N] "
+        "LOCAL [REMOTE|WRITECAP]"
+    )
     (tmp_path / "sub").mkdir()
     (tmp_path / "f.txt").write_text("x")
     sh.run_line("lls")

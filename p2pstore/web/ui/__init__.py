@@ -2,10 +2,11 @@
 API, served by the API's aiohttp application outside ``/api/``.
 
 ``create_app(backend, token, ui=add_ui_routes)`` (what :class:`ApiServer` does
-by default) registers the pages (:mod:`.routes`), the drive forms (:mod:`.ops`)
-and the static files (:mod:`.static`), and keeps the UI's session store in
-``app[UI_STATE]``. docs/web-ui.md describes the pages, the login/session/CSRF
-scheme and the JSON variants.
+by default) registers the pages (:mod:`.routes`), the drive forms (:mod:`.ops`),
+the pages of mutable files (:mod:`.mutable`) and the static files
+(:mod:`.static`), and keeps the UI's session store in ``app[UI_STATE]``.
+docs/web-ui.md describes the pages, the login/session/CSRF scheme and the JSON
+variants.
 
 Invariants: every UI response carries a ``default-src 'self'`` CSP (downloads
 keep their stricter ``sandbox`` one), ``X-Frame-Options: DENY`` and the API's
@@ -23,6 +24,7 @@ from aiohttp import web
 from ..context import API_PREFIX
 from .auth import UI_STATE, UiState, html
 from .html import PAGE_CSP
+from .mutable import add_mutable_routes
 from .ops import add_op_routes
 from .routes import add_page_routes
 from .session import SessionStore
@@ -66,6 +68,7 @@ def make_ui(
         app.on_response_prepare.append(_ui_headers)
         add_page_routes(app)
         add_op_routes(app)
+        add_mutable_routes(app)
 
     return add
 

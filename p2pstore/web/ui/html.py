@@ -7,7 +7,8 @@ Invariants:
   or the backend is ever inserted raw;
 - pages reference only this node's own ``/static/`` files (no external
   resources, no inline script or style: the CSP is ``default-src 'self'``);
-- caps never appear in a URL this module builds: vdrive links name paths only.
+- caps never appear in a URL this module builds: vdrive links name paths only,
+  a mutable file's links its session handle (:func:`mutable_url`).
 """
 
 from __future__ import annotations
@@ -61,6 +62,12 @@ def entry_url(path: VPath, query: str = "") -> str:
     """The details page of an entry (caps on request, rename, delete)."""
     url = f"/entry/{path.drive}/" + _quoted(path.parts)
     return f"{url}?{query}" if query else url
+
+
+def mutable_url(handle: str, tail: str = "") -> str:
+    """A mutable file's page (``tail``: ``download``), by the session's handle of its
+    cap: never the cap itself."""
+    return f"/mutable/{urllib.parse.quote(handle, safe='')}" + (f"/{tail}" if tail else "")
 
 
 def login_url(next_path: str | None = None) -> str:
@@ -170,6 +177,7 @@ def page(
     if csrf is not None:
         links = [("/", "Status", "status"), ("/drive/shared/", "Shared drive", "shared")]
         links.append(("/drive/private/", "Private drive", "private"))
+        links.append(("/mutable/", "Mutable files", "mutable"))
         here = ' aria-current="page"'
         items = "".join(
             f'<li><a href="{u}"{here if key == current else ""}>{esc(t)}</a></li>'

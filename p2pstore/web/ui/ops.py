@@ -1,5 +1,6 @@
 """The web UI's forms that change a drive: upload, mkdir, link (add by cap),
-rename, delete.
+rename, delete; the upload form also makes mutable files and publishes their
+versions (``mutable=1``, or ``handle`` + ``expected_sequence``: :mod:`.mutable`).
 
 Each is a ``POST /op/<name>`` taking an HTML form (``multipart/form-data`` for
 upload, urlencoded for the rest), authenticated by session cookie + CSRF token
@@ -44,7 +45,7 @@ from ..errors import (
     RequestTimeout,
 )
 from ..transfers import Transfer
-from . import pages
+from . import mutable, pages
 from .auth import (
     Auth,
     check_form,
@@ -271,9 +272,20 @@ async def _check_target(request: web.Request, target: VPath, replace: bool) -> N
     )
 
 
+def _is_mutable(fields: dict[str, str]) -> bool:
+    """A new mutable file (``mutable``) or a version of one (``handle``)."""
+    return _flag(fields.get("mutable")) or bool(fields.get("handle"))
+
+
 async def _upload_part(
-    request: web.Request, part: BodyPartReader, fields: dict[str, str], name: str
+    request: web.Request, auth: Auth, part: BodyPartReader, fields: dict[str, str], name: str
 ) -> dict[str, Any]:
+    if _is_mutable(fields):
+        with request.app[TRANSFERS].track("upload", None, name=name) as transfer:
+            chunks = _part_chunks(request, part, transfer)
+            doc = await mutable.publish_part(request, auth, chunks, fields, name)
+            transfer.size = int(doc["size"])
+        return doc
     folder = _path_field(fields, "dir")
     target = folder.child(name)
     replace = _flag(fields.get("replace"))
@@ -328,7 +340,11 @@ async def op_upload(request: web.Request, auth: Auth) -> web.StreamResponse:
             if not part.filename:  # an empty file input
                 await part.release()
                 continue
-            uploaded.append(await _upload_part(request, part, fields, upload_name(part.filename)))
+            name = upload_name(part.filename)
+            try:
+                uploaded.append(await _upload_part(request, auth, part, fields, name))
+            except mutable.ConflictPage as e:
+                return mutable.conflict_page(request, auth, e)
             continue
         value = await _small(part)
         if part.name == "csrf" and auth.session is not None:
@@ -342,12 +358,33 @@ async def op_upload(request: web.Request, auth: Auth) -> web.StreamResponse:
             fields[part.name] = value
     if not uploaded:
         raise BadRequest("choose at least one file to upload", code="no-file")
+    if _is_mutable(fields):
+        return _published(request, auth, fields, uploaded)
     folder = _path_field(fields, "dir")
     total = sum(int(d["size"]) for d in uploaded)
     names = ", ".join(str(d["path"]).rsplit("/", 1)[-1] for d in uploaded[:5])
     more = f" and {len(uploaded) - 5} more" if len(uploaded) > 5 else ""
     message = f"Uploaded {names}{more} ({fmt_bytes(total)})."
     return _done(request, auth, message, folder, {"uploaded": uploaded}, 201)
+
+
+def _published(
+    request: web.Request, auth: Auth, fields: dict[str, str], uploaded: list[dict[str, Any]]
+) -> web.Response:
+    """After mutable uploads: to the (last) file's page, which shows its caps."""
+    last = uploaded[-1]
+    what = "Published version" if fields.get("handle") else "Made a mutable file, version"
+    message = f"{what} {last['sequence']} ({fmt_bytes(last['size'])})."
+    if len(uploaded) > 1:
+        message += f" {len(uploaded)} mutable files were made: see Mutable files."
+    if auth.session is not None:
+        auth.session.add_flash(message)
+    doc: dict[str, Any] = {"uploaded": uploaded}
+    if "location" in last:
+        doc["location"] = last["location"]
+    if wants_json(request) or "location" not in last:
+        return json_reply(doc, status=201)
+    return see_other(str(last["location"]))
 
 
 def add_op_routes(app: web.Application) -> None:

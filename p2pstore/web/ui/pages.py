@@ -150,6 +150,9 @@ def directory_page(listing: Mapping[str, Any], path: VPath, *, csrf: str) -> str
         '<option value="random">random</option></select></p>'
         '<p><input type="checkbox" id="up-replace" name="replace" value="1"> '
         '<label for="up-replace">replace files of the same name</label></p>'
+        '<p><input type="checkbox" id="up-mutable" name="mutable" value="1"> '
+        '<label for="up-mutable">mutable: make each file a mutable file (not added to this '
+        "directory; its page shows the caps to keep, and publishes new versions)</label></p>"
         '<p><label for="up-file">Files</label> '
         '<input type="file" id="up-file" name="file" multiple required></p>'
         '<p><button type="submit">Upload</button></p>'

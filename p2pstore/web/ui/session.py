@@ -15,6 +15,10 @@ Invariants:
   use or ``max_age`` after login; at most ``max_sessions`` live (the least
   recently used is dropped);
 - each session has its own random CSRF token, compared in constant time;
+- a session holds the mutable caps its browser opened (at most :data:`MAX_CAPS`,
+  the least recently used dropped) under random **handles**, so the pages of a
+  mutable file are ``/mutable/<handle>``: no URL holds a cap, and a handle means
+  nothing outside its session;
 - nothing here reads a clock directly: ``clock`` is injected.
 """
 
@@ -32,6 +36,8 @@ TICKET_BYTES: Final = 32
 SESSION_BYTES: Final = 32
 MAX_FLASH: Final = 8
 MAX_SECRET_CHARS: Final = 128  # longer presented tickets/ids are refused unhashed
+MAX_CAPS: Final = 64
+HANDLE_BYTES: Final = 12
 
 
 def _digest(secret: str) -> bytes:
@@ -46,6 +52,8 @@ class Session:
     created: float
     last_used: float
     flash: list[str] = field(default_factory=list)
+    #: handle -> (mutable cap, label: the file name it was made from, or "")
+    caps: OrderedDict[str, tuple[str, str]] = field(default_factory=OrderedDict)
 
     def __repr__(self) -> str:  # keep the CSRF token out of logs
         return f"Session(created={self.created:.0f}, last_used={self.last_used:.0f})"
@@ -62,6 +70,25 @@ class Session:
     def take_flash(self) -> list[str]:
         out, self.flash = self.flash, []
         return out
+
+    def remember_cap(self, cap: str, label: str = "") -> str:
+        """The handle of ``cap`` in this session (the same cap keeps its handle)."""
+        for handle, (known, old) in self.caps.items():
+            if known == cap:
+                self.caps[handle] = (cap, label[:255] or old)
+                self.caps.move_to_end(handle)
+                return handle
+        handle = secrets.token_urlsafe(HANDLE_BYTES)
+        self.caps[handle] = (cap, label[:255])
+        while len(self.caps) > MAX_CAPS:
+            self.caps.popitem(last=False)
+        return handle
+
+    def cap_of(self, handle: str) -> tuple[str, str] | None:
+        """(cap, label) of a handle this session made, else None."""
+        if len(handle) > MAX_SECRET_CHARS:
+            return None
+        return self.caps.get(handle)
 
 
 class SessionStore:

@@ -5,7 +5,9 @@ elsewhere.
 The script only enhances: every form works without it. With it, the upload form
 is sent by ``XMLHttpRequest`` (the same multipart body, plus ``Accept:
 application/json``) so a progress bar can show bytes sent, rate and percentage;
-on success the page reloads (the server has queued the "Uploaded ..." message).
+on success the page reloads (the server has queued the "Uploaded ..." message),
+or, when the reply names a ``location`` on this site (a mutable file's page), goes
+there.
 """
 
 from __future__ import annotations
@@ -101,7 +103,13 @@ JS: Final = """
       xhr.addEventListener('load', function () {
         if (xhr.status >= 200 && xhr.status < 300) {
           text.textContent = 'Done.';
-          window.location.reload();
+          var go = null;
+          try { go = JSON.parse(xhr.responseText).location; } catch (e) { /* reload */ }
+          if (typeof go === 'string' && go.indexOf('/mutable/') === 0) {
+            window.location.assign(go);  // a new mutable file: its page
+          } else {
+            window.location.reload();
+          }
           return;
         }
         var msg = 'HTTP ' + xhr.status;
