@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Parallel test workers; 2 cores on the project's machines.
 WORKERS ?= 2
 
-.PHONY: all install test lint typecheck pytest test-slow run bench bench-scale bench-backup bench-links clean browser nat-tools sftp-tools
+.PHONY: all install test lint typecheck pytest test-slow run bench bench-scale bench-backup bench-links bench-mutable clean browser nat-tools sftp-tools
 
 all: test
 
@@ -103,6 +103,12 @@ bench-links: $(STAMP)
 ## 2,000 files backed up, again unchanged, after 10 changes, then restored (docs/backup.md)
 bench-backup: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_backup
+
+## Mutable files and live directories beside the shared drive on a real 4-node grid:
+## 1 MiB publish, read and change times; peak RSS of a 200 MiB new version against
+## immutable random-key uploads (docs/mutable.md, "Measured"; also part of make bench)
+bench-mutable: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_mutable
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
