@@ -3,9 +3,10 @@
 
 ``p2pstore grid up --nodes 4`` (real node processes); node1 writes, node2 reads.
 
-Timings (``--mib``, 1 by default; ``--runs`` rounds). Each round puts fresh random
-bytes, so nothing deduplicates; the writes of a round run first, then the reads
-(each read checks it got the round's bytes), and the order within each phase
+Timings (``--mib``, 1 by default; ``--runs`` rounds after an uncounted warm-up
+round). Each round puts fresh random bytes, so nothing deduplicates; the writes of
+a round run first, then the reads (each read checks it got the bytes last put
+there), and the order within each phase
 rotates from round to round so that no operation always follows the same one.
 Every operation runs twice: through the CLI (a new ``p2pstore`` process, as a user
 runs it: Python start-up included, see ``op: "cli-floor"``) and through the HTTP
