@@ -148,6 +148,34 @@ class Gated:
             self.done.set()
 
 
+class Schedule:
+    """Two writers' slot writes, made in exactly ``order`` ((writer, server index)
+    pairs) on a grid whose servers all hold version 1 of ``cap``."""
+
+    def __init__(self, grid: StorageGrid, order: list[tuple[int, int]]) -> None:
+        self.grid, self.order = grid, order
+        self.turns = {k: asyncio.Event() for k in order}
+        self.dones = {k: asyncio.Event() for k in order}
+        self.index = {gs.node_id: i for i, gs in enumerate(grid.servers)}
+
+    async def seed(self, cap: WriteCap) -> None:
+        first = make_root(cap, 1, LiteralCap(b"base"), 1.0)
+        for gs in self.grid.servers:
+            assert (await gs.client(OWNER).slot_write(first.storage_index, first.encode()))[0]
+
+    def writer(self, w: int) -> MutableFiles[GridServer]:
+        def sf(gs: GridServer) -> Any:
+            key = (w, self.index[gs.node_id])
+            return Gated(gs.client(OWNER), self.turns[key], self.dones[key])
+
+        return files(self.grid, storage=sf)[0]
+
+    async def run(self) -> None:
+        for key in self.order:
+            self.turns[key].set()
+            await self.dones[key].wait()
+
+
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -162,32 +190,19 @@ async def _interleave(tmp: Path, order: list[tuple[int, int]]) -> None:
     with StorageGrid(tmp, 10) as grid:
         mf, _ = files(grid)
         cap = WriteCap(bytes(32))
-        first = make_root(cap, 1, LiteralCap(b"base"), 1.0)
-        for gs in grid.servers:
-            assert (await gs.client(OWNER).slot_write(first.storage_index, first.encode()))[0]
-        turns = {k: asyncio.Event() for k in order}
-        dones = {k: asyncio.Event() for k in order}
-        index = {gs.node_id: i for i, gs in enumerate(grid.servers)}
-
-        def writer(w: int) -> MutableFiles[GridServer]:
-            def sf(gs: GridServer) -> Any:
-                key = (w, index[gs.node_id])
-                return Gated(gs.client(OWNER), turns[key], dones[key])
-
-            return files(grid, storage=sf)[0]
+        sched = Schedule(grid, order)
+        await sched.seed(cap)
 
         async def publish(w: int, s: Survey) -> SlotRecord | BaseException:
             try:
-                pub = await writer(w).publish_version(cap, LiteralCap(bytes([w]) * 3), s)
+                pub = await sched.writer(w).publish_version(cap, LiteralCap(bytes([w]) * 3), s)
                 return pub.version.root.record
             except MutableConflict as e:
                 return e
 
         surveys = [await mf.survey(cap), await mf.survey(cap)]
         tasks = [asyncio.create_task(publish(w, surveys[w])) for w in range(2)]
-        for key in order:
-            turns[key].set()
-            await dones[key].wait()
+        await sched.run()
         results = await asyncio.gather(*tasks)
         final = await mf.survey(cap)
         assert final.latest is not None
@@ -354,28 +369,14 @@ async def test_a_racing_writer_whose_root_most_peers_hold_converges(grid: Storag
     success; B is told conflict."""
     mf, _ = files(grid)
     cap = WriteCap(bytes(32))
-    first = make_root(cap, 1, LiteralCap(b"base"), 1.0)
-    for gs in grid.servers:
-        assert (await gs.client(OWNER).slot_write(first.storage_index, first.encode()))[0]
     order = [(0, i) for i in range(7)] + [(1, i) for i in range(7, 10)]
     order += [(1, i) for i in range(7)] + [(0, i) for i in range(7, 10)]
-    turns = {k: asyncio.Event() for k in order}
-    dones = {k: asyncio.Event() for k in order}
-    index = {gs.node_id: i for i, gs in enumerate(grid.servers)}
-
-    def writer(w: int) -> MutableFiles[GridServer]:
-        def sf(gs: GridServer) -> Any:
-            key = (w, index[gs.node_id])
-            return Gated(gs.client(OWNER), turns[key], dones[key])
-
-        return files(grid, storage=sf)[0]
-
+    sched = Schedule(grid, order)
+    await sched.seed(cap)
     surveys = [await mf.survey(cap), await mf.survey(cap)]
-    a = asyncio.create_task(writer(0).publish_version(cap, LiteralCap(b"AAA"), surveys[0]))
-    b = asyncio.create_task(writer(1).publish_version(cap, LiteralCap(b"BBB"), surveys[1]))
-    for key in order:
-        turns[key].set()
-        await dones[key].wait()
+    a = asyncio.create_task(sched.writer(0).publish_version(cap, LiteralCap(b"AAA"), surveys[0]))
+    b = asyncio.create_task(sched.writer(1).publish_version(cap, LiteralCap(b"BBB"), surveys[1]))
+    await sched.run()
     pub = await a
     assert pub.version.sequence == 3 and pub.stored == 10
     with pytest.raises(MutableConflict) as e:
