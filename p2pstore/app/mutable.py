@@ -161,7 +161,7 @@ class MutableOperations:
         mf = self._mut()
         prog = (lambda done, _t: progress(done)) if progress else None
         if directory:  # a live directory's versions are directory objects, nothing else
-            chunks = await _directory_body(chunks)
+            chunks = await directory_body(chunks)
         async with self._operation():
             with _mapped():
                 if cap is None:
@@ -233,7 +233,7 @@ class MutableOperations:
         )
 
 
-async def _directory_body(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def directory_body(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """The body of a live directory's version, checked to be a directory object."""
     data = bytearray()
     async for c in chunks:

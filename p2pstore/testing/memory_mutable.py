@@ -23,7 +23,7 @@ from typing import Any
 
 from p2pstore.app.contract import CheckReport, ProgressFn
 from p2pstore.app.errors import Conflict, NotFound
-from p2pstore.app.mutable import MutableLatest, MutableResult
+from p2pstore.app.mutable import MutableLatest, MutableResult, directory_body
 from p2pstore.immutable import LiteralCap, ReadCap
 from p2pstore.mutable import MutableCap, VerifyCap, WriteCap
 from p2pstore.storage.slots import slot_index
@@ -62,6 +62,8 @@ class MemoryMutableApplication(MemoryApplication):
         directory: bool = False,
         progress: ProgressFn | None = None,
     ) -> MutableResult:
+        if directory:  # as the grid backend: a live directory's versions are directories
+            chunks = await directory_body(chunks)
         async with self._mut_lock:
             if cap is None:
                 cap = WriteCap.generate(directory=directory)

@@ -264,8 +264,8 @@ async def serve_cap(
     }
     if filename:
         headers["Content-Disposition"] = _disposition(filename, inline=inline)
-    if mutable_api.SEQUENCE_HEADER in request:  # the latest version of a mutable file
-        headers[mutable_api.SEQUENCE_HEADER] = str(request[mutable_api.SEQUENCE_HEADER])
+    if mutable_api.SEQUENCE in request:  # the latest version of a mutable file
+        headers[mutable_api.SEQUENCE_HEADER] = str(request[mutable_api.SEQUENCE])
     if isinstance(choice, Unsatisfiable):
         raise RangeNotSatisfiable(
             f"the range {request.headers.get('Range', '')[:60]!r} selects no byte of a "
@@ -380,7 +380,7 @@ async def download(request: web.Request) -> web.StreamResponse:
     text = request.match_info["cap"]
     if is_mutable_cap(text):
         version, seq = await mutable_api.latest(request, text)
-        request[mutable_api.SEQUENCE_HEADER] = seq
+        request[mutable_api.SEQUENCE] = seq
         return await serve_cap(request, version, filename=request.query.get("filename"))
     cap = _read_cap(text)
     return await serve_cap(request, cap, filename=request.query.get("filename"))

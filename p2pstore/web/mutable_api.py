@@ -32,6 +32,8 @@ from .transfers import Transfer
 from .uploads import body_chunks, stored_into, tag_of, while_connected
 
 SEQUENCE_HEADER: Final = "X-P2pstore-Sequence"
+#: the version a download of a mutable cap serves (``serve_cap`` sends it as a header)
+SEQUENCE: Final = web.RequestKey("p2pstore-mutable-sequence", int)
 
 
 def mutable_cap(text: str) -> MutableCap:

@@ -120,7 +120,7 @@ async def file_page(request: web.Request, auth: Auth) -> web.StreamResponse:
 async def download(request: web.Request, auth: Auth) -> web.StreamResponse:
     _, cap, label = _opened(auth, request.match_info["handle"])
     version, seq = await mutable_api.latest(request, cap)
-    request[mutable_api.SEQUENCE_HEADER] = seq
+    request[mutable_api.SEQUENCE] = seq
     return await serve_cap(
         request,
         version,
