@@ -99,7 +99,8 @@ async def live_page(request: web.Request, auth: Auth) -> web.StreamResponse:
         doc = {"path": str(listing.path), "sequence": listing.sequence, "entries": entries}
         return json_reply(doc)
     body = live_dir_page(handle, path, entries, csrf=auth.csrf)
-    return html(request, f"{label_of(cap)}:/{'/'.join(path.parts)}", body, auth=auth)
+    title = f"{label_of(cap)}:/{'/'.join(path.parts)}"
+    return html(request, title, body, auth=auth, current="mutable")
 
 
 def _crumbs(handle: str, path: VPath) -> str:
