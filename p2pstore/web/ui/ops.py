@@ -160,6 +160,8 @@ def _done_entry(
         auth.session.add_flash(message)
     if wants_json(request):
         return json_reply(doc)
+    if path.is_live:  # live directories have no entry pages: to the directory, by handle
+        return see_other(live.url_of(auth.session, path if path.is_root else path.parent))
     return see_other(entry_url(path))
 
 
