@@ -49,10 +49,10 @@ from p2pstore.base.reports import (
 )
 from p2pstore.immutable import CapError, VerifyCap, parse_cap
 
-from . import backup_cmds, mutable_cmds, render
+from . import backup_cmds, live_cmds, mutable_cmds, render
 from .errors import Cancelled, RemoteError, ShellError, UsageError
 from .parse import Invocation, lookup, parse_line, quote_word
-from .paths import is_cap, resolve_local, resolve_remote, root_of, show_local
+from .paths import is_cap, resolve_local, resolve_remote, root_of, show_local, show_remote
 from .session import Api, Connection, Entries, ListingCache, ShellState
 from .transfer import CancelFlag, CancellableReader, CancellableWriter, TransferRunner
 
@@ -168,9 +168,9 @@ class Shell:
         path = self.remote(word)
         entry = self._stat(path)
         if entry is None:
-            raise RemoteError(f"{safe(str(path))}: no such file or directory")
+            raise RemoteError(f"{show_remote(path)}: no such file or directory")
         if entry["kind"] != "file" or not entry.get("cap"):
-            raise RemoteError(f"{safe(str(path))} is a directory")
+            raise RemoteError(f"{show_remote(path)} is a directory")
         return str(entry["cap"]), str(path), entry.get("size")
 
     # -- remote navigation --------------------------------------------------------
@@ -200,31 +200,24 @@ class Shell:
             path = root_of(self.state.drive) if word is None else self.remote(word)
         entry = self._stat(path)
         if entry is None:
-            raise RemoteError(f"{safe(str(path))}: no such directory")
+            raise RemoteError(f"{show_remote(path)}: no such directory")
         if entry["kind"] != "dir":
-            raise RemoteError(f"{safe(str(path))} is not a directory")
+            raise RemoteError(f"{show_remote(path)} is not a directory")
         if path.is_root:
             self.api().ls(str(path))  # the drive must be there (vdrive-unavailable otherwise)
         self.state.go(path)
 
     def cmd_pwd(self, inv: Invocation) -> None:
-        self.out.line(safe(str(self.state.cwd)))
+        self.out.line(show_remote(self.state.cwd))
 
     def cmd_drive(self, inv: Invocation) -> None:
-        if not inv.args:
-            for d, cwd in self.state.cwds.items():
-                mark = "*" if d == self.state.drive else " "
-                self.out.line(f"{mark} {d:<8} {safe(str(cwd))}")
-            return
-        name = inv.args[0].rstrip(":/")
-        if name not in self.state.cwds:
-            raise UsageError(f"drive: unknown drive {name!r} (shared or private)", "drive")
-        self.state.switch("shared" if name == "shared" else "private")
+        live_cmds.drive(self, inv)
 
     # -- remote changes -----------------------------------------------------------
     def change(self, path: VPath, what: str, call: Callable[[Api, str], Any]) -> Any:
         """One drive change; if its answer is lost, ask the node what became of it."""
         api = self.api()
+        what = show_remote(what)  # it is said if the answer is lost: no live cap
         return settled(self._fresh_api, path.drive, what, lambda i: call(api, i), say=self.out.line)
 
     def _fresh_api(self) -> Api:
@@ -232,6 +225,8 @@ class Shell:
         return self.conn.client()
 
     def cmd_mkdir(self, inv: Invocation) -> None:
+        if live_cmds.mkdir_live(self, inv):
+            return
         parents = inv.flag("parents")
         for word in inv.args:
             path = self.remote(word)
@@ -267,7 +262,7 @@ class Shell:
                 return
             entry = self._stat(src)
             if entry is None:
-                raise RemoteError(f"{safe(str(src))}: no such file or directory")
+                raise RemoteError(f"{show_remote(src)}: no such file or directory")
             if entry["kind"] != "file":
                 raise UsageError("mv: directories cannot move between drives", "mv")
             cap = str(entry["cap"])
@@ -352,7 +347,8 @@ class Shell:
                 if isinstance(e, ApiCallError) and "uploaded_cap" in e.details:
                     self.out.line(f"uploaded, but not linked; its cap: {e.details['uploaded_cap']}")
                 raise
-            settle(self._fresh_api, dst.drive, op_id, f"put {dst}", e, say=self.out.line)
+            what = f"put {show_remote(dst)}"
+            settle(self._fresh_api, dst.drive, op_id, what, e, say=self.out.line)
             doc = self._fresh_api().stat(str(dst))["entry"]
         except Cancelled:
             self.cache.clear()
@@ -360,7 +356,7 @@ class Shell:
             raise
         finally:
             self.cache.clear()
-        self.out.line(f"put {safe(str(dst))} ({human_bytes(int(doc.get('size', 0)))})")
+        self.out.line(f"put {show_remote(dst)} ({human_bytes(int(doc.get('size', 0)))})")
 
     def _say_what_a_cancel_kept(
         self, dst: VPath, before: dict[str, Any] | None, op_id: str | None = None
@@ -375,7 +371,7 @@ class Shell:
                     self._fresh_api,
                     dst.drive,
                     op_id,
-                    f"put {dst}",
+                    f"put {show_remote(dst)}",
                     ClientError("cancelled"),
                     wait=5,
                 )
@@ -385,7 +381,7 @@ class Shell:
                 return  # not made, and never will be
             else:
                 raise Cancelled(
-                    f"cancelled too late: the upload had finished and {safe(str(dst))} was "
+                    f"cancelled too late: the upload had finished and {show_remote(dst)} was "
                     f"linked (remove it with: rm {quote_word(str(dst))})"
                 )
         after: dict[str, Any] | None = None
@@ -393,7 +389,7 @@ class Shell:
             after = self._stat(dst)
         if after is not None and (before is None or after.get("cap") != before.get("cap")):
             raise Cancelled(
-                f"cancelled too late: the upload had finished and {safe(str(dst))} was "
+                f"cancelled too late: the upload had finished and {show_remote(dst)} was "
                 f"linked (remove it with: rm {quote_word(str(dst))})"
             )
 
@@ -465,21 +461,22 @@ class Shell:
             path = self.remote(word)
             entry = self._stat(path)
             if entry is None:
-                raise RemoteError(f"{safe(str(path))}: no such file or directory")
+                raise RemoteError(f"{show_remote(path)}: no such file or directory")
             if entry["kind"] == "dir":
                 n = len(self.api().ls(str(path))["entries"])
                 self.out.lines(
                     [
-                        f"path:          {safe(str(path))}",
+                        f"path:          {show_remote(path)}",
                         "kind:          directory",
                         f"entries:       {n}",
                         f"modified:      {render.when(entry.get('mtime'))}",
+                        *live_cmds.root_lines(path),
                     ]
                 )
                 return
         cap, shown, _ = self._file_cap(word, readable=False)
         doc = self.api().info(cap)
-        self.out.lines(info_lines(doc, path=shown, cap=cap))
+        self.out.lines(info_lines(doc, path=shown and show_remote(shown), cap=cap))
 
     def _check(self, word: str, *, verify: bool, repair: bool) -> None:
         cap, _, _ = self._file_cap(word, readable=False)
@@ -500,17 +497,17 @@ class Shell:
         files = walk_files(self.api(), root, problems)
         counts = dict.fromkeys(DEEP_STATES, 0)
         for i, (path, entry) in enumerate(files, 1):
-            self.out.progress(f"checking {i}/{len(files)}: {safe(path)}")
+            self.out.progress(f"checking {i}/{len(files)}: {show_remote(path)}")
             doc = self.api().check(str(entry["cap"]), verify=verify, repair=repair)
             state = deep_state(doc)
             counts[state] += 1
             if state != "healthy":
                 self.out.progress_done()
-                self.out.line(f"{state}: {safe(path)}")
+                self.out.line(f"{state}: {show_remote(path)}")
         self.out.progress_done()
         lines = [f"problem: {safe(p)}" for p in problems]
         summary = ", ".join(f"{n} {state}" for state, n in counts.items())
-        self.out.lines([*lines, f"{len(files)} files below {safe(root)}: {summary}"])
+        self.out.lines([*lines, f"{len(files)} files below {show_remote(root)}: {summary}"])
 
     def cmd_verify(self, inv: Invocation) -> None:
         self._check(inv.args[0], verify=True, repair=False)

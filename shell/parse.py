@@ -190,20 +190,26 @@ COMMAND_LIST: Final[tuple[CommandSpec, ...]] = (
         (Arg("PATH", _RD, optional=True),),
         (),
         details="Without PATH: the drive's root. 'cd -': the previous directory. "
-        "'cd private:/' switches drive.",
+        "'cd private:/' switches drive. 'cd CAP' (or CAP/dir) enters a live directory "
+        "(its write or read cap): a drive of its own, shown as live:... in the prompt.",
     ),
     CommandSpec("pwd", "show the remote directory"),
     CommandSpec(
         "drive",
-        "show or switch the drive (shared or private)",
+        "show or switch the drive (shared, private, or a live directory's live:...)",
         (Arg("DRIVE", ArgKind.DRIVE, optional=True),),
         details="Each drive remembers its own current directory.",
     ),
     CommandSpec(
         "mkdir",
-        "make remote directories",
-        (Arg("PATH", _RD, repeat=True),),
-        (Option(("-p", "--parents"), "parents", "make parents; ok if it exists"),),
+        "make remote directories (or a new live directory)",
+        (Arg("PATH", _RD, optional=True, repeat=True),),
+        (
+            Option(("-p", "--parents"), "parents", "make parents; ok if it exists"),
+            Option(("--live",), "live", "a new live directory: prints its write and read caps"),
+        ),
+        details="'mkdir --live' makes a live directory, a drive of its own shared by "
+        "its caps (keep the write cap: it is the key to change it); enter it with 'cd CAP'.",
     ),
     CommandSpec(
         "put",

@@ -5,7 +5,11 @@ Remote words: ``shared:/a``, ``private:/a`` (or ``private:a``) name a drive
 explicitly; ``/a`` is from the current drive's root; anything else is relative to
 the current directory. ``.`` and ``..`` are resolved here (``..`` at a root stays
 there), so the node only ever sees absolute, checked paths. A name may contain
-``:`` (``a:b`` is a relative name, not a drive). Caps (``p2ps:...``) are not paths.
+``:`` (``a:b`` is a relative name, not a drive). Caps (``p2ps:...``) are not paths,
+except a live directory's (docs/mutable.md): ``p2ps:dir:mut:.../a`` is ``a`` in the
+live directory that cap names, a drive of its own, and the cap alone is its root.
+A live drive is shown by :func:`drive_label` (``live:`` or ``live-ro:`` and 8
+characters of its public key), never by its cap: a write cap is a secret.
 
 Invariant: every :class:`VPath` returned passes :func:`p2pstore.app.vpath.check_name`
 for each component.
@@ -14,11 +18,23 @@ for each component.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Final
 
 from p2pstore.app.errors import BadRequest
-from p2pstore.app.vpath import DRIVES, MAX_DEPTH, Drive, VPath, check_name
+from p2pstore.app.vpath import (
+    DRIVES,
+    LIVE_PREFIX,
+    MAX_DEPTH,
+    Drive,
+    VPath,
+    check_name,
+    parse_vpath,
+)
+from p2pstore.base.reports import safe
+from p2pstore.mutable import ReadCap, WriteCap, parse_mutable_cap
+from quic_transport.identity import b32encode
 
 from .errors import UsageError
 
@@ -26,7 +42,54 @@ CAP_PREFIX: Final = "p2ps:"
 
 
 def is_cap(word: str) -> bool:
-    return word.startswith(CAP_PREFIX)
+    """A cap, not a path; ``CAP/...`` of a live directory is a path (so is ``CAP``
+    itself where a path is expected: :func:`resolve_remote` takes it)."""
+    return word.startswith(CAP_PREFIX) and not (word.startswith(LIVE_PREFIX) and "/" in word)
+
+
+def drive_label(drive: Drive) -> str:
+    """``shared``, ``private``, or ``live:abcdefgh`` (write cap) / ``live-ro:abcdefgh``
+    (read cap) for a live directory: never its cap."""
+    if not drive.startswith(LIVE_PREFIX):
+        return drive
+    cap = parse_mutable_cap(drive)  # a VPath's live drive is a valid cap
+    kinds = {WriteCap: "live", ReadCap: "live-ro"}
+    kind = kinds.get(type(cap), "live-verify")  # a verify cap: the node refuses it
+    return f"{kind}:{b32encode(cap.public_key)[:8]}"
+
+
+def show_remote(path: VPath | str) -> str:
+    """A path as the shell shows it (escaped; a live directory by its label)."""
+    if isinstance(path, str):
+        return safe(hide_live_caps(path))
+    if not path.is_live:
+        return safe(str(path))
+    return safe(f"{drive_label(path.drive)}:/" + "/".join(path.parts))
+
+
+_LIVE_CAP = re.compile(r"p2ps:dir:mut(?:-ro)?:[a-z2-7]+:[a-z2-7]+")
+
+
+def hide_live_caps(text: str) -> str:
+    """``text`` with each live directory cap in it replaced by its label (a message
+    from the node may name a path in a live directory: its cap must not be shown)."""
+
+    def label(m: re.Match[str]) -> str:
+        try:
+            return drive_label(parse_vpath(m.group(0)).drive) + ":"
+        except BadRequest:
+            return m.group(0)
+
+    return _LIVE_CAP.sub(label, text)
+
+
+def _live_prefix(word: str) -> tuple[Drive, str]:
+    """(the live drive, the rest) for ``CAP[/rest]``."""
+    head, _, rest = word.partition("/")
+    try:
+        return parse_vpath(head).drive, rest
+    except BadRequest as e:
+        raise UsageError(f"bad live directory cap: {e.message}") from None
 
 
 def drive_prefix(word: str) -> tuple[Drive, str] | None:
@@ -39,9 +102,9 @@ def drive_prefix(word: str) -> tuple[Drive, str] | None:
 
 def resolve_remote(word: str, cwd: VPath) -> VPath:
     """The absolute path ``word`` names from ``cwd``; :class:`UsageError` if invalid."""
-    if is_cap(word):
+    named = _live_prefix(word) if word.startswith(LIVE_PREFIX) else drive_prefix(word)
+    if is_cap(word) and named is None:
         raise UsageError("a cap is not a path here")
-    named = drive_prefix(word)
     if named is not None:
         drive, rest = named
         parts: list[str] = []

@@ -21,11 +21,12 @@ from p2pstore.base.reports import maintenance_rows, nat_rows, safe
 
 from .errors import ShellError, UsageError
 from .parse import ALIASES, COMMAND_LIST, CommandSpec
+from .paths import hide_live_caps, show_remote
 
 
 def prompt_text(node: str, path: VPath) -> str:
     """E.g. ``p2ps alice shared:/docs> ``."""
-    return f"p2ps {safe(node)} {safe(str(path))}> "
+    return f"p2ps {safe(node)} {show_remote(path)}> "
 
 
 def when(t: float | None) -> str:
@@ -180,9 +181,9 @@ def error_line(e: BaseException) -> str:
     if isinstance(e, NodeUnreachable):
         return f"node unreachable: {e} (the next command tries again)"
     if isinstance(e, ApiCallError):
-        return f"error: {safe(e.message)} ({e.code})"
+        return f"error: {safe(hide_live_caps(e.message))} ({e.code})"
     if isinstance(e, UsageError | ShellError | ClientError):
-        return f"error: {safe(str(e))}"
+        return f"error: {safe(hide_live_caps(str(e)))}"
     if isinstance(e, OSError):
         where = f": {e.filename}" if e.filename else ""
         return f"error: {e.strerror or e}{where}"

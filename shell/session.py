@@ -67,6 +67,7 @@ class Api(Protocol):
         write_cap: str | None = ...,
         size: int | None = ...,
         expected_sequence: int | None = ...,
+        directory: bool = ...,
         progress: Callable[[int], None] | None = ...,
         stored: Callable[[int], None] | None = ...,
     ) -> dict[str, Any]: ...

@@ -11,6 +11,10 @@ Invariants:
   (``409 sequence-mismatch``);
 - a failed operation changes nothing (checks happen before any mutation);
 - directories never contain themselves (rename into a descendant is refused).
+
+A live directory path (``p2ps:dir:mut...``, docs/mutable.md) is a drive made on first
+use, one per public key (its write and read caps open the same one); a read cap is
+refused every change (``403 vdrive-refused``), as on the grid.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from p2pstore.app.contract import ChangeOutcome, DirEntry, DirListing, OpId
-from p2pstore.app.errors import BadRequest, Conflict, NotFound
-from p2pstore.app.vpath import Drive, VPath
+from p2pstore.app.errors import BadRequest, Conflict, Forbidden, NotFound
+from p2pstore.app.vpath import LIVE_PREFIX, Drive, VPath
 from p2pstore.immutable import LiteralCap, ReadCap
+from p2pstore.mutable import WriteCap, parse_mutable_cap
 
 
 @dataclass
@@ -61,8 +66,21 @@ class MemoryVdrive:
         }
 
     # -- helpers ---------------------------------------------------------------
+    def _drive(self, drive: Drive, *, write: bool = False) -> _Drive:
+        if not drive.startswith(LIVE_PREFIX):
+            return self._drives[drive]
+        cap = parse_mutable_cap(drive)  # VPath checked it
+        if write and not isinstance(cap, WriteCap):
+            raise Forbidden(
+                "this is the read cap of a live directory: it shows every change but "
+                "cannot make one; changes need its write cap (p2ps:dir:mut:...)",
+                code="vdrive-refused",
+            )
+        key = cap.verify_cap().to_string()
+        return self._drives.setdefault(key, _Drive(_Dir(self.clock())))
+
     def _lookup(self, path: VPath) -> _File | _Dir:
-        node: _File | _Dir = self._drives[path.drive].root
+        node: _File | _Dir = self._drive(path.drive).root
         for i, name in enumerate(path.parts):
             if not isinstance(node, _Dir):
                 where = VPath(path.drive, path.parts[:i])
@@ -81,7 +99,7 @@ class MemoryVdrive:
         return node
 
     def _begin(self, drive: Drive, expected: int | None) -> _Drive:
-        d = self._drives[drive]
+        d = self._drive(drive, write=True)
         if expected is not None and expected != d.sequence:
             raise Conflict(
                 f"the {drive} drive changed (sequence {d.sequence}, expected {expected})",
@@ -99,7 +117,7 @@ class MemoryVdrive:
     async def vdrive_list(self, path: VPath) -> DirListing:
         node = self._dir(path)
         entries = tuple(_entry(n, c) for n, c in sorted(node.children.items()))
-        return DirListing(path, entries, self._drives[path.drive].sequence)
+        return DirListing(path, entries, self._drive(path.drive).sequence)
 
     async def vdrive_stat(self, path: VPath) -> DirEntry:
         return _entry(path.name, self._lookup(path))
@@ -198,7 +216,7 @@ class MemoryVdrive:
 
     # -- op ids: a change made once, its outcome asked for (docs/vdrive.md) --
     async def _once(self, drive: Drive, op_id: OpId, run: Callable[[], Awaitable[int]]) -> int:
-        d = self._drives[drive]
+        d = self._drive(drive, write=True)
         if op_id is not None and op_id in d.recent:
             if d.recent[op_id] < 0:
                 raise Conflict("this change was given up before it arrived", code="abandoned")

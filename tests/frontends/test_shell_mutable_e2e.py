@@ -2,7 +2,9 @@
 real local grid (``p2pstore grid up --nodes 3``): ``put --mutable`` prints the caps;
 the read cap reads on another node's CLI; a new version from the shell; a version
 from another node makes a stale ``--expect-sequence`` a conflict; ``get``, ``cat``,
-``info`` and ``check`` with each kind of cap."""
+``info`` and ``check`` with each kind of cap; ``mkdir --live``, ``cd`` into it, a
+change from the shell read on another node and one from another node seen in the
+shell, ``drive shared`` back."""
 
 from __future__ import annotations
 
@@ -82,6 +84,30 @@ def test_mutable_files_from_the_shell_on_a_real_grid(tmp_path: Path) -> None:
             assert "healthy" in _run(child, f"check {read_cap}").lower()
             out = _run(child, f"get {verify_cap} x.bin")
             assert "a verify cap can check a mutable file but not read it" in out
+
+            # a live directory: made and entered in the shell, changed from another node
+            out = _run(child, "mkdir --live")
+            assert "new live directory" in out, out
+            live_w = re.search(r"write cap:\s+(p2ps:dir:mut:\S+)", out).group(1)  # type: ignore[union-attr]
+            live_r = re.search(r"read cap:\s+(p2ps:dir:mut-ro:\S+)", out).group(1)  # type: ignore[union-attr]
+            _cmd(child, f"cd {live_w}")
+            child.expect(PROMPT)
+            label = child.match.group(1)
+            assert re.fullmatch(r"live:[a-z2-7]{8}:/", label), label
+            assert _run(child, "mkdir docs").strip() == ""
+            assert f"put {label}docs/v2.txt (15 B)" in _run(child, "put v2.txt docs/")
+            listed = cli("ls", "--node", grid.node(3), f"{live_r}/docs").stdout
+            assert "v2.txt" in listed, listed
+            cli("put", "--node", grid.node(2), tmp_path / "v3.txt", f"{live_w}/docs/v3.txt")
+            _cmd(child, "cd docs")
+            child.expect(PROMPT)
+            out = _run(child, "ls")
+            assert "v2.txt" in out and "v3.txt" in out, out
+            assert "third, from node2" in _run(child, "cat v3.txt")
+            assert live_w not in _run(child, "pwd")
+            _cmd(child, "drive shared")
+            child.expect(PROMPT)
+            assert child.match.group(1) == "shared:/"
             _cmd(child, "exit")
             child.expect(pexpect.EOF)
         finally:

@@ -24,6 +24,7 @@ from aiohttp import web
 from ..context import API_PREFIX
 from .auth import UI_STATE, UiState, html
 from .html import PAGE_CSP
+from .live import add_live_routes
 from .mutable import add_mutable_routes
 from .ops import add_op_routes
 from .routes import add_page_routes
@@ -69,6 +70,7 @@ def make_ui(
         add_page_routes(app)
         add_op_routes(app)
         add_mutable_routes(app)
+        add_live_routes(app)
 
     return add
 

@@ -203,6 +203,9 @@ def mutable_page(
                 "download the latest version</a>",
             )
         )
+    if readable and doc.get("directory"):
+        browse = f'<a id="live-browse" href="{esc(mutable_url(handle, "dir/"))}">its files</a>'
+        rows.append(("Browse", browse))
     out = kv_table(rows)
     storage = doc.get("storage")
     out += (

@@ -45,7 +45,7 @@ from ..errors import (
     RequestTimeout,
 )
 from ..transfers import Transfer
-from . import mutable, pages
+from . import live, mutable, pages
 from .auth import (
     Auth,
     check_form,
@@ -77,6 +77,8 @@ def _done(
         auth.session.add_flash(message)
     if wants_json(request):
         return json_reply(doc, status=status)
+    if where.is_live:  # a live directory's page, by the session's handle: no cap in a URL
+        return see_other(live.url_of(auth.session, where))
     return see_other(dir_url(where))
 
 
@@ -158,6 +160,8 @@ def _done_entry(
         auth.session.add_flash(message)
     if wants_json(request):
         return json_reply(doc)
+    if path.is_live:  # live directories have no entry pages: to the directory, by handle
+        return see_other(live.url_of(auth.session, path if path.is_root else path.parent))
     return see_other(entry_url(path))
 
 

@@ -1,0 +1,203 @@
+"""The web UI's pages of live directories (docs/web-ui.md, "Live directories";
+docs/mutable.md): a live directory opened by its cap at ``/mutable/`` (a session
+handle, as a mutable file) is browsed at ``/mutable/<handle>/dir/<path>``.
+
+- ``GET /mutable/<handle>/dir/<path>/``: the directory page (listing, the share
+  panel, and with the write cap the upload and new-directory forms, which post to
+  ``/op/upload`` and ``/op/mkdir`` like a drive's page); ``?format=json``: the
+  ``GET /api/v1/vdrive/ls`` reply;
+- ``GET /mutable/<handle>/dir/<path>``: a file's bytes, as an attachment.
+
+Changes go through the drive operations with the path ``CAP/path`` (docs/mutable.md),
+so a read cap's page has no forms and a forged change is ``403 vdrive-refused``.
+
+Invariants: a URL holds the session's handle, never the cap (the forms carry the cap
+path in their bodies, as the share panel shows it); the write cap is shown only on a
+page opened with it.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from p2pstore.app.errors import BadRequest, NotFound
+from p2pstore.app.mutable import entry_version
+from p2pstore.app.vpath import VPath, parse_vpath
+from p2pstore.mutable import ReadCap, WriteCap, parse_mutable_cap
+from quic_transport.identity import b32encode
+
+from ..api import DOWNLOAD_CSP, _entry_json, serve_cap
+from ..context import BACKEND
+from .auth import Auth, html, json_reply, ui_route, wants_json
+from .html import DASH, csrf_field, esc, fmt_bytes, fmt_time, mutable_url, table
+from .pages import guess_type
+from .session import Session
+
+
+def label_of(drive: str) -> str:
+    """``live:abcdefgh`` (write cap) or ``live-ro:abcdefgh`` (read cap): 8 characters
+    of the public key, never the cap."""
+    cap = parse_mutable_cap(drive)
+    kind = "live" if isinstance(cap, WriteCap) else "live-ro"
+    return f"{kind}:{b32encode(cap.public_key)[:8]}"
+
+
+def live_url(handle: str, parts: tuple[str, ...], *, is_dir: bool = True) -> str:
+    tail = "/".join(urllib.parse.quote(p, safe="") for p in parts)
+    if is_dir and tail:
+        tail += "/"
+    return mutable_url(handle, "dir/" + tail)
+
+
+def url_of(session: Session | None, path: VPath) -> str:
+    """Where a form that changed ``path`` (a live directory) sends the browser: its
+    page, by this session's handle (``/mutable/`` without a session)."""
+    if session is None:
+        return "/mutable/"
+    return live_url(session.remember_cap(path.drive), path.parts)
+
+
+def _opened(auth: Auth, handle: str) -> str:
+    got = None if auth.session is None else auth.session.cap_of(handle)
+    if got is None:
+        raise NotFound(
+            "this live directory is not open in this session; open it again by its cap "
+            "at Mutable files",
+            code="not-open",
+        )
+    cap = got[0]
+    if not isinstance(parse_mutable_cap(cap), WriteCap | ReadCap) or not cap.startswith(
+        "p2ps:dir:"
+    ):
+        raise BadRequest("this cap is not a live directory's write or read cap", code="bad-cap")
+    return cap
+
+
+@ui_route
+async def live_page(request: web.Request, auth: Auth) -> web.StreamResponse:
+    handle = request.match_info["handle"]
+    cap = _opened(auth, handle)
+    path = parse_vpath(f"{cap}/{request.match_info['tail']}")
+    backend = request.app[BACKEND]
+    entry = await backend.vdrive_stat(path)
+    if entry.kind != "dir" and entry.cap is not None:
+        return await serve_cap(
+            request,
+            await entry_version(backend, entry.cap),
+            filename=entry.name,
+            content_type=guess_type(entry.name),
+            inline=False,
+            csp=DOWNLOAD_CSP,
+        )
+    listing = await backend.vdrive_list(path)
+    entries = [_entry_json(e) for e in listing.entries]
+    if wants_json(request):
+        doc = {"path": str(listing.path), "sequence": listing.sequence, "entries": entries}
+        return json_reply(doc)
+    body = live_dir_page(handle, path, entries, csrf=auth.csrf)
+    title = f"{label_of(cap)}:/{'/'.join(path.parts)}"
+    return html(request, title, body, auth=auth, current="mutable")
+
+
+def _crumbs(handle: str, path: VPath) -> str:
+    items: list[tuple[str, tuple[str, ...]]] = [(f"{label_of(path.drive)}:/", ())]
+    items += [(name, path.parts[: i + 1]) for i, name in enumerate(path.parts)]
+    links = [
+        f'<li><a href="{esc(live_url(handle, parts))}">{esc(t)}</a></li>' for t, parts in items
+    ]
+    return f'<nav aria-label="Breadcrumb" class="crumbs"><ol>{"".join(links)}</ol></nav>'
+
+
+def _row(handle: str, path: VPath, e: Mapping[str, Any]) -> list[str]:
+    name = str(e.get("name", ""))
+    parts = (*path.parts, name)
+    if e.get("kind") == "dir":
+        link = f'<a class="dir" href="{esc(live_url(handle, parts))}">{esc(name)}/</a>'
+        kind = "directory"
+    else:
+        url = live_url(handle, parts, is_dir=False)
+        link = f'<a class="file" href="{esc(url)}" download>{esc(name)}</a>'
+        kind = esc(guess_type(name))
+    size = e.get("size")
+    size_cell = f'<span class="num">{fmt_bytes(size)}</span>' if size is not None else DASH
+    return [link, kind, size_cell, fmt_time(e.get("mtime"))]
+
+
+def live_dir_page(handle: str, path: VPath, entries: list[dict[str, Any]], *, csrf: str) -> str:
+    """The page of a live directory's directory ``path`` (sans-I/O)."""
+    cap = parse_mutable_cap(path.drive)
+    writable = isinstance(cap, WriteCap)
+    entries = sorted(entries, key=lambda e: (e.get("kind") != "dir", str(e.get("name", ""))))
+    out = _crumbs(handle, path)
+    out += (
+        "<p>A <strong>live directory</strong>: everyone with its read cap sees every change. "
+        + (
+            "Opened with its write cap: you can change it."
+            if writable
+            else "Opened with its read cap: you see every change but cannot make one."
+        )
+        + f' · <a href="{esc(mutable_url(handle))}">its version and health</a></p>'
+    )
+    if path.parts:
+        up = live_url(handle, path.parts[:-1])
+        out += f'<p><a href="{esc(up)}" rel="up">↑ Parent directory</a></p>'
+    if entries:
+        n = len(entries)
+        out += table(
+            ["Name", "Type", "Size", "Modified"],
+            [_row(handle, path, e) for e in entries],
+            caption=f"{n} {'entry' if n == 1 else 'entries'}",
+        )
+    else:
+        out += "<p>This directory is empty.</p>"
+    if writable:
+        out += _forms(str(path), csrf)
+    return out + _share(cap)
+
+
+def _forms(here: str, csrf: str) -> str:
+    """The drive page's upload and new-directory forms, posting the cap path."""
+    where = f'{csrf_field(csrf)}<input type="hidden" name="dir" value="{esc(here)}">'
+    return (
+        '<section aria-labelledby="h-up"><h2 id="h-up">Upload files</h2>'
+        '<form id="upload" method="post" action="/op/upload" enctype="multipart/form-data">'
+        f"{where}"
+        '<p><input type="checkbox" id="up-replace" name="replace" value="1"> '
+        '<label for="up-replace">replace files of the same name</label></p>'
+        '<p><label for="up-file">Files</label> '
+        '<input type="file" id="up-file" name="file" multiple required></p>'
+        '<p><button type="submit">Upload</button></p>'
+        '<p class="progress" hidden><progress id="up-progress" max="100" value="0"></progress> '
+        '<span id="up-status" role="status" aria-live="polite"></span></p>'
+        "</form></section>"
+        '<section aria-labelledby="h-mk"><h2 id="h-mk">New directory</h2>'
+        f'<form method="post" action="/op/mkdir">{where}'
+        '<p><label for="mk-name">Name</label> <input id="mk-name" name="name" required '
+        'maxlength="255" autocomplete="off"> <button type="submit">Make directory</button></p>'
+        "</form></section>"
+    )
+
+
+def _share(cap: WriteCap | ReadCap | Any) -> str:
+    read = cap.read_cap().to_string()
+    out = (
+        '<section aria-labelledby="h-share"><h2 id="h-share">Share</h2>'
+        "<p>Give the <strong>read cap</strong> to let someone follow this directory "
+        "(they see every change, make none):</p>"
+        f'<p><code class="id" id="live-read-cap">{esc(read)}</code></p>'
+    )
+    if isinstance(cap, WriteCap):
+        out += (
+            "<p><strong>Write cap — keep it secret:</strong> whoever holds it can change "
+            "this directory.</p>"
+            f'<p><code class="id" id="live-write-cap">{esc(cap.to_string())}</code></p>'
+        )
+    return out + "</section>"
+
+
+def add_live_routes(app: web.Application) -> None:
+    app.router.add_get("/mutable/{handle}/dir/{tail:.*}", live_page, allow_head=False)

@@ -1,0 +1,107 @@
+"""The web UI's live-directory pages over a real aiohttp server, with the in-memory
+application that has mutable files and a memory vdrive that opens live directories:
+open one by its write cap (a session handle), browse it, make a directory, upload
+into it, download from it; open its read cap: the same files, no forms, no write
+cap, and a forged change refused; no URL ever holds a cap."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from p2pstore.testing.memory_mutable import MemoryMutableApplication
+from p2pstore.testing.memory_vdrive import MemoryVdrive
+from p2pstore.vdrive.dirnode import Directory
+
+from ..webui_helpers import AUTH, PARAMS, login, upload_form
+from .test_webui_mutable import _links, _open, _start
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[TestClient[Any, Any]]:
+    backend = MemoryMutableApplication(params=PARAMS, vdrive=MemoryVdrive(), max_bytes=64 << 20)
+    c = await _start(backend)
+    yield c
+    await c.close()
+
+
+async def _new_live(client: TestClient[Any, Any]) -> dict[str, Any]:
+    r = await client.post(
+        "/api/v1/file",
+        params={"mutable": "true", "dir": "true"},
+        data=Directory().encode(),
+        headers=AUTH,
+    )
+    assert r.status == 201, await r.text()
+    doc: dict[str, Any] = await r.json()
+    return doc
+
+
+def _no_cap_in_links(page: str) -> None:
+    assert not [u for u in _links(page) if "p2ps" in u]
+
+
+async def test_browse_change_and_share_a_live_directory(client: TestClient[Any, Any]) -> None:
+    csrf = await login(client)
+    made = await _new_live(client)
+    write, read = made["write_cap"], made["read_cap"]
+
+    r = await _open(client, csrf, write)
+    assert r.status == 303
+    handle = r.headers["Location"].rsplit("/", 1)[-1]
+    page = await (await client.get(f"/mutable/{handle}")).text()
+    assert f'href="/mutable/{handle}/dir/"' in page  # the file page links its listing
+    root = f"/mutable/{handle}/dir/"
+    page = await (await client.get(root)).text()
+    assert "This directory is empty." in page
+    assert write in page and read in page  # the share panel (opened with the write cap)
+    assert 'id="upload"' in page and 'action="/op/mkdir"' in page
+    label = re.search(r"live:[a-z2-7]{8}:/", page)
+    assert label, page
+    _no_cap_in_links(page)
+
+    r = await client.post(
+        "/op/mkdir", data={"csrf": csrf, "dir": write, "name": "docs"}, allow_redirects=False
+    )
+    assert r.status == 303 and r.headers["Location"] == root
+    data = os.urandom(150_000)
+    r = await client.post(
+        "/op/upload",
+        data=upload_form(csrf, f"{write}/docs", [("a.bin", data)]),
+        allow_redirects=False,
+    )
+    assert r.status == 303, await r.text()
+    assert r.headers["Location"] == f"{root}docs/"
+    page = await (await client.get(f"{root}docs/")).text()
+    assert "a.bin" in page and "↑ Parent directory" in page
+    _no_cap_in_links(page)
+    r = await client.get(f"{root}docs/a.bin")
+    assert r.status == 200 and await r.read() == data
+    assert "attachment" in r.headers["Content-Disposition"]
+    listing = await (await client.get(f"{root}docs/", params={"format": "json"})).json()
+    assert [e["name"] for e in listing["entries"]] == ["a.bin"]
+
+    # the read cap: every change seen, none made, the write cap not shown
+    r = await _open(client, csrf, read)
+    ro = r.headers["Location"].rsplit("/", 1)[-1]
+    page = await (await client.get(f"/mutable/{ro}/dir/docs/")).text()
+    assert "a.bin" in page and "cannot make one" in page
+    assert read in page and write not in page
+    assert 'id="upload"' not in page and "/op/mkdir" not in page
+    assert "live-ro:" in page
+    _no_cap_in_links(page)
+    r = await client.post(
+        "/op/mkdir",
+        data={"csrf": csrf, "dir": read, "name": "nope"},
+        headers={"Accept": "application/json"},
+        allow_redirects=False,
+    )
+    assert r.status == 403 and (await r.json())["error"]["code"] == "vdrive-refused"
+
+    assert (await client.get("/mutable/nosuchhandle1234/dir/")).status == 404
+    assert (await client.get(f"{root}missing/")).status == 404
