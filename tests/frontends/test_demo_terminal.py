@@ -25,8 +25,8 @@ PARENT = textwrap.dedent(
     signal.signal(signal.SIGINT, hit)
     child = (
         "import time\\n"
-        "print('CHILD-READY', flush=True)\\n"
         "try:\\n"
+        "    print('CHILD-READY', flush=True)\\n"  # inside: a Ctrl-C right after it is caught
         "    time.sleep(30)\\n"
         "except KeyboardInterrupt:\\n"
         "    print('CHILD-CANCELLED', flush=True)\\n"

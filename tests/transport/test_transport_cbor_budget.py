@@ -52,10 +52,10 @@ def test_a_megabyte_of_empty_maps_is_refused_at_once_in_little_memory() -> None:
     """Before: peak 75.6 MB and about half a second of the event loop per message."""
     payload = cbor2.dumps({"t": "ok", "r": [{}] * ((1 << 20) - 16)})
     tracemalloc.start()
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # this process's CPU: not slowed by others on the machine
     with pytest.raises(DecodeBudgetExceeded):
         decode_message(payload)
-    took = time.perf_counter() - t0
+    took = time.process_time() - t0
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 2 * len(payload) and took < 0.2, (peak, took)
