@@ -105,3 +105,26 @@ async def test_browse_change_and_share_a_live_directory(client: TestClient[Any, 
 
     assert (await client.get("/mutable/nosuchhandle1234/dir/")).status == 404
     assert (await client.get(f"{root}missing/")).status == 404
+
+
+async def test_make_a_live_directory_from_the_mutable_page(client: TestClient[Any, Any]) -> None:
+    csrf = await login(client)
+    page = await (await client.get("/mutable/")).text()
+    assert 'action="/op/live-new"' in page
+    r = await client.post("/op/live-new", data={"csrf": "stale"}, allow_redirects=False)
+    assert r.status == 403
+    r = await client.post("/op/live-new", data={"csrf": csrf}, allow_redirects=False)
+    assert r.status == 303
+    root = r.headers["Location"]
+    assert re.fullmatch(r"/mutable/[A-Za-z0-9_-]+/dir/", root), root
+    page = await (await client.get(root)).text()
+    assert "Made a live directory" in page and "This directory is empty." in page
+    assert 'id="upload"' in page and "live:" in page  # opened with the write cap
+    write = re.search(r'id="live-write-cap">([^<]+)<', page)
+    assert write and write.group(1).startswith("p2ps:dir:")
+    _no_cap_in_links(page)
+    r = await client.post(
+        "/op/mkdir", data={"csrf": csrf, "dir": write.group(1), "name": "x"}, allow_redirects=False
+    )
+    assert r.status == 303 and r.headers["Location"] == root
+    assert "x/" in await (await client.get(root)).text()

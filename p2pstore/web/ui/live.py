@@ -6,7 +6,10 @@ handle, as a mutable file) is browsed at ``/mutable/<handle>/dir/<path>``.
   panel, and with the write cap the upload and new-directory forms, which post to
   ``/op/upload`` and ``/op/mkdir`` like a drive's page); ``?format=json``: the
   ``GET /api/v1/vdrive/ls`` reply;
-- ``GET /mutable/<handle>/dir/<path>``: a file's bytes, as an attachment.
+- ``GET /mutable/<handle>/dir/<path>``: a file's bytes, as an attachment;
+- ``POST /op/live-new`` (form ``csrf``): a new, empty live directory (the backend's
+  ``mutable_publish(directory=True)`` of an empty directory object, as ``mkdir
+  --live``), kept in the session by its write cap; 303 to its directory page.
 
 Changes go through the drive operations with the path ``CAP/path`` (docs/mutable.md),
 so a read cap's page has no forms and a forged change is ``403 vdrive-refused``.
@@ -19,20 +22,31 @@ page opened with it.
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from aiohttp import web
 
 from p2pstore.app.errors import BadRequest, NotFound
-from p2pstore.app.mutable import entry_version
+from p2pstore.app.mutable import entry_version, mutable_backend
 from p2pstore.app.vpath import VPath, parse_vpath
 from p2pstore.mutable import ReadCap, WriteCap, parse_mutable_cap
+from p2pstore.vdrive.dirnode import Directory
 from quic_transport.identity import b32encode
 
+from .. import mutable_api
 from ..api import DOWNLOAD_CSP, _entry_json, serve_cap
 from ..context import BACKEND
-from .auth import Auth, html, json_reply, ui_route, wants_json
+from .auth import (
+    Auth,
+    check_form,
+    html,
+    json_reply,
+    read_form,
+    see_other,
+    ui_route,
+    wants_json,
+)
 from .html import DASH, csrf_field, esc, fmt_bytes, fmt_time, mutable_url, table
 from .pages import guess_type
 from .session import Session
@@ -199,5 +213,37 @@ def _share(cap: WriteCap | ReadCap | Any) -> str:
     return out + "</section>"
 
 
+async def _empty_directory() -> AsyncIterator[bytes]:
+    yield Directory().encode()
+
+
+@ui_route
+async def op_live_new(request: web.Request, auth: Auth) -> web.StreamResponse:
+    """A new, empty live directory, opened in this session by its write cap."""
+    fields = await read_form(request)
+    check_form(request, auth, fields.get("csrf"))
+    if auth.session is None:
+        raise BadRequest(
+            "live-directory pages keep caps in a browser session; scripts use "
+            "POST /api/v1/file?mutable=true&dir=true",
+            code="session-required",
+        )
+    backend = mutable_backend(request.app[BACKEND])
+    empty = Directory().encode()
+    result = await backend.mutable_publish(
+        _empty_directory(), cap=None, size_hint=len(empty), directory=True
+    )
+    write = result.write_cap.to_string()
+    handle = auth.session.remember_cap(write)
+    auth.session.add_flash(
+        f"Made a live directory ({label_of(write)}). Share its read cap (below) to let "
+        "others follow it; keep the write cap secret."
+    )
+    if wants_json(request):
+        return json_reply(mutable_api.result_json(result), status=201)
+    return see_other(live_url(handle, ()))
+
+
 def add_live_routes(app: web.Application) -> None:
     app.router.add_get("/mutable/{handle}/dir/{tail:.*}", live_page, allow_head=False)
+    app.router.add_post("/op/live-new", op_live_new)

@@ -65,6 +65,11 @@ def index_page(opened: Iterable[tuple[str, str, str]], *, csrf: str) -> str:
         '<section aria-labelledby="h-new"><h2 id="h-new">New mutable file</h2>'
         + upload_form(csrf, handle=None, expected=None)
         + "</section>"
+        '<section aria-labelledby="h-live"><h2 id="h-live">New live directory</h2>'
+        "<p>A directory that changes in place: whoever holds its write cap changes it, "
+        "whoever holds its read cap sees every change.</p>"
+        f'<form method="post" action="/op/live-new">{csrf_field(csrf)}'
+        '<p><button type="submit">Make a live directory</button></p></form></section>'
         '<section aria-labelledby="h-opened"><h2 id="h-opened">Opened in this session</h2>'
     )
     if rows:
