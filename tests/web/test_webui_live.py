@@ -128,3 +128,95 @@ async def test_make_a_live_directory_from_the_mutable_page(client: TestClient[An
     )
     assert r.status == 303 and r.headers["Location"] == root
     assert "x/" in await (await client.get(root)).text()
+
+
+async def test_delete_and_rename_in_a_live_directory(client: TestClient[Any, Any]) -> None:
+    csrf = await login(client)
+    made = await _new_live(client)
+    write, read = made["write_cap"], made["read_cap"]
+    handle = (await _open(client, csrf, write)).headers["Location"].rsplit("/", 1)[-1]
+    root = f"/mutable/{handle}/dir/"
+    for name in ("docs", "docs/sub", "old"):
+        parent, _, leaf = f"/{name}".rpartition("/")
+        r = await client.post(
+            "/op/mkdir", data={"csrf": csrf, "dir": f"{write}{parent}", "name": leaf}
+        )
+        assert r.status == 200, await r.text()
+    r = await client.post(
+        "/op/upload", data=upload_form(csrf, write, [("a.txt", b"hello")]), allow_redirects=False
+    )
+    assert r.status == 303
+    page = await (await client.get(root)).text()
+    assert 'aria-label="delete a.txt"' in page and 'aria-label="rename docs"' in page
+    assert 'action="/op/rename"' in page
+    _no_cap_in_links(page)
+
+    # rename a file, then move it into a subdirectory by a path from the root
+    r = await client.post(
+        "/op/rename",
+        data={"csrf": csrf, "path": f"{write}/a.txt", "dst": "b.txt"},
+        allow_redirects=False,
+    )
+    assert r.status == 303 and r.headers["Location"] == root
+    r = await client.post(
+        "/op/rename",
+        data={"csrf": csrf, "path": f"{write}/b.txt", "dst": "/docs/c.txt"},
+        allow_redirects=False,
+    )
+    assert r.status == 303 and r.headers["Location"] == f"{root}docs/"
+    assert await (await client.get(f"{root}docs/c.txt")).read() == b"hello"
+    page = await (await client.get(f"{root}docs/")).text()
+    assert re.search(r"Renamed b\.txt to live:[a-z2-7]{8}:/docs/c\.txt\.", page), page
+    assert 'aria-label="delete b.txt"' not in await (await client.get(root)).text()
+
+    # delete: a confirmation page first (by handle, no cap in a link); a non-empty
+    # directory needs recursive
+    r = await client.post("/op/delete", data={"csrf": csrf, "path": f"{write}/docs"})
+    page = await r.text()
+    assert r.status == 200 and 'name="recursive"' in page and 'value="yes"' in page
+    assert f'href="{root}"' in page
+    _no_cap_in_links(page)
+    r = await client.post(
+        "/op/delete",
+        data={"csrf": csrf, "path": f"{write}/docs", "confirm": "yes"},
+        headers={"Accept": "application/json"},
+    )
+    assert r.status == 409 and (await r.json())["error"]["code"] == "directory-not-empty"
+    r = await client.post(
+        "/op/delete",
+        data={"csrf": csrf, "path": f"{write}/docs", "confirm": "yes", "recursive": "1"},
+        allow_redirects=False,
+    )
+    assert r.status == 303 and r.headers["Location"] == root
+    r = await client.post(
+        "/op/delete",
+        data={"csrf": csrf, "path": f"{write}/old", "confirm": "yes"},
+        allow_redirects=False,
+    )
+    assert r.status == 303
+    page = await (await client.get(root)).text()
+    assert "This directory is empty." in page and "Deleted old." in page
+
+    # the read cap: no forms; forged changes refused
+    r = await client.post(
+        "/op/mkdir", data={"csrf": csrf, "dir": write, "name": "keep"}, allow_redirects=False
+    )
+    ro = (await _open(client, csrf, read)).headers["Location"].rsplit("/", 1)[-1]
+    page = await (await client.get(f"/mutable/{ro}/dir/")).text()
+    assert "keep/" in page
+    assert "/op/delete" not in page and "/op/rename" not in page
+    for op, data in (
+        ("delete", {"path": f"{read}/keep", "confirm": "yes"}),
+        ("rename", {"path": f"{read}/keep", "dst": "gone"}),
+    ):
+        r = await client.post(
+            f"/op/{op}",
+            data={"csrf": csrf, **data},
+            headers={"Accept": "application/json"},
+            allow_redirects=False,
+        )
+        assert r.status == 403, (op, data, await r.text())
+        assert (await r.json())["error"]["code"] == "vdrive-refused"
+    r = await client.post("/op/delete", data={"csrf": csrf, "path": f"{read}/keep"})
+    assert r.status == 403  # a browser: no confirmation page for a read cap
+    assert "keep/" in await (await client.get(f"/mutable/{ro}/dir/")).text()

@@ -11,8 +11,10 @@ handle, as a mutable file) is browsed at ``/mutable/<handle>/dir/<path>``.
   ``mutable_publish(directory=True)`` of an empty directory object, as ``mkdir
   --live``), kept in the session by its write cap; 303 to its directory page.
 
-Changes go through the drive operations with the path ``CAP/path`` (docs/mutable.md),
-so a read cap's page has no forms and a forged change is ``403 vdrive-refused``.
+Changes (upload, mkdir, and per entry delete and rename, which :mod:`.ops` handles
+with :func:`confirm_delete_page` and :func:`shown`) go through the drive operations
+with the path ``CAP/path`` (docs/mutable.md), so a read cap's page has no forms and
+a forged change is ``403 vdrive-refused``.
 
 Invariants: a URL holds the session's handle, never the cap (the forms carry the cap
 path in their bodies, as the share panel shows it); the write cap is shown only on a
@@ -27,7 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
-from p2pstore.app.errors import BadRequest, NotFound
+from p2pstore.app.errors import BadRequest, Forbidden, NotFound
 from p2pstore.app.mutable import entry_version, mutable_backend
 from p2pstore.app.vpath import VPath, parse_vpath
 from p2pstore.mutable import ReadCap, WriteCap, parse_mutable_cap
@@ -58,6 +60,11 @@ def label_of(drive: str) -> str:
     cap = parse_mutable_cap(drive)
     kind = "live" if isinstance(cap, WriteCap) else "live-ro"
     return f"{kind}:{b32encode(cap.public_key)[:8]}"
+
+
+def shown(path: VPath) -> str:
+    """A live directory's path as pages show it: ``live:abcdefgh:/a/b``, no cap."""
+    return f"{label_of(path.drive)}:/{'/'.join(path.parts)}"
 
 
 def live_url(handle: str, parts: tuple[str, ...], *, is_dir: bool = True) -> str:
@@ -113,7 +120,7 @@ async def live_page(request: web.Request, auth: Auth) -> web.StreamResponse:
         doc = {"path": str(listing.path), "sequence": listing.sequence, "entries": entries}
         return json_reply(doc)
     body = live_dir_page(handle, path, entries, csrf=auth.csrf)
-    title = f"{label_of(cap)}:/{'/'.join(path.parts)}"
+    title = shown(path)
     return html(request, title, body, auth=auth, current="mutable")
 
 
@@ -126,7 +133,25 @@ def _crumbs(handle: str, path: VPath) -> str:
     return f'<nav aria-label="Breadcrumb" class="crumbs"><ol>{"".join(links)}</ol></nav>'
 
 
-def _row(handle: str, path: VPath, e: Mapping[str, Any]) -> list[str]:
+def _actions(path: VPath, name: str, csrf: str) -> str:
+    """A write cap's per-entry forms: delete (to the confirmation page) and rename."""
+    child = esc(path.child(name))
+    return (
+        f'<form method="post" action="/op/delete" class="inline">{csrf_field(csrf)}'
+        f'<input type="hidden" name="path" value="{child}">'
+        f'<button type="submit" aria-label="delete {esc(name)}">delete</button></form> '
+        f'<details class="inline"><summary aria-label="rename {esc(name)}">rename</summary>'
+        f'<form method="post" action="/op/rename">{csrf_field(csrf)}'
+        f'<input type="hidden" name="path" value="{child}">'
+        f"<label>New name, or a path <code>/a/b</code> in this live directory "
+        f'<input name="dst" value="{esc(name)}" required maxlength="4096" autocomplete="off">'
+        '</label> <label><input type="checkbox" name="replace" value="1"> replace'
+        "</label>"
+        ' <button type="submit">Rename</button></form></details>'
+    )
+
+
+def _row(handle: str, path: VPath, e: Mapping[str, Any], csrf: str | None) -> list[str]:
     name = str(e.get("name", ""))
     parts = (*path.parts, name)
     if e.get("kind") == "dir":
@@ -138,7 +163,10 @@ def _row(handle: str, path: VPath, e: Mapping[str, Any]) -> list[str]:
         kind = esc(guess_type(name))
     size = e.get("size")
     size_cell = f'<span class="num">{fmt_bytes(size)}</span>' if size is not None else DASH
-    return [link, kind, size_cell, fmt_time(e.get("mtime"))]
+    row = [link, kind, size_cell, fmt_time(e.get("mtime"))]
+    if csrf is not None:
+        row.append(_actions(path, name, csrf))
+    return row
 
 
 def live_dir_page(handle: str, path: VPath, entries: list[dict[str, Any]], *, csrf: str) -> str:
@@ -161,9 +189,10 @@ def live_dir_page(handle: str, path: VPath, entries: list[dict[str, Any]], *, cs
         out += f'<p><a href="{esc(up)}" rel="up">↑ Parent directory</a></p>'
     if entries:
         n = len(entries)
+        forms = csrf if writable else None
         out += table(
-            ["Name", "Type", "Size", "Modified"],
-            [_row(handle, path, e) for e in entries],
+            ["Name", "Type", "Size", "Modified", *(["Actions"] if writable else [])],
+            [_row(handle, path, e, forms) for e in entries],
             caption=f"{n} {'entry' if n == 1 else 'entries'}",
         )
     else:
@@ -171,6 +200,34 @@ def live_dir_page(handle: str, path: VPath, entries: list[dict[str, Any]], *, cs
     if writable:
         out += _forms(str(path), csrf)
     return out + _share(cap)
+
+
+def confirm_delete_page(handle: str, path: VPath, *, is_dir: bool, csrf: str) -> str:
+    """Asked before deleting ``path`` (a live directory's entry): the confirmed form,
+    for a directory with the *recursive* checkbox, and a way back by handle. A read
+    cap's path is refused here already (as the backend would refuse the change)."""
+    if not isinstance(parse_mutable_cap(path.drive), WriteCap):
+        raise Forbidden(
+            "a live directory's read cap shows every change but cannot make one",
+            code="vdrive-refused",
+        )
+    recursive = (
+        '<p><input type="checkbox" id="rm-recursive" name="recursive" value="1"> '
+        '<label for="rm-recursive">also everything inside it (needed if it is not '
+        "empty)</label></p>"
+        if is_dir
+        else ""
+    )
+    return (
+        _crumbs(handle, path)
+        + f'<form method="post" action="/op/delete">{csrf_field(csrf)}'
+        + f'<input type="hidden" name="path" value="{esc(path)}">'
+        '<input type="hidden" name="confirm" value="yes">'
+        + f"<p>Remove <code>{esc(shown(path))}</code> from this live directory? Everyone following "
+        "it sees the change; a file itself stays in the grid for anyone holding its cap.</p>"
+        + f'{recursive}<p><button type="submit" class="danger">Yes, delete it</button></p></form>'
+        + f'<p><a href="{esc(live_url(handle, path.parts[:-1]))}">No, go back</a></p>'
+    )
 
 
 def _forms(here: str, csrf: str) -> str:

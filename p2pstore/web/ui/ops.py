@@ -169,6 +169,12 @@ def _rename_target(src: VPath, dst: str) -> VPath:
     dst = dst.strip()
     if not dst:
         raise BadRequest("give the new name", code="bad-path")
+    if src.is_live:  # within the live directory: a name, or /a/b from its root
+        if src.is_root:
+            raise BadRequest("a live directory's root cannot be renamed", code="bad-path")
+        if dst.startswith("/"):
+            return parse_vpath(f"{src.drive}{dst}")
+        return parse_vpath(f"{src.drive}/" + "/".join((*src.parent.parts, dst)))
     if dst.startswith(("shared:", "private:")):
         return parse_vpath(dst)
     if dst.startswith("/"):
@@ -191,7 +197,8 @@ async def op_rename(request: web.Request, auth: Auth) -> web.StreamResponse:
         op_id=op_id_of(fields.get("op_id")),
     )
     doc = {"src": str(src), "dst": str(dst), "sequence": seq}
-    return _done(request, auth, f"Renamed {src.name} to {dst}.", dst.parent, doc, 200)
+    to = live.shown(dst) if dst.is_live else str(dst)  # no cap on the page
+    return _done(request, auth, f"Renamed {src.name} to {to}.", dst.parent, doc, 200)
 
 
 @ui_route
@@ -205,7 +212,14 @@ async def op_delete(request: web.Request, auth: Auth) -> web.StreamResponse:
         if wants_json(request):
             raise BadRequest("deleting needs confirm=yes", code="confirm-required")
         entry = await backend.vdrive_stat(path)
-        body = pages.confirm_delete_page(path, is_dir=entry.kind == "dir", csrf=auth.csrf)
+        is_dir = entry.kind == "dir"
+        if path.is_live:  # links by the session's handle, never the cap
+            if auth.session is None:
+                raise BadRequest("deleting needs confirm=yes", code="confirm-required")
+            handle = auth.session.remember_cap(path.drive)
+            body = live.confirm_delete_page(handle, path, is_dir=is_dir, csrf=auth.csrf)
+            return html(request, f"Delete {path.name}?", body, auth=auth, current="mutable")
+        body = pages.confirm_delete_page(path, is_dir=is_dir, csrf=auth.csrf)
         return html(request, f"Delete {path.name}?", body, auth=auth, current=path.drive)
     seq = await backend.vdrive_unlink(
         path,

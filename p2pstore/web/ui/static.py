@@ -62,6 +62,8 @@ button:hover { background: #e4e8ee; }
 button.danger { background: var(--bad); color: #fff; border-color: var(--bad); }
 header button { background: transparent; color: #fff; border-color: #8fa4bb; padding: 2px 10px; }
 td form.inline button { padding: 0 8px; font-size: .9rem; }
+details.inline { display: inline-block; vertical-align: top; }
+details.inline summary { cursor: pointer; color: var(--accent); }
 input, select { font: inherit; padding: 3px 6px; }
 progress { width: 18rem; max-width: 100%; vertical-align: middle; }
 meter { width: 12rem; vertical-align: middle; }
