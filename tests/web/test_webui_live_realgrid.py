@@ -2,7 +2,8 @@
 grid up``) in headless Chromium: made by the CLI, opened by its write cap at
 ``/mutable/``, browsed from its page's Browse link, a directory made and a file
 uploaded with the script (the page reloads), a file put by another node's CLI seen
-on reload, a download; the read cap opened: the same files, no forms, no write cap.
+on reload, a download; the read cap opened: the same files, no forms, no write cap;
+back with the write cap, a file deleted from its row (the confirmation page).
 No URL holds a cap. Screenshot: test-artifacts/webui-live-dir.png. Skipped, saying
 why, without Chromium."""
 
@@ -91,3 +92,15 @@ async def test_a_live_directory_in_the_browser_on_a_real_grid(tmp_path: Path) ->
             text = await page.eval(TEXT)
             assert "a.bin" in text and "cannot make one" in text and write not in text
             assert await page.eval("document.getElementById('upload')") is None
+
+            # with the write cap again: delete a file from its row, confirmed
+            await page.goto(base + here)
+            await page.wait_for("!!document.querySelector(\"button[aria-label='delete b.txt']\")")
+            await page.click("button[aria-label='delete b.txt']")
+            await page.wait_for(f"{TEXT}.includes('Yes, delete it')")
+            assert "p2ps" not in await page.eval("location.pathname")
+            await page.click("button.danger")
+            await page.wait_for(f"{TEXT}.includes('Deleted b.txt.')", 20)
+            assert await page.eval("location.pathname") == here
+            rows = await page.eval("[...document.querySelectorAll('a.file')].map(a => a.text)")
+            assert rows == ["a.bin"], rows
