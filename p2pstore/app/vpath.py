@@ -18,7 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from p2pstore.mutable import MutableCapError, parse_mutable_cap
+from p2pstore.mutable import MutableCapError, WriteCap, parse_mutable_cap
+from quic_transport.identity import b32encode
 
 from .errors import BadRequest
 
@@ -66,6 +67,16 @@ class VPath:
     def is_live(self) -> bool:
         """True if the drive is a live directory (named by its cap)."""
         return self.drive.startswith(LIVE_PREFIX)
+
+    @property
+    def shown(self) -> str:
+        """The path for messages and logs: a live directory's cap is replaced by
+        ``live:<8 characters of its public key>`` (``live-ro:`` for a read cap)."""
+        if not self.is_live:
+            return str(self)
+        cap = parse_mutable_cap(self.drive)
+        kind = "live" if isinstance(cap, WriteCap) else "live-ro"
+        return f"{kind}:{b32encode(cap.public_key)[:8]}:/" + "/".join(self.parts)
 
     def __str__(self) -> str:
         if self.is_live:

@@ -476,7 +476,7 @@ async def vd_get(request: web.Request) -> web.StreamResponse:
     path = _query_path(request)
     entry = await request.app[BACKEND].vdrive_stat(path)
     if entry.kind != "file" or entry.cap is None:
-        raise Conflict(f"{path} is a directory", code="is-a-directory")
+        raise Conflict(f"{path.shown} is a directory", code="is-a-directory")
     version = await entry_version(request.app[BACKEND], entry.cap)  # a mutable file: its latest
     return await serve_cap(request, version, filename=entry.name)
 
@@ -521,9 +521,9 @@ async def check_upload_target(
     except NotFound:
         existing = None
     if existing is not None and existing.kind == "dir":
-        raise Conflict(f"{path} is a directory", code="is-a-directory")
+        raise Conflict(f"{path.shown} is a directory", code="is-a-directory")
     if existing is not None and not replace:
-        raise Conflict(f"{path} already exists ({replace_hint})", code="exists")
+        raise Conflict(f"{path.shown} already exists ({replace_hint})", code="exists")
 
 
 def add_routes(app: web.Application) -> None:

@@ -76,3 +76,15 @@ def test_fuzz_parse_only_raises_badpath(text: str) -> None:
     except BadPath:
         return
     assert parse_vpath(str(p)) == p
+
+
+def test_a_live_directory_path_is_shown_without_its_cap() -> None:
+    from p2pstore.mutable import WriteCap
+
+    w = WriteCap(bytes(range(32)), directory=True)
+    for cap, kind in ((w, "live"), (w.read_cap(), "live-ro")):
+        p = parse_vpath(cap.to_string() + "/docs/a.txt")
+        assert p.is_live and str(p) == cap.to_string() + "/docs/a.txt"
+        assert p.shown.startswith(f"{kind}:") and p.shown.endswith(":/docs/a.txt")
+        assert cap.to_string().split(":")[3][:20] not in p.shown
+    assert parse_vpath("shared:/x").shown == "shared:/x"

@@ -64,7 +64,7 @@ def label_of(drive: str) -> str:
 
 def shown(path: VPath) -> str:
     """A live directory's path as pages show it: ``live:abcdefgh:/a/b``, no cap."""
-    return f"{label_of(path.drive)}:/{'/'.join(path.parts)}"
+    return path.shown
 
 
 def live_url(handle: str, parts: tuple[str, ...], *, is_dir: bool = True) -> str:
