@@ -17,13 +17,13 @@ from __future__ import annotations
 import io
 from typing import Protocol
 
-from p2pstore.app.vpath import VPath
+from p2pstore.app.vpath import VPath, drive_label
 from p2pstore.mutable import ReadCap, WriteCap, parse_mutable_cap
 from p2pstore.vdrive.dirnode import Directory
 
 from .errors import UsageError
 from .parse import Invocation
-from .paths import drive_label, show_remote
+from .paths import show_remote
 from .session import Api, ShellState
 
 KEYS_NOTE = (

@@ -8,7 +8,7 @@ there), so the node only ever sees absolute, checked paths. A name may contain
 ``:`` (``a:b`` is a relative name, not a drive). Caps (``p2ps:...``) are not paths,
 except a live directory's (docs/mutable.md): ``p2ps:dir:mut:.../a`` is ``a`` in the
 live directory that cap names, a drive of its own, and the cap alone is its root.
-A live drive is shown by :func:`drive_label` (``live:`` or ``live-ro:`` and 8
+A live drive is shown by :func:`p2pstore.app.vpath.drive_label` (``live:`` or ``live-ro:`` and 8
 characters of its public key), never by its cap: a write cap is a secret.
 
 Invariant: every :class:`VPath` returned passes :func:`p2pstore.app.vpath.check_name`
@@ -30,11 +30,10 @@ from p2pstore.app.vpath import (
     Drive,
     VPath,
     check_name,
+    drive_label,
     parse_vpath,
 )
 from p2pstore.base.reports import safe
-from p2pstore.mutable import ReadCap, WriteCap, parse_mutable_cap
-from quic_transport.identity import b32encode
 
 from .errors import UsageError
 
@@ -47,24 +46,11 @@ def is_cap(word: str) -> bool:
     return word.startswith(CAP_PREFIX) and not (word.startswith(LIVE_PREFIX) and "/" in word)
 
 
-def drive_label(drive: Drive) -> str:
-    """``shared``, ``private``, or ``live:abcdefgh`` (write cap) / ``live-ro:abcdefgh``
-    (read cap) for a live directory: never its cap."""
-    if not drive.startswith(LIVE_PREFIX):
-        return drive
-    cap = parse_mutable_cap(drive)  # a VPath's live drive is a valid cap
-    kinds = {WriteCap: "live", ReadCap: "live-ro"}
-    kind = kinds.get(type(cap), "live-verify")  # a verify cap: the node refuses it
-    return f"{kind}:{b32encode(cap.public_key)[:8]}"
-
-
 def show_remote(path: VPath | str) -> str:
     """A path as the shell shows it (escaped; a live directory by its label)."""
     if isinstance(path, str):
         return safe(hide_live_caps(path))
-    if not path.is_live:
-        return safe(str(path))
-    return safe(f"{drive_label(path.drive)}:/" + "/".join(path.parts))
+    return safe(path.shown)
 
 
 _LIVE_CAP = re.compile(r"p2ps:dir:mut(?:-ro)?:[a-z2-7]+:[a-z2-7]+")

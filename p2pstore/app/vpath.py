@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from p2pstore.mutable import MutableCapError, WriteCap, parse_mutable_cap
+from p2pstore.mutable import MutableCapError, ReadCap, WriteCap, parse_mutable_cap
 from quic_transport.identity import b32encode
 
 from .errors import BadRequest
@@ -70,18 +70,27 @@ class VPath:
 
     @property
     def shown(self) -> str:
-        """The path for messages and logs: a live directory's cap is replaced by
-        ``live:<8 characters of its public key>`` (``live-ro:`` for a read cap)."""
+        """The path for messages, logs and screens: a live directory's cap is replaced
+        by its :func:`drive_label`."""
         if not self.is_live:
             return str(self)
-        cap = parse_mutable_cap(self.drive)
-        kind = "live" if isinstance(cap, WriteCap) else "live-ro"
-        return f"{kind}:{b32encode(cap.public_key)[:8]}:/" + "/".join(self.parts)
+        return f"{drive_label(self.drive)}:/" + "/".join(self.parts)
 
     def __str__(self) -> str:
         if self.is_live:
             return f"{self.drive}/" + "/".join(self.parts)
         return f"{self.drive}:/" + "/".join(self.parts)
+
+
+def drive_label(drive: Drive) -> str:
+    """``shared``, ``private``, or ``live:abcdefgh`` (write cap) / ``live-ro:abcdefgh``
+    (read cap) for a live directory: 8 characters of its public key, never its cap."""
+    if not drive.startswith(LIVE_PREFIX):
+        return drive
+    cap = parse_mutable_cap(drive)  # a VPath's live drive is a valid cap
+    kinds = {WriteCap: "live", ReadCap: "live-ro"}
+    kind = kinds.get(type(cap), "live-verify")  # a verify cap: the node refuses it
+    return f"{kind}:{b32encode(cap.public_key)[:8]}"
 
 
 def check_name(name: str) -> None:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from p2pstore.app.vpath import VPath
+from p2pstore.app.vpath import VPath, drive_label
 from p2pstore.mutable import WriteCap
 from quic_transport.identity import b32encode
 from shell.errors import UsageError
 from shell.parse import parse_line
-from shell.paths import drive_label, hide_live_caps, is_cap, resolve_remote, show_remote
+from shell.paths import hide_live_caps, is_cap, resolve_remote, show_remote
 
 from .test_shell_commands import make_shell
 from .test_shell_mutable import MutableServer, srv  # noqa: F401  (the fixture)

@@ -31,10 +31,9 @@ from aiohttp import web
 
 from p2pstore.app.errors import BadRequest, Forbidden, NotFound
 from p2pstore.app.mutable import entry_version, mutable_backend
-from p2pstore.app.vpath import VPath, parse_vpath
+from p2pstore.app.vpath import VPath, drive_label, parse_vpath
 from p2pstore.mutable import ReadCap, WriteCap, parse_mutable_cap
 from p2pstore.vdrive.dirnode import Directory
-from quic_transport.identity import b32encode
 
 from .. import mutable_api
 from ..api import DOWNLOAD_CSP, _entry_json, serve_cap
@@ -52,19 +51,6 @@ from .auth import (
 from .html import DASH, csrf_field, esc, fmt_bytes, fmt_time, mutable_url, table
 from .pages import guess_type
 from .session import Session
-
-
-def label_of(drive: str) -> str:
-    """``live:abcdefgh`` (write cap) or ``live-ro:abcdefgh`` (read cap): 8 characters
-    of the public key, never the cap."""
-    cap = parse_mutable_cap(drive)
-    kind = "live" if isinstance(cap, WriteCap) else "live-ro"
-    return f"{kind}:{b32encode(cap.public_key)[:8]}"
-
-
-def shown(path: VPath) -> str:
-    """A live directory's path as pages show it: ``live:abcdefgh:/a/b``, no cap."""
-    return path.shown
 
 
 def live_url(handle: str, parts: tuple[str, ...], *, is_dir: bool = True) -> str:
@@ -120,12 +106,12 @@ async def live_page(request: web.Request, auth: Auth) -> web.StreamResponse:
         doc = {"path": str(listing.path), "sequence": listing.sequence, "entries": entries}
         return json_reply(doc)
     body = live_dir_page(handle, path, entries, csrf=auth.csrf)
-    title = shown(path)
+    title = path.shown
     return html(request, title, body, auth=auth, current="mutable")
 
 
 def _crumbs(handle: str, path: VPath) -> str:
-    items: list[tuple[str, tuple[str, ...]]] = [(f"{label_of(path.drive)}:/", ())]
+    items: list[tuple[str, tuple[str, ...]]] = [(f"{drive_label(path.drive)}:/", ())]
     items += [(name, path.parts[: i + 1]) for i, name in enumerate(path.parts)]
     links = [
         f'<li><a href="{esc(live_url(handle, parts))}">{esc(t)}</a></li>' for t, parts in items
@@ -223,7 +209,7 @@ def confirm_delete_page(handle: str, path: VPath, *, is_dir: bool, csrf: str) ->
         + f'<form method="post" action="/op/delete">{csrf_field(csrf)}'
         + f'<input type="hidden" name="path" value="{esc(path)}">'
         '<input type="hidden" name="confirm" value="yes">'
-        + f"<p>Remove <code>{esc(shown(path))}</code> from this live directory? Everyone following "
+        + f"<p>Remove <code>{esc(path.shown)}</code> from this live directory? Everyone following "
         "it sees the change; a file itself stays in the grid for anyone holding its cap.</p>"
         + f'{recursive}<p><button type="submit" class="danger">Yes, delete it</button></p></form>'
         + f'<p><a href="{esc(live_url(handle, path.parts[:-1]))}">No, go back</a></p>'
@@ -293,7 +279,7 @@ async def op_live_new(request: web.Request, auth: Auth) -> web.StreamResponse:
     write = result.write_cap.to_string()
     handle = auth.session.remember_cap(write)
     auth.session.add_flash(
-        f"Made a live directory ({label_of(write)}). Share its read cap (below) to let "
+        f"Made a live directory ({drive_label(write)}). Share its read cap (below) to let "
         "others follow it; keep the write cap secret."
     )
     if wants_json(request):

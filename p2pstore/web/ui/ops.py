@@ -197,7 +197,7 @@ async def op_rename(request: web.Request, auth: Auth) -> web.StreamResponse:
         op_id=op_id_of(fields.get("op_id")),
     )
     doc = {"src": str(src), "dst": str(dst), "sequence": seq}
-    to = live.shown(dst) if dst.is_live else str(dst)  # no cap on the page
+    to = dst.shown  # no cap on the page
     return _done(request, auth, f"Renamed {src.name} to {to}.", dst.parent, doc, 200)
 
 
