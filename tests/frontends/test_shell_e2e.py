@@ -63,14 +63,16 @@ def _stop_node(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
-def _spawn(root: Path, cwd: Path, history: Path) -> pexpect.spawn:
+def _spawn(
+    root: Path, cwd: Path, history: Path, *, columns: int = 120, timeout: float = 20
+) -> pexpect.spawn:
     env = dict(os.environ)
     env.update(
         TERM="xterm",
         PROMPT_TOOLKIT_NO_CPR="1",
         P2PSTORE_SHELL_HISTORY=str(history),
         PYTHONPATH=str(ROOT),
-        COLUMNS="120",
+        COLUMNS=str(columns),
         LINES="40",
     )
     child = pexpect.spawn(
@@ -78,10 +80,10 @@ def _spawn(root: Path, cwd: Path, history: Path) -> pexpect.spawn:
         ["-m", "p2pstore.cli", "shell", "--node", str(root)],
         cwd=str(cwd),
         env=env,
-        dimensions=(40, 120),
+        dimensions=(40, columns),
         encoding="utf-8",
         codec_errors="replace",
-        timeout=20,
+        timeout=timeout,
     )
     return child
 

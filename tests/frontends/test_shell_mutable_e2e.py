@@ -10,40 +10,15 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from pathlib import Path
 
 import pexpect
 import pytest
 
 from ..realgrid import cli, local_grid
-from .test_shell_e2e import PROMPT, ROOT, _cmd, _run
+from .test_shell_e2e import PROMPT, _cmd, _run, _spawn
 
 pytestmark = [pytest.mark.timeout(150), pytest.mark.e2e]
-
-
-def _spawn(root: Path, cwd: Path, history: Path) -> pexpect.spawn:
-    """As test_shell_e2e's, on a screen wide enough that a line with a read cap
-    does not wrap (a wrapped echo would end a command's output early)."""
-    env = dict(os.environ)
-    env.update(
-        TERM="xterm",
-        PROMPT_TOOLKIT_NO_CPR="1",
-        P2PSTORE_SHELL_HISTORY=str(history),
-        PYTHONPATH=str(ROOT),
-        COLUMNS="250",
-        LINES="40",
-    )
-    return pexpect.spawn(
-        sys.executable,
-        ["-m", "p2pstore.cli", "shell", "--node", str(root)],
-        cwd=str(cwd),
-        env=env,
-        dimensions=(40, 250),
-        encoding="utf-8",
-        codec_errors="replace",
-        timeout=30,
-    )
 
 
 def test_mutable_files_from_the_shell_on_a_real_grid(tmp_path: Path) -> None:
@@ -54,7 +29,9 @@ def test_mutable_files_from_the_shell_on_a_real_grid(tmp_path: Path) -> None:
     (work / "v2.txt").write_text("second version\n")
     (tmp_path / "v3.txt").write_text("third, from node2\n")
     with local_grid(tmp_path / "grid", nodes=3) as grid:
-        child = _spawn(grid.node(1), work, tmp_path / "hist")
+        # wide enough that a line with a read cap does not wrap (a wrapped echo would
+        # end a command's output early)
+        child = _spawn(grid.node(1), work, tmp_path / "hist", columns=250, timeout=30)
         try:
             child.expect(PROMPT)
             out = _run(child, "put --mutable v1.bin")
