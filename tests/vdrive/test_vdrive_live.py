@@ -11,19 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from p2pstore.grid import (
-    DownloadConfig,
-    Downloader,
-    SendConfig,
-    UploadConfig,
-    Uploader,
-    aiter_bytes,
-    static_peers,
-)
-from p2pstore.grid.mutable import MutableConfig, MutableFiles
-from p2pstore.immutable import EncodingParams, LiteralCap
+from p2pstore.grid import aiter_bytes
+from p2pstore.grid.mutable import MutableFiles
+from p2pstore.immutable import LiteralCap
 from p2pstore.mutable import parse_mutable_cap
-from p2pstore.storage import StorageAPI
 from p2pstore.testing.storage_grid import GridServer, StorageGrid
 from p2pstore.vdrive import VdriveError
 from p2pstore.vdrive.dirnode import Directory
@@ -31,10 +22,8 @@ from p2pstore.vdrive.drive import Vdrive
 from p2pstore.vdrive.live import parse_live_cap
 from p2pstore.vdrive.objects import GridObjectStore
 from p2pstore.vdrive.ops import Link, Mkdir, Rename, Unlink
-from quic_transport.identity import NodeId
 
-OWNER = NodeId(b"L" * 20)
-PARAMS = EncodingParams.create(3, 10, 4096)
+from ..grid.test_grid_mutable import files
 
 
 @pytest.fixture
@@ -44,16 +33,10 @@ def grid(tmp_path: Path) -> Iterator[StorageGrid]:
 
 
 def node(grid: StorageGrid, secret: bytes) -> tuple[Vdrive, MutableFiles[GridServer]]:
-    """What one node holds: its mutable files and a Vdrive with no shared/private drive."""
-    find = static_peers(grid.servers)
-
-    def sf(gs: GridServer) -> StorageAPI:
-        return gs.client(OWNER)
-
-    up = Uploader(find, sf, UploadConfig(happy=7, send=SendConfig(op_timeout=2.0)), params=PARAMS)
-    down = Downloader(find, sf, DownloadConfig(op_timeout=2.0, locate_timeout=5))
-    mf = MutableFiles(find, sf, up, MutableConfig(replicas=10, op_timeout=2.0))
-    store = GridObjectStore(up, down, secret)
+    """What one node holds: its mutable files (as the grid tests build them) and a
+    Vdrive with no shared/private drive, storing directories under ``secret``."""
+    mf, down = files(grid)
+    store = GridObjectStore(mf.uploader, down, secret)
     return Vdrive(shared=None, private=None, store=store, live=mf), mf
 
 
