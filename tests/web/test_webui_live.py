@@ -120,6 +120,8 @@ async def test_make_a_live_directory_from_the_mutable_page(client: TestClient[An
     page = await (await client.get(root)).text()
     assert "Made a live directory" in page and "This directory is empty." in page
     assert 'id="upload"' in page and "live:" in page  # opened with the write cap
+    op_ids = re.findall(r'name="op_id" value="([0-9a-f]{32})"', page)
+    assert len(op_ids) >= 2 and len(set(op_ids)) == len(op_ids)  # one per form, all different
     write = re.search(r'id="live-write-cap">([^<]+)<', page)
     assert write and write.group(1).startswith("p2ps:dir:")
     _no_cap_in_links(page)

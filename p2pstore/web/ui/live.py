@@ -49,7 +49,7 @@ from .auth import (
     wants_json,
 )
 from .html import DASH, csrf_field, esc, fmt_bytes, fmt_time, mutable_url, table
-from .pages import guess_type
+from .pages import change_forms, guess_type
 from .session import Session
 
 
@@ -218,25 +218,7 @@ def confirm_delete_page(handle: str, path: VPath, *, is_dir: bool, csrf: str) ->
 
 def _forms(here: str, csrf: str) -> str:
     """The drive page's upload and new-directory forms, posting the cap path."""
-    where = f'{csrf_field(csrf)}<input type="hidden" name="dir" value="{esc(here)}">'
-    return (
-        '<section aria-labelledby="h-up"><h2 id="h-up">Upload files</h2>'
-        '<form id="upload" method="post" action="/op/upload" enctype="multipart/form-data">'
-        f"{where}"
-        '<p><input type="checkbox" id="up-replace" name="replace" value="1"> '
-        '<label for="up-replace">replace files of the same name</label></p>'
-        '<p><label for="up-file">Files</label> '
-        '<input type="file" id="up-file" name="file" multiple required></p>'
-        '<p><button type="submit">Upload</button></p>'
-        '<p class="progress" hidden><progress id="up-progress" max="100" value="0"></progress> '
-        '<span id="up-status" role="status" aria-live="polite"></span></p>'
-        "</form></section>"
-        '<section aria-labelledby="h-mk"><h2 id="h-mk">New directory</h2>'
-        f'<form method="post" action="/op/mkdir">{where}'
-        '<p><label for="mk-name">Name</label> <input id="mk-name" name="name" required '
-        'maxlength="255" autocomplete="off"> <button type="submit">Make directory</button></p>'
-        "</form></section>"
-    )
+    return change_forms(here, csrf, drive_options=False)
 
 
 def _share(cap: WriteCap | ReadCap | Any) -> str:

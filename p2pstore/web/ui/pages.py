@@ -141,30 +141,7 @@ def directory_page(listing: Mapping[str, Any], path: VPath, *, csrf: str) -> str
     else:
         out += "<p>This directory is empty.</p>"
     here = esc(str(path))
-    out += (
-        '<section aria-labelledby="h-up"><h2 id="h-up">Upload files</h2>'
-        '<form id="upload" method="post" action="/op/upload" enctype="multipart/form-data">'
-        f'{csrf_field(csrf)}<input type="hidden" name="dir" value="{here}">'
-        '<p><label for="up-mode">Key</label> <select id="up-mode" name="mode">'
-        '<option value="convergent" selected>convergent (same file, same cap)</option>'
-        '<option value="random">random</option></select></p>'
-        '<p><input type="checkbox" id="up-replace" name="replace" value="1"> '
-        '<label for="up-replace">replace files of the same name</label></p>'
-        '<p><input type="checkbox" id="up-mutable" name="mutable" value="1"> '
-        '<label for="up-mutable">mutable: make each file a mutable file (not added to this '
-        "directory; its page shows the caps to keep, and publishes new versions)</label></p>"
-        '<p><label for="up-file">Files</label> '
-        '<input type="file" id="up-file" name="file" multiple required></p>'
-        '<p><button type="submit">Upload</button></p>'
-        '<p class="progress" hidden><progress id="up-progress" max="100" value="0"></progress> '
-        '<span id="up-status" role="status" aria-live="polite"></span></p>'
-        "</form></section>"
-        '<section aria-labelledby="h-mk"><h2 id="h-mk">New directory</h2>'
-        f'<form method="post" action="/op/mkdir">{csrf_field(csrf)}'
-        f'<input type="hidden" name="dir" value="{here}">'
-        '<p><label for="mk-name">Name</label> <input id="mk-name" name="name" required '
-        'maxlength="255" autocomplete="off"> <button type="submit">Make directory</button></p>'
-        "</form></section>"
+    out += change_forms(str(path), csrf) + (
         '<section aria-labelledby="h-ln"><h2 id="h-ln">Add a file by its cap</h2>'
         f'<form method="post" action="/op/link">{csrf_field(csrf)}'
         f'<input type="hidden" name="dir" value="{here}">'
@@ -300,6 +277,45 @@ def _pin_section(path: VPath, pinned: bool, csrf: str) -> str:
         f'<form method="post" action="/op/{action}">{csrf_field(csrf)}'
         f'<input type="hidden" name="path" value="{esc(path)}">'
         f'<p><button type="submit">{esc(label)}</button></p></form></section>'
+    )
+
+
+def change_forms(here: str, csrf: str, *, drive_options: bool = True) -> str:
+    """A directory page's upload and new-directory forms, posting ``dir=here`` (a drive
+    path, or a live directory's ``CAP/path``). ``drive_options``: the upload's key
+    choice and its "mutable" option (a drive's page has them, a live directory's not)."""
+
+    def where() -> str:  # a fresh field each: every form carries its own op id
+        return f'{csrf_field(csrf)}<input type="hidden" name="dir" value="{esc(here)}">'
+
+    key = (
+        '<p><label for="up-mode">Key</label> <select id="up-mode" name="mode">'
+        '<option value="convergent" selected>convergent (same file, same cap)</option>'
+        '<option value="random">random</option></select></p>'
+    )
+    mutable = (
+        '<p><input type="checkbox" id="up-mutable" name="mutable" value="1"> '
+        '<label for="up-mutable">mutable: make each file a mutable file (not added to this '
+        "directory; its page shows the caps to keep, and publishes new versions)</label></p>"
+    )
+    return (
+        '<section aria-labelledby="h-up"><h2 id="h-up">Upload files</h2>'
+        '<form id="upload" method="post" action="/op/upload" enctype="multipart/form-data">'
+        f"{where()}{key if drive_options else ''}"
+        '<p><input type="checkbox" id="up-replace" name="replace" value="1"> '
+        '<label for="up-replace">replace files of the same name</label></p>'
+        f"{mutable if drive_options else ''}"
+        '<p><label for="up-file">Files</label> '
+        '<input type="file" id="up-file" name="file" multiple required></p>'
+        '<p><button type="submit">Upload</button></p>'
+        '<p class="progress" hidden><progress id="up-progress" max="100" value="0"></progress> '
+        '<span id="up-status" role="status" aria-live="polite"></span></p>'
+        "</form></section>"
+        '<section aria-labelledby="h-mk"><h2 id="h-mk">New directory</h2>'
+        f'<form method="post" action="/op/mkdir">{where()}'
+        '<p><label for="mk-name">Name</label> <input id="mk-name" name="name" required '
+        'maxlength="255" autocomplete="off"> <button type="submit">Make directory</button></p>'
+        "</form></section>"
     )
 
 
