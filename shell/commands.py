@@ -52,7 +52,15 @@ from p2pstore.immutable import CapError, VerifyCap, parse_cap
 from . import backup_cmds, live_cmds, mutable_cmds, render
 from .errors import Cancelled, RemoteError, ShellError, UsageError
 from .parse import Invocation, lookup, parse_line, quote_word
-from .paths import is_cap, resolve_local, resolve_remote, root_of, show_local, show_remote
+from .paths import (
+    is_cap,
+    put_source_size,
+    resolve_local,
+    resolve_remote,
+    root_of,
+    show_local,
+    show_remote,
+)
 from .session import Api, Connection, Entries, ListingCache, ShellState
 from .transfer import CancelFlag, CancellableReader, CancellableWriter, TransferRunner
 
@@ -286,13 +294,7 @@ class Shell:
         if mutable_cmds.is_mutable_put(inv):
             return mutable_cmds.put(self, inv)
         src = self.local(inv.args[0])
-        try:
-            st = src.stat()
-        except OSError as e:
-            raise ShellError(f"cannot read {inv.args[0]}: {e.strerror}") from None
-        if stat_mod.S_ISDIR(st.st_mode):
-            raise UsageError(f"put: {inv.args[0]} is a directory", "put")
-        size = st.st_size if stat_mod.S_ISREG(st.st_mode) else None
+        size = put_source_size(src, inv.args[0])
         if len(inv.args) > 1:
             word = inv.args[1]
             dst = self.remote(word)

@@ -18,7 +18,6 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
-import stat as stat_mod
 from pathlib import Path
 from typing import IO, Any, Protocol, cast
 
@@ -34,9 +33,9 @@ from p2pstore.mutable import (
 )
 
 from . import render
-from .errors import Cancelled, RemoteError, ShellError, UsageError
+from .errors import Cancelled, RemoteError, UsageError
 from .parse import Invocation
-from .paths import is_cap
+from .paths import is_cap, put_source_size
 from .session import Api
 from .transfer import CancelFlag, CancellableReader, TransferRunner
 
@@ -169,13 +168,7 @@ def put(shell: Shell, inv: Invocation) -> None:
     write_cap = _write_cap(inv)
     expected = _expected(inv)
     src = shell.local(inv.args[0])
-    try:
-        st = src.stat()
-    except OSError as e:
-        raise ShellError(f"cannot read {inv.args[0]}: {e.strerror}") from None
-    if stat_mod.S_ISDIR(st.st_mode):
-        raise UsageError(f"put: {inv.args[0]} is a directory", "put")
-    size = st.st_size if stat_mod.S_ISREG(st.st_mode) else None
+    size = put_source_size(src, inv.args[0])
     api = shell.api()
     # the version seen before, so a Ctrl-C that came too late is told as it is
     before = _sequence(api, write_cap) if write_cap is not None else None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat as stat_mod
 from pathlib import Path
 from typing import Final
 
@@ -35,7 +36,7 @@ from p2pstore.app.vpath import (
 )
 from p2pstore.base.reports import safe
 
-from .errors import UsageError
+from .errors import ShellError, UsageError
 
 CAP_PREFIX: Final = "p2ps:"
 
@@ -131,3 +132,15 @@ def show_local(path: Path, cwd: Path) -> str:
     except ValueError:
         return str(path)
     return str(rel) if str(rel) != "." else "."
+
+
+def put_source_size(src: Path, word: str) -> int | None:
+    """The size of the local file ``put`` sends (None for a pipe or device, read to its
+    end); a directory or an unreadable path is refused, named as the user typed it."""
+    try:
+        st = src.stat()
+    except OSError as e:
+        raise ShellError(f"cannot read {word}: {e.strerror}") from None
+    if stat_mod.S_ISDIR(st.st_mode):
+        raise UsageError(f"put: {word} is a directory", "put")
+    return st.st_size if stat_mod.S_ISREG(st.st_mode) else None
