@@ -118,8 +118,10 @@ class Maintainer(Generic[P]):
         slot_replicas: int = 10,
     ) -> None:
         self.server, self.me, self.health, self.config = server, me, health, config
-        #: peers that keep each mutable file's root (the grid's N)
-        self.slot_replicas = slot_replicas
+        #: surveys and copies mutable files' roots on the N (``slot_replicas``) nearest
+        self._slots: MutableFiles[P] = MutableFiles(
+            health.find_peers, health.storage_for, None, MutableConfig(replicas=slot_replicas)
+        )
         #: checks wait until this says the node sees the grid (joined): a node alone
         #: would find too few shares and raise false alarms
         self.ready = ready
@@ -342,13 +344,7 @@ class Maintainer(Generic[P]):
             check_root(record, cap)
         except MutableError:
             return True  # not a mutable file's root: nothing to keep (never surveyed)
-        keeper = MutableFiles(
-            self.health.find_peers,
-            self.health.storage_for,
-            None,
-            MutableConfig(replicas=self.slot_replicas),
-        )
-        s = await keeper.survey(cap)
+        s = await self._slots.survey(cap)
         self._count_check()
         # the newest root: the one held here may be newer than any the nearest hold
         # (this node left the nearest set); then it is the one to copy to them
@@ -358,7 +354,7 @@ class Maintainer(Generic[P]):
             )
         elif s.latest is None or s.latest.sequence < record.seq:
             s.latest = check_root(record, cap)
-        spread = await keeper.spread(s, lease=lease)
+        spread = await self._slots.spread(s, lease=lease)
         if spread:
             self.counts["roots_spread"] += spread
             log.info("maintenance of %s: root copied to %d peers", si_short(si), spread)
