@@ -171,7 +171,7 @@ class GridApplication(MutableOperations, PinOps, DelegateVdrive):
             find_peers, storage_for, HealthConfig(happy=happy), quality=quality
         )
         #: mutable files (docs/mutable.md): roots on the N peers nearest each slot
-        self.mutable: MutableFiles[Any] | None = MutableFiles(
+        self.mutable: MutableFiles[Any] = MutableFiles(
             find_peers, storage_for, self.uploader, MutableConfig(replicas=self.params.n), seen=seen
         )
         self._running: set[asyncio.Task[Any]] = set()
@@ -483,8 +483,6 @@ class GridApplication(MutableOperations, PinOps, DelegateVdrive):
 
     async def _keep_now(self, vc: VerifyCap | MutableVerifyCap) -> int:
         if isinstance(vc, MutableVerifyCap):
-            if self.mutable is None:
-                raise BadRequest("this node has no mutable files", code="no-mutable-files")
             try:
                 answers = await self.mutable.renew(vc, self.health.renew)
             except GridRemoteError:

@@ -103,7 +103,7 @@ class MutableOps(Protocol):
 
 
 def mutable_backend(backend: Any) -> MutableOps:
-    """``backend`` if it has mutable files, else ``501 no-mutable-files``."""
+    """``backend`` if it has mutable files, else ``400 no-mutable-files``."""
     if getattr(backend, "mutable", None) is None or not hasattr(backend, "mutable_publish"):
         raise NoMutableFiles(NO_MUTABLE)
     return backend  # type: ignore[no-any-return]
@@ -137,16 +137,11 @@ def _mapped() -> Any:
 class MutableOperations:
     """Mixin for :class:`p2pstore.app.grid.GridApplication` (see the module docstring)."""
 
-    mutable: MutableFiles[Any] | None
+    mutable: MutableFiles[Any]
     _operation: Callable[[], contextlib.AbstractAsyncContextManager[None]]
 
     #: the immutable check of GridApplication (the latest version is one)
     check: Callable[..., Awaitable[CheckReport]]
-
-    def _mut(self) -> MutableFiles[Any]:
-        if self.mutable is None:
-            raise NoMutableFiles(NO_MUTABLE)
-        return self.mutable
 
     async def mutable_publish(
         self,
@@ -158,7 +153,7 @@ class MutableOperations:
         directory: bool = False,
         progress: ProgressFn | None = None,
     ) -> MutableResult:
-        mf = self._mut()
+        mf = self.mutable
         prog = (lambda done, _t: progress(done)) if progress else None
         if directory:  # a live directory's versions are directory objects, nothing else
             chunks = await directory_body(chunks)
@@ -179,7 +174,7 @@ class MutableOperations:
         return MutableResult(cap, pub.version.sequence, pub.version.size, _published(pub))
 
     async def mutable_latest(self, cap: MutableCap) -> MutableLatest:
-        mf = self._mut()
+        mf = self.mutable
         async with self._operation():
             with _mapped():
                 if isinstance(cap, WriteCap | MutableReadCap):
@@ -192,7 +187,7 @@ class MutableOperations:
     async def mutable_check(self, cap: MutableCap, *, verify: bool, repair: bool) -> CheckReport:
         """Check the root on the nearest peers and the latest version's shares;
         ``repair`` stores the latest root where it is missing and repairs the version."""
-        mf = self._mut()
+        mf = self.mutable
         async with self._operation():
             with _mapped():
                 s = await mf.latest_root(cap)

@@ -178,8 +178,7 @@ class Upkeep:
         backend, and with it the vdrive, exists)."""
         app.pin_book = self.pins
         app.health.on_corrupt = self.report_corrupt
-        if app.mutable is not None:  # this node keeps the mutable files it publishes
-            app.mutable.on_published = self.track
+        app.mutable.on_published = self.track  # it keeps the mutable files it publishes
         cfg = self.ctx.config
         if not cfg.maintenance.keep_references or self.keeper is not None:
             return
@@ -194,8 +193,7 @@ class Upkeep:
             interval=interval, pace=slower(float(cfg.maintenance.pace), cfg.limits)
         )
         drives = app if app.vdrive is not None else None
-        mutable = app.mutable or MutableFiles(app.health.find_peers, app.health.storage_for, None)
-        renew = renew_any(app.health.renew, mutable)  # pins of mutable files too
+        renew = renew_any(app.health.renew, app.mutable)  # pins of mutable files too
         self.keeper = ReferenceKeeper(drives, roots, self.pins, renew, config)
         self.keeper.start(first_delay=min(600.0, interval) * random.uniform(0.8, 1.2))
 
