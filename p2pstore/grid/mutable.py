@@ -281,6 +281,7 @@ class MutableFiles(Generic[P]):
         if self.uploader is None:
             raise GridLocalError("this node cannot upload (no uploader)")
         up = await self.uploader.upload_random(chunks, size=size, progress=progress, announce=False)
+        assert not isinstance(up.cap, ImmutableVerifyCap)  # a keyed upload: a read cap
         return await self.publish_version(cap, up.cap, s)
 
     async def publish_version(

@@ -28,13 +28,10 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
-    AsyncIterator,
     Awaitable,
     Callable,
     Sequence,
@@ -45,6 +42,7 @@ from typing import Generic
 
 from p2pstore.base.tasks import bounded
 from p2pstore.immutable import (
+    CiphertextEncoder,
     ConvergenceHasher,
     EncodedSegment,
     Encoder,
@@ -55,6 +53,7 @@ from p2pstore.immutable import (
     SegmentGeometry,
     ShareLayout,
     ShareTrailer,
+    VerifyCap,
 )
 from p2pstore.immutable.crypto import TAG_BLOCK, tagged_hash
 from p2pstore.immutable.errors import LocalError as ImmutableLocalError
@@ -63,17 +62,26 @@ from p2pstore.storage import StorageAPI
 from quic_transport.identity import NodeId
 
 from .download import DownloadConfig, Downloader
-from .errors import FileShrank, GridLocalError, UploadError
+from .errors import GridLocalError, UploadError
 from .peers import FindPeers, P, Progress, StorageFor, describe
 from .placement import PeerKey, SharePlacer, rank_peers
 from .quality import QualitySource
 from .regenerate import list_existing, replace_shares
 from .sender import Regenerate, SendConfig, ShareSender
+from .sources import Reopenable, aiter_bytes, bytes_source, fd_source, file_source
+
+__all__ = [
+    "Reopenable",
+    "UploadConfig",
+    "UploadResult",
+    "Uploader",
+    "aiter_bytes",
+    "bytes_source",
+    "fd_source",
+    "file_source",
+]
 
 log = logging.getLogger(__name__)
-
-#: A source that can be read again from the start (convergent mode reads twice).
-Reopenable = Callable[[], AsyncIterable[bytes]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,13 +102,17 @@ class UploadConfig:
 
 @dataclass(frozen=True, slots=True)
 class UploadResult(Generic[P]):
-    cap: ReadCap | LiteralCap
+    cap: ReadCap | LiteralCap | VerifyCap  # VerifyCap: upload_ciphertext
     size: int
     placements: dict[int, P]  # share number -> the peer holding it
     happiness: int
     shares_sent: int  # written now
     shares_present: int  # found already stored, not re-sent
     peers_found: int
+    #: the upload helper that placed the shares (docs/helper.md); None: this node
+    helper: str | None = None
+    #: helpers tried first that failed, each with why
+    helper_failures: tuple[str, ...] = ()
 
 
 def _check_happy(params: EncodingParams, happy: int) -> None:
@@ -130,6 +142,10 @@ class Uploader(Generic[P]):
         self.params = params or EncodingParams()
         self.on_uploaded = on_uploaded
 
+    def announce(self, result: UploadResult[P]) -> UploadResult[P]:
+        """Pass an upload made elsewhere (through a helper) to ``on_uploaded``."""
+        return self._uploaded(result)
+
     def _uploaded(self, result: UploadResult[P], announce: bool = True) -> UploadResult[P]:
         if self.on_uploaded is not None and announce:
             try:
@@ -158,8 +174,35 @@ class Uploader(Generic[P]):
                 await loop.run_in_executor(ex, hasher.update, chunk)
             key, size = hasher.key(), hasher.size
             enc = Encoder(key, params, expected_size=size)
-            regen = _regenerator(source, key, params, size, enc)
+            regen = _regenerator(
+                source, lambda: Encoder(key, params, expected_size=size), params, enc
+            )
             return await self._run(enc, source(), size, params, happy, progress, ex, regen)
+
+    async def upload_ciphertext(
+        self,
+        source: Reopenable,
+        storage_index: bytes,
+        size: int,
+        *,
+        params: EncodingParams | None = None,
+        happy: int | None = None,
+        announce: bool = False,
+    ) -> UploadResult[P]:
+        """Encode and place ciphertext made elsewhere, without its key (an upload
+        helper, docs/helper.md): the result's cap is a :class:`VerifyCap`. ``source``
+        is re-read to re-place a share that moved mid-upload."""
+        params = params or self.params
+        happy = self.config.happy if happy is None else happy
+        _check_happy(params, happy)
+        with ThreadPoolExecutor(1, thread_name_prefix="p2ps-encode") as ex:
+
+            def fresh() -> Encoder:
+                return CiphertextEncoder(storage_index, params, size)
+
+            enc = fresh()
+            regen = _regenerator(source, fresh, params, enc)
+            return await self._run(enc, source(), size, params, happy, None, ex, regen, announce)
 
     async def upload_random(
         self,
@@ -238,7 +281,12 @@ class Uploader(Generic[P]):
             assert result.extension is not None
             await job.confirm_present(result.extension)
             cap = result.cap
-            if self.config.replace_lost and job.placer.unplaced() and regenerate is None:
+            if (
+                self.config.replace_lost
+                and job.placer.unplaced()
+                and regenerate is None
+                and isinstance(cap, ReadCap)
+            ):
                 # one-pass mode: read the file back from the placed shares and
                 # re-encode it with the same key (docs/grid.md, "Peers that vanish")
                 await self._reencode_lost(job, cap, enc, fed, result.trailers)
@@ -255,7 +303,7 @@ class Uploader(Generic[P]):
             if job is not None:
                 await job.sender.aclose()
 
-    async def _replace_lost(self, job: _Job[P], cap: ReadCap) -> None:
+    async def _replace_lost(self, job: _Job[P], cap: ReadCap | VerifyCap) -> None:
         """Regenerate the shares lost mid-stream and place them on the next peers."""
         loop = asyncio.get_running_loop()
         lost = sorted(job.placer.unplaced())
@@ -307,7 +355,12 @@ class Uploader(Generic[P]):
         down = Downloader(
             find, self.storage_for, DownloadConfig(op_timeout=self.config.send.op_timeout)
         )
-        regen = _regenerator(lambda: down.read(cap), cap.key, job.params, size, main)
+        regen = _regenerator(
+            lambda: down.read(cap),
+            lambda: Encoder(cap.key, job.params, expected_size=size),
+            job.params,
+            main,
+        )
         layout = ShareLayout.for_share(SegmentGeometry(job.params, size), 0)
         sender: ShareSender[P] = ShareSender(
             job.si,
@@ -383,7 +436,7 @@ class Uploader(Generic[P]):
 
 
 def _regenerator(
-    source: Reopenable, key: bytes, params: EncodingParams, size: int, main: Encoder
+    source: Reopenable, fresh: Callable[[], Encoder], params: EncodingParams, main: Encoder
 ) -> Regenerate:
     """Re-encode one share's early blocks from the source (a share moved mid-upload,
     sender.py). Each block must hash to the leaf the main pass recorded for it, so a
@@ -391,7 +444,7 @@ def _regenerator(
     seg_size = params.segment_size
 
     async def regenerate(share: int, end: int | None) -> AsyncGenerator[bytes, None]:
-        enc = Encoder(key, params, expected_size=size)
+        enc = fresh()
 
         def blocks_of(segs: list[EncodedSegment] | tuple[EncodedSegment, ...]) -> list[bytes]:
             out = []
@@ -497,7 +550,7 @@ class _Job(Generic[P]):
 
         await asyncio.gather(*(one(p) for p in peers))
 
-    def result(self, cap: ReadCap, size: int, happy: int) -> UploadResult[P]:
+    def result(self, cap: ReadCap | VerifyCap, size: int, happy: int) -> UploadResult[P]:
         placer = self.placer
         h = placer.happiness()
         if h < happy:
@@ -524,51 +577,3 @@ class _Job(Generic[P]):
 
 def _b32(peer: PeerKey) -> str:
     return NodeId(peer).b32
-
-
-async def aiter_bytes(data: bytes, chunk_size: int = 1 << 20) -> AsyncIterator[bytes]:
-    """An async iterable over an in-memory buffer (tests, small files)."""
-    view = memoryview(data)
-    for i in range(0, len(view), chunk_size):
-        yield bytes(view[i : i + chunk_size])
-        await asyncio.sleep(0)
-
-
-def bytes_source(data: bytes, chunk_size: int = 1 << 20) -> Reopenable:
-    """A re-openable source over an in-memory buffer."""
-    return lambda: aiter_bytes(data, chunk_size)
-
-
-def file_source(path: str, chunk_size: int = 1 << 20) -> Reopenable:
-    """A re-openable source reading a file in a worker thread, ``chunk_size`` at a time."""
-
-    async def chunks() -> AsyncIterator[bytes]:
-        f = await asyncio.to_thread(open, path, "rb")
-        try:
-            while True:
-                data = await asyncio.to_thread(f.read, chunk_size)
-                if not data:
-                    return
-                yield data
-        finally:
-            with contextlib.suppress(OSError):
-                f.close()
-
-    return chunks
-
-
-def fd_source(fd: int, size: int, chunk_size: int = 1 << 20) -> Reopenable:
-    """A re-openable source over exactly ``size`` bytes of the open file ``fd`` from
-    offset 0 (``pread``: each pass reads the same file, whatever renames happen
-    meanwhile). A file that ends early raises :class:`FileShrank`."""
-
-    async def chunks() -> AsyncIterator[bytes]:
-        offset = 0
-        while offset < size:
-            data = await asyncio.to_thread(os.pread, fd, min(chunk_size, size - offset), offset)
-            if not data:
-                raise FileShrank(f"the file shrank while it was read (at {offset} of {size} bytes)")
-            offset += len(data)
-            yield data
-
-    return chunks

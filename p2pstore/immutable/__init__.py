@@ -22,6 +22,7 @@ from p2pstore.immutable.decoder import (
     VerifiedCrypttextLeaf,
 )
 from p2pstore.immutable.encoder import (
+    CiphertextEncoder,
     EncodedSegment,
     Encoder,
     EncodeResult,
@@ -68,6 +69,7 @@ __all__ = [
     "BadShareError",
     "Cap",
     "CapError",
+    "CiphertextEncoder",
     "ConvergenceHasher",
     "Decoder",
     "EncodeResult",

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import zfec
 
 from p2pstore.immutable import hashtree
-from p2pstore.immutable.caps import LiteralCap, ReadCap
+from p2pstore.immutable.caps import LiteralCap, ReadCap, VerifyCap
 from p2pstore.immutable.crypto import (
     TAG_BLOCK,
     TAG_SEGMENT,
@@ -64,7 +64,7 @@ class EncodeResult:
     """Returned by :meth:`Encoder.finish`. Write ``segments`` (the last ones), then
     ``trailers``. For a literal cap both are empty and ``extension`` is None."""
 
-    cap: ReadCap | LiteralCap
+    cap: ReadCap | LiteralCap | VerifyCap  # VerifyCap from a CiphertextEncoder
     segments: tuple[EncodedSegment, ...]
     trailers: tuple[ShareTrailer, ...]
     extension: ExtensionBlock | None
@@ -269,12 +269,52 @@ class Encoder:
             segs = (self._coder.code(self._cipher.update(bytes(self._buf))),)
             self._buf = bytearray()
         ext, trailers = self._coder.finish(self._si)
+        return EncodeResult(self._cap(ext), segs, trailers, ext)
+
+    def _cap(self, ext: ExtensionBlock) -> ReadCap | VerifyCap:
         p = self.params
-        cap = ReadCap(p.k, p.n, self._total, self._key, ext.hash())
-        return EncodeResult(cap, segs, trailers, ext)
+        return ReadCap(p.k, p.n, self._total, self._key, ext.hash())
 
     def __repr__(self) -> str:
         return f"Encoder(params={self.params}, fed={self._total})"
+
+
+class _AsIs:
+    """The "cipher" of a :class:`CiphertextEncoder`: its input is ciphertext already."""
+
+    @staticmethod
+    def update(data: bytes | bytearray | memoryview) -> bytes:
+        return bytes(data)
+
+
+class CiphertextEncoder(Encoder):
+    """Erasure codes a file's **ciphertext** without its key (an upload helper,
+    docs/helper.md): the same segments, trailers and extension block as the
+    :class:`Encoder` that made the ciphertext, and a :class:`VerifyCap` in place of
+    the read cap. The size must be known and above ``LITERAL_MAX`` (literal files
+    are never sent anywhere)."""
+
+    def __init__(
+        self,
+        storage_index: bytes,
+        params: EncodingParams,
+        expected_size: int,
+        *,
+        executor: Executor | None = None,
+    ) -> None:
+        if not LITERAL_MAX < expected_size <= MAX_FILE_SIZE:
+            raise ParameterError(f"ciphertext of {expected_size} bytes cannot be encoded")
+        super().__init__(bytes(32), params, executor=executor, expected_size=expected_size)
+        self._key = b""
+        self._si = storage_index
+        self._cipher = _AsIs()  # type: ignore[assignment]
+
+    def _cap(self, ext: ExtensionBlock) -> VerifyCap:
+        p = self.params
+        return VerifyCap(p.k, p.n, self._total, self._si, ext.hash())
+
+    def __repr__(self) -> str:
+        return f"CiphertextEncoder(params={self.params}, fed={self._total})"
 
 
 def encode_chunks(
@@ -318,4 +358,5 @@ def encode_bytes(
         assert len(shares[t.share_number]) == t.trailer_offset
         shares[t.share_number] += t.trailer
         shares[t.share_number][:HEADER_SIZE] = t.header
+    assert not isinstance(result.cap, VerifyCap)  # a keyed Encoder makes read caps
     return result.cap, [bytes(s) for s in shares]

@@ -221,6 +221,7 @@ class MemoryApplication(PinOps, DelegateVdrive):
         else:
             raise BadRequest(f"unknown upload mode {mode!r}", code="bad-mode")
         cap = result.cap
+        assert not isinstance(cap, VerifyCap)  # a keyed Encoder makes read caps
         if isinstance(cap, ReadCap):
             shares = builder.trailers(result.trailers)
             async with self._lock:

@@ -1,0 +1,321 @@
+"""Upload helper, the serving side (docs/helper.md).
+
+A client behind a slow uplink encrypts a file and sends its ciphertext here once;
+this node erasure codes it and places the shares (``Uploader.upload_ciphertext``).
+The helper never has the key or the plaintext, and it returns no cap: the client
+computed the encoding itself and verifies the placed shares on the grid before it
+trusts the upload (:mod:`p2pstore.grid.helper_client`).
+
+Invariants:
+- One spool per (caller, storage index): ``<dir>/<caller>-<si>.ct`` with its
+  parameters in ``.json``. Ciphertext arrives in order: a push must start at the
+  spooled length (else :class:`HelperError` ``helper-offset``), so an interrupted
+  upload resumes where it stopped. A spool unused for ``keep_partial`` seconds is
+  deleted; a spool is deleted once its shares are placed.
+- Limits, each refused with its own code before any byte is spooled: callers not in
+  ``accept`` (when set) ``helper-refused``; more than ``max_uploads`` spools
+  ``helper-busy``; more than ``max_bytes_per_day`` bytes a UTC day ``helper-quota``;
+  less than ``reserve`` bytes of free disk left ``helper-full``.
+- ``start`` first asks the peers nearest the storage index which shares they hold:
+  a file the grid already holds happily is answered ``present`` and nothing is sent.
+- At most one ``finish`` runs per spool; a failed placement keeps the spool, so the
+  client can ask again without sending anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import time
+from collections.abc import AsyncIterable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic
+
+from p2pstore.immutable import EncodingParams
+from p2pstore.immutable.errors import ParameterError
+from p2pstore.immutable.params import LITERAL_MAX, MAX_FILE_SIZE
+from quic_transport.identity import NodeId, b32encode
+
+from .errors import UploadError
+from .peers import P
+from .placement import happiness
+from .regenerate import list_existing
+from .sources import file_source
+from .upload import Uploader
+
+DAY = 86400.0
+#: ciphertext gathered per spool write
+BATCH = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class HelperConfig:
+    enabled: bool = False
+    #: spools (uploads in progress or waiting to resume) at once
+    max_uploads: int = 4
+    #: ciphertext bytes accepted per UTC day, from all callers together
+    max_bytes_per_day: int = 50 * 10**9
+    #: node IDs (raw) allowed to use this helper; None: any peer of the grid
+    accept: frozenset[bytes] | None = None
+    #: seconds an unfinished upload is kept for its caller to resume
+    keep_partial: float = 2 * DAY
+    #: free disk the spools never take
+    reserve: int = 1 << 30
+
+
+class HelperError(Exception):
+    """A refusal or failure the client is told about: ``code`` and ``message``
+    (docs/helper.md, "Errors"); ``have`` is the spooled length where it matters."""
+
+    def __init__(self, code: str, message: str, *, have: int | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.have = have
+
+
+@dataclass(slots=True)
+class _Spool:
+    path: Path
+    params: EncodingParams
+    size: int
+    have: int
+    lock: asyncio.Lock
+
+
+class HelperService(Generic[P]):
+    def __init__(
+        self,
+        directory: Path,
+        uploader: Uploader[P],
+        config: HelperConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.directory = directory
+        self.uploader = uploader
+        self.config = config
+        self.clock = clock
+        self._spools: dict[str, _Spool] = {}
+        self._day = -1
+        self.bytes_today = 0
+        self.uploads_placed = 0
+        self.uploads_present = 0
+        self.uploads_failed = 0
+        self.bytes_received = 0
+        self._loaded = False
+
+    def __repr__(self) -> str:
+        return f"HelperService({self.directory}, spools={len(self._spools)})"
+
+    # -- public operations (the RPC adapter calls these as the verified caller) ------
+    def status(self, caller: NodeId) -> dict[str, Any]:
+        self._load()
+        return {
+            "enabled": self.config.enabled,
+            "accepts": self._accepts(caller),
+            "uploads": len(self._spools),
+            "max_uploads": self.config.max_uploads,
+            "bytes_today": self._today(),
+            "max_bytes_per_day": self.config.max_bytes_per_day,
+        }
+
+    async def start(
+        self, caller: NodeId, si: bytes, params: EncodingParams, size: int
+    ) -> dict[str, Any]:
+        """``{"state": "present"}`` or ``{"state": "send", "have": spooled bytes}``."""
+        self._check_caller(caller)
+        if not LITERAL_MAX < size <= MAX_FILE_SIZE:
+            raise HelperError("bad-request", f"size {size} cannot be uploaded through a helper")
+        if params.n > 256 or params.k > params.n:
+            raise HelperError("bad-request", "bad encoding parameters")
+        self._load()
+        self._sweep()
+        key = self._key(caller, si)
+        spool = self._spools.get(key)
+        if spool is not None and (spool.params != params or spool.size != size):
+            await asyncio.to_thread(self._drop, key)  # the caller changed its mind
+            spool = None
+        if await self._present(si, params):
+            if spool is not None and not spool.lock.locked():
+                await asyncio.to_thread(self._drop, key)
+            self.uploads_present += 1
+            return {"state": "present"}
+        if spool is None:
+            if len(self._spools) >= self.config.max_uploads:
+                raise HelperError("helper-busy", f"{len(self._spools)} uploads in progress")
+            self._check_space(size)
+            spool = await asyncio.to_thread(self._create, key, params, size)
+        return {"state": "send", "have": spool.have}
+
+    async def push(
+        self, caller: NodeId, si: bytes, offset: int, chunks: AsyncIterable[bytes]
+    ) -> int:
+        """Append ciphertext at ``offset`` (the spooled length); returns the new length."""
+        self._check_caller(caller)
+        spool = self._spools.get(self._key(caller, si))
+        if spool is None:
+            raise HelperError("helper-unknown", "no upload of this file started here")
+        if spool.lock.locked():
+            raise HelperError("helper-busy", "this upload is already being sent or placed")
+        async with spool.lock:
+            if offset != spool.have:
+                raise HelperError(
+                    "helper-offset", f"have {spool.have} bytes, not {offset}", have=spool.have
+                )
+            fd = await asyncio.to_thread(os.open, spool.path, os.O_WRONLY)
+            pending = bytearray()
+
+            async def flush() -> None:
+                if spool.have + len(pending) > spool.size:
+                    raise HelperError("bad-request", f"more than the {spool.size} bytes")
+                self._count(len(pending))
+                self._check_space(len(pending))
+                await asyncio.to_thread(os.pwrite, fd, pending, spool.have)
+                spool.have += len(pending)
+                self.bytes_received += len(pending)
+                pending.clear()
+
+            try:
+                try:
+                    async for chunk in chunks:
+                        pending += chunk
+                        if len(pending) >= BATCH:
+                            await flush()
+                finally:  # what arrived before a broken stream is kept for resuming
+                    if pending:
+                        await flush()
+            finally:
+                os.close(fd)
+                os.utime(spool.path)
+        return spool.have
+
+    async def finish(self, caller: NodeId, si: bytes) -> dict[str, Any]:
+        """Encode and place a complete spool; the spool is deleted when it succeeded."""
+        self._check_caller(caller)
+        key = self._key(caller, si)
+        spool = self._spools.get(key)
+        if spool is None:
+            raise HelperError("helper-unknown", "no upload of this file started here")
+        if spool.lock.locked():
+            raise HelperError("helper-busy", "this upload is already being sent or placed")
+        async with spool.lock:
+            if spool.have != spool.size:
+                raise HelperError(
+                    "helper-offset", f"have {spool.have} of {spool.size} bytes", have=spool.have
+                )
+            try:
+                res = await self.uploader.upload_ciphertext(
+                    file_source(str(spool.path)), si, spool.size, params=spool.params
+                )
+            except UploadError as e:
+                self.uploads_failed += 1
+                raise HelperError("helper-placement", str(e)[:1500]) from None
+        await asyncio.to_thread(self._drop, key)
+        self.uploads_placed += 1
+        return {"happiness": res.happiness, "sent": res.shares_sent, "present": res.shares_present}
+
+    def figures(self) -> dict[str, Any]:
+        """For the node's status (docs/helper.md, "Status")."""
+        self._load()
+        return {
+            "uploads_in_progress": len(self._spools),
+            "uploads_placed": self.uploads_placed,
+            "uploads_present": self.uploads_present,
+            "uploads_failed": self.uploads_failed,
+            "bytes_received": self.bytes_received,
+            "bytes_today": self._today(),
+        }
+
+    # -- internals -----------------------------------------------------------------
+    def _accepts(self, caller: NodeId) -> bool:
+        return self.config.enabled and (
+            self.config.accept is None or caller.raw in self.config.accept
+        )
+
+    def _check_caller(self, caller: NodeId) -> None:
+        if not self.config.enabled:
+            raise HelperError("helper-refused", "this node is not an upload helper")
+        if not self._accepts(caller):
+            raise HelperError("helper-refused", "this helper does not accept uploads from you")
+
+    @staticmethod
+    def _key(caller: NodeId, si: bytes) -> str:
+        return f"{caller.b32}-{b32encode(si)}"
+
+    def _today(self) -> int:
+        day = int(self.clock() // DAY)
+        if day != self._day:
+            self._day, self.bytes_today = day, 0
+        return self.bytes_today
+
+    def _count(self, n: int) -> None:
+        if self._today() + n > self.config.max_bytes_per_day:
+            raise HelperError(
+                "helper-quota", f"this helper took its {self.config.max_bytes_per_day} bytes today"
+            )
+        self.bytes_today += n
+
+    def _check_space(self, more: int) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.directory).free
+        if free - more < self.config.reserve:
+            raise HelperError("helper-full", f"{free} bytes free on the helper's disk")
+
+    async def _present(self, si: bytes, params: EncodingParams) -> bool:
+        up = self.uploader
+        found = await up.find_peers(si, 2 * params.n)
+        peers = {p.node_id.raw: p for p in found}
+        existing, _dead = await list_existing(si, peers, up.storage_for, up.config.list_timeout)
+        holdings: dict[bytes, set[int]] = {}
+        for share, holders in existing.items():
+            for h in holders:
+                holdings.setdefault(h, set()).add(share)
+        return happiness(holdings) >= up.config.happy
+
+    def _load(self) -> None:
+        """Spools left by an earlier run of the node: resumable like any other."""
+        if self._loaded:
+            return
+        self._loaded = True
+        if not self.directory.is_dir():
+            return
+        for meta in self.directory.glob("*.json"):
+            ct = meta.with_suffix(".ct")
+            try:
+                m = json.loads(meta.read_text(encoding="utf-8"))
+                params = EncodingParams(m["k"], m["n"], m["segment_size"])
+                size, have = int(m["size"]), ct.stat().st_size
+                if not LITERAL_MAX < size <= MAX_FILE_SIZE or have > size:
+                    raise ValueError("bad size")
+            except (OSError, ValueError, KeyError, TypeError, ParameterError):
+                for p in (meta, ct):
+                    p.unlink(missing_ok=True)
+                continue
+            self._spools[meta.stem] = _Spool(ct, params, size, have, asyncio.Lock())
+
+    def _create(self, key: str, params: EncodingParams, size: int) -> _Spool:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        ct = self.directory / f"{key}.ct"
+        ct.write_bytes(b"")
+        meta = {"k": params.k, "n": params.n, "segment_size": params.segment_size, "size": size}
+        (self.directory / f"{key}.json").write_text(json.dumps(meta), encoding="utf-8")
+        spool = _Spool(ct, params, size, 0, asyncio.Lock())
+        self._spools[key] = spool
+        return spool
+
+    def _drop(self, key: str) -> None:
+        self._spools.pop(key, None)
+        for suffix in (".ct", ".json"):
+            (self.directory / f"{key}{suffix}").unlink(missing_ok=True)
+
+    def _sweep(self) -> None:
+        cutoff = self.clock() - self.config.keep_partial
+        for key, spool in list(self._spools.items()):
+            with contextlib.suppress(OSError):
+                if not spool.lock.locked() and spool.path.stat().st_mtime < cutoff:
+                    self._drop(key)

@@ -1,0 +1,350 @@
+"""Upload helper, the client side (docs/helper.md).
+
+:class:`HelpedUploader` is an :class:`Uploader` front: a convergent upload that
+should go through a helper is encrypted and encoded here as usual, but only the
+ciphertext leaves, once, to a helper that erasure codes it and places the shares.
+
+Invariants:
+- The client trusts nothing the helper says about the result. It encodes the file
+  itself (CPU only, nothing sent), then asks the peers nearest the storage index
+  which shares they hold and checks every claimed share: its header and trailer
+  (hash trees, share chain, extension block) must equal the local encoding's, and
+  one block chosen at random must hash to the local leaf. Only shares that pass
+  count toward happiness; below ``happy`` the helper failed. So a helper that
+  drops, corrupts or mixes up data never yields a cap.
+- A helper that refuses, vanishes or fails verification is reported and the next
+  one is tried; after the last, the file is uploaded directly. The result names
+  the helper used (``helper``) and every failure before it (``helper_failures``).
+- A helper that already holds part of the ciphertext (an interrupted upload)
+  receives only the rest; one whose grid already holds the file receives nothing.
+- Random-key uploads (pipes, mutable versions) and literal files always go direct:
+  a one-pass source cannot be re-read for a retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol
+
+from p2pstore.base.tasks import bounded
+from p2pstore.immutable import (
+    ConvergenceHasher,
+    EncodedSegment,
+    Encoder,
+    EncodeResult,
+    EncodingParams,
+    ReadCap,
+    SegmentGeometry,
+    ShareLayout,
+)
+from p2pstore.immutable.crypto import TAG_BLOCK, random_key, tagged_hash
+from p2pstore.immutable.params import LITERAL_MAX
+from p2pstore.immutable.share_layout import HEADER_SIZE
+
+from .helper import HelperError
+from .peers import P, Progress, describe
+from .placement import happiness
+from .regenerate import list_existing
+from .sources import Reopenable
+from .upload import Uploader, UploadResult
+
+log = logging.getLogger(__name__)
+
+USES = ("never", "always", "slow")
+
+
+class HelperAPI(Protocol):
+    """One helper, as the client reaches it (``helper_rpc.RpcHelperClient``)."""
+
+    name: str
+
+    async def start(self, si: bytes, params: EncodingParams, size: int) -> dict[str, Any]: ...
+
+    async def push(self, si: bytes, offset: int, chunks: AsyncIterator[bytes]) -> int: ...
+
+    async def finish(self, si: bytes, size: int) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HelperUse:
+    #: "never", "always" (when a helper is known), or "slow": when this node's
+    #: measured upload rate is below ``slow_below`` bytes/s
+    use: str = "never"
+    slow_below: int = 2_500_000
+    #: bound on each verification read
+    verify_timeout: float = 30.0
+
+
+class HelpedUploader(Generic[P]):
+    """Convergent uploads through a helper when :class:`HelperUse` says so; all
+    else (and every fallback) through ``direct``. ``helpers`` returns the helpers
+    to try, in order, at the time of the upload."""
+
+    def __init__(
+        self,
+        direct: Uploader[P],
+        helpers: Callable[[], Awaitable[Sequence[HelperAPI]]],
+        config: HelperUse,
+    ) -> None:
+        if config.use not in USES:
+            raise ValueError(f"helper use must be one of {', '.join(USES)}")
+        self.direct = direct
+        self.helpers = helpers
+        self.use = config
+        #: measured upload rate of this node's direct uploads (share bytes per second)
+        self.uplink: float | None = None
+
+    # the Uploader's face, for code that only reads these
+    @property
+    def params(self) -> EncodingParams:
+        return self.direct.params
+
+    @property
+    def config(self) -> Any:
+        return self.direct.config
+
+    def __repr__(self) -> str:
+        return f"HelpedUploader(use={self.use.use}, uplink={self.uplink})"
+
+    def wanted(self) -> bool:
+        if self.use.use == "always":
+            return True
+        if self.use.use == "slow":
+            return self.uplink is not None and self.uplink < self.use.slow_below
+        return False
+
+    async def upload_random(self, chunks: Any, **kwargs: Any) -> UploadResult[P]:
+        return await self.direct.upload_random(chunks, **kwargs)
+
+    async def upload_convergent(
+        self,
+        source: Reopenable,
+        convergence_secret: bytes,
+        *,
+        params: EncodingParams | None = None,
+        happy: int | None = None,
+        progress: Progress | None = None,
+    ) -> UploadResult[P]:
+        params = params or self.direct.params
+        happy = self.direct.config.happy if happy is None else happy
+        failures: list[str] = []
+        fresh_key = False  # set once a helper left shares that are not this file's
+        if self.wanted():
+            hasher = ConvergenceHasher(convergence_secret, params)
+            async for chunk in source():
+                await asyncio.to_thread(hasher.update, chunk)
+            size = hasher.size
+            if size > LITERAL_MAX:
+                for helper in await self.helpers():
+                    key = random_key() if fresh_key else hasher.key()
+                    try:
+                        res = await self._via(helper, source, key, size, params, happy, progress)
+                        return self.direct.announce(_with(res, helper.name, tuple(failures)))
+                    except _Poisoned as e:
+                        fresh_key = True
+                        failures.append(f"{helper.name}: {e}; next try with a fresh key")
+                    except Exception as e:
+                        failures.append(f"{helper.name}: {_why(e)}")
+                    log.warning("upload helper %s; trying the next way", failures[-1])
+                if not failures:
+                    failures.append("no upload helper is known or reachable")
+        t0 = time.monotonic()
+        if fresh_key:
+            res = await self.direct.upload_random(
+                source(), params=params, happy=happy, progress=progress, size=size
+            )
+        else:
+            res = await self.direct.upload_convergent(
+                source, convergence_secret, params=params, happy=happy, progress=progress
+            )
+        self._measure(res, params, time.monotonic() - t0)
+        if failures:
+            log.warning("uploaded directly after: %s", "; ".join(failures))
+            res = _with(res, None, tuple(failures))
+        return res
+
+    def _measure(self, res: UploadResult[P], params: EncodingParams, took: float) -> None:
+        sent = res.size // params.k * res.shares_sent
+        if sent >= 4 << 20 and took > 0:
+            rate = sent / took
+            self.uplink = rate if self.uplink is None else 0.5 * self.uplink + 0.5 * rate
+
+    async def _via(
+        self,
+        helper: HelperAPI,
+        source: Reopenable,
+        key: bytes,
+        size: int,
+        params: EncodingParams,
+        happy: int,
+        progress: Progress | None,
+    ) -> UploadResult[P]:
+        enc = Encoder(key, params, expected_size=size)
+        si = enc.storage_index
+        answer = await helper.start(si, params, size)
+        state, have = answer.get("state"), answer.get("have", 0)
+        if state not in ("present", "send") or not isinstance(have, int) or not 0 <= have <= size:
+            raise HelperError("bad-response", f"helper.start answered {answer!r:.200}")
+        with ThreadPoolExecutor(1, thread_name_prefix="p2ps-encode") as ex:
+            stream = _Ciphertext(enc, source, params, size, ex, have, progress)
+            if state == "send" and have < size:
+                got = await helper.push(si, have, stream.chunks())
+                if got != size:
+                    raise HelperError("helper-offset", f"helper has {got} of {size} bytes")
+            else:
+                async for _ in stream.chunks():
+                    pass  # the local encoding, to check the helper's shares against
+            if state == "send":
+                await helper.finish(si, size)
+        result = stream.result
+        assert result is not None and isinstance(result.cap, ReadCap)
+        placements, h, found, bad = await self._verify(enc, result, params, size)
+        if bad:
+            raise _Poisoned(f"{bad} share(s) on the grid differ from this file's encoding")
+        if h < happy:
+            raise HelperError(
+                "helper-verify",
+                f"only {h} verified holders of the shares the helper placed (happy is {happy})",
+            )
+        return UploadResult(
+            result.cap, size, placements, h, 0, len(placements), found, helper=helper.name
+        )
+
+    async def _verify(
+        self, enc: Encoder, result: EncodeResult, params: EncodingParams, size: int
+    ) -> tuple[dict[int, P], int, int, int]:
+        """Check every share the grid holds of this file against the local encoding
+        and add this node's lease to the good ones: ``(share -> holder, happiness,
+        peers found, shares that differ)``."""
+        up = self.direct
+        si = enc.storage_index
+        found = list(await up.find_peers(si, up.config.lookup_count or 2 * params.n))
+        peers = {p.node_id.raw: p for p in found}
+        existing, _dead = await list_existing(si, peers, up.storage_for, up.config.list_timeout)
+        geometry = SegmentGeometry(params, size)
+        trailers = {t.share_number: t for t in result.trailers}
+        t = self.use.verify_timeout
+
+        async def check(share: int, peer: bytes) -> bool | None:
+            """True: verified; False: differs; None: could not be read."""
+            trailer = trailers.get(share)
+            if trailer is None:
+                return False
+            layout = ShareLayout.for_share(geometry, share)
+            j = random.randrange(geometry.num_segments)
+            ranges = [(0, HEADER_SIZE), (trailer.trailer_offset, len(trailer.trailer))]
+            api = up.storage_for(peers[peer])
+            try:
+                head, tail, block = await bounded(
+                    api.readv(si, share, [*ranges, layout.block_range(j)]), t
+                )
+                if head != trailer.header or tail != trailer.trailer:
+                    log.warning("helper upload: share %d on a peer differs", share)
+                    return False
+                if tagged_hash(TAG_BLOCK, block) != enc.block_hash(share, j):
+                    log.warning("helper upload: share %d has a bad block %d", share, j)
+                    return False
+                await bounded(api.add_lease(si), t)
+            except Exception as e:
+                log.info("helper upload: share %d not verified: %s", share, describe(e))
+                return None
+            return True
+
+        claims = [(s, p) for s, holders in existing.items() for p in holders]
+        oks = await asyncio.gather(*(check(s, p) for s, p in claims))
+        holdings: dict[bytes, set[int]] = {}
+        for (share, peer), ok in zip(claims, oks, strict=True):
+            if ok:
+                holdings.setdefault(peer, set()).add(share)
+        placements: dict[int, P] = {}
+        for peer, shares in holdings.items():
+            for s in shares:
+                placements.setdefault(s, peers[peer])
+        bad = sum(1 for ok in oks if ok is False)
+        return dict(sorted(placements.items())), happiness(holdings), len(found), bad
+
+
+class _Ciphertext:
+    """Pass two of a convergent upload: encode locally, yield the ciphertext from
+    byte ``skip`` on; ``result`` is the encoding's result once exhausted."""
+
+    def __init__(
+        self,
+        enc: Encoder,
+        source: Reopenable,
+        params: EncodingParams,
+        size: int,
+        ex: ThreadPoolExecutor,
+        skip: int,
+        progress: Progress | None,
+    ) -> None:
+        self.enc, self.source, self.params, self.size = enc, source, params, size
+        self.ex, self.skip, self.progress = ex, skip, progress
+        self.result: EncodeResult | None = None
+
+    def _piece(self, seg: EncodedSegment) -> bytes:
+        start = seg.index * self.params.segment_size
+        length = min(self.params.segment_size, self.size - start)
+        end = start + length
+        if end <= self.skip:
+            return b""
+        data = b"".join(seg.blocks[: self.params.k])[:length]
+        return data[max(0, self.skip - start) :]
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        seg_size = self.params.segment_size
+        done = 0
+        async for chunk in self.source():
+            view = memoryview(chunk)
+            for i in range(0, len(view), seg_size):
+                for seg in await loop.run_in_executor(
+                    self.ex, self.enc.feed, view[i : i + seg_size]
+                ):
+                    piece = self._piece(seg)
+                    done += len(piece)
+                    if self.progress is not None:
+                        self.progress(self.skip + done, self.size)
+                    if piece:
+                        yield piece
+        self.result = await loop.run_in_executor(self.ex, self.enc.finish)
+        for seg in self.result.segments:
+            piece = self._piece(seg)
+            if piece:
+                yield piece
+        if self.progress is not None:
+            self.progress(self.size, self.size)
+
+
+class _Poisoned(Exception):
+    """The grid holds shares at this storage index that are not this file's (a
+    helper encoded other bytes): the same key would find them again."""
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, HelperError):
+        return e.message
+    code, message = getattr(e, "code", None), getattr(e, "message", None)
+    if isinstance(code, str) and isinstance(message, str):
+        return f"{code}: {message}"
+    return describe(e)
+
+
+def _with(res: UploadResult[P], helper: str | None, failures: tuple[str, ...]) -> UploadResult[P]:
+    return UploadResult(
+        res.cap,
+        res.size,
+        res.placements,
+        res.happiness,
+        res.shares_sent,
+        res.shares_present,
+        res.peers_found,
+        helper=helper,
+        helper_failures=failures,
+    )

@@ -1,0 +1,327 @@
+"""The upload helper on the in-process grid (docs/helper.md): the client encodes and
+verifies, the helper encodes the ciphertext again and places it; faults of the
+helper (refusing, vanishing, corrupting) end in another helper or a direct upload,
+never in a cap for an unreadable file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p2pstore.grid import (
+    DownloadConfig,
+    Downloader,
+    SendConfig,
+    UploadConfig,
+    Uploader,
+    bytes_source,
+    static_peers,
+)
+from p2pstore.grid.helper import HelperConfig, HelperError, HelperService
+from p2pstore.grid.helper_client import HelpedUploader, HelperUse
+from p2pstore.grid.helper_rpc import _body
+from p2pstore.immutable import (
+    CiphertextEncoder,
+    ConvergenceHasher,
+    Encoder,
+    EncodingParams,
+    ReadCap,
+)
+from p2pstore.testing.storage_grid import GridServer, StorageGrid
+from quic_transport.identity import NodeId
+
+CLIENT = NodeId(b"C" * 20)
+HELPER = NodeId(b"H" * 20)
+SECRET = bytes(range(32))
+PARAMS = EncodingParams.create(3, 10, 4096)
+FAST = SendConfig(op_timeout=2.0)
+
+
+@pytest.fixture
+def grid(tmp_path: Path) -> Iterator[StorageGrid]:
+    with StorageGrid(tmp_path / "grid", 14) as g:
+        yield g
+
+
+def _uploader(grid: StorageGrid, owner: NodeId) -> Uploader[GridServer]:
+    cfg = UploadConfig(happy=7, send=FAST, list_timeout=0.5)
+    return Uploader(static_peers(grid.servers), lambda gs: gs.client(owner), cfg, params=PARAMS)
+
+
+class LocalHelper:
+    """A helper reached without the network, as ``caller``; ``cut_after`` makes a
+    push fail after that many bytes (a helper that vanishes), ``flip`` corrupts the
+    byte at that offset of the ciphertext (a helper that stores garbage)."""
+
+    def __init__(self, service: HelperService[Any], name: str, caller: NodeId = CLIENT) -> None:
+        self.service, self.name, self.caller = service, name, caller
+        self.cut_after: int | None = None
+        self.flip: int | None = None
+        self.pushed = 0
+
+    async def start(self, si: bytes, params: EncodingParams, size: int) -> dict[str, Any]:
+        return await self.service.start(self.caller, si, params, size)
+
+    async def push(self, si: bytes, offset: int, chunks: AsyncIterable[bytes]) -> int:
+        async def tapped() -> AsyncIterator[bytes]:
+            pos = offset
+            async for chunk in chunks:
+                if self.flip is not None and pos <= self.flip < pos + len(chunk):
+                    b = bytearray(chunk)
+                    b[self.flip - pos] ^= 1
+                    chunk = bytes(b)
+                if self.cut_after is not None and self.pushed + len(chunk) > self.cut_after:
+                    keep = self.cut_after - self.pushed
+                    self.pushed += keep
+                    yield chunk[:keep]
+                    raise ConnectionError("the helper went away")
+                self.pushed += len(chunk)
+                pos += len(chunk)
+                yield chunk
+
+        return await self.service.push(self.caller, si, offset, tapped())
+
+    async def finish(self, si: bytes, size: int) -> dict[str, Any]:
+        return await self.service.finish(self.caller, si)
+
+
+def _service(
+    grid: StorageGrid, tmp_path: Path, name: str = "h1", **config: Any
+) -> HelperService[GridServer]:
+    cfg = HelperConfig(enabled=True, reserve=0, **config)
+    return HelperService(tmp_path / name, _uploader(grid, HELPER), cfg)
+
+
+def _client(
+    grid: StorageGrid, helpers: list[LocalHelper], use: str = "always"
+) -> HelpedUploader[GridServer]:
+    async def known() -> list[LocalHelper]:
+        return helpers
+
+    return HelpedUploader(_uploader(grid, CLIENT), known, HelperUse(use=use))
+
+
+async def _read(grid: StorageGrid, cap: ReadCap) -> bytes:
+    down = Downloader(
+        static_peers(grid.servers),
+        lambda gs: gs.client(CLIENT),
+        DownloadConfig(op_timeout=2.0, locate_timeout=5),
+    )
+    return b"".join([c async for c in down.read(cap)])
+
+
+def _leased_by(grid: StorageGrid, si: bytes, owner: NodeId) -> int:
+    return sum(
+        1 for gs in grid.servers if any(lz.owner == owner.raw for lz in gs.server.leases(si))
+    )
+
+
+@settings(max_examples=25, deadline=None)
+@given(size=st.integers(56, 40_000), cut=st.integers(1, 9000))
+def test_ciphertext_encoder_reproduces_the_keyed_encoding(size: int, cut: int) -> None:
+    data = os.urandom(size)
+    enc = Encoder(os.urandom(32), PARAMS, expected_size=size)
+    segs = enc.feed(data)
+    res = enc.finish()
+    segs += list(res.segments)
+    seg = PARAMS.segment_size
+    ct = b"".join(b"".join(s.blocks[: PARAMS.k])[: min(seg, size - s.index * seg)] for s in segs)
+    assert len(ct) == size
+    again = CiphertextEncoder(enc.storage_index, PARAMS, size)
+    segs2 = again.feed(ct[:cut]) + again.feed(ct[cut:])
+    res2 = again.finish()
+    segs2 += list(res2.segments)
+    assert [s.blocks for s in segs2] == [s.blocks for s in segs]
+    assert res2.trailers == res.trailers and res2.extension == res.extension
+    assert isinstance(res.cap, ReadCap) and res2.cap == res.cap.verify_cap()
+
+
+async def test_upload_through_a_helper_is_verified_and_readable(
+    grid: StorageGrid, tmp_path: Path
+) -> None:
+    service = _service(grid, tmp_path)
+    helper = LocalHelper(service, "h1")
+    client = _client(grid, [helper])
+    data = os.urandom(150_000)
+    res = await client.upload_convergent(bytes_source(data), SECRET)
+    assert res.helper == "h1" and res.helper_failures == ()
+    assert isinstance(res.cap, ReadCap) and res.happiness >= 7
+    assert helper.pushed == len(data)  # the ciphertext went once, nothing more
+    assert await _read(grid, res.cap) == data
+    si = res.cap.storage_index
+    assert _leased_by(grid, si, CLIENT) >= 7  # the client's own lease, for renewal
+    assert service.figures()["uploads_placed"] == 1
+    assert list((tmp_path / "h1").iterdir()) == []  # the spool is gone
+
+
+async def test_a_file_the_grid_holds_sends_nothing(grid: StorageGrid, tmp_path: Path) -> None:
+    service = _service(grid, tmp_path)
+    helper = LocalHelper(service, "h1")
+    client = _client(grid, [helper])
+    data = os.urandom(60_000)
+    first = await client.upload_convergent(bytes_source(data), SECRET)
+    helper.pushed = 0
+    again = await client.upload_convergent(bytes_source(data), SECRET)
+    assert again.cap == first.cap and again.helper == "h1"
+    assert helper.pushed == 0 and service.figures()["uploads_present"] == 1
+
+
+async def test_an_interrupted_upload_resumes_where_it_stopped(
+    grid: StorageGrid, tmp_path: Path
+) -> None:
+    service = _service(grid, tmp_path)
+    helper = LocalHelper(service, "h1")
+    helper.cut_after = 50_000
+    data = os.urandom(120_000)
+    # the only helper vanished: the upload goes direct, and says why
+    direct = await _client(grid, [helper]).upload_convergent(bytes_source(data), SECRET)
+    assert direct.helper is None and "went away" in direct.helper_failures[0]
+    # ... and its spool survives a restart of the helper node
+    restarted = HelperService(tmp_path / "h1", _uploader(grid, HELPER), service.config)
+    assert restarted.figures()["uploads_in_progress"] == 1
+    helper2 = LocalHelper(restarted, "h1")
+    res = await _client(grid, [helper2]).upload_convergent(bytes_source(data), SECRET)
+    # the grid already held the file (the direct upload): nothing more was sent
+    assert res.cap == direct.cap and helper2.pushed == 0
+
+
+async def test_resume_sends_only_the_rest(grid: StorageGrid, tmp_path: Path) -> None:
+    service = _service(grid, tmp_path)
+    helper = LocalHelper(service, "h1")
+    helper.cut_after = 50_000
+    data = os.urandom(120_000)
+    client = _client(grid, [helper])
+    with pytest.raises(ConnectionError):
+        # through the helper only (what HelpedUploader does before falling back)
+        await client._via(helper, bytes_source(data), _key(data), len(data), PARAMS, 7, None)
+    assert service.figures()["bytes_received"] == 50_000
+    helper.cut_after = None
+    helper.pushed = 0
+    seen: list[int] = []
+    res = await client._via(
+        helper, bytes_source(data), _key(data), len(data), PARAMS, 7, lambda d, _t: seen.append(d)
+    )
+    assert helper.pushed == len(data) - 50_000
+    assert seen[-1] == len(data)
+    assert isinstance(res.cap, ReadCap) and await _read(grid, res.cap) == data
+
+
+def _key(data: bytes) -> bytes:
+    h = ConvergenceHasher(SECRET, PARAMS)
+    h.update(data)
+    return h.key()
+
+
+async def test_a_corrupting_helper_never_yields_a_cap(grid: StorageGrid, tmp_path: Path) -> None:
+    bad = LocalHelper(_service(grid, tmp_path, "bad"), "bad")
+    bad.flip = 12_345
+    good = LocalHelper(_service(grid, tmp_path, "good"), "good")
+    data = os.urandom(100_000)
+    res = await _client(grid, [bad, good]).upload_convergent(bytes_source(data), SECRET)
+    assert res.helper == "good"
+    assert len(res.helper_failures) == 1 and res.helper_failures[0].startswith("bad:")
+    assert "differ from this file's encoding" in res.helper_failures[0]
+    assert isinstance(res.cap, ReadCap) and await _read(grid, res.cap) == data
+
+
+async def test_refusing_helpers_end_in_a_direct_upload(grid: StorageGrid, tmp_path: Path) -> None:
+    off = LocalHelper(
+        HelperService(tmp_path / "off", _uploader(grid, HELPER), HelperConfig()), "off"
+    )
+    picky = LocalHelper(_service(grid, tmp_path, "picky", accept=frozenset({b"x" * 20})), "picky")
+    data = os.urandom(80_000)
+    res = await _client(grid, [off, picky]).upload_convergent(bytes_source(data), SECRET)
+    assert res.helper is None
+    assert [f.split(":")[0] for f in res.helper_failures] == ["off", "picky"]
+    assert "not an upload helper" in res.helper_failures[0]
+    assert "does not accept" in res.helper_failures[1]
+    assert isinstance(res.cap, ReadCap) and await _read(grid, res.cap) == data
+
+
+async def test_never_and_random_uploads_go_direct(grid: StorageGrid, tmp_path: Path) -> None:
+    helper = LocalHelper(_service(grid, tmp_path), "h1")
+    data = os.urandom(70_000)
+    res = await _client(grid, [helper], use="never").upload_convergent(bytes_source(data), SECRET)
+    assert res.helper is None and res.helper_failures == () and helper.pushed == 0
+    res = await _client(grid, [helper]).upload_random(bytes_source(data)(), size=len(data))
+    assert res.helper is None and helper.pushed == 0
+    tiny = await _client(grid, [helper]).upload_convergent(bytes_source(b"x" * 40), SECRET)
+    assert tiny.helper is None and tiny.helper_failures == ()
+
+
+async def test_slow_use_follows_the_measured_uplink(grid: StorageGrid, tmp_path: Path) -> None:
+    helper = LocalHelper(_service(grid, tmp_path), "h1")
+    client = _client(grid, [helper], use="slow")
+    assert not client.wanted()  # nothing measured yet: direct, which measures
+    await client.upload_convergent(bytes_source(os.urandom(1_500_000)), SECRET)
+    assert client.uplink is not None and client.uplink > 0
+    client.use = HelperUse(use="slow", slow_below=int(client.uplink * 10))
+    res = await client.upload_convergent(bytes_source(os.urandom(90_000)), SECRET)
+    assert res.helper == "h1"
+
+
+async def test_helper_limits(grid: StorageGrid, tmp_path: Path) -> None:
+    service = _service(grid, tmp_path, max_uploads=1, max_bytes_per_day=30_000)
+    si1, si2 = b"\x01" * 20, b"\x02" * 20
+    assert (await service.start(CLIENT, si1, PARAMS, 100_000)) == {"state": "send", "have": 0}
+    with pytest.raises(HelperError) as busy:
+        await service.start(CLIENT, si2, PARAMS, 100_000)
+    assert busy.value.code == "helper-busy"
+    with pytest.raises(HelperError) as offset:
+        await service.push(CLIENT, si1, 5, _chunks(b"x" * 10))
+    assert offset.value.code == "helper-offset" and offset.value.have == 0
+    with pytest.raises(HelperError) as quota:
+        await service.push(CLIENT, si1, 0, _chunks(os.urandom(40_000)))
+    assert quota.value.code == "helper-quota"
+    with pytest.raises(HelperError) as other:
+        await service.push(HELPER, si1, 0, _chunks(b"x"))  # someone else's spool
+    assert other.value.code == "helper-unknown"
+    with pytest.raises(HelperError) as early:
+        await service.finish(CLIENT, si1)
+    assert early.value.code == "helper-offset"
+    with pytest.raises(HelperError) as small:
+        await service.start(CLIENT, si2, PARAMS, 55)
+    assert small.value.code == "bad-request"
+
+
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), 8192):
+        yield data[i : i + 8192]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        None,
+        [],
+        {"si": b"x" * 20},
+        {"si": b"x" * 19, "offset": 0},
+        {"si": b"x" * 20, "offset": -1},
+        {"si": b"x" * 20, "offset": True},
+        {"si": b"x" * 20, "offset": 0, "more": 1},
+        {"si": "x" * 20, "offset": 0},
+    ],
+)
+def test_malformed_bodies_are_refused(body: object) -> None:
+    with pytest.raises(HelperError) as e:
+        _body(body, ("si", "offset"))
+    assert e.value.code == "bad-request"
+
+
+async def test_after_a_corrupting_helper_the_direct_upload_takes_a_fresh_key(
+    grid: StorageGrid, tmp_path: Path
+) -> None:
+    bad = LocalHelper(_service(grid, tmp_path, "bad"), "bad")
+    bad.flip = 0
+    data = os.urandom(90_000)
+    res = await _client(grid, [bad]).upload_convergent(bytes_source(data), SECRET)
+    assert res.helper is None and "fresh key" in res.helper_failures[0]
+    convergent = Encoder.convergent(SECRET, [data], PARAMS).storage_index
+    assert isinstance(res.cap, ReadCap) and res.cap.storage_index != convergent
+    assert await _read(grid, res.cap) == data
