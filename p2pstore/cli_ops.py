@@ -37,6 +37,8 @@ from .base.reports import (
     DEEP_STATES,
     check_lines,
     deep_state,
+    helper_notes,
+    helper_rows,
     info_lines,
     maintenance_rows,
     nat_rows,
@@ -101,6 +103,8 @@ def cmd_put(args: argparse.Namespace) -> int:
         print(doc["cap"])
         if path is not None:
             print(f"linked {doc['path']} ({human_bytes(doc['size'])})", file=sys.stderr)
+        for note in helper_notes(doc):
+            print(note, file=sys.stderr)
     return 0
 
 
@@ -320,7 +324,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             nat = doc.get("nat")
             for label, text in nat_rows(nat) if isinstance(nat, dict) else []:
                 print(f"  {label + ':':<14}{text}")
-            for label, text in maintenance_rows(doc):
+            for label, text in [*maintenance_rows(doc), *helper_rows(doc)]:
                 print(f"  {label + ':':<14}{text}")
             print(f"  {'web UI:':<14}run `p2pstore web-url` for a one-time login link")
         if err is not None:

@@ -42,6 +42,7 @@ from p2pstore.base.reports import (
     DEEP_STATES,
     check_lines,
     deep_state,
+    helper_notes,
     info_lines,
     peer_lines,
     pin_lines,
@@ -306,7 +307,6 @@ class Shell:
         mode = inv.values.get("mode", "convergent")
         api = self.api()
         before = self._stat(dst)
-
         two_passes = mode == "convergent" and size is not None
         op_id = new_op_id()
         stored = [0]  # bytes the node has placed (convergent: only after the whole body)
@@ -358,7 +358,8 @@ class Shell:
             raise
         finally:
             self.cache.clear()
-        self.out.line(f"put {show_remote(dst)} ({human_bytes(int(doc.get('size', 0)))})")
+        said = f"put {show_remote(dst)} ({human_bytes(int(doc.get('size', 0)))})"
+        self.out.lines([said, *helper_notes(doc)])
 
     def _say_what_a_cancel_kept(
         self, dst: VPath, before: dict[str, Any] | None, op_id: str | None = None

@@ -17,7 +17,7 @@ from typing import Any
 from p2pstore.api_client import ApiCallError, ClientError, NodeUnreachable
 from p2pstore.app.vpath import VPath
 from p2pstore.base.progress import format_progress, human_bytes
-from p2pstore.base.reports import maintenance_rows, nat_rows, safe
+from p2pstore.base.reports import helper_rows, maintenance_rows, nat_rows, safe
 
 from .errors import ShellError, UsageError
 from .parse import ALIASES, COMMAND_LIST, CommandSpec
@@ -107,7 +107,7 @@ def status_lines(doc: Mapping[str, Any], api_url: str) -> list[str]:
     nat = doc.get("nat")
     for label, text in nat_rows(nat) if isinstance(nat, Mapping) else []:
         lines.append(f"{label + ':':<15}{text}")
-    for label, text in maintenance_rows(doc):
+    for label, text in [*maintenance_rows(doc), *helper_rows(doc)]:
         lines.append(f"{label + ':':<15}{text}")
     for t in doc.get("transfers") or []:
         size = t.get("size")

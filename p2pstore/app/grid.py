@@ -74,6 +74,7 @@ from p2pstore.grid import (
     file_source,
 )
 from p2pstore.grid.errors import GridRemoteError
+from p2pstore.grid.helper_client import HelpedUploader
 from p2pstore.grid.mutable import MutableConfig, MutableFiles, SeenGuard
 from p2pstore.grid.peers import FindPeers, StorageFor
 from p2pstore.grid.placement import happiness
@@ -159,20 +160,26 @@ class GridApplication(MutableOperations, PinOps, DelegateVdrive):
         self.node_info = node_info
         self.peer_source = peer_source
         self.vdrive = vdrive
-        self.uploader: Uploader[Any] = Uploader(
+        self.direct_uploader: Uploader[Any] = Uploader(
             find_peers,
             storage_for,
             upload_config or UploadConfig(happy=happy),
             params=self.params,
             quality=quality,
         )
+        #: a HelpedUploader in front of it when the node uses upload helpers
+        self.uploader: Uploader[Any] | HelpedUploader[Any] = self.direct_uploader
         self.downloader: Downloader[Any] = Downloader(find_peers, storage_for, download_config)
         self.health: Health[Any] = Health(
             find_peers, storage_for, HealthConfig(happy=happy), quality=quality
         )
         #: mutable files (docs/mutable.md): roots on the N peers nearest each slot
         self.mutable: MutableFiles[Any] = MutableFiles(
-            find_peers, storage_for, self.uploader, MutableConfig(replicas=self.params.n), seen=seen
+            find_peers,
+            storage_for,
+            self.direct_uploader,
+            MutableConfig(replicas=self.params.n),
+            seen=seen,
         )
         self._running: set[asyncio.Task[Any]] = set()
         self._closed = False
@@ -277,6 +284,10 @@ class GridApplication(MutableOperations, PinOps, DelegateVdrive):
                     peers_found=res.peers_found,
                     placements={str(s): _b32(p) for s, p in sorted(res.placements.items())},
                 )
+            if res.helper is not None:  # docs/helper.md
+                details["helper"] = res.helper
+            if res.helper_failures:
+                details["helper_failures"] = list(res.helper_failures)
             return UploadResult(res.cap, res.size, mode, details)
 
     async def _upload_convergent(

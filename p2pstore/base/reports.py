@@ -238,3 +238,53 @@ def check_lines(doc: Mapping[str, Any]) -> list[str]:
     elif doc.get("repair_attempted"):
         lines.append("nothing to repair" if doc.get("healthy") else "repair failed")
     return lines
+
+
+def helper_notes(doc: Mapping[str, Any]) -> list[str]:
+    """What an upload's answer says about upload helpers (docs/helper.md): the
+    helper that placed the shares, and each helper that failed before."""
+    details = doc.get("details")
+    if not isinstance(details, Mapping):
+        return []
+    out = [f"upload helper failed: {safe(str(f))}" for f in details.get("helper_failures", ())]
+    if isinstance(details.get("helper"), str):
+        out.append(f"sent through upload helper {safe(details['helper'])[:16]}")
+    elif out:
+        out.append("uploaded directly instead")
+    return out
+
+
+def helper_rows(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The upload-helper figures of a node's status (``details.helper``;
+    docs/helper.md, "Status"), as (label, text) rows for every front end."""
+    h = doc.get("helper")
+    if not isinstance(h, Mapping):
+        details = doc.get("details")
+        h = details.get("helper") if isinstance(details, Mapping) else None
+    if not isinstance(h, Mapping):
+        return []
+
+    def n(key: str) -> int:
+        v = h.get(key)
+        return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+    rows = []
+    if h.get("serving"):
+        rows.append(
+            (
+                "helper",
+                f"serving: {n('uploads_placed')} placed, {n('uploads_present')} already "
+                f"in the grid, {n('uploads_failed')} failed, {n('uploads_in_progress')} in "
+                f"progress; {human_bytes(n('bytes_received'))} received "
+                f"({human_bytes(n('bytes_today'))} today)",
+            )
+        )
+    use = h.get("use")
+    if use in ("always", "slow"):
+        text = f"{use}" + (
+            f" (measured upload rate {human_bytes(n('measured_upload_rate'))}/s)"
+            if n("measured_upload_rate")
+            else ""
+        )
+        rows.append(("uses helpers", text))
+    return rows

@@ -122,8 +122,8 @@ class RpcHelperClient:
             raise HelperError("bad-response", f"{method} answered no map")
         return r
 
-    async def status(self) -> dict[str, Any]:
-        return await self._call("helper.status", {}, self.timeout)
+    async def status(self, timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109
+        return await self._call("helper.status", {}, timeout or self.timeout)
 
     async def start(self, si: bytes, params: EncodingParams, size: int) -> dict[str, Any]:
         body = {"si": si, "k": params.k, "n": params.n, "segment_size": params.segment_size}

@@ -25,6 +25,7 @@ from quic_transport.identity import IdentityError, NodeId
 from .address import HostPort, parse_host_port
 from .config_table import Section as _Section
 from .errors import ConfigError
+from .helper_config import HelperSection, helper_section
 from .sftp_config import SftpSection, sftp_section
 from .size import parse_duration, parse_size
 
@@ -211,6 +212,7 @@ class NodeConfig:
     portmap: PortmapSection = field(default_factory=PortmapSection)
     maintenance: MaintenanceSection = field(default_factory=MaintenanceSection)
     sftp: SftpSection = field(default_factory=SftpSection)
+    helper: HelperSection = field(default_factory=HelperSection)
 
     @property
     def node_dir(self) -> Path:
@@ -328,7 +330,7 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
     """Validate parsed TOML; ``path`` is only used in messages and for ``node_dir``."""
     known_sections = {
         *("node", "storage", "dht", "client", "logging", "vdrive"),
-        *("limits", "portmap", "relay", "network", "maintenance", "sftp"),
+        *("limits", "portmap", "relay", "network", "maintenance", "sftp", "helper"),
     }
     for name, value in data.items():
         if name not in known_sections:
@@ -356,6 +358,7 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
         portmap=_portmap_section(section("portmap")),
         maintenance=_maintenance_section(section("maintenance")),
         sftp=sftp_section(section("sftp")),
+        helper=helper_section(section("helper")),
     )
 
 

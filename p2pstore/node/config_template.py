@@ -193,6 +193,20 @@ keep_references = {"true" if maint.keep_references else "false"}
 #                        # picked once and kept (see `p2pstore status`)
 # users_file = "sftp_users"
 
+# [helper]
+# Upload helpers for slow home uplinks (docs/helper.md). A node with a slow uplink
+# sends a file's ciphertext once to a helper, which erasure codes it and places the
+# shares; the helper never sees the key, and this node checks every placed share.
+# enabled = false             # serve as a helper for others (a well-connected node)
+# max_uploads = 4             # uploads in progress or waiting to resume
+# max_bytes_per_day = "50GB"  # ciphertext accepted per day, all callers together
+# accept = []                 # node IDs allowed to use it; empty: any peer
+# keep_partial = "2d"         # an unfinished upload waits this long to be resumed
+# use = "never"               # "always", or "slow": when this node's measured
+#                             # upload rate is below slow_below (bytes per second)
+# slow_below = "2.5MB"
+# helpers = ["seeds"]         # node IDs to try in order; "seeds": the bootstrap seeds
+
 # [network]
 # Home machines behind NAT (docs/nat.md). "auto" asks peers to dial this node back
 # and decides; "public"/"private" skip the guess (a private node runs the DHT as a

@@ -50,6 +50,7 @@ from p2pstore import __version__
 from p2pstore.app.contract import PeerInfo
 from p2pstore.app.grid import GridApplication, VdriveComponent
 from p2pstore.base.tasks import TaskOwner
+from p2pstore.grid.helper import HelperService
 from p2pstore.grid.lease_renewal import LeaseBook, LeaseRenewer, RenewerConfig
 from p2pstore.grid.quality import PeerQuality
 from p2pstore.grid.storage_peers import StoragePeers
@@ -68,6 +69,7 @@ from quic_transport.identity import NodeId
 
 from .advertise import advertised_address
 from .bootstrap import Seed
+from .helper_wiring import helper_status, wire_helper
 from .join import JoinReport, contact_any, join_candidates
 from .limits import dht_config, limits_status, slower, transport_config
 from .nat_wiring import make_nat_manager, nat_hooks
@@ -147,6 +149,7 @@ class GridService:
         self.spool_dir = context.node_dir.state_dir / "spool"
         self.relay = RelayKeeper(context.config)  # [relay] serve (docs/relay.md)
         self.port_mapper: PortMapper | None = None  # docs/portmap.md
+        self.helper: HelperService[Any] | None = None  # [helper] enabled
 
     def __repr__(self) -> str:
         return f"GridService({self.context.key.node_id.b32})"
@@ -210,13 +213,8 @@ class GridService:
         log.info(
             "grid node %s listening on UDP %s:%d (advertised %s:%d); storage %s; %d join "
             "candidates",
-            ctx.key.node_id.b32,
-            host,
-            port,
-            adv.host,
-            adv.port,
-            "on" if self.storage else "off",
-            len(candidates),
+            *(ctx.key.node_id.b32, host, port, adv.host, adv.port),
+            *("on" if self.storage else "off", len(candidates)),
         )
 
     def _start_seed_watch(self, ep: Endpoint) -> None:
@@ -476,7 +474,8 @@ class GridService:
                 quality=self.peer_quality,
                 seen=SeenStore(self.context.node_dir.state_dir / "mutable_seen.json"),
             )
-            self.backend.uploader.on_uploaded = self._on_uploaded
+            self.backend.direct_uploader.on_uploaded = self._on_uploaded
+            self.helper = wire_helper(self, self.backend)  # docs/helper.md
             if self.vdrive_factory is not None:
                 self.vdrive = self.vdrive_factory(self)
                 self.backend.vdrive = self.vdrive
@@ -576,6 +575,7 @@ class GridService:
             details["nat"] = self.nat.status()
         if self.relay_service is not None:
             details["relay_service"] = self.relay_service.status()
+        details["helper"] = helper_status(self)
         details["limits"] = limits_status(self.context.config.limits, self.endpoint)
         if self.port_mapper is not None:  # portmap
             details["portmap"] = self.port_mapper.status()

@@ -313,15 +313,16 @@ def grid_vdrive_factory(service: Any) -> NodeVdriveBackend:
     """``GridService``'s ``vdrive_factory`` hook (p2pstore/node/grid_service.py):
 
     uses ``service.context`` (NodeContext), ``service.endpoint`` (QUIC Endpoint),
-    ``service.dht`` (DhtNode) and ``service.backend`` (its Uploader/Downloader store
-    the directory objects, convergent under the node's convergence secret); registers
-    ``vdrive.apply`` on the endpoint when this node serves the shared drive.
+    ``service.dht`` (DhtNode) and ``service.backend`` (its direct Uploader, never
+    through a helper, and its Downloader store the directory objects, convergent
+    under the node's convergence secret); registers ``vdrive.apply`` on the endpoint
+    when this node serves the shared drive.
     """
     from dht.contact import Contact
     from quic_transport import PeerAddress
 
     ctx, endpoint, dht, files = service.context, service.endpoint, service.dht, service.backend
-    store = GridObjectStore(files.uploader, files.downloader, ctx.convergence_secret)
+    store = GridObjectStore(files.direct_uploader, files.downloader, ctx.convergence_secret)
 
     async def call(contact: Any, method: str, body: Any) -> Any:
         peer = PeerAddress(contact.node_id, contact.host, contact.port)

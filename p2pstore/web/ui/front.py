@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from p2pstore import __version__
-from p2pstore.base.reports import maintenance_rows
+from p2pstore.base.reports import helper_rows, maintenance_rows
 
 from .html import (
     DASH,
@@ -360,8 +360,9 @@ def _transfers_section(status: Mapping[str, Any]) -> str:
 
 
 def _maintenance_section(status: Mapping[str, Any]) -> str:
-    """Maintenance figures (docs/maintenance.md, "Status"); absent without storage."""
-    rows = maintenance_rows(status)
+    """Maintenance figures (docs/maintenance.md, "Status"; absent without storage) and
+    the upload helper's (docs/helper.md, "Status")."""
+    rows = [*maintenance_rows(status), *helper_rows(status)]
     if not rows:
         return ""
     return (

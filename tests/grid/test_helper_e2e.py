@@ -1,0 +1,78 @@
+"""The upload helper on real node processes (docs/helper.md): node1 serves as a
+helper, node2 sends its uploads through it; the files read back byte-identical from
+another node, a file the grid holds sends nothing, and with the helper gone node2
+uploads directly and says so."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..realgrid import cli
+
+pytestmark = [pytest.mark.e2e]
+
+
+def _status(node: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(cli("status", "--node", node, "--json").stdout)
+    return doc
+
+
+def _helper(node: Path) -> dict[str, Any]:
+    figures: dict[str, Any] = _status(node)["api"]["details"]["helper"]
+    return figures
+
+
+@pytest.mark.timeout(300)
+def test_uploads_through_a_helper_and_without_it(tmp_path: Path) -> None:
+    root = tmp_path / "grid"
+    try:
+        cli("grid", "up", "--nodes", "4", root, timeout=120.0)
+        helper_id = _status(root / "node1")["node_id"]
+        cli("grid", "down", root, timeout=120.0)
+        with (root / "node1" / "p2pstore.toml").open("a", encoding="utf-8") as f:
+            f.write("\n[helper]\nenabled = true\n")
+        with (root / "node2" / "p2pstore.toml").open("a", encoding="utf-8") as f:
+            f.write(f'\n[helper]\nuse = "always"\nhelpers = ["seeds", "{helper_id}"]\n')
+        cli("grid", "up", root, timeout=120.0)
+
+        src = tmp_path / "big.bin"
+        src.write_bytes(os.urandom(3_000_000))
+        put = cli("put", "--node", root / "node2", src, timeout=120.0)
+        cap = put.stdout.strip()
+        assert f"sent through upload helper {helper_id[:16]}" in put.stderr
+        back = tmp_path / "back.bin"
+        cli("get", "--node", root / "node3", "-f", cap, back, timeout=120.0)
+        assert back.read_bytes() == src.read_bytes()
+        served = _helper(root / "node1")
+        assert served["serving"] is True and served["uploads_placed"] == 1
+        assert served["bytes_received"] == 3_000_000  # the ciphertext, once
+        assert "serving: 1 placed" in cli("status", "--node", root / "node1").stdout
+
+        # the same file again: the helper finds it in the grid, nothing is sent
+        again = cli("put", "--node", root / "node2", src, "--json", timeout=120.0)
+        assert json.loads(again.stdout)["cap"] == cap
+        assert json.loads(again.stdout)["details"]["helper"] == helper_id
+        served = _helper(root / "node1")
+        assert served["uploads_present"] == 1 and served["bytes_received"] == 3_000_000
+
+        # a drive path, from the shell's and the web UI's way in: the same node path
+        linked = cli("put", "--node", root / "node2", src, "private:/big.bin", timeout=120.0)
+        assert "upload helper" in linked.stderr
+
+        # the helper gone: node2 uploads directly, and says why
+        cli("stop", root / "node1", timeout=60.0)
+        other = tmp_path / "other.bin"
+        other.write_bytes(os.urandom(1_000_000))
+        direct = cli("put", "--node", root / "node2", other, timeout=120.0)
+        assert "upload helper failed" in direct.stderr
+        assert "uploaded directly instead" in direct.stderr
+        cli("get", "--node", root / "node3", "-f", direct.stdout.strip(), back, timeout=120.0)
+        assert back.read_bytes() == other.read_bytes()
+        assert _helper(root / "node2")["use"] == "always"
+    finally:
+        cli("grid", "down", root, check=False, timeout=120.0)
