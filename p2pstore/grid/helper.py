@@ -40,7 +40,7 @@ from p2pstore.immutable.errors import ParameterError
 from p2pstore.immutable.params import LITERAL_MAX, MAX_FILE_SIZE
 from quic_transport.identity import NodeId, b32encode
 
-from .errors import UploadError
+from .errors import GridLocalError, UploadError
 from .peers import P
 from .placement import happiness
 from .regenerate import list_existing
@@ -131,8 +131,9 @@ class HelperService(Generic[P]):
         self._check_caller(caller)
         if not LITERAL_MAX < size <= MAX_FILE_SIZE:
             raise HelperError("bad-request", f"size {size} cannot be uploaded through a helper")
-        if params.n > 256 or params.k > params.n:
-            raise HelperError("bad-request", "bad encoding parameters")
+        happy = self.uploader.config.happy
+        if not params.k <= happy <= params.n:
+            raise HelperError("bad-request", f"{params.k}-of-{params.n} cannot reach happy={happy}")
         self._load()
         self._sweep()
         key = self._key(caller, si)
@@ -212,7 +213,7 @@ class HelperService(Generic[P]):
                 res = await self.uploader.upload_ciphertext(
                     file_source(str(spool.path)), si, spool.size, params=spool.params
                 )
-            except UploadError as e:
+            except (UploadError, GridLocalError) as e:
                 self.uploads_failed += 1
                 raise HelperError("helper-placement", str(e)[:1500]) from None
         await asyncio.to_thread(self._drop, key)

@@ -11,7 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pstore.app.vpath import VPath
-from p2pstore.base.reports import check_lines, info_lines, nat_rows, peer_lines
+from p2pstore.base.reports import (
+    check_lines,
+    helper_notes,
+    helper_rows,
+    info_lines,
+    nat_rows,
+    peer_lines,
+)
 from shell import render
 from shell.completion import complete
 from shell.errors import UsageError
@@ -395,3 +402,32 @@ def test_status_lines_version_and_seeds() -> None:
     assert "version:       0.1.0" in lines
     assert "seeds:         1 of 4 reachable" in lines
     assert not any(ln.startswith("seeds:") for ln in render.status_lines({}, "u"))
+
+
+def test_helper_rows_and_notes() -> None:
+    """docs/helper.md, "Status": the shell's status rows, and what put says."""
+    doc = {
+        "details": {
+            "helper": {
+                "serving": True,
+                "use": "slow",
+                "uploads_placed": 2,
+                "uploads_present": 1,
+                "bytes_received": 3 << 20,
+                "measured_upload_rate": 2 << 20,
+            }
+        }
+    }
+    lines = render.status_lines(doc, "http://127.0.0.1:1/")
+    assert any(ln.startswith("helper:") and "2 placed, 1 already" in ln for ln in lines)
+    assert "uses helpers:  slow (measured upload rate 2.0 MiB/s)" in lines
+    assert helper_rows({"details": {"helper": {"serving": False, "use": "never"}}}) == []
+    assert helper_rows({}) == []
+    put = {"details": {"helper": "abcdefghijklmnopqrstuvwxyz234567"}}
+    assert helper_notes(put) == ["sent through upload helper abcdefghijklmnop"]
+    fell_back = {"details": {"helper_failures": ["h1: gone\x1b[2J"]}}
+    assert helper_notes(fell_back) == [
+        "upload helper failed: h1: gone\\x1b[2J",  # remote text made safe for a terminal
+        "uploaded directly instead",
+    ]
+    assert helper_notes({"cap": "x"}) == []

@@ -218,3 +218,42 @@ def test_config_validation_is_total(data: dict[str, object]) -> None:
         config_from_dict(data, Path("p2pstore.toml"))
     except ConfigError as e:
         assert e.file == "p2pstore.toml" and e.problem
+
+
+def test_helper_section(tmp_path: Path) -> None:
+    """docs/helper.md, "Settings": defaults, values, and each bad value named."""
+    path = tmp_path / "p2pstore.toml"
+    assert config_from_dict({}, path).helper.use == "never"
+    assert config_from_dict({}, path).helper.helpers == ("seeds",)
+    helper_id = "a" * 32
+    cfg = config_from_dict(
+        {
+            "helper": {
+                "enabled": True,
+                "max_bytes_per_day": "1GB",
+                "accept": [helper_id.upper()],
+                "use": "slow",
+                "slow_below": "1MB",
+                "helpers": [helper_id, "seeds"],
+                "keep_partial": "1h",
+            }
+        },
+        path,
+    )
+    h = cfg.helper
+    assert (h.enabled, h.max_bytes_per_day, h.use, h.slow_below) == (True, 10**9, "slow", 10**6)
+    assert h.accept == (helper_id,) and h.helpers == (helper_id, "seeds")
+    serving = h.serving(reserve=5)
+    assert serving.accept == frozenset({bytes(20)}) and serving.keep_partial == 3600.0
+    assert h.using().slow_below == 10**6
+    for table, key in (
+        ({"use": "sometimes"}, "use"),
+        ({"accept": ["seeds"]}, "accept"),
+        ({"helpers": ["nope"]}, "helpers"),
+        ({"keep_partial": "10s"}, "keep_partial"),
+        ({"max_uploads": 0}, "max_uploads"),
+        ({"surprise": 1}, "surprise"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            config_from_dict({"helper": table}, path)
+        assert f"[helper] {key}" in str(info.value)

@@ -40,7 +40,10 @@ async def test_front_page_status_from_a_real_grid_node(tmp_path: Any) -> None:
     nodes: list[GridService] = [intro]
     try:
         dead = Seed(NodeId(os.urandom(20)), "127.0.0.1", 9, "gone")
-        a = service(make_dir(tmp_path, "alpha", [seed_of(intro), dead]), seed_interval=0.3)
+        alpha = make_dir(tmp_path, "alpha", [seed_of(intro), dead])
+        with (alpha / "p2pstore.toml").open("a", encoding="utf-8") as f:
+            f.write('\n[helper]\nenabled = true\nuse = "always"\n')  # docs/helper.md
+        a = service(alpha, seed_interval=0.3)
         b = service(make_dir(tmp_path, "beta", [seed_of(intro)]))
         for s in (a, b):
             nodes.append(s)
@@ -87,6 +90,8 @@ async def test_front_page_status_from_a_real_grid_node(tmp_path: Any) -> None:
                 b.context.key.node_id.b32,
                 "2 contacts",
                 "unlimited",
+                "serving: 0 placed",  # the upload helper's rows
+                "Uses helpers",
             ):
                 assert text in page, text
             assert "not reported" not in page.split('id="h-transfers"')[0]

@@ -46,6 +46,7 @@ FIELDS = [
     "count", "nonce", "data", "value", "seq", "token", "node_id", "host", "port",
     "cap", "replace", "parents", "recursive", "src", "dst", "bits", "minute",
     "keys", "shares", "lease", "renew", "cancel", "owner", "k", "want", "max",
+    "n", "segment_size",
 ]  # fmt: skip
 
 scalars = st.one_of(
@@ -85,6 +86,8 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "dht.ping": {},
     "storage.readv": {"si": b"\x01" * 32, "shnum": 0, "ranges": [[0, 10]]},
     "storage.slot_write": {"si": _SLOT.storage_index, "record": _SLOT.encode(), "lease": 60},
+    "helper.start": {"si": b"\x01" * 20, "k": 2, "n": 4, "segment_size": 4096, "size": 100},
+    "helper.finish": {"si": b"\x01" * 20},
 }
 
 
@@ -152,9 +155,10 @@ class Node:
         from p2pstore.node.bootstrap import Seed
 
         seed = Seed(intro.endpoint.node_id, host, port)
-        storage = GridService(
-            context(make_dir(tmp, "n0", [seed])), vdrive_factory=grid_vdrive_factory
-        )
+        n0 = make_dir(tmp, "n0", [seed])
+        with (n0 / "p2pstore.toml").open("a", encoding="utf-8") as f:
+            f.write("\n[helper]\nenabled = true\n")  # serves helper.* too
+        storage = GridService(context(n0), vdrive_factory=grid_vdrive_factory)
         loop.run(storage.start())
         storage.api_backend()
         self.services.append(storage)
@@ -198,7 +202,10 @@ def _check(outcome: BaseException | None, method: str, body: Any) -> None:
 
 def test_every_method_is_registered(node: Node) -> None:
     names = set(node.handlers) | {m for _, m in node.streams}
-    for expected in ("storage.allocate", "dht.find_node", "vdrive.apply", "relay.reserve"):
+    for expected in (
+        *("storage.allocate", "dht.find_node", "vdrive.apply", "relay.reserve"),
+        *("helper.start", "helper.push", "helper.finish", "helper.status"),
+    ):
         assert expected in names, sorted(names)
 
 
