@@ -1,10 +1,12 @@
 """The upload helper on real node processes (docs/helper.md): node1 serves as a
 helper, node2 sends its uploads through it; the files read back byte-identical from
-another node, a file the grid holds sends nothing, and with the helper gone node2
-uploads directly and says so."""
+another node, a file the grid holds sends nothing, an upload from node2's web UI (in
+headless Chromium, where installed) says it went through the helper, and with the
+helper gone node2 uploads directly and says so."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -12,7 +14,10 @@ from typing import Any
 
 import pytest
 
+from ..cdp_browser import Browser, find_chromium
 from ..realgrid import cli
+
+CHROMIUM = find_chromium()
 
 pytestmark = [pytest.mark.e2e]
 
@@ -60,9 +65,13 @@ def test_uploads_through_a_helper_and_without_it(tmp_path: Path) -> None:
         served = _helper(root / "node1")
         assert served["uploads_present"] == 1 and served["bytes_received"] == 3_000_000
 
-        # a drive path, from the shell's and the web UI's way in: the same node path
+        # a drive path, the way the shell and the web UI upload
         linked = cli("put", "--node", root / "node2", src, "private:/big.bin", timeout=120.0)
         assert "upload helper" in linked.stderr
+        if CHROMIUM is not None:
+            page_text = asyncio.run(_upload_in_the_web_ui(root / "node2", tmp_path))
+            assert f"Sent through upload helper {helper_id[:16]}" in page_text
+            assert _helper(root / "node1")["uploads_placed"] == 2
 
         # the helper gone: node2 uploads directly, and says why
         cli("stop", root / "node1", timeout=60.0)
@@ -76,3 +85,22 @@ def test_uploads_through_a_helper_and_without_it(tmp_path: Path) -> None:
         assert _helper(root / "node2")["use"] == "always"
     finally:
         cli("grid", "down", root, check=False, timeout=120.0)
+
+
+async def _upload_in_the_web_ui(node: Path, tmp_path: Path) -> str:
+    """Upload a fresh file through the drive page's form; the page's text after it."""
+    assert CHROMIUM is not None
+    web = tmp_path / "web.bin"
+    web.write_bytes(os.urandom(500_000))
+    link = cli("web-url", "--node", node).stdout.strip()
+    base = link.split("/login/")[0]
+    async with Browser.launch(CHROMIUM) as browser:
+        page = await browser.new_page(width=1280)
+        await page.goto(link)
+        assert await page.wait_for("location.pathname === '/' && document.title")
+        await page.goto(base + "/drive/private/")
+        await page.set_files("#up-file", [web])
+        await page.click("#upload button[type=submit]")
+        await page.wait_for("document.body.innerText.includes('Uploaded web.bin')", within=60)
+        text: str = await page.eval("document.body.innerText")
+        return text

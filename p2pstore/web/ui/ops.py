@@ -37,6 +37,7 @@ from p2pstore.app.errors import (
     TooLarge,
 )
 from p2pstore.app.vpath import VPath, check_name, parse_vpath
+from p2pstore.base.reports import helper_notes
 from p2pstore.immutable import ReadCap
 
 from ..api import _mode, _read_cap, _upload_json, check_upload_target, op_id_of
@@ -383,6 +384,9 @@ async def op_upload(request: web.Request, auth: Auth) -> web.StreamResponse:
     names = ", ".join(str(d["path"]).rsplit("/", 1)[-1] for d in uploaded[:5])
     more = f" and {len(uploaded) - 5} more" if len(uploaded) > 5 else ""
     message = f"Uploaded {names}{more} ({fmt_bytes(total)})."
+    notes = dict.fromkeys(note for d in uploaded for note in helper_notes(d))
+    if notes:  # through an upload helper, or directly after one failed (docs/helper.md)
+        message += " " + "; ".join(notes).capitalize() + "."
     return _done(request, auth, message, folder, {"uploaded": uploaded}, 201)
 
 
