@@ -13,9 +13,10 @@ Invariants:
   upload resumes where it stopped. A spool unused for ``keep_partial`` seconds is
   deleted; a spool is deleted once its shares are placed.
 - Limits, each refused with its own code before any byte is spooled: callers not in
-  ``accept`` (when set) ``helper-refused``; more than ``max_uploads`` spools
-  ``helper-busy``; more than ``max_bytes_per_day`` bytes a UTC day ``helper-quota``;
-  less than ``reserve`` bytes of free disk left ``helper-full``.
+  ``accept`` (when set) ``helper-refused``; more than ``max_uploads`` spools, or
+  than ``MAX_PER_CALLER`` of one caller, ``helper-busy`` (a full helper first drops
+  a spool idle for ``IDLE_EVICT`` seconds); more than ``max_bytes_per_day`` bytes a
+  UTC day ``helper-quota``; less than ``reserve`` bytes of free disk ``helper-full``.
 - ``start`` first asks the peers nearest the storage index which shares they hold:
   a file the grid already holds happily is answered ``present`` and nothing is sent.
 - At most one ``finish`` runs per spool; a failed placement keeps the spool, so the
@@ -50,6 +51,10 @@ from .upload import Uploader
 DAY = 86400.0
 #: ciphertext gathered per spool write
 BATCH = 1 << 20
+#: spools one caller may keep at once
+MAX_PER_CALLER = 2
+#: a full helper drops a spool untouched this long (seconds) to take a new upload
+IDLE_EVICT = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +152,10 @@ class HelperService(Generic[P]):
             self.uploads_present += 1
             return {"state": "present"}
         if spool is None:
-            if len(self._spools) >= self.config.max_uploads:
+            mine = sum(1 for k in self._spools if k.startswith(caller.b32))
+            if mine >= MAX_PER_CALLER:
+                raise HelperError("helper-busy", f"you have {mine} uploads in progress here")
+            if len(self._spools) >= self.config.max_uploads and not self._evict_idle():
                 raise HelperError("helper-busy", f"{len(self._spools)} uploads in progress")
             self._check_space(size)
             spool = await asyncio.to_thread(self._create, key, params, size)
@@ -313,6 +321,19 @@ class HelperService(Generic[P]):
         self._spools.pop(key, None)
         for suffix in (".ct", ".json"):
             (self.directory / f"{key}{suffix}").unlink(missing_ok=True)
+
+    def _evict_idle(self) -> bool:
+        """Make room: drop the spool idle longest, if idle for ``IDLE_EVICT`` seconds
+        (one caller's abandoned uploads must not lock the others out for days)."""
+        idle: list[tuple[float, str]] = []
+        for key, spool in self._spools.items():
+            with contextlib.suppress(OSError):
+                if not spool.lock.locked():
+                    idle.append((spool.path.stat().st_mtime, key))
+        if not idle or min(idle)[0] > self.clock() - IDLE_EVICT:
+            return False
+        self._drop(min(idle)[1])
+        return True
 
     def _sweep(self) -> None:
         cutoff = self.clock() - self.config.keep_partial

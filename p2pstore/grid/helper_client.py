@@ -46,9 +46,10 @@ from p2pstore.immutable import (
 from p2pstore.immutable.crypto import TAG_BLOCK, random_key, tagged_hash
 from p2pstore.immutable.params import LITERAL_MAX
 from p2pstore.immutable.share_layout import HEADER_SIZE
+from p2pstore.storage import StorageAPI
 
 from .helper import HelperError
-from .peers import P, Progress, describe
+from .peers import READ_CHUNK, P, Progress, describe
 from .placement import happiness
 from .regenerate import list_existing
 from .sources import Reopenable
@@ -242,7 +243,7 @@ class HelpedUploader(Generic[P]):
             api = up.storage_for(peers[peer])
             try:
                 head, tail, block = await bounded(
-                    api.readv(si, share, [*ranges, layout.block_range(j)]), t
+                    read_ranges(api, si, share, [*ranges, layout.block_range(j)]), t
                 )
                 if head != trailer.header or tail != trailer.trailer:
                     log.warning("helper upload: share %d on a peer differs", share)
@@ -268,6 +269,34 @@ class HelpedUploader(Generic[P]):
                 placements.setdefault(s, peers[peer])
         bad = sum(1 for ok in oks if ok is False)
         return dict(sorted(placements.items())), happiness(holdings), len(found), bad
+
+
+async def read_ranges(
+    api: StorageAPI, si: bytes, share: int, ranges: Sequence[tuple[int, int]]
+) -> list[bytes]:
+    """``ranges`` of one share, however long (a large file's trailer is over a MiB):
+    in ``readv`` calls of at most ``READ_CHUNK`` bytes and ``MAX_RANGES`` ranges."""
+    pieces = [
+        (i, off + at, min(READ_CHUNK, length - at))
+        for i, (off, length) in enumerate(ranges)
+        for at in range(0, max(length, 1), READ_CHUNK)
+    ]
+    out = [bytearray() for _ in ranges]
+    batch: list[tuple[int, int, int]] = []
+
+    async def flush() -> None:
+        got = await api.readv(si, share, [(off, n) for _, off, n in batch])
+        for (i, _, _), data in zip(batch, got, strict=True):
+            out[i] += data
+        batch.clear()
+
+    for piece in pieces:
+        if batch and (sum(n for *_, n in batch) + piece[2] > READ_CHUNK or len(batch) == 64):
+            await flush()
+        batch.append(piece)
+    if batch:
+        await flush()
+    return [bytes(b) for b in out]
 
 
 class _Ciphertext:

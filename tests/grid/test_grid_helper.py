@@ -6,6 +6,7 @@ never in a cap for an unreadable file."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,9 @@ from p2pstore.grid import (
     static_peers,
 )
 from p2pstore.grid.helper import HelperConfig, HelperError, HelperService
-from p2pstore.grid.helper_client import HelpedUploader, HelperUse
+from p2pstore.grid.helper_client import HelpedUploader, HelperUse, read_ranges
 from p2pstore.grid.helper_rpc import _body
+from p2pstore.grid.peers import READ_CHUNK
 from p2pstore.immutable import (
     CiphertextEncoder,
     ConvergenceHasher,
@@ -325,3 +327,48 @@ async def test_after_a_corrupting_helper_the_direct_upload_takes_a_fresh_key(
     convergent = Encoder.convergent(SECRET, [data], PARAMS).storage_index
     assert isinstance(res.cap, ReadCap) and res.cap.storage_index != convergent
     assert await _read(grid, res.cap) == data
+
+
+async def test_one_caller_cannot_take_every_spool(grid: StorageGrid, tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    service = HelperService(
+        tmp_path / "h",
+        _uploader(grid, HELPER),
+        HelperConfig(enabled=True, reserve=0, max_uploads=3),
+        clock=lambda: now[0],
+    )
+    other = NodeId(b"O" * 20)
+    for i in (1, 2):
+        await service.start(CLIENT, bytes([i]) * 20, PARAMS, 100_000)
+    with pytest.raises(HelperError) as mine:
+        await service.start(CLIENT, b"\x03" * 20, PARAMS, 100_000)
+    assert mine.value.code == "helper-busy" and "you have 2" in mine.value.message
+    await service.start(other, b"\x04" * 20, PARAMS, 100_000)
+    third = NodeId(b"T" * 20)
+    with pytest.raises(HelperError) as full:  # full, and nothing idle long enough
+        await service.start(third, b"\x05" * 20, PARAMS, 100_000)
+    assert full.value.code == "helper-busy"
+    now[0] = time.time() + 3600  # an hour later every spool is idle: one makes room
+    assert (await service.start(third, b"\x05" * 20, PARAMS, 100_000))["state"] == "send"
+    assert service.figures()["uploads_in_progress"] == 3
+
+
+class _Share:
+    """A storage API over one share's bytes that enforces the servers' read limits."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.calls = data, 0
+
+    async def readv(self, si: bytes, share: int, ranges: list[tuple[int, int]]) -> list[bytes]:
+        self.calls += 1
+        assert len(ranges) <= 64 and sum(n for _, n in ranges) <= READ_CHUNK
+        return [self.data[o : o + n] for o, n in ranges]
+
+
+async def test_long_ranges_are_read_in_calls_the_servers_allow() -> None:
+    data = os.urandom(3 << 20)
+    api = _Share(data)
+    ranges = [(0, 72), (100, (5 << 19) + 3), (3 << 20, 0), (5, 10)]
+    got = await read_ranges(api, b"s" * 20, 0, ranges)  # type: ignore[arg-type]
+    assert got == [data[o : o + n] for o, n in ranges]
+    assert api.calls >= 3
