@@ -111,14 +111,20 @@ def _fact(key: str, value: Any) -> list[str]:
     return [label + safe(str(value))]
 
 
+def _status_part(doc: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    """``doc[key]`` or ``doc["details"][key]`` of a node's status, if a map."""
+    part = doc.get(key)
+    if not isinstance(part, Mapping):
+        details = doc.get("details")
+        part = details.get(key) if isinstance(details, Mapping) else None
+    return part if isinstance(part, Mapping) else None
+
+
 def maintenance_rows(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The maintenance figures of a node's status (``details.maintenance``;
     docs/maintenance.md, "Status"), as (label, text) rows for every front end."""
-    m = doc.get("maintenance")
-    if not isinstance(m, Mapping):
-        details = doc.get("details")
-        m = details.get("maintenance") if isinstance(details, Mapping) else None
-    if not isinstance(m, Mapping):
+    m = _status_part(doc, "maintenance")
+    if m is None:
         return []
     if not m.get("enabled"):
         return [("maintenance", "off")]
@@ -257,11 +263,8 @@ def helper_notes(doc: Mapping[str, Any]) -> list[str]:
 def helper_rows(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The upload-helper figures of a node's status (``details.helper``;
     docs/helper.md, "Status"), as (label, text) rows for every front end."""
-    h = doc.get("helper")
-    if not isinstance(h, Mapping):
-        details = doc.get("details")
-        h = details.get("helper") if isinstance(details, Mapping) else None
-    if not isinstance(h, Mapping):
+    h = _status_part(doc, "helper")
+    if h is None:
         return []
 
     def n(key: str) -> int:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from p2pstore.immutable import EncodingParams
 from p2pstore.immutable.errors import ParameterError
+from p2pstore.storage.bulk import StreamEndpoint
 from quic_transport import PeerAddress
 from quic_transport.errors import RpcError
 from quic_transport.identity import ID_BYTES
@@ -33,20 +34,6 @@ class Registry(Protocol):
     def register_stream(
         self, method: str, handler: Callable[[Any, Any, Any], Awaitable[Any]]
     ) -> None: ...
-
-
-class HelperEndpoint(Protocol):
-    async def call(self, peer: Any, method: str, body: Any, *, timeout: float = ...) -> Any: ...  # noqa: ASYNC109
-
-    async def call_stream(
-        self,
-        peer: Any,
-        method: str,
-        header: Any,
-        chunks: AsyncIterable[bytes],
-        *,
-        timeout: float = ...,  # noqa: ASYNC109
-    ) -> Any: ...
 
 
 def _body(body: object, keys: tuple[str, ...]) -> dict[str, Any]:
@@ -103,7 +90,7 @@ class RpcHelperClient:
     """One helper through an Endpoint (``HelperAPI``); ``name`` is its node ID."""
 
     def __init__(
-        self, endpoint: HelperEndpoint, peer: PeerAddress, *, timeout: float = 30.0
+        self, endpoint: StreamEndpoint, peer: PeerAddress, *, timeout: float = 30.0
     ) -> None:
         self.endpoint = endpoint
         self.peer = peer

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from p2pstore.nat.relay.limits import RelayLimits
-from quic_transport.identity import IdentityError, NodeId
 
 from .address import HostPort, parse_host_port
 from .config_table import Section as _Section
+from .config_table import node_ids
 from .errors import ConfigError
 from .helper_config import HelperSection, helper_section
 from .sftp_config import SftpSection, sftp_section
@@ -221,20 +221,6 @@ class NodeConfig:
     @property
     def bootstrap_path(self) -> Path:
         return self.node_dir / self.node.bootstrap_file
-
-
-def _node_ids(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or len(value) > 10_000:
-        raise ValueError("expected a list of node IDs (base32 strings)")
-    out = []
-    for v in value:
-        if not isinstance(v, str):
-            raise ValueError(f"expected a node ID string, got {v!r}")
-        try:
-            out.append(NodeId.from_b32(v.strip().lower()).b32)
-        except IdentityError as e:
-            raise ValueError(f"{v!r}: {e}") from None
-    return tuple(out)
 
 
 def _host_port(value: Any) -> HostPort:
@@ -440,7 +426,7 @@ def _logging_section(s: _Section, path: Path) -> LoggingSection:
 def _vdrive_section(s: _Section, node: NodeSection) -> VdriveSection:
     vdrive = VdriveSection(
         serve=s.get("serve", bool, node.introducer),
-        writers=s.convert("writers", (), _node_ids),
+        writers=s.convert("writers", (), node_ids),
         open=s.get("open", bool, False),
     )
     s.finish()

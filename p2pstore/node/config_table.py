@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from quic_transport.identity import IdentityError, NodeId
+
 from .errors import AddressError, ConfigError
 
 T = TypeVar("T")
@@ -55,3 +57,22 @@ class Section:
         if unknown:
             known = ", ".join(sorted(self.used))
             raise self.error(unknown[0], f"unknown key (known keys in [{self.name}]: {known})")
+
+
+def node_ids(value: Any, *, also: frozenset[str] = frozenset()) -> tuple[str, ...]:
+    """A list of node IDs (base32) made canonical; the words in ``also`` pass as they
+    are (``[helper] helpers = ["seeds"]``)."""
+    if not isinstance(value, list) or len(value) > 10_000:
+        raise ValueError("expected a list of node IDs (base32 strings)")
+    out = []
+    for v in value:
+        if not isinstance(v, str):
+            raise ValueError(f"expected a node ID string, got {v!r}")
+        if v.strip() in also:
+            out.append(v.strip())
+            continue
+        try:
+            out.append(NodeId.from_b32(v.strip().lower()).b32)
+        except IdentityError as e:
+            raise ValueError(f"{v!r}: {e}") from None
+    return tuple(out)

@@ -16,12 +16,13 @@ from typing import Any
 
 from p2pstore.grid.helper import HelperConfig
 from p2pstore.grid.helper_client import USES, HelperUse
-from quic_transport.identity import IdentityError, NodeId
+from quic_transport.identity import NodeId
 
-from .config_table import Section
+from .config_table import Section, node_ids
 from .size import parse_duration, parse_size
 
 SEEDS = "seeds"
+_SEEDS = frozenset({SEEDS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,23 +51,6 @@ class HelperSection:
         return HelperUse(use=self.use, slow_below=self.slow_below)
 
 
-def _ids(value: Any, *, seeds: bool) -> tuple[str, ...]:
-    if not isinstance(value, list) or len(value) > 1000:
-        raise ValueError("expected a list of node IDs (base32 strings)")
-    out = []
-    for v in value:
-        if not isinstance(v, str):
-            raise ValueError(f"expected a node ID string, got {v!r}")
-        if seeds and v.strip() == SEEDS:
-            out.append(SEEDS)
-            continue
-        try:
-            out.append(NodeId.from_b32(v.strip().lower()).b32)
-        except IdentityError as e:
-            raise ValueError(f"{v!r}: {e}") from None
-    return tuple(out)
-
-
 def _use(value: Any) -> str:
     if value not in USES:
         raise ValueError(f"expected one of {', '.join(repr(u) for u in USES)}, got {value!r}")
@@ -79,11 +63,11 @@ def helper_section(s: Section) -> HelperSection:
         enabled=s.get("enabled", bool, d.enabled),
         max_uploads=s.int_range("max_uploads", d.max_uploads, 1, 1000),
         max_bytes_per_day=s.convert("max_bytes_per_day", d.max_bytes_per_day, parse_size),
-        accept=s.convert("accept", d.accept, lambda v: _ids(v, seeds=False)),
+        accept=s.convert("accept", d.accept, node_ids),
         keep_partial=s.convert("keep_partial", d.keep_partial, parse_duration),
         use=s.convert("use", d.use, _use),
         slow_below=s.convert("slow_below", d.slow_below, parse_size),
-        helpers=s.convert("helpers", d.helpers, lambda v: _ids(v, seeds=True)),
+        helpers=s.convert("helpers", d.helpers, lambda v: node_ids(v, also=_SEEDS)),
     )
     s.finish()
     if out.keep_partial < 60:
