@@ -12,15 +12,18 @@ Invariants:
   spooled length (else :class:`HelperError` ``helper-offset``), so an interrupted
   upload resumes where it stopped. A spool unused for ``keep_partial`` seconds is
   deleted; a spool is deleted once its shares are placed.
+- Only the helper's own encoding parameters are accepted (the cost of encoding and
+  placing is the helper's; ``bad-request`` otherwise).
 - Limits, each refused with its own code before any byte is spooled: callers not in
   ``accept`` (when set) ``helper-refused``; more than ``max_uploads`` spools, or
-  than ``MAX_PER_CALLER`` of one caller, ``helper-busy`` (a full helper first drops
-  a spool idle for ``IDLE_EVICT`` seconds); more than ``max_bytes_per_day`` bytes a
+  than ``MAX_PER_CALLER`` of one caller, ``helper-busy`` (a caller at its limit
+  replaces its own oldest spool; a full helper first drops a spool idle for
+  ``IDLE_EVICT`` seconds); more than ``max_bytes_per_day`` bytes a
   UTC day ``helper-quota``; less than ``reserve`` bytes of free disk ``helper-full``.
 - ``start`` first asks the peers nearest the storage index which shares they hold:
   a file the grid already holds happily is answered ``present`` and nothing is sent.
 - At most one ``finish`` runs per spool; a failed placement keeps the spool, so the
-  client can ask again without sending anything.
+  client can ask again without sending anything, up to ``MAX_FINISH_ATTEMPTS``.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ BATCH = 1 << 20
 MAX_PER_CALLER = 2
 #: a full helper drops a spool untouched this long (seconds) to take a new upload
 IDLE_EVICT = 600.0
+#: placements of one spool (each sends N/k x its size); then it is dropped
+MAX_FINISH_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,7 @@ class _Spool:
     size: int
     have: int
     lock: asyncio.Lock
+    attempts: int = 0  # placements tried (finish)
 
 
 class HelperService(Generic[P]):
@@ -136,30 +142,45 @@ class HelperService(Generic[P]):
         self._check_caller(caller)
         if not LITERAL_MAX < size <= MAX_FILE_SIZE:
             raise HelperError("bad-request", f"size {size} cannot be uploaded through a helper")
-        happy = self.uploader.config.happy
-        if not params.k <= happy <= params.n:
-            raise HelperError("bad-request", f"{params.k}-of-{params.n} cannot reach happy={happy}")
+        own = self.uploader.params
+        if params != own:  # the cost of an encoding is the helper's: only its own
+            raise HelperError(
+                "bad-request",
+                f"this helper encodes {own.k}-of-{own.n} with {own.segment_size}-byte segments",
+            )
         self._load()
         self._sweep()
         key = self._key(caller, si)
-        spool = self._spools.get(key)
-        if spool is not None and (spool.params != params or spool.size != size):
-            await asyncio.to_thread(self._drop, key)  # the caller changed its mind
-            spool = None
+        self._replace_if_changed(key, size)
         if await self._present(si, params):
+            spool = self._spools.get(key)
             if spool is not None and not spool.lock.locked():
-                await asyncio.to_thread(self._drop, key)
+                self._drop(key)
             self.uploads_present += 1
             return {"state": "present"}
+        # from here to the new spool's entry nothing awaits: parallel starts see it
+        self._replace_if_changed(key, size)
+        spool = self._spools.get(key)
         if spool is None:
-            mine = sum(1 for k in self._spools if k.startswith(caller.b32))
-            if mine >= MAX_PER_CALLER:
-                raise HelperError("helper-busy", f"you have {mine} uploads in progress here")
-            if len(self._spools) >= self.config.max_uploads and not self._evict_idle():
+            mine = sorted(k for k in self._spools if k.startswith(caller.b32))
+            if len(mine) >= MAX_PER_CALLER and not self._evict_idle(mine, None):
+                raise HelperError("helper-busy", f"you have {len(mine)} uploads in progress here")
+            if len(self._spools) >= self.config.max_uploads and not self._evict_idle(
+                list(self._spools), IDLE_EVICT
+            ):
                 raise HelperError("helper-busy", f"{len(self._spools)} uploads in progress")
-            self._check_space(size)
-            spool = await asyncio.to_thread(self._create, key, params, size)
+            self._check_space(size + sum(s.size - s.have for s in self._spools.values()))
+            spool = self._create(key, params, size)
         return {"state": "send", "have": spool.have}
+
+    def _replace_if_changed(self, key: str, size: int) -> None:
+        """A spool of another size under this key (the caller's file changed) is
+        dropped; one in use is refused."""
+        spool = self._spools.get(key)
+        if spool is not None and spool.size != size:
+            if spool.lock.locked():
+                raise HelperError("helper-busy", "this upload is being sent or placed")
+            self._drop(key)
 
     async def push(
         self, caller: NodeId, si: bytes, offset: int, chunks: AsyncIterable[bytes]
@@ -217,12 +238,15 @@ class HelperService(Generic[P]):
                 raise HelperError(
                     "helper-offset", f"have {spool.have} of {spool.size} bytes", have=spool.have
                 )
+            spool.attempts += 1
             try:
                 res = await self.uploader.upload_ciphertext(
                     file_source(str(spool.path)), si, spool.size, params=spool.params
                 )
-            except (UploadError, GridLocalError) as e:
+            except (UploadError, GridLocalError, OSError) as e:
                 self.uploads_failed += 1
+                if spool.attempts >= MAX_FINISH_ATTEMPTS:  # each costs N/k x size sent
+                    self._drop(key)
                 raise HelperError("helper-placement", str(e)[:1500]) from None
         await asyncio.to_thread(self._drop, key)
         self.uploads_placed += 1
@@ -322,15 +346,17 @@ class HelperService(Generic[P]):
         for suffix in (".ct", ".json"):
             (self.directory / f"{key}{suffix}").unlink(missing_ok=True)
 
-    def _evict_idle(self) -> bool:
-        """Make room: drop the spool idle longest, if idle for ``IDLE_EVICT`` seconds
-        (one caller's abandoned uploads must not lock the others out for days)."""
+    def _evict_idle(self, keys: list[str], idle_for: float | None) -> bool:
+        """Make room: drop the spool of ``keys`` idle longest, if idle ``idle_for``
+        seconds (None: however recent; abandoned uploads must not lock their caller
+        or others out)."""
         idle: list[tuple[float, str]] = []
-        for key, spool in self._spools.items():
+        for key in keys:
+            spool = self._spools[key]
             with contextlib.suppress(OSError):
                 if not spool.lock.locked():
                     idle.append((spool.path.stat().st_mtime, key))
-        if not idle or min(idle)[0] > self.clock() - IDLE_EVICT:
+        if not idle or (idle_for is not None and min(idle)[0] > self.clock() - idle_for):
             return False
         self._drop(min(idle)[1])
         return True

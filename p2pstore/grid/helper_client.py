@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,10 +44,14 @@ from p2pstore.immutable import (
     ShareLayout,
 )
 from p2pstore.immutable.crypto import TAG_BLOCK, random_key, tagged_hash
+from p2pstore.immutable.errors import LocalError as ImmutableLocalError
 from p2pstore.immutable.params import LITERAL_MAX
 from p2pstore.immutable.share_layout import HEADER_SIZE
 from p2pstore.storage import StorageAPI
+from quic_transport.errors import TransportError
 
+from .download import Downloader
+from .errors import FileShrank, GridLocalError
 from .helper import HelperError
 from .peers import READ_CHUNK, P, Progress, describe
 from .placement import happiness
@@ -58,6 +62,9 @@ from .upload import Uploader, UploadResult
 log = logging.getLogger(__name__)
 
 USES = ("never", "always", "slow")
+#: tries of one helper when its connection breaks (each resumes from its spool)
+RESUME_TRIES = 3
+RESUME_PAUSE = 1.0
 
 
 class HelperAPI(Protocol):
@@ -80,6 +87,8 @@ class HelperUse:
     slow_below: int = 2_500_000
     #: bound on each verification read
     verify_timeout: float = 30.0
+    #: download the whole file once placed (size bytes down; see docs/helper.md)
+    read_back: bool = True
 
 
 class HelpedUploader(Generic[P]):
@@ -145,11 +154,15 @@ class HelpedUploader(Generic[P]):
                 for helper in await self.helpers():
                     key = random_key() if fresh_key else hasher.key()
                     try:
-                        res = await self._via(helper, source, key, size, params, happy, progress)
+                        res = await self._resuming(
+                            helper, source, key, size, params, happy, progress
+                        )
                         return self.direct.announce(_with(res, helper.name, tuple(failures)))
                     except _Poisoned as e:
                         fresh_key = True
                         failures.append(f"{helper.name}: {e}; next try with a fresh key")
+                    except (FileShrank, ImmutableLocalError, GridLocalError):
+                        raise  # this side's file or settings: no helper would do better
                     except Exception as e:
                         failures.append(f"{helper.name}: {_why(e)}")
                     log.warning("upload helper %s; trying the next way", failures[-1])
@@ -171,10 +184,36 @@ class HelpedUploader(Generic[P]):
         return res
 
     def _measure(self, res: UploadResult[P], params: EncodingParams, took: float) -> None:
-        sent = res.size // params.k * res.shares_sent
+        self._measured(res.size // params.k * res.shares_sent, took)
+
+    def _measured(self, sent: int, took: float) -> None:
+        """Bytes this node sent in ``took`` seconds (shares, or ciphertext to a helper):
+        the upload rate ``use = "slow"`` compares, from transfers of 4 MiB or more."""
         if sent >= 4 << 20 and took > 0:
             rate = sent / took
             self.uplink = rate if self.uplink is None else 0.5 * self.uplink + 0.5 * rate
+
+    async def _resuming(
+        self,
+        helper: HelperAPI,
+        source: Reopenable,
+        key: bytes,
+        size: int,
+        params: EncodingParams,
+        happy: int,
+        progress: Progress | None,
+    ) -> UploadResult[P]:
+        """:meth:`_via`, again from where the helper's spool stopped after a broken
+        connection (``RESUME_TRIES`` in all, with a growing pause)."""
+        for attempt in range(1, RESUME_TRIES + 1):
+            try:
+                return await self._via(helper, source, key, size, params, happy, progress)
+            except (ConnectionError, TimeoutError, TransportError) as e:
+                if attempt == RESUME_TRIES:
+                    raise
+                log.info("upload helper %s: %s; resuming", helper.name[:12], describe(e))
+                await asyncio.sleep(RESUME_PAUSE * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
 
     async def _via(
         self,
@@ -195,9 +234,11 @@ class HelpedUploader(Generic[P]):
         with ThreadPoolExecutor(1, thread_name_prefix="p2ps-encode") as ex:
             stream = _Ciphertext(enc, source, params, size, ex, have, progress)
             if state == "send" and have < size:
+                t0 = time.monotonic()
                 got = await helper.push(si, have, stream.chunks())
                 if got != size:
                     raise HelperError("helper-offset", f"helper has {got} of {size} bytes")
+                self._measured(size - have, time.monotonic() - t0)  # the uplink, too
             else:
                 async for _ in stream.chunks():
                     pass  # the local encoding, to check the helper's shares against
@@ -206,16 +247,32 @@ class HelpedUploader(Generic[P]):
         result = stream.result
         assert result is not None and isinstance(result.cap, ReadCap)
         placements, h, found, bad = await self._verify(enc, result, params, size)
-        if bad:
+        if bad and h < happy:
             raise _Poisoned(f"{bad} share(s) on the grid differ from this file's encoding")
+        if bad:  # enough good ones: a storage peer's foreign copies, not the helper's
+            log.warning("helper upload: %d foreign share(s) at this storage index", bad)
         if h < happy:
             raise HelperError(
                 "helper-verify",
                 f"only {h} verified holders of the shares the helper placed (happy is {happy})",
             )
+        if self.use.read_back:
+            await self._read_back(result.cap)
         return UploadResult(
             result.cap, size, placements, h, 0, len(placements), found, helper=helper.name
         )
+
+    async def _read_back(self, cap: ReadCap) -> None:
+        """Download the file (every block checked against the hash trees, which equal
+        the local encoding's) and drop the bytes: one corrupt segment in every
+        share would pass the per-share spot checks but not this."""
+        up = self.direct
+        down: Downloader[P] = Downloader(up.find_peers, up.storage_for)
+        try:
+            async for _ in down.read(cap):
+                pass
+        except Exception as e:
+            raise _Poisoned(f"the placed shares do not read back ({describe(e)})") from None
 
     async def _verify(
         self, enc: Encoder, result: EncodeResult, params: EncodingParams, size: int
@@ -238,7 +295,7 @@ class HelpedUploader(Generic[P]):
             if trailer is None:
                 return False
             layout = ShareLayout.for_share(geometry, share)
-            j = random.randrange(geometry.num_segments)
+            j = secrets.randbelow(geometry.num_segments)
             ranges = [(0, HEADER_SIZE), (trailer.trailer_offset, len(trailer.trailer))]
             api = up.storage_for(peers[peer])
             try:
@@ -358,7 +415,7 @@ class _Poisoned(Exception):
 
 def _why(e: BaseException) -> str:
     if isinstance(e, HelperError):
-        return e.message
+        return f"{e.code}: {e.message}"
     code, message = getattr(e, "code", None), getattr(e, "message", None)
     if isinstance(code, str) and isinstance(message, str):
         return f"{code}: {message}"

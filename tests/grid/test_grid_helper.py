@@ -5,6 +5,7 @@ never in a cap for an unreadable file."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
@@ -22,9 +23,10 @@ from p2pstore.grid import (
     UploadConfig,
     Uploader,
     bytes_source,
+    helper_client,
     static_peers,
 )
-from p2pstore.grid.helper import HelperConfig, HelperError, HelperService
+from p2pstore.grid.helper import MAX_FINISH_ATTEMPTS, HelperConfig, HelperError, HelperService
 from p2pstore.grid.helper_client import HelpedUploader, HelperUse, read_ranges
 from p2pstore.grid.helper_rpc import _body
 from p2pstore.grid.peers import READ_CHUNK
@@ -43,6 +45,11 @@ HELPER = NodeId(b"H" * 20)
 SECRET = bytes(range(32))
 PARAMS = EncodingParams.create(3, 10, 4096)
 FAST = SendConfig(op_timeout=2.0)
+
+
+@pytest.fixture(autouse=True)
+def _no_resume_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(helper_client, "RESUME_PAUSE", 0.0)
 
 
 @pytest.fixture
@@ -64,6 +71,7 @@ class LocalHelper:
     def __init__(self, service: HelperService[Any], name: str, caller: NodeId = CLIENT) -> None:
         self.service, self.name, self.caller = service, name, caller
         self.cut_after: int | None = None
+        self.cut_once = False  # the connection breaks once, not for good
         self.flip: int | None = None
         self.pushed = 0
 
@@ -81,6 +89,8 @@ class LocalHelper:
                 if self.cut_after is not None and self.pushed + len(chunk) > self.cut_after:
                     keep = self.cut_after - self.pushed
                     self.pushed += keep
+                    if self.cut_once:
+                        self.cut_after = None
                     yield chunk[:keep]
                     raise ConnectionError("the helper went away")
                 self.pushed += len(chunk)
@@ -330,27 +340,113 @@ async def test_after_a_corrupting_helper_the_direct_upload_takes_a_fresh_key(
 
 
 async def test_one_caller_cannot_take_every_spool(grid: StorageGrid, tmp_path: Path) -> None:
-    now = [1_000_000.0]
+    now = [time.time()]
     service = HelperService(
         tmp_path / "h",
         _uploader(grid, HELPER),
         HelperConfig(enabled=True, reserve=0, max_uploads=3),
         clock=lambda: now[0],
     )
-    other = NodeId(b"O" * 20)
-    for i in (1, 2):
+    for i in (1, 2, 3):  # the third replaces the caller's oldest
         await service.start(CLIENT, bytes([i]) * 20, PARAMS, 100_000)
-    with pytest.raises(HelperError) as mine:
-        await service.start(CLIENT, b"\x03" * 20, PARAMS, 100_000)
-    assert mine.value.code == "helper-busy" and "you have 2" in mine.value.message
-    await service.start(other, b"\x04" * 20, PARAMS, 100_000)
+    mine = sorted(p.name for p in (tmp_path / "h").glob("*.ct"))
+    assert len(mine) == 2 and service.figures()["uploads_in_progress"] == 2
+    await service.start(NodeId(b"O" * 20), b"\x04" * 20, PARAMS, 100_000)
     third = NodeId(b"T" * 20)
     with pytest.raises(HelperError) as full:  # full, and nothing idle long enough
         await service.start(third, b"\x05" * 20, PARAMS, 100_000)
     assert full.value.code == "helper-busy"
-    now[0] = time.time() + 3600  # an hour later every spool is idle: one makes room
+    now[0] += 3600  # an hour later every spool is idle: one makes room
     assert (await service.start(third, b"\x05" * 20, PARAMS, 100_000))["state"] == "send"
     assert service.figures()["uploads_in_progress"] == 3
+
+
+async def test_parallel_starts_keep_the_limits(grid: StorageGrid, tmp_path: Path) -> None:
+    service = _service(grid, tmp_path, max_uploads=4)
+    callers = [NodeId(bytes([65 + i]) * 20) for i in range(3)]
+    await asyncio.gather(
+        *(
+            service.start(c, bytes([i, j]) * 10, PARAMS, 100_000)
+            for i, c in enumerate(callers)
+            for j in range(3)
+        ),
+        return_exceptions=True,
+    )
+    keys = [p.stem for p in (tmp_path / "h1").glob("*.ct")]
+    assert len(keys) <= 4 and service.figures()["uploads_in_progress"] == len(keys)
+    for c in callers:
+        assert sum(k.startswith(c.b32) for k in keys) <= 2
+
+
+async def test_only_the_helpers_own_encoding(grid: StorageGrid, tmp_path: Path) -> None:
+    service = _service(grid, tmp_path)
+    for params in (EncodingParams.create(1, 10, 4096), EncodingParams.create(3, 10, 64)):
+        with pytest.raises(HelperError) as e:
+            await service.start(CLIENT, b"\x01" * 20, params, 100_000)
+        assert e.value.code == "bad-request" and "3-of-10" in e.value.message
+
+
+async def test_a_placement_is_tried_a_bounded_number_of_times(
+    grid: StorageGrid, tmp_path: Path
+) -> None:
+    service = _service(grid, tmp_path)
+    si = b"\x07" * 20
+    await service.start(CLIENT, si, PARAMS, 60_000)
+    await service.push(CLIENT, si, 0, _chunks(os.urandom(60_000)))
+    for gs in grid.servers:
+        gs.broken()
+    for attempt in range(1, MAX_FINISH_ATTEMPTS + 1):
+        with pytest.raises(HelperError) as e:
+            await service.finish(CLIENT, si)
+        assert e.value.code == "helper-placement"
+        left = service.figures()["uploads_in_progress"]
+        assert left == (1 if attempt < MAX_FINISH_ATTEMPTS else 0)
+
+
+async def test_a_broken_connection_resumes_within_the_same_put(
+    grid: StorageGrid, tmp_path: Path
+) -> None:
+    helper = LocalHelper(_service(grid, tmp_path), "h1")
+    helper.cut_after, helper.cut_once = 40_000, True
+    data = os.urandom(120_000)
+    res = await _client(grid, [helper]).upload_convergent(bytes_source(data), SECRET)
+    assert res.helper == "h1" and res.helper_failures == ()
+    assert helper.pushed == len(data)  # 40,000 bytes, then the rest: nothing twice
+    assert isinstance(res.cap, ReadCap) and await _read(grid, res.cap) == data
+
+
+async def test_foreign_copies_beside_enough_good_shares_are_not_the_helpers(
+    grid: StorageGrid, tmp_path: Path
+) -> None:
+    helper = LocalHelper(_service(grid, tmp_path), "h1")
+    client = _client(grid, [helper])
+    data = os.urandom(90_000)
+    first = await client.upload_convergent(bytes_source(data), SECRET)
+    assert isinstance(first.cap, ReadCap)
+    si = first.cap.storage_index
+    holder = next(gs for gs in grid.servers if gs.server.list_shares(si))
+    share = min(holder.server.list_shares(si))
+    holder.corrupt_share(si, share, offset=10)  # its header: a copy that differs
+    again = await client.upload_convergent(bytes_source(data), SECRET)
+    assert again.cap == first.cap and again.helper == "h1" and again.helper_failures == ()
+
+
+async def test_a_segment_corrupt_in_every_share_is_caught(
+    grid: StorageGrid, tmp_path: Path
+) -> None:
+    helper = LocalHelper(_service(grid, tmp_path), "h1")
+    client = _client(grid, [helper])
+    data = os.urandom(100_000)
+    first = await client.upload_convergent(bytes_source(data), SECRET)
+    assert isinstance(first.cap, ReadCap)
+    si = first.cap.storage_index
+    for gs in grid.servers:  # a hostile helper's work: one block of every share
+        for share in gs.server.list_shares(si):
+            gs.corrupt_share(si, share, offset=72 + 5 * PARAMS.block_size + 1)
+    again = await client.upload_convergent(bytes_source(data), SECRET)
+    assert again.helper is None and "fresh key" in again.helper_failures[0]
+    assert isinstance(again.cap, ReadCap) and again.cap != first.cap
+    assert await _read(grid, again.cap) == data
 
 
 class _Share:

@@ -386,7 +386,8 @@ async def op_upload(request: web.Request, auth: Auth) -> web.StreamResponse:
     message = f"Uploaded {names}{more} ({fmt_bytes(total)})."
     notes = dict.fromkeys(note for d in uploaded for note in helper_notes(d))
     if notes:  # through an upload helper, or directly after one failed (docs/helper.md)
-        message += " " + "; ".join(notes).capitalize() + "."
+        said = "; ".join(notes)
+        message += f" {said[:1].upper()}{said[1:]}."
     return _done(request, auth, message, folder, {"uploaded": uploaded}, 201)
 
 
