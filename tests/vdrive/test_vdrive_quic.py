@@ -55,7 +55,9 @@ async def test_factory_over_quic(tmp_path: Path) -> None:
                     return gs.client(owner)
 
                 files = SimpleNamespace(
-                    uploader=Uploader(find, storage_for, UploadConfig(happy=3), params=PARAMS),
+                    direct_uploader=Uploader(
+                        find, storage_for, UploadConfig(happy=3), params=PARAMS
+                    ),
                     downloader=Downloader(find, storage_for, DownloadConfig()),
                 )
                 root = tmp_path / f"n{i}"
