@@ -25,8 +25,11 @@ rounds). ``p2pstore put`` hands the node the file's path (the node reads it in p
 Each operation prints a line: the CLI's wall time and MB/s (10^6 bytes/s), the CLI
 process's CPU seconds and peak RSS (``wait4`` rusage), the client node's CPU seconds
 and peak RSS during the operation (``/proc``; the peak reset through ``clear_refs``),
-the storage nodes' CPU seconds, their sum, and the 1-minute load average. Before
-the rounds: each CLI's ``--version`` (its start-up alone) and each grid's idle CPU.
+the storage nodes' CPU seconds, their sum, that sum less the nodes' idle rate times
+the wall time (``net_cpu_s``), and the 1-minute load average. Before the rounds: each
+CLI's ``--version`` (its start-up alone) and each grid's idle CPU (Tahoe 1.20's HTTP
+storage client asks every server for its version once a second, from every node:
+its storage nodes are clients too).
 After them: medians per system and operation, and the ratios p2pstore / Tahoe of the
 median MB/s against the goals of issue #17 (put 2x, get 3x), beside the ratio of the
 CPU seconds all processes spent (steadier than wall time on a shared machine).
@@ -142,6 +145,7 @@ class Grid:
     name: str
     client_pid: int = 0
     storage_pids: list[int] = field(default_factory=list)
+    idle_cpu_per_s: float = 0.0  # client + storage nodes, measured by baselines()
 
     def put_argv(self, path: Path) -> list[str]:
         raise NotImplementedError
@@ -364,19 +368,23 @@ def one_op(grid: Grid, op: str, argv: list[str], size: int, rnd: int) -> dict[st
         "node_peak_rss_mib": round(peak_rss_mib(grid.client_pid), 1),
         "storage_cpu_s": round(storage_cpu, 2),
         "total_cpu_s": round(m.cpu_s + node_cpu + storage_cpu, 2),
+        # less what the nodes burn anyway in that time (their idle rate)
+        "net_cpu_s": round(m.cpu_s + node_cpu + storage_cpu - grid.idle_cpu_per_s * m.wall_s, 2),
         "load1": load,
         "_stdout": m.stdout,
     }
 
 
-def baselines(grids: list[Grid], idle_s: float) -> Iterator[dict[str, Any]]:
+def baselines(grids: list[Grid], settle_s: float, idle_s: float) -> Iterator[dict[str, Any]]:
     """What every command and every second costs: each CLI's ``--version`` (start-up
-    alone, median of 3), and each grid's CPU while both sit idle (same window)."""
+    alone, median of 3), and each grid's CPU while both sit idle (same window, after
+    ``settle_s`` for the start-up to end)."""
+    time.sleep(settle_s)
     pids = {g.name: [g.client_pid, *g.storage_pids] for g in grids}
     before = {name: sum(map(cpu_s, p)) for name, p in pids.items()}
     time.sleep(idle_s)
     for g in grids:
-        idle = sum(map(cpu_s, pids[g.name])) - before[g.name]
+        g.idle_cpu_per_s = (sum(map(cpu_s, pids[g.name])) - before[g.name]) / idle_s
         runs = [measured(g.version_argv()) for _ in range(3)]
         yield {
             "bench": "tahoe",
@@ -385,7 +393,7 @@ def baselines(grids: list[Grid], idle_s: float) -> Iterator[dict[str, Any]]:
             "s_median": round(statistics.median(r.wall_s for r in runs), 2),
             "cli_cpu_s_median": round(statistics.median(r.cpu_s for r in runs), 2),
             "cli_peak_rss_mib": round(max(r.peak_rss_mib for r in runs), 1),
-            "idle_cpu_pct": round(100 * idle / idle_s, 1),  # client + storage nodes
+            "idle_cpu_pct": round(100 * g.idle_cpu_per_s, 1),  # client + storage nodes
             "load1": load1(),
         }
 
@@ -426,12 +434,14 @@ def _median(rows: list[dict[str, Any]], key: str) -> float:
 def summaries(docs: list[dict[str, Any]], mib: int) -> Iterator[dict[str, Any]]:
     medians: dict[tuple[str, str], float] = {}
     cpu: dict[tuple[str, str], float] = {}
+    net: dict[tuple[str, str], float] = {}
     for system in ("p2pstore", "tahoe"):
         for op in ("put", "get"):
             rows = [d for d in docs if d["system"] == system and d["op"] == op]
             rates = [d["MB_s"] for d in rows]
             medians[system, op] = round(statistics.median(rates), 1)
             cpu[system, op] = _median(rows, "total_cpu_s")
+            net[system, op] = _median(rows, "net_cpu_s")
             yield {
                 "bench": "tahoe",
                 "summary": f"{system} {op}",
@@ -446,6 +456,7 @@ def summaries(docs: list[dict[str, Any]], mib: int) -> Iterator[dict[str, Any]]:
                 "node_peak_rss_mib_max": max(d["node_peak_rss_mib"] for d in rows),
                 "storage_cpu_s_median": _median(rows, "storage_cpu_s"),
                 "total_cpu_s_median": _median(rows, "total_cpu_s"),
+                "net_cpu_s_median": _median(rows, "net_cpu_s"),
                 "load1": [min(d["load1"] for d in rows), max(d["load1"] for d in rows)],
             }
     for op, goal in GOALS.items():
@@ -468,6 +479,7 @@ def summaries(docs: list[dict[str, Any]], mib: int) -> Iterator[dict[str, Any]]:
             # all processes' CPU (CLI, client node, storage nodes): steadier than wall
             # time on a shared machine
             "tahoe_cpu_over_p2pstore": round(cpu["tahoe", op] / cpu["p2pstore", op], 2),
+            "tahoe_net_cpu_over_p2pstore": round(net["tahoe", op] / net["p2pstore", op], 2),
         }
 
 
@@ -479,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tahoe", type=Path, default=Path(default_tahoe))
     ap.add_argument("--mode", choices=("convergent", "random"), default="convergent")
     ap.add_argument("--send-bytes", action="store_true", help="p2pstore put over HTTP")
-    ap.add_argument("--idle", type=float, default=10, help="seconds of idle CPU measured")
+    ap.add_argument("--idle", type=float, default=15, help="seconds of idle CPU measured")
     args = ap.parse_args(argv)
     if not os.access(args.tahoe, os.X_OK):
         reason = f"no tahoe at {args.tahoe} (make bench-tahoe installs it)"
@@ -494,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             p2p.up()
             tahoe.up()
-            for doc in baselines([p2p, tahoe], args.idle):
+            for doc in baselines([p2p, tahoe], 10, args.idle):
                 emit(doc, sys.stdout)
             docs = []
             for doc in rounds([p2p, tahoe], root, size, args.rounds):
