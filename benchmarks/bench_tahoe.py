@@ -9,8 +9,8 @@ nodes and one client node **with no storage**, which uploads 3-of-10 with happy 
   ``shares.happy = 7``, ``shares.total = 10`` in its ``tahoe.cfg``; every node runs as
   ``tahoe run`` (1.20 has no ``start``: it does not daemonize). Ready when the
   client's welcome page (``/?t=json``) lists 10 connected storage servers. All other
-  settings are Tahoe's defaults (HTTPS storage protocol, 128 KiB segments,
-  convergent keys).
+  settings are Tahoe's defaults (HTTPS storage protocol, 1 MiB segments as
+  p2pstore's, convergent keys).
 - p2pstore: ``p2pstore grid up --nodes 10`` (introducer + 10 storage nodes), then
   ``create-node --no-storage`` bootstrapped from the introducer, with the three
   ``[client]`` encoding keys set; ready when it is connected to 10 storage peers.
