@@ -3,10 +3,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# Tahoe-LAFS for make bench-tahoe only, in a venv of its own (its pins and ours differ).
+TAHOE_VENV ?= .venv-tahoe
+TAHOE      ?= tahoe-lafs==1.20.0
 # Parallel test workers; 2 cores on the project's machines.
 WORKERS ?= 2
 
-.PHONY: all install test lint typecheck pytest test-slow run bench bench-scale bench-backup bench-links bench-mutable clean browser nat-tools sftp-tools
+.PHONY: all install test lint typecheck pytest test-slow run bench bench-scale bench-backup bench-links bench-mutable bench-tahoe clean browser nat-tools sftp-tools
 
 all: test
 
@@ -110,5 +113,16 @@ bench-backup: $(STAMP)
 bench-mutable: $(STAMP)
 	$(BIN)/python -m benchmarks.bench_mutable
 
+## p2pstore against Tahoe-LAFS 1.20 on loopback, each through its own CLI: 10 storage
+## nodes, 3-of-10, 100 MiB put/get in interleaved rounds (docs/grid.md, "Against
+## Tahoe-LAFS on loopback"). Installs Tahoe from PyPI into $(TAHOE_VENV) the first time,
+## a download the test and bench targets must not need, so it is in neither.
+$(TAHOE_VENV)/bin/tahoe:
+	$(PYTHON) -m venv $(TAHOE_VENV)
+	$(TAHOE_VENV)/bin/python -m pip install -q '$(TAHOE)'
+
+bench-tahoe: $(STAMP) $(TAHOE_VENV)/bin/tahoe
+	$(BIN)/python -m benchmarks.bench_tahoe --tahoe $(TAHOE_VENV)/bin/tahoe
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(TAHOE_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
