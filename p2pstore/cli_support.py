@@ -24,7 +24,6 @@ from .base.progress import Progress, UploadProgress, human_bytes
 from .immutable import CapError, VerifyCap, parse_cap
 from .mutable import MutableCapError, WriteCap, is_mutable_cap, parse_mutable_cap
 from .mutable import VerifyCap as MutableVerifyCap
-from .vdrive.dirnode import Directory
 
 EXIT_USAGE = 2
 CAP_PREFIX = "p2ps:"
@@ -155,6 +154,10 @@ def mkdir_live(args: argparse.Namespace) -> int:
             "mkdir --live makes a live directory of its own (address it as CAP/path); "
             "linking it into a drive is not supported yet"
         )
+    from .vdrive.dirnode import (
+        Directory,  # here: the vdrive package imports the whole grid (CLI start-up)
+    )
+
     empty = Directory().encode()
     doc = client_for(args).put_mutable(io.BytesIO(empty), size=len(empty), directory=True)
     if args.json:

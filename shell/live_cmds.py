@@ -19,7 +19,6 @@ from typing import Protocol
 
 from p2pstore.app.vpath import VPath, drive_label
 from p2pstore.mutable import ReadCap, WriteCap, parse_mutable_cap
-from p2pstore.vdrive.dirnode import Directory
 
 from .errors import UsageError
 from .parse import Invocation
@@ -61,6 +60,10 @@ def mkdir_live(shell: Shell, inv: Invocation) -> bool:
             "it takes no PATH",
             "mkdir",
         )
+    from p2pstore.vdrive.dirnode import (
+        Directory,  # here: the vdrive package imports the whole grid (CLI start-up)
+    )
+
     empty = Directory().encode()
     doc = shell.api().put_mutable(io.BytesIO(empty), size=len(empty), directory=True)
     shell.out.lines(

@@ -12,16 +12,20 @@ for every seed of the bootstrap list).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from p2pstore.grid.helper import HelperConfig
-from p2pstore.grid.helper_client import USES, HelperUse
 from quic_transport.identity import NodeId
 
 from .config_table import Section, node_ids
 from .size import parse_duration, parse_size
 
+if TYPE_CHECKING:  # the grid is imported only by a node, never by the CLI's config
+    from p2pstore.grid.helper import HelperConfig
+    from p2pstore.grid.helper_client import HelperUse
+
 SEEDS = "seeds"
+#: ``use`` (``p2pstore.grid.helper_client.USES``, which checks them again)
+USES = ("never", "always", "slow")
 _SEEDS = frozenset({SEEDS})
 
 
@@ -37,6 +41,8 @@ class HelperSection:
     helpers: tuple[str, ...] = (SEEDS,)
 
     def serving(self, reserve: int) -> HelperConfig:
+        from p2pstore.grid.helper import HelperConfig
+
         accept = frozenset(NodeId.from_b32(a).raw for a in self.accept) or None
         return HelperConfig(
             enabled=self.enabled,
@@ -48,6 +54,8 @@ class HelperSection:
         )
 
     def using(self) -> HelperUse:
+        from p2pstore.grid.helper_client import HelperUse
+
         return HelperUse(use=self.use, slow_below=self.slow_below)
 
 

@@ -10,9 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from quic_transport import PeerAddress, RpcError
-from quic_transport.endpoint import open_endpoint
-from quic_transport.errors import TransportError
 from quic_transport.identity import NodeKey
 
 from .bootstrap import MAX_TEXT_CHARS, MergeResult, parse_bootstrap
@@ -46,6 +43,12 @@ def create_invite(root: Path, name: str, *, write: bool, ttl: float) -> str:
 
 
 async def _redeem(key: NodeKey, code: InviteCode, wait: float) -> dict[str, Any]:
+    # the transport (aioquic, cryptography's x509) here, not at the module's import:
+    # every CLI command imports this module and only `join` dials
+    from quic_transport import PeerAddress, RpcError
+    from quic_transport.endpoint import open_endpoint
+    from quic_transport.errors import TransportError
+
     try:
         loopback = ipaddress.ip_address(code.address.host).is_loopback
     except ValueError:

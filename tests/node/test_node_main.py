@@ -106,3 +106,23 @@ def test_a_node_loads_no_cxx_runtime_and_freezes_its_imports(tmp_path: Path) -> 
         timeout=120,
     )
     assert proc.stdout.split() == [str(EXIT_CONFIG), "False", "False", "True"]
+
+
+def test_the_cli_imports_no_transport_and_no_grid() -> None:
+    """Every CLI command pays its imports before it sends anything: the CLI talks HTTP
+    to its node, so neither the QUIC stack (aioquic and cryptography's x509, ~0.2 s)
+    nor the grid is imported until a command needs it (`join` dials; docs/grid.md,
+    "Against Tahoe-LAFS on loopback")."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import p2pstore.cli_commands, shell.app
+        names = ("aioquic", "quic_transport.endpoint", "p2pstore.grid", "p2pstore.vdrive")
+        bad = sorted(m for m in sys.modules if any(m == n or m.startswith(n + ".") for n in names))
+        print(" ".join(bad))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert proc.stdout.split() == []
