@@ -1,20 +1,29 @@
 """Uploads and downloads over a shaped home link (``make bench-links``; JSON lines).
 
 Two Linux network namespaces joined by one veth pair: ``home`` (10.78.0.2), a
-client node with no storage, and ``dc``, an introducer (10.78.0.1) and 10 storage
-nodes, each on its own address (10.78.0.10-19). ``tc tbf`` shapes the link like a
-home connection: 20 Mbit/s up (home -> dc) and 100 Mbit/s down (dc -> home); the
-storage nodes talk to each other over
-``dc``'s loopback, unshaped. The home node runs ``p2pstore put`` and ``get`` of a
-random file with the CLI; each figure is set beside its physical limit:
+client node with no storage, and ``dc``, an introducer (10.78.0.1), 10 storage
+nodes, each on its own address (10.78.0.10-19), and an upload helper (10.78.0.9,
+``[helper] enabled``, no storage: a well-connected node that only encodes and
+places, so both uploads land on the same 10 storage nodes). ``tc tbf`` shapes the
+link like a home connection: 20 Mbit/s up (home -> dc) and 100 Mbit/s down
+(dc -> home); the nodes in ``dc`` talk to each other over its loopback, unshaped.
+The home node runs ``p2pstore put`` and ``get`` of a random file with the CLI,
+directly; then it restarts with ``[helper] use = "always"`` and puts and gets
+another random file of the same size through the helper (docs/helper.md). Each
+figure is set beside its physical limit:
 
 - direct upload: N/k x size / uplink (every share crosses the uplink);
+- helper upload: size / uplink (only the ciphertext crosses it, once);
 - download: size / downlink (k shares' worth of data comes down).
 
-(The upload helper of issue #17, size / uplink, is not built yet.)
+Beside each put, the CPU-seconds (user + system, from ``/proc/PID/stat``) that
+the home node, the helper and each storage node spent during it.
+
 ``BENCH_LINKS_UPLOAD_RATE=2.2MB`` sets the home node's ``[limits] upload_rate``;
 ``BENCH_LINKS_QUEUE`` the router's queue (tbf latency, default 500ms);
-``BENCH_LINKS_UPLINK_QUEUE_MS`` the home node's ``[limits] uplink_queue_ms`` (0: off). Needs root,
+``BENCH_LINKS_UPLINK_QUEUE_MS`` the home node's ``[limits] uplink_queue_ms`` (0: off);
+``BENCH_LINKS_DC_MTU`` the MTU among the nodes in ``dc`` (default 1500, 0: the
+loopback's 65,536, where QUIC probes up to 64 KiB datagrams). Needs root,
 iproute2 and tc; prints a reason and exits 0 where namespaces cannot be made.
 """
 
@@ -24,10 +33,14 @@ import argparse
 import json
 import os
 import re
+import resource
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -41,6 +54,8 @@ from tests.netns import (
 )
 
 HOME, DC = "10.78.0.2", "10.78.0.1"
+#: the upload helper's own address in ``dc`` (below the storage nodes')
+HELPER = "10.78.0.9"
 
 
 def _dc_addr(i: int) -> str:
@@ -51,6 +66,8 @@ def _dc_addr(i: int) -> str:
 K, N, HAPPY = 3, 10, 7
 #: the queue a home router keeps before dropping (tbf latency)
 LATENCY = os.environ.get("BENCH_LINKS_QUEUE", "500ms")
+#: the MTU between the nodes in ``dc`` (0: the loopback's own, 65,536)
+DC_MTU = int(os.environ.get("BENCH_LINKS_DC_MTU", "1500"))
 
 
 def _shape(ns: str, rate_mbit: int) -> None:
@@ -76,8 +93,12 @@ def _topology(tag: str, up: int, down: int, storage: int, made: list[str]) -> tu
         run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
         run("ip", "-n", ns, "link", "set", "eth0", "up")
         run("ip", "-n", ns, "link", "set", "lo", "up")
-    for i in range(storage):
-        run("ip", "-n", dc, "addr", "add", f"{_dc_addr(i)}/24", "dev", "eth0")
+    for addr in (HELPER, *map(_dc_addr, range(storage))):
+        run("ip", "-n", dc, "addr", "add", f"{addr}/24", "dev", "eth0")
+    # the nodes in dc reach each other over its loopback: give it a network's MTU,
+    # or the helper's placement would use 64 KiB datagrams, as no real path does
+    if DC_MTU:
+        run("ip", "-n", dc, "link", "set", "lo", "mtu", str(DC_MTU))
     _shape(home, up)  # home -> dc: the uplink
     _shape(dc, down)  # dc -> home: the downlink
     return home, dc
@@ -91,9 +112,33 @@ def _encoding(node: Path, k: int, n: int, happy: int) -> None:
     conf.write_text(text)
 
 
+def _append(node: Path, text: str) -> None:
+    with (node / "p2pstore.toml").open("a") as f:
+        f.write(text)
+
+
+@dataclass
+class Grid:
+    """The nodes of one run."""
+
+    intro: Path
+    storage: list[Path]
+    helper: Path
+    client: Path
+
+
+def _wait_peers(client: Path, want: int) -> None:
+    deadline = time.monotonic() + 120
+    while (node_status(client).get("peers_known") or 0) < want:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the home node knows {node_status(client).get('peers_known')} peers")
+        time.sleep(0.5)
+
+
 def _grid(
-    root: Path, home: str, dc: str, storage: int, enc: tuple[int, int, int]
-) -> tuple[list[Path], Path]:
+    root: Path, home: str, dc: str, storage: int, enc: tuple[int, int, int], started: list[Path]
+) -> Grid:
+    """Make and start the nodes (each appended to ``started`` as soon as it runs)."""
     intro = root / "introducer"
     cli_in(dc, "create-introducer", intro, "--listen", f"{DC}:4000")
     line = cli_in(dc, "bootstrap", "show", intro).decode()
@@ -102,11 +147,16 @@ def _grid(
         node = root / f"s{i}"
         cli_in(dc, "create-node", node, "--listen", f"{_dc_addr(i)}:4001", "--bootstrap", line)
         nodes.append(node)
+    helper = root / "helper"
+    cli_in(
+        dc, "create-node", helper, "--listen", f"{HELPER}:4001", "--bootstrap", line, "--no-storage"
+    )
+    _append(helper, "\n[helper]\nenabled = true\n")
     client = root / "home"
     cli_in(
         home, "create-node", client, "--listen", f"{HOME}:4001", "--bootstrap", line, "--no-storage"
     )
-    for node in [*nodes, client]:
+    for node in [*nodes, helper, client]:
         _encoding(node, *enc)
     conf = client / "p2pstore.toml"
     cap = os.environ.get("BENCH_LINKS_UPLOAD_RATE")  # the home node's [limits] upload_rate
@@ -119,25 +169,69 @@ def _grid(
         conf.write_text(
             re.sub(r"(?m)^uplink_queue_ms = .*$", f"uplink_queue_ms = {queue}", conf.read_text())
         )
-    started = [intro]
-    cli_in(dc, "start", intro)
-    for node in nodes:
+    grid = Grid(intro, nodes, helper, client)
+    for node in [intro, *nodes, helper]:
         cli_in(dc, "start", node)
         started.append(node)
     cli_in(home, "start", client)
     started.append(client)
-    deadline = time.monotonic() + 120
-    while (node_status(client).get("peers_known") or 0) < storage:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"the home node knows {node_status(client).get('peers_known')} peers")
-        time.sleep(0.5)
-    return started, client
+    _wait_peers(client, storage + 1)  # the storage nodes and the helper
+    return grid
 
 
-def _timed(ns: str, *args: str | Path, stdin: bytes | None = None) -> tuple[float, bytes]:
+def _cpu(pid: int) -> float:
+    """User + system CPU-seconds of process ``pid`` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _put(ns: str, grid: Grid, src: Path) -> tuple[float, str, str, dict[str, Any]]:
+    """``put SRC`` from the home node: (seconds, cap, stderr, CPU-seconds of each
+    node during it); AssertionError when it failed."""
+    nodes = {"home": grid.client, "helper": grid.helper}
+    nodes |= {f"s{i}": node for i, node in enumerate(grid.storage)}
+    pids = {name: int(node_status(node)["pid"]) for name, node in nodes.items()}
+    before = {name: _cpu(pid) for name, pid in pids.items()}
+    cli0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    out = cli_in(ns, *args, stdin=stdin, timeout=3600)
-    return time.perf_counter() - t0, out
+    cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "p2pstore.cli", "put", str(src)]
+    proc = subprocess.run(
+        [*cmd, "--node", str(grid.client)],
+        capture_output=True,
+        timeout=3600,
+        check=False,
+    )
+    took = time.perf_counter() - t0
+    cli1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    after = {name: _cpu(pid) for name, pid in pids.items()}
+    err = proc.stderr.decode(errors="replace")
+    if proc.returncode != 0:
+        raise AssertionError(f"put -> {proc.returncode}: {err}")
+    cpu: dict[str, Any] = {k: round(after[k] - before[k], 1) for k in pids}
+    storage = [after[k] - before[k] for k in pids if k.startswith("s")]
+    cpu["storage_total"] = round(sum(storage), 1)
+    cpu["cli"] = round(
+        cli1.ru_utime + cli1.ru_stime - cli0.ru_utime - cli0.ru_stime, 1
+    )  # the put command itself
+    return took, proc.stdout.decode().strip(), err, cpu
+
+
+def _get(ns: str, cap: str, out: Path, client: Path, src: Path) -> tuple[float, bool]:
+    t0 = time.perf_counter()
+    cli_in(ns, "get", cap, out, "--node", client, timeout=3600)
+    took = time.perf_counter() - t0
+    return took, out.read_bytes() == src.read_bytes()
+
+
+def _restart_with_helper(ns: str, grid: Grid, storage: int) -> str:
+    """Stop the home node, give it ``[helper] use = "always"`` with the helper's
+    node ID, start it again and wait until it knows its peers; the helper's ID."""
+    helper_id = str(node_status(grid.helper)["node_id"])
+    cli_in(ns, "stop", grid.client)
+    _append(grid.client, f'\n[helper]\nuse = "always"\nhelpers = ["{helper_id}"]\n')
+    cli_in(ns, "start", grid.client)
+    _wait_peers(grid.client, storage + 1)
+    return helper_id
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,33 +251,48 @@ def main(argv: list[str] | None = None) -> int:
     size = args.mib << 20
     tag = str(os.getpid() % 100000)
     made: list[str] = []
-    started: list[Path] = []
     head = {"bench": "links", "mib": args.mib, "up_mbit": args.up, "down_mbit": args.down}
     with tempfile.TemporaryDirectory(prefix="p2pstore-bench-links-") as tmp:
+        root = Path(tmp)
+        started: list[Path] = []
+        grid: Grid | None = None
         try:
             home, dc = _topology(tag, args.up, args.down, args.storage, made)
             enc = (args.k, args.n, args.happy)
-            started, client = _grid(Path(tmp), home, dc, args.storage, enc)
-            src = Path(tmp) / "file"
-            src.write_bytes(os.urandom(size))
+            grid = _grid(root, home, dc, args.storage, enc, started)
+            direct, helped = root / "direct", root / "helped"
+            direct.write_bytes(os.urandom(size))
+            helped.write_bytes(os.urandom(size))
             try:
-                put_s, out = _timed(home, "put", src, "--node", client)
+                put_s, cap, _, put_cpu = _put(home, grid, direct)
             except AssertionError as e:  # the upload failed: say why, as a figure
                 print(json.dumps({**head, "put_direct": "failed", "error": str(e)[-600:]}))
                 return 1
-            cap = out.decode().strip()
-            get_s, _ = _timed(home, "get", cap, Path(tmp) / "back", "--node", client)
-            same = (Path(tmp) / "back").read_bytes() == src.read_bytes()
+            get_s, same = _get(home, cap, root / "direct.back", grid.client, direct)
+            helper_id = _restart_with_helper(home, grid, args.storage)
+            try:
+                hput_s, hcap, err, hput_cpu = _put(home, grid, helped)
+            except AssertionError as e:
+                print(json.dumps({**head, "put_helper": "failed", "error": str(e)[-600:]}))
+                return 1
+            if f"sent through upload helper {helper_id[:16]}" not in err:  # put's note
+                print(json.dumps({**head, "put_helper": "failed", "error": err[-600:]}))
+                return 1
+            hget_s, hsame = _get(home, hcap, root / "helped.back", grid.client, helped)
         finally:
-            if os.environ.get("BENCH_LINKS_DEBUG") and started:
-                logs = sorted((Path(tmp) / "home").rglob("*.log"))
+            if os.environ.get("BENCH_LINKS_DEBUG") and grid is not None:
                 tail = int(os.environ.get("BENCH_LINKS_DEBUG_TAIL", "4000"))  # characters
-                for log in logs:
-                    print(log, log.read_text()[-tail:], file=sys.stderr)
+                for node in (grid.client, grid.helper):
+                    for log in sorted(node.rglob("*.log")):
+                        print(log, log.read_text()[-tail:], file=sys.stderr)
+                    details = node_status(node).get("details")
+                    print(node, "status details", json.dumps(details), file=sys.stderr)
             stop_nodes(reversed(started))
             delete_namespaces(made)
-    up_limit = size * args.n / args.k / (args.up * 1e6 / 8)
-    down_limit = size / (args.down * 1e6 / 8)
+    uplink, downlink = args.up * 1e6 / 8, args.down * 1e6 / 8
+    up_limit = size * args.n / args.k / uplink
+    helper_limit = size / uplink
+    down_limit = size / downlink
     print(
         json.dumps(
             {
@@ -194,14 +303,22 @@ def main(argv: list[str] | None = None) -> int:
                 "put_direct_s": round(put_s, 1),
                 "put_limit_s": round(up_limit, 1),
                 "put_over_limit": round(put_s / up_limit, 3),
+                "put_direct_cpu_s": put_cpu,
                 "get_s": round(get_s, 1),
                 "get_limit_s": round(down_limit, 1),
                 "get_over_limit": round(get_s / down_limit, 3),
                 "bytes_match": same,
+                "put_helper_s": round(hput_s, 1),
+                "put_helper_limit_s": round(helper_limit, 1),
+                "put_helper_over_limit": round(hput_s / helper_limit, 3),
+                "put_helper_cpu_s": hput_cpu,
+                "get_helper_s": round(hget_s, 1),
+                "get_helper_over_limit": round(hget_s / down_limit, 3),
+                "helper_bytes_match": hsame,
             }
         )
     )
-    return 0 if same else 1
+    return 0 if same and hsame else 1
 
 
 if __name__ == "__main__":
