@@ -20,6 +20,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from p2pstore.immutable.allocator import tune_allocator
 from quic_transport.identity import IdentityError
 
 from .errors import BootstrapErrors, ConfigError, NodeError
@@ -45,7 +46,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 def run_node(directory: str | None, daemonized: bool) -> int:
     """Run the node in DIR (else ``$P2PSTORE_NODE``, else the default node) until it
     stops; returns its exit code. A daemon works in its node directory and logs only
-    to the file (its stderr is ``logs/daemon.out``). Sets :data:`NO_CXX_EXTENSIONS`."""
+    to the file (its stderr is ``logs/daemon.out``). Sets :data:`NO_CXX_EXTENSIONS`
+    and tunes the allocator before any thread exists: a thread that allocates before
+    the arena limit gets a malloc arena of its own, whose top ``malloc_trim`` never
+    gives back (p2pstore/immutable/allocator.py)."""
+    tune_allocator()
     for name, value in NO_CXX_EXTENSIONS.items():
         os.environ.setdefault(name, value)
     root = resolve_node_dir(directory)
