@@ -2,7 +2,8 @@
 
 ``start`` validates the node directory first (so config errors print on the
 terminal, not only in a log), clears a stale pid file, then spawns
-``python -m p2pstore.cli run DIR --daemonized`` in a new session (``setsid``:
+``python -m p2pstore.cli run DIR --daemonized`` (with ``main.NODE_PYTHON_ENV`` added
+to its environment) in a new session (``setsid``:
 detached from the terminal, no SIGHUP when it closes) with stdin from
 ``/dev/null`` and stdout/stderr appended to ``logs/daemon.out`` (tracebacks that
 escape logging land there; the node's own log is the rotated ``logs/node.log``).
@@ -36,6 +37,7 @@ from p2pstore.base.fsutil import read_bounded
 
 from .config import load_config
 from .errors import DaemonError, NodeError
+from .main import NODE_PYTHON_ENV
 from .nodedir import NodeDir
 from .pidfile import PidState, pid_alive, probe, remove_stale
 from .runner import EXIT_CONFIG, STATUS_FORMAT, prepare
@@ -83,12 +85,13 @@ def _tail(path: Path, offset: int, limit: int = 4000) -> str:
     return data[-limit:].decode("utf-8", "replace").strip()
 
 
-def spawn_detached(argv: list[str], out_fd: int) -> int:
-    """Start ``argv`` in a new session with stdin /dev/null and stdout+stderr on ``out_fd``."""
+def spawn_detached(argv: list[str], out_fd: int, env: dict[str, str] | None = None) -> int:
+    """Start ``argv`` in a new session with stdin /dev/null and stdout+stderr on ``out_fd``;
+    its environment is ours, or ``env``."""
     return os.posix_spawn(
         argv[0],
         argv,
-        dict(os.environ),
+        dict(os.environ) if env is None else env,
         file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
             (os.POSIX_SPAWN_DUP2, out_fd, 1),
@@ -132,7 +135,7 @@ def start(
     try:
         out_offset = os.fstat(out_fd).st_size
         argv = [python, "-m", "p2pstore.cli", "run", str(nd.root), "--daemonized"]
-        pid = spawn_detached(argv, out_fd)
+        pid = spawn_detached(argv, out_fd, {**NODE_PYTHON_ENV, **os.environ})
     finally:
         os.close(out_fd)
     deadline = time.monotonic() + timeout

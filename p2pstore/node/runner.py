@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from p2pstore.base.fsutil import write_text_atomic
 from p2pstore.immutable.allocator import trim_heap
-from quic_transport.config import TransportConfig
 from quic_transport.identity import IdentityError, NodeKey, b32encode
 
 from .. import __version__
@@ -70,12 +69,6 @@ STATUS_FORMAT = "p2pstore-status-v1"
 VOLATILE = frozenset({"traffic", "limits"})
 #: less than this moved between two status looks: the node is quiet (trim the heap)
 QUIET_BYTES = 1 << 20
-#: a quiet node releases memory when it goes quiet and once more when the connections
-#: of its busy spell have idled out: the transport's idle timeout after their last
-#: packet, which came at most a status interval before the quiet look. What they held
-#: is reference cycles that only a full collection frees (an idle process allocates
-#: too little to run one): 1.2 MB of RSS on a 25-node grid
-CONNECTIONS_IDLE_OUT = TransportConfig().idle_timeout
 log = logging.getLogger(__name__)
 
 
@@ -165,8 +158,8 @@ class NodeRunner:
         self._started_at = 0.0
         self._status_key, self._status_at = "", 0.0  # what the status file last said, when
         self._moved = 0  # bytes sent + received at the last status look
-        self._quiet_since: float | None = None  # when the node last went quiet
-        self._releases = 0  # memory releases in this quiet spell
+        self._quiet = False  # the last status look found the node quiet
+        self._connections: int | None = None  # open at the last status look
         self._api: ApiServer | None = None
         self._sftp: SftpServer | None = None
 
@@ -351,36 +344,41 @@ class NodeRunner:
             try:
                 status = service.status()
                 self._write_status(p, service, "running", status)
-                self._trim_when_quiet(status, interval)
+                self._trim_when_quiet(status)
                 if known.dirty:
                     known.save()
             except Exception:  # a status bug must not take the node down
                 log.exception("status refresh failed")
 
-    def _trim_when_quiet(self, status: ServiceStatus, interval: float) -> None:
-        """When the node goes quiet (``interval``: seconds between status looks), and
-        once more when its connections have idled out (:data:`CONNECTIONS_IDLE_OUT`),
-        collect garbage cycles and give the heap it no longer uses back to the system
-        (an idle home daemon should be small). A full collection takes tens of
-        milliseconds: twice per quiet spell, never while data moves."""
-        traffic = status.get("details", {}).get("traffic")
+    def _trim_when_quiet(self, status: ServiceStatus) -> None:
+        """When the node goes quiet (less than :data:`QUIET_BYTES` moved since the
+        last status look), and at every quiet look that finds fewer connections open
+        than the look before, collect garbage cycles and give the heap the node no
+        longer uses back to the system: an idle home daemon should be small.
+
+        A closed QUIC connection is reference cycles (aioquic's callbacks) that only
+        a full collection frees, and an idle process allocates too little to run
+        one often: the connections of a busy spell idle out a minute after it, those of
+        DHT maintenance all along, and a 25-node grid's nodes held up to 7,000 such
+        objects, 1.7 MB of RSS (docs/local-grid.md, "Memory"). A release takes
+        about 1 ms (``gc.freeze`` keeps the imports out of the collection), at most
+        once per look, never while data moves."""
+        details = status.get("details", {})
+        traffic = details.get("traffic")
         if not isinstance(traffic, dict):
             return
         moved = int(traffic.get("bytes_in", 0)) + int(traffic.get("bytes_out", 0))
+        count = details.get("connections")
+        open_now = count if isinstance(count, int) else None
+        closed = (
+            open_now is not None and self._connections is not None and open_now < self._connections
+        )
         quiet = moved - self._moved < QUIET_BYTES
-        self._moved = moved
-        now = self.clock()
-        if not quiet:
-            self._quiet_since, self._releases = None, 0
-            return
-        if self._quiet_since is None:
-            self._quiet_since = now
-        if self._releases == 0 or (
-            self._releases == 1 and now - self._quiet_since >= CONNECTIONS_IDLE_OUT + interval
-        ):
+        release = quiet and (not self._quiet or closed)
+        self._moved, self._quiet, self._connections = moved, quiet, open_now
+        if release:
             gc.collect()
             trim_heap()
-            self._releases += 1
 
     async def _start_api(self, p: Prepared, service: NodeService) -> int:
         """Serve the HTTP API if the service provides a backend; an exit code."""

@@ -1,9 +1,10 @@
 """``p2pstore systemd-unit DIR``: a systemd *user* unit that runs the node at boot.
 
 The unit runs ``p2pstore run DIR`` in the foreground (systemd supervises it; no
-pid-file daemonizing), restarts it on failure but not on a config error (exit 78),
-and stops it with SIGTERM (the node's clean shutdown). Starting at boot without
-logging in needs ``loginctl enable-linger``; the printed instructions say so.
+pid-file daemonizing) with ``main.NODE_PYTHON_ENV`` in its environment, restarts it
+on failure but not on a config error (exit 78), and stops it with SIGTERM (the
+node's clean shutdown). Starting at boot without logging in needs ``loginctl
+enable-linger``; the printed instructions say so.
 
 Invariant: paths are absolute and quoted for systemd's ExecStart syntax
 (``%`` doubled, ``$`` doubled, quotes and backslashes escaped).
@@ -17,6 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from .main import NODE_PYTHON_ENV
 from .runner import EXIT_CONFIG
 
 
@@ -47,6 +49,7 @@ def render_unit(root: Path, command: list[str] | None = None) -> str:
     root = root.absolute()
     argv = [*(command or p2pstore_command()), "run", str(root)]
     exec_start = " ".join(systemd_quote(a) for a in argv)
+    environment = "\n".join(f"Environment={k}={v}" for k, v in NODE_PYTHON_ENV.items())
     return f"""\
 [Unit]
 Description=p2pstore node {root.name}
@@ -55,6 +58,8 @@ Description=p2pstore node {root.name}
 [Service]
 Type=simple
 ExecStart={exec_start}
+# How a node's Python is started (p2pstore/node/main.py, NODE_PYTHON_ENV)
+{environment}
 Restart=on-failure
 RestartSec=10
 # Exit code {EXIT_CONFIG} is a config error: restarting would not fix it.

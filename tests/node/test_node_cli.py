@@ -120,6 +120,7 @@ def test_systemd_unit(
     unit = render_unit(node, ["/opt/p2p store/bin/p2pstore"])
     assert f'ExecStart="/opt/p2p store/bin/p2pstore" run "{node}"' in unit
     assert "Restart=on-failure" in unit and "RestartPreventExitStatus=78" in unit
+    assert "\nEnvironment=PYTHONNODEBUGRANGES=1\n" in unit  # main.NODE_PYTHON_ENV
     assert unit_name(node) == "p2pstore-my-node.service"
     assert systemd_quote("100%$x") == '"100%%$$x"'
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))

@@ -45,6 +45,9 @@ def test_introducer_daemon_lifecycle(tmp_path: Path) -> None:
     assert status["running"] and status["state"] == "running" and status["alive"]
     pid, port = status["pid"], status["listen_port"]
     assert port > 0 and status["peers_known"] == 0 and status["storage_used"] == 0
+    if os.path.exists(f"/proc/{pid}/environ"):  # how its Python was started: NODE_PYTHON_ENV
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            assert b"PYTHONNODEBUGRANGES=1" in f.read().split(b"\0")
     line = f"p2ps-seed {status['node_id']} 127.0.0.1:{port}  # seed-1"
     # an introducer serves the vdrive: its p2ps-vdrive line follows (docs/vdrive.md)
     self_lines = (intro / "bootstrap-self.txt").read_text().splitlines()

@@ -3,6 +3,7 @@ parses as the full command line's ``run`` did (p2pstore/node/main.py)."""
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 import textwrap
@@ -126,3 +127,40 @@ def test_the_cli_imports_no_transport_and_no_grid() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert proc.stdout.split() == []
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc arenas are glibc's")
+def test_a_nodes_threads_allocate_from_the_main_malloc_arena(tmp_path: Path) -> None:
+    # malloc_trim never gives back the top of a thread's own arena: a node keeps its
+    # worker threads in the main one (p2pstore/immutable/allocator.py). Four threads
+    # hold 1 MB each at once, then malloc_info lists the arenas.
+    code = textwrap.dedent(
+        """
+        import ctypes, sys, threading
+        from p2pstore.node.main import run_node
+        rc = run_node(sys.argv[1], daemonized=False)
+        barrier = threading.Barrier(4)
+        def work():
+            held = [bytes(100_000) for _ in range(10)]
+            barrier.wait()
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        libc = ctypes.CDLL("libc.so.6")
+        libc.fopen.restype = ctypes.c_void_p
+        out = libc.fopen(sys.argv[2].encode(), b"w")
+        libc.malloc_info(0, ctypes.c_void_p(out))
+        libc.fclose(ctypes.c_void_p(out))
+        print(rc, open(sys.argv[2]).read().count("<heap nr="))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "none"), str(tmp_path / "malloc.xml")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert proc.stdout.split() == [str(EXIT_CONFIG), "1"]

@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -246,7 +246,7 @@ def test_status_error_does_not_stop_the_node(tmp_path: Path) -> None:
     assert "stopped (enough)" in nd.log_path.read_text()
 
 
-def test_a_quiet_node_releases_memory_twice_per_quiet_spell(
+def test_a_quiet_node_releases_memory_when_it_goes_quiet_and_when_connections_close(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from p2pstore.node import runner as runner_mod
@@ -254,21 +254,25 @@ def test_a_quiet_node_releases_memory_twice_per_quiet_spell(
     calls: list[str] = []
     monkeypatch.setattr(runner_mod.gc, "collect", lambda *a: calls.append("collect") or 0)
     monkeypatch.setattr(runner_mod, "trim_heap", lambda: calls.append("trim") or True)
-    now = [1000.0]
-    runner = NodeRunner(tmp_path, service_factory=FakeService, clock=lambda: now[0])
+    runner = NodeRunner(tmp_path, service_factory=FakeService)
 
-    def look(moved: int, after: float) -> int:
-        now[0] += after
+    def look(moved: int, connections: int | None) -> int:
         before = len(calls)
-        status: ServiceStatus = {"details": {"traffic": {"bytes_in": moved, "bytes_out": 0}}}
-        runner._trim_when_quiet(status, 15)
+        details: dict[str, Any] = {"traffic": {"bytes_in": moved, "bytes_out": 0}}
+        if connections is not None:
+            details["connections"] = connections
+        runner._trim_when_quiet({"details": details})
         return (len(calls) - before) // 2  # releases: one collect + one trim each
 
-    assert look(50 << 20, 15) == 0  # data moving: nothing
-    assert look(50 << 20, 15) == 1  # went quiet: release
-    assert look(50 << 20, runner_mod.CONNECTIONS_IDLE_OUT) == 0
-    assert look(50 << 20, 15) == 1  # its connections have idled out
-    assert look(50 << 20, 3600) == 0  # then nothing while it stays quiet
-    assert look(60 << 20, 15) == 0  # moving again
-    assert look(60 << 20, 15) == 1  # a new quiet spell
+    assert look(50 << 20, 8) == 0  # data moving: nothing
+    assert look(50 << 20, 8) == 1  # went quiet: release
+    assert look(50 << 20, 8) == 0  # quiet, the busy spell's connections still open
+    assert look(50 << 20, 2) == 1  # they idled out: their cycles are garbage now
+    assert look(50 << 20, 2) == 0  # then nothing while nothing changes
+    assert look(50 << 20, 4) == 0  # DHT maintenance opens two
+    assert look(50 << 20, 2) == 1  # and they close
+    assert look(50 << 20, None) == 0  # no count: nothing to compare
+    assert look(50 << 20, 1) == 0
+    assert look(60 << 20, 0) == 0  # moving again: never while data moves
+    assert look(60 << 20, 0) == 1  # a new quiet spell
     assert calls[:2] == ["collect", "trim"]
