@@ -77,7 +77,7 @@ from p2pstore.grid.errors import GridRemoteError
 from p2pstore.grid.helper_client import HelpedUploader
 from p2pstore.grid.mutable import MutableConfig, MutableFiles, SeenGuard
 from p2pstore.grid.peers import FindPeers, StorageFor
-from p2pstore.grid.placement import happiness
+from p2pstore.grid.placement import happiness, holdings_of
 from p2pstore.grid.quality import QualitySource
 from p2pstore.immutable import (
     CapError,
@@ -118,11 +118,7 @@ def _download_error(e: DownloadError) -> AppError:
 
 def _spread_over(good: Mapping[int, Sequence[str]]) -> int:
     """Happiness of the good shares found: ``{share: [holder b32, ...]}``."""
-    holdings: dict[bytes, set[int]] = {}
-    for share, holders in good.items():
-        for holder in holders:
-            holdings.setdefault(holder.encode(), set()).add(share)
-    return happiness(holdings)
+    return happiness(holdings_of(good))
 
 
 def _b32(peer: Any) -> str:

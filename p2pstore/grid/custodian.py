@@ -63,7 +63,7 @@ from .maintenance import (
 )
 from .mutable import MutableConfig, MutableFiles
 from .peers import P, describe
-from .placement import PeerKey
+from .placement import holdings_of
 from .regenerate import LoopShareSource
 
 log = logging.getLogger(__name__)
@@ -280,10 +280,7 @@ class Maintainer(Generic[P]):
             raise _TooYoung(settle - age)
         located = await self.health.locate(vc)
         peers, existing, dead = located
-        holdings: dict[PeerKey, set[int]] = {p: set() for p in peers if p not in dead}
-        for share, holders in existing.items():
-            for p in holders:
-                holdings.setdefault(p, set()).add(share)
+        holdings = {p: set[int]() for p in peers if p not in dead} | holdings_of(existing)
         target = int.from_bytes(si, "big")
         window = sorted(peers, key=lambda p: int.from_bytes(p, "big") ^ target)
         seen = self._seen.setdefault(si, {})

@@ -35,7 +35,7 @@ from quic_transport.identity import NodeId
 
 from .errors import GridLocalError, RepairError
 from .peers import READ_CHUNK, FindPeers, P, StorageFor, describe
-from .placement import PeerKey, SharePlacer, happiness, rank_peers
+from .placement import PeerKey, SharePlacer, happiness, holdings_of, rank_peers
 from .quality import QualitySource
 from .regenerate import LoopShareSource, list_existing, replace_shares
 from .sender import SendConfig
@@ -156,10 +156,7 @@ class Health(Generic[P]):
         existing: Mapping[int, list[PeerKey]],
         dead: Mapping[PeerKey, str],
     ) -> CheckResult:
-        holdings: dict[PeerKey, set[int]] = {}
-        for s, ps in existing.items():
-            for p in ps:
-                holdings.setdefault(p, set()).add(s)
+        holdings = holdings_of(existing)
         return CheckResult(
             vc.storage_index,
             vc.k,

@@ -46,7 +46,7 @@ from quic_transport.identity import NodeId, b32encode
 
 from .errors import GridLocalError, UploadError
 from .peers import P
-from .placement import happiness
+from .placement import happiness, holdings_of
 from .regenerate import list_existing
 from .sources import file_source
 from .upload import Uploader
@@ -304,11 +304,7 @@ class HelperService(Generic[P]):
         found = await up.find_peers(si, 2 * params.n)
         peers = {p.node_id.raw: p for p in found}
         existing, _dead = await list_existing(si, peers, up.storage_for, up.config.list_timeout)
-        holdings: dict[bytes, set[int]] = {}
-        for share, holders in existing.items():
-            for h in holders:
-                holdings.setdefault(h, set()).add(share)
-        return happiness(holdings) >= up.config.happy
+        return happiness(holdings_of(existing)) >= up.config.happy
 
     def _load(self) -> None:
         """Spools left by an earlier run of the node: resumable like any other."""

@@ -25,12 +25,14 @@ Rules (docs/grid.md, "Placement"):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .quality import DEFAULT_MIN_UPTIME, QualitySource, rank_by_quality
 
 PeerKey = bytes  # a raw 20-byte node ID
+K = TypeVar("K", bound=Hashable)  # a holder, however named
 
 
 def rank_peers(
@@ -45,15 +47,25 @@ def rank_peers(
     return rank_by_quality(storage_index, peers, quality, min_uptime=min_uptime)
 
 
-def happiness(holdings: Mapping[PeerKey, Iterable[int]]) -> int:
+def holdings_of(existing: Mapping[int, Iterable[K]]) -> dict[K, set[int]]:
+    """``{share: [holders]}`` turned round: ``{holder: {shares}}``, what
+    :func:`happiness` takes."""
+    out: dict[K, set[int]] = {}
+    for share, holders in existing.items():
+        for holder in holders:
+            out.setdefault(holder, set()).add(share)
+    return out
+
+
+def happiness(holdings: Mapping[K, Iterable[int]]) -> int:
     """Size of a maximum peer/share matching (each peer and each share used once).
 
     Kuhn's augmenting-path algorithm; at most 256 shares and a few hundred peers, so
     the O(V*E) bound is small."""
     shares_of = {p: sorted(set(s)) for p, s in holdings.items()}
-    owner: dict[int, PeerKey] = {}
+    owner: dict[int, K] = {}
 
-    def augment(p: PeerKey, seen: set[int]) -> bool:
+    def augment(p: K, seen: set[int]) -> bool:
         for s in shares_of[p]:
             if s in seen:
                 continue
