@@ -24,6 +24,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
@@ -107,17 +108,8 @@ class HelpedUploader(Generic[P]):
         self.direct = direct
         self.helpers = helpers
         self.use = config
-        #: measured upload rate of this node's direct uploads (share bytes per second)
+        #: this node's measured upload rate, bytes per second (:meth:`_measured`)
         self.uplink: float | None = None
-
-    # the Uploader's face, for code that only reads these
-    @property
-    def params(self) -> EncodingParams:
-        return self.direct.params
-
-    @property
-    def config(self) -> Any:
-        return self.direct.config
 
     def __repr__(self) -> str:
         return f"HelpedUploader(use={self.use.use}, uplink={self.uplink})"
@@ -423,14 +415,4 @@ def _why(e: BaseException) -> str:
 
 
 def _with(res: UploadResult[P], helper: str | None, failures: tuple[str, ...]) -> UploadResult[P]:
-    return UploadResult(
-        res.cap,
-        res.size,
-        res.placements,
-        res.happiness,
-        res.shares_sent,
-        res.shares_present,
-        res.peers_found,
-        helper=helper,
-        helper_failures=failures,
-    )
+    return dataclasses.replace(res, helper=helper, helper_failures=failures)
