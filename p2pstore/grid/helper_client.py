@@ -35,6 +35,7 @@ from typing import Any, Generic, Protocol
 
 from p2pstore.base.tasks import bounded
 from p2pstore.immutable import (
+    BadShareError,
     ConvergenceHasher,
     EncodedSegment,
     Encoder,
@@ -48,10 +49,9 @@ from p2pstore.immutable.crypto import TAG_BLOCK, random_key, tagged_hash
 from p2pstore.immutable.errors import LocalError as ImmutableLocalError
 from p2pstore.immutable.params import LITERAL_MAX
 from p2pstore.immutable.share_layout import HEADER_SIZE
-from p2pstore.storage import StorageAPI
 from quic_transport.errors import TransportError
 
-from .download import Downloader
+from .download import Downloader, read_ranges
 from .errors import FileShrank, GridLocalError
 from .helper import HelperError
 from .peers import READ_CHUNK, P, Progress, describe
@@ -66,6 +66,8 @@ USES = ("never", "always", "slow")
 #: tries of one helper when its connection breaks (each resumes from its spool)
 RESUME_TRIES = 3
 RESUME_PAUSE = 1.0
+#: ranges per verification read (the servers' ``max_readv_ranges``)
+MAX_RANGES = 64
 
 
 class HelperAPI(Protocol):
@@ -292,7 +294,16 @@ class HelpedUploader(Generic[P]):
             api = up.storage_for(peers[peer])
             try:
                 head, tail, block = await bounded(
-                    read_ranges(api, si, share, [*ranges, layout.block_range(j)]), t
+                    read_ranges(
+                        api,
+                        si,
+                        share,
+                        [*ranges, layout.block_range(j)],
+                        max_read=READ_CHUNK,
+                        max_ranges=MAX_RANGES,
+                        timeout=t,
+                    ),
+                    t,
                 )
                 if head != trailer.header or tail != trailer.trailer:
                     log.warning("helper upload: share %d on a peer differs", share)
@@ -301,6 +312,9 @@ class HelpedUploader(Generic[P]):
                     log.warning("helper upload: share %d has a bad block %d", share, j)
                     return False
                 await bounded(api.add_lease(si), t)
+            except BadShareError:  # shorter than this file's encoding
+                log.warning("helper upload: share %d on a peer differs", share)
+                return False
             except Exception as e:
                 log.info("helper upload: share %d not verified: %s", share, describe(e))
                 return None
@@ -318,34 +332,6 @@ class HelpedUploader(Generic[P]):
                 placements.setdefault(s, peers[peer])
         bad = sum(1 for ok in oks if ok is False)
         return dict(sorted(placements.items())), happiness(holdings), len(found), bad
-
-
-async def read_ranges(
-    api: StorageAPI, si: bytes, share: int, ranges: Sequence[tuple[int, int]]
-) -> list[bytes]:
-    """``ranges`` of one share, however long (a large file's trailer is over a MiB):
-    in ``readv`` calls of at most ``READ_CHUNK`` bytes and ``MAX_RANGES`` ranges."""
-    pieces = [
-        (i, off + at, min(READ_CHUNK, length - at))
-        for i, (off, length) in enumerate(ranges)
-        for at in range(0, max(length, 1), READ_CHUNK)
-    ]
-    out = [bytearray() for _ in ranges]
-    batch: list[tuple[int, int, int]] = []
-
-    async def flush() -> None:
-        got = await api.readv(si, share, [(off, n) for _, off, n in batch])
-        for (i, _, _), data in zip(batch, got, strict=True):
-            out[i] += data
-        batch.clear()
-
-    for piece in pieces:
-        if batch and (sum(n for *_, n in batch) + piece[2] > READ_CHUNK or len(batch) == 64):
-            await flush()
-        batch.append(piece)
-    if batch:
-        await flush()
-    return [bytes(b) for b in out]
 
 
 class _Ciphertext:

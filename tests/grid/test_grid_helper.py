@@ -26,8 +26,9 @@ from p2pstore.grid import (
     helper_client,
     static_peers,
 )
+from p2pstore.grid.download import read_ranges
 from p2pstore.grid.helper import MAX_FINISH_ATTEMPTS, HelperConfig, HelperError, HelperService
-from p2pstore.grid.helper_client import HelpedUploader, HelperUse, read_ranges
+from p2pstore.grid.helper_client import MAX_RANGES, HelpedUploader, HelperUse
 from p2pstore.grid.helper_rpc import _body
 from p2pstore.grid.peers import READ_CHUNK
 from p2pstore.immutable import (
@@ -465,6 +466,14 @@ async def test_long_ranges_are_read_in_calls_the_servers_allow() -> None:
     data = os.urandom(3 << 20)
     api = _Share(data)
     ranges = [(0, 72), (100, (5 << 19) + 3), (3 << 20, 0), (5, 10)]
-    got = await read_ranges(api, b"s" * 20, 0, ranges)  # type: ignore[arg-type]
+    got = await read_ranges(
+        api,  # type: ignore[arg-type]
+        b"s" * 20,
+        0,
+        ranges,
+        max_read=READ_CHUNK,  # what the helper client's verification passes
+        max_ranges=MAX_RANGES,
+        timeout=5.0,
+    )
     assert got == [data[o : o + n] for o, n in ranges]
     assert api.calls >= 3
