@@ -22,6 +22,12 @@ Invariants:
   UTC day ``helper-quota``; less than ``reserve`` bytes of free disk ``helper-full``.
 - ``start`` first asks the peers nearest the storage index which shares they hold:
   a file the grid already holds happily is answered ``present`` and nothing is sent.
+- Placement streams: from ``start`` on, a task encodes and places each segment as
+  its ciphertext reaches the spool, so the shares are on the grid soon after the last
+  byte. It waits for the caller's pushes (resumed ones included) up to
+  ``STREAM_STALL`` seconds at a time; a stream that stalls or fails is given up
+  (the storage peers' unfinished uploads aborted), and ``finish`` then places the
+  complete spool in one pass. At most ``MAX_STREAMS`` streams per spool.
 - At most one ``finish`` runs per spool; a failed placement keeps the spool, so the
   client can ask again without sending anything, up to ``MAX_FINISH_ATTEMPTS``.
 """
@@ -31,25 +37,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import time
-from collections.abc import AsyncIterable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic
 
+from p2pstore.base.tasks import TaskOwner
 from p2pstore.immutable import EncodingParams
 from p2pstore.immutable.errors import ParameterError
 from p2pstore.immutable.params import LITERAL_MAX, MAX_FILE_SIZE
 from quic_transport.identity import NodeId, b32encode
 
 from .errors import GridLocalError, UploadError
-from .peers import P
+from .peers import P, describe
 from .placement import happiness, holdings_of
 from .regenerate import list_existing
-from .sources import file_source
-from .upload import Uploader
+from .sources import Reopenable, file_source
+from .upload import Uploader, UploadResult
+
+log = logging.getLogger(__name__)
 
 DAY = 86400.0
 #: ciphertext gathered per spool write
@@ -60,6 +70,10 @@ MAX_PER_CALLER = 2
 IDLE_EVICT = 600.0
 #: placements of one spool (each sends N/k x its size); then it is dropped
 MAX_FINISH_ATTEMPTS = 3
+#: a streamed placement waits this long (seconds) for more ciphertext, then gives up
+STREAM_STALL = 120.0
+#: streamed placements of one spool (each may send N/k x what had arrived)
+MAX_STREAMS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +110,11 @@ class _Spool:
     have: int
     lock: asyncio.Lock
     attempts: int = 0  # placements tried (finish)
+    #: set whenever ``have`` grows (the streamed placement waits on it)
+    grown: asyncio.Event = field(default_factory=asyncio.Event)
+    #: the streamed placement; its result is None when it was given up
+    stream: asyncio.Task[UploadResult[Any] | None] | None = None
+    streams: int = 0  # streamed placements started
 
 
 class HelperService(Generic[P]):
@@ -119,6 +138,7 @@ class HelperService(Generic[P]):
         self.uploads_failed = 0
         self.bytes_received = 0
         self._loaded = False
+        self._tasks = TaskOwner()  # the streamed placements
 
     def __repr__(self) -> str:
         return f"HelperService({self.directory}, spools={len(self._spools)})"
@@ -171,6 +191,7 @@ class HelperService(Generic[P]):
                 raise HelperError("helper-busy", f"{len(self._spools)} uploads in progress")
             self._check_space(size + sum(s.size - s.have for s in self._spools.values()))
             spool = self._create(key, params, size)
+        self._stream(key, si, spool)
         return {"state": "send", "have": spool.have}
 
     def _replace_if_changed(self, key: str, size: int) -> None:
@@ -207,6 +228,7 @@ class HelperService(Generic[P]):
                 self._check_space(len(pending))
                 await asyncio.to_thread(os.pwrite, fd, pending, spool.have)
                 spool.have += len(pending)
+                spool.grown.set()
                 self.bytes_received += len(pending)
                 pending.clear()
 
@@ -238,19 +260,30 @@ class HelperService(Generic[P]):
                 raise HelperError(
                     "helper-offset", f"have {spool.have} of {spool.size} bytes", have=spool.have
                 )
-            spool.attempts += 1
-            try:
-                res = await self.uploader.upload_ciphertext(
-                    file_source(str(spool.path)), si, spool.size, params=spool.params
-                )
-            except (UploadError, GridLocalError, OSError) as e:
-                self.uploads_failed += 1
-                if spool.attempts >= MAX_FINISH_ATTEMPTS:  # each costs N/k x size sent
-                    self._drop(key)
-                raise HelperError("helper-placement", str(e)[:1500]) from None
+            # the streamed placement ends soon after the last byte (a finish cut off
+            # meanwhile leaves it running, for the next finish)
+            res = None
+            if spool.stream is not None and not _given_up(spool.stream):
+                res = await asyncio.shield(spool.stream)
+            spool.stream = None
+            if res is None:
+                spool.attempts += 1
+                try:
+                    res = await self.uploader.upload_ciphertext(
+                        file_source(str(spool.path)), si, spool.size, params=spool.params
+                    )
+                except (UploadError, GridLocalError, OSError) as e:
+                    self.uploads_failed += 1
+                    if spool.attempts >= MAX_FINISH_ATTEMPTS:  # each costs N/k x size sent
+                        self._drop(key)
+                    raise HelperError("helper-placement", str(e)[:1500]) from None
         await asyncio.to_thread(self._drop, key)
         self.uploads_placed += 1
         return {"happiness": res.happiness, "sent": res.shares_sent, "present": res.shares_present}
+
+    async def close(self) -> None:
+        """Give up the streamed placements (the spools stay, for resuming)."""
+        await self._tasks.close()
 
     def figures(self) -> dict[str, Any]:
         """For the node's status (docs/helper.md, "Status")."""
@@ -337,7 +370,37 @@ class HelperService(Generic[P]):
         self._spools[key] = spool
         return spool
 
+    def _stream(self, key: str, si: bytes, spool: _Spool) -> None:
+        """Start placing ``spool`` as its ciphertext arrives, unless a stream runs
+        or succeeded, the spool is complete (``finish`` places it), or the spool
+        had its ``MAX_STREAMS``."""
+        if spool.stream is not None and not _given_up(spool.stream):
+            return
+        spool.stream = None
+        if spool.have >= spool.size or spool.streams >= MAX_STREAMS:
+            return
+        spool.streams += 1
+        spool.stream = self._tasks.start(
+            self._place_streaming(key, si, spool), name=f"helper {key}"
+        )
+
+    async def _place_streaming(
+        self, key: str, si: bytes, spool: _Spool
+    ) -> UploadResult[Any] | None:
+        try:
+            res = await self.uploader.upload_ciphertext(
+                _growing(spool), si, spool.size, params=spool.params
+            )
+        except Exception as e:  # any: finish places the whole spool instead
+            log.info("helper: streamed placement of %s given up: %s", key, describe(e))
+            return None
+        log.info("helper: %s placed as it arrived (happiness %d)", key, res.happiness)
+        return res
+
     def _drop(self, key: str) -> None:
+        spool = self._spools.get(key)
+        if spool is not None and spool.stream is not None:
+            spool.stream.cancel()  # its unfinished uploads are aborted as it ends
         self._spools.pop(key, None)
         for suffix in (".ct", ".json"):
             (self.directory / f"{key}{suffix}").unlink(missing_ok=True)
@@ -363,3 +426,40 @@ class HelperService(Generic[P]):
             with contextlib.suppress(OSError):
                 if not spool.lock.locked() and spool.path.stat().st_mtime < cutoff:
                     self._drop(key)
+
+
+def _given_up(task: asyncio.Task[UploadResult[Any] | None]) -> bool:
+    return task.done() and (task.cancelled() or task.result() is None)
+
+
+class _Stalled(Exception):
+    """No ciphertext arrived for ``STREAM_STALL`` seconds."""
+
+
+def _growing(spool: _Spool) -> Reopenable:
+    """A source over the spool's ``size`` bytes that waits at the spooled end for
+    the caller's next push (each pass reads from the start)."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        fd = await asyncio.to_thread(os.open, spool.path, os.O_RDONLY)
+        try:
+            offset = 0
+            while offset < spool.size:
+                if offset >= spool.have:
+                    spool.grown.clear()
+                    try:
+                        async with asyncio.timeout(STREAM_STALL):
+                            await spool.grown.wait()
+                    except TimeoutError:
+                        raise _Stalled(f"no ciphertext for {STREAM_STALL:.0f} s") from None
+                    continue
+                n = min(BATCH, spool.have - offset)
+                data = await asyncio.to_thread(os.pread, fd, n, offset)
+                if not data:
+                    raise OSError(f"the spool ended at {offset} of {spool.have} bytes")
+                offset += len(data)
+                yield data
+        finally:
+            os.close(fd)
+
+    return chunks

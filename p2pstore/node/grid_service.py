@@ -275,11 +275,11 @@ class GridService:
         return dht
 
     async def close(self) -> None:
-        if self.vdrive is not None:
-            vclose = getattr(self.vdrive, "close", None)
-            if vclose is not None:
-                with contextlib.suppress(Exception):
-                    await vclose()
+        if (vclose := getattr(self.vdrive, "close", None)) is not None:
+            with contextlib.suppress(Exception):
+                await vclose()
+        if self.helper is not None:  # its streamed placements (docs/helper.md)
+            await self.helper.close()
         if self.backend is not None:
             await self.backend.close()
         await self._tasks.close()

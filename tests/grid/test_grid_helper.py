@@ -27,6 +27,7 @@ from p2pstore.grid import (
     static_peers,
 )
 from p2pstore.grid.download import read_ranges
+from p2pstore.grid import helper as helper_mod
 from p2pstore.grid.helper import MAX_FINISH_ATTEMPTS, HelperConfig, HelperError, HelperService
 from p2pstore.grid.helper_client import MAX_RANGES, HelpedUploader, HelperUse
 from p2pstore.grid.helper_rpc import _body
@@ -393,9 +394,9 @@ async def test_a_placement_is_tried_a_bounded_number_of_times(
     service = _service(grid, tmp_path)
     si = b"\x07" * 20
     await service.start(CLIENT, si, PARAMS, 60_000)
-    await service.push(CLIENT, si, 0, _chunks(os.urandom(60_000)))
-    for gs in grid.servers:
+    for gs in grid.servers:  # the streamed placement fails too, and is not counted
         gs.broken()
+    await service.push(CLIENT, si, 0, _chunks(os.urandom(60_000)))
     for attempt in range(1, MAX_FINISH_ATTEMPTS + 1):
         with pytest.raises(HelperError) as e:
             await service.finish(CLIENT, si)
@@ -477,3 +478,95 @@ async def test_long_ranges_are_read_in_calls_the_servers_allow() -> None:
     )
     assert got == [data[o : o + n] for o, n in ranges]
     assert api.calls >= 3
+
+
+def _uploads(grid: StorageGrid) -> int:
+    """Shares being uploaded on the grid now (allocated, not closed)."""
+    return sum(gs.server.stat().uploads for gs in grid.servers)
+
+
+async def _until(cond: Any, seconds: float = 10.0) -> None:
+    async with asyncio.timeout(seconds):
+        while not cond():
+            await asyncio.sleep(0.01)
+
+
+def _count_whole_spool_placements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The placements ``finish`` makes from the complete spool (not streamed)."""
+    calls: list[str] = []
+    real = helper_mod.file_source
+
+    def counted(path: str, chunk_size: int = 1 << 20) -> Any:
+        calls.append(path)
+        return real(path, chunk_size)
+
+    monkeypatch.setattr(helper_mod, "file_source", counted)
+    return calls
+
+
+async def test_shares_are_placed_as_the_ciphertext_arrives(
+    grid: StorageGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(helper_mod, "BATCH", 8192)  # spooled as it comes, in this test
+    whole = _count_whole_spool_placements(monkeypatch)
+    service = _service(grid, tmp_path)
+    si, data = b"\x05" * 20, os.urandom(200_000)
+    assert (await service.start(CLIENT, si, PARAMS, len(data)))["state"] == "send"
+    more = asyncio.Event()
+
+    async def paused() -> AsyncIterator[bytes]:
+        async for chunk in _chunks(data[:100_000]):
+            yield chunk
+        await more.wait()  # the caller's slow link: the second half comes later
+        async for chunk in _chunks(data[100_000:]):
+            yield chunk
+
+    push = asyncio.create_task(service.push(CLIENT, si, 0, paused()))
+    # with half the ciphertext spooled, the shares are already being written
+    await _until(lambda: _uploads(grid) >= 7)
+    assert not push.done()
+    more.set()
+    assert await push == len(data)
+    res = await service.finish(CLIENT, si)
+    assert res["happiness"] >= 7 and res["sent"] == 10
+    assert whole == []  # placed once, as it arrived
+    assert sum(len(gs.server.list_shares(si)) for gs in grid.servers) == 10
+    assert _uploads(grid) == 0
+
+
+async def test_a_stalled_stream_is_given_up_and_finish_places_the_spool(
+    grid: StorageGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(helper_mod, "STREAM_STALL", 0.2)
+    whole = _count_whole_spool_placements(monkeypatch)
+    service = _service(grid, tmp_path)
+    si, data = b"\x06" * 20, os.urandom(150_000)
+    have = 0
+    for _ in range(helper_mod.MAX_STREAMS):  # each resumed push gets a new stream
+        assert (await service.start(CLIENT, si, PARAMS, len(data)))["have"] == have
+        have = await service.push(CLIENT, si, have, _chunks(data[have : have + 50_000]))
+        await _until(lambda: _uploads(grid) >= 7)
+        # the caller went quiet: the stream gives up and the peers' uploads end
+        await _until(lambda: _uploads(grid) == 0)
+    # the streams are spent: the rest is placed from the whole spool, after it
+    assert (await service.start(CLIENT, si, PARAMS, len(data)))["have"] == have
+    await service.push(CLIENT, si, have, _chunks(data[have:]))
+    await asyncio.sleep(0.3)
+    assert _uploads(grid) == 0
+    res = await service.finish(CLIENT, si)
+    assert res["happiness"] >= 7 and len(whole) == 1
+
+
+async def test_closing_the_helper_gives_up_its_streams(grid: StorageGrid, tmp_path: Path) -> None:
+    service = _service(grid, tmp_path)
+    si, data = b"\x08" * 20, os.urandom(120_000)
+    await service.start(CLIENT, si, PARAMS, len(data))
+    await service.push(CLIENT, si, 0, _chunks(data[:60_000]))
+    await _until(lambda: _uploads(grid) >= 7)
+    await service.close()
+    await _until(lambda: _uploads(grid) == 0)
+    # the spool stays: after a restart the caller resumes, and finish places it
+    restarted = HelperService(tmp_path / "h1", _uploader(grid, HELPER), service.config)
+    assert (await restarted.start(CLIENT, si, PARAMS, len(data)))["have"] == 60_000
+    await restarted.push(CLIENT, si, 60_000, _chunks(data[60_000:]))
+    assert (await restarted.finish(CLIENT, si))["happiness"] >= 7
