@@ -26,8 +26,8 @@ from p2pstore.grid import (
     helper_client,
     static_peers,
 )
-from p2pstore.grid.download import read_ranges
 from p2pstore.grid import helper as helper_mod
+from p2pstore.grid.download import read_ranges
 from p2pstore.grid.helper import MAX_FINISH_ATTEMPTS, HelperConfig, HelperError, HelperService
 from p2pstore.grid.helper_client import MAX_RANGES, HelpedUploader, HelperUse
 from p2pstore.grid.helper_rpc import _body
@@ -486,9 +486,11 @@ def _uploads(grid: StorageGrid) -> int:
 
 
 async def _until(cond: Any, seconds: float = 10.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not cond():
-            await asyncio.sleep(0.01)
+    for _ in range(int(seconds * 100)):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not reached in {seconds} s")
 
 
 def _count_whole_spool_placements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
