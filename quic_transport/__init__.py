@@ -14,6 +14,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .deferred_tls import defer
+
+defer()  # before anything here imports aioquic (deferred_tls.py)
+
 if TYPE_CHECKING:
     from .config import TransportConfig
     from .endpoint import Endpoint, open_endpoint
