@@ -43,6 +43,13 @@ class StorageAPI(Protocol):
         self, storage_index: bytes, shnum: int, ranges: list[tuple[int, int]]
     ) -> list[bytes]: ...
 
+    async def hashv(
+        self, storage_index: bytes, shnum: int, prefix: bytes, ranges: list[tuple[int, int]]
+    ) -> list[bytes]:
+        """SHA-256 of ``prefix`` and each range of a complete share, computed by the
+        server (docs/storage.md, ``storage.hashv``)."""
+        ...
+
     async def list_shares(self, storage_index: bytes) -> dict[int, int]: ...
 
     async def add_lease(self, storage_index: bytes) -> float: ...
@@ -100,6 +107,11 @@ class LocalStorageClient:
         self, storage_index: bytes, shnum: int, ranges: list[tuple[int, int]]
     ) -> list[bytes]:
         return await self._run(self.server.readv, storage_index, shnum, ranges)
+
+    async def hashv(
+        self, storage_index: bytes, shnum: int, prefix: bytes, ranges: list[tuple[int, int]]
+    ) -> list[bytes]:
+        return await self._run(self.server.hashv, storage_index, shnum, prefix, ranges)
 
     async def list_shares(self, storage_index: bytes) -> dict[int, int]:
         return await self._run(self.server.list_shares, storage_index)

@@ -19,6 +19,9 @@ DAY = 86400.0
 
 # Share numbers are one byte: zfec supports at most 256 shares per file.
 MAX_SHNUM = 255
+#: ``storage.hashv``: most ranges in one call, longest prefix (docs/storage.md)
+MAX_HASH_RANGES = 1024
+MAX_HASH_PREFIX = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,7 @@ class StorageConfig:
     - ``max_write`` / ``max_read``: largest data in one write / read call
       (``max_read`` also bounds the total of one ``readv``).
     - ``max_readv_ranges``: most ranges in one ``readv`` call.
+    - ``max_hash``: most bytes one ``hashv`` call hashes.
     - ``lease_duration``: how long a lease lasts after it is added or renewed.
     - ``max_leases_per_index``: distinct lease owners one storage index may carry.
     - ``upload_idle_timeout``: an upload with no write for this long is aborted.
@@ -46,6 +50,7 @@ class StorageConfig:
     max_write: int = 1 * MiB
     max_read: int = 1 * MiB
     max_readv_ranges: int = 64
+    max_hash: int = 64 * MiB
     lease_duration: float = 31 * DAY
     max_leases_per_index: int = 64
     upload_idle_timeout: float = 600.0
@@ -63,6 +68,7 @@ class StorageConfig:
             "max_write",
             "max_read",
             "max_readv_ranges",
+            "max_hash",
             "max_leases_per_index",
             "max_uploads",
             "max_uploads_per_owner",

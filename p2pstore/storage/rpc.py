@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from quic_transport.identity import ID_BYTES, NodeId
 
-from .config import MAX_SHNUM
+from .config import MAX_HASH_PREFIX, MAX_SHNUM
 from .errors import BadRequest, StorageError
 from .server import StorageServer
 from .slots import MAX_RECORD
@@ -93,6 +93,12 @@ def _record(name: str, v: object) -> object:
     return v
 
 
+def _prefix(name: str, v: object) -> object:
+    if not isinstance(v, bytes) or len(v) > MAX_HASH_PREFIX:
+        raise BadRequest(f"{name} must be bytes of at most {MAX_HASH_PREFIX}")
+    return v
+
+
 def _ranges(name: str, v: object) -> object:
     if not isinstance(v, list) or len(v) > 1024:
         raise BadRequest(f"{name} must be a list of at most 1024 [offset, length] pairs")
@@ -111,6 +117,7 @@ SCHEMAS: dict[str, dict[str, Check]] = {
     "storage.abort": {"si": _si, "shnum": _shnum},
     "storage.read": {"si": _si, "shnum": _shnum, "offset": _uint, "length": _uint},
     "storage.readv": {"si": _si, "shnum": _shnum, "ranges": _ranges},
+    "storage.hashv": {"si": _si, "shnum": _shnum, "prefix": _prefix, "ranges": _ranges},
     "storage.list": {"si": _si},
     "storage.add_lease": {"si": _si},
     "storage.renew_lease": {"si": _si},
@@ -204,6 +211,9 @@ class StorageRpcAdapter:
 
     def _op_readv(self, peer: NodeId, f: dict[str, Any]) -> object:
         return {"data": self.server.readv(f["si"], f["shnum"], f["ranges"])}
+
+    def _op_hashv(self, peer: NodeId, f: dict[str, Any]) -> object:
+        return {"hashes": self.server.hashv(f["si"], f["shnum"], f["prefix"], f["ranges"])}
 
     def _op_list(self, peer: NodeId, f: dict[str, Any]) -> object:
         return {"shares": self.server.list_shares(f["si"])}

@@ -146,6 +146,25 @@ class RpcStorageClient:
                 raise self._bad("storage.readv", "an entry is longer than requested")
         return data
 
+    async def hashv(
+        self, storage_index: bytes, shnum: int, prefix: bytes, ranges: list[tuple[int, int]]
+    ) -> list[bytes]:
+        r = await self._rpc(
+            "storage.hashv",
+            {
+                "si": storage_index,
+                "shnum": shnum,
+                "prefix": prefix,
+                "ranges": [[o, n] for o, n in ranges],
+            },
+        )
+        hashes = r.get("hashes")
+        if not isinstance(hashes, list) or len(hashes) != len(ranges):
+            raise self._bad("storage.hashv", "hashes is not one entry per range")
+        if not all(isinstance(h, bytes) and len(h) == 32 for h in hashes):
+            raise self._bad("storage.hashv", "a hash is not 32 bytes")
+        return hashes
+
     async def list_shares(self, storage_index: bytes) -> dict[int, int]:
         r = await self._rpc("storage.list", {"si": storage_index})
         shares = r.get("shares")

@@ -27,7 +27,6 @@ Invariants:
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import threading
@@ -38,7 +37,7 @@ from pathlib import Path
 from quic_transport.identity import NodeId
 
 from . import leases as lz
-from .config import StorageConfig
+from .config import MAX_HASH_RANGES, StorageConfig
 from .disk_layout import (
     LEASES_NAME,
     Layout,
@@ -67,7 +66,7 @@ from .errors import (
 )
 from .lease_store import LeaseStore
 from .quota import FreeSpace, available, disk_free
-from .reads import read_ranges, share_sizes
+from .reads import ranges_hasher, read_ranges, share_ranges, share_sizes
 from .results import Allocation, ClosedShare, StorageStats
 from .scan import clean_incoming, list_prefixes, scan_usage, storage_indexes_in
 from .slot_store import SlotStore
@@ -406,27 +405,19 @@ class StorageServer:
     def readv(self, storage_index: bytes, shnum: int, ranges: list[tuple[int, int]]) -> list[bytes]:
         """Several clamped reads of one share; total length bounded by ``max_read``."""
         self._check_open()
-        si = check_storage_index(storage_index)
-        check_shnum(shnum)
-        if len(ranges) > self.config.max_readv_ranges:
-            raise TooLarge(f"more than {self.config.max_readv_ranges} ranges in one read")
-        total = 0
-        for off, length in ranges:
-            check_offset(off, "offset")
-            total += check_offset(length, "length")
-        if total > self.config.max_read:
-            raise TooLarge(f"read of {total} bytes exceeds limit {self.config.max_read}")
-        path = self.layout.share_path(si, shnum)
-        if not self.layout.is_inside(path.parent):
-            raise NoSuchShare(f"no share {shnum} of {si_b32(si)} here")
-        try:
-            return read_ranges(path, ranges)
-        except (FileNotFoundError, NotADirectoryError) as e:
-            raise NoSuchShare(f"no share {shnum} of {si_b32(si)} here") from e
-        except OSError as e:
-            if e.errno == errno.ELOOP:  # a symlink: never followed
-                raise NoSuchShare(f"no share {shnum} of {si_b32(si)} here") from None
-            raise from_os_error("read", e) from None
+        cfg, si = self.config, check_storage_index(storage_index)
+        limits = (cfg.max_readv_ranges, cfg.max_read)
+        return share_ranges(self.layout, si, check_shnum(shnum), ranges, limits, read_ranges)
+
+    def hashv(
+        self, storage_index: bytes, shnum: int, prefix: bytes, ranges: list[tuple[int, int]]
+    ) -> list[bytes]:
+        """SHA-256 of ``prefix`` and each clamped range of one share: what a reader
+        checks, without the bytes moving (docs/storage.md, ``storage.hashv``)."""
+        self._check_open()
+        si, hashed = check_storage_index(storage_index), ranges_hasher(prefix)
+        limits = (MAX_HASH_RANGES, self.config.max_hash)
+        return share_ranges(self.layout, si, check_shnum(shnum), ranges, limits, hashed)
 
     def list_shares(self, storage_index: bytes) -> dict[int, int]:
         """``{shnum: size}`` of the complete shares of one storage index."""

@@ -215,6 +215,12 @@ class FaultyStorage:
         await self.grid_server.gate("readv")
         return await self._inner.readv(storage_index, shnum, ranges)
 
+    async def hashv(
+        self, storage_index: bytes, shnum: int, prefix: bytes, ranges: list[tuple[int, int]]
+    ) -> list[bytes]:
+        await self.grid_server.gate("hashv")
+        return await self._inner.hashv(storage_index, shnum, prefix, ranges)
+
     async def list_shares(self, storage_index: bytes) -> dict[int, int]:
         await self.grid_server.gate("list_shares")
         return await self._inner.list_shares(storage_index)

@@ -46,7 +46,7 @@ FIELDS = [
     "count", "nonce", "data", "value", "seq", "token", "node_id", "host", "port",
     "cap", "replace", "parents", "recursive", "src", "dst", "bits", "minute",
     "keys", "shares", "lease", "renew", "cancel", "owner", "k", "want", "max",
-    "n", "segment_size",
+    "n", "segment_size", "prefix",
 ]  # fmt: skip
 
 scalars = st.one_of(
@@ -85,6 +85,7 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     "dht.get": {"key": b"\x01" * 20},
     "dht.ping": {},
     "storage.readv": {"si": b"\x01" * 32, "shnum": 0, "ranges": [[0, 10]]},
+    "storage.hashv": {"si": b"\x01" * 20, "shnum": 0, "prefix": b"t", "ranges": [[0, 10]]},
     "storage.slot_write": {"si": _SLOT.storage_index, "record": _SLOT.encode(), "lease": 60},
     "helper.start": {"si": b"\x01" * 20, "k": 2, "n": 4, "segment_size": 4096, "size": 100},
     "helper.finish": {"si": b"\x01" * 20},

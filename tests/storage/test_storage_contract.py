@@ -5,6 +5,7 @@ registry and a CBOR round trip (RpcStorageClient), proving the two equivalent.""
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from p2pstore.storage import (
     TooLarge,
     register_storage_rpc,
 )
+from p2pstore.storage.config import MAX_HASH_PREFIX, MAX_HASH_RANGES
 from p2pstore.testing.fake_rpc import FakeRegistry, FakeRpcError
 from p2pstore.testing.storage_grid import FakeClock
 from quic_transport.identity import NodeId
@@ -63,6 +65,7 @@ CONFIG = StorageConfig(
     max_share_size=5_000,
     max_write=1_000,
     max_read=2_000,
+    max_hash=4_000,
     lease_duration=10 * DAY,
     upload_idle_timeout=60.0,
 )
@@ -117,6 +120,31 @@ async def test_round_trip_and_list(env: Env) -> None:
     assert await a.read(SI, 3, 10_000, 5) == b""  # past the end: empty
     assert await a.readv(SI, 3, [(0, 4), (2558, 10)]) == [data[:4], data[2558:]]
     assert await a.list_shares(SI2) == {}
+
+
+async def test_hashv_hashes_stored_ranges_without_moving_them(env: Env) -> None:
+    a = env.api(ALICE)
+    data = os.urandom(3000)
+    await upload(a, SI, 2, data)
+    prefix = b"\x07tag:blk"
+    ranges = [(0, 1000), (1000, 1000), (2500, 1000), (5000, 10), (7, 0)]
+    expect = [hashlib.sha256(prefix + data[o : o + n]).digest() for o, n in ranges]
+    assert await env.api(BOB).hashv(SI, 2, prefix, ranges) == expect  # clamped at the end
+    assert await a.hashv(SI, 2, b"", [(0, 3000)]) == [hashlib.sha256(data).digest()]
+    with pytest.raises(TooLarge):  # max_hash bounds the bytes one call hashes
+        await a.hashv(SI, 2, b"", [(0, 3000), (0, 1001)])
+    with pytest.raises((TooLarge, BadRequest)):  # the RPC schema refuses it first
+        await a.hashv(SI, 2, b"", [(0, 1)] * (MAX_HASH_RANGES + 1))
+    with pytest.raises(BadRequest):
+        await a.hashv(SI, 2, b"x" * (MAX_HASH_PREFIX + 1), [(0, 1)])
+    with pytest.raises(BadRequest):
+        await a.hashv(SI, 2, b"", [(-1, 1)])
+    with pytest.raises(NoSuchShare):
+        await a.hashv(SI, 3, b"", [(0, 1)])
+    await a.allocate(SI, 4, 10)  # in progress: not there for hashing either
+    await a.write(SI, 4, 0, b"0123456789")
+    with pytest.raises(NoSuchShare):
+        await a.hashv(SI, 4, b"", [(0, 10)])
 
 
 async def test_share_invisible_until_closed(env: Env) -> None:
