@@ -9,9 +9,11 @@ Invariants:
   itself (CPU only, nothing sent), then asks the peers nearest the storage index
   which shares they hold and checks every claimed share: its header and trailer
   (hash trees, share chain, extension block) must equal the local encoding's, and
-  one block chosen at random must hash to the local leaf. Only shares that pass
-  count toward happiness; below ``happy`` the helper failed. So a helper that
-  drops, corrupts or mixes up data never yields a cap.
+  every block, hashed by its server (``storage.hashv``), must hash to the local
+  leaf. Only shares that pass count toward happiness; below ``happy`` the helper
+  failed. So a helper that drops, corrupts or mixes up data never yields a cap.
+  With servers that cannot hash, one random block per share is read instead, and
+  the whole file is downloaded once unless k shares were hashed whole.
 - A helper that refuses, vanishes or fails verification is reported and the next
   one is tried; after the last, the file is uploaded directly. The result names
   the helper used (``helper``) and every failure before it (``helper_failures``).
@@ -45,10 +47,13 @@ from p2pstore.immutable import (
     SegmentGeometry,
     ShareLayout,
 )
-from p2pstore.immutable.crypto import TAG_BLOCK, random_key, tagged_hash
+from p2pstore.immutable.crypto import TAG_BLOCK, random_key, tag_prefix, tagged_hash
 from p2pstore.immutable.errors import LocalError as ImmutableLocalError
 from p2pstore.immutable.params import LITERAL_MAX
 from p2pstore.immutable.share_layout import HEADER_SIZE
+from p2pstore.storage import StorageAPI
+from p2pstore.storage.config import MAX_HASH_RANGES
+from p2pstore.storage.errors import TooLarge, UnknownStorageError
 from quic_transport.errors import TransportError
 
 from .download import Downloader, read_ranges
@@ -68,6 +73,11 @@ RESUME_TRIES = 3
 RESUME_PAUSE = 1.0
 #: ranges per verification read (the servers' ``max_readv_ranges``)
 MAX_RANGES = 64
+#: ranges and bytes per ``storage.hashv`` call (the servers' default limits)
+HASH_RANGES = MAX_HASH_RANGES
+HASH_BYTES = 64 << 20
+#: what the servers hash a block with, so their answers are the hash-tree leaves
+BLOCK_PREFIX = tag_prefix(TAG_BLOCK)
 
 
 class HelperAPI(Protocol):
@@ -240,20 +250,21 @@ class HelpedUploader(Generic[P]):
                 await helper.finish(si, size)
         result = stream.result
         assert result is not None and isinstance(result.cap, ReadCap)
-        placements, h, found, bad = await self._verify(enc, result, params, size)
-        if bad and h < happy:
-            raise _Poisoned(f"{bad} share(s) on the grid differ from this file's encoding")
-        if bad:  # enough good ones: a storage peer's foreign copies, not the helper's
-            log.warning("helper upload: %d foreign share(s) at this storage index", bad)
+        v = await self._verify(enc, result, params, size)
+        h = v.happiness
+        if v.bad and h < happy:
+            raise _Poisoned(f"{v.bad} share(s) on the grid differ from this file's encoding")
+        if v.bad:  # enough good ones: a storage peer's foreign copies, not the helper's
+            log.warning("helper upload: %d foreign share(s) at this storage index", v.bad)
         if h < happy:
             raise HelperError(
                 "helper-verify",
                 f"only {h} verified holders of the shares the helper placed (happy is {happy})",
             )
-        if self.use.read_back:
+        if self.use.read_back and v.whole < params.k:  # servers without storage.hashv
             await self._read_back(result.cap)
         return UploadResult(
-            result.cap, size, placements, h, 0, len(placements), found, helper=helper.name
+            result.cap, size, v.placements, h, 0, len(v.placements), v.found, helper=helper.name
         )
 
     async def _read_back(self, cap: ReadCap) -> None:
@@ -270,10 +281,9 @@ class HelpedUploader(Generic[P]):
 
     async def _verify(
         self, enc: Encoder, result: EncodeResult, params: EncodingParams, size: int
-    ) -> tuple[dict[int, P], int, int, int]:
+    ) -> _Verified[P]:
         """Check every share the grid holds of this file against the local encoding
-        and add this node's lease to the good ones: ``(share -> holder, happiness,
-        peers found, shares that differ)``."""
+        and add this node's lease to the good ones."""
         up = self.direct
         si = enc.storage_index
         found = list(await up.find_peers(si, up.config.lookup_count or 2 * params.n))
@@ -283,22 +293,22 @@ class HelpedUploader(Generic[P]):
         trailers = {t.share_number: t for t in result.trailers}
         t = self.use.verify_timeout
 
-        async def check(share: int, peer: bytes) -> bool | None:
-            """True: verified; False: differs; None: could not be read."""
+        async def check(share: int, peer: bytes) -> tuple[bool | None, bool]:
+            """(True: verified, False: differs, None: could not be read; whether
+            the server hashed every block)."""
             trailer = trailers.get(share)
             if trailer is None:
-                return False
+                return False, False
             layout = ShareLayout.for_share(geometry, share)
-            j = secrets.randbelow(geometry.num_segments)
             ranges = [(0, HEADER_SIZE), (trailer.trailer_offset, len(trailer.trailer))]
             api = up.storage_for(peers[peer])
             try:
-                head, tail, block = await bounded(
+                head, tail = await bounded(
                     read_ranges(
                         api,
                         si,
                         share,
-                        [*ranges, layout.block_range(j)],
+                        ranges,
                         max_read=READ_CHUNK,
                         max_ranges=MAX_RANGES,
                         timeout=t,
@@ -307,31 +317,80 @@ class HelpedUploader(Generic[P]):
                 )
                 if head != trailer.header or tail != trailer.trailer:
                     log.warning("helper upload: share %d on a peer differs", share)
-                    return False
-                if tagged_hash(TAG_BLOCK, block) != enc.block_hash(share, j):
-                    log.warning("helper upload: share %d has a bad block %d", share, j)
-                    return False
+                    return False, False
+                bad = await _hashed_blocks(api, si, share, layout, enc, t)
+                if bad is None:  # a server without storage.hashv: one block, read
+                    j = secrets.randbelow(geometry.num_segments)
+                    block = await bounded(api.read(si, share, *layout.block_range(j)), t)
+                    bad = [j] if tagged_hash(TAG_BLOCK, block) != enc.block_hash(share, j) else []
+                    whole = False
+                else:
+                    whole = True
+                if bad:
+                    log.warning("helper upload: share %d has bad blocks %s", share, bad[:8])
+                    return False, False
                 await bounded(api.add_lease(si), t)
             except BadShareError:  # shorter than this file's encoding
                 log.warning("helper upload: share %d on a peer differs", share)
-                return False
+                return False, False
             except Exception as e:
                 log.info("helper upload: share %d not verified: %s", share, describe(e))
-                return None
-            return True
+                return None, False
+            return True, whole
 
         claims = [(s, p) for s, holders in existing.items() for p in holders]
         oks = await asyncio.gather(*(check(s, p) for s, p in claims))
         holdings: dict[bytes, set[int]] = {}
-        for (share, peer), ok in zip(claims, oks, strict=True):
+        whole: set[int] = set()
+        for (share, peer), (ok, hashed) in zip(claims, oks, strict=True):
             if ok:
                 holdings.setdefault(peer, set()).add(share)
+                if hashed:
+                    whole.add(share)
         placements: dict[int, P] = {}
         for peer, shares in holdings.items():
             for s in shares:
                 placements.setdefault(s, peers[peer])
-        bad = sum(1 for ok in oks if ok is False)
-        return dict(sorted(placements.items())), happiness(holdings), len(found), bad
+        bad = sum(1 for ok, _ in oks if ok is False)
+        return _Verified(
+            dict(sorted(placements.items())), happiness(holdings), len(found), bad, len(whole)
+        )
+
+
+async def _hashed_blocks(
+    api: StorageAPI, si: bytes, share: int, layout: ShareLayout, enc: Encoder, each: float
+) -> list[int] | None:
+    """The segments whose block of ``share`` on ``api`` differs from the local
+    encoding, hashed by the server (``storage.hashv``: no block crosses the network),
+    each call bounded by ``each`` seconds; None if the server cannot hash them."""
+    geometry = layout.geometry
+    calls: list[list[int]] = [[]]
+    size = 0
+    for j in range(geometry.num_segments):
+        n = geometry.block_size_of(j)
+        if len(calls[-1]) >= HASH_RANGES or (calls[-1] and size + n > HASH_BYTES):
+            calls.append([])
+            size = 0
+        calls[-1].append(j)
+        size += n
+    bad: list[int] = []
+    for segments in calls:
+        ranges = [layout.block_range(j) for j in segments]
+        try:
+            got = await bounded(api.hashv(si, share, BLOCK_PREFIX, ranges), each)
+        except (UnknownStorageError, TooLarge):  # an older or stricter server
+            return None
+        bad += [j for j, h in zip(segments, got, strict=True) if h != enc.block_hash(share, j)]
+    return bad
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified(Generic[P]):
+    placements: dict[int, P]  # share -> a holder whose copy verified
+    happiness: int
+    found: int  # peers the lookup found
+    bad: int  # copies that differ from the local encoding
+    whole: int  # distinct shares whose every block a server hashed and matched
 
 
 class _Ciphertext:

@@ -42,7 +42,9 @@ TAG_EXT: Final = b"p2ps:v1:extension-block"
 TAG_PLAINTEXT: Final = b"p2ps:v1:convergent-plaintext"
 
 
-def _prefix(tag: bytes) -> bytes:
+def tag_prefix(tag: bytes) -> bytes:
+    """What :func:`tagged_hash` feeds SHA-256 before the data (a server that hashes
+    stored bytes with it answers the leaves a reader checks: ``storage.hashv``)."""
     return bytes([len(tag)]) + tag
 
 
@@ -53,7 +55,7 @@ def tagged_hasher(tag: bytes) -> hashlib._Hash:
     """A fresh SHA-256 object already fed the tag prefix."""
     base = _BASES.get(tag)
     if base is None:
-        base = _BASES[tag] = hashlib.sha256(_prefix(tag))
+        base = _BASES[tag] = hashlib.sha256(tag_prefix(tag))
     return base.copy()
 
 

@@ -39,7 +39,8 @@ from p2pstore.immutable import (
     EncodingParams,
     ReadCap,
 )
-from p2pstore.testing.storage_grid import GridServer, StorageGrid
+from p2pstore.storage.errors import UnknownStorageError
+from p2pstore.testing.storage_grid import FaultyStorage, GridServer, StorageGrid
 from quic_transport.identity import NodeId
 
 CLIENT = NodeId(b"C" * 20)
@@ -572,3 +573,52 @@ async def test_closing_the_helper_gives_up_its_streams(grid: StorageGrid, tmp_pa
     assert (await restarted.start(CLIENT, si, PARAMS, len(data)))["have"] == 60_000
     await restarted.push(CLIENT, si, 60_000, _chunks(data[60_000:]))
     assert (await restarted.finish(CLIENT, si))["happiness"] >= 7
+
+
+def _count_read_backs(monkeypatch: pytest.MonkeyPatch) -> list[ReadCap]:
+    seen: list[ReadCap] = []
+    real = HelpedUploader._read_back
+
+    async def counted(self: HelpedUploader[Any], cap: ReadCap) -> None:
+        seen.append(cap)
+        await real(self, cap)
+
+    monkeypatch.setattr(HelpedUploader, "_read_back", counted)
+    return seen
+
+
+async def test_every_block_of_every_share_is_hashed_by_its_server(
+    grid: StorageGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read_backs = _count_read_backs(monkeypatch)
+    client = _client(grid, [LocalHelper(_service(grid, tmp_path), "h1")])
+    data = os.urandom(100_000)  # 25 segments
+    first = await client.upload_convergent(bytes_source(data), SECRET)
+    assert isinstance(first.cap, ReadCap)
+    assert read_backs == []  # the servers hashed the blocks: nothing was downloaded
+    assert sum(gs.calls["hashv"] for gs in grid.servers) >= 7
+    # one block of one share differs: a single random block would miss it 24 times
+    # in 25; the servers' hashes never do
+    si = first.cap.storage_index
+    holder = next(gs for gs in grid.servers if gs.server.list_shares(si))
+    share = min(holder.server.list_shares(si))
+    holder.corrupt_share(si, share, offset=72 + 17 * PARAMS.block_size + 3)
+    again = await client.upload_convergent(bytes_source(data), SECRET)
+    assert again.helper == "h1" and again.cap == first.cap
+    assert again.placements.get(share) is not holder
+
+
+async def test_servers_without_hashing_are_checked_by_a_read_back(
+    grid: StorageGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read_backs = _count_read_backs(monkeypatch)
+
+    async def older(*_: Any) -> list[bytes]:
+        raise UnknownStorageError("no-such-method", "no handler for storage.hashv")
+
+    monkeypatch.setattr(FaultyStorage, "hashv", older)
+    client = _client(grid, [LocalHelper(_service(grid, tmp_path), "h1")])
+    data = os.urandom(100_000)
+    res = await client.upload_convergent(bytes_source(data), SECRET)
+    assert res.helper == "h1" and read_backs == [res.cap]
+    assert isinstance(res.cap, ReadCap) and await _read(grid, res.cap) == data
