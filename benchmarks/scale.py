@@ -42,8 +42,8 @@ from typing import Any
 
 from p2pstore.api_client import NodeClient
 from p2pstore.node import localgrid
-from p2pstore.node.daemon import read_status_file
 from p2pstore.node.nodedir import NodeDir
+from p2pstore.node.status_file import read_status_file
 
 TICKS = os.sysconf("SC_CLK_TCK")
 K = 20

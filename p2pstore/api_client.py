@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final
 
-from .node.daemon import read_status_file
 from .node.errors import NodeError
 from .node.nodedir import ENV_NODE, NodeDir
 from .node.nodedir import default_node_dir as default_node_dir  # re-exported (now in node)
 from .node.nodedir import resolve_node_dir as resolve_node_dir
 from .node.pidfile import probe
+from .node.status_file import read_status_file
 
 CHUNK: Final = 256 * 1024
 MAX_JSON_REPLY: Final = 16 << 20

@@ -333,8 +333,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _api_url(root: Path) -> str:
-    from .node.daemon import read_status_file
     from .node.nodedir import NodeDir
+    from .node.status_file import read_status_file
 
     doc = read_status_file(NodeDir(root)) or {}
     return str(doc.get("api_url", "?"))

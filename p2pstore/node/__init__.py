@@ -13,32 +13,36 @@ Public API (see ``docs/node.md`` and ``docs/bootstrap.md``)::
 
 from __future__ import annotations
 
-from .bootstrap import (
-    BootstrapList,
-    MergeResult,
-    Seed,
-    VdriveKey,
-    load_bootstrap_file,
-    merge,
-    merge_text,
-    parse_bootstrap,
-)
-from .config import NodeConfig, load_config
-from .errors import (
-    BootstrapError,
-    BootstrapErrors,
-    ConfigError,
-    DaemonError,
-    NodeDirError,
-    NodeError,
-    NodeLocalError,
-    NodeRemoteError,
-)
-from .join import JoinReport, contact_any, join_candidates
-from .known_peers import KnownPeer, KnownPeers
-from .nodedir import CreateOptions, NodeDir, create_node_dir
-from .runner import NodeRunner
-from .service import NodeContext, NodeService, ServiceFactory, ServiceStatus
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .bootstrap import (
+        BootstrapList,
+        MergeResult,
+        Seed,
+        VdriveKey,
+        load_bootstrap_file,
+        merge,
+        merge_text,
+        parse_bootstrap,
+    )
+    from .config import NodeConfig, load_config
+    from .errors import (
+        BootstrapError,
+        BootstrapErrors,
+        ConfigError,
+        DaemonError,
+        NodeDirError,
+        NodeError,
+        NodeLocalError,
+        NodeRemoteError,
+    )
+    from .join import JoinReport, contact_any, join_candidates
+    from .known_peers import KnownPeer, KnownPeers
+    from .nodedir import CreateOptions, NodeDir, create_node_dir
+    from .runner import NodeRunner
+    from .service import NodeContext, NodeService, ServiceFactory, ServiceStatus
 
 __all__ = [
     "BootstrapError",
@@ -73,3 +77,49 @@ __all__ = [
     "merge_text",
     "parse_bootstrap",
 ]
+
+_MODULE_OF = {
+    "BootstrapError": "errors",
+    "BootstrapErrors": "errors",
+    "BootstrapList": "bootstrap",
+    "ConfigError": "errors",
+    "CreateOptions": "nodedir",
+    "DaemonError": "errors",
+    "JoinReport": "join",
+    "KnownPeer": "known_peers",
+    "KnownPeers": "known_peers",
+    "MergeResult": "bootstrap",
+    "NodeConfig": "config",
+    "NodeContext": "service",
+    "NodeDir": "nodedir",
+    "NodeDirError": "errors",
+    "NodeError": "errors",
+    "NodeLocalError": "errors",
+    "NodeRemoteError": "errors",
+    "NodeRunner": "runner",
+    "NodeService": "service",
+    "Seed": "bootstrap",
+    "ServiceFactory": "service",
+    "ServiceStatus": "service",
+    "VdriveKey": "bootstrap",
+    "contact_any": "join",
+    "create_node_dir": "nodedir",
+    "join_candidates": "join",
+    "load_bootstrap_file": "bootstrap",
+    "load_config": "config",
+    "merge": "bootstrap",
+    "merge_text": "bootstrap",
+    "parse_bootstrap": "bootstrap",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The public names load on first use (PEP 562): a command that needs one
+    module of the package (the CLI reading a node's status file) does not import
+    the runner and the network stack with it."""
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

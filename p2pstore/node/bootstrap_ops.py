@@ -25,10 +25,10 @@ from .bootstrap import (
     read_bootstrap_text,
 )
 from .config import load_config
-from .daemon import read_status_file
 from .errors import BootstrapError, BootstrapErrors, DaemonError, NodeDirError
 from .nodedir import NodeDir
 from .pidfile import probe
+from .status_file import read_status_file
 
 
 def read_bootstrap_arg(value: str, *, what: str = "--bootstrap") -> BootstrapList:

@@ -33,31 +33,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from p2pstore.base.fsutil import read_bounded
-
 from .config import load_config
 from .errors import DaemonError, NodeError
 from .main import NODE_PYTHON_ENV
 from .nodedir import NodeDir
 from .pidfile import PidState, pid_alive, probe, remove_stale
-from .runner import EXIT_CONFIG, STATUS_FORMAT, prepare
+from .runner import EXIT_CONFIG, prepare
 from .size import format_size
+from .status_file import read_status_file
 
 STATUS_RUNNING, STATUS_STALE, STATUS_NOT_RUNNING = 0, 1, 3
 MAX_DAEMON_OUT_BYTES = 1024 * 1024
-MAX_STATUS_BYTES = 256 * 1024
 POLL_SECONDS = 0.05
-
-
-def read_status_file(nd: NodeDir) -> dict[str, Any] | None:
-    """The node's last ``status.json``, or None if absent or unreadable."""
-    try:
-        doc = json.loads(read_bounded(nd.status_path, MAX_STATUS_BYTES))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(doc, dict) or doc.get("format") != STATUS_FORMAT:
-        return None
-    return doc
 
 
 def _prepare_daemon_out(nd: NodeDir) -> int:

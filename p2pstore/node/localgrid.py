@@ -41,10 +41,11 @@ from .advertise import own_seed
 from .bootstrap import BootstrapList, Seed, parse_bootstrap
 from .bootstrap_ops import own_line
 from .config import load_config
-from .daemon import read_status_file, start, stop
+from .daemon import start, stop
 from .errors import NodeError
 from .nodedir import CreateOptions, NodeDir, create_node_dir
 from .pidfile import probe
+from .status_file import read_status_file
 
 FORMAT = "p2pstore-local-grid-v1"
 GRID_FILE = "grid.json"

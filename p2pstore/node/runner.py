@@ -56,6 +56,7 @@ from .service import (
     ServiceFactory,
     ServiceStatus,
 )
+from .status_file import STATUS_FORMAT
 
 if TYPE_CHECKING:
     from p2pstore.sftp.server import SftpServer
@@ -64,7 +65,6 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 78  # sysexits.h EX_CONFIG
-STATUS_FORMAT = "p2pstore-status-v1"
 #: status details that change with every packet: not a reason to rewrite the file
 VOLATILE = frozenset({"traffic", "limits"})
 #: less than this moved between two status looks: the node is quiet (trim the heap)
