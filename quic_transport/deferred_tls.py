@@ -20,8 +20,10 @@ Invariants:
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
+import threading
 import types
 from typing import Any
 
@@ -40,12 +42,16 @@ class _Deferred(types.ModuleType):
         return getattr(_load(self.__name__), attr)
 
 
+_LOCK = threading.RLock()  # loading one package may load another
+
+
 def _load(name: str) -> types.ModuleType:
     top = name.partition(".")[0]
-    for key in [top, *(f"{top}.{sub}" for sub in DEFERRED.get(top, ()))]:
-        if isinstance(sys.modules.get(key), _Deferred):
-            del sys.modules[key]
-    return importlib.import_module(name)
+    with _LOCK:  # two threads' first uses: one import
+        for key in [top, *(f"{top}.{sub}" for sub in DEFERRED.get(top, ()))]:
+            if isinstance(sys.modules.get(key), _Deferred):
+                sys.modules.pop(key, None)
+        return importlib.import_module(name)
 
 
 def defer() -> None:
@@ -57,11 +63,16 @@ def defer() -> None:
         if spec is None:
             continue
         package = _Deferred(top)
-        # the import system asks a package for its path ("from OpenSSL import crypto")
+        # the import system asks a package for its path ("from OpenSSL import crypto"),
+        # and find_spec a module in sys.modules for its spec
         package.__path__ = list(spec.submodule_search_locations or ())
+        package.__spec__ = spec
         sys.modules[top] = package
         for sub in subs:
             module = _Deferred(f"{top}.{sub}")
+            module.__spec__ = importlib.machinery.PathFinder.find_spec(
+                module.__name__, package.__path__
+            )
             sys.modules[module.__name__] = module
             setattr(package, sub, module)
 

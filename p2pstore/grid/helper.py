@@ -115,6 +115,10 @@ class _Spool:
     #: the streamed placement; its result is None when it was given up
     stream: asyncio.Task[UploadResult[Any] | None] | None = None
     streams: int = 0  # streamed placements started
+    #: bytes of this spool counted against the day's quota (a stream counts them all)
+    charged: int = 0
+    #: when the last ciphertext was received (``time.monotonic``), spooled or not yet
+    heard: float = 0.0
 
 
 class HelperService(Generic[P]):
@@ -139,6 +143,7 @@ class HelperService(Generic[P]):
         self.bytes_received = 0
         self._loaded = False
         self._tasks = TaskOwner()  # the streamed placements
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"HelperService({self.directory}, spools={len(self._spools)})"
@@ -222,9 +227,11 @@ class HelperService(Generic[P]):
             pending = bytearray()
 
             async def flush() -> None:
-                if spool.have + len(pending) > spool.size:
+                end = spool.have + len(pending)
+                if end > spool.size:
                     raise HelperError("bad-request", f"more than the {spool.size} bytes")
-                self._count(len(pending))
+                self._count(max(0, end - max(spool.charged, spool.have)))
+                spool.charged = max(spool.charged, end)
                 self._check_space(len(pending))
                 await asyncio.to_thread(os.pwrite, fd, pending, spool.have)
                 spool.have += len(pending)
@@ -236,6 +243,7 @@ class HelperService(Generic[P]):
                 try:
                     async for chunk in chunks:
                         pending += chunk
+                        spool.heard = time.monotonic()
                         if len(pending) >= BATCH:
                             await flush()
                 finally:  # what arrived before a broken stream is kept for resuming
@@ -263,8 +271,16 @@ class HelperService(Generic[P]):
             # the streamed placement ends soon after the last byte (a finish cut off
             # meanwhile leaves it running, for the next finish)
             res = None
-            if spool.stream is not None and not _given_up(spool.stream):
-                res = await asyncio.shield(spool.stream)
+            stream = spool.stream
+            if stream is not None and not _given_up(stream):
+                try:
+                    res = await asyncio.shield(stream)
+                except asyncio.CancelledError:
+                    me = asyncio.current_task()
+                    if not stream.cancelled() or (me is not None and me.cancelling()):
+                        raise
+                    # the helper is stopping (close cancelled the stream)
+                    raise HelperError("helper-refused", "this helper is stopping") from None
             spool.stream = None
             if res is None:
                 spool.attempts += 1
@@ -282,7 +298,9 @@ class HelperService(Generic[P]):
         return {"happiness": res.happiness, "sent": res.shares_sent, "present": res.shares_present}
 
     async def close(self) -> None:
-        """Give up the streamed placements (the spools stay, for resuming)."""
+        """Give up the streamed placements (the spools stay, for resuming); refuse
+        every call from now on."""
+        self._closed = True
         await self._tasks.close()
 
     def figures(self) -> dict[str, Any]:
@@ -304,6 +322,8 @@ class HelperService(Generic[P]):
         )
 
     def _check_caller(self, caller: NodeId) -> None:
+        if self._closed:
+            raise HelperError("helper-refused", "this helper is stopping")
         if not self.config.enabled:
             raise HelperError("helper-refused", "this node is not an upload helper")
         if not self._accepts(caller):
@@ -358,7 +378,7 @@ class HelperService(Generic[P]):
                 for p in (meta, ct):
                     p.unlink(missing_ok=True)
                 continue
-            self._spools[meta.stem] = _Spool(ct, params, size, have, asyncio.Lock())
+            self._spools[meta.stem] = _Spool(ct, params, size, have, asyncio.Lock(), charged=have)
 
     def _create(self, key: str, params: EncodingParams, size: int) -> _Spool:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -377,8 +397,15 @@ class HelperService(Generic[P]):
         if spool.stream is not None and not _given_up(spool.stream):
             return
         spool.stream = None
-        if spool.have >= spool.size or spool.streams >= MAX_STREAMS:
+        if self._closed or spool.have >= spool.size or spool.streams >= MAX_STREAMS:
             return
+        # a stream reserves the whole file's shares on the storage peers at its first
+        # segment: the declared size counts against the day's bytes now
+        try:
+            self._count(max(0, spool.size - max(spool.charged, spool.have)))
+        except HelperError:
+            return  # placed after the last byte instead, if the pushes fit the day
+        spool.charged = spool.size
         spool.streams += 1
         spool.stream = self._tasks.start(
             self._place_streaming(key, si, spool), name=f"helper {key}"
@@ -441,7 +468,7 @@ def _growing(spool: _Spool) -> Reopenable:
     the caller's next push (each pass reads from the start)."""
 
     async def chunks() -> AsyncIterator[bytes]:
-        fd = await asyncio.to_thread(os.open, spool.path, os.O_RDONLY)
+        fd = os.open(spool.path, os.O_RDONLY)  # no await before the try: no fd leaks
         try:
             offset = 0
             while offset < spool.size:
@@ -451,6 +478,8 @@ def _growing(spool: _Spool) -> Reopenable:
                         async with asyncio.timeout(STREAM_STALL):
                             await spool.grown.wait()
                     except TimeoutError:
+                        if time.monotonic() - spool.heard < STREAM_STALL:
+                            continue  # a slow caller: bytes arrive, the batch fills
                         raise _Stalled(f"no ciphertext for {STREAM_STALL:.0f} s") from None
                     continue
                 n = min(BATCH, spool.have - offset)

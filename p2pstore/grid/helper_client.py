@@ -9,11 +9,12 @@ Invariants:
   itself (CPU only, nothing sent), then asks the peers nearest the storage index
   which shares they hold and checks every claimed share: its header and trailer
   (hash trees, share chain, extension block) must equal the local encoding's, and
-  every block, hashed by its server (``storage.hashv``), must hash to the local
-  leaf. Only shares that pass count toward happiness; below ``happy`` the helper
-  failed. So a helper that drops, corrupts or mixes up data never yields a cap.
-  With servers that cannot hash, one random block per share is read instead, and
-  the whole file is downloaded once unless k shares were hashed whole.
+  its server's hashes of all its blocks with a nonce of this upload
+  (``storage.hashv``, :class:`_Probe`) must equal the local ones. Only shares
+  that pass count toward happiness; below ``happy`` the helper failed. So a
+  helper that drops, corrupts or mixes up data never yields a cap. With servers
+  that cannot hash, one random block per share is read instead, and the whole
+  file is downloaded once unless k shares were hashed whole.
 - A helper that refuses, vanishes or fails verification is reported and the next
   one is tried; after the last, the file is uploaded directly. The result names
   the helper used (``helper``) and every failure before it (``helper_failures``).
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import secrets
 import time
@@ -47,13 +49,11 @@ from p2pstore.immutable import (
     SegmentGeometry,
     ShareLayout,
 )
-from p2pstore.immutable.crypto import TAG_BLOCK, random_key, tag_prefix, tagged_hash
+from p2pstore.immutable.crypto import TAG_BLOCK, random_key, tagged_hash
 from p2pstore.immutable.errors import LocalError as ImmutableLocalError
 from p2pstore.immutable.params import LITERAL_MAX
 from p2pstore.immutable.share_layout import HEADER_SIZE
 from p2pstore.storage import StorageAPI
-from p2pstore.storage.config import MAX_HASH_RANGES
-from p2pstore.storage.errors import TooLarge, UnknownStorageError
 from quic_transport.errors import TransportError
 
 from .download import Downloader, read_ranges
@@ -73,11 +73,8 @@ RESUME_TRIES = 3
 RESUME_PAUSE = 1.0
 #: ranges per verification read (the servers' ``max_readv_ranges``)
 MAX_RANGES = 64
-#: ranges and bytes per ``storage.hashv`` call (the servers' default limits)
-HASH_RANGES = MAX_HASH_RANGES
-HASH_BYTES = 64 << 20
-#: what the servers hash a block with, so their answers are the hash-tree leaves
-BLOCK_PREFIX = tag_prefix(TAG_BLOCK)
+#: share bytes one ``storage.hashv`` call covers (the servers' default ``max_hash``)
+HASH_BYTES = 16 << 20
 
 
 class HelperAPI(Protocol):
@@ -100,7 +97,8 @@ class HelperUse:
     slow_below: int = 2_500_000
     #: bound on each verification read
     verify_timeout: float = 30.0
-    #: download the whole file once placed (size bytes down; see docs/helper.md)
+    #: download the whole file once placed when fewer than k shares were hashed whole
+    #: by their servers (size bytes down; see docs/helper.md)
     read_back: bool = True
 
 
@@ -250,7 +248,7 @@ class HelpedUploader(Generic[P]):
                 await helper.finish(si, size)
         result = stream.result
         assert result is not None and isinstance(result.cap, ReadCap)
-        v = await self._verify(enc, result, params, size)
+        v = await self._verify(enc, result, stream.probe)
         h = v.happiness
         if v.bad and h < happy:
             raise _Poisoned(f"{v.bad} share(s) on the grid differ from this file's encoding")
@@ -279,17 +277,15 @@ class HelpedUploader(Generic[P]):
         except Exception as e:
             raise _Poisoned(f"the placed shares do not read back ({describe(e)})") from None
 
-    async def _verify(
-        self, enc: Encoder, result: EncodeResult, params: EncodingParams, size: int
-    ) -> _Verified[P]:
+    async def _verify(self, enc: Encoder, result: EncodeResult, probe: _Probe) -> _Verified[P]:
         """Check every share the grid holds of this file against the local encoding
         and add this node's lease to the good ones."""
         up = self.direct
         si = enc.storage_index
-        found = list(await up.find_peers(si, up.config.lookup_count or 2 * params.n))
+        found = list(await up.find_peers(si, up.config.lookup_count or 2 * probe.geometry.params.n))
         peers = {p.node_id.raw: p for p in found}
         existing, _dead = await list_existing(si, peers, up.storage_for, up.config.list_timeout)
-        geometry = SegmentGeometry(params, size)
+        geometry = probe.geometry
         trailers = {t.share_number: t for t in result.trailers}
         t = self.use.verify_timeout
 
@@ -318,16 +314,23 @@ class HelpedUploader(Generic[P]):
                 if head != trailer.header or tail != trailer.trailer:
                     log.warning("helper upload: share %d on a peer differs", share)
                     return False, False
-                bad = await _hashed_blocks(api, si, share, layout, enc, t)
-                if bad is None:  # a server without storage.hashv: one block, read
+                bad = await _probed(api, si, share, layout, probe, t)
+                whole = bad is not None
+                if bad is None:  # the server cannot hash: one block, read
                     j = secrets.randbelow(geometry.num_segments)
-                    block = await bounded(api.read(si, share, *layout.block_range(j)), t)
+                    reads = read_ranges(
+                        api,
+                        si,
+                        share,
+                        [layout.block_range(j)],
+                        max_read=READ_CHUNK,
+                        max_ranges=MAX_RANGES,
+                        timeout=t,
+                    )
+                    (block,) = await bounded(reads, t)
                     bad = [j] if tagged_hash(TAG_BLOCK, block) != enc.block_hash(share, j) else []
-                    whole = False
-                else:
-                    whole = True
                 if bad:
-                    log.warning("helper upload: share %d has bad blocks %s", share, bad[:8])
+                    log.warning("helper upload: share %d differs from segment %d on", share, bad[0])
                     return False, False
                 await bounded(api.add_lease(si), t)
             except BadShareError:  # shorter than this file's encoding
@@ -357,30 +360,60 @@ class HelpedUploader(Generic[P]):
         )
 
 
-async def _hashed_blocks(
-    api: StorageAPI, si: bytes, share: int, layout: ShareLayout, enc: Encoder, each: float
+class _Probe:
+    """What a server holding a share answers to ``storage.hashv`` with this upload's
+    nonce: SHA-256 of the nonce and a group of consecutive blocks (at most
+    ``HASH_BYTES``), for every group of every share. Computed from the local
+    encoding in its thread; the nonce reaches the servers only when they are asked,
+    so only a server that holds the blocks can answer (a share's trailer holds the
+    block hashes, and a fixed prefix could be answered from them)."""
+
+    def __init__(self, geometry: SegmentGeometry) -> None:
+        self.geometry = geometry
+        self.nonce = secrets.token_bytes(16)
+        self.per_group = max(1, HASH_BYTES // geometry.params.block_size)
+        n = geometry.params.n
+        self._open = [hashlib.sha256(self.nonce) for _ in range(n)]
+        self.digests: list[list[bytes]] = [[] for _ in range(n)]
+
+    def add(self, segments: Sequence[EncodedSegment]) -> None:
+        for seg in segments:
+            for share, block in enumerate(seg.blocks):
+                self._open[share].update(block)
+            j = seg.index + 1
+            if j % self.per_group == 0 or j == self.geometry.num_segments:
+                for share, h in enumerate(self._open):
+                    self.digests[share].append(h.digest())
+                    self._open[share] = hashlib.sha256(self.nonce)
+
+    def groups(self, layout: ShareLayout) -> list[tuple[int, int]]:
+        """The byte range of each group of blocks in a share."""
+        out = []
+        for first in range(0, self.geometry.num_segments, self.per_group):
+            last = min(first + self.per_group, self.geometry.num_segments) - 1
+            start = layout.block_range(first)[0]
+            end = sum(layout.block_range(last))
+            out.append((start, end - start))
+        return out
+
+
+async def _probed(
+    api: StorageAPI, si: bytes, share: int, layout: ShareLayout, probe: _Probe, each: float
 ) -> list[int] | None:
-    """The segments whose block of ``share`` on ``api`` differs from the local
-    encoding, hashed by the server (``storage.hashv``: no block crosses the network),
-    each call bounded by ``each`` seconds; None if the server cannot hash them."""
-    geometry = layout.geometry
-    calls: list[list[int]] = [[]]
-    size = 0
-    for j in range(geometry.num_segments):
-        n = geometry.block_size_of(j)
-        if len(calls[-1]) >= HASH_RANGES or (calls[-1] and size + n > HASH_BYTES):
-            calls.append([])
-            size = 0
-        calls[-1].append(j)
-        size += n
+    """The first segment of each group of blocks of ``share`` on ``api`` that differs
+    from the local encoding, hashed by the server with the upload's nonce (no block
+    crosses the network), each call bounded by ``each`` seconds; None if the server
+    cannot hash them (a server that predates ``storage.hashv``, or refuses or fails
+    the call): the caller checks that share another way."""
     bad: list[int] = []
-    for segments in calls:
-        ranges = [layout.block_range(j) for j in segments]
+    for g, rng in enumerate(probe.groups(layout)):
         try:
-            got = await bounded(api.hashv(si, share, BLOCK_PREFIX, ranges), each)
-        except (UnknownStorageError, TooLarge):  # an older or stricter server
+            (got,) = await bounded(api.hashv(si, share, probe.nonce, [rng]), each)
+        except Exception as e:
+            log.info("helper upload: share %d not hashed by its server: %s", share, describe(e))
             return None
-        bad += [j for j, h in zip(segments, got, strict=True) if h != enc.block_hash(share, j)]
+        if got != probe.digests[share][g]:
+            bad.append(g * probe.per_group)
     return bad
 
 
@@ -410,6 +443,17 @@ class _Ciphertext:
         self.enc, self.source, self.params, self.size = enc, source, params, size
         self.ex, self.skip, self.progress = ex, skip, progress
         self.result: EncodeResult | None = None
+        self.probe = _Probe(SegmentGeometry(params, size))
+
+    def _feed(self, data: memoryview) -> list[EncodedSegment]:
+        segments = self.enc.feed(data)
+        self.probe.add(segments)
+        return segments
+
+    def _finish(self) -> EncodeResult:
+        result = self.enc.finish()
+        self.probe.add(result.segments)
+        return result
 
     def _piece(self, seg: EncodedSegment) -> bytes:
         start = seg.index * self.params.segment_size
@@ -427,16 +471,14 @@ class _Ciphertext:
         async for chunk in self.source():
             view = memoryview(chunk)
             for i in range(0, len(view), seg_size):
-                for seg in await loop.run_in_executor(
-                    self.ex, self.enc.feed, view[i : i + seg_size]
-                ):
+                for seg in await loop.run_in_executor(self.ex, self._feed, view[i : i + seg_size]):
                     piece = self._piece(seg)
                     done += len(piece)
                     if self.progress is not None:
                         self.progress(self.skip + done, self.size)
                     if piece:
                         yield piece
-        self.result = await loop.run_in_executor(self.ex, self.enc.finish)
+        self.result = await loop.run_in_executor(self.ex, self._finish)
         for seg in self.result.segments:
             piece = self._piece(seg)
             if piece:

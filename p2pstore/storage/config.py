@@ -19,9 +19,11 @@ DAY = 86400.0
 
 # Share numbers are one byte: zfec supports at most 256 shares per file.
 MAX_SHNUM = 255
-#: ``storage.hashv``: most ranges in one call, longest prefix (docs/storage.md)
+#: ``storage.hashv``: most ranges in one call, longest prefix, calls hashing at once
+#: per server (docs/storage.md)
 MAX_HASH_RANGES = 1024
 MAX_HASH_PREFIX = 128
+HASH_CONCURRENCY = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +52,7 @@ class StorageConfig:
     max_write: int = 1 * MiB
     max_read: int = 1 * MiB
     max_readv_ranges: int = 64
-    max_hash: int = 64 * MiB
+    max_hash: int = 16 * MiB
     lease_duration: float = 31 * DAY
     max_leases_per_index: int = 64
     upload_idle_timeout: float = 600.0

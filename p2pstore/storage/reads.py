@@ -82,11 +82,19 @@ def read_ranges(path: Path, ranges: list[tuple[int, int]]) -> list[bytes]:
         os.close(fd)
 
 
-def ranges_hasher(prefix: bytes) -> Callable[[Path, list[tuple[int, int]]], list[bytes]]:
+def ranges_hasher(
+    prefix: bytes, ranges: list[tuple[int, int]]
+) -> Callable[[Path, list[tuple[int, int]]], list[bytes]]:
     """Hashes each ``(offset, length)`` range of a file (clamped at EOF), read a
-    piece at a time, as SHA-256 of ``prefix`` and the range."""
+    piece at a time, as SHA-256 of ``prefix`` and the range. The ranges must be in
+    order and must not overlap: each byte is hashed at most once per call."""
     if len(prefix) > MAX_HASH_PREFIX:
         raise BadRequest(f"a hash prefix is at most {MAX_HASH_PREFIX} bytes")
+    end = 0
+    for off, length in ranges:
+        if off < end:
+            raise BadRequest("hash ranges must be in order and must not overlap")
+        end = off + length
     base = hashlib.sha256(prefix)
 
     def hash_ranges(path: Path, ranges: list[tuple[int, int]]) -> list[bytes]:

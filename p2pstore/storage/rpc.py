@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from quic_transport.identity import ID_BYTES, NodeId
 
-from .config import MAX_HASH_PREFIX, MAX_SHNUM
+from .config import HASH_CONCURRENCY, MAX_HASH_PREFIX, MAX_SHNUM
 from .errors import BadRequest, StorageError
 from .server import StorageServer
 from .slots import MAX_RECORD
@@ -164,6 +164,9 @@ class StorageRpcAdapter:
         self.server = server
         self._error_factory = error_factory
         self._offload = offload
+        # hashing is cheap to ask for: a few at a time, so callers cannot take every
+        # worker thread the server's reads and writes need
+        self._hashing = asyncio.Semaphore(HASH_CONCURRENCY)
 
     def register(self, registry: Registry) -> None:
         for method in SCHEMAS:
@@ -180,6 +183,9 @@ class StorageRpcAdapter:
             try:
                 fields = parse_body(method, body)
                 peer = ctx.peer_id
+                if method == "storage.hashv":
+                    async with self._hashing:
+                        return await asyncio.to_thread(op, peer, fields)
                 if self._offload:
                     return await asyncio.to_thread(op, peer, fields)
                 return op(peer, fields)

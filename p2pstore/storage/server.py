@@ -415,7 +415,7 @@ class StorageServer:
         """SHA-256 of ``prefix`` and each clamped range of one share: what a reader
         checks, without the bytes moving (docs/storage.md, ``storage.hashv``)."""
         self._check_open()
-        si, hashed = check_storage_index(storage_index), ranges_hasher(prefix)
+        si, hashed = check_storage_index(storage_index), ranges_hasher(prefix, ranges)
         limits = (MAX_HASH_RANGES, self.config.max_hash)
         return share_ranges(self.layout, si, check_shnum(shnum), ranges, limits, hashed)
 

@@ -573,6 +573,9 @@ async def test_closing_the_helper_gives_up_its_streams(grid: StorageGrid, tmp_pa
     assert (await restarted.start(CLIENT, si, PARAMS, len(data)))["have"] == 60_000
     await restarted.push(CLIENT, si, 60_000, _chunks(data[60_000:]))
     assert (await restarted.finish(CLIENT, si))["happiness"] >= 7
+    with pytest.raises(HelperError) as e:  # a stopped helper takes nothing more
+        await service.start(CLIENT, b"\x0c" * 20, PARAMS, len(data))
+    assert e.value.code == "helper-refused" and "stopping" in e.value.message
 
 
 def _count_read_backs(monkeypatch: pytest.MonkeyPatch) -> list[ReadCap]:
@@ -622,3 +625,64 @@ async def test_servers_without_hashing_are_checked_by_a_read_back(
     res = await client.upload_convergent(bytes_source(data), SECRET)
     assert res.helper == "h1" and read_backs == [res.cap]
     assert isinstance(res.cap, ReadCap) and await _read(grid, res.cap) == data
+
+
+async def test_the_servers_hash_with_a_fresh_nonce_each_upload(
+    grid: StorageGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a share's trailer holds its block hashes: with a fixed prefix a server could
+    # answer from them without the blocks; the nonce of each verification it cannot
+    prefixes: list[bytes] = []
+    real = FaultyStorage.hashv
+
+    async def seen(self: FaultyStorage, si: bytes, share: int, prefix: bytes, r: Any) -> Any:
+        prefixes.append(prefix)
+        return await real(self, si, share, prefix, r)
+
+    monkeypatch.setattr(FaultyStorage, "hashv", seen)
+    client = _client(grid, [LocalHelper(_service(grid, tmp_path), "h1")])
+    data = os.urandom(80_000)
+    await client.upload_convergent(bytes_source(data), SECRET)
+    first = set(prefixes)
+    prefixes.clear()
+    await client.upload_convergent(bytes_source(data), SECRET)  # present: verified again
+    assert len(first) == 1 and len(set(prefixes)) == 1 and first != set(prefixes)
+    assert all(len(p) == 16 for p in first | set(prefixes))
+
+
+async def test_a_slow_caller_keeps_its_stream(
+    grid: StorageGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # bytes that arrive but do not yet fill a spool batch are no stall
+    monkeypatch.setattr(helper_mod, "STREAM_STALL", 0.3)
+    whole = _count_whole_spool_placements(monkeypatch)
+    service = _service(grid, tmp_path)
+    si, data = b"\x09" * 20, os.urandom(80_000)
+    await service.start(CLIENT, si, PARAMS, len(data))
+
+    async def trickle() -> AsyncIterator[bytes]:
+        for i in range(0, len(data), 4000):  # 20 chunks over a second
+            await asyncio.sleep(0.05)
+            yield data[i : i + 4000]
+
+    await service.push(CLIENT, si, 0, trickle())
+    assert (await service.finish(CLIENT, si))["happiness"] >= 7
+    assert whole == []
+
+
+async def test_a_stream_counts_the_declared_size_against_the_day(
+    grid: StorageGrid, tmp_path: Path
+) -> None:
+    # it reserves the whole file's shares on the storage peers at its first segment
+    service = _service(grid, tmp_path, max_bytes_per_day=150_000)
+    data = os.urandom(100_000)
+    await service.start(CLIENT, b"\x0a" * 20, PARAMS, len(data))
+    assert service.figures()["bytes_today"] == 100_000
+    await service.push(CLIENT, b"\x0a" * 20, 0, _chunks(data))
+    assert service.figures()["bytes_today"] == 100_000  # counted once
+    # a second file that does not fit the day gets no stream, and its push is refused
+    await service.start(CLIENT, b"\x0b" * 20, PARAMS, len(data))
+    assert service.figures()["bytes_today"] == 100_000
+    with pytest.raises(HelperError) as e:
+        await service.push(CLIENT, b"\x0b" * 20, 0, _chunks(data))
+    assert e.value.code == "helper-quota"

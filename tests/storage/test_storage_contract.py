@@ -127,14 +127,18 @@ async def test_hashv_hashes_stored_ranges_without_moving_them(env: Env) -> None:
     data = os.urandom(3000)
     await upload(a, SI, 2, data)
     prefix = b"\x07tag:blk"
-    ranges = [(0, 1000), (1000, 1000), (2500, 1000), (5000, 10), (7, 0)]
+    ranges = [(0, 1000), (1000, 1000), (2500, 1000), (5000, 10), (6000, 0)]
     expect = [hashlib.sha256(prefix + data[o : o + n]).digest() for o, n in ranges]
     assert await env.api(BOB).hashv(SI, 2, prefix, ranges) == expect  # clamped at the end
     assert await a.hashv(SI, 2, b"", [(0, 3000)]) == [hashlib.sha256(data).digest()]
     with pytest.raises(TooLarge):  # max_hash bounds the bytes one call hashes
-        await a.hashv(SI, 2, b"", [(0, 3000), (0, 1001)])
+        await a.hashv(SI, 2, b"", [(0, 3000), (3000, 1001)])
+    with pytest.raises(BadRequest):  # each byte at most once a call: in order, disjoint
+        await a.hashv(SI, 2, b"", [(0, 1000), (999, 10)])
+    with pytest.raises(BadRequest):
+        await a.hashv(SI, 2, b"", [(1000, 10), (0, 10)])
     with pytest.raises((TooLarge, BadRequest)):  # the RPC schema refuses it first
-        await a.hashv(SI, 2, b"", [(0, 1)] * (MAX_HASH_RANGES + 1))
+        await a.hashv(SI, 2, b"", [(i, 1) for i in range(MAX_HASH_RANGES + 1)])
     with pytest.raises(BadRequest):
         await a.hashv(SI, 2, b"x" * (MAX_HASH_PREFIX + 1), [(0, 1)])
     with pytest.raises(BadRequest):

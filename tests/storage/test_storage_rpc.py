@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from p2pstore.storage import (
     bind_endpoint,
     register_storage_rpc,
 )
+from p2pstore.storage.config import HASH_CONCURRENCY
 from p2pstore.storage.rpc import SCHEMAS, parse_body
 from p2pstore.testing.fake_rpc import FakeRegistry, FakeRpcError
 from quic_transport.identity import NodeId
@@ -278,3 +281,30 @@ async def test_a_lost_connection_drops_only_the_peers_stale_uploads(tmp_path: Pa
         assert server.stat().uploads == 1  # Bob's is not touched
     finally:
         server.close()
+
+
+async def test_hashing_runs_a_few_calls_at_a_time(
+    rig: tuple[StorageServer, FakeRegistry], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a peer asking for many hashes at once cannot take every worker thread
+    server, registry = rig
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def slow_hashv(*_: Any) -> list[bytes]:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return [bytes(32)]
+
+    monkeypatch.setattr(server, "hashv", slow_hashv)
+    body = {"si": SI, "shnum": 0, "prefix": b"n", "ranges": [[0, 10]]}
+    results = await asyncio.gather(
+        *(registry.call(ALICE, "storage.hashv", body) for _ in range(12))
+    )
+    assert all(r == {"hashes": [bytes(32)]} for r in results)
+    assert most == HASH_CONCURRENCY

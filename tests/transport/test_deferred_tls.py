@@ -50,6 +50,19 @@ CODE = textwrap.dedent(
     """
 )
 
+PROBES = textwrap.dedent(
+    """
+    import importlib.util, sys
+    import quic_transport, aioquic.tls
+    from quic_transport.deferred_tls import is_deferred
+    # libraries probing for optional packages still find them, without loading them
+    found = [importlib.util.find_spec(n) is not None for n in ("certifi", "OpenSSL")]
+    print(all(found), is_deferred("certifi"), is_deferred("OpenSSL"))
+    import OpenSSL.SSL  # a submodule through the stand-in: the real package
+    print(is_deferred("OpenSSL"), hasattr(OpenSSL.SSL, "Context"))
+    """
+)
+
 
 def test_a_node_defers_them_and_aioquic_still_verifies_through_them() -> None:
     proc = subprocess.run(
@@ -69,3 +82,10 @@ def test_a_node_defers_them_and_aioquic_still_verifies_through_them() -> None:
     assert lines[3].startswith("refused") and "'other.org' doesn't match" in lines[3]
     assert lines[4].startswith("unknown issuer")
     assert lines[5] == "deferred"  # all real now
+
+
+def test_probes_and_submodule_imports_work_through_the_stand_ins() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBES], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert proc.stdout.splitlines() == ["True True True", "False True"]
