@@ -686,3 +686,17 @@ async def test_a_stream_counts_the_declared_size_against_the_day(
     with pytest.raises(HelperError) as e:
         await service.push(CLIENT, b"\x0b" * 20, 0, _chunks(data))
     assert e.value.code == "helper-quota"
+
+
+async def test_a_replaced_spool_ends_its_stream(grid: StorageGrid, tmp_path: Path) -> None:
+    # the caller's file changed size: its spool is started again, and the stream of
+    # the old one ends with its storage peers' unfinished uploads
+    service = _service(grid, tmp_path)
+    si, data = b"\x0d" * 20, os.urandom(120_000)
+    await service.start(CLIENT, si, PARAMS, len(data))
+    await service.push(CLIENT, si, 0, _chunks(data[:60_000]))
+    await _until(lambda: _uploads(grid) >= 7)
+    assert (await service.start(CLIENT, si, PARAMS, 90_000))["have"] == 0
+    await _until(lambda: _uploads(grid) == 0)
+    await service.push(CLIENT, si, 0, _chunks(data[:90_000]))
+    assert (await service.finish(CLIENT, si))["happiness"] >= 7
