@@ -12,16 +12,13 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .api_client import NodeClient, resolve_node_dir
-from .app.errors import BadRequest
-from .app.vpath import parse_vpath
-from .backup import ui
-from .backup.restore import Restore
-from .backup.run import latest_of, run_backup
-from .backup.scan import ExcludeFileError, Excluder, read_exclude_file
-from .backup.snapshot import JOBS, Report
+from .backup import JOBS
+
+if TYPE_CHECKING:  # the rest loads when a backup or restore runs, not for every command
+    from .backup.scan import Excluder
+    from .backup.snapshot import Report
 
 
 class _Line:
@@ -53,6 +50,9 @@ class _Line:
 
 
 def _dest(text: str) -> str:
+    from .app.errors import BadRequest
+    from .app.vpath import parse_vpath
+
     try:
         return str(parse_vpath(text))
     except BadRequest as e:
@@ -61,6 +61,8 @@ def _dest(text: str) -> str:
 
 
 def _excluder(args: argparse.Namespace) -> Excluder:
+    from .backup.scan import ExcludeFileError, Excluder, read_exclude_file
+
     patterns = list(args.exclude or [])
     for f in args.exclude_from or []:
         try:
@@ -72,6 +74,10 @@ def _excluder(args: argparse.Namespace) -> Excluder:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
+    from .api_client import NodeClient, resolve_node_dir
+    from .backup import ui
+    from .backup.run import run_backup
+
     source = Path(args.local)
     if not source.is_dir():
         print(f"p2pstore: {source} is not a folder", file=sys.stderr)
@@ -99,6 +105,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace, r: Report, dest: str) -> int:
+    from .backup import ui
+    from .backup.run import latest_of
+
     latest = latest_of(r, dest)
     if args.json:
         print(json.dumps({**r.as_json(), "latest": latest, "dry_run": args.dry_run}, indent=1))
@@ -109,6 +118,10 @@ def _report(args: argparse.Namespace, r: Report, dest: str) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    from .api_client import NodeClient, resolve_node_dir
+    from .backup import ui
+    from .backup.restore import Restore
+
     source, target = _dest(args.path), Path(args.local)
     client = NodeClient.for_node(resolve_node_dir(args.node))
     line = _Line()

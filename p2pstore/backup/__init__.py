@@ -9,3 +9,7 @@ folder into a drive, through the node's HTTP API (docs/backup.md).
   ``Latest``;
 - :mod:`.restore`: bringing a snapshot back to a local folder.
 """
+
+#: files a backup uploads at once, by default (each a round trip of placement for a
+#: small file)
+JOBS = 4

@@ -14,10 +14,11 @@ from typing import Any, Protocol
 from p2pstore.api_drive import Outcomes, settled
 from p2pstore.app.vpath import parse_vpath
 
+from . import JOBS
 from .db import DB_NAME, BackupDb
 from .scan import Excluder
 from .send import BackupStopped, NodeGone
-from .snapshot import JOBS, LATEST, Backup, BackupClient, ChangeClient, Report, publish
+from .snapshot import LATEST, Backup, BackupClient, ChangeClient, Report, publish
 
 
 class Client(BackupClient, ChangeClient, Protocol):

@@ -31,12 +31,11 @@ from typing import Any, Protocol
 from p2pstore.api_client import ApiCallError, ClientError, NodeUnreachable, TransferError
 from p2pstore.api_drive import new_op_id
 
+from . import JOBS  # uploads at once; the default lives in the package
 from .db import BackupDb, FileStamp, entries_hash
 from .scan import Excluder, Found, list_dir
 from .send import BackupStopped, Putter, Sent, node_gone, send_file
 
-#: uploads at once (each a round trip of placement for a small file)
-JOBS = 4
 #: a file modified this close to the start of the run is not remembered as unchanged
 RACY_NS = 2_000_000_000
 ARCHIVES = "Archives"

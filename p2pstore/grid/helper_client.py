@@ -317,18 +317,7 @@ class HelpedUploader(Generic[P]):
                 bad = await _probed(api, si, share, layout, probe, t)
                 whole = bad is not None
                 if bad is None:  # the server cannot hash: one block, read
-                    j = secrets.randbelow(geometry.num_segments)
-                    reads = read_ranges(
-                        api,
-                        si,
-                        share,
-                        [layout.block_range(j)],
-                        max_read=READ_CHUNK,
-                        max_ranges=MAX_RANGES,
-                        timeout=t,
-                    )
-                    (block,) = await bounded(reads, t)
-                    bad = [j] if tagged_hash(TAG_BLOCK, block) != enc.block_hash(share, j) else []
+                    bad = await _spot_checked(api, si, share, layout, enc, t)
                 if bad:
                     log.warning("helper upload: share %d differs from segment %d on", share, bad[0])
                     return False, False
@@ -415,6 +404,25 @@ async def _probed(
         if got != probe.digests[share][g]:
             bad.append(g * probe.per_group)
     return bad
+
+
+async def _spot_checked(
+    api: StorageAPI, si: bytes, share: int, layout: ShareLayout, enc: Encoder, each: float
+) -> list[int]:
+    """One block of ``share`` chosen at random, read (within the servers' limits) and
+    checked against the local leaf: ``[its segment]`` if it differs."""
+    j = secrets.randbelow(layout.num_segments)
+    reads = read_ranges(
+        api,
+        si,
+        share,
+        [layout.block_range(j)],
+        max_read=READ_CHUNK,
+        max_ranges=MAX_RANGES,
+        timeout=each,
+    )
+    (block,) = await bounded(reads, each)
+    return [j] if tagged_hash(TAG_BLOCK, block) != enc.block_hash(share, j) else []
 
 
 @dataclass(frozen=True, slots=True)

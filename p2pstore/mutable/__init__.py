@@ -8,17 +8,21 @@ derived from the signing seed. Sans-I/O: the grid layer
 (:mod:`p2pstore.grid.mutable`) moves the records.
 """
 
-from .caps import (
-    MutableCap,
-    ReadCap,
-    VerifyCap,
-    WriteCap,
-    is_mutable_cap,
-    parse_mutable_cap,
-    read_key_of,
-)
-from .errors import MutableCapError, MutableError, MutableLocalError, MutableRemoteError
-from .root import Root, Version, VersionCap, check_root, choose, make_root, open_root
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .caps import (
+        MutableCap,
+        ReadCap,
+        VerifyCap,
+        WriteCap,
+        is_mutable_cap,
+        parse_mutable_cap,
+        read_key_of,
+    )
+    from .errors import MutableCapError, MutableError, MutableLocalError, MutableRemoteError
+    from .root import Root, Version, VersionCap, check_root, choose, make_root, open_root
 
 __all__ = [
     "MutableCap",
@@ -40,3 +44,40 @@ __all__ = [
     "parse_mutable_cap",
     "read_key_of",
 ]
+
+
+_MODULE_OF = {
+    "MutableCap": "caps",
+    "MutableCapError": "errors",
+    "MutableError": "errors",
+    "MutableLocalError": "errors",
+    "MutableRemoteError": "errors",
+    "ReadCap": "caps",
+    "Root": "root",
+    "VerifyCap": "caps",
+    "Version": "root",
+    "VersionCap": "root",
+    "WriteCap": "caps",
+    "check_root": "root",
+    "choose": "root",
+    "is_mutable_cap": "caps",
+    "make_root": "root",
+    "open_root": "root",
+    "parse_mutable_cap": "caps",
+    "read_key_of": "caps",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The public names (and submodules) load on first use (PEP 562): a module that
+    needs one part of the package does not import all of it."""
+    module = _MODULE_OF.get(name)
+    try:
+        if module is None:
+            value: Any = importlib.import_module(f".{name}", __name__)
+        else:
+            value = getattr(importlib.import_module(f".{module}", __name__), name)
+    except ModuleNotFoundError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value

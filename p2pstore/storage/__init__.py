@@ -13,37 +13,41 @@ Public surface (see docs/storage.md):
   ``accepts``, ``MAX_RECORD``)
 """
 
-from .api import LocalStorageClient, StorageAPI
-from .config import StorageConfig
-from .crawler import LeaseCrawler, TickReport
-from .errors import (
-    AlreadyUploading,
-    BadRecord,
-    BadRequest,
-    BadResponse,
-    DiskFull,
-    IncompleteShare,
-    NoSuchLease,
-    NoSuchShare,
-    NoSuchUpload,
-    OutOfRange,
-    QuotaExceeded,
-    ShareExists,
-    StorageError,
-    StorageIOError,
-    TooFragmented,
-    TooLarge,
-    TooManyLeases,
-    TooManyUploads,
-    Unavailable,
-    UnknownStorageError,
-    error_from_code,
-)
-from .results import Allocation, ClosedShare, StorageStats
-from .rpc import StorageRpcAdapter, StorageRpcError, register_storage_rpc
-from .rpc_client import RpcStorageClient, bind_endpoint
-from .server import StorageServer
-from .service import StorageService
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .api import LocalStorageClient, StorageAPI
+    from .config import StorageConfig
+    from .crawler import LeaseCrawler, TickReport
+    from .errors import (
+        AlreadyUploading,
+        BadRecord,
+        BadRequest,
+        BadResponse,
+        DiskFull,
+        IncompleteShare,
+        NoSuchLease,
+        NoSuchShare,
+        NoSuchUpload,
+        OutOfRange,
+        QuotaExceeded,
+        ShareExists,
+        StorageError,
+        StorageIOError,
+        TooFragmented,
+        TooLarge,
+        TooManyLeases,
+        TooManyUploads,
+        Unavailable,
+        UnknownStorageError,
+        error_from_code,
+    )
+    from .results import Allocation, ClosedShare, StorageStats
+    from .rpc import StorageRpcAdapter, StorageRpcError, register_storage_rpc
+    from .rpc_client import RpcStorageClient, bind_endpoint
+    from .server import StorageServer
+    from .service import StorageService
 
 __all__ = [
     "Allocation",
@@ -83,3 +87,58 @@ __all__ = [
     "error_from_code",
     "register_storage_rpc",
 ]
+
+
+_MODULE_OF = {
+    "Allocation": "results",
+    "AlreadyUploading": "errors",
+    "BadRecord": "errors",
+    "BadRequest": "errors",
+    "BadResponse": "errors",
+    "ClosedShare": "results",
+    "DiskFull": "errors",
+    "IncompleteShare": "errors",
+    "LeaseCrawler": "crawler",
+    "LocalStorageClient": "api",
+    "NoSuchLease": "errors",
+    "NoSuchShare": "errors",
+    "NoSuchUpload": "errors",
+    "OutOfRange": "errors",
+    "QuotaExceeded": "errors",
+    "RpcStorageClient": "rpc_client",
+    "ShareExists": "errors",
+    "StorageAPI": "api",
+    "StorageConfig": "config",
+    "StorageError": "errors",
+    "StorageIOError": "errors",
+    "StorageRpcAdapter": "rpc",
+    "StorageRpcError": "rpc",
+    "StorageServer": "server",
+    "StorageService": "service",
+    "StorageStats": "results",
+    "TickReport": "crawler",
+    "TooFragmented": "errors",
+    "TooLarge": "errors",
+    "TooManyLeases": "errors",
+    "TooManyUploads": "errors",
+    "Unavailable": "errors",
+    "UnknownStorageError": "errors",
+    "bind_endpoint": "rpc_client",
+    "error_from_code": "errors",
+    "register_storage_rpc": "rpc",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The public names (and submodules) load on first use (PEP 562): a module that
+    needs one part of the package does not import all of it."""
+    module = _MODULE_OF.get(name)
+    try:
+        if module is None:
+            value: Any = importlib.import_module(f".{name}", __name__)
+        else:
+            value = getattr(importlib.import_module(f".{module}", __name__), name)
+    except ModuleNotFoundError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
