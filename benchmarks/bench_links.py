@@ -279,6 +279,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({**head, "put_helper": "failed", "error": err[-600:]}))
                 return 1
             hget_s, hsame = _get(home, hcap, root / "helped.back", grid.client, helped)
+            # each file once more, over connections the first gets opened: a slower
+            # first get of the helper's file is then the cost of opening them
+            again_s, _ = _get(home, cap, root / "direct.again", grid.client, direct)
+            hagain_s, _ = _get(home, hcap, root / "helped.again", grid.client, helped)
         finally:
             if os.environ.get("BENCH_LINKS_DEBUG") and grid is not None:
                 tail = int(os.environ.get("BENCH_LINKS_DEBUG_TAIL", "4000"))  # characters
@@ -314,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
                 "put_helper_cpu_s": hput_cpu,
                 "get_helper_s": round(hget_s, 1),
                 "get_helper_over_limit": round(hget_s / down_limit, 3),
+                "get_again_s": round(again_s, 1),
+                "get_helper_again_s": round(hagain_s, 1),
                 "helper_bytes_match": hsame,
             }
         )
