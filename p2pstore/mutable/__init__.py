@@ -8,8 +8,9 @@ derived from the signing seed. Sans-I/O: the grid layer
 (:mod:`p2pstore.grid.mutable`) moves the records.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from p2pstore.base.lazy import lazy_names
 
 if TYPE_CHECKING:
     from .caps import (
@@ -67,17 +68,4 @@ _MODULE_OF = {
     "read_key_of": "caps",
 }
 
-
-def __getattr__(name: str) -> Any:
-    """The public names (and submodules) load on first use (PEP 562): a module that
-    needs one part of the package does not import all of it."""
-    module = _MODULE_OF.get(name)
-    try:
-        if module is None:
-            value: Any = importlib.import_module(f".{name}", __name__)
-        else:
-            value = getattr(importlib.import_module(f".{module}", __name__), name)
-    except ModuleNotFoundError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _MODULE_OF, globals())

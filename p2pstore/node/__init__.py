@@ -13,8 +13,9 @@ Public API (see ``docs/node.md`` and ``docs/bootstrap.md``)::
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from p2pstore.base.lazy import lazy_names
 
 if TYPE_CHECKING:
     from .bootstrap import (
@@ -112,14 +113,4 @@ _MODULE_OF = {
     "parse_bootstrap": "bootstrap",
 }
 
-
-def __getattr__(name: str) -> Any:
-    """The public names load on first use (PEP 562): a command that needs one
-    module of the package (the CLI reading a node's status file) does not import
-    the runner and the network stack with it."""
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _MODULE_OF, globals())

@@ -13,8 +13,9 @@ Public surface (see docs/storage.md):
   ``accepts``, ``MAX_RECORD``)
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from p2pstore.base.lazy import lazy_names
 
 if TYPE_CHECKING:
     from .api import LocalStorageClient, StorageAPI
@@ -128,17 +129,4 @@ _MODULE_OF = {
     "register_storage_rpc": "rpc",
 }
 
-
-def __getattr__(name: str) -> Any:
-    """The public names (and submodules) load on first use (PEP 562): a module that
-    needs one part of the package does not import all of it."""
-    module = _MODULE_OF.get(name)
-    try:
-        if module is None:
-            value: Any = importlib.import_module(f".{name}", __name__)
-        else:
-            value = getattr(importlib.import_module(f".{module}", __name__), name)
-    except ModuleNotFoundError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    globals()[name] = value
-    return value
+__getattr__ = lazy_names(__name__, _MODULE_OF, globals())

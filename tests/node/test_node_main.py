@@ -164,3 +164,41 @@ def test_a_nodes_threads_allocate_from_the_main_malloc_arena(tmp_path: Path) -> 
         timeout=120,
     )
     assert proc.stdout.split() == [str(EXIT_CONFIG), "1"]
+
+
+def test_a_cli_get_imports_no_coder_storage_server_or_backup() -> None:
+    # the packages load their names on first use (p2pstore/base/lazy.py): checking a
+    # cap and talking HTTP to the node needs neither the erasure coder, the storage
+    # server, the mutable-file records nor the backup database
+    code = textwrap.dedent(
+        """
+        import contextlib, io, sys
+        from p2pstore.cli import main
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.suppress(SystemExit):
+            main(["--node", sys.argv[1], "get", "p2ps:chk:x", sys.argv[1] + "/out"])
+        names = ("zfec", "p2pstore.immutable.encoder", "p2pstore.storage.server",
+                 "p2pstore.mutable.root", "p2pstore.backup.snapshot", "sqlite3")
+        print(" ".join(n for n in names if n in sys.modules))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "/nonexistent-node"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert proc.stdout.split() == []
+
+
+def test_lazy_packages_give_the_same_objects_as_their_modules() -> None:
+    import importlib
+
+    for package in ("p2pstore.immutable", "p2pstore.mutable", "p2pstore.storage", "p2pstore.node"):
+        pkg = importlib.import_module(package)
+        for name in pkg.__all__:
+            module = importlib.import_module(f"{package}.{pkg._MODULE_OF[name]}")
+            assert getattr(pkg, name) is getattr(module, name), (package, name)
+        assert pkg.errors is importlib.import_module(f"{package}.errors")  # a submodule
+        with pytest.raises(AttributeError):
+            _ = pkg.no_such_name
