@@ -24,12 +24,11 @@ from .api_client import ClientError, resolve_node_dir
 from .node import bootstrap_ops, daemon, invite_ops, localgrid, systemd
 from .node.address import parse_host_port
 from .node.bootstrap import BootstrapList, MergeResult, load_bootstrap_file, merge
-from .node.errors import AddressError, BootstrapErrors, ConfigError, NodeError
+from .node.errors import EXIT_CONFIG, AddressError, BootstrapErrors, ConfigError, NodeError
 from .node.invitations import InviteCode
 from .node.main import NODE_DIR_HELP, add_run_arguments, failure_exit, run_node
 from .node.nodedir import CreateOptions, NodeDir, create_node_dir
 from .node.pidfile import probe
-from .node.runner import EXIT_CONFIG
 from .node.size import format_duration_exact, parse_duration, parse_size
 
 

@@ -25,11 +25,11 @@ from .address import HostPort, parse_host_port
 from .config_table import Section as _Section
 from .config_table import node_ids
 from .errors import ConfigError
+from .files import CONFIG_FILE as CONFIG_FILE  # re-exported: the name lives in files.py
 from .helper_config import HelperSection, helper_section
 from .sftp_config import SftpSection, sftp_section
 from .size import parse_duration, parse_size
 
-CONFIG_FILE = "p2pstore.toml"
 MAX_CONFIG_BYTES = 256 * 1024
 MAX_NICKNAME_CHARS = 64
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

@@ -34,11 +34,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .config import load_config
-from .errors import DaemonError, NodeError
+from .errors import EXIT_CONFIG, DaemonError, NodeError
 from .main import NODE_PYTHON_ENV
 from .nodedir import NodeDir
 from .pidfile import PidState, pid_alive, probe, remove_stale
-from .runner import EXIT_CONFIG, prepare
 from .size import format_size
 from .status_file import read_status_file
 
@@ -105,6 +104,8 @@ def start(
 ) -> StartResult:
     out = out or sys.stdout
     err = err or sys.stderr
+    from .runner import prepare  # the runner's checks; other commands need none of it
+
     prepared = prepare(root)  # raises NodeError: shown before anything is spawned
     nd = prepared.node_dir
     nd.ensure_runtime_dirs()

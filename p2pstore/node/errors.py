@@ -16,6 +16,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+#: exit codes of ``p2pstore run`` (the runner's; here so the CLI reads them cheaply)
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 78  # sysexits.h EX_CONFIG
+
 
 class NodeError(Exception):
     """Base of every error the node package raises on purpose."""

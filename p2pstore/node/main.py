@@ -23,9 +23,8 @@ from collections.abc import Sequence
 from p2pstore.immutable.allocator import tune_allocator
 from quic_transport.identity import IdentityError
 
-from .errors import BootstrapErrors, ConfigError, NodeError
+from .errors import EXIT_CONFIG, BootstrapErrors, ConfigError, NodeError
 from .nodedir import resolve_node_dir
-from .runner import EXIT_CONFIG, NodeRunner
 
 NODE_DIR_HELP = "node directory (default: --node, else $P2PSTORE_NODE)"
 #: frozenlist (aiohttp's signal lists) is the one extension of the stack in C++: it
@@ -62,7 +61,9 @@ def run_node(directory: str | None, daemonized: bool) -> int:
     root = resolve_node_dir(directory)
     if daemonized:
         os.chdir(root)
-    runner = NodeRunner(root, log_to_stderr=not daemonized)  # imports the network stack
+    from .runner import NodeRunner  # after the allocator is tuned; the network stack
+
+    runner = NodeRunner(root, log_to_stderr=not daemonized)
     _freeze_imports()
     return runner.run()
 

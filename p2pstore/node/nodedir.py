@@ -33,18 +33,19 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from p2pstore.base.fsutil import write_text_atomic
 from quic_transport.identity import IdentityError, NodeKey, b32decode, b32encode
 
 from .address import HostPort
-from .bootstrap import HEADER, BootstrapList, VdriveKey
-from .config import CONFIG_FILE, NodeSection, StorageSection
-from .config_template import render_config
 from .errors import NodeDirError, SecretFileError
+from .files import CONFIG_FILE
 from .ports import pick_port, record_auto
 from .secret_files import create_secret_file, read_secret_file
+
+if TYPE_CHECKING:
+    from .bootstrap import BootstrapList
 
 CONVERGENCE_PREFIX = "p2pstore-convergence-v1:"
 CONVERGENCE_BYTES = 32
@@ -209,7 +210,13 @@ class CreateOptions:
     web_port: int | None = None
     storage_quota: int | None = None  # None: unlimited
     storage_enabled: bool | None = None  # None: True for nodes, False for introducers
-    bootstrap: BootstrapList = field(default_factory=BootstrapList)
+    bootstrap: BootstrapList = field(default_factory=lambda: _empty_bootstrap())
+
+
+def _empty_bootstrap() -> BootstrapList:
+    from .bootstrap import BootstrapList
+
+    return BootstrapList()
 
 
 def _check_target(root: Path) -> bool:
@@ -227,6 +234,11 @@ def _check_target(root: Path) -> bool:
 
 def create_node_dir(root: Path, options: CreateOptions) -> tuple[NodeDir, NodeKey]:
     """Create a complete node directory at ``root``; returns it and the new key."""
+    # the config and bootstrap modules load here, not for every reader of a node dir
+    from .bootstrap import HEADER, VdriveKey
+    from .config import NodeSection, StorageSection
+    from .config_template import render_config
+
     root = root.absolute()
     existed = _check_target(root)
     root.parent.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,21 @@ from .. import __version__
 from .advertise import own_bootstrap_text, own_seed
 from .bootstrap import BootstrapList, load_bootstrap_file, read_bootstrap_text
 from .config import NodeConfig, load_config
-from .errors import BootstrapErrors, ConfigError, NodeDirError, NodeError
+from .errors import (  # the exit codes re-exported: the runner's
+    EXIT_CONFIG as EXIT_CONFIG,
+)
+from .errors import (
+    EXIT_FAILURE as EXIT_FAILURE,
+)
+from .errors import (
+    EXIT_OK as EXIT_OK,
+)
+from .errors import (
+    BootstrapErrors,
+    ConfigError,
+    NodeDirError,
+    NodeError,
+)
 from .known_peers import KnownPeers
 from .logsetup import setup_logging
 from .nodedir import NodeDir, protect_bootstrap_files
@@ -62,9 +76,6 @@ if TYPE_CHECKING:
     from p2pstore.sftp.server import SftpServer
     from p2pstore.web.server import ApiServer
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 78  # sysexits.h EX_CONFIG
 #: status details that change with every packet: not a reason to rewrite the file
 VOLATILE = frozenset({"traffic", "limits"})
 #: less than this moved between two status looks: the node is quiet (trim the heap)

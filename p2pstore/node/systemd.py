@@ -18,8 +18,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from .errors import EXIT_CONFIG
 from .main import NODE_PYTHON_ENV
-from .runner import EXIT_CONFIG
 
 
 def unit_name(root: Path) -> str:
