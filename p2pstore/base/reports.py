@@ -290,4 +290,11 @@ def helper_rows(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
             else ""
         )
         rows.append(("uses helpers", text))
+    rates = h.get("helper_rates")
+    if isinstance(rates, Mapping) and rates:
+        fastest = sorted(
+            ((v, str(k)) for k, v in rates.items() if isinstance(v, int | float)), reverse=True
+        )
+        text = ", ".join(f"{k[:16]} {human_bytes(int(v))}/s" for v, k in fastest[:4])
+        rows.append(("helpers by throughput", text))
     return rows

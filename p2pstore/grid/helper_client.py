@@ -73,6 +73,8 @@ RESUME_TRIES = 3
 RESUME_PAUSE = 1.0
 #: ranges per verification read (the servers' ``max_readv_ranges``)
 MAX_RANGES = 64
+#: a helper that failed is tried after the others for this long (seconds)
+FAILED_FOR = 600.0
 #: share bytes one ``storage.hashv`` call covers (the servers' default ``max_hash``)
 HASH_BYTES = 16 << 20
 
@@ -120,6 +122,11 @@ class HelpedUploader(Generic[P]):
         self.use = config
         #: this node's measured upload rate, bytes per second (:meth:`_measured`)
         self.uplink: float | None = None
+        #: each helper's measured throughput: file bytes per second of a whole upload
+        #: through it (push, placement and verification), from uploads of 4 MiB or more
+        self.helper_rates: dict[str, float] = {}
+        #: when each helper last failed (``time.monotonic``)
+        self._failed_at: dict[str, float] = {}
 
     def __repr__(self) -> str:
         return f"HelpedUploader(use={self.use.use}, uplink={self.uplink})"
@@ -153,12 +160,14 @@ class HelpedUploader(Generic[P]):
                 await asyncio.to_thread(hasher.update, chunk)
             size = hasher.size
             if size > LITERAL_MAX:
-                for helper in await self.helpers():
+                for helper in self.ranked(await self.helpers()):
                     key = random_key() if fresh_key else hasher.key()
                     try:
+                        t0 = time.monotonic()
                         res = await self._resuming(
                             helper, source, key, size, params, happy, progress
                         )
+                        self._rate(helper.name, size, time.monotonic() - t0)
                         return self.direct.announce(_with(res, helper.name, tuple(failures)))
                     except _Poisoned as e:
                         fresh_key = True
@@ -167,6 +176,7 @@ class HelpedUploader(Generic[P]):
                         raise  # this side's file or settings: no helper would do better
                     except Exception as e:
                         failures.append(f"{helper.name}: {_why(e)}")
+                    self._failed_at[helper.name] = time.monotonic()
                     log.warning("upload helper %s; trying the next way", failures[-1])
                 if not failures:
                     failures.append("no upload helper is known or reachable")
@@ -184,6 +194,26 @@ class HelpedUploader(Generic[P]):
             log.warning("uploaded directly after: %s", "; ".join(failures))
             res = _with(res, None, tuple(failures))
         return res
+
+    def ranked(self, helpers: Sequence[HelperAPI]) -> list[HelperAPI]:
+        """The order to try ``helpers`` in: those measured, fastest first; then the
+        others in their configured order; a helper that failed in the last
+        ``FAILED_FOR`` seconds after all of them."""
+        now = time.monotonic()
+
+        def key(item: tuple[int, HelperAPI]) -> tuple[bool, bool, float, int]:
+            place, h = item
+            failed = now - self._failed_at.get(h.name, -FAILED_FOR) < FAILED_FOR
+            rate = self.helper_rates.get(h.name)
+            return (failed, rate is None, -(rate or 0.0), place)
+
+        return [h for _, h in sorted(enumerate(helpers), key=key)]
+
+    def _rate(self, name: str, size: int, took: float) -> None:
+        if size >= 4 << 20 and took > 0:
+            old, rate = self.helper_rates.get(name), size / took
+            self.helper_rates[name] = rate if old is None else 0.5 * old + 0.5 * rate
+        self._failed_at.pop(name, None)
 
     def _measure(self, res: UploadResult[P], params: EncodingParams, took: float) -> None:
         self._measured(res.size // params.k * res.shares_sent, took)

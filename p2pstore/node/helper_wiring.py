@@ -66,8 +66,11 @@ def helper_status(service: GridService) -> dict[str, Any]:
     if service.helper is not None:
         doc |= service.helper.figures()
     uploader = service.backend.uploader if service.backend is not None else None
-    if isinstance(uploader, HelpedUploader) and uploader.uplink is not None:
-        doc["measured_upload_rate"] = round(uploader.uplink)
+    if isinstance(uploader, HelpedUploader):
+        if uploader.uplink is not None:
+            doc["measured_upload_rate"] = round(uploader.uplink)
+        if uploader.helper_rates:  # docs/helper.md, "Choosing a helper"
+            doc["helper_rates"] = {k: round(v) for k, v in uploader.helper_rates.items()}
     return doc
 
 

@@ -415,12 +415,15 @@ def test_helper_rows_and_notes() -> None:
                 "uploads_present": 1,
                 "bytes_received": 3 << 20,
                 "measured_upload_rate": 2 << 20,
+                "helper_rates": {"slowhelper": 1 << 20, "fasthelper": 3 << 20},
             }
         }
     }
     lines = render.status_lines(doc, "http://127.0.0.1:1/")
     assert any(ln.startswith("helper:") and "2 placed, 1 already" in ln for ln in lines)
     assert "uses helpers:  slow (measured upload rate 2.0 MiB/s)" in lines
+    rates = dict(helper_rows(doc))["helpers by throughput"]
+    assert rates == "fasthelper 3.0 MiB/s, slowhelper 1.0 MiB/s"  # fastest first
     assert helper_rows({"details": {"helper": {"serving": False, "use": "never"}}}) == []
     assert helper_rows({}) == []
     put = {"details": {"helper": "abcdefghijklmnopqrstuvwxyz234567"}}

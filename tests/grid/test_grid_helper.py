@@ -700,3 +700,24 @@ async def test_a_replaced_spool_ends_its_stream(grid: StorageGrid, tmp_path: Pat
     await _until(lambda: _uploads(grid) == 0)
     await service.push(CLIENT, si, 0, _chunks(data[:90_000]))
     assert (await service.finish(CLIENT, si))["happiness"] >= 7
+
+
+async def test_helpers_are_tried_by_measured_throughput(grid: StorageGrid, tmp_path: Path) -> None:
+    bad = LocalHelper(_service(grid, tmp_path, "bad"), "bad")
+    bad.cut_after = 10_000  # it vanishes mid-push
+    good = LocalHelper(_service(grid, tmp_path, "good"), "good")
+    client = _client(grid, [bad, good])
+    first = await client.upload_convergent(bytes_source(os.urandom(60_000)), SECRET)
+    assert first.helper == "good" and "went away" in first.helper_failures[0]
+    bad.pushed = 0
+    # a helper that failed a moment ago is tried after the others
+    again = await client.upload_convergent(bytes_source(os.urandom(60_000)), SECRET)
+    assert again.helper == "good" and again.helper_failures == () and bad.pushed == 0
+    # measured ones first, fastest first; then the others in their configured order
+    third = LocalHelper(_service(grid, tmp_path, "third"), "third")
+    client.helper_rates = {"good": 1e6, "third": 5e6}
+    client._failed_at.clear()
+    assert [h.name for h in client.ranked([bad, good, third])] == ["third", "good", "bad"]
+    client._rate("good", 8 << 20, 0.5)  # 16 MiB/s, averaged with the 1 MB/s before
+    assert client.helper_rates["good"] > client.helper_rates["third"]
+    assert [h.name for h in client.ranked([bad, good, third])] == ["good", "third", "bad"]
