@@ -494,17 +494,32 @@ async def _until(cond: Any, seconds: float = 10.0) -> None:
     raise AssertionError(f"not reached in {seconds} s")
 
 
-def _count_whole_spool_placements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The placements ``finish`` makes from the complete spool (not streamed)."""
-    calls: list[str] = []
-    real = helper_mod.file_source
+def _spy(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[tuple[Any, ...]]:
+    """Record the arguments of every call of ``owner.name`` (a function or a coroutine
+    function; a method's first argument is its object), which still runs."""
+    calls: list[tuple[Any, ...]] = []
+    real = getattr(owner, name)
 
-    def counted(path: str, chunk_size: int = 1 << 20) -> Any:
-        calls.append(path)
-        return real(path, chunk_size)
+    if asyncio.iscoroutinefunction(real):
 
-    monkeypatch.setattr(helper_mod, "file_source", counted)
+        async def spied_async(*args: Any) -> Any:
+            calls.append(args)
+            return await real(*args)
+
+        monkeypatch.setattr(owner, name, spied_async)
+    else:
+
+        def spied(*args: Any) -> Any:
+            calls.append(args)
+            return real(*args)
+
+        monkeypatch.setattr(owner, name, spied)
     return calls
+
+
+def _count_whole_spool_placements(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """The placements ``finish`` makes from the complete spool (not streamed)."""
+    return _spy(monkeypatch, helper_mod, "file_source")
 
 
 async def test_shares_are_placed_as_the_ciphertext_arrives(
@@ -578,16 +593,8 @@ async def test_closing_the_helper_gives_up_its_streams(grid: StorageGrid, tmp_pa
     assert e.value.code == "helper-refused" and "stopping" in e.value.message
 
 
-def _count_read_backs(monkeypatch: pytest.MonkeyPatch) -> list[ReadCap]:
-    seen: list[ReadCap] = []
-    real = HelpedUploader._read_back
-
-    async def counted(self: HelpedUploader[Any], cap: ReadCap) -> None:
-        seen.append(cap)
-        await real(self, cap)
-
-    monkeypatch.setattr(HelpedUploader, "_read_back", counted)
-    return seen
+def _count_read_backs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    return _spy(monkeypatch, HelpedUploader, "_read_back")  # (client, cap) each
 
 
 async def test_every_block_of_every_share_is_hashed_by_its_server(
@@ -623,7 +630,7 @@ async def test_servers_without_hashing_are_checked_by_a_read_back(
     client = _client(grid, [LocalHelper(_service(grid, tmp_path), "h1")])
     data = os.urandom(100_000)
     res = await client.upload_convergent(bytes_source(data), SECRET)
-    assert res.helper == "h1" and read_backs == [res.cap]
+    assert res.helper == "h1" and [cap for _, cap in read_backs] == [res.cap]
     assert isinstance(res.cap, ReadCap) and await _read(grid, res.cap) == data
 
 
@@ -632,22 +639,16 @@ async def test_the_servers_hash_with_a_fresh_nonce_each_upload(
 ) -> None:
     # a share's trailer holds its block hashes: with a fixed prefix a server could
     # answer from them without the blocks; the nonce of each verification it cannot
-    prefixes: list[bytes] = []
-    real = FaultyStorage.hashv
-
-    async def seen(self: FaultyStorage, si: bytes, share: int, prefix: bytes, r: Any) -> Any:
-        prefixes.append(prefix)
-        return await real(self, si, share, prefix, r)
-
-    monkeypatch.setattr(FaultyStorage, "hashv", seen)
+    calls = _spy(monkeypatch, FaultyStorage, "hashv")  # (storage, si, share, prefix, ranges)
     client = _client(grid, [LocalHelper(_service(grid, tmp_path), "h1")])
     data = os.urandom(80_000)
     await client.upload_convergent(bytes_source(data), SECRET)
-    first = set(prefixes)
-    prefixes.clear()
+    first = {c[3] for c in calls}
+    calls.clear()
     await client.upload_convergent(bytes_source(data), SECRET)  # present: verified again
-    assert len(first) == 1 and len(set(prefixes)) == 1 and first != set(prefixes)
-    assert all(len(p) == 16 for p in first | set(prefixes))
+    second = {c[3] for c in calls}
+    assert len(first) == 1 and len(second) == 1 and first != second
+    assert all(len(p) == 16 for p in first | second)
 
 
 async def test_a_slow_caller_keeps_its_stream(
