@@ -23,7 +23,7 @@ from shell import render
 from shell.completion import complete
 from shell.errors import UsageError
 from shell.parse import COMMAND_LIST, Invocation, parse_line, quote_word, tokenize
-from shell.paths import resolve_local, resolve_remote
+from shell.paths import CAP_PREFIX, resolve_local, resolve_remote
 from shell.session import ListingCache
 
 ROOT = VPath("shared", ())
@@ -362,6 +362,8 @@ def test_completed_words_read_back_as_the_names(
     wanted = target + ("/" if is_dir else "")
     if target.startswith(".") and not prefix.startswith("."):
         return  # hidden names are offered only for a '.' prefix
+    if prefix.startswith(CAP_PREFIX):
+        return  # a word that starts like a cap is read as one (paths.is_cap), not a name
     values = []
     for c in found:
         new_line = line[: len(line) + c.start] + c.text
