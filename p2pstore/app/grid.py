@@ -79,6 +79,7 @@ from p2pstore.grid.mutable import MutableConfig, MutableFiles, SeenGuard
 from p2pstore.grid.peers import FindPeers, StorageFor
 from p2pstore.grid.placement import happiness, holdings_of
 from p2pstore.grid.quality import QualitySource
+from p2pstore.grid.sources import Reopenable
 from p2pstore.immutable import (
     CapError,
     EncodingParams,
@@ -235,7 +236,7 @@ class GridApplication(MutableOperations, PinOps, DelegateVdrive):
                 progress=(lambda done, _t: progress(done)) if progress else None,
             )
 
-        return await self._upload(convergent, source(), size, mode, progress)
+        return await self._upload(convergent, source(), size, mode, progress, source)
 
     async def _upload(
         self,
@@ -244,17 +245,14 @@ class GridApplication(MutableOperations, PinOps, DelegateVdrive):
         size_hint: int | None,
         mode: UploadMode,
         progress: ProgressFn | None,
+        reopenable: Reopenable | None = None,
     ) -> UploadResult:
         async with self._operation():
             try:
                 if mode == "convergent":
                     res = await convergent()
                 elif mode == "random":
-                    res = await self.uploader.upload_random(
-                        chunks,
-                        size=size_hint,
-                        progress=(lambda done, _t: progress(done)) if progress else None,
-                    )
+                    res = await self._upload_random(chunks, size_hint, progress, reopenable)
                 else:
                     raise BadRequest(f"unknown upload mode {mode!r}", code="bad-mode")
             except UploadError as e:
@@ -286,9 +284,48 @@ class GridApplication(MutableOperations, PinOps, DelegateVdrive):
                 details["helper_failures"] = list(res.helper_failures)
             return UploadResult(res.cap, res.size, mode, details)
 
-    async def _upload_convergent(
-        self, chunks: AsyncIterator[bytes], size_hint: int | None, progress: ProgressFn | None
+    async def _upload_random(
+        self,
+        chunks: AsyncIterable[bytes],
+        size_hint: int | None,
+        progress: ProgressFn | None,
+        reopenable: Reopenable | None,
     ) -> Any:
+        on = (lambda done, _t: progress(done)) if progress else None
+        up = self.uploader
+        if isinstance(up, HelpedUploader) and up.wanted():
+            # through a helper (docs/helper.md): read again after a failed helper, so
+            # a body is spooled first (a local file is read in place)
+            async def helped(source: Reopenable, size: int) -> Any:
+                return await up.upload_random_from(source, size, progress=on)
+
+            if reopenable is not None and size_hint is not None:
+                return await helped(reopenable, size_hint)
+            return await self._spooled(chunks, size_hint, helped)
+        return await up.upload_random(chunks, size=size_hint, progress=on)
+
+    async def _upload_convergent(
+        self, chunks: AsyncIterable[bytes], size_hint: int | None, progress: ProgressFn | None
+    ) -> Any:
+        async def convergent(source: Reopenable, _size: int) -> Any:
+            # progress over the encoding pass (the second); spooling consumed the
+            # body at network speed
+            return await self.uploader.upload_convergent(
+                source,
+                self._secret,
+                progress=(lambda done, _t: progress(done)) if progress else None,
+            )
+
+        return await self._spooled(chunks, size_hint, convergent)
+
+    async def _spooled(
+        self,
+        chunks: AsyncIterable[bytes],
+        size_hint: int | None,
+        then: Callable[[Reopenable, int], Awaitable[Any]],
+    ) -> Any:
+        """Write the body to a spool file (keeping the free-space reserve), then
+        ``then(source over it, its size)``; the spool is deleted afterwards."""
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix="upload-", suffix=".spool", dir=self.spool_dir)
         path = Path(name)
@@ -308,13 +345,7 @@ class GridApplication(MutableOperations, PinOps, DelegateVdrive):
                 if pending:
                     self._check_spool_space(len(pending), written)
                     await asyncio.to_thread(f.write, pending)
-            # Progress over the encoding pass (the second); the spooling pass above
-            # consumed the body at network speed.
-            return await self.uploader.upload_convergent(
-                file_source(str(path)),
-                self._secret,
-                progress=(lambda done, _t: progress(done)) if progress else None,
-            )
+            return await then(file_source(str(path)), written)
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(name)

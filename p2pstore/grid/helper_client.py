@@ -20,8 +20,10 @@ Invariants:
   the helper used (``helper``) and every failure before it (``helper_failures``).
 - A helper that already holds part of the ciphertext (an interrupted upload)
   receives only the rest; one whose grid already holds the file receives nothing.
-- Random-key uploads (pipes, mutable versions) and literal files always go direct:
-  a one-pass source cannot be re-read for a retry.
+- One-pass random-key uploads (mutable versions) and literal files always go direct:
+  a one-pass source cannot be re-read for a retry. A random-key upload of a source
+  that can be read again (:meth:`HelpedUploader.upload_random_from`: a local file,
+  or a body the node spooled) goes through helpers, with a fresh key each try.
 """
 
 from __future__ import annotations
@@ -160,26 +162,11 @@ class HelpedUploader(Generic[P]):
                 await asyncio.to_thread(hasher.update, chunk)
             size = hasher.size
             if size > LITERAL_MAX:
-                for helper in self.ranked(await self.helpers()):
-                    key = random_key() if fresh_key else hasher.key()
-                    try:
-                        t0 = time.monotonic()
-                        res = await self._resuming(
-                            helper, source, key, size, params, happy, progress
-                        )
-                        self._rate(helper.name, size, time.monotonic() - t0)
-                        return self.direct.announce(_with(res, helper.name, tuple(failures)))
-                    except _Poisoned as e:
-                        fresh_key = True
-                        failures.append(f"{helper.name}: {e}; next try with a fresh key")
-                    except (FileShrank, ImmutableLocalError, GridLocalError):
-                        raise  # this side's file or settings: no helper would do better
-                    except Exception as e:
-                        failures.append(f"{helper.name}: {_why(e)}")
-                    self._failed_at[helper.name] = time.monotonic()
-                    log.warning("upload helper %s; trying the next way", failures[-1])
-                if not failures:
-                    failures.append("no upload helper is known or reachable")
+                done, fresh_key = await self._through_helpers(
+                    source, size, params, happy, progress, failures, hasher.key
+                )
+                if done is not None:
+                    return done
         t0 = time.monotonic()
         if fresh_key:
             res = await self.direct.upload_random(
@@ -194,6 +181,68 @@ class HelpedUploader(Generic[P]):
             log.warning("uploaded directly after: %s", "; ".join(failures))
             res = _with(res, None, tuple(failures))
         return res
+
+    async def upload_random_from(
+        self,
+        source: Reopenable,
+        size: int,
+        *,
+        params: EncodingParams | None = None,
+        happy: int | None = None,
+        progress: Progress | None = None,
+    ) -> UploadResult[P]:
+        """A random-key upload of a source that can be read again (a pipe or an HTTP
+        body its caller spooled): through helpers like a convergent upload, each try
+        with a fresh key, and directly after the last."""
+        params = params or self.direct.params
+        happy = self.direct.config.happy if happy is None else happy
+        failures: list[str] = []
+        if self.wanted() and size > LITERAL_MAX:
+            done, _ = await self._through_helpers(
+                source, size, params, happy, progress, failures, random_key
+            )
+            if done is not None:
+                return done
+        t0 = time.monotonic()
+        res = await self.direct.upload_random(
+            source(), params=params, happy=happy, progress=progress, size=size
+        )
+        self._measure(res, params, time.monotonic() - t0)
+        return _with(res, None, tuple(failures)) if failures else res
+
+    async def _through_helpers(
+        self,
+        source: Reopenable,
+        size: int,
+        params: EncodingParams,
+        happy: int,
+        progress: Progress | None,
+        failures: list[str],
+        key: Callable[[], bytes],
+    ) -> tuple[UploadResult[P] | None, bool]:
+        """Try each usable helper in turn (:meth:`ranked`): the announced result, or
+        None with every failure added to ``failures``; and whether a helper left
+        shares that are not this file's (the next try then needs a fresh key)."""
+        fresh_key = False
+        for helper in self.ranked(await self.helpers()):
+            try:
+                t0 = time.monotonic()
+                k = random_key() if fresh_key else key()
+                res = await self._resuming(helper, source, k, size, params, happy, progress)
+                self._rate(helper.name, size, time.monotonic() - t0)
+                return self.direct.announce(_with(res, helper.name, tuple(failures))), fresh_key
+            except _Poisoned as e:
+                fresh_key = True
+                failures.append(f"{helper.name}: {e}; next try with a fresh key")
+            except (FileShrank, ImmutableLocalError, GridLocalError):
+                raise  # this side's file or settings: no helper would do better
+            except Exception as e:
+                failures.append(f"{helper.name}: {_why(e)}")
+            self._failed_at[helper.name] = time.monotonic()
+            log.warning("upload helper %s; trying the next way", failures[-1])
+        if not failures:
+            failures.append("no upload helper is known or reachable")
+        return None, fresh_key
 
     def ranked(self, helpers: Sequence[HelperAPI]) -> list[HelperAPI]:
         """The order to try ``helpers`` in: those measured, fastest first; then the

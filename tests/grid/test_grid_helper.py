@@ -722,3 +722,22 @@ async def test_helpers_are_tried_by_measured_throughput(grid: StorageGrid, tmp_p
     client._rate("good", 8 << 20, 0.5)  # 16 MiB/s, averaged with the 1 MB/s before
     assert client.helper_rates["good"] > client.helper_rates["third"]
     assert [h.name for h in client.ranked([bad, good, third])] == ["good", "third", "bad"]
+
+
+async def test_random_key_uploads_go_through_a_helper_too(
+    grid: StorageGrid, tmp_path: Path
+) -> None:
+    helper = LocalHelper(_service(grid, tmp_path), "h1")
+    client = _client(grid, [helper])
+    data = os.urandom(70_000)
+    one = await client.upload_random_from(bytes_source(data), len(data))
+    two = await client.upload_random_from(bytes_source(data), len(data))
+    assert one.helper == two.helper == "h1" and one.cap != two.cap  # a key each
+    assert helper.pushed == 2 * len(data)
+    for res in (one, two):
+        assert isinstance(res.cap, ReadCap) and await _read(grid, res.cap) == data
+    # the helper gone: directly, with a key of its own, and it says why
+    helper.cut_after = helper.pushed + 5_000
+    direct = await client.upload_random_from(bytes_source(data), len(data))
+    assert direct.helper is None and "went away" in direct.helper_failures[0]
+    assert isinstance(direct.cap, ReadCap) and await _read(grid, direct.cap) == data

@@ -73,6 +73,15 @@ def test_uploads_through_a_helper_and_without_it(tmp_path: Path) -> None:
             assert f"Sent through upload helper {helper_id[:16]}" in page_text
             assert _helper(root / "node1")["uploads_placed"] == 2
 
+        # random keys go through the helper too: a local file read in place, and the
+        # same bytes sent over HTTP (spooled by the node first, as a pipe's are)
+        for how in (("--mode", "random"), ("--mode", "random", "--send-bytes")):
+            rnd = cli("put", "--node", root / "node2", *how, src, timeout=120.0)
+            assert f"sent through upload helper {helper_id[:16]}" in rnd.stderr
+            assert rnd.stdout.strip() != cap  # a key of its own
+            cli("get", "--node", root / "node3", "-f", rnd.stdout.strip(), back, timeout=120.0)
+            assert back.read_bytes() == src.read_bytes()
+
         # the helper gone: node2 uploads directly, and says why
         cli("stop", root / "node1", timeout=60.0)
         other = tmp_path / "other.bin"
