@@ -301,7 +301,9 @@ class GridApplication(MutableOperations, PinOps, DelegateVdrive):
 
             if reopenable is not None and size_hint is not None:
                 return await helped(reopenable, size_hint)
-            return await self._spooled(chunks, size_hint, helped)
+            if size_hint is None or self._spool_fits(size_hint):
+                return await self._spooled(chunks, size_hint, helped)
+            log.info("upload: no room to spool %d bytes for a helper; sending directly", size_hint)
         return await up.upload_random(chunks, size=size_hint, progress=on)
 
     async def _upload_convergent(
@@ -350,13 +352,18 @@ class GridApplication(MutableOperations, PinOps, DelegateVdrive):
             with contextlib.suppress(OSError):
                 os.unlink(name)
 
+    def _spool_fits(self, size: int) -> bool:
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        return shutil.disk_usage(self.spool_dir).free - size >= self.spool_reserve
+
     def _check_spool_space(self, more: int, so_far: int) -> None:
         free = shutil.disk_usage(self.spool_dir).free
         if free - more < self.spool_reserve:
             raise InsufficientStorage(
                 f"not enough free disk to spool the upload at {so_far} bytes "
                 f"({free} bytes free, {self.spool_reserve} kept in reserve); "
-                "a random-key upload (mode=random) needs no spooling"
+                "a random-key upload (mode=random) needs none, unless it goes through an "
+                "upload helper"
             )
 
     # -- download ------------------------------------------------------------------

@@ -177,3 +177,52 @@ async def test_a_file_packed_onto_few_peers_is_unhealthy_and_repair_spreads_it(
     assert again.healthy and not again.problems, again.problems
     got = b"".join([c async for c in await b.download(up.cap, 0, len(data))])
     assert got == data
+
+
+async def test_random_uploads_through_a_helper_spool_or_go_direct(
+    grid: StorageGrid, tmp_path: Path
+) -> None:
+    # a body sent with a random key is spooled for the helper; without room to spool
+    # it, it goes directly in one pass instead of failing
+    from p2pstore.grid import helper_client
+    from p2pstore.grid.helper import HelperConfig, HelperService
+
+    tried: list[str] = []
+
+    class Helper:
+        name = "h1"
+
+        def __init__(self) -> None:
+            self.service = HelperService(
+                tmp_path / "helper",
+                backend_on(grid, tmp_path).direct_uploader,
+                HelperConfig(enabled=True, reserve=0),
+            )
+
+        async def start(self, si: bytes, params: EncodingParams, size: int) -> dict[str, object]:
+            tried.append("start")
+            return await self.service.start(OWNER, si, params, size)
+
+        async def push(self, si: bytes, offset: int, chunks: AsyncIterator[bytes]) -> int:
+            return await self.service.push(OWNER, si, offset, chunks)
+
+        async def finish(self, si: bytes, size: int) -> dict[str, object]:
+            return await self.service.finish(OWNER, si)
+
+    helper = Helper()
+
+    async def helpers() -> list[Helper]:
+        return [helper]
+
+    for reserve, through in ((0, True), (1 << 62, False)):
+        b = backend_on(grid, tmp_path, spool_reserve=reserve)
+        b.uploader = helper_client.HelpedUploader(
+            b.direct_uploader, helpers, helper_client.HelperUse(use="always")
+        )
+        tried.clear()
+        data = os.urandom(120_000)
+        up = await b.upload(chunks(data), size_hint=len(data), mode="random")
+        assert (up.details.get("helper") == "h1") is through and bool(tried) is through
+        got = b"".join([c async for c in await b.download(up.cap, 0, len(data))])
+        assert got == data
+        assert not list((tmp_path / "spool").iterdir())  # the spool is gone
