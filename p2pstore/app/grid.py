@@ -88,6 +88,7 @@ from p2pstore.immutable import (
     ReadCap,
     VerifyCap,
 )
+from p2pstore.immutable.params import LITERAL_MAX
 from p2pstore.mutable import VerifyCap as MutableVerifyCap
 from quic_transport.identity import b32encode
 
@@ -293,17 +294,22 @@ class GridApplication(MutableOperations, PinOps, DelegateVdrive):
     ) -> Any:
         on = (lambda done, _t: progress(done)) if progress else None
         up = self.uploader
-        if isinstance(up, HelpedUploader) and up.wanted():
+        small = size_hint is not None and size_hint <= LITERAL_MAX
+        if isinstance(up, HelpedUploader) and up.wanted() and not small:
             # through a helper (docs/helper.md): read again after a failed helper, so
             # a body is spooled first (a local file is read in place)
             async def helped(source: Reopenable, size: int) -> Any:
                 return await up.upload_random_from(source, size, progress=on)
 
+            async def direct(chunks: AsyncIterable[bytes]) -> Any:
+                log.info("upload: no room to spool it for a helper; sending it directly")
+                return await up.upload_random(chunks, size=size_hint, progress=on)
+
             if reopenable is not None and size_hint is not None:
                 return await helped(reopenable, size_hint)
             if size_hint is None or self._spool_fits(size_hint):
-                return await self._spooled(chunks, size_hint, helped)
-            log.info("upload: no room to spool %d bytes for a helper; sending directly", size_hint)
+                return await self._spooled(chunks, size_hint, helped, full=direct)
+            return await direct(chunks)
         return await up.upload_random(chunks, size=size_hint, progress=on)
 
     async def _upload_convergent(
@@ -325,28 +331,48 @@ class GridApplication(MutableOperations, PinOps, DelegateVdrive):
         chunks: AsyncIterable[bytes],
         size_hint: int | None,
         then: Callable[[Reopenable, int], Awaitable[Any]],
+        full: Callable[[AsyncIterable[bytes]], Awaitable[Any]] | None = None,
     ) -> Any:
         """Write the body to a spool file (keeping the free-space reserve), then
-        ``then(source over it, its size)``; the spool is deleted afterwards."""
+        ``then(source over it, its size)``; the spool is deleted afterwards. When
+        the reserve would be crossed: ``full(the whole body)`` (what was spooled,
+        then the rest) if given, else :class:`InsufficientStorage`."""
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix="upload-", suffix=".spool", dir=self.spool_dir)
         path = Path(name)
+        rest = aiter(chunks)
+        pending = bytearray()
+
+        async def whole() -> AsyncIterator[bytes]:
+            async for c in file_source(str(path))():
+                yield c
+            if pending:
+                yield bytes(pending)
+            async for c in rest:
+                yield c
+
         try:
             with os.fdopen(fd, "wb") as f:
-                if size_hint is not None:
-                    self._check_spool_space(size_hint, 0)
                 written = 0
-                pending = bytearray()
-                async for chunk in chunks:
-                    pending += chunk
-                    written += len(chunk)
-                    if len(pending) >= SPOOL_CHUNK:
+                try:
+                    if size_hint is not None:
+                        self._check_spool_space(size_hint, 0)
+                    async for chunk in rest:
+                        pending += chunk
+                        written += len(chunk)
+                        if len(pending) >= SPOOL_CHUNK:
+                            self._check_spool_space(len(pending), written)
+                            await asyncio.to_thread(f.write, pending)
+                            pending.clear()
+                    if pending:
                         self._check_spool_space(len(pending), written)
                         await asyncio.to_thread(f.write, pending)
-                        pending = bytearray()
-                if pending:
-                    self._check_spool_space(len(pending), written)
-                    await asyncio.to_thread(f.write, pending)
+                        pending.clear()
+                except InsufficientStorage:
+                    if full is None:
+                        raise
+                    f.flush()
+                    return await full(whole())
             return await then(file_source(str(path)), written)
         finally:
             with contextlib.suppress(OSError):

@@ -109,7 +109,7 @@ class HelperUse:
 class HelpedUploader(Generic[P]):
     """Convergent uploads through a helper when :class:`HelperUse` says so; all
     else (and every fallback) through ``direct``. ``helpers`` returns the helpers
-    to try, in order, at the time of the upload."""
+    to try at the time of the upload; they are tried in :meth:`ranked` order."""
 
     def __init__(
         self,
@@ -129,6 +129,8 @@ class HelpedUploader(Generic[P]):
         self.helper_rates: dict[str, float] = {}
         #: when each helper last failed (``time.monotonic``)
         self._failed_at: dict[str, float] = {}
+        #: ciphertext bytes the last upload through each helper pushed
+        self._pushed: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"HelpedUploader(use={self.use.use}, uplink={self.uplink})"
@@ -141,7 +143,12 @@ class HelpedUploader(Generic[P]):
         return False
 
     async def upload_random(self, chunks: Any, **kwargs: Any) -> UploadResult[P]:
-        return await self.direct.upload_random(chunks, **kwargs)
+        """One pass, directly (a source that cannot be read again); measured for
+        ``use = "slow"`` like any direct upload."""
+        t0 = time.monotonic()
+        res = await self.direct.upload_random(chunks, **kwargs)
+        self._measure(res, kwargs.get("params") or self.direct.params, time.monotonic() - t0)
+        return res
 
     async def upload_convergent(
         self,
@@ -228,8 +235,11 @@ class HelpedUploader(Generic[P]):
             try:
                 t0 = time.monotonic()
                 k = random_key() if fresh_key else key()
+                self._pushed.pop(helper.name, None)
                 res = await self._resuming(helper, source, k, size, params, happy, progress)
-                self._rate(helper.name, size, time.monotonic() - t0)
+                # rated by what was pushed: a file the grid held, or a resumed push,
+                # says little of the helper's pace
+                self._rate(helper.name, self._pushed.pop(helper.name, 0), time.monotonic() - t0)
                 return self.direct.announce(_with(res, helper.name, tuple(failures))), fresh_key
             except _Poisoned as e:
                 fresh_key = True
@@ -238,6 +248,9 @@ class HelpedUploader(Generic[P]):
                 raise  # this side's file or settings: no helper would do better
             except Exception as e:
                 failures.append(f"{helper.name}: {_why(e)}")
+                if getattr(e, "code", None) == "helper-busy":
+                    log.warning("upload helper %s; trying the next way", failures[-1])
+                    continue  # busy now, not broken: it keeps its place
             self._failed_at[helper.name] = time.monotonic()
             log.warning("upload helper %s; trying the next way", failures[-1])
         if not failures:
@@ -245,22 +258,26 @@ class HelpedUploader(Generic[P]):
         return None, fresh_key
 
     def ranked(self, helpers: Sequence[HelperAPI]) -> list[HelperAPI]:
-        """The order to try ``helpers`` in: those measured, fastest first; then the
-        others in their configured order; a helper that failed in the last
-        ``FAILED_FOR`` seconds after all of them."""
+        """The order to try ``helpers`` in: those not measured yet, in their
+        configured order (so each is measured once it is usable); then the measured
+        ones, fastest first; a helper that failed in the last ``FAILED_FOR`` seconds
+        after all of them."""
         now = time.monotonic()
 
         def key(item: tuple[int, HelperAPI]) -> tuple[bool, bool, float, int]:
             place, h = item
-            failed = now - self._failed_at.get(h.name, -FAILED_FOR) < FAILED_FOR
+            at = self._failed_at.get(h.name)
+            failed = at is not None and now - at < FAILED_FOR
             rate = self.helper_rates.get(h.name)
-            return (failed, rate is None, -(rate or 0.0), place)
+            return (failed, rate is not None, -(rate or 0.0), place)
 
         return [h for _, h in sorted(enumerate(helpers), key=key)]
 
-    def _rate(self, name: str, size: int, took: float) -> None:
-        if size >= 4 << 20 and took > 0:
-            old, rate = self.helper_rates.get(name), size / took
+    def _rate(self, name: str, pushed: int, took: float) -> None:
+        """A helper's throughput from an upload through it that pushed ``pushed``
+        bytes (4 MiB or more) in ``took`` seconds in all."""
+        if pushed >= 4 << 20 and took > 0:
+            old, rate = self.helper_rates.get(name), pushed / took
             self.helper_rates[name] = rate if old is None else 0.5 * old + 0.5 * rate
         self._failed_at.pop(name, None)
 
@@ -320,6 +337,7 @@ class HelpedUploader(Generic[P]):
                 if got != size:
                     raise HelperError("helper-offset", f"helper has {got} of {size} bytes")
                 self._measured(size - have, time.monotonic() - t0)  # the uplink, too
+                self._pushed[helper.name] = size - have
             else:
                 async for _ in stream.chunks():
                     pass  # the local encoding, to check the helper's shares against

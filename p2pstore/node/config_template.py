@@ -205,7 +205,7 @@ keep_references = {"true" if maint.keep_references else "false"}
 # use = "never"               # "always", or "slow": when this node's measured
 #                             # upload rate is below slow_below (bytes per second)
 # slow_below = "2.5MB"
-# helpers = ["seeds"]         # node IDs to try in order; "seeds": the bootstrap seeds
+# helpers = ["seeds"]         # node IDs to try; "seeds": the bootstrap seeds
 
 # [network]
 # Home machines behind NAT (docs/nat.md). "auto" asks peers to dial this node back

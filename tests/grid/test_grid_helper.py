@@ -714,13 +714,17 @@ async def test_helpers_are_tried_by_measured_throughput(grid: StorageGrid, tmp_p
     # a helper that failed a moment ago is tried after the others
     again = await client.upload_convergent(bytes_source(os.urandom(60_000)), SECRET)
     assert again.helper == "good" and again.helper_failures == () and bad.pushed == 0
-    # measured ones first, fastest first; then the others in their configured order
+    # small uploads (and files the grid held: nothing pushed) measure nothing
+    assert client.helper_rates == {}
+    # not yet measured first, in their configured order; then fastest first
     third = LocalHelper(_service(grid, tmp_path, "third"), "third")
     client.helper_rates = {"good": 1e6, "third": 5e6}
     client._failed_at.clear()
-    assert [h.name for h in client.ranked([bad, good, third])] == ["third", "good", "bad"]
+    assert [h.name for h in client.ranked([bad, good, third])] == ["bad", "third", "good"]
     client._rate("good", 8 << 20, 0.5)  # 16 MiB/s, averaged with the 1 MB/s before
     assert client.helper_rates["good"] > client.helper_rates["third"]
+    assert [h.name for h in client.ranked([bad, good, third])] == ["bad", "good", "third"]
+    client._failed_at["bad"] = time.monotonic()
     assert [h.name for h in client.ranked([bad, good, third])] == ["good", "third", "bad"]
 
 
@@ -741,3 +745,13 @@ async def test_random_key_uploads_go_through_a_helper_too(
     direct = await client.upload_random_from(bytes_source(data), len(data))
     assert direct.helper is None and "went away" in direct.helper_failures[0]
     assert isinstance(direct.cap, ReadCap) and await _read(grid, direct.cap) == data
+
+
+async def test_a_busy_helper_keeps_its_place(grid: StorageGrid, tmp_path: Path) -> None:
+    busy = LocalHelper(_service(grid, tmp_path, "busy", max_uploads=1), "busy")
+    other = LocalHelper(_service(grid, tmp_path, "other"), "other")
+    await busy.service.start(NodeId(b"X" * 20), b"\x0e" * 20, PARAMS, 100_000)  # its slot
+    client = _client(grid, [busy, other])
+    res = await client.upload_convergent(bytes_source(os.urandom(60_000)), SECRET)
+    assert res.helper == "other" and "helper-busy" in res.helper_failures[0]
+    assert [h.name for h in client.ranked([busy, other])] == ["busy", "other"]

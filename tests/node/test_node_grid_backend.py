@@ -10,6 +10,7 @@ import dataclasses
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -214,15 +215,54 @@ async def test_random_uploads_through_a_helper_spool_or_go_direct(
     async def helpers() -> list[Helper]:
         return [helper]
 
-    for reserve, through in ((0, True), (1 << 62, False)):
+    # (free-space reserve, size known, through the helper): without room the body goes
+    # directly, also when the room runs out mid-body (what was spooled, then the rest)
+    cases = ((0, True, True), (0, False, True), (1 << 62, True, False), (1 << 62, False, False))
+    for reserve, known, through in cases:
         b = backend_on(grid, tmp_path, spool_reserve=reserve)
         b.uploader = helper_client.HelpedUploader(
             b.direct_uploader, helpers, helper_client.HelperUse(use="always")
         )
         tried.clear()
-        data = os.urandom(120_000)
-        up = await b.upload(chunks(data), size_hint=len(data), mode="random")
+        data = os.urandom(300_000)
+        size = len(data) if known else None
+        up = await b.upload(chunks(data, 50_000), size_hint=size, mode="random")
         assert (up.details.get("helper") == "h1") is through and bool(tried) is through
         got = b"".join([c async for c in await b.download(up.cap, 0, len(data))])
         assert got == data
         assert not list((tmp_path / "spool").iterdir())  # the spool is gone
+
+
+async def test_a_random_body_that_outgrows_the_spool_goes_directly_whole(
+    grid: StorageGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the room runs out after two spooled batches: what was spooled, what was held,
+    # then the rest of the body are uploaded directly, in order
+    from p2pstore.app import grid as app_grid
+    from p2pstore.grid import helper_client
+
+    monkeypatch.setattr(app_grid, "SPOOL_CHUNK", 64 * 1024)
+    b = backend_on(grid, tmp_path)
+
+    async def no_helpers() -> list[Any]:
+        return []
+
+    b.uploader = helper_client.HelpedUploader(
+        b.direct_uploader, no_helpers, helper_client.HelperUse(use="always")
+    )
+    checks = 0
+    real = b._check_spool_space
+
+    def running_out(more: int, so_far: int) -> None:
+        nonlocal checks
+        checks += 1
+        if checks > 2:
+            raise InsufficientStorage("the disk filled up")
+        real(more, so_far)
+
+    monkeypatch.setattr(b, "_check_spool_space", running_out)
+    data = os.urandom(500_000)
+    up = await b.upload(chunks(data, 30_000), size_hint=None, mode="random")
+    assert checks == 3 and up.details.get("helper") is None
+    assert b"".join([c async for c in await b.download(up.cap, 0, len(data))]) == data
+    assert not list((tmp_path / "spool").iterdir())
