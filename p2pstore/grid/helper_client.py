@@ -10,7 +10,7 @@ Invariants:
   which shares they hold and checks every claimed share: its header and trailer
   (hash trees, share chain, extension block) must equal the local encoding's, and
   its server's hashes of all its blocks with a nonce of this upload
-  (``storage.hashv``, :class:`_Probe`) must equal the local ones. Only shares
+  (``storage.hashv``, :class:`Probe`) must equal the local ones. Only shares
   that pass count toward happiness; below ``happy`` the helper failed. So a
   helper that drops, corrupts or mixes up data never yields a cap. With servers
   that cannot hash, one random block per share is read instead, and the whole
@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -51,16 +49,17 @@ from p2pstore.immutable import (
     SegmentGeometry,
     ShareLayout,
 )
-from p2pstore.immutable.crypto import TAG_BLOCK, random_key, tagged_hash
+from p2pstore.immutable.crypto import random_key
 from p2pstore.immutable.errors import LocalError as ImmutableLocalError
 from p2pstore.immutable.params import LITERAL_MAX
 from p2pstore.immutable.share_layout import HEADER_SIZE
-from p2pstore.storage import StorageAPI
 from quic_transport.errors import TransportError
 
 from .download import Downloader, read_ranges
 from .errors import FileShrank, GridLocalError
 from .helper import HelperError
+from .helper_verify import MAX_RANGES as MAX_RANGES  # re-exported (tests)
+from .helper_verify import Probe, probed, spot_checked
 from .peers import READ_CHUNK, P, Progress, describe
 from .placement import happiness
 from .regenerate import list_existing
@@ -73,12 +72,8 @@ USES = ("never", "always", "slow")
 #: tries of one helper when its connection breaks (each resumes from its spool)
 RESUME_TRIES = 3
 RESUME_PAUSE = 1.0
-#: ranges per verification read (the servers' ``max_readv_ranges``)
-MAX_RANGES = 64
 #: a helper that failed is tried after the others for this long (seconds)
 FAILED_FOR = 600.0
-#: share bytes one ``storage.hashv`` call covers (the servers' default ``max_hash``)
-HASH_BYTES = 16 << 20
 
 
 class HelperAPI(Protocol):
@@ -374,7 +369,7 @@ class HelpedUploader(Generic[P]):
         except Exception as e:
             raise _Poisoned(f"the placed shares do not read back ({describe(e)})") from None
 
-    async def _verify(self, enc: Encoder, result: EncodeResult, probe: _Probe) -> _Verified[P]:
+    async def _verify(self, enc: Encoder, result: EncodeResult, probe: Probe) -> _Verified[P]:
         """Check every share the grid holds of this file against the local encoding
         and add this node's lease to the good ones."""
         up = self.direct
@@ -411,10 +406,10 @@ class HelpedUploader(Generic[P]):
                 if head != trailer.header or tail != trailer.trailer:
                     log.warning("helper upload: share %d on a peer differs", share)
                     return False, False
-                bad = await _probed(api, si, share, layout, probe, t)
+                bad = await probed(api, si, share, layout, probe, t)
                 whole = bad is not None
                 if bad is None:  # the server cannot hash: one block, read
-                    bad = await _spot_checked(api, si, share, layout, enc, t)
+                    bad = await spot_checked(api, si, share, layout, enc, t)
                 if bad:
                     log.warning("helper upload: share %d differs from segment %d on", share, bad[0])
                     return False, False
@@ -446,82 +441,6 @@ class HelpedUploader(Generic[P]):
         )
 
 
-class _Probe:
-    """What a server holding a share answers to ``storage.hashv`` with this upload's
-    nonce: SHA-256 of the nonce and a group of consecutive blocks (at most
-    ``HASH_BYTES``), for every group of every share. Computed from the local
-    encoding in its thread; the nonce reaches the servers only when they are asked,
-    so only a server that holds the blocks can answer (a share's trailer holds the
-    block hashes, and a fixed prefix could be answered from them)."""
-
-    def __init__(self, geometry: SegmentGeometry) -> None:
-        self.geometry = geometry
-        self.nonce = secrets.token_bytes(16)
-        self.per_group = max(1, HASH_BYTES // geometry.params.block_size)
-        n = geometry.params.n
-        self._open = [hashlib.sha256(self.nonce) for _ in range(n)]
-        self.digests: list[list[bytes]] = [[] for _ in range(n)]
-
-    def add(self, segments: Sequence[EncodedSegment]) -> None:
-        for seg in segments:
-            for share, block in enumerate(seg.blocks):
-                self._open[share].update(block)
-            j = seg.index + 1
-            if j % self.per_group == 0 or j == self.geometry.num_segments:
-                for share, h in enumerate(self._open):
-                    self.digests[share].append(h.digest())
-                    self._open[share] = hashlib.sha256(self.nonce)
-
-    def groups(self, layout: ShareLayout) -> list[tuple[int, int]]:
-        """The byte range of each group of blocks in a share."""
-        out = []
-        for first in range(0, self.geometry.num_segments, self.per_group):
-            last = min(first + self.per_group, self.geometry.num_segments) - 1
-            start = layout.block_range(first)[0]
-            end = sum(layout.block_range(last))
-            out.append((start, end - start))
-        return out
-
-
-async def _probed(
-    api: StorageAPI, si: bytes, share: int, layout: ShareLayout, probe: _Probe, each: float
-) -> list[int] | None:
-    """The first segment of each group of blocks of ``share`` on ``api`` that differs
-    from the local encoding, hashed by the server with the upload's nonce (no block
-    crosses the network), each call bounded by ``each`` seconds; None if the server
-    cannot hash them (a server that predates ``storage.hashv``, or refuses or fails
-    the call): the caller checks that share another way."""
-    bad: list[int] = []
-    for g, rng in enumerate(probe.groups(layout)):
-        try:
-            (got,) = await bounded(api.hashv(si, share, probe.nonce, [rng]), each)
-        except Exception as e:
-            log.info("helper upload: share %d not hashed by its server: %s", share, describe(e))
-            return None
-        if got != probe.digests[share][g]:
-            bad.append(g * probe.per_group)
-    return bad
-
-
-async def _spot_checked(
-    api: StorageAPI, si: bytes, share: int, layout: ShareLayout, enc: Encoder, each: float
-) -> list[int]:
-    """One block of ``share`` chosen at random, read (within the servers' limits) and
-    checked against the local leaf: ``[its segment]`` if it differs."""
-    j = secrets.randbelow(layout.num_segments)
-    reads = read_ranges(
-        api,
-        si,
-        share,
-        [layout.block_range(j)],
-        max_read=READ_CHUNK,
-        max_ranges=MAX_RANGES,
-        timeout=each,
-    )
-    (block,) = await bounded(reads, each)
-    return [j] if tagged_hash(TAG_BLOCK, block) != enc.block_hash(share, j) else []
-
-
 @dataclass(frozen=True, slots=True)
 class _Verified(Generic[P]):
     placements: dict[int, P]  # share -> a holder whose copy verified
@@ -548,7 +467,7 @@ class _Ciphertext:
         self.enc, self.source, self.params, self.size = enc, source, params, size
         self.ex, self.skip, self.progress = ex, skip, progress
         self.result: EncodeResult | None = None
-        self.probe = _Probe(SegmentGeometry(params, size))
+        self.probe = Probe(SegmentGeometry(params, size))
 
     def _feed(self, data: memoryview) -> list[EncodedSegment]:
         segments = self.enc.feed(data)
