@@ -115,7 +115,8 @@ class _Spool:
     #: the streamed placement; its result is None when it was given up
     stream: asyncio.Task[UploadResult[Any] | None] | None = None
     streams: int = 0  # streamed placements started
-    #: bytes of this spool counted against the day's quota (a stream counts them all)
+    #: bytes of this spool counted against the day's quota (a stream counts them all);
+    #: never below ``have``
     charged: int = 0
     #: when the last ciphertext was received (``time.monotonic``), spooled or not yet
     heard: float = 0.0
@@ -230,7 +231,7 @@ class HelperService(Generic[P]):
                 end = spool.have + len(pending)
                 if end > spool.size:
                     raise HelperError("bad-request", f"more than the {spool.size} bytes")
-                self._count(max(0, end - max(spool.charged, spool.have)))
+                self._count(max(0, end - spool.charged))
                 spool.charged = max(spool.charged, end)
                 self._check_space(len(pending))
                 await asyncio.to_thread(os.pwrite, fd, pending, spool.have)
@@ -402,7 +403,7 @@ class HelperService(Generic[P]):
         # a stream reserves the whole file's shares on the storage peers at its first
         # segment: the declared size counts against the day's bytes now
         try:
-            self._count(max(0, spool.size - max(spool.charged, spool.have)))
+            self._count(spool.size - spool.charged)
         except HelperError:
             return  # placed after the last byte instead, if the pushes fit the day
         spool.charged = spool.size

@@ -140,10 +140,8 @@ class HelpedUploader(Generic[P]):
     async def upload_random(self, chunks: Any, **kwargs: Any) -> UploadResult[P]:
         """One pass, directly (a source that cannot be read again); measured for
         ``use = "slow"`` like any direct upload."""
-        t0 = time.monotonic()
-        res = await self.direct.upload_random(chunks, **kwargs)
-        self._measure(res, kwargs.get("params") or self.direct.params, time.monotonic() - t0)
-        return res
+        params = kwargs.get("params") or self.direct.params
+        return await self._directly(self.direct.upload_random(chunks, **kwargs), params, [])
 
     async def upload_convergent(
         self,
@@ -169,20 +167,15 @@ class HelpedUploader(Generic[P]):
                 )
                 if done is not None:
                     return done
-        t0 = time.monotonic()
         if fresh_key:
-            res = await self.direct.upload_random(
+            upload = self.direct.upload_random(
                 source(), params=params, happy=happy, progress=progress, size=size
             )
         else:
-            res = await self.direct.upload_convergent(
+            upload = self.direct.upload_convergent(
                 source, convergence_secret, params=params, happy=happy, progress=progress
             )
-        self._measure(res, params, time.monotonic() - t0)
-        if failures:
-            log.warning("uploaded directly after: %s", "; ".join(failures))
-            res = _with(res, None, tuple(failures))
-        return res
+        return await self._directly(upload, params, failures)
 
     async def upload_random_from(
         self,
@@ -205,12 +198,23 @@ class HelpedUploader(Generic[P]):
             )
             if done is not None:
                 return done
-        t0 = time.monotonic()
-        res = await self.direct.upload_random(
+        upload = self.direct.upload_random(
             source(), params=params, happy=happy, progress=progress, size=size
         )
+        return await self._directly(upload, params, failures)
+
+    async def _directly(
+        self, upload: Awaitable[UploadResult[P]], params: EncodingParams, failures: list[str]
+    ) -> UploadResult[P]:
+        """A direct upload (after the helpers that failed, if any): timed for the
+        measured uplink, and carrying those failures."""
+        t0 = time.monotonic()
+        res = await upload
         self._measure(res, params, time.monotonic() - t0)
-        return _with(res, None, tuple(failures)) if failures else res
+        if failures:
+            log.warning("uploaded directly after: %s", "; ".join(failures))
+            res = _with(res, None, tuple(failures))
+        return res
 
     async def _through_helpers(
         self,
