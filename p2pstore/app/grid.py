@@ -307,9 +307,7 @@ class GridApplication(MutableOperations, PinOps, DelegateVdrive):
 
             if reopenable is not None and size_hint is not None:
                 return await helped(reopenable, size_hint)
-            if size_hint is None or self._spool_fits(size_hint):
-                return await self._spooled(chunks, size_hint, helped, full=direct)
-            return await direct(chunks)
+            return await self._spooled(chunks, size_hint, helped, full=direct)
         return await up.upload_random(chunks, size=size_hint, progress=on)
 
     async def _upload_convergent(
@@ -377,10 +375,6 @@ class GridApplication(MutableOperations, PinOps, DelegateVdrive):
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(name)
-
-    def _spool_fits(self, size: int) -> bool:
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
-        return shutil.disk_usage(self.spool_dir).free - size >= self.spool_reserve
 
     def _check_spool_space(self, more: int, so_far: int) -> None:
         free = shutil.disk_usage(self.spool_dir).free
