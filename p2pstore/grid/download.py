@@ -56,6 +56,10 @@ from .placement import PeerKey
 #: The share chain is at most log2(256) hashes; a header claiming more is bad.
 _MAX_CHAIN = 8 * 32
 _EWMA = 0.3
+#: A primary share (0..k-1) is read in preference to a secondary one whose peer answers
+#: up to this many times faster: blocks of primary shares decode for free, each
+#: secondary block costs the downloader a zfec pass over the segment.
+SECONDARY_COST = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +123,14 @@ class _Session(Generic[P]):
         self.latency[peer] = seconds if old is None else (1 - _EWMA) * old + _EWMA * seconds
 
     def ranked(self) -> list[_Source]:
-        return sorted(self.sources, key=lambda s: (self.latency.get(s.peer, 1e9), s.share))
+        """The sources, fastest first, a secondary share's latency weighted by
+        :data:`SECONDARY_COST`."""
+
+        def cost(s: _Source) -> tuple[float, int]:
+            weight = 1.0 if s.share < self.k else SECONDARY_COST
+            return (self.latency.get(s.peer, 1e9) * weight, s.share)
+
+        return sorted(self.sources, key=cost)
 
     def error(self, segment: int | None = None) -> DownloadError:
         return DownloadError(

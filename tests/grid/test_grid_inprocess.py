@@ -488,15 +488,19 @@ async def test_upload_from_file_source(grid: StorageGrid, tmp_path: Path) -> Non
 
 
 class Delayed:
-    """A StorageAPI whose ``method`` calls wait ``delay`` seconds first (forever if
-    ``delay`` is None): a slow or hung peer that still answers the listing."""
+    """A StorageAPI whose ``method`` calls (one name or several) wait ``delay`` seconds
+    first (forever if ``delay`` is None): a slow or hung peer that still answers the
+    listing, unless the listing is one of the methods."""
 
-    def __init__(self, inner: FaultyStorage, method: str, delay: float | None) -> None:
-        self.inner, self.method, self.delay = inner, method, delay
+    def __init__(
+        self, inner: FaultyStorage, method: str | tuple[str, ...], delay: float | None
+    ) -> None:
+        self.inner, self.delay = inner, delay
+        self.methods = (method,) if isinstance(method, str) else method
 
     def __getattr__(self, name: str) -> object:
         attr = getattr(self.inner, name)
-        if name != self.method:
+        if name not in self.methods:
             return attr
 
         async def slow(*a: object) -> object:
@@ -547,6 +551,30 @@ async def test_download_prefers_fast_peers(grid: StorageGrid) -> None:
     slow_reads = sum(used[gs] for gs in slow)
     assert fast_reads >= 3 * segments  # every segment came from fast peers
     assert slow_reads <= 2 * 5 + 3  # the opening reads, and at most one first guess
+
+
+async def test_download_prefers_primary_shares_among_peers_as_fast(grid: StorageGrid) -> None:
+    """Peers equally fast: the blocks come from shares 0..k-1, which decode without
+    zfec work; the holders of the others are read only to open their shares."""
+    data, cap = await upload(grid, 60_000)
+    holder = {
+        share: grid.servers[index]
+        for index, held in grid.shares(cap.storage_index).items()
+        for share in held
+    }
+    assert sorted(holder) == list(range(PARAMS.n))
+
+    def all_delayed(gs: GridServer) -> StorageAPI:
+        c = gs.client(OWNER)  # every call as slow, so each peer's latency is alike
+        return Delayed(c, ("list_shares", "readv"), 0.01)  # type: ignore[return-value]
+
+    down = Downloader(static_peers(grid.servers), all_delayed, DownloadConfig(window=2))
+    before = {gs: gs.calls["readv"] for gs in grid.servers}
+    assert await down.read_all(cap) == data
+    used = {gs: gs.calls["readv"] - before[gs] for gs in grid.servers}
+    segments = -(-len(data) // PARAMS.segment_size)
+    assert all(used[holder[share]] >= segments for share in range(PARAMS.k))
+    assert all(used[holder[share]] <= 2 for share in range(PARAMS.k, PARAMS.n))
 
 
 async def test_slow_peer_holds_the_encoder_back_memory_stays_bounded(grid: StorageGrid) -> None:
