@@ -15,21 +15,26 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quic_transport.identity import IdentityError, NodeKey
 
 from . import __version__, cli_backup, cli_ops, cli_support, cli_webui
 from .api_client import ClientError, resolve_node_dir
-from .node import bootstrap_ops, daemon, invite_ops, localgrid, systemd
+from .node import localgrid
 from .node.address import parse_host_port
-from .node.bootstrap import BootstrapList, MergeResult, load_bootstrap_file, merge
 from .node.errors import EXIT_CONFIG, AddressError, BootstrapErrors, ConfigError, NodeError
-from .node.invitations import InviteCode
 from .node.main import NODE_DIR_HELP, add_run_arguments, failure_exit, run_node
 from .node.nodedir import CreateOptions, NodeDir, create_node_dir
 from .node.pidfile import probe
 from .node.size import format_duration_exact, parse_duration, parse_size
+
+if TYPE_CHECKING:
+    from .node.bootstrap import MergeResult
+
+# The node's own machinery (bootstrap lists, invitations, the daemon, systemd units)
+# is imported by the commands that use it, so that `put`, `get` and the other
+# commands that only talk to a running node start without it (docs/architecture.md).
 
 
 def _cmd_identity(args: argparse.Namespace) -> int:
@@ -67,6 +72,10 @@ def _port_arg(text: str) -> int:
 
 
 def _create(args: argparse.Namespace, introducer: bool) -> int:
+    from .node import bootstrap_ops, invite_ops
+    from .node.bootstrap import BootstrapList, load_bootstrap_file, merge
+    from .node.invitations import InviteCode
+
     bootstrap = BootstrapList()
     for value in args.bootstrap or []:
         bootstrap = merge(bootstrap, bootstrap_ops.read_bootstrap_arg(value)).merged
@@ -108,6 +117,8 @@ def _print_joined(reply: dict[str, Any], merged: MergeResult) -> None:
 
 
 def _cmd_join(args: argparse.Namespace) -> int:
+    from .node import invite_ops
+
     root = _node_dir(args)
     _print_joined(*invite_ops.join(root, args.code))
     print(f"restart the node to use it: p2pstore restart {root}")
@@ -115,6 +126,8 @@ def _cmd_join(args: argparse.Namespace) -> int:
 
 
 def _cmd_invite(args: argparse.Namespace) -> int:
+    from .node import invite_ops
+
     code = invite_ops.create_invite(
         _node_dir(args), args.name, write=args.write, ttl=float(args.expires)
     )
@@ -127,6 +140,8 @@ def _cmd_invite(args: argparse.Namespace) -> int:
 
 
 def _cmd_writers(args: argparse.Namespace) -> int:
+    from .node import invite_ops
+
     rows = invite_ops.writers(_node_dir(args))
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -140,6 +155,8 @@ def _cmd_writers(args: argparse.Namespace) -> int:
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
+    from .node import invite_ops
+
     r = invite_ops.revoke(_node_dir(args), args.name)
     if r["node_id"] and r["write"]:
         print(f"revoked {r['name']!r}: {r['node_id']} may no longer change the shared drive")
@@ -202,14 +219,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
+    from .node import daemon
+
     return daemon.start(_node_dir(args), timeout=args.timeout).rc
 
 
 def _cmd_stop(args: argparse.Namespace) -> int:
+    from .node import daemon
+
     return daemon.stop(_node_dir(args), timeout=args.timeout, force=args.force)
 
 
 def _cmd_restart(args: argparse.Namespace) -> int:
+    from .node import daemon
+
     rc = daemon.stop(_node_dir(args), timeout=args.timeout, force=args.force)
     if rc != 0:
         return rc
@@ -217,12 +240,16 @@ def _cmd_restart(args: argparse.Namespace) -> int:
 
 
 def _cmd_bootstrap_show(args: argparse.Namespace) -> int:
+    from .node import bootstrap_ops
+
     # DIR, else --node, else $P2PSTORE_NODE, else the default node: as the client commands
     print(bootstrap_ops.own_line(resolve_node_dir(args.dir or args.node)), end="")
     return 0
 
 
 def _cmd_bootstrap_add(args: argparse.Namespace) -> int:
+    from .node import bootstrap_ops
+
     if args.lines == ["-"]:
         text, source = sys.stdin.read(), "stdin"
     else:
@@ -253,6 +280,8 @@ def _cmd_bootstrap_add(args: argparse.Namespace) -> int:
 
 
 def _cmd_bootstrap_check(args: argparse.Namespace) -> int:
+    from .node import bootstrap_ops
+
     lst = bootstrap_ops.read_bootstrap_arg(args.source, what="bootstrap check")
     print(f"ok: {len(lst.seeds)} seeds" + (", vdrive key set" if lst.vdrive else ""))
     return 0
@@ -265,6 +294,8 @@ def _cmd_shell(args: argparse.Namespace) -> int:
 
 
 def _cmd_systemd_unit(args: argparse.Namespace) -> int:
+    from .node import systemd
+
     root = _node_dir(args).absolute()
     NodeDir(root).require_node()
     name = systemd.unit_name(root)

@@ -17,9 +17,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nacl.exceptions
-import nacl.signing
+if TYPE_CHECKING:
+    import nacl.signing
 
 ID_BYTES = 20
 ID_BITS = ID_BYTES * 8
@@ -112,6 +113,9 @@ def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> boo
     """True iff ``signature`` is a valid Ed25519 signature of ``message`` by ``public_key``."""
     if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
         return False
+    import nacl.exceptions  # libsodium loads on first use, not with the node ID helpers
+    import nacl.signing
+
     try:
         nacl.signing.VerifyKey(bytes(public_key)).verify(bytes(message), bytes(signature))
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
@@ -131,12 +135,16 @@ class NodeKey:
 
     @classmethod
     def generate(cls) -> NodeKey:
+        import nacl.signing
+
         return cls(nacl.signing.SigningKey.generate())
 
     @classmethod
     def from_seed(cls, seed: bytes) -> NodeKey:
         if len(seed) != 32:
             raise IdentityError("Ed25519 seed must be 32 bytes")
+        import nacl.signing
+
         return cls(nacl.signing.SigningKey(seed))
 
     @property

@@ -2,8 +2,9 @@
 
 Invariants (docs/file-format.md, "Cryptography"):
 - The read key is 32 bytes. Convergent mode: ``key = BLAKE2b-256(key=secret,
-  person="p2ps:conv-key:v1", data=params || SHA-256(plaintext))`` computed with
-  PyNaCl; random mode: 32 bytes from PyNaCl's CSPRNG.
+  person="p2ps:conv-key:v1", data=params || SHA-256(plaintext))`` (hashlib's
+  BLAKE2b, the same function as libsodium's ``crypto_generichash``); random mode: 32
+  bytes from the operating system's CSPRNG (``os.urandom``).
 - The storage index is ``BLAKE2b-160(key, person="p2ps:si:v1")`` (one-way: it
   reveals nothing about the key) and lives in the 160-bit node-ID space.
 - Ciphertext is the plaintext XOR the AES-256-CTR keystream of the read key with an
@@ -16,16 +17,16 @@ Invariants (docs/file-format.md, "Cryptography"):
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
-from typing import Final
-
-import nacl.bindings
-import nacl.utils
-from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
+from typing import TYPE_CHECKING, Final
 
 from p2pstore.immutable.errors import ParameterError
 from p2pstore.immutable.params import EncodingParams
 from quic_transport.identity import ID_BYTES
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers import CipherContext
 
 KEY_BYTES: Final = 32
 HASH_BYTES: Final = 32
@@ -74,19 +75,17 @@ def _check_key(key: bytes) -> None:
 def storage_index(key: bytes) -> bytes:
     """The 20-byte storage index of a file: a one-way hash of its read key."""
     _check_key(key)
-    return nacl.bindings.crypto_generichash_blake2b_salt_personal(
-        key, digest_size=ID_BYTES, person=_SI_PERSON.ljust(16, b"\0")
-    )
+    return hashlib.blake2b(key, digest_size=ID_BYTES, person=_SI_PERSON).digest()
 
 
 def random_key() -> bytes:
     """A fresh random read key (random-key mode, for one-pass uploads)."""
-    return nacl.utils.random(KEY_BYTES)
+    return os.urandom(KEY_BYTES)
 
 
 def new_convergence_secret() -> bytes:
     """A fresh per-node convergence secret."""
-    return nacl.utils.random(CONVERGENCE_SECRET_BYTES)
+    return os.urandom(CONVERGENCE_SECRET_BYTES)
 
 
 def params_bytes(params: EncodingParams) -> bytes:
@@ -99,8 +98,8 @@ class ConvergenceHasher:
     """Incremental convergent key derivation: feed the whole plaintext, get the key.
 
     The plaintext is digested with tagged SHA-256 (fast, and it releases the GIL), then
-    the digest and the parameters are hashed under the secret with keyed BLAKE2b
-    (PyNaCl), so without the secret nobody can confirm a guess of the plaintext.
+    the digest and the parameters are hashed under the secret with keyed BLAKE2b,
+    so without the secret nobody can confirm a guess of the plaintext.
     """
 
     __slots__ = ("_h", "_params", "_secret", "size")
@@ -119,9 +118,9 @@ class ConvergenceHasher:
 
     def key(self) -> bytes:
         msg = params_bytes(self._params) + struct.pack(">Q", self.size) + self._h.digest()
-        return nacl.bindings.crypto_generichash_blake2b_salt_personal(
-            msg, digest_size=KEY_BYTES, key=self._secret, person=_CONV_PERSON.ljust(16, b"\0")
-        )
+        return hashlib.blake2b(
+            msg, digest_size=KEY_BYTES, key=self._secret, person=_CONV_PERSON
+        ).digest()
 
     def __repr__(self) -> str:
         return f"ConvergenceHasher(size={self.size})"
@@ -137,6 +136,8 @@ def convergent_key(secret: bytes, params: EncodingParams, data: bytes | memoryvi
 def keystream_cipher(key: bytes, offset: int) -> CipherContext:
     """An AES-256-CTR context positioned at plaintext byte ``offset`` of the file's
     single keystream; its ``update`` both encrypts and decrypts."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
     _check_key(key)
     ctx = Cipher(algorithms.AES(key), modes.CTR((offset // 16).to_bytes(16, "big"))).encryptor()
     skip = offset % 16

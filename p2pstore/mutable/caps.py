@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Final
-
-import nacl.signing
+from typing import TYPE_CHECKING, Final
 
 from p2pstore.storage.slots import slot_index
 from quic_transport.identity import IdentityError, b32decode, b32encode
 
 from .errors import MutableCapError
+
+if TYPE_CHECKING:
+    import nacl.signing
 
 PREFIX: Final = "p2ps:"
 DIR_PREFIX: Final = "p2ps:dir:"
@@ -122,10 +123,14 @@ class WriteCap:
 
     @classmethod
     def generate(cls, *, directory: bool = False) -> WriteCap:
+        import nacl.signing  # libsodium loads to make or use a key, not to parse a cap
+
         return cls(bytes(nacl.signing.SigningKey.generate()), directory)
 
     @property
     def signing_key(self) -> nacl.signing.SigningKey:
+        import nacl.signing
+
         return nacl.signing.SigningKey(self.seed)
 
     @property

@@ -35,17 +35,18 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from .advertise import own_seed
-from .bootstrap import BootstrapList, Seed, parse_bootstrap
-from .bootstrap_ops import own_line
-from .config import load_config
-from .daemon import start, stop
 from .errors import NodeError
 from .nodedir import CreateOptions, NodeDir, create_node_dir
 from .pidfile import probe
 from .status_file import read_status_file
+
+if TYPE_CHECKING:
+    from .bootstrap import BootstrapList, Seed
+
+# The bootstrap, config and daemon modules load when a grid command runs, not when
+# the CLI registers `grid` (every command builds the whole parser).
 
 FORMAT = "p2pstore-local-grid-v1"
 GRID_FILE = "grid.json"
@@ -143,6 +144,8 @@ def _allow_writers(nd: NodeDir, writers: list[str]) -> None:
 def _introducer_bootstrap(grid: Grid) -> BootstrapList:
     """Seeds for storage nodes: the introducer's own line, plus the shared drive's
     ``p2ps-vdrive`` line (key and read secret) from the introducer's bootstrap list."""
+    from .bootstrap import BootstrapList, parse_bootstrap
+
     nd = NodeDir(grid.path(INTRODUCER))
     own = parse_bootstrap(
         nd.default_bootstrap_path.read_text(encoding="utf-8"),
@@ -152,6 +155,9 @@ def _introducer_bootstrap(grid: Grid) -> BootstrapList:
 
 
 def _introducer_seed(grid: Grid) -> Seed:
+    from .advertise import own_seed
+    from .config import load_config
+
     nd = NodeDir(grid.path(INTRODUCER))
     config = load_config(nd.config_path)
     return own_seed(config, nd.load_key(), config.node.listen.port)
@@ -170,6 +176,9 @@ def _create(grid_root: Path, name: str, *, introducer: bool, seeds: BootstrapLis
 def create_or_extend(root: Path, nodes: int | None, out: TextIO) -> Grid:
     """Create the grid at ``root`` with ``nodes`` storage nodes (default 5), or add
     nodes to an existing one up to ``nodes`` (None: keep its size); returns it."""
+    from .bootstrap import BootstrapList
+    from .config import load_config
+
     root = root.absolute()
     grid = Grid.load(root)
     fresh = grid is None
@@ -220,6 +229,8 @@ def create_or_extend(root: Path, nodes: int | None, out: TextIO) -> Grid:
 
 
 def _quiet_start(path: Path) -> tuple[int, str]:
+    from .daemon import start
+
     err = io.StringIO()
     rc = start(path, out=io.StringIO(), err=err).rc
     return rc, err.getvalue()
@@ -271,6 +282,7 @@ def wait_joined(
 
 def stop_all(grid: Grid, out: TextIO) -> int:
     """Stop storage nodes (in parallel), then the introducer; returns 0 if all stopped."""
+    from .daemon import stop
 
     def one(name: str) -> int:
         return stop(grid.path(name), out=io.StringIO())
@@ -287,6 +299,8 @@ def stop_all(grid: Grid, out: TextIO) -> int:
 
 
 def print_usage(grid: Grid, out: TextIO) -> None:
+    from .bootstrap_ops import own_line
+
     states = node_states(grid)
     print(f"local grid in {grid.root}:", file=out)
     for name in grid.names:

@@ -28,10 +28,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import cbor2
-import nacl.signing
 
 from quic_transport.identity import (
     ID_BYTES,
@@ -49,7 +48,10 @@ MAX_BODY: Final = 8192
 MAX_SEQ: Final = 2**63 - 1
 _KEYS: Final = frozenset({"pk", "seq", "body", "sig"})
 
-Signer = bytes | nacl.signing.SigningKey | NodeKey
+if TYPE_CHECKING:
+    import nacl.signing
+
+    Signer = bytes | nacl.signing.SigningKey | NodeKey
 
 
 def slot_index(public_key: bytes) -> bytes:
@@ -90,6 +92,8 @@ class SlotRecord:
     def sign(cls, key: Signer, seq: int, body: bytes) -> SlotRecord:
         """A record of ``body`` at ``seq`` signed by ``key`` (a 32-byte Ed25519 seed,
         a ``nacl.signing.SigningKey`` or a ``NodeKey``)."""
+        import nacl.signing  # libsodium loads when a slot is signed, not to parse caps
+
         signing = nacl.signing.SigningKey(key) if isinstance(key, bytes) else key
         if isinstance(signing, NodeKey):
             pk = signing.public_key

@@ -129,6 +129,41 @@ def test_the_cli_imports_no_transport_and_no_grid() -> None:
     assert proc.stdout.split() == []
 
 
+#: a real cap (100 MiB, 3-of-10), as `put` printed it
+CHK = (
+    "p2ps:chk:3:10:104857600:n4cufbpbof4jvzzpthxkawurl55wsvwm6b37hgam5enymem3prvq:"
+    "5thsauqtdag27buky5z6aek7yqfn6laqmtnu4bytxtgjwjygot3q"
+)
+
+
+def test_a_cli_get_loads_neither_libsodium_cryptography_nor_node_machinery() -> None:
+    # a valid cap is parsed in full (its storage index computed) before the node is
+    # looked for; that takes hashlib only, and the parser is built without the
+    # bootstrap, invitation, daemon or config modules (docs/architecture.md)
+    code = textwrap.dedent(
+        """
+        import contextlib, io, sys
+        from p2pstore.cli import main
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.suppress(SystemExit):
+            rc = main(["--node", sys.argv[1], "get", sys.argv[2], sys.argv[1] + "/out"])
+        from p2pstore.immutable import parse_cap
+        assert parse_cap(sys.argv[2]).size == 100 << 20
+        names = ("nacl", "cryptography", "p2pstore.node.bootstrap", "p2pstore.node.invitations",
+                 "p2pstore.node.daemon", "p2pstore.node.config")
+        bad = sorted(m for m in sys.modules if any(m == n or m.startswith(n + ".") for n in names))
+        print(rc, " ".join(bad))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "/nonexistent-node", CHK],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert proc.stdout.split() == ["3"]  # the node cannot be reached, and nothing loaded
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc arenas are glibc's")
 def test_a_nodes_threads_allocate_from_the_main_malloc_arena(tmp_path: Path) -> None:
     # malloc_trim never gives back the top of a thread's own arena: a node keeps its
