@@ -28,7 +28,7 @@ from typing import Any
 from .nat_topology import Host, NatTopology
 from .netns import cli_in, node_status, stop_nodes
 
-TomlValue = str | int | bool
+TomlValue = str | int | bool | list[str]
 
 
 def toml_value(value: TomlValue) -> str:
@@ -36,7 +36,7 @@ def toml_value(value: TomlValue) -> str:
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
-    return json.dumps(value)  # a JSON string is a valid TOML basic string here
+    return json.dumps(value)  # a JSON string (or list of them) is valid TOML here
 
 
 def set_config(node: Path, section: str, values: Mapping[str, TomlValue]) -> None:

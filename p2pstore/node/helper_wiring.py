@@ -14,6 +14,7 @@ from p2pstore.app.grid import GridApplication
 from p2pstore.grid.helper import HelperService
 from p2pstore.grid.helper_client import HelpedUploader
 from p2pstore.grid.helper_rpc import RpcHelperClient, register_helper_rpc
+from p2pstore.nat.manager import NatManager
 from quic_transport import Endpoint, PeerAddress
 from quic_transport.identity import NodeId
 
@@ -31,6 +32,7 @@ class GridService(Protocol):
     context: NodeContext
     endpoint: Endpoint | None
     dht: DhtNode | None
+    nat: NatManager | None
     helper: HelperService[Any] | None
     backend: GridApplication | None
 
@@ -91,17 +93,25 @@ async def usable_helpers(service: GridService) -> list[RpcHelperClient]:
             return seeds[node_id]
         if service.dht is None:
             return None
-        for c in await service.dht.lookup(node_id):
+        found = await service.dht.lookup_detailed(node_id)
+        for c in found.contacts:
             if c.node_id == node_id:
                 return PeerAddress(c.node_id, c.host, c.port)
-        return None
+        # a helper behind NAT is in no routing table: its signed peer record, announced
+        # near its own ID, says how to reach it (hole punching or its relays)
+        nat = service.nat
+        mine = [a for a in found.announcements if a.node_id == node_id and a.value]
+        rec = nat.learn(mine[0].value, node_id) if nat is not None and mine else None
+        return None if rec is None or nat is None else nat.address_of(rec)
 
     async def probe(node_id: NodeId) -> RpcHelperClient | None:
         try:
             peer = await asyncio.wait_for(address(node_id), STATUS_TIMEOUT * 3)
             if peer is None:
                 return None
-            client = RpcHelperClient(endpoint, peer)
+            # as for a storage peer: a NATed helper's calls go through the connector
+            via = service.nat.storage_endpoint(node_id) if service.nat is not None else None
+            client = RpcHelperClient(via or endpoint, peer)
             st = await client.status(STATUS_TIMEOUT)
         except Exception as e:
             log.info("upload helper %s not usable: %s", node_id.b32[:12], e)

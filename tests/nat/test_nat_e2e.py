@@ -34,6 +34,8 @@ from typing import Any
 
 import pytest
 
+from p2pstore.node.nodedir import NodeDir
+
 from ..nat_grid import NatGrid, nat_grid, set_config, until
 from ..nat_topology import NatMode, nat_topology, nat_unavailable
 
@@ -96,6 +98,49 @@ def test_natted_storage_node_stores_and_serves_a_natted_client(
         scenario(grid)
 
 
+def configure_helper(name: str, node: Path) -> None:
+    """The NATed storage node serves as an upload helper; the NATed client sends every
+    upload through it (its node ID is read from its key: it is in no bootstrap list)."""
+    configure(name, node)
+    if name == "storage":  # a helper encodes with its own settings: the client's 3-of-3
+        set_config(node, "helper", {"enabled": True})
+        set_config(node, "client", {"shares_needed": 3, "shares_total": 3, "shares_happy": 3})
+    if name == "client":
+        helper = NodeDir(node.parent / "storage-node").load_key().node_id.b32
+        set_config(node, "helper", {"use": "always", "helpers": [helper]})
+
+
+def test_natted_client_uploads_through_a_natted_helper(
+    tmp_path: Path, nat_reason: str | None
+) -> None:
+    """A helper behind a NAT that only its relay gets through (``random-fully``) is
+    found through its announced peer record and reached through the connector, as a
+    storage peer is: the client pushes the ciphertext to it and it places the shares
+    (one on itself); the client checks them and reads the file back (docs/helper.md)."""
+    if nat_reason:
+        pytest.skip(nat_reason)
+    with (
+        nat_topology(("random-fully", "random-fully")) as topo,
+        nat_grid(topo, tmp_path, configure_helper) as grid,
+    ):
+        phases = Phases()
+        until_private_and_anchored(grid, phases)
+        data = os.urandom(FILE_SIZE)
+        doc = json.loads(grid.cli(grid.client, "put", "-", "--json", stdin=data))
+        phases.done("put through the helper")
+        storage_id = grid.node_id(grid.storage)
+        assert doc["details"].get("helper") == storage_id, doc
+        assert not doc["details"].get("helper_failures"), doc
+        info = json.loads(grid.cli(grid.client, "info", doc["cap"], "--json"))["storage"]
+        holders = {p for ps in info["shares"].values() for p in ps}
+        assert storage_id in holders and len(holders) == 3, info
+        assert grid.cli(grid.client, "get", doc["cap"], "-") == data
+        peers = json.loads(grid.cli(grid.client, "peers", "--json"))
+        (entry,) = [p for p in peers if p["node_id"] == storage_id]
+        assert entry.get("details", {}).get("connection") == "relayed", entry
+        print("phases:", phases.times)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("mode", ["masquerade", "random-fully"])
@@ -120,13 +165,12 @@ def shares_of(grid: NatGrid, node: Path) -> int:
     return int((grid.status(node).get("details", {}).get("storage") or {}).get("shares") or 0)
 
 
-def scenario(grid: NatGrid) -> tuple[str, bytes]:
-    """The test in the module doc; the uploaded cap and data."""
+def until_private_and_anchored(grid: NatGrid, phases: Phases) -> dict[str, Any]:
+    """The storage node finds out it is behind a NAT and anchors on the seeds (with a
+    relayed port where only a relay gets in); its ``details.nat``."""
     t = grid.topo
     mode = t.nat1.mode
-    phases = Phases()
 
-    # -- the storage node finds out it is behind a NAT -------------------------
     def storage_verdict() -> dict[str, Any] | None:
         nat = nat_of(grid, grid.storage)
         if nat.get("reachability") == "private" and nat.get("dht_mode") == "client":
@@ -168,6 +212,14 @@ def scenario(grid: NatGrid) -> tuple[str, bytes]:
     seed_addrs = {f"{t.seed1.addr}:4000", f"{t.seed2.addr}:4001"}
     assert {r["address"] for r in nat["relays"]} <= seed_addrs, nat["relays"]
     phases.done("anchored")
+    return nat
+
+
+def scenario(grid: NatGrid) -> tuple[str, bytes]:
+    """The test in the module doc; the uploaded cap and data."""
+    mode = grid.topo.nat1.mode
+    phases = Phases()
+    until_private_and_anchored(grid, phases)
 
     # -- upload from the NATed client; one of the 3 shares must go to storage ---
     data = os.urandom(FILE_SIZE)
