@@ -38,6 +38,8 @@ from .node.pidfile import probe
 from .node.status_file import read_status_file
 
 CHUNK: Final = 256 * 1024
+#: a download's read size: the node sends 1 MiB segments
+DOWNLOAD_CHUNK: Final = 1 << 20
 MAX_JSON_REPLY: Final = 16 << 20
 DEFAULT_TIMEOUT: Final = 300.0
 #: how often an upload asks the node how much of it is stored
@@ -291,18 +293,20 @@ class NodeClient:
         try:
             expected = reply.resp.length
             done = 0
+            # one buffer, read into and written from in place: no bytes object per chunk
+            view = memoryview(bytearray(DOWNLOAD_CHUNK))
             while True:
                 try:
-                    chunk = reply.resp.read(CHUNK)
+                    n = reply.resp.readinto(view)  # 0 at the end, or where the body stops
                 except http.client.IncompleteRead as e:
                     done += len(e.partial)
-                    chunk = b""
+                    break
                 except OSError as e:
                     raise TransferError(f"the download broke off after {done} bytes: {e}") from None
-                if not chunk:
+                if not n:
                     break
-                sink.write(chunk)
-                done += len(chunk)
+                sink.write(view[:n])
+                done += n
                 if progress:
                     progress(done)
             if expected is not None and done != expected:
