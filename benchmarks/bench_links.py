@@ -185,16 +185,16 @@ def _cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _put(ns: str, grid: Grid, src: Path) -> tuple[float, str, str, dict[str, Any]]:
-    """``put SRC`` from the home node: (seconds, cap, stderr, CPU-seconds of each
-    node during it); AssertionError when it failed."""
+def _measured(ns: str, grid: Grid, args: list[str]) -> tuple[float, str, str, dict[str, Any]]:
+    """``p2pstore ARGS`` from the home node: (seconds, stdout, stderr, CPU-seconds of
+    each node and of the command during it); AssertionError when it failed."""
     nodes = {"home": grid.client, "helper": grid.helper}
     nodes |= {f"s{i}": node for i, node in enumerate(grid.storage)}
     pids = {name: int(node_status(node)["pid"]) for name, node in nodes.items()}
     before = {name: _cpu(pid) for name, pid in pids.items()}
     cli0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "p2pstore.cli", "put", str(src)]
+    cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "p2pstore.cli", *args]
     proc = subprocess.run(
         [*cmd, "--node", str(grid.client)],
         capture_output=True,
@@ -206,21 +206,27 @@ def _put(ns: str, grid: Grid, src: Path) -> tuple[float, str, str, dict[str, Any
     after = {name: _cpu(pid) for name, pid in pids.items()}
     err = proc.stderr.decode(errors="replace")
     if proc.returncode != 0:
-        raise AssertionError(f"put -> {proc.returncode}: {err}")
+        raise AssertionError(f"{args[0]} -> {proc.returncode}: {err}")
     cpu: dict[str, Any] = {k: round(after[k] - before[k], 1) for k in pids}
     storage = [after[k] - before[k] for k in pids if k.startswith("s")]
     cpu["storage_total"] = round(sum(storage), 1)
     cpu["cli"] = round(
         cli1.ru_utime + cli1.ru_stime - cli0.ru_utime - cli0.ru_stime, 1
-    )  # the put command itself
+    )  # the command itself
     return took, proc.stdout.decode().strip(), err, cpu
 
 
-def _get(ns: str, cap: str, out: Path, client: Path, src: Path) -> tuple[float, bool]:
-    t0 = time.perf_counter()
-    cli_in(ns, "get", cap, out, "--node", client, timeout=3600)
-    took = time.perf_counter() - t0
-    return took, out.read_bytes() == src.read_bytes()
+def _put(ns: str, grid: Grid, src: Path) -> tuple[float, str, str, dict[str, Any]]:
+    """``put SRC`` from the home node: (seconds, cap, stderr, CPU-seconds of each
+    node during it); AssertionError when it failed."""
+    return _measured(ns, grid, ["put", str(src)])
+
+
+def _get(ns: str, cap: str, out: Path, grid: Grid, src: Path) -> tuple[float, bool, dict[str, Any]]:
+    """``get CAP OUT`` from the home node: (seconds, whether the bytes match SRC,
+    CPU-seconds of each node during it: busy storage nodes slow a download too)."""
+    took, _, _, cpu = _measured(ns, grid, ["get", cap, str(out)])
+    return took, out.read_bytes() == src.read_bytes(), cpu
 
 
 def _restart_with_helper(ns: str, grid: Grid, storage: int) -> str:
@@ -268,7 +274,10 @@ def main(argv: list[str] | None = None) -> int:
             except AssertionError as e:  # the upload failed: say why, as a figure
                 print(json.dumps({**head, "put_direct": "failed", "error": str(e)[-600:]}))
                 return 1
-            get_s, same = _get(home, cap, root / "direct.back", grid.client, direct)
+            get_s, same, get_cpu = _get(home, cap, root / "direct.back", grid, direct)
+            # the same file again before the restart: a slower get after the helper
+            # phase is then not merely a second get's
+            before_s, _, _ = _get(home, cap, root / "direct.before", grid, direct)
             helper_id = _restart_with_helper(home, grid, args.storage)
             try:
                 hput_s, hcap, err, hput_cpu = _put(home, grid, helped)
@@ -278,11 +287,11 @@ def main(argv: list[str] | None = None) -> int:
             if f"sent through upload helper {helper_id[:16]}" not in err:  # put's note
                 print(json.dumps({**head, "put_helper": "failed", "error": err[-600:]}))
                 return 1
-            hget_s, hsame = _get(home, hcap, root / "helped.back", grid.client, helped)
+            hget_s, hsame, hget_cpu = _get(home, hcap, root / "helped.back", grid, helped)
             # each file once more, over connections the first gets opened: a slower
             # first get of the helper's file is then the cost of opening them
-            again_s, _ = _get(home, cap, root / "direct.again", grid.client, direct)
-            hagain_s, _ = _get(home, hcap, root / "helped.again", grid.client, helped)
+            again_s, _, again_cpu = _get(home, cap, root / "direct.again", grid, direct)
+            hagain_s, _, _ = _get(home, hcap, root / "helped.again", grid, helped)
         finally:
             if os.environ.get("BENCH_LINKS_DEBUG") and grid is not None:
                 tail = int(os.environ.get("BENCH_LINKS_DEBUG_TAIL", "4000"))  # characters
@@ -311,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
                 "get_s": round(get_s, 1),
                 "get_limit_s": round(down_limit, 1),
                 "get_over_limit": round(get_s / down_limit, 3),
+                "get_cpu_s": get_cpu,
+                "get_before_restart_again_s": round(before_s, 1),
                 "bytes_match": same,
                 "put_helper_s": round(hput_s, 1),
                 "put_helper_limit_s": round(helper_limit, 1),
@@ -318,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
                 "put_helper_cpu_s": hput_cpu,
                 "get_helper_s": round(hget_s, 1),
                 "get_helper_over_limit": round(hget_s / down_limit, 3),
+                "get_helper_cpu_s": hget_cpu,
                 "get_again_s": round(again_s, 1),
+                "get_again_cpu_s": again_cpu,
                 "get_helper_again_s": round(hagain_s, 1),
                 "helper_bytes_match": hsame,
             }
