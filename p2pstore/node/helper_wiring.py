@@ -24,6 +24,9 @@ from .service import NodeContext
 log = logging.getLogger(__name__)
 
 STATUS_TIMEOUT = 3.0
+#: a whole probe: finding the helper, the connection (through the NAT connector for a
+#: helper behind NAT: a hole punch, then its relays), and its status
+PROBE_TIMEOUT = 20.0
 
 
 class GridService(Protocol):
@@ -106,13 +109,16 @@ async def usable_helpers(service: GridService) -> list[RpcHelperClient]:
 
     async def probe(node_id: NodeId) -> RpcHelperClient | None:
         try:
-            peer = await asyncio.wait_for(address(node_id), STATUS_TIMEOUT * 3)
-            if peer is None:
-                return None
-            # as for a storage peer: a NATed helper's calls go through the connector
-            via = service.nat.storage_endpoint(node_id) if service.nat is not None else None
-            client = RpcHelperClient(via or endpoint, peer)
-            st = await client.status(STATUS_TIMEOUT)
+            # the connector's set-up is outside the call's own timeout: bound it all
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                peer = await asyncio.wait_for(address(node_id), STATUS_TIMEOUT * 3)
+                if peer is None:
+                    return None
+                # as for a storage peer: a NATed helper's calls go through the connector
+                nat = service.nat
+                via = nat.storage_endpoint(node_id) if nat is not None else None
+                client = RpcHelperClient(via or endpoint, peer)
+                st = await client.status(STATUS_TIMEOUT)
         except Exception as e:
             log.info("upload helper %s not usable: %s", node_id.b32[:12], e)
             return None

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,12 @@ def nat_reason() -> str | None:
 
 
 @contextmanager
-def running_grid(mode: NatMode, root: Path, reason: str | None) -> Iterator[NatGrid]:
+def running_grid(
+    mode: NatMode,
+    root: Path,
+    reason: str | None,
+    configure: Callable[[str, Path], None] = configure,
+) -> Iterator[NatGrid]:
     if reason:
         pytest.skip(reason)
     with nat_topology((mode, mode)) as topo, nat_grid(topo, root, configure) as g:
@@ -117,12 +122,7 @@ def test_natted_client_uploads_through_a_natted_helper(
     found through its announced peer record and reached through the connector, as a
     storage peer is: the client pushes the ciphertext to it and it places the shares
     (one on itself); the client checks them and reads the file back (docs/helper.md)."""
-    if nat_reason:
-        pytest.skip(nat_reason)
-    with (
-        nat_topology(("random-fully", "random-fully")) as topo,
-        nat_grid(topo, tmp_path, configure_helper) as grid,
-    ):
+    with running_grid("random-fully", tmp_path, nat_reason, configure_helper) as grid:
         phases = Phases()
         until_private_and_anchored(grid, phases)
         data = os.urandom(FILE_SIZE)

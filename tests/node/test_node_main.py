@@ -149,7 +149,7 @@ def test_a_cli_get_loads_neither_libsodium_cryptography_nor_node_machinery() -> 
         from p2pstore.immutable import parse_cap
         assert parse_cap(sys.argv[2]).size == 100 << 20
         names = ("nacl", "cryptography", "p2pstore.node.bootstrap", "p2pstore.node.invitations",
-                 "p2pstore.node.daemon", "p2pstore.node.config")
+                 "p2pstore.node.daemon", "p2pstore.node.config", "p2pstore.node.systemd")
         bad = sorted(m for m in sys.modules if any(m == n or m.startswith(n + ".") for n in names))
         print(rc, " ".join(bad))
         """
