@@ -44,6 +44,9 @@ BURST_SECONDS = 0.05
 #: but never less than this, so a 16 KiB datagram and a few ACKs fit (a 64 KiB loopback
 #: datagram is approved whenever the bucket is not empty and may drive it negative)
 MIN_BURST = 32 * 1024
+#: a held pacer wakes this long after the gates are ready again, so that the
+#: connections they hold send a few packets per wake-up rather than one each
+HOLD_BATCH = 0.004
 #: receive-buffer sizing under a download cap: this many seconds of traffic ...
 RECV_QUEUE_SECONDS = 0.1
 #: ... but at least this many bytes (a few full-size datagrams, 64 KiB on loopback)
@@ -206,4 +209,7 @@ class GatedPacer(CoarseTimerPacer):
             return None
         for g in held:
             g.deferred += 1
-        return now + max(g.delay() for g in held)
+        # wake once the gates have earned a batch, not a single packet: every
+        # connection the gates hold wakes then, and each wake-up runs aioquic's whole
+        # send path for what it may send
+        return now + max(g.delay() for g in held) + HOLD_BATCH
