@@ -20,6 +20,7 @@ The HTTP plumbing is :class:`p2pstore.api_http.HttpApi`. Invariants:
 from __future__ import annotations
 
 import os
+import secrets
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,9 +169,16 @@ class NodeClient(HttpApi):
         return result
 
     def check(self, cap: str, *, verify: bool = False, repair: bool = False) -> dict[str, Any]:
-        q = urllib.parse.urlencode({"verify": str(verify).lower(), "repair": str(repair).lower()})
+        """A file's health; reading every share (``verify``) or regenerating lost ones
+        (``repair``) can take minutes over a home link: the reply is awaited as long as
+        the node works on it (a tagged ``check`` transfer)."""
+        tag = secrets.token_hex(8)
+        q = urllib.parse.urlencode(
+            {"verify": str(verify).lower(), "repair": str(repair).lower(), "transfer": tag}
+        )
         method = "POST" if repair else "GET"
-        result: dict[str, Any] = self._json_call(method, f"{API}/check/{quote_cap(cap)}?{q}")
+        route = f"{API}/check/{quote_cap(cap)}?{q}"
+        result: dict[str, Any] = self._json_call(method, route, tag=tag)
         return result
 
     def pin(self, cap: str, label: str = "") -> dict[str, Any]:

@@ -244,13 +244,16 @@ class HttpApi:
         path: str,
         payload: Mapping[str, Any] | None = None,
         ok: tuple[int, ...] = (200, 201),
+        tag: str | None = None,
     ) -> Any:
+        """One call with a JSON reply; ``tag``: the call's ``?transfer=`` (its reply is
+        awaited as long as the node works on it, :meth:`_await_answer`)."""
         body = None
         headers = {}
         if payload is not None:
             body = json.dumps(payload).encode()
             headers["Content-Type"] = "application/json"
-        reply = self._send(method, path, body=body, headers=headers)
+        reply = self._send(method, path, body=body, headers=headers, tag=tag)
         self._raise_for(reply, ok)
         try:
             return json.loads(reply.resp.read(MAX_JSON_REPLY))

@@ -403,14 +403,17 @@ async def check(request: web.Request) -> web.Response:
     if repair and request.method != "POST":
         raise BadRequest("repair changes the grid: use POST (with the API token)")
     text = request.match_info["cap"]
-    if is_mutable_cap(text):
-        report = await mutable_api.check(request, text, verify=verify, repair=repair)
-        return _json(_check_json(report))
-    cap = _cap(text)
-    if isinstance(cap, LiteralCap):
-        report = CheckReport(True, True, 1, 1, 1, verify, details={"literal": True})
-    else:
-        report = await request.app[BACKEND].check(cap, verify=verify, repair=repair)
+    mutable = is_mutable_cap(text)
+    cap = None if mutable else _cap(text)
+    # a verify or repair can take minutes: a tagged check is followed like a transfer
+    with request.app[TRANSFERS].track("check", None, tag=tag_of(request)):
+        if mutable:
+            report = await mutable_api.check(request, text, verify=verify, repair=repair)
+        elif isinstance(cap, LiteralCap):
+            report = CheckReport(True, True, 1, 1, 1, verify, details={"literal": True})
+        else:
+            assert cap is not None
+            report = await request.app[BACKEND].check(cap, verify=verify, repair=repair)
     return _json(_check_json(report))
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-TransferKind = Literal["upload", "download"]
+TransferKind = Literal["upload", "download", "check"]
 RECENT_MAX: Final = 20
 MAX_NAME_CHARS: Final = 255
 

@@ -4,7 +4,8 @@ The node answers an upload only once the file is placed; over a home uplink that
 takes far longer than the client's socket timeout (a 1 GB file at 20 Mbit/s: over
 20 minutes). The client waits as long as the node says the tagged upload is still
 running, and gives up on a node that stays silent and does not know the upload.
-The timeout is cut to 1 s here; the uploads take 2 s.
+So does a ``check`` (a verify reads every share, a repair uploads). The timeout is
+cut to 0.5 s here; the uploads and checks take 1.5 s.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from p2pstore.testing.memory_vdrive import MemoryVdrive
 
 from .test_cli_ops import serving
 
-SLOW = 2.0  # seconds the node takes to place an upload
-TIMEOUT = 1.0  # the client's socket timeout in these tests
+SLOW = 1.5  # seconds the node takes to place an upload
+TIMEOUT = 0.5  # the client's socket timeout in these tests
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def slow_node(tmp_path: Path) -> Iterator[tuple[Path, MemoryApplication]]:
     backend = MemoryApplication(
         params=EncodingParams.create(3, 10, 64 * 1024), vdrive=MemoryVdrive()
     )
-    real_file, real_body = backend.upload_file, backend.upload
+    real_file, real_body, real_check = backend.upload_file, backend.upload, backend.check
 
     async def upload_file(*a: Any, **kw: Any) -> Any:
         await asyncio.sleep(SLOW)
@@ -54,13 +55,18 @@ def slow_node(tmp_path: Path) -> Iterator[tuple[Path, MemoryApplication]]:
         await asyncio.sleep(SLOW)
         return await real_body(again(), **kw)
 
+    async def check(*a: Any, **kw: Any) -> Any:  # a verify over a home link: minutes
+        await asyncio.sleep(SLOW)
+        return await real_check(*a, **kw)
+
+    backend.check = check  # type: ignore[method-assign]
     backend.upload_file = upload_file  # type: ignore[method-assign]
     backend.upload = upload  # type: ignore[method-assign]
     with serving(tmp_path / "node", backend):
         yield tmp_path / "node", backend
 
 
-def test_a_slow_upload_is_waited_for_while_the_node_works_on_it(
+def test_a_slow_upload_or_check_is_waited_for_while_the_node_works_on_it(
     slow_node: tuple[Path, MemoryApplication], tmp_path: Path
 ) -> None:
     root, _ = slow_node
@@ -78,6 +84,10 @@ def test_a_slow_upload_is_waited_for_while_the_node_works_on_it(
     back = io.BytesIO()
     client.get(by_path["cap"], back)
     assert back.getvalue() == data
+    assert client.check(by_path["cap"], verify=True)["healthy"] is True
+    assert client.check(by_path["cap"], repair=True)["healthy"] is True
+    kinds = [t["kind"] for t in client.status()["recent_transfers"]]
+    assert kinds.count("check") == 2 and "running" not in str(client.status()["transfers"])
 
 
 class _Silent(http.server.BaseHTTPRequestHandler):
