@@ -29,6 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("p2pstore.app",),
     ("p2pstore.web", "p2pstore.sftp"),
     ("p2pstore.node",),
+    ("p2pstore.api_http",),
     ("p2pstore.api_client",),
     ("p2pstore.api_drive", "p2pstore.cli_support"),
     ("p2pstore.backup",),
