@@ -102,6 +102,7 @@ class TransportQuicConnection(QuicConnection):
         # the endpoint's upload cap (ratelimit.py) and the uplink's rate (uplink.py)
         # gate every packet we build
         gates = [g for g in (send_gate, uplink) if g is not None]
+        self._p2ps_uplink: UplinkControl | None = None  # fed what this connection receives
         if not gates:
             pacing.install(self, self._max_datagram_size)
         elif (
@@ -111,6 +112,14 @@ class TransportQuicConnection(QuicConnection):
             and uplink is not None
         ):
             self._feed_uplink(uplink.control)
+            self._p2ps_uplink = uplink.control
+
+    def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+        """aioquic's, and the datagram counted for the uplink's control (what it
+        receives tells a queue on the way in from its own, uplink.py)."""
+        if self._p2ps_uplink is not None:
+            self._p2ps_uplink.received(len(data))
+        super().receive_datagram(data, addr, now)
 
     def _feed_uplink(self, control: UplinkControl) -> None:
         """Hand the uplink's control (uplink.py) each RTT sample's queueing delay and

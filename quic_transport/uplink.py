@@ -20,7 +20,9 @@ The rule, after LEDBAT (RFC 6817), applied to the endpoint as a whole:
   while a queue stood took part of it for its base);
 - while no rate is set and the delay stays below ``target``, nothing is limited;
 - when the delay reaches ``target`` and at least ``ENGAGE_MIN`` is being
-  acknowledged (else the queue is not ours), the rate is set to ``DRAIN`` x the rate
+  acknowledged, and the endpoint receives at most ``1 / REVERSE_SHARE`` times what
+  its peers acknowledge (else the queue is not ours: see below), the rate is set
+  to ``DRAIN`` x the rate
   at which the peers acknowledge data (while a queue stands, the uplink's
   capacity), or less to drain a longer queue in about ``DRAIN_TIME`` (down to
   ``MIN_SHARE`` of it); while the delay stays there the rate is set again;
@@ -28,6 +30,18 @@ The rule, after LEDBAT (RFC 6817), applied to the endpoint as a whole:
   how far below, to follow a link that gets faster; a rate that held no packet back
   for ``SLACK`` seconds limits nothing and is dropped, and so is the rate after
   ``IDLE_RESET`` seconds without acknowledgements (another network, perhaps).
+
+An RTT sample also waits in the queues on the way back. During a download the
+downlink's queue fills (a home router's holds hundreds of milliseconds too), the
+acknowledgements of the little the endpoint sends (requests, flow-control credit)
+wait in it, and the delay looks like an uplink queue: measured over a 20/100
+Mbit/s link (benchmarks/bench_links), the home node set its rate to ~126 kB/s, 0.9
+x what it sent, and held back the very credit its download waited for; back-to-back
+downloads took up to 2.7x the link's time instead of 1.2x. A queue of ours fills
+while we send far more than we receive (an upload receives acknowledgements only,
+a few per cent); one the endpoint receives ``1 / REVERSE_SHARE`` times more than
+it sends through is on the way in, and while it stands no rate is set (one set
+before is dropped).
 
 Invariants (tests/transport/test_transport_uplink.py): the rate is None or at least
 ``MIN_RATE``; without delay samples at or above ``target`` it is never set.
@@ -52,6 +66,8 @@ ENGAGE_MIN = 128 * 1024  # bytes per second acknowledged, at least, for a queue 
 SLACK = 2.0  # seconds in which a set rate held nothing back: it is dropped
 IDLE_RESET = 5.0  # seconds without acknowledgements after which the rate is forgotten
 MIN_RATE = 16 * 1024  # bytes per second: the floor of a set rate
+#: a queue is ours only while we send at least this fraction of what we receive
+REVERSE_SHARE = 0.05
 WINDOW = 0.5  # seconds of acknowledgements the delivery rate is measured over
 _BIN = 0.05  # seconds per bin of acknowledged bytes
 
@@ -67,6 +83,7 @@ class UplinkControl:
         self.rate: float | None = None
         self.engaged = 0  # times a standing queue set the rate (a status counter)
         self._bins: deque[list[float]] = deque()  # [start time, bytes acknowledged]
+        self._in_bins: deque[list[float]] = deque()  # [start time, bytes received]
         self._delays: dict[object, float] = {}  # per connection: smallest delay this interval
         self._updated = clock()
         self._last_ack = self._updated
@@ -76,23 +93,21 @@ class UplinkControl:
         """A connection's peer acknowledged a packet of ``nbytes``."""
         now = self._clock()
         self._last_ack = now
-        if self._bins and now - self._bins[-1][0] < _BIN:
-            self._bins[-1][1] += nbytes
-        else:
-            self._bins.append([now, float(nbytes)])
-            while self._bins and now - self._bins[0][0] > WINDOW:
-                self._bins.popleft()
+        _count(self._bins, now, nbytes)
+
+    def received(self, nbytes: int) -> None:
+        """A gated connection received a datagram of ``nbytes``."""
+        _count(self._in_bins, self._clock(), nbytes)
 
     def capacity(self) -> float:
         """The rate at which the peers acknowledge data, over the last ``WINDOW``
         seconds (0: nothing acknowledged): the uplink's capacity while a queue stands
         (what was sent waits in the queue, so acknowledgements come at the link's pace)."""
-        now = self._clock()
-        while self._bins and now - self._bins[0][0] > WINDOW:
-            self._bins.popleft()
-        if not self._bins:
-            return 0.0
-        return sum(b[1] for b in self._bins) / max(now - self._bins[0][0], _BIN)
+        return _rate(self._bins, self._clock())
+
+    def inbound(self) -> float:
+        """The rate at which the gated connections receive, over the last ``WINDOW``."""
+        return _rate(self._in_bins, self._clock())
 
     def sample(self, conn: object, queue_delay: float) -> None:
         """One RTT sample's queueing delay (seconds above ``conn``'s base delay)."""
@@ -124,6 +139,9 @@ class UplinkControl:
             return
         capacity = self.capacity()
         if delay >= self.target:
+            if capacity < REVERSE_SHARE * self.inbound():  # the queue is on the way in
+                self.rate = None
+                return
             if self.rate is None:
                 if capacity < ENGAGE_MIN:  # little of ours in flight: not our queue
                     return
@@ -140,6 +158,25 @@ class UplinkControl:
             return
         grown = self.rate * (1 + GROWTH * (self.target - delay) / self.target * dt)
         self.rate = max(MIN_RATE, DRAIN * capacity, grown)
+
+
+def _count(bins: deque[list[float]], now: float, nbytes: int) -> None:
+    """Add ``nbytes`` at ``now`` to ``bins`` (``_BIN`` seconds each, ``WINDOW`` kept)."""
+    if bins and now - bins[-1][0] < _BIN:
+        bins[-1][1] += nbytes
+    else:
+        bins.append([now, float(nbytes)])
+        while bins and now - bins[0][0] > WINDOW:
+            bins.popleft()
+
+
+def _rate(bins: deque[list[float]], now: float) -> float:
+    """Bytes per second in ``bins`` over the last ``WINDOW`` (0: none)."""
+    while bins and now - bins[0][0] > WINDOW:
+        bins.popleft()
+    if not bins:
+        return 0.0
+    return sum(b[1] for b in bins) / max(now - bins[0][0], _BIN)
 
 
 class AdaptiveGate:

@@ -19,6 +19,7 @@ from quic_transport.uplink import (
     ENGAGE_MIN,
     IDLE_RESET,
     MIN_RATE,
+    REVERSE_SHARE,
     SLACK,
     AdaptiveGate,
     UplinkControl,
@@ -42,10 +43,12 @@ def _link(
     demand: float,
     queue: float = 0.0,
     step: float = 0.01,
+    received: float = 0.0,
 ) -> tuple[list[float], float, float]:
     """A greedy sender (``demand`` bytes/s unless the control's rate is lower) into a
-    FIFO drained at ``capacity``; two connections sample the queueing delay each step.
-    Returns the delays seen, the bytes delivered, and the queue left."""
+    FIFO drained at ``capacity``; two connections sample the queueing delay each step,
+    and ``received`` times what is delivered comes back (acknowledgements). Returns
+    the delays seen, the bytes delivered, and the queue left."""
     delays: list[float] = []
     delivered = 0.0
     for _ in range(round(seconds / step)):
@@ -59,6 +62,7 @@ def _link(
         queue -= out
         delivered += out
         control.acked(int(out))
+        control.received(int(out * received))
         delay = queue / capacity
         delays.append(delay)
         control.sample("a", delay)
@@ -144,6 +148,64 @@ def test_a_queue_with_little_of_ours_in_it_is_not_ours() -> None:
         control.acked(int(ENGAGE_MIN * 0.02 / 2))
         control.sample("c", 0.4)
     assert control.current() is None and control.engaged == 0
+
+
+def _download(
+    control: UplinkControl, clock: FakeClock, seconds: float, down: float, up: float
+) -> None:
+    """A download at ``down`` bytes/s through a standing downlink queue of 0.4 s; we
+    send ``up`` bytes/s (requests, flow-control credit), acknowledged through that
+    queue, so every RTT sample carries it."""
+    for _ in range(round(seconds / 0.01)):
+        clock.now += 0.01
+        control.received(int(down * 0.01))
+        control.acked(int(up * 0.01))
+        control.sample("s1", 0.4)
+        control.sample("s2", 0.4)
+
+
+def test_a_download_s_queue_is_not_taken_for_the_uplink_s() -> None:
+    """The downlink's queue, seen through the acknowledgements of what a download
+    sends (measured: the home node held its own flow-control credit to ~126 kB/s and
+    back-to-back downloads took up to 2.7x the link's time)."""
+    clock = FakeClock()
+    control = UplinkControl(0.06, clock)
+    # 12.5 MB/s in, 140 kB/s out: above ENGAGE_MIN, about 1 % of what comes in
+    _download(control, clock, 5, down=12_500_000, up=140_000)
+    assert control.current() is None and control.engaged == 0
+    # a rate set by an upload before is dropped once a download's queue stands
+    _link(control, clock, capacity=1_000_000, seconds=3, demand=3_000_000, queue=300_000)
+    assert control.current() is not None
+    _download(control, clock, 1, down=12_500_000, up=140_000)
+    assert control.current() is None
+
+
+def test_an_upload_beside_a_download_still_counts_as_ours() -> None:
+    """Sending at least REVERSE_SHARE of what we receive, the queue may be ours: an
+    upload filling a 20 Mbit/s uplink while a 100 Mbit/s download runs."""
+    clock = FakeClock()
+    control = UplinkControl(0.06, clock)
+    up = 2_500_000
+    assert up >= REVERSE_SHARE * 12_500_000
+    _download(control, clock, 2, down=12_500_000, up=up)
+    assert control.current() is not None and control.engaged == 1
+
+
+def test_an_upload_s_own_acknowledgements_do_not_hide_its_queue() -> None:
+    """What an upload receives (acknowledgements, a few per cent) leaves the rule as
+    it was: the queue is drained as in the greedy-sender test."""
+    clock = FakeClock()
+    control = UplinkControl(0.06, clock)
+    _, _, queue = _link(
+        control,
+        clock,
+        capacity=2_500_000,
+        seconds=3,
+        demand=10_000_000,
+        queue=1_000_000,
+        received=0.03,  # acknowledgements: ~3 % of the bytes sent come back
+    )
+    assert control.engaged >= 1 and queue < 2_500_000 * 0.1
 
 
 def test_a_rate_that_holds_nothing_back_is_dropped() -> None:
@@ -251,3 +313,5 @@ async def test_only_connections_over_a_real_uplink_are_gated() -> None:
         ):
             quic = ep._new_quic(addr, configuration=QuicConfiguration(is_client=True))
             assert (gate in getattr(quic._loss._pacer, "_gates", ())) == gated, addr
+            # what a gated connection receives is counted too (a queue on the way in)
+            assert (quic._p2ps_uplink is gate.control) == gated, addr
