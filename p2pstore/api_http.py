@@ -27,6 +27,8 @@ MAX_JSON_REPLY: Final = 16 << 20
 DEFAULT_TIMEOUT: Final = 300.0
 #: how often an upload asks the node how much of it is stored
 FOLLOW_INTERVAL: Final = 0.25
+#: an upload whose bytes did not move in this many asks (one per timeout) is given up
+STALL_POLLS: Final = 3
 API: Final = "/api/v1"
 
 EXIT_FAILED: Final = 1
@@ -92,6 +94,7 @@ class HttpApi:
         self._token = token
         self.timeout = timeout
         self._in_flight: weakref.WeakSet[http.client.HTTPConnection] = weakref.WeakSet()
+        self._in_flight_lock = threading.Lock()  # worker threads add, abort() reads
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url})"
@@ -106,14 +109,17 @@ class HttpApi:
 
     def _connect(self) -> http.client.HTTPConnection:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        self._in_flight.add(conn)
+        with self._in_flight_lock:
+            self._in_flight.add(conn)
         return conn
 
     def abort(self) -> None:
         """Cut every connection in flight (safe from another thread): a call blocked on
         it raises at once, and the node sees the client go, so an upload it has not
         finished is cancelled and nothing is linked (docs/http-api.md, "Cancel")."""
-        for conn in list(self._in_flight):
+        with self._in_flight_lock:
+            conns = list(self._in_flight)
+        for conn in conns:  # a cut connection wakes its caller's wait at once
             sock = conn.sock
             if sock is not None:
                 with contextlib.suppress(OSError):
@@ -188,38 +194,53 @@ class HttpApi:
 
     def _await_answer(self, conn: http.client.HTTPConnection, tag: str) -> None:
         """Wait for the reply to a call the node may work on for long after the request
-        (an upload placed over a slow uplink): however long, as long as the node says
-        the tagged transfer is still running; a node that does not answer,
-        no longer knows it, or has not replied ``timeout`` after it ended is given up
-        on (``TransferError``), as a silent one is after ``timeout`` on other calls."""
+        (an upload placed over a slow uplink, a verify): asked once per ``timeout`` of
+        silence, the node must say the tagged transfer is still running, and an
+        upload that is placing must place more within :data:`STALL_POLLS` asks. Else,
+        or when the
+        node does not answer or know the transfer twice running (it may not have
+        registered it yet, or have just ended it), the call is given up on
+        (``TransferError``), as a silent one is after ``timeout`` on other calls."""
         sock = conn.sock
         if sock is None:
             return
-        ended_checks = 0
+        strikes = 0
+        progress: tuple[object, object] | None = None
+        still = 0  # asks in a row with an upload's bytes where they were
         with selectors.DefaultSelector() as sel:
             sel.register(sock, selectors.EVENT_READ)
             while not sel.select(self.timeout):
-                state = self._transfer_state(tag)
+                doc = self._transfer_doc(tag) or {}
+                state = doc.get("status")
                 if state == "running":
-                    ended_checks = 0
-                    continue
-                ended_checks += 1
-                if state is None or ended_checks >= 2:
-                    conn.close()
-                    raise TransferError(
-                        f"no answer from the node's API at {self.url} for {self.timeout:g} s"
-                        + ("" if state is None else f" after the transfer ended ({state})")
-                    )
+                    strikes = 0
+                    moved = (doc.get("done"), doc.get("stored"))
+                    # placing reports each segment; a convergent key's pass over a
+                    # local file reports nothing, and may take long on a large one
+                    placing = doc.get("kind") == "upload" and bool(doc.get("stored"))
+                    stuck = placing and moved == progress
+                    still, progress = (still + 1 if stuck else 0), moved
+                    if still < STALL_POLLS:
+                        continue
+                    why = f"the upload made no progress for {STALL_POLLS * self.timeout:g} s"
+                else:
+                    strikes += 1
+                    if strikes < 2:
+                        continue
+                    why = f"no answer from the node's API at {self.url} for {self.timeout:g} s"
+                    if state is not None:
+                        why += f" after the transfer ended ({state})"
+                conn.close()
+                raise TransferError(why)
 
-    def _transfer_state(self, tag: str) -> str | None:
-        """The tagged transfer's status on the node ("running", "done", ...), or None if
-        the node does not answer or does not know it."""
+    def _transfer_doc(self, tag: str) -> dict[str, Any] | None:
+        """The tagged transfer's record on the node (``status`` "running", "done",
+        ...), or None if the node does not answer or does not know it."""
         try:
             doc = self._json_call("GET", f"{API}/transfer/{tag}")
         except (ClientError, OSError):
             return None
-        state = doc.get("status") if isinstance(doc, dict) else None
-        return state if isinstance(state, str) else None
+        return doc if isinstance(doc, dict) else None
 
     def _raise_for(self, reply: _Reply, ok: tuple[int, ...]) -> None:
         if reply.resp.status in ok:

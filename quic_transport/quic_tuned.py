@@ -118,7 +118,7 @@ class TransportQuicConnection(QuicConnection):
         """aioquic's, and the datagram counted for the uplink's control (what it
         receives tells a queue on the way in from its own, uplink.py)."""
         if self._p2ps_uplink is not None:
-            self._p2ps_uplink.received(len(data))
+            self._p2ps_uplink.received(len(data), self)
         super().receive_datagram(data, addr, now)
 
     def _feed_uplink(self, control: UplinkControl) -> None:
@@ -138,7 +138,7 @@ class TransportQuicConnection(QuicConnection):
 
         def on_acked(*, packet: Any, now: float) -> None:
             acked(packet=packet, now=now)
-            control.acked(packet.sent_bytes)
+            control.acked(packet.sent_bytes, self)
 
         loss._pacer.on_rtt = on_rtt
         cc.on_packet_acked = on_acked

@@ -20,9 +20,8 @@ The rule, after LEDBAT (RFC 6817), applied to the endpoint as a whole:
   while a queue stood took part of it for its base);
 - while no rate is set and the delay stays below ``target``, nothing is limited;
 - when the delay reaches ``target`` and at least ``ENGAGE_MIN`` is being
-  acknowledged, and the endpoint receives at most ``1 / REVERSE_SHARE`` times what
-  its peers acknowledge (else the queue is not ours: see below), the rate is set
-  to ``DRAIN`` x the rate
+  acknowledged (else the queue is not ours; for a queue on the way in, see below),
+  the rate is set to ``DRAIN`` x the rate
   at which the peers acknowledge data (while a queue stands, the uplink's
   capacity), or less to drain a longer queue in about ``DRAIN_TIME`` (down to
   ``MIN_SHARE`` of it); while the delay stays there the rate is set again;
@@ -40,8 +39,18 @@ x what it sent, and held back the very credit its download waited for; back-to-b
 downloads took up to 2.7x the link's time instead of 1.2x. A queue of ours fills
 while we send far more than we receive (an upload receives acknowledgements only,
 a few per cent); one the endpoint receives ``1 / REVERSE_SHARE`` times more than
-it sends through is on the way in, and while it stands no rate is set (one set
-before is dropped).
+it sends through is on the way in. So each connection's acknowledged and received
+bytes are counted per interval, and the samples of a connection that received more
+than ``1 / REVERSE_SHARE`` times what it had acknowledged do not count as the
+queue (a LAN peer's bulk sending to us included); a rate set before (by an upload)
+then stays as it is until it holds nothing back for ``SLACK``. Every connection's
+acknowledgements come back through the downlink, though, so a connection that
+sends a little beside a download (DHT traffic, an upload) sees the download's
+queue too: while the endpoint as a whole receives more than ``1 / REVERSE_SHARE``
+times what is acknowledged, a standing delay sets no rate and drops one. An upload
+beside a download then swings between set and dropped instead of falling to the
+floor (RTT samples cannot tell the two directions apart; LEDBAT measures one-way
+delay, which QUIC does not carry).
 
 Invariants (tests/transport/test_transport_uplink.py): the rate is None or at least
 ``MIN_RATE``; without delay samples at or above ``target`` it is never set.
@@ -84,20 +93,26 @@ class UplinkControl:
         self.engaged = 0  # times a standing queue set the rate (a status counter)
         self._bins: deque[list[float]] = deque()  # [start time, bytes acknowledged]
         self._in_bins: deque[list[float]] = deque()  # [start time, bytes received]
+        # per connection, this interval: [bytes acknowledged, bytes received]
+        self._flows: dict[object, list[int]] = {}
         self._delays: dict[object, float] = {}  # per connection: smallest delay this interval
         self._updated = clock()
         self._last_ack = self._updated
         self._held_at = self._updated  # when the rate last held a packet back
 
-    def acked(self, nbytes: int) -> None:
-        """A connection's peer acknowledged a packet of ``nbytes``."""
+    def acked(self, nbytes: int, conn: object = None) -> None:
+        """``conn``'s peer acknowledged a packet of ``nbytes``."""
         now = self._clock()
         self._last_ack = now
         _count(self._bins, now, nbytes)
+        if conn is not None:
+            self._flows.setdefault(conn, [0, 0])[0] += nbytes
 
-    def received(self, nbytes: int) -> None:
-        """A gated connection received a datagram of ``nbytes``."""
+    def received(self, nbytes: int, conn: object = None) -> None:
+        """``conn`` (a gated connection) received a datagram of ``nbytes``."""
         _count(self._in_bins, self._clock(), nbytes)
+        if conn is not None:
+            self._flows.setdefault(conn, [0, 0])[1] += nbytes
 
     def capacity(self) -> float:
         """The rate at which the peers acknowledge data, over the last ``WINDOW``
@@ -132,15 +147,19 @@ class UplinkControl:
         dt = min(now - self._updated, 1.0)
         self._updated = now
         # the connections share the queue: the one that sees it best (a connection
-        # opened while a queue stood took part of it for its base delay)
-        delay = max(self._delays.values(), default=None)
+        # opened while a queue stood took part of it for its base delay); one that
+        # mostly receives sees the queue on the way in, not ours
+        flows, self._flows = self._flows, {}
+        delay = max((d for c, d in self._delays.items() if _sends(flows.get(c))), default=None)
         self._delays.clear()
         if delay is None:
+            if self.rate is not None and now - self._held_at > SLACK:
+                self.rate = None  # a download's samples only: a rate holding nothing
             return
         capacity = self.capacity()
         if delay >= self.target:
-            if capacity < REVERSE_SHARE * self.inbound():  # the queue is on the way in
-                self.rate = None
+            if capacity < REVERSE_SHARE * self.inbound():
+                self.rate = None  # we receive far more than we send: a download's queue
                 return
             if self.rate is None:
                 if capacity < ENGAGE_MIN:  # little of ours in flight: not our queue
@@ -158,6 +177,12 @@ class UplinkControl:
             return
         grown = self.rate * (1 + GROWTH * (self.target - delay) / self.target * dt)
         self.rate = max(MIN_RATE, DRAIN * capacity, grown)
+
+
+def _sends(flow: list[int] | None) -> bool:
+    """Whether a connection's traffic this interval (``[acknowledged, received]``) is
+    mostly its own sending: its RTT samples then speak for our queue."""
+    return flow is None or flow[0] >= REVERSE_SHARE * flow[1]
 
 
 def _count(bins: deque[list[float]], now: float, nbytes: int) -> None:

@@ -20,6 +20,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import urllib.parse
@@ -406,7 +407,10 @@ async def check(request: web.Request) -> web.Response:
     mutable = is_mutable_cap(text)
     cap = None if mutable else _cap(text)
     # a verify or repair can take minutes: a tagged check is followed like a transfer
-    with request.app[TRANSFERS].track("check", None, tag=tag_of(request)):
+    # (by its client only: it is not listed among the node's transfers)
+    tag = tag_of(request)
+    track = request.app[TRANSFERS].track("check", None, tag=tag, listed=False)
+    with track if tag is not None else contextlib.nullcontext():
         if mutable:
             report = await mutable_api.check(request, text, verify=verify, repair=repair)
         elif isinstance(cap, LiteralCap):

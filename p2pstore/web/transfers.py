@@ -46,6 +46,8 @@ class Transfer:
     #: why a download broke off after its headers were sent (an application error's
     #: message: no caps or keys); shown only to the client that tagged it
     reason: str | None = None
+    #: shown in the status lists; an unlisted one (a check) only to its tag's client
+    listed: bool = True
 
     def to_json(self, now: float) -> dict[str, Any]:
         end = self.ended if self.ended is not None else now
@@ -67,6 +69,7 @@ class Transfers:
         self._ids = itertools.count(1)
         self._active: dict[int, Transfer] = {}
         self._recent: collections.deque[Transfer] = collections.deque(maxlen=RECENT_MAX)
+        self._unlisted: collections.deque[Transfer] = collections.deque(maxlen=RECENT_MAX)
 
     @contextlib.contextmanager
     def track(
@@ -76,10 +79,13 @@ class Transfers:
         *,
         name: str | None = None,
         tag: str | None = None,
+        listed: bool = True,
     ) -> Iterator[Transfer]:
+        """Track one transfer while the block runs; an unlisted one is left out of
+        :meth:`snapshot` and :meth:`recent` (a check, followed only by its tag)."""
         if name is not None:
             name = name[:MAX_NAME_CHARS]
-        t = Transfer(next(self._ids), kind, size, self.clock(), name=name, tag=tag)
+        t = Transfer(next(self._ids), kind, size, self.clock(), name=name, tag=tag, listed=listed)
         self._active[t.id] = t
         try:
             yield t
@@ -92,18 +98,18 @@ class Transfers:
         finally:
             del self._active[t.id]
             t.ended = self.clock()
-            self._recent.append(t)
+            (self._recent if listed else self._unlisted).append(t)
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Transfers in progress, oldest first."""
         now = self.clock()
-        return [t.to_json(now) for t in self._active.values()]
+        return [t.to_json(now) for t in self._active.values() if t.listed]
 
     def by_tag(self, tag: str) -> dict[str, Any] | None:
         """The transfer (running, else recently finished) a client tagged ``tag``,
         with the reason it broke off, if it did."""
         now = self.clock()
-        for t in [*self._active.values(), *reversed(self._recent)]:
+        for t in [*self._active.values(), *reversed(self._recent), *reversed(self._unlisted)]:
             if t.tag == tag:
                 return {**t.to_json(now), "reason": t.reason}
         return None
