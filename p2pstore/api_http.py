@@ -330,11 +330,7 @@ class HttpApi:
 
     def _why_broken(self, tag: str) -> str | None:
         """The node's reason a tagged download stopped short, if it can say."""
-        try:
-            doc = self._json_call("GET", f"{API}/transfer/{tag}")
-        except (ClientError, OSError):
-            return None
-        reason = doc.get("reason") if isinstance(doc, dict) else None
+        reason = (self._transfer_doc(tag) or {}).get("reason")
         return reason if isinstance(reason, str) and reason else None
 
     @contextlib.contextmanager
@@ -350,12 +346,10 @@ class HttpApi:
 
         def poll() -> None:
             while not stop.wait(FOLLOW_INTERVAL):
-                try:
-                    doc = self._json_call("GET", f"{API}/transfer/{tag}")
-                except (ClientError, OSError):
-                    continue  # not registered yet, or finished and gone: try again
-                if isinstance(doc, dict) and isinstance(doc.get("stored"), int):
-                    stored(doc["stored"])
+                # None: not registered yet, or finished and gone: try again
+                done = (self._transfer_doc(tag) or {}).get("stored")
+                if isinstance(done, int):
+                    stored(done)
 
         poller = threading.Thread(target=poll, name="p2pstore-upload-progress", daemon=True)
         poller.start()

@@ -20,7 +20,6 @@ Invariants:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import urllib.parse
@@ -404,19 +403,14 @@ async def check(request: web.Request) -> web.Response:
     if repair and request.method != "POST":
         raise BadRequest("repair changes the grid: use POST (with the API token)")
     text = request.match_info["cap"]
-    mutable = is_mutable_cap(text)
-    cap = None if mutable else _cap(text)
     # a verify or repair can take minutes: a tagged check is followed like a transfer
     # (by its client only: it is not listed among the node's transfers)
-    tag = tag_of(request)
-    track = request.app[TRANSFERS].track("check", None, tag=tag, listed=False)
-    with track if tag is not None else contextlib.nullcontext():
-        if mutable:
+    with request.app[TRANSFERS].track("check", None, tag=tag_of(request), listed=False):
+        if is_mutable_cap(text):
             report = await mutable_api.check(request, text, verify=verify, repair=repair)
-        elif isinstance(cap, LiteralCap):
+        elif isinstance(cap := _cap(text), LiteralCap):
             report = CheckReport(True, True, 1, 1, 1, verify, details={"literal": True})
         else:
-            assert cap is not None
             report = await request.app[BACKEND].check(cap, verify=verify, repair=repair)
     return _json(_check_json(report))
 
