@@ -19,9 +19,12 @@ Invariants:
 - Peers still answering the share listing when the download starts are kept as
   background tasks owned by the session, consulted if shares run out, and
   cancelled when the iterator ends (normally, by error, or by ``aclose``).
-- Verifying, decoding and decrypting run on the event loop, ~2 ms per 1 MiB
-  segment: handing each to a worker thread cost more in thread switches than the
-  overlap gained (gets of 100 MiB took 0.77-0.91 of the time inline, docs/grid.md).
+- Verifying, decoding and decrypting run on the event loop for segments up to
+  ``INLINE_SEGMENT`` (~2 ms per 1 MiB segment, the default): handing each to a
+  worker thread cost more in thread switches than the overlap gained (gets of 100
+  MiB took 0.77-0.91 of the time inline, docs/grid.md). Larger segments, which an
+  uploader may choose (up to 64 MiB), go to a worker thread, so the loop never
+  waits a whole large segment's hashing and decoding.
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from asyncio import FIRST_COMPLETED
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Generic
+from typing import Any, Generic, TypeVar
 
 from p2pstore.base.tasks import bounded, cancel_and_wait
 from p2pstore.immutable import (
@@ -62,6 +65,16 @@ _EWMA = 0.3
 #: up to this many times faster: blocks of primary shares decode for free, each
 #: secondary block costs the downloader a zfec pass over the segment.
 SECONDARY_COST = 1.5
+
+#: segments up to this size are verified and decoded on the event loop (module doc)
+INLINE_SEGMENT = 2 << 20
+
+T = TypeVar("T")
+
+
+async def _cpu(inline: bool, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on the loop, or in a worker thread for a large segment."""
+    return fn(*args) if inline else await asyncio.to_thread(fn, *args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +113,11 @@ class _Session(Generic[P]):
 
     def good_shares(self) -> set[int]:
         return {s.share for s in self.sources}
+
+    @property
+    def inline(self) -> bool:
+        """Verify and decode this file's segments on the loop (INLINE_SEGMENT)?"""
+        return self.verifier.extension.params.segment_size <= INLINE_SEGMENT
 
     def where(self) -> dict[str, tuple[int, ...]]:
         out: dict[str, list[int]] = {}
@@ -254,7 +272,7 @@ class Downloader(Generic[P]):
                         tasks[ahead] = asyncio.create_task(self._fetch_segment(s, ahead))
                 blocks, leaf = await tasks.pop(j)
                 try:
-                    out = dec.add_segment(blocks, leaf)
+                    out = await _cpu(s.inline, dec.add_segment, blocks, leaf)
                 except ImmutableError as e:  # blocks verified but decode mismatched
                     raise DownloadError(
                         found=len(s.good_shares()),
@@ -408,7 +426,7 @@ class Downloader(Generic[P]):
             nu = len(ranges) - 1 - len(ct)
             uncles = b"".join(got[1 : 1 + nu])
             proof = b"".join(got[1 + nu :])
-            vb = s.verifier.verify_block(src.share, j, got[0], uncles)
+            vb = await _cpu(s.inline, s.verifier.verify_block, src.share, j, got[0], uncles)
             vl = s.verifier.verify_crypttext_proof(src.share, j, proof)
             return src, vb, vl
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import zfec
-
 from p2pstore.immutable import hashtree
 from p2pstore.immutable.caps import ReadCap, VerifyCap
 from p2pstore.immutable.crypto import (
@@ -40,6 +38,7 @@ from p2pstore.immutable.errors import (
     UsageError,
 )
 from p2pstore.immutable.extension import ExtensionBlock, extension_hash
+from p2pstore.immutable.gf256 import check_decoder
 from p2pstore.immutable.share_layout import Range, ShareHeader, ShareLayout
 
 
@@ -198,7 +197,7 @@ class SegmentDecoder:
         self.verifier = verifier
         ext = verifier.extension
         self._ext = ext
-        self._zfec = zfec.Decoder(ext.params.k, ext.params.n)
+        self._fec = check_decoder(ext.params.k, ext.params.n)
 
     def decode(self, blocks: Sequence[VerifiedBlock], leaf: VerifiedCrypttextLeaf) -> bytes:
         k = self._ext.params.k
@@ -217,7 +216,7 @@ class SegmentDecoder:
         if nums == tuple(range(k)):
             padded = b"".join(chosen[i] for i in nums)
         else:
-            padded = b"".join(self._zfec.decode(tuple(chosen[i] for i in nums), nums))
+            padded = b"".join(self._fec.decode(tuple(chosen[i] for i in nums), nums))
         ciphertext = padded[: self._ext.geometry.segment_size_of(j)]
         if tagged_hash(TAG_SEGMENT, ciphertext) != leaf.leaf:
             raise InconsistentEncodingError(j, nums)

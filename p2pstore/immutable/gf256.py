@@ -1,17 +1,23 @@
-"""Check blocks through the SIMD kernel in ``_gf256.c``, zfec's output byte for byte.
+"""Erasure coding through the SIMD kernel in ``_gf256.c``, zfec's output byte for byte.
 
-:func:`check_encoder` returns an object with zfec's ``Encoder.encode(blocks, nums)``:
-the kernel where it was built and the CPU has AVX2, else ``zfec.Encoder`` itself.
+:func:`check_encoder` returns an object with zfec's ``Encoder.encode(blocks, nums)``,
+:func:`check_decoder` one with ``Decoder.decode(blocks, nums)``: the kernel where it
+was built and the CPU has AVX2, else zfec's own.
 The kernel computes each check block as a GF(2^8) combination of the k primary
 blocks with the coefficients of zfec's own encoding matrix, read from zfec once per
 ``(k, n)`` by encoding unit blocks (check block j of unit block i is the matrix
-entry (j, i)), so the two can never disagree on a matrix. It measured ~20 times
+entry (j, i)), so the two can never disagree on a matrix. Decoding likewise reads
+zfec's inverse for each set of share numbers (decoding unit blocks), once per set,
+and computes only the primary blocks that are missing. It measured ~20 times
 zfec's speed for 3-of-10 (docs/file-format.md, "Erasure coding kernel").
 
 Invariants:
 - Output equals ``zfec.Encoder(k, n).encode(blocks, nums)`` for every input zfec
-  accepts; an input zfec refuses (unequal block lengths, a share number out of
-  range) raises :class:`ValueError` here too.
+  accepts, and ``zfec.Decoder(k, n).decode(blocks, nums)`` for distinct share
+  numbers in increasing order (zfec's decoder needs that order; this one sorts).
+  Blocks of unequal lengths, share numbers out of range and repeated share numbers
+  for decoding raise :class:`ValueError` (zfec raises its own error for the first
+  and does not check the others).
 - The kernel is plain C loaded with :mod:`ctypes` (no Python API), which releases
   the GIL while it runs, as zfec does.
 - ``P2PSTORE_ERASURE_KERNEL=zfec`` in the environment selects zfec (benchmarks
@@ -30,7 +36,15 @@ from typing import Protocol
 
 import zfec
 
-__all__ = ["CheckEncoder", "SimdEncoder", "check_encoder", "kernel"]
+__all__ = [
+    "CheckDecoder",
+    "CheckEncoder",
+    "SimdDecoder",
+    "SimdEncoder",
+    "check_decoder",
+    "check_encoder",
+    "kernel",
+]
 
 ENV = "P2PSTORE_ERASURE_KERNEL"
 
@@ -39,6 +53,10 @@ _u8p = ctypes.POINTER(ctypes.c_uint8)
 
 class CheckEncoder(Protocol):
     def encode(self, blocks: Sequence[bytes], nums: Sequence[int]) -> list[bytes]: ...
+
+
+class CheckDecoder(Protocol):
+    def decode(self, blocks: Sequence[bytes], nums: Sequence[int]) -> list[bytes]: ...
 
 
 @functools.cache
@@ -53,31 +71,32 @@ def kernel() -> ctypes.CDLL | None:
             continue
         try:
             lib = ctypes.CDLL(str(path))
-        except OSError:
+            lib.p2ps_gf256_simd.restype = ctypes.c_int
+            lib.p2ps_gf256_simd.argtypes = []
+            lib.p2ps_gf256_rows.restype = ctypes.c_int
+            lib.p2ps_gf256_rows.argtypes = [
+                ctypes.c_char_p,
+                ctypes.c_int,
+                ctypes.c_int,
+                ctypes.POINTER(ctypes.c_char_p),
+                ctypes.POINTER(ctypes.c_void_p),
+                ctypes.c_size_t,
+            ]
+        except (OSError, AttributeError):  # not loadable, or a stale build
             return None
-        lib.p2ps_gf256_simd.restype = ctypes.c_int
-        lib.p2ps_gf256_simd.argtypes = []
-        lib.p2ps_gf256_rows.restype = ctypes.c_int
-        lib.p2ps_gf256_rows.argtypes = [
-            ctypes.c_char_p,
-            ctypes.c_int,
-            ctypes.c_int,
-            ctypes.POINTER(ctypes.c_char_p),
-            ctypes.POINTER(ctypes.c_void_p),
-            ctypes.c_size_t,
-        ]
         return lib if lib.p2ps_gf256_simd() == 1 else None
     return None
 
 
 # An uninitialised bytes object and its buffer (the C API's documented way to build
-# bytes in place): the kernel writes every byte before anything else sees it.
-_new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
-_new_bytes.restype = ctypes.py_object
-_new_bytes.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
-_bytes_buffer = ctypes.pythonapi.PyBytes_AsString
-_bytes_buffer.restype = ctypes.c_void_p
-_bytes_buffer.argtypes = [ctypes.py_object]
+# bytes in place): the kernel writes every byte before anything else sees it. Our own
+# prototypes, so that no setting on the shared ctypes.pythonapi functions is changed.
+_new_bytes = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p, ctypes.c_ssize_t)(
+    ("PyBytes_FromStringAndSize", ctypes.pythonapi)
+)
+_bytes_buffer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object)(
+    ("PyBytes_AsString", ctypes.pythonapi)
+)
 
 
 @functools.cache
@@ -87,6 +106,40 @@ def _matrix(k: int, n: int) -> tuple[bytes, ...]:
     units = [[bytes([int(i == x)]) for x in range(k)] for i in range(k)]
     columns = [coder.encode(unit, list(range(k, n))) for unit in units]
     return tuple(bytes(columns[i][j - k][0] for i in range(k)) for j in range(k, n))
+
+
+def _as_bytes(blocks: Sequence[bytes], k: int) -> tuple[list[bytes], int]:
+    """The blocks as bytes (a memoryview of another item size counts in bytes), and
+    their common length."""
+    if len(blocks) != k:
+        raise ValueError(f"need {k} blocks, got {len(blocks)}")
+    data = [bytes(b) for b in blocks]
+    size = len(data[0])
+    if any(len(b) != size for b in data):
+        raise ValueError("blocks must all have the same length")
+    return data, size
+
+
+def _rows(lib: ctypes.CDLL, coeffs: bytes, blocks: list[bytes], size: int) -> list[bytes]:
+    """``len(coeffs) // len(blocks)`` new blocks, row r = sum_i coeffs[r*k+i] * blocks[i]
+    (``blocks``: bytes of ``size`` bytes each; the array below keeps them alive)."""
+    k = len(blocks)
+    outs = [_new_bytes(None, size) for _ in range(len(coeffs) // k)]
+    src = (ctypes.c_char_p * k)(*blocks)
+    dst = (ctypes.c_void_p * len(outs))(*[_bytes_buffer(o) for o in outs])
+    if lib.p2ps_gf256_rows(coeffs, len(outs), k, src, dst, size) != 0:
+        raise ValueError(f"the erasure kernel refused k={k}")
+    return outs
+
+
+@functools.lru_cache(maxsize=512)
+def _inverse(k: int, n: int, nums: tuple[int, ...]) -> tuple[bytes, ...]:
+    """Row r: the coefficients of primary block r over the blocks of shares ``nums``
+    (sorted, distinct), read from zfec's decoder."""
+    coder = zfec.Decoder(k, n)
+    units = [[bytes([int(i == x)]) for x in range(k)] for i in range(k)]
+    columns = [coder.decode(unit, list(nums)) for unit in units]
+    return tuple(bytes(columns[i][r][0] for i in range(k)) for r in range(k))
 
 
 class SimdEncoder:
@@ -101,24 +154,42 @@ class SimdEncoder:
 
     def encode(self, blocks: Sequence[bytes], nums: Sequence[int]) -> list[bytes]:
         k = self.k
-        if len(blocks) != k:
-            raise ValueError(f"need {k} primary blocks, got {len(blocks)}")
-        size = len(blocks[0])
-        if any(len(b) != size for b in blocks):
-            raise ValueError("primary blocks must all have the same length")
+        data, size = _as_bytes(blocks, k)
         if any(not 0 <= j < self.n for j in nums):
             raise ValueError(f"share numbers must be in 0..{self.n - 1}, got {list(nums)}")
         checks = [j for j in nums if j >= k]
         made: dict[int, bytes] = {}
         if checks and size:
-            outs = [_new_bytes(None, size) for _ in checks]
             coeffs = b"".join(self._rows[j - k] for j in checks)
-            src = (ctypes.c_char_p * k)(*[bytes(b) for b in blocks])
-            dst = (ctypes.c_void_p * len(outs))(*[_bytes_buffer(o) for o in outs])
-            if self._lib.p2ps_gf256_rows(coeffs, len(checks), k, src, dst, size) != 0:
-                raise ValueError(f"the erasure kernel refused k={k}")
-            made = dict(zip(checks, outs, strict=True))
-        return [made.get(j, b"") if j >= k else bytes(blocks[j]) for j in nums]
+            made = dict(zip(checks, _rows(self._lib, coeffs, data, size), strict=True))
+        return [made.get(j, b"") if j >= k else data[j] for j in nums]
+
+
+class SimdDecoder:
+    """zfec's ``Decoder(k, n).decode`` through the kernel (see :func:`kernel`)."""
+
+    def __init__(self, lib: ctypes.CDLL, k: int, n: int) -> None:
+        if not 1 <= k <= n <= 256:
+            raise ValueError(f"need 1 <= k <= n <= 256, got k={k}, n={n}")
+        self.k, self.n = k, n
+        self._lib = lib
+
+    def decode(self, blocks: Sequence[bytes], nums: Sequence[int]) -> list[bytes]:
+        """The k primary blocks, from k blocks of the distinct shares ``nums``."""
+        k = self.k
+        data, size = _as_bytes(blocks, k)
+        if len(nums) != k or len(set(nums)) != k or any(not 0 <= j < self.n for j in nums):
+            raise ValueError(f"need {k} distinct share numbers in 0..{self.n - 1}: {nums}")
+        order = sorted(range(k), key=lambda i: nums[i])
+        by_share = {nums[i]: data[i] for i in order}
+        missing = [r for r in range(k) if r not in by_share]
+        made: dict[int, bytes] = {}
+        if missing and size:
+            inverse = _inverse(k, self.n, tuple(nums[i] for i in order))
+            coeffs = b"".join(inverse[r] for r in missing)
+            ordered = [data[i] for i in order]
+            made = dict(zip(missing, _rows(self._lib, coeffs, ordered, size), strict=True))
+        return [by_share[r] if r in by_share else made.get(r, b"") for r in range(k)]
 
 
 def check_encoder(k: int, n: int) -> CheckEncoder:
@@ -127,3 +198,11 @@ def check_encoder(k: int, n: int) -> CheckEncoder:
     if lib is None:
         return zfec.Encoder(k, n)  # type: ignore[no-any-return]
     return SimdEncoder(lib, k, n)
+
+
+def check_decoder(k: int, n: int) -> CheckDecoder:
+    """The kernel's decoder for ``k``-of-``n`` where it is usable, else zfec's."""
+    lib = kernel()
+    if lib is None:
+        return zfec.Decoder(k, n)  # type: ignore[no-any-return]
+    return SimdDecoder(lib, k, n)

@@ -933,3 +933,40 @@ async def test_uniformly_slow_peers_are_not_replaced(grid: StorageGrid) -> None:
     assert isinstance(res.cap, ReadCap)
     ranked = ranked_servers(grid, res.cap.storage_index)
     assert res.placements == {i: ranked[i] for i in range(10)}  # nobody moved
+
+
+async def test_large_segments_are_verified_and_decoded_off_the_loop(
+    grid: StorageGrid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small segments (the usual 1 MiB) are checked on the event loop; a file with
+    segments above INLINE_SEGMENT (an uploader may choose up to 64 MiB) is checked
+    in a worker thread, so the loop never waits for a large segment's hashing."""
+    import threading
+
+    import p2pstore.grid.download as download_mod
+    from p2pstore.immutable import Decoder, FileVerifier
+
+    data, cap = await upload(grid, 20_000)
+    seen: list[tuple[str, int]] = []
+    real_verify, real_add = FileVerifier.verify_block, Decoder.add_segment
+
+    def verify(self: FileVerifier, *args: object) -> object:
+        seen.append(("verify", threading.get_ident()))
+        return real_verify(self, *args)  # type: ignore[arg-type]
+
+    def add(self: Decoder, *args: object) -> object:
+        seen.append(("decode", threading.get_ident()))
+        return real_add(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FileVerifier, "verify_block", verify)
+    monkeypatch.setattr(Decoder, "add_segment", add)
+    _, down = tools(grid)
+    loop_thread = threading.get_ident()
+    assert await down.read_all(cap) == data
+    assert {kind for kind, _ in seen} == {"verify", "decode"}
+    assert all(t == loop_thread for _, t in seen)
+    seen.clear()
+    monkeypatch.setattr(download_mod, "INLINE_SEGMENT", PARAMS.segment_size - 1)
+    assert await down.read_all(cap) == data
+    assert {kind for kind, _ in seen} == {"verify", "decode"}
+    assert all(t != loop_thread for _, t in seen)

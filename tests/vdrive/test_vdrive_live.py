@@ -82,7 +82,11 @@ async def test_two_writers_changing_at_once_both_land(grid: StorageGrid) -> None
     )
     listing, seq = await da.list(())
     assert sorted(listing) == sorted(names)
-    assert seq == 1 + len(names)  # every change a version of its own, none lost
+    # every change a version of its own, none lost; a writer whose version tied with
+    # the other's on a sequence (and won the readers' tie rule) publishes it once
+    # more on the next one so the peers converge (docs/mutable.md, "Concurrent
+    # writers"), one extra version each time
+    assert 1 + len(names) <= seq <= 1 + 2 * len(names)
 
 
 async def test_expected_sequence_makes_a_concurrent_change_a_conflict(grid: StorageGrid) -> None:
