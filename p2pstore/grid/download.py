@@ -63,7 +63,8 @@ _MAX_CHAIN = 8 * 32
 _EWMA = 0.3
 #: A primary share (0..k-1) is read in preference to a secondary one whose peer answers
 #: up to this many times faster: blocks of primary shares decode for free, each
-#: secondary block costs the downloader a zfec pass over the segment.
+#: secondary block costs the downloader a decoding pass over the segment (cheap
+#: through the SIMD kernel, 0.17 CPU-s per 100 MiB through zfec).
 SECONDARY_COST = 1.5
 
 #: segments up to this size are verified and decoded on the event loop (module doc)

@@ -3,6 +3,7 @@
 :func:`check_encoder` returns an object with zfec's ``Encoder.encode(blocks, nums)``,
 :func:`check_decoder` one with ``Decoder.decode(blocks, nums)``: the kernel where it
 was built and the CPU has AVX2, else zfec's own.
+
 The kernel computes each check block as a GF(2^8) combination of the k primary
 blocks with the coefficients of zfec's own encoding matrix, read from zfec once per
 ``(k, n)`` by encoding unit blocks (check block j of unit block i is the matrix
@@ -47,8 +48,6 @@ __all__ = [
 ]
 
 ENV = "P2PSTORE_ERASURE_KERNEL"
-
-_u8p = ctypes.POINTER(ctypes.c_uint8)
 
 
 class CheckEncoder(Protocol):
