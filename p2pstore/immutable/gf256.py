@@ -44,6 +44,7 @@ __all__ = [
     "SimdEncoder",
     "check_decoder",
     "check_encoder",
+    "describe",
     "kernel",
 ]
 
@@ -189,6 +190,15 @@ class SimdDecoder:
             ordered = [data[i] for i in order]
             made = dict(zip(missing, _rows(self._lib, coeffs, ordered, size), strict=True))
         return [by_share[r] if r in by_share else made.get(r, b"") for r in range(k)]
+
+
+def describe() -> str:
+    """Which erasure coder this process uses, for a node's log and status."""
+    if kernel() is not None:
+        return "SIMD kernel (AVX2)"
+    if os.environ.get(ENV, "").strip().lower() == "zfec":
+        return f"zfec ({ENV}=zfec)"
+    return "zfec (the SIMD kernel is not built or this CPU lacks AVX2: uploads are slower)"
 
 
 def check_encoder(k: int, n: int) -> CheckEncoder:

@@ -243,6 +243,8 @@ def format_status(nd: NodeDir, state: str, pid: int | None, doc: dict[str, Any] 
             row("storage used", format_size(used) if isinstance(used, int) else used)
             if "sftp_listen" in doc:
                 row("sftp", doc["sftp_listen"])
+            if "erasure_coder" in doc:
+                row("erasure", doc["erasure_coder"])
             details = doc.get("details")
             if isinstance(details, dict) and "service" in details:
                 row("service", details["service"])

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from p2pstore.base.fsutil import write_text_atomic
 from p2pstore.immutable.allocator import trim_heap
+from p2pstore.immutable.gf256 import describe as erasure_coder
 from quic_transport.identity import IdentityError, NodeKey, b32encode
 
 from .. import __version__
@@ -289,6 +290,7 @@ class NodeRunner:
         )
         service = self.service_factory(context)
         self._started_at = self.clock()
+        log.info("erasure coding: %s", erasure_coder())
         self._write_status(p, service, "starting", None)
         try:
             await service.start()
@@ -501,6 +503,7 @@ class NodeRunner:
             "introducer": p.config.node.introducer,
             "started_at": self._started_at,
             "updated_at": self.clock(),
+            "erasure_coder": erasure_coder(),
         }
         if status is not None:
             doc.update(

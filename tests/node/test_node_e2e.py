@@ -56,6 +56,10 @@ def test_introducer_daemon_lifecycle(tmp_path: Path) -> None:
     assert cli("bootstrap", "show", intro).stdout.splitlines() == self_lines
     human = cli("status", intro).stdout
     assert "running" in human and status["node_id"] in human and f"port {port}" in human
+    # which erasure coder its uploads use (docs/file-format.md, "Erasure coding kernel")
+    from p2pstore.immutable.gf256 import describe
+
+    assert status["erasure_coder"] == describe() and f"erasure:      {describe()}" in human
     again = cli("start", intro)
     assert "already running" in again.stdout
 
