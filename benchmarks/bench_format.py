@@ -113,13 +113,14 @@ def bare_stages(total: int, p: EncodingParams) -> dict[str, tuple[float, float]]
     prims = [tuple(seg[i * bs : (i + 1) * bs] for i in range(k)) for seg in segs]
     checks = tuple(range(k, n))
     # the coder the Encoder uses (the SIMD kernel where built), then zfec itself
-    for name, enc in (("check_encode", check_encoder(k, n)), ("zfec_encode", zfec.Encoder(k, n))):
+    coder = check_encoder(k, n)
+    for name, enc in (("check_encode", coder), ("zfec_encode", zfec.Encoder(k, n))):
         t = _now()
         for j in range(nseg):
             enc.encode(prims[j % 8], checks)
         out[name] = _since(t)
 
-    blocks = list(prims[0]) + enc.encode(prims[0], checks)
+    blocks = list(prims[0]) + coder.encode(prims[0], checks)
     t = _now()
     for j in range(nseg):
         tagged_hash(TAG_SEGMENT, segs[j % 8])

@@ -59,10 +59,14 @@ class CheckDecoder(Protocol):
     def decode(self, blocks: Sequence[bytes], nums: Sequence[int]) -> list[bytes]: ...
 
 
+def _ruled_out() -> bool:
+    return os.environ.get(ENV, "").strip().lower() == "zfec"
+
+
 @functools.cache
 def kernel() -> ctypes.CDLL | None:
     """The built kernel if it is usable here (built, loadable, the CPU has AVX2)."""
-    if os.environ.get(ENV, "").strip().lower() == "zfec":
+    if _ruled_out():
         return None
     here = Path(__file__).resolve().parent
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
@@ -99,11 +103,17 @@ _bytes_buffer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object)(
 )
 
 
+def _unit_blocks(k: int) -> list[list[bytes]]:
+    """k sets of k one-byte blocks, set i all zero but block i (a one): coded by zfec,
+    set i gives column i of its matrix."""
+    return [[bytes([int(i == x)]) for x in range(k)] for i in range(k)]
+
+
 @functools.cache
 def _matrix(k: int, n: int) -> tuple[bytes, ...]:
     """Row j - k: the coefficients of check block j over the k primary blocks."""
     coder = zfec.Encoder(k, n)
-    units = [[bytes([int(i == x)]) for x in range(k)] for i in range(k)]
+    units = _unit_blocks(k)
     columns = [coder.encode(unit, list(range(k, n))) for unit in units]
     return tuple(bytes(columns[i][j - k][0] for i in range(k)) for j in range(k, n))
 
@@ -137,19 +147,24 @@ def _inverse(k: int, n: int, nums: tuple[int, ...]) -> tuple[bytes, ...]:
     """Row r: the coefficients of primary block r over the blocks of shares ``nums``
     (sorted, distinct), read from zfec's decoder."""
     coder = zfec.Decoder(k, n)
-    units = [[bytes([int(i == x)]) for x in range(k)] for i in range(k)]
+    units = _unit_blocks(k)
     columns = [coder.decode(unit, list(nums)) for unit in units]
     return tuple(bytes(columns[i][r][0] for i in range(k)) for r in range(k))
 
 
-class SimdEncoder:
-    """zfec's ``Encoder(k, n).encode`` through the kernel (see :func:`kernel`)."""
-
+class _SimdCoder:
     def __init__(self, lib: ctypes.CDLL, k: int, n: int) -> None:
         if not 1 <= k <= n <= 256:
             raise ValueError(f"need 1 <= k <= n <= 256, got k={k}, n={n}")
         self.k, self.n = k, n
         self._lib = lib
+
+
+class SimdEncoder(_SimdCoder):
+    """zfec's ``Encoder(k, n).encode`` through the kernel (see :func:`kernel`)."""
+
+    def __init__(self, lib: ctypes.CDLL, k: int, n: int) -> None:
+        super().__init__(lib, k, n)
         self._rows = _matrix(k, n)
 
     def encode(self, blocks: Sequence[bytes], nums: Sequence[int]) -> list[bytes]:
@@ -165,14 +180,8 @@ class SimdEncoder:
         return [made.get(j, b"") if j >= k else data[j] for j in nums]
 
 
-class SimdDecoder:
+class SimdDecoder(_SimdCoder):
     """zfec's ``Decoder(k, n).decode`` through the kernel (see :func:`kernel`)."""
-
-    def __init__(self, lib: ctypes.CDLL, k: int, n: int) -> None:
-        if not 1 <= k <= n <= 256:
-            raise ValueError(f"need 1 <= k <= n <= 256, got k={k}, n={n}")
-        self.k, self.n = k, n
-        self._lib = lib
 
     def decode(self, blocks: Sequence[bytes], nums: Sequence[int]) -> list[bytes]:
         """The k primary blocks, from k blocks of the distinct shares ``nums``."""
@@ -196,7 +205,7 @@ def describe() -> str:
     """Which erasure coder this process uses, for a node's log and status."""
     if kernel() is not None:
         return "SIMD kernel (AVX2)"
-    if os.environ.get(ENV, "").strip().lower() == "zfec":
+    if _ruled_out():
         return f"zfec ({ENV}=zfec)"
     return "zfec (the SIMD kernel is not built or this CPU lacks AVX2: uploads are slower)"
 
