@@ -2,8 +2,8 @@
 
 ``start`` validates the node directory first (so config errors print on the
 terminal, not only in a log), clears a stale pid file, then spawns
-``python -m p2pstore.cli run DIR --daemonized`` (with ``main.NODE_PYTHON_ENV`` added
-to its environment) in a new session (``setsid``:
+``python -m p2pstore.cli run DIR --daemonized`` (its environment from
+``main.node_environment``) in a new session (``setsid``:
 detached from the terminal, no SIGHUP when it closes) with stdin from
 ``/dev/null`` and stdout/stderr appended to ``logs/daemon.out`` (tracebacks that
 escape logging land there; the node's own log is the rotated ``logs/node.log``).
@@ -35,7 +35,7 @@ from typing import Any, TextIO
 
 from .config import load_config
 from .errors import EXIT_CONFIG, DaemonError, NodeError
-from .main import NODE_PYTHON_ENV
+from .main import node_environment
 from .nodedir import NodeDir
 from .pidfile import PidState, pid_alive, probe, remove_stale
 from .size import format_size
@@ -123,7 +123,7 @@ def start(
     try:
         out_offset = os.fstat(out_fd).st_size
         argv = [python, "-m", "p2pstore.cli", "run", str(nd.root), "--daemonized"]
-        pid = spawn_detached(argv, out_fd, {**NODE_PYTHON_ENV, **os.environ})
+        pid = spawn_detached(argv, out_fd, node_environment(os.environ))
     finally:
         os.close(out_fd)
     deadline = time.monotonic() + timeout

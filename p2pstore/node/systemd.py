@@ -1,7 +1,7 @@
 """``p2pstore systemd-unit DIR``: a systemd *user* unit that runs the node at boot.
 
 The unit runs ``p2pstore run DIR`` in the foreground (systemd supervises it; no
-pid-file daemonizing) with ``main.NODE_PYTHON_ENV`` in its environment, restarts it
+pid-file daemonizing) with ``main.node_environment`` as its environment, restarts it
 on failure but not on a config error (exit 78), and stops it with SIGTERM (the
 node's clean shutdown). Starting at boot without logging in needs ``loginctl
 enable-linger``; the printed instructions say so.
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from .errors import EXIT_CONFIG
-from .main import NODE_PYTHON_ENV
+from .main import node_environment
 
 
 def unit_name(root: Path) -> str:
@@ -49,7 +49,7 @@ def render_unit(root: Path, command: list[str] | None = None) -> str:
     root = root.absolute()
     argv = [*(command or p2pstore_command()), "run", str(root)]
     exec_start = " ".join(systemd_quote(a) for a in argv)
-    environment = "\n".join(f"Environment={k}={v}" for k, v in NODE_PYTHON_ENV.items())
+    environment = "\n".join(f"Environment={k}={v}" for k, v in node_environment({}).items())
     return f"""\
 [Unit]
 Description=p2pstore node {root.name}
@@ -58,7 +58,7 @@ Description=p2pstore node {root.name}
 [Service]
 Type=simple
 ExecStart={exec_start}
-# How a node's Python is started (p2pstore/node/main.py, NODE_PYTHON_ENV)
+# How a node's Python is started (p2pstore/node/main.py, node_environment)
 {environment}
 Restart=on-failure
 RestartSec=10

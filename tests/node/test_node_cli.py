@@ -12,6 +12,7 @@ from p2pstore.cli import main
 from p2pstore.node.bootstrap import Seed, VdriveKey
 from p2pstore.node.config import LoggingSection, load_config
 from p2pstore.node.logsetup import setup_logging
+from p2pstore.node.main import node_environment
 from p2pstore.node.systemd import render_unit, systemd_quote, unit_name
 from quic_transport.identity import NodeId
 
@@ -120,7 +121,9 @@ def test_systemd_unit(
     unit = render_unit(node, ["/opt/p2p store/bin/p2pstore"])
     assert f'ExecStart="/opt/p2p store/bin/p2pstore" run "{node}"' in unit
     assert "Restart=on-failure" in unit and "RestartPreventExitStatus=78" in unit
-    assert "\nEnvironment=PYTHONNODEBUGRANGES=1\n" in unit  # main.NODE_PYTHON_ENV
+    assert "\nEnvironment=PYTHONNODEBUGRANGES=1\n" in unit  # main.node_environment
+    for name, value in node_environment({}).items():
+        assert f"\nEnvironment={name}={value}\n" in unit
     assert unit_name(node) == "p2pstore-my-node.service"
     assert systemd_quote("100%$x") == '"100%%$$x"'
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))

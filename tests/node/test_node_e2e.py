@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from p2pstore.node.main import node_environment
 from tests.realgrid import wait_gone
 
 pytestmark = pytest.mark.e2e
@@ -45,9 +46,14 @@ def test_introducer_daemon_lifecycle(tmp_path: Path) -> None:
     assert status["running"] and status["state"] == "running" and status["alive"]
     pid, port = status["pid"], status["listen_port"]
     assert port > 0 and status["peers_known"] == 0 and status["storage_used"] == 0
-    if os.path.exists(f"/proc/{pid}/environ"):  # how its Python was started: NODE_PYTHON_ENV
+    if os.path.exists(f"/proc/{pid}/environ"):  # how its Python was started
         with open(f"/proc/{pid}/environ", "rb") as f:
-            assert b"PYTHONNODEBUGRANGES=1" in f.read().split(b"\0")
+            environ = f.read().split(b"\0")
+        assert b"PYTHONNODEBUGRANGES=1" in environ
+        # and the memcpy tunable on AMD x86-64 (node_environment)
+        wanted = node_environment(os.environ).get("GLIBC_TUNABLES")
+        tunables = [e for e in environ if e.startswith(b"GLIBC_TUNABLES=")]
+        assert tunables == ([f"GLIBC_TUNABLES={wanted}".encode()] if wanted else [])
     line = f"p2ps-seed {status['node_id']} 127.0.0.1:{port}  # seed-1"
     # an introducer serves the vdrive: its p2ps-vdrive line follows (docs/vdrive.md)
     self_lines = (intro / "bootstrap-self.txt").read_text().splitlines()

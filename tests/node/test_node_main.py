@@ -12,6 +12,12 @@ from pathlib import Path
 import pytest
 
 from p2pstore.cli import main
+from p2pstore.node.main import (
+    MEMCPY_THRESHOLD,
+    MEMCPY_TUNABLE,
+    NODE_PYTHON_ENV,
+    node_environment,
+)
 from p2pstore.node.runner import EXIT_CONFIG
 
 # What a node process must never load: the other commands' modules cost RSS for as
@@ -237,3 +243,31 @@ def test_lazy_packages_give_the_same_objects_as_their_modules() -> None:
         assert pkg.errors is importlib.import_module(f"{package}.errors")  # a submodule
         with pytest.raises(AttributeError):
             _ = pkg.no_such_name
+
+
+def test_node_environment_adds_the_memcpy_tunable_on_amd64_and_keeps_the_users() -> None:
+    tunable = f"{MEMCPY_TUNABLE}={MEMCPY_THRESHOLD}"
+    assert node_environment({"HOME": "/h"}, amd64=False) == {**NODE_PYTHON_ENV, "HOME": "/h"}
+    assert node_environment({}, amd64=True) == {**NODE_PYTHON_ENV, "GLIBC_TUNABLES": tunable}
+    mine = {"GLIBC_TUNABLES": "glibc.malloc.check=3", "PYTHONNODEBUGRANGES": "0"}
+    env = node_environment(mine, amd64=True)
+    assert env["GLIBC_TUNABLES"] == f"glibc.malloc.check=3:{tunable}"
+    assert env["PYTHONNODEBUGRANGES"] == "0"  # a value in the environment wins
+    own = {"GLIBC_TUNABLES": f"{MEMCPY_TUNABLE}=0x1000:glibc.malloc.check=3"}
+    assert node_environment(own, amd64=True)["GLIBC_TUNABLES"] == own["GLIBC_TUNABLES"]
+
+
+LOADER = Path("/lib64/ld-linux-x86-64.so.2")
+
+
+@pytest.mark.skipif(
+    not (LOADER.exists() and node_environment({}).get("GLIBC_TUNABLES")),
+    reason="the memcpy tunable is set on AMD x86-64 with glibc only",
+)
+def test_the_memcpy_tunable_is_one_this_glibc_reads() -> None:
+    # glibc ignores a tunable it does not know, silently: ask its loader what it read
+    env = {"GLIBC_TUNABLES": node_environment({})["GLIBC_TUNABLES"]}
+    listed = subprocess.run(
+        [str(LOADER), "--list-tunables"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    assert f"{MEMCPY_TUNABLE}: {MEMCPY_THRESHOLD} " in listed
