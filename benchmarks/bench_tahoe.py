@@ -30,6 +30,10 @@ the wall time (``net_cpu_s``), and the 1-minute load average. Before the rounds:
 CLI's ``--version`` (its start-up alone) and each grid's idle CPU (Tahoe 1.20's HTTP
 storage client asks every server for its version once a second, from every node:
 its storage nodes are clients too).
+With ``--pause-other`` each operation runs with the other system's grid stopped
+(SIGSTOP, then SIGCONT and a wait until its client sees its storage nodes again), so
+neither measurement carries the other grid's idle CPU: Tahoe's polling takes 40-50 %
+of a core of this project's 2-core machines, p2pstore's idle grid about 2 %.
 After them: medians per system and operation, and the ratios p2pstore / Tahoe of the
 median MB/s against the goals of issue #17 (put 2x, get 3x), beside the ratio of the
 CPU seconds all processes spent (steadier than wall time on a shared machine).
@@ -156,6 +160,30 @@ class Grid:
     def version_argv(self) -> list[str]:
         raise NotImplementedError
 
+    def all_pids(self) -> list[int]:
+        """Every process of the grid (introducer, storage nodes, client node)."""
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        """The client node sees all storage nodes."""
+        raise NotImplementedError
+
+
+@contextlib.contextmanager
+def paused(grids: list[Grid]) -> Iterator[None]:
+    """Stop every process of ``grids`` (SIGSTOP) for the block, then let them go on and
+    wait until each client sees its storage nodes again (``--pause-other``)."""
+    pids = [pid for g in grids for pid in g.all_pids()]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+        for g in grids:
+            _wait(g.ready, 120, f"{g.name}'s client lost storage nodes while paused")
+
 
 class TahoeGrid(Grid):
     def __init__(self, root: Path, tahoe: Path) -> None:
@@ -163,6 +191,7 @@ class TahoeGrid(Grid):
         self.root, self.tahoe = root, str(tahoe)
         self.client = root / "client"
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.url = ""
 
     def _make(self, *args: str | Path) -> None:
         subprocess.run([self.tahoe, *map(str, args)], check=True, capture_output=True, timeout=120)
@@ -213,8 +242,14 @@ class TahoeGrid(Grid):
                 raise RuntimeError(f"the Tahoe client's tahoe.cfg lacks {key} = {value}")
         self.storage_pids = [self._run(self.root / f"storage{i}").pid for i in range(1, 11)]
         self.client_pid = self._run(self.client).pid
-        url = f"http://{HOST}:{web_port}/?t=json"
-        _wait(lambda: self._connected(url) >= STORAGE_NODES, 120, "Tahoe's client lacks servers")
+        self.url = f"http://{HOST}:{web_port}/?t=json"
+        _wait(self.ready, 120, "Tahoe's client lacks servers")
+
+    def ready(self) -> bool:
+        return self._connected(self.url) >= STORAGE_NODES
+
+    def all_pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.poll() is None]
 
     @staticmethod
     def _connected(url: str) -> int:
@@ -254,6 +289,7 @@ class P2pGrid(Grid):
         script = Path(sys.executable).with_name("p2pstore")  # the installed CLI, as a user
         self.cli = [str(script)] if script.exists() else [sys.executable, "-m", "p2pstore.cli"]
         self.started: list[Path] = []
+        self.intro_pid = 0
 
     def _cli(self, *args: str | Path, timeout: float = 300) -> str:
         return subprocess.run(
@@ -284,8 +320,14 @@ class P2pGrid(Grid):
         self._cli("start", self.client)
         self.client_pid = _pid(self.client)
         self.storage_pids = [_pid(self.grid / f"node{i}") for i in range(1, STORAGE_NODES + 1)]
-        api = NodeClient.for_node(self.client)
-        _wait(lambda: _storage_peers(api) >= STORAGE_NODES, 120, "p2pstore's client lacks peers")
+        self.intro_pid = _pid(self.grid / "introducer")
+        _wait(self.ready, 120, "p2pstore's client lacks peers")
+
+    def ready(self) -> bool:
+        return _storage_peers(NodeClient.for_node(self.client)) >= STORAGE_NODES
+
+    def all_pids(self) -> list[int]:
+        return [self.intro_pid, *self.storage_pids, self.client_pid]
 
     def put_argv(self, path: Path) -> list[str]:
         return [*self.cli, "put", str(path), "--node", str(self.client), *self.extra]
@@ -403,14 +445,23 @@ def emit(doc: dict[str, Any], out: IO[str]) -> None:
     out.flush()
 
 
-def rounds(grids: list[Grid], root: Path, size: int, n: int) -> Iterator[dict[str, Any]]:
+def rounds(
+    grids: list[Grid], root: Path, size: int, n: int, pause_other: bool = False
+) -> Iterator[dict[str, Any]]:
+    """``pause_other``: each operation runs with the other grid's processes stopped,
+    so neither system's measurement carries the other's idle CPU (Tahoe's polling)."""
+
+    def alone(g: Grid) -> contextlib.AbstractContextManager[None]:
+        return paused([o for o in grids if o is not g]) if pause_other else contextlib.nullcontext()
+
     for rnd in range(1, n + 1):
         order = grids if rnd % 2 else grids[::-1]
         caps: dict[str, tuple[str, str]] = {}
         for g in order:
             src = root / f"{g.name}-{rnd}.bin"
             digest = random_file(src, size)
-            doc = one_op(g, "put", g.put_argv(src), size, rnd)
+            with alone(g):
+                doc = one_op(g, "put", g.put_argv(src), size, rnd)
             src.unlink()
             lines = doc["_stdout"].split()
             if not lines:
@@ -420,7 +471,8 @@ def rounds(grids: list[Grid], root: Path, size: int, n: int) -> Iterator[dict[st
         for g in order:
             cap, digest = caps[g.name]
             back = root / f"{g.name}-{rnd}.back"
-            doc = one_op(g, "get", g.get_argv(cap, back), size, rnd)
+            with alone(g):
+                doc = one_op(g, "get", g.get_argv(cap, back), size, rnd)
             if sha256_of(back) != digest:
                 raise RuntimeError(f"{g.name} get of round {rnd}: the bytes differ")
             back.unlink()
@@ -501,6 +553,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", choices=("convergent", "random"), default="convergent")
     ap.add_argument("--send-bytes", action="store_true", help="p2pstore put over HTTP")
     ap.add_argument("--idle", type=float, default=15, help="seconds of idle CPU measured")
+    ap.add_argument(
+        "--pause-other",
+        action="store_true",
+        help="stop the other system's grid (SIGSTOP) during each operation",
+    )
     args = ap.parse_args(argv)
     if not os.access(args.tahoe, os.X_OK):
         reason = f"no tahoe at {args.tahoe} (make bench-tahoe installs it)"
@@ -519,14 +576,14 @@ def main(argv: list[str] | None = None) -> int:
             for doc in baselines([p2p, tahoe], 10, args.idle):
                 emit(doc, sys.stdout)
             docs = []
-            for doc in rounds([p2p, tahoe], root, size, args.rounds):
+            for doc in rounds([p2p, tahoe], root, size, args.rounds, args.pause_other):
                 emit(doc, sys.stdout)
                 docs.append(doc)
         finally:
             tahoe.down()
             p2p.down()
     for doc in summaries(docs, args.mib):
-        emit(doc, sys.stdout)
+        emit({**doc, "pause_other": args.pause_other} if "ratio" in doc else doc, sys.stdout)
     return 0
 
 
