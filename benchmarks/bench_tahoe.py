@@ -171,18 +171,23 @@ class Grid:
 
 @contextlib.contextmanager
 def paused(grids: list[Grid]) -> Iterator[None]:
-    """Stop every process of ``grids`` (SIGSTOP) for the block, then let them go on and
-    wait until each client sees its storage nodes again (``--pause-other``)."""
-    pids = [pid for g in grids for pid in g.all_pids()]
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
+    """Stop every process of ``grids`` (SIGSTOP) for the block, then let them go on and,
+    if the block ended normally, wait until each client sees its storage nodes again
+    (``--pause-other``). Whatever happens, every process stopped is continued."""
+    stopped: list[int] = []
     try:
+        for pid in (pid for g in grids for pid in g.all_pids()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
         yield
     finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)
-        for g in grids:
-            _wait(g.ready, 120, f"{g.name}'s client lost storage nodes while paused")
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    time.sleep(1)  # let them see the time that passed before asking whether they are ready
+    for g in grids:
+        _wait(g.ready, 120, f"{g.name}'s client lost storage nodes while paused")
 
 
 class TahoeGrid(Grid):
@@ -289,7 +294,6 @@ class P2pGrid(Grid):
         script = Path(sys.executable).with_name("p2pstore")  # the installed CLI, as a user
         self.cli = [str(script)] if script.exists() else [sys.executable, "-m", "p2pstore.cli"]
         self.started: list[Path] = []
-        self.intro_pid = 0
 
     def _cli(self, *args: str | Path, timeout: float = 300) -> str:
         return subprocess.run(
@@ -320,14 +324,24 @@ class P2pGrid(Grid):
         self._cli("start", self.client)
         self.client_pid = _pid(self.client)
         self.storage_pids = [_pid(self.grid / f"node{i}") for i in range(1, STORAGE_NODES + 1)]
-        self.intro_pid = _pid(self.grid / "introducer")
         _wait(self.ready, 120, "p2pstore's client lacks peers")
 
     def ready(self) -> bool:
         return _storage_peers(NodeClient.for_node(self.client)) >= STORAGE_NODES
 
     def all_pids(self) -> list[int]:
-        return [self.intro_pid, *self.storage_pids, self.client_pid]
+        """The running ones, read from their pid files now (none is stopped by a stale
+        pid another process may hold)."""
+        nodes = [
+            self.grid / "introducer",
+            *(self.grid / f"node{i}" for i in range(1, STORAGE_NODES + 1)),
+        ]
+        pids = []
+        for d in [*nodes, self.client]:
+            state = probe(NodeDir(d).pid_path)
+            if state.running and state.pid is not None:
+                pids.append(state.pid)
+        return pids
 
     def put_argv(self, path: Path) -> list[str]:
         return [*self.cli, "put", str(path), "--node", str(self.client), *self.extra]

@@ -41,9 +41,10 @@ NO_CXX_EXTENSIONS = {"FROZENLIST_NO_EXTENSIONS": "1"}
 #: Tracebacks in the log still name every file and line, only without the ``^^^``
 #: under the failing expression. It cannot be set from inside a running interpreter.
 NODE_PYTHON_ENV = {"PYTHONNODEBUGRANGES": "1"}
-#: glibc copies from 2 KiB up with ``rep movsb``; on this project's AMD EPYC machines
-#: (glibc 2.36) that took 23-43 us for a 64 KiB copy, a QUIC datagram's size, which a
-#: vector loop does in 1.7 us (all sizes from 3 KiB to 1 MiB were faster without it).
+#: glibc copies from 2 KiB up (to a bound it derives from the caches) with ``rep
+#: movsb``; on this project's AMD EPYC machines (glibc 2.36) that took 23-43 us for a
+#: 64 KiB copy, a QUIC datagram's size, which a vector loop does in 1.7 us (sizes from
+#: 3 KiB to a few hundred KiB were faster without it, larger ones the same).
 #: A datagram is copied several times on its way through aioquic, so the node's
 #: interpreter is started with the threshold raised above any copy it makes
 #: (:func:`node_environment`; docs/node.md, "How a node's Python is started"): puts
@@ -54,10 +55,11 @@ MEMCPY_THRESHOLD = "0x10000000"
 
 
 def node_environment(environ: Mapping[str, str], *, amd64: bool | None = None) -> dict[str, str]:
-    """The environment of a node's interpreter (the daemon's spawn and the systemd
-    unit): ``environ`` with :data:`NODE_PYTHON_ENV` where it sets nothing, and on
-    AMD x86-64 with glibc (``amd64``, else detected) :data:`MEMCPY_TUNABLE` added to
-    ``GLIBC_TUNABLES`` unless that already sets it."""
+    """The environment of a node's interpreter (the daemon's spawn; the systemd unit
+    renders it from an empty ``environ``): ``environ`` with :data:`NODE_PYTHON_ENV`
+    where it sets nothing, and on AMD (or Hygon) x86-64 with glibc (``amd64``, else
+    detected) :data:`MEMCPY_TUNABLE` added to ``GLIBC_TUNABLES`` unless that already
+    sets it."""
     env = {**NODE_PYTHON_ENV, **environ}
     if not (_glibc_on_amd64() if amd64 is None else amd64):
         return env
@@ -77,7 +79,7 @@ def _glibc_on_amd64() -> bool:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             for line in f:
                 if line.startswith("vendor_id"):
-                    return "AuthenticAMD" in line
+                    return "AuthenticAMD" in line or "HygonGenuine" in line
     except (OSError, ValueError):
         return False
     return False

@@ -9,8 +9,10 @@ through :meth:`StorageServer.writev` (as the caller's verified node ID) in calls
 at most ``max_write`` bytes, gathering the transport's small pieces (no joining
 copy: one ``os.pwritev``) so each worker thread hop writes ``batch`` bytes or
 ``MAX_PIECES`` pieces. Memory per stream: one batch plus the
-transport's window. Result: ``{"written": uint}``. Errors are the storage codes
-(docs/storage.md), sent through ``error_factory`` like the unary adapter's.
+transport's window (the batch is outside the transport's connection budget, which
+counts what it buffers: up to ``max_concurrent_streams`` batches per connection).
+Result: ``{"written": uint}``. Errors are the storage codes (docs/storage.md), sent
+through ``error_factory`` like the unary adapter's.
 """
 
 from __future__ import annotations
