@@ -33,7 +33,9 @@ its storage nodes are clients too).
 With ``--pause-other`` each operation runs with the other system's grid stopped
 (SIGSTOP, then SIGCONT and a wait until its client sees its storage nodes again), so
 neither measurement carries the other grid's idle CPU: Tahoe's polling takes 40-50 %
-of a core of this project's 2-core machines, p2pstore's idle grid about 2 %.
+of a core of this project's 2-core machines, p2pstore's idle grid about 2 %. A
+pause longer than a node's idle timeout (p2pstore's is 60 s) lets its connections
+expire, so keep ``--mib`` where one operation takes well under a minute.
 After them: medians per system and operation, and the ratios p2pstore / Tahoe of the
 median MB/s against the goals of issue #17 (put 2x, get 3x), beside the ratio of the
 CPU seconds all processes spent (steadier than wall time on a shared machine).
