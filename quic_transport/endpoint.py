@@ -183,11 +183,11 @@ class Endpoint(EndpointCore):
     ) -> Any:
         started = self._loop.time()
         conn = await self._connection(peer, timeout)
-        sent = self._loop.time()
+        sent, mark = self._loop.time(), conn.send_mark()
         try:
             return await rpc.call(conn, method, body, max(timeout - (sent - started), 0.001))
         except RpcTimeout:
-            self._drop_if_silent(conn, sent)
+            self._drop_if_silent(conn, sent, mark)
             raise
 
     async def call_stream(
@@ -204,11 +204,11 @@ class Endpoint(EndpointCore):
         ``timeout`` bounds each wait for progress (credit, reply), not the transfer.
         """
         conn = await self._connection(peer, timeout)
-        started = self._loop.time()
+        started, mark = self._loop.time(), conn.send_mark()
         try:
             return await rpc.call_stream(conn, method, header, chunks, timeout)
         except RpcTimeout:
-            self._drop_if_silent(conn, started)
+            self._drop_if_silent(conn, started, mark)
             raise
 
     async def fetch(
@@ -231,20 +231,25 @@ class Endpoint(EndpointCore):
         """Round-trip time in seconds of an empty call (dials first if needed; the dial is
         not counted in the result but is bounded by ``timeout`` too)."""
         conn = await self._connection(peer, timeout)
-        started = self._loop.time()
+        started, mark = self._loop.time(), conn.send_mark()
         t0 = time.perf_counter()
         try:
             await rpc.call(conn, PING_METHOD, None, timeout)
         except RpcTimeout:
-            self._drop_if_silent(conn, started)
+            self._drop_if_silent(conn, started, mark)
             raise
         return time.perf_counter() - t0
 
-    def _drop_if_silent(self, conn: PeerConnection, since: float) -> None:
-        """A call timed out and not one datagram came from the peer meanwhile: the
-        connection is dead (e.g. the peer restarted and lost its state), so close it
-        now and let the next call redial instead of waiting for the idle timeout."""
-        if conn.last_received < since and not conn.closing:
+    def _drop_if_silent(self, conn: PeerConnection, since: float, mark: int | None) -> None:
+        """A call timed out and the peer acknowledged nothing sent since it began (the
+        packet ``mark`` on): the connection is dead (e.g. the peer restarted and lost
+        its state), so close it now and let the next call redial instead of waiting
+        for the idle timeout. Acknowledgements, not arrivals, decide: a datagram the
+        peer sent just before it died can still arrive during the call. Where they
+        cannot be read, not one datagram from the peer since ``since`` decides."""
+        acked = conn.acked_since(mark)
+        silent = conn.last_received < since if acked is None else not acked
+        if silent and not conn.closing:
             conn.close(ERR_SHUTDOWN, "peer silent during a call")
 
     async def disconnect(self, node_id: NodeId) -> None:

@@ -28,6 +28,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, cast
 
+from aioquic import tls
 from aioquic.quic import events
 
 from . import auth
@@ -221,6 +222,25 @@ class PeerConnection:
         self.streams[stream_id] = st
         self.endpoint.watch()
         return st
+
+    def send_mark(self) -> int | None:
+        """The number of the next packet this connection will send (None if aioquic's
+        internals changed shape): :meth:`acked_since` tells whether the peer has
+        acknowledged anything sent from then on."""
+        mark = getattr(self.quic, "_packet_number", None)
+        return mark if isinstance(mark, int) else None
+
+    def acked_since(self, mark: int | None) -> bool | None:
+        """Whether the peer acknowledged a 1-RTT packet numbered ``mark`` or later: a
+        live peer acknowledges what it receives within its ack delay, a dead one never
+        does, and a datagram it sent before it died cannot acknowledge a packet sent
+        after. None if that cannot be told (no mark, or aioquic's internals changed)."""
+        spaces = getattr(self.quic, "_spaces", None)
+        space = spaces.get(tls.Epoch.ONE_RTT) if isinstance(spaces, dict) else None
+        largest = getattr(space, "largest_acked_packet", None)
+        if mark is None or not isinstance(largest, int):
+            return None
+        return largest >= mark
 
     def open_stream(self) -> Stream:
         if self.state != READY:

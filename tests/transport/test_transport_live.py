@@ -83,8 +83,12 @@ async def test_typed_errors_cross_the_wire() -> None:
         with pytest.raises(RpcError) as e:
             await a.call(peer, "t.none", None)
         assert e.value.code == "no-such-method"
+        conn = a._peers[peer.node_id]
         with pytest.raises(RpcTimeout):
             await a.call(peer, "t.slow", None, timeout=0.2)
+        # the peer is slow, not dead: it acknowledged the request, so the connection
+        # (and whatever else it carries) is kept (Endpoint._drop_if_silent)
+        assert a._peers[peer.node_id] is conn and not conn.closing
         with pytest.raises(RpcError) as e:
             await a.call(peer, "t.huge", None)
         assert e.value.code == "result-too-large"
