@@ -9,7 +9,7 @@ TAHOE      ?= tahoe-lafs==1.20.0
 # Parallel test workers; 2 cores on the project's machines.
 WORKERS ?= 2
 
-.PHONY: all install test lint typecheck pytest test-slow run bench bench-scale bench-backup bench-links bench-mutable bench-tahoe clean browser nat-tools sftp-tools
+.PHONY: all install test lint typecheck pytest test-slow run bench bench-scale bench-backup bench-links bench-links-tahoe bench-mutable bench-tahoe clean browser nat-tools sftp-tools
 
 all: test
 
@@ -123,6 +123,12 @@ $(TAHOE_VENV)/bin/tahoe:
 
 bench-tahoe: $(STAMP) $(TAHOE_VENV)/bin/tahoe
 	$(BIN)/python -m benchmarks.bench_tahoe --tahoe $(TAHOE_VENV)/bin/tahoe
+
+## Tahoe-LAFS 1.20 over bench-links' shaped link and topology, for comparison: direct
+## and helper uploads, downloads (needs root, iproute2 and tc; docs/grid.md,
+## "Tahoe-LAFS over the same link"). Run it apart from bench-links, not beside it.
+bench-links-tahoe: $(STAMP) $(TAHOE_VENV)/bin/tahoe
+	$(BIN)/python -m benchmarks.bench_links_tahoe --tahoe $(TAHOE_VENV)/bin/tahoe
 
 clean:
 	rm -rf $(VENV) $(TAHOE_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

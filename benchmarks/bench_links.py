@@ -58,7 +58,7 @@ HOME, DC = "10.78.0.2", "10.78.0.1"
 HELPER = "10.78.0.9"
 
 
-def _dc_addr(i: int) -> str:
+def dc_addr(i: int) -> str:
     """Storage node i's own address in ``dc`` (happiness counts distinct hosts)."""
     return f"10.78.0.{10 + i}"
 
@@ -79,7 +79,7 @@ def _shape(ns: str, rate_mbit: int) -> None:
     run(*dev, "tbf", "rate", f"{rate_mbit}mbit", "burst", str(burst), "latency", LATENCY)
 
 
-def _topology(tag: str, up: int, down: int, storage: int, made: list[str]) -> tuple[str, str]:
+def topology(tag: str, up: int, down: int, storage: int, made: list[str]) -> tuple[str, str]:
     """Make the two namespaces (each appended to ``made`` as soon as it exists, so a
     failure part-way still deletes it) and shape their link."""
     home, dc = f"p2ps-{tag}-home", f"p2ps-{tag}-dc"
@@ -93,7 +93,7 @@ def _topology(tag: str, up: int, down: int, storage: int, made: list[str]) -> tu
         run("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
         run("ip", "-n", ns, "link", "set", "eth0", "up")
         run("ip", "-n", ns, "link", "set", "lo", "up")
-    for addr in (HELPER, *map(_dc_addr, range(storage))):
+    for addr in (HELPER, *map(dc_addr, range(storage))):
         run("ip", "-n", dc, "addr", "add", f"{addr}/24", "dev", "eth0")
     # the nodes in dc reach each other over its loopback: give it a network's MTU,
     # or the helper's placement would use 64 KiB datagrams, as no real path does
@@ -102,6 +102,14 @@ def _topology(tag: str, up: int, down: int, storage: int, made: list[str]) -> tu
     _shape(home, up)  # home -> dc: the uplink
     _shape(dc, down)  # dc -> home: the downlink
     return home, dc
+
+
+def limits(size: int, up_mbit: int, down_mbit: int, k: int, n: int) -> tuple[float, float, float]:
+    """The physical limits, in seconds, of moving ``size`` bytes over the link: a direct
+    upload (every share crosses the uplink), an upload through a helper (the
+    ciphertext crosses it once) and a download (size / downlink)."""
+    uplink, downlink = up_mbit * 1e6 / 8, down_mbit * 1e6 / 8
+    return size * n / k / uplink, size / uplink, size / downlink
 
 
 def _encoding(node: Path, k: int, n: int, happy: int) -> None:
@@ -145,7 +153,7 @@ def _grid(
     nodes = []
     for i in range(storage):
         node = root / f"s{i}"
-        cli_in(dc, "create-node", node, "--listen", f"{_dc_addr(i)}:4001", "--bootstrap", line)
+        cli_in(dc, "create-node", node, "--listen", f"{dc_addr(i)}:4001", "--bootstrap", line)
         nodes.append(node)
     helper = root / "helper"
     cli_in(
@@ -179,7 +187,7 @@ def _grid(
     return grid
 
 
-def _cpu(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """User + system CPU-seconds of process ``pid`` so far (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -191,7 +199,7 @@ def _measured(ns: str, grid: Grid, args: list[str]) -> tuple[float, str, str, di
     nodes = {"home": grid.client, "helper": grid.helper}
     nodes |= {f"s{i}": node for i, node in enumerate(grid.storage)}
     pids = {name: int(node_status(node)["pid"]) for name, node in nodes.items()}
-    before = {name: _cpu(pid) for name, pid in pids.items()}
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     cli0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "p2pstore.cli", *args]
@@ -203,7 +211,7 @@ def _measured(ns: str, grid: Grid, args: list[str]) -> tuple[float, str, str, di
     )
     took = time.perf_counter() - t0
     cli1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    after = {name: _cpu(pid) for name, pid in pids.items()}
+    after = {name: cpu_seconds(pid) for name, pid in pids.items()}
     err = proc.stderr.decode(errors="replace")
     if proc.returncode != 0:
         raise AssertionError(f"{args[0]} -> {proc.returncode}: {err}")
@@ -263,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         started: list[Path] = []
         grid: Grid | None = None
         try:
-            home, dc = _topology(tag, args.up, args.down, args.storage, made)
+            home, dc = topology(tag, args.up, args.down, args.storage, made)
             enc = (args.k, args.n, args.happy)
             grid = _grid(root, home, dc, args.storage, enc, started)
             direct, helped = root / "direct", root / "helped"
@@ -302,10 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(node, "status details", json.dumps(details), file=sys.stderr)
             stop_nodes(reversed(started))
             delete_namespaces(made)
-    uplink, downlink = args.up * 1e6 / 8, args.down * 1e6 / 8
-    up_limit = size * args.n / args.k / uplink
-    helper_limit = size / uplink
-    down_limit = size / downlink
+    up_limit, helper_limit, down_limit = limits(size, args.up, args.down, args.k, args.n)
     print(
         json.dumps(
             {
