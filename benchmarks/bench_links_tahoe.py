@@ -87,9 +87,10 @@ def connected_servers(welcome_json: str) -> int:
     """How many storage servers a Tahoe welcome page (``/?t=json``) lists as connected."""
     try:
         servers = json.loads(welcome_json)["servers"]
-    except (ValueError, KeyError, TypeError):
+        status = [str(s.get("connection_status", "")).lower() for s in servers]
+    except (ValueError, KeyError, TypeError, AttributeError):  # no page, or not this one
         return 0
-    return sum(str(s.get("connection_status", "")).lower().startswith("connected") for s in servers)
+    return sum(s.startswith("connected") for s in status)
 
 
 def helper_connected(welcome_html: str) -> bool:
