@@ -48,7 +48,6 @@ import logging
 import math
 from typing import Any
 
-from aioquic import tls
 from aioquic.buffer import size_uint_var
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicFrameType
@@ -64,13 +63,6 @@ log = logging.getLogger(__name__)
 HANDSHAKE_DATAGRAM_LIMIT = 16384
 _LEN2_MAX = 0x3FFF  # largest value of a 2-byte varint
 _LEN4_MAX = 0x3FFF_FFFF  # largest value of a 4-byte varint
-
-#: acknowledge as soon as this many ack-eliciting datagrams wait (RFC 9000 section
-#: 13.2.2: "after receiving at least two ack-eliciting packets")
-ACK_EVERY = 2
-#: how long one lone ack-eliciting datagram waits for a second before its ACK goes:
-#: the max_ack_delay aioquic advertises (25 ms), which the peer's loss timers allow for
-LONE_ACK_DELAY = 0.025
 
 _HOOKS_PRESENT = all(
     hasattr(QuicConnection, name) for name in ("_write_stream_limits", "_write_connection_limits")
@@ -107,10 +99,6 @@ class TransportQuicConnection(QuicConnection):
         self._p2ps_stream_window = stream_window
         self._p2ps_connection_window = connection_window
         self._p2ps_datagram_target = target
-        # delayed ACKs (receive_datagram): on once the handshake is confirmed
-        self._p2ps_confirmed = False
-        self._p2ps_unacked = 0  # ack-eliciting datagrams since the last ACK
-        self._p2ps_ack_due = 0.0  # when aioquic would have sent that ACK
         # the endpoint's upload cap (ratelimit.py) and the uplink's rate (uplink.py)
         # gate every packet we build
         gates = [g for g in (send_gate, uplink) if g is not None]
@@ -127,37 +115,11 @@ class TransportQuicConnection(QuicConnection):
             self._p2ps_uplink = uplink.control
 
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
-        """aioquic's, with ACKs every ``ACK_EVERY`` datagrams, and the datagram counted
-        for the uplink's control (what it receives tells a queue on the way in from its
-        own, uplink.py).
-
-        aioquic acknowledges 1 ms after the first unacknowledged ack-eliciting packet.
-        Fast transfers get an ACK per millisecond that way, but packets arriving more
-        than 1 ms apart (a home uplink's 20 Mbit/s spread over ten connections: one
-        every 6 ms on each) each get an ACK of their own, which the receiver builds,
-        encrypts and sends on a timer of its own, and the sender processes. Here a lone
-        packet's ACK waits up to ``LONE_ACK_DELAY`` for a second packet; once
-        ``ACK_EVERY`` have arrived, aioquic's time applies again (past by then for slow
-        arrivals: the ACK leaves with the same flush). 1-RTT packets only, once the
-        handshake is confirmed."""
+        """aioquic's, and the datagram counted for the uplink's control (what it
+        receives tells a queue on the way in from its own, uplink.py)."""
         if self._p2ps_uplink is not None:
             self._p2ps_uplink.received(len(data), self)
-        space = self._spaces.get(tls.Epoch.ONE_RTT) if self._p2ps_confirmed else None
-        if space is None:
-            super().receive_datagram(data, addr, now)
-            return
-        before = space.ack_at
         super().receive_datagram(data, addr, now)
-        due = space.ack_at
-        if due is None:  # nothing to acknowledge
-            return
-        if before is None:  # the first ack-eliciting datagram since the last ACK
-            self._p2ps_unacked, self._p2ps_ack_due = 1, due
-            space.ack_at = max(due, now + LONE_ACK_DELAY)
-            return
-        self._p2ps_unacked += 1
-        if self._p2ps_unacked >= ACK_EVERY and self._p2ps_ack_due < due:
-            space.ack_at = self._p2ps_ack_due
 
     def _feed_uplink(self, control: UplinkControl) -> None:
         """Hand the uplink's control (uplink.py) each RTT sample's queueing delay and
@@ -188,7 +150,6 @@ class TransportQuicConnection(QuicConnection):
 
     def _confirm_handshake(self) -> None:
         super()._confirm_handshake()
-        self._p2ps_confirmed = ACK_EVERY > 1
         if self._p2ps_datagram_target > self._max_datagram_size:
             self._raise_datagram_size(self._p2ps_datagram_target)
 

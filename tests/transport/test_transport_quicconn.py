@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from quic_transport import auth
 from quic_transport.identity import NodeKey
 from quic_transport.pacing import CoarseTimerPacer
-from quic_transport.quic_tuned import LONE_ACK_DELAY, TransportQuicConnection
+from quic_transport.quic_tuned import TransportQuicConnection
 
 WINDOW = 1 << 20
 A, B = ("1.1.1.1", 1), ("2.2.2.2", 2)
@@ -79,53 +79,6 @@ def pump(client: QuicConnection, server: QuicConnection, rounds: int = 50) -> No
 def test_pacer_installed() -> None:
     _, server = pair()
     assert isinstance(server._loss._pacer, CoarseTimerPacer)
-
-
-def send_one(client: QuicConnection, server: QuicConnection, sid: int, now: float) -> None:
-    """One small STREAM datagram from the client, received by the server at ``now``."""
-    client.send_stream_data(sid, b"d" * 200)
-    sent = client.datagrams_to_send(now)
-    assert len(sent) == 1
-    server.receive_datagram(sent[0][0], A, now)
-
-
-def test_a_lone_packets_ack_waits_for_a_second_packet() -> None:
-    client, server = pair()
-    sid = client.get_next_available_stream_id()
-    t = 10.0
-    send_one(client, server, sid, t)
-    assert server.datagrams_to_send(t + 0.002) == []  # aioquic alone acks after 1 ms
-    timer = server.get_timer()
-    assert timer is not None and timer <= t + LONE_ACK_DELAY + 1e-9
-    acks = server.datagrams_to_send(t + LONE_ACK_DELAY)
-    assert len(acks) == 1
-    client.receive_datagram(acks[0][0], B, t + LONE_ACK_DELAY)
-    assert client._loss.bytes_in_flight == 0  # it acknowledged the packet
-
-
-def test_a_second_slow_packet_is_acknowledged_at_once() -> None:
-    client, server = pair()
-    sid = client.get_next_available_stream_id()
-    t = 10.0
-    send_one(client, server, sid, t)
-    send_one(client, server, sid, t + 0.006)  # 6 ms apart, as on a shared home uplink
-    acks = server.datagrams_to_send(t + 0.006)
-    assert len(acks) == 1
-    client.receive_datagram(acks[0][0], B, t + 0.006)
-    assert client._loss.bytes_in_flight == 0
-    # and the next lone packet waits again
-    send_one(client, server, sid, t + 0.012)
-    assert server.datagrams_to_send(t + 0.014) == []
-
-
-def test_fast_packets_keep_aioquics_ack_time() -> None:
-    client, server = pair()
-    sid = client.get_next_available_stream_id()
-    t = 10.0
-    for i in range(3):
-        send_one(client, server, sid, t + i * 0.0002)
-    assert server.datagrams_to_send(t + 0.0005) == []  # one ACK per millisecond
-    assert len(server.datagrams_to_send(t + 0.001)) == 1
 
 
 def test_window_advances_with_delivery() -> None:
