@@ -16,8 +16,10 @@ figure is set beside its physical limit:
 - helper upload: size / uplink (only the ciphertext crosses it, once);
 - download: size / downlink (k shares' worth of data comes down).
 
-Beside each put, the CPU-seconds (user + system, from ``/proc/PID/stat``) that
-the home node, the helper and each storage node spent during it.
+Beside each operation, the CPU-seconds (user + system, from ``/proc/PID/stat``)
+that the home node, the helper and each storage node spent during it; before the
+first, what each spends per second while nothing runs (``--idle`` seconds of it,
+``idle_cpu_per_s``).
 
 ``BENCH_LINKS_UPLOAD_RATE=2.2MB`` sets the home node's ``[limits] upload_rate``;
 ``BENCH_LINKS_QUEUE`` the router's queue (tbf latency, default 500ms);
@@ -193,12 +195,27 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def idle_cpu(pids: dict[str, int], seconds: float) -> dict[str, float]:
+    """CPU-seconds per second each process spends while no operation runs (the part
+    of each operation's CPU-seconds that is not the operation's)."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    time.sleep(seconds)
+    return {
+        name: round((cpu_seconds(pid) - before[name]) / seconds, 3) for name, pid in pids.items()
+    }
+
+
+def _pids(grid: Grid) -> dict[str, int]:
+    """The home node's, the helper's and each storage node's pid, by name."""
+    nodes = {"home": grid.client, "helper": grid.helper}
+    nodes |= {f"s{i}": node for i, node in enumerate(grid.storage)}
+    return {name: int(node_status(node)["pid"]) for name, node in nodes.items()}
+
+
 def _measured(ns: str, grid: Grid, args: list[str]) -> tuple[float, str, str, dict[str, Any]]:
     """``p2pstore ARGS`` from the home node: (seconds, stdout, stderr, CPU-seconds of
     each node and of the command during it); AssertionError when it failed."""
-    nodes = {"home": grid.client, "helper": grid.helper}
-    nodes |= {f"s{i}": node for i, node in enumerate(grid.storage)}
-    pids = {name: int(node_status(node)["pid"]) for name, node in nodes.items()}
+    pids = _pids(grid)
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     cli0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -257,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", type=int, default=K)
     ap.add_argument("--n", type=int, default=N)
     ap.add_argument("--happy", type=int, default=HAPPY)
+    ap.add_argument("--idle", type=float, default=20, help="seconds of idle CPU measured")
     args = ap.parse_args(argv)
     reason = netns_unavailable()
     if reason:
@@ -274,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
             home, dc = topology(tag, args.up, args.down, args.storage, made)
             enc = (args.k, args.n, args.happy)
             grid = _grid(root, home, dc, args.storage, enc, started)
+            idle = idle_cpu(_pids(grid), args.idle)
             direct, helped = root / "direct", root / "helped"
             direct.write_bytes(os.urandom(size))
             helped.write_bytes(os.urandom(size))
@@ -318,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                 "k": args.k,
                 "n": args.n,
                 "storage_nodes": args.storage,
+                "idle_cpu_per_s": idle,
                 "put_direct_s": round(put_s, 1),
                 "put_limit_s": round(up_limit, 1),
                 "put_over_limit": round(put_s / up_limit, 3),

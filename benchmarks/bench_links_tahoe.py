@@ -14,10 +14,14 @@ segments as p2pstore's).
 The steps are bench_links's: ``tahoe put`` of a random file directly and ``tahoe get``
 of it twice; then the home node restarts with ``[client] helper.furl`` set to the
 helper's furl, puts a second random file of the same size (the run fails unless the
-helper's ``/helper_status?t=json`` counts one more upload it had to encode) and gets
+helper's ``/helper_status?t=json`` counts one more upload it had to encode and the
+file's size fetched from the client) and gets
 it back. Each time is set beside the same physical limit as in bench_links, each
 operation beside the CPU-seconds (user + system, ``/proc/PID/stat``) of the home node,
-the helper and each storage node during it, and the bytes are compared.
+the helper and each storage node during it, and the bytes are compared. Before the
+first, each node's CPU-seconds per second while nothing runs (``--idle`` seconds of
+it, ``idle_cpu_per_s``): Tahoe's nodes poll each other, so part of every operation's
+CPU is that. A failed run prints every node's log tail to stderr.
 
 Run it on its own, not beside bench_links: on two cores Tahoe's idle grid (its HTTP
 storage client asks every server for its version every second: 40-55 % of a core on
@@ -55,6 +59,7 @@ from benchmarks.bench_links import (
     N,
     cpu_seconds,
     dc_addr,
+    idle_cpu,
     limits,
     topology,
 )
@@ -173,8 +178,15 @@ class TahoeLinks:
         for name, opts in makers.items():
             cmd = [*tahoe, "create-node", *opts, *encoding, "-i", furl, f"--nickname={name}"]
             procs.append(subprocess.Popen([*cmd, str(self.root / name)], stdout=subprocess.DEVNULL))
-        if any(p.wait(timeout=120) != 0 for p in procs):
-            raise RuntimeError("tahoe create-node failed")
+        codes = []
+        for proc in procs:  # every one ends before anything else happens
+            try:
+                codes.append(proc.wait(timeout=120))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes.append(proc.wait())
+        if any(codes):
+            raise RuntimeError(f"tahoe create-node failed: exit codes {codes}")
         for name in makers:
             self._start(name)
         self.wait_ready(helper=False)
@@ -183,12 +195,33 @@ class TahoeLinks:
         base = f"http://{HOME}:{WEB_PORT}/"
 
         def ready() -> bool:
+            self.check_running()
             if connected_servers(fetch(self.home_ns, base + "?t=json")) < self.storage:
                 return False
             return not helper or helper_connected(fetch(self.home_ns, base))
 
         what = "the helper" if helper else "every storage server"
         _wait(ready, 120, f"Tahoe's home node did not see {what} within 120 s")
+
+    def check_running(self) -> None:
+        """RuntimeError naming the first node whose process has ended."""
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"Tahoe node {name} exited with {proc.returncode}")
+
+    def log_tails(self, chars: int = 2000) -> str:
+        """The end of every node's log (``tahoe run``'s output), for a failed run."""
+        logs = sorted(self.root.glob("*.log"))
+        return "\n".join(
+            f"--- {log.name}\n{log.read_text(errors='replace')[-chars:]}" for log in logs
+        )
+
+    def idle_cpu(self, seconds: float) -> dict[str, float]:
+        """CPU-seconds per second of each node but the introducer while nothing runs:
+        Tahoe's storage client asks every server for its version once a second, from
+        every node, so part of each operation's CPU-seconds is this."""
+        pids = {name: p.pid for name, p in self.procs.items() if name != "introducer"}
+        return idle_cpu(pids, seconds)
 
     def helper_stats(self) -> dict[str, int]:
         url = f"http://{HELPER}:{HELPER_WEB_PORT}/helper_status?t=json"
@@ -242,7 +275,9 @@ class TahoeLinks:
 
 
 def tahoe_version(tahoe: str) -> str:
-    proc = subprocess.run([tahoe, "--version"], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [tahoe, "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
     return proc.stdout.strip().splitlines()[0] if proc.stdout.strip() else "unknown"
 
 
@@ -258,9 +293,12 @@ def _runs(grid: TahoeLinks, root: Path, size: int) -> dict[str, Any]:
     stats0 = grid.helper_stats()
     hput_s, hcap, hput_cpu = grid.measured("put", str(helped))
     stats1 = grid.helper_stats()
-    encoded = "chk_upload_helper.upload_need_upload"
-    if stats1.get(encoded, 0) != stats0.get(encoded, 0) + 1:
-        raise AssertionError(f"the helper did not encode the upload: {stats0} -> {stats1}")
+
+    def grew(key: str) -> int:
+        return stats1.get(f"chk_upload_helper.{key}", 0) - stats0.get(f"chk_upload_helper.{key}", 0)
+
+    if grew("upload_need_upload") != 1 or grew("fetched_bytes") != size:
+        raise AssertionError(f"the helper did not take the whole upload: {stats0} -> {stats1}")
     hget_s, hsame, hget_cpu = grid.get(hcap, root / "helped.back", helped)
     again_s, _, again_cpu = grid.get(cap, root / "direct.again", direct)
     hagain_s, _, _ = grid.get(hcap, root / "helped.again", helped)
@@ -273,8 +311,8 @@ def _runs(grid: TahoeLinks, root: Path, size: int) -> dict[str, Any]:
         "bytes_match": same,
         "put_helper_s": hput_s,
         "put_helper_cpu_s": hput_cpu,
-        "helper_fetched_bytes": stats1.get("chk_upload_helper.fetched_bytes", 0)
-        - stats0.get("chk_upload_helper.fetched_bytes", 0),
+        "helper_fetched_bytes": grew("fetched_bytes"),
+        "helper_encoded_bytes": grew("encoded_bytes"),
         "get_helper_s": hget_s,
         "get_helper_cpu_s": hget_cpu,
         "get_again_s": again_s,
@@ -295,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--happy", type=int, default=HAPPY)
     default_tahoe = os.environ.get("BENCH_TAHOE", str(REPO / ".venv-tahoe" / "bin" / "tahoe"))
     ap.add_argument("--tahoe", default=default_tahoe)
+    ap.add_argument("--idle", type=float, default=20, help="seconds of idle CPU measured")
     args = ap.parse_args(argv)
     head = {"bench": "links-tahoe", "mib": args.mib, "up_mbit": args.up, "down_mbit": args.down}
     reason = netns_unavailable()
@@ -313,11 +352,17 @@ def main(argv: list[str] | None = None) -> int:
             enc = (args.k, args.n, args.happy)
             grid = TahoeLinks(root, args.tahoe, home, dc, args.storage, enc)
             grid.up()
+            idle = grid.idle_cpu(args.idle)
             try:
                 got = _runs(grid, root, size)
-            except AssertionError as e:  # an operation failed: say which, as a figure
+            except (AssertionError, subprocess.TimeoutExpired) as e:  # say which, as a figure
                 print(json.dumps({**head, "failed": str(e)[-800:]}))
+                print(grid.log_tails(), file=sys.stderr)
                 return 1
+        except BaseException:
+            if grid is not None:
+                print(grid.log_tails(), file=sys.stderr)
+            raise
         finally:
             if grid is not None:
                 grid.down()
@@ -338,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         "put_limit_s": round(up_limit, 1),
         "put_helper_limit_s": round(helper_limit, 1),
         "get_limit_s": round(down_limit, 1),
+        "idle_cpu_per_s": idle,
         **{k: round(v, 3) for k, v in over.items()},
         **{k: round(v, 1) if isinstance(v, float) else v for k, v in got.items()},
     }

@@ -31,9 +31,11 @@ def test_connected_servers_counts_only_connected_ones() -> None:
             {"nodeid": "v0-b", "connection_status": "Trying to connect"},
             {"nodeid": "v0-c", "connection_status": "Connected to tcp:10.78.0.12:4001 via tcp"},
             {"nodeid": "v0-d"},
+            {"nodeid": "v0-e", "connection_status": "connected"},  # the HTTPS protocol's
+            {"nodeid": "v0-f", "connection_status": "failure: connection refused"},
         ],
     }
-    assert connected_servers(json.dumps(page)) == 2
+    assert connected_servers(json.dumps(page)) == 3
 
 
 @pytest.mark.parametrize("body", ["", "not json", "[]", '{"servers": null}'])
