@@ -197,7 +197,9 @@ def cpu_seconds(pid: int) -> float:
 
 def idle_cpu(pids: dict[str, int], seconds: float) -> dict[str, float]:
     """CPU-seconds per second each process spends while no operation runs (the part
-    of each operation's CPU-seconds that is not the operation's)."""
+    of each operation's CPU-seconds that is not the operation's); none for 0 s."""
+    if seconds <= 0:
+        return {}
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     time.sleep(seconds)
     return {

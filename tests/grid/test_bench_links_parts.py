@@ -5,10 +5,11 @@ need root and Tahoe: ``make bench-links``, ``make bench-links-tahoe``)."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from benchmarks.bench_links import limits
+from benchmarks.bench_links import idle_cpu, limits
 from benchmarks.bench_links_tahoe import connected_servers, helper_connected
 
 
@@ -47,3 +48,10 @@ def test_helper_connected_reads_the_welcome_page() -> None:
     assert helper_connected("<h3>Helper</h3><div>Helper</div>")
     assert not helper_connected("<h3>Helper</h3><div>Helper not connected</div>")
     assert not helper_connected("")  # the page did not load
+
+
+def test_idle_cpu_is_per_second_and_optional() -> None:
+    me = {"me": os.getpid()}
+    assert idle_cpu(me, 0) == {}  # --idle 0: no figure, no division by zero
+    rate = idle_cpu(me, 0.2)["me"]
+    assert 0 <= rate <= 2.5  # CPU-seconds a second: a sleeping test uses next to none
