@@ -267,7 +267,8 @@ def _restart_with_helper(ns: str, grid: Grid, storage: int) -> str:
     return helper_id
 
 
-def main(argv: list[str] | None = None) -> int:
+def arguments() -> argparse.ArgumentParser:
+    """The options of a shaped-link run (this bench's and bench_links_tahoe's)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--mib", type=int, default=100)
     ap.add_argument("--up", type=int, default=20, help="uplink, Mbit/s")
@@ -277,7 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=N)
     ap.add_argument("--happy", type=int, default=HAPPY)
     ap.add_argument("--idle", type=float, default=20, help="seconds of idle CPU measured")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments().parse_args(argv)
     reason = netns_unavailable()
     if reason:
         print(json.dumps({"bench": "links", "skipped": reason}))

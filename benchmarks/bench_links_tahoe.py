@@ -34,7 +34,6 @@ line and exits 0 without them.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -44,7 +43,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,17 +50,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_links import (
     DC,
-    HAPPY,
     HELPER,
     HOME,
-    K,
-    N,
+    arguments,
     cpu_seconds,
     dc_addr,
     idle_cpu,
     limits,
     topology,
 )
+from benchmarks.bench_tahoe import wait_until
 from tests.netns import delete_namespaces, netns_unavailable
 
 REPO = Path(__file__).resolve().parent.parent
@@ -103,14 +100,6 @@ def helper_connected(welcome_html: str) -> bool:
     the page names the helper "Helper not connected" until it is (its JSON does not
     say)."""
     return bool(welcome_html) and "Helper not connected" not in welcome_html
-
-
-def _wait(ready: Callable[[], bool], timeout: float, why: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            raise SystemExit(why)
-        time.sleep(0.5)
 
 
 class TahoeLinks:
@@ -160,7 +149,7 @@ class TahoeLinks:
         subprocess.run(make, check=True, capture_output=True, timeout=120)
         self._start("introducer")
         furl_file = intro / "private" / "introducer.furl"
-        _wait(furl_file.exists, 60, "the Tahoe introducer wrote no furl")
+        wait_until(furl_file.exists, 60, "the Tahoe introducer wrote no furl")
         furl = furl_file.read_text().strip()
         k, n, happy = self.enc
         encoding = [f"--shares-needed={k}", f"--shares-total={n}", f"--shares-happy={happy}"]
@@ -201,7 +190,7 @@ class TahoeLinks:
             return not helper or helper_connected(fetch(self.home_ns, base))
 
         what = "the helper" if helper else "every storage server"
-        _wait(ready, 120, f"Tahoe's home node did not see {what} within 120 s")
+        wait_until(ready, 120, f"Tahoe's home node did not see {what} within 120 s")
 
     def check_running(self) -> None:
         """RuntimeError naming the first node whose process has ended."""
@@ -323,17 +312,9 @@ def _runs(grid: TahoeLinks, root: Path, size: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--mib", type=int, default=100)
-    ap.add_argument("--up", type=int, default=20, help="uplink, Mbit/s")
-    ap.add_argument("--down", type=int, default=100, help="downlink, Mbit/s")
-    ap.add_argument("--storage", type=int, default=10)
-    ap.add_argument("--k", type=int, default=K)
-    ap.add_argument("--n", type=int, default=N)
-    ap.add_argument("--happy", type=int, default=HAPPY)
+    ap = arguments()
     default_tahoe = os.environ.get("BENCH_TAHOE", str(REPO / ".venv-tahoe" / "bin" / "tahoe"))
     ap.add_argument("--tahoe", default=default_tahoe)
-    ap.add_argument("--idle", type=float, default=20, help="seconds of idle CPU measured")
     args = ap.parse_args(argv)
     head = {"bench": "links-tahoe", "mib": args.mib, "up_mbit": args.up, "down_mbit": args.down}
     reason = netns_unavailable()

@@ -189,7 +189,7 @@ def paused(grids: list[Grid]) -> Iterator[None]:
                 os.kill(pid, signal.SIGCONT)
     time.sleep(1)  # let them see the time that passed before asking whether they are ready
     for g in grids:
-        _wait(g.ready, 120, f"{g.name}'s client lost storage nodes while paused")
+        wait_until(g.ready, 120, f"{g.name}'s client lost storage nodes while paused")
 
 
 class TahoeGrid(Grid):
@@ -227,7 +227,7 @@ class TahoeGrid(Grid):
         )
         self._run(intro)
         furl_file = intro / "private" / "introducer.furl"
-        _wait(lambda: furl_file.exists(), 60, "the Tahoe introducer wrote no furl")
+        wait_until(lambda: furl_file.exists(), 60, "the Tahoe introducer wrote no furl")
         furl = furl_file.read_text().strip()
         makers = []
         for i, port in enumerate(tub_ports, 1):
@@ -250,7 +250,7 @@ class TahoeGrid(Grid):
         self.storage_pids = [self._run(self.root / f"storage{i}").pid for i in range(1, 11)]
         self.client_pid = self._run(self.client).pid
         self.url = f"http://{HOST}:{web_port}/?t=json"
-        _wait(self.ready, 120, "Tahoe's client lacks servers")
+        wait_until(self.ready, 120, "Tahoe's client lacks servers")
 
     def ready(self) -> bool:
         return self._connected(self.url) >= STORAGE_NODES
@@ -326,7 +326,7 @@ class P2pGrid(Grid):
         self._cli("start", self.client)
         self.client_pid = _pid(self.client)
         self.storage_pids = [_pid(self.grid / f"node{i}") for i in range(1, STORAGE_NODES + 1)]
-        _wait(self.ready, 120, "p2pstore's client lacks peers")
+        wait_until(self.ready, 120, "p2pstore's client lacks peers")
 
     def ready(self) -> bool:
         return _storage_peers(NodeClient.for_node(self.client)) >= STORAGE_NODES
@@ -377,7 +377,7 @@ def _storage_peers(api: NodeClient) -> int:
     return sum(bool(p["connected"] and (p.get("details") or {}).get("storage")) for p in peers)
 
 
-def _wait(ready: Callable[[], bool], timeout: float, why: str) -> None:
+def wait_until(ready: Callable[[], bool], timeout: float, why: str) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
         if time.monotonic() > deadline:
