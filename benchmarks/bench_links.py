@@ -195,6 +195,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def wire_bytes(ns: str) -> tuple[int, int]:
+    """Bytes received and sent so far by ``ns``'s end of the shaped link, as the link
+    counts them (whole frames: what ``tbf`` meters)."""
+    out = run("ip", "-n", ns, "-j", "-s", "link", "show", "eth0").stdout
+    stats = json.loads(out)[0]["stats64"]
+    return int(stats["rx"]["bytes"]), int(stats["tx"]["bytes"])
+
+
 def idle_cpu(pids: dict[str, int], seconds: float) -> dict[str, float]:
     """CPU-seconds per second each process spends while no operation runs (the part
     of each operation's CPU-seconds that is not the operation's); none for 0 s."""
@@ -214,10 +222,34 @@ def _pids(grid: Grid) -> dict[str, int]:
     return {name: int(node_status(node)["pid"]) for name, node in nodes.items()}
 
 
-def _measured(ns: str, grid: Grid, args: list[str]) -> tuple[float, str, str, dict[str, Any]]:
-    """``p2pstore ARGS`` from the home node: (seconds, stdout, stderr, CPU-seconds of
-    each node and of the command during it); AssertionError when it failed."""
+@dataclass
+class Op:
+    """One measured command: its time, output, CPU-seconds of each node and of the
+    command during it, and the bytes the home side's link received and sent."""
+
+    seconds: float
+    out: str
+    err: str
+    cpu: dict[str, Any]
+    wire: tuple[int, int]
+
+    def figures(self, name: str, rate_mbit: int, direction: int) -> dict[str, Any]:
+        """JSON figures: ``NAME_cpu_s``, and the megabytes that crossed the link one
+        way (``direction`` 0: in, 1: out) with the time the link needs for them at
+        ``rate_mbit`` (``NAME_wire_limit_s``: the floor below the physical limit,
+        what every protocol's headers leave of it)."""
+        moved = self.wire[direction]
+        return {
+            f"{name}_cpu_s": self.cpu,
+            f"{name}_wire_mb": round(moved / 1e6, 1),
+            f"{name}_wire_limit_s": round(moved * 8 / (rate_mbit * 1e6), 2),
+        }
+
+
+def _measured(ns: str, grid: Grid, args: list[str]) -> Op:
+    """``p2pstore ARGS`` from the home node, measured; AssertionError when it failed."""
     pids = _pids(grid)
+    wire0 = wire_bytes(ns)
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     cli0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -231,6 +263,7 @@ def _measured(ns: str, grid: Grid, args: list[str]) -> tuple[float, str, str, di
     took = time.perf_counter() - t0
     cli1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    wire1 = wire_bytes(ns)
     err = proc.stderr.decode(errors="replace")
     if proc.returncode != 0:
         raise AssertionError(f"{args[0]} -> {proc.returncode}: {err}")
@@ -240,20 +273,21 @@ def _measured(ns: str, grid: Grid, args: list[str]) -> tuple[float, str, str, di
     cpu["cli"] = round(
         cli1.ru_utime + cli1.ru_stime - cli0.ru_utime - cli0.ru_stime, 1
     )  # the command itself
-    return took, proc.stdout.decode().strip(), err, cpu
+    wire = (wire1[0] - wire0[0], wire1[1] - wire0[1])
+    return Op(took, proc.stdout.decode().strip(), err, cpu, wire)
 
 
-def _put(ns: str, grid: Grid, src: Path) -> tuple[float, str, str, dict[str, Any]]:
-    """``put SRC`` from the home node: (seconds, cap, stderr, CPU-seconds of each
-    node during it); AssertionError when it failed."""
+def _put(ns: str, grid: Grid, src: Path) -> Op:
+    """``put SRC`` from the home node (its ``out`` is the cap); AssertionError when it
+    failed."""
     return _measured(ns, grid, ["put", str(src)])
 
 
-def _get(ns: str, cap: str, out: Path, grid: Grid, src: Path) -> tuple[float, bool, dict[str, Any]]:
-    """``get CAP OUT`` from the home node: (seconds, whether the bytes match SRC,
-    CPU-seconds of each node during it: busy storage nodes slow a download too)."""
-    took, _, _, cpu = _measured(ns, grid, ["get", cap, str(out)])
-    return took, out.read_bytes() == src.read_bytes(), cpu
+def _get(ns: str, cap: str, out: Path, grid: Grid, src: Path) -> tuple[Op, bool]:
+    """``get CAP OUT`` from the home node, and whether the bytes match SRC (busy
+    storage nodes slow a download too: their CPU-seconds are in it)."""
+    op = _measured(ns, grid, ["get", cap, str(out)])
+    return op, out.read_bytes() == src.read_bytes()
 
 
 def _restart_with_helper(ns: str, grid: Grid, storage: int) -> str:
@@ -304,28 +338,28 @@ def main(argv: list[str] | None = None) -> int:
             direct.write_bytes(os.urandom(size))
             helped.write_bytes(os.urandom(size))
             try:
-                put_s, cap, _, put_cpu = _put(home, grid, direct)
+                put = _put(home, grid, direct)
             except AssertionError as e:  # the upload failed: say why, as a figure
                 print(json.dumps({**head, "put_direct": "failed", "error": str(e)[-600:]}))
                 return 1
-            get_s, same, get_cpu = _get(home, cap, root / "direct.back", grid, direct)
+            get, same = _get(home, put.out, root / "direct.back", grid, direct)
             # the same file again before the restart: a slower get after the helper
             # phase is then not merely a second get's
-            before_s, _, _ = _get(home, cap, root / "direct.before", grid, direct)
+            before, _ = _get(home, put.out, root / "direct.before", grid, direct)
             helper_id = _restart_with_helper(home, grid, args.storage)
             try:
-                hput_s, hcap, err, hput_cpu = _put(home, grid, helped)
+                hput = _put(home, grid, helped)
             except AssertionError as e:
                 print(json.dumps({**head, "put_helper": "failed", "error": str(e)[-600:]}))
                 return 1
-            if f"sent through upload helper {helper_id[:16]}" not in err:  # put's note
-                print(json.dumps({**head, "put_helper": "failed", "error": err[-600:]}))
+            if f"sent through upload helper {helper_id[:16]}" not in hput.err:  # put's note
+                print(json.dumps({**head, "put_helper": "failed", "error": hput.err[-600:]}))
                 return 1
-            hget_s, hsame, hget_cpu = _get(home, hcap, root / "helped.back", grid, helped)
+            hget, hsame = _get(home, hput.out, root / "helped.back", grid, helped)
             # each file once more, over connections the first gets opened: a slower
             # first get of the helper's file is then the cost of opening them
-            again_s, _, again_cpu = _get(home, cap, root / "direct.again", grid, direct)
-            hagain_s, _, _ = _get(home, hcap, root / "helped.again", grid, helped)
+            again, _ = _get(home, put.out, root / "direct.again", grid, direct)
+            hagain, _ = _get(home, hput.out, root / "helped.again", grid, helped)
         finally:
             if os.environ.get("BENCH_LINKS_DEBUG") and grid is not None:
                 tail = int(os.environ.get("BENCH_LINKS_DEBUG_TAIL", "4000"))  # characters
@@ -337,38 +371,35 @@ def main(argv: list[str] | None = None) -> int:
             stop_nodes(reversed(started))
             delete_namespaces(made)
     up_limit, helper_limit, down_limit = limits(size, args.up, args.down, args.k, args.n)
-    print(
-        json.dumps(
-            {
-                **head,
-                "k": args.k,
-                "n": args.n,
-                "storage_nodes": args.storage,
-                "idle_cpu_per_s": idle,
-                "put_direct_s": round(put_s, 1),
-                "put_limit_s": round(up_limit, 1),
-                "put_over_limit": round(put_s / up_limit, 3),
-                "put_direct_cpu_s": put_cpu,
-                "get_s": round(get_s, 1),
-                "get_limit_s": round(down_limit, 1),
-                "get_over_limit": round(get_s / down_limit, 3),
-                "get_cpu_s": get_cpu,
-                "get_before_restart_again_s": round(before_s, 1),
-                "bytes_match": same,
-                "put_helper_s": round(hput_s, 1),
-                "put_helper_limit_s": round(helper_limit, 1),
-                "put_helper_over_limit": round(hput_s / helper_limit, 3),
-                "put_helper_cpu_s": hput_cpu,
-                "get_helper_s": round(hget_s, 1),
-                "get_helper_over_limit": round(hget_s / down_limit, 3),
-                "get_helper_cpu_s": hget_cpu,
-                "get_again_s": round(again_s, 1),
-                "get_again_cpu_s": again_cpu,
-                "get_helper_again_s": round(hagain_s, 1),
-                "helper_bytes_match": hsame,
-            }
-        )
-    )
+    doc = {
+        **head,
+        "k": args.k,
+        "n": args.n,
+        "storage_nodes": args.storage,
+        "idle_cpu_per_s": idle,
+        "put_direct_s": round(put.seconds, 1),
+        "put_limit_s": round(up_limit, 1),
+        "put_over_limit": round(put.seconds / up_limit, 3),
+        **put.figures("put_direct", args.up, 1),
+        "get_s": round(get.seconds, 1),
+        "get_limit_s": round(down_limit, 1),
+        "get_over_limit": round(get.seconds / down_limit, 3),
+        **get.figures("get", args.down, 0),
+        "get_before_restart_again_s": round(before.seconds, 1),
+        "bytes_match": same,
+        "put_helper_s": round(hput.seconds, 1),
+        "put_helper_limit_s": round(helper_limit, 1),
+        "put_helper_over_limit": round(hput.seconds / helper_limit, 3),
+        **hput.figures("put_helper", args.up, 1),
+        "get_helper_s": round(hget.seconds, 1),
+        "get_helper_over_limit": round(hget.seconds / down_limit, 3),
+        **hget.figures("get_helper", args.down, 0),
+        "get_again_s": round(again.seconds, 1),
+        **again.figures("get_again", args.down, 0),
+        "get_helper_again_s": round(hagain.seconds, 1),
+        "helper_bytes_match": hsame,
+    }
+    print(json.dumps(doc))
     return 0 if same and hsame else 1
 
 

@@ -52,12 +52,14 @@ from benchmarks.bench_links import (
     DC,
     HELPER,
     HOME,
+    Op,
     arguments,
     cpu_seconds,
     dc_addr,
     idle_cpu,
     limits,
     topology,
+    wire_bytes,
 )
 from benchmarks.bench_tahoe import wait_until
 from tests.netns import delete_namespaces, netns_unavailable
@@ -233,10 +235,11 @@ class TahoeLinks:
         self._start("home")
         self.wait_ready(helper=True)
 
-    def measured(self, *args: str) -> tuple[float, str, dict[str, Any]]:
-        """``tahoe ARGS`` from the home node: (seconds, stdout, CPU-seconds of each node
-        and of the command during it); AssertionError when it failed."""
+    def measured(self, *args: str) -> Op:
+        """``tahoe ARGS`` from the home node, measured as bench_links measures
+        p2pstore's commands; AssertionError when it failed."""
         pids = {name: p.pid for name, p in self.procs.items() if name != "introducer"}
+        wire0 = wire_bytes(self.home_ns)
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         cli0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         cmd = ["ip", "netns", "exec", self.home_ns, self.tahoe, "-d", str(self.root / "home")]
@@ -249,18 +252,20 @@ class TahoeLinks:
         took = time.perf_counter() - t0
         cli1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         after = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        wire1 = wire_bytes(self.home_ns)
+        err = proc.stderr.decode(errors="replace")
         if proc.returncode != 0:
-            err = proc.stderr.decode(errors="replace")
             raise AssertionError(f"tahoe {args[0]} -> {proc.returncode}: {err[-600:]}")
         cpu: dict[str, Any] = {name: round(after[name] - before[name], 1) for name in pids}
         cpu["storage_total"] = round(sum(v for k, v in cpu.items() if k.startswith("s")), 1)
         used = cli1.ru_utime + cli1.ru_stime - cli0.ru_utime - cli0.ru_stime
         cpu["cli"] = round(used, 1)
-        return took, proc.stdout.decode().strip(), cpu
+        wire = (wire1[0] - wire0[0], wire1[1] - wire0[1])
+        return Op(took, proc.stdout.decode().strip(), err, cpu, wire)
 
-    def get(self, cap: str, out: Path, src: Path) -> tuple[float, bool, dict[str, Any]]:
-        took, _, cpu = self.measured("get", cap, str(out))
-        return took, out.read_bytes() == src.read_bytes(), cpu
+    def get(self, cap: str, out: Path, src: Path) -> tuple[Op, bool]:
+        op = self.measured("get", cap, str(out))
+        return op, out.read_bytes() == src.read_bytes()
 
 
 def tahoe_version(tahoe: str) -> str:
@@ -275,12 +280,12 @@ def _runs(grid: TahoeLinks, root: Path, size: int) -> dict[str, Any]:
     direct, helped = root / "direct", root / "helped"
     direct.write_bytes(os.urandom(size))
     helped.write_bytes(os.urandom(size))
-    put_s, cap, put_cpu = grid.measured("put", str(direct))
-    get_s, same, get_cpu = grid.get(cap, root / "direct.back", direct)
-    before_s, _, _ = grid.get(cap, root / "direct.before", direct)
+    put = grid.measured("put", str(direct))
+    get, same = grid.get(put.out, root / "direct.back", direct)
+    before, _ = grid.get(put.out, root / "direct.before", direct)
     grid.use_helper()
     stats0 = grid.helper_stats()
-    hput_s, hcap, hput_cpu = grid.measured("put", str(helped))
+    hput = grid.measured("put", str(helped))
     stats1 = grid.helper_stats()
 
     def grew(key: str) -> int:
@@ -288,25 +293,20 @@ def _runs(grid: TahoeLinks, root: Path, size: int) -> dict[str, Any]:
 
     if grew("upload_need_upload") != 1 or grew("fetched_bytes") != size:
         raise AssertionError(f"the helper did not take the whole upload: {stats0} -> {stats1}")
-    hget_s, hsame, hget_cpu = grid.get(hcap, root / "helped.back", helped)
-    again_s, _, again_cpu = grid.get(cap, root / "direct.again", direct)
-    hagain_s, _, _ = grid.get(hcap, root / "helped.again", helped)
+    hget, hsame = grid.get(hput.out, root / "helped.back", helped)
+    again, _ = grid.get(put.out, root / "direct.again", direct)
+    hagain, _ = grid.get(hput.out, root / "helped.again", helped)
     return {
-        "put_direct_s": put_s,
-        "put_direct_cpu_s": put_cpu,
-        "get_s": get_s,
-        "get_cpu_s": get_cpu,
-        "get_before_restart_again_s": before_s,
+        "put": put,
+        "get": get,
+        "get_before_restart_again_s": before.seconds,
         "bytes_match": same,
-        "put_helper_s": hput_s,
-        "put_helper_cpu_s": hput_cpu,
+        "put_helper": hput,
         "helper_fetched_bytes": grew("fetched_bytes"),
         "helper_encoded_bytes": grew("encoded_bytes"),
-        "get_helper_s": hget_s,
-        "get_helper_cpu_s": hget_cpu,
-        "get_again_s": again_s,
-        "get_again_cpu_s": again_cpu,
-        "get_helper_again_s": hagain_s,
+        "get_helper": hget,
+        "get_again": again,
+        "get_helper_again_s": hagain.seconds,
         "helper_bytes_match": hsame,
     }
 
@@ -349,24 +349,37 @@ def main(argv: list[str] | None = None) -> int:
                 grid.down()
             delete_namespaces(made)
     up_limit, helper_limit, down_limit = limits(size, args.up, args.down, args.k, args.n)
-    over = {
-        "put_over_limit": got["put_direct_s"] / up_limit,
-        "get_over_limit": got["get_s"] / down_limit,
-        "put_helper_over_limit": got["put_helper_s"] / helper_limit,
-        "get_helper_over_limit": got["get_helper_s"] / down_limit,
-    }
+    put, get, hput, hget = got["put"], got["get"], got["put_helper"], got["get_helper"]
     doc = {
         **head,
         "system": tahoe_version(args.tahoe),
         "k": args.k,
         "n": args.n,
         "storage_nodes": args.storage,
-        "put_limit_s": round(up_limit, 1),
-        "put_helper_limit_s": round(helper_limit, 1),
-        "get_limit_s": round(down_limit, 1),
         "idle_cpu_per_s": idle,
-        **{k: round(v, 3) for k, v in over.items()},
-        **{k: round(v, 1) if isinstance(v, float) else v for k, v in got.items()},
+        "put_direct_s": round(put.seconds, 1),
+        "put_limit_s": round(up_limit, 1),
+        "put_over_limit": round(put.seconds / up_limit, 3),
+        **put.figures("put_direct", args.up, 1),
+        "get_s": round(get.seconds, 1),
+        "get_limit_s": round(down_limit, 1),
+        "get_over_limit": round(get.seconds / down_limit, 3),
+        **get.figures("get", args.down, 0),
+        "get_before_restart_again_s": round(got["get_before_restart_again_s"], 1),
+        "bytes_match": got["bytes_match"],
+        "put_helper_s": round(hput.seconds, 1),
+        "put_helper_limit_s": round(helper_limit, 1),
+        "put_helper_over_limit": round(hput.seconds / helper_limit, 3),
+        **hput.figures("put_helper", args.up, 1),
+        "helper_fetched_bytes": got["helper_fetched_bytes"],
+        "helper_encoded_bytes": got["helper_encoded_bytes"],
+        "get_helper_s": round(hget.seconds, 1),
+        "get_helper_over_limit": round(hget.seconds / down_limit, 3),
+        **hget.figures("get_helper", args.down, 0),
+        "get_again_s": round(got["get_again"].seconds, 1),
+        **got["get_again"].figures("get_again", args.down, 0),
+        "get_helper_again_s": round(got["get_helper_again_s"], 1),
+        "helper_bytes_match": got["helper_bytes_match"],
     }
     print(json.dumps(doc))
     return 0 if got["bytes_match"] and got["helper_bytes_match"] else 1
