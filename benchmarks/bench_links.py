@@ -315,6 +315,38 @@ def arguments() -> argparse.ArgumentParser:
     return ap
 
 
+def report(args: argparse.Namespace, size: int, ops: dict[str, Op]) -> dict[str, Any]:
+    """A run's figures from its operations, named ``put``, ``get``, ``before`` (the
+    second get before the restart), ``put_helper``, ``get_helper``, ``again`` and
+    ``helper_again`` (each file once more at the end)."""
+    up_limit, helper_limit, down_limit = limits(size, args.up, args.down, args.k, args.n)
+    put, get, hput, hget = ops["put"], ops["get"], ops["put_helper"], ops["get_helper"]
+    return {
+        "k": args.k,
+        "n": args.n,
+        "storage_nodes": args.storage,
+        "put_direct_s": round(put.seconds, 1),
+        "put_limit_s": round(up_limit, 1),
+        "put_over_limit": round(put.seconds / up_limit, 3),
+        **put.figures("put_direct", args.up, 1),
+        "get_s": round(get.seconds, 1),
+        "get_limit_s": round(down_limit, 1),
+        "get_over_limit": round(get.seconds / down_limit, 3),
+        **get.figures("get", args.down, 0),
+        "get_before_restart_again_s": round(ops["before"].seconds, 1),
+        "put_helper_s": round(hput.seconds, 1),
+        "put_helper_limit_s": round(helper_limit, 1),
+        "put_helper_over_limit": round(hput.seconds / helper_limit, 3),
+        **hput.figures("put_helper", args.up, 1),
+        "get_helper_s": round(hget.seconds, 1),
+        "get_helper_over_limit": round(hget.seconds / down_limit, 3),
+        **hget.figures("get_helper", args.down, 0),
+        "get_again_s": round(ops["again"].seconds, 1),
+        **ops["again"].figures("get_again", args.down, 0),
+        "get_helper_again_s": round(ops["helper_again"].seconds, 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = arguments().parse_args(argv)
     reason = netns_unavailable()
@@ -370,36 +402,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(node, "status details", json.dumps(details), file=sys.stderr)
             stop_nodes(reversed(started))
             delete_namespaces(made)
-    up_limit, helper_limit, down_limit = limits(size, args.up, args.down, args.k, args.n)
-    doc = {
-        **head,
-        "k": args.k,
-        "n": args.n,
-        "storage_nodes": args.storage,
-        "idle_cpu_per_s": idle,
-        "put_direct_s": round(put.seconds, 1),
-        "put_limit_s": round(up_limit, 1),
-        "put_over_limit": round(put.seconds / up_limit, 3),
-        **put.figures("put_direct", args.up, 1),
-        "get_s": round(get.seconds, 1),
-        "get_limit_s": round(down_limit, 1),
-        "get_over_limit": round(get.seconds / down_limit, 3),
-        **get.figures("get", args.down, 0),
-        "get_before_restart_again_s": round(before.seconds, 1),
-        "bytes_match": same,
-        "put_helper_s": round(hput.seconds, 1),
-        "put_helper_limit_s": round(helper_limit, 1),
-        "put_helper_over_limit": round(hput.seconds / helper_limit, 3),
-        **hput.figures("put_helper", args.up, 1),
-        "get_helper_s": round(hget.seconds, 1),
-        "get_helper_over_limit": round(hget.seconds / down_limit, 3),
-        **hget.figures("get_helper", args.down, 0),
-        "get_again_s": round(again.seconds, 1),
-        **again.figures("get_again", args.down, 0),
-        "get_helper_again_s": round(hagain.seconds, 1),
-        "helper_bytes_match": hsame,
-    }
-    print(json.dumps(doc))
+    ops = {"put": put, "get": get, "before": before, "put_helper": hput, "get_helper": hget}
+    ops |= {"again": again, "helper_again": hagain}
+    doc = {**head, "idle_cpu_per_s": idle, **report(args, size, ops)}
+    print(json.dumps({**doc, "bytes_match": same, "helper_bytes_match": hsame}))
     return 0 if same and hsame else 1
 
 

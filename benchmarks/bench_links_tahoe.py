@@ -57,7 +57,7 @@ from benchmarks.bench_links import (
     cpu_seconds,
     dc_addr,
     idle_cpu,
-    limits,
+    report,
     topology,
     wire_bytes,
 )
@@ -275,8 +275,9 @@ def tahoe_version(tahoe: str) -> str:
     return proc.stdout.strip().splitlines()[0] if proc.stdout.strip() else "unknown"
 
 
-def _runs(grid: TahoeLinks, root: Path, size: int) -> dict[str, Any]:
-    """Direct put, two gets; then through the helper: put, get; each file once more."""
+def _runs(grid: TahoeLinks, root: Path, size: int) -> tuple[dict[str, Op], dict[str, Any]]:
+    """Direct put, two gets; then through the helper: put, get; each file once more.
+    The operations by name (bench_links.report's), and the checks' outcomes."""
     direct, helped = root / "direct", root / "helped"
     direct.write_bytes(os.urandom(size))
     helped.write_bytes(os.urandom(size))
@@ -296,19 +297,11 @@ def _runs(grid: TahoeLinks, root: Path, size: int) -> dict[str, Any]:
     hget, hsame = grid.get(hput.out, root / "helped.back", helped)
     again, _ = grid.get(put.out, root / "direct.again", direct)
     hagain, _ = grid.get(hput.out, root / "helped.again", helped)
-    return {
-        "put": put,
-        "get": get,
-        "get_before_restart_again_s": before.seconds,
-        "bytes_match": same,
-        "put_helper": hput,
-        "helper_fetched_bytes": grew("fetched_bytes"),
-        "helper_encoded_bytes": grew("encoded_bytes"),
-        "get_helper": hget,
-        "get_again": again,
-        "get_helper_again_s": hagain.seconds,
-        "helper_bytes_match": hsame,
-    }
+    ops = {"put": put, "get": get, "before": before, "put_helper": hput, "get_helper": hget}
+    ops |= {"again": again, "helper_again": hagain}
+    checks = {"bytes_match": same, "helper_bytes_match": hsame}
+    grown = {"helper_fetched_bytes": grew("fetched_bytes")}
+    return ops, {**checks, **grown, "helper_encoded_bytes": grew("encoded_bytes")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -335,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             grid.up()
             idle = grid.idle_cpu(args.idle)
             try:
-                got = _runs(grid, root, size)
+                ops, checks = _runs(grid, root, size)
             except (AssertionError, subprocess.TimeoutExpired) as e:  # say which, as a figure
                 print(json.dumps({**head, "failed": str(e)[-800:]}))
                 print(grid.log_tails(), file=sys.stderr)
@@ -348,41 +341,10 @@ def main(argv: list[str] | None = None) -> int:
             if grid is not None:
                 grid.down()
             delete_namespaces(made)
-    up_limit, helper_limit, down_limit = limits(size, args.up, args.down, args.k, args.n)
-    put, get, hput, hget = got["put"], got["get"], got["put_helper"], got["get_helper"]
-    doc = {
-        **head,
-        "system": tahoe_version(args.tahoe),
-        "k": args.k,
-        "n": args.n,
-        "storage_nodes": args.storage,
-        "idle_cpu_per_s": idle,
-        "put_direct_s": round(put.seconds, 1),
-        "put_limit_s": round(up_limit, 1),
-        "put_over_limit": round(put.seconds / up_limit, 3),
-        **put.figures("put_direct", args.up, 1),
-        "get_s": round(get.seconds, 1),
-        "get_limit_s": round(down_limit, 1),
-        "get_over_limit": round(get.seconds / down_limit, 3),
-        **get.figures("get", args.down, 0),
-        "get_before_restart_again_s": round(got["get_before_restart_again_s"], 1),
-        "bytes_match": got["bytes_match"],
-        "put_helper_s": round(hput.seconds, 1),
-        "put_helper_limit_s": round(helper_limit, 1),
-        "put_helper_over_limit": round(hput.seconds / helper_limit, 3),
-        **hput.figures("put_helper", args.up, 1),
-        "helper_fetched_bytes": got["helper_fetched_bytes"],
-        "helper_encoded_bytes": got["helper_encoded_bytes"],
-        "get_helper_s": round(hget.seconds, 1),
-        "get_helper_over_limit": round(hget.seconds / down_limit, 3),
-        **hget.figures("get_helper", args.down, 0),
-        "get_again_s": round(got["get_again"].seconds, 1),
-        **got["get_again"].figures("get_again", args.down, 0),
-        "get_helper_again_s": round(got["get_helper_again_s"], 1),
-        "helper_bytes_match": got["helper_bytes_match"],
-    }
+    system = tahoe_version(args.tahoe)
+    doc = {**head, "system": system, "idle_cpu_per_s": idle, **report(args, size, ops), **checks}
     print(json.dumps(doc))
-    return 0 if got["bytes_match"] and got["helper_bytes_match"] else 1
+    return 0 if checks["bytes_match"] and checks["helper_bytes_match"] else 1
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from benchmarks.bench_links import idle_cpu, limits
+from benchmarks.bench_links import Op, arguments, idle_cpu, limits, report
 from benchmarks.bench_links_tahoe import connected_servers, helper_connected
 
 
@@ -55,3 +55,30 @@ def test_idle_cpu_is_per_second_and_optional() -> None:
     assert idle_cpu(me, 0) == {}  # --idle 0: no figure, no division by zero
     rate = idle_cpu(me, 0.2)["me"]
     assert 0 <= rate <= 2.5  # CPU-seconds a second: a sleeping test uses next to none
+
+
+def test_report_sets_each_time_beside_its_limit_and_its_bytes() -> None:
+    args = arguments().parse_args(["--mib", "100"])
+    size = 100 << 20
+
+    def op(seconds: float, wire_in: int, wire_out: int) -> Op:
+        return Op(seconds, "", "", {"home": 1.0}, (wire_in, wire_out))
+
+    ops = {
+        "put": op(147.9, 2_000_000, 368_800_000),  # a direct put sends N/k of the file
+        "get": op(9.5, 110_800_000, 900_000),
+        "before": op(9.6, 0, 0),
+        "put_helper": op(45.9, 1_000_000, 110_600_000),
+        "get_helper": op(10.1, 110_800_000, 0),
+        "again": op(9.7, 110_800_000, 0),
+        "helper_again": op(9.3, 0, 0),
+    }
+    doc = report(args, size, ops)
+    assert doc["put_over_limit"] == pytest.approx(147.9 / 139.81, abs=0.001)
+    # a put's bytes are the ones it sent up, a get's the ones it received
+    assert doc["put_direct_wire_mb"] == 368.8
+    assert doc["put_direct_wire_limit_s"] == pytest.approx(368.8e6 * 8 / 20e6, abs=0.01)
+    assert doc["get_wire_limit_s"] == pytest.approx(110.8e6 * 8 / 100e6, abs=0.01)
+    assert doc["put_helper_wire_limit_s"] == pytest.approx(110.6e6 * 8 / 20e6, abs=0.01)
+    assert doc["get_before_restart_again_s"] == 9.6 and doc["get_helper_again_s"] == 9.3
+    assert doc["put_direct_cpu_s"] == {"home": 1.0}
