@@ -246,19 +246,17 @@ class Op:
         }
 
 
-def _measured(ns: str, grid: Grid, args: list[str]) -> Op:
-    """``p2pstore ARGS`` from the home node, measured; AssertionError when it failed."""
-    pids = _pids(grid)
+def measure(ns: str, argv: list[str], pids: dict[str, int], what: str) -> Op:
+    """``argv`` run in namespace ``ns``, measured: its time, the CPU-seconds of each
+    process in ``pids`` (``s*``: storage nodes, summed too) and of the command, and the
+    bytes ``ns``'s end of the link moved; AssertionError naming ``what`` when it
+    failed. Both shaped-link benches measure their commands with it."""
     wire0 = wire_bytes(ns)
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     cli0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "p2pstore.cli", *args]
     proc = subprocess.run(
-        [*cmd, "--node", str(grid.client)],
-        capture_output=True,
-        timeout=3600,
-        check=False,
+        ["ip", "netns", "exec", ns, *argv], capture_output=True, timeout=3600, check=False
     )
     took = time.perf_counter() - t0
     cli1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -266,7 +264,7 @@ def _measured(ns: str, grid: Grid, args: list[str]) -> Op:
     wire1 = wire_bytes(ns)
     err = proc.stderr.decode(errors="replace")
     if proc.returncode != 0:
-        raise AssertionError(f"{args[0]} -> {proc.returncode}: {err}")
+        raise AssertionError(f"{what} -> {proc.returncode}: {err}")
     cpu: dict[str, Any] = {k: round(after[k] - before[k], 1) for k in pids}
     storage = [after[k] - before[k] for k in pids if k.startswith("s")]
     cpu["storage_total"] = round(sum(storage), 1)
@@ -275,6 +273,12 @@ def _measured(ns: str, grid: Grid, args: list[str]) -> Op:
     )  # the command itself
     wire = (wire1[0] - wire0[0], wire1[1] - wire0[1])
     return Op(took, proc.stdout.decode().strip(), err, cpu, wire)
+
+
+def _measured(ns: str, grid: Grid, args: list[str]) -> Op:
+    """``p2pstore ARGS`` from the home node, measured; AssertionError when it failed."""
+    cmd = [sys.executable, "-m", "p2pstore.cli", *args, "--node", str(grid.client)]
+    return measure(ns, cmd, _pids(grid), args[0])
 
 
 def _put(ns: str, grid: Grid, src: Path) -> Op:

@@ -37,12 +37,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +52,11 @@ from benchmarks.bench_links import (
     HOME,
     Op,
     arguments,
-    cpu_seconds,
     dc_addr,
     idle_cpu,
+    measure,
     report,
     topology,
-    wire_bytes,
 )
 from benchmarks.bench_tahoe import wait_until
 from tests.netns import delete_namespaces, netns_unavailable
@@ -207,12 +204,15 @@ class TahoeLinks:
             f"--- {log.name}\n{log.read_text(errors='replace')[-chars:]}" for log in logs
         )
 
+    def _pids(self) -> dict[str, int]:
+        """Every node's pid but the introducer's, by name (bench_links' names)."""
+        return {name: p.pid for name, p in self.procs.items() if name != "introducer"}
+
     def idle_cpu(self, seconds: float) -> dict[str, float]:
         """CPU-seconds per second of each node but the introducer while nothing runs:
         Tahoe's storage client asks every server for its version once a second, from
         every node, so part of each operation's CPU-seconds is this."""
-        pids = {name: p.pid for name, p in self.procs.items() if name != "introducer"}
-        return idle_cpu(pids, seconds)
+        return idle_cpu(self._pids(), seconds)
 
     def helper_stats(self) -> dict[str, int]:
         url = f"http://{HELPER}:{HELPER_WEB_PORT}/helper_status?t=json"
@@ -238,30 +238,10 @@ class TahoeLinks:
     def measured(self, *args: str) -> Op:
         """``tahoe ARGS`` from the home node, measured as bench_links measures
         p2pstore's commands; AssertionError when it failed."""
-        pids = {name: p.pid for name, p in self.procs.items() if name != "introducer"}
-        wire0 = wire_bytes(self.home_ns)
-        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        cli0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cmd = ["ip", "netns", "exec", self.home_ns, self.tahoe, "-d", str(self.root / "home")]
-        t0 = time.perf_counter()
         # the node writes 127.0.0.1 into its node.url whatever interface it listens on
         url = f"--node-url=http://{HOME}:{WEB_PORT}/"
-        proc = subprocess.run(
-            [*cmd, args[0], url, *args[1:]], capture_output=True, timeout=3600, check=False
-        )
-        took = time.perf_counter() - t0
-        cli1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        after = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        wire1 = wire_bytes(self.home_ns)
-        err = proc.stderr.decode(errors="replace")
-        if proc.returncode != 0:
-            raise AssertionError(f"tahoe {args[0]} -> {proc.returncode}: {err[-600:]}")
-        cpu: dict[str, Any] = {name: round(after[name] - before[name], 1) for name in pids}
-        cpu["storage_total"] = round(sum(v for k, v in cpu.items() if k.startswith("s")), 1)
-        used = cli1.ru_utime + cli1.ru_stime - cli0.ru_utime - cli0.ru_stime
-        cpu["cli"] = round(used, 1)
-        wire = (wire1[0] - wire0[0], wire1[1] - wire0[1])
-        return Op(took, proc.stdout.decode().strip(), err, cpu, wire)
+        cmd = [self.tahoe, "-d", str(self.root / "home"), args[0], url, *args[1:]]
+        return measure(self.home_ns, cmd, self._pids(), f"tahoe {args[0]}")
 
     def get(self, cap: str, out: Path, src: Path) -> tuple[Op, bool]:
         op = self.measured("get", cap, str(out))
@@ -299,9 +279,12 @@ def _runs(grid: TahoeLinks, root: Path, size: int) -> tuple[dict[str, Op], dict[
     hagain, _ = grid.get(hput.out, root / "helped.again", helped)
     ops = {"put": put, "get": get, "before": before, "put_helper": hput, "get_helper": hget}
     ops |= {"again": again, "helper_again": hagain}
-    checks = {"bytes_match": same, "helper_bytes_match": hsame}
-    grown = {"helper_fetched_bytes": grew("fetched_bytes")}
-    return ops, {**checks, **grown, "helper_encoded_bytes": grew("encoded_bytes")}
+    return ops, {
+        "bytes_match": same,
+        "helper_bytes_match": hsame,
+        "helper_fetched_bytes": grew("fetched_bytes"),
+        "helper_encoded_bytes": grew("encoded_bytes"),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
