@@ -222,6 +222,28 @@ def test_an_upload_s_own_acknowledgements_do_not_hide_its_queue() -> None:
     assert control.engaged >= 1 and queue < 2_500_000 * 0.1
 
 
+def test_a_sender_that_paused_is_not_held_to_the_floor_by_someone_else_s_queue() -> None:
+    """A storage node between two blocks of a download: its rate was set, it sent
+    nothing for a second, and the first acknowledgement after the pause carries the
+    other senders' queue. Too little of ours was acknowledged to tell whose queue it
+    is, so the rate stays (measured before: the floor, and the download stood still
+    for seconds)."""
+    clock = FakeClock()
+    control = UplinkControl(0.06, clock)
+    capacity = 4_000_000.0
+    _link(control, clock, capacity=capacity, seconds=3, demand=2 * capacity, queue=1_000_000)
+    before = control.current()
+    assert before is not None and before > 0.5 * capacity
+    clock.now += 1.0  # paused: nothing sent, nothing acknowledged
+    for _ in range(3):  # a request's acknowledgement, through a 300 ms queue not ours
+        clock.now += 0.06
+        control.acked(1500, "a")
+        control.sample("a", 0.3)
+    assert (control.current() or 0) >= 0.5 * before
+    _, delivered, _ = _link(control, clock, capacity=capacity, seconds=3, demand=2 * capacity)
+    assert delivered > 0.7 * capacity * 3
+
+
 def test_a_rate_that_holds_nothing_back_is_dropped() -> None:
     clock = FakeClock()
     control = UplinkControl(0.06, clock)
