@@ -24,6 +24,7 @@ first, what each spends per second while nothing runs (``--idle`` seconds of it,
 ``BENCH_LINKS_UPLOAD_RATE=2.2MB`` sets the home node's ``[limits] upload_rate``;
 ``BENCH_LINKS_QUEUE`` the router's queue (tbf latency, default 500ms);
 ``BENCH_LINKS_UPLINK_QUEUE_MS`` the home node's ``[limits] uplink_queue_ms`` (0: off);
+``BENCH_LINKS_STORAGE_UPLINK_QUEUE_MS`` the same for the storage nodes and the helper;
 ``BENCH_LINKS_DC_MTU`` the MTU among the nodes in ``dc`` (default 1500, 0: the
 loopback's 65,536, where QUIC probes up to 64 KiB datagrams). Needs root,
 iproute2 and tc; prints a reason and exits 0 where namespaces cannot be made.
@@ -176,9 +177,11 @@ def _grid(
         )
     queue = os.environ.get("BENCH_LINKS_UPLINK_QUEUE_MS")  # [limits] uplink_queue_ms
     if queue:
-        conf.write_text(
-            re.sub(r"(?m)^uplink_queue_ms = .*$", f"uplink_queue_ms = {queue}", conf.read_text())
-        )
+        _set_queue(conf, queue)
+    queue = os.environ.get("BENCH_LINKS_STORAGE_UPLINK_QUEUE_MS")  # the same, storage + helper
+    if queue:
+        for node in [*nodes, helper]:
+            _set_queue(node / "p2pstore.toml", queue)
     grid = Grid(intro, nodes, helper, client)
     for node in [intro, *nodes, helper]:
         cli_in(dc, "start", node)
@@ -187,6 +190,12 @@ def _grid(
     started.append(client)
     _wait_peers(client, storage + 1)  # the storage nodes and the helper
     return grid
+
+
+def _set_queue(conf: Path, ms: str) -> None:
+    """Set ``[limits] uplink_queue_ms`` in the node configuration ``conf``."""
+    text = re.sub(r"(?m)^uplink_queue_ms = .*$", f"uplink_queue_ms = {ms}", conf.read_text())
+    conf.write_text(text)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
-from benchmarks.bench_links import Op, arguments, idle_cpu, limits, report
+from benchmarks.bench_links import Op, _set_queue, arguments, idle_cpu, limits, report
 from benchmarks.bench_links_tahoe import connected_servers, helper_connected
 
 
@@ -22,6 +23,15 @@ def test_limits_are_bytes_over_the_link() -> None:
     # a helper upload's limit does not depend on the encoding, a direct one's does
     up_1of1, helper_1of1, _ = limits(100 << 20, 20, 100, 1, 1)
     assert helper_1of1 == helper and up_1of1 == pytest.approx(helper)
+
+
+def test_set_queue_changes_only_the_uplink_queue_line(tmp_path: Path) -> None:
+    conf = tmp_path / "p2pstore.toml"
+    conf.write_text("[limits]\nupload_rate = 0\nuplink_queue_ms = 60\n# uplink_queue_ms = 60\n")
+    _set_queue(conf, "0")
+    assert conf.read_text() == (
+        "[limits]\nupload_rate = 0\nuplink_queue_ms = 0\n# uplink_queue_ms = 60\n"
+    )
 
 
 def test_connected_servers_counts_only_connected_ones() -> None:
