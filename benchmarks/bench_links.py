@@ -194,7 +194,9 @@ def _grid(
 
 def _set_queue(conf: Path, ms: str) -> None:
     """Set ``[limits] uplink_queue_ms`` in the node configuration ``conf``."""
-    text = re.sub(r"(?m)^uplink_queue_ms = .*$", f"uplink_queue_ms = {ms}", conf.read_text())
+    text, n = re.subn(r"(?m)^uplink_queue_ms = .*$", f"uplink_queue_ms = {ms}", conf.read_text())
+    if n != 1:
+        raise RuntimeError(f"{conf}: expected one uplink_queue_ms line, found {n}")
     conf.write_text(text)
 
 

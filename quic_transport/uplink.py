@@ -53,10 +53,15 @@ floor (RTT samples cannot tell the two directions apart; LEDBAT measures one-way
 delay, which QUIC does not carry).
 
 A rate is lowered only on evidence: while less than ``ENGAGE_MIN`` of ours is being
-acknowledged, a standing delay leaves a set rate as it is, as it sets none. A
-sender that paused (a storage node between the blocks of a download) and resumes
-into someone else's queue sees acknowledgements of almost nothing; a rate set from
-them is the floor, which lets through too little to measure more. Measured over
+acknowledged, a standing delay sets no rate and lowers none; a set rate under
+``ENGAGE_MIN / DRAIN``, which could itself be what keeps the acknowledgements that
+low, is dropped instead (else it would stay there, lowered, grown and dropped by
+nothing while the delay stands). So a set rate is never under ``MIN_SHARE *
+ENGAGE_MIN`` (64 KiB/s), and below about 1 Mbit/s of ours the connections' own
+congestion control alone governs. A sender that paused (a storage node between
+the blocks of a download) and resumes into someone else's queue sees
+acknowledgements of almost nothing; a rate set from them was the floor, which lets
+through too little to measure more. Measured over
 the 20/100 Mbit/s link: one of a download's three senders went from 6.4 MB/s to
 the floor 0.28 s into a get (8,900 bytes/s acknowledged, a 70 ms delay), and the
 30 MiB get took 11.2 s instead of ~3.4 s (of 67 such gets in six runs, five took
@@ -172,7 +177,12 @@ class UplinkControl:
                 self.rate = None  # we receive far more than we send: a download's queue
                 return
             if capacity < ENGAGE_MIN:
-                return  # little of ours acknowledged: no evidence the queue is ours
+                # little of ours acknowledged: no evidence the queue is ours. A rate
+                # that itself keeps it below ENGAGE_MIN could never gather any: it is
+                # dropped; a higher one (a sender that paused) is kept.
+                if self.rate is not None and self.rate < ENGAGE_MIN / DRAIN:
+                    self.rate = None
+                return
             if self.rate is None:
                 self.engaged += 1
                 self._held_at = now

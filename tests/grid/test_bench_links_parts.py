@@ -34,6 +34,13 @@ def test_set_queue_changes_only_the_uplink_queue_line(tmp_path: Path) -> None:
     )
 
 
+def test_set_queue_refuses_a_configuration_without_the_line(tmp_path: Path) -> None:
+    conf = tmp_path / "p2pstore.toml"
+    conf.write_text("[limits]\nupload_rate = 0\n")
+    with pytest.raises(RuntimeError, match="uplink_queue_ms"):
+        _set_queue(conf, "0")
+
+
 def test_connected_servers_counts_only_connected_ones() -> None:
     page = {
         "introducers": {"statuses": []},

@@ -16,6 +16,7 @@ from quic_transport import TransportConfig
 from quic_transport.endpoint import IP_MTU_DISCOVER, IP_PMTUDISC_DO
 from quic_transport.ratelimit import GatedPacer, SendGate, TokenBucket
 from quic_transport.uplink import (
+    DRAIN,
     ENGAGE_MIN,
     IDLE_RESET,
     MIN_RATE,
@@ -242,6 +243,24 @@ def test_a_sender_that_paused_is_not_held_to_the_floor_by_someone_else_s_queue()
     assert (control.current() or 0) >= 0.5 * before
     _, delivered, _ = _link(control, clock, capacity=capacity, seconds=3, demand=2 * capacity)
     assert delivered > 0.7 * capacity * 3
+
+
+def test_a_rate_that_keeps_too_little_acknowledged_to_measure_is_dropped() -> None:
+    """A rate set on a barely measurable link (its capacity just over ENGAGE_MIN) holds
+    what is acknowledged under ENGAGE_MIN. If the link then gets faster while someone
+    else's queue stands, that rate could be lowered, grown or dropped by nothing, and
+    grew back slowly once the queue went (measured in review: stuck at ~118 kB/s
+    where the link carried 4 MB/s). It is dropped, and the control starts again from
+    what the link carries."""
+    clock = FakeClock()
+    control = UplinkControl(0.06, clock)
+    _link(control, clock, capacity=ENGAGE_MIN * 1.1, seconds=3, demand=1_000_000, queue=60_000)
+    low = control.current()
+    assert low is not None and low < ENGAGE_MIN / DRAIN
+    capacity = 4_000_000.0
+    _link(control, clock, capacity=capacity, seconds=1, demand=capacity, extra=0.1)
+    _, delivered, _ = _link(control, clock, capacity=capacity, seconds=2, demand=capacity)
+    assert delivered > 0.3 * capacity * 2  # stuck: ~0.05 of it; now ~0.43, growing
 
 
 def test_a_rate_that_holds_nothing_back_is_dropped() -> None:
