@@ -61,11 +61,10 @@ ENGAGE_MIN`` (64 KiB/s), and below about 1 Mbit/s of ours the connections' own
 congestion control alone governs. A sender that paused (a storage node between
 the blocks of a download) and resumes into someone else's queue sees
 acknowledgements of almost nothing; a rate set from them was the floor, which lets
-through too little to measure more. Measured over
-the 20/100 Mbit/s link: one of a download's three senders went from 6.4 MB/s to
-the floor 0.28 s into a get (8,900 bytes/s acknowledged, a 70 ms delay), and the
-30 MiB get took 11.2 s instead of ~3.4 s (of 67 such gets in six runs, five took
-4.5-11.2 s).
+through too little to measure more. Measured over the 20/100 Mbit/s link: one of
+a download's senders went from 6.4 MB/s to the floor 0.28 s into a get (8,900
+bytes/s acknowledged, a 70 ms delay), and the 30 MiB get took 11.2 s instead of
+~3.4 s (of 67 such gets in six runs, five took 4.5-11.2 s).
 
 Invariants (tests/transport/test_transport_uplink.py): the rate is None or at least
 ``MIN_RATE``; without delay samples at or above ``target`` it is never set.
