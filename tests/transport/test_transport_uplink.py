@@ -249,7 +249,7 @@ def test_a_rate_that_keeps_too_little_acknowledged_to_measure_is_dropped() -> No
     """A rate set on a barely measurable link (its capacity just over ENGAGE_MIN) holds
     what is acknowledged under ENGAGE_MIN. If the link then gets faster while someone
     else's queue stands, that rate could be lowered, grown or dropped by nothing, and
-    grew back slowly once the queue went (measured in review: stuck at ~118 kB/s
+    grew back slowly once the queue went (simulated in review: stuck at ~118 kB/s
     where the link carried 4 MB/s). It is dropped, and the control starts again from
     what the link carries."""
     clock = FakeClock()
