@@ -47,6 +47,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.nat_grid import set_config
 from tests.netns import (
     cli_in,
     delete_namespaces,
@@ -169,19 +170,16 @@ def _grid(
     )
     for node in [*nodes, helper, client]:
         _encoding(node, *enc)
-    conf = client / "p2pstore.toml"
     cap = os.environ.get("BENCH_LINKS_UPLOAD_RATE")  # the home node's [limits] upload_rate
     if cap:
-        conf.write_text(
-            re.sub(r"(?m)^upload_rate = .*$", f'upload_rate = "{cap}"', conf.read_text())
-        )
+        set_config(client, "limits", {"upload_rate": cap})
     queue = os.environ.get("BENCH_LINKS_UPLINK_QUEUE_MS")  # [limits] uplink_queue_ms
     if queue:
-        _set_queue(conf, queue)
+        set_config(client, "limits", {"uplink_queue_ms": int(queue)})
     queue = os.environ.get("BENCH_LINKS_STORAGE_UPLINK_QUEUE_MS")  # the same, storage + helper
     if queue:
         for node in [*nodes, helper]:
-            _set_queue(node / "p2pstore.toml", queue)
+            set_config(node, "limits", {"uplink_queue_ms": int(queue)})
     grid = Grid(intro, nodes, helper, client)
     for node in [intro, *nodes, helper]:
         cli_in(dc, "start", node)
@@ -190,14 +188,6 @@ def _grid(
     started.append(client)
     _wait_peers(client, storage + 1)  # the storage nodes and the helper
     return grid
-
-
-def _set_queue(conf: Path, ms: str) -> None:
-    """Set ``[limits] uplink_queue_ms`` in the node configuration ``conf``."""
-    text, n = re.subn(r"(?m)^uplink_queue_ms = .*$", f"uplink_queue_ms = {ms}", conf.read_text())
-    if n != 1:
-        raise RuntimeError(f"{conf}: expected one uplink_queue_ms line, found {n}")
-    conf.write_text(text)
 
 
 def cpu_seconds(pid: int) -> float:

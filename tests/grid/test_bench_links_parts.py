@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from benchmarks.bench_links import Op, _set_queue, arguments, idle_cpu, limits, report
+from benchmarks.bench_links import Op, arguments, idle_cpu, limits, report
 from benchmarks.bench_links_tahoe import connected_servers, helper_connected
+from tests.nat_grid import set_config
 
 
 def test_limits_are_bytes_over_the_link() -> None:
@@ -25,20 +27,27 @@ def test_limits_are_bytes_over_the_link() -> None:
     assert helper_1of1 == helper and up_1of1 == pytest.approx(helper)
 
 
-def test_set_queue_changes_only_the_uplink_queue_line(tmp_path: Path) -> None:
+def test_the_bench_s_config_edit_changes_only_the_key_in_its_section(tmp_path: Path) -> None:
+    """The shaped-link bench sets ``uplink_queue_ms`` with tests.nat_grid.set_config."""
     conf = tmp_path / "p2pstore.toml"
-    conf.write_text("[limits]\nupload_rate = 0\nuplink_queue_ms = 60\n# uplink_queue_ms = 60\n")
-    _set_queue(conf, "0")
+    conf.write_text(
+        "[limits]\nupload_rate = 0\nuplink_queue_ms = 60\n# uplink_queue_ms = 60\n"
+        "[other]\nuplink_queue_ms = 5\n"
+    )
+    set_config(tmp_path, "limits", {"uplink_queue_ms": 0})
     assert conf.read_text() == (
         "[limits]\nupload_rate = 0\nuplink_queue_ms = 0\n# uplink_queue_ms = 60\n"
+        "[other]\nuplink_queue_ms = 5\n"
     )
 
 
-def test_set_queue_refuses_a_configuration_without_the_line(tmp_path: Path) -> None:
+def test_the_bench_s_config_edit_never_loses_the_setting(tmp_path: Path) -> None:
+    """A configuration without the line gets it (checked by parsing), rather than the
+    edit silently doing nothing."""
     conf = tmp_path / "p2pstore.toml"
     conf.write_text("[limits]\nupload_rate = 0\n")
-    with pytest.raises(RuntimeError, match="uplink_queue_ms"):
-        _set_queue(conf, "0")
+    set_config(tmp_path, "limits", {"uplink_queue_ms": 0})
+    assert tomllib.loads(conf.read_text())["limits"] == {"upload_rate": 0, "uplink_queue_ms": 0}
 
 
 def test_connected_servers_counts_only_connected_ones() -> None:
