@@ -38,6 +38,17 @@ parse. Here:
 
 Invariant: no frame or packet length written by this class exceeds what its
 length field can hold; without the hooks, datagrams stay at 16 KiB.
+
+The order in which streams are served (docs/transport.md, "Stream order"). aioquic
+serves its streams round-robin, a packet each, so the replies to requests made
+together all finish together, at the end: a download that asks each peer for the
+blocks of four segments at once gets none of them until it has all of them, and
+asks for the next four only then, while the link idles. Here, before each packet,
+streams whose whole message is handed over (its end buffered: a request, a reply)
+go shortest remainder first (a message already partly sent finishes before the
+next starts; a small one overtakes a large one), and bulk streams keep aioquic's
+round-robin among themselves; when both kinds have data, they take turns a
+packet each, so neither starves the other.
 """
 
 from __future__ import annotations
@@ -51,6 +62,7 @@ from typing import Any
 from aioquic.buffer import size_uint_var
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicFrameType
+from aioquic.quic.stream import QuicStreamSender
 
 from . import pacing
 from .ratelimit import GatedPacer, SendGate
@@ -75,6 +87,13 @@ _LARGE_HOOKS_PRESENT = all(
 )
 if not _LARGE_HOOKS_PRESENT:  # pragma: no cover - depends on the installed aioquic
     log.warning("aioquic internals changed: datagrams stay at or below 16 KiB")
+_probe_sender = QuicStreamSender(0, True)
+# the sender fields the stream order reads (and its queue, checked per connection)
+_ORDER_HOOKS_PRESENT = _HOOKS_PRESENT and all(
+    hasattr(_probe_sender, name) for name in ("_buffer_fin", "_buffer_stop", "highest_offset")
+)
+if not _ORDER_HOOKS_PRESENT:  # pragma: no cover - depends on the installed aioquic
+    log.warning("aioquic internals changed: streams are served round-robin")
 
 
 class TransportQuicConnection(QuicConnection):
@@ -96,6 +115,7 @@ class TransportQuicConnection(QuicConnection):
             if not _LARGE_HOOKS_PRESENT:  # pragma: no cover - depends on aioquic
                 target = HANDSHAKE_DATAGRAM_LIMIT
         super().__init__(configuration=configuration, **kwargs)
+        self._p2ps_bulk_next = False  # whose turn the next packet is (_order_streams)
         self._p2ps_stream_window = stream_window
         self._p2ps_connection_window = connection_window
         self._p2ps_datagram_target = target
@@ -201,6 +221,7 @@ class TransportQuicConnection(QuicConnection):
             builder.quic_logger_frames.append(
                 self._quic_logger.encode_stream_frame(frame, stream_id=stream.stream_id)
             )
+        self._p2ps_bulk_next = sender._buffer_fin is not None  # a message went: bulk's turn
         return int(sender.highest_offset - previous_highest)
 
     def _write_crypto_frame(self, builder: Any, space: Any, stream: Any) -> bool:
@@ -248,7 +269,28 @@ class TransportQuicConnection(QuicConnection):
         finally:
             receiver.highest_offset = seen
 
+    def _order_streams(self) -> None:
+        """Put aioquic's stream service queue in this packet's order (module docstring):
+        messages (end buffered) shortest remainder first, then stream ID; bulk streams
+        in aioquic's round-robin order (the sort is stable); whichever kind's turn it
+        is first."""
+        queue = getattr(self, "_streams_queue", None)
+        if queue.__class__ is not list or len(queue) < 2:
+            return
+        messages, bulk = (1, 0) if self._p2ps_bulk_next else (0, 1)
+
+        def key(stream: Any) -> tuple[int, int, int]:
+            sender = stream.sender
+            if sender._buffer_fin is None:
+                return bulk, 0, 0
+            return messages, sender._buffer_stop - sender.highest_offset, stream.stream_id
+
+        queue.sort(key=key)
+
     def _write_connection_limits(self, builder: Any, space: Any) -> None:
+        # aioquic calls this once per 1-RTT packet, before it writes any stream frame
+        if _ORDER_HOOKS_PRESENT:
+            self._order_streams()
         limit = self._local_max_data
         window = self._p2ps_connection_window
         if limit.value - limit.used <= window // 2:

@@ -287,3 +287,85 @@ def test_crypto_frames_stay_within_their_two_byte_length() -> None:
     ]
     assert sum(end - start for start, end, _ in ranges) == 40_000
     assert all(end - start <= 0x3FFF for start, end, _ in ranges)
+
+
+# --- the order in which streams are served -------------------------------------------
+def arrivals(
+    sender: QuicConnection, receiver: QuicConnection, sends: list[tuple[int, bool]]
+) -> list[tuple[int, int, bool]]:
+    """Queue every ``(bytes, end)`` on a new stream of ``sender`` at once (in order:
+    streams 1, 5, 9, ... from a server), then deliver until nothing moves; what
+    ``receiver`` got, in order: ``(stream, bytes, end)`` per event."""
+    for size, end in sends:
+        sid = sender.get_next_available_stream_id()
+        sender.send_stream_data(sid, b"m" * size, end_stream=end)
+    src, dst = (A, B) if sender._is_client else (B, A)
+    got: list[tuple[int, int, bool]] = []
+    now = 1.0
+    for _ in range(5000):
+        moved = False
+        for d, _ in sender.datagrams_to_send(now):
+            receiver.receive_datagram(d, src, now)
+            moved = True
+        for d, _ in receiver.datagrams_to_send(now):
+            sender.receive_datagram(d, dst, now)
+            moved = True
+        while (ev := receiver.next_event()) is not None:
+            if isinstance(ev, events.StreamDataReceived) and (ev.data or ev.end_stream):
+                got.append((ev.stream_id, len(ev.data), ev.end_stream))
+        while sender.next_event() is not None:
+            pass
+        now += 0.001
+        for conn in (sender, receiver):
+            t = conn.get_timer()
+            if t is not None and t <= now:
+                conn.handle_timer(now)
+                moved = True
+        if not moved:
+            break
+    return got
+
+
+def received(got: list[tuple[int, int, bool]], sid: int, until: int) -> int:
+    """Bytes of stream ``sid`` among the first ``until`` arrivals."""
+    return sum(n for s, n, _ in got[:until] if s == sid)
+
+
+def ended_at(got: list[tuple[int, int, bool]], sid: int) -> int:
+    return next(i for i, (s, _, end) in enumerate(got) if s == sid and end)
+
+
+def test_replies_queued_together_leave_one_after_the_other() -> None:
+    """Two 200 KB replies queued at once: the first is whole before the second
+    starts, so its reader can use it a whole transfer earlier (aioquic alone
+    interleaves them a packet each, and both end together)."""
+    client, server = pair()
+    first, second = 1, 5
+    got = arrivals(server, client, [(200_000, True), (200_000, True)])
+    assert received(got, first, len(got)) == received(got, second, len(got)) == 200_000
+    done = ended_at(got, first)
+    assert received(got, second, done) == 0
+
+    stock, stock_server = pair()
+    stock_server.__class__ = QuicConnection  # the same connection, aioquic's own order
+    got = arrivals(stock_server, stock, [(200_000, True), (200_000, True)])
+    assert received(got, second, ended_at(got, first)) > 150_000
+
+
+def test_a_small_reply_overtakes_a_large_one() -> None:
+    client, server = pair()
+    large, small = 1, 5
+    got = arrivals(server, client, [(300_000, True), (300, True)])
+    assert ended_at(got, small) < 3  # within the first packets
+    assert received(got, large, len(got)) == 300_000
+
+
+def test_bulk_data_and_messages_take_turns() -> None:
+    """A stream still being written (no end yet) and a large message: neither waits
+    for the other; they share the packets about evenly until the message is done."""
+    client, server = pair()
+    bulk, message = 1, 5
+    got = arrivals(server, client, [(400_000, False), (200_000, True)])
+    done = ended_at(got, message)
+    assert 120_000 <= received(got, bulk, done) <= 280_000
+    assert received(got, bulk, len(got)) == 400_000
