@@ -270,22 +270,30 @@ class TransportQuicConnection(QuicConnection):
             receiver.highest_offset = seen
 
     def _order_streams(self) -> None:
-        """Put aioquic's stream service queue in this packet's order (module docstring):
-        messages (end buffered) shortest remainder first, then stream ID; bulk streams
-        in aioquic's round-robin order (the sort is stable); whichever kind's turn it
-        is first."""
+        """Put the stream this packet serves first at the head of aioquic's service
+        queue (module docstring): of the messages (end buffered), the one with the
+        fewest bytes left to send once, then the oldest; of the bulk streams, the
+        first in aioquic's round-robin order; whichever kind's turn it is. The rest
+        keep aioquic's order (a packet is nearly always one stream's)."""
         queue = getattr(self, "_streams_queue", None)
         if queue.__class__ is not list or len(queue) < 2:
             return
-        messages, bulk = (1, 0) if self._p2ps_bulk_next else (0, 1)
-
-        def key(stream: Any) -> tuple[int, int, int]:
+        message = bulk = -1
+        fewest = sid = 0
+        for i, stream in enumerate(queue):
             sender = stream.sender
+            if sender.buffer_is_empty:
+                continue
             if sender._buffer_fin is None:
-                return bulk, 0, 0
-            return messages, sender._buffer_stop - sender.highest_offset, stream.stream_id
-
-        queue.sort(key=key)
+                if bulk < 0:
+                    bulk = i
+                continue
+            left = sender._buffer_stop - sender.highest_offset
+            if message < 0 or left < fewest or (left == fewest and stream.stream_id < sid):
+                message, fewest, sid = i, left, stream.stream_id
+        pick = bulk if message < 0 or (self._p2ps_bulk_next and bulk >= 0) else message
+        if pick > 0:
+            queue.insert(0, queue.pop(pick))
 
     def _write_connection_limits(self, builder: Any, space: Any) -> None:
         # aioquic calls this once per 1-RTT packet, before it writes any stream frame
