@@ -14,6 +14,12 @@ Invariants:
 - A bad block, a failed read, a timeout or a vanished peer drops that share copy
   (a timeout or connection failure drops every share on that peer) and the segment
   is completed from another share; the file is never restarted.
+- A block read that runs well past its peer's usual time (``OVERDUE_FACTOR``,
+  ``OVERDUE_MIN``) is overdue: while a spare share exists, another peer is asked for
+  a different share of the segment, the first k blocks that verify are used and the
+  reads still running are cancelled; the slow peer's latency estimate takes the time
+  it had run, so later segments prefer other peers. At most one extra read per
+  overdue read, and never two copies of one share in flight.
 - Memory is bounded by ``window`` segments in flight plus the decoder's pending
   segments, whatever the file size. A byte range fetches only its segments.
 - Peers still answering the share listing when the download starts are kept as
@@ -66,6 +72,14 @@ _EWMA = 0.3
 #: secondary block costs the downloader a decoding pass over the segment (cheap
 #: through the SIMD kernel, 0.17 CPU-s per 100 MiB through zfec).
 SECONDARY_COST = 1.5
+
+#: A block read still running OVERDUE_FACTOR times past what its peer usually takes (or
+#: this segment's slowest finished read), and at least OVERDUE_MIN seconds, is overdue:
+#: the segment asks another peer for a different share and takes whichever k blocks
+#: verify first (module doc). A peer slowed down or gone silent without failing
+#: delays a segment by about a second, not by op_timeout.
+OVERDUE_FACTOR = 3.0
+OVERDUE_MIN = 1.0
 
 #: segments up to this size are verified and decoded on the event loop (module doc)
 INLINE_SEGMENT = 2 << 20
@@ -431,35 +445,84 @@ class Downloader(Generic[P]):
             vl = s.verifier.verify_crypttext_proof(src.share, j, proof)
             return src, vb, vl
 
-        while len(blocks) < s.k:
-            need = s.k - len(blocks)
-            choice: list[_Source] = []
-            for src in s.ranked():
-                if id(src) in tried or src.share in blocks:
-                    continue
-                if any(c.share == src.share for c in choice):
-                    continue
-                choice.append(src)
-                if len(choice) == need:
-                    break
-            if len(choice) < need:
-                if s.pending:  # peers still answering the listing may bring more
-                    await asyncio.wait(
-                        set(s.pending), timeout=cfg.op_timeout, return_when=FIRST_COMPLETED
-                    )
-                    if any(id(x) not in tried and x.share not in blocks for x in s.sources):
+        # each read in flight: its source and when it started; a read running past
+        # its expected time is overdue and no longer counts toward the k (module doc)
+        running: dict[
+            asyncio.Task[tuple[_Source, VerifiedBlock, VerifiedCrypttextLeaf]],
+            tuple[_Source, float],
+        ] = {}
+        overdue: set[asyncio.Task[Any]] = set()
+        finished: list[float] = []  # seconds each read of this segment took
+        try:
+            while len(blocks) < s.k:
+                need = s.k - len(blocks) - (len(running) - len(overdue))
+                busy = {src.share for src, _ in running.values()}
+                choice: list[_Source] = []
+                for src in s.ranked():
+                    if len(choice) >= need:
+                        break
+                    if id(src) in tried or src.share in blocks or src.share in busy:
                         continue
-                raise s.error(segment=j)
-            tried.update(id(c) for c in choice)
-            results = await asyncio.gather(*(fetch(c) for c in choice), return_exceptions=True)
-            for src, r in zip(choice, results, strict=True):
-                if isinstance(r, BaseException):
-                    if isinstance(r, LocalError) or not isinstance(r, Exception):
-                        raise r
-                    s.drop(src, r)
-                    continue
-                _, vb, vl = r
-                blocks[src.share] = vb
-                leaf = leaf or vl
+                    if any(c.share == src.share for c in choice):
+                        continue
+                    choice.append(src)
+                if not choice and not running:  # nothing to read and nothing in flight
+                    if s.pending:  # peers still answering the listing may bring more
+                        await asyncio.wait(
+                            set(s.pending), timeout=cfg.op_timeout, return_when=FIRST_COMPLETED
+                        )
+                        if any(id(x) not in tried and x.share not in blocks for x in s.sources):
+                            continue
+                    raise s.error(segment=j)
+                tried.update(id(c) for c in choice)
+                now = loop.time()
+                for c in choice:
+                    running[asyncio.create_task(fetch(c))] = (c, now)
+                wait = None
+                if any(id(x) not in tried and x.share not in blocks for x in s.sources):
+                    # a spare share exists: wake when the next read becomes overdue
+                    due = [
+                        t0 + self._expected(s, src.peer, finished)
+                        for t, (src, t0) in running.items()
+                        if t not in overdue
+                    ]
+                    wait = max(0.0, min(due) - now) if due else None
+                # also woken by a listing that ends: the next turn sees the shares it added
+                waits: set[asyncio.Future[Any]] = {*running, *s.pending}
+                await asyncio.wait(waits, timeout=wait, return_when=FIRST_COMPLETED)
+                now = loop.time()
+                for t in [t for t in running if t.done()]:
+                    src, t0 = running.pop(t)
+                    overdue.discard(t)
+                    r = t.exception()
+                    if r is not None:
+                        if isinstance(r, LocalError) or not isinstance(r, Exception):
+                            raise r
+                        s.drop(src, r)
+                        continue
+                    _, vb, vl = t.result()
+                    finished.append(now - t0)
+                    if src.share not in blocks and len(blocks) < s.k:
+                        blocks[src.share] = vb
+                        leaf = leaf or vl
+                for t, (src, t0) in running.items():
+                    if t not in overdue and now >= t0 + self._expected(s, src.peer, finished):
+                        overdue.add(t)
+        finally:
+            # reads no longer needed (k blocks in, or an error): stop them; a read
+            # abandoned as overdue counts as slow as it was for its peer's ranking
+            now = loop.time()
+            for t, (src, t0) in running.items():
+                if t in overdue and not t.done():
+                    s.observe(src.peer, now - t0)
+            await cancel_and_wait(list(running))
         assert leaf is not None
         return list(blocks.values()), leaf
+
+    @staticmethod
+    def _expected(s: _Session[P], peer: PeerKey, finished: list[float]) -> float:
+        """How long a block read from ``peer`` may run before it is overdue: the peer's
+        latency estimate or this segment's slowest finished read, whichever is
+        larger, times ``OVERDUE_FACTOR``, and never under ``OVERDUE_MIN``."""
+        typical = max(s.latency.get(peer, 0.0), max(finished, default=0.0))
+        return max(OVERDUE_MIN, OVERDUE_FACTOR * typical)

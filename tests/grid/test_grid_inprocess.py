@@ -402,6 +402,31 @@ async def test_download_switches_share_when_peer_hangs_mid_file(grid: StorageGri
     assert first + rest == data
 
 
+async def test_download_reads_around_peers_that_stop_answering(grid: StorageGrid) -> None:
+    """The peers of the three primary shares stop answering mid-file without failing
+    (no error, no timeout before op_timeout, 60 s here): each segment's overdue reads
+    go to other peers' shares after about a second, and later segments prefer them."""
+    data, cap = await upload(grid)
+    ranked = ranked_servers(grid, cap.storage_index)
+    find = static_peers(grid.servers)
+    down = Downloader(find, storage_for, DownloadConfig(op_timeout=60.0, locate_timeout=5))
+    it = down.read(cap)
+    first = await it.__anext__()
+    for gs in ranked[:3]:
+        gs.hang()
+
+    async def rest() -> bytes:
+        return b"".join([c async for c in it])
+
+    try:
+        got = await asyncio.wait_for(rest(), 20.0)
+    finally:
+        for gs in ranked[:3]:
+            gs.heal()
+    assert first + got == data
+    assert sum(gs.calls["readv"] for gs in ranked[3:]) > 0
+
+
 async def test_download_never_yields_unverified_bytes(grid: StorageGrid) -> None:
     data, cap = await upload(grid, 20_000)
     si = cap.storage_index
