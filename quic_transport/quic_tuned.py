@@ -44,11 +44,12 @@ serves its streams round-robin, a packet each, so the replies to requests made
 together all finish together, at the end: a download that asks each peer for the
 blocks of four segments at once gets none of them until it has all of them, and
 asks for the next four only then, while the link idles. Here, before each packet,
-streams whose whole message is handed over (its end buffered: a request, a reply)
-go shortest remainder first (a message already partly sent finishes before the
-next starts; a small one overtakes a large one), and bulk streams keep aioquic's
-round-robin among themselves; when both kinds have data, they take turns a
-packet each, so neither starves the other.
+the stream it serves first is chosen: of the streams whose whole message is handed
+over (its end buffered: a request, a reply, the tail of a bulk transfer), a small
+one (``SMALL_MESSAGE``), else one already begun (so a message, once started, is
+finished), else the oldest; bulk streams keep aioquic's round-robin among
+themselves; when both kinds have data they take turns a packet each. Streams that
+can send nothing now are passed over.
 """
 
 from __future__ import annotations
@@ -62,13 +63,16 @@ from typing import Any
 from aioquic.buffer import size_uint_var
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicFrameType
-from aioquic.quic.stream import QuicStreamSender
+from aioquic.quic.stream import QuicStream
 
 from . import pacing
 from .ratelimit import GatedPacer, SendGate
 from .uplink import AdaptiveGate, UplinkControl
 
 log = logging.getLogger(__name__)
+
+#: a message with at most this many bytes left goes before larger ones (_order_streams)
+SMALL_MESSAGE = 4096
 
 # Largest datagram whose long-header packets and CRYPTO frames fit aioquic's 2-byte
 # length fields (the whole datagram is below 16,384, so every packet in it is too).
@@ -87,10 +91,22 @@ _LARGE_HOOKS_PRESENT = all(
 )
 if not _LARGE_HOOKS_PRESENT:  # pragma: no cover - depends on the installed aioquic
     log.warning("aioquic internals changed: datagrams stay at or below 16 KiB")
-_probe_sender = QuicStreamSender(0, True)
-# the sender fields the stream order reads (and its queue, checked per connection)
-_ORDER_HOOKS_PRESENT = _HOOKS_PRESENT and all(
-    hasattr(_probe_sender, name) for name in ("_buffer_fin", "_buffer_stop", "highest_offset")
+_probe_stream = QuicStream(0)
+# the stream fields the stream order reads (its queue is checked per connection)
+_ORDER_HOOKS_PRESENT = (
+    _HOOKS_PRESENT
+    and all(hasattr(_probe_stream, name) for name in ("is_blocked", "max_stream_data_remote"))
+    and all(
+        hasattr(_probe_stream.sender, name)
+        for name in (
+            "buffer_is_empty",
+            "next_offset",
+            "highest_offset",
+            "_buffer_fin",
+            "_buffer_stop",
+            "_pending_eof",
+        )
+    )
 )
 if not _ORDER_HOOKS_PRESENT:  # pragma: no cover - depends on the installed aioquic
     log.warning("aioquic internals changed: streams are served round-robin")
@@ -271,26 +287,41 @@ class TransportQuicConnection(QuicConnection):
 
     def _order_streams(self) -> None:
         """Put the stream this packet serves first at the head of aioquic's service
-        queue (module docstring): of the messages (end buffered), the one with the
-        fewest bytes left to send once, then the oldest; of the bulk streams, the
-        first in aioquic's round-robin order; whichever kind's turn it is. The rest
-        keep aioquic's order (a packet is nearly always one stream's)."""
+        queue (module docstring). Of the messages (end buffered): one with at most
+        ``SMALL_MESSAGE`` bytes left, then one already partly sent (the fewest bytes
+        left first), then the oldest stream; of the bulk streams, the first in
+        aioquic's round-robin order; whichever kind's turn it is. A stream that can
+        send nothing now (blocked, out of credit, or only waiting for
+        acknowledgements) is passed over. The rest keep aioquic's order (a packet is
+        nearly always one stream's)."""
         queue = getattr(self, "_streams_queue", None)
         if queue.__class__ is not list or len(queue) < 2:
             return
         message = bulk = -1
-        fewest = sid = 0
+        best = (0, 0, 0)
         for i, stream in enumerate(queue):
             sender = stream.sender
-            if sender.buffer_is_empty:
+            if sender.buffer_is_empty or stream.is_blocked:
                 continue
+            start = sender.next_offset
+            if start >= sender._buffer_stop:
+                if not sender._pending_eof:
+                    continue  # sent, waiting for acknowledgements
+            elif start >= stream.max_stream_data_remote:
+                continue  # no credit from the peer for its next bytes
             if sender._buffer_fin is None:
                 if bulk < 0:
                     bulk = i
                 continue
             left = sender._buffer_stop - sender.highest_offset
-            if message < 0 or left < fewest or (left == fewest and stream.stream_id < sid):
-                message, fewest, sid = i, left, stream.stream_id
+            if left <= SMALL_MESSAGE:
+                key = (0, 0, stream.stream_id)
+            elif sender.highest_offset:
+                key = (1, left, stream.stream_id)
+            else:
+                key = (2, 0, stream.stream_id)
+            if message < 0 or key < best:
+                message, best = i, key
         pick = bulk if message < 0 or (self._p2ps_bulk_next and bulk >= 0) else message
         if pick > 0:
             queue.insert(0, queue.pop(pick))

@@ -301,14 +301,19 @@ def test_crypto_frames_stay_within_their_two_byte_length() -> None:
 
 # --- the order in which streams are served -------------------------------------------
 def arrivals(
-    client: QuicConnection, server: QuicConnection, sends: list[tuple[int, bool]]
+    client: QuicConnection,
+    server: QuicConnection,
+    sends: list[tuple[int, bool]],
+    setup: Callable[[QuicConnection], None] | None = None,
 ) -> list[tuple[int, int, bool]]:
     """Queue every ``(bytes, end)`` on a new stream of ``server`` at once (in order:
-    streams 1, 5, 9, ...), then deliver until nothing moves; what ``client`` got, in
-    order: ``(stream, bytes, end)`` per event."""
+    streams 1, 5, 9, ...), call ``setup(server)``, then deliver until nothing moves;
+    what ``client`` got, in order: ``(stream, bytes, end)`` per event."""
     for size, end in sends:
         sid = server.get_next_available_stream_id()
         server.send_stream_data(sid, b"m" * size, end_stream=end)
+    if setup is not None:
+        setup(server)
     got: list[tuple[int, int, bool]] = []
 
     def seen(ev: events.QuicEvent) -> None:
@@ -363,3 +368,25 @@ def test_bulk_data_and_messages_take_turns() -> None:
     done = ended_at(got, message)
     assert 120_000 <= received(got, bulk, done) <= 280_000
     assert received(got, bulk, len(got)) == 400_000
+
+
+def test_a_large_message_is_not_starved_by_smaller_ones_behind_it() -> None:
+    """A 300 KB reply queued before eight of 50 KB: it goes first and, once begun,
+    is finished (shortest remainder alone would send all eight smaller ones first,
+    and a steady flow of them would hold it back for good)."""
+    client, server = pair()
+    got = arrivals(client, server, [(300_000, True)] + [(50_000, True)] * 8)
+    assert ended_at(got, 1) < min(ended_at(got, sid) for sid in range(5, 37, 4))
+
+
+def test_a_stream_that_cannot_send_leaves_the_order_alone() -> None:
+    """A stream the peer gave no credit keeps its data, and the two replies queued
+    with it still leave one after the other."""
+    client, server = pair()
+
+    def starve(conn: QuicConnection) -> None:
+        conn._streams[9].max_stream_data_remote = 0
+
+    got = arrivals(client, server, [(200_000, True), (200_000, True), (300, True)], starve)
+    assert received(got, 5, ended_at(got, 1)) == 0
+    assert received(got, 9, len(got)) == 0
