@@ -14,12 +14,13 @@ Invariants:
 - A bad block, a failed read, a timeout or a vanished peer drops that share copy
   (a timeout or connection failure drops every share on that peer) and the segment
   is completed from another share; the file is never restarted.
-- A block read that runs well past its peer's usual time (``OVERDUE_FACTOR``,
-  ``OVERDUE_MIN``) is overdue: while a spare share exists, another peer is asked for
-  a different share of the segment, the first k blocks that verify are used and the
-  reads still running are cancelled; the slow peer's latency estimate takes the time
-  it had run, so later segments prefer other peers. At most one extra read per
-  overdue read, and never two copies of one share in flight.
+- A block read that runs well past its peer's block reads (``OVERDUE_FACTOR``,
+  ``OVERDUE_MIN``; nothing is, before one block read of the download finished) is
+  overdue: while a spare share exists, another peer is asked for a different share
+  of the segment, the first k blocks that verify are used and the reads still
+  running are cancelled; the abandoned read's time counts as a block read of its
+  peer, so later segments prefer other peers. At most one extra read per overdue
+  read, and never two copies of one share in flight.
 - Memory is bounded by ``window`` segments in flight plus the decoder's pending
   segments, whatever the file size. A byte range fetches only its segments.
 - Peers still answering the share listing when the download starts are kept as
@@ -73,8 +74,8 @@ _EWMA = 0.3
 #: through the SIMD kernel, 0.17 CPU-s per 100 MiB through zfec).
 SECONDARY_COST = 1.5
 
-#: A block read still running OVERDUE_FACTOR times past what its peer usually takes (or
-#: this segment's slowest finished read), and at least OVERDUE_MIN seconds, is overdue:
+#: A block read still running OVERDUE_FACTOR times past what its peer's block reads
+#: take (_Session.overdue_after), and at least OVERDUE_MIN seconds, is overdue:
 #: the segment asks another peer for a different share and takes whichever k blocks
 #: verify first (module doc). A peer slowed down or gone silent without failing
 #: delays a segment by about a second, not by op_timeout.
@@ -120,6 +121,8 @@ class _Session(Generic[P]):
     k: int
     sources: list[_Source] = field(default_factory=list)
     latency: dict[PeerKey, float] = field(default_factory=dict)
+    #: per peer, an EWMA of its block reads alone (what an overdue read is judged by)
+    block_time: dict[PeerKey, float] = field(default_factory=dict)
     bad: dict[str, str] = field(default_factory=dict)  # "peer/share" -> why
     dead: set[PeerKey] = field(default_factory=set)
     pending: set[asyncio.Task[None]] = field(default_factory=set)
@@ -152,9 +155,22 @@ class _Session(Generic[P]):
             s for s in self.sources if s is not src and not (peer_gone and s.peer == src.peer)
         ]
 
-    def observe(self, peer: PeerKey, seconds: float) -> None:
-        old = self.latency.get(peer)
-        self.latency[peer] = seconds if old is None else (1 - _EWMA) * old + _EWMA * seconds
+    def observe(self, peer: PeerKey, seconds: float, *, block: bool = False) -> None:
+        for table in (self.latency, self.block_time) if block else (self.latency,):
+            old = table.get(peer)
+            table[peer] = seconds if old is None else (1 - _EWMA) * old + _EWMA * seconds
+
+    def overdue_after(self, peer: PeerKey, slowest: float) -> float | None:
+        """Seconds after which a block read from ``peer`` is overdue (module doc), or
+        None while no block read has finished in this download to judge by: the
+        peer's block reads or, before it has any, the slowest peer's, or this
+        segment's slowest finished read, whichever is larger."""
+        typical = self.block_time.get(peer)
+        if typical is None:
+            if not self.block_time:
+                return None if slowest == 0.0 else max(OVERDUE_MIN, OVERDUE_FACTOR * slowest)
+            typical = max(self.block_time.values())
+        return max(OVERDUE_MIN, OVERDUE_FACTOR * max(typical, slowest))
 
     def ranked(self) -> list[_Source]:
         """The sources, fastest first, a secondary share's latency weighted by
@@ -437,7 +453,7 @@ class Downloader(Generic[P]):
                 max_ranges=cfg.max_readv_ranges,
                 timeout=cfg.op_timeout,
             )
-            s.observe(src.peer, loop.time() - t0)
+            s.observe(src.peer, loop.time() - t0, block=True)
             nu = len(ranges) - 1 - len(ct)
             uncles = b"".join(got[1 : 1 + nu])
             proof = b"".join(got[1 + nu :])
@@ -466,25 +482,22 @@ class Downloader(Generic[P]):
                     if any(c.share == src.share for c in choice):
                         continue
                     choice.append(src)
-                if not choice and not running:  # nothing to read and nothing in flight
-                    if s.pending:  # peers still answering the listing may bring more
-                        await asyncio.wait(
-                            set(s.pending), timeout=cfg.op_timeout, return_when=FIRST_COMPLETED
-                        )
-                        if any(id(x) not in tried and x.share not in blocks for x in s.sources):
-                            continue
+                if len(blocks) + len(busy) + len(choice) < s.k and not s.pending:
+                    # k distinct shares are out of reach, and no listing can bring more
                     raise s.error(segment=j)
                 tried.update(id(c) for c in choice)
                 now = loop.time()
                 for c in choice:
                     running[asyncio.create_task(fetch(c))] = (c, now)
+                slowest = max(finished, default=0.0)
                 wait = None
                 if any(id(x) not in tried and x.share not in blocks for x in s.sources):
                     # a spare share exists: wake when the next read becomes overdue
                     due = [
-                        t0 + self._expected(s, src.peer, finished)
+                        t0 + after
                         for t, (src, t0) in running.items()
                         if t not in overdue
+                        and (after := s.overdue_after(src.peer, slowest)) is not None
                     ]
                     wait = max(0.0, min(due) - now) if due else None
                 # also woken by a listing that ends: the next turn sees the shares it added
@@ -505,8 +518,10 @@ class Downloader(Generic[P]):
                     if src.share not in blocks and len(blocks) < s.k:
                         blocks[src.share] = vb
                         leaf = leaf or vl
+                slowest = max(finished, default=0.0)
                 for t, (src, t0) in running.items():
-                    if t not in overdue and now >= t0 + self._expected(s, src.peer, finished):
+                    after = s.overdue_after(src.peer, slowest)
+                    if t not in overdue and after is not None and now >= t0 + after:
                         overdue.add(t)
         finally:
             # reads no longer needed (k blocks in, or an error): stop them; a read
@@ -514,15 +529,7 @@ class Downloader(Generic[P]):
             now = loop.time()
             for t, (src, t0) in running.items():
                 if t in overdue and not t.done():
-                    s.observe(src.peer, now - t0)
+                    s.observe(src.peer, now - t0, block=True)
             await cancel_and_wait(list(running))
         assert leaf is not None
         return list(blocks.values()), leaf
-
-    @staticmethod
-    def _expected(s: _Session[P], peer: PeerKey, finished: list[float]) -> float:
-        """How long a block read from ``peer`` may run before it is overdue: the peer's
-        latency estimate or this segment's slowest finished read, whichever is
-        larger, times ``OVERDUE_FACTOR``, and never under ``OVERDUE_MIN``."""
-        typical = max(s.latency.get(peer, 0.0), max(finished, default=0.0))
-        return max(OVERDUE_MIN, OVERDUE_FACTOR * typical)

@@ -27,6 +27,7 @@ from p2pstore.grid import (
     UploadError,
     aiter_bytes,
     bytes_source,
+    download,
     rank_peers,
     static_peers,
 )
@@ -389,9 +390,12 @@ async def test_download_survives_corrupt_and_deleted_shares(grid: StorageGrid) -
 
 
 async def test_download_switches_share_when_peer_hangs_mid_file(grid: StorageGrid) -> None:
+    """The reads time out (op_timeout 0.5 s, before they could be overdue at 1 s):
+    the hung peers are dropped and the segments completed from other shares."""
     data, cap = await upload(grid)
     ranked = ranked_servers(grid, cap.storage_index)
-    _, down = tools(grid)
+    find = static_peers(grid.servers)
+    down = Downloader(find, storage_for, DownloadConfig(op_timeout=0.5, locate_timeout=5))
     it = down.read(cap)
     first = await it.__anext__()
     for gs in ranked[:3]:
@@ -404,9 +408,10 @@ async def test_download_switches_share_when_peer_hangs_mid_file(grid: StorageGri
 
 async def test_download_reads_around_peers_that_stop_answering(grid: StorageGrid) -> None:
     """The peers of the three primary shares stop answering mid-file without failing
-    (no error, no timeout before op_timeout, 60 s here): each segment's overdue reads
-    go to other peers' shares after about a second, and later segments prefer them."""
-    data, cap = await upload(grid)
+    (no error, and op_timeout is 60 s): each segment's overdue reads go to other
+    peers' shares after about a second, and the later segments are read from those
+    peers only (the hung peers' abandoned reads count against them)."""
+    data, cap = await upload(grid, 200_000)  # 49 segments
     ranked = ranked_servers(grid, cap.storage_index)
     find = static_peers(grid.servers)
     down = Downloader(find, storage_for, DownloadConfig(op_timeout=60.0, locate_timeout=5))
@@ -414,6 +419,7 @@ async def test_download_reads_around_peers_that_stop_answering(grid: StorageGrid
     first = await it.__anext__()
     for gs in ranked[:3]:
         gs.hang()
+    before = sum(gs.calls["readv"] for gs in ranked[:3])
 
     async def rest() -> bytes:
         return b"".join([c async for c in it])
@@ -424,7 +430,54 @@ async def test_download_reads_around_peers_that_stop_answering(grid: StorageGrid
         for gs in ranked[:3]:
             gs.heal()
     assert first + got == data
-    assert sum(gs.calls["readv"] for gs in ranked[3:]) > 0
+    # only the reads in flight when they hung, and a few more before the estimates
+    # caught up: not one per segment
+    assert sum(gs.calls["readv"] for gs in ranked[:3]) - before <= 3 * 6
+
+
+class ThinLink:
+    """A peer behind a thin link: one read at a time, each taking its size over
+    ``rate`` bytes per second (a share's opening reads are quick, a block read is
+    not); counts the reads asked of it."""
+
+    def __init__(self, inner: StorageAPI, rate: float) -> None:
+        self.inner, self.rate, self.lock = inner, rate, asyncio.Lock()
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def readv(self, si: bytes, shnum: int, ranges: list[tuple[int, int]]) -> list[bytes]:
+        self.reads += 1
+        async with self.lock:
+            await asyncio.sleep(sum(n for _, n in ranges) / self.rate)
+        return await self.inner.readv(si, shnum, ranges)
+
+
+async def test_download_over_thin_links_reads_no_extra_blocks(
+    grid: StorageGrid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every peer slow alike (a block read takes ~0.7 s, and longer queued behind the
+    window's others, many times a share's quick opening reads): no read is overdue,
+    and the download asks for as many reads as one that never reads around a peer."""
+    data, cap = await upload(grid, 24_000)  # 6 segments
+
+    async def reads() -> int:
+        peers: dict[GridServer, ThinLink] = {}
+
+        def storage(gs: GridServer) -> StorageAPI:
+            if gs not in peers:
+                peers[gs] = ThinLink(gs.client(OWNER), 2000.0)
+            return peers[gs]  # type: ignore[return-value]
+
+        config = DownloadConfig(op_timeout=60.0, locate_timeout=30.0)
+        down = Downloader(static_peers(grid.servers), storage, config)
+        assert await down.read_all(cap) == data
+        return sum(p.reads for p in peers.values())
+
+    normal = await reads()
+    monkeypatch.setattr(download, "OVERDUE_MIN", 1e9)  # nothing is ever overdue
+    assert normal == await reads()
 
 
 async def test_download_never_yields_unverified_bytes(grid: StorageGrid) -> None:
