@@ -389,17 +389,27 @@ async def test_download_survives_corrupt_and_deleted_shares(grid: StorageGrid) -
     assert any("hash check" in why for why in e.bad.values())
 
 
-async def test_download_switches_share_when_peer_hangs_mid_file(grid: StorageGrid) -> None:
-    """The reads time out (op_timeout 0.5 s, before they could be overdue at 1 s):
-    the hung peers are dropped and the segments completed from other shares."""
-    data, cap = await upload(grid)
+async def hang_after_first_chunk(
+    grid: StorageGrid, size: int, *, op_timeout: float
+) -> tuple[bytes, list[GridServer], bytes, AsyncIterator[bytes]]:
+    """Upload ``size`` bytes, start reading them back, and once the first chunk is
+    in, hang the three fastest peers (those of the primary shares); the data, the
+    peers ranked, the first chunk and the reader."""
+    data, cap = await upload(grid, size)
     ranked = ranked_servers(grid, cap.storage_index)
     find = static_peers(grid.servers)
-    down = Downloader(find, storage_for, DownloadConfig(op_timeout=0.5, locate_timeout=5))
+    down = Downloader(find, storage_for, DownloadConfig(op_timeout=op_timeout, locate_timeout=5))
     it = down.read(cap)
     first = await it.__anext__()
     for gs in ranked[:3]:
-        gs.hang()  # the fastest peers stop answering mid-download
+        gs.hang()
+    return data, ranked, first, it
+
+
+async def test_download_switches_share_when_peer_hangs_mid_file(grid: StorageGrid) -> None:
+    """The reads time out (op_timeout 0.5 s, before they could be overdue at 1 s):
+    the hung peers are dropped and the segments completed from other shares."""
+    data, ranked, first, it = await hang_after_first_chunk(grid, 50_000, op_timeout=0.5)
     rest = b"".join([c async for c in it])
     for gs in ranked[:3]:
         gs.heal()
@@ -411,14 +421,7 @@ async def test_download_reads_around_peers_that_stop_answering(grid: StorageGrid
     (no error, and op_timeout is 60 s): each segment's overdue reads go to other
     peers' shares after about a second, and the later segments are read from those
     peers only (the hung peers' abandoned reads count against them)."""
-    data, cap = await upload(grid, 200_000)  # 49 segments
-    ranked = ranked_servers(grid, cap.storage_index)
-    find = static_peers(grid.servers)
-    down = Downloader(find, storage_for, DownloadConfig(op_timeout=60.0, locate_timeout=5))
-    it = down.read(cap)
-    first = await it.__anext__()
-    for gs in ranked[:3]:
-        gs.hang()
+    data, ranked, first, it = await hang_after_first_chunk(grid, 200_000, op_timeout=60.0)
     before = sum(gs.calls["readv"] for gs in ranked[:3])
 
     async def rest() -> bytes:
