@@ -172,6 +172,20 @@ class _Session(Generic[P]):
             typical = max(self.block_time.values())
         return max(OVERDUE_MIN, OVERDUE_FACTOR * max(typical, slowest))
 
+    def choose(self, need: int, tried: set[int], taken: set[int]) -> list[_Source]:
+        """Up to ``need`` sources to read next, fastest first (:meth:`ranked`): not
+        tried for this segment (``id()``s in ``tried``), of distinct shares none of
+        which is in ``taken``."""
+        choice: list[_Source] = []
+        shares = set(taken)
+        for src in self.ranked():
+            if len(choice) >= need:
+                break
+            if id(src) not in tried and src.share not in shares:
+                choice.append(src)
+                shares.add(src.share)
+        return choice
+
     def ranked(self) -> list[_Source]:
         """The sources, fastest first, a secondary share's latency weighted by
         :data:`SECONDARY_COST`."""
@@ -433,33 +447,9 @@ class Downloader(Generic[P]):
     ) -> tuple[list[VerifiedBlock], VerifiedCrypttextLeaf]:
         """k verified blocks of segment j from distinct shares, and its ciphertext leaf."""
         loop = asyncio.get_running_loop()
-        cfg = self.config
-        si = s.verifier.cap.storage_index
         blocks: dict[int, VerifiedBlock] = {}
         leaf: VerifiedCrypttextLeaf | None = None
         tried: set[int] = set()  # id() of sources tried for this segment
-
-        async def fetch(src: _Source) -> tuple[_Source, VerifiedBlock, VerifiedCrypttextLeaf]:
-            lay = src.layout
-            ct = lay.crypttext_proof_ranges(j)
-            ranges = [lay.block_range(j), *lay.block_uncle_ranges(j), *ct]
-            t0 = loop.time()
-            got = await read_ranges(
-                src.api,
-                si,
-                src.share,
-                ranges,
-                max_read=cfg.max_read,
-                max_ranges=cfg.max_readv_ranges,
-                timeout=cfg.op_timeout,
-            )
-            s.observe(src.peer, loop.time() - t0, block=True)
-            nu = len(ranges) - 1 - len(ct)
-            uncles = b"".join(got[1 : 1 + nu])
-            proof = b"".join(got[1 + nu :])
-            vb = await _cpu(s.inline, s.verifier.verify_block, src.share, j, got[0], uncles)
-            vl = s.verifier.verify_crypttext_proof(src.share, j, proof)
-            return src, vb, vl
 
         # each read in flight: its source and when it started; a read running past
         # its expected time is overdue and no longer counts toward the k (module doc)
@@ -473,22 +463,14 @@ class Downloader(Generic[P]):
             while len(blocks) < s.k:
                 need = s.k - len(blocks) - (len(running) - len(overdue))
                 busy = {src.share for src, _ in running.values()}
-                choice: list[_Source] = []
-                for src in s.ranked():
-                    if len(choice) >= need:
-                        break
-                    if id(src) in tried or src.share in blocks or src.share in busy:
-                        continue
-                    if any(c.share == src.share for c in choice):
-                        continue
-                    choice.append(src)
+                choice = s.choose(need, tried, {*blocks, *busy})
                 if len(blocks) + len(busy) + len(choice) < s.k and not s.pending:
                     # k distinct shares are out of reach, and no listing can bring more
                     raise s.error(segment=j)
                 tried.update(id(c) for c in choice)
                 now = loop.time()
                 for c in choice:
-                    running[asyncio.create_task(fetch(c))] = (c, now)
+                    running[asyncio.create_task(self._read_block(s, j, c))] = (c, now)
                 slowest = max(finished, default=0.0)
                 wait = None
                 if any(id(x) not in tried and x.share not in blocks for x in s.sources):
@@ -533,3 +515,30 @@ class Downloader(Generic[P]):
             await cancel_and_wait(list(running))
         assert leaf is not None
         return list(blocks.values()), leaf
+
+    async def _read_block(
+        self, s: _Session[P], j: int, src: _Source
+    ) -> tuple[_Source, VerifiedBlock, VerifiedCrypttextLeaf]:
+        """Segment j's block of ``src``'s share, verified, with its ciphertext leaf."""
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        lay = src.layout
+        ct = lay.crypttext_proof_ranges(j)
+        ranges = [lay.block_range(j), *lay.block_uncle_ranges(j), *ct]
+        t0 = loop.time()
+        got = await read_ranges(
+            src.api,
+            s.verifier.cap.storage_index,
+            src.share,
+            ranges,
+            max_read=cfg.max_read,
+            max_ranges=cfg.max_readv_ranges,
+            timeout=cfg.op_timeout,
+        )
+        s.observe(src.peer, loop.time() - t0, block=True)
+        nu = len(ranges) - 1 - len(ct)
+        uncles = b"".join(got[1 : 1 + nu])
+        proof = b"".join(got[1 + nu :])
+        vb = await _cpu(s.inline, s.verifier.verify_block, src.share, j, got[0], uncles)
+        vl = s.verifier.verify_crypttext_proof(src.share, j, proof)
+        return src, vb, vl
