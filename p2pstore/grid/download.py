@@ -165,10 +165,10 @@ class _Session(Generic[P]):
         None while no block read has finished in this download to judge by: the
         peer's block reads or, before it has any, the slowest peer's, or this
         segment's slowest finished read, whichever is larger."""
+        if not self.block_time:  # (a finished read of this segment would be in it)
+            return None
         typical = self.block_time.get(peer)
         if typical is None:
-            if not self.block_time:
-                return None if slowest == 0.0 else max(OVERDUE_MIN, OVERDUE_FACTOR * slowest)
             typical = max(self.block_time.values())
         return max(OVERDUE_MIN, OVERDUE_FACTOR * max(typical, slowest))
 
@@ -458,7 +458,7 @@ class Downloader(Generic[P]):
             tuple[_Source, float],
         ] = {}
         overdue: set[asyncio.Task[Any]] = set()
-        finished: list[float] = []  # seconds each read of this segment took
+        slowest = 0.0  # seconds the slowest finished read of this segment took
         try:
             while len(blocks) < s.k:
                 need = s.k - len(blocks) - (len(running) - len(overdue))
@@ -471,7 +471,6 @@ class Downloader(Generic[P]):
                 now = loop.time()
                 for c in choice:
                     running[asyncio.create_task(self._read_block(s, j, c))] = (c, now)
-                slowest = max(finished, default=0.0)
                 wait = None
                 if any(id(x) not in tried and x.share not in blocks for x in s.sources):
                     # a spare share exists: wake when the next read becomes overdue
@@ -496,11 +495,10 @@ class Downloader(Generic[P]):
                         s.drop(src, r)
                         continue
                     _, vb, vl = t.result()
-                    finished.append(now - t0)
+                    slowest = max(slowest, now - t0)
                     if src.share not in blocks and len(blocks) < s.k:
                         blocks[src.share] = vb
                         leaf = leaf or vl
-                slowest = max(finished, default=0.0)
                 for t, (src, t0) in running.items():
                     after = s.overdue_after(src.peer, slowest)
                     if t not in overdue and after is not None and now >= t0 + after:
