@@ -28,11 +28,19 @@ first, what each spends per second while nothing runs (``--idle`` seconds of it,
 ``BENCH_LINKS_DC_MTU`` the MTU among the nodes in ``dc`` (default 1500, 0: the
 loopback's 65,536, where QUIC probes up to 64 KiB datagrams). Needs root,
 iproute2 and tc; prints a reason and exits 0 where namespaces cannot be made.
+
+``--pin`` runs the home node and the CLI on one CPU and every node in ``dc`` on the
+others (CPU affinity, inherited by their threads), as separate machines would have
+it: on one small machine the twelve processes otherwise share every core, and a
+download's time then follows the machine's load as much as the link. The figures
+name the CPUs they ran on (``pinned``); without ``--pin`` nothing is pinned.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import re
@@ -137,6 +145,35 @@ class Grid:
     storage: list[Path]
     helper: Path
     client: Path
+    #: --pin: the CPUs of the home node and its CLI (None: not pinned)
+    home_cpus: frozenset[int] | None = None
+    #: --pin: the CPUs of every node in ``dc``
+    grid_cpus: frozenset[int] | None = None
+
+    def pin(self) -> None:
+        """Set each running node's CPU affinity (``--pin``; nothing without it)."""
+        if self.home_cpus is None or self.grid_cpus is None:
+            return
+        set_affinity(int(node_status(self.client)["pid"]), self.home_cpus)
+        for node in (self.intro, *self.storage, self.helper):
+            set_affinity(int(node_status(node)["pid"]), self.grid_cpus)
+
+
+def split_cpus() -> tuple[frozenset[int], frozenset[int]]:
+    """``--pin``'s split of this process's CPUs: the first for the home node, the rest
+    for the grid; SystemExit on a machine with a single one."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit(f"--pin needs two CPUs or more; this process may use {cpus}")
+    return frozenset(cpus[:1]), frozenset(cpus[1:])
+
+
+def set_affinity(pid: int, cpus: frozenset[int]) -> None:
+    """Run every thread of process ``pid`` on ``cpus`` (threads it starts later
+    inherit the affinity of the thread that starts them)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(task.name), cpus)
 
 
 def _wait_peers(client: Path, want: int) -> None:
@@ -247,17 +284,28 @@ class Op:
         }
 
 
-def measure(ns: str, argv: list[str], pids: dict[str, int], what: str) -> Op:
-    """``argv`` run in namespace ``ns``, measured: its time, the CPU-seconds of each
-    process in ``pids`` (``s*``: storage nodes, summed too) and of the command, and the
-    bytes ``ns``'s end of the link moved; AssertionError naming ``what`` when it
-    failed. Both shaped-link benches measure their commands with it."""
+def measure(
+    ns: str,
+    argv: list[str],
+    pids: dict[str, int],
+    what: str,
+    cpus: frozenset[int] | None = None,
+) -> Op:
+    """``argv`` run in namespace ``ns`` (on ``cpus``, if given), measured: its time, the
+    CPU-seconds of each process in ``pids`` (``s*``: storage nodes, summed too) and of
+    the command, and the bytes ``ns``'s end of the link moved; AssertionError naming
+    ``what`` when it failed. Both shaped-link benches measure their commands with it."""
     wire0 = wire_bytes(ns)
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     cli0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    pin = None if cpus is None else functools.partial(os.sched_setaffinity, 0, cpus)
     t0 = time.perf_counter()
     proc = subprocess.run(
-        ["ip", "netns", "exec", ns, *argv], capture_output=True, timeout=3600, check=False
+        ["ip", "netns", "exec", ns, *argv],
+        capture_output=True,
+        timeout=3600,
+        check=False,
+        preexec_fn=pin,  # affinity is inherited through exec
     )
     took = time.perf_counter() - t0
     cli1 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -279,7 +327,7 @@ def measure(ns: str, argv: list[str], pids: dict[str, int], what: str) -> Op:
 def _measured(ns: str, grid: Grid, args: list[str]) -> Op:
     """``p2pstore ARGS`` from the home node, measured; AssertionError when it failed."""
     cmd = [sys.executable, "-m", "p2pstore.cli", *args, "--node", str(grid.client)]
-    return measure(ns, cmd, _pids(grid), args[0])
+    return measure(ns, cmd, _pids(grid), args[0], grid.home_cpus)
 
 
 def _put(ns: str, grid: Grid, src: Path) -> Op:
@@ -302,6 +350,7 @@ def _restart_with_helper(ns: str, grid: Grid, storage: int) -> str:
     cli_in(ns, "stop", grid.client)
     _append(grid.client, f'\n[helper]\nuse = "always"\nhelpers = ["{helper_id}"]\n')
     cli_in(ns, "start", grid.client)
+    grid.pin()  # the home node's new process
     _wait_peers(grid.client, storage + 1)
     return helper_id
 
@@ -353,7 +402,11 @@ def report(args: argparse.Namespace, size: int, ops: dict[str, Op]) -> dict[str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = arguments().parse_args(argv)
+    ap = arguments()
+    ap.add_argument(
+        "--pin", action="store_true", help="home node and CLI on one CPU, the grid on the rest"
+    )
+    args = ap.parse_args(argv)
     reason = netns_unavailable()
     if reason:
         print(json.dumps({"bench": "links", "skipped": reason}))
@@ -361,7 +414,14 @@ def main(argv: list[str] | None = None) -> int:
     size = args.mib << 20
     tag = str(os.getpid() % 100000)
     made: list[str] = []
-    head = {"bench": "links", "mib": args.mib, "up_mbit": args.up, "down_mbit": args.down}
+    head: dict[str, Any] = {
+        "bench": "links",
+        "mib": args.mib,
+        "up_mbit": args.up,
+        "down_mbit": args.down,
+    }
+    cpus = split_cpus() if args.pin else None
+    head["pinned"] = None if cpus is None else {"home": sorted(cpus[0]), "grid": sorted(cpus[1])}
     with tempfile.TemporaryDirectory(prefix="p2pstore-bench-links-") as tmp:
         root = Path(tmp)
         started: list[Path] = []
@@ -370,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
             home, dc = topology(tag, args.up, args.down, args.storage, made)
             enc = (args.k, args.n, args.happy)
             grid = _grid(root, home, dc, args.storage, enc, started)
+            if cpus is not None:
+                grid.home_cpus, grid.grid_cpus = cpus
+                grid.pin()
             idle = idle_cpu(_pids(grid), args.idle)
             direct, helped = root / "direct", root / "helped"
             direct.write_bytes(os.urandom(size))

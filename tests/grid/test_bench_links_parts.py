@@ -6,12 +6,22 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from benchmarks.bench_links import Op, arguments, idle_cpu, limits, report
+from benchmarks.bench_links import (
+    Op,
+    arguments,
+    idle_cpu,
+    limits,
+    report,
+    set_affinity,
+    split_cpus,
+)
 from benchmarks.bench_links_tahoe import connected_servers, helper_connected
 from tests.nat_grid import set_config
 
@@ -108,3 +118,35 @@ def test_report_sets_each_time_beside_its_limit_and_its_bytes() -> None:
     assert doc["put_helper_wire_limit_s"] == pytest.approx(110.6e6 * 8 / 20e6, abs=0.01)
     assert doc["get_before_restart_again_s"] == 9.6 and doc["get_helper_again_s"] == 9.3
     assert doc["put_direct_cpu_s"] == {"home": 1.0}
+
+
+def test_pin_moves_every_thread_of_a_process() -> None:
+    """--pin's affinity reaches each thread of a node, not only its main one."""
+    ours = os.sched_getaffinity(0)
+    if len(ours) < 2:
+        pytest.skip("needs two CPUs")
+    target = frozenset(sorted(ours)[1:2])
+    code = (
+        "import threading, time\n"
+        "for _ in range(3): threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+        "print('ready', flush=True); time.sleep(30)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        tasks = [int(t.name) for t in Path(f"/proc/{proc.pid}/task").iterdir()]
+        assert len(tasks) == 4
+        assert all(os.sched_getaffinity(t) == ours for t in tasks)
+        set_affinity(proc.pid, target)
+        assert all(os.sched_getaffinity(t) == target for t in tasks)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_pin_splits_the_cpus_home_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3, 1, 2})
+    assert split_cpus() == (frozenset({1}), frozenset({2, 3}))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    with pytest.raises(SystemExit, match="two CPUs"):
+        split_cpus()
