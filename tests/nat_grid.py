@@ -158,6 +158,8 @@ class NatGrid:
 
         parallel(make, [self.seed2, self.storage, self.client])
         for node in self.nodes:
+            # the tests wait on run/status.json: refresh it each second, not every 15 s
+            set_config(node, "node", {"status_interval": "1s"})
             if configure is not None:
                 configure(self.host(node).name, node)
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.nat_grid import set_config
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 
@@ -85,6 +87,8 @@ def test_cli_grid_put_get_stop_one_restart_all(tmp_path: Path) -> None:
             re.sub(r"(?m)^(# )?shares_happy = 7$", "shares_happy = 4", conf.read_text())
         )
     everyone = [intro, *nodes]
+    for node in everyone:  # the waits below read run/status.json: refresh it each second
+        set_config(node, "node", {"status_interval": "1s"})
     try:
         cli("start", intro)
         cli_all(*(("start", n) for n in nodes))
@@ -102,7 +106,7 @@ def test_cli_grid_put_get_stop_one_restart_all(tmp_path: Path) -> None:
         holders = {p for ps in info["shares"].values() for p in ps}
         assert len(holders) == 5 and info["shares_found"] == 10
         assert status(intro)["storage_used"] == 0  # the introducer holds nothing
-        deadline = time.monotonic() + 15  # status.json is refreshed every 5 s
+        deadline = time.monotonic() + 15  # status.json is refreshed every second
         while not all(status(n)["storage_used"] > 0 for n in nodes):
             assert time.monotonic() < deadline, [status(n)["storage_used"] for n in nodes]
             time.sleep(0.5)

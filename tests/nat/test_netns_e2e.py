@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from ..nat_grid import set_config
 from ..netns import cli_in, delete_namespaces, netns_unavailable, run, stop_nodes
 from ..netns import node_status as status
 
@@ -81,6 +82,8 @@ def test_three_hosts_form_a_grid_and_move_a_file(hosts: Hosts, tmp_path: Path) -
         conf.write_text(
             re.sub(r"(?m)^(# )?shares_happy = 7$", "shares_happy = 3", conf.read_text())
         )
+    for node in [intro, *nodes]:  # the wait below reads run/status.json: refresh it each second
+        set_config(node, "node", {"status_interval": "1s"})
     started: list[Path] = []
     try:
         cli_in(h1, "start", intro)
