@@ -31,7 +31,7 @@ iproute2 and tc; prints a reason and exits 0 where namespaces cannot be made.
 
 ``--pin`` runs the home node and the CLI on one CPU and every node in ``dc`` on the
 others (CPU affinity, inherited by their threads), as separate machines would have
-it: on one small machine the twelve processes otherwise share every core, and a
+it: on one small machine every process otherwise shares every core, and a
 download's time then follows the machine's load as much as the link. The figures
 name the CPUs they ran on (``pinned``); without ``--pin`` nothing is pinned.
 """
@@ -170,10 +170,18 @@ def split_cpus() -> tuple[frozenset[int], frozenset[int]]:
 
 def set_affinity(pid: int, cpus: frozenset[int]) -> None:
     """Run every thread of process ``pid`` on ``cpus`` (threads it starts later
-    inherit the affinity of the thread that starts them)."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
-            os.sched_setaffinity(int(task.name), cpus)
+    inherit the affinity of the thread that starts them). The threads are listed
+    again until a pass finds none not yet moved: one started meanwhile by a thread
+    not yet moved would otherwise keep the old CPUs."""
+    moved: set[int] = set()
+    while True:
+        tids = {int(t.name) for t in Path(f"/proc/{pid}/task").iterdir()} - moved
+        if not tids:
+            return
+        for tid in tids:
+            with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+                os.sched_setaffinity(tid, cpus)
+        moved |= tids
 
 
 def _wait_peers(client: Path, want: int) -> None:

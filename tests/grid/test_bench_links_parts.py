@@ -122,6 +122,8 @@ def test_report_sets_each_time_beside_its_limit_and_its_bytes() -> None:
 
 def test_pin_moves_every_thread_of_a_process() -> None:
     """--pin's affinity reaches each thread of a node, not only its main one."""
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("CPU affinity is Linux's")
     ours = os.sched_getaffinity(0)
     if len(ours) < 2:
         pytest.skip("needs two CPUs")
@@ -135,7 +137,7 @@ def test_pin_moves_every_thread_of_a_process() -> None:
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         tasks = [int(t.name) for t in Path(f"/proc/{proc.pid}/task").iterdir()]
-        assert len(tasks) == 4
+        assert len(tasks) >= 4  # the main thread and the three it started
         assert all(os.sched_getaffinity(t) == ours for t in tasks)
         set_affinity(proc.pid, target)
         assert all(os.sched_getaffinity(t) == target for t in tasks)

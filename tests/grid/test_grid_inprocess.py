@@ -630,7 +630,10 @@ async def test_download_prefers_fast_peers(grid: StorageGrid, no_overdue: None) 
         c = gs.client(OWNER)  # slow by far more than a loaded machine's scheduling delays
         return Delayed(c, "readv", 0.1) if gs in slow else c  # type: ignore[return-value]
 
-    down = Downloader(static_peers(grid.servers), some_slow, DownloadConfig(window=2))
+    # every share located before reading starts: a slow peer takes 0.2 s to open its
+    # share (two reads), as long as the default grace after the first k
+    config = DownloadConfig(window=2, locate_grace=1.0)
+    down = Downloader(static_peers(grid.servers), some_slow, config)
     before = {gs: gs.calls["readv"] for gs in grid.servers}
     assert await down.read_all(cap) == data
     used = {gs: gs.calls["readv"] - before[gs] for gs in grid.servers}
@@ -660,7 +663,8 @@ async def test_download_prefers_primary_shares_among_peers_as_fast(
         c = gs.client(OWNER)
         return Delayed(c, ("list_shares", "readv"), 0.05)  # type: ignore[return-value]
 
-    down = Downloader(static_peers(grid.servers), all_delayed, DownloadConfig(window=2))
+    config = DownloadConfig(window=2, locate_grace=1.0)  # every share located first
+    down = Downloader(static_peers(grid.servers), all_delayed, config)
     before = {gs: gs.calls["readv"] for gs in grid.servers}
     assert await down.read_all(cap) == data
     used = {gs: gs.calls["readv"] - before[gs] for gs in grid.servers}
