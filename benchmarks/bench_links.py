@@ -30,9 +30,10 @@ loopback's 65,536, where QUIC probes up to 64 KiB datagrams). Needs root,
 iproute2 and tc; prints a reason and exits 0 where namespaces cannot be made.
 
 ``--pin`` runs the home node and the CLI on one CPU and every node in ``dc`` on the
-others (CPU affinity, inherited by their threads), as separate machines would have
-it: on one small machine every process otherwise shares every core, and a
-download's time then follows the machine's load as much as the link. The figures
+others (CPU affinity, inherited by their threads), so that the home node does not
+share a core with the grid: on one small machine every process otherwise shares every
+core, and a download's time then follows the machine's load as much as the link. On
+two cores the grid then has one, which bounds a helper upload (docs/grid.md). The figures
 name the CPUs they ran on (``pinned``); without ``--pin`` nothing is pinned.
 """
 
