@@ -29,6 +29,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -169,6 +170,10 @@ class NodeRunner:
         self._stop: asyncio.Event | None = None
         self._started_at = 0.0
         self._status_key, self._status_at = "", 0.0  # what the status file last said, when
+        # status documents made, and the newest one written: a refresh writes its file
+        # in a worker thread, and an older document must never replace a newer one
+        self._status_made = self._status_written = 0
+        self._status_lock = threading.Lock()
         self._moved = 0  # bytes sent + received at the last status look
         self._quiet = False  # the last status look found the node quiet
         self._connections: int | None = None  # open at the last status look
@@ -356,7 +361,7 @@ class NodeRunner:
                 break
             try:
                 status = service.status()
-                self._write_status(p, service, "running", status)
+                await self._refresh_status(p, status)
                 self._trim_when_quiet(status)
                 if known.dirty:
                     known.save()
@@ -493,6 +498,27 @@ class NodeRunner:
     def _write_status(
         self, p: Prepared, service: NodeService, state: str, status: ServiceStatus | None
     ) -> None:
+        """Write the status file now (start-up and shutdown: ``start`` and ``stop``
+        wait for what it says)."""
+        made = self._status_doc(p, state, status)
+        if made is not None:
+            self._put_status(p, *made)
+
+    async def _refresh_status(self, p: Prepared, status: ServiceStatus) -> None:
+        """The wait loop's refresh: the document is made on the event loop and the
+        file written in a worker thread. On ext4 a rename over the old file waits
+        for the new one's data to reach the disk, behind whatever else is being
+        written: during an upload a storage node's refresh waited up to 237 ms for
+        its shares' writes and syncs, and the event loop must not wait with it."""
+        made = self._status_doc(p, "running", status)
+        if made is not None:
+            await asyncio.to_thread(self._put_status, p, *made)
+
+    def _status_doc(
+        self, p: Prepared, state: str, status: ServiceStatus | None
+    ) -> tuple[int, str] | None:
+        """The status document to write (numbered), or None when nothing a reader
+        cares about changed since the last one."""
         doc: dict[str, Any] = {
             "format": STATUS_FORMAT,
             "version": __version__,
@@ -525,11 +551,19 @@ class NodeRunner:
         key = json.dumps(same, sort_keys=True, default=str)
         now = time.monotonic()
         if state == "running" and key == self._status_key and now - self._status_at < 60:
-            return
+            return None
         self._status_key, self._status_at = key, now
-        try:
-            write_text_atomic(
-                p.node_dir.status_path, json.dumps(doc, indent=1) + "\n", durable=False
-            )
-        except OSError as e:
-            log.warning("could not write %s: %s", p.node_dir.status_path, e.strerror)
+        self._status_made += 1
+        return self._status_made, json.dumps(doc, indent=1) + "\n"
+
+    def _put_status(self, p: Prepared, number: int, text: str) -> None:
+        """Write status document ``number`` unless a newer one was written already
+        (from the event loop or a worker thread)."""
+        with self._status_lock:
+            if number <= self._status_written:
+                return
+            self._status_written = number
+            try:
+                write_text_atomic(p.node_dir.status_path, text, durable=False)
+            except OSError as e:
+                log.warning("could not write %s: %s", p.node_dir.status_path, e.strerror)

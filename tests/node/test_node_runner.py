@@ -276,3 +276,72 @@ def test_a_quiet_node_releases_memory_when_it_goes_quiet_and_when_connections_cl
     assert look(60 << 20, 0) == 0  # moving again: never while data moves
     assert look(60 << 20, 0) == 1  # a new quiet spell
     assert calls[:2] == ["collect", "trim"]
+
+
+class GrowingStorage(FakeService):
+    """Stores more at every status look (as during an upload), so that every
+    refresh rewrites the status file; asks to stop at the third look."""
+
+    def __init__(self, context: NodeContext) -> None:
+        super().__init__(context, stop_at_start=False)
+        self.n = 0
+
+    def status(self) -> ServiceStatus:
+        self.n += 1
+        if self.n == 3:
+            self.context.request_stop("enough")
+        return ServiceStatus(
+            listen_host="127.0.0.1", listen_port=4321, peers_known=7, storage_used=self.n
+        )
+
+
+def test_a_slow_status_write_does_not_hold_up_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refresh's file write runs in a worker thread: on a busy disk the rename
+    can wait for a long time, and the node's traffic must not wait with it."""
+    from p2pstore.node import runner as runner_mod
+
+    nd = make_node(tmp_path)
+    text = nd.config_path.read_text().replace('status_interval = "15s"', 'status_interval = "1s"')
+    nd.config_path.write_text(text)
+    real = runner_mod.write_text_atomic
+    writers: list[str] = []
+
+    def slow_write(path: Path, text: str, **kw: Any) -> None:
+        if json.loads(text).get("storage_used", 0) >= 2:  # the refreshes, not start-up's
+            writers.append(threading.current_thread().name)
+            time.sleep(0.4)
+        real(path, text, **kw)
+
+    monkeypatch.setattr(runner_mod, "write_text_atomic", slow_write)
+    gaps: list[float] = []
+
+    class Ticking(GrowingStorage):
+        async def start(self) -> None:
+            await super().start()
+            asyncio.get_running_loop().create_task(self.tick())
+
+        async def tick(self) -> None:
+            last = time.monotonic()
+            while True:
+                await asyncio.sleep(0.02)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+    runner = NodeRunner(nd.root, service_factory=Ticking, log_to_stderr=False)
+    assert runner.run() == 0
+    assert len(writers) == 2 and threading.main_thread().name not in writers
+    assert max(gaps) < 0.3  # the loop ticked on through both 0.4 s writes
+
+
+def test_an_older_status_document_never_replaces_a_newer_one(tmp_path: Path) -> None:
+    nd = make_node(tmp_path)
+    runner = NodeRunner(nd.root, service_factory=FakeService)
+    p: Any = type("P", (), {"node_dir": nd})()
+    runner._put_status(p, 2, "newer\n")
+    runner._put_status(p, 1, "older\n")  # a refresh's thread that lost the race
+    assert nd.status_path.read_text() == "newer\n"
+    runner._put_status(p, 3, "newest\n")
+    assert nd.status_path.read_text() == "newest\n"
