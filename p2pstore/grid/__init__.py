@@ -31,6 +31,7 @@ from .peers import (
     Peer,
     Progress,
     StorageFor,
+    WholeShareWriter,
     lookup_peers,
     static_peers,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "UploadResult",
     "Uploader",
     "VerifyResult",
+    "WholeShareWriter",
     "aiter_bytes",
     "bytes_source",
     "fd_source",

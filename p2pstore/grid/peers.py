@@ -20,7 +20,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
 from p2pstore.immutable import ImmutableError
-from p2pstore.storage import AlreadyUploading, StorageAPI, StorageError
+from p2pstore.storage import AlreadyUploading, ClosedShare, StorageAPI, StorageError
 from quic_transport import PeerAddress
 from quic_transport.identity import NodeId
 
@@ -52,6 +52,16 @@ class BulkShareWriter(Protocol):
     async def stream_write(
         self, storage_index: bytes, shnum: int, offset: int, chunks: AsyncIterable[bytes]
     ) -> int: ...
+
+
+@runtime_checkable
+class WholeShareWriter(Protocol):
+    """Optional extension of a StorageAPI: allocate, write and close a whole share in
+    one call (``storage.put``), for shares small enough to send at once."""
+
+    async def put_share(
+        self, storage_index: bytes, shnum: int, data: bytes, lease: int | None = None
+    ) -> ClosedShare: ...
 
 
 def static_peers(peers: Sequence[P]) -> FindPeers[P]:

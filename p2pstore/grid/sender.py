@@ -40,7 +40,14 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from typing import Generic
 
@@ -49,7 +56,7 @@ from p2pstore.immutable import HEADER_SIZE, EncodedSegment, ShareTrailer
 from p2pstore.storage import ShareExists, StorageAPI
 from quic_transport.identity import NodeId
 
-from .peers import BulkShareWriter, P, StorageFor, describe, share_specific
+from .peers import BulkShareWriter, P, StorageFor, WholeShareWriter, describe, share_specific
 from .placement import PeerKey, SharePlacer
 
 MiB = 1 << 20
@@ -61,6 +68,10 @@ LAG_BLOCKS = 3.0
 #: has that much history, a writer may lag at least START_LAG seconds
 RATE_WINDOW = 5.0
 START_LAG = 3.0
+#: a share this small (a small file's) is stored in one call where the peer's client
+#: can (``storage.put``): one round trip instead of allocate, write, trailer and
+#: header, close; its writer collects the blocks and the trailer first
+WHOLE_SHARE_MAX = 64 * 1024
 log = logging.getLogger(__name__)
 
 #: ``regenerate(share, end)``: that share's blocks of segments ``[0, end)`` in order
@@ -348,38 +359,88 @@ class ShareSender(Generic[P]):
             self._progress = done
             self._on_progress(done)
 
-    async def _run(self, w: _Writer) -> None:
+    async def _claim(
+        self, w: _Writer, call: Callable[[StorageAPI], Awaitable[object]]
+    ) -> tuple[PeerKey, StorageAPI] | None:
+        """``call`` on the share's pending peer (an allocation, or a whole share), moving
+        to the next peer the placer offers on refusal, timeout or disconnect; the peer
+        and client it succeeded with, or None (the writer retired) when the share is
+        there already or no peer is left."""
         share = w.share
         peer = self.placer.pending[share]
         while True:
             api = self.storage_for(self.peers[peer])
-            w.peer, w.api = peer, api  # if cancelled mid-allocate, aclose aborts here
+            w.peer, w.api = peer, api  # if cancelled mid-call, aclose aborts here
             try:
-                alloc = (
-                    api.allocate(self.si, share, self.alloc_size)
-                    if self.lease is None
-                    else api.allocate(self.si, share, self.alloc_size, self.lease)
-                )
-                await bounded(alloc, self.config.op_timeout)
-                break
+                await bounded(call(api), self.config.op_timeout)
+                return peer, api
             except ShareExists:  # checked against our extension block after the upload
                 self.placer.found_present(share, peer)
                 self.present.add(share)
                 w.done = True
                 self._retire(w)
-                return
+                return None
             except Exception as e:
                 if isinstance(e, TimeoutError):  # it may still succeed there: undo it,
                     self._abort_soon(api, share)  # without holding up the fallback
                 nxt = self.placer.failed(
                     share, peer, describe(e), exclude_peer=not share_specific(e)
                 )
-                if nxt is None:  # no allocation stands anywhere (timeouts: aborted above)
+                if nxt is None:  # nothing stands anywhere (timeouts: aborted above)
                     w.done = True
                     self._retire(w)
-                    return
+                    return None
                 peer = nxt
                 w.progress_at = asyncio.get_running_loop().time()
+
+    def _stored(self, w: _Writer, peer: PeerKey) -> None:
+        w.done = True
+        self.placer.stored(w.share, peer)
+        self.sent.add(w.share)
+        w.alive = False
+        self._report()
+
+    def _whole(self, w: _Writer) -> bool:
+        """Whether ``w``'s share goes in one call (small, and the peers' client can)."""
+        if w.replacement or self.alloc_size is None or self.alloc_size > WHOLE_SHARE_MAX:
+            return False
+        peer = self.placer.pending[w.share]
+        return isinstance(self.storage_for(self.peers[peer]), WholeShareWriter)
+
+    async def _run_whole(self, w: _Writer) -> None:
+        """Take every block and the trailer, then store the share with one call per
+        peer tried (nothing is sent before the whole share is at hand)."""
+        blocks: list[_Block] = []
+        item = await self._next(w)
+        while not isinstance(item, ShareTrailer):
+            blocks.append(item)
+            item = await self._next(w)
+        data = whole_share(blocks, item)
+
+        def put(api: StorageAPI) -> Awaitable[object]:
+            assert isinstance(api, WholeShareWriter)
+            return api.put_share(self.si, w.share, data, self.lease)
+
+        claimed = await self._claim(w, put)
+        if claimed is not None:
+            w.blocks_written = len(blocks)
+            self._stored(w, claimed[0])
+
+    async def _run(self, w: _Writer) -> None:
+        if self._whole(w):
+            await self._run_whole(w)
+            return
+        share = w.share
+
+        def allocate(api: StorageAPI) -> Awaitable[object]:
+            if self.lease is None:
+                return api.allocate(self.si, share, self.alloc_size)
+            return api.allocate(self.si, share, self.alloc_size, self.lease)
+
+        claimed = await self._claim(w, allocate)
+        if claimed is None:
+            return
+        peer, api = claimed
         try:
             await self._stream(w, api)
         except Exception as e:
@@ -393,11 +454,7 @@ class ShareSender(Generic[P]):
             await self._abort(api, share)
             w.done = True
             return
-        w.done = True
-        self.placer.stored(share, peer)
-        self.sent.add(share)
-        w.alive = False
-        self._report()
+        self._stored(w, peer)
 
     async def _next(self, w: _Writer) -> _Block | ShareTrailer:
         if w.queue.empty():
@@ -514,6 +571,22 @@ class ShareSender(Generic[P]):
             return
         with contextlib.suppress(Exception):
             await bounded(api.abort(self.si, share), min(5.0, self.config.op_timeout))
+
+
+def whole_share(blocks: Sequence[_Block], trailer: ShareTrailer) -> bytes:
+    """A share's bytes from its header, blocks and trailer, which must tile it exactly
+    (RuntimeError otherwise: the writer's share fails, as a failed write would)."""
+    out = bytearray(trailer.header)
+    for _, offset, data in blocks:
+        if offset != len(out):
+            raise RuntimeError(f"block at {offset}, expected {len(out)}")
+        out += data
+    if trailer.trailer_offset != len(out):
+        raise RuntimeError(f"trailer at {trailer.trailer_offset}, expected {len(out)}")
+    out += trailer.trailer
+    if len(out) != trailer.share_length:
+        raise RuntimeError(f"share of {len(out)} bytes, expected {trailer.share_length}")
+    return bytes(out)
 
 
 def _short(peer: PeerKey | None) -> str:

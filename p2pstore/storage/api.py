@@ -100,6 +100,11 @@ class LocalStorageClient:
     async def abort(self, storage_index: bytes, shnum: int) -> None:
         await self._run(self.server.abort, storage_index, shnum, self.owner)
 
+    async def put_share(
+        self, storage_index: bytes, shnum: int, data: bytes, lease: int | None = None
+    ) -> ClosedShare:
+        return await self._run(self.server.put_share, storage_index, shnum, self.owner, data, lease)
+
     async def read(self, storage_index: bytes, shnum: int, offset: int, length: int) -> bytes:
         return await self._run(self.server.read, storage_index, shnum, offset, length)
 

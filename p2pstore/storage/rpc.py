@@ -114,6 +114,7 @@ SCHEMAS: dict[str, dict[str, Check]] = {
     "storage.allocate": {"si": _si, "shnum": _shnum, "size": _opt_uint, "lease": _opt_uint},
     "storage.write": {"si": _si, "shnum": _shnum, "offset": _uint, "data": _bytes},
     "storage.close": {"si": _si, "shnum": _shnum},
+    "storage.put": {"si": _si, "shnum": _shnum, "data": _bytes, "lease": _opt_uint},
     "storage.abort": {"si": _si, "shnum": _shnum},
     "storage.read": {"si": _si, "shnum": _shnum, "offset": _uint, "length": _uint},
     "storage.readv": {"si": _si, "shnum": _shnum, "ranges": _ranges},
@@ -126,7 +127,11 @@ SCHEMAS: dict[str, dict[str, Check]] = {
     "storage.slot_read": {"si": _si},
     "storage.slot_write": {"si": _si, "record": _record, "lease": _opt_uint},
 }
-OPTIONAL = {"storage.allocate": {"size", "lease"}, "storage.slot_write": {"lease"}}
+OPTIONAL = {
+    "storage.allocate": {"size", "lease"},
+    "storage.put": {"lease"},
+    "storage.slot_write": {"lease"},
+}
 
 
 def parse_body(method: str, body: object) -> dict[str, Any]:
@@ -206,6 +211,10 @@ class StorageRpcAdapter:
 
     def _op_close(self, peer: NodeId, f: dict[str, Any]) -> object:
         c = self.server.close_share(f["si"], f["shnum"], peer)
+        return {"size": c.size, "lease_expires": c.lease_expires}
+
+    def _op_put(self, peer: NodeId, f: dict[str, Any]) -> object:
+        c = self.server.put_share(f["si"], f["shnum"], peer, f["data"], f["lease"])
         return {"size": c.size, "lease_expires": c.lease_expires}
 
     def _op_abort(self, peer: NodeId, f: dict[str, Any]) -> object:

@@ -13,12 +13,13 @@ asked) and a malformed one raises :class:`BadResponse`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from .config import MAX_SHNUM
-from .errors import BadResponse, error_from_code
+from .errors import BadResponse, UnknownStorageError, error_from_code
 from .results import Allocation, ClosedShare, StorageStats
 from .slots import MAX_RECORD
 
@@ -120,6 +121,40 @@ class RpcStorageClient:
 
     async def abort(self, storage_index: bytes, shnum: int) -> None:
         await self._rpc("storage.abort", {"si": storage_index, "shnum": shnum})
+
+    async def put_share(
+        self, storage_index: bytes, shnum: int, data: bytes, lease: int | None = None
+    ) -> ClosedShare:
+        """A whole (small) share in one ``storage.put`` call; from a server that
+        predates it (``no-such-method``), allocate, write and close instead."""
+        body: dict[str, Any] = {"si": storage_index, "shnum": shnum, "data": bytes(data)}
+        if lease is not None:
+            body["lease"] = lease
+        try:
+            r = await self._rpc("storage.put", body)
+        except UnknownStorageError as e:
+            if e.wire_code != "no-such-method":
+                raise
+            return await self._put_stepwise(storage_index, shnum, data, lease)
+        if self._int("storage.put", r, "size") != len(data):
+            raise self._bad("storage.put", "size does not match the data sent")
+        return ClosedShare(
+            storage_index, shnum, len(data), self._float("storage.put", r, "lease_expires")
+        )
+
+    async def _put_stepwise(
+        self, storage_index: bytes, shnum: int, data: bytes, lease: int | None
+    ) -> ClosedShare:
+        await self.allocate(storage_index, shnum, len(data), lease)
+        try:
+            await self.write(storage_index, shnum, 0, data)
+            return await self.close_share(storage_index, shnum)
+        except Exception:
+            # leave nothing in progress (a cancelled sender aborts it itself); a failure
+            # here means it is gone already, or the peer with it (its uploads aborted)
+            with contextlib.suppress(Exception):
+                await self.abort(storage_index, shnum)
+            raise
 
     async def read(self, storage_index: bytes, shnum: int, offset: int, length: int) -> bytes:
         r = await self._rpc(

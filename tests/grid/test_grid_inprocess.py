@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -32,7 +33,7 @@ from p2pstore.grid import (
     static_peers,
 )
 from p2pstore.immutable import EncodingParams, LiteralCap, ReadCap
-from p2pstore.storage import QuotaExceeded, StorageAPI, StorageConfig, Unavailable
+from p2pstore.storage import DiskFull, QuotaExceeded, StorageAPI, StorageConfig, Unavailable
 from p2pstore.testing.storage_grid import FaultyStorage, GridServer, StorageGrid
 from quic_transport.identity import NodeId
 
@@ -632,6 +633,79 @@ async def test_a_share_s_trailer_and_header_are_written_at_once(grid: StorageGri
     res = await up.upload_convergent(bytes_source(data), SECRET)
     assert sorted(most) == list(range(PARAMS.n))
     assert set(most.values()) == {2}  # each share's last two writes overlapped
+    _, down = tools(grid)
+    assert isinstance(res.cap, ReadCap) and await down.read_all(res.cap) == data
+
+
+class Counted:
+    """A StorageAPI (and whatever else its client offers) counting the calls made,
+    by method name; ``refuse`` makes ``put_share`` fail with it."""
+
+    def __init__(self, inner: StorageAPI, calls: Counter[str], refuse: Exception | None) -> None:
+        self.inner, self.calls, self.refuse = inner, calls, refuse
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        async def counted(*a: object) -> object:
+            self.calls[name] += 1
+            if name == "put_share" and self.refuse is not None:
+                raise self.refuse
+            return await attr(*a)
+
+        return counted
+
+
+@pytest.mark.parametrize("size", [3000, 120_000])  # one segment; 30 of them
+async def test_a_small_file_s_shares_are_each_stored_in_one_call(
+    grid: StorageGrid, size: int
+) -> None:
+    """Listing, one ``storage.put`` per share, the lease: nothing else goes to a peer."""
+    calls: Counter[str] = Counter()
+    clients = {gs: Counted(gs.api(OWNER, True), calls, None) for gs in grid.servers}
+    cfg = UploadConfig(happy=7, send=FAST, list_timeout=0.5)
+    up = Uploader(static_peers(grid.servers), clients.__getitem__, cfg, params=PARAMS)
+    data = data_of(size, 43)
+    res = await up.upload_convergent(bytes_source(data), SECRET)
+    assert res.happiness == PARAMS.n and res.shares_sent == PARAMS.n
+    assert calls["put_share"] == PARAMS.n
+    assert set(calls) <= {"list_shares", "put_share", "add_lease"}
+    _, down = tools(grid)
+    assert isinstance(res.cap, ReadCap) and await down.read_all(res.cap) == data
+
+
+async def test_a_peer_refusing_a_whole_share_is_passed_over(grid: StorageGrid) -> None:
+    calls: Counter[str] = Counter()
+    full = grid.servers[:2]
+    clients = {
+        gs: Counted(gs.api(OWNER, True), calls, DiskFull("full") if gs in full else None)
+        for gs in grid.servers
+    }
+    cfg = UploadConfig(happy=7, send=FAST, list_timeout=0.5)
+    up = Uploader(static_peers(grid.servers), clients.__getitem__, cfg, params=PARAMS)
+    data = data_of(3000, 44)
+    res = await up.upload_convergent(bytes_source(data), SECRET)
+    assert res.happiness == PARAMS.n  # twelve servers: ten take a share
+    assert not {gs.index for gs in full} & set(grid.shares(res.cap.storage_index))
+    assert calls["put_share"] >= PARAMS.n + 1  # at least one refused, then placed elsewhere
+    _, down = tools(grid)
+    assert isinstance(res.cap, ReadCap) and await down.read_all(res.cap) == data
+
+
+async def test_peers_without_storage_put_get_small_shares_the_old_way(
+    grid: StorageGrid,
+) -> None:
+    for gs in grid.servers:
+        del gs.registry.handlers["storage.put"]  # an older version's node
+    calls: Counter[str] = Counter()
+    clients = {gs: Counted(gs.api(OWNER, True), calls, None) for gs in grid.servers}
+    cfg = UploadConfig(happy=7, send=FAST, list_timeout=0.5)
+    up = Uploader(static_peers(grid.servers), clients.__getitem__, cfg, params=PARAMS)
+    data = data_of(3000, 45)
+    res = await up.upload_convergent(bytes_source(data), SECRET)
+    assert res.happiness == PARAMS.n and calls["put_share"] == PARAMS.n
     _, down = tools(grid)
     assert isinstance(res.cap, ReadCap) and await down.read_all(res.cap) == data
 

@@ -308,3 +308,58 @@ async def test_hashing_runs_a_few_calls_at_a_time(
     )
     assert all(r == {"hashes": [bytes(32)]} for r in results)
     assert most == HASH_CONCURRENCY
+
+
+async def test_put_stores_a_whole_share_in_one_call(
+    rig: tuple[StorageServer, FakeRegistry],
+) -> None:
+    server, registry = rig
+    client = RpcStorageClient(registry.caller(ALICE), peer="p")
+    data = bytes(range(256)) * 40
+    before = registry.calls
+    closed = await client.put_share(SI, 3, data, 3600)
+    assert registry.calls - before == 1  # one round trip
+    assert closed.size == len(data) and closed.lease_expires <= server.clock() + 3600
+    assert await client.list_shares(SI) == {3: len(data)}
+    assert await client.read(SI, 3, 0, len(data)) == data
+    assert server.stat().uploads == 0
+
+
+async def test_put_falls_back_to_allocate_write_close_on_a_server_without_it(
+    rig: tuple[StorageServer, FakeRegistry],
+) -> None:
+    """A peer running an older version answers no-such-method: the client stores the
+    share the old way, and leaves nothing in progress when that fails."""
+    server, registry = rig
+    del registry.handlers["storage.put"]
+    seen: list[str] = []
+
+    async def call(method: str, body: Any) -> Any:
+        seen.append(method)
+        return await registry.call(ALICE, method, body)
+
+    client = RpcStorageClient(call, peer="p")
+    await client.put_share(SI, 1, b"x" * 5000)
+    assert seen == ["storage.put", "storage.allocate", "storage.write", "storage.close"]
+    assert await client.read(SI, 1, 0, 5000) == b"x" * 5000
+
+    class Broken(Exception):
+        pass
+
+    async def breaks_on_write(method: str, body: Any) -> Any:
+        if method == "storage.write":
+            raise Broken
+        return await call(method, body)
+
+    with pytest.raises(Broken):
+        await RpcStorageClient(breaks_on_write, peer="p").put_share(SI, 2, b"y" * 10)
+    assert server.stat().uploads == 0 and 2 not in await client.list_shares(SI)
+
+
+@pytest.mark.parametrize(
+    ("reply", "why"),
+    [({"size": 9, "lease_expires": 1.0}, "size"), ({"size": 10}, "lease_expires")],
+)
+async def test_client_refuses_a_put_reply_that_does_not_match(reply: Any, why: str) -> None:
+    with pytest.raises(BadResponse, match=why):
+        await canned(reply).put_share(SI, 0, b"z" * 10)
