@@ -5,7 +5,8 @@ peer on refusal, timeout or disconnect, which costs nothing since no data has be
 sent yet), then writes that share's block of every segment as the producer hands
 them over, then the trailer and the header (at once: the server takes writes in
 any order, and a round trip saved counts for small files over a home link), then
-closes the share.
+closes the share. A small share (at most ``WHOLE_SHARE_MAX``) is taken whole from
+the queue first and stored with one call (``storage.put``) instead.
 
 A peer that vanishes or stalls mid-share (docs/grid.md, "Peers that vanish"):
 with a ``regenerate`` source (the uploader can re-read and re-encode its input),
@@ -25,7 +26,8 @@ Invariants:
 - Memory is bounded: each writer has a queue of at most ``window`` blocks (two more
   for a replacement, which takes over a full queue); the producer
   (:meth:`ShareSender.send`) waits when a live writer's queue is full, so at most
-  about ``window`` segments' blocks are buffered whatever the file size.
+  about ``window`` segments' blocks are buffered whatever the file size. A small
+  share's writer (``WHOLE_SHARE_MAX``) holds its whole share, 64 KiB at most.
 - A replacement share is closed only when every byte of it was written: the
   server refuses to close a share with a gap, and regenerated blocks are checked
   against the block hashes of the original encoding before they are sent.
@@ -53,7 +55,7 @@ from typing import Generic
 
 from p2pstore.base.tasks import bounded, cancel_and_wait
 from p2pstore.immutable import HEADER_SIZE, EncodedSegment, ShareTrailer
-from p2pstore.storage import ShareExists, StorageAPI
+from p2pstore.storage import ShareExists, StorageAPI, put_in_steps
 from quic_transport.identity import NodeId
 
 from .peers import BulkShareWriter, P, StorageFor, WholeShareWriter, describe, share_specific
@@ -415,15 +417,23 @@ class ShareSender(Generic[P]):
         while not isinstance(item, ShareTrailer):
             blocks.append(item)
             item = await self._next(w)
-        data = whole_share(blocks, item)
+        try:
+            data = whole_share(blocks, item)
+        except RuntimeError as e:  # as a failed write would: the share is unplaced
+            self._retire(w)
+            self.placer.failed(w.share, self.placer.pending[w.share], str(e), reassign=False)
+            w.done = True
+            return
 
         def put(api: StorageAPI) -> Awaitable[object]:
-            assert isinstance(api, WholeShareWriter)
-            return api.put_share(self.si, w.share, data, self.lease)
+            if isinstance(api, WholeShareWriter):
+                return api.put_share(self.si, w.share, data, self.lease)
+            return put_in_steps(api, self.si, w.share, data, self.lease)
 
         claimed = await self._claim(w, put)
         if claimed is not None:
             w.blocks_written = len(blocks)
+            self._report()  # while it counts as live: its blocks are written
             self._stored(w, claimed[0])
 
     async def _run(self, w: _Writer) -> None:

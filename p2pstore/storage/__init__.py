@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from .rpc_client import RpcStorageClient, bind_endpoint
     from .server import StorageServer
     from .service import StorageService
+    from .whole import put_in_steps
 
 __all__ = [
     "Allocation",
@@ -86,6 +87,7 @@ __all__ = [
     "UnknownStorageError",
     "bind_endpoint",
     "error_from_code",
+    "put_in_steps",
     "register_storage_rpc",
 ]
 
@@ -126,6 +128,7 @@ _MODULE_OF = {
     "UnknownStorageError": "errors",
     "bind_endpoint": "rpc_client",
     "error_from_code": "errors",
+    "put_in_steps": "whole",
     "register_storage_rpc": "rpc",
 }
 

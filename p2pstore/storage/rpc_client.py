@@ -13,7 +13,6 @@ asked) and a malformed one raises :class:`BadResponse`.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -22,6 +21,7 @@ from .config import MAX_SHNUM
 from .errors import BadResponse, UnknownStorageError, error_from_code
 from .results import Allocation, ClosedShare, StorageStats
 from .slots import MAX_RECORD
+from .whole import put_in_steps
 
 Call = Callable[[str, Any], Awaitable[Any]]
 
@@ -135,26 +135,12 @@ class RpcStorageClient:
         except UnknownStorageError as e:
             if e.wire_code != "no-such-method":
                 raise
-            return await self._put_stepwise(storage_index, shnum, data, lease)
+            return await put_in_steps(self, storage_index, shnum, data, lease)
         if self._int("storage.put", r, "size") != len(data):
             raise self._bad("storage.put", "size does not match the data sent")
         return ClosedShare(
             storage_index, shnum, len(data), self._float("storage.put", r, "lease_expires")
         )
-
-    async def _put_stepwise(
-        self, storage_index: bytes, shnum: int, data: bytes, lease: int | None
-    ) -> ClosedShare:
-        await self.allocate(storage_index, shnum, len(data), lease)
-        try:
-            await self.write(storage_index, shnum, 0, data)
-            return await self.close_share(storage_index, shnum)
-        except Exception:
-            # leave nothing in progress (a cancelled sender aborts it itself); a failure
-            # here means it is gone already, or the peer with it (its uploads aborted)
-            with contextlib.suppress(Exception):
-                await self.abort(storage_index, shnum)
-            raise
 
     async def read(self, storage_index: bytes, shnum: int, offset: int, length: int) -> bytes:
         r = await self._rpc(

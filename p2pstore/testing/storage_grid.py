@@ -205,6 +205,15 @@ class FaultyStorage:
         await self.grid_server.gate("abort")
         await self._inner.abort(storage_index, shnum)
 
+    async def put_share(
+        self, storage_index: bytes, shnum: int, data: bytes, lease: int | None = None
+    ) -> ClosedShare:
+        """A whole small share in one call (``storage.put``), as a node's client does."""
+        await self.grid_server.gate("put_share")
+        inner = self._inner
+        assert isinstance(inner, LocalStorageClient | RpcStorageClient)
+        return await inner.put_share(storage_index, shnum, data, lease)
+
     async def read(self, storage_index: bytes, shnum: int, offset: int, length: int) -> bytes:
         await self.grid_server.gate("read")
         return await self._inner.read(storage_index, shnum, offset, length)

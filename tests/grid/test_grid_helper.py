@@ -553,7 +553,7 @@ async def test_shares_are_placed_as_the_ciphertext_arrives(
 
 
 async def test_a_stalled_stream_is_given_up_and_finish_places_the_spool(
-    grid: StorageGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    grid: StorageGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stepwise: None
 ) -> None:
     monkeypatch.setattr(helper_mod, "STREAM_STALL", 0.2)
     whole = _count_whole_spool_placements(monkeypatch)
@@ -575,7 +575,9 @@ async def test_a_stalled_stream_is_given_up_and_finish_places_the_spool(
     assert res["happiness"] >= 7 and len(whole) == 1
 
 
-async def test_closing_the_helper_gives_up_its_streams(grid: StorageGrid, tmp_path: Path) -> None:
+async def test_closing_the_helper_gives_up_its_streams(
+    grid: StorageGrid, tmp_path: Path, stepwise: None
+) -> None:
     service = _service(grid, tmp_path)
     si, data = b"\x08" * 20, os.urandom(120_000)
     await service.start(CLIENT, si, PARAMS, len(data))
@@ -689,7 +691,9 @@ async def test_a_stream_counts_the_declared_size_against_the_day(
     assert e.value.code == "helper-quota"
 
 
-async def test_a_replaced_spool_ends_its_stream(grid: StorageGrid, tmp_path: Path) -> None:
+async def test_a_replaced_spool_ends_its_stream(
+    grid: StorageGrid, tmp_path: Path, stepwise: None
+) -> None:
     # the caller's file changed size: its spool is started again, and the stream of
     # the old one ends with its storage peers' unfinished uploads
     service = _service(grid, tmp_path)

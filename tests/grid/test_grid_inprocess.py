@@ -26,14 +26,23 @@ from p2pstore.grid import (
     UploadConfig,
     Uploader,
     UploadError,
+    WholeShareWriter,
     aiter_bytes,
     bytes_source,
     download,
     rank_peers,
     static_peers,
 )
-from p2pstore.immutable import EncodingParams, LiteralCap, ReadCap
-from p2pstore.storage import DiskFull, QuotaExceeded, StorageAPI, StorageConfig, Unavailable
+from p2pstore.grid.sender import whole_share
+from p2pstore.immutable import EncodingParams, LiteralCap, ReadCap, ShareTrailer
+from p2pstore.storage import (
+    ClosedShare,
+    DiskFull,
+    QuotaExceeded,
+    StorageAPI,
+    StorageConfig,
+    Unavailable,
+)
 from p2pstore.testing.storage_grid import FaultyStorage, GridServer, StorageGrid
 from quic_transport.identity import NodeId
 
@@ -302,7 +311,7 @@ class DiesAfter:
 
 
 async def test_peer_vanishing_mid_stream_share_is_regenerated_elsewhere(
-    grid: StorageGrid,
+    grid: StorageGrid, stepwise: None
 ) -> None:
     data = data_of(60_000, 9)
     find = static_peers(grid.servers)
@@ -622,7 +631,9 @@ class WritesInFlight:
             self.now[share] -= 1
 
 
-async def test_a_share_s_trailer_and_header_are_written_at_once(grid: StorageGrid) -> None:
+async def test_a_share_s_trailer_and_header_are_written_at_once(
+    grid: StorageGrid, stepwise: None
+) -> None:
     """Neither waits for the other (one round trip fewer per share: it counts for small
     files over a home link); the file still reads back."""
     most: dict[int, int] = {}
@@ -638,11 +649,19 @@ async def test_a_share_s_trailer_and_header_are_written_at_once(grid: StorageGri
 
 
 class Counted:
-    """A StorageAPI (and whatever else its client offers) counting the calls made,
-    by method name; ``refuse`` makes ``put_share`` fail with it."""
+    """A StorageAPI counting the calls made, by method name; ``put_share`` (defined
+    here, not forwarded: a protocol check does not see ``__getattr__`` from Python
+    3.12 on) fails with ``refuse``, or waits for ever with ``hang``."""
 
-    def __init__(self, inner: StorageAPI, calls: Counter[str], refuse: Exception | None) -> None:
-        self.inner, self.calls, self.refuse = inner, calls, refuse
+    def __init__(
+        self,
+        inner: StorageAPI,
+        calls: Counter[str],
+        refuse: Exception | None = None,
+        *,
+        hang: bool = False,
+    ) -> None:
+        self.inner, self.calls, self.refuse, self.hang = inner, calls, refuse, hang
 
     def __getattr__(self, name: str) -> object:
         attr = getattr(self.inner, name)
@@ -651,11 +670,20 @@ class Counted:
 
         async def counted(*a: object) -> object:
             self.calls[name] += 1
-            if name == "put_share" and self.refuse is not None:
-                raise self.refuse
             return await attr(*a)
 
         return counted
+
+    async def put_share(
+        self, si: bytes, shnum: int, data: bytes, lease: int | None = None
+    ) -> ClosedShare:
+        self.calls["put_share"] += 1
+        if self.refuse is not None:
+            raise self.refuse
+        if self.hang:
+            await asyncio.Event().wait()
+        assert isinstance(self.inner, WholeShareWriter)
+        return await self.inner.put_share(si, shnum, data, lease)
 
 
 @pytest.mark.parametrize("size", [3000, 120_000])  # one segment; 30 of them
@@ -710,7 +738,69 @@ async def test_peers_without_storage_put_get_small_shares_the_old_way(
     assert isinstance(res.cap, ReadCap) and await down.read_all(res.cap) == data
 
 
-async def test_peer_hanging_on_allocate_share_moves_on(grid: StorageGrid) -> None:
+async def test_a_peer_hanging_on_a_whole_share_is_passed_over(grid: StorageGrid) -> None:
+    """Its call times out (``op_timeout``): the share goes to the next peer."""
+    calls: Counter[str] = Counter()
+    hung = grid.servers[0]
+    clients = {gs: Counted(gs.api(OWNER, True), calls, hang=gs is hung) for gs in grid.servers}
+    cfg = UploadConfig(happy=7, send=SendConfig(op_timeout=0.5), list_timeout=0.5)
+    up = Uploader(static_peers(grid.servers), clients.__getitem__, cfg, params=PARAMS)
+    data = data_of(3000, 46)
+    res = await up.upload_convergent(bytes_source(data), SECRET)
+    assert res.happiness == PARAMS.n and hung.index not in grid.shares(res.cap.storage_index)
+    assert calls["put_share"] == PARAMS.n + 1
+    _, down = tools(grid)
+    assert isinstance(res.cap, ReadCap) and await down.read_all(res.cap) == data
+
+
+async def test_a_client_without_put_share_gets_the_whole_share_in_steps(
+    grid: StorageGrid,
+) -> None:
+    """Peers whose clients cannot store a share in one call, after one that can: each
+    gets allocate, write and close (the first one refuses, so a share moves on)."""
+    calls: Counter[str] = Counter()
+    first = grid.servers[0]
+
+    def client(gs: GridServer) -> StorageAPI:
+        if gs is first:
+            return Counted(gs.api(OWNER, True), calls, DiskFull("full"))  # type: ignore[return-value]
+        return NoWholeShares(gs.client(OWNER, via_rpc=True))  # type: ignore[return-value]
+
+    peers = [first, *grid.servers[1:]]
+    cfg = UploadConfig(happy=7, send=FAST, list_timeout=0.5)
+    up = Uploader(static_peers(peers), client, cfg, params=PARAMS)
+    data = data_of(3000, 47)
+    res = await up.upload_convergent(bytes_source(data), SECRET)
+    assert res.happiness == PARAMS.n
+    assert first.index not in grid.shares(res.cap.storage_index)
+    _, down = tools(grid)
+    assert isinstance(res.cap, ReadCap) and await down.read_all(res.cap) == data
+
+
+class NoWholeShares:
+    """A StorageAPI without ``put_share`` (another implementation's client)."""
+
+    def __init__(self, inner: StorageAPI) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        if name == "put_share":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def test_a_whole_share_must_tile_exactly() -> None:
+    trailer = ShareTrailer(0, trailer_offset=8, trailer=b"TT", header=b"HHHH", share_length=10)
+    assert whole_share([(0, 4, b"bbbb")], trailer) == b"HHHHbbbbTT"
+    with pytest.raises(RuntimeError, match="block at 5"):
+        whole_share([(0, 5, b"bbbb")], trailer)
+    with pytest.raises(RuntimeError, match="trailer at 8"):
+        whole_share([(0, 4, b"bbb")], trailer)
+    with pytest.raises(RuntimeError, match="share of 10 bytes, expected 11"):
+        whole_share([(0, 4, b"bbbb")], replace(trailer, share_length=11))
+
+
+async def test_peer_hanging_on_allocate_share_moves_on(grid: StorageGrid, stepwise: None) -> None:
     data = data_of(20_000, 12)
     find = static_peers(grid.servers)
     probe = await Uploader(find, storage_for, params=PARAMS).upload_convergent(
@@ -1014,7 +1104,7 @@ async def test_silent_peer_mid_share_random_mode_regenerates_after(grid: Storage
 
 
 async def test_source_changed_before_regeneration_never_yields_a_bad_share(
-    grid: StorageGrid,
+    grid: StorageGrid, stepwise: None
 ) -> None:
     """The re-encoded blocks must match the original encoding's block hashes: a source
     that changed since the encoding pass makes that share fall back to regeneration
@@ -1067,7 +1157,7 @@ class FailsOn:
         return fail
 
 
-async def test_peer_dying_at_close_moves_the_whole_share(grid: StorageGrid) -> None:
+async def test_peer_dying_at_close_moves_the_whole_share(grid: StorageGrid, stepwise: None) -> None:
     """The writer had taken the trailer already: its successor regenerates every
     block (this once hung the upload: nothing was left in the queue for it)."""
     data = data_of(90_000, 24)

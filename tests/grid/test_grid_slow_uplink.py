@@ -67,7 +67,9 @@ async def test_writers_all_slowed_by_one_link_are_not_stalled(tmp_path: Path) ->
         assert placed == {i: ranked[i] for i in range(10)}  # nobody was replaced
 
 
-async def test_a_peer_far_slower_than_the_others_is_still_replaced(tmp_path: Path) -> None:
+async def test_a_peer_far_slower_than_the_others_is_still_replaced(
+    tmp_path: Path, stepwise: None
+) -> None:
     with StorageGrid(tmp_path, 12) as grid:
         ranked, placed = await _upload(grid, slow=5.0, default=0.01, lag=0.05)
         assert placed[3] != ranked[3]  # moved on

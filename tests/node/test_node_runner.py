@@ -333,7 +333,7 @@ def test_a_slow_status_write_does_not_hold_up_the_event_loop(
     runner = NodeRunner(nd.root, service_factory=Ticking, log_to_stderr=False)
     assert runner.run() == 0
     assert len(writers) == 2 and threading.main_thread().name not in writers
-    assert max(gaps) < 0.3  # the loop ticked on through both 0.4 s writes
+    assert len(gaps) > 20 and max(gaps) < 0.35  # it ticked on through both 0.4 s writes
 
 
 def test_an_older_status_document_never_replaces_a_newer_one(tmp_path: Path) -> None:
