@@ -167,6 +167,32 @@ def walk_files(
     return sorted(out)
 
 
+class Checker(Protocol):
+    def check(self, cap: str, *, verify: bool = False, repair: bool = False) -> dict[str, Any]: ...
+
+
+class DeepChecks:
+    """``check --deep``'s checks, each distinct cap once: a backup's snapshots share
+    most of their files (and copies share a cap), so a drive of 30 daily snapshots
+    is 30 paths to each file but one check. A failed check is not remembered."""
+
+    def __init__(self, client: Checker, *, verify: bool, repair: bool) -> None:
+        self._client, self._verify, self._repair = client, verify, repair
+        self._done: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, cap: str) -> dict[str, Any]:
+        doc = self._done.get(cap)
+        if doc is None:
+            doc = self._client.check(cap, verify=self._verify, repair=self._repair)
+            self._done[cap] = doc
+        return doc
+
+    @property
+    def distinct(self) -> int:
+        """How many different files were checked."""
+        return len(self._done)
+
+
 #: the node's refusals of a local path that the file's bytes over HTTP may still
 #: get through (the node may not read it, or sees another filesystem)
 LOCAL_FALLBACK: Final = frozenset(

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .api_client import ApiCallError, ClientError, NodeClient, resolve_node_dir
-from .api_drive import local_first, settled, walk_files
+from .api_drive import DeepChecks, local_first, settled, walk_files
 from .app.vpath import parse_vpath
 from .base.fsutil import umask
 from .base.progress import UploadProgress, human_bytes
@@ -37,6 +37,7 @@ from .base.reports import (
     DEEP_STATES,
     check_lines,
     deep_state,
+    deep_summary,
     helper_notes,
     helper_rows,
     info_lines,
@@ -203,10 +204,11 @@ def cmd_deep_check(args: argparse.Namespace) -> int:
     files = walk_files(client, root, problems)
     tally = dict.fromkeys(DEEP_STATES, 0)
     rows = []
+    check = DeepChecks(client, verify=args.verify, repair=args.repair)
     for i, (path, entry) in enumerate(files, 1):
         print(f"\rchecking {i}/{len(files)} ", end="", file=sys.stderr, flush=True)
         try:
-            doc = client.check(str(entry["cap"]), verify=args.verify, repair=args.repair)
+            doc = check(str(entry["cap"]))
         except ClientError as e:
             problems.append(f"{path}: {e}")
             tally["not healthy"] += 1
@@ -218,12 +220,12 @@ def cmd_deep_check(args: argparse.Namespace) -> int:
             print(f"\r{state}: {safe(path)} ({doc['shares_good']} of {doc['shares_total']} good)")
     print("\r", end="", file=sys.stderr)
     if args.json:
-        _print_json({"root": root, "files": rows, "problems": problems, **tally})
+        doc = {"root": root, "files": rows, "problems": problems, "different": check.distinct}
+        _print_json({**doc, **tally})
     else:
         for line in problems:
             print(f"problem: {safe(line)}")
-        summary = ", ".join(f"{n} {state}" for state, n in tally.items())
-        print(f"{len(files)} files below {root}: {summary}")
+        print(deep_summary(len(files), root, tally, check.distinct))
     return 0 if tally["not healthy"] == tally["unrecoverable"] == 0 and not problems else 1
 
 

@@ -27,6 +27,7 @@ from typing import IO, Any, Final, Protocol, cast
 
 from p2pstore.api_client import ApiCallError, ClientError
 from p2pstore.api_drive import (
+    DeepChecks,
     OutcomeUnknown,
     is_lost,
     local_first,
@@ -42,6 +43,7 @@ from p2pstore.base.reports import (
     DEEP_STATES,
     check_lines,
     deep_state,
+    deep_summary,
     helper_notes,
     info_lines,
     peer_lines,
@@ -499,18 +501,18 @@ class Shell:
         problems: list[str] = []
         files = walk_files(self.api(), root, problems)
         counts = dict.fromkeys(DEEP_STATES, 0)
+        check = DeepChecks(self.api(), verify=verify, repair=repair)
         for i, (path, entry) in enumerate(files, 1):
             self.out.progress(f"checking {i}/{len(files)}: {show_remote(path)}")
-            doc = self.api().check(str(entry["cap"]), verify=verify, repair=repair)
-            state = deep_state(doc)
+            state = deep_state(check(str(entry["cap"])))
             counts[state] += 1
             if state != "healthy":
                 self.out.progress_done()
                 self.out.line(f"{state}: {show_remote(path)}")
         self.out.progress_done()
         lines = [f"problem: {safe(p)}" for p in problems]
-        summary = ", ".join(f"{n} {state}" for state, n in counts.items())
-        self.out.lines([*lines, f"{len(files)} files below {show_remote(root)}: {summary}"])
+        summary = deep_summary(len(files), show_remote(root), counts, check.distinct)
+        self.out.lines([*lines, summary])
 
     def cmd_verify(self, inv: Invocation) -> None:
         self._check(inv.args[0], verify=True, repair=False)

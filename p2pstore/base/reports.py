@@ -167,6 +167,14 @@ def deep_state(doc: Mapping[str, Any]) -> str:
     return "not healthy" if doc.get("recoverable") else "unrecoverable"
 
 
+def deep_summary(files: int, root: str, tally: Mapping[str, int], distinct: int) -> str:
+    """``check --deep``'s last line: the files below ``root`` by state, and how many
+    different files that was when some paths share one."""
+    summary = ", ".join(f"{n} {state}" for state, n in tally.items())
+    shared = f" ({distinct} different)" if distinct < files else ""
+    return f"{files} files below {root}{shared}: {summary}"
+
+
 def pin_lines(pins: Sequence[Mapping[str, Any]]) -> list[str]:
     """``pins``: one line per pin (date pinned, verify cap, label), then the count."""
     lines = [

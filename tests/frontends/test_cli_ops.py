@@ -177,6 +177,14 @@ def test_check_deep_and_pins(
     rc, out, _ = run(capsys, "check", "--deep", "shared:/", "--repair", "--json", "--node", root)
     doc = json.loads(out)
     assert rc == 0 and doc["repaired"] == 1 and doc["healthy"] == 2, doc
+    assert doc["different"] == 3
+    # a copy (as every backup snapshot holds): listed at both paths, checked once
+    assert run(capsys, "put", tmp_path / "f1", "/docs/copy", "--node", root)[0] == 0
+    rc, out, _ = run(capsys, "check", "--deep", "/docs", "--node", root)
+    assert rc == 0 and out.endswith(
+        "4 files below shared:/docs (3 different): 4 healthy, 0 repaired, 0 not healthy, "
+        "0 unrecoverable\n"
+    ), out
     rc, _, err = run(capsys, "check", "--deep", caps[0], "--node", root)
     assert rc == 2 and "needs a vdrive directory" in err
     # pins: by path (labelled with it) or by cap; a literal file has nothing to keep
@@ -704,3 +712,26 @@ def test_put_lets_the_node_read_a_local_file_in_place(
     monkeypatch.setattr(NodeClient, "features", lambda self: set())
     rc, out, _ = run(capsys, "put", f, "--node", root)
     assert rc == 0 and calls[-1] == "body"
+
+
+def test_deep_checks_check_each_file_once() -> None:
+    from p2pstore.api_client import ClientError
+    from p2pstore.api_drive import DeepChecks
+
+    asked: list[str] = []
+    fail = {"c"}
+
+    class Client:
+        def check(self, cap: str, *, verify: bool = False, repair: bool = False) -> dict[str, Any]:
+            asked.append(cap)
+            if cap in fail:
+                raise ClientError("the node went away")
+            return {"cap": cap, "verify": verify, "repair": repair}
+
+    check = DeepChecks(Client(), verify=True, repair=False)
+    assert check("a") == {"cap": "a", "verify": True, "repair": False}
+    assert check("a") is check("a") and check("b")["cap"] == "b"
+    for _ in range(2):  # a failure is not remembered: the next path asks again
+        with pytest.raises(ClientError):
+            check("c")
+    assert asked == ["a", "b", "c", "c"] and check.distinct == 2
