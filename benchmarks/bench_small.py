@@ -4,8 +4,9 @@ The grid of ``make bench-tahoe``'s p2pstore side: an introducer, 10 storage node
 and a client node without storage, 3-of-10, on loopback. Puts of fresh random
 files of a few KB through the client node's HTTP API, one at a time (what one
 file of a backup costs), each timed; the CPU-seconds of the client node and of
-the storage nodes (summed) per put come from ``/proc``. Every file is read back
-and compared at the end.
+the storage nodes (summed) per put come from ``/proc``, less what the same
+processes spend idle (measured first for ``--idle`` seconds: each refreshes its
+status file once a second). Every file is read back and compared at the end.
 """
 
 from __future__ import annotations
@@ -24,19 +25,33 @@ from benchmarks.bench_tahoe import P2pGrid, cpu_s, load1
 from p2pstore.api_client import NodeClient
 
 
+def _idle(grid: P2pGrid, seconds: float) -> tuple[float, float]:
+    """CPU-seconds per second of the client node and of the storage nodes (summed)
+    while nothing is asked of them."""
+    client0, storage0 = cpu_s(grid.client_pid), sum(cpu_s(p) for p in grid.storage_pids)
+    time.sleep(seconds)
+    client1, storage1 = cpu_s(grid.client_pid), sum(cpu_s(p) for p in grid.storage_pids)
+    return (client1 - client0) / seconds, (storage1 - storage0) / seconds
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=60)
     ap.add_argument("--size", type=int, default=3000, help="bytes per file")
+    ap.add_argument("--idle", type=float, default=5.0, help="seconds of idle CPU measured")
     args = ap.parse_args(argv)
+    if args.files < 1 or args.size < 1:
+        ap.error("--files and --size must be at least 1")
     with tempfile.TemporaryDirectory(prefix="p2ps-bench-small-") as tmp:
         grid = P2pGrid(Path(tmp), False, "convergent")
         try:
             grid.up()
             api = NodeClient.for_node(grid.client)
             api.put(io.BytesIO(os.urandom(args.size)), size=args.size)  # connections up
+            client_idle, storage_idle = _idle(grid, args.idle)
             client0 = cpu_s(grid.client_pid)
             storage0 = sum(cpu_s(p) for p in grid.storage_pids)
+            start = time.perf_counter()
             times, sent = [], []
             for _ in range(args.files):
                 data = os.urandom(args.size)
@@ -44,8 +59,10 @@ def main(argv: list[str] | None = None) -> int:
                 cap = api.put(io.BytesIO(data), size=len(data))["cap"]
                 times.append(time.perf_counter() - t0)
                 sent.append((cap, data))
-            client_cpu = (cpu_s(grid.client_pid) - client0) / args.files
-            storage_cpu = (sum(cpu_s(p) for p in grid.storage_pids) - storage0) / args.files
+            took = time.perf_counter() - start
+            client_cpu = (cpu_s(grid.client_pid) - client0 - client_idle * took) / args.files
+            storage = sum(cpu_s(p) for p in grid.storage_pids) - storage0 - storage_idle * took
+            storage_cpu = storage / args.files
             bad = 0
             for cap, data in sent:
                 out = io.BytesIO()
@@ -64,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
                 "put_ms_max": round(max(times) * 1000, 1),
                 "client_node_cpu_ms_per_put": round(client_cpu * 1000, 1),
                 "storage_nodes_cpu_ms_per_put": round(storage_cpu * 1000, 1),
+                "idle_cpu_per_s": {
+                    "client": round(client_idle, 4),
+                    "storage": round(storage_idle, 4),
+                },
                 "read_back_mismatches": bad,
                 "load1": load1(),
             }

@@ -19,7 +19,7 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import IO, Any, Final, Protocol, TypeVar
 
 from .api_client import (
@@ -29,6 +29,7 @@ from .api_client import (
     NodeUnreachable,
     TransferError,
 )
+from .base.reports import deep_summary
 
 T = TypeVar("T")
 
@@ -179,8 +180,10 @@ class DeepChecks:
     def __init__(self, client: Checker, *, verify: bool, repair: bool) -> None:
         self._client, self._verify, self._repair = client, verify, repair
         self._done: dict[str, dict[str, Any]] = {}
+        self._seen: set[str] = set()
 
     def __call__(self, cap: str) -> dict[str, Any]:
+        self._seen.add(cap)
         doc = self._done.get(cap)
         if doc is None:
             doc = self._client.check(cap, verify=self._verify, repair=self._repair)
@@ -189,8 +192,12 @@ class DeepChecks:
 
     @property
     def distinct(self) -> int:
-        """How many different files were checked."""
-        return len(self._done)
+        """How many different files were met (checked, or failed to be)."""
+        return len(self._seen)
+
+    def summary(self, files: int, root: str, tally: Mapping[str, int]) -> str:
+        """The last line: :func:`~p2pstore.base.reports.deep_summary`."""
+        return deep_summary(files, root, tally, self.distinct)
 
 
 #: the node's refusals of a local path that the file's bytes over HTTP may still

@@ -37,7 +37,6 @@ from .base.reports import (
     DEEP_STATES,
     check_lines,
     deep_state,
-    deep_summary,
     helper_notes,
     helper_rows,
     info_lines,
@@ -225,7 +224,7 @@ def cmd_deep_check(args: argparse.Namespace) -> int:
     else:
         for line in problems:
             print(f"problem: {safe(line)}")
-        print(deep_summary(len(files), root, tally, check.distinct))
+        print(check.summary(len(files), root, tally))
     return 0 if tally["not healthy"] == tally["unrecoverable"] == 0 and not problems else 1
 
 

@@ -43,7 +43,6 @@ from p2pstore.base.reports import (
     DEEP_STATES,
     check_lines,
     deep_state,
-    deep_summary,
     helper_notes,
     info_lines,
     peer_lines,
@@ -510,9 +509,8 @@ class Shell:
                 self.out.progress_done()
                 self.out.line(f"{state}: {show_remote(path)}")
         self.out.progress_done()
-        lines = [f"problem: {safe(p)}" for p in problems]
-        summary = deep_summary(len(files), show_remote(root), counts, check.distinct)
-        self.out.lines([*lines, summary])
+        summary = check.summary(len(files), show_remote(root), counts)
+        self.out.lines([*(f"problem: {safe(p)}" for p in problems), summary])
 
     def cmd_verify(self, inv: Invocation) -> None:
         self._check(inv.args[0], verify=True, repair=False)

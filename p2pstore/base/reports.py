@@ -171,8 +171,8 @@ def deep_summary(files: int, root: str, tally: Mapping[str, int], distinct: int)
     """``check --deep``'s last line: the files below ``root`` by state, and how many
     different files that was when some paths share one."""
     summary = ", ".join(f"{n} {state}" for state, n in tally.items())
-    shared = f" ({distinct} different)" if distinct < files else ""
-    return f"{files} files below {root}{shared}: {summary}"
+    shared = f"; {distinct} different" if distinct < files else ""
+    return f"{files} files below {root}: {summary}{shared}"
 
 
 def pin_lines(pins: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -60,6 +60,7 @@ from quic_transport.identity import NodeId
 
 from .peers import BulkShareWriter, P, StorageFor, WholeShareWriter, describe, share_specific
 from .placement import PeerKey, SharePlacer
+from .whole import whole_share
 
 MiB = 1 << 20
 #: bytes handed to the transport at a time by a streaming writer (progress is per piece)
@@ -421,7 +422,8 @@ class ShareSender(Generic[P]):
             data = whole_share(blocks, item)
         except RuntimeError as e:  # as a failed write would: the share is unplaced
             self._retire(w)
-            self.placer.failed(w.share, self.placer.pending[w.share], str(e), reassign=False)
+            pending = self.placer.pending[w.share]  # never asked: not the peer's fault
+            self.placer.failed(w.share, pending, str(e), exclude_peer=False, reassign=False)
             w.done = True
             return
 
@@ -432,8 +434,7 @@ class ShareSender(Generic[P]):
 
         claimed = await self._claim(w, put)
         if claimed is not None:
-            w.blocks_written = len(blocks)
-            self._report()  # while it counts as live: its blocks are written
+            w.blocks_written = len(blocks)  # (the upload reports the whole file at its end)
             self._stored(w, claimed[0])
 
     async def _run(self, w: _Writer) -> None:
@@ -581,22 +582,6 @@ class ShareSender(Generic[P]):
             return
         with contextlib.suppress(Exception):
             await bounded(api.abort(self.si, share), min(5.0, self.config.op_timeout))
-
-
-def whole_share(blocks: Sequence[_Block], trailer: ShareTrailer) -> bytes:
-    """A share's bytes from its header, blocks and trailer, which must tile it exactly
-    (RuntimeError otherwise: the writer's share fails, as a failed write would)."""
-    out = bytearray(trailer.header)
-    for _, offset, data in blocks:
-        if offset != len(out):
-            raise RuntimeError(f"block at {offset}, expected {len(out)}")
-        out += data
-    if trailer.trailer_offset != len(out):
-        raise RuntimeError(f"trailer at {trailer.trailer_offset}, expected {len(out)}")
-    out += trailer.trailer
-    if len(out) != trailer.share_length:
-        raise RuntimeError(f"share of {len(out)} bytes, expected {trailer.share_length}")
-    return bytes(out)
 
 
 def _short(peer: PeerKey | None) -> str:

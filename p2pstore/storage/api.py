@@ -20,6 +20,7 @@ from quic_transport.identity import NodeId
 
 from .results import Allocation, ClosedShare, StorageStats
 from .server import StorageServer
+from .whole import put_whole
 
 T = TypeVar("T")
 
@@ -103,7 +104,9 @@ class LocalStorageClient:
     async def put_share(
         self, storage_index: bytes, shnum: int, data: bytes, lease: int | None = None
     ) -> ClosedShare:
-        return await self._run(self.server.put_share, storage_index, shnum, self.owner, data, lease)
+        return await self._run(
+            put_whole, self.server, storage_index, shnum, self.owner, data, lease
+        )
 
     async def read(self, storage_index: bytes, shnum: int, offset: int, length: int) -> bytes:
         return await self._run(self.server.read, storage_index, shnum, offset, length)

@@ -26,6 +26,7 @@ from .config import HASH_CONCURRENCY, MAX_HASH_PREFIX, MAX_SHNUM
 from .errors import BadRequest, StorageError
 from .server import StorageServer
 from .slots import MAX_RECORD
+from .whole import put_whole
 
 # Largest integer accepted in any offset/length/size field (CBOR uint64 fits; this
 # keeps arithmetic on offsets far from overflow in any second implementation).
@@ -214,7 +215,7 @@ class StorageRpcAdapter:
         return {"size": c.size, "lease_expires": c.lease_expires}
 
     def _op_put(self, peer: NodeId, f: dict[str, Any]) -> object:
-        c = self.server.put_share(f["si"], f["shnum"], peer, f["data"], f["lease"])
+        c = put_whole(self.server, f["si"], f["shnum"], peer, f["data"], f["lease"])
         return {"size": c.size, "lease_expires": c.lease_expires}
 
     def _op_abort(self, peer: NodeId, f: dict[str, Any]) -> object:

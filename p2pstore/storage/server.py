@@ -27,7 +27,6 @@ Invariants:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -308,34 +307,6 @@ class StorageServer:
                 self._used += end
                 self._share_count += 1
         return ClosedShare(up.si, up.shnum, end, expires)
-
-    def put_share(
-        self,
-        storage_index: bytes,
-        shnum: int,
-        owner: NodeId,
-        data: bytes,
-        lease: float | None = None,
-    ) -> ClosedShare:
-        """:meth:`allocate`, :meth:`write` and :meth:`close_share` of a whole share in
-        one call (at most ``max_write`` bytes): one round trip for a small file's share
-        instead of four. The same checks, the same errors; nothing is left in progress
-        when it fails."""
-        self._check_open()
-        if not isinstance(data, bytes) or not data:
-            raise BadRequest("data must be non-empty bytes")
-        if len(data) > self.config.max_write:
-            raise TooLarge(
-                f"share of {len(data)} bytes exceeds one write ({self.config.max_write})"
-            )
-        self.allocate(storage_index, shnum, owner, len(data), lease)
-        try:
-            self.write(storage_index, shnum, owner, 0, data)
-            return self.close_share(storage_index, shnum, owner)
-        except BaseException:
-            with contextlib.suppress(StorageError):  # close_share discarded it already
-                self.abort(storage_index, shnum, owner)
-            raise
 
     def abort(self, storage_index: bytes, shnum: int, owner: NodeId) -> None:
         """Drop an upload in progress and release its reservation."""

@@ -224,8 +224,8 @@ def test_check_deep_and_pins(srv: Server, tmp_path: Path) -> None:
     rec.take()
     sh.run_line("check --deep docs")
     assert rec.take() == [  # the same file twice: checked once
-        "2 files below shared:/docs (1 different): 2 healthy, 0 repaired, 0 not healthy, "
-        "0 unrecoverable"
+        "2 files below shared:/docs: 2 healthy, 0 repaired, 0 not healthy, "
+        "0 unrecoverable; 1 different"
     ]
     assert rec.bars[-1] == "checking 2/2: shared:/docs/sub/a.bin"
     sh.run_line("pin docs/a.bin")

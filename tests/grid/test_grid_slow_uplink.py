@@ -58,7 +58,9 @@ async def _upload(
     return ranked, {k: v for k, v in res.placements.items()}  # type: ignore[misc]
 
 
-async def test_writers_all_slowed_by_one_link_are_not_stalled(tmp_path: Path) -> None:
+async def test_writers_all_slowed_by_one_link_are_not_stalled(
+    tmp_path: Path, stepwise: None
+) -> None:
     """Each block takes every writer 0.12 s (one 0.16 s), above the 0.05 s lag_timeout:
     before the rule scaled with the writers' pace, shares moved peer after peer until
     the upload failed (bench_links, 100 MiB over 20 Mbit/s)."""

@@ -497,23 +497,24 @@ def test_symlinked_root_is_allowed(tmp_path: Path) -> None:
 def test_put_share_is_allocate_write_close_in_one_call(tmp_path: Path) -> None:
     """The same checks and errors as the three calls; nothing is left in progress."""
     from p2pstore.storage import BadRequest, QuotaExceeded, ShareExists, TooLarge
+    from p2pstore.storage.whole import put_whole
 
     clock = FakeClock()
     cfg = StorageConfig(max_bytes=20_000, max_write=16_000)
     server = StorageServer.open(tmp_path / "s", cfg, clock=clock)
     try:
-        closed = server.put_share(SI, 0, ALICE, b"a" * 10_000, 3600)
+        closed = put_whole(server, SI, 0, ALICE, b"a" * 10_000, 3600)
         assert closed.size == 10_000 and closed.lease_expires == clock() + 3600
         assert server.list_shares(SI) == {0: 10_000}
         assert server.read(SI, 0, 0, 10_000) == b"a" * 10_000
         with pytest.raises(ShareExists):
-            server.put_share(SI, 0, BOB, b"b" * 10)
+            put_whole(server, SI, 0, BOB, b"b" * 10)
         with pytest.raises(TooLarge):  # more than one write may carry
-            server.put_share(SI, 1, ALICE, b"c" * 16_001)
+            put_whole(server, SI, 1, ALICE, b"c" * 16_001)
         with pytest.raises(BadRequest):
-            server.put_share(SI, 1, ALICE, b"")
+            put_whole(server, SI, 1, ALICE, b"")
         with pytest.raises(QuotaExceeded):
-            server.put_share(SI, 2, ALICE, b"d" * 15_000)
+            put_whole(server, SI, 2, ALICE, b"d" * 15_000)
         assert server.stat().uploads == 0 and server.list_shares(SI) == {0: 10_000}
     finally:
         server.close()
