@@ -219,8 +219,9 @@ def cmd_deep_check(args: argparse.Namespace) -> int:
             print(f"\r{state}: {safe(path)} ({doc['shares_good']} of {doc['shares_total']} good)")
     print("\r", end="", file=sys.stderr)
     if args.json:
-        doc = {"root": root, "files": rows, "problems": problems, "different": check.distinct}
-        _print_json({**doc, **tally})
+        _print_json(
+            {"root": root, "files": rows, "problems": problems, "different": check.distinct} | tally
+        )
     else:
         for line in problems:
             print(f"problem: {safe(line)}")

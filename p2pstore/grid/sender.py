@@ -60,6 +60,7 @@ from quic_transport.identity import NodeId
 
 from .peers import BulkShareWriter, P, StorageFor, WholeShareWriter, describe, share_specific
 from .placement import PeerKey, SharePlacer
+from .whole import Block as _Block
 from .whole import whole_share
 
 MiB = 1 << 20
@@ -80,8 +81,6 @@ log = logging.getLogger(__name__)
 #: ``regenerate(share, end)``: that share's blocks of segments ``[0, end)`` in order
 #: (every segment when ``end`` is None), re-encoded from the upload's source.
 Regenerate = Callable[[int, int | None], AsyncGenerator[bytes, None]]
-#: one queued block: (segment index, share offset, block)
-_Block = tuple[int, int, bytes]
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,9 +18,9 @@ from typing import Protocol, TypeVar
 
 from quic_transport.identity import NodeId
 
+from .put import put_whole
 from .results import Allocation, ClosedShare, StorageStats
 from .server import StorageServer
-from .whole import put_whole
 
 T = TypeVar("T")
 

@@ -24,9 +24,9 @@ from quic_transport.identity import ID_BYTES, NodeId
 
 from .config import HASH_CONCURRENCY, MAX_HASH_PREFIX, MAX_SHNUM
 from .errors import BadRequest, StorageError
+from .put import put_whole
 from .server import StorageServer
 from .slots import MAX_RECORD
-from .whole import put_whole
 
 # Largest integer accepted in any offset/length/size field (CBOR uint64 fits; this
 # keeps arithmetic on offsets far from overflow in any second implementation).

@@ -497,7 +497,7 @@ def test_symlinked_root_is_allowed(tmp_path: Path) -> None:
 def test_put_share_is_allocate_write_close_in_one_call(tmp_path: Path) -> None:
     """The same checks and errors as the three calls; nothing is left in progress."""
     from p2pstore.storage import BadRequest, QuotaExceeded, ShareExists, TooLarge
-    from p2pstore.storage.whole import put_whole
+    from p2pstore.storage.put import put_whole
 
     clock = FakeClock()
     cfg = StorageConfig(max_bytes=20_000, max_write=16_000)
