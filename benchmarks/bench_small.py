@@ -6,7 +6,8 @@ files of a few KB through the client node's HTTP API, one at a time (what one
 file of a backup costs), each timed; the CPU-seconds of the client node and of
 the storage nodes (summed) per put come from ``/proc``, less what the same
 processes spend idle (measured first for ``--idle`` seconds: each refreshes its
-status file once a second). Every file is read back and compared at the end.
+status file once a second). Then every file is read back the same way, one get
+at a time, timed and costed alike, and compared with what was put.
 """
 
 from __future__ import annotations
@@ -63,11 +64,20 @@ def main(argv: list[str] | None = None) -> int:
             client_cpu = (cpu_s(grid.client_pid) - client0 - client_idle * took) / args.files
             storage = sum(cpu_s(p) for p in grid.storage_pids) - storage0 - storage_idle * took
             storage_cpu = storage / args.files
-            bad = 0
+            bad, get_times = 0, []
+            client0 = cpu_s(grid.client_pid)
+            storage0 = sum(cpu_s(p) for p in grid.storage_pids)
+            start = time.perf_counter()
             for cap, data in sent:
                 out = io.BytesIO()
+                t0 = time.perf_counter()
                 api.get(cap, out)
+                get_times.append(time.perf_counter() - t0)
                 bad += out.getvalue() != data
+            took = time.perf_counter() - start
+            client_get = (cpu_s(grid.client_pid) - client0 - client_idle * took) / args.files
+            storage = sum(cpu_s(p) for p in grid.storage_pids) - storage0 - storage_idle * took
+            storage_get = storage / args.files
         finally:
             grid.down()
     print(
@@ -81,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
                 "put_ms_max": round(max(times) * 1000, 1),
                 "client_node_cpu_ms_per_put": round(client_cpu * 1000, 1),
                 "storage_nodes_cpu_ms_per_put": round(storage_cpu * 1000, 1),
+                "get_ms_median": round(statistics.median(get_times) * 1000, 1),
+                "get_ms_min": round(min(get_times) * 1000, 1),
+                "get_ms_max": round(max(get_times) * 1000, 1),
+                "client_node_cpu_ms_per_get": round(client_get * 1000, 1),
+                "storage_nodes_cpu_ms_per_get": round(storage_get * 1000, 1),
                 "idle_cpu_per_s": {
                     "client": round(client_idle, 4),
                     "storage": round(storage_idle, 4),
