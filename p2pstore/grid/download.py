@@ -1,10 +1,12 @@
 """Download: a cap in, verified plaintext chunks out, fetched from the nearest peers.
 
 Steps (docs/grid.md, "Download"): look up peers near the storage index; ask each
-which shares it holds; open every share found (header -> extension block -> share
-root, all verified against the cap); then fetch each needed segment's block, uncles
-and ciphertext proof from k distinct shares, the fastest peers first, verify every
-block, decode and decrypt, and yield plaintext in order.
+which shares it holds and their sizes; open every share found (header -> extension
+block -> share root, all verified against the cap; one read each where the listed
+size places them, a small primary share read whole: opening.py); then fetch each
+needed segment's block, uncles and ciphertext proof from k distinct shares, the
+fastest peers first (a share read whole first of all), verify every block, decode
+and decrypt, and yield plaintext in order.
 
 Invariants:
 - Only bytes that passed verification reach the caller: blocks are checked against
@@ -62,6 +64,7 @@ from p2pstore.storage import StorageAPI, StorageError
 from quic_transport.identity import NodeId
 
 from .errors import DownloadError, GridLocalError
+from .opening import Fetched, opening_ranges
 from .peers import READ_CHUNK, FindPeers, P, Progress, StorageFor, describe
 from .placement import PeerKey
 
@@ -112,6 +115,7 @@ class _Source:
     peer: PeerKey
     api: StorageAPI
     layout: ShareLayout
+    data: bytes | None = None  # the whole share, read when it was opened (opening.py)
 
 
 @dataclass
@@ -187,10 +191,12 @@ class _Session(Generic[P]):
         return choice
 
     def ranked(self) -> list[_Source]:
-        """The sources, fastest first, a secondary share's latency weighted by
-        :data:`SECONDARY_COST`."""
+        """The sources, those read whole first, then fastest first, a secondary
+        share's latency weighted by :data:`SECONDARY_COST`."""
 
         def cost(s: _Source) -> tuple[float, int]:
+            if s.data is not None:
+                return (-1.0, s.share)
             weight = 1.0 if s.share < self.k else SECONDARY_COST
             return (self.latency.get(s.peer, 1e9) * weight, s.share)
 
@@ -355,11 +361,11 @@ class Downloader(Generic[P]):
 
             t.add_done_callback(done)
 
-        async def open_one(share: int, key: PeerKey) -> None:
+        async def open_one(share: int, key: PeerKey, size: int) -> None:
             api = self.storage_for(peers[key])
             t0 = loop.time()
             try:
-                src = await self._open_share(verifier, si, share, key, api)
+                src = await self._open_share(verifier, si, share, key, api, size)
             except LocalError as e:  # e.g. CapError: the cap disagrees with the file
                 s.cap_error = s.cap_error or e
                 return
@@ -379,9 +385,9 @@ class Downloader(Generic[P]):
                 s.bad[f"{NodeId(key).b32[:8]}/list"] = describe(e)
                 return
             s.observe(key, loop.time() - t0)
-            for share in held:
+            for share, size in held.items():
                 if 0 <= share < cap.n:
-                    spawn(open_one(share, key))
+                    spawn(open_one(share, key, size))
 
         for key in peers:
             spawn(list_one(key))
@@ -409,8 +415,16 @@ class Downloader(Generic[P]):
         return s
 
     async def _open_share(
-        self, verifier: FileVerifier, si: bytes, share: int, key: PeerKey, api: StorageAPI
+        self,
+        verifier: FileVerifier,
+        si: bytes,
+        share: int,
+        key: PeerKey,
+        api: StorageAPI,
+        size: int,
     ) -> _Source:
+        """One copy of ``share``, verified; ``size`` is what its peer listed
+        (untrusted: it only decides what the first read asks for, opening.py)."""
         cfg = self.config
 
         async def rd(ranges: list[tuple[int, int]]) -> list[bytes]:
@@ -424,7 +438,12 @@ class Downloader(Generic[P]):
                 timeout=cfg.op_timeout,
             )
 
-        (header,) = await rd([(0, HEADER_SIZE)])
+        first = opening_ranges(verifier.cap, share, size, cfg.max_read)
+        answers = await bounded(api.readv(si, share, first), cfg.op_timeout)
+        fetched = Fetched.of(first, answers)
+        header = fetched.get((0, HEADER_SIZE))
+        if header is None:
+            raise BadShareError(share, "short read at offset 0")
         ext_range = verifier.locate_extension(share, header)
         try:
             h = ShareHeader.parse(header)
@@ -433,13 +452,15 @@ class Downloader(Generic[P]):
         chain_len = h.ext_offset - h.share_chain_offset
         if not 0 <= chain_len <= _MAX_CHAIN:
             raise BadShareError(share, "share chain length out of range")
-        ext, root, chain = await rd(
-            [ext_range, (h.block_tree_offset, 32), (h.share_chain_offset, chain_len)]
-        )
+        wanted = [ext_range, (h.block_tree_offset, 32), (h.share_chain_offset, chain_len)]
+        got = [fetched.get(r) for r in wanted]
+        missing = [r for r, g in zip(wanted, got, strict=True) if g is None]
+        more = iter(await rd(missing) if missing else [])
+        ext, root, chain = [g if g is not None else next(more) for g in got]
         verifier.accept_extension(share, ext)
         layout = verifier.check_header(share, header)  # offsets used above were right
         verifier.accept_share_root(share, root, chain)
-        return _Source(share, key, api, layout)
+        return _Source(share, key, api, layout, fetched.whole(layout.share_length))
 
     # -- segments -------------------------------------------------------------------------
     async def _fetch_segment(
@@ -524,16 +545,19 @@ class Downloader(Generic[P]):
         ct = lay.crypttext_proof_ranges(j)
         ranges = [lay.block_range(j), *lay.block_uncle_ranges(j), *ct]
         t0 = loop.time()
-        got = await read_ranges(
-            src.api,
-            s.verifier.cap.storage_index,
-            src.share,
-            ranges,
-            max_read=cfg.max_read,
-            max_ranges=cfg.max_readv_ranges,
-            timeout=cfg.op_timeout,
-        )
-        s.observe(src.peer, loop.time() - t0, block=True)
+        if src.data is not None:  # read whole when opened, share_length bytes
+            got = [src.data[o : o + n] for o, n in ranges]
+        else:
+            got = await read_ranges(
+                src.api,
+                s.verifier.cap.storage_index,
+                src.share,
+                ranges,
+                max_read=cfg.max_read,
+                max_ranges=cfg.max_readv_ranges,
+                timeout=cfg.op_timeout,
+            )
+            s.observe(src.peer, loop.time() - t0, block=True)
         nu = len(ranges) - 1 - len(ct)
         uncles = b"".join(got[1 : 1 + nu])
         proof = b"".join(got[1 + nu :])

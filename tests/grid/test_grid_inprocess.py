@@ -831,7 +831,8 @@ async def test_peer_hanging_on_allocate_share_moves_on(grid: StorageGrid, stepwi
 
 
 async def test_download_prefers_fast_peers(grid: StorageGrid, no_overdue: None) -> None:
-    data, cap = await upload(grid, 60_000)
+    # shares over WHOLE_READ_MAX: their blocks are read one segment at a time
+    data, cap = await upload(grid, 250_000)
     ranked = ranked_servers(grid, cap.storage_index)
     slow = set(ranked[:5])
 
@@ -857,8 +858,9 @@ async def test_download_prefers_primary_shares_among_peers_as_fast(
     grid: StorageGrid, no_overdue: None
 ) -> None:
     """Peers equally fast: the blocks come from shares 0..k-1, which decode without
-    zfec work; the holders of the others are read only to open their shares."""
-    data, cap = await upload(grid, 60_000)
+    zfec work; the holders of the others are read only to open their shares (shares
+    over WHOLE_READ_MAX, read one segment at a time)."""
+    data, cap = await upload(grid, 250_000)
     holder = {
         share: grid.servers[index]
         for index, held in grid.shares(cap.storage_index).items()
