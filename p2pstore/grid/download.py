@@ -24,7 +24,8 @@ Invariants:
   peer, so later segments prefer other peers. At most one extra read per overdue
   read, and never two copies of one share in flight.
 - Memory is bounded by ``window`` segments in flight plus the decoder's pending
-  segments, whatever the file size. A byte range fetches only its segments.
+  segments, whatever the file size. A byte range fetches only its segments
+  (of a small file, its primary shares are read whole when opened: opening.py).
 - Peers still answering the share listing when the download starts are kept as
   background tasks owned by the session, consulted if shares run out, and
   cancelled when the iterator ends (normally, by error, or by ``aclose``).
