@@ -24,8 +24,10 @@ Invariants:
   peer, so later segments prefer other peers. At most one extra read per overdue
   read, and never two copies of one share in flight.
 - Memory is bounded by ``window`` segments in flight plus the decoder's pending
-  segments, whatever the file size. A byte range fetches only its segments
-  (of a small file, its primary shares are read whole when opened: opening.py).
+  segments, whatever the file size, and for a small file one copy of each primary
+  share read whole (at most k x ``WHOLE_READ_MAX``; a second copy is not kept). A
+  byte range fetches only its segments (of a small file, its primary shares are
+  read whole when opened: opening.py).
 - Peers still answering the share listing when the download starts are kept as
   background tasks owned by the session, consulted if shares run out, and
   cancelled when the iterator ends (normally, by error, or by ``aclose``).
@@ -137,6 +139,9 @@ class _Session(Generic[P]):
     def good_shares(self) -> set[int]:
         return {s.share for s in self.sources}
 
+    def by_share(self, share: int) -> list[_Source]:
+        return [s for s in self.sources if s.share == share]
+
     @property
     def inline(self) -> bool:
         """Verify and decode this file's segments on the loop (INLINE_SEGMENT)?"""
@@ -156,8 +161,11 @@ class _Session(Generic[P]):
         )
         if peer_gone:
             self.dead.add(src.peer)
+        # a copy read whole needs its peer no more: it stays while its own blocks verify
         self.sources = [
-            s for s in self.sources if s is not src and not (peer_gone and s.peer == src.peer)
+            s
+            for s in self.sources
+            if s is not src and not (peer_gone and s.peer == src.peer and s.data is None)
         ]
 
     def observe(self, peer: PeerKey, seconds: float, *, block: bool = False) -> None:
@@ -374,6 +382,8 @@ class Downloader(Generic[P]):
                 s.bad[f"{NodeId(key).b32[:8]}/{share}"] = describe(e)
                 return
             s.observe(key, loop.time() - t0)
+            if src.data is not None and any(x.data is not None for x in s.by_share(share)):
+                src.data = None  # one whole copy of a share is enough (module doc, memory)
             if key not in s.dead:
                 s.sources.append(src)
 
@@ -439,8 +449,14 @@ class Downloader(Generic[P]):
                 timeout=cfg.op_timeout,
             )
 
-        first = opening_ranges(verifier.cap, share, size, cfg.max_read)
-        answers = await bounded(api.readv(si, share, first), cfg.op_timeout)
+        first = opening_ranges(verifier.cap, share, size, cfg.max_read, cfg.max_readv_ranges)
+        try:
+            answers = await bounded(api.readv(si, share, first), cfg.op_timeout)
+        except StorageError as e:  # e.g. a peer whose max_read is below WHOLE_READ_MAX
+            if e.code == "unavailable" or first == [(0, HEADER_SIZE)]:
+                raise
+            first = [(0, HEADER_SIZE)]
+            answers = await bounded(api.readv(si, share, first), cfg.op_timeout)
         fetched = Fetched.of(first, answers)
         header = fetched.get((0, HEADER_SIZE))
         if header is None:

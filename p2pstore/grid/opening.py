@@ -18,8 +18,11 @@ Invariants:
   pieces at the offsets the header names (:meth:`Fetched.get`), reads whatever they
   do not cover, and verifies everything against the cap as before. A listed size
   that lies, or a file of other segment sizes, costs the second read, nothing more.
-- Offsets never go below 0 or past the listed size; at most three ranges, at most
-  :data:`WHOLE_READ_MAX` bytes (clamped by the caller's ``max_read``).
+  A peer that refuses the first read (its ``max_read`` below a whole read) is asked
+  for the header alone, as before this module.
+- Offsets never go below 0, nor past the listed size or the header's end, whichever
+  is larger; at most ``max_ranges`` ranges (three, or the header alone), at most
+  :data:`WHOLE_READ_MAX` bytes (and ``max_read``).
 """
 
 from __future__ import annotations
@@ -41,12 +44,15 @@ WHOLE_READ_MAX = 64 << 10
 _MAX_SHARE = 2 * MAX_FILE_SIZE
 
 
-def opening_ranges(cap: VerifyCap, share: int, size: int, max_read: int) -> list[Range]:
-    """The ranges of the first read of ``share``, listed at ``size`` bytes."""
+def opening_ranges(
+    cap: VerifyCap, share: int, size: int, max_read: int, max_ranges: int = 3
+) -> list[Range]:
+    """The ranges of the first read of ``share``, listed at ``size`` bytes, within a
+    read's limits (``max_read`` bytes, ``max_ranges`` ranges)."""
     if share < cap.k and HEADER_SIZE <= size <= min(WHOLE_READ_MAX, max_read):
         return [(0, size)]
     ranges = [(0, HEADER_SIZE)]
-    if size > _MAX_SHARE:  # no share of a file the format accepts is this long
+    if size > _MAX_SHARE or max_ranges < 3:  # no share is this long; or limits too tight
         return ranges
     end = size - EXT_SIZE - tree_depth(cap.n) * HASH_BYTES  # where the share chain starts
     segment = EncodingParams.create(cap.k, cap.n).segment_size
@@ -55,7 +61,8 @@ def opening_ranges(cap: VerifyCap, share: int, size: int, max_read: int) -> list
         ranges.append((root, HASH_BYTES))
     if end >= HEADER_SIZE:
         ranges.append((end, size - end))
-    return coalesce(ranges)
+    ranges = coalesce(ranges)
+    return ranges if sum(n for _, n in ranges) <= max_read else [(0, HEADER_SIZE)]
 
 
 @dataclass(frozen=True, slots=True)

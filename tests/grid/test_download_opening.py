@@ -3,6 +3,7 @@ reads a download makes on the in-process grid, and listed sizes that lie."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from p2pstore.grid import DownloadConfig, Downloader, Uploader, bytes_source, download, static_peers
 from p2pstore.grid.opening import WHOLE_READ_MAX, Fetched, opening_ranges
 from p2pstore.immutable import EncodingParams, ReadCap, SegmentGeometry, ShareLayout, VerifyCap
-from p2pstore.storage import StorageAPI
+from p2pstore.storage import StorageAPI, StorageConfig
 from p2pstore.testing.storage_grid import GridServer, StorageGrid
 from quic_transport.identity import NodeId
 
@@ -158,4 +159,55 @@ async def test_a_wrong_listed_size_costs_a_read_not_the_share(
         return ListsWrong(gs.client(OWNER), change, fixed)  # type: ignore[return-value]
 
     peers = static_peers([holder[0], holder[5], holder[9]])
+    before = readvs(grid)
     assert await Downloader(peers, lying).read_all(cap) == data
+    # at most two reads to open a share, and one block read (one segment)
+    assert all(n - before[gs] <= 3 for gs, n in readvs(grid).items())
+
+
+def holders(grid: StorageGrid, cap: ReadCap) -> dict[int, GridServer]:
+    where = grid.shares(cap.storage_index)
+    return {s: grid.servers[i] for i, held in where.items() for s in held}
+
+
+class SlowReads:
+    """A peer whose reads take ``delay`` seconds more."""
+
+    def __init__(self, inner: StorageAPI, delay: float) -> None:
+        self.inner, self.delay = inner, delay
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def readv(self, si: bytes, share: int, ranges: list[tuple[int, int]]) -> list[bytes]:
+        await asyncio.sleep(self.delay)
+        return await self.inner.readv(si, share, ranges)
+
+
+async def test_shares_read_whole_are_used_before_faster_peers(grid: StorageGrid) -> None:
+    """The primary shares' peers are slower than the rest, but their shares are
+    already here: no block is read from anyone."""
+    data, cap = await upload(grid, 3_000, DEFAULT)
+    slow = {holders(grid, cap)[s] for s in range(3)}
+
+    def some_slow(gs: GridServer) -> StorageAPI:
+        c = gs.client(OWNER)
+        return SlowReads(c, 0.05) if gs in slow else c  # type: ignore[return-value]
+
+    down = Downloader(static_peers(grid.servers), some_slow, DownloadConfig(locate_grace=1.0))
+    before = readvs(grid)
+    assert await down.read_all(cap) == data
+    assert all(n - before[gs] == 1 for gs, n in readvs(grid).items())
+
+
+async def test_a_peer_refusing_a_whole_read_is_asked_for_the_header(tmp_path: Path) -> None:
+    """Peers whose reads are limited below WHOLE_READ_MAX: the whole read is refused
+    (too-large), and the share is opened as before; the file needs the three primary
+    shares, the only ones offered."""
+    params = EncodingParams.create(3, 10, 4096)
+    with StorageGrid(tmp_path, 10, StorageConfig(max_read=32 << 10)) as small_reads:
+        data, cap = await upload(small_reads, 150_000, params)  # shares of ~58 KB
+        assert 32 << 10 < layout_of(cap, params, 0).share_length <= WHOLE_READ_MAX
+        primaries = [holders(small_reads, cap)[s] for s in range(3)]
+        down = Downloader(static_peers(primaries), storage_for)
+        assert await down.read_all(cap) == data
