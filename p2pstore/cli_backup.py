@@ -130,6 +130,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         force=args.force,
         note=line.say,
         on_bytes=lambda n: line.show(f"restored {run.report.files:,} files, {n:,} bytes"),
+        jobs=args.jobs,
     )
     try:
         report = run.run(source, target)
@@ -190,6 +191,14 @@ def add_commands(sub: Any) -> None:
         "--force",
         action="store_true",
         help="restore into a non-empty folder, replacing files of the same name",
+    )
+    p.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=JOBS,
+        metavar="N",
+        help=f"download up to N files at once (default {JOBS})",
     )
     _node_opt(p)
     p.set_defaults(func=cmd_restore)

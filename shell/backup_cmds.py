@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from p2pstore.app.vpath import VPath
-from p2pstore.backup import ui
+from p2pstore.backup import JOBS, ui
 from p2pstore.backup.restore import Restore
 from p2pstore.backup.run import latest_of, run_backup
 from p2pstore.backup.scan import ExcludeFileError, Excluder, read_exclude_file
@@ -66,6 +66,21 @@ def _throttled(show: Callable[[str], None]) -> Callable[[str], None]:
     return draw
 
 
+def _jobs(inv: Invocation) -> int:
+    """``-j N`` (the last one given), or the default."""
+    given = inv.lists.get("jobs", ())
+    if not given:
+        return JOBS
+    try:
+        n = int(given[-1])
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 64:
+        why = f"{inv.command}: -j takes a number from 1 to 64, not {given[-1]!r}"
+        raise UsageError(why, inv.command)
+    return n
+
+
 def backup(shell: Shell, inv: Invocation) -> None:
     src = shell.local(inv.args[0])
     if not src.is_dir():
@@ -86,6 +101,7 @@ def backup(shell: Shell, inv: Invocation) -> None:
             excluder=_excluder(shell, inv),
             dry_run=dry,
             verbose=inv.flag("verbose"),
+            jobs=_jobs(inv),
             note=shell.out.line,
             on_change=lambda r: draw(ui.progress_line(r)),
         )
@@ -105,6 +121,7 @@ def restore(shell: Shell, inv: Invocation) -> None:
         force=inv.flag("force"),
         note=shell.out.line,
         on_bytes=lambda n: draw(f"restored {run.report.files:,} files, {n:,} bytes"),
+        jobs=_jobs(inv),
     )
     try:
         report = run.run(source, target)

@@ -312,6 +312,7 @@ COMMAND_LIST: Final[tuple[CommandSpec, ...]] = (
             Option(("--exclude-from",), "exclude_from", "patterns from a file", metavar="FILE"),
             Option(("-n", "--dry-run"), "dry_run", "say what would be uploaded; change nothing"),
             Option(("-v", "--verbose"), "verbose", "name every file"),
+            Option(("-j", "--jobs"), "jobs", "upload up to N files at once (4)", metavar="N"),
         ),
         details="Unchanged files are not read again (the node's backup database). "
         "Symlinks and special files are skipped; failures are listed at the end.",
@@ -320,7 +321,10 @@ COMMAND_LIST: Final[tuple[CommandSpec, ...]] = (
         "restore",
         "bring a snapshot (or any remote folder) back to a local folder",
         (Arg("REMOTE", _RD), Arg("LOCAL", _L)),
-        (Option(("-f", "--force"), "force", "restore into a non-empty folder, replacing files"),),
+        (
+            Option(("-f", "--force"), "force", "restore into a non-empty folder, replacing files"),
+            Option(("-j", "--jobs"), "jobs", "download up to N files at once (4)", metavar="N"),
+        ),
     ),
     CommandSpec(
         "help",

@@ -7,6 +7,11 @@ Every name from the drive is checked again before it touches the local disk (no
 beside its target and renamed into place only when complete, so an interrupted
 restore leaves no half-written file under a real name. Existing files are not
 replaced unless asked (``--force``).
+
+Up to ``jobs`` files are downloaded at once (worker threads; a small file's get is
+mostly round trips) while the folders are walked. Every check, the report and the
+progress stay on the calling thread; folders get their recorded modes and mtimes
+at the end, each after everything inside it, deepest first.
 """
 
 from __future__ import annotations
@@ -14,13 +19,17 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 from p2pstore.api_client import ClientError, NodeUnreachable
 from p2pstore.base.fsutil import umask
+
+from . import JOBS
 
 
 class RestoreClient(Protocol):
@@ -71,12 +80,16 @@ class Restore:
         force: bool = False,
         note: Callable[[str], None] = lambda _m: None,
         on_bytes: Callable[[int], None] = lambda _n: None,
+        jobs: int = JOBS,
     ) -> None:
         self.client = client
         self.force = force
         self.note = note
         self.on_bytes = on_bytes
+        self.jobs = max(1, jobs)
         self.report = RestoreReport()
+        self._pending: deque[tuple[Path, Future[int]]] = deque()  # downloads, in order
+        self._folders: list[tuple[Path, dict[str, Any]]] = []  # deepest first
 
     def run(self, source: str, target: Path) -> RestoreReport:
         entry = self.client.stat(source)["entry"]
@@ -90,7 +103,23 @@ class Restore:
                 "replace the files it has with the snapshot's"
             )
         target.mkdir(parents=True, exist_ok=True)
-        self._dir(source.rstrip("/") or source, target)
+        self._pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="p2ps-restore")
+        try:
+            self._dir(source.rstrip("/") or source, target)
+            self._settle(0)
+        except BaseException:
+            # Stop now (Ctrl-C, the node gone): queued downloads are dropped and those
+            # in flight cut; each removes its temporary file.
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            abort = getattr(self.client, "abort", None)
+            if abort is not None:
+                abort()
+            raise
+        finally:
+            self._pool.shutdown(wait=True)
+        for local, e in self._folders:
+            _mode_and_time(local, e, is_dir=True)
+            self.report.dirs += 1
         return self.report
 
     def _dir(self, source: str, target: Path) -> None:
@@ -121,8 +150,7 @@ class Restore:
                 self._failed(f"{local}: cannot make this folder: {err.strerror}")
                 continue
             self._dir(base + name, local)
-            _mode_and_time(local, e, is_dir=True)
-            self.report.dirs += 1
+            self._folders.append((local, e))
 
     def _failed(self, line: str) -> None:
         self.report.failed.append(line)
@@ -136,19 +164,40 @@ class Restore:
         if not isinstance(cap, str):
             self._failed(f"{local}: the drive entry has no cap")
             return
+        self._pending.append((local, self._pool.submit(self._fetch, cap, e, local)))
+        self._settle(2 * self.jobs)
+
+    def _settle(self, keep: int) -> None:
+        """Take in the finished downloads, in order, waiting while more than ``keep``
+        are queued or under way (0: all of them)."""
+        while self._pending:
+            local, fut = self._pending[0]
+            if not fut.done():
+                if len(self._pending) <= keep:
+                    return
+                wait([fut], return_when=FIRST_COMPLETED)
+            self._pending.popleft()
+            try:
+                n = fut.result()
+            except ClientError as err:
+                if isinstance(err, RestoreError | NodeUnreachable):
+                    raise
+                self._failed(f"{local}: {err}")
+                continue
+            self.report.files += 1
+            self.report.bytes += n
+            self.on_bytes(self.report.bytes)
+
+    def _fetch(self, cap: str, e: dict[str, Any], local: Path) -> int:
+        """Download ``cap`` beside ``local`` and rename it into place (a worker)."""
         fd, tmp = tempfile.mkstemp(prefix=".p2pstore-restore-", dir=local.parent)
         try:
             with os.fdopen(fd, "wb") as sink:
                 n = self.client.get(cap, sink, progress=None)
             _mode_and_time(Path(tmp), e, is_dir=False)
             os.replace(tmp, local)
-        except BaseException as err:
+        except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            if isinstance(err, ClientError) and not isinstance(err, RestoreError | NodeUnreachable):
-                self._failed(f"{local}: {err}")
-                return
             raise
-        self.report.files += 1
-        self.report.bytes += n
-        self.on_bytes(self.report.bytes)
+        return n

@@ -26,7 +26,13 @@ from p2pstore.backup.scan import Excluder, drive_name, read_exclude_file
 from p2pstore.backup.send import BackupStopped, FileChanged, NodeGone, ReadFailed, _Exact
 from p2pstore.backup.snapshot import Backup, snapshot_name
 from p2pstore.immutable import EncodingParams
-from p2pstore.testing.backup_tree import assert_same_tree, backdate, change_tree, make_tree
+from p2pstore.testing.backup_tree import (
+    assert_same_tree,
+    backdate,
+    change_tree,
+    make_tree,
+    regular_files,
+)
 from p2pstore.testing.memory_app import MemoryApplication
 from p2pstore.testing.vdrive import local_vdrive
 
@@ -352,7 +358,132 @@ def test_shell_backup_and_restore(node: Path, tmp_path: Path) -> None:
     assert any(line.startswith("restored 10 files") for line in rec.take())
     (src / "skip.tmp").unlink()
     assert_same_tree(src, tmp_path / "out")
+    assert sh.run_line("restore -j 2 private:/s/Latest out2")
+    assert any(line.startswith("restored 10 files") for line in rec.take())
+    assert_same_tree(src, tmp_path / "out2")
+    for bad in ("0", "x", "65"):
+        assert sh.run_line(f"restore -j {bad} private:/s/Latest out3")
+        assert "-j takes a number from 1 to 64" in rec.take()[-1]
+        assert not (tmp_path / "out3").exists()
+    assert sh.run_line("backup -j 1 src private:/s --exclude=*.tmp")
+    assert any("10 unchanged" in line for line in rec.take())
     assert sh.run_line("backup nowhere private:/s")
     assert "not a local folder" in rec.take()[-1]
     assert sh.run_line("backup src")
     assert "missing REMOTE" in rec.take()[-1]
+
+
+class _Gets:
+    """A NodeClient wrapper for restores: each get takes ``delay`` seconds, counts
+    the gets under way at once, and can fail (``fail``: names whose get fails with
+    an API error; ``die_after``: the node is gone after that many gets)."""
+
+    def __init__(
+        self,
+        real: NodeClient,
+        *,
+        delay: float = 0.02,
+        fail: tuple[str, ...] = (),
+        die_after: int | None = None,
+    ) -> None:
+        self.real, self.delay, self.fail, self.die_after = real, delay, fail, die_after
+        self.lock = threading.Lock()
+        self.now = self.most = self.gets = 0
+        self.names: dict[str, str] = {}  # cap -> a name it was listed under
+
+    def ls(self, path: str) -> dict[str, Any]:
+        doc = self.real.ls(path)
+        for e in doc["entries"]:
+            if isinstance(e.get("cap"), str):
+                self.names[e["cap"]] = e["name"]
+        return doc
+
+    def stat(self, path: str) -> dict[str, Any]:
+        return self.real.stat(path)
+
+    def get(self, cap: str, sink: Any, *, progress: Any = None) -> int:
+        from p2pstore.api_client import ApiCallError
+
+        with self.lock:
+            self.gets += 1
+            if self.die_after is not None and self.gets > self.die_after:
+                raise NodeUnreachable("the node went away (test)")
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            time.sleep(self.delay)
+            if self.names.get(cap) in self.fail:
+                sink.write(b"partial")
+                raise ApiCallError(500, "download-failed", "not enough shares (test)")
+            return self.real.get(cap, sink, progress=progress)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+def _leftovers(root: Path) -> list[Path]:
+    return [p for p in root.rglob(".p2pstore-restore-*")]
+
+
+def test_restore_downloads_several_files_at_once_and_sets_folders_last(
+    node: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-j 3: up to three gets at once, never more; every file, mode and mtime comes
+    back, and each folder's recorded mode and mtime are set after its contents."""
+    from p2pstore.backup.restore import Restore
+
+    src = tmp_path / "src"
+    make_tree(src, 40, seed=11)
+    folders = sorted(p for p in src.rglob("*") if p.is_dir())
+    assert len(folders) >= 3
+    for i, d in enumerate(reversed(folders)):  # deepest first: a parent's mtime stays
+        d.chmod(0o750 if i % 2 else 0o705)
+        os.utime(d, (1_600_000_000 + i, 1_600_000_000 + i))
+    rc, doc, _ = backup(node, src, "private:/par", capsys=capsys)
+    assert rc == 0 and doc["uploaded"] == 40
+    client = _Gets(NodeClient.for_node(node))
+    report = Restore(client, jobs=3).run("private:/par/Latest", tmp_path / "out")
+    assert (report.files, report.failed, report.dirs) == (40, [], len(folders))
+    assert client.most == 3  # 40 gets of 20 ms each: the three workers overlap
+    assert_same_tree(src, tmp_path / "out")
+    for d in folders:
+        back = tmp_path / "out" / d.relative_to(src)
+        assert back.stat().st_mode & 0o777 == d.stat().st_mode & 0o777, d
+        assert back.stat().st_mtime == d.stat().st_mtime, d
+    assert not _leftovers(tmp_path / "out")
+
+
+def test_a_failed_get_is_listed_and_the_rest_restored(
+    node: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from p2pstore.backup.restore import Restore
+
+    src = tmp_path / "src"
+    make_tree(src, 12, seed=12)
+    rc, _doc, _ = backup(node, src, "private:/f", capsys=capsys)
+    assert rc == 0
+    victim = sorted(regular_files(src))[5]
+    client = _Gets(NodeClient.for_node(node), fail=(victim.name,))
+    report = Restore(client, jobs=4).run("private:/f/Latest", tmp_path / "out")
+    assert report.files == 11 and len(report.failed) == 1
+    assert victim.name in report.failed[0] and "not enough shares" in report.failed[0]
+    assert not (tmp_path / "out" / victim.relative_to(src)).exists()
+    assert not _leftovers(tmp_path / "out")
+
+
+def test_a_node_gone_mid_restore_stops_it_and_leaves_no_temporary_file(
+    node: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from p2pstore.backup.restore import Restore
+
+    src = tmp_path / "src"
+    make_tree(src, 30, seed=13)
+    rc, _doc, _ = backup(node, src, "private:/g", capsys=capsys)
+    assert rc == 0
+    client = _Gets(NodeClient.for_node(node), die_after=6)
+    run = Restore(client, jobs=4)
+    with pytest.raises(NodeUnreachable):
+        run.run("private:/g/Latest", tmp_path / "out")
+    assert run.report.files <= 6 and client.gets < 30  # the queued ones never ran
+    assert not _leftovers(tmp_path / "out")
+    assert len(regular_files(tmp_path / "out")) == run.report.files
