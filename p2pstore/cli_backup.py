@@ -98,6 +98,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
             note=line.say,
             on_change=lambda r: line.show(ui.progress_line(r)),
             jobs=args.jobs,
+            check=args.check,
         )
     finally:
         line.clear()
@@ -141,6 +142,17 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 1 if report.failed else 0
 
 
+def _jobs(text: str) -> int:
+    """``-j N``: 1 to 64 (each a connection to the node and a worker thread)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 64:
+        raise argparse.ArgumentTypeError(f"takes a number from 1 to 64, not {text!r}")
+    return n
+
+
 def _node_opt(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--node",
@@ -175,10 +187,27 @@ def add_commands(sub: Any) -> None:
     p.add_argument(
         "-j",
         "--jobs",
-        type=int,
+        type=_jobs,
         default=JOBS,
         metavar="N",
         help=f"upload up to N files at once (default {JOBS})",
+    )
+    checks = p.add_mutually_exclusive_group()
+    checks.add_argument(
+        "--check-all",
+        dest="check",
+        action="store_const",
+        const="all",
+        default="auto",
+        help="check every unchanged file in the grid now (by default each is checked "
+        "30-60 days after its last check); upload again those the grid lost",
+    )
+    checks.add_argument(
+        "--no-check",
+        dest="check",
+        action="store_const",
+        const="none",
+        help="check no unchanged file in the grid this run",
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     _node_opt(p)
@@ -195,7 +224,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument(
         "-j",
         "--jobs",
-        type=int,
+        type=_jobs,
         default=JOBS,
         metavar="N",
         help=f"download up to N files at once (default {JOBS})",

@@ -90,6 +90,9 @@ def backup(shell: Shell, inv: Invocation) -> None:
     if node_dir is None:
         raise ShellError("backup needs the node's directory (for its backup database)")
     dry = inv.flag("dry_run")
+    if inv.flag("check_all") and inv.flag("no_check"):
+        raise UsageError("backup: --check-all and --no-check do not go together", "backup")
+    check = "all" if inv.flag("check_all") else "none" if inv.flag("no_check") else "auto"
     draw = _throttled(shell.out.progress)
     try:
         report = run_backup(
@@ -102,6 +105,7 @@ def backup(shell: Shell, inv: Invocation) -> None:
             dry_run=dry,
             verbose=inv.flag("verbose"),
             jobs=_jobs(inv),
+            check=check,
             note=shell.out.line,
             on_change=lambda r: draw(ui.progress_line(r)),
         )

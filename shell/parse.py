@@ -313,6 +313,8 @@ COMMAND_LIST: Final[tuple[CommandSpec, ...]] = (
             Option(("-n", "--dry-run"), "dry_run", "say what would be uploaded; change nothing"),
             Option(("-v", "--verbose"), "verbose", "name every file"),
             Option(("-j", "--jobs"), "jobs", "upload up to N files at once (4)", metavar="N"),
+            Option(("--check-all",), "check_all", "check every unchanged file in the grid now"),
+            Option(("--no-check",), "no_check", "check no unchanged file in the grid"),
         ),
         details="Unchanged files are not read again (the node's backup database). "
         "Symlinks and special files are skipped; failures are listed at the end.",

@@ -2,7 +2,9 @@
 
 It remembers, per local file (absolute path), the size, mtime, ctime and inode it
 had when it was uploaded and the cap it got, so a later run links an unchanged
-file without reading it; and, per directory listing (a hash of its entries), the
+file without reading it, and when the file was last found whole in the grid (its
+upload, or a later check: an unchanged file is checked again now and then, and
+uploaded again if its shares have gone); and, per directory listing (a hash of its entries), the
 directory object already made for it, so an unchanged folder costs nothing. Each
 upload is committed at once: a backup killed part-way runs again without sending
 what already reached the grid. The file holds caps (read access to the backed-up
@@ -26,7 +28,7 @@ from typing import Any, Final
 from p2pstore.api_client import ClientError
 
 DB_NAME: Final = "backup.sqlite"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -36,7 +38,8 @@ CREATE TABLE IF NOT EXISTS files (
     ctime_ns INTEGER NOT NULL,
     inode INTEGER NOT NULL,
     cap TEXT NOT NULL,
-    uploaded REAL NOT NULL
+    uploaded REAL NOT NULL,
+    checked REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS dirs (
     hash TEXT PRIMARY KEY,
@@ -102,12 +105,15 @@ def _connect(path: Path | None, read_only: bool) -> sqlite3.Connection:
 def _prepare(conn: sqlite3.Connection, path: Path | None, read_only: bool) -> None:
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        if version not in (0, 1, SCHEMA_VERSION):
             raise BackupDbError(
                 f"the backup database {path} has schema {version}, this version "
-                f"reads {SCHEMA_VERSION}"
+                f"reads up to {SCHEMA_VERSION}"
             )
         if not read_only:
+            if version == 1:  # files checked again since: their upload counts as a check
+                conn.execute("ALTER TABLE files ADD COLUMN checked REAL NOT NULL DEFAULT 0")
+                conn.execute("UPDATE files SET checked = uploaded")
             conn.executescript(_SCHEMA)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.commit()
@@ -130,6 +136,7 @@ class BackupDb:
         self._conn = conn
         self.read_only = read_only
         self._lock = lock
+        self._checked: str | None = None  # the column that says when (file_record)
 
     @classmethod
     def open(cls, path: Path | None, *, read_only: bool = False) -> BackupDb:
@@ -161,22 +168,44 @@ class BackupDb:
 
     def file_cap(self, path: str, stamp: FileStamp) -> str | None:
         """The cap recorded for ``path`` if it still has ``stamp``, else None."""
+        found = self.file_record(path, stamp)
+        return None if found is None else found[0]
+
+    def file_record(self, path: str, stamp: FileStamp) -> tuple[str, float] | None:
+        """``(cap, when last found whole)`` recorded for ``path`` if it still has
+        ``stamp``, else None."""
         if self.read_only and not self._has_tables():
             return None
+        # a schema 1 database opened read-only (a dry run) has no checked column
+        if self._checked is None:
+            columns = self._conn.execute("PRAGMA table_info(files)").fetchall()
+            self._checked = "checked" if any(c[1] == "checked" for c in columns) else "uploaded"
         row = self._conn.execute(
-            "SELECT size, mtime_ns, ctime_ns, inode, cap FROM files WHERE path = ?", (path,)
+            f"SELECT size, mtime_ns, ctime_ns, inode, cap, {self._checked} FROM files "
+            "WHERE path = ?",
+            (path,),
         ).fetchone()
         if row is None or FileStamp(row[0], row[1], row[2], row[3]) != stamp:
             return None
-        return str(row[4])
+        return str(row[4]), float(row[5])
 
     def record_file(self, path: str, stamp: FileStamp, cap: str) -> None:
+        """``path`` was uploaded now, with ``stamp``, as ``cap``."""
         if self.read_only:
             return
+        now = time.time()
         self._conn.execute(
-            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (path, stamp.size, stamp.mtime_ns, stamp.ctime_ns, stamp.inode, cap, time.time()),
+            "INSERT OR REPLACE INTO files (path, size, mtime_ns, ctime_ns, inode, cap, "
+            "uploaded, checked) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (path, stamp.size, stamp.mtime_ns, stamp.ctime_ns, stamp.inode, cap, now, now),
         )
+        self._conn.commit()
+
+    def record_checked(self, path: str, when: float) -> None:
+        """``path``'s recorded file was found whole in the grid at ``when``."""
+        if self.read_only:
+            return
+        self._conn.execute("UPDATE files SET checked = ? WHERE path = ?", (when, path))
         self._conn.commit()
 
     def dir_cap(self, digest: str) -> str | None:

@@ -10,15 +10,21 @@ replaced unless asked (``--force``).
 
 Up to ``jobs`` files are downloaded at once (worker threads; a small file's get is
 mostly round trips) while the folders are walked. Every check, the report and the
-progress stay on the calling thread; folders get their recorded modes and mtimes
-at the end, each after everything inside it, deepest first.
+progress stay on the calling thread; a name listed twice in one folder is a
+failure (the first is kept), however its copies are spread over the workers.
+Folders get their recorded modes and mtimes at the end, each after everything
+inside it, deepest first; a run that stops leaves them ``0700`` (``--force`` again
+finishes them). A stop (Ctrl-C, the node gone) drops the queued downloads, cuts
+those under way, and lets none of them land afterwards.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -42,6 +48,30 @@ class RestoreClient(Protocol):
 
 class RestoreError(ClientError):
     pass
+
+
+class _Stopped(Exception):
+    """The run is stopping: a download under way gives up (never counted)."""
+
+
+class _CannotWrite(ClientError):
+    """This file cannot be put in place (the run goes on with the others)."""
+
+
+#: a local disk that refuses every file: stop rather than fail each file in turn
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+class _Sink:
+    """A download's temporary file that stops taking bytes once the run stops."""
+
+    def __init__(self, f: IO[bytes], stop: threading.Event) -> None:
+        self.f, self.stop = f, stop
+
+    def write(self, data: bytes) -> int:
+        if self.stop.is_set():
+            raise _Stopped()
+        return self.f.write(data)
 
 
 @dataclass
@@ -90,6 +120,8 @@ class Restore:
         self.report = RestoreReport()
         self._pending: deque[tuple[Path, Future[int]]] = deque()  # downloads, in order
         self._folders: list[tuple[Path, dict[str, Any]]] = []  # deepest first
+        self._files: set[Path] = set()  # every local file path this run downloads to
+        self._stop = threading.Event()
 
     def run(self, source: str, target: Path) -> RestoreReport:
         entry = self.client.stat(source)["entry"]
@@ -109,7 +141,8 @@ class Restore:
             self._settle(0)
         except BaseException:
             # Stop now (Ctrl-C, the node gone): queued downloads are dropped and those
-            # in flight cut; each removes its temporary file.
+            # in flight cut; each removes its temporary file, and none lands now.
+            self._stop.set()
             self._pool.shutdown(wait=False, cancel_futures=True)
             abort = getattr(self.client, "abort", None)
             if abort is not None:
@@ -138,6 +171,9 @@ class Restore:
                 self._file(e, local)
                 continue
             try:
+                if local in self._files:
+                    self._failed(f"{local}: listed twice, as a file and a folder (the file kept)")
+                    continue
                 if local.is_symlink() or (local.exists() and not local.is_dir()):
                     self._failed(f"{local}: exists and is not a folder")
                     continue
@@ -157,6 +193,9 @@ class Restore:
         self.note(f"failed: {line}")
 
     def _file(self, e: dict[str, Any], local: Path) -> None:
+        if local in self._files:
+            self._failed(f"{local}: listed twice in its folder (the first kept)")
+            return
         if local.is_symlink() or local.is_dir() or (local.exists() and not self.force):
             self._failed(f"{local}: already exists (not replaced)")
             return
@@ -164,6 +203,7 @@ class Restore:
         if not isinstance(cap, str):
             self._failed(f"{local}: the drive entry has no cap")
             return
+        self._files.add(local)
         self._pending.append((local, self._pool.submit(self._fetch, cap, e, local)))
         self._settle(2 * self.jobs)
 
@@ -190,14 +230,27 @@ class Restore:
 
     def _fetch(self, cap: str, e: dict[str, Any], local: Path) -> int:
         """Download ``cap`` beside ``local`` and rename it into place (a worker)."""
-        fd, tmp = tempfile.mkstemp(prefix=".p2pstore-restore-", dir=local.parent)
+        if self._stop.is_set():
+            raise _Stopped()
         try:
-            with os.fdopen(fd, "wb") as sink:
-                n = self.client.get(cap, sink, progress=None)
+            fd, tmp = tempfile.mkstemp(prefix=".p2pstore-restore-", dir=local.parent)
+        except OSError as err:
+            if err.errno in _DISK_FULL:
+                raise
+            raise _CannotWrite(f"cannot write it: {err.strerror or err}") from None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                n = self.client.get(cap, _Sink(f, self._stop), progress=None)  # type: ignore[arg-type]
             _mode_and_time(Path(tmp), e, is_dir=False)
+            if self._stop.is_set():
+                raise _Stopped()
             os.replace(tmp, local)
-        except BaseException:
+        except BaseException as err:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
+            if isinstance(err, OSError) and err.errno not in _DISK_FULL:
+                # e.g. a folder of the same name where the file goes (a filesystem that
+                # folds case): this file fails, the others go on
+                raise _CannotWrite(f"cannot write it: {err.strerror or err}") from None
             raise
         return n

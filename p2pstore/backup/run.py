@@ -38,6 +38,7 @@ def run_backup(
     note: Callable[[str], None],
     on_change: Callable[[Report], None],
     jobs: int = JOBS,
+    check: str = "auto",
 ) -> Report:
     """Back ``source`` up into ``dest``; ``connect`` makes a fresh client to ask a
     lost change's outcome (a restarted node may listen elsewhere). A dry run opens
@@ -54,6 +55,7 @@ def run_backup(
         note=note,
         on_change=on_change,
         jobs=jobs,
+        check=check,
     )
     drive = parse_vpath(dest).drive
     started = time.monotonic()

@@ -1,7 +1,8 @@
 """Sending one file of a backup, on a worker thread: open it without following a
-link or blocking, stream exactly its length, and say what came of it. Nothing
-here touches the database or the report (the run does that on its own thread,
-:meth:`p2pstore.backup.snapshot.Backup._settle`)."""
+link or blocking, stream exactly its length, and say what came of it; or check
+that an unchanged file is still whole in the grid and send it again if not
+(:func:`recheck_file`). Nothing here touches the database or the report (the run
+does that on its own thread, :meth:`p2pstore.backup.snapshot.Backup._settle`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import io
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Any, Protocol, cast
 
 from p2pstore.api_client import (
@@ -35,6 +36,10 @@ class Putter(Protocol):
         stored: Callable[[int], None] | None = None,
         name: str | None = None,
     ) -> dict[str, Any]: ...
+
+
+class Checker(Protocol):
+    def check(self, cap: str, *, verify: bool = False, repair: bool = False) -> dict[str, Any]: ...
 
 
 class BackupStopped(ClientError):
@@ -94,7 +99,10 @@ class ReadFailed(Exception):
 @dataclass(frozen=True, slots=True)
 class Sent:
     """What sending one file came to: a cap and the stamp it was read at, or why not
-    (``failed``, ``skipped``), or why the whole run must stop (``stop``)."""
+    (``failed``, ``skipped``), or why the whole run must stop (``stop``). For an
+    unchanged file checked again (:func:`recheck_file`): ``checked`` (the grid holds
+    it whole, ``cap`` is its recorded one), or ``reuploaded`` (what the check found)
+    with the upload's outcome, or ``unchecked`` (why no check could be made)."""
 
     cap: str | None = None
     stamp: FileStamp | None = None
@@ -102,6 +110,9 @@ class Sent:
     failed: str | None = None
     skipped: str | None = None
     stop: ClientError | None = None
+    checked: bool = False
+    reuploaded: str | None = None
+    unchecked: str | None = None
 
 
 def _open(f: Found) -> int | Sent:
@@ -158,3 +169,29 @@ def send_file(client: Putter, f: Found) -> Sent:
             "again when it is not being written)",
         )
     return Sent(str(doc["cap"]), FileStamp.of(before), sent[0])
+
+
+class Rechecker(Putter, Checker, Protocol):
+    pass
+
+
+def recheck_file(client: Rechecker, f: Found, cap: str) -> Sent:
+    """Is the unchanged file ``f``, recorded as ``cap``, still whole in the grid? If
+    not, upload it again from the local copy (convergent: the same cap, and only the
+    shares missing are placed), which works even where too few shares are left for
+    the grid to repair it. Thread-safe, like :func:`send_file`."""
+    try:
+        doc = client.check(cap)
+    except (NodeUnreachable, TransferError) as e:
+        return Sent(stop=node_gone(f"check {f.rel}", e))
+    except ApiCallError as e:
+        return Sent(cap=cap, unchecked=f"{f.path}: could not be checked: {e}")
+    if doc.get("healthy") is True:
+        return Sent(cap=cap, checked=True)
+    good, total = doc.get("shares_good"), doc.get("shares_total")
+    found = f"{good} of {total} shares found" if isinstance(good, int) else "not healthy"
+    if doc.get("recoverable") is False:
+        found += ", not recoverable from the grid"
+    sent = send_file(client, f)
+    # an upload that failed leaves the file linked as it was, with the cap recorded
+    return replace(sent, cap=sent.cap or cap, reuploaded=found)

@@ -2,13 +2,23 @@
 ``DRIVE_PATH/Latest`` (docs/backup.md).
 
 The folder is walked depth first. A file whose size, mtime, ctime and inode match
-the backup database is linked with the cap it got before, without being read; any
-other regular file is uploaded (convergent: identical contents anywhere give the
-same cap and store nothing new). Each directory becomes a whole directory object
-(``POST /api/v1/dir``) made bottom-up; one whose entries did not change since a
-previous run is the object made then (the database remembers it by a hash of its
-entries). The finished tree is linked twice, at ``Archives/<time>`` and, replacing
-the previous one, at ``Latest``; both are read-only snapshots (directory caps).
+the backup database is linked with the cap it got before, without being read
+(unless it is due for a check, below); any other regular file is uploaded
+(convergent: identical contents anywhere give the same cap and store nothing new).
+Each directory becomes a whole directory object (``POST /api/v1/dir``) made
+bottom-up; one whose entries did not change since a previous run is the object
+made then (the database remembers it by a hash of its entries). The finished tree
+is linked twice, at ``Archives/<time>`` and, replacing the previous one, at
+``Latest``; both are read-only snapshots (directory caps).
+
+Files decay in a grid whose machines come and go, and a file too damaged for the
+grid to repair can only come back from its original. So an unchanged file is
+checked in the grid (``check``, no share read) once it has gone ``check_after``
+(30 days) since its upload or last check, the more likely the older (certainly at
+twice that: the checks of a large backup spread over a month of runs; Tahoe-LAFS's
+backup database does the same); one the grid does not hold whole is uploaded again
+from the local file (the same cap; only the missing shares are placed). ``check``
+is ``"auto"`` (that), ``"all"`` (every unchanged file, this run) or ``"none"``.
 
 What cannot be backed up is said, one line each, and does not stop the run:
 symlinks and special files are skipped; an unreadable file or folder, a name the
@@ -20,6 +30,7 @@ in the database, so the next run sends only the rest.
 from __future__ import annotations
 
 import os
+import random
 import stat
 import time
 from collections.abc import Callable
@@ -34,16 +45,20 @@ from p2pstore.api_drive import new_op_id
 from . import JOBS  # uploads at once; the default lives in the package
 from .db import BackupDb, FileStamp, entries_hash
 from .scan import Excluder, Found, list_dir
-from .send import BackupStopped, Putter, Sent, node_gone, send_file
+from .send import BackupStopped, Rechecker, Sent, node_gone, recheck_file, send_file
 
 #: a file modified this close to the start of the run is not remembered as unchanged
 RACY_NS = 2_000_000_000
 ARCHIVES = "Archives"
 LATEST = "Latest"
 MAX_TIME = float(2**40) - 1
+#: an unchanged file is checked in the grid from this long after its last check on,
+#: certainly at twice this (module doc)
+CHECK_AFTER = 30 * 86400.0
+CHECKS = ("auto", "all", "none")
 
 
-class BackupClient(Putter, Protocol):
+class BackupClient(Rechecker, Protocol):
     def make_dir(self, entries: list[dict[str, Any]]) -> dict[str, Any]: ...
     def stat(self, path: str) -> dict[str, Any]: ...
     def ls(self, path: str) -> dict[str, Any]: ...
@@ -80,6 +95,9 @@ class Report:
     seconds: float = 0.0
 
     files_failed: int = 0
+    checked: int = 0  # unchanged files found whole in the grid
+    reuploaded: int = 0  # unchanged files uploaded again: the grid no longer held them whole
+    unchecked: int = 0  # checks that could not be made (the file is linked as it was)
 
     @property
     def files_done(self) -> int:
@@ -97,6 +115,9 @@ class Report:
             "bytes_read": self.bytes_read,
             "dirs_made": self.dirs_made,
             "dirs_reused": self.dirs_reused,
+            "checked": self.checked,
+            "reuploaded": self.reuploaded,
+            "unchecked": self.unchecked,
             "skipped": list(self.skipped),
             "failed": list(self.failed),
             "seconds": round(self.seconds, 3),
@@ -157,9 +178,15 @@ class Backup:
         note: Callable[[str], None] = lambda _m: None,
         on_change: Callable[[Report], None] = lambda _r: None,
         jobs: int = JOBS,
+        check: str = "auto",
+        check_after: float = CHECK_AFTER,
+        chance: Callable[[], float] = random.random,
     ) -> None:
+        if check not in CHECKS:
+            raise ValueError(f"check must be one of {CHECKS}, not {check!r}")
         self.client = client
         self.jobs = max(1, jobs)
+        self.check, self.check_after, self.chance = check, check_after, chance
         self._pool: ThreadPoolExecutor | None = None
         self.db = db
         self.source = source
@@ -292,12 +319,26 @@ class Backup:
         cap = self._dir(found, f.rel)
         return None if cap is None else _entry(f.stored, "dir", cap, f.st)
 
+    def _due(self, checked: float) -> bool:
+        """Is an unchanged file last found whole at ``checked`` due for a check?"""
+        if self.dry_run or self.check == "none":
+            return False
+        if self.check == "all":
+            return True
+        late = (self.started - checked - self.check_after) / self.check_after
+        return late >= 0 and self.chance() < late
+
     def _file(self, f: Found, pending: list[tuple[Found, Future[Sent]]]) -> str | None:
-        """The recorded cap of an unchanged file; else its upload is queued
-        (``pending``) and None returned."""
+        """The recorded cap of an unchanged file; else its upload, or the check of an
+        unchanged file that is due for one, is queued (``pending``) and None returned."""
         key = str(f.path.absolute())
-        cap = self.db.file_cap(key, FileStamp.of(f.st))
+        found = self.db.file_record(key, FileStamp.of(f.st))
         r = self.report
+        if found is not None and self._due(found[1]):
+            assert self._pool is not None
+            pending.append((f, self._pool.submit(recheck_file, self.client, f, found[0])))
+            return None
+        cap = None if found is None else found[0]
         if cap is not None:
             r.unchanged += 1
             r.unchanged_bytes += f.st.st_size
@@ -316,9 +357,11 @@ class Backup:
         return None
 
     def _settle(self, f: Found, key: str, sent: Sent) -> str | None:
-        """On the main thread: what a worker's upload of ``f`` came to."""
+        """On the main thread: what a worker's upload or check of ``f`` came to."""
         r = self.report
         r.bytes_read += sent.bytes_read
+        if sent.checked or sent.unchecked is not None or sent.reuploaded is not None:
+            return self._settle_check(f, key, sent)
         if sent.skipped is not None:
             self._skip(sent.skipped)
             return None
@@ -333,6 +376,35 @@ class Backup:
         r.uploaded_bytes += sent.stamp.size
         if self.verbose:
             self.note(f"uploaded: {f.rel}")
+        return sent.cap
+
+    def _settle_check(self, f: Found, key: str, sent: Sent) -> str | None:
+        """An unchanged file checked: it is linked either way, with the cap of its
+        upload again if there was one, else with its recorded cap (the copy the
+        grid has, a failure listed if it is not whole)."""
+        r = self.report
+        r.unchanged += 1
+        r.unchanged_bytes += f.st.st_size
+        if sent.checked:
+            r.checked += 1
+            self.db.record_checked(key, self.started)
+            if self.verbose:
+                self.note(f"checked: {f.rel}")
+        elif sent.unchecked is not None:
+            r.unchecked += 1
+            if self.verbose:
+                self.note(f"not checked: {sent.unchecked}")
+        elif sent.failed is None and sent.skipped is None and sent.stamp is not None:
+            r.reuploaded += 1
+            if self.started_ns - sent.stamp.mtime_ns > RACY_NS:
+                assert sent.cap is not None
+                self.db.record_file(key, sent.stamp, sent.cap)
+            if self.verbose:
+                self.note(f"uploaded again: {f.rel} ({sent.reuploaded})")
+        else:
+            why = sent.failed or sent.skipped
+            self._fail(f"{f.path}: {sent.reuploaded} in the grid; uploading it again: {why}")
+        self.on_change(r)
         return sent.cap
 
     def _call(self, call: Callable[[], dict[str, Any]], what: str) -> dict[str, Any]:

@@ -34,6 +34,12 @@ def summary(r: Report, *, dry_run: bool, latest: str | None) -> list[str]:
         f"{human_bytes(r.bytes_read)}; folders: {r.dirs_made:,} stored, "
         f"{r.dirs_reused:,} unchanged; {r.seconds:.1f} s"
     )
+    if r.checked or r.reuploaded or r.unchecked:
+        lines.append(
+            f"checked in the grid: {r.checked + r.reuploaded:,} unchanged files, "
+            f"{r.reuploaded:,} of them uploaded again (the grid no longer held them "
+            f"whole); {r.unchecked:,} could not be checked"
+        )
     if r.skipped:
         lines.append("skipped:")
         lines.extend(f"  {s}" for s in r.skipped)

@@ -18,13 +18,15 @@ from typing import Any
 from p2pstore.api_client import NodeClient
 from p2pstore.api_drive import walk_files
 from p2pstore.backup.db import DB_NAME
+from p2pstore.immutable import ReadCap, parse_cap
+from p2pstore.storage.disk_layout import si_b32
 from p2pstore.testing.backup_tree import assert_same_tree, backdate, change_tree, make_tree
 from tests.realgrid import REPO, cli, cli_env, local_grid
 
 
-def backup(src: Path, dest: str, node: Path) -> dict[str, Any]:
+def backup(src: Path, dest: str, node: Path, *extra: str) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(
-        cli("backup", src, dest, "--json", "--node", node, timeout=300).stdout
+        cli("backup", src, dest, "--json", "--node", node, *extra, timeout=300).stdout
     )
     return doc
 
@@ -63,6 +65,31 @@ def test_backup_restore_and_an_interrupted_run(tmp_path: Path) -> None:
         cli("restore", "shared:/alice/Latest", tmp_path / "restored", "--node", b, timeout=300)
         subprocess.run(["diff", "-r", str(src), str(tmp_path / "restored")], check=True)
         assert_same_tree(src, tmp_path / "restored")  # and modes, mtimes
+
+        # every share of one file lost from the grid: a run that checks finds it and
+        # uploads it again from the local copy (same cap); it restores again
+        lost = next((p, c) for p, c in sorted(after.items()) if isinstance(parse_cap(c), ReadCap))
+        si = si_b32(parse_cap(lost[1]).storage_index)  # type: ignore[union-attr]
+        gone = [s for s in grid.root.glob(f"*/storage/shares/{si[:2]}/{si}/[0-9]*")]
+        assert gone
+        for share in gone:
+            share.unlink()
+        broken = cli(
+            "restore",
+            "shared:/alice/Latest",
+            tmp_path / "broken",
+            "--node",
+            b,
+            check=False,
+            timeout=300,
+        )
+        assert broken.returncode == 1 and not (tmp_path / "broken" / lost[0]).exists()
+        checked = backup(src, "shared:/alice", a, "--check-all")
+        assert (checked["reuploaded"], checked["uploaded"], checked["failed"]) == (1, 0, [])
+        assert checked["checked"] == len(after) - 1
+        assert listing("shared:/alice/Latest", a) == after
+        cli("restore", "shared:/alice/Latest", tmp_path / "again", "--node", b, timeout=300)
+        assert_same_tree(src, tmp_path / "again")
 
         # a backup killed part-way: the next run sends only what is missing
         big = tmp_path / "big"
