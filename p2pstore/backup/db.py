@@ -102,6 +102,22 @@ def _connect(path: Path | None, read_only: bool) -> sqlite3.Connection:
         raise BackupDbError(f"cannot open the backup database {path}: {e}") from None
 
 
+def _from_schema_1(conn: sqlite3.Connection) -> None:
+    """Schema 1 -> 2 in one transaction: the ``checked`` column, each file's upload
+    counting as its last check (a column left by a move cut short is reused)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {c[1] for c in conn.execute("PRAGMA table_info(files)").fetchall()}
+        if "checked" not in columns:
+            conn.execute("ALTER TABLE files ADD COLUMN checked REAL NOT NULL DEFAULT 0")
+        conn.execute("UPDATE files SET checked = uploaded WHERE checked = 0")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+
+
 def _prepare(conn: sqlite3.Connection, path: Path | None, read_only: bool) -> None:
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -111,9 +127,8 @@ def _prepare(conn: sqlite3.Connection, path: Path | None, read_only: bool) -> No
                 f"reads up to {SCHEMA_VERSION}"
             )
         if not read_only:
-            if version == 1:  # files checked again since: their upload counts as a check
-                conn.execute("ALTER TABLE files ADD COLUMN checked REAL NOT NULL DEFAULT 0")
-                conn.execute("UPDATE files SET checked = uploaded")
+            if version == 1:
+                _from_schema_1(conn)
             conn.executescript(_SCHEMA)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.commit()

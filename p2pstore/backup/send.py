@@ -101,8 +101,9 @@ class Sent:
     """What sending one file came to: a cap and the stamp it was read at, or why not
     (``failed``, ``skipped``), or why the whole run must stop (``stop``). For an
     unchanged file checked again (:func:`recheck_file`): ``checked`` (the grid holds
-    it whole, ``cap`` is its recorded one), or ``reuploaded`` (what the check found)
-    with the upload's outcome, or ``unchecked`` (why no check could be made)."""
+    it well kept, ``cap`` is its recorded one), or ``reuploaded`` (what the check
+    found) with the upload's outcome and the ``recorded`` cap, or ``unchecked`` (why
+    no check could be made)."""
 
     cap: str | None = None
     stamp: FileStamp | None = None
@@ -113,6 +114,7 @@ class Sent:
     checked: bool = False
     reuploaded: str | None = None
     unchecked: str | None = None
+    recorded: str | None = None  # the cap a file uploaded again had
 
 
 def _open(f: Found) -> int | Sent:
@@ -175,23 +177,40 @@ class Rechecker(Putter, Checker, Protocol):
     pass
 
 
+def thin_below(k: int, n: int) -> int:
+    """Fewer good shares than this, and a checked file is uploaded again: k plus half
+    the redundancy (7 of 10 at 3-of-10). Above it, a share or two missing (a home
+    machine off for the evening, say) is left to the grid's maintenance, which
+    waits out machines that come back (docs/maintenance.md)."""
+    return k + -(-(n - k) // 2)
+
+
 def recheck_file(client: Rechecker, f: Found, cap: str) -> Sent:
-    """Is the unchanged file ``f``, recorded as ``cap``, still whole in the grid? If
-    not, upload it again from the local copy (convergent: the same cap, and only the
-    shares missing are placed), which works even where too few shares are left for
-    the grid to repair it. Thread-safe, like :func:`send_file`."""
+    """Is the unchanged file ``f``, recorded as ``cap``, still well kept in the grid?
+    If it has lost too many shares (:func:`thin_below`), or cannot be recovered at
+    all, upload it again from the local copy (convergent: the same cap unless the
+    node's encoding settings changed; only the shares missing are placed), which
+    works where too few are left for the grid to repair it, and costs less network
+    than a repair (which first downloads k shares). Thread-safe, like
+    :func:`send_file`."""
     try:
         doc = client.check(cap)
     except (NodeUnreachable, TransferError) as e:
         return Sent(stop=node_gone(f"check {f.rel}", e))
     except ApiCallError as e:
         return Sent(cap=cap, unchecked=f"{f.path}: could not be checked: {e}")
-    if doc.get("healthy") is True:
+    healthy, recoverable = doc.get("healthy"), doc.get("recoverable")
+    k, n, good = doc.get("shares_needed"), doc.get("shares_total"), doc.get("shares_good")
+    numbers = [x for x in (k, n, good) if isinstance(x, int) and not isinstance(x, bool)]
+    if not isinstance(healthy, bool) or not isinstance(recoverable, bool) or len(numbers) < 3:
+        return Sent(cap=cap, unchecked=f"{f.path}: the node's check said nothing usable")
+    assert isinstance(k, int) and isinstance(n, int) and isinstance(good, int)
+    if healthy or (recoverable and good >= thin_below(k, n)):
         return Sent(cap=cap, checked=True)
-    good, total = doc.get("shares_good"), doc.get("shares_total")
-    found = f"{good} of {total} shares found" if isinstance(good, int) else "not healthy"
-    if doc.get("recoverable") is False:
-        found += ", not recoverable from the grid"
+    found = f"{good} of {n} shares found" + ("" if recoverable else ", not recoverable")
     sent = send_file(client, f)
+    if isinstance(sent.stop, BackupStopped) and not isinstance(sent.stop, NodeGone):
+        # the grid takes no uploads now: this file is linked as it was, the run goes on
+        sent = replace(sent, stop=None, failed=f"{f.path}: {sent.stop}")
     # an upload that failed leaves the file linked as it was, with the cap recorded
-    return replace(sent, cap=sent.cap or cap, reuploaded=found)
+    return replace(sent, cap=sent.cap or cap, reuploaded=found, recorded=cap)

@@ -15,10 +15,12 @@ Files decay in a grid whose machines come and go, and a file too damaged for the
 grid to repair can only come back from its original. So an unchanged file is
 checked in the grid (``check``, no share read) once it has gone ``check_after``
 (30 days) since its upload or last check, the more likely the older (certainly at
-twice that: the checks of a large backup spread over a month of runs; Tahoe-LAFS's
-backup database does the same); one the grid does not hold whole is uploaded again
-from the local file (the same cap; only the missing shares are placed). ``check``
-is ``"auto"`` (that), ``"all"`` (every unchanged file, this run) or ``"none"``.
+twice that, so the checks of files backed up on one day spread over about two
+weeks of daily runs; Tahoe-LAFS's backup database does the same); one that has
+lost too many shares (:func:`~.send.thin_below`) is uploaded again from the local
+file (only the missing shares are placed). ``check`` is ``"auto"`` (that),
+``"all"`` (every unchanged file, this run) or ``"none"``. Literal files (held in
+their caps) are never checked.
 
 What cannot be backed up is said, one line each, and does not stop the run:
 symlinks and special files are skipped; an unreadable file or folder, a name the
@@ -41,6 +43,7 @@ from typing import Any, Protocol
 
 from p2pstore.api_client import ApiCallError, ClientError, NodeUnreachable, TransferError
 from p2pstore.api_drive import new_op_id
+from p2pstore.immutable import LiteralCap, parse_cap
 
 from . import JOBS  # uploads at once; the default lives in the package
 from .db import BackupDb, FileStamp, entries_hash
@@ -96,7 +99,7 @@ class Report:
 
     files_failed: int = 0
     checked: int = 0  # unchanged files found whole in the grid
-    reuploaded: int = 0  # unchanged files uploaded again: the grid no longer held them whole
+    reuploaded: int = 0  # unchanged files uploaded again: the grid lost too many shares
     unchecked: int = 0  # checks that could not be made (the file is linked as it was)
 
     @property
@@ -148,6 +151,14 @@ def count_files(root: Path, excluder: Excluder) -> tuple[int, int]:
                 files += 1
                 size += f.st.st_size
     return files, size
+
+
+def _literal(cap: str) -> bool:
+    """A literal file's cap holds the file: nothing in the grid to check."""
+    try:
+        return isinstance(parse_cap(cap), LiteralCap)
+    except ValueError:
+        return False
 
 
 def _entry(name: str, kind: str, cap: str, st: os.stat_result) -> dict[str, Any]:
@@ -334,7 +345,7 @@ class Backup:
         key = str(f.path.absolute())
         found = self.db.file_record(key, FileStamp.of(f.st))
         r = self.report
-        if found is not None and self._due(found[1]):
+        if found is not None and not _literal(found[0]) and self._due(found[1]):
             assert self._pool is not None
             pending.append((f, self._pool.submit(recheck_file, self.client, f, found[0])))
             return None
@@ -379,10 +390,14 @@ class Backup:
         return sent.cap
 
     def _settle_check(self, f: Found, key: str, sent: Sent) -> str | None:
-        """An unchanged file checked: it is linked either way, with the cap of its
-        upload again if there was one, else with its recorded cap (the copy the
-        grid has, a failure listed if it is not whole)."""
+        """An unchanged file checked: linked with the cap of its upload again if there
+        was one, else with its recorded cap (the copy the grid has; a failed upload
+        again is listed). One that vanished meanwhile is skipped."""
         r = self.report
+        if sent.skipped is not None:  # gone since the walk: not in this snapshot
+            self._skip(sent.skipped)
+            self.on_change(r)
+            return None
         r.unchanged += 1
         r.unchanged_bytes += f.st.st_size
         if sent.checked:
@@ -394,16 +409,19 @@ class Backup:
             r.unchecked += 1
             if self.verbose:
                 self.note(f"not checked: {sent.unchecked}")
-        elif sent.failed is None and sent.skipped is None and sent.stamp is not None:
+        elif sent.failed is None and sent.stamp is not None and sent.cap is not None:
             r.reuploaded += 1
             if self.started_ns - sent.stamp.mtime_ns > RACY_NS:
-                assert sent.cap is not None
                 self.db.record_file(key, sent.stamp, sent.cap)
-            if self.verbose:
-                self.note(f"uploaded again: {f.rel} ({sent.reuploaded})")
+            new = sent.cap != sent.recorded
+            if self.verbose or new:
+                why = "; a new cap: the node's encoding settings changed" if new else ""
+                self.note(f"uploaded again: {f.rel} ({sent.reuploaded}{why})")
         else:
-            why = sent.failed or sent.skipped
-            self._fail(f"{f.path}: {sent.reuploaded} in the grid; uploading it again: {why}")
+            self._fail(
+                f"{sent.failed} (it was being uploaded again: {sent.reuploaded}; the "
+                "snapshot links the copy in the grid)"
+            )
         self.on_change(r)
         return sent.cap
 

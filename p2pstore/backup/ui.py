@@ -37,8 +37,8 @@ def summary(r: Report, *, dry_run: bool, latest: str | None) -> list[str]:
     if r.checked or r.reuploaded or r.unchecked:
         lines.append(
             f"checked in the grid: {r.checked + r.reuploaded:,} unchanged files, "
-            f"{r.reuploaded:,} of them uploaded again (the grid no longer held them "
-            f"whole); {r.unchecked:,} could not be checked"
+            f"{r.reuploaded:,} of them uploaded again (the grid had lost too many "
+            f"of their shares); {r.unchecked:,} could not be checked"
         )
     if r.skipped:
         lines.append("skipped:")

@@ -365,8 +365,12 @@ def test_shell_backup_and_restore(node: Path, tmp_path: Path) -> None:
         assert sh.run_line(f"restore -j {bad} private:/s/Latest out3")
         assert "-j takes a number from 1 to 64" in rec.take()[-1]
         assert not (tmp_path / "out3").exists()
-    assert sh.run_line("backup -j 1 src private:/s --exclude=*.tmp")
-    assert any("10 unchanged" in line for line in rec.take())
+    assert sh.run_line("backup -j 1 src private:/s --exclude=*.tmp --check-all")
+    out = rec.take()
+    assert any("10 unchanged" in line for line in out), out
+    assert any(line.startswith("checked in the grid: ") for line in out), out
+    assert sh.run_line("backup src private:/s --check-all --no-check")
+    assert "do not go together" in rec.take()[-1]
     assert sh.run_line("backup nowhere private:/s")
     assert "not a local folder" in rec.take()[-1]
     assert sh.run_line("backup src")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -20,6 +21,7 @@ from p2pstore.api_drive import walk_files
 from p2pstore.app.drive import VdriveApplication
 from p2pstore.backup.db import DB_NAME, BackupDb, FileStamp
 from p2pstore.backup.restore import Restore
+from p2pstore.backup.send import thin_below
 from p2pstore.backup.snapshot import CHECK_AFTER, Backup
 from p2pstore.immutable import EncodingParams, ReadCap, parse_cap
 from p2pstore.testing.backup_tree import assert_same_tree, make_tree, regular_files
@@ -60,9 +62,10 @@ def caps_at(node: Path, path: str) -> dict[str, str]:
 def test_files_the_grid_lost_are_uploaded_again_from_the_local_copy(
     node: tuple[Path, MemoryApplication], tmp_path: Path
 ) -> None:
-    """One file loses every share (the grid cannot repair it), one loses one share;
-    a run that checks finds both and uploads them again: the same caps, whole again,
-    and a restore gives back every byte."""
+    """One file loses every share (the grid cannot repair it), one loses four (6 of
+    10 left, under thin_below), one loses one (left to the grid's maintenance); a
+    run that checks uploads the first two again: the same caps, whole again, and a
+    restore gives back every byte."""
     nd, app = node
     src = tmp_path / "src"
     make_tree(src, 12, seed=21)
@@ -71,21 +74,25 @@ def test_files_the_grid_lost_are_uploaded_again_from_the_local_copy(
     caps = caps_at(nd, "private:/k/Latest")
     coded = sorted(p for p, c in caps.items() if isinstance(parse_cap(c), ReadCap))
     assert len(coded) >= 3
-    gone, thin = parse_cap(caps[coded[0]]), parse_cap(caps[coded[1]])
+    gone, thin, short = (parse_cap(caps[p]) for p in coded[:3])
     assert isinstance(gone, ReadCap) and isinstance(thin, ReadCap)
+    assert isinstance(short, ReadCap) and thin_below(3, 10) == 7
     for share in range(10):
         app.delete_share(gone, share)
-    app.delete_share(thin, 4)
+    for share in (1, 4, 6, 9):
+        app.delete_share(thin, share)
+    app.delete_share(short, 5)
 
     rc, second = backup(nd, src, "private:/k")  # fresh records: nothing is due
     assert rc == 0 and (second["checked"], second["reuploaded"]) == (0, 0)
     rc, third = backup(nd, src, "private:/k", "--check-all")
     assert rc == 0, third
-    assert (third["checked"], third["reuploaded"], third["unchecked"]) == (10, 2, 0)
+    assert (third["checked"], third["reuploaded"], third["unchecked"]) == (len(coded) - 2, 2, 0)
     assert (third["unchanged"], third["uploaded"]) == (12, 0)
     assert third["bytes_read"] == sum((src / p).stat().st_size for p in coded[:2])
     assert caps_at(nd, "private:/k/Latest") == caps  # the same caps, linked as before
     assert len(app.stored_shares(gone)) == len(app.stored_shares(thin)) == 10
+    assert len(app.stored_shares(short)) == 9  # the grid's maintenance mends that
     rc, fourth = backup(nd, src, "private:/k")  # just checked: not due again
     assert rc == 0 and (fourth["checked"], fourth["reuploaded"]) == (0, 0)
     assert cli.main(["restore", "private:/k/Latest", str(tmp_path / "out"), "--node", str(nd)]) == 0
@@ -127,6 +134,7 @@ def test_a_check_the_node_cannot_make_links_the_file_as_it_was(
             raise ApiCallError(503, "not-enough-peers", "only 2 peers answered (test)")
 
     from p2pstore.backup.run import run_backup
+    from p2pstore.backup.scan import Excluder
 
     client = NodeClient.for_node(nd)
     client.__class__ = NoChecks
@@ -137,14 +145,15 @@ def test_a_check_the_node_cannot_make_links_the_file_as_it_was(
         nd,
         src,
         "private:/u",
-        excluder=__import__("p2pstore.backup.scan", fromlist=["Excluder"]).Excluder(),
+        excluder=Excluder(),
         dry_run=False,
         verbose=True,
         note=notes.append,
         on_change=lambda _r: None,
         check="all",
     )
-    assert (report.checked, report.unchecked, report.unchanged, report.failed) == (0, 6, 6, [])
+    coded = sum(isinstance(parse_cap(c), ReadCap) for c in caps.values())
+    assert (report.checked, report.unchecked, report.unchanged, report.failed) == (0, coded, 6, [])
     assert any("could not be checked" in n and "only 2 peers" in n for n in notes)
     assert caps_at(nd, "private:/u/Latest") == caps
 
@@ -262,3 +271,127 @@ def test_the_cli_refuses_a_bad_jobs_count(
     assert "not allowed with" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     assert regular_files(tmp_path) == []
+
+
+def test_a_due_check_records_when_the_file_was_found_well_kept(
+    node: tuple[Path, MemoryApplication], tmp_path: Path
+) -> None:
+    """Rows last checked 61 days ago are due in an ordinary run; each check sets its
+    row to the run's start, so the next run checks nothing."""
+    nd, _app = node
+    src = tmp_path / "src"
+    make_tree(src, 8, seed=23)
+    rc, _ = backup(nd, src, "private:/t")
+    assert rc == 0
+    with sqlite3.connect(nd / DB_NAME) as db:
+        db.execute("UPDATE files SET checked = checked - ?", (61 * DAY,))
+    coded = sum(
+        isinstance(parse_cap(c), ReadCap) for c in caps_at(nd, "private:/t/Latest").values()
+    )
+    before = time.time()
+    rc, run = backup(nd, src, "private:/t")
+    assert rc == 0 and (run["checked"], run["reuploaded"]) == (coded, 0)
+    with sqlite3.connect(nd / DB_NAME) as db:
+        rows = [(c, when) for c, when in db.execute("SELECT cap, checked FROM files")]
+    for cap, when in rows:
+        if isinstance(parse_cap(cap), ReadCap):
+            assert before - 5 <= when <= time.time(), cap
+        else:  # literal files are never checked
+            assert when < before - 60 * DAY
+    rc, again = backup(nd, src, "private:/t")
+    assert rc == 0 and again["checked"] == 0
+
+
+def test_a_grid_that_refuses_the_upload_again_still_gets_its_snapshot(
+    node: tuple[Path, MemoryApplication], tmp_path: Path
+) -> None:
+    """The grid answers 503 to the upload again of a file that lost its shares: the
+    file is listed as failed and linked with its recorded cap, the snapshot is made.
+    A check reply the backup cannot read counts as not checked."""
+    from p2pstore.backup.run import run_backup
+    from p2pstore.backup.scan import Excluder
+
+    nd, app = node
+    src = tmp_path / "src"
+    make_tree(src, 6, seed=24)
+    rc, _ = backup(nd, src, "private:/r")
+    assert rc == 0
+    caps = caps_at(nd, "private:/r/Latest")
+    lost = next(p for p, c in sorted(caps.items()) if isinstance(parse_cap(c), ReadCap))
+    for share in range(10):
+        app.delete_share(parse_cap(caps[lost]), share)  # type: ignore[arg-type]
+
+    class Refusing(NodeClient):
+        odd: bool = False
+
+        def put(self, source: Any, **kw: Any) -> dict[str, Any]:
+            raise ApiCallError(503, "not-enough-peers", "only 2 peers answered (test)")
+
+        def check(self, cap: str, *, verify: bool = False, repair: bool = False) -> Any:
+            return {"status": "ok"} if self.odd else super().check(cap)
+
+    client = NodeClient.for_node(nd)
+    client.__class__ = Refusing
+
+    def run() -> Any:
+        return run_backup(
+            client,
+            lambda: NodeClient.for_node(nd),
+            nd,
+            src,
+            "private:/r",
+            excluder=Excluder(),
+            dry_run=False,
+            verbose=False,
+            note=lambda _m: None,
+            on_change=lambda _r: None,
+            check="all",
+        )
+
+    report = run()
+    assert report.snapshot is not None and len(report.failed) == 1
+    assert lost in report.failed[0] and "503" in report.failed[0]
+    assert "uploaded again" in report.failed[0] and report.reuploaded == 0
+    assert caps_at(nd, "private:/r/Latest") == caps
+    Refusing.odd = True
+    report = run()
+    assert report.unchecked == sum(isinstance(parse_cap(c), ReadCap) for c in caps.values())
+    assert report.checked == 0 and report.failed == []
+
+
+def test_schema_1_moved_part_way_and_a_newer_schema(tmp_path: Path) -> None:
+    """A move from schema 1 cut short after its column was added opens (the column
+    reused); a schema newer than this version knows is refused, saying so."""
+    path = tmp_path / DB_NAME
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns "
+        "INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, cap TEXT "
+        "NOT NULL, uploaded REAL NOT NULL, checked REAL NOT NULL DEFAULT 0); "
+        "CREATE TABLE dirs (hash TEXT PRIMARY KEY, cap TEXT NOT NULL, made REAL NOT NULL);"
+        "PRAGMA user_version = 1;"
+    )
+    conn.execute("INSERT INTO files VALUES ('/a', 1, 2, 3, 4, 'c', 1000.5, 0)")
+    conn.commit()
+    conn.close()
+    db = BackupDb.open(path)
+    assert db.file_record("/a", FileStamp(1, 2, 3, 4)) == ("c", 1000.5)
+    db.close()
+    sqlite3.connect(path).execute("PRAGMA user_version = 3").connection.commit()
+    with pytest.raises(Exception, match="schema 3, this version reads up to 2"):
+        BackupDb.open(path)
+
+
+def test_the_summary_says_what_was_checked() -> None:
+    from p2pstore.backup import ui
+    from p2pstore.backup.snapshot import Report
+
+    r = Report(files_total=50, unchanged=50, checked=45, reuploaded=1, unchecked=4)
+    lines = ui.summary(r, dry_run=False, latest=None)
+    assert lines[-1] == (
+        "checked in the grid: 46 unchanged files, 1 of them uploaded again (the grid had "
+        "lost too many of their shares); 4 could not be checked"
+    )
+    assert not any(
+        "checked in the grid" in x for x in ui.summary(Report(), dry_run=False, latest=None)
+    )
