@@ -56,13 +56,12 @@ from p2pstore.immutable import (
     FileVerifier,
     LiteralCap,
     ReadCap,
-    ShareHeader,
     ShareLayout,
     VerifiedBlock,
     VerifiedCrypttextLeaf,
     VerifyCap,
 )
-from p2pstore.immutable.errors import ImmutableError, LocalError, ParameterError
+from p2pstore.immutable.errors import ImmutableError, LocalError
 from p2pstore.storage import StorageAPI, StorageError
 from quic_transport.identity import NodeId
 
@@ -71,8 +70,6 @@ from .opening import Fetched, opening_ranges
 from .peers import READ_CHUNK, FindPeers, P, Progress, StorageFor, describe
 from .placement import PeerKey
 
-#: The share chain is at most log2(256) hashes; a header claiming more is bad.
-_MAX_CHAIN = 8 * 32
 _EWMA = 0.3
 #: A primary share (0..k-1) is read in preference to a secondary one whose peer answers
 #: up to this many times faster: blocks of primary shares decode for free, each
@@ -461,15 +458,7 @@ class Downloader(Generic[P]):
         header = fetched.get((0, HEADER_SIZE))
         if header is None:
             raise BadShareError(share, "short read at offset 0")
-        ext_range = verifier.locate_extension(share, header)
-        try:
-            h = ShareHeader.parse(header)
-        except ParameterError as e:
-            raise BadShareError(share, str(e)) from None
-        chain_len = h.ext_offset - h.share_chain_offset
-        if not 0 <= chain_len <= _MAX_CHAIN:
-            raise BadShareError(share, "share chain length out of range")
-        wanted = [ext_range, (h.block_tree_offset, 32), (h.share_chain_offset, chain_len)]
+        wanted = verifier.locate_pieces(share, header)
         got = [fetched.get(r) for r in wanted]
         missing = [r for r, g in zip(wanted, got, strict=True) if g is None]
         more = iter(await rd(missing) if missing else [])

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic
 
@@ -39,6 +40,9 @@ from .placement import PeerKey, SharePlacer, happiness, holdings_of, rank_peers
 from .quality import QualitySource
 from .regenerate import LoopShareSource, list_existing, replace_shares
 from .sender import SendConfig
+
+#: shares verified at once (each holds up to a few MiB of blocks while checked)
+VERIFY_AT_ONCE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +198,14 @@ class Health(Generic[P]):
                 max_read=self.config.max_read,
                 timeout=self.config.op_timeout,
             )
-            report = await asyncio.to_thread(check_shares, vc, src, sorted(assignment))
+            # never waited for on the loop: its threads' reads run on the loop
+            pool = ThreadPoolExecutor(VERIFY_AT_ONCE, thread_name_prefix="p2ps-verify")
+            try:
+                report = await asyncio.to_thread(
+                    check_shares, vc, src, sorted(assignment), executor=pool
+                )
+            finally:
+                pool.shutdown(wait=False, cancel_futures=True)
             for s, why in report.items():
                 if r < len(existing[s]):  # fill-ins were recorded in round 0
                     copies[(s, NodeId(assignment[s]).b32)] = why

@@ -11,7 +11,9 @@ repair (for shares lost later) both use it (docs/grid.md, "Peers that vanish",
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from p2pstore.base.tasks import bounded
 from p2pstore.immutable import (
@@ -24,9 +26,12 @@ from p2pstore.immutable import (
 from p2pstore.immutable.errors import ImmutableError
 from p2pstore.storage import StorageAPI
 
+from .download import DownloadConfig, read_ranges
 from .peers import READ_CHUNK, P, StorageFor, describe
 from .placement import PeerKey, SharePlacer
 from .sender import SendConfig, ShareSender
+
+T = TypeVar("T")
 
 
 async def list_existing(
@@ -59,8 +64,9 @@ async def list_existing(
 
 
 class LoopShareSource:
-    """A synchronous ``ShareSource`` for a worker thread, reading through StorageAPIs
-    on the event loop (reads split at ``max_read``, each bounded by ``timeout``)."""
+    """A synchronous ``RangesSource`` for worker threads, reading through StorageAPIs
+    on the event loop (reads split at ``max_read``, each bounded by ``timeout``;
+    ``readv``'s ranges go in as few calls as the servers' limits allow, at once)."""
 
     def __init__(
         self,
@@ -87,12 +93,33 @@ class LoopShareSource:
         return b"".join(parts)
 
     def read(self, share_number: int, offset: int, length: int) -> bytes:
+        api = self._api(share_number)
+        return self._wait(self._read(api, share_number, offset, length))
+
+    def readv(self, share_number: int, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        api = self._api(share_number)
+        return self._wait(
+            read_ranges(
+                api,
+                self.si,
+                share_number,
+                ranges,
+                max_read=self.max_read,
+                max_ranges=DownloadConfig().max_readv_ranges,
+                timeout=self.timeout,
+            )
+        )
+
+    def _api(self, share_number: int) -> StorageAPI:
         api = self.apis.get(share_number)
         if api is None:
             raise RemoteError(f"share {share_number} is not available")
-        fut = asyncio.run_coroutine_threadsafe(
-            self._read(api, share_number, offset, length), self.loop
-        )
+        return api
+
+    def _wait(self, coro: Coroutine[Any, Any, T]) -> T:
+        """``coro`` run on the loop, from a worker thread; a failure that is not the
+        share's own (ImmutableError) is a RemoteError."""
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return fut.result()
         except ImmutableError:
@@ -149,8 +176,10 @@ async def _replace_once(
         max_read=min(config.max_write, READ_CHUNK),
         timeout=config.op_timeout,
     )
+    # each segment's k shares and its proof read at once (the reads run on the loop)
+    pool = ThreadPoolExecutor(cap.k + 1, thread_name_prefix="p2ps-regenerate")
     gen: Iterator[EncodedSegment | tuple[ShareTrailer, ...]] = regenerate_shares(
-        cap, src, sorted(apis)
+        cap, src, sorted(apis), executor=pool
     )
     sender: ShareSender[P] = ShareSender(
         cap.storage_index, placer, peers, storage_for, alloc_size=None, config=config, lease=lease
@@ -181,3 +210,4 @@ async def _replace_once(
                 await sender.finish(item)
     finally:
         await sender.aclose()
+        pool.shutdown(wait=False, cancel_futures=True)

@@ -41,6 +41,9 @@ from p2pstore.immutable.extension import ExtensionBlock, extension_hash
 from p2pstore.immutable.gf256 import check_decoder
 from p2pstore.immutable.share_layout import Range, ShareHeader, ShareLayout
 
+#: a share chain is at most log2(256) hashes; a header claiming more is bad
+_MAX_CHAIN = hashtree.tree_depth(256) * HASH_BYTES
+
 
 @dataclass(frozen=True, slots=True)
 class VerifiedBlock:
@@ -82,6 +85,17 @@ class FileVerifier:
         if (h.k, h.n) != (self.cap.k, self.cap.n):
             raise BadShareError(share_number, f"header says {h.k}-of-{h.n}")
         return h.ext_range()
+
+    def locate_pieces(self, share_number: int, header: bytes) -> list[Range]:
+        """Parse an untrusted header; where its extension block copy, block-tree root
+        and share chain are, to read at once (``accept_extension``, then
+        ``check_header`` proves the offsets, then ``accept_share_root``)."""
+        ext_range = self.locate_extension(share_number, header)
+        h = ShareHeader.parse(header)  # parsed above without error
+        chain_len = h.ext_offset - h.share_chain_offset
+        if not 0 <= chain_len <= _MAX_CHAIN:
+            raise BadShareError(share_number, "share chain length out of range")
+        return [ext_range, (h.block_tree_offset, HASH_BYTES), (h.share_chain_offset, chain_len)]
 
     def accept_extension(self, share_number: int, data: bytes) -> ExtensionBlock:
         """Verify an extension block copy against the cap (the first good one is kept)."""

@@ -1,7 +1,12 @@
 """A synchronous reference driver over the sans-I/O pieces: read, verify, repair.
 
 It reads share bytes through the small :class:`ShareSource` protocol (an in-memory
-dict in tests; the grid's downloader follows the same sequence asynchronously).
+dict in tests; the grid's downloader follows the same sequence asynchronously). A
+source that also has ``readv`` (:class:`RangesSource`) gets the several ranges of
+one step in one call: a segment's ciphertext proof, each share's block with its
+uncles, a run of blocks when a whole share is checked; with an ``executor``, the k
+shares of a segment are read at once. Over a network that is a round trip or two
+per segment instead of one per range (repair and verify read this way).
 
 Invariants:
 - A share that fails any check is dropped for the rest of the operation and the
@@ -12,8 +17,8 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Executor
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, wait
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,6 +43,8 @@ from p2pstore.immutable.share_layout import HEADER_SIZE, Range
 
 #: Tree nodes per read when checking whole shares (128 KiB), bounding memory.
 _CHECK_CHUNK = 4096
+#: Block bytes asked for in one ``readv`` when checking a whole share.
+_BLOCK_BATCH = 4 << 20
 
 
 class ShareSource(Protocol):
@@ -45,6 +52,13 @@ class ShareSource(Protocol):
     or raise :class:`RemoteError` if the share is unavailable."""
 
     def read(self, share_number: int, offset: int, length: int) -> bytes: ...
+
+
+class RangesSource(ShareSource, Protocol):
+    """A :class:`ShareSource` that also reads several ranges of one share in one call
+    (each answer exactly as long as asked, or a short one at the end)."""
+
+    def readv(self, share_number: int, ranges: Sequence[Range]) -> list[bytes]: ...
 
 
 @dataclass
@@ -83,8 +97,26 @@ class _Session:
             raise BadShareError(share, f"short read at offset {r[0]}")
         return data
 
-    def read_all(self, share: int, ranges: Iterable[Range]) -> bytes:
-        return b"".join(self.read(share, r) for r in ranges)
+    def read_many(self, share: int, ranges: Sequence[Range]) -> list[bytes]:
+        """Each of ``ranges``, in one call where the source can (``readv``)."""
+        readv = getattr(self.source, "readv", None)
+        if readv is None or len(ranges) < 2:
+            return [self.read(share, r) for r in ranges]
+        try:
+            got: list[bytes] = readv(share, list(ranges))
+        except BadShareError:
+            raise
+        except RemoteError as e:
+            raise BadShareError(share, f"read failed: {e}") from None
+        if len(got) != len(ranges):
+            raise BadShareError(share, f"{len(got)} answers to {len(ranges)} reads")
+        for (off, length), data in zip(ranges, got, strict=True):
+            if len(data) != length:
+                raise BadShareError(share, f"short read at offset {off}")
+        return got
+
+    def read_all(self, share: int, ranges: Sequence[Range]) -> bytes:
+        return b"".join(self.read_many(share, ranges))
 
 
 def open_shares(
@@ -103,10 +135,9 @@ def open_shares(
             continue
         try:
             header = s.read(i, (0, HEADER_SIZE))
-            ext_range = verifier.locate_extension(i, header)
-            verifier.accept_extension(i, s.read(i, ext_range))
-            layout = verifier.check_header(i, header)
-            root, chain = (s.read(i, r) for r in layout.share_root_ranges())
+            ext, root, chain = s.read_many(i, verifier.locate_pieces(i, header))
+            verifier.accept_extension(i, ext)
+            verifier.check_header(i, header)  # the offsets just used were right
             verifier.accept_share_root(i, root, chain)
             s.good.append(i)
         except BadShareError as e:
@@ -122,43 +153,55 @@ def open_shares(
 def _fetch_segment(
     s: _Session, j: int, executor: Executor | None
 ) -> tuple[list[VerifiedBlock], VerifiedCrypttextLeaf]:
-    """k verified blocks of segment j (from distinct shares) and its ciphertext leaf."""
+    """k verified blocks of segment j (from distinct shares) and its ciphertext leaf;
+    with ``executor``, the leaf's proof is read alongside the blocks."""
     k = s.verifier.cap.k
-    leaf: VerifiedCrypttextLeaf | None = None
-    while leaf is None:
-        if not s.good:
-            raise NotEnoughSharesError(need=k, have=0, segment=j, bad=tuple(sorted(s.bad)))
-        i = s.good[0]
-        try:
-            proof = s.read_all(i, s.verifier.layout(i).crypttext_proof_ranges(j))
-            leaf = s.verifier.verify_crypttext_proof(i, j, proof)
-        except BadShareError as e:
-            s.drop(e)
+
+    def proof_of(i: int) -> VerifiedCrypttextLeaf:
+        proof = s.read_all(i, s.verifier.layout(i).crypttext_proof_ranges(j))
+        return s.verifier.verify_crypttext_proof(i, j, proof)
+
+    early = executor.submit(proof_of, s.good[0]) if executor is not None and s.good else None
 
     def check(i: int) -> VerifiedBlock | BadShareError:
         try:
             layout = s.verifier.layout(i)
-            block = s.read(i, layout.block_range(j))
-            uncles = s.read_all(i, layout.block_uncle_ranges(j))
-            return s.verifier.verify_block(i, j, block, uncles)
+            block, *uncles = s.read_many(i, [layout.block_range(j), *layout.block_uncle_ranges(j)])
+            return s.verifier.verify_block(i, j, block, b"".join(uncles))
         except BadShareError as e:
             return e
 
     blocks: list[VerifiedBlock] = []
     tried: set[int] = set()
-    while len(blocks) < k:
-        want = [i for i in s.good if i not in tried][: k - len(blocks)]
-        if len(want) < k - len(blocks):
-            raise NotEnoughSharesError(
-                need=k, have=len(blocks) + len(want), segment=j, bad=tuple(sorted(s.bad))
-            )
-        tried.update(want)
-        results = list(executor.map(check, want)) if executor else [check(i) for i in want]
-        for r in results:
-            if isinstance(r, BadShareError):
-                s.drop(r)
+    try:
+        while len(blocks) < k:
+            want = [i for i in s.good if i not in tried][: k - len(blocks)]
+            if len(want) < k - len(blocks):
+                raise NotEnoughSharesError(
+                    need=k, have=len(blocks) + len(want), segment=j, bad=tuple(sorted(s.bad))
+                )
+            tried.update(want)
+            results = list(executor.map(check, want)) if executor else [check(i) for i in want]
+            for r in results:
+                if isinstance(r, BadShareError):
+                    s.drop(r)
+                else:
+                    blocks.append(r)
+    finally:
+        if early is not None:
+            wait([early])  # never left running against the session
+    leaf: VerifiedCrypttextLeaf | None = None
+    while leaf is None:
+        try:
+            if early is not None:
+                leaf = early.result()  # a verified leaf, whatever became of its share
             else:
-                blocks.append(r)
+                if not s.good:
+                    raise NotEnoughSharesError(need=k, have=0, segment=j, bad=tuple(sorted(s.bad)))
+                leaf = proof_of(s.good[0])
+        except BadShareError as e:
+            s.drop(e)
+        early = None
     return blocks, leaf
 
 
@@ -229,14 +272,17 @@ def _check_whole_share(s: _Session, i: int) -> None:
     root = s.read(i, layout.block_root_range())
     if not hashtree.check_tree_chunked(bt_nodes, ns, root, _CHECK_CHUNK):
         raise BadShareError(i, "block hash tree is corrupt")
+    batch = max(1, _BLOCK_BATCH // max(1, ext.params.block_size))
     for first in range(0, ns, _CHECK_CHUNK):
         count = min(_CHECK_CHUNK, ns - first)
         leaves = bt_nodes(slots - 1 + first, count)
-        for j in range(first, first + count):
-            x = (j - first) * HASH_BYTES
-            block = s.read(i, layout.block_range(j))
-            if tagged_hash(TAG_BLOCK, block) != leaves[x : x + HASH_BYTES]:
-                raise BadShareError(i, "block fails its hash check", segment=j)
+        for start in range(first, first + count, batch):
+            run = range(start, min(start + batch, first + count))
+            blocks = s.read_many(i, [layout.block_range(j) for j in run])
+            for j, block in zip(run, blocks, strict=True):
+                x = (j - first) * HASH_BYTES
+                if tagged_hash(TAG_BLOCK, block) != leaves[x : x + HASH_BYTES]:
+                    raise BadShareError(i, "block fails its hash check", segment=j)
     if len(s.source.read(i, layout.share_length, 1)) != 0:
         raise BadShareError(i, "share is longer than its layout")
 
@@ -247,11 +293,13 @@ def check_shares(
     share_numbers: Iterable[int],
     *,
     alone: bool = False,
+    executor: Executor | None = None,
 ) -> dict[int, str | None]:
     """Verify every byte of every candidate share against the cap (no decryption):
     header, extension copy, share chain, both whole hash trees (read in chunks, so
     memory stays bounded whatever the file size) and every block. With ``alone``,
-    fewer than k shares can be checked (a holder scrubbing the shares it holds).
+    fewer than k shares can be checked (a holder scrubbing the shares it holds);
+    with ``executor``, several shares are checked at once.
     Returns, per share number, None if the share is intact or why it is not."""
     nums = sorted(set(share_numbers))
     report: dict[int, str | None] = {}
@@ -264,20 +312,32 @@ def check_shares(
         for i in nums:
             report[i] = "cannot verify: fewer than k shares have a valid extension block"
         return report
-    for i in list(s.good):
+
+    def check(i: int) -> BadShareError | None:
         try:
             _check_whole_share(s, i)
         except BadShareError as e:
-            s.drop(e)
+            return e
+        return None
+
+    good = list(s.good)
+    for failed in executor.map(check, good) if executor else map(check, good):
+        if failed is not None:
+            s.drop(failed)
     for i in nums:
         report[i] = None if i in s.good else s.bad.get(i, "missing")
     return report
 
 
 def regenerate_shares(
-    cap: ReadCap | VerifyCap, source: ShareSource, share_numbers: Iterable[int]
+    cap: ReadCap | VerifyCap,
+    source: ShareSource,
+    share_numbers: Iterable[int],
+    *,
+    executor: Executor | None = None,
 ) -> Iterator[EncodedSegment | tuple[ShareTrailer, ...]]:
-    """Re-encode verified ciphertext from any k good shares (no read key needed).
+    """Re-encode verified ciphertext from any k good shares (no read key needed);
+    with ``executor``, each segment's k shares are read at once.
 
     Yields every segment's blocks for all N shares (the caller keeps those it is
     replacing), then the tuple of N trailers. Raises before yielding the trailers if
@@ -289,7 +349,7 @@ def regenerate_shares(
     dec = SegmentDecoder(s.verifier)
     coder = SegmentCoder(ext.params)
     for j in range(ext.geometry.num_segments):
-        blocks, leaf = _fetch_segment(s, j, None)
+        blocks, leaf = _fetch_segment(s, j, executor)
         yield coder.code(dec.decode(blocks, leaf))
     new_ext, trailers = coder.finish(ext.storage_index)
     if new_ext != ext:
