@@ -398,11 +398,17 @@ class Maintainer(Generic[P]):
             dict.fromkeys(shares, local),
             max_read=self.health.config.max_read,
             timeout=self.health.config.op_timeout,
+            max_ranges=self.server.config.max_readv_ranges,
         )
-        report = await asyncio.to_thread(check_shares, vc, src, shares, alone=True)
+        try:
+            report = await asyncio.to_thread(check_shares, vc, src, shares, alone=True)
+        finally:
+            src.stop()
         removed = False
         for share, why in sorted(report.items()):
-            if why is not None and await asyncio.to_thread(self.server.remove_share, si, share):
+            if why is None or why.startswith("read failed"):  # a refusal is not corruption
+                continue
+            if await asyncio.to_thread(self.server.remove_share, si, share):
                 removed = True
                 self.counts["corrupt_removed"] += 1
                 self._fail(si, f"share {share} here is corrupt ({why}): deleted")

@@ -254,6 +254,8 @@ async def read_ranges(
     answers = await asyncio.gather(*(one(c) for c in calls if c))
     parts: list[list[bytes]] = [[] for _ in ranges]
     for call, datas in zip(calls, answers, strict=True):
+        if len(datas) != len(call):
+            raise BadShareError(share, f"{len(datas)} answers to {len(call)} reads")
         for (idx, o, n), data in zip(call, datas, strict=True):
             if len(data) != n:
                 raise BadShareError(share, f"short read at offset {o}")

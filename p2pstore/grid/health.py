@@ -205,6 +205,7 @@ class Health(Generic[P]):
                     check_shares, vc, src, sorted(assignment), executor=pool
                 )
             finally:
+                src.stop()  # checks still running give up at their next read
                 pool.shutdown(wait=False, cancel_futures=True)
             for s, why in report.items():
                 if r < len(existing[s]):  # fill-ins were recorded in round 0

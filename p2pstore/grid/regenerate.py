@@ -11,6 +11,7 @@ repair (for shares lost later) both use it (docs/grid.md, "Peers that vanish",
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -32,6 +33,8 @@ from .placement import PeerKey, SharePlacer
 from .sender import SendConfig, ShareSender
 
 T = TypeVar("T")
+#: ranges per readv call unless told (the servers' default ``max_readv_ranges``)
+MAX_RANGES = DownloadConfig().max_readv_ranges
 
 
 async def list_existing(
@@ -66,7 +69,9 @@ async def list_existing(
 class LoopShareSource:
     """A synchronous ``RangesSource`` for worker threads, reading through StorageAPIs
     on the event loop (reads split at ``max_read``, each bounded by ``timeout``;
-    ``readv``'s ranges go in as few calls as the servers' limits allow, at once)."""
+    ``readv``'s ranges go in calls of at most ``max_ranges``, at once). Once
+    :meth:`stop` is called (the task using it ended), every read fails at once, so
+    threads still working for it give up at their next read."""
 
     def __init__(
         self,
@@ -76,9 +81,14 @@ class LoopShareSource:
         *,
         max_read: int,
         timeout: float,
+        max_ranges: int = MAX_RANGES,
     ) -> None:
         self.loop, self.si, self.apis = loop, si, dict(apis)
-        self.max_read, self.timeout = max_read, timeout
+        self.max_read, self.timeout, self.max_ranges = max_read, timeout, max_ranges
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        self._stopped.set()
 
     async def _read(self, api: StorageAPI, share: int, offset: int, length: int) -> bytes:
         parts = []
@@ -105,7 +115,7 @@ class LoopShareSource:
                 share_number,
                 ranges,
                 max_read=self.max_read,
-                max_ranges=DownloadConfig().max_readv_ranges,
+                max_ranges=self.max_ranges,
                 timeout=self.timeout,
             )
         )
@@ -119,12 +129,18 @@ class LoopShareSource:
     def _wait(self, coro: Coroutine[Any, Any, T]) -> T:
         """``coro`` run on the loop, from a worker thread; a failure that is not the
         share's own (ImmutableError) is a RemoteError."""
-        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        if self._stopped.is_set():
+            coro.close()
+            raise RemoteError("stopped")
         try:
-            return fut.result()
+            fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+            # each read is bounded by the timeout on the loop; this one is a backstop
+            # for a loop that closed with the call still queued
+            return fut.result(timeout=4 * self.timeout + 10)
         except ImmutableError:
             raise
         except Exception as e:
+            coro.close()
             raise RemoteError(describe(e)) from None
 
 
@@ -177,7 +193,7 @@ async def _replace_once(
         timeout=config.op_timeout,
     )
     # each segment's k shares and its proof read at once (the reads run on the loop)
-    pool = ThreadPoolExecutor(cap.k + 1, thread_name_prefix="p2ps-regenerate")
+    pool = ThreadPoolExecutor(min(cap.k + 1, 16), thread_name_prefix="p2ps-regenerate")
     gen: Iterator[EncodedSegment | tuple[ShareTrailer, ...]] = regenerate_shares(
         cap, src, sorted(apis), executor=pool
     )
@@ -209,5 +225,6 @@ async def _replace_once(
                 assert isinstance(item, tuple)
                 await sender.finish(item)
     finally:
-        await sender.aclose()
+        src.stop()  # a regeneration still running gives up at its next read
         pool.shutdown(wait=False, cancel_futures=True)
+        await sender.aclose()

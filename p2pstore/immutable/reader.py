@@ -12,7 +12,9 @@ Invariants:
 - A share that fails any check is dropped for the rest of the operation and the
   work continues with the remaining shares; :class:`NotEnoughSharesError` is raised
   (listing the bad shares) only when fewer than k good ones remain.
-- Memory is bounded by a few segments: shares are read by range, never whole.
+- Memory is bounded by a few segments: shares are read by range, never whole
+  (checking whole shares: runs of at most 4 MiB or 256 blocks per share being
+  checked).
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ from p2pstore.immutable.share_layout import HEADER_SIZE, Range
 
 #: Tree nodes per read when checking whole shares (128 KiB), bounding memory.
 _CHECK_CHUNK = 4096
-#: Block bytes asked for in one ``readv`` when checking a whole share.
+#: Block bytes, and blocks, asked for in one ``readv`` when checking a whole share
+#: (a run of small blocks stays a few calls of the servers' 64 ranges each).
 _BLOCK_BATCH = 4 << 20
+_BLOCK_RUN = 256
 
 
 class ShareSource(Protocol):
@@ -272,7 +276,7 @@ def _check_whole_share(s: _Session, i: int) -> None:
     root = s.read(i, layout.block_root_range())
     if not hashtree.check_tree_chunked(bt_nodes, ns, root, _CHECK_CHUNK):
         raise BadShareError(i, "block hash tree is corrupt")
-    batch = max(1, _BLOCK_BATCH // max(1, ext.params.block_size))
+    batch = max(1, min(_BLOCK_BATCH // max(1, ext.params.block_size), _BLOCK_RUN))
     for first in range(0, ns, _CHECK_CHUNK):
         count = min(_CHECK_CHUNK, ns - first)
         leaves = bt_nodes(slots - 1 + first, count)

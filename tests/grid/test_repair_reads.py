@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import p2pstore.immutable.reader as reader
 from p2pstore.grid import Health, Uploader, aiter_bytes, static_peers
 from p2pstore.immutable import EncodingParams, ReadCap
 from p2pstore.storage import StorageAPI
@@ -30,8 +31,9 @@ class Reads:
     """Counts reads (``read`` and ``readv`` calls) and the most under way at once;
     each takes ``delay`` seconds, as over a link."""
 
-    def __init__(self, delay: float = 0.005) -> None:
+    def __init__(self, delay: float = 0.005, target: int = 0) -> None:
         self.delay, self.calls, self.now, self.most = delay, 0, 0, 0
+        self.target, self.reached = target, asyncio.Event()  # set at ``target`` calls
 
     def wrap(self, inner: StorageAPI) -> StorageAPI:
         outer = self
@@ -44,6 +46,8 @@ class Reads:
 
                 async def timed(*a: object) -> object:
                     outer.calls += 1
+                    if outer.target and outer.calls >= outer.target:
+                        outer.reached.set()
                     outer.now += 1
                     outer.most = max(outer.most, outer.now)
                     try:
@@ -96,3 +100,50 @@ async def test_verify_checks_several_shares_at_once(grid: StorageGrid) -> None:
     result = await Health(static_peers(grid.servers), storage_for).verify(cap.verify_cap())
     assert len(result.good_shares) == 10
     assert reads.most >= 2
+
+
+async def test_a_cancelled_verify_stops_reading(
+    grid: StorageGrid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checks still running when a verify is cancelled give up at their next
+    read instead of reading their shares to the end (runs of 4 blocks here: each
+    share is ~25 reads)."""
+    monkeypatch.setattr(reader, "_BLOCK_RUN", 4)
+    data = bytes(i % 251 for i in range(400_000))  # 98 segments: many reads per share
+    up = Uploader(static_peers(grid.servers), lambda gs: gs.client(OWNER), params=PARAMS)
+    res = await up.upload_random(aiter_bytes(data))
+    assert isinstance(res.cap, ReadCap)
+    reads = Reads(delay=0.02, target=40)  # past the openings: four shares in checking
+
+    def storage_for(gs: GridServer) -> StorageAPI:
+        return reads.wrap(gs.client(OWNER))
+
+    task = asyncio.create_task(Health(static_peers(grid.servers), storage_for).verify(res.cap))
+    await asyncio.wait_for(reads.reached.wait(), 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    at_cancel = reads.calls
+    await asyncio.sleep(0.5)
+    assert reads.calls - at_cancel <= 8  # the reads already asked for, at most
+
+
+async def test_a_scrub_keeps_to_its_server_s_range_limit(tmp_path: Path) -> None:
+    """A holder whose server takes at most 16 ranges per readv scrubs its share in
+    calls of 16 (a refused read would have counted against the share)."""
+    from p2pstore.storage import StorageConfig
+    from tests.grid.test_maintenance import data_of, maintainer, ranked
+    from tests.grid.test_maintenance import upload as upload_here
+
+    with StorageGrid(tmp_path, 12, StorageConfig(max_readv_ranges=16)) as g:
+        cap = await upload_here(g.servers, data_of(300_000, 3))
+        si = cap.storage_index
+        holder = next(gs for gs in ranked(g, si, g.servers) if gs.server.list_shares(si))
+        m = maintainer(g, holder, alive=g.servers)
+        await m.check(si)  # the first check scrubs the share held here
+        assert m.counts["corrupt_removed"] == 0 and holder.server.list_shares(si)
+        (share,) = holder.server.list_shares(si)
+        holder.corrupt_share(si, share, 72 + 5)
+        assert await m.suspect(si)
+        await m.check(si)  # due now: the corrupt copy goes
+        assert m.counts["corrupt_removed"] == 1 and not holder.server.list_shares(si)
