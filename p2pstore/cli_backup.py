@@ -153,6 +153,17 @@ def _jobs(text: str) -> int:
     return n
 
 
+def _jobs_opt(p: argparse.ArgumentParser, verb: str) -> None:
+    p.add_argument(
+        "-j",
+        "--jobs",
+        type=_jobs,
+        default=JOBS,
+        metavar="N",
+        help=f"{verb} up to N files at once (default {JOBS})",
+    )
+
+
 def _node_opt(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--node",
@@ -184,14 +195,7 @@ def add_commands(sub: Any) -> None:
         "-n", "--dry-run", action="store_true", help="say what would be uploaded; change nothing"
     )
     p.add_argument("-v", "--verbose", action="store_true", help="name every file")
-    p.add_argument(
-        "-j",
-        "--jobs",
-        type=_jobs,
-        default=JOBS,
-        metavar="N",
-        help=f"upload up to N files at once (default {JOBS})",
-    )
+    _jobs_opt(p, "upload")
     checks = p.add_mutually_exclusive_group()
     checks.add_argument(
         "--check-all",
@@ -221,13 +225,6 @@ def add_commands(sub: Any) -> None:
         action="store_true",
         help="restore into a non-empty folder, replacing files of the same name",
     )
-    p.add_argument(
-        "-j",
-        "--jobs",
-        type=_jobs,
-        default=JOBS,
-        metavar="N",
-        help=f"download up to N files at once (default {JOBS})",
-    )
+    _jobs_opt(p, "download")
     _node_opt(p)
     p.set_defaults(func=cmd_restore)

@@ -36,6 +36,7 @@ from p2pstore.api_client import ClientError, NodeUnreachable
 from p2pstore.base.fsutil import umask
 
 from . import JOBS
+from .workers import stop_workers
 
 
 class RestoreClient(Protocol):
@@ -143,10 +144,7 @@ class Restore:
             # Stop now (Ctrl-C, the node gone): queued downloads are dropped and those
             # in flight cut; each removes its temporary file, and none lands now.
             self._stop.set()
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            abort = getattr(self.client, "abort", None)
-            if abort is not None:
-                abort()
+            stop_workers(self._pool, self.client)
             raise
         finally:
             self._pool.shutdown(wait=True)

@@ -49,6 +49,7 @@ from . import JOBS  # uploads at once; the default lives in the package
 from .db import BackupDb, FileStamp, entries_hash
 from .scan import Excluder, Found, list_dir
 from .send import BackupStopped, Rechecker, Sent, node_gone, recheck_file, send_file
+from .workers import stop_workers
 
 #: a file modified this close to the start of the run is not remembered as unchanged
 RACY_NS = 2_000_000_000
@@ -235,12 +236,7 @@ class Backup:
         try:
             cap = self._dir(found)
         except BaseException:
-            # Stop now (Ctrl-C, the node gone): queued uploads are dropped and those in
-            # flight cut, so the node stores nothing half-sent.
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            abort = getattr(self.client, "abort", None)
-            if abort is not None:
-                abort()
+            stop_workers(self._pool, self.client)  # the node stores nothing half-sent
             raise
         finally:
             self._pool.shutdown(wait=True)
