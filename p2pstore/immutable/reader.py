@@ -129,25 +129,36 @@ def open_shares(
     share_numbers: Iterable[int],
     *,
     need: int | None = None,
+    executor: Executor | None = None,
 ) -> _Session:
     """Verify the extension block and share roots of every candidate share; at least
-    ``need`` (default k) must pass."""
+    ``need`` (default k) must pass. With ``executor``, the shares are opened at once
+    (the verifier's state is only added to: every thread would set the same
+    extension block, and each its own share root); the session's lists are
+    changed here, in share order."""
     verifier = FileVerifier(cap)
     s = _Session(verifier, source, [])
-    for i in sorted(set(share_numbers)):
-        if not 0 <= i < cap.n:
-            continue
+
+    def open_one(i: int) -> BadShareError | RemoteError | None:
         try:
             header = s.read(i, (0, HEADER_SIZE))
             ext, root, chain = s.read_many(i, verifier.locate_pieces(i, header))
             verifier.accept_extension(i, ext)
             verifier.check_header(i, header)  # the offsets just used were right
             verifier.accept_share_root(i, root, chain)
+        except (BadShareError, RemoteError) as e:
+            return e
+        return None
+
+    nums = [i for i in sorted(set(share_numbers)) if 0 <= i < cap.n]
+    outcomes = list(executor.map(open_one, nums) if executor else map(open_one, nums))
+    for i, failed in zip(nums, outcomes, strict=True):
+        if failed is None:
             s.good.append(i)
-        except BadShareError as e:
-            s.drop(e)
-        except RemoteError as e:
-            s.bad[i] = str(e)
+        elif isinstance(failed, BadShareError):
+            s.drop(failed)
+        else:
+            s.bad[i] = str(failed)
     want = cap.k if need is None else need
     if len(s.good) < want:
         raise NotEnoughSharesError(need=want, have=len(s.good), bad=tuple(sorted(s.bad)))
@@ -308,7 +319,7 @@ def check_shares(
     nums = sorted(set(share_numbers))
     report: dict[int, str | None] = {}
     try:
-        s = open_shares(cap, source, nums, need=1 if alone else None)
+        s = open_shares(cap, source, nums, need=1 if alone else None, executor=executor)
     except NotEnoughSharesError:
         s = None
     if s is None or not s.good:
@@ -348,7 +359,7 @@ def regenerate_shares(
     the re-encoding does not reproduce the extension block, so a repaired share is
     never completed unless it is byte-identical to the original.
     """
-    s = open_shares(cap, source, share_numbers)
+    s = open_shares(cap, source, share_numbers, executor=executor)
     ext = s.verifier.extension
     dec = SegmentDecoder(s.verifier)
     coder = SegmentCoder(ext.params)

@@ -33,31 +33,36 @@ class Ranged(MemoryShares):
         self.delay = delay
         self.lock = threading.Lock()
         self.now = self.most = 0
+        self.reading = self.most_reading = 0  # ``read`` calls alone (the headers)
 
     def _enter(self, kind: str) -> None:
         with self.lock:
             self.calls[kind] += 1
             self.now += 1
             self.most = max(self.most, self.now)
+            if kind == "read":
+                self.reading += 1
+                self.most_reading = max(self.most_reading, self.reading)
 
-    def _leave(self) -> None:
+    def _leave(self, kind: str) -> None:
         time.sleep(self.delay)
         with self.lock:
             self.now -= 1
+            self.reading -= kind == "read"
 
     def read(self, share_number: int, offset: int, length: int) -> bytes:
         self._enter("read")
         try:
             return super().read(share_number, offset, length)
         finally:
-            self._leave()
+            self._leave("read")
 
     def readv(self, share_number: int, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         self._enter("readv")
         try:
             return [super(Ranged, self).read(share_number, o, n) for o, n in ranges]
         finally:
-            self._leave()
+            self._leave("readv")
 
 
 def encoded(size: int) -> tuple[ReadCap, list[bytes]]:
@@ -99,6 +104,7 @@ def test_with_an_executor_a_segment_s_reads_run_at_once() -> None:
     with ThreadPoolExecutor(P.k + 1) as pool:
         assert regenerated(cap, src, have, executor=pool) == shares
     assert src.most == P.k + 1  # three blocks and the proof
+    assert src.most_reading >= 2  # the shares' headers at once (one at a time before)
 
 
 def test_checking_whole_shares_reads_runs_of_blocks() -> None:
