@@ -133,9 +133,9 @@ def open_shares(
 ) -> _Session:
     """Verify the extension block and share roots of every candidate share; at least
     ``need`` (default k) must pass. With ``executor``, the shares are opened at once
-    (the verifier's state is only added to: every thread would set the same
-    extension block, and each its own share root); the session's lists are
-    changed here, in share order."""
+    (threads only add to the verifier's state, each its own share root, or set its
+    extension block, which every copy that passes the cap's hash makes equal, maybe
+    more than once); the session's lists are changed here, in share order."""
     verifier = FileVerifier(cap)
     s = _Session(verifier, source, [])
 
