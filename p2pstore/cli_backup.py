@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .backup import JOBS
+from .backup import JOBS, jobs_from
 
 if TYPE_CHECKING:  # the rest loads when a backup or restore runs, not for every command
     from .backup.scan import Excluder
@@ -143,14 +143,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def _jobs(text: str) -> int:
-    """``-j N``: 1 to 64 (each a connection to the node and a worker thread)."""
     try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if not 1 <= n <= 64:
-        raise argparse.ArgumentTypeError(f"takes a number from 1 to 64, not {text!r}")
-    return n
+        return jobs_from(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _jobs_opt(p: argparse.ArgumentParser, verb: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from p2pstore.app.vpath import VPath
-from p2pstore.backup import JOBS, ui
+from p2pstore.backup import JOBS, jobs_from, ui
 from p2pstore.backup.restore import Restore
 from p2pstore.backup.run import latest_of, run_backup
 from p2pstore.backup.scan import ExcludeFileError, Excluder, read_exclude_file
@@ -72,13 +72,9 @@ def _jobs(inv: Invocation) -> int:
     if not given:
         return JOBS
     try:
-        n = int(given[-1])
-    except ValueError:
-        n = 0
-    if not 1 <= n <= 64:
-        why = f"{inv.command}: -j takes a number from 1 to 64, not {given[-1]!r}"
-        raise UsageError(why, inv.command)
-    return n
+        return jobs_from(given[-1])
+    except ValueError as e:
+        raise UsageError(f"{inv.command}: -j {e}", inv.command) from None
 
 
 def backup(shell: Shell, inv: Invocation) -> None:

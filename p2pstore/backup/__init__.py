@@ -13,3 +13,16 @@ folder into a drive, through the node's HTTP API (docs/backup.md).
 #: files a backup uploads at once, by default (each a round trip of placement for a
 #: small file)
 JOBS = 4
+#: the most a user may ask for (each a connection to the node and a worker thread)
+MAX_JOBS = 64
+
+
+def jobs_from(text: str) -> int:
+    """``-j N`` as typed (CLI and shell): 1 to :data:`MAX_JOBS`; ValueError saying so."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_JOBS:
+        raise ValueError(f"takes a number from 1 to {MAX_JOBS}, not {text!r}")
+    return n

@@ -230,13 +230,9 @@ class Restore:
         """Download ``cap`` beside ``local`` and rename it into place (a worker)."""
         if self._stop.is_set():
             raise _Stopped()
+        tmp: str | None = None
         try:
             fd, tmp = tempfile.mkstemp(prefix=".p2pstore-restore-", dir=local.parent)
-        except OSError as err:
-            if err.errno in _DISK_FULL:
-                raise
-            raise _CannotWrite(f"cannot write it: {err.strerror or err}") from None
-        try:
             with os.fdopen(fd, "wb") as f:
                 n = self.client.get(cap, _Sink(f, self._stop), progress=None)  # type: ignore[arg-type]
             _mode_and_time(Path(tmp), e, is_dir=False)
@@ -244,8 +240,9 @@ class Restore:
                 raise _Stopped()
             os.replace(tmp, local)
         except BaseException as err:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
             if isinstance(err, OSError) and err.errno not in _DISK_FULL:
                 # e.g. a folder of the same name where the file goes (a filesystem that
                 # folds case): this file fails, the others go on

@@ -375,15 +375,19 @@ class Backup:
         if sent.failed is not None or sent.cap is None or sent.stamp is None:
             self._fail(sent.failed or f"{f.path}: not uploaded", file=True)
             return None
-        # A file written less than RACY_NS before it was read may change again within
-        # the same timestamp tick and look unchanged later: read it again next time.
-        if self.started_ns - sent.stamp.mtime_ns > RACY_NS:
-            self.db.record_file(key, sent.stamp, sent.cap)
+        self._remember(key, sent.stamp, sent.cap)
         r.uploaded += 1
         r.uploaded_bytes += sent.stamp.size
         if self.verbose:
             self.note(f"uploaded: {f.rel}")
         return sent.cap
+
+    def _remember(self, key: str, stamp: FileStamp, cap: str) -> None:
+        """Record an upload; but a file written less than RACY_NS before it was read
+        may change again within the same timestamp tick and look unchanged later:
+        it is read again next time."""
+        if self.started_ns - stamp.mtime_ns > RACY_NS:
+            self.db.record_file(key, stamp, cap)
 
     def _settle_check(self, f: Found, key: str, sent: Sent) -> str | None:
         """An unchanged file checked: linked with the cap of its upload again if there
@@ -407,8 +411,7 @@ class Backup:
                 self.note(f"not checked: {sent.unchecked}")
         elif sent.failed is None and sent.stamp is not None and sent.cap is not None:
             r.reuploaded += 1
-            if self.started_ns - sent.stamp.mtime_ns > RACY_NS:
-                self.db.record_file(key, sent.stamp, sent.cap)
+            self._remember(key, sent.stamp, sent.cap)
             new = sent.cap != sent.recorded
             if self.verbose or new:
                 why = "; a new cap: the node's encoding settings changed" if new else ""

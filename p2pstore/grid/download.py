@@ -136,9 +136,6 @@ class _Session(Generic[P]):
     def good_shares(self) -> set[int]:
         return {s.share for s in self.sources}
 
-    def by_share(self, share: int) -> list[_Source]:
-        return [s for s in self.sources if s.share == share]
-
     @property
     def inline(self) -> bool:
         """Verify and decode this file's segments on the loop (INLINE_SEGMENT)?"""
@@ -381,7 +378,9 @@ class Downloader(Generic[P]):
                 s.bad[f"{NodeId(key).b32[:8]}/{share}"] = describe(e)
                 return
             s.observe(key, loop.time() - t0)
-            if src.data is not None and any(x.data is not None for x in s.by_share(share)):
+            if src.data is not None and any(
+                x.share == share and x.data is not None for x in s.sources
+            ):
                 src.data = None  # one whole copy of a share is enough (module doc, memory)
             if key not in s.dead:
                 s.sources.append(src)
