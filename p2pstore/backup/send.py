@@ -200,11 +200,11 @@ def recheck_file(client: Rechecker, f: Found, cap: str) -> Sent:
     except ApiCallError as e:
         return Sent(cap=cap, unchecked=f"{f.path}: could not be checked: {e}")
     healthy, recoverable = doc.get("healthy"), doc.get("recoverable")
-    k, n, good = doc.get("shares_needed"), doc.get("shares_total"), doc.get("shares_good")
-    numbers = [x for x in (k, n, good) if isinstance(x, int) and not isinstance(x, bool)]
-    if not isinstance(healthy, bool) or not isinstance(recoverable, bool) or len(numbers) < 3:
+    given = [doc.get(key) for key in ("shares_needed", "shares_total", "shares_good")]
+    counts = [x for x in given if isinstance(x, int) and not isinstance(x, bool)]
+    if not isinstance(healthy, bool) or not isinstance(recoverable, bool) or len(counts) < 3:
         return Sent(cap=cap, unchecked=f"{f.path}: the node's check said nothing usable")
-    assert isinstance(k, int) and isinstance(n, int) and isinstance(good, int)
+    k, n, good = counts
     if healthy or (recoverable and good >= thin_below(k, n)):
         return Sent(cap=cap, checked=True)
     found = f"{good} of {n} shares found" + ("" if recoverable else ", not recoverable")
