@@ -75,6 +75,20 @@ class FileVerifier:
     def locate_extension(self, share_number: int, header: bytes) -> Range:
         """Parse an untrusted header; returns the (offset, length) of its extension
         block copy."""
+        return self._parse_header(share_number, header).ext_range()
+
+    def locate_pieces(self, share_number: int, header: bytes) -> list[Range]:
+        """Parse an untrusted header; where its extension block copy, block-tree root
+        and share chain are, to read at once (``accept_extension``, then
+        ``check_header`` proves the offsets, then ``accept_share_root``)."""
+        h = self._parse_header(share_number, header)
+        chain_len = h.ext_offset - h.share_chain_offset
+        if not 0 <= chain_len <= _MAX_CHAIN:
+            raise BadShareError(share_number, "share chain length out of range")
+        return [h.ext_range(), (h.block_tree_offset, HASH_BYTES), (h.share_chain_offset, chain_len)]
+
+    def _parse_header(self, share_number: int, header: bytes) -> ShareHeader:
+        """An untrusted header, sanity-checked against this share and the cap."""
         self._check_share_number(share_number)
         try:
             h = ShareHeader.parse(header)
@@ -84,18 +98,7 @@ class FileVerifier:
             raise BadShareError(share_number, f"header claims to be share {h.share_number}")
         if (h.k, h.n) != (self.cap.k, self.cap.n):
             raise BadShareError(share_number, f"header says {h.k}-of-{h.n}")
-        return h.ext_range()
-
-    def locate_pieces(self, share_number: int, header: bytes) -> list[Range]:
-        """Parse an untrusted header; where its extension block copy, block-tree root
-        and share chain are, to read at once (``accept_extension``, then
-        ``check_header`` proves the offsets, then ``accept_share_root``)."""
-        ext_range = self.locate_extension(share_number, header)
-        h = ShareHeader.parse(header)  # parsed above without error
-        chain_len = h.ext_offset - h.share_chain_offset
-        if not 0 <= chain_len <= _MAX_CHAIN:
-            raise BadShareError(share_number, "share chain length out of range")
-        return [ext_range, (h.block_tree_offset, HASH_BYTES), (h.share_chain_offset, chain_len)]
+        return h
 
     def accept_extension(self, share_number: int, data: bytes) -> ExtensionBlock:
         """Verify an extension block copy against the cap (the first good one is kept)."""
