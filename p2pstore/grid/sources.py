@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Generator
 
 from .errors import FileShrank
 
@@ -27,36 +27,61 @@ def bytes_source(data: bytes, chunk_size: int = 1 << 20) -> Reopenable:
     return lambda: aiter_bytes(data, chunk_size)
 
 
-def file_source(path: str, chunk_size: int = 1 << 20) -> Reopenable:
-    """A re-openable source reading a file in a worker thread, ``chunk_size`` at a time."""
+class FileChunks:
+    """One pass over a local file (``path``, opened for the pass; or the open ``fd``,
+    of exactly ``size`` bytes), ``chunk_size`` at a time: read asynchronously (each
+    read in a worker thread) or, through :meth:`blocking`, in the caller's own thread.
+    An uploader uses the second in its encoder's thread, so a read never waits for a
+    turn of a busy event loop (docs/grid.md, "Upload", step 5)."""
 
-    async def chunks() -> AsyncIterator[bytes]:
-        f = await asyncio.to_thread(open, path, "rb")
+    def __init__(
+        self, *, path: str | None = None, fd: int = -1, size: int | None = None, chunk_size: int
+    ) -> None:
+        self._path, self._fd, self._size, self._chunk = path, fd, size, chunk_size
+
+    def blocking(self) -> Generator[bytes, None, None]:
+        """The chunks, each read when asked for (``pread``, in the caller's thread).
+        A file given with its size that ends early raises :class:`FileShrank`."""
+        if self._path is None:
+            yield from self._pass(self._fd)
+            return
+        with open(self._path, "rb") as f:
+            yield from self._pass(f.fileno())
+
+    def _pass(self, fd: int) -> Generator[bytes, None, None]:
+        offset, end = 0, self._size
+        while end is None or offset < end:
+            data = os.pread(
+                fd, self._chunk if end is None else min(self._chunk, end - offset), offset
+            )
+            if not data:
+                if end is not None:
+                    raise FileShrank(
+                        f"the file shrank while it was read (at {offset} of {end} bytes)"
+                    )
+                return
+            offset += len(data)
+            yield data
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        it = self.blocking()
         try:
-            while True:
-                data = await asyncio.to_thread(f.read, chunk_size)
-                if not data:
-                    return
+            while (data := await asyncio.to_thread(next, it, None)) is not None:
                 yield data
         finally:
-            with contextlib.suppress(OSError):
-                f.close()
+            # a cancelled read may still run in its thread; the generator is then
+            # closed when it is collected
+            with contextlib.suppress(ValueError):
+                it.close()
 
-    return chunks
+
+def file_source(path: str, chunk_size: int = 1 << 20) -> Reopenable:
+    """A re-openable source over the file at ``path``, opened anew for each pass."""
+    return lambda: FileChunks(path=path, chunk_size=chunk_size)
 
 
 def fd_source(fd: int, size: int, chunk_size: int = 1 << 20) -> Reopenable:
     """A re-openable source over exactly ``size`` bytes of the open file ``fd`` from
     offset 0 (``pread``: each pass reads the same file, whatever renames happen
     meanwhile). A file that ends early raises :class:`FileShrank`."""
-
-    async def chunks() -> AsyncIterator[bytes]:
-        offset = 0
-        while offset < size:
-            data = await asyncio.to_thread(os.pread, fd, min(chunk_size, size - offset), offset)
-            if not data:
-                raise FileShrank(f"the file shrank while it was read (at {offset} of {size} bytes)")
-            offset += len(data)
-            yield data
-
-    return chunks
+    return lambda: FileChunks(fd=fd, size=size, chunk_size=chunk_size)

@@ -28,7 +28,9 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import deque
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -68,7 +70,7 @@ from .placement import PeerKey, SharePlacer, rank_peers
 from .quality import QualitySource
 from .regenerate import list_existing, replace_shares
 from .sender import Regenerate, SendConfig, ShareSender
-from .sources import Reopenable, aiter_bytes, bytes_source, fd_source, file_source
+from .sources import FileChunks, Reopenable, aiter_bytes, bytes_source, fd_source, file_source
 
 __all__ = [
     "Reopenable",
@@ -247,12 +249,10 @@ class Uploader(Generic[P]):
                 progress(min(fed, segments * seg_size), size)
 
         try:
-            async for chunk in chunks:
-                view = memoryview(chunk)
-                for i in range(0, len(view), seg_size):
-                    piece = view[i : i + seg_size]
-                    segs = await loop.run_in_executor(ex, enc.feed, piece)
-                    fed += len(piece)
+            encoded = _encoded(chunks, enc, seg_size, ex)
+            async with contextlib.aclosing(encoded):
+                async for n, segs in encoded:
+                    fed += n
                     if size is not None and fed > size:
                         raise GridLocalError(f"source yielded more than its {size} bytes")
                     for seg in segs:
@@ -573,6 +573,71 @@ class _Job(Generic[P]):
             present,
             self.peers_found,
         )
+
+
+#: Pieces handed to the encoder's thread before the first of them is awaited.
+ENCODE_AHEAD = 2
+
+
+def _encoded(
+    chunks: AsyncIterable[bytes], enc: Encoder, seg_size: int, ex: ThreadPoolExecutor
+) -> AsyncGenerator[tuple[int, list[EncodedSegment]], None]:
+    """``enc.feed`` over ``chunks``, as (bytes fed, segments completed), in order. Up to
+    :data:`ENCODE_AHEAD` pieces wait in the encoder's one thread (which keeps their
+    order), so it encodes the next piece while the caller sends this one's blocks. A
+    local file is read in that thread too: a read then never waits for a turn of the
+    event loop, which is busy sending."""
+    if isinstance(chunks, FileChunks):
+        return _encoded_file(chunks, enc, ex)
+    return _encoded_stream(chunks, enc, seg_size, ex)
+
+
+async def _encoded_file(
+    chunks: FileChunks, enc: Encoder, ex: ThreadPoolExecutor
+) -> AsyncGenerator[tuple[int, list[EncodedSegment]], None]:
+    loop = asyncio.get_running_loop()
+    local = chunks.blocking()
+    pending: deque[asyncio.Future[tuple[int, list[EncodedSegment]]]] = deque()
+
+    def read_and_feed() -> tuple[int, list[EncodedSegment]]:
+        chunk = next(local, None)
+        return (0, []) if chunk is None else (len(chunk), enc.feed(chunk))
+
+    try:
+        while True:
+            while len(pending) <= ENCODE_AHEAD:
+                pending.append(loop.run_in_executor(ex, read_and_feed))
+            n, segs = await pending.popleft()
+            if not n:
+                return
+            yield n, segs
+    finally:
+        for fut in pending:
+            fut.cancel()
+        ex.submit(local.close)  # in the thread, after a read that may still run
+
+
+async def _encoded_stream(
+    chunks: AsyncIterable[bytes], enc: Encoder, seg_size: int, ex: ThreadPoolExecutor
+) -> AsyncGenerator[tuple[int, list[EncodedSegment]], None]:
+    loop = asyncio.get_running_loop()
+    pending: deque[asyncio.Future[tuple[int, list[EncodedSegment]]]] = deque()
+
+    def feed(piece: memoryview) -> tuple[int, list[EncodedSegment]]:
+        return len(piece), enc.feed(piece)
+
+    try:
+        async for chunk in chunks:
+            view = memoryview(chunk)
+            for i in range(0, len(view), seg_size):
+                pending.append(loop.run_in_executor(ex, feed, view[i : i + seg_size]))
+                if len(pending) > ENCODE_AHEAD:
+                    yield await pending.popleft()
+        while pending:
+            yield await pending.popleft()
+    finally:
+        for fut in pending:
+            fut.cancel()
 
 
 def _b32(peer: PeerKey) -> str:

@@ -33,6 +33,7 @@ from p2pstore.grid import (
     rank_peers,
     static_peers,
 )
+from p2pstore.grid.upload import ENCODE_AHEAD
 from p2pstore.grid.whole import whole_share
 from p2pstore.immutable import EncodingParams, LiteralCap, ReadCap, ShareTrailer
 from p2pstore.storage import (
@@ -929,7 +930,8 @@ async def test_slow_peer_holds_the_encoder_back_memory_stays_bounded(grid: Stora
     for _ in range(200):
         await asyncio.sleep(0.005)
     assert not task.done()
-    assert yielded <= window + 3  # one being written, `window` queued, one encoding
+    # one being written, `window` queued, one encoding and ENCODE_AHEAD waiting for it
+    assert yielded <= window + 3 + ENCODE_AHEAD
     gate.set()
     res = await task
     assert yielded == 100 and res.happiness == 10 and res.size == 100 * seg

@@ -1,0 +1,159 @@
+"""Local files as upload sources (``FileChunks``: ``fd_source``, ``file_source``): the
+same bytes read asynchronously or in the caller's thread, and, in an upload, read in
+the encoder's own thread (docs/grid.md, "Upload", step 5)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from p2pstore.grid import (
+    FileShrank,
+    UploadConfig,
+    Uploader,
+    fd_source,
+    file_source,
+    static_peers,
+)
+from p2pstore.grid.sources import FileChunks
+from p2pstore.storage import StorageAPI
+from p2pstore.testing.storage_grid import GridServer, StorageGrid
+from tests.grid.test_grid_inprocess import OWNER, PARAMS, SECRET, Delayed, data_of, tools
+
+
+@pytest.fixture
+def grid(tmp_path: Path) -> Iterator[StorageGrid]:
+    with StorageGrid(tmp_path / "grid", 12) as g:
+        yield g
+
+
+@pytest.fixture
+def pread_threads(monkeypatch: pytest.MonkeyPatch) -> dict[int, list[str]]:
+    """For each file descriptor, the name of the thread of every ``os.pread`` of it
+    from now on."""
+    names: dict[int, list[str]] = {}
+    real = os.pread
+
+    def pread(fd: int, n: int, offset: int) -> bytes:
+        names.setdefault(fd, []).append(threading.current_thread().name)
+        return real(fd, n, offset)
+
+    monkeypatch.setattr(os, "pread", pread)
+    return names
+
+
+def _open_fds_to(path: Path) -> int:
+    fds = Path("/proc/self/fd")
+    n = 0
+    for fd in fds.iterdir():
+        try:
+            n += os.readlink(fd) == str(path)
+        except OSError:
+            continue
+    return n
+
+
+async def _collect(chunks: FileChunks) -> list[bytes]:
+    return [c async for c in chunks]
+
+
+async def test_a_file_reads_the_same_both_ways(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    data = data_of(70_001)
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for source in (file_source(str(path), 8192), fd_source(fd, len(data), 8192)):
+            first, second = source(), source()
+            assert isinstance(first, FileChunks)
+            blocking = list(first.blocking())
+            assert b"".join(blocking) == data and {len(c) for c in blocking[:-1]} == {8192}
+            assert await _collect(second) == blocking  # a new pass from the start
+    finally:
+        os.close(fd)
+    assert _open_fds_to(path) == 0  # each pass closed what it opened
+
+
+async def test_a_file_shorter_than_its_size_is_refused_both_ways(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(data_of(10_000))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        source = fd_source(fd, 12_000, 4096)
+        with pytest.raises(FileShrank, match="at 10000 of 12000 bytes"):
+            list(source().blocking())  # type: ignore[attr-defined]
+        with pytest.raises(FileShrank, match="at 10000 of 12000 bytes"):
+            await _collect(source())  # type: ignore[arg-type]
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("convergent", [True, False])
+async def test_an_upload_reads_a_local_file_in_the_encoders_thread(
+    grid: StorageGrid, tmp_path: Path, pread_threads: dict[int, list[str]], convergent: bool
+) -> None:
+    """The encoding pass's every read is in the encoder's thread (a read in a thread
+    of its own would wait for the event loop after it, up to a whole turn)."""
+    path = tmp_path / "f.bin"
+    data = data_of(4096 * 20 + 5)
+    path.write_bytes(data)
+    up, down = tools(grid)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        source = fd_source(fd, len(data), 4096)
+        if convergent:
+            res = await up.upload_convergent(source, SECRET)
+        else:
+            res = await up.upload_random(source(), size=len(data))
+        threads = pread_threads.pop(fd)
+    finally:
+        os.close(fd)
+    assert await down.read_all(res.cap) == data
+    reads = len(data) // 4096 + 1
+    encoding_pass = threads[-reads:]  # convergent: the key's pass came first
+    assert len(threads) == reads * (2 if convergent else 1)
+    assert all(name.startswith("p2ps-encode") for name in encoding_pass), encoding_pass
+
+
+async def test_a_file_that_shrinks_during_the_upload_fails_it(
+    grid: StorageGrid, tmp_path: Path
+) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(data_of(4096 * 30))
+    up, _ = tools(grid)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(FileShrank, match="shrank"):
+            await up.upload_random(fd_source(fd, 4096 * 40, 4096)(), size=4096 * 40)
+    finally:
+        os.close(fd)
+
+
+async def test_a_cancelled_upload_closes_its_file(grid: StorageGrid, tmp_path: Path) -> None:
+    """Cancelled while a peer holds its writes: the pass's file is closed, and no
+    read of it is left to run."""
+    path = tmp_path / "f.bin"
+    path.write_bytes(data_of(4096 * 200))
+    stalled = grid.servers[0]
+
+    def storage_for(gs: GridServer) -> StorageAPI:
+        c = gs.client(OWNER)
+        return Delayed(c, "write", None) if gs is stalled else c  # type: ignore[return-value]
+
+    cfg = UploadConfig(happy=7, list_timeout=0.5)
+    up = Uploader(static_peers(grid.servers[:10]), storage_for, cfg, params=PARAMS)
+    task = asyncio.create_task(up.upload_random(file_source(str(path), 4096)()))
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if _open_fds_to(path):
+            break
+    assert _open_fds_to(path) == 1  # reading
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert _open_fds_to(path) == 0
