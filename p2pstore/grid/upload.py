@@ -575,15 +575,16 @@ class _Job(Generic[P]):
         )
 
 
-#: Pieces handed to the encoder's thread before the first of them is awaited.
-ENCODE_AHEAD = 2
+#: Pieces queued in the encoder's thread behind the one awaited (docs/grid.md,
+#: "Upload", step 5: 0 was 12 % slower, 2 no faster than 1 and held 10 MiB more).
+ENCODE_AHEAD = 1
 
 
 def _encoded(
     chunks: AsyncIterable[bytes], enc: Encoder, seg_size: int, ex: ThreadPoolExecutor
 ) -> AsyncGenerator[tuple[int, list[EncodedSegment]], None]:
     """``enc.feed`` over ``chunks``, as (bytes fed, segments completed), in order. Up to
-    :data:`ENCODE_AHEAD` pieces wait in the encoder's one thread (which keeps their
+    :data:`ENCODE_AHEAD` more pieces wait in the encoder's one thread (which keeps their
     order), so it encodes the next piece while the caller sends this one's blocks. A
     local file is read in that thread too: a read then never waits for a turn of the
     event loop, which is busy sending."""
