@@ -39,21 +39,21 @@ class FileChunks:
     ) -> None:
         self._path, self._fd, self._size, self._chunk = path, fd, size, chunk_size
 
-    def blocking(self) -> Generator[bytes, None, None]:
-        """The chunks, each read when asked for (``pread``, in the caller's thread).
-        A file given with its size that ends early raises :class:`FileShrank`."""
+    def blocking(self, chunk_size: int | None = None) -> Generator[bytes, None, None]:
+        """The chunks (of ``chunk_size`` if given), each read when asked for (``pread``,
+        in the caller's thread). A file given with its size that ends early raises
+        :class:`FileShrank`."""
+        chunk = chunk_size or self._chunk
         if self._path is None:
-            yield from self._pass(self._fd)
+            yield from self._pass(self._fd, chunk)
             return
         with open(self._path, "rb") as f:
-            yield from self._pass(f.fileno())
+            yield from self._pass(f.fileno(), chunk)
 
-    def _pass(self, fd: int) -> Generator[bytes, None, None]:
+    def _pass(self, fd: int, chunk: int) -> Generator[bytes, None, None]:
         offset, end = 0, self._size
         while end is None or offset < end:
-            data = os.pread(
-                fd, self._chunk if end is None else min(self._chunk, end - offset), offset
-            )
+            data = os.pread(fd, chunk if end is None else min(chunk, end - offset), offset)
             if not data:
                 if end is not None:
                     raise FileShrank(
@@ -69,18 +69,18 @@ class FileChunks:
             while (data := await asyncio.to_thread(next, it, None)) is not None:
                 yield data
         finally:
-            # a cancelled read may still run in its thread; the generator is then
-            # closed when it is collected
-            with contextlib.suppress(ValueError):
+            # a cancelled read may still run in its thread (ValueError): the generator
+            # is then closed when it is collected
+            with contextlib.suppress(ValueError, OSError):
                 it.close()
 
 
-def file_source(path: str, chunk_size: int = 1 << 20) -> Reopenable:
+def file_source(path: str, chunk_size: int = 1 << 20) -> Callable[[], FileChunks]:
     """A re-openable source over the file at ``path``, opened anew for each pass."""
     return lambda: FileChunks(path=path, chunk_size=chunk_size)
 
 
-def fd_source(fd: int, size: int, chunk_size: int = 1 << 20) -> Reopenable:
+def fd_source(fd: int, size: int, chunk_size: int = 1 << 20) -> Callable[[], FileChunks]:
     """A re-openable source over exactly ``size`` bytes of the open file ``fd`` from
     offset 0 (``pread``: each pass reads the same file, whatever renames happen
     meanwhile). A file that ends early raises :class:`FileShrank`."""

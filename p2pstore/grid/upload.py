@@ -28,14 +28,17 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
+import threading
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     Awaitable,
     Callable,
+    Iterator,
     Sequence,
 )
 from concurrent.futures import ThreadPoolExecutor
@@ -169,7 +172,7 @@ class Uploader(Generic[P]):
         params = params or self.params
         happy = self.config.happy if happy is None else happy
         _check_happy(params, happy)
-        with ThreadPoolExecutor(1, thread_name_prefix="p2ps-encode") as ex:
+        with _encoder_thread() as ex:
             loop = asyncio.get_running_loop()
             hasher = ConvergenceHasher(convergence_secret, params)
             async for chunk in source():
@@ -197,7 +200,7 @@ class Uploader(Generic[P]):
         params = params or self.params
         happy = self.config.happy if happy is None else happy
         _check_happy(params, happy)
-        with ThreadPoolExecutor(1, thread_name_prefix="p2ps-encode") as ex:
+        with _encoder_thread() as ex:
 
             def fresh() -> Encoder:
                 return CiphertextEncoder(storage_index, params, size)
@@ -223,7 +226,7 @@ class Uploader(Generic[P]):
         params = params or self.params
         happy = self.config.happy if happy is None else happy
         _check_happy(params, happy)
-        with ThreadPoolExecutor(1, thread_name_prefix="p2ps-encode") as ex:
+        with _encoder_thread() as ex:
             enc = Encoder.with_random_key(params)
             return await self._run(enc, chunks, size, params, happy, progress, ex, None, announce)
 
@@ -580,39 +583,52 @@ class _Job(Generic[P]):
 ENCODE_AHEAD = 1
 
 
+@contextlib.contextmanager
+def _encoder_thread() -> Iterator[ThreadPoolExecutor]:
+    """The upload's one encoder thread. Left without waiting for it: after a cancel or
+    a failure a job may still run there (a read of a slow disk, an encode), and the
+    event loop must not wait for it; what is queued after it still runs."""
+    ex = ThreadPoolExecutor(1, thread_name_prefix="p2ps-encode")
+    try:
+        yield ex
+    finally:
+        ex.shutdown(wait=False)
+
+
 def _encoded(
     chunks: AsyncIterable[bytes], enc: Encoder, seg_size: int, ex: ThreadPoolExecutor
 ) -> AsyncGenerator[tuple[int, list[EncodedSegment]], None]:
     """``enc.feed`` over ``chunks``, as (bytes fed, segments completed), in order. Up to
     :data:`ENCODE_AHEAD` more pieces wait in the encoder's one thread (which keeps their
     order), so it encodes the next piece while the caller sends this one's blocks. A
-    local file is read in that thread too: a read then never waits for a turn of the
-    event loop, which is busy sending."""
+    local file is read in that thread too, a segment at a time: a read then never waits
+    for a turn of the event loop, which is busy sending."""
     if isinstance(chunks, FileChunks):
-        return _encoded_file(chunks, enc, ex)
+        return _encoded_file(chunks, enc, seg_size, ex)
     return _encoded_stream(chunks, enc, seg_size, ex)
 
 
 async def _encoded_file(
-    chunks: FileChunks, enc: Encoder, ex: ThreadPoolExecutor
+    chunks: FileChunks, enc: Encoder, seg_size: int, ex: ThreadPoolExecutor
 ) -> AsyncGenerator[tuple[int, list[EncodedSegment]], None]:
-    loop = asyncio.get_running_loop()
-    local = chunks.blocking()
-    pending: deque[asyncio.Future[tuple[int, list[EncodedSegment]]]] = deque()
+    local = chunks.blocking(seg_size)
+    stop = threading.Event()
+    pending: deque[concurrent.futures.Future[tuple[int, list[EncodedSegment]]]] = deque()
 
     def read_and_feed() -> tuple[int, list[EncodedSegment]]:
-        chunk = next(local, None)
+        chunk = None if stop.is_set() else next(local, None)
         return (0, []) if chunk is None else (len(chunk), enc.feed(chunk))
 
     try:
         while True:
             while len(pending) <= ENCODE_AHEAD:
-                pending.append(loop.run_in_executor(ex, read_and_feed))
-            n, segs = await pending.popleft()
+                pending.append(ex.submit(read_and_feed))
+            n, segs = await asyncio.wrap_future(pending.popleft())
             if not n:
                 return
             yield n, segs
     finally:
+        stop.set()
         for fut in pending:
             fut.cancel()
         ex.submit(local.close)  # in the thread, after a read that may still run

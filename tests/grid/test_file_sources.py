@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -86,9 +87,9 @@ async def test_a_file_shorter_than_its_size_is_refused_both_ways(tmp_path: Path)
     try:
         source = fd_source(fd, 12_000, 4096)
         with pytest.raises(FileShrank, match="at 10000 of 12000 bytes"):
-            list(source().blocking())  # type: ignore[attr-defined]
+            list(source().blocking())
         with pytest.raises(FileShrank, match="at 10000 of 12000 bytes"):
-            await _collect(source())  # type: ignore[arg-type]
+            await _collect(source())
     finally:
         os.close(fd)
 
@@ -114,10 +115,12 @@ async def test_an_upload_reads_a_local_file_in_the_encoders_thread(
     finally:
         os.close(fd)
     assert await down.read_all(res.cap) == data
-    reads = len(data) // 4096 + 1
-    encoding_pass = threads[-reads:]  # convergent: the key's pass came first
-    assert len(threads) == reads * (2 if convergent else 1)
-    assert all(name.startswith("p2ps-encode") for name in encoding_pass), encoding_pass
+    # the encoding pass reads a segment at a time; convergent mode's key pass, first,
+    # reads the source's chunks
+    reads = -(-len(data) // PARAMS.segment_size)
+    key_pass = -(-len(data) // 4096) if convergent else 0
+    assert PARAMS.segment_size != 4096 and len(threads) == key_pass + reads
+    assert all(name.startswith("p2ps-encode") for name in threads[key_pass:]), threads
 
 
 async def test_a_file_that_shrinks_during_the_upload_fails_it(
@@ -134,11 +137,8 @@ async def test_a_file_that_shrinks_during_the_upload_fails_it(
         os.close(fd)
 
 
-async def test_a_cancelled_upload_closes_its_file(grid: StorageGrid, tmp_path: Path) -> None:
-    """Cancelled while a peer holds its writes: the pass's file is closed, and no
-    read of it is left to run."""
-    path = tmp_path / "f.bin"
-    path.write_bytes(data_of(4096 * 200))
+def _stalled_uploader(grid: StorageGrid) -> Uploader[GridServer]:
+    """An uploader to ten peers, one of which never finishes a write."""
     stalled = grid.servers[0]
 
     def storage_for(gs: GridServer) -> StorageAPI:
@@ -146,14 +146,71 @@ async def test_a_cancelled_upload_closes_its_file(grid: StorageGrid, tmp_path: P
         return Delayed(c, "write", None) if gs is stalled else c  # type: ignore[return-value]
 
     cfg = UploadConfig(happy=7, list_timeout=0.5)
-    up = Uploader(static_peers(grid.servers[:10]), storage_for, cfg, params=PARAMS)
-    task = asyncio.create_task(up.upload_random(file_source(str(path), 4096)()))
-    for _ in range(100):
+    return Uploader(static_peers(grid.servers[:10]), storage_for, cfg, params=PARAMS)
+
+
+async def _eventually(check: Callable[[], bool], seconds: float = 5.0) -> bool:
+    for _ in range(int(seconds / 0.01)):
+        if check():
+            return True
         await asyncio.sleep(0.01)
-        if _open_fds_to(path):
-            break
-    assert _open_fds_to(path) == 1  # reading
+    return check()
+
+
+async def test_a_cancelled_upload_closes_its_file(grid: StorageGrid, tmp_path: Path) -> None:
+    """Cancelled while a peer holds its writes: the pass's file is closed."""
+    path = tmp_path / "f.bin"
+    path.write_bytes(data_of(4096 * 200))
+    task = asyncio.create_task(
+        _stalled_uploader(grid).upload_random(file_source(str(path), 4096)())
+    )
+    assert await _eventually(lambda: _open_fds_to(path) == 1)  # reading
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert _open_fds_to(path) == 0
+    assert await _eventually(lambda: _open_fds_to(path) == 0)
+
+
+async def test_a_cancel_does_not_wait_for_a_slow_read(
+    grid: StorageGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file on a disk that takes a second per read (a network share, a failing
+    disk): cancelling its upload returns at once, the event loop never waits for the
+    read in progress, and nothing more is read after it."""
+    path = tmp_path / "f.bin"
+    path.write_bytes(data_of(4096 * 50))
+    reads: list[int] = []
+    real = os.pread
+
+    def slow_pread(fd: int, n: int, offset: int) -> bytes:
+        if threading.current_thread().name.startswith("p2ps-encode"):
+            reads.append(offset)
+            time.sleep(1.0)
+        return real(fd, n, offset)
+
+    monkeypatch.setattr(os, "pread", slow_pread)
+    gaps: list[float] = []
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    ticking = asyncio.create_task(ticker())
+    task = asyncio.create_task(
+        _stalled_uploader(grid).upload_random(file_source(str(path), 4096)())
+    )
+    assert await _eventually(lambda: bool(reads))
+    await asyncio.sleep(0.2)  # the first read is under way
+    started = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - started < 0.5
+    await asyncio.sleep(1.5)  # the read in progress ends; no other starts
+    ticking.cancel()
+    assert max(gaps) < 0.5, max(gaps)
+    assert reads == [0]
