@@ -582,6 +582,9 @@ class _Job(Generic[P]):
 #: "Upload", step 5: 0 was 12 % slower, 2 no faster than 1 and held 10 MiB more).
 ENCODE_AHEAD = 1
 
+#: What one job of the encoder gives back: the bytes it fed and the segments completed.
+Fed = tuple[int, list[EncodedSegment]]
+
 
 @contextlib.contextmanager
 def _encoder_thread() -> Iterator[ThreadPoolExecutor]:
@@ -613,23 +616,28 @@ async def _encoded_file(
 ) -> AsyncGenerator[tuple[int, list[EncodedSegment]], None]:
     local = chunks.blocking(seg_size)
     stop = threading.Event()
-    pending: deque[concurrent.futures.Future[tuple[int, list[EncodedSegment]]]] = deque()
+    # each job's thread future (cancelled at once in ``finally``) and the loop's future
+    # over it, made at once: a job that ends while the caller is busy then settles
+    # its loop future in the background, and awaiting it costs no extra turn
+    pending: deque[tuple[concurrent.futures.Future[Fed], asyncio.Future[Fed]]] = deque()
 
-    def read_and_feed() -> tuple[int, list[EncodedSegment]]:
+    def read_and_feed() -> Fed:
         chunk = None if stop.is_set() else next(local, None)
         return (0, []) if chunk is None else (len(chunk), enc.feed(chunk))
 
     try:
         while True:
             while len(pending) <= ENCODE_AHEAD:
-                pending.append(ex.submit(read_and_feed))
-            n, segs = await asyncio.wrap_future(pending.popleft())
+                job = ex.submit(read_and_feed)
+                pending.append((job, asyncio.wrap_future(job)))
+            n, segs = await pending.popleft()[1]
             if not n:
                 return
             yield n, segs
     finally:
         stop.set()
-        for fut in pending:
+        for job, fut in pending:
+            job.cancel()
             fut.cancel()
         ex.submit(local.close)  # in the thread, after a read that may still run
 
