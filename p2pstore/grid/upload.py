@@ -28,17 +28,13 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
-import threading
-from collections import deque
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     Awaitable,
     Callable,
-    Iterator,
     Sequence,
 )
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +62,7 @@ from p2pstore.immutable.params import LITERAL_MAX
 from p2pstore.storage import StorageAPI
 from quic_transport.identity import NodeId
 
+from . import feeding
 from .download import DownloadConfig, Downloader
 from .errors import GridLocalError, UploadError
 from .peers import FindPeers, P, Progress, StorageFor, describe
@@ -73,7 +70,7 @@ from .placement import PeerKey, SharePlacer, rank_peers
 from .quality import QualitySource
 from .regenerate import list_existing, replace_shares
 from .sender import Regenerate, SendConfig, ShareSender
-from .sources import FileChunks, Reopenable, aiter_bytes, bytes_source, fd_source, file_source
+from .sources import Reopenable, aiter_bytes, bytes_source, fd_source, file_source
 
 __all__ = [
     "Reopenable",
@@ -172,7 +169,7 @@ class Uploader(Generic[P]):
         params = params or self.params
         happy = self.config.happy if happy is None else happy
         _check_happy(params, happy)
-        with _encoder_thread() as ex:
+        with feeding.encoder_thread() as ex:
             loop = asyncio.get_running_loop()
             hasher = ConvergenceHasher(convergence_secret, params)
             async for chunk in source():
@@ -200,7 +197,7 @@ class Uploader(Generic[P]):
         params = params or self.params
         happy = self.config.happy if happy is None else happy
         _check_happy(params, happy)
-        with _encoder_thread() as ex:
+        with feeding.encoder_thread() as ex:
 
             def fresh() -> Encoder:
                 return CiphertextEncoder(storage_index, params, size)
@@ -226,7 +223,7 @@ class Uploader(Generic[P]):
         params = params or self.params
         happy = self.config.happy if happy is None else happy
         _check_happy(params, happy)
-        with _encoder_thread() as ex:
+        with feeding.encoder_thread() as ex:
             enc = Encoder.with_random_key(params)
             return await self._run(enc, chunks, size, params, happy, progress, ex, None, announce)
 
@@ -252,7 +249,7 @@ class Uploader(Generic[P]):
                 progress(min(fed, segments * seg_size), size)
 
         try:
-            encoded = _encoded(chunks, enc, seg_size, ex)
+            encoded = feeding.encoded(chunks, enc, seg_size, ex)
             async with contextlib.aclosing(encoded):
                 async for n, segs in encoded:
                     fed += n
@@ -576,93 +573,6 @@ class _Job(Generic[P]):
             present,
             self.peers_found,
         )
-
-
-#: Pieces queued in the encoder's thread behind the one awaited (docs/grid.md,
-#: "Upload", step 5: 0 was 12 % slower, 2 no faster than 1 and held 10 MiB more).
-ENCODE_AHEAD = 1
-
-#: What one job of the encoder gives back: the bytes it fed and the segments completed.
-Fed = tuple[int, list[EncodedSegment]]
-
-
-@contextlib.contextmanager
-def _encoder_thread() -> Iterator[ThreadPoolExecutor]:
-    """The upload's one encoder thread. Left without waiting for it: after a cancel or
-    a failure a job may still run there (a read of a slow disk, an encode), and the
-    event loop must not wait for it; what is queued after it still runs."""
-    ex = ThreadPoolExecutor(1, thread_name_prefix="p2ps-encode")
-    try:
-        yield ex
-    finally:
-        ex.shutdown(wait=False)
-
-
-def _encoded(
-    chunks: AsyncIterable[bytes], enc: Encoder, seg_size: int, ex: ThreadPoolExecutor
-) -> AsyncGenerator[tuple[int, list[EncodedSegment]], None]:
-    """``enc.feed`` over ``chunks``, as (bytes fed, segments completed), in order. Up to
-    :data:`ENCODE_AHEAD` more pieces wait in the encoder's one thread (which keeps their
-    order), so it encodes the next piece while the caller sends this one's blocks. A
-    local file is read in that thread too, a segment at a time: a read then never waits
-    for a turn of the event loop, which is busy sending."""
-    if isinstance(chunks, FileChunks):
-        return _encoded_file(chunks, enc, seg_size, ex)
-    return _encoded_stream(chunks, enc, seg_size, ex)
-
-
-async def _encoded_file(
-    chunks: FileChunks, enc: Encoder, seg_size: int, ex: ThreadPoolExecutor
-) -> AsyncGenerator[tuple[int, list[EncodedSegment]], None]:
-    local = chunks.blocking(seg_size)
-    stop = threading.Event()
-    # each job's thread future (cancelled at once in ``finally``) and the loop's future
-    # over it, made at once: a job that ends while the caller is busy then settles
-    # its loop future in the background, and awaiting it costs no extra turn
-    pending: deque[tuple[concurrent.futures.Future[Fed], asyncio.Future[Fed]]] = deque()
-
-    def read_and_feed() -> Fed:
-        chunk = None if stop.is_set() else next(local, None)
-        return (0, []) if chunk is None else (len(chunk), enc.feed(chunk))
-
-    try:
-        while True:
-            while len(pending) <= ENCODE_AHEAD:
-                job = ex.submit(read_and_feed)
-                pending.append((job, asyncio.wrap_future(job)))
-            n, segs = await pending.popleft()[1]
-            if not n:
-                return
-            yield n, segs
-    finally:
-        stop.set()
-        for job, fut in pending:
-            job.cancel()
-            fut.cancel()
-        ex.submit(local.close)  # in the thread, after a read that may still run
-
-
-async def _encoded_stream(
-    chunks: AsyncIterable[bytes], enc: Encoder, seg_size: int, ex: ThreadPoolExecutor
-) -> AsyncGenerator[tuple[int, list[EncodedSegment]], None]:
-    loop = asyncio.get_running_loop()
-    pending: deque[asyncio.Future[tuple[int, list[EncodedSegment]]]] = deque()
-
-    def feed(piece: memoryview) -> tuple[int, list[EncodedSegment]]:
-        return len(piece), enc.feed(piece)
-
-    try:
-        async for chunk in chunks:
-            view = memoryview(chunk)
-            for i in range(0, len(view), seg_size):
-                pending.append(loop.run_in_executor(ex, feed, view[i : i + seg_size]))
-                if len(pending) > ENCODE_AHEAD:
-                    yield await pending.popleft()
-        while pending:
-            yield await pending.popleft()
-    finally:
-        for fut in pending:
-            fut.cancel()
 
 
 def _b32(peer: PeerKey) -> str:

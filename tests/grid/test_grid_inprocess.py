@@ -33,7 +33,7 @@ from p2pstore.grid import (
     rank_peers,
     static_peers,
 )
-from p2pstore.grid.upload import ENCODE_AHEAD
+from p2pstore.grid.feeding import ENCODE_AHEAD
 from p2pstore.grid.whole import whole_share
 from p2pstore.immutable import EncodingParams, LiteralCap, ReadCap, ShareTrailer
 from p2pstore.storage import (
