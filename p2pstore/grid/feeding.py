@@ -53,7 +53,9 @@ def encoded(
     :data:`ENCODE_AHEAD` more pieces wait in the encoder's one thread (which keeps their
     order), so it encodes the next piece while the caller sends this one's blocks. A
     local file is read in that thread too, a segment at a time: a read then never waits
-    for a turn of the event loop, which is busy sending."""
+    for a turn of the event loop, which is busy sending. Close the generator
+    (``contextlib.aclosing``) inside ``encoder_thread``'s block: closing queues the
+    file's close on ``ex``."""
     if isinstance(chunks, FileChunks):
         return _encoded_file(chunks, enc, seg_size, ex)
     return _encoded_stream(chunks, enc, seg_size, ex)

@@ -55,6 +55,7 @@ from p2pstore.immutable.params import LITERAL_MAX
 from p2pstore.immutable.share_layout import HEADER_SIZE
 from quic_transport.errors import TransportError
 
+from . import feeding
 from .download import Downloader, read_ranges
 from .errors import FileShrank, GridLocalError
 from .helper import HelperError
@@ -328,7 +329,7 @@ class HelpedUploader(Generic[P]):
         state, have = answer.get("state"), answer.get("have", 0)
         if state not in ("present", "send") or not isinstance(have, int) or not 0 <= have <= size:
             raise HelperError("bad-response", f"helper.start answered {answer!r:.200}")
-        with ThreadPoolExecutor(1, thread_name_prefix="p2ps-encode") as ex:
+        with feeding.encoder_thread() as ex:  # a cancel never waits for it
             stream = _Ciphertext(enc, source, params, size, ex, have, progress)
             if state == "send" and have < size:
                 t0 = time.monotonic()
