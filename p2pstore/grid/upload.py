@@ -175,7 +175,9 @@ class Uploader(Generic[P]):
             async for chunk in source():
                 await loop.run_in_executor(ex, hasher.update, chunk)
             key, size = hasher.key(), hasher.size
-            enc = Encoder(key, params, expected_size=size)
+            # the second pass is hashed too: a file rewritten in between is refused
+            recheck = ConvergenceHasher(convergence_secret, params)
+            enc = Encoder(key, params, expected_size=size, recheck=recheck)
             regen = _regenerator(
                 source, lambda: Encoder(key, params, expected_size=size), params, enc
             )

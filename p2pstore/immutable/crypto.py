@@ -112,7 +112,7 @@ class ConvergenceHasher:
         self._h = tagged_hasher(TAG_PLAINTEXT)
         self.size = 0
 
-    def update(self, data: bytes | memoryview) -> None:
+    def update(self, data: bytes | bytearray | memoryview) -> None:
         self._h.update(data)
         self.size += len(data)
 

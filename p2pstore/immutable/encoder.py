@@ -177,9 +177,14 @@ class Encoder:
         *,
         executor: Executor | None = None,
         expected_size: int | None = None,
+        recheck: ConvergenceHasher | None = None,
     ) -> None:
+        """``recheck``, a fresh hasher with the convergence secret and ``params``,
+        hashes the bytes fed: ``finish`` then refuses a second pass whose bytes give
+        another key than ``key`` (a file rewritten between the passes)."""
         self.params = params or EncodingParams()
         self._key = key
+        self._recheck = recheck
         self._si = storage_index(key)
         self._cipher = keystream_cipher(key, 0)
         self._coder = SegmentCoder(self.params, executor=executor)
@@ -229,6 +234,8 @@ class Encoder:
         if self._total + len(data) > MAX_FILE_SIZE:
             raise ParameterError(f"file exceeds the maximum size {MAX_FILE_SIZE}")
         self._total += len(data)
+        if self._recheck is not None:
+            self._recheck.update(data)
         out: list[EncodedSegment] = []
         if self._total <= LITERAL_MAX:
             self._buf += data
@@ -263,6 +270,12 @@ class Encoder:
             raise UsageError(
                 f"convergent key was computed over {self._expected} bytes but "
                 f"{self._total} were fed"
+            )
+        if self._recheck is not None and self._recheck.key() != self._key:
+            raise UsageError(
+                "the file changed while it was uploaded: its bytes differ from the first "
+                "read, which gave the key; nothing was kept (upload it again once it is "
+                "not being written)"
             )
         if self._total <= LITERAL_MAX:
             return EncodeResult(LiteralCap(bytes(self._buf)), (), (), None)

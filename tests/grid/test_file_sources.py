@@ -8,15 +8,17 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from p2pstore.grid import (
     FileShrank,
+    GridLocalError,
     UploadConfig,
     Uploader,
+    aiter_bytes,
     fd_source,
     file_source,
     static_peers,
@@ -214,3 +216,35 @@ async def test_a_cancel_does_not_wait_for_a_slow_read(
     ticking.cancel()
     assert max(gaps) < 1.0, max(gaps)
     assert reads == [0]
+
+
+@pytest.mark.parametrize("from_file", [True, False])
+async def test_a_file_rewritten_between_the_passes_is_refused(
+    grid: StorageGrid, tmp_path: Path, from_file: bool
+) -> None:
+    """Same size, other bytes in the second pass (a file written during its upload):
+    a clear error and nothing kept, never a cap whose key the bytes do not give."""
+    size = PARAMS.segment_size * 6 + 100
+    path = tmp_path / "f.bin"
+    path.write_bytes(data_of(size, 1))
+    up, _ = tools(grid)
+    passes = 0
+    fd = os.open(path, os.O_RDONLY)
+
+    def source() -> AsyncIterable[bytes]:
+        nonlocal passes
+        passes += 1
+        if passes == 2:  # rewritten in place between the passes
+            path.write_bytes(data_of(size, 2))
+        return fd_source(fd, size, 4096)() if from_file else aiter_bytes(path.read_bytes())
+
+    try:
+        with pytest.raises(GridLocalError, match="changed while it was uploaded"):
+            await up.upload_convergent(source, SECRET)
+    finally:
+        os.close(fd)
+    assert passes == 2
+    for gs in grid.servers:  # nothing left half-uploaded or placed anywhere
+        assert gs.server.stat().uploads == 0 and gs.server.stat().shares == 0
+    res = await up.upload_convergent(file_source(str(path)), SECRET)  # unchanged: fine
+    assert res.happiness == 10

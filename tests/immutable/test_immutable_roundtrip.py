@@ -28,7 +28,7 @@ from p2pstore.immutable import (
     read_plaintext,
     regenerate_shares,
 )
-from p2pstore.immutable.crypto import keystream_cipher
+from p2pstore.immutable.crypto import ConvergenceHasher, convergent_key, keystream_cipher
 
 SECRET = bytes(range(32))
 
@@ -159,6 +159,21 @@ def test_encoder_misuse() -> None:
         enc.finish()
     with pytest.raises(UsageError, match="feed"):
         enc.feed(b"x")
+
+
+@pytest.mark.parametrize("size", [40, 1000])  # a literal file and a coded one
+def test_encoder_recheck_refuses_a_second_pass_with_other_bytes(size: int) -> None:
+    p = EncodingParams.create(2, 4, 64)
+    first, other = os.urandom(size), os.urandom(size)
+    key = convergent_key(SECRET, p, first)
+    same = Encoder(key, p, expected_size=size, recheck=ConvergenceHasher(SECRET, p))
+    same.feed(first[:17])
+    same.feed(first[17:])
+    assert same.finish().cap == encode_bytes(first, p, convergence_secret=SECRET)[0]
+    changed = Encoder(key, p, expected_size=size, recheck=ConvergenceHasher(SECRET, p))
+    changed.feed(other)
+    with pytest.raises(UsageError, match="changed while it was uploaded"):
+        changed.finish()
 
 
 def test_repair_regenerates_identical_shares() -> None:
