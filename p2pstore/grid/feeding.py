@@ -48,7 +48,7 @@ def encoder_thread() -> Iterator[ThreadPoolExecutor]:
 
 def encoded(
     chunks: AsyncIterable[bytes], enc: Encoder, seg_size: int, ex: ThreadPoolExecutor
-) -> AsyncGenerator[tuple[int, list[EncodedSegment]], None]:
+) -> AsyncGenerator[Fed, None]:
     """``enc.feed`` over ``chunks``, as (bytes fed, segments completed), in order. Up to
     :data:`ENCODE_AHEAD` more pieces wait in the encoder's one thread (which keeps their
     order), so it encodes the next piece while the caller sends this one's blocks. A
@@ -63,7 +63,7 @@ def encoded(
 
 async def _encoded_file(
     chunks: FileChunks, enc: Encoder, seg_size: int, ex: ThreadPoolExecutor
-) -> AsyncGenerator[tuple[int, list[EncodedSegment]], None]:
+) -> AsyncGenerator[Fed, None]:
     local = chunks.blocking(seg_size)
     stop = threading.Event()
     # each job's thread future (cancelled at once in ``finally``) and the loop's future
@@ -94,11 +94,11 @@ async def _encoded_file(
 
 async def _encoded_stream(
     chunks: AsyncIterable[bytes], enc: Encoder, seg_size: int, ex: ThreadPoolExecutor
-) -> AsyncGenerator[tuple[int, list[EncodedSegment]], None]:
+) -> AsyncGenerator[Fed, None]:
     loop = asyncio.get_running_loop()
-    pending: deque[asyncio.Future[tuple[int, list[EncodedSegment]]]] = deque()
+    pending: deque[asyncio.Future[Fed]] = deque()
 
-    def feed(piece: memoryview) -> tuple[int, list[EncodedSegment]]:
+    def feed(piece: memoryview) -> Fed:
         return len(piece), enc.feed(piece)
 
     try:
