@@ -27,6 +27,7 @@ from p2pstore.grid.sources import FileChunks
 from p2pstore.storage import StorageAPI
 from p2pstore.testing.storage_grid import GridServer, StorageGrid
 from tests.grid.test_grid_inprocess import OWNER, PARAMS, SECRET, Delayed, data_of, tools
+from tests.loop_gaps import record_gaps
 
 
 @pytest.fixture
@@ -192,16 +193,7 @@ async def test_a_cancel_does_not_wait_for_a_slow_read(
 
     monkeypatch.setattr(os, "pread", slow_pread)
     gaps: list[float] = []
-
-    async def ticker() -> None:
-        last = time.monotonic()
-        while True:
-            await asyncio.sleep(0.01)
-            now = time.monotonic()
-            gaps.append(now - last)
-            last = now
-
-    ticking = asyncio.create_task(ticker())
+    ticking = asyncio.create_task(record_gaps(gaps, 0.01))
     task = asyncio.create_task(
         _stalled_uploader(grid).upload_random(file_source(str(path), 4096)())
     )

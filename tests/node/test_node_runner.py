@@ -23,6 +23,7 @@ from p2pstore.node.nodedir import CreateOptions, NodeDir, create_node_dir
 from p2pstore.node.runner import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, NodeRunner
 from p2pstore.node.service import NodeContext, ServiceStatus
 from quic_transport.identity import NodeId, b32encode
+from tests.loop_gaps import record_gaps
 
 
 class FakeService:
@@ -320,15 +321,7 @@ def test_a_slow_status_write_does_not_hold_up_the_event_loop(
     class Ticking(GrowingStorage):
         async def start(self) -> None:
             await super().start()
-            asyncio.get_running_loop().create_task(self.tick())
-
-        async def tick(self) -> None:
-            last = time.monotonic()
-            while True:
-                await asyncio.sleep(0.02)
-                now = time.monotonic()
-                gaps.append(now - last)
-                last = now
+            asyncio.get_running_loop().create_task(record_gaps(gaps, 0.02))
 
     runner = NodeRunner(nd.root, service_factory=Ticking, log_to_stderr=False)
     assert runner.run() == 0
