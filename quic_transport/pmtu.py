@@ -47,9 +47,11 @@ _BODY = struct.Struct(">B16sI16s")
 HEADER_LEN = len(MAGIC) + _BODY.size
 # Common plateaus (RFC 8899 section 5.1.2 suggests searching over likely sizes):
 # IPv6 loopback (MTU 65,536 less 48 bytes of headers), 16 KiB, 9000-byte jumbo
-# frames, 4 KiB, Ethernet with IPv6+UDP headers, and the IPv6 minimum MTU less
-# headers. The configured maximum (65,507 by default: IPv4 loopback) is added.
-PLATEAUS = (65488, 16384, 8952, 4096, 1452, 1232)
+# frames, 4 KiB, Ethernet with IPv4+UDP headers (1,500 less 28) and with IPv6+UDP
+# headers (less 48; also IPv4 over PPPoE's 1,492), and the IPv6 minimum MTU less
+# headers. The configured maximum (65,507 by default: IPv4 loopback) is added. Over
+# IPv6 the 1,472-byte probe cannot leave an Ethernet host (EMSGSIZE) and is dropped.
+PLATEAUS = (65488, 16384, 8952, 4096, 1472, 1452, 1232)
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,8 +57,12 @@ def test_loopback_finds_the_ceiling_in_one_round() -> None:
     assert run(s, 65535) == 16384 and s.done
 
 
-def test_ethernet_path() -> None:
-    assert run(make_search(), 1500) == 1452
+def test_ethernet_paths() -> None:
+    """The largest UDP payload a 1,500-byte Ethernet MTU carries: 1,472 bytes over
+    IPv4, 1,452 over IPv6 (and over IPv4 through PPPoE's 1,492, which carries 1,464)."""
+    assert run(make_search(), 1472) == 1472
+    assert run(make_search(), 1452) == 1452
+    assert run(make_search(), 1464) == 1452
 
 
 def test_capped_search_and_fallback() -> None:
@@ -122,7 +126,7 @@ def test_sizes_the_host_cannot_send_end_the_search_early() -> None:
     """IPv6 loopback (65,488) or an Ethernet interface (1,500): the larger probes
     fail locally with EMSGSIZE, so the search ends when the largest probe that left
     the host is acknowledged, without waiting out the rounds."""
-    for local_mtu, expected in ((65488, 65488), (1452, 1452), (1300, 1232)):
+    for local_mtu, expected in ((65488, 65488), (1472, 1472), (1452, 1452), (1300, 1232)):
         s = make_search(high=65507)
         probes = s.start()
         for p in probes:
