@@ -58,7 +58,7 @@ class TransportConfig:
     # the uplink's queue (uplink.py): the queueing delay, in seconds, above which all
     # non-loopback connections together are paced below the rate the peers receive;
     # None = never (each connection's own congestion control only)
-    uplink_delay_target: float | None = 0.06
+    uplink_delay_target: float | None = 0.1
 
     def __post_init__(self) -> None:
         for name in (

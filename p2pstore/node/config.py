@@ -159,7 +159,7 @@ class LimitsSection:
     download_rate: int = 0
     # the uplink's queue (docs/limits.md): paced below the link when the queueing
     # delay passes this many milliseconds; 0 = each connection on its own
-    uplink_queue_ms: int = 60
+    uplink_queue_ms: int = 100
     profile: str = "normal"
 
     @property

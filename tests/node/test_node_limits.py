@@ -70,7 +70,7 @@ def test_status_without_an_endpoint() -> None:
         "max_connections": 256,
         "upload_rate": 20_000,
         "download_rate": 0,
-        "uplink_queue_ms": 60,
+        "uplink_queue_ms": 100,
     }
 
 
@@ -120,6 +120,6 @@ async def test_grid_service_applies_limits_and_shows_them(tmp_path: Path) -> Non
 
 
 def test_uplink_queue_key_maps_to_the_transport() -> None:
-    assert transport_config(LimitsSection()).uplink_delay_target == 0.06
+    assert transport_config(LimitsSection()).uplink_delay_target == 0.1
     assert transport_config(LimitsSection(uplink_queue_ms=0)).uplink_delay_target is None
     assert transport_config(LimitsSection(uplink_queue_ms=250)).uplink_delay_target == 0.25
