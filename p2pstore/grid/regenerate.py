@@ -25,6 +25,7 @@ from p2pstore.immutable import (
     regenerate_shares,
 )
 from p2pstore.immutable.errors import ImmutableError
+from p2pstore.immutable.reader import READ_AHEAD
 from p2pstore.storage import StorageAPI
 
 from .download import DownloadConfig, read_ranges
@@ -192,8 +193,10 @@ async def _replace_once(
         max_read=min(config.max_write, READ_CHUNK),
         timeout=config.op_timeout,
     )
-    # each segment's k shares and its proof read at once (the reads run on the loop)
-    pool = ThreadPoolExecutor(min(cap.k + 1, 16), thread_name_prefix="p2ps-regenerate")
+    # each segment's k shares and its proof read at once, and the next READ_AHEAD
+    # segments' too (the reads run on the loop; the threads only wait for them)
+    threads = min((cap.k + 1) * READ_AHEAD, 32)
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="p2ps-regenerate")
     gen: Iterator[EncodedSegment | tuple[ShareTrailer, ...]] = regenerate_shares(
         cap, src, sorted(apis), executor=pool
     )

@@ -19,8 +19,10 @@ Invariants:
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, wait
+from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -42,6 +44,10 @@ from p2pstore.immutable.errors import (
     RemoteError,
 )
 from p2pstore.immutable.share_layout import HEADER_SIZE, Range
+
+#: segments fetched ahead of the one being regenerated (``regenerate_shares`` with an
+#: executor; give it (k + 1) x this many threads for all their reads to run at once)
+READ_AHEAD = 4
 
 #: Tree nodes per read when checking whole shares (128 KiB), bounding memory.
 _CHECK_CHUNK = 4096
@@ -84,11 +90,19 @@ class _Session:
     source: ShareSource
     good: list[int]
     bad: dict[int, str] = field(default_factory=dict)
+    #: guards ``good`` and ``bad`` (several segments may be fetched at once)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def drop(self, e: BadShareError) -> None:
-        if e.share_number in self.good:
-            self.good.remove(e.share_number)
-        self.bad[e.share_number] = e.reason
+        with self.lock:
+            if e.share_number in self.good:
+                self.good.remove(e.share_number)
+            self.bad[e.share_number] = e.reason
+
+    def usable(self) -> tuple[list[int], tuple[int, ...]]:
+        """The good shares now and the bad ones' numbers, a consistent copy."""
+        with self.lock:
+            return list(self.good), tuple(sorted(self.bad))
 
     def read(self, share: int, r: Range) -> bytes:
         try:
@@ -176,7 +190,8 @@ def _fetch_segment(
         proof = s.read_all(i, s.verifier.layout(i).crypttext_proof_ranges(j))
         return s.verifier.verify_crypttext_proof(i, j, proof)
 
-    early = executor.submit(proof_of, s.good[0]) if executor is not None and s.good else None
+    good, _ = s.usable()
+    early = executor.submit(proof_of, good[0]) if executor is not None and good else None
 
     def check(i: int) -> VerifiedBlock | BadShareError:
         try:
@@ -190,11 +205,10 @@ def _fetch_segment(
     tried: set[int] = set()
     try:
         while len(blocks) < k:
-            want = [i for i in s.good if i not in tried][: k - len(blocks)]
+            good, bad = s.usable()
+            want = [i for i in good if i not in tried][: k - len(blocks)]
             if len(want) < k - len(blocks):
-                raise NotEnoughSharesError(
-                    need=k, have=len(blocks) + len(want), segment=j, bad=tuple(sorted(s.bad))
-                )
+                raise NotEnoughSharesError(need=k, have=len(blocks) + len(want), segment=j, bad=bad)
             tried.update(want)
             results = list(executor.map(check, want)) if executor else [check(i) for i in want]
             for r in results:
@@ -211,13 +225,46 @@ def _fetch_segment(
             if early is not None:
                 leaf = early.result()  # a verified leaf, whatever became of its share
             else:
-                if not s.good:
-                    raise NotEnoughSharesError(need=k, have=0, segment=j, bad=tuple(sorted(s.bad)))
-                leaf = proof_of(s.good[0])
+                good, bad = s.usable()
+                if not good:
+                    raise NotEnoughSharesError(need=k, have=0, segment=j, bad=bad)
+                leaf = proof_of(good[0])
         except BadShareError as e:
             s.drop(e)
         early = None
     return blocks, leaf
+
+
+def _segments_ahead(
+    s: _Session, count: int, executor: Executor | None
+) -> Iterator[tuple[list[VerifiedBlock], VerifiedCrypttextLeaf]]:
+    """Each of the ``count`` segments' blocks and leaf, in order. With ``executor``,
+    the next :data:`READ_AHEAD` segments are fetched (each by a thread of its own,
+    which hands its reads to ``executor``) while the caller works on this one: over
+    a link the round trips of several segments overlap. The fetches share the
+    session's lists under its lock; the verifier's checks change nothing; the
+    decoding and coding the caller does meanwhile touch neither. A share found bad
+    in a segment read ahead is dropped for the segments before it too (it is bad
+    either way: a regeneration left with fewer than k shares fails, maybe a few
+    segments sooner, never yielding the trailers). Fetches still running when the
+    caller stops are left to finish on their own (a source that was stopped fails
+    their next read)."""
+    if executor is None or count == 0:
+        for j in range(count):
+            yield _fetch_segment(s, j, None)
+        return
+    driver = ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="p2ps-read-ahead")
+    try:
+        ahead = deque(
+            driver.submit(_fetch_segment, s, j, executor) for j in range(min(READ_AHEAD, count))
+        )
+        for j in range(count):
+            got = ahead.popleft().result()
+            if j + READ_AHEAD < count:
+                ahead.append(driver.submit(_fetch_segment, s, j + READ_AHEAD, executor))
+            yield got
+    finally:
+        driver.shutdown(wait=False, cancel_futures=True)
 
 
 def read_ciphertext(
@@ -352,7 +399,9 @@ def regenerate_shares(
     executor: Executor | None = None,
 ) -> Iterator[EncodedSegment | tuple[ShareTrailer, ...]]:
     """Re-encode verified ciphertext from any k good shares (no read key needed);
-    with ``executor``, each segment's k shares are read at once.
+    with ``executor``, each segment's k shares are read at once, and the next
+    segment's reads run while this one is re-encoded and handed over (one segment
+    ahead: over a link a segment then costs its transfer, not also a round trip).
 
     Yields every segment's blocks for all N shares (the caller keeps those it is
     replacing), then the tuple of N trailers. Raises before yielding the trailers if
@@ -363,8 +412,7 @@ def regenerate_shares(
     ext = s.verifier.extension
     dec = SegmentDecoder(s.verifier)
     coder = SegmentCoder(ext.params)
-    for j in range(ext.geometry.num_segments):
-        blocks, leaf = _fetch_segment(s, j, executor)
+    for blocks, leaf in _segments_ahead(s, ext.geometry.num_segments, executor):
         yield coder.code(dec.decode(blocks, leaf))
     new_ext, trailers = coder.finish(ext.storage_index)
     if new_ext != ext:

@@ -11,6 +11,9 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
+import p2pstore.immutable.reader as reader
 from p2pstore.immutable import (
     EncodedSegment,
     EncodingParams,
@@ -20,6 +23,7 @@ from p2pstore.immutable import (
     encode_bytes,
     regenerate_shares,
 )
+from p2pstore.immutable.errors import NotEnoughSharesError
 
 P = EncodingParams.create(3, 10, 4096)
 
@@ -121,3 +125,76 @@ def test_checking_whole_shares_reads_runs_of_blocks() -> None:
     assert plain[6] == "block fails its hash check"
     assert all(plain[i] is None for i in range(P.n) if i != 6)
     assert src.calls["readv"] < 3 * P.n  # opening pieces and the blocks, per share
+
+
+def test_the_next_segment_is_read_while_the_caller_holds_this_one() -> None:
+    """With an executor, the next READ_AHEAD segments' reads run while the caller
+    works on segment j (repair sends it meanwhile): the caller holds the first
+    segment and, without asking for more, sees the next four segments' proofs and
+    blocks read, and no more."""
+    cap, shares = encoded(40_000)  # 10 segments
+    have = [1, 3, 6]
+    src = Ranged({i: shares[i] for i in have})
+    opening, per_segment = 3, 1 + 3  # readv calls: opening pieces; a proof and 3 blocks
+    with ThreadPoolExecutor(P.k + 1) as pool:
+        gen = regenerate_shares(cap.verify_cap(), src, have, executor=pool)
+        first = next(gen)
+        assert isinstance(first, EncodedSegment)
+        deadline = time.monotonic() + 10
+        ahead = opening + (1 + reader.READ_AHEAD) * per_segment
+        while src.calls["readv"] < ahead and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(0.05)
+        assert src.calls["readv"] == ahead  # and not further ahead
+        rest = list(gen)
+    out = [bytearray(72) for _ in range(P.n)]
+    for item in [first, *rest]:
+        if isinstance(item, EncodedSegment):
+            for i, b in enumerate(item.blocks):
+                out[i] += b
+        else:
+            for t in item:
+                out[t.share_number] += t.trailer
+                out[t.share_number][:72] = t.header
+    assert [bytes(b) for b in out] == shares
+
+
+def test_a_share_found_bad_ahead_fails_the_regeneration_before_its_trailers() -> None:
+    """Two of three shares are bad in segment 3: the regeneration fails with too few
+    shares and never yields the trailers, whichever segment the read-ahead was at
+    when it found them (a share found bad ahead is dropped for the segments before
+    it too, so the failure may come before segment 3)."""
+    cap, shares = encoded(40_000)
+    have = [0, 2, 5]
+    broken = {i: bytearray(shares[i]) for i in have}
+    for i in (0, 2):
+        broken[i][72 + 1366 * 3 + 5] ^= 1
+    src = Ranged({i: bytes(b) for i, b in broken.items()})
+    got: list[object] = []
+    with ThreadPoolExecutor(P.k + 1) as pool, pytest.raises(NotEnoughSharesError):
+        for item in regenerate_shares(cap.verify_cap(), src, have, executor=pool):
+            got.append(item)
+    assert len(got) <= 3 and all(isinstance(x, EncodedSegment) for x in got)
+
+
+def test_stopping_early_leaves_no_read_ahead_waiting() -> None:
+    """A caller that stops after one segment (a repair that failed elsewhere): the
+    read-ahead ends with the fetch it had begun, and nothing reads after that."""
+    cap, shares = encoded(40_000)
+    have = [0, 1, 2]
+    src = Ranged({i: shares[i] for i in have}, delay=0.01)
+    with ThreadPoolExecutor(P.k + 1) as pool:
+        gen = regenerate_shares(cap.verify_cap(), src, have, executor=pool)
+        next(gen)
+        gen.close()
+        deadline = time.monotonic() + 10
+        while _read_ahead_threads() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        done = src.calls["readv"]
+        time.sleep(0.1)
+    assert src.calls["readv"] == done <= 3 + (1 + reader.READ_AHEAD) * (1 + 3)
+    assert not _read_ahead_threads()
+
+
+def _read_ahead_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("p2ps-read-ahead")]
