@@ -11,8 +11,9 @@ repair (for shares lost later) both use it (docs/grid.md, "Peers that vanish",
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Coroutine, Generator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -197,7 +198,7 @@ async def _replace_once(
     # segments' too (the reads run on the loop; the threads only wait for them)
     threads = min((cap.k + 1) * READ_AHEAD, 32)
     pool = ThreadPoolExecutor(threads, thread_name_prefix="p2ps-regenerate")
-    gen: Iterator[EncodedSegment | tuple[ShareTrailer, ...]] = regenerate_shares(
+    gen: Generator[EncodedSegment | tuple[ShareTrailer, ...], None, None] = regenerate_shares(
         cap, src, sorted(apis), executor=pool
     )
     sender: ShareSender[P] = ShareSender(
@@ -229,5 +230,9 @@ async def _replace_once(
                 await sender.finish(item)
     finally:
         src.stop()  # a regeneration still running gives up at its next read
+        # ends its read-ahead threads now, not when the generator is collected;
+        # ValueError: it is still running in to_thread, and stops at its next read
+        with contextlib.suppress(ValueError):
+            gen.close()
         pool.shutdown(wait=False, cancel_futures=True)
         await sender.aclose()

@@ -9,9 +9,14 @@ shares of a segment are read at once. Over a network that is a round trip or two
 per segment instead of one per range (repair and verify read this way).
 
 Invariants:
-- A share that fails any check is dropped for the rest of the operation and the
-  work continues with the remaining shares; :class:`NotEnoughSharesError` is raised
-  (listing the bad shares) only when fewer than k good ones remain.
+- A share that cannot be read, or fails a check of the whole share, is dropped for
+  the rest of the operation and the work continues with the remaining shares. A
+  share whose block or ciphertext proof fails at one segment is passed over at that
+  segment only, after the shares never found bad: one damaged block costs its share
+  that segment, and whether a segment can be rebuilt does not depend on the order in
+  which reads of other segments finished (repair reads several segments at once).
+  :class:`NotEnoughSharesError` is raised (listing the shares found bad) only when
+  fewer than k shares give a good block of a segment.
 - Memory is bounded by a few segments: shares are read by range, never whole
   (checking whole shares: runs of at most 4 MiB or 256 blocks per share being
   checked).
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -90,19 +95,35 @@ class _Session:
     source: ShareSource
     good: list[int]
     bad: dict[int, str] = field(default_factory=dict)
-    #: guards ``good`` and ``bad`` (several segments may be fetched at once)
+    #: share -> the segments at which its block or proof failed (it stays in ``good``)
+    bad_at: dict[int, set[int]] = field(default_factory=dict)
+    #: guards the three above (several segments may be fetched at once)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def drop(self, e: BadShareError) -> None:
+        """Share ``e.share_number`` is not used again."""
         with self.lock:
             if e.share_number in self.good:
                 self.good.remove(e.share_number)
             self.bad[e.share_number] = e.reason
 
-    def usable(self) -> tuple[list[int], tuple[int, ...]]:
-        """The good shares now and the bad ones' numbers, a consistent copy."""
+    def drop_at(self, e: BadShareError) -> None:
+        """A failure while reading a segment: the share is passed over at the segment
+        that failed its check (``e.segment``), dropped if it failed as a whole."""
+        if e.segment is None:
+            self.drop(e)
+            return
         with self.lock:
-            return list(self.good), tuple(sorted(self.bad))
+            self.bad_at.setdefault(e.share_number, set()).add(e.segment)
+            self.bad[e.share_number] = e.reason
+
+    def usable(self, segment: int) -> tuple[list[int], tuple[int, ...]]:
+        """The shares to read ``segment`` from, those never found bad first, and the
+        numbers of the shares found bad so far: a consistent copy."""
+        with self.lock:
+            fine = [i for i in self.good if i not in self.bad_at]
+            once = [i for i in self.good if i in self.bad_at and segment not in self.bad_at[i]]
+            return fine + once, tuple(sorted(self.bad))
 
     def read(self, share: int, r: Range) -> bytes:
         try:
@@ -190,8 +211,9 @@ def _fetch_segment(
         proof = s.read_all(i, s.verifier.layout(i).crypttext_proof_ranges(j))
         return s.verifier.verify_crypttext_proof(i, j, proof)
 
-    good, _ = s.usable()
+    good, _ = s.usable(j)
     early = executor.submit(proof_of, good[0]) if executor is not None and good else None
+    proof_tried = set(good[:1]) if early is not None else set()
 
     def check(i: int) -> VerifiedBlock | BadShareError:
         try:
@@ -205,7 +227,7 @@ def _fetch_segment(
     tried: set[int] = set()
     try:
         while len(blocks) < k:
-            good, bad = s.usable()
+            good, bad = s.usable(j)
             want = [i for i in good if i not in tried][: k - len(blocks)]
             if len(want) < k - len(blocks):
                 raise NotEnoughSharesError(need=k, have=len(blocks) + len(want), segment=j, bad=bad)
@@ -213,7 +235,7 @@ def _fetch_segment(
             results = list(executor.map(check, want)) if executor else [check(i) for i in want]
             for r in results:
                 if isinstance(r, BadShareError):
-                    s.drop(r)
+                    s.drop_at(r)
                 else:
                     blocks.append(r)
     finally:
@@ -225,12 +247,14 @@ def _fetch_segment(
             if early is not None:
                 leaf = early.result()  # a verified leaf, whatever became of its share
             else:
-                good, bad = s.usable()
-                if not good:
+                good, bad = s.usable(j)
+                left = [i for i in good if i not in proof_tried]
+                if not left:
                     raise NotEnoughSharesError(need=k, have=0, segment=j, bad=bad)
-                leaf = proof_of(good[0])
+                proof_tried.add(left[0])
+                leaf = proof_of(left[0])
         except BadShareError as e:
-            s.drop(e)
+            s.drop_at(e)
         early = None
     return blocks, leaf
 
@@ -243,12 +267,11 @@ def _segments_ahead(
     which hands its reads to ``executor``) while the caller works on this one: over
     a link the round trips of several segments overlap. The fetches share the
     session's lists under its lock; the verifier's checks change nothing; the
-    decoding and coding the caller does meanwhile touch neither. A share found bad
-    in a segment read ahead is dropped for the segments before it too (it is bad
-    either way: a regeneration left with fewer than k shares fails, maybe a few
-    segments sooner, never yielding the trailers). Fetches still running when the
-    caller stops are left to finish on their own (a source that was stopped fails
-    their next read)."""
+    decoding and coding the caller does meanwhile touch neither. A share whose block
+    fails at a segment read ahead is passed over at that segment only (``drop_at``),
+    so the segments before it are read as they would be in order. Fetches still
+    running when the caller stops are left to finish on their own (a source that
+    was stopped fails their next read)."""
     if executor is None or count == 0:
         for j in range(count):
             yield _fetch_segment(s, j, None)
@@ -397,11 +420,11 @@ def regenerate_shares(
     share_numbers: Iterable[int],
     *,
     executor: Executor | None = None,
-) -> Iterator[EncodedSegment | tuple[ShareTrailer, ...]]:
+) -> Generator[EncodedSegment | tuple[ShareTrailer, ...], None, None]:
     """Re-encode verified ciphertext from any k good shares (no read key needed);
     with ``executor``, each segment's k shares are read at once, and the next
-    segment's reads run while this one is re-encoded and handed over (one segment
-    ahead: over a link a segment then costs its transfer, not also a round trip).
+    :data:`READ_AHEAD` segments' reads run while this one is re-encoded and handed
+    over (over a link a segment then costs its transfer, not also a round trip).
 
     Yields every segment's blocks for all N shares (the caller keeps those it is
     replacing), then the tuple of N trailers. Raises before yielding the trailers if

@@ -5,6 +5,7 @@ one per hash (p2pstore/immutable/reader.py, p2pstore/grid/regenerate.py)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,10 +13,13 @@ import pytest
 
 import p2pstore.immutable.reader as reader
 from p2pstore.grid import Health, Uploader, aiter_bytes, static_peers
-from p2pstore.immutable import EncodingParams, ReadCap
+from p2pstore.grid.sender import ShareSender
+from p2pstore.immutable import EncodedSegment, EncodingParams, ReadCap
 from p2pstore.storage import StorageAPI
 from p2pstore.testing.storage_grid import GridServer, StorageGrid
 from quic_transport.identity import NodeId
+
+from ..polling import until
 
 OWNER = NodeId(b"R" * 20)
 PARAMS = EncodingParams.create(3, 10, 4096)
@@ -147,3 +151,38 @@ async def test_a_scrub_keeps_to_its_server_s_range_limit(tmp_path: Path) -> None
         assert await m.suspect(si)
         await m.check(si)  # due now: the corrupt copy goes
         assert m.counts["corrupt_removed"] == 1 and not holder.server.list_shares(si)
+
+
+async def test_a_failed_repair_ends_its_read_ahead(
+    grid: StorageGrid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A repair whose sending fails part-way ends the threads that read segments
+    ahead at once, not when its generator is collected (the exception's traceback
+    keeps it alive as long as the exception is kept)."""
+    data = bytes(i % 251 for i in range(400_000))  # 98 segments
+    up = Uploader(static_peers(grid.servers), lambda gs: gs.client(OWNER), params=PARAMS)
+    res = await up.upload_random(aiter_bytes(data))
+    assert isinstance(res.cap, ReadCap)
+    si = res.cap.storage_index
+    for index, held in list(grid.shares(si).items())[:2]:
+        for share in held:
+            grid.servers[index].server.share_path(si, share).unlink()
+    sent = 0
+
+    async def failing_send(self: ShareSender[GridServer], seg: EncodedSegment) -> None:
+        nonlocal sent
+        sent += 1
+        if sent == 3:
+            raise OSError("the sender failed")
+
+    monkeypatch.setattr(ShareSender, "send", failing_send)
+
+    def read_ahead() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("p2ps-read-ahead")}
+
+    before = read_ahead()
+    health = Health(static_peers(grid.servers), lambda gs: gs.client(OWNER))
+    with pytest.raises(OSError, match="the sender failed") as failed:
+        await health.repair(res.cap)
+    await until(lambda: not read_ahead() - before, within=5, step=0.01)
+    assert failed.value.__traceback__ is not None  # kept until here

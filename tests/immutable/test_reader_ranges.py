@@ -159,22 +159,53 @@ def test_the_next_segment_is_read_while_the_caller_holds_this_one() -> None:
     assert [bytes(b) for b in out] == shares
 
 
-def test_a_share_found_bad_ahead_fails_the_regeneration_before_its_trailers() -> None:
-    """Two of three shares are bad in segment 3: the regeneration fails with too few
-    shares and never yields the trailers, whichever segment the read-ahead was at
-    when it found them (a share found bad ahead is dropped for the segments before
-    it too, so the failure may come before segment 3)."""
+def _damaged(shares: list[bytes], damage: dict[int, int]) -> dict[int, bytes]:
+    """Copies of ``shares`` with one byte flipped in the block of segment
+    ``damage[i]`` of each share i named (a 40,000-byte file's 1,366-byte blocks)."""
+    out = {i: bytearray(b) for i, b in enumerate(shares)}
+    for i, j in damage.items():
+        out[i][72 + 1366 * j + 5] ^= 1
+    return {i: bytes(b) for i, b in out.items()}
+
+
+class SlowFirst(Ranged):
+    """Segment 0's block reads take 0.3 s: the segments read ahead check theirs first."""
+
+    def readv(self, share_number: int, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        if ranges[0][0] == 72:
+            time.sleep(0.3)
+        return super().readv(share_number, ranges)
+
+
+def test_a_block_bad_ahead_does_not_cost_its_share_the_segments_before() -> None:
+    """Five shares each have one damaged block, at segments 0, 1, 1, 0 and 6; every
+    segment still has three good blocks among the seven shares. Read in order, and
+    with segment 0 slow while the read-ahead finds the damage further on, the
+    regeneration succeeds and gives the original shares: a share is passed over only
+    at the segment where its block failed (it was dropped for every segment, and
+    whether a segment could be rebuilt depended on the order reads finished in)."""
+    cap, shares = encoded(40_000)
+    have = [0, 1, 2, 3, 4, 5, 6]
+    data = _damaged(shares, {1: 0, 2: 1, 3: 1, 4: 0, 5: 6})
+    assert regenerated(cap, SlowFirst({i: data[i] for i in have}), have) == shares
+    with ThreadPoolExecutor(P.k + 1) as pool:
+        src = SlowFirst({i: data[i] for i in have})
+        assert regenerated(cap, src, have, executor=pool) == shares
+
+
+def test_a_segment_without_k_good_blocks_fails_where_it_comes() -> None:
+    """Two of three shares are bad in segment 3: the regeneration yields segments
+    0-2 (those shares are good there) and then fails, never yielding the trailers."""
     cap, shares = encoded(40_000)
     have = [0, 2, 5]
-    broken = {i: bytearray(shares[i]) for i in have}
-    for i in (0, 2):
-        broken[i][72 + 1366 * 3 + 5] ^= 1
-    src = Ranged({i: bytes(b) for i, b in broken.items()})
+    data = _damaged(shares, {0: 3, 2: 3})
     got: list[object] = []
-    with ThreadPoolExecutor(P.k + 1) as pool, pytest.raises(NotEnoughSharesError):
+    with ThreadPoolExecutor(P.k + 1) as pool, pytest.raises(NotEnoughSharesError) as failed:
+        src = Ranged({i: data[i] for i in have})
         for item in regenerate_shares(cap.verify_cap(), src, have, executor=pool):
             got.append(item)
-    assert len(got) <= 3 and all(isinstance(x, EncodedSegment) for x in got)
+    assert failed.value.segment == 3
+    assert len(got) == 3 and all(isinstance(x, EncodedSegment) for x in got)
 
 
 def test_stopping_early_leaves_no_read_ahead_waiting() -> None:
@@ -183,17 +214,18 @@ def test_stopping_early_leaves_no_read_ahead_waiting() -> None:
     cap, shares = encoded(40_000)
     have = [0, 1, 2]
     src = Ranged({i: shares[i] for i in have}, delay=0.01)
+    before = set(_read_ahead_threads())
     with ThreadPoolExecutor(P.k + 1) as pool:
         gen = regenerate_shares(cap.verify_cap(), src, have, executor=pool)
         next(gen)
         gen.close()
         deadline = time.monotonic() + 10
-        while _read_ahead_threads() and time.monotonic() < deadline:
+        while set(_read_ahead_threads()) - before and time.monotonic() < deadline:
             time.sleep(0.01)
         done = src.calls["readv"]
         time.sleep(0.1)
     assert src.calls["readv"] == done <= 3 + (1 + reader.READ_AHEAD) * (1 + 3)
-    assert not _read_ahead_threads()
+    assert not set(_read_ahead_threads()) - before
 
 
 def _read_ahead_threads() -> list[threading.Thread]:

@@ -4,7 +4,6 @@ mode, keeps anchors through its NAT and announces a record listing them."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from p2pstore.nat.manager import NatManager, NatSettings
@@ -15,6 +14,7 @@ from p2pstore.testing.endpoints import endpoints
 from quic_transport import PeerAddress, TransportConfig
 
 from ..nat_helpers import UdpNat
+from ..polling import until
 
 FAST = TransportConfig(connect_timeout=2.0, close_timeout=0.2, pmtu_probe_timeout=0.1)
 
@@ -37,13 +37,6 @@ class FakeDht:
     async def withdraw(self) -> int:
         self.withdrawn += 1
         return 1
-
-
-async def until(cond: Any, within: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not cond():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 SETTINGS = NatSettings(first_check_delay=0.0, tick=0.1, keepalive=5.0)

@@ -17,17 +17,16 @@ from p2pstore.nat.portmap.pmp import PcpMapRequest, encode_pcp_reply
 from p2pstore.nat.portmap.upnp import ssdp_response_text
 from p2pstore.testing.fake_gateway import FakeIgd, FakePmpGateway, igd_description
 
+from .. import polling
+
 HOST = "127.0.0.1"
 FAST = (0.1, 0.2, 0.4)
 
 
-async def until(cond: Callable[[], bool], within: float = 8.0) -> None:
-    """Poll ``cond`` (timing tests wait for the event, not a fixed sleep: robust
-    on a loaded machine, quick on an idle one)."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not cond():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+async def until(cond: Callable[[], bool]) -> None:
+    """:func:`tests.polling.until`, polled more often (the renewal timings here are
+    tenths of a second)."""
+    await polling.until(cond, within=8.0, step=0.02)
 
 
 def make_mapper(port: int = 4433, **kw: Any) -> PortMapper:

@@ -27,6 +27,8 @@ from p2pstore.node.service import NodeContext
 from p2pstore.web.errors import http_status
 from quic_transport.identity import NodeId
 
+from ..polling import until
+
 pytestmark = pytest.mark.timeout(90)
 
 
@@ -74,13 +76,6 @@ def seed_of(svc: GridService) -> Seed:
     assert svc.endpoint is not None
     host, port = svc.endpoint.local_address
     return Seed(svc.context.key.node_id, host, port)
-
-
-async def until(cond: Callable[[], bool], within: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not cond():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 def service(root: Path) -> GridService:
