@@ -8,7 +8,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -19,6 +19,7 @@ from p2pstore.immutable import (
     EncodingParams,
     MemoryShares,
     ReadCap,
+    ShareTrailer,
     check_shares,
     encode_bytes,
     regenerate_shares,
@@ -76,8 +77,13 @@ def encoded(size: int) -> tuple[ReadCap, list[bytes]]:
 
 
 def regenerated(cap: ReadCap, source: MemoryShares, have: list[int], **kw: object) -> list[bytes]:
+    return assembled(regenerate_shares(cap.verify_cap(), source, have, **kw))  # type: ignore[arg-type]
+
+
+def assembled(items: Iterable[EncodedSegment | tuple[ShareTrailer, ...]]) -> list[bytes]:
+    """The N whole shares from ``regenerate_shares``' segments and trailers."""
     out = [bytearray(72) for _ in range(P.n)]
-    for item in regenerate_shares(cap.verify_cap(), source, have, **kw):  # type: ignore[arg-type]
+    for item in items:
         if isinstance(item, EncodedSegment):
             for i, b in enumerate(item.blocks):
                 out[i] += b
@@ -147,16 +153,7 @@ def test_the_next_segment_is_read_while_the_caller_holds_this_one() -> None:
         time.sleep(0.05)
         assert src.calls["readv"] == ahead  # and not further ahead
         rest = list(gen)
-    out = [bytearray(72) for _ in range(P.n)]
-    for item in [first, *rest]:
-        if isinstance(item, EncodedSegment):
-            for i, b in enumerate(item.blocks):
-                out[i] += b
-        else:
-            for t in item:
-                out[t.share_number] += t.trailer
-                out[t.share_number][:72] = t.header
-    assert [bytes(b) for b in out] == shares
+    assert assembled([first, *rest]) == shares
 
 
 def _damaged(shares: list[bytes], damage: dict[int, int]) -> dict[int, bytes]:
