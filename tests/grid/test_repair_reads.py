@@ -65,22 +65,29 @@ class Reads:
         return Wrapped()  # type: ignore[return-value]
 
 
-async def upload(grid: StorageGrid) -> tuple[bytes, ReadCap]:
-    data = bytes(i % 253 for i in range(60_000))  # 15 segments
+async def upload(grid: StorageGrid, size: int = 60_000) -> tuple[bytes, ReadCap]:
+    """A file of ``size`` bytes (the default 15 segments) uploaded to ``grid``."""
+    data = bytes(i % 253 for i in range(size))
     up = Uploader(static_peers(grid.servers), lambda gs: gs.client(OWNER), params=PARAMS)
     res = await up.upload_random(aiter_bytes(data))
     assert isinstance(res.cap, ReadCap)
     return data, res.cap
 
 
-async def test_repair_reads_each_segment_at_once(grid: StorageGrid) -> None:
-    _, cap = await upload(grid)
-    si = cap.storage_index
+def lose_two_holders(grid: StorageGrid, si: bytes) -> list[int]:
+    """Delete the shares of ``si`` held by two of the servers; their numbers."""
     lost = []
     for index, held in list(grid.shares(si).items())[:2]:
         for share in held:
             grid.servers[index].server.share_path(si, share).unlink()
             lost.append(share)
+    return lost
+
+
+async def test_repair_reads_each_segment_at_once(grid: StorageGrid) -> None:
+    _, cap = await upload(grid)
+    si = cap.storage_index
+    lost = lose_two_holders(grid, si)
     reads = Reads()
 
     def storage_for(gs: GridServer) -> StorageAPI:
@@ -113,16 +120,13 @@ async def test_a_cancelled_verify_stops_reading(
     read instead of reading their shares to the end (runs of 4 blocks here: each
     share is ~25 reads)."""
     monkeypatch.setattr(reader, "_BLOCK_RUN", 4)
-    data = bytes(i % 251 for i in range(400_000))  # 98 segments: many reads per share
-    up = Uploader(static_peers(grid.servers), lambda gs: gs.client(OWNER), params=PARAMS)
-    res = await up.upload_random(aiter_bytes(data))
-    assert isinstance(res.cap, ReadCap)
+    _, cap = await upload(grid, 400_000)  # 98 segments: many reads per share
     reads = Reads(delay=0.02, target=40)  # past the openings: four shares in checking
 
     def storage_for(gs: GridServer) -> StorageAPI:
         return reads.wrap(gs.client(OWNER))
 
-    task = asyncio.create_task(Health(static_peers(grid.servers), storage_for).verify(res.cap))
+    task = asyncio.create_task(Health(static_peers(grid.servers), storage_for).verify(cap))
     await asyncio.wait_for(reads.reached.wait(), 30)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -159,14 +163,8 @@ async def test_a_failed_repair_ends_its_read_ahead(
     """A repair whose sending fails part-way ends the threads that read segments
     ahead at once, not when its generator is collected (the exception's traceback
     keeps it alive as long as the exception is kept)."""
-    data = bytes(i % 251 for i in range(400_000))  # 98 segments
-    up = Uploader(static_peers(grid.servers), lambda gs: gs.client(OWNER), params=PARAMS)
-    res = await up.upload_random(aiter_bytes(data))
-    assert isinstance(res.cap, ReadCap)
-    si = res.cap.storage_index
-    for index, held in list(grid.shares(si).items())[:2]:
-        for share in held:
-            grid.servers[index].server.share_path(si, share).unlink()
+    _, cap = await upload(grid, 400_000)  # 98 segments
+    lose_two_holders(grid, cap.storage_index)
     sent = 0
 
     async def failing_send(self: ShareSender[GridServer], seg: EncodedSegment) -> None:
@@ -183,6 +181,6 @@ async def test_a_failed_repair_ends_its_read_ahead(
     before = read_ahead()
     health = Health(static_peers(grid.servers), lambda gs: gs.client(OWNER))
     with pytest.raises(OSError, match="the sender failed") as failed:
-        await health.repair(res.cap)
+        await health.repair(cap)
     await until(lambda: not read_ahead() - before, within=5, step=0.01)
     assert failed.value.__traceback__ is not None  # kept until here
