@@ -24,10 +24,11 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor, wait
+from concurrent.futures import CancelledError, Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -240,7 +241,11 @@ def _fetch_segment(
                     blocks.append(r)
     finally:
         if early is not None:
-            wait([early])  # never left running against the session
+            # never left running against the session. Not ``wait([early])``: a pool
+            # shut down with its queue cancelled cancels the read without telling
+            # ``wait``'s waiters, and the thread would wait for ever
+            with contextlib.suppress(CancelledError):
+                early.exception()
     leaf: VerifiedCrypttextLeaf | None = None
     while leaf is None:
         try:

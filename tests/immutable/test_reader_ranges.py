@@ -8,8 +8,9 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import pytest
 
@@ -27,6 +28,7 @@ from p2pstore.immutable import (
 from p2pstore.immutable.errors import NotEnoughSharesError
 
 P = EncodingParams.create(3, 10, 4096)
+T = TypeVar("T")
 
 
 class Ranged(MemoryShares):
@@ -227,3 +229,50 @@ def test_stopping_early_leaves_no_read_ahead_waiting() -> None:
 
 def _read_ahead_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("p2ps-read-ahead")]
+
+
+class _Counting(ThreadPoolExecutor):
+    """A pool that says when ``expected`` jobs have been handed to it."""
+
+    def __init__(self, workers: int, expected: int) -> None:
+        super().__init__(workers)
+        self.expected = expected
+        self.submitted = 0
+        self.all_in = threading.Event()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        fut = super().submit(fn, *args, **kwargs)
+        self.submitted += 1
+        if self.submitted >= self.expected:
+            self.all_in.set()
+        return fut
+
+
+def test_a_fetch_whose_pool_is_shut_down_ends() -> None:
+    """The repair's pool shut down with its queue cancelled (a repair that failed)
+    while a segment's reads wait in that queue: the fetch ends at once. It used to
+    wait for ever for its cancelled proof read, and the process could not exit."""
+    cap, shares = encoded(40_000)
+    have = [0, 1, 2]
+    src = Ranged({i: shares[i] for i in have})
+    s = reader.open_shares(cap.verify_cap(), src, have)
+    gate = threading.Event()
+    pool = _Counting(1, expected=1 + 1 + P.k)  # the gate, the proof, k blocks
+    pool.submit(gate.wait)  # the one worker is busy: the fetch's reads queue
+    outcome: list[BaseException | None] = []
+
+    def fetch() -> None:
+        try:
+            reader._fetch_segment(s, 0, pool)
+            outcome.append(None)
+        except BaseException as e:
+            outcome.append(e)
+
+    t = threading.Thread(target=fetch, daemon=True)
+    t.start()
+    assert pool.all_in.wait(10)
+    pool.shutdown(wait=False, cancel_futures=True)
+    gate.set()
+    t.join(10)
+    assert not t.is_alive(), "the fetch still waits for its cancelled proof read"
+    assert len(outcome) == 1 and isinstance(outcome[0], CancelledError)
