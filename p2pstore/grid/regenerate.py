@@ -75,6 +75,10 @@ class LoopShareSource:
     :meth:`stop` is called (the task using it ended), every read fails at once, so
     threads still working for it give up at their next read."""
 
+    #: a read not answered within ``backstop_factor x timeout + backstop_slack``
+    #: seconds is given up (the loop's own bound should have ended it long before)
+    backstop_factor, backstop_slack = 4, 10.0
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -136,13 +140,21 @@ class LoopShareSource:
             raise RemoteError("stopped")
         try:
             fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        except RuntimeError as e:  # the loop is closed: nothing will run it
+            coro.close()
+            raise RemoteError(describe(e)) from None
+        try:
             # each read is bounded by the timeout on the loop; this one is a backstop
-            # for a loop that closed with the call still queued
-            return fut.result(timeout=4 * self.timeout + 10)
+            # for a loop that is stuck, or closed with the call still queued
+            return fut.result(timeout=self.backstop_factor * self.timeout + self.backstop_slack)
         except ImmutableError:
             raise
         except Exception as e:
-            coro.close()
+            # cancelled on the loop, where it runs (closing it here, while the loop
+            # may be running it, would run its cleanup on this thread)
+            fut.cancel()
+            if self.loop.is_closed():
+                coro.close()
             raise RemoteError(describe(e)) from None
 
 

@@ -8,13 +8,15 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 import p2pstore.immutable.reader as reader
 from p2pstore.grid import Health, Uploader, aiter_bytes, static_peers
+from p2pstore.grid.regenerate import LoopShareSource
 from p2pstore.grid.sender import ShareSender
-from p2pstore.immutable import EncodedSegment, EncodingParams, ReadCap
+from p2pstore.immutable import EncodedSegment, EncodingParams, ReadCap, RemoteError
 from p2pstore.storage import StorageAPI
 from p2pstore.testing.storage_grid import GridServer, StorageGrid
 from quic_transport.identity import NodeId
@@ -184,3 +186,35 @@ async def test_a_failed_repair_ends_its_read_ahead(
         await health.repair(cap)
     await until(lambda: not read_ahead() - before, within=5, step=0.01)
     assert failed.value.__traceback__ is not None  # kept until here
+
+
+async def test_a_read_past_the_backstop_is_cancelled_on_the_loop() -> None:
+    """A worker thread that gives up on a read the loop has not finished (the loop's
+    own bound did not end it) cancels it on the loop, where it runs: its cleanup
+    runs there, not on the worker thread."""
+    ended: list[tuple[str, bool]] = []
+
+    class Stuck:
+        async def read(self, si: bytes, share: int, offset: int, length: int) -> bytes:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                ended.append((threading.current_thread().name, True))
+                raise
+            finally:
+                if not ended:
+                    ended.append((threading.current_thread().name, False))
+            return b""
+
+    src = LoopShareSource(
+        asyncio.get_running_loop(),
+        b"s" * 16,
+        {0: cast(StorageAPI, Stuck())},
+        max_read=1024,
+        timeout=600,
+    )
+    src.backstop_factor, src.backstop_slack = 0, 0.2
+    with pytest.raises(RemoteError):
+        await asyncio.to_thread(src.read, 0, 0, 100)
+    await until(lambda: ended, within=5, step=0.01)
+    assert ended == [(threading.current_thread().name, True)]
