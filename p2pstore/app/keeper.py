@@ -8,10 +8,12 @@ it, and anyone who pinned it. This module keeps the last two:
 - :class:`ReferenceKeeper`: every ``interval`` (a third of the lease duration, so a
   lease is renewed twice before it could run out), walks the drives this node
   publishes (its private drive; the shared drive on the vdrive node), collects the
-  verify cap of every file reachable from them plus the pins, and renews this
+  verify cap of every file and directory object reachable from them plus the pins, and renews this
   node's lease on each at every peer holding a share, one file every ``pace``
   seconds. A file unlinked from every drive and unpinned is simply not renewed
-  any more: it expires one lease duration after its last renewal.
+  any more: it expires one lease duration after its last renewal. A walk that
+  reached every directory without an error is also handed to ``on_walked`` (the
+  node's lease book lets go of its uploads that were linked and are not any more).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ MAX_PIN_FILE = 64 << 20
 #: what a pin keeps: an immutable file, or a mutable file (its root and latest version)
 VerifyCap = FileVerifyCap | MutableVerifyCap
 Renew = Callable[[VerifyCap], Awaitable[Mapping[str, str | None]]]
+#: ``on_walked(every file a complete walk reached)`` -> figures for the round's status
+OnWalked = Callable[[set[VerifyCap]], Mapping[str, int]]
 
 
 class BadPin(BadRequest):
@@ -200,9 +204,10 @@ class ReferenceKeeper:
         pins: PinBook,
         renew: Renew,
         config: KeeperConfig,
+        on_walked: OnWalked | None = None,
     ) -> None:
         self.drives, self.roots, self.pins = drives, list(roots), pins
-        self.renew, self.config = renew, config
+        self.renew, self.config, self.on_walked = renew, config, on_walked
         self._tasks = TaskOwner()
         self.rounds = 0
         self.last: dict[str, Any] = {}
@@ -224,12 +229,36 @@ class ReferenceKeeper:
             await asyncio.sleep(self.config.interval * random.uniform(0.9, 1.1))
 
     async def walk(self) -> tuple[list[VerifyCap], list[str]]:
-        """Every file reachable from the roots (verify caps, each once) and the
-        problems met (a directory that could not be listed is skipped, not fatal)."""
+        """Every file and directory object reachable from the roots (verify caps, each
+        once; the roots' own directory objects too) and the problems met (a directory
+        that could not be listed is skipped, not fatal; a walk stopped at
+        ``max_dirs`` or ``max_files`` says so): the walk reached everything when
+        there is no problem. A directory whose cap was met before is not entered
+        again: its content is that cap's (a backup's snapshots share most of theirs;
+        a live directory may be linked inside itself)."""
         found: dict[VerifyCap, None] = {}
         problems: list[str] = []
         if self.drives is None:
             return [], []
+
+        def met_before(text: str | None) -> bool:
+            """Records the verify cap ``text``; whether it was met before."""
+            if not text:
+                return False
+            try:
+                vc = pin_cap(text)
+            except BadPin:
+                return False  # not a coded file (a literal one)
+            if vc in found:
+                return True
+            found[vc] = None
+            return False
+
+        for root in self.roots:
+            try:
+                met_before((await self.drives.vdrive_stat(root)).verify_cap)
+            except Exception as e:
+                problems.append(f"{root}: {e}")
         todo = list(self.roots)
         dirs = 0
         while todo and dirs < self.config.max_dirs and len(found) < self.config.max_files:
@@ -242,17 +271,15 @@ class ReferenceKeeper:
                 continue
             for entry in listing.entries:
                 if entry.kind == "dir":
-                    if entry.verify_cap and is_mutable_cap(entry.verify_cap):
-                        live = pin_cap(entry.verify_cap)  # a linked live directory:
-                        if live in found:  # entered once (linked twice, or inside itself)
-                            continue
-                        found[live] = None
-                    todo.append(path.child(entry.name))
-                elif entry.verify_cap:
-                    try:
-                        found[pin_cap(entry.verify_cap)] = None
-                    except BadPin:
-                        continue  # not a coded file
+                    if not met_before(entry.verify_cap):
+                        todo.append(path.child(entry.name))
+                else:
+                    met_before(entry.verify_cap)
+        if todo:
+            problems.append(
+                f"walk stopped after {dirs} directories and {len(found)} files, "
+                f"{len(todo)} directories not listed"
+            )
         return list(found), problems
 
     async def run_round(self) -> dict[str, Any]:
@@ -263,6 +290,10 @@ class ReferenceKeeper:
         try:
             caps, problems = await self.walk()
             from_drives = len(caps)
+            complete = self.drives is not None and not problems
+            walked: Mapping[str, int] = {}
+            if complete and self.on_walked is not None:
+                walked = self.on_walked(set(caps))
             wanted = dict.fromkeys(caps) | dict.fromkeys(self.pins.caps())  # each file once
             renewed = failed = 0
             for vc in wanted:
@@ -283,6 +314,8 @@ class ReferenceKeeper:
             "pins": len(self.pins),
             "renewed": renewed,
             "failed": failed,
+            "complete_walk": complete,
+            **walked,
             "problems": problems[-5:],
         }
         if failed or problems:

@@ -9,14 +9,24 @@ every peer holding a share, the lease on each file it uploaded (docs/node.md,
 each was last renewed, persisted as an append-only text log
 ``DIR/private/leases.log``:
 
-- one record per line, ``<verify-cap-text> <unix-seconds>\\n`` (seconds an integer
-  or decimal number, ASCII); the last line for a cap wins;
+- one record per line, ASCII: ``<verify-cap-text> <unix-seconds>\\n`` (renewed
+  then; seconds an integer or decimal number), ``<verify-cap-text> linked\\n`` (a
+  drive this node publishes was found linking it) or ``<verify-cap-text> -\\n``
+  (let go); the last time for a cap wins, ``linked`` holds until the cap is let go;
 - a line that does not parse is skipped with a warning (never fatal), so a torn
   last line after a crash costs one record at most (a log not ending in a newline
   is compacted at load, so later appends start on a line of their own);
 - the file is created with ``O_CREAT`` and mode 0600, and compacted (rewritten to a
   temporary file, fsynced and renamed over) when it holds more than
   ``2 * live + 100`` lines, at load and after each renewal round.
+
+An upload is kept by the book until it is let go: once the reference keeper has
+found it linked from a drive this node publishes (``linked``) and a later walk of
+every such drive, complete and without errors, no longer finds it there, it is let
+go (:meth:`LeaseBook.follow_links`). Its shares then expire one lease duration after
+their last renewal unless someone else still renews them (a pin, another drive). A
+file never linked from those drives (a bare ``put``, a file put into the shared
+drive from a node that does not publish it) is kept as long as the node runs.
 
 Invariants:
 - Only verify caps are stored (never read caps: a verify cap cannot decrypt), and
@@ -41,7 +51,7 @@ import logging
 import math
 import os
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +76,8 @@ Sleep = Callable[[float], Awaitable[None]]
 
 #: longest line accepted when reading the log (a verify cap is ~120 characters)
 MAX_LINE = 1024
+#: the log's two records that are not times: found linked from a drive; let go
+LINKED, LET_GO = "linked", "-"
 
 
 def si_short(si: bytes) -> str:
@@ -76,9 +88,16 @@ def si_short(si: bytes) -> str:
 class LeaseBook:
     """See the module docstring. Not thread-safe; used from the event loop."""
 
-    def __init__(self, path: Path, entries: dict[VerifyCap, float], lines: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        entries: dict[VerifyCap, float],
+        lines: int,
+        linked: set[VerifyCap] | None = None,
+    ) -> None:
         self.path = path
         self._entries = entries
+        self._linked = set() if linked is None else linked & entries.keys()
         self._lines = lines
         self._fd: int | None = None
 
@@ -93,6 +112,7 @@ class LeaseBook:
         with os.fdopen(fd, "rb") as f:
             data = f.read()
         entries: dict[VerifyCap, float] = {}
+        linked: set[VerifyCap] = set()
         lines = 0
         for number, raw in enumerate(data.split(b"\n"), 1):
             if not raw:
@@ -103,9 +123,17 @@ class LeaseBook:
                 log.warning("%s line %d skipped: %s", path.name, number, parsed)
                 continue
             vc, at = parsed
-            entries.pop(vc, None)  # re-insert so dict order follows the log
-            entries[vc] = at
-        book = cls(path, entries, lines)
+            if at == LET_GO:
+                entries.pop(vc, None)
+                linked.discard(vc)
+            elif at == LINKED:
+                if vc in entries:
+                    linked.add(vc)
+            else:
+                assert isinstance(at, float)
+                entries.pop(vc, None)  # re-insert so dict order follows the log
+                entries[vc] = at
+        book = cls(path, entries, lines, linked)
         if data and not data.endswith(b"\n"):
             book.compact()  # a torn last line: the next append must start a new line
         else:
@@ -121,6 +149,12 @@ class LeaseBook:
 
     def last_renewed(self, cap: VerifyCap) -> float | None:
         return self._entries.get(cap)
+
+    def is_linked(self, cap: VerifyCap) -> bool:
+        return cap in self._linked
+
+    def count_linked(self) -> int:
+        return len(self._linked)
 
     def due(self, before: float, limit: int | None = None) -> list[VerifyCap]:
         """Caps last renewed before ``before``, oldest first (at most ``limit``)."""
@@ -150,6 +184,30 @@ class LeaseBook:
         self._entries.pop(vc, None)
         self._entries[vc] = now
 
+    def follow_links(self, found: Collection[VerifyCap]) -> tuple[int, int]:
+        """After a complete walk of the drives this node publishes (no directory
+        skipped, none left unlisted), ``found`` being every file it reached: each cap
+        kept here that is in ``found`` is marked linked, and each marked linked that
+        is not in ``found`` any more (unlinked since) is let go. Returns ``(newly
+        linked, let go)``. A walk that was not complete must not be passed here: a
+        file it missed would be let go while still linked."""
+        found = found if isinstance(found, set | frozenset) else set(found)
+        newly = gone = 0
+        for vc in list(self._entries):
+            if vc in found:
+                if vc not in self._linked:
+                    self._append(f"{vc.to_string()} {LINKED}\n".encode("ascii"))
+                    self._linked.add(vc)
+                    newly += 1
+            elif vc in self._linked:
+                self._append(f"{vc.to_string()} {LET_GO}\n".encode("ascii"))
+                del self._entries[vc]
+                self._linked.discard(vc)
+                gone += 1
+                log.info("lease book: %s unlinked, let go", si_short(vc.storage_index))
+        self.maybe_compact()
+        return newly, gone
+
     def _append(self, line: bytes) -> None:
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -167,6 +225,7 @@ class LeaseBook:
     def compact(self) -> None:
         body = b"".join(
             f"{vc.to_string()} {_fmt_time(at)}\n".encode("ascii")
+            + (f"{vc.to_string()} {LINKED}\n".encode("ascii") if vc in self._linked else b"")
             for vc, at in self._entries.items()
         )
         tmp = self.path.with_name(self.path.name + ".tmp")
@@ -184,7 +243,7 @@ class LeaseBook:
                 os.fsync(dfd)
             finally:
                 os.close(dfd)
-        self._lines = len(self._entries)
+        self._lines = len(self._entries) + len(self._linked)
 
     def _close_fd(self) -> None:
         if self._fd is not None:
@@ -202,7 +261,7 @@ def _fmt_time(t: float) -> str:
     return str(int(t)) if t == int(t) else f"{t:.3f}"
 
 
-def _parse_line(raw: bytes) -> tuple[VerifyCap, float] | str:
+def _parse_line(raw: bytes) -> tuple[VerifyCap, float | str] | str:
     if len(raw) > MAX_LINE:
         return "line too long"
     try:
@@ -218,6 +277,8 @@ def _parse_line(raw: bytes) -> tuple[VerifyCap, float] | str:
         return f"bad cap ({type(e).__name__})"
     if not isinstance(cap, FileVerifyCap | MutableVerifyCap):
         return "not a verify cap"
+    if parts[1] in (LINKED, LET_GO):
+        return cap, parts[1]
     try:
         at = float(parts[1])
     except ValueError:
@@ -358,6 +419,7 @@ class LeaseRenewer:
         last = self.last_round
         return {
             "tracked": len(self.book),
+            "linked": self.book.count_linked(),
             "due": self.book.count_due(self.clock() - self.config.renew_after),
             "renewed_last_round": last.renewed if last else 0,
             "failed_last_round": last.failed if last else 0,

@@ -193,6 +193,7 @@ class MaintenanceSection:
     pace: int = 2  # seconds between the start of two checks, at least
     verify_interval: int = 30 * 86400
     keep_references: bool = True  # renew leases of what the drives and pins reference
+    keep_interval: int = 0  # between two rounds of keeping them; 0: lease_duration / 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,10 +331,11 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
         return _Section(path, name, data.get(name, {}))
 
     node = _node_section(section("node"))
+    storage = _storage_section(section("storage"))
     return NodeConfig(
         path=path,
         node=node,
-        storage=_storage_section(section("storage")),
+        storage=storage,
         dht=_dht_section(section("dht")),
         client=_client_section(section("client")),
         logging=_logging_section(section("logging"), path),
@@ -342,7 +344,7 @@ def config_from_dict(data: Mapping[str, Any], path: Path) -> NodeConfig:
         relay=_relay_section(section("relay")),
         limits=_limits_section(section("limits")),
         portmap=_portmap_section(section("portmap")),
-        maintenance=_maintenance_section(section("maintenance")),
+        maintenance=_maintenance_section(section("maintenance"), storage),
         sftp=sftp_section(section("sftp")),
         helper=helper_section(section("helper")),
     )
@@ -474,7 +476,7 @@ def _portmap_section(s: _Section) -> PortmapSection:
     return portmap
 
 
-def _maintenance_section(s: _Section) -> MaintenanceSection:
+def _maintenance_section(s: _Section, storage: StorageSection) -> MaintenanceSection:
     d = MaintenanceSection()
     out = MaintenanceSection(
         enabled=s.get("enabled", bool, d.enabled),
@@ -484,6 +486,11 @@ def _maintenance_section(s: _Section) -> MaintenanceSection:
         pace=s.convert("pace", d.pace, parse_duration),
         verify_interval=s.convert("verify_interval", d.verify_interval, _duration_at_least(60)),
         keep_references=s.get("keep_references", bool, d.keep_references),
+        # at most a third of the lease: a file the lease book let go of that a walk
+        # missed (a drive changing under it) is still renewed by the round after
+        keep_interval=s.convert(
+            "keep_interval", d.keep_interval, _duration_at_least(0, storage.lease_duration // 3)
+        ),
     )
     s.finish()
     return out

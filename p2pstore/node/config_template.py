@@ -176,6 +176,10 @@ verify_interval = {toml_string(format_duration_exact(maint.verify_interval))}
 # Renew the leases of every file reachable from the drives this node publishes and
 # of every pinned file (`p2pstore pin`), so they outlive their uploader.
 keep_references = {"true" if maint.keep_references else "false"}
+# How often they are renewed ("0s": a third of [storage] lease_duration, the most).
+# A round also lets the lease book go of this node's uploads that were linked from
+# those drives and are not any more (docs/node.md, "Leases").
+keep_interval = {toml_string(format_duration_exact(maint.keep_interval))}
 
 # [vdrive]
 # The grid's shared namespace (docs/vdrive.md). The node that serves it holds the

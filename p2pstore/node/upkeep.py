@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from p2pstore.app.grid import GridApplication
 from p2pstore.app.keeper import KeeperConfig, PinBook, ReferenceKeeper
+from p2pstore.app.keeper import VerifyCap as KeptCap
 from p2pstore.app.vpath import VPath
 from p2pstore.grid.custodian import Maintainer
 from p2pstore.grid.health import Health, HealthConfig
@@ -188,14 +189,26 @@ class Upkeep:
             return  # built outside the node's loop (tests): nothing runs in the background
         serves = cfg.vdrive.serve if cfg.vdrive.serve is not None else cfg.node.introducer
         roots = [VPath("private", ())] + ([VPath("shared", ())] if serves else [])
-        interval = slower(cfg.storage.lease_duration / 3, cfg.limits)
+        keep = cfg.maintenance.keep_interval or cfg.storage.lease_duration / 3
+        interval = slower(float(keep), cfg.limits)
         config = KeeperConfig(
             interval=interval, pace=slower(float(cfg.maintenance.pace), cfg.limits)
         )
         drives = app if app.vdrive is not None else None
         renew = renew_any(app.health.renew, app.mutable)  # pins of mutable files too
-        self.keeper = ReferenceKeeper(drives, roots, self.pins, renew, config)
+        self.keeper = ReferenceKeeper(
+            drives, roots, self.pins, renew, config, on_walked=self._follow_links
+        )
         self.keeper.start(first_delay=min(600.0, interval) * random.uniform(0.8, 1.2))
+
+    def _follow_links(self, found: set[KeptCap]) -> dict[str, int]:
+        """A complete walk of the drives this node publishes: the lease book marks
+        its uploads found there and lets go of those unlinked since (docs/node.md,
+        "Leases")."""
+        if self.book is None:
+            return {}
+        linked, let_go = self.book.follow_links(found)
+        return {"uploads_linked": linked, "uploads_let_go": let_go}
 
     def track(self, cap: ReadCap | VerifyCap | LiteralCap | MutableVerifyCap) -> None:
         """A file this node uploaded (new, or already stored): renewed from now on."""

@@ -4,15 +4,21 @@ uploader's lease; an unreferenced file expires; unlinking lets it expire."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
+from p2pstore.app.contract import DirEntry, DirListing, VdriveOps
+from p2pstore.app.errors import Unavailable
 from p2pstore.app.keeper import KeeperConfig, PinBook, ReferenceKeeper, pin_cap
+from p2pstore.app.keeper import VerifyCap as KeptCap
 from p2pstore.app.vpath import VPath
 from p2pstore.grid import UploadConfig, Uploader, bytes_source, static_peers
 from p2pstore.grid.health import Health, HealthConfig
+from p2pstore.grid.lease_renewal import LeaseBook
 from p2pstore.grid.sender import SendConfig
 from p2pstore.immutable import EncodingParams, LiteralCap, ReadCap
 from p2pstore.testing.memory_vdrive import MemoryVdrive
@@ -118,3 +124,110 @@ async def test_pin_book_keeps_verify_caps_only(tmp_path: Path) -> None:
     assert [(p.label, p.pinned_at) for p in again.entries()] == [("new label", 1.0)]
     with pytest.raises(Exception, match="literal"):
         pin_cap(LiteralCap(b"tiny").to_string())
+
+
+async def test_the_lease_book_lets_go_of_an_upload_once_a_complete_walk_misses_it(
+    grid: StorageGrid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The uploader's book keeps a bare upload; it lets go of a linked one after it is
+    unlinked, but only on a walk that listed every directory: a walk that could not
+    list one changes nothing."""
+    drives = MemoryVdrive(clock=grid.clock)
+    book = LeaseBook.load(tmp_path / "leases.log")
+    linked = await upload(grid, b"linked" * 5000)
+    bare = await upload(grid, b"bare" * 5000)
+    book.track(linked, grid.clock())
+    book.track(bare, grid.clock())
+    docs = VPath("private", ("docs",))
+    await drives.vdrive_mkdir(docs, parents=False, expected_sequence=None)
+    await drives.vdrive_mkdir(VPath("private", ("other",)), parents=False, expected_sequence=None)
+    await drives.vdrive_link(docs.child("a.bin"), linked, replace=False, expected_sequence=None)
+
+    def follow(found: set[KeptCap]) -> dict[str, int]:
+        linked_now, let_go = book.follow_links(found)
+        return {"uploads_linked": linked_now, "uploads_let_go": let_go}
+
+    k = keeper(grid, drives, PinBook(None))
+    k.on_walked = follow
+    report = await k.run_round()
+    assert report["complete_walk"] and report["uploads_linked"] == 1, report
+    assert book.is_linked(linked.verify_cap()) and not book.is_linked(bare.verify_cap())
+
+    await drives.vdrive_unlink(docs.child("a.bin"), recursive=False, expected_sequence=None)
+    listing = drives.vdrive_list
+
+    async def flaky(path: VPath) -> object:
+        if path == VPath("private", ("other",)):
+            raise Unavailable("the directory's shares are out of reach")
+        return await listing(path)
+
+    monkeypatch.setattr(drives, "vdrive_list", flaky)
+    report = await k.run_round()
+    assert not report["complete_walk"] and "uploads_let_go" not in report, report
+    assert linked.verify_cap() in book  # not found, but the walk missed a directory
+
+    monkeypatch.setattr(drives, "vdrive_list", listing)
+    report = await k.run_round()
+    assert report["complete_walk"] and report["uploads_let_go"] == 1, report
+    assert linked.verify_cap() not in book and bare.verify_cap() in book
+    book.close()
+    assert LeaseBook.load(tmp_path / "leases.log").last_renewed(linked.verify_cap()) is None
+
+
+def _vc(i: int) -> str:
+    key = hashlib.sha256(f"key-{i}".encode()).digest()
+    ext = hashlib.sha256(f"ext-{i}".encode()).digest()
+    return ReadCap(3, 10, 10_000, key, ext).verify_cap().to_string()
+
+
+class SnapshotDrive:
+    """A private drive of immutable directory objects (by verify cap): the root
+    (cap 0) links two snapshots (1, 2) that share one directory (3) holding file 4;
+    snapshot 2 also holds file 5."""
+
+    def __init__(self) -> None:
+        self.listed: list[VPath] = []
+        self.tree: dict[tuple[str, ...], list[DirEntry]] = {
+            (): [
+                DirEntry("s1", "dir", None, None, _vc(1), None),
+                DirEntry("s2", "dir", None, None, _vc(2), None),
+            ],
+            ("s1",): [DirEntry("common", "dir", None, None, _vc(3), None)],
+            ("s2",): [
+                DirEntry("common", "dir", None, None, _vc(3), None),
+                DirEntry("new.txt", "file", 1, None, _vc(5), None),
+            ],
+            ("s1", "common"): [DirEntry("old.txt", "file", 1, None, _vc(4), None)],
+            ("s2", "common"): [DirEntry("old.txt", "file", 1, None, _vc(4), None)],
+        }
+
+    async def vdrive_stat(self, path: VPath) -> DirEntry:
+        return DirEntry("", "dir", None, None, _vc(0), None)
+
+    async def vdrive_list(self, path: VPath) -> DirListing:
+        self.listed.append(path)
+        return DirListing(path, tuple(self.tree[path.parts]), 1)
+
+
+async def test_the_walk_reaches_directory_objects_and_enters_each_once() -> None:
+    drive = SnapshotDrive()
+    k = ReferenceKeeper(
+        cast(VdriveOps, drive),
+        [VPath("private", ())],
+        PinBook(None),
+        _no_renew,
+        KeeperConfig(interval=DAY, pace=0),
+    )
+    caps, problems = await k.walk()
+    assert problems == []
+    assert {c.to_string() for c in caps} == {_vc(i) for i in range(6)}
+    assert len(drive.listed) == 4  # the shared directory listed once, at one path
+    assert (
+        drive.listed.count(VPath("private", ("s1", "common")))
+        + drive.listed.count(VPath("private", ("s2", "common")))
+        == 1
+    )
+
+
+async def _no_renew(vc: KeptCap) -> dict[str, str | None]:
+    return {}

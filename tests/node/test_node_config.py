@@ -129,6 +129,11 @@ def test_defaults_and_unlimited_quota(tmp_path: Path) -> None:
         ("[limits]\nuplink_queue_ms = 5", "[limits] uplink_queue_ms", "10 to 2000"),
         ('[limits]\nuplink_queue_ms = "60ms"', "[limits] uplink_queue_ms", "10 to 2000"),
         ('[limits]\nquota = "1GB"', "[limits] quota", "unknown key"),
+        (
+            '[storage]\nlease_duration = "30d"\n[maintenance]\nkeep_interval = "11d"',
+            "[maintenance] keep_interval",
+            "longer than the maximum of 864000 s",
+        ),
         ("[webb]\nport = 1", "[webb]", "unknown section"),
         ("node = 3", "node", "expected a [section] table"),
     ],

@@ -69,6 +69,49 @@ def test_book_round_trip_last_wins_literal_skipped_and_0600(tmp_path: Path) -> N
         again.record(cap(3).verify_cap(), float("nan"))
 
 
+def test_book_lets_go_of_uploads_linked_then_unlinked(tmp_path: Path) -> None:
+    """A cap found by a complete walk is marked linked; once a later complete walk
+    does not find it, it is let go. One never found (a bare put) stays. The marks
+    and the letting go survive a reload and a compaction."""
+    book = LeaseBook.load(log_path(tmp_path))
+    a, b, bare = (cap(i).verify_cap() for i in (1, 2, 3))
+    for i, vc in enumerate((a, b, bare)):
+        book.record(vc, 100.0 + i)
+    assert book.follow_links({a, b, cap(9).verify_cap()}) == (2, 0)  # 9: not ours
+    assert book.follow_links({a, b}) == (0, 0)  # nothing new: no line written
+    assert book.follow_links({a}) == (0, 1)
+    assert b not in book and a in book and bare in book
+    assert book.is_linked(a) and not book.is_linked(bare) and book.count_linked() == 1
+    book.record(a, 500.0)  # renewed: still linked
+    assert book.is_linked(a)
+    book.close()
+    assert log_path(tmp_path).read_text().splitlines()[3:] == [
+        f"{a.to_string()} linked",
+        f"{b.to_string()} linked",
+        f"{b.to_string()} -",
+        f"{a.to_string()} 500",
+    ]
+    again = LeaseBook.load(log_path(tmp_path))
+    assert len(again) == 2 and again.is_linked(a) and not again.is_linked(bare)
+    assert again.last_renewed(a) == 500.0
+    again.compact()
+    again.close()
+    assert sorted(log_path(tmp_path).read_text().splitlines()) == sorted(
+        [f"{bare.to_string()} 102", f"{a.to_string()} 500", f"{a.to_string()} linked"]
+    )
+    third = LeaseBook.load(log_path(tmp_path))
+    assert third.is_linked(a) and len(third) == 2
+    assert third.follow_links(set()) == (0, 1)  # a complete walk of empty drives
+    third.record(a, 600.0)  # uploaded again after it was let go: kept, not linked
+    assert a in third and not third.is_linked(a)
+    # a mark for a cap the book does not keep is ignored
+    third.close()
+    with open(log_path(tmp_path), "a") as f:
+        f.write(f"{b.to_string()} linked\n")
+    fourth = LeaseBook.load(log_path(tmp_path))
+    assert b not in fourth and fourth.count_linked() == 0
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 2**40)), max_size=30))
 def test_book_replays_to_the_last_time_per_cap(events: list[tuple[int, int]]) -> None:
@@ -192,6 +235,7 @@ async def test_renewer_round_selection_bound_failures_and_status(tmp_path: Path)
     r = LeaseRenewer(book, renew, cfg, clock=clock)
     assert r.status() == {
         "tracked": 11,
+        "linked": 0,
         "due": 10,
         "renewed_last_round": 0,
         "failed_last_round": 0,
