@@ -42,6 +42,7 @@ from p2pstore.storage.server import StorageServer
 from quic_transport import PeerAddress
 from quic_transport.errors import RpcError
 
+from .config import NodeConfig
 from .grid_params import effective_encoding
 from .limits import slower
 from .service import NodeContext
@@ -75,6 +76,15 @@ def maintenance_config(ctx: NodeContext, happy: int) -> MaintenanceConfig:
         pace=slower(float(m.pace), cfg.limits),
         verify_interval=float(m.verify_interval),
     )
+
+
+def keeper_interval(cfg: NodeConfig) -> float:
+    """Seconds between two rounds of the reference keeper: ``[maintenance]
+    keep_interval`` (0: a third of the lease), slowed by the limits profile but
+    never past a third of the lease, or files only the keeper renews would lapse
+    between two rounds."""
+    third = cfg.storage.lease_duration / 3
+    return min(slower(float(cfg.maintenance.keep_interval or third), cfg.limits), third)
 
 
 class Upkeep:
@@ -189,8 +199,7 @@ class Upkeep:
             return  # built outside the node's loop (tests): nothing runs in the background
         serves = cfg.vdrive.serve if cfg.vdrive.serve is not None else cfg.node.introducer
         roots = [VPath("private", ())] + ([VPath("shared", ())] if serves else [])
-        keep = cfg.maintenance.keep_interval or cfg.storage.lease_duration / 3
-        interval = slower(float(keep), cfg.limits)
+        interval = keeper_interval(cfg)
         config = KeeperConfig(
             interval=interval, pace=slower(float(cfg.maintenance.pace), cfg.limits)
         )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from dht import DhtConfig
-from p2pstore.node.config import LimitsSection
+from p2pstore.node.config import LimitsSection, MaintenanceSection, NodeConfig
 from p2pstore.node.grid_service import GridService
 from p2pstore.node.limits import (
     REPUBLISH_PER_TTL,
@@ -16,6 +17,7 @@ from p2pstore.node.limits import (
     slower,
     transport_config,
 )
+from p2pstore.node.upkeep import keeper_interval
 from quic_transport import TransportConfig
 
 from .test_node_grid_service import context, make_dir
@@ -123,3 +125,17 @@ def test_uplink_queue_key_maps_to_the_transport() -> None:
     assert transport_config(LimitsSection()).uplink_delay_target == 0.1
     assert transport_config(LimitsSection(uplink_queue_ms=0)).uplink_delay_target is None
     assert transport_config(LimitsSection(uplink_queue_ms=250)).uplink_delay_target == 0.25
+
+
+def test_low_power_never_slows_lease_keeping_past_a_third_of_the_lease() -> None:
+    """The reference keeper is the only renewer of a file linked from this node's
+    drives once its uploader is gone: four times its default period (41 days) would
+    outlast a 31-day lease."""
+    lease = 31 * 86400
+    third = lease / 3
+    plain = NodeConfig(Path("p2pstore.toml"))
+    assert keeper_interval(plain) == third
+    assert keeper_interval(dataclasses.replace(plain, limits=LOW)) == third
+    quick = dataclasses.replace(plain, maintenance=MaintenanceSection(keep_interval=86400))
+    assert keeper_interval(quick) == 86400
+    assert keeper_interval(dataclasses.replace(quick, limits=LOW)) == 4 * 86400
