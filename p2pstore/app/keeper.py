@@ -13,7 +13,8 @@ it, and anyone who pinned it. This module keeps the last two:
   seconds. A file unlinked from every drive and unpinned is simply not renewed
   any more: it expires one lease duration after its last renewal. A walk that
   reached every directory without an error is also handed to ``on_walked`` (the
-  node's lease book lets go of its uploads that were linked and are not any more).
+  node's lease book lets go of its uploads that were linked and are not any more;
+  :class:`Walk`).
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ MAX_PIN_FILE = 64 << 20
 #: what a pin keeps: an immutable file, or a mutable file (its root and latest version)
 VerifyCap = FileVerifyCap | MutableVerifyCap
 Renew = Callable[[VerifyCap], Awaitable[Mapping[str, str | None]]]
-#: ``on_walked(every file a complete walk reached)`` -> figures for the round's status
-OnWalked = Callable[[set[VerifyCap]], Mapping[str, int]]
+#: ``on_walked(own, found)`` after a complete walk (see :class:`Walk`) -> figures for
+#: the round's status
+OnWalked = Callable[[set[VerifyCap], set[VerifyCap]], Mapping[str, int]]
 
 
 class BadPin(BadRequest):
@@ -187,6 +189,19 @@ class PinOps:
 
 
 @dataclass(frozen=True, slots=True)
+class Walk:
+    """What a walk of the drives found: ``found``, every file and directory object
+    it reached (each once, in the order met); ``own``, those of them reached
+    without passing through a live directory, and not live directories themselves
+    (what this node's drives hold alone; a live directory is shared with its other
+    writers); ``problems``, none when it reached everything."""
+
+    found: list[VerifyCap]
+    own: set[VerifyCap]
+    problems: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class KeeperConfig:
     interval: float  # seconds between two rounds
     pace: float = 0.5  # seconds between two renewals
@@ -228,27 +243,30 @@ class ReferenceKeeper:
                 log.exception("keeping referenced files alive: the round failed")
             await asyncio.sleep(self.config.interval * random.uniform(0.9, 1.1))
 
-    async def walk(self) -> tuple[list[VerifyCap], list[str]]:
-        """Every file and directory object reachable from the roots (verify caps, each
-        once; the roots' own directory objects too) and the problems met (a directory
-        that could not be listed is skipped, not fatal; a walk stopped at
-        ``max_dirs`` or ``max_files`` says so): the walk reached everything when
-        there is no problem. A directory whose cap was met before is not entered
-        again: its content is that cap's (a backup's snapshots share most of theirs;
-        a live directory may be linked inside itself)."""
-        found: dict[VerifyCap, None] = {}
-        problems: list[str] = []
+    async def walk(self) -> Walk:
+        """Every file and directory object reachable from the roots (the roots' own
+        directory objects too), and the problems met (a directory that could not be
+        listed is skipped, not fatal; a walk stopped at ``max_dirs`` or
+        ``max_files`` says so): the walk reached everything when there is no
+        problem. A directory whose cap was met before is not entered again: its
+        content is that cap's (a backup's snapshots share most of theirs; a live
+        directory may be linked inside itself)."""
+        walk = Walk([], set(), [])
         if self.drives is None:
-            return [], []
+            return walk
+        found: dict[VerifyCap, None] = {}
 
-        def met_before(text: str | None) -> bool:
-            """Records the verify cap ``text``; whether it was met before."""
+        def met_before(text: str | None, own: bool) -> bool:
+            """Records the verify cap ``text`` (in ``own`` too when reached outside
+            live directories and not one itself); whether it was met before."""
             if not text:
                 return False
             try:
                 vc = pin_cap(text)
             except BadPin:
                 return False  # not a coded file (a literal one)
+            if own and isinstance(vc, FileVerifyCap):
+                walk.own.add(vc)
             if vc in found:
                 return True
             found[vc] = None
@@ -256,31 +274,33 @@ class ReferenceKeeper:
 
         for root in self.roots:
             try:
-                met_before((await self.drives.vdrive_stat(root)).verify_cap)
+                met_before((await self.drives.vdrive_stat(root)).verify_cap, True)
             except Exception as e:
-                problems.append(f"{root}: {e}")
-        todo = list(self.roots)
+                walk.problems.append(f"{root}: {e}")
+        todo = [(root, True) for root in self.roots]
         dirs = 0
         while todo and dirs < self.config.max_dirs and len(found) < self.config.max_files:
-            path = todo.pop()
+            path, own = todo.pop()
             dirs += 1
             try:
                 listing = await self.drives.vdrive_list(path)
             except Exception as e:
-                problems.append(f"{path}: {e}")
+                walk.problems.append(f"{path}: {e}")
                 continue
             for entry in listing.entries:
                 if entry.kind == "dir":
-                    if not met_before(entry.verify_cap):
-                        todo.append(path.child(entry.name))
+                    live = bool(entry.verify_cap) and is_mutable_cap(entry.verify_cap or "")
+                    if not met_before(entry.verify_cap, own):
+                        todo.append((path.child(entry.name), own and not live))
                 else:
-                    met_before(entry.verify_cap)
+                    met_before(entry.verify_cap, own)
         if todo:
-            problems.append(
+            walk.problems.append(
                 f"walk stopped after {dirs} directories and {len(found)} files, "
                 f"{len(todo)} directories not listed"
             )
-        return list(found), problems
+        walk.found.extend(found)
+        return walk
 
     async def run_round(self) -> dict[str, Any]:
         """Renew this node's lease on every referenced file once; returns the round's
@@ -288,12 +308,13 @@ class ReferenceKeeper:
         self.running = True
         t0 = time.time()
         try:
-            caps, problems = await self.walk()
+            walk = await self.walk()
+            caps, problems = walk.found, walk.problems
             from_drives = len(caps)
             complete = self.drives is not None and not problems
             walked: Mapping[str, int] = {}
             if complete and self.on_walked is not None:
-                walked = self.on_walked(set(caps))
+                walked = self.on_walked(walk.own, set(caps))
             wanted = dict.fromkeys(caps) | dict.fromkeys(self.pins.caps())  # each file once
             renewed = failed = 0
             for vc in wanted:

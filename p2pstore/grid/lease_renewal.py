@@ -184,18 +184,23 @@ class LeaseBook:
         self._entries.pop(vc, None)
         self._entries[vc] = now
 
-    def follow_links(self, found: Collection[VerifyCap]) -> tuple[int, int]:
+    def follow_links(
+        self, own: Collection[VerifyCap], reached: Collection[VerifyCap]
+    ) -> tuple[int, int]:
         """After a complete walk of the drives this node publishes (no directory
-        skipped, none left unlisted), ``found`` being every file it reached: each cap
-        kept here that is in ``found`` is marked linked, and each marked linked that
-        is not in ``found`` any more (unlinked since) is let go. Returns ``(newly
-        linked, let go)``. A walk that was not complete must not be passed here: a
-        file it missed would be let go while still linked."""
-        found = found if isinstance(found, set | frozenset) else set(found)
+        skipped, none left unlisted), ``reached`` being every file and directory
+        object it reached and ``own`` those of them held by the drives' own tree
+        (not only through a live directory): each cap kept here that is in ``own``
+        is marked linked, and each marked linked that is not in ``reached`` any more
+        (unlinked since) is let go. Returns ``(newly linked, let go)``. A walk that
+        was not complete must not be passed here: a file it missed would be let go
+        while still linked."""
+        own = own if isinstance(own, set | frozenset) else set(own)
+        reached = reached if isinstance(reached, set | frozenset) else set(reached)
         newly = gone = 0
         for vc in list(self._entries):
-            if vc in found:
-                if vc not in self._linked:
+            if vc in reached:
+                if vc in own and vc not in self._linked:
                     self._append(f"{vc.to_string()} {LINKED}\n".encode("ascii"))
                     self._linked.add(vc)
                     newly += 1

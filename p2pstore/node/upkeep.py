@@ -210,13 +210,13 @@ class Upkeep:
         )
         self.keeper.start(first_delay=min(600.0, interval) * random.uniform(0.8, 1.2))
 
-    def _follow_links(self, found: set[KeptCap]) -> dict[str, int]:
+    def _follow_links(self, own: set[KeptCap], reached: set[KeptCap]) -> dict[str, int]:
         """A complete walk of the drives this node publishes: the lease book marks
         its uploads found there and lets go of those unlinked since (docs/node.md,
         "Leases")."""
         if self.book is None:
             return {}
-        linked, let_go = self.book.follow_links(found)
+        linked, let_go = self.book.follow_links(own, reached)
         return {"uploads_linked": linked, "uploads_let_go": let_go}
 
     def track(self, cap: ReadCap | VerifyCap | LiteralCap | MutableVerifyCap) -> None:

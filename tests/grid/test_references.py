@@ -21,6 +21,7 @@ from p2pstore.grid.health import Health, HealthConfig
 from p2pstore.grid.lease_renewal import LeaseBook
 from p2pstore.grid.sender import SendConfig
 from p2pstore.immutable import EncodingParams, LiteralCap, ReadCap
+from p2pstore.mutable import VerifyCap as MutableVerifyCap
 from p2pstore.testing.memory_vdrive import MemoryVdrive
 from p2pstore.testing.storage_grid import GridServer, StorageGrid
 from quic_transport.identity import NodeId
@@ -143,8 +144,8 @@ async def test_the_lease_book_lets_go_of_an_upload_once_a_complete_walk_misses_i
     await drives.vdrive_mkdir(VPath("private", ("other",)), parents=False, expected_sequence=None)
     await drives.vdrive_link(docs.child("a.bin"), linked, replace=False, expected_sequence=None)
 
-    def follow(found: set[KeptCap]) -> dict[str, int]:
-        linked_now, let_go = book.follow_links(found)
+    def follow(own: set[KeptCap], reached: set[KeptCap]) -> dict[str, int]:
+        linked_now, let_go = book.follow_links(own, reached)
         return {"uploads_linked": linked_now, "uploads_let_go": let_go}
 
     k = keeper(grid, drives, PinBook(None))
@@ -180,12 +181,15 @@ def _vc(i: int) -> str:
     return ReadCap(3, 10, 10_000, key, ext).verify_cap().to_string()
 
 
+LIVE = MutableVerifyCap(bytes(32), directory=True).to_string()
+
+
 class SnapshotDrive:
     """A private drive of immutable directory objects (by verify cap): the root
     (cap 0) links two snapshots (1, 2) that share one directory (3) holding file 4;
     snapshot 2 also holds file 5."""
 
-    def __init__(self) -> None:
+    def __init__(self, live: bool = False) -> None:
         self.listed: list[VPath] = []
         self.tree: dict[tuple[str, ...], list[DirEntry]] = {
             (): [
@@ -200,6 +204,9 @@ class SnapshotDrive:
             ("s1", "common"): [DirEntry("old.txt", "file", 1, None, _vc(4), None)],
             ("s2", "common"): [DirEntry("old.txt", "file", 1, None, _vc(4), None)],
         }
+        if live:  # a live directory (shared with its other writers) holding file 6
+            self.tree[()].append(DirEntry("team", "dir", None, None, LIVE, None))
+            self.tree[("team",)] = [DirEntry("plan.txt", "file", 1, None, _vc(6), None)]
 
     async def vdrive_stat(self, path: VPath) -> DirEntry:
         return DirEntry("", "dir", None, None, _vc(0), None)
@@ -218,15 +225,34 @@ async def test_the_walk_reaches_directory_objects_and_enters_each_once() -> None
         _no_renew,
         KeeperConfig(interval=DAY, pace=0),
     )
-    caps, problems = await k.walk()
-    assert problems == []
-    assert {c.to_string() for c in caps} == {_vc(i) for i in range(6)}
+    walk = await k.walk()
+    assert walk.problems == []
+    assert {c.to_string() for c in walk.found} == {_vc(i) for i in range(6)}
+    assert walk.own == set(walk.found)
     assert len(drive.listed) == 4  # the shared directory listed once, at one path
     assert (
         drive.listed.count(VPath("private", ("s1", "common")))
         + drive.listed.count(VPath("private", ("s2", "common")))
         == 1
     )
+
+
+async def test_what_a_live_directory_holds_is_reached_but_not_the_drive_s_own() -> None:
+    """The lease book may let go only of what the drives' own tree held: a live
+    directory and what it holds are shared with its other writers."""
+    drive = SnapshotDrive(live=True)
+    k = ReferenceKeeper(
+        cast(VdriveOps, drive),
+        [VPath("private", ())],
+        PinBook(None),
+        _no_renew,
+        KeeperConfig(interval=DAY, pace=0),
+    )
+    walk = await k.walk()
+    assert walk.problems == []
+    reached = {c.to_string() for c in walk.found}
+    assert reached == {_vc(i) for i in range(7)} | {LIVE}
+    assert {c.to_string() for c in walk.own} == {_vc(i) for i in range(6)}
 
 
 async def _no_renew(vc: KeptCap) -> dict[str, str | None]:

@@ -70,38 +70,47 @@ def test_book_round_trip_last_wins_literal_skipped_and_0600(tmp_path: Path) -> N
 
 
 def test_book_lets_go_of_uploads_linked_then_unlinked(tmp_path: Path) -> None:
-    """A cap found by a complete walk is marked linked; once a later complete walk
-    does not find it, it is let go. One never found (a bare put) stays. The marks
-    and the letting go survive a reload and a compaction."""
+    """A cap a complete walk found in the drives' own tree is marked linked; once a
+    later complete walk does not reach it at all, it is let go. One never found (a
+    bare put), or reached only through a live directory, stays. The marks and the
+    letting go survive a reload and a compaction."""
     book = LeaseBook.load(log_path(tmp_path))
-    a, b, bare = (cap(i).verify_cap() for i in (1, 2, 3))
-    for i, vc in enumerate((a, b, bare)):
+    a, b, bare, shared = (cap(i).verify_cap() for i in (1, 2, 3, 4))
+    for i, vc in enumerate((a, b, bare, shared)):
         book.record(vc, 100.0 + i)
-    assert book.follow_links({a, b, cap(9).verify_cap()}) == (2, 0)  # 9: not ours
-    assert book.follow_links({a, b}) == (0, 0)  # nothing new: no line written
-    assert book.follow_links({a}) == (0, 1)
-    assert b not in book and a in book and bare in book
+    own = {a, b, cap(9).verify_cap()}  # 9: not ours
+    assert book.follow_links(own, own | {shared}) == (2, 0)
+    assert not book.is_linked(shared)  # reached through a live directory: not marked
+    assert book.follow_links(own, own) == (0, 0)  # nothing new: no line written
+    assert book.follow_links({a}, {a, b}) == (0, 0)  # b only in a live directory now
+    assert book.follow_links({a}, {a}) == (0, 1)
+    assert b not in book and a in book and bare in book and shared in book
     assert book.is_linked(a) and not book.is_linked(bare) and book.count_linked() == 1
     book.record(a, 500.0)  # renewed: still linked
     assert book.is_linked(a)
     book.close()
-    assert log_path(tmp_path).read_text().splitlines()[3:] == [
+    assert log_path(tmp_path).read_text().splitlines()[4:] == [
         f"{a.to_string()} linked",
         f"{b.to_string()} linked",
         f"{b.to_string()} -",
         f"{a.to_string()} 500",
     ]
     again = LeaseBook.load(log_path(tmp_path))
-    assert len(again) == 2 and again.is_linked(a) and not again.is_linked(bare)
+    assert len(again) == 3 and again.is_linked(a) and not again.is_linked(bare)
     assert again.last_renewed(a) == 500.0
     again.compact()
     again.close()
     assert sorted(log_path(tmp_path).read_text().splitlines()) == sorted(
-        [f"{bare.to_string()} 102", f"{a.to_string()} 500", f"{a.to_string()} linked"]
+        [
+            f"{bare.to_string()} 102",
+            f"{shared.to_string()} 103",
+            f"{a.to_string()} 500",
+            f"{a.to_string()} linked",
+        ]
     )
     third = LeaseBook.load(log_path(tmp_path))
-    assert third.is_linked(a) and len(third) == 2
-    assert third.follow_links(set()) == (0, 1)  # a complete walk of empty drives
+    assert third.is_linked(a) and len(third) == 3
+    assert third.follow_links(set(), set()) == (0, 1)  # a complete walk of empty drives
     third.record(a, 600.0)  # uploaded again after it was let go: kept, not linked
     assert a in third and not third.is_linked(a)
     # a mark for a cap the book does not keep is ignored
