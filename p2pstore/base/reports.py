@@ -125,13 +125,12 @@ def maintenance_rows(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
     docs/maintenance.md, "Status"), as (label, text) rows for every front end."""
     m = _status_part(doc, "maintenance")
     if m is None:
-        return []
+        return lease_rows(doc)
     if not m.get("enabled"):
-        return [("maintenance", "off")]
+        return [("maintenance", "off"), *lease_rows(doc)]
 
     def n(key: str) -> int:
-        v = m.get(key)
-        return v if isinstance(v, int) and not isinstance(v, bool) else 0
+        return _count(m, key)
 
     rows = [
         (
@@ -151,6 +150,47 @@ def maintenance_rows(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
     if isinstance(recent, list) and recent and isinstance(recent[-1], Mapping):
         last = recent[-1]
         rows.append(("last failure", safe(f"{last.get('si')}: {last.get('reason')}")[:300]))
+    return rows + lease_rows(doc)
+
+
+def _count(part: Mapping[str, Any], key: str) -> int:
+    v = part.get(key)
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+
+def _plural(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
+def lease_rows(doc: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What keeps files alive from this node (docs/node.md, "Leases"): the lease
+    book (``details.leases``) and the reference keeper's last round
+    (``details.maintenance.references.last_round``)."""
+    rows = []
+    book = _status_part(doc, "leases")
+    if book is not None:
+        rows.append(
+            (
+                "lease book",
+                f"renewing {_plural(_count(book, 'tracked'), 'upload')} "
+                f"({_count(book, 'linked')} seen linked from this node's drives)",
+            )
+        )
+    m = _status_part(doc, "maintenance")
+    refs = m.get("references") if m is not None else None
+    last = refs.get("last_round") if isinstance(refs, Mapping) else None
+    if isinstance(last, Mapping):
+        text = (
+            f"{_count(last, 'renewed')} files and directories renewed "
+            f"({_count(last, 'files_in_drives')} in the drives, {_count(last, 'pins')} pins), "
+            f"{_count(last, 'failed')} failed"
+        )
+        if not last.get("complete_walk"):
+            text += "; the walk missed some directories, so no upload was let go"
+        elif _count(last, "uploads_let_go"):
+            gone = _plural(_count(last, "uploads_let_go"), "upload")
+            text += f"; {gone} no longer linked let go"
+        rows.append(("kept alive", text))
     return rows
 
 

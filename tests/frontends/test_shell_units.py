@@ -16,6 +16,7 @@ from p2pstore.base.reports import (
     helper_notes,
     helper_rows,
     info_lines,
+    maintenance_rows,
     nat_rows,
     peer_lines,
 )
@@ -436,3 +437,37 @@ def test_helper_rows_and_notes() -> None:
         "uploaded directly instead",
     ]
     assert helper_notes({"cap": "x"}) == []
+
+
+def test_lease_rows_say_what_keeps_files_alive() -> None:
+    """docs/node.md, "Leases": the lease book and the keeper's last round, in the
+    status of every front end (shell, CLI, web UI share these rows)."""
+    round_ = {
+        "renewed": 40,
+        "files_in_drives": 39,
+        "pins": 1,
+        "failed": 0,
+        "complete_walk": True,
+        "uploads_linked": 3,
+        "uploads_let_go": 2,
+    }
+    doc = {
+        "details": {
+            "leases": {"tracked": 12, "linked": 5},
+            "maintenance": {"enabled": False, "references": {"last_round": round_}},
+        }
+    }
+    lines = render.status_lines(doc, "http://127.0.0.1:1/")
+    assert "maintenance:   off" in lines
+    assert "lease book:    renewing 12 uploads (5 seen linked from this node's drives)" in lines
+    kept = dict(maintenance_rows(doc))["kept alive"]
+    assert kept == (
+        "40 files and directories renewed (39 in the drives, 1 pins), 0 failed; "
+        "2 uploads no longer linked let go"
+    )
+    round_["complete_walk"] = False
+    assert "no upload was let go" in dict(maintenance_rows(doc))["kept alive"]
+    assert maintenance_rows({"details": {"leases": {"tracked": 1}}}) == [
+        ("lease book", "renewing 1 upload (0 seen linked from this node's drives)")
+    ]
+    assert maintenance_rows({}) == []

@@ -73,5 +73,7 @@ def test_a_file_removed_from_the_drive_is_let_go_a_bare_put_is_kept(tmp_path: Pa
         until(lambda: keeper_round(client).get("uploads_let_go") == 0, 60, "a quiet round")
         last = keeper_round(client)
         assert last["complete_walk"] and last["failed"] == 0, last
+        shown = cli("status", "--node", client).stdout  # the rows every front end shows
+        assert "lease book:" in shown and "kept alive:" in shown, shown
         leases = json.loads(cli("status", "--node", client, "--json").stdout)["details"]["leases"]
         assert leases["tracked"] >= 1 and leases["linked"] >= 1, leases
