@@ -248,7 +248,10 @@ class ReferenceKeeper:
         directory objects too), and the problems met (a directory that could not be
         listed is skipped, not fatal; a walk stopped at ``max_dirs`` or
         ``max_files`` says so): the walk reached everything when there is no
-        problem. A directory whose cap was met before is not entered again: its
+        problem. Directories are listed by path, so a drive that changed during the
+        walk (its listings read at different sequence numbers) is a problem too: a
+        file moved from a directory not yet listed into one already listed was not
+        reached. A directory whose cap was met before is not entered again: its
         content is that cap's (a backup's snapshots share most of theirs; a live
         directory may be linked inside itself)."""
         walk = Walk([], set(), [])
@@ -279,6 +282,7 @@ class ReferenceKeeper:
                 walk.problems.append(f"{root}: {e}")
         todo = [(root, True) for root in self.roots]
         dirs = 0
+        sequences: dict[str, set[int]] = {}  # per drive, of the listings of its own tree
         while todo and dirs < self.config.max_dirs and len(found) < self.config.max_files:
             path, own = todo.pop()
             dirs += 1
@@ -287,6 +291,8 @@ class ReferenceKeeper:
             except Exception as e:
                 walk.problems.append(f"{path}: {e}")
                 continue
+            if own:
+                sequences.setdefault(path.drive, set()).add(listing.sequence)
             for entry in listing.entries:
                 if entry.kind == "dir":
                     live = bool(entry.verify_cap) and is_mutable_cap(entry.verify_cap or "")
@@ -299,6 +305,9 @@ class ReferenceKeeper:
                 f"walk stopped after {dirs} directories and {len(found)} files, "
                 f"{len(todo)} directories not listed"
             )
+        for drive, seen in sequences.items():
+            if len(seen) > 1:  # listed by path: a change in between may hide an entry
+                walk.problems.append(f"{drive}: the drive changed during the walk")
         walk.found.extend(found)
         return walk
 
@@ -314,7 +323,11 @@ class ReferenceKeeper:
             complete = self.drives is not None and not problems
             walked: Mapping[str, int] = {}
             if complete and self.on_walked is not None:
-                walked = self.on_walked(walk.own, set(caps))
+                try:
+                    walked = self.on_walked(walk.own, set(caps))
+                except Exception as e:  # the renewals below must not depend on it
+                    log.warning("following the drives' links failed: %s", e)
+                    problems.append(f"following the drives' links failed: {e}")
             wanted = dict.fromkeys(caps) | dict.fromkeys(self.pins.caps())  # each file once
             renewed = failed = 0
             for vc in wanted:

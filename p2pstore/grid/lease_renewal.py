@@ -18,7 +18,7 @@ each was last renewed, persisted as an append-only text log
   is compacted at load, so later appends start on a line of their own);
 - the file is created with ``O_CREAT`` and mode 0600, and compacted (rewritten to a
   temporary file, fsynced and renamed over) when it holds more than
-  ``2 * live + 100`` lines, at load and after each renewal round.
+  ``2 * (live + marked) + 100`` lines, at load and after each renewal round.
 
 An upload is kept by the book until it is let go: once the reference keeper has
 found it linked from a drive this node publishes (``linked``) and a later walk of
@@ -220,9 +220,9 @@ class LeaseBook:
         self._lines += 1
 
     def maybe_compact(self) -> bool:
-        """Rewrite the log with one line per cap when it holds more than
-        ``2 * live + 100`` lines. Returns whether it did."""
-        if self._lines <= 2 * len(self._entries) + 100:
+        """Rewrite the log with one line per cap (and one per mark) when it holds
+        more than twice that plus 100 lines. Returns whether it did."""
+        if self._lines <= 2 * (len(self._entries) + len(self._linked)) + 100:
             return False
         self.compact()
         return True
@@ -395,7 +395,8 @@ class LeaseRenewer:
                     self._failed(vc, now)
                     return False
             if any(why is None for why in results.values()):
-                self.book.record(vc, self.clock())
+                if vc in self.book:  # not let go while the renewal was under way
+                    self.book.record(vc, self.clock())
                 self._backoff.pop(vc, None)
                 return True
             self._failed(vc, now)

@@ -255,5 +255,67 @@ async def test_what_a_live_directory_holds_is_reached_but_not_the_drive_s_own() 
     assert {c.to_string() for c in walk.own} == {_vc(i) for i in range(6)}
 
 
+async def _renew_all(vc: KeptCap) -> dict[str, str | None]:
+    return {"peer": None}
+
+
 async def _no_renew(vc: KeptCap) -> dict[str, str | None]:
     return {}
+
+
+class ChangingDrive(SnapshotDrive):
+    """Its listings are read at a new sequence after the first: the drive changed
+    while the walk went on."""
+
+    async def vdrive_list(self, path: VPath) -> DirListing:
+        got = await super().vdrive_list(path)
+        return DirListing(got.path, got.entries, len(self.listed))
+
+
+async def test_a_drive_changed_during_the_walk_lets_nothing_go() -> None:
+    """Directories are listed by path: a file moved from a directory not yet listed
+    into one already listed is not reached, so such a walk is not complete."""
+    called: list[int] = []
+
+    def follow(own: set[KeptCap], reached: set[KeptCap]) -> dict[str, int]:
+        called.append(len(reached))
+        return {}
+
+    k = ReferenceKeeper(
+        cast(VdriveOps, ChangingDrive()),
+        [VPath("private", ())],
+        PinBook(None),
+        _renew_all,
+        KeeperConfig(interval=DAY, pace=0),
+        on_walked=follow,
+    )
+    report = await k.run_round()
+    assert not report["complete_walk"] and called == []
+    assert any("changed during the walk" in p for p in report["problems"]), report
+    k.drives = cast(VdriveOps, SnapshotDrive())
+    assert (await k.run_round())["complete_walk"] and called == [6]
+
+
+async def test_a_failure_to_follow_the_links_does_not_stop_the_renewals() -> None:
+    """The lease log cannot be written (a full disk): the round still renews every
+    referenced file, and says what failed."""
+    renewed: list[KeptCap] = []
+
+    async def renew(vc: KeptCap) -> dict[str, str | None]:
+        renewed.append(vc)
+        return {"peer": None}
+
+    def follow(own: set[KeptCap], reached: set[KeptCap]) -> dict[str, int]:
+        raise OSError(28, "No space left on device")
+
+    k = ReferenceKeeper(
+        cast(VdriveOps, SnapshotDrive()),
+        [VPath("private", ())],
+        PinBook(None),
+        renew,
+        KeeperConfig(interval=DAY, pace=0),
+        on_walked=follow,
+    )
+    report = await k.run_round()
+    assert report["renewed"] == 6 and len(renewed) == 6, report
+    assert any("No space left" in p for p in report["problems"]), report

@@ -466,3 +466,36 @@ async def test_grid_service_tracks_uploads_and_renews(tmp_path: Path) -> None:
     reloaded = LeaseBook.load(nodes[0].context.node_dir.private_dir / "leases.log")
     assert vc in reloaded
     assert parse_cap(vc.to_string()) == vc
+
+
+def test_marks_do_not_make_every_round_compact(tmp_path: Path) -> None:
+    """The bound counts the marks' lines: a compacted book of marked caps takes
+    about as many appends before its next compaction as an unmarked one."""
+    book = LeaseBook.load(log_path(tmp_path))
+    caps = [cap(i).verify_cap() for i in range(500)]
+    for vc in caps:
+        book.record(vc, 1.0)
+    book.follow_links(set(caps), set(caps))
+    book.compact()  # 1,000 lines: a time and a mark per cap
+    for i in range(200):  # two renewal rounds' worth
+        book.record(caps[i], 2.0)
+    assert not book.maybe_compact()
+    book.close()
+
+
+async def test_a_cap_let_go_while_its_renewal_ran_stays_let_go(tmp_path: Path) -> None:
+    clock = Clock()
+    book = LeaseBook.load(log_path(tmp_path))
+    vc = cap(1).verify_cap()
+    book.record(vc, clock.now - 20 * DAY)
+    book.follow_links({vc}, {vc})
+
+    async def renew(v: VerifyCap) -> Mapping[str, str | None]:
+        book.follow_links(set(), set())  # a walk finished meanwhile: unlinked
+        return {"peer-a": None}
+
+    r = LeaseRenewer(book, renew, RenewerConfig(renew_after=10 * DAY), clock=clock)
+    report = await r.run_round()
+    assert report.renewed == 1 and vc not in book
+    book.close()
+    assert vc not in LeaseBook.load(log_path(tmp_path))
