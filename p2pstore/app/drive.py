@@ -9,6 +9,7 @@ attribute) or alone (:class:`VdriveApplication`). With ``vdrive`` None every cal
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -26,6 +27,7 @@ from p2pstore.app.errors import (
 )
 from p2pstore.app.vpath import VPath
 from p2pstore.immutable import CapError, LiteralCap, ReadCap, parse_cap
+from p2pstore.immutable import VerifyCap as FileVerifyCap
 from p2pstore.mutable import MutableCap
 from p2pstore.mutable import ReadCap as MutableReadCap
 from p2pstore.mutable import VerifyCap as MutableVerifyCap
@@ -42,6 +44,9 @@ from p2pstore.vdrive.errors import VdriveError
 from p2pstore.vdrive.ops import Link, Mkdir, Op, Path, Rename, Unlink, list_dir, resolve
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+#: a file's or a mutable file's verify cap
+ReadVerifyCap = FileVerifyCap | MutableVerifyCap
 
 _CONFLICTS = {
     "abandoned",
@@ -134,8 +139,38 @@ def make_directory(entries: Sequence[NewEntry], now: float) -> Directory:
         raise to_app_error(err) from None
 
 
+#: what a change links, for :attr:`VdriveOperations.on_linked`: a file's or directory
+#: object's verify cap, with the directory cap to list when it is one
+Linked = tuple[ReadVerifyCap, str | None]
+
+
+def linked_item(cap: object) -> Linked | None:
+    """What linking ``cap`` (a file, directory or mutable read cap) asks to keep;
+    None for a literal one (no shares, no lease)."""
+    if isinstance(cap, DirCap):
+        inner = cap.inner
+        return (inner.verify_cap(), cap.to_string()) if isinstance(inner, ReadCap) else None
+    if isinstance(cap, ReadCap | MutableReadCap):
+        return cap.verify_cap(), None
+    return None
+
+
 class VdriveOperations:
     vdrive: Vdrive | None
+    #: called, after a change on this node linked caps (``link``, ``link_dircap``,
+    #: ``link_mutable``) or a whole directory was made from entries, with what they
+    #: were: the node renews at once what nothing of its own renews (docs/node.md,
+    #: "Letting go"). Never raises into the change.
+    on_linked: Callable[[Sequence[Linked]], None] | None = None
+
+    def _linked(self, caps: Sequence[object]) -> None:
+        items = [item for item in map(linked_item, caps) if item is not None]
+        if self.on_linked is None or not items:
+            return
+        try:
+            self.on_linked(items)
+        except Exception:
+            log.exception("keeping what was just linked failed (the change was made)")
 
     def _drive(self, label: str) -> Drive:
         if self.vdrive is None:
@@ -183,7 +218,9 @@ class VdriveOperations:
         expected_sequence: int | None,
         op_id: OpId = None,
     ) -> int:
-        return await self._change(path, lambda p: Link(p, cap, replace), expected_sequence, op_id)
+        seq = await self._change(path, lambda p: Link(p, cap, replace), expected_sequence, op_id)
+        self._linked([cap])
+        return seq
 
     async def vdrive_link_dircap(
         self, path: VPath, dircap: str, *, expected_sequence: int | None, op_id: OpId = None
@@ -195,7 +232,9 @@ class VdriveOperations:
             cap = parse_dircap(dircap)
         except CapError as e:
             raise BadRequest(str(e), code="bad-cap") from None
-        return await self._change(path, lambda p: Link(p, cap, False), expected_sequence, op_id)
+        seq = await self._change(path, lambda p: Link(p, cap, False), expected_sequence, op_id)
+        self._linked([cap])
+        return seq
 
     async def vdrive_link_mutable(
         self,
@@ -215,7 +254,9 @@ class VdriveOperations:
                 "a verify cap cannot be linked: link the read cap", code="verify-cap-cannot-read"
             )
         read = cap.read_cap()
-        return await self._change(path, lambda p: Link(p, read, replace), expected_sequence, op_id)
+        seq = await self._change(path, lambda p: Link(p, read, replace), expected_sequence, op_id)
+        self._linked([read])
+        return seq
 
     async def vdrive_unlink(
         self, path: VPath, *, recursive: bool, expected_sequence: int | None, op_id: OpId = None
@@ -230,6 +271,7 @@ class VdriveOperations:
             raise VdriveUnavailable()
         d = make_directory(entries, time.time())
         cap = await _guard(self.vdrive.make_dir(d))
+        self._linked([d[name].cap for name in d])
         inner = cap.inner
         verify = inner.verify_cap().to_string() if isinstance(inner, ReadCap) else None
         return DirEntry("", "dir", None, cap.to_string(), verify, None)

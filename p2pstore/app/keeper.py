@@ -36,7 +36,7 @@ from p2pstore.immutable import VerifyCap as FileVerifyCap
 from p2pstore.mutable import MutableCap, MutableCapError, is_mutable_cap, parse_mutable_cap
 from p2pstore.mutable import VerifyCap as MutableVerifyCap
 
-from .contract import VdriveOps
+from .contract import DirEntry, VdriveOps
 from .errors import BadRequest, NotFound, Unavailable, Unrecoverable
 from .vpath import VPath
 
@@ -188,6 +188,24 @@ class PinOps:
         return [p.to_json() for p in self._book().entries()]
 
 
+#: ``list_dircap(directory cap)`` -> its entries
+ListDircap = Callable[[str], Awaitable[Sequence[DirEntry]]]
+#: the most files and directories waiting to be renewed because they were linked
+MAX_LINKED = 100_000
+
+
+def _linked_entry(e: DirEntry) -> tuple[VerifyCap, str | None] | None:
+    """A listed entry as :meth:`ReferenceKeeper.keep_linked` takes it."""
+    if not e.verify_cap:
+        return None
+    try:
+        vc = pin_cap(e.verify_cap)
+    except BadPin:
+        return None
+    dircap = e.cap if e.kind == "dir" and isinstance(vc, FileVerifyCap) else None
+    return vc, dircap
+
+
 @dataclass(frozen=True, slots=True)
 class Walk:
     """What a walk of the drives found: ``found``, every file and directory object
@@ -220,9 +238,18 @@ class ReferenceKeeper:
         renew: Renew,
         config: KeeperConfig,
         on_walked: OnWalked | None = None,
+        *,
+        held: Callable[[VerifyCap], bool] | None = None,
+        list_dircap: ListDircap | None = None,
     ) -> None:
         self.drives, self.roots, self.pins = drives, list(roots), pins
         self.renew, self.config, self.on_walked = renew, config, on_walked
+        #: renewed by this node already (the lease book): not renewed again when linked
+        self.held = held or (lambda vc: False)
+        self.list_dircap = list_dircap
+        self._linked: asyncio.Queue[tuple[VerifyCap, str | None]] = asyncio.Queue(MAX_LINKED)
+        self._linked_waiting: set[VerifyCap] = set()
+        self.kept_when_linked = 0
         self._tasks = TaskOwner()
         self.rounds = 0
         self.last: dict[str, Any] = {}
@@ -230,6 +257,41 @@ class ReferenceKeeper:
 
     def start(self, first_delay: float) -> None:
         self._tasks.start(self._run(first_delay), name="reference-keeper")
+        self._tasks.start(self._keep_linked(), name="reference-keeper-links")
+
+    def keep_linked(self, items: Sequence[tuple[VerifyCap, str | None]]) -> None:
+        """What a change on this node just linked: each file or directory object
+        that nothing of this node's renews (the lease book does not hold it: let go
+        after an earlier unlink, or uploaded by someone else) is renewed now, and a
+        directory's content likewise, rather than at the keeper's next round, when
+        its lease may have run out. Live directories are renewed, not entered."""
+        for vc, dircap in items:
+            if self.held(vc) or vc in self._linked_waiting:
+                continue
+            try:
+                self._linked.put_nowait((vc, dircap))
+            except asyncio.QueueFull:
+                log.warning("too many linked files to keep at once; the next round will")
+                return
+            self._linked_waiting.add(vc)
+
+    async def _keep_linked(self) -> None:
+        while True:
+            vc, dircap = await self._linked.get()
+            try:
+                why = await self._renew_one(vc)
+                if why is None:
+                    self.kept_when_linked += 1
+                else:
+                    log.warning("renewing a file just linked failed: %s", why)
+                if dircap is not None and self.list_dircap is not None:
+                    entries = await self.list_dircap(dircap)
+                    self.keep_linked([item for e in entries if (item := _linked_entry(e))])
+            except Exception as e:
+                log.warning("keeping a directory just linked failed: %s", e)
+            finally:
+                self._linked_waiting.discard(vc)
+            await asyncio.sleep(self.config.pace)
 
     async def close(self) -> None:
         await self._tasks.close()
@@ -379,6 +441,7 @@ class ReferenceKeeper:
             "pins": len(self.pins),
             "interval": self.config.interval,
             "rounds": self.rounds,
+            "kept_when_linked": self.kept_when_linked,
             "running": self.running,
             "last_round": self.last or None,
         }

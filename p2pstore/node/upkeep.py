@@ -23,6 +23,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from p2pstore.app.drive import VdriveOperations
 from p2pstore.app.grid import GridApplication
 from p2pstore.app.keeper import KeeperConfig, PinBook, ReferenceKeeper
 from p2pstore.app.keeper import VerifyCap as KeptCap
@@ -204,10 +205,20 @@ class Upkeep:
             interval=interval, pace=slower(float(cfg.maintenance.pace), cfg.limits)
         )
         drives = app if app.vdrive is not None else None
+        vd = app.vdrive if isinstance(app.vdrive, VdriveOperations) else None
         renew = renew_any(app.health.renew, app.mutable)  # pins of mutable files too
         self.keeper = ReferenceKeeper(
-            drives, roots, self.pins, renew, config, on_walked=self._follow_links
+            drives,
+            roots,
+            self.pins,
+            renew,
+            config,
+            on_walked=self._follow_links,
+            held=lambda vc: self.book is not None and vc in self.book,
+            list_dircap=(lambda dircap: vd.vdrive_list_dircap(dircap, ())) if vd else None,
         )
+        if vd is not None:  # what a change links is renewed at once, not at the next round
+            vd.on_linked = self.keeper.keep_linked
         self.keeper.start(first_delay=min(600.0, interval) * random.uniform(0.8, 1.2))
 
     def _follow_links(self, own: set[KeptCap], reached: set[KeptCap]) -> dict[str, int]:

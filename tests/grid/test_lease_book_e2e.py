@@ -2,7 +2,8 @@
 "Leases", "Letting go"): a file put into the private drive is marked linked by the
 reference keeper's walk, and once it is removed from the drive the book lets it go;
 a bare ``put`` (linked nowhere) and the drive's own directory objects still linked
-are kept. The node runs with ``keep_interval = "2s"`` and ``pace = "0s"``.
+are kept. Linked again, the file is renewed at once. The node runs with
+``keep_interval = "2s"`` and ``pace = "0s"``.
 """
 
 from __future__ import annotations
@@ -28,14 +29,23 @@ def records(node: Path) -> list[tuple[str, str]]:
     return [(cap, what) for cap, what in (line.split(" ") for line in text.splitlines())]
 
 
-def verify_of(put_output: str) -> str:
+def read_cap(put_output: str) -> str:
     (cap,) = re.findall(r"p2ps:chk:\S+", put_output)
-    return parse_cap(cap).verify_cap().to_string()
+    return str(cap)
+
+
+def verify_of(put_output: str) -> str:
+    return parse_cap(read_cap(put_output)).verify_cap().to_string()
+
+
+def keeper_status(node: Path) -> dict[str, Any]:
+    status = json.loads(cli("status", "--node", node, "--json").stdout)
+    refs: dict[str, Any] = status["details"]["maintenance"]["references"]
+    return refs
 
 
 def keeper_round(node: Path) -> dict[str, Any]:
-    status = json.loads(cli("status", "--node", node, "--json").stdout)
-    last: dict[str, Any] = status["details"]["maintenance"]["references"]["last_round"] or {}
+    last: dict[str, Any] = keeper_status(node)["last_round"] or {}
     return last
 
 
@@ -50,7 +60,8 @@ def test_a_file_removed_from_the_drive_is_let_go_a_bare_put_is_kept(tmp_path: Pa
         set_config(client, "maintenance", {"keep_interval": "2s", "pace": "0s"})
         cli("start", client)
         cli("mkdir", "--node", client, "private:/docs")
-        linked = verify_of(cli("put", "--node", client, a, "private:/docs/a.bin").stdout)
+        put_a = cli("put", "--node", client, a, "private:/docs/a.bin").stdout
+        linked = verify_of(put_a)
         kept = verify_of(cli("put", "--node", client, bare).stdout)
 
         def marked(cap: str) -> bool:
@@ -73,6 +84,10 @@ def test_a_file_removed_from_the_drive_is_let_go_a_bare_put_is_kept(tmp_path: Pa
         until(lambda: keeper_round(client).get("uploads_let_go") == 0, 60, "a quiet round")
         last = keeper_round(client)
         assert last["complete_walk"] and last["failed"] == 0, last
+        # linked again (the cap kept elsewhere): renewed at once, not at the next round
+        assert keeper_status(client)["kept_when_linked"] == 0
+        cli("ln", "--node", client, read_cap(put_a), "private:/again.bin")
+        until(lambda: keeper_status(client)["kept_when_linked"] == 1, 60, "renewed when linked")
         shown = cli("status", "--node", client).stdout  # the rows every front end shows
         assert "lease book:" in shown and "kept alive:" in shown, shown
         leases = json.loads(cli("status", "--node", client, "--json").stdout)["details"]["leases"]

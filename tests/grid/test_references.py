@@ -4,6 +4,7 @@ uploader's lease; an unreferenced file expires; unlinking lets it expire."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,8 @@ from p2pstore.mutable import VerifyCap as MutableVerifyCap
 from p2pstore.testing.memory_vdrive import MemoryVdrive
 from p2pstore.testing.storage_grid import GridServer, StorageGrid
 from quic_transport.identity import NodeId
+
+from ..polling import until
 
 UPLOADER = NodeId(b"U" * 20)
 KEEPER = NodeId(b"K" * 20)
@@ -319,3 +322,45 @@ async def test_a_failure_to_follow_the_links_does_not_stop_the_renewals() -> Non
     report = await k.run_round()
     assert report["renewed"] == 6 and len(renewed) == 6, report
     assert any("No space left" in p for p in report["problems"]), report
+
+
+async def test_what_is_linked_and_not_held_is_renewed_at_once_with_its_content() -> None:
+    """A file or directory linked on this node that the lease book does not hold
+    (let go after an earlier unlink, or someone else's) is renewed now, a
+    directory's content too; what the book holds is left to it."""
+    renewed: list[str] = []
+
+    async def renew(vc: KeptCap) -> dict[str, str | None]:
+        renewed.append(vc.to_string())
+        return {"peer": None}
+
+    listed: list[str] = []
+    dircap = "p2ps:dir:chk:whatever"
+
+    async def list_dircap(cap: str) -> list[DirEntry]:
+        listed.append(cap)
+        return [
+            DirEntry("old.txt", "file", 1, None, _vc(4), None),
+            DirEntry("kept.txt", "file", 1, None, _vc(5), None),
+            DirEntry("tiny", "file", 1, None, None, None),  # literal: no lease
+        ]
+
+    held = {pin_cap(_vc(5)), pin_cap(_vc(6))}
+    k = ReferenceKeeper(
+        cast(VdriveOps, SnapshotDrive()),
+        [VPath("private", ())],
+        PinBook(None),
+        renew,
+        KeeperConfig(interval=DAY, pace=0),
+        held=held.__contains__,
+        list_dircap=list_dircap,
+    )
+    k.start(first_delay=DAY)  # no round: only what is linked
+    try:
+        k.keep_linked([(pin_cap(_vc(3)), dircap), (pin_cap(_vc(6)), None)])
+        await until(lambda: len(renewed) == 2, within=5, step=0.01)
+        await asyncio.sleep(0.05)
+        assert renewed == [_vc(3), _vc(4)] and listed == [dircap]
+        assert k.status()["kept_when_linked"] == 2
+    finally:
+        await k.close()
