@@ -8,13 +8,13 @@ import asyncio
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
 from p2pstore.app.contract import DirEntry, DirListing, VdriveOps
 from p2pstore.app.errors import Unavailable
-from p2pstore.app.keeper import KeeperConfig, PinBook, ReferenceKeeper, pin_cap
+from p2pstore.app.keeper import KeeperConfig, PinBook, ReferenceKeeper, Renew, pin_cap
 from p2pstore.app.keeper import VerifyCap as KeptCap
 from p2pstore.app.vpath import VPath
 from p2pstore.grid import UploadConfig, Uploader, bytes_source, static_peers
@@ -221,13 +221,7 @@ class SnapshotDrive:
 
 async def test_the_walk_reaches_directory_objects_and_enters_each_once() -> None:
     drive = SnapshotDrive()
-    k = ReferenceKeeper(
-        cast(VdriveOps, drive),
-        [VPath("private", ())],
-        PinBook(None),
-        _no_renew,
-        KeeperConfig(interval=DAY, pace=0),
-    )
+    k = drive_keeper(drive, _no_renew)
     walk = await k.walk()
     assert walk.problems == []
     assert {c.to_string() for c in walk.found} == {_vc(i) for i in range(6)}
@@ -244,18 +238,19 @@ async def test_what_a_live_directory_holds_is_reached_but_not_the_drive_s_own() 
     """The lease book may let go only of what the drives' own tree held: a live
     directory and what it holds are shared with its other writers."""
     drive = SnapshotDrive(live=True)
-    k = ReferenceKeeper(
-        cast(VdriveOps, drive),
-        [VPath("private", ())],
-        PinBook(None),
-        _no_renew,
-        KeeperConfig(interval=DAY, pace=0),
-    )
+    k = drive_keeper(drive, _no_renew)
     walk = await k.walk()
     assert walk.problems == []
     reached = {c.to_string() for c in walk.found}
     assert reached == {_vc(i) for i in range(7)} | {LIVE}
     assert {c.to_string() for c in walk.own} == {_vc(i) for i in range(6)}
+
+
+def drive_keeper(drive: object, renew: Renew, **kw: Any) -> ReferenceKeeper:
+    """A keeper of ``drive``'s private drive, no pins, rounds a day apart."""
+    roots = [VPath("private", ())]
+    config = KeeperConfig(interval=DAY, pace=0)
+    return ReferenceKeeper(cast(VdriveOps, drive), roots, PinBook(None), renew, config, **kw)
 
 
 async def _renew_all(vc: KeptCap) -> dict[str, str | None]:
@@ -284,14 +279,7 @@ async def test_a_drive_changed_during_the_walk_lets_nothing_go() -> None:
         called.append(len(reached))
         return {}
 
-    k = ReferenceKeeper(
-        cast(VdriveOps, ChangingDrive()),
-        [VPath("private", ())],
-        PinBook(None),
-        _renew_all,
-        KeeperConfig(interval=DAY, pace=0),
-        on_walked=follow,
-    )
+    k = drive_keeper(ChangingDrive(), _renew_all, on_walked=follow)
     report = await k.run_round()
     assert not report["complete_walk"] and called == []
     assert any("changed during the walk" in p for p in report["problems"]), report
@@ -311,14 +299,7 @@ async def test_a_failure_to_follow_the_links_does_not_stop_the_renewals() -> Non
     def follow(own: set[KeptCap], reached: set[KeptCap]) -> dict[str, int]:
         raise OSError(28, "No space left on device")
 
-    k = ReferenceKeeper(
-        cast(VdriveOps, SnapshotDrive()),
-        [VPath("private", ())],
-        PinBook(None),
-        renew,
-        KeeperConfig(interval=DAY, pace=0),
-        on_walked=follow,
-    )
+    k = drive_keeper(SnapshotDrive(), renew, on_walked=follow)
     report = await k.run_round()
     assert report["renewed"] == 6 and len(renewed) == 6, report
     assert any("No space left" in p for p in report["problems"]), report
@@ -346,15 +327,7 @@ async def test_what_is_linked_and_not_held_is_renewed_at_once_with_its_content()
         ]
 
     held = {pin_cap(_vc(5)), pin_cap(_vc(6))}
-    k = ReferenceKeeper(
-        cast(VdriveOps, SnapshotDrive()),
-        [VPath("private", ())],
-        PinBook(None),
-        renew,
-        KeeperConfig(interval=DAY, pace=0),
-        held=held.__contains__,
-        list_dircap=list_dircap,
-    )
+    k = drive_keeper(SnapshotDrive(), renew, held=held.__contains__, list_dircap=list_dircap)
     k.start(first_delay=DAY)  # no round: only what is linked
     try:
         k.keep_linked([(pin_cap(_vc(3)), dircap), (pin_cap(_vc(6)), None)])
