@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from p2pstore.base.fsutil import read_bounded, write_text_atomic
 from p2pstore.base.tasks import TaskOwner
@@ -190,6 +190,22 @@ class PinOps:
 
 #: ``list_dircap(directory cap)`` -> its entries
 ListDircap = Callable[[str], Awaitable[Sequence[DirEntry]]]
+
+
+class UploadBook(Protocol):
+    """The node's lease book as the keeper sees it (p2pstore/grid/lease_renewal.py)."""
+
+    def holds(self, vc: VerifyCap) -> bool:
+        """It renews ``vc``."""
+        ...
+
+    def seen_linked(self, vc: VerifyCap) -> bool:
+        """A walk reached ``vc`` in the drives' own tree since it was taken in."""
+        ...
+
+    def adopt(self, vc: VerifyCap) -> None:
+        """Renew ``vc`` from now on (just renewed)."""
+        ...
 #: the most files and directories waiting to be renewed because they were linked
 MAX_LINKED = 100_000
 
@@ -239,14 +255,12 @@ class ReferenceKeeper:
         config: KeeperConfig,
         on_walked: OnWalked | None = None,
         *,
-        held: Callable[[VerifyCap], bool] | None = None,
+        book: UploadBook | None = None,
         list_dircap: ListDircap | None = None,
     ) -> None:
         self.drives, self.roots, self.pins = drives, list(roots), pins
         self.renew, self.config, self.on_walked = renew, config, on_walked
-        #: renewed by this node already (the lease book): not renewed again when linked
-        self.held = held or (lambda vc: False)
-        self.list_dircap = list_dircap
+        self.book, self.list_dircap = book, list_dircap
         self._linked: asyncio.Queue[tuple[VerifyCap, str | None]] = asyncio.Queue(MAX_LINKED)
         self._linked_waiting: set[VerifyCap] = set()
         self.kept_when_linked = 0
@@ -260,13 +274,19 @@ class ReferenceKeeper:
         self._tasks.start(self._keep_linked(), name="reference-keeper-links")
 
     def keep_linked(self, items: Sequence[tuple[VerifyCap, str | None]]) -> None:
-        """What a change on this node just linked: each file or directory object
-        that nothing of this node's renews (the lease book does not hold it: let go
-        after an earlier unlink, or uploaded by someone else) is renewed now, and a
-        directory's content likewise, rather than at the keeper's next round, when
-        its lease may have run out. Live directories are renewed, not entered."""
+        """What a change on this node just linked. Each file or directory object
+        the lease book does not hold (let go after an earlier unlink, or uploaded by
+        someone else) is renewed now and taken into the book, rather than left to
+        the keeper's next round, when its lease may have run out. A directory's
+        content is gone through likewise unless the book holds the directory and a
+        walk has reached it (then its content was reached too, and is renewed while
+        it stays linked). Live directories are renewed, not entered. One at a time,
+        in the background: never blocks the change."""
+        book = self.book
         for vc, dircap in items:
-            if self.held(vc) or vc in self._linked_waiting:
+            if vc in self._linked_waiting:
+                continue
+            if book is not None and book.holds(vc) and (dircap is None or book.seen_linked(vc)):
                 continue
             try:
                 self._linked.put_nowait((vc, dircap))
@@ -279,19 +299,21 @@ class ReferenceKeeper:
         while True:
             vc, dircap = await self._linked.get()
             try:
-                why = await self._renew_one(vc)
-                if why is None:
-                    self.kept_when_linked += 1
-                else:
-                    log.warning("renewing a file just linked failed: %s", why)
+                if self.book is None or not self.book.holds(vc):
+                    why = await self._renew_one(vc)
+                    if why is None:
+                        self.kept_when_linked += 1
+                        if self.book is not None:
+                            self.book.adopt(vc)
+                    else:
+                        log.warning("renewing a file just linked failed: %s", why)
                 if dircap is not None and self.list_dircap is not None:
                     entries = await self.list_dircap(dircap)
                     self.keep_linked([item for e in entries if (item := _linked_entry(e))])
             except Exception as e:
-                log.warning("keeping a directory just linked failed: %s", e)
+                log.warning("keeping what was just linked failed: %s", e)
             finally:
                 self._linked_waiting.discard(vc)
-            await asyncio.sleep(self.config.pace)
 
     async def close(self) -> None:
         await self._tasks.close()
@@ -367,6 +389,14 @@ class ReferenceKeeper:
                 f"walk stopped after {dirs} directories and {len(found)} files, "
                 f"{len(todo)} directories not listed"
             )
+        for root in self.roots:  # the last await: nothing changes before on_walked
+            seen = sequences.get(root.drive)
+            if not seen or walk.problems:
+                continue
+            try:
+                seen.add((await self.drives.vdrive_list(root)).sequence)
+            except Exception as e:
+                walk.problems.append(f"{root}: {e}")
         for drive, seen in sequences.items():
             if len(seen) > 1:  # listed by path: a change in between may hide an entry
                 walk.problems.append(f"{drive}: the drive changed during the walk")
@@ -390,6 +420,7 @@ class ReferenceKeeper:
                 except Exception as e:  # the renewals below must not depend on it
                     log.warning("following the drives' links failed: %s", e)
                     problems.append(f"following the drives' links failed: {e}")
+                    complete = False
             wanted = dict.fromkeys(caps) | dict.fromkeys(self.pins.caps())  # each file once
             renewed = failed = 0
             for vc in wanted:

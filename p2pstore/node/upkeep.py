@@ -79,6 +79,24 @@ def maintenance_config(ctx: NodeContext, happy: int) -> MaintenanceConfig:
     )
 
 
+class _BookView:
+    """The lease book as the reference keeper sees it (``UploadBook``); without a
+    book (``renew_leases = false``) it holds nothing."""
+
+    def __init__(self, upkeep: Upkeep) -> None:
+        self.upkeep = upkeep
+
+    def holds(self, vc: KeptCap) -> bool:
+        return self.upkeep.book is not None and vc in self.upkeep.book
+
+    def seen_linked(self, vc: KeptCap) -> bool:
+        return self.upkeep.book is not None and self.upkeep.book.is_linked(vc)
+
+    def adopt(self, vc: KeptCap) -> None:
+        if self.upkeep.book is not None:
+            self.upkeep.book.record(vc, self.upkeep.ctx.clock())
+
+
 def keeper_interval(cfg: NodeConfig) -> float:
     """Seconds between two rounds of the reference keeper: ``[maintenance]
     keep_interval`` (0: a third of the lease), slowed by the limits profile but
@@ -214,7 +232,7 @@ class Upkeep:
             renew,
             config,
             on_walked=self._follow_links,
-            held=lambda vc: self.book is not None and vc in self.book,
+            book=_BookView(self),
             list_dircap=(lambda dircap: vd.vdrive_list_dircap(dircap, ())) if vd else None,
         )
         if vd is not None:  # what a change links is renewed at once, not at the next round

@@ -226,7 +226,9 @@ async def test_the_walk_reaches_directory_objects_and_enters_each_once() -> None
     assert walk.problems == []
     assert {c.to_string() for c in walk.found} == {_vc(i) for i in range(6)}
     assert walk.own == set(walk.found)
-    assert len(drive.listed) == 4  # the shared directory listed once, at one path
+    # the shared directory listed once, at one path; the root again at the end (the
+    # drive's sequence then, against a change after its listing)
+    assert len(drive.listed) == 5 and drive.listed[0] == drive.listed[-1]
     assert (
         drive.listed.count(VPath("private", ("s1", "common")))
         + drive.listed.count(VPath("private", ("s2", "common")))
@@ -305,10 +307,29 @@ async def test_a_failure_to_follow_the_links_does_not_stop_the_renewals() -> Non
     assert any("No space left" in p for p in report["problems"]), report
 
 
+class FakeBook:
+    """An ``UploadBook``: what it holds, what a walk saw linked, what it adopted."""
+
+    def __init__(self, held: set[KeptCap], linked: set[KeptCap]) -> None:
+        self.held, self.linked, self.adopted = held, linked, []  # type: list[KeptCap]
+
+    def holds(self, vc: KeptCap) -> bool:
+        return vc in self.held
+
+    def seen_linked(self, vc: KeptCap) -> bool:
+        return vc in self.linked
+
+    def adopt(self, vc: KeptCap) -> None:
+        self.held.add(vc)
+        self.adopted.append(vc)
+
+
 async def test_what_is_linked_and_not_held_is_renewed_at_once_with_its_content() -> None:
     """A file or directory linked on this node that the lease book does not hold
-    (let go after an earlier unlink, or someone else's) is renewed now, a
-    directory's content too; what the book holds is left to it."""
+    (let go after an earlier unlink, or someone else's) is renewed now and taken
+    into the book, a directory's content too; a directory the book holds but no
+    walk reached is gone through (its content may have been let go); what the book
+    holds otherwise is left to it."""
     renewed: list[str] = []
 
     async def renew(vc: KeptCap) -> dict[str, str | None]:
@@ -316,24 +337,53 @@ async def test_what_is_linked_and_not_held_is_renewed_at_once_with_its_content()
         return {"peer": None}
 
     listed: list[str] = []
-    dircap = "p2ps:dir:chk:whatever"
-
-    async def list_dircap(cap: str) -> list[DirEntry]:
-        listed.append(cap)
-        return [
+    contents = {
+        "p2ps:dir:chk:gone": [
             DirEntry("old.txt", "file", 1, None, _vc(4), None),
             DirEntry("kept.txt", "file", 1, None, _vc(5), None),
             DirEntry("tiny", "file", 1, None, None, None),  # literal: no lease
-        ]
+        ],
+        "p2ps:dir:chk:new": [DirEntry("also-old.txt", "file", 1, None, _vc(8), None)],
+    }
 
-    held = {pin_cap(_vc(5)), pin_cap(_vc(6))}
-    k = drive_keeper(SnapshotDrive(), renew, held=held.__contains__, list_dircap=list_dircap)
+    async def list_dircap(cap: str) -> list[DirEntry]:
+        listed.append(cap)
+        return contents[cap]
+
+    book = FakeBook(held={pin_cap(_vc(i)) for i in (5, 6, 7, 9)}, linked={pin_cap(_vc(9))})
+    k = drive_keeper(SnapshotDrive(), renew, book=book, list_dircap=list_dircap)
     k.start(first_delay=DAY)  # no round: only what is linked
     try:
-        k.keep_linked([(pin_cap(_vc(3)), dircap), (pin_cap(_vc(6)), None)])
-        await until(lambda: len(renewed) == 2, within=5, step=0.01)
+        k.keep_linked(
+            [
+                (pin_cap(_vc(3)), "p2ps:dir:chk:gone"),  # let go: renewed, entered
+                (pin_cap(_vc(6)), None),  # held: the book renews it
+                (pin_cap(_vc(7)), "p2ps:dir:chk:new"),  # held, no walk reached it
+                (pin_cap(_vc(9)), "p2ps:dir:chk:walked"),  # held, reached by a walk
+            ]
+        )
+        await until(lambda: len(renewed) == 3, within=5, step=0.01)
         await asyncio.sleep(0.05)
-        assert renewed == [_vc(3), _vc(4)] and listed == [dircap]
-        assert k.status()["kept_when_linked"] == 2
+        assert sorted(renewed) == sorted([_vc(3), _vc(4), _vc(8)])
+        assert sorted(listed) == ["p2ps:dir:chk:gone", "p2ps:dir:chk:new"]
+        assert {vc.to_string() for vc in book.adopted} == {_vc(3), _vc(4), _vc(8)}
+        assert k.status()["kept_when_linked"] == 3
+        k.keep_linked([(pin_cap(_vc(3)), "p2ps:dir:chk:gone")])  # adopted, walk not yet
+        await until(lambda: len(listed) == 3, within=5, step=0.01)
+        assert len(renewed) == 3  # its content is held now too: nothing renewed twice
     finally:
         await k.close()
+
+
+class LateChange(SnapshotDrive):
+    """The drive changes after the walk listed its last directory."""
+
+    async def vdrive_list(self, path: VPath) -> DirListing:
+        got = await super().vdrive_list(path)
+        return DirListing(got.path, got.entries, 1 if len(self.listed) <= 4 else 2)
+
+
+async def test_a_drive_changed_after_its_last_listing_lets_nothing_go() -> None:
+    k = drive_keeper(LateChange(), _renew_all, on_walked=lambda own, reached: {})
+    report = await k.run_round()
+    assert not report["complete_walk"], report
