@@ -206,6 +206,8 @@ class UploadBook(Protocol):
     def adopt(self, vc: VerifyCap) -> None:
         """Renew ``vc`` from now on (just renewed)."""
         ...
+
+
 #: the most files and directories waiting to be renewed because they were linked
 MAX_LINKED = 100_000
 
