@@ -8,9 +8,9 @@ it, and anyone who pinned it. This module keeps the last two:
 - :class:`ReferenceKeeper`: every ``interval`` (a third of the lease duration, so a
   lease is renewed twice before it could run out), walks the drives this node
   publishes (its private drive; the shared drive on the vdrive node), collects the
-  verify cap of every file and directory object reachable from them plus the pins, and renews this
-  node's lease on each at every peer holding a share, one file every ``pace``
-  seconds. A file unlinked from every drive and unpinned is simply not renewed
+  verify cap of every file and directory object reachable from them plus the
+  pins, and renews this node's lease on each at every peer holding a share, one
+  every ``pace`` seconds. A file unlinked from every drive and unpinned is simply not renewed
   any more: it expires one lease duration after its last renewal. A walk that
   reached every directory without an error is also handed to ``on_walked`` (the
   node's lease book lets go of its uploads that were linked and are not any more;
