@@ -36,7 +36,8 @@ Invariants:
 
 :class:`LeaseRenewer` owns one background task (clock and sleep injected): every
 ``interval`` (jittered by +-10 %) it renews the caps last renewed more than
-``renew_after`` ago, oldest first, at most ``max_per_round`` per round, with at
+``renew_after`` ago, oldest first, ``max_per_round`` per round (more when a backlog
+would otherwise outlast ``catch_up``), with at
 most ``concurrency`` renewals in flight. A cap counts as renewed when at least one
 holder accepted the lease; otherwise it stays due, one warning line is logged, and
 it is skipped (in memory only) for ``min(interval * 2**failures, max_backoff)`` so
@@ -299,6 +300,10 @@ class RenewerConfig:
     #: renew a cap whose last renewal is older than this (default lease_duration / 3)
     renew_after: float = 31 * 86400 / 3
     max_per_round: int = 200
+    #: a backlog of due caps is worked off within about this long: a round takes at
+    #: least ``due x interval / catch_up`` of them (more than ``max_per_round`` when
+    #: the book is large, so a book of 100,000 uploads is renewed in time too)
+    catch_up: float = 86400.0
     concurrency: int = 4
     #: the interval is multiplied by a random factor in [1 - jitter, 1 + jitter]
     jitter: float = 0.1
@@ -310,6 +315,8 @@ class RenewerConfig:
             raise ValueError("interval must be positive and renew_after non-negative")
         if self.max_per_round < 1 or self.concurrency < 1:
             raise ValueError("max_per_round and concurrency must be at least 1")
+        if not self.catch_up > 0:
+            raise ValueError("catch_up must be positive")
         if not 0 <= self.jitter < 1:
             raise ValueError("jitter must be in [0, 1)")
 
@@ -372,14 +379,17 @@ class LeaseRenewer:
             await self.sleep(self._delay())
 
     async def run_round(self) -> RoundReport:
-        """Renew up to ``max_per_round`` due caps, oldest first."""
+        """Renew the oldest due caps: ``max_per_round``, or more when that would not
+        work off the backlog within ``catch_up``."""
         cfg = self.config
         now = self.clock()
-        due = [
+        ready = [
             vc
             for vc in self.book.due(now - cfg.renew_after)
             if self._backoff.get(vc, (0, 0.0))[1] <= now
-        ][: cfg.max_per_round]
+        ]
+        take = max(cfg.max_per_round, math.ceil(len(ready) * cfg.interval / cfg.catch_up))
+        due = ready[:take]
         limit = asyncio.Semaphore(cfg.concurrency)
 
         async def one(vc: VerifyCap) -> bool:

@@ -499,3 +499,21 @@ async def test_a_cap_let_go_while_its_renewal_ran_stays_let_go(tmp_path: Path) -
     assert report.renewed == 1 and vc not in book
     book.close()
     assert vc not in LeaseBook.load(log_path(tmp_path))
+
+
+async def test_a_large_backlog_is_worked_off_within_catch_up(tmp_path: Path) -> None:
+    """200 caps an hour renew 48,000 in ten days: a bigger book would fall behind and
+    its oldest leases run out. A round takes enough to clear the backlog in a day."""
+    clock = Clock()
+    book = LeaseBook.load(log_path(tmp_path))
+    for i in range(1_000):
+        book.record(cap(i).verify_cap(), clock.now - 20 * DAY)
+    renew = FakeRenew()
+    cfg = RenewerConfig(interval=3600, renew_after=10 * DAY, max_per_round=10, catch_up=DAY)
+    r = LeaseRenewer(book, renew, cfg, clock=clock)
+    assert (await r.run_round()).renewed == 42  # ceil(1,000 x 1 h / 24 h)
+    small = LeaseRenewer(book, renew, RenewerConfig(renew_after=10 * DAY), clock=clock)
+    assert (await small.run_round()).renewed == 200  # the floor, when it is enough
+    with pytest.raises(ValueError):
+        RenewerConfig(catch_up=0)
+    book.close()
