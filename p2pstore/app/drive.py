@@ -162,38 +162,6 @@ class VdriveOperations:
     #: were: the node renews at once what nothing of its own renews (docs/node.md,
     #: "Letting go"). Never raises into the change.
     on_linked: Callable[[Sequence[Linked]], None] | None = None
-    #: called after a change on this node to one of ``marks_drives`` with the verify
-    #: caps of what the changed path now holds along its length (the root, each
-    #: directory down to it, and what it names), up to a live directory: the lease
-    #: book marks them linked at once, so a later complete walk that misses them
-    #: lets them go even when no walk saw them (docs/node.md, "Letting go"). Never
-    #: raises into the change.
-    on_marked: Callable[[Sequence[FileVerifyCap]], None] | None = None
-    marks_drives: frozenset[str] = frozenset()
-
-    async def _mark(self, label: str, paths: Sequence[Path]) -> None:
-        if self.on_marked is None or label not in self.marks_drives:
-            return
-        try:
-            drive = self._drive(label)
-            root = await drive.root_cap()
-            caps: list[FileVerifyCap] = []
-            if root is not None and isinstance(root.inner, ReadCap):
-                caps.append(root.inner.verify_cap())
-            for parts in paths:
-                for i in range(1, len(parts) + 1):
-                    try:
-                        entry, _seq = await drive.stat(parts[:i])
-                    except VdriveError:
-                        break  # not there (an unlink's own path), or changed again
-                    if entry is None or isinstance(entry.cap, MutableReadCap):
-                        break  # a live directory: shared with its writers, never marked
-                    inner = entry.cap.inner if isinstance(entry.cap, DirCap) else entry.cap
-                    if isinstance(inner, ReadCap):
-                        caps.append(inner.verify_cap())
-            self.on_marked(caps)
-        except Exception as e:  # a path changed again meanwhile: the next walk marks it
-            log.info("marking what a change linked: %s", e)
 
     def _linked(self, caps: Sequence[object]) -> None:
         items = [item for item in map(linked_item, caps) if item is not None]
@@ -229,25 +197,11 @@ class VdriveOperations:
         return dir_entry(path.name, entry)
 
     async def _change(
-        self,
-        path: VPath,
-        make: Callable[[Path], Op],
-        expected: int | None,
-        op_id: OpId,
-        also: Path | None = None,
-        linked: Sequence[object] = (),
+        self, path: VPath, make: Callable[[Path], Op], expected: int | None, op_id: OpId
     ) -> int:
-        """Make the change at ``path``; then hand what it ``linked`` to
-        :attr:`on_linked`, and mark what that path, and ``also`` (a rename's
-        destination), now hold (:attr:`on_marked`). In that order: what is kept
-        when linked looks at the marks from before the change (a directory marked
-        by a walk had its content reached by it)."""
         drive = self._drive(path.drive)
-        parts = _parts(path)
-        op = make(parts)
+        op = make(_parts(path))
         res = await _guard(drive.change(op, expected_sequence=expected, op_id=op_id))
-        self._linked(linked)
-        await self._mark(path.drive, [parts] if also is None else [parts, also])
         return res.sequence
 
     async def vdrive_mkdir(
@@ -264,9 +218,9 @@ class VdriveOperations:
         expected_sequence: int | None,
         op_id: OpId = None,
     ) -> int:
-        return await self._change(
-            path, lambda p: Link(p, cap, replace), expected_sequence, op_id, linked=[cap]
-        )
+        seq = await self._change(path, lambda p: Link(p, cap, replace), expected_sequence, op_id)
+        self._linked([cap])
+        return seq
 
     async def vdrive_link_dircap(
         self, path: VPath, dircap: str, *, expected_sequence: int | None, op_id: OpId = None
@@ -278,9 +232,9 @@ class VdriveOperations:
             cap = parse_dircap(dircap)
         except CapError as e:
             raise BadRequest(str(e), code="bad-cap") from None
-        return await self._change(
-            path, lambda p: Link(p, cap, False), expected_sequence, op_id, linked=[cap]
-        )
+        seq = await self._change(path, lambda p: Link(p, cap, False), expected_sequence, op_id)
+        self._linked([cap])
+        return seq
 
     async def vdrive_link_mutable(
         self,
@@ -300,9 +254,9 @@ class VdriveOperations:
                 "a verify cap cannot be linked: link the read cap", code="verify-cap-cannot-read"
             )
         read = cap.read_cap()
-        return await self._change(
-            path, lambda p: Link(p, read, replace), expected_sequence, op_id, linked=[read]
-        )
+        seq = await self._change(path, lambda p: Link(p, read, replace), expected_sequence, op_id)
+        self._linked([read])
+        return seq
 
     async def vdrive_unlink(
         self, path: VPath, *, recursive: bool, expected_sequence: int | None, op_id: OpId = None
@@ -337,9 +291,7 @@ class VdriveOperations:
                 code="cross-drive",
             )
         d = _parts(dst)
-        return await self._change(
-            src, lambda p: Rename(p, d, replace), expected_sequence, op_id, also=d
-        )
+        return await self._change(src, lambda p: Rename(p, d, replace), expected_sequence, op_id)
 
     async def vdrive_outcome(self, drive: str, op_id: bytes) -> ChangeOutcome:
         res = await _guard(self._drive(drive).settle(op_id))

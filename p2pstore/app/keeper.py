@@ -200,10 +200,7 @@ class UploadBook(Protocol):
         ...
 
     def seen_linked(self, vc: VerifyCap) -> bool:
-        """``vc`` is marked linked: a walk reached it in the drives' own tree, or a
-        change on this node linked it, after handing it to :meth:`ReferenceKeeper.
-        keep_linked`, or wrote it along the changed path (a directory whose content
-        is its previous version's, walked or handed over, plus the change)."""
+        """A walk reached ``vc`` in the drives' own tree since it was taken in."""
         ...
 
     def adopt(self, vc: VerifyCap) -> None:

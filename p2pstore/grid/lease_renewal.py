@@ -185,21 +185,6 @@ class LeaseBook:
         self._entries.pop(vc, None)
         self._entries[vc] = now
 
-    def mark_linked(self, caps: Collection[VerifyCap]) -> int:
-        """A change on this node just linked ``caps`` into a drive it publishes: each
-        one kept here is marked linked now, so a later complete walk that does not
-        reach it lets it go even if no walk saw it linked. Returns how many were
-        newly marked."""
-        newly = 0
-        for vc in caps:
-            if vc in self._entries and vc not in self._linked:
-                self._append(f"{vc.to_string()} {LINKED}\n".encode("ascii"))
-                self._linked.add(vc)
-                newly += 1
-        if newly:
-            self.maybe_compact()
-        return newly
-
     def follow_links(
         self, own: Collection[VerifyCap], reached: Collection[VerifyCap]
     ) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from p2pstore.app.drive import VdriveOperations
@@ -237,14 +237,7 @@ class Upkeep:
         )
         if vd is not None:  # what a change links is renewed at once, not at the next round
             vd.on_linked = self.keeper.keep_linked
-            # and marked at once in the book, for the walks to let go once unlinked
-            vd.on_marked = self._mark_linked
-            vd.marks_drives = frozenset(r.drive for r in roots)
         self.keeper.start(first_delay=min(600.0, interval) * random.uniform(0.8, 1.2))
-
-    def _mark_linked(self, caps: Sequence[VerifyCap]) -> None:
-        if self.book is not None:
-            self.book.mark_linked(caps)
 
     def _follow_links(self, own: set[KeptCap], reached: set[KeptCap]) -> dict[str, int]:
         """A complete walk of the drives this node publishes: the lease book marks

@@ -13,7 +13,7 @@ import pytest
 
 from p2pstore.app.contract import DirListing, NewEntry
 from p2pstore.app.drive import VdriveApplication
-from p2pstore.app.keeper import KeeperConfig, PinBook, ReferenceKeeper, pin_cap
+from p2pstore.app.keeper import KeeperConfig, PinBook, ReferenceKeeper
 from p2pstore.app.keeper import VerifyCap as KeptCap
 from p2pstore.app.vpath import VPath
 from p2pstore.grid.lease_renewal import LeaseBook
@@ -54,8 +54,6 @@ class Node:
             list_dircap=lambda d: self.app.vdrive_list_dircap(d, ()),
         )
         self.app.on_linked = self.keeper.keep_linked
-        self.app.on_marked = self.book.mark_linked
-        self.app.marks_drives = frozenset(roots)
 
     async def renew(self, vc: KeptCap) -> dict[str, str | None]:
         self.renewed.append(vc)
@@ -195,39 +193,3 @@ async def test_a_file_linked_again_during_the_walk_stays_kept(node: Node) -> Non
 
     await during_the_walk(node, relink)
     assert again and node.kept(f)
-
-
-async def test_a_file_put_and_removed_between_two_walks_is_let_go(node: Node) -> None:
-    """No walk saw it linked: the change that linked it marked it (and the directory
-    versions it wrote), so the next complete walk lets it go, and the versions the
-    removal replaced; a bare upload and what is still linked stay."""
-    kept = await node.upload(b"K" * 200)
-    await node.app.vdrive_mkdir(VPath("private", ("docs",)), parents=False, expected_sequence=None)
-    await link(node, VPath("private", ("docs", "kept")), kept)
-    await node.keeper.run_round()
-    bare, temp = await node.upload(b"B" * 200), await node.upload(b"T" * 200)
-    await link(node, VPath("private", ("docs", "temp")), temp)
-    assert node.book.is_linked(temp.verify_cap()) and not node.book.is_linked(bare.verify_cap())
-    with_temp = (await node.app.vdrive_stat(VPath("private", ("docs",)))).verify_cap
-    await unlink(node, VPath("private", ("docs", "temp")))
-    report = await node.keeper.run_round()
-    assert report["complete_walk"] and report["uploads_let_go"] >= 3, report  # temp, 2 dirs
-    assert temp.verify_cap() not in node.book
-    assert with_temp is not None and pin_cap(with_temp) not in node.book
-    assert bare.verify_cap() in node.book and kept.verify_cap() in node.book
-
-
-async def test_a_rename_keeps_what_it_moved(node: Node) -> None:
-    f = await node.upload(b"R" * 200)
-    await node.app.vdrive_mkdir(VPath("private", ("a",)), parents=False, expected_sequence=None)
-    await link(node, VPath("private", ("a", "f")), f)
-    await node.keeper.run_round()
-    await node.app.vdrive_rename(
-        VPath("private", ("a", "f")),
-        VPath("private", ("g",)),
-        replace=False,
-        expected_sequence=None,
-    )
-    report = await node.keeper.run_round()
-    assert report["complete_walk"] and f.verify_cap() in node.book
-    assert node.book.is_linked(f.verify_cap())
