@@ -52,7 +52,7 @@ import logging
 import math
 import os
 import random
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Set
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,13 +181,11 @@ class LeaseBook:
             raise TypeError("LeaseBook stores verify caps only")
         if not math.isfinite(now) or now < 0:
             raise ValueError(f"bad renewal time {now!r}")
-        self._append(f"{vc.to_string()} {_fmt_time(now)}\n".encode("ascii"))
+        self._append(_line(vc, _fmt_time(now)))
         self._entries.pop(vc, None)
         self._entries[vc] = now
 
-    def follow_links(
-        self, own: Collection[VerifyCap], reached: Collection[VerifyCap]
-    ) -> tuple[int, int]:
+    def follow_links(self, own: Set[VerifyCap], reached: Set[VerifyCap]) -> tuple[int, int]:
         """After a complete walk of the drives this node publishes (no directory
         skipped, none left unlisted), ``reached`` being every file and directory
         object it reached and ``own`` those of them held by the drives' own tree
@@ -196,17 +194,15 @@ class LeaseBook:
         (unlinked since) is let go. Returns ``(newly linked, let go)``. A walk that
         was not complete must not be passed here: a file it missed would be let go
         while still linked."""
-        own = own if isinstance(own, set | frozenset) else set(own)
-        reached = reached if isinstance(reached, set | frozenset) else set(reached)
         newly = gone = 0
         for vc in list(self._entries):
             if vc in reached:
                 if vc in own and vc not in self._linked:
-                    self._append(f"{vc.to_string()} {LINKED}\n".encode("ascii"))
+                    self._append(_line(vc, LINKED))
                     self._linked.add(vc)
                     newly += 1
             elif vc in self._linked:
-                self._append(f"{vc.to_string()} {LET_GO}\n".encode("ascii"))
+                self._append(_line(vc, LET_GO))
                 del self._entries[vc]
                 self._linked.discard(vc)
                 gone += 1
@@ -230,8 +226,7 @@ class LeaseBook:
 
     def compact(self) -> None:
         body = b"".join(
-            f"{vc.to_string()} {_fmt_time(at)}\n".encode("ascii")
-            + (f"{vc.to_string()} {LINKED}\n".encode("ascii") if vc in self._linked else b"")
+            _line(vc, _fmt_time(at)) + (_line(vc, LINKED) if vc in self._linked else b"")
             for vc, at in self._entries.items()
         )
         tmp = self.path.with_name(self.path.name + ".tmp")
@@ -261,6 +256,11 @@ class LeaseBook:
     def close(self) -> None:
         """Flush the log to disk and release its file descriptor."""
         self._close_fd()
+
+
+def _line(vc: VerifyCap, field: str) -> bytes:
+    """One record of the log: ``<verify-cap> SP <time | linked | -> LF``."""
+    return f"{vc.to_string()} {field}\n".encode("ascii")
 
 
 def _fmt_time(t: float) -> str:
