@@ -25,9 +25,9 @@ from p2pstore.app.errors import (
     TooLarge,
     VdriveUnavailable,
 )
+from p2pstore.app.keeper import Linked
 from p2pstore.app.vpath import VPath
 from p2pstore.immutable import CapError, LiteralCap, ReadCap, parse_cap
-from p2pstore.immutable import VerifyCap as FileVerifyCap
 from p2pstore.mutable import MutableCap
 from p2pstore.mutable import ReadCap as MutableReadCap
 from p2pstore.mutable import VerifyCap as MutableVerifyCap
@@ -45,8 +45,6 @@ from p2pstore.vdrive.ops import Link, Mkdir, Op, Path, Rename, Unlink, list_dir,
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-#: a file's or a mutable file's verify cap
-ReadVerifyCap = FileVerifyCap | MutableVerifyCap
 
 _CONFLICTS = {
     "abandoned",
@@ -139,11 +137,6 @@ def make_directory(entries: Sequence[NewEntry], now: float) -> Directory:
         raise to_app_error(err) from None
 
 
-#: what a change links, for :attr:`VdriveOperations.on_linked`: a file's or directory
-#: object's verify cap, with the directory cap to list when it is one
-Linked = tuple[ReadVerifyCap, str | None]
-
-
 def linked_item(cap: object) -> Linked | None:
     """What linking ``cap`` (a file, directory or mutable read cap) asks to keep;
     None for a literal one (no shares, no lease)."""
@@ -157,10 +150,11 @@ def linked_item(cap: object) -> Linked | None:
 
 class VdriveOperations:
     vdrive: Vdrive | None
-    #: called, after a change on this node linked caps (``link``, ``link_dircap``,
-    #: ``link_mutable``) or a whole directory was made from entries, with what they
-    #: were: the node renews at once what nothing of its own renews (docs/node.md,
-    #: "Letting go"). Never raises into the change.
+    #: called, after a change on this node linked a cap (every ``Link`` through
+    #: ``_change``: ``link``, ``link_dircap``, ``link_mutable``) or a whole directory
+    #: was made from entries, with what they were: the node renews at once what
+    #: nothing of its own renews (docs/node.md, "Letting go"). Never raises into the
+    #: change.
     on_linked: Callable[[Sequence[Linked]], None] | None = None
 
     def _linked(self, caps: Sequence[object]) -> None:
@@ -202,6 +196,8 @@ class VdriveOperations:
         drive = self._drive(path.drive)
         op = make(_parts(path))
         res = await _guard(drive.change(op, expected_sequence=expected, op_id=op_id))
+        if isinstance(op, Link):
+            self._linked([op.cap])
         return res.sequence
 
     async def vdrive_mkdir(
@@ -218,9 +214,7 @@ class VdriveOperations:
         expected_sequence: int | None,
         op_id: OpId = None,
     ) -> int:
-        seq = await self._change(path, lambda p: Link(p, cap, replace), expected_sequence, op_id)
-        self._linked([cap])
-        return seq
+        return await self._change(path, lambda p: Link(p, cap, replace), expected_sequence, op_id)
 
     async def vdrive_link_dircap(
         self, path: VPath, dircap: str, *, expected_sequence: int | None, op_id: OpId = None
@@ -232,9 +226,7 @@ class VdriveOperations:
             cap = parse_dircap(dircap)
         except CapError as e:
             raise BadRequest(str(e), code="bad-cap") from None
-        seq = await self._change(path, lambda p: Link(p, cap, False), expected_sequence, op_id)
-        self._linked([cap])
-        return seq
+        return await self._change(path, lambda p: Link(p, cap, False), expected_sequence, op_id)
 
     async def vdrive_link_mutable(
         self,
@@ -254,9 +246,7 @@ class VdriveOperations:
                 "a verify cap cannot be linked: link the read cap", code="verify-cap-cannot-read"
             )
         read = cap.read_cap()
-        seq = await self._change(path, lambda p: Link(p, read, replace), expected_sequence, op_id)
-        self._linked([read])
-        return seq
+        return await self._change(path, lambda p: Link(p, read, replace), expected_sequence, op_id)
 
     async def vdrive_unlink(
         self, path: VPath, *, recursive: bool, expected_sequence: int | None, op_id: OpId = None

@@ -49,6 +49,9 @@ MAX_PIN_FILE = 64 << 20
 #: what a pin keeps: an immutable file, or a mutable file (its root and latest version)
 VerifyCap = FileVerifyCap | MutableVerifyCap
 Renew = Callable[[VerifyCap], Awaitable[Mapping[str, str | None]]]
+#: what a change linked, for :meth:`ReferenceKeeper.keep_linked`: a file's or
+#: directory object's verify cap, with the directory cap to list when it is one
+Linked = tuple[VerifyCap, str | None]
 #: ``on_walked(own, found)`` after a complete walk (see :class:`Walk`) -> figures for
 #: the round's status
 OnWalked = Callable[[set[VerifyCap], set[VerifyCap]], Mapping[str, int]]
@@ -212,7 +215,7 @@ class UploadBook(Protocol):
 MAX_LINKED = 100_000
 
 
-def _linked_entry(e: DirEntry) -> tuple[VerifyCap, str | None] | None:
+def _linked_entry(e: DirEntry) -> Linked | None:
     """A listed entry as :meth:`ReferenceKeeper.keep_linked` takes it."""
     if not e.verify_cap:
         return None
@@ -263,7 +266,7 @@ class ReferenceKeeper:
         self.drives, self.roots, self.pins = drives, list(roots), pins
         self.renew, self.config, self.on_walked = renew, config, on_walked
         self.book, self.list_dircap = book, list_dircap
-        self._linked: asyncio.Queue[tuple[VerifyCap, str | None]] = asyncio.Queue(MAX_LINKED)
+        self._linked: asyncio.Queue[Linked] = asyncio.Queue(MAX_LINKED)
         self._linked_waiting: set[VerifyCap] = set()
         self.kept_when_linked = 0
         self._tasks = TaskOwner()
@@ -275,7 +278,7 @@ class ReferenceKeeper:
         self._tasks.start(self._run(first_delay), name="reference-keeper")
         self._tasks.start(self._keep_linked(), name="reference-keeper-links")
 
-    def keep_linked(self, items: Sequence[tuple[VerifyCap, str | None]]) -> None:
+    def keep_linked(self, items: Sequence[Linked]) -> None:
         """What a change on this node just linked. Each file or directory object
         the lease book does not hold (let go after an earlier unlink, or uploaded by
         someone else) is renewed now and taken into the book, rather than left to
