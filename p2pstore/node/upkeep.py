@@ -79,22 +79,25 @@ def maintenance_config(ctx: NodeContext, happy: int) -> MaintenanceConfig:
     )
 
 
-class _BookView:
-    """The lease book as the reference keeper sees it (``UploadBook``); without a
-    book (``renew_leases = false``) it holds nothing."""
+class BookView:
+    """The lease book as the reference keeper sees it (``UploadBook``): ``book()``
+    is the book, or None (``renew_leases = false``: it holds nothing)."""
 
-    def __init__(self, upkeep: Upkeep) -> None:
-        self.upkeep = upkeep
+    def __init__(self, book: Callable[[], LeaseBook | None], clock: Callable[[], float]) -> None:
+        self.book, self.clock = book, clock
 
     def holds(self, vc: KeptCap) -> bool:
-        return self.upkeep.book is not None and vc in self.upkeep.book
+        book = self.book()
+        return book is not None and vc in book
 
     def seen_linked(self, vc: KeptCap) -> bool:
-        return self.upkeep.book is not None and self.upkeep.book.is_linked(vc)
+        book = self.book()
+        return book is not None and book.is_linked(vc)
 
     def adopt(self, vc: KeptCap) -> None:
-        if self.upkeep.book is not None:
-            self.upkeep.book.record(vc, self.upkeep.ctx.clock())
+        book = self.book()
+        if book is not None:
+            book.record(vc, self.clock())
 
 
 def keeper_interval(cfg: NodeConfig) -> float:
@@ -232,7 +235,7 @@ class Upkeep:
             renew,
             config,
             on_walked=self._follow_links,
-            book=_BookView(self),
+            book=BookView(lambda: self.book, self.ctx.clock),
             list_dircap=(lambda dircap: vd.vdrive_list_dircap(dircap, ())) if vd else None,
         )
         if vd is not None:  # what a change links is renewed at once, not at the next round

@@ -18,14 +18,15 @@ from p2pstore.app.keeper import VerifyCap as KeptCap
 from p2pstore.app.vpath import VPath
 from p2pstore.grid.lease_renewal import LeaseBook
 from p2pstore.immutable import ReadCap
+from p2pstore.node.upkeep import BookView
 from p2pstore.testing.vdrive import local_vdrive
 from p2pstore.vdrive.objects import CachingStore, FileCap, MemoryObjectStore
 
 
 class Node:
     """A book tracking every upload (directory objects too, as the node's upload
-    hook does), a keeper walking ``roots`` with the book as its ``UploadBook``, and
-    the vdrive's ``on_linked`` hook on the keeper."""
+    hook does), a keeper walking ``roots`` that sees the book through the node's
+    ``BookView``, and the vdrive's ``on_linked`` hook on the keeper."""
 
     def __init__(self, tmp: Path, roots: list[str]) -> None:
         self.book = LeaseBook.load(tmp / "leases.log")
@@ -50,7 +51,7 @@ class Node:
             self.renew,
             KeeperConfig(interval=1e9, pace=0),
             on_walked=self.follow,
-            book=self,
+            book=BookView(lambda: self.book, lambda: 2.0),
             list_dircap=lambda d: self.app.vdrive_list_dircap(d, ()),
         )
         self.app.on_linked = self.keeper.keep_linked
@@ -62,16 +63,6 @@ class Node:
     def follow(self, own: set[KeptCap], reached: set[KeptCap]) -> dict[str, int]:
         linked, gone = self.book.follow_links(own, reached)
         return {"uploads_linked": linked, "uploads_let_go": gone}
-
-    # the UploadBook the keeper sees
-    def holds(self, vc: KeptCap) -> bool:
-        return vc in self.book
-
-    def seen_linked(self, vc: KeptCap) -> bool:
-        return self.book.is_linked(vc)
-
-    def adopt(self, vc: KeptCap) -> None:
-        self.book.record(vc, 2.0)
 
     async def upload(self, data: bytes) -> ReadCap:
         cap = await self.store.put(data)
